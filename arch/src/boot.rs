@@ -1,0 +1,294 @@
+//! Boot assembly: the multiboot2 header, the 32-bit entry GRUB jumps to, the switch to long mode, and the
+//! real-mode trampoline application processors start in. Linked only into the kernel image (`bare`).
+//!
+//! Memory layout assumptions (see kernel/linker.ld): the kernel is linked and loaded at 1 MiB, identity
+//! mapped; the boot page tables identity-map the first 4 GiB with 2 MiB pages (enough for the image, the
+//! multiboot information and the LAPIC/IOAPIC MMIO) until the kernel builds its own tables.
+
+use core::arch::global_asm;
+
+/// Physical address the AP trampoline is copied to (must be page aligned, below 1 MiB: SIPI vector 0x08).
+pub const AP_TRAMPOLINE_BASE: u64 = 0x8000;
+
+global_asm!(
+    r#"
+    .set MB2_MAGIC, 0xE85250D6
+    .set MB2_BOOT_MAGIC, 0x36d76289
+    .set AP_BASE, 0x8000
+    .set CR4_BITS, (1 << 5) | (1 << 9) | (1 << 10)   /* PAE | OSFXSR | OSXMMEXCPT */
+    .set EFER_BITS, (1 << 8) | (1 << 11)             /* LME | NXE */
+
+    .section .multiboot2, "a"
+    .balign 8
+mb2_header_start:
+    .long MB2_MAGIC
+    .long 0                                  /* architecture: i386 protected mode */
+    .long mb2_header_end - mb2_header_start
+    .long 0x100000000 - (MB2_MAGIC + (mb2_header_end - mb2_header_start))
+    .short 0                                 /* end tag */
+    .short 0
+    .long 8
+mb2_header_end:
+
+    .section .text.boot, "ax"
+    .code32
+    .global _start32
+_start32:
+    cli
+    cld
+    mov %eax, %ebp                           /* multiboot2 magic */
+    mov %ebx, %esi                           /* multiboot2 information (physical) */
+
+    /* Zero .bss ourselves rather than trusting every loader to do it. */
+    mov $__bss_start, %edi
+    mov $__bss_end, %ecx
+    sub %edi, %ecx
+    xor %eax, %eax
+    rep stosb
+
+    mov $boot_stack_top, %esp
+
+    cmp $MB2_BOOT_MAGIC, %ebp
+    jne .Lno_multiboot
+
+    mov $0x80000000, %eax
+    cpuid
+    cmp $0x80000001, %eax
+    jb .Lno_long_mode
+    mov $0x80000001, %eax
+    cpuid
+    test $(1 << 29), %edx
+    jz .Lno_long_mode
+    test $(1 << 20), %edx
+    jz .Lno_nx
+
+    /* PML4[0] -> PDPT; PDPT[0..4] -> 4 page directories of 2 MiB pages: identity map of 0..4 GiB. */
+    mov $boot_pdpt, %eax
+    or $3, %eax
+    mov %eax, boot_pml4
+    xor %ecx, %ecx
+1:  mov %ecx, %eax
+    shl $12, %eax
+    add $boot_pd, %eax
+    or $3, %eax
+    mov %eax, boot_pdpt(,%ecx,8)
+    inc %ecx
+    cmp $4, %ecx
+    jne 1b
+    xor %ecx, %ecx
+2:  mov %ecx, %eax
+    shl $21, %eax
+    or $0x83, %eax                           /* present | writable | 2 MiB page */
+    mov %eax, boot_pd(,%ecx,8)
+    inc %ecx
+    cmp $2048, %ecx
+    jne 2b
+
+    mov $boot_pml4, %eax
+    mov %eax, %cr3
+    mov %cr4, %eax
+    or $CR4_BITS, %eax
+    mov %eax, %cr4
+    mov $0xC0000080, %ecx
+    rdmsr
+    or $EFER_BITS, %eax
+    wrmsr
+    mov %cr0, %eax
+    and $~(1 << 2), %eax                     /* EM off: SSE instructions must not trap */
+    or $((1 << 31) | (1 << 16) | (1 << 5) | (1 << 1) | 1), %eax  /* PG | WP | NE | MP | PE */
+    mov %eax, %cr0
+
+    lgdt boot_gdt_ptr
+    ljmp $0x18, $.Llong_mode
+
+.Lno_multiboot:
+    mov $msg_no_multiboot, %ebx
+    jmp .Lfail32
+.Lno_long_mode:
+    mov $msg_no_long_mode, %ebx
+    jmp .Lfail32
+.Lno_nx:
+    mov $msg_no_nx, %ebx
+.Lfail32:
+    /* Print the NUL-terminated string at %ebx on COM1 (polled) and halt. */
+    movb (%ebx), %al
+    test %al, %al
+    jz 4f
+    mov $0x3fd, %dx
+3:  inb %dx, %al
+    test $0x20, %al
+    jz 3b
+    movb (%ebx), %al
+    mov $0x3f8, %dx
+    outb %al, %dx
+    inc %ebx
+    jmp .Lfail32
+4:  cli
+    hlt
+    jmp 4b
+
+    .code64
+.Llong_mode:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    xor %eax, %eax
+    mov %ax, %fs
+    mov %ax, %gs
+    mov $boot_stack_top, %rsp
+    xor %ebp, %ebp
+    mov %esi, %edi                           /* arg 0: multiboot2 information physical address */
+    call questv_bsp_entry
+5:  cli
+    hlt
+    jmp 5b
+
+    /* ---- AP trampoline: copied to AP_BASE, entered in real mode at AP_BASE:0 by SIPI ---- */
+    .balign 16
+    .code16
+    .global ap_trampoline_start
+ap_trampoline_start:
+    cli
+    cld
+    xor %ax, %ax
+    mov %ax, %ds
+    lgdtl (AP_BASE + ap_gdt_ptr - ap_trampoline_start)
+    mov %cr0, %eax
+    or $1, %eax
+    mov %eax, %cr0
+    ljmpl $0x08, $(AP_BASE + ap_pm - ap_trampoline_start)
+
+    .code32
+ap_pm:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov %cr4, %eax
+    or $CR4_BITS, %eax
+    mov %eax, %cr4
+    mov (AP_BASE + ap_param_cr3 - ap_trampoline_start), %eax
+    mov %eax, %cr3
+    mov $0xC0000080, %ecx
+    rdmsr
+    or $EFER_BITS, %eax
+    wrmsr
+    mov %cr0, %eax
+    and $~(1 << 2), %eax
+    or $((1 << 31) | (1 << 16) | (1 << 5) | (1 << 1) | 1), %eax
+    mov %eax, %cr0
+    ljmp $0x18, $(AP_BASE + ap_lm - ap_trampoline_start)
+
+    .code64
+ap_lm:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    xor %eax, %eax
+    mov %ax, %fs
+    mov %ax, %gs
+    mov (AP_BASE + ap_param_stack - ap_trampoline_start), %rsp
+    mov (AP_BASE + ap_param_cpu - ap_trampoline_start), %rdi
+    mov (AP_BASE + ap_param_entry - ap_trampoline_start), %rax
+    xor %ebp, %ebp
+    call *%rax
+6:  cli
+    hlt
+    jmp 6b
+
+    .balign 8
+ap_gdt:
+    .quad 0
+    .quad 0x00CF9A000000FFFF                 /* 0x08: 32-bit code */
+    .quad 0x00CF92000000FFFF                 /* 0x10: data */
+    .quad 0x00AF9A000000FFFF                 /* 0x18: 64-bit code */
+ap_gdt_ptr:
+    .short 31
+    .long AP_BASE + ap_gdt - ap_trampoline_start
+    .balign 8
+    .global ap_param_cr3, ap_param_stack, ap_param_entry, ap_param_cpu
+ap_param_cr3:   .quad 0
+ap_param_stack: .quad 0
+ap_param_entry: .quad 0
+ap_param_cpu:   .quad 0
+    .global ap_trampoline_end
+ap_trampoline_end:
+
+    .section .rodata.boot, "a"
+    .balign 8
+boot_gdt:
+    .quad 0
+    .quad 0x00CF9A000000FFFF
+    .quad 0x00CF92000000FFFF
+    .quad 0x00AF9A000000FFFF
+boot_gdt_ptr:
+    .short 31
+    .long boot_gdt
+msg_no_multiboot: .asciz "questv: not booted by a multiboot2 loader\r\n"
+msg_no_long_mode: .asciz "questv: this CPU has no 64-bit long mode\r\n"
+msg_no_nx:        .asciz "questv: this CPU has no NX (no-execute) support\r\n"
+
+    .section .bss.boot, "aw", @nobits
+    .balign 4096
+    .global boot_pml4
+boot_pml4: .skip 4096
+boot_pdpt: .skip 4096
+boot_pd:   .skip 4096 * 4
+    .balign 16
+boot_stack: .skip 64 * 1024
+    .global boot_stack_top
+boot_stack_top:
+"#,
+    options(att_syntax)
+);
+
+extern "C" {
+    static ap_trampoline_start: u8;
+    static ap_trampoline_end: u8;
+    static ap_param_cr3: u8;
+    static ap_param_stack: u8;
+    static ap_param_entry: u8;
+    static ap_param_cpu: u8;
+}
+
+/// Copy the AP trampoline to [`AP_TRAMPOLINE_BASE`] and fill its parameter block. After this, a SIPI with
+/// vector `AP_TRAMPOLINE_BASE >> 12` starts a CPU that enters `entry(cpu_index)` in long mode on `stack_top`.
+///
+/// # Safety
+/// The page at `AP_TRAMPOLINE_BASE` must be reserved for this purpose (identity mapped, unused), `cr3` must be
+/// below 4 GiB and map the kernel, and no AP may be running the trampoline concurrently.
+pub unsafe fn install_ap_trampoline(cr3: u64, stack_top: u64, entry: extern "C" fn(u64) -> !, cpu_index: u64) {
+    // Linker symbols inside the kernel image; only their addresses are taken.
+    let (start, end, p_cr3, p_stack, p_entry, p_cpu) = (
+            &raw const ap_trampoline_start as u64,
+            &raw const ap_trampoline_end as u64,
+            &raw const ap_param_cr3 as u64,
+            &raw const ap_param_stack as u64,
+            &raw const ap_param_entry as u64,
+            &raw const ap_param_cpu as u64,
+        );
+    let len = (end - start) as usize;
+    assert!(len < 4096, "AP trampoline larger than a page");
+    assert!(cr3 < (1 << 32), "AP page tables must be below 4 GiB");
+    let base = AP_TRAMPOLINE_BASE as *mut u8;
+    // SAFETY: caller reserved the trampoline page; the source is our own image.
+    unsafe {
+        core::ptr::copy_nonoverlapping(start as *const u8, base, len);
+        let param = |sym: u64| base.add((sym - start) as usize) as *mut u64;
+        core::ptr::write_volatile(param(p_cr3), cr3);
+        core::ptr::write_volatile(param(p_stack), stack_top);
+        core::ptr::write_volatile(param(p_entry), entry as usize as u64);
+        core::ptr::write_volatile(param(p_cpu), cpu_index);
+    }
+}
+
+/// Physical address of the boot PML4 (identity map of 0..4 GiB) built by the 32-bit entry code.
+pub fn boot_pml4_phys() -> u64 {
+    extern "C" {
+        static boot_pml4: u8;
+    }
+    // Only the address of the linker symbol is taken.
+    &raw const boot_pml4 as u64
+}

@@ -1,0 +1,228 @@
+//! Thin wrappers around privileged x86_64 instructions: port I/O, MSRs, control registers, CPUID, TSC,
+//! interrupt flag. Every function here is a single instruction (or a tiny fixed sequence).
+
+use core::arch::asm;
+
+pub const MSR_APIC_BASE: u32 = 0x1B;
+pub const MSR_EFER: u32 = 0xC000_0080;
+pub const MSR_GS_BASE: u32 = 0xC000_0101;
+pub const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
+
+/// # Safety
+/// Port I/O can reconfigure hardware; the caller must own the device behind `port`.
+#[inline]
+pub unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: caller guarantees the port write is meaningful for the device it owns.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) }
+}
+
+/// # Safety
+/// See [`outb`].
+#[inline]
+pub unsafe fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: caller guarantees reading this port has no harmful side effect.
+    unsafe { asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// # Safety
+/// See [`outb`].
+#[inline]
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: caller owns the device.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) }
+}
+
+/// # Safety
+/// See [`outb`].
+#[inline]
+pub unsafe fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: caller owns the device.
+    unsafe { asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// # Safety
+/// Reading an MSR that does not exist raises #GP.
+#[inline]
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: caller guarantees the MSR exists on this CPU.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// # Safety
+/// Writing an MSR changes CPU behaviour; the caller must know the consequences.
+#[inline]
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: caller guarantees the MSR and value are valid.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+             options(nostack, preserves_flags))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct CpuidResult {
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+#[inline]
+pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    CpuidResult { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+}
+
+/// Does this CPU support x2APIC mode (CPUID.01H:ECX[21])?
+pub fn has_x2apic() -> bool {
+    cpuid(1, 0).ecx & (1 << 21) != 0
+}
+
+/// Initial APIC id as reported by CPUID (8 bits; good enough to identify a CPU before its LAPIC is set up).
+pub fn initial_apic_id() -> u32 {
+    cpuid(1, 0).ebx >> 24
+}
+
+#[inline]
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC is unprivileged unless CR4.TSD is set, which we never set.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+#[inline]
+pub fn read_cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+#[inline]
+pub fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// # Safety
+/// `pml4` must be the physical address of a valid PML4 that maps the currently executing code and stack.
+#[inline]
+pub unsafe fn write_cr3(pml4: u64) {
+    // SAFETY: caller guarantees the new address space maps everything in use.
+    unsafe { asm!("mov cr3, {}", in(reg) pml4, options(nostack, preserves_flags)) }
+}
+
+#[inline]
+pub fn read_cr0() -> u64 {
+    let v: u64;
+    // SAFETY: no side effects.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+#[inline]
+pub fn read_cr4() -> u64 {
+    let v: u64;
+    // SAFETY: no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// # Safety
+/// Changing CR4 changes paging/SSE/VMX behaviour.
+#[inline]
+pub unsafe fn write_cr4(v: u64) {
+    // SAFETY: caller guarantees the value is valid for this CPU.
+    unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack, preserves_flags)) }
+}
+
+#[inline]
+pub fn interrupts_enabled() -> bool {
+    let flags: u64;
+    // SAFETY: reading RFLAGS has no side effects.
+    unsafe { asm!("pushfq", "pop {}", out(reg) flags, options(preserves_flags)) };
+    flags & (1 << 9) != 0
+}
+
+#[inline]
+pub fn disable_interrupts() {
+    // SAFETY: masking interrupts cannot break memory safety.
+    unsafe { asm!("cli", options(nomem, nostack)) }
+}
+
+/// # Safety
+/// Interrupt handlers (IDT, stacks) must be set up before interrupts are enabled.
+#[inline]
+pub unsafe fn enable_interrupts() {
+    // SAFETY: caller guarantees the IDT is ready.
+    unsafe { asm!("sti", options(nomem, nostack)) }
+}
+
+/// Enable interrupts and halt atomically (STI's one-instruction shadow covers HLT), so a wakeup interrupt
+/// arriving between the two cannot be lost.
+///
+/// # Safety
+/// As [`enable_interrupts`].
+#[inline]
+pub unsafe fn enable_interrupts_and_halt() {
+    // SAFETY: caller guarantees the IDT is ready.
+    unsafe { asm!("sti; hlt", options(nomem, nostack)) }
+}
+
+#[inline]
+pub fn halt() {
+    // SAFETY: HLT only waits for the next interrupt.
+    unsafe { asm!("hlt", options(nomem, nostack, preserves_flags)) }
+}
+
+/// Stop this CPU for good: interrupts off, halt forever (NMIs return to the halt).
+pub fn halt_forever() -> ! {
+    disable_interrupts();
+    loop {
+        halt();
+    }
+}
+
+#[inline]
+pub fn pause() {
+    core::hint::spin_loop();
+}
+
+/// Run `f` with interrupts disabled, restoring the previous interrupt flag afterwards.
+#[inline]
+pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    let was_enabled = interrupts_enabled();
+    if was_enabled {
+        disable_interrupts();
+    }
+    let r = f();
+    if was_enabled {
+        // SAFETY: interrupts were enabled on entry, so the IDT is set up.
+        unsafe { enable_interrupts() };
+    }
+    r
+}
+
+/// # Safety
+/// `addr` must be a canonical address; flushing a TLB entry is otherwise harmless.
+#[inline]
+pub unsafe fn invlpg(addr: u64) {
+    // SAFETY: caller guarantees the address is canonical.
+    unsafe { asm!("invlpg [{}]", in(reg) addr, options(nostack, preserves_flags)) }
+}
+
+/// Busy-wait roughly `us` microseconds using the legacy PIT-independent port 0x80 delay (~1 µs per access).
+/// Only used for INIT/SIPI spacing before the LAPIC timer is calibrated.
+pub fn io_delay_us(us: u32) {
+    for _ in 0..us {
+        // SAFETY: port 0x80 is the POST diagnostic port; writes are harmless and take ~1 µs.
+        unsafe { outb(0x80, 0) };
+    }
+}

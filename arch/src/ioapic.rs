@@ -1,0 +1,60 @@
+//! I/O APIC: indirect register access through IOREGSEL/IOWIN. Used to mask every input at boot and to route
+//! device IRQs (GSIs) to a vector on a chosen CPU.
+
+pub struct IoApic {
+    base: u64,
+    pub id: u8,
+    pub gsi_base: u32,
+}
+
+impl IoApic {
+    /// # Safety
+    /// `base` must be the identity-mapped, uncached MMIO address of an I/O APIC (from the MADT).
+    pub unsafe fn new(base: u64, id: u8, gsi_base: u32) -> IoApic {
+        IoApic { base, id, gsi_base }
+    }
+
+    fn read(&self, reg: u32) -> u32 {
+        // SAFETY: base is a valid IOAPIC MMIO window (constructor contract).
+        unsafe {
+            core::ptr::write_volatile(self.base as *mut u32, reg);
+            core::ptr::read_volatile((self.base + 0x10) as *const u32)
+        }
+    }
+
+    fn write(&self, reg: u32, value: u32) {
+        // SAFETY: as in read().
+        unsafe {
+            core::ptr::write_volatile(self.base as *mut u32, reg);
+            core::ptr::write_volatile((self.base + 0x10) as *mut u32, value);
+        }
+    }
+
+    /// Number of redirection entries (inputs).
+    pub fn input_count(&self) -> u32 {
+        ((self.read(1) >> 16) & 0xFF) + 1
+    }
+
+    pub fn version(&self) -> u32 {
+        self.read(1) & 0xFF
+    }
+
+    pub fn mask_all(&self) {
+        for i in 0..self.input_count() {
+            self.write(0x10 + 2 * i, 1 << 16);
+            self.write(0x11 + 2 * i, 0);
+        }
+    }
+
+    /// Route input `pin` to `vector` on the CPU with `dest_apic_id` (physical destination, fixed delivery).
+    pub fn route(&self, pin: u32, vector: u8, dest_apic_id: u8, level_triggered: bool, active_low: bool) {
+        let low = u32::from(vector) | (u32::from(active_low) << 13) | (u32::from(level_triggered) << 15);
+        self.write(0x11 + 2 * pin, u32::from(dest_apic_id) << 24);
+        self.write(0x10 + 2 * pin, low);
+    }
+
+    pub fn mask(&self, pin: u32) {
+        let low = self.read(0x10 + 2 * pin);
+        self.write(0x10 + 2 * pin, low | (1 << 16));
+    }
+}

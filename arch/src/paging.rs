@@ -1,0 +1,315 @@
+//! 4-level x86_64 page-table builder. Pure logic: the tables live in memory reached through
+//! [`TableMemory`], which the kernel implements over its identity-mapped physical memory and the host tests
+//! implement over a `Vec`. Supports 4 KiB and 2 MiB leaves, mapping, unmapping and translation.
+
+use bitflags::bitflags;
+
+pub const PAGE_SIZE: u64 = 4096;
+pub const LARGE_PAGE_SIZE: u64 = 2 * 1024 * 1024;
+const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+
+bitflags! {
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct PageFlags: u64 {
+        const PRESENT = 1;
+        const WRITABLE = 1 << 1;
+        const USER = 1 << 2;
+        const WRITE_THROUGH = 1 << 3;
+        const NO_CACHE = 1 << 4;
+        const ACCESSED = 1 << 5;
+        const DIRTY = 1 << 6;
+        const HUGE = 1 << 7;
+        const GLOBAL = 1 << 8;
+        /// Software bit: page is shared copy-on-write (used by fork).
+        const COW = 1 << 9;
+        const NO_EXECUTE = 1 << 63;
+    }
+}
+
+/// Where page tables live. `alloc_table` returns the physical address of a zeroed 4 KiB frame.
+pub trait TableMemory {
+    fn alloc_table(&mut self) -> Option<u64>;
+    fn table(&mut self, phys: u64) -> &mut [u64; 512];
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum MapError {
+    OutOfMemory,
+    Misaligned { va: u64, pa: u64 },
+    NonCanonical { va: u64 },
+    AlreadyMapped { va: u64 },
+    /// A 4 KiB mapping was requested inside an existing 2 MiB page, or vice versa.
+    SizeConflict { va: u64 },
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct Translation {
+    pub phys: u64,
+    pub flags: PageFlags,
+    pub page_size: u64,
+}
+
+fn canonical(va: u64) -> bool {
+    let top = va >> 47;
+    top == 0 || top == 0x1_FFFF
+}
+
+fn index(va: u64, level: u32) -> usize {
+    ((va >> (12 + 9 * level)) & 0x1FF) as usize
+}
+
+/// Flags given to intermediate tables: permissions are enforced at the leaves.
+const TABLE_FLAGS: u64 = PageFlags::PRESENT.bits() | PageFlags::WRITABLE.bits() | PageFlags::USER.bits();
+
+pub struct AddressSpace {
+    root: u64,
+}
+
+impl AddressSpace {
+    pub fn new(mem: &mut impl TableMemory) -> Result<AddressSpace, MapError> {
+        Ok(AddressSpace { root: mem.alloc_table().ok_or(MapError::OutOfMemory)? })
+    }
+
+    /// Wrap an existing PML4.
+    pub fn from_root(root: u64) -> AddressSpace {
+        AddressSpace { root }
+    }
+
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
+    /// Walk down to the table at `stop_level` (0 = PT, 1 = PD) for `va`, creating tables as needed.
+    fn walk_create(&mut self, mem: &mut impl TableMemory, va: u64, stop_level: u32) -> Result<u64, MapError> {
+        let mut table = self.root;
+        for level in (stop_level + 1..=3).rev() {
+            let i = index(va, level);
+            let entry = mem.table(table)[i];
+            if entry & PageFlags::PRESENT.bits() == 0 {
+                let new = mem.alloc_table().ok_or(MapError::OutOfMemory)?;
+                mem.table(table)[i] = new | TABLE_FLAGS;
+                table = new;
+            } else if entry & PageFlags::HUGE.bits() != 0 {
+                return Err(MapError::SizeConflict { va });
+            } else {
+                table = entry & ADDR_MASK;
+            }
+        }
+        Ok(table)
+    }
+
+    pub fn map_4k(&mut self, mem: &mut impl TableMemory, va: u64, pa: u64, flags: PageFlags) -> Result<(), MapError> {
+        if !canonical(va) {
+            return Err(MapError::NonCanonical { va });
+        }
+        if va % PAGE_SIZE != 0 || pa % PAGE_SIZE != 0 {
+            return Err(MapError::Misaligned { va, pa });
+        }
+        let pt = self.walk_create(mem, va, 0)?;
+        let slot = &mut mem.table(pt)[index(va, 0)];
+        if *slot & PageFlags::PRESENT.bits() != 0 {
+            return Err(MapError::AlreadyMapped { va });
+        }
+        *slot = pa | (flags - PageFlags::HUGE).bits() | PageFlags::PRESENT.bits();
+        Ok(())
+    }
+
+    pub fn map_2m(&mut self, mem: &mut impl TableMemory, va: u64, pa: u64, flags: PageFlags) -> Result<(), MapError> {
+        if !canonical(va) {
+            return Err(MapError::NonCanonical { va });
+        }
+        if va % LARGE_PAGE_SIZE != 0 || pa % LARGE_PAGE_SIZE != 0 {
+            return Err(MapError::Misaligned { va, pa });
+        }
+        let pd = self.walk_create(mem, va, 1)?;
+        let slot = &mut mem.table(pd)[index(va, 1)];
+        if *slot & PageFlags::PRESENT.bits() != 0 {
+            return Err(if *slot & PageFlags::HUGE.bits() != 0 {
+                MapError::AlreadyMapped { va }
+            } else {
+                MapError::SizeConflict { va }
+            });
+        }
+        *slot = pa | flags.bits() | (PageFlags::PRESENT | PageFlags::HUGE).bits();
+        Ok(())
+    }
+
+    /// Map `[va, va+len)` to `[pa, pa+len)`, using 2 MiB pages where both sides are aligned and 4 KiB pages
+    /// elsewhere. `len` is rounded up to a page.
+    pub fn map_range(&mut self, mem: &mut impl TableMemory, va: u64, pa: u64, len: u64, flags: PageFlags) -> Result<(), MapError> {
+        let end = va.checked_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE).ok_or(MapError::NonCanonical { va })?;
+        let (mut v, mut p) = (va, pa);
+        while v < end {
+            if v % LARGE_PAGE_SIZE == 0 && p % LARGE_PAGE_SIZE == 0 && end - v >= LARGE_PAGE_SIZE {
+                self.map_2m(mem, v, p, flags)?;
+                v += LARGE_PAGE_SIZE;
+                p += LARGE_PAGE_SIZE;
+            } else {
+                self.map_4k(mem, v, p, flags)?;
+                v += PAGE_SIZE;
+                p += PAGE_SIZE;
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove the 4 KiB mapping of `va`; returns the physical frame it mapped.
+    pub fn unmap_4k(&mut self, mem: &mut impl TableMemory, va: u64) -> Option<u64> {
+        let mut table = self.root;
+        for level in (1..=3).rev() {
+            let entry = mem.table(table)[index(va, level)];
+            if entry & PageFlags::PRESENT.bits() == 0 || entry & PageFlags::HUGE.bits() != 0 {
+                return None;
+            }
+            table = entry & ADDR_MASK;
+        }
+        let slot = &mut mem.table(table)[index(va, 0)];
+        if *slot & PageFlags::PRESENT.bits() == 0 {
+            return None;
+        }
+        let pa = *slot & ADDR_MASK;
+        *slot = 0;
+        Some(pa)
+    }
+
+    pub fn translate(&self, mem: &mut impl TableMemory, va: u64) -> Option<Translation> {
+        if !canonical(va) {
+            return None;
+        }
+        let mut table = self.root;
+        for level in (0..=3).rev() {
+            let entry = mem.table(table)[index(va, level)];
+            if entry & PageFlags::PRESENT.bits() == 0 {
+                return None;
+            }
+            let is_leaf = level == 0 || (entry & PageFlags::HUGE.bits() != 0 && level <= 2);
+            if is_leaf {
+                let page_size = 1u64 << (12 + 9 * level);
+                let base = entry & ADDR_MASK & !(page_size - 1);
+                let mut flags = PageFlags::from_bits_truncate(entry & !ADDR_MASK);
+                if level > 0 {
+                    flags -= PageFlags::HUGE;
+                }
+                return Some(Translation { phys: base + (va & (page_size - 1)), flags, page_size });
+            }
+            table = entry & ADDR_MASK;
+        }
+        None
+    }
+
+    /// Every table frame reachable from the root (including the root), for teardown and for checking that
+    /// tables are never mapped where they should not be.
+    pub fn table_frames(&self, mem: &mut impl TableMemory, out: &mut impl FnMut(u64)) {
+        fn visit(mem: &mut impl TableMemory, table: u64, level: u32, out: &mut impl FnMut(u64)) {
+            out(table);
+            if level == 0 {
+                return;
+            }
+            for i in 0..512 {
+                let e = mem.table(table)[i];
+                if e & PageFlags::PRESENT.bits() != 0 && e & PageFlags::HUGE.bits() == 0 {
+                    visit(mem, e & ADDR_MASK, level - 1, out);
+                }
+            }
+        }
+        visit(mem, self.root, 3, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tables in a Vec; "physical" addresses start at 0x100_0000 so that 0 is never a valid table.
+    struct VecMemory {
+        tables: Vec<[u64; 512]>,
+        limit: usize,
+    }
+    const BASE: u64 = 0x100_0000;
+    impl TableMemory for VecMemory {
+        fn alloc_table(&mut self) -> Option<u64> {
+            if self.tables.len() >= self.limit {
+                return None;
+            }
+            self.tables.push([0; 512]);
+            Some(BASE + (self.tables.len() as u64 - 1) * PAGE_SIZE)
+        }
+        fn table(&mut self, phys: u64) -> &mut [u64; 512] {
+            &mut self.tables[((phys - BASE) / PAGE_SIZE) as usize]
+        }
+    }
+    fn mem() -> VecMemory {
+        VecMemory { tables: Vec::new(), limit: 1000 }
+    }
+
+    #[test]
+    fn map_and_translate_4k() {
+        let mut m = mem();
+        let mut a = AddressSpace::new(&mut m).unwrap();
+        a.map_4k(&mut m, 0x40_0000_1000, 0x5000, PageFlags::WRITABLE | PageFlags::USER).unwrap();
+        let t = a.translate(&mut m, 0x40_0000_1234).unwrap();
+        assert_eq!(t.phys, 0x5234);
+        assert_eq!(t.page_size, PAGE_SIZE);
+        assert!(t.flags.contains(PageFlags::PRESENT | PageFlags::WRITABLE | PageFlags::USER));
+        assert!(a.translate(&mut m, 0x40_0000_2000).is_none());
+        // root + PDPT + PD + PT
+        assert_eq!(m.tables.len(), 4);
+    }
+
+    #[test]
+    fn large_pages_and_range_splitting() {
+        let mut m = mem();
+        let mut a = AddressSpace::new(&mut m).unwrap();
+        // 1 MiB .. 5 MiB: 4K pages up to 2 MiB, one 2 MiB page, then 4K pages for the last 1 MiB.
+        a.map_range(&mut m, 0x10_0000, 0x10_0000, 0x40_0000, PageFlags::WRITABLE).unwrap();
+        assert_eq!(a.translate(&mut m, 0x10_0000).unwrap().page_size, PAGE_SIZE);
+        let big = a.translate(&mut m, 0x30_0000).unwrap();
+        assert_eq!(big.page_size, LARGE_PAGE_SIZE);
+        assert_eq!(big.phys, 0x30_0000);
+        assert!(!big.flags.contains(PageFlags::HUGE));
+        assert_eq!(a.translate(&mut m, 0x4F_F000).unwrap().page_size, PAGE_SIZE);
+        assert!(a.translate(&mut m, 0x50_0000).is_none());
+        assert!(a.translate(&mut m, 0xF_F000).is_none());
+    }
+
+    #[test]
+    fn errors() {
+        let mut m = mem();
+        let mut a = AddressSpace::new(&mut m).unwrap();
+        assert_eq!(a.map_4k(&mut m, 0x1001, 0, PageFlags::empty()), Err(MapError::Misaligned { va: 0x1001, pa: 0 }));
+        assert_eq!(
+            a.map_4k(&mut m, 0x0000_8000_0000_0000, 0, PageFlags::empty()),
+            Err(MapError::NonCanonical { va: 0x0000_8000_0000_0000 })
+        );
+        a.map_4k(&mut m, 0x1000, 0x1000, PageFlags::empty()).unwrap();
+        assert_eq!(a.map_4k(&mut m, 0x1000, 0x2000, PageFlags::empty()), Err(MapError::AlreadyMapped { va: 0x1000 }));
+        // A 2 MiB page where a page table already exists.
+        assert_eq!(a.map_2m(&mut m, 0, 0, PageFlags::empty()), Err(MapError::SizeConflict { va: 0 }));
+        a.map_2m(&mut m, 0x20_0000, 0x20_0000, PageFlags::empty()).unwrap();
+        assert_eq!(a.map_4k(&mut m, 0x20_1000, 0, PageFlags::empty()), Err(MapError::SizeConflict { va: 0x20_1000 }));
+        // Higher-half canonical addresses are fine.
+        a.map_4k(&mut m, 0xFFFF_8000_0000_0000, 0x3000, PageFlags::empty()).unwrap();
+        assert_eq!(a.translate(&mut m, 0xFFFF_8000_0000_0010).unwrap().phys, 0x3010);
+    }
+
+    #[test]
+    fn out_of_memory_is_an_error_not_a_panic() {
+        let mut m = VecMemory { tables: Vec::new(), limit: 3 };
+        let mut a = AddressSpace::new(&mut m).unwrap();
+        assert_eq!(a.map_4k(&mut m, 0x1000, 0x1000, PageFlags::empty()), Err(MapError::OutOfMemory));
+    }
+
+    #[test]
+    fn unmap_and_table_frames() {
+        let mut m = mem();
+        let mut a = AddressSpace::new(&mut m).unwrap();
+        a.map_4k(&mut m, 0x7000, 0x9000, PageFlags::WRITABLE).unwrap();
+        assert_eq!(a.unmap_4k(&mut m, 0x7000), Some(0x9000));
+        assert_eq!(a.unmap_4k(&mut m, 0x7000), None);
+        assert!(a.translate(&mut m, 0x7000).is_none());
+        let mut frames = Vec::new();
+        a.table_frames(&mut m, &mut |f| frames.push(f));
+        assert_eq!(frames.len(), 4);
+        assert_eq!(frames[0], a.root());
+    }
+}

@@ -1,0 +1,349 @@
+//! Interrupt descriptor table, entry stubs and the trap frame.
+//!
+//! Each vector has a stub that pushes a uniform frame (error code or 0, vector, all GPRs, then the 512-byte
+//! FXSAVE image) on its IST stack and calls [`questv_trap_dispatch`]. The FXSAVE happens before any Rust code
+//! runs because the precompiled `core` freely uses SSE registers. Context switches are done by copying whole
+//! frames (see kernel/src/sched.rs), so the IST stacks hold nothing once a handler returns.
+
+use crate::cpu;
+use crate::gdt;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+core::arch::global_asm!(r#"
+    .section .text.traps, "ax"
+    .code64
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127,128,129,130,131,132,133,134,135,136,137,138,139,140,141,142,143,144,145,146,147,148,149,150,151,152,153,154,155,156,157,158,159,160,161,162,163,164,165,166,167,168,169,170,171,172,173,174,175,176,177,178,179,180,181,182,183,184,185,186,187,188,189,190,191,192,193,194,195,196,197,198,199,200,201,202,203,204,205,206,207,208,209,210,211,212,213,214,215,216,217,218,219,220,221,222,223,224,225,226,227,228,229,230,231,232,233,234,235,236,237,238,239,240,241,242,243,244,245,246,247,248,249,250,251,252,253,254,255
+    .balign 16
+trap_stub_\n:
+    .if (\n == 8) || (\n == 10) || (\n == 11) || (\n == 12) || (\n == 13) || (\n == 14) || (\n == 17) || (\n == 21) || (\n == 29) || (\n == 30)
+    .else
+    push $0
+    .endif
+    push $\n
+    jmp trap_common
+    .endr
+
+trap_common:
+    push %rax
+    push %rbx
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    sub $512, %rsp
+    fxsave64 (%rsp)
+    mov %rsp, %rdi
+    cld
+    call questv_trap_dispatch
+    fxrstor64 (%rsp)
+    add $512, %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    add $16, %rsp
+    iretq
+
+    .section .rodata.traps, "a"
+    .balign 8
+    .global trap_stub_table
+trap_stub_table:
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127,128,129,130,131,132,133,134,135,136,137,138,139,140,141,142,143,144,145,146,147,148,149,150,151,152,153,154,155,156,157,158,159,160,161,162,163,164,165,166,167,168,169,170,171,172,173,174,175,176,177,178,179,180,181,182,183,184,185,186,187,188,189,190,191,192,193,194,195,196,197,198,199,200,201,202,203,204,205,206,207,208,209,210,211,212,213,214,215,216,217,218,219,220,221,222,223,224,225,226,227,228,229,230,231,232,233,234,235,236,237,238,239,240,241,242,243,244,245,246,247,248,249,250,251,252,253,254,255
+    .quad trap_stub_\n
+    .endr"#, options(att_syntax));
+
+/// FXSAVE image (x87/MMX/SSE state), 512 bytes, 16-byte aligned.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct FxArea(pub [u8; 512]);
+
+impl FxArea {
+    /// The state a fresh thread starts with: x87 control word 0x37F, MXCSR 0x1F80 (all exceptions masked).
+    pub const fn initial() -> FxArea {
+        let mut a = [0u8; 512];
+        a[0] = 0x7F;
+        a[1] = 0x03;
+        a[24] = 0x80;
+        a[25] = 0x1F;
+        FxArea(a)
+    }
+}
+
+/// Register state of an interrupted context, exactly as the entry stub lays it out on the stack.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TrapFrame {
+    pub fx: FxArea,
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 512 + 22 * 8);
+
+impl TrapFrame {
+    /// A frame that, when "returned to", starts a kernel thread at `entry(arg)` on `stack_top` with
+    /// interrupts enabled.
+    pub fn new_kernel_thread(entry: u64, arg: u64, stack_top: u64) -> TrapFrame {
+        TrapFrame {
+            fx: FxArea::initial(),
+            r15: 0, r14: 0, r13: 0, r12: 0, r11: 0, r10: 0, r9: 0, r8: 0,
+            rbp: 0, rdi: arg, rsi: 0, rdx: 0, rcx: 0, rbx: 0, rax: 0,
+            vector: 0,
+            error_code: 0,
+            rip: entry,
+            cs: u64::from(gdt::KERNEL_CS),
+            rflags: 0x202,
+            // The SysV ABI expects RSP ≡ 8 (mod 16) at function entry, as if a return address had been pushed.
+            rsp: (stack_top & !0xF) - 8,
+            ss: u64::from(gdt::KERNEL_DS),
+        }
+    }
+
+    pub fn from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+pub const VECTOR_NMI: u8 = 2;
+pub const VECTOR_DOUBLE_FAULT: u8 = 8;
+pub const VECTOR_PAGE_FAULT: u8 = 14;
+pub const VECTOR_MACHINE_CHECK: u8 = 18;
+/// First vector available for IRQs and IPIs.
+pub const FIRST_INTERRUPT_VECTOR: u8 = 32;
+
+pub fn exception_name(vector: u64) -> (&'static str, &'static str) {
+    match vector {
+        0 => ("DE", "divide error"),
+        1 => ("DB", "debug"),
+        2 => ("NMI", "non-maskable interrupt"),
+        3 => ("BP", "breakpoint"),
+        4 => ("OF", "overflow"),
+        5 => ("BR", "bound range exceeded"),
+        6 => ("UD", "invalid opcode"),
+        7 => ("NM", "device not available"),
+        8 => ("DF", "double fault"),
+        10 => ("TS", "invalid TSS"),
+        11 => ("NP", "segment not present"),
+        12 => ("SS", "stack-segment fault"),
+        13 => ("GP", "general protection"),
+        14 => ("PF", "page fault"),
+        16 => ("MF", "x87 floating-point"),
+        17 => ("AC", "alignment check"),
+        18 => ("MC", "machine check"),
+        19 => ("XM", "SIMD floating-point"),
+        20 => ("VE", "virtualization exception"),
+        21 => ("CP", "control protection"),
+        _ => ("??", "reserved exception"),
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    type_attr: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    _reserved: u32,
+}
+
+#[repr(C, align(16))]
+struct Idt([Gate; 256]);
+
+static mut IDT: Idt = Idt([Gate { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, _reserved: 0 }; 256]);
+
+extern "C" {
+    static trap_stub_table: [u64; 256];
+}
+
+/// Vector used by [`yield_via_trap`]; callable from ring 0 only.
+pub const VECTOR_YIELD: u8 = 0x81;
+
+/// Build the shared IDT (done once, on the BSP).
+pub fn init_idt() {
+    for v in 0..256usize {
+        // SAFETY: trap_stub_table is a 256-entry table of stub addresses emitted by the assembly above.
+        let addr = unsafe { trap_stub_table[v] };
+        let ist = match v as u8 {
+            VECTOR_DOUBLE_FAULT => gdt::IST_DOUBLE_FAULT,
+            VECTOR_NMI => gdt::IST_NMI,
+            VECTOR_MACHINE_CHECK => gdt::IST_MACHINE_CHECK,
+            0..=31 => gdt::IST_EXCEPTION,
+            _ => gdt::IST_INTERRUPT,
+        };
+        let gate = Gate {
+            offset_low: addr as u16,
+            selector: gdt::KERNEL_CS,
+            ist,
+            type_attr: 0x8E, // present, DPL 0, 64-bit interrupt gate (IF cleared on entry)
+            offset_mid: (addr >> 16) as u16,
+            offset_high: (addr >> 32) as u32,
+            _reserved: 0,
+        };
+        // SAFETY: the IDT is written only here, on the BSP, before any other CPU loads it.
+        unsafe { (*(&raw mut IDT)).0[v] = gate };
+    }
+}
+
+/// Load the IDT on the current CPU.
+pub fn load_idt() {
+    #[repr(C, packed)]
+    struct Pointer {
+        limit: u16,
+        base: u64,
+    }
+    let ptr = Pointer { limit: (core::mem::size_of::<Idt>() - 1) as u16, base: (&raw const IDT) as u64 };
+    // SAFETY: IDT is a static, fully initialised table.
+    unsafe { core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
+}
+
+/// Handler for everything that is not an unhandled exception: IRQs, IPIs, the yield trap and exceptions the
+/// kernel wants to see first (returns `true` if it handled the exception).
+pub type InterruptHandler = fn(&mut TrapFrame);
+pub type ExceptionHook = fn(&mut TrapFrame) -> bool;
+
+static INTERRUPT_HANDLER: AtomicUsize = AtomicUsize::new(0);
+static EXCEPTION_HOOK: AtomicUsize = AtomicUsize::new(0);
+/// Set when a CPU panicked: an NMI then parks every other CPU.
+pub static HALT_ALL: AtomicBool = AtomicBool::new(false);
+
+pub fn set_interrupt_handler(h: InterruptHandler) {
+    INTERRUPT_HANDLER.store(h as usize, Ordering::SeqCst);
+}
+
+pub fn set_exception_hook(h: ExceptionHook) {
+    EXCEPTION_HOOK.store(h as usize, Ordering::SeqCst);
+}
+
+/// Printer for the exception dump; set by the kernel to its console.
+pub type DumpWriter = fn(core::fmt::Arguments);
+static DUMP_WRITER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_dump_writer(w: DumpWriter) {
+    DUMP_WRITER.store(w as usize, Ordering::SeqCst);
+}
+
+fn dump(args: core::fmt::Arguments) {
+    let w = DUMP_WRITER.load(Ordering::SeqCst);
+    if w != 0 {
+        // SAFETY: only ever stores a `DumpWriter` fn pointer.
+        let f: DumpWriter = unsafe { core::mem::transmute::<usize, DumpWriter>(w) };
+        f(args);
+    }
+}
+
+/// Print a readable exception dump for `frame`.
+pub fn dump_exception(frame: &TrapFrame, cpu_index: u32) {
+    let (mnemonic, name) = exception_name(frame.vector);
+    let cr2 = cpu::read_cr2();
+    dump(format_args!(
+        "EXCEPTION #{} ({}) vector={} error=0x{:x} on cpu {}{}\n",
+        mnemonic, name, frame.vector, frame.error_code, cpu_index,
+        if frame.from_user() { " in user mode" } else { " in kernel mode" }
+    ));
+    if frame.vector == u64::from(VECTOR_PAGE_FAULT) {
+        let e = frame.error_code;
+        dump(format_args!(
+            "  CR2=0x{:016x} ({}, {}, {}{}{})\n",
+            cr2,
+            if e & 1 != 0 { "protection violation" } else { "page not present" },
+            if e & 2 != 0 { "write" } else { "read" },
+            if e & 4 != 0 { "user" } else { "supervisor" },
+            if e & 16 != 0 { ", instruction fetch" } else { "" },
+            if e & 8 != 0 { ", reserved bit set" } else { "" },
+        ));
+    }
+    dump(format_args!(
+        "  RIP=0x{:016x} CS=0x{:x} RFLAGS=0x{:x} RSP=0x{:016x} SS=0x{:x}\n",
+        frame.rip, frame.cs, frame.rflags, frame.rsp, frame.ss
+    ));
+    dump(format_args!(
+        "  RAX={:016x} RBX={:016x} RCX={:016x} RDX={:016x}\n  RSI={:016x} RDI={:016x} RBP={:016x} R8 ={:016x}\n  R9 ={:016x} R10={:016x} R11={:016x} R12={:016x}\n  R13={:016x} R14={:016x} R15={:016x} CR3={:016x}\n",
+        frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp, frame.r8,
+        frame.r9, frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15, cpu::read_cr3()
+    ));
+    dump(format_args!(
+        "RESULT exception vector={} name={} error=0x{:x} rip=0x{:x} cr2=0x{:x} cpu={} user={}\n",
+        frame.vector, mnemonic, frame.error_code, frame.rip, cr2, cpu_index, u8::from(frame.from_user())
+    ));
+}
+
+/// Called by the entry stubs with the frame they built. Exceptions the kernel's hook does not claim are
+/// fatal: dump and panic (which halts all CPUs).
+#[no_mangle]
+extern "C" fn questv_trap_dispatch(frame: &mut TrapFrame) {
+    let vector = frame.vector;
+    if vector == u64::from(VECTOR_NMI) && HALT_ALL.load(Ordering::SeqCst) {
+        cpu::halt_forever();
+    }
+    if vector < u64::from(FIRST_INTERRUPT_VECTOR) {
+        let hook = EXCEPTION_HOOK.load(Ordering::SeqCst);
+        if hook != 0 {
+            // SAFETY: only ever stores an `ExceptionHook` fn pointer.
+            let f: ExceptionHook = unsafe { core::mem::transmute::<usize, ExceptionHook>(hook) };
+            if f(frame) {
+                return;
+            }
+        }
+        let cpu_index = crate::percpu::cpu_index();
+        dump_exception(frame, cpu_index);
+        let (mnemonic, name) = exception_name(vector);
+        panic!("unhandled exception #{} ({}) at rip=0x{:x}", mnemonic, name, frame.rip);
+    }
+    let h = INTERRUPT_HANDLER.load(Ordering::SeqCst);
+    if h != 0 {
+        // SAFETY: only ever stores an `InterruptHandler` fn pointer.
+        let f: InterruptHandler = unsafe { core::mem::transmute::<usize, InterruptHandler>(h) };
+        f(frame);
+    }
+}
+
+/// Enter the scheduler through the trap path (`int 0x81`), so voluntary and preemptive switches share one
+/// frame format.
+#[inline]
+pub fn yield_via_trap() {
+    // SAFETY: vector 0x81 is installed by init_idt and handled by the kernel's interrupt handler.
+    unsafe { core::arch::asm!("int 0x81") };
+}

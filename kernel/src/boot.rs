@@ -1,0 +1,182 @@
+//! BSP start-up: from the multiboot2 hand-off to a running SMP kernel, then the command from the command line.
+
+use crate::cmdline::{self, LogLevel};
+use crate::mm::kmem;
+use crate::mm::memmap::{Area, Region};
+use crate::{kprintln, result, smp};
+use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
+use questv_arch::acpi_madt::{self, RootTable};
+use questv_arch::{boot, cpu, ioapic::IoApic, lapic, percpu, trap};
+
+pub const MODE: &str = if cfg!(feature = "vt") { "vt" } else { "smp" };
+
+/// Reached from the 32→64-bit entry assembly on the BSP with the multiboot2 information address.
+pub fn bsp_main(mbi_phys: u64) -> ! {
+    // SAFETY: first instruction sequence on the BSP; index 0 is the BSP's.
+    unsafe { percpu::install(0, cpu::initial_apic_id()) };
+    // SAFETY: GRUB passed the address of a valid multiboot2 information structure (checked magic in asm);
+    // it is identity mapped by the boot page tables.
+    let mbi = unsafe { BootInformation::load(mbi_phys as *const BootInformationHeader) }
+        .unwrap_or_else(|e| early_fail(format_args!("bad multiboot2 information: {:?}", e)));
+    let cmdline_str = mbi.command_line_tag().and_then(|t| t.cmdline().ok()).unwrap_or("");
+    let opts = cmdline::parse(cmdline_str);
+    let level = match opts.as_ref().map(|o| o.log_level) {
+        Ok(LogLevel::Error) => log::LevelFilter::Error,
+        Ok(LogLevel::Warn) => log::LevelFilter::Warn,
+        Ok(LogLevel::Info) | Err(_) => log::LevelFilter::Info,
+        Ok(LogLevel::Debug) => log::LevelFilter::Debug,
+        Ok(LogLevel::Trace) => log::LevelFilter::Trace,
+    };
+    crate::console::init(level);
+    trap::set_dump_writer(crate::console::print_emergency);
+    kprintln!("questv {} kernel ({} build), command line: {:?}", env!("CARGO_PKG_VERSION"), MODE, cmdline_str);
+    let opts = match opts {
+        Ok(o) => o,
+        Err(e) => {
+            log::error!("command line: {:?}; using defaults", e);
+            cmdline::parse("").unwrap()
+        }
+    };
+    if let Some(u) = opts.unknown {
+        log::warn!("unknown command line option {:?} ignored", u);
+    }
+
+    // Memory.
+    let Some(mmap) = mbi.memory_map_tag() else { early_fail(format_args!("no multiboot2 memory map")) };
+    let mut areas = [Area { start: 0, len: 0, usable: false }; 64];
+    let mut n = 0;
+    for a in mmap.memory_areas().iter().take(areas.len()) {
+        areas[n] = Area {
+            start: a.start_address(),
+            len: a.size(),
+            usable: a.typ() == multiboot2::MemoryAreaTypeId::from(MemoryAreaType::Available),
+        };
+        n += 1;
+    }
+    let mut keep = [Region::new(0, 0); 6];
+    keep[0] = Region::new(mbi.start_address() as u64, mbi.end_address() as u64);
+    for (slot, m) in keep[1..].iter_mut().zip(mbi.module_tags()) {
+        *slot = Region::new(u64::from(m.start_address()), u64::from(m.end_address()));
+    }
+    let mem = kmem::init(&areas[..n], &keep);
+    log::info!(
+        "memory: {} MiB usable in {} regions, heap {} MiB, highest address 0x{:x}",
+        mem.usable_bytes >> 20, mem.regions, mem.heap_bytes >> 20, mem.highest_address
+    );
+
+    // Descriptor tables and our own page tables.
+    trap::init_idt();
+    smp::load_descriptor_tables();
+    let cr3 = kmem::build_kernel_tables(mem.highest_address.max(4 << 30), boot::AP_TRAMPOLINE_BASE);
+    // SAFETY: the new tables identity-map all RAM, the kernel image and MMIO exactly as the boot tables did
+    // (minus page 0), so everything in use stays mapped.
+    unsafe { cpu::write_cr3(cr3) };
+
+    // ACPI topology.
+    let root = mbi
+        .rsdp_v2_tag()
+        .filter(|t| t.checksum_is_valid() && t.xsdt_address() != 0)
+        .map(|t| RootTable { revision: t.revision(), address: t.xsdt_address() })
+        .or_else(|| {
+            mbi.rsdp_v1_tag()
+                .filter(|t| t.checksum_is_valid())
+                .map(|t| RootTable { revision: 0, address: t.rsdt_address() })
+        })
+        .unwrap_or_else(|| panic!("no ACPI RSDP from the boot loader: cannot find CPUs and I/O APICs"));
+    ACPI_ROOT.call_once(|| root);
+    let tables = acpi_madt::open_tables(crate::acpi_handler::IdentityMapped, root)
+        .unwrap_or_else(|e| panic!("ACPI: {}", e));
+    let topo = acpi_madt::topology(&tables).unwrap_or_else(|e| panic!("ACPI: {}", e));
+    log::info!(
+        "ACPI: {} CPUs (APIC ids {:?}), {} I/O APIC(s), LAPIC at 0x{:x}",
+        topo.cpu_apic_ids.len(), topo.cpu_apic_ids, topo.io_apics.len(), topo.local_apic_address
+    );
+
+    // Interrupt controllers.
+    questv_arch::timer::disable_legacy_pic();
+    lapic::select_mode(topo.local_apic_address);
+    lapic::enable();
+    let bsp_apic = lapic::id();
+    // SAFETY: re-install index 0 with the APIC id as the LAPIC reports it (x2APIC ids can exceed 8 bits).
+    unsafe { percpu::install(0, bsp_apic) };
+    let mut gsis = 0;
+    for io in &topo.io_apics {
+        // SAFETY: address from the MADT, inside the uncached 3–4 GiB identity mapping.
+        let ioapic = unsafe { IoApic::new(u64::from(io.address), io.id, io.gsi_base) };
+        ioapic.mask_all();
+        gsis += ioapic.input_count();
+    }
+    log::info!(
+        "local APIC in {} mode, BSP APIC id {}; {} I/O APIC input(s) masked",
+        if lapic::is_x2apic() { "x2APIC" } else { "xAPIC" }, bsp_apic, gsis
+    );
+
+    smp::init_bsp(bsp_apic);
+    // SAFETY: IDT, GDT/TSS (IST stacks), LAPIC and the scheduler are ready on this CPU.
+    unsafe { cpu::enable_interrupts() };
+
+    let started = smp::start_aps(&topo.cpu_apic_ids, bsp_apic, cr3);
+    let online = smp::cpus_online();
+    log::info!("{} of {} application processor(s) started", started, topo.cpu_apic_ids.len() - 1);
+    result!(
+        "boot",
+        "cpus_online={} mode={} cpus_listed={} apic={} mem_mib={}",
+        online, MODE, topo.cpu_apic_ids.len(),
+        if lapic::is_x2apic() { "x2apic" } else { "xapic" },
+        mem.usable_bytes >> 20
+    );
+
+    let status = match opts.run {
+        None => crate::ktest::boot_selftest(),
+        Some(cmd) => crate::ktest::run_command(cmd),
+    };
+    finish(status)
+}
+
+static ACPI_ROOT: spin::Once<RootTable> = spin::Once::new();
+
+/// Print the ACPI root table, the header of every table it lists and the whole MADT as hex lines
+/// (`ACPIDUMP addr=0x... hex=...`), the input of the host tests' captured tables.
+pub fn dump_acpi() {
+    let Some(root) = ACPI_ROOT.get() else { return };
+    let dump = |pa: usize, whole: bool| {
+        // SAFETY: ACPI tables are identity mapped; the header's length field is at offset 4.
+        let len = if whole { (unsafe { core::ptr::read_unaligned((pa + 4) as *const u32) }) as usize } else { 36 };
+        crate::kprint!("ACPIDUMP addr=0x{:x} hex=", pa);
+        for i in 0..len {
+            // SAFETY: within the table (length from its own header, or the fixed header size).
+            crate::kprint!("{:02x}", unsafe { core::ptr::read_volatile((pa + i) as *const u8) });
+        }
+        kprintln!("");
+    };
+    dump(root.address, true);
+    // SAFETY: the root table was validated at boot.
+    let root_len = (unsafe { core::ptr::read_unaligned((root.address + 4) as *const u32) }) as usize;
+    let entry_size = if root.revision == 0 { 4 } else { 8 };
+    for i in 0..(root_len - 36) / entry_size {
+        let at = root.address + 36 + i * entry_size;
+        // SAFETY: entries follow the header inside the validated root table.
+        let pa = unsafe {
+            if entry_size == 4 { core::ptr::read_unaligned(at as *const u32) as usize } else { core::ptr::read_unaligned(at as *const u64) as usize }
+        };
+        // SAFETY: signature of a listed table (identity mapped).
+        let sig = unsafe { core::ptr::read_unaligned(pa as *const [u8; 4]) };
+        dump(pa, &sig == b"APIC");
+    }
+    kprintln!("RESULT acpidump root=0x{:x} revision={}", root.address, root.revision);
+}
+
+/// Report the end of the run and stop the machine (QEMU's isa-debug-exit device if present, halt otherwise).
+pub fn finish(status: i32) -> ! {
+    kprintln!("QUESTV DONE status={}", status);
+    // SAFETY: port 0xf4 is QEMU's isa-debug-exit device when the runner adds it; elsewhere the write is ignored.
+    unsafe { cpu::outl(0xf4, if status == 0 { 0x10 } else { 0x11 }) };
+    smp::halt_others();
+    cpu::halt_forever()
+}
+
+/// Failure before the console and heap exist: print directly and stop.
+fn early_fail(args: core::fmt::Arguments) -> ! {
+    crate::console::print_emergency(format_args!("KERNEL PANIC early boot: {}\n", args));
+    cpu::halt_forever()
+}

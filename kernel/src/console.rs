@@ -1,0 +1,71 @@
+//! Serial console (COM1) shared by all CPUs, the `log` backend, and the machine-readable `RESULT` lines.
+
+use crate::sync::IrqSpinlock;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
+use questv_arch::percpu;
+use questv_drivers::serial::{SerialPort, COM1};
+
+// SAFETY: COM1 is driven only through this lock.
+static CONSOLE: IrqSpinlock<SerialPort> = IrqSpinlock::new(unsafe { SerialPort::new(COM1) });
+static READY: AtomicBool = AtomicBool::new(false);
+
+pub fn init(level: log::LevelFilter) {
+    CONSOLE.lock().init();
+    READY.store(true, Ordering::SeqCst);
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}
+
+/// Print formatted text as one unit (lines from different CPUs never interleave).
+pub fn print(args: core::fmt::Arguments) {
+    let _ = CONSOLE.lock().write_fmt(args);
+}
+
+/// Panic-path printing: take the console if it is free within a short wait, otherwise write anyway (the
+/// holder may be the context that panicked).
+pub fn print_emergency(args: core::fmt::Arguments) {
+    for _ in 0..1_000_000 {
+        if let Some(mut c) = CONSOLE.try_lock() {
+            let _ = c.write_fmt(args);
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    // SAFETY: last resort on a dying machine: a second writer can only garble output, not memory.
+    let mut port = unsafe { SerialPort::new(COM1) };
+    let _ = port.write_fmt(args);
+}
+
+#[macro_export]
+macro_rules! kprint {
+    ($($arg:tt)*) => { $crate::console::print(format_args!($($arg)*)) };
+}
+
+#[macro_export]
+macro_rules! kprintln {
+    ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `result!("boot", "cpus_online={} mode={}", n, m)` prints `RESULT boot cpus_online=.. mode=..`.
+#[macro_export]
+macro_rules! result {
+    ($name:expr, $($arg:tt)*) => {
+        $crate::console::print(format_args!("RESULT {} {}\n", $name, format_args!($($arg)*)))
+    };
+}
+
+struct Logger;
+static LOGGER: Logger = Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) && READY.load(Ordering::Relaxed) {
+            print(format_args!("[cpu{} {:5}] {}\n", percpu::cpu_index(), record.level(), record.args()));
+        }
+    }
+    fn flush(&self) {}
+}

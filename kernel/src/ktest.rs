@@ -1,0 +1,163 @@
+//! Commands the kernel runs itself (before userland exists, and as kernel-mode test hooks afterwards):
+//! the boot self-test (scheduler on every CPU, IPIs between all CPUs) and `ktest ...` commands that fault
+//! on purpose or dump firmware tables.
+
+use crate::{cmdline, kprintln, result, sched, smp};
+use core::sync::atomic::{AtomicU32, Ordering};
+use questv_arch::percpu::MAX_CPUS;
+use questv_arch::{cpu, percpu};
+
+/// Exit status for an unknown program (as a shell would report it).
+pub const STATUS_NOT_FOUND: i32 = 127;
+
+const THREADS_PER_CPU: u32 = 3;
+static STARTED: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+static RAN: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+static FINISHED: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+fn seconds(n: u64) -> u64 {
+    smp::TSC_HZ.load(Ordering::SeqCst).max(1_000_000) * n
+}
+
+/// A thread that spins (never yields) until every test thread on its CPU has started. On a single CPU this
+/// completes only if the timer preempts the spinning threads; it counts as "ran" only then.
+extern "C" fn spinning_thread(_: u64) -> ! {
+    let cpu = percpu::cpu_index() as usize;
+    STARTED[cpu].fetch_add(1, Ordering::SeqCst);
+    let deadline = cpu::rdtsc() + seconds(20);
+    while STARTED[cpu].load(Ordering::SeqCst) < THREADS_PER_CPU && cpu::rdtsc() < deadline {
+        cpu::pause();
+    }
+    if STARTED[cpu].load(Ordering::SeqCst) >= THREADS_PER_CPU {
+        RAN[cpu].fetch_add(1, Ordering::SeqCst);
+    }
+    FINISHED[cpu].fetch_add(1, Ordering::SeqCst);
+    sched::exit()
+}
+
+/// Scheduler test on every online CPU; returns the number of CPUs where all threads ran.
+fn sched_test() -> u32 {
+    let n = smp::cpu_count();
+    for c in (0..n).filter(|&c| smp::is_online(c)) {
+        for _ in 0..THREADS_PER_CPU {
+            sched::spawn_on(c, "spinner", spinning_thread, 0);
+        }
+    }
+    let deadline = cpu::rdtsc() + seconds(60);
+    while (0..n).any(|c| smp::is_online(c) && FINISHED[c as usize].load(Ordering::SeqCst) < THREADS_PER_CPU)
+        && cpu::rdtsc() < deadline
+    {
+        sched::yield_now();
+    }
+    let mut good = 0;
+    for c in (0..n).filter(|&c| smp::is_online(c)) {
+        let s = sched::stats(c);
+        let ran = RAN[c as usize].load(Ordering::SeqCst);
+        result!("sched", "cpu={} threads_ran={} switches={} preemptions={} ticks={}", c, ran, s.switches, s.preemptions, s.ticks);
+        if ran == THREADS_PER_CPU {
+            good += 1;
+        }
+    }
+    good
+}
+
+/// The BSP pings every online CPU (itself included) with fixed IPIs, one at a time: IPIs of one vector that
+/// arrive while the previous is still pending merge in the IRR, so each ping waits for the one before.
+fn ipi_test() -> bool {
+    const PER_TARGET: u64 = 50;
+    let n = smp::cpu_count();
+    let online: alloc::vec::Vec<u32> = (0..n).filter(|&c| smp::is_online(c)).collect();
+    let (mut sent, mut received) = (0u64, 0u64);
+    let t0 = cpu::rdtsc();
+    for _ in 0..PER_TARGET {
+        for &c in &online {
+            let before = smp::pings_received(c);
+            smp::send_ipi(c, smp::VECTOR_PING);
+            sent += 1;
+            let deadline = cpu::rdtsc() + seconds(2);
+            while smp::pings_received(c) == before && cpu::rdtsc() < deadline {
+                cpu::pause();
+            }
+            received += smp::pings_received(c) - before;
+        }
+    }
+    let cycles = (cpu::rdtsc() - t0) / sent.max(1);
+    result!("ipi", "sent={} received={} targets={} cycles_per_ping={}", sent, received, online.len(), cycles);
+    received == sent
+}
+
+pub fn boot_selftest() -> i32 {
+    let expected = smp::cpus_online();
+    let sched_ok = sched_test() == expected;
+    let ipi_ok = ipi_test();
+    let heap = crate::mm::kmem::heap_free_bytes();
+    result!("memory", "free_frames={} heap_free_bytes={}", crate::mm::kmem::free_frames(), heap);
+    if sched_ok && ipi_ok {
+        0
+    } else {
+        log::error!("self-test failed: sched_ok={} ipi_ok={}", sched_ok, ipi_ok);
+        1
+    }
+}
+
+pub fn run_command(cmd: &str) -> i32 {
+    let (prog, mut args) = cmdline::split_command(cmd);
+    match prog {
+        "ktest" => match (args.next(), args.next()) {
+            (Some("fault"), Some(kind)) => fault(kind),
+            (Some("selftest"), None) => boot_selftest(),
+            (Some("panic"), None) => panic!("panic requested by `ktest panic`"),
+            (Some("acpidump"), None) => acpidump(),
+            _ => {
+                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump");
+                2
+            }
+        },
+        _ => {
+            kprintln!("{}: no such program", prog);
+            STATUS_NOT_FOUND
+        }
+    }
+}
+
+/// Trigger an exception on purpose. Never returns normally: the exception handler dumps and panics.
+fn fault(kind: &str) -> i32 {
+    kprintln!("ktest: triggering {} fault", kind);
+    match kind {
+        // SAFETY (all arms): deliberately faulting accesses; the kernel's exception path reports and halts.
+        "page" => unsafe { core::ptr::write_volatile(0x0000_7FFF_DEAD_0000 as *mut u64, 1) },
+        "null" => unsafe { core::ptr::write_volatile(core::ptr::null_mut::<u64>().wrapping_add(2), 1) },
+        "ud" => unsafe { core::arch::asm!("ud2") },
+        "gp" => unsafe { core::ptr::read_volatile(0x8000_0000_0000_0000 as *const u64); },
+        "de" => unsafe { core::arch::asm!("xor edx, edx", "xor eax, eax", "div ecx", in("ecx") 0, out("eax") _, out("edx") _) },
+        "ap-page" => {
+            if smp::cpus_online() < 2 {
+                kprintln!("ktest fault ap-page needs at least 2 CPUs");
+                return 2;
+            }
+            sched::spawn_on(1, "faulter", fault_on_ap, 0);
+            loop {
+                sched::yield_now();
+            }
+        }
+        _ => {
+            kprintln!("unknown fault kind {:?}", kind);
+            return 2;
+        }
+    }
+    kprintln!("ktest: fault {} did not trap", kind);
+    1
+}
+
+extern "C" fn fault_on_ap(_: u64) -> ! {
+    // SAFETY: deliberate fault (see `fault`).
+    unsafe { core::ptr::write_volatile(0x0000_7FFF_DEAD_0000 as *mut u64, 1) };
+    sched::exit()
+}
+
+/// Print the root ACPI table and the MADT as hex (captured for the host tests in arch/tests/data).
+fn acpidump() -> i32 {
+    kprintln!("ktest acpidump: see RESULT acpi lines");
+    crate::boot::dump_acpi();
+    0
+}

@@ -1,0 +1,188 @@
+//! Physical frame allocator: one bit per 4 KiB frame (1 = free) over a caller-provided bitmap, so it works
+//! before the heap exists. Supports single frames, contiguous runs (DMA, heap, VMX regions) and detects
+//! double frees and frees of frames it never owned.
+
+use super::memmap::{Region, PAGE};
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum FrameError {
+    Misaligned(u64),
+    OutOfRange(u64),
+    DoubleFree(u64),
+}
+
+pub struct FrameAllocator<'a> {
+    bits: &'a mut [u64],
+    /// Frames the bitmap can describe.
+    capacity: u64,
+    free: u64,
+    total: u64,
+    /// Word index where the next single-frame search starts.
+    hint: usize,
+}
+
+impl<'a> FrameAllocator<'a> {
+    /// An allocator owning nothing; `bits` limits the highest frame it can manage.
+    pub fn new(bits: &'a mut [u64]) -> FrameAllocator<'a> {
+        bits.fill(0);
+        let capacity = bits.len() as u64 * 64;
+        FrameAllocator { bits, capacity, free: 0, total: 0, hint: 0 }
+    }
+
+    /// Hand whole frames inside `r` to the allocator. Frames beyond the bitmap are ignored; returns the
+    /// number of frames added.
+    pub fn add_region(&mut self, r: Region) -> u64 {
+        let first = r.start.div_ceil(PAGE);
+        let last = (r.end / PAGE).min(self.capacity);
+        let mut added = 0;
+        for f in first..last {
+            if !self.is_free(f) {
+                self.set(f, true);
+                added += 1;
+            }
+        }
+        self.free += added;
+        self.total += added;
+        added
+    }
+
+    fn is_free(&self, frame: u64) -> bool {
+        self.bits[(frame / 64) as usize] & (1 << (frame % 64)) != 0
+    }
+
+    fn set(&mut self, frame: u64, free: bool) {
+        let w = &mut self.bits[(frame / 64) as usize];
+        if free {
+            *w |= 1 << (frame % 64);
+        } else {
+            *w &= !(1 << (frame % 64));
+        }
+    }
+
+    pub fn free_frames(&self) -> u64 {
+        self.free
+    }
+
+    pub fn total_frames(&self) -> u64 {
+        self.total
+    }
+
+    /// Allocate one frame; returns its physical address.
+    pub fn alloc(&mut self) -> Option<u64> {
+        let words = self.bits.len();
+        for k in 0..words {
+            let i = (self.hint + k) % words;
+            let w = self.bits[i];
+            if w != 0 {
+                let frame = i as u64 * 64 + u64::from(w.trailing_zeros());
+                self.set(frame, false);
+                self.free -= 1;
+                self.hint = i;
+                return Some(frame * PAGE);
+            }
+        }
+        None
+    }
+
+    /// Allocate `count` physically contiguous frames whose start is a multiple of `align` bytes (a power of two
+    /// ≥ 4 KiB) and whose end is at or below `limit` (e.g. 4 GiB for 32-bit devices).
+    pub fn alloc_contiguous(&mut self, count: u64, align: u64, limit: u64) -> Option<u64> {
+        if count == 0 || !align.is_power_of_two() || align < PAGE {
+            return None;
+        }
+        let step = align / PAGE;
+        let last = (limit / PAGE).min(self.capacity);
+        let mut start = 0;
+        while start + count <= last {
+            match (start..start + count).rev().find(|&f| !self.is_free(f)) {
+                None => {
+                    for f in start..start + count {
+                        self.set(f, false);
+                    }
+                    self.free -= count;
+                    return Some(start * PAGE);
+                }
+                // Skip past the busy frame to the next aligned candidate.
+                Some(busy) => start = (busy + 1).div_ceil(step) * step,
+            }
+        }
+        None
+    }
+
+    /// Return a frame. Refuses misaligned addresses, frames outside the bitmap and double frees.
+    pub fn free(&mut self, pa: u64) -> Result<(), FrameError> {
+        if pa % PAGE != 0 {
+            return Err(FrameError::Misaligned(pa));
+        }
+        let f = pa / PAGE;
+        if f >= self.capacity {
+            return Err(FrameError::OutOfRange(pa));
+        }
+        if self.is_free(f) {
+            return Err(FrameError::DoubleFree(pa));
+        }
+        self.set(f, true);
+        self.free += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_free_roundtrip_and_counts() {
+        let mut bits = vec![0u64; 16];
+        let mut fa = FrameAllocator::new(&mut bits);
+        assert_eq!(fa.add_region(Region::new(0x1000, 0x5000)), 4);
+        assert_eq!(fa.free_frames(), 4);
+        let a: Vec<u64> = (0..4).map(|_| fa.alloc().unwrap()).collect();
+        assert_eq!(a, vec![0x1000, 0x2000, 0x3000, 0x4000]);
+        assert_eq!(fa.alloc(), None);
+        fa.free(0x3000).unwrap();
+        assert_eq!(fa.free_frames(), 1);
+        assert_eq!(fa.alloc(), Some(0x3000));
+        assert_eq!(fa.total_frames(), 4);
+    }
+
+    #[test]
+    fn refuses_bad_frees() {
+        let mut bits = vec![0u64; 1];
+        let mut fa = FrameAllocator::new(&mut bits);
+        fa.add_region(Region::new(0, 0x10000));
+        assert_eq!(fa.free(0x1234), Err(FrameError::Misaligned(0x1234)));
+        assert_eq!(fa.free(0x2000), Err(FrameError::DoubleFree(0x2000)));
+        assert_eq!(fa.free(64 * 0x1000), Err(FrameError::OutOfRange(64 * 0x1000)));
+        assert_eq!(fa.free_frames(), 16);
+    }
+
+    #[test]
+    fn partial_pages_and_regions_beyond_bitmap() {
+        let mut bits = vec![0u64; 1]; // 64 frames = 256 KiB
+        let mut fa = FrameAllocator::new(&mut bits);
+        // 0x800..0x2800 contains exactly one whole frame (0x1000..0x2000).
+        assert_eq!(fa.add_region(Region::new(0x800, 0x2800)), 1);
+        assert_eq!(fa.add_region(Region::new(0x3E000, 0x100000)), 2);
+        // Adding the same range again adds nothing.
+        assert_eq!(fa.add_region(Region::new(0x3E000, 0x40000)), 0);
+        assert_eq!(fa.free_frames(), 3);
+    }
+
+    #[test]
+    fn contiguous_aligned_and_limited() {
+        let mut bits = vec![0u64; 8];
+        let mut fa = FrameAllocator::new(&mut bits);
+        fa.add_region(Region::new(0x1000, 0x80000));
+        // Break the run at frame 0x10.
+        let _ = fa.alloc_contiguous(1, PAGE, u64::MAX).unwrap();
+        assert_eq!(fa.alloc_contiguous(16, 0x10000, u64::MAX), Some(0x10000));
+        assert_eq!(fa.alloc_contiguous(16, 0x10000, u64::MAX), Some(0x20000));
+        assert_eq!(fa.alloc_contiguous(16, 0x10000, 0x30000), None);
+        assert_eq!(fa.alloc_contiguous(0, PAGE, u64::MAX), None);
+        assert_eq!(fa.alloc_contiguous(1, 3000, u64::MAX), None);
+        let before = fa.free_frames();
+        assert_eq!(fa.alloc_contiguous(1000, PAGE, u64::MAX), None);
+        assert_eq!(fa.free_frames(), before);
+    }
+}

@@ -1,0 +1,165 @@
+//! The kernel's physical memory: the global frame allocator (fed from the multiboot2 memory map), the kernel
+//! heap (linked_list_allocator behind an interrupt-safe lock) and the kernel's own page tables.
+
+use super::frame::FrameAllocator;
+use super::memmap::{self, Area, Region};
+use crate::sync::IrqSpinlock;
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+use questv_arch::paging::{AddressSpace, PageFlags, TableMemory, LARGE_PAGE_SIZE, PAGE_SIZE};
+
+/// Highest physical address the frame allocator manages (16 GiB; more RAM is reported and left unused).
+pub const MAX_PHYS: u64 = 16 << 30;
+const BITMAP_WORDS: usize = (MAX_PHYS / PAGE_SIZE / 64) as usize;
+
+static mut FRAME_BITMAP: [u64; BITMAP_WORDS] = [0; BITMAP_WORDS];
+static FRAMES: IrqSpinlock<Option<FrameAllocator<'static>>> = IrqSpinlock::new(None);
+
+extern "C" {
+    static __kernel_start: u8;
+    static __rodata_start: u8;
+    static __data_start: u8;
+    static __kernel_end: u8;
+}
+
+fn sym(s: &u8) -> u64 {
+    s as *const u8 as u64
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryInfo {
+    pub usable_bytes: u64,
+    pub highest_address: u64,
+    pub heap_bytes: u64,
+    pub regions: usize,
+}
+
+/// Build the frame allocator from the memory map, keeping `keep` (boot information, modules) and the kernel
+/// image, then carve out the heap.
+pub fn init(areas: &[Area], keep: &[Region]) -> MemoryInfo {
+    // SAFETY: linker symbols; only addresses are taken.
+    let (kstart, kend) = unsafe { (sym(&__kernel_start), sym(&__kernel_end)) };
+    let mut reserved = [Region::new(0, 0); 8];
+    // The low 1 MiB holds the BIOS data area, EBDA and the AP trampoline: never hand it out.
+    reserved[0] = Region::new(0, 0x10_0000);
+    reserved[1] = Region::new(kstart, kend);
+    for (slot, k) in reserved[2..].iter_mut().zip(keep) {
+        *slot = *k;
+    }
+    let usable = memmap::usable_regions(areas, &reserved);
+    if usable.truncated {
+        log::warn!("memory map has more than {} usable regions; the rest is ignored", memmap::MAX_REGIONS);
+    }
+    // SAFETY: the bitmap is used only through FRAMES from now on; init runs once on the BSP.
+    let bits: &'static mut [u64] = unsafe { &mut *(&raw mut FRAME_BITMAP) };
+    let mut fa = FrameAllocator::new(bits);
+    for r in usable.as_slice() {
+        fa.add_region(*r);
+    }
+    let highest = memmap::highest_address(areas);
+    if highest > MAX_PHYS {
+        log::warn!("RAM above {} GiB is not managed", MAX_PHYS >> 30);
+    }
+    let usable_bytes = fa.free_frames() * PAGE_SIZE;
+    // Heap: a quarter of RAM, between 4 and 64 MiB.
+    let heap_bytes = (usable_bytes / 4).clamp(4 << 20, 64 << 20) & !(LARGE_PAGE_SIZE - 1);
+    let heap = fa
+        .alloc_contiguous(heap_bytes / PAGE_SIZE, LARGE_PAGE_SIZE, MAX_PHYS)
+        .expect("not enough contiguous memory for the kernel heap");
+    *FRAMES.lock() = Some(fa);
+    // SAFETY: [heap, heap + heap_bytes) was just taken from the frame allocator and is identity mapped.
+    unsafe { HEAP.0.lock().init(heap as *mut u8, heap_bytes as usize) };
+    MemoryInfo { usable_bytes, highest_address: highest, heap_bytes, regions: usable.as_slice().len() }
+}
+
+/// A zeroed 4 KiB frame.
+pub fn alloc_frame() -> Option<u64> {
+    let pa = FRAMES.lock().as_mut()?.alloc()?;
+    // SAFETY: the frame is ours and identity mapped.
+    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, PAGE_SIZE as usize) };
+    Some(pa)
+}
+
+pub fn free_frame(pa: u64) {
+    if let Some(fa) = FRAMES.lock().as_mut() {
+        if let Err(e) = fa.free(pa) {
+            panic!("bad frame free: {:?}", e);
+        }
+    }
+}
+
+pub fn alloc_contiguous(count: u64, align: u64, limit: u64) -> Option<u64> {
+    FRAMES.lock().as_mut()?.alloc_contiguous(count, align, limit)
+}
+
+pub fn free_frames() -> u64 {
+    FRAMES.lock().as_ref().map_or(0, |f| f.free_frames())
+}
+
+/// Page tables in identity-mapped physical frames.
+pub struct PhysTables;
+
+impl TableMemory for PhysTables {
+    fn alloc_table(&mut self) -> Option<u64> {
+        alloc_frame()
+    }
+    fn table(&mut self, phys: u64) -> &mut [u64; 512] {
+        // SAFETY: table frames come from alloc_frame (identity mapped, 4 KiB aligned, owned by a page table).
+        unsafe { &mut *(phys as *mut [u64; 512]) }
+    }
+}
+
+/// Build the kernel's page tables: page 0 unmapped (null dereferences fault), kernel text read-only and
+/// executable, rodata read-only, everything else read-write and non-executable, the AP trampoline page
+/// executable, 3–4 GiB (LAPIC, IOAPIC, PCI MMIO) uncached. Returns the PML4's physical address.
+pub fn build_kernel_tables(highest_address: u64, trampoline: u64) -> u64 {
+    let mut m = PhysTables;
+    let mut a = AddressSpace::new(&mut m).expect("out of memory for page tables");
+    // SAFETY: linker symbols; only addresses are taken.
+    let (text0, ro0, data0, kend) =
+        unsafe { (sym(&__kernel_start), sym(&__rodata_start), sym(&__data_start), sym(&__kernel_end)) };
+    let rw = PageFlags::WRITABLE | PageFlags::NO_EXECUTE | PageFlags::GLOBAL;
+    let mut map = |va: u64, end: u64, flags: PageFlags| {
+        let start = va & !(PAGE_SIZE - 1);
+        let end = end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        if end > start {
+            a.map_range(&mut m, start, start, end - start, flags).expect("kernel page tables");
+        }
+    };
+    map(PAGE_SIZE, trampoline, rw);
+    map(trampoline, trampoline + PAGE_SIZE, PageFlags::WRITABLE | PageFlags::GLOBAL);
+    map(trampoline + PAGE_SIZE, text0, rw);
+    // Sections are 4 KiB aligned by the linker script, so each runs to the start of the next.
+    map(text0, ro0, PageFlags::GLOBAL);
+    map(ro0, data0, PageFlags::NO_EXECUTE | PageFlags::GLOBAL);
+    map(data0, kend, rw);
+    let mmio = 3u64 << 30;
+    map(kend, mmio, rw);
+    map(mmio, 4 << 30, rw | PageFlags::NO_CACHE | PageFlags::WRITE_THROUGH);
+    if highest_address > 4 << 30 {
+        map(4 << 30, highest_address.min(MAX_PHYS), rw);
+    }
+    a.root()
+}
+
+/// The global allocator: linked_list_allocator's heap behind an interrupt-safe lock (the scheduler frees
+/// dead threads' stacks from interrupt context).
+pub struct KernelHeap(IrqSpinlock<linked_list_allocator::Heap>);
+
+#[global_allocator]
+static HEAP: KernelHeap = KernelHeap(IrqSpinlock::new(linked_list_allocator::Heap::empty()));
+
+// SAFETY: allocation is serialised by the lock; the heap hands out disjoint blocks.
+unsafe impl GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.0.lock().allocate_first_fit(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr())
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: GlobalAlloc contract: ptr came from alloc with this layout.
+        unsafe { self.0.lock().deallocate(NonNull::new_unchecked(ptr), layout) }
+    }
+}
+
+pub fn heap_free_bytes() -> usize {
+    HEAP.0.lock().free()
+}

@@ -1,0 +1,6 @@
+//! Memory management: pure allocators and map handling (host-tested), plus the kernel's physical memory,
+//! heap and page tables in the image build.
+pub mod frame;
+pub mod memmap;
+#[cfg(feature = "image")]
+pub mod kmem;

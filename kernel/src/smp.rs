@@ -1,0 +1,159 @@
+//! Multiprocessor support: interrupt vectors, the interrupt handler, inter-processor interrupts and AP
+//! bring-up (INIT-SIPI-SIPI through the real-mode trampoline).
+
+use crate::sched::{self, Reason};
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use questv_arch::percpu::{self, MAX_CPUS};
+use questv_arch::trap::{TrapFrame, VECTOR_YIELD};
+use questv_arch::{cpu, gdt, lapic, trap};
+
+pub const VECTOR_TIMER: u8 = 0x20;
+pub const VECTOR_RESCHEDULE: u8 = 0xF0;
+/// Test IPI: the receiver counts it (see ktest / the boot self-test).
+pub const VECTOR_PING: u8 = 0xF1;
+pub const TICK_HZ: u64 = 100;
+
+static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+static PINGS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static CPU_COUNT: AtomicU32 = AtomicU32::new(1);
+static TIMER_COUNT: AtomicU32 = AtomicU32::new(0);
+pub static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+
+pub fn cpus_online() -> u32 {
+    (0..CPU_COUNT.load(Ordering::SeqCst) as usize).filter(|&i| ONLINE[i].load(Ordering::SeqCst)).count() as u32
+}
+
+pub fn cpu_count() -> u32 {
+    CPU_COUNT.load(Ordering::SeqCst)
+}
+
+pub fn is_online(cpu: u32) -> bool {
+    ONLINE[cpu as usize].load(Ordering::SeqCst)
+}
+
+pub fn pings_received(cpu: u32) -> u64 {
+    PINGS[cpu as usize].load(Ordering::SeqCst)
+}
+
+pub fn send_ipi(cpu: u32, vector: u8) {
+    lapic::send_ipi(APIC_IDS[cpu as usize].load(Ordering::SeqCst), vector);
+}
+
+pub fn send_reschedule(cpu: u32) {
+    if is_online(cpu) {
+        send_ipi(cpu, VECTOR_RESCHEDULE);
+    }
+}
+
+fn interrupt_handler(frame: &mut TrapFrame) {
+    let vector = frame.vector as u8;
+    match vector {
+        VECTOR_TIMER => {
+            lapic::eoi();
+            sched::schedule(frame, Reason::Tick);
+        }
+        VECTOR_YIELD => sched::schedule(frame, Reason::Yield),
+        VECTOR_RESCHEDULE => {
+            lapic::eoi();
+            sched::schedule(frame, Reason::Reschedule);
+        }
+        VECTOR_PING => {
+            PINGS[percpu::cpu_index() as usize].fetch_add(1, Ordering::SeqCst);
+            lapic::eoi();
+        }
+        lapic::VECTOR_SPURIOUS => {}
+        lapic::VECTOR_ERROR => {
+            log::warn!("local APIC error, ESR=0x{:x}", lapic::error_status());
+            lapic::eoi();
+        }
+        v => {
+            log::warn!("unexpected interrupt vector 0x{:x}", v);
+            lapic::eoi();
+        }
+    }
+}
+
+/// This CPU's GDT, TSS (IST stacks) and the shared IDT. Needs the heap.
+pub fn load_descriptor_tables() {
+    let tables = gdt::CpuTables::new();
+    // SAFETY: the tables are leaked ('static) and never moved.
+    unsafe { tables.load() };
+    trap::load_idt();
+}
+
+/// Per-CPU set-up shared by the BSP and the APs once descriptor tables are loaded: LAPIC, scheduler, timer.
+fn init_this_cpu() {
+    lapic::enable();
+    sched::init_cpu();
+    lapic::timer_periodic(VECTOR_TIMER, TIMER_COUNT.load(Ordering::SeqCst));
+    ONLINE[percpu::cpu_index() as usize].store(true, Ordering::SeqCst);
+}
+
+/// BSP: install the interrupt handler, calibrate the timer, start ticking.
+pub fn init_bsp(bsp_apic_id: u32) {
+    APIC_IDS[0].store(bsp_apic_id, Ordering::SeqCst);
+    trap::set_interrupt_handler(interrupt_handler);
+    let cal = questv_arch::timer::calibrate();
+    TSC_HZ.store(cal.tsc_hz, Ordering::SeqCst);
+    TIMER_COUNT.store((cal.lapic_hz / TICK_HZ) as u32, Ordering::SeqCst);
+    crate::result!("timer", "lapic_hz={} tsc_hz={} tick_hz={}", cal.lapic_hz * 16, cal.tsc_hz, TICK_HZ);
+    init_this_cpu();
+}
+
+extern "C" fn ap_entry(cpu_index: u64) -> ! {
+    // SAFETY: each AP installs its own index exactly once, first thing.
+    unsafe { percpu::install(cpu_index as u32, APIC_IDS[cpu_index as usize].load(Ordering::SeqCst)) };
+    load_descriptor_tables();
+    init_this_cpu();
+    log::debug!("online, APIC id {}", lapic::id());
+    loop {
+        // SAFETY: IDT, LAPIC and scheduler are set up on this CPU.
+        unsafe { cpu::enable_interrupts_and_halt() };
+    }
+}
+
+/// Start every CPU in `apic_ids` except the BSP, one at a time. Returns how many came online.
+pub fn start_aps(apic_ids: &[u32], bsp_apic_id: u32, cr3: u64) -> u32 {
+    let mut started = 0;
+    for &apic_id in apic_ids.iter().filter(|&&id| id != bsp_apic_id) {
+        let index = CPU_COUNT.load(Ordering::SeqCst);
+        if index as usize >= MAX_CPUS {
+            log::warn!("more than {} CPUs; APIC id {} left offline", MAX_CPUS, apic_id);
+            break;
+        }
+        APIC_IDS[index as usize].store(apic_id, Ordering::SeqCst);
+        CPU_COUNT.store(index + 1, Ordering::SeqCst);
+        let stack: &'static mut [u8] = Box::leak(alloc::vec![0u8; sched::KERNEL_STACK_SIZE].into_boxed_slice());
+        let top = stack.as_ptr() as u64 + stack.len() as u64;
+        // SAFETY: the trampoline page is reserved (low 1 MiB), cr3 is the kernel's PML4 below 4 GiB, and the
+        // previous AP finished reading the parameters (we waited for it to come online).
+        unsafe {
+            questv_arch::boot::install_ap_trampoline(cr3, top, ap_entry, u64::from(index));
+        }
+        lapic::start_ap(apic_id, (questv_arch::boot::AP_TRAMPOLINE_BASE >> 12) as u8);
+        let deadline = cpu::rdtsc() + TSC_HZ.load(Ordering::SeqCst).max(1_000_000) * 2;
+        while !ONLINE[index as usize].load(Ordering::SeqCst) && cpu::rdtsc() < deadline {
+            cpu::pause();
+        }
+        if ONLINE[index as usize].load(Ordering::SeqCst) {
+            started += 1;
+        } else {
+            log::error!("CPU with APIC id {} did not come online", apic_id);
+        }
+    }
+    started
+}
+
+/// Stop every other CPU (panic path).
+pub fn halt_others() {
+    trap::HALT_ALL.store(true, Ordering::SeqCst);
+    if lapic_ready() {
+        lapic::send_nmi_all_but_self();
+    }
+}
+
+fn lapic_ready() -> bool {
+    ONLINE[0].load(Ordering::SeqCst)
+}
