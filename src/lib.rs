@@ -1,0 +1,620 @@
+//! questv host runner: builds kernel images, wraps them in a GRUB ISO, boots them headless in QEMU or Bochs,
+//! streams the guest's serial console and judges the run from it.
+//!
+//! The guest speaks a small line protocol on COM1 (docs/architecture.md): `RESULT <name> key=value ...`,
+//! `QUESTV DONE status=N`, `KERNEL PANIC ...`. Everything that interprets those lines is pure and unit-tested.
+
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// One `RESULT <name> key=value ...` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultLine {
+    pub name: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl ResultLine {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// A field parsed as an integer (decimal, or hex with `0x`).
+    pub fn get_u64(&self, key: &str) -> Option<u64> {
+        let v = self.get(key)?;
+        match v.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => v.parse().ok(),
+        }
+    }
+}
+
+/// Parse a `RESULT` line; `None` for anything else or a malformed one (no name, a token without `=`).
+pub fn parse_result_line(line: &str) -> Option<ResultLine> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let rest = line.strip_prefix("RESULT ")?;
+    let mut words = rest.split_whitespace();
+    let name = words.next()?;
+    if name.contains('=') {
+        return None;
+    }
+    let mut fields = Vec::new();
+    for w in words {
+        let (k, v) = w.split_once('=')?;
+        if k.is_empty() {
+            return None;
+        }
+        fields.push((k.to_string(), v.to_string()));
+    }
+    Some(ResultLine { name: name.to_string(), fields })
+}
+
+/// `QUESTV DONE status=N` → `Some(N)`.
+pub fn parse_done_line(line: &str) -> Option<i32> {
+    line.trim_end_matches(['\r', '\n']).trim().strip_prefix("QUESTV DONE status=")?.trim().parse().ok()
+}
+
+pub fn is_panic_line(line: &str) -> bool {
+    line.trim_start().starts_with("KERNEL PANIC")
+}
+
+/// All `RESULT` lines named `name` in `lines`.
+pub fn results<'a>(lines: &'a [String], name: &'a str) -> impl Iterator<Item = ResultLine> + 'a {
+    lines.iter().filter_map(|l| parse_result_line(l)).filter(move |r| r.name == name)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest printed `QUESTV DONE status=N`.
+    Done(i32),
+    Panic,
+    /// The emulator stopped (QEMU exits on a triple fault with -no-reboot; Bochs on its triple-fault panic)
+    /// without the guest reporting.
+    Reset,
+    Timeout,
+}
+
+impl Outcome {
+    /// The runner's exit code (README).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Done(0) => 0,
+            Outcome::Done(_) => 1,
+            Outcome::Panic => 3,
+            Outcome::Reset => 4,
+            Outcome::Timeout => 5,
+        }
+    }
+}
+
+/// Judge a finished run from its serial lines. A panic wins over a later DONE line (a panicking kernel must
+/// never count as success); DONE is otherwise final; with neither, the emulator's exit means reset.
+pub fn judge(lines: &[String], emulator_exited: bool, timed_out: bool) -> Outcome {
+    let mut done = None;
+    for l in lines {
+        if is_panic_line(l) {
+            return Outcome::Panic;
+        }
+        if done.is_none() {
+            done = parse_done_line(l);
+        }
+    }
+    match done {
+        Some(n) => Outcome::Done(n),
+        None if timed_out => Outcome::Timeout,
+        None if emulator_exited => Outcome::Reset,
+        None => Outcome::Timeout,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emulator {
+    Qemu,
+    Bochs,
+}
+
+impl Emulator {
+    pub fn name(self) -> &'static str {
+        match self {
+            Emulator::Qemu => "qemu",
+            Emulator::Bochs => "bochs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootOptions {
+    pub vt: bool,
+    pub emulator: Emulator,
+    pub cpus: u32,
+    pub run: Option<String>,
+    pub timeout: Option<u64>,
+    pub gdb: bool,
+    pub mem_mib: u32,
+    /// Print the guest's serial output as it arrives.
+    pub echo: bool,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, echo: true }
+    }
+}
+
+impl BootOptions {
+    pub fn mode(&self) -> &'static str {
+        if self.vt {
+            "vt"
+        } else {
+            "smp"
+        }
+    }
+
+    pub fn timeout_secs(&self) -> u64 {
+        self.timeout.unwrap_or(match self.emulator {
+            Emulator::Qemu => 120,
+            Emulator::Bochs => 900,
+        })
+    }
+
+    /// The kernel command line for this boot.
+    pub fn kernel_args(&self) -> String {
+        match &self.run {
+            Some(r) => format!("mode={} run={}", self.mode(), r),
+            None => format!("mode={}", self.mode()),
+        }
+    }
+}
+
+pub enum Cli {
+    Boot(BootOptions),
+    Help,
+}
+
+pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
+[--timeout SECS] [--mem MIB] [--gdb]";
+
+/// Parse the runner's command line (without the program name).
+pub fn parse_args(args: &[String]) -> Result<Cli, String> {
+    let mut it = args.iter();
+    match it.next().map(String::as_str) {
+        Some("boot") => {}
+        Some("-h") | Some("--help") | Some("help") | None => return Ok(Cli::Help),
+        Some(other) => return Err(format!("unknown command {other:?}\n{USAGE}")),
+    }
+    let mut o = BootOptions::default();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--vt" => o.vt = true,
+            "--gdb" => o.gdb = true,
+            "--emulator" => {
+                o.emulator = match value("--emulator")?.as_str() {
+                    "qemu" => Emulator::Qemu,
+                    "bochs" => Emulator::Bochs,
+                    e => return Err(format!("unknown emulator {e:?} (qemu or bochs)")),
+                }
+            }
+            "--cpus" => {
+                o.cpus = value("--cpus")?.parse().map_err(|_| "--cpus needs a number".to_string())?;
+                if !(1..=64).contains(&o.cpus) {
+                    return Err("--cpus must be between 1 and 64".into());
+                }
+            }
+            "--run" => {
+                let r = value("--run")?;
+                if r.contains(['"', '\\', '$', '\n', '\r']) {
+                    return Err("--run may not contain '\"', '\\', '$' or newlines (it goes into grub.cfg)".into());
+                }
+                o.run = Some(r);
+            }
+            "--timeout" => o.timeout = Some(value("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?),
+            "--mem" => {
+                o.mem_mib = value("--mem")?.parse().map_err(|_| "--mem needs MiB".to_string())?;
+                if o.mem_mib < 64 {
+                    return Err("--mem must be at least 64 MiB".into());
+                }
+            }
+            other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(Cli::Boot(o))
+}
+
+/// Rewrite grub.cfg's `set questv_args=` line.
+pub fn grub_cfg_with_args(template: &str, args: &str) -> Result<String, String> {
+    let mut found = false;
+    let out: Vec<String> = template
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("set questv_args=") {
+                found = true;
+                format!("set questv_args=\"{args}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if !found {
+        return Err("grub/grub.cfg has no `set questv_args=` line".into());
+    }
+    Ok(out.join("\n") + "\n")
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+const KERNEL_TARGET: &str = env!("QUESTV_KERNEL_TARGET");
+
+fn which(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// Fail with one clear line naming the Debian packages if a tool is missing.
+pub fn require_tool(tool: &str, packages: &str) -> Result<(), String> {
+    if which(tool) {
+        Ok(())
+    } else {
+        Err(format!("{tool} not found; install Debian packages: apt-get install {packages}"))
+    }
+}
+
+/// Build the kernel image for the mode; returns the ELF path.
+pub fn build_kernel(vt: bool) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let mode = if vt { "vt" } else { "smp" };
+    let target_dir = root.join("target").join(format!("kernel-{mode}"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let features = if vt { "image,vt" } else { "image" };
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "questv-kernel", "--bin", "questv-kernel", "--features", features])
+        .args(["--target", KERNEL_TARGET, "--config", "kernel/build.toml"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("kernel build failed ({status})"));
+    }
+    Ok(target_dir.join(KERNEL_TARGET).join("release").join("questv-kernel"))
+}
+
+/// Stage the kernel and a grub.cfg carrying `args`, and make a bootable ISO with grub-mkrescue.
+pub fn make_iso(kernel: &Path, args: &str, tag: &str) -> Result<PathBuf, String> {
+    require_tool("grub-mkrescue", "grub-pc-bin grub-common xorriso mtools")?;
+    require_tool("xorriso", "xorriso")?;
+    require_tool("mformat", "mtools")?;
+    let root = workspace_root();
+    let stage = root.join("target").join(format!("iso-{tag}"));
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(stage.join("boot/grub")).map_err(|e| format!("{}: {e}", stage.display()))?;
+    std::fs::copy(kernel, stage.join("boot/questv-kernel")).map_err(|e| format!("{}: {e}", kernel.display()))?;
+    let template = std::fs::read_to_string(root.join("grub/grub.cfg")).map_err(|e| format!("grub/grub.cfg: {e}"))?;
+    std::fs::write(stage.join("boot/grub/grub.cfg"), grub_cfg_with_args(&template, args)?)
+        .map_err(|e| format!("grub.cfg: {e}"))?;
+    let iso = root.join("target").join(format!("questv-{tag}.iso"));
+    let out = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(&iso)
+        .arg(&stage)
+        .output()
+        .map_err(|e| format!("cannot run grub-mkrescue: {e}"))?;
+    let _ = std::fs::remove_dir_all(&stage);
+    if !out.status.success() {
+        return Err(format!("grub-mkrescue failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(iso)
+}
+
+#[derive(Debug)]
+pub struct BootReport {
+    pub lines: Vec<String>,
+    pub outcome: Outcome,
+    pub wall_time: Duration,
+}
+
+impl BootReport {
+    pub fn results<'a>(&'a self, name: &'a str) -> impl Iterator<Item = ResultLine> + 'a {
+        results(&self.lines, name)
+    }
+}
+
+/// Headless Bochs configuration (settings known to work with Debian's Bochs 2.7: ../shared/notes/platform.md).
+pub fn bochsrc(iso: &Path, serial: &Path, log: &Path, cpus: u32, mem_mib: u32) -> String {
+    format!(
+        "megs: {mem_mib}\n\
+         cpu: model=corei7_skylake_x, count={cpus}, ips=50000000, reset_on_triple_fault=0\n\
+         romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
+         vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
+         ata0-master: type=cdrom, path={iso}, status=inserted\n\
+         boot: cdrom\n\
+         display_library: rfb, options=\"timeout=0\"\n\
+         com1: enabled=1, mode=file, dev={serial}\n\
+         log: {log}\n\
+         panic: action=fatal\n\
+         error: action=report\n\
+         info: action=ignore\n\
+         sound: driver=dummy\n\
+         speaker: enabled=0\n\
+         clock: sync=none, time0=local\n",
+        iso = iso.display(),
+        serial = serial.display(),
+        log = log.display(),
+    )
+}
+
+/// Start the emulator; serial lines arrive on the returned channel.
+fn start_emulator(o: &BootOptions, iso: &Path, tag: &str) -> Result<(Child, mpsc::Receiver<String>, Vec<PathBuf>), String> {
+    let (tx, rx) = mpsc::channel();
+    match o.emulator {
+        Emulator::Qemu => {
+            require_tool("qemu-system-x86_64", "qemu-system-x86")?;
+            let mut cmd = Command::new("qemu-system-x86_64");
+            cmd.args(["-machine", "pc", "-cpu", "qemu64", "-smp", &o.cpus.to_string()])
+                .args(["-m", &o.mem_mib.to_string(), "-boot", "d", "-cdrom"])
+                .arg(iso)
+                .args(["-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])
+                .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
+            if o.gdb {
+                cmd.args(["-s", "-S"]);
+            }
+            let mut child = cmd.spawn().map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+            let stdout = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stdout);
+                let mut buf = Vec::new();
+                while matches!(r.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                    if tx.send(String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string()).is_err() {
+                        break;
+                    }
+                    buf.clear();
+                }
+            });
+            Ok((child, rx, vec![]))
+        }
+        Emulator::Bochs => {
+            require_tool("bochs", "bochs bochsbios vgabios")?;
+            let dir = workspace_root().join("target").join(format!("bochs-{tag}"));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let (serial, log, rc, cfg) = (dir.join("serial.txt"), dir.join("bochs.log"), dir.join("rc"), dir.join("bochsrc"));
+            std::fs::write(&serial, "").map_err(|e| e.to_string())?;
+            std::fs::write(&rc, "c\n").map_err(|e| e.to_string())?;
+            std::fs::write(&cfg, bochsrc(iso, &serial, &log, o.cpus, o.mem_mib)).map_err(|e| e.to_string())?;
+            let out = std::fs::File::create(dir.join("bochs.out")).map_err(|e| e.to_string())?;
+            let child = Command::new("bochs")
+                .arg("-q")
+                .arg("-f")
+                .arg(&cfg)
+                .arg("-rc")
+                .arg(&rc)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().map_err(|e| e.to_string())?)
+                .stderr(out)
+                .spawn()
+                .map_err(|e| format!("cannot start bochs: {e}"))?;
+            // Bochs writes COM1 to a file: follow it.
+            let serial_path = serial.clone();
+            std::thread::spawn(move || {
+                let Ok(mut f) = std::fs::File::open(&serial_path) else { return };
+                let mut pending = Vec::new();
+                let mut pos = 0u64;
+                loop {
+                    let mut chunk = Vec::new();
+                    if f.seek(SeekFrom::Start(pos)).is_ok() && f.read_to_end(&mut chunk).is_ok() {
+                        pos += chunk.len() as u64;
+                        pending.extend_from_slice(&chunk);
+                        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                            let line: Vec<u8> = pending.drain(..=i).collect();
+                            let s = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
+                            if tx.send(s).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            Ok((child, rx, vec![dir]))
+        }
+    }
+}
+
+/// Build, make the ISO, boot, stream and judge.
+pub fn boot(o: &BootOptions) -> Result<BootReport, String> {
+    if o.vt {
+        return Err("VT mode is not built yet (issue 4)".into());
+    }
+    if o.gdb && o.emulator == Emulator::Bochs {
+        return Err("--gdb is supported with QEMU only".into());
+    }
+    // Check emulator tools before the (slow) build.
+    match o.emulator {
+        Emulator::Qemu => require_tool("qemu-system-x86_64", "qemu-system-x86")?,
+        Emulator::Bochs => require_tool("bochs", "bochs bochsbios vgabios")?,
+    }
+    require_tool("grub-mkrescue", "grub-pc-bin grub-common xorriso mtools")?;
+    let kernel = build_kernel(o.vt)?;
+    let tag = format!("{}-{}", o.mode(), std::process::id());
+    let iso = make_iso(&kernel, &o.kernel_args(), &tag)?;
+    if o.gdb {
+        eprintln!(
+            "questv: QEMU waits for gdb: gdb {} -ex 'target remote :1234'",
+            kernel.display()
+        );
+    }
+    let start = Instant::now();
+    let (mut child, rx, scratch) = start_emulator(o, &iso, &tag)?;
+    let deadline = if o.gdb { None } else { Some(start + Duration::from_secs(o.timeout_secs())) };
+    let mut lines = Vec::new();
+    let mut exited = false;
+    let mut timed_out = false;
+    let mut panic_seen: Option<Instant> = None;
+    let echo = |l: &str| {
+        if o.echo {
+            println!("{l}");
+        }
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(l) => {
+                echo(&l);
+                let done = parse_done_line(&l).is_some();
+                if is_panic_line(&l) && panic_seen.is_none() {
+                    panic_seen = Some(Instant::now());
+                }
+                lines.push(l);
+                if done && panic_seen.is_none() {
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                exited = true;
+                break;
+            }
+        }
+        // Give a panicking kernel a moment to finish its dump.
+        if panic_seen.is_some_and(|t| t.elapsed() > Duration::from_secs(1)) {
+            break;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            // Drain what the guest printed before the emulator exited.
+            std::thread::sleep(Duration::from_millis(200));
+            while let Ok(l) = rx.try_recv() {
+                echo(&l);
+                lines.push(l);
+            }
+            exited = true;
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            timed_out = true;
+            break;
+        }
+    }
+    let wall_time = start.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&iso);
+    if judge(&lines, exited, timed_out) != Outcome::Reset || o.emulator != Emulator::Bochs {
+        for d in scratch {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    let outcome = judge(&lines, exited, timed_out);
+    Ok(BootReport { lines, outcome, wall_time })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn result_lines() {
+        let r = parse_result_line("RESULT boot cpus_online=4 mode=smp\r\n").unwrap();
+        assert_eq!(r.name, "boot");
+        assert_eq!(r.get("cpus_online"), Some("4"));
+        assert_eq!(r.get_u64("cpus_online"), Some(4));
+        assert_eq!(r.get("mode"), Some("smp"));
+        assert_eq!(r.get("missing"), None);
+        let r = parse_result_line("RESULT exception vector=14 cr2=0x7fffdead0000").unwrap();
+        assert_eq!(r.get_u64("cr2"), Some(0x7fff_dead_0000));
+        assert_eq!(parse_result_line("RESULT empty").unwrap().fields, vec![]);
+    }
+
+    #[test]
+    fn malformed_result_lines() {
+        assert_eq!(parse_result_line("RESULT"), None);
+        assert_eq!(parse_result_line("RESULT "), None);
+        assert_eq!(parse_result_line("RESULT boot cpus_online"), None);
+        assert_eq!(parse_result_line("RESULT boot =4"), None);
+        assert_eq!(parse_result_line("RESULT a=b"), None);
+        assert_eq!(parse_result_line("[cpu0] RESULT boot a=1"), None);
+        assert_eq!(parse_result_line("RESULTS boot a=1"), None);
+    }
+
+    #[test]
+    fn done_lines() {
+        assert_eq!(parse_done_line("QUESTV DONE status=0\r"), Some(0));
+        assert_eq!(parse_done_line("QUESTV DONE status=127"), Some(127));
+        assert_eq!(parse_done_line("QUESTV DONE status=-1"), Some(-1));
+        assert_eq!(parse_done_line("QUESTV DONE status="), None);
+        assert_eq!(parse_done_line("QUESTV DONE"), None);
+    }
+
+    #[test]
+    fn judging() {
+        assert_eq!(judge(&s(&["x", "QUESTV DONE status=0"]), false, false), Outcome::Done(0));
+        assert_eq!(judge(&s(&["QUESTV DONE status=3"]), true, false), Outcome::Done(3));
+        // A panic is never success, even if a DONE line follows.
+        assert_eq!(judge(&s(&["KERNEL PANIC on cpu 0", "QUESTV DONE status=0"]), false, false), Outcome::Panic);
+        assert_eq!(judge(&s(&["booting"]), true, false), Outcome::Reset);
+        assert_eq!(judge(&s(&["booting"]), false, true), Outcome::Timeout);
+        assert_eq!(Outcome::Done(0).exit_code(), 0);
+        assert_eq!(Outcome::Done(127).exit_code(), 1);
+        assert_eq!(Outcome::Panic.exit_code(), 3);
+        assert_eq!(Outcome::Reset.exit_code(), 4);
+        assert_eq!(Outcome::Timeout.exit_code(), 5);
+    }
+
+    #[test]
+    fn args() {
+        let a = |v: &[&str]| parse_args(&s(v));
+        let Ok(Cli::Boot(o)) = a(&["boot", "--cpus", "4", "--run", "ktest fault page", "--emulator", "bochs"]) else {
+            panic!()
+        };
+        assert_eq!(o.cpus, 4);
+        assert_eq!(o.emulator, Emulator::Bochs);
+        assert_eq!(o.kernel_args(), "mode=smp run=ktest fault page");
+        assert_eq!(o.timeout_secs(), 900);
+        assert!(a(&["boot", "--cpus", "0"]).is_err());
+        assert!(a(&["boot", "--cpus"]).is_err());
+        assert!(a(&["boot", "--run", "a\"b"]).is_err());
+        assert!(a(&["boot", "--run", "$x"]).is_err());
+        assert!(a(&["boot", "--bogus"]).is_err());
+        assert!(a(&["frobnicate"]).is_err());
+        assert!(matches!(a(&[]), Ok(Cli::Help)));
+    }
+
+    #[test]
+    fn grub_cfg_rewrite() {
+        let t = "set timeout=0\nset questv_args=\"mode=smp\"\nmenuentry x {\n}\n";
+        let out = grub_cfg_with_args(t, "mode=smp run=x 1").unwrap();
+        assert!(out.contains("set questv_args=\"mode=smp run=x 1\"\n"));
+        assert!(out.starts_with("set timeout=0\n"));
+        assert!(grub_cfg_with_args("nothing", "x").is_err());
+        // The repository's own grub.cfg has the line.
+        let real = std::fs::read_to_string(workspace_root().join("grub/grub.cfg")).unwrap();
+        assert!(grub_cfg_with_args(&real, "mode=smp").is_ok());
+    }
+
+    #[test]
+    fn bochsrc_is_headless() {
+        let rc = bochsrc(Path::new("/x.iso"), Path::new("/s"), Path::new("/l"), 4, 256);
+        assert!(rc.contains("display_library: rfb"));
+        assert!(rc.contains("count=4"));
+        assert!(rc.contains("reset_on_triple_fault=0"));
+        assert!(rc.contains("sound: driver=dummy"));
+        assert!(rc.contains("megs: 256"));
+    }
+}

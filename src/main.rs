@@ -1,0 +1,42 @@
+//! `questv` — build, boot and judge questv images. See README.md and `questv --help`.
+
+use questv::{boot, parse_args, Cli, USAGE};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match parse_args(&args) {
+        Ok(Cli::Boot(o)) => o,
+        Ok(Cli::Help) => {
+            println!("{USAGE}");
+            return;
+        }
+        Err(e) => {
+            eprintln!("questv: {e}");
+            std::process::exit(2);
+        }
+    };
+    match boot(&opts) {
+        Ok(report) => {
+            let code = report.outcome.exit_code();
+            match report.outcome {
+                questv::Outcome::Reset => eprintln!("questv: guest reset or triple fault (no QUESTV DONE)"),
+                questv::Outcome::Timeout => eprintln!("questv: timeout after {} s", opts.timeout_secs()),
+                _ => {}
+            }
+            eprintln!(
+                "questv: emulator={} mode={} cpus={} wall_time_s={:.1} outcome={:?} exit={}",
+                opts.emulator.name(),
+                opts.mode(),
+                opts.cpus,
+                report.wall_time.as_secs_f64(),
+                report.outcome,
+                code
+            );
+            std::process::exit(code);
+        }
+        Err(e) => {
+            eprintln!("questv: {e}");
+            std::process::exit(2);
+        }
+    }
+}
