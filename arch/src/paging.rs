@@ -6,7 +6,8 @@ use bitflags::bitflags;
 
 pub const PAGE_SIZE: u64 = 4096;
 pub const LARGE_PAGE_SIZE: u64 = 2 * 1024 * 1024;
-const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+/// Physical-address bits of a page-table entry.
+pub const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 
 bitflags! {
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +198,85 @@ impl AddressSpace {
         None
     }
 
+    /// The 4 KiB leaf entry mapping `va`, if the tables down to it exist (the entry may be non-present).
+    pub fn leaf_mut<'m, M: TableMemory>(&self, mem: &'m mut M, va: u64) -> Option<&'m mut u64> {
+        if !canonical(va) {
+            return None;
+        }
+        let mut table = self.root;
+        for level in (1..=3).rev() {
+            let entry = mem.table(table)[index(va, level)];
+            if entry & PageFlags::PRESENT.bits() == 0 || entry & PageFlags::HUGE.bits() != 0 {
+                return None;
+            }
+            table = entry & ADDR_MASK;
+        }
+        Some(&mut mem.table(table)[index(va, 0)])
+    }
+
+    /// Every present 4 KiB leaf `(va, entry)` under the PML4 slots `pml4_slots` (2 MiB leaves are skipped:
+    /// user address spaces use 4 KiB pages only).
+    pub fn leaves(&self, mem: &mut impl TableMemory, pml4_slots: core::ops::Range<usize>) -> alloc::vec::Vec<(u64, u64)> {
+        let mut out = alloc::vec::Vec::new();
+        let p = PageFlags::PRESENT.bits();
+        let h = PageFlags::HUGE.bits();
+        for i4 in pml4_slots {
+            let e4 = mem.table(self.root)[i4];
+            if e4 & p == 0 {
+                continue;
+            }
+            for i3 in 0..512 {
+                let e3 = mem.table(e4 & ADDR_MASK)[i3];
+                if e3 & p == 0 || e3 & h != 0 {
+                    continue;
+                }
+                for i2 in 0..512 {
+                    let e2 = mem.table(e3 & ADDR_MASK)[i2];
+                    if e2 & p == 0 || e2 & h != 0 {
+                        continue;
+                    }
+                    let pt = *mem.table(e2 & ADDR_MASK);
+                    for (i1, &e1) in pt.iter().enumerate() {
+                        if e1 & p != 0 {
+                            let va = ((i4 as u64) << 39) | ((i3 as u64) << 30) | ((i2 as u64) << 21) | ((i1 as u64) << 12);
+                            let va = if va & (1 << 47) != 0 { va | 0xFFFF_0000_0000_0000 } else { va };
+                            out.push((va, e1));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Table frames (not the root) under the PML4 slots `pml4_slots`, children before parents.
+    pub fn tables_under(&self, mem: &mut impl TableMemory, pml4_slots: core::ops::Range<usize>) -> alloc::vec::Vec<u64> {
+        let mut out = alloc::vec::Vec::new();
+        let p = PageFlags::PRESENT.bits();
+        let h = PageFlags::HUGE.bits();
+        for i4 in pml4_slots {
+            let e4 = mem.table(self.root)[i4];
+            if e4 & p == 0 {
+                continue;
+            }
+            for i3 in 0..512 {
+                let e3 = mem.table(e4 & ADDR_MASK)[i3];
+                if e3 & p == 0 || e3 & h != 0 {
+                    continue;
+                }
+                for i2 in 0..512 {
+                    let e2 = mem.table(e3 & ADDR_MASK)[i2];
+                    if e2 & p != 0 && e2 & h == 0 {
+                        out.push(e2 & ADDR_MASK);
+                    }
+                }
+                out.push(e3 & ADDR_MASK);
+            }
+            out.push(e4 & ADDR_MASK);
+        }
+        out
+    }
+
     /// Every table frame reachable from the root (including the root), for teardown and for checking that
     /// tables are never mapped where they should not be.
     pub fn table_frames(&self, mem: &mut impl TableMemory, out: &mut impl FnMut(u64)) {
@@ -311,5 +391,24 @@ mod tests {
         a.table_frames(&mut m, &mut |f| frames.push(f));
         assert_eq!(frames.len(), 4);
         assert_eq!(frames[0], a.root());
+    }
+
+    #[test]
+    fn leaves_and_tables_by_pml4_slot() {
+        let mut m = mem();
+        let mut a = AddressSpace::new(&mut m).unwrap();
+        a.map_4k(&mut m, 0x1000, 0x1000, PageFlags::WRITABLE).unwrap(); // slot 0
+        a.map_4k(&mut m, 0x80_0000_0000, 0x2000, PageFlags::USER).unwrap(); // slot 1
+        a.map_4k(&mut m, 0x80_0020_3000, 0x3000, PageFlags::USER).unwrap(); // slot 1, another PT
+        let l = a.leaves(&mut m, 1..256);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].0, 0x80_0000_0000);
+        assert_eq!(l[1].0, 0x80_0020_3000);
+        assert_eq!(l[1].1 & ADDR_MASK, 0x3000);
+        // Two PTs, one PD, one PDPT under slot 1; nothing from slot 0.
+        assert_eq!(a.tables_under(&mut m, 1..256).len(), 4);
+        *a.leaf_mut(&mut m, 0x80_0000_0000).unwrap() = 0;
+        assert!(a.translate(&mut m, 0x80_0000_0000).is_none());
+        assert!(a.leaf_mut(&mut m, 0x100_0000_0000).is_none());
     }
 }

@@ -24,6 +24,11 @@ trap_stub_\n:
     .endr
 
 trap_common:
+    /* Entered from user mode (CS.RPL = 3, at 24(%rsp)): switch to the kernel's GS base. */
+    testb $3, 24(%rsp)
+    jz 1f
+    swapgs
+1:
     push %rax
     push %rbx
     push %rcx
@@ -61,8 +66,31 @@ trap_common:
     pop %rcx
     pop %rbx
     pop %rax
+    /* Returning to user mode (the frame may be another thread's after a switch): restore the user GS base. */
+    testb $3, 24(%rsp)
+    jz 2f
+    swapgs
+2:
     add $16, %rsp
     iretq
+
+    /* SYSCALL entry: build the same frame an interrupt from user mode would (vector 0x100, no IST: the
+       thread's own kernel stack, from the per-CPU header at %gs:24), then share trap_common. Interrupts are
+       masked by IA32_FMASK until the handler chooses to enable them. */
+    .global syscall_entry
+syscall_entry:
+    swapgs
+    mov %rsp, %gs:16
+    mov %gs:24, %rsp
+    pushq $0x1b
+    pushq %gs:16
+    push %r11
+    pushq $0x23
+    push %rcx
+    pushq $0
+    pushq $0x100
+    swapgs                          /* trap_common swaps again: the frame's CS is a user selector */
+    jmp trap_common
 
     .section .rodata.traps, "a"
     .balign 8
@@ -142,6 +170,18 @@ impl TrapFrame {
     pub fn from_user(&self) -> bool {
         self.cs & 3 == 3
     }
+
+    /// A frame entering user mode at `entry` with stack `rsp` and interrupts enabled.
+    pub fn new_user(entry: u64, rsp: u64) -> TrapFrame {
+        TrapFrame {
+            rip: entry,
+            rsp,
+            cs: u64::from(gdt::USER_CS),
+            ss: u64::from(gdt::USER_DS),
+            rflags: 0x202,
+            ..TrapFrame::new_kernel_thread(0, 0, 0)
+        }
+    }
 }
 
 pub const VECTOR_NMI: u8 = 2;
@@ -196,6 +236,26 @@ static mut IDT: Idt = Idt([Gate { offset_low: 0, selector: 0, ist: 0, type_attr:
 
 extern "C" {
     static trap_stub_table: [u64; 256];
+}
+
+/// Pseudo-vector the SYSCALL entry puts in its frame.
+pub const VECTOR_SYSCALL: u64 = 0x100;
+
+extern "C" {
+    fn syscall_entry();
+}
+
+/// Enable SYSCALL on this CPU: entry point, segment bases, and the RFLAGS bits cleared on entry
+/// (IF, TF, DF, AC). SYSRET is never used (we return with IRETQ), but STAR is set consistently.
+pub fn init_syscall() {
+    // SAFETY: these MSRs exist on every x86_64 CPU; the entry stub is set up above.
+    unsafe {
+        let efer = cpu::rdmsr(cpu::MSR_EFER);
+        cpu::wrmsr(cpu::MSR_EFER, efer | 1);
+        cpu::wrmsr(0xC000_0081, (0x10u64 << 48) | (u64::from(gdt::KERNEL_CS) << 32));
+        cpu::wrmsr(0xC000_0082, syscall_entry as usize as u64);
+        cpu::wrmsr(0xC000_0084, 0x4_0700);
+    }
 }
 
 /// Vector used by [`yield_via_trap`]; callable from ring 0 only.

@@ -2,5 +2,6 @@
 //! heap and page tables in the image build.
 pub mod frame;
 pub mod memmap;
+pub mod uspace;
 #[cfg(feature = "image")]
 pub mod kmem;
