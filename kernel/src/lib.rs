@@ -7,6 +7,7 @@
 extern crate alloc;
 
 pub mod cmdline;
+pub mod elf;
 pub mod mm;
 
 #[cfg(feature = "image")]

@@ -1,0 +1,238 @@
+//! ELF64 program checks: parse with `goblin` and turn a static x86_64 executable into a load plan, refusing
+//! anything malformed or hostile (wrong class/machine/type, dynamic linking, segments outside user space or
+//! overlapping, file ranges outside the file, absurd sizes, an entry point outside executable code).
+
+use crate::mm::uspace::{USER_BASE, USER_END};
+use alloc::vec::Vec;
+use goblin::elf::header::{EM_X86_64, ET_EXEC};
+use goblin::elf::program_header::{PF_W, PF_X, PT_DYNAMIC, PT_INTERP, PT_LOAD};
+
+/// Largest total memory image we load (keeps one bad file from eating all RAM).
+pub const MAX_IMAGE: u64 = 256 << 20;
+pub const MAX_SEGMENTS: usize = 16;
+const PAGE: u64 = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub vaddr: u64,
+    pub mem_size: u64,
+    pub file_offset: u64,
+    pub file_size: u64,
+    pub writable: bool,
+    pub executable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadPlan {
+    pub entry: u64,
+    pub segments: Vec<Segment>,
+    /// First page above the highest segment: where the brk heap starts.
+    pub image_end: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElfError {
+    Parse,
+    Not64BitLittleEndian,
+    NotX86_64,
+    NotStaticExecutable,
+    NoLoadableSegment,
+    TooManySegments,
+    SegmentOutsideUserSpace { vaddr: u64 },
+    FileRangeOutsideFile { offset: u64 },
+    FileSizeExceedsMemSize,
+    MisalignedSegment { vaddr: u64 },
+    OverlappingSegments { vaddr: u64 },
+    ImageTooLarge,
+    EntryNotExecutable { entry: u64 },
+}
+
+impl core::fmt::Display for ElfError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ElfError::Parse => write!(f, "not a well-formed ELF file"),
+            ElfError::Not64BitLittleEndian => write!(f, "not a 64-bit little-endian ELF"),
+            ElfError::NotX86_64 => write!(f, "not an x86_64 program"),
+            ElfError::NotStaticExecutable => write!(f, "not a static executable (ET_EXEC without interpreter)"),
+            ElfError::NoLoadableSegment => write!(f, "no loadable segment"),
+            ElfError::TooManySegments => write!(f, "more than {} loadable segments", MAX_SEGMENTS),
+            ElfError::SegmentOutsideUserSpace { vaddr } => write!(f, "segment at 0x{vaddr:x} outside user space"),
+            ElfError::FileRangeOutsideFile { offset } => write!(f, "segment data at offset 0x{offset:x} beyond end of file"),
+            ElfError::FileSizeExceedsMemSize => write!(f, "segment file size larger than its memory size"),
+            ElfError::MisalignedSegment { vaddr } => write!(f, "segment at 0x{vaddr:x} misaligned with its file offset"),
+            ElfError::OverlappingSegments { vaddr } => write!(f, "segments overlap at 0x{vaddr:x}"),
+            ElfError::ImageTooLarge => write!(f, "image larger than {} MiB", MAX_IMAGE >> 20),
+            ElfError::EntryNotExecutable { entry } => write!(f, "entry point 0x{entry:x} not in an executable segment"),
+        }
+    }
+}
+
+fn page_down(x: u64) -> u64 {
+    x & !(PAGE - 1)
+}
+
+pub fn plan(bytes: &[u8]) -> Result<LoadPlan, ElfError> {
+    let elf = goblin::elf::Elf::parse(bytes).map_err(|_| ElfError::Parse)?;
+    if !elf.is_64 || !elf.little_endian {
+        return Err(ElfError::Not64BitLittleEndian);
+    }
+    if elf.header.e_machine != EM_X86_64 {
+        return Err(ElfError::NotX86_64);
+    }
+    if elf.header.e_type != ET_EXEC || elf.interpreter.is_some() {
+        return Err(ElfError::NotStaticExecutable);
+    }
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut total = 0u64;
+    for ph in &elf.program_headers {
+        if ph.p_type == PT_INTERP || ph.p_type == PT_DYNAMIC {
+            return Err(ElfError::NotStaticExecutable);
+        }
+        if ph.p_type != PT_LOAD || ph.p_memsz == 0 {
+            continue;
+        }
+        if segments.len() == MAX_SEGMENTS {
+            return Err(ElfError::TooManySegments);
+        }
+        let end = ph.p_vaddr.checked_add(ph.p_memsz).ok_or(ElfError::SegmentOutsideUserSpace { vaddr: ph.p_vaddr })?;
+        if ph.p_vaddr < USER_BASE || end > USER_END {
+            return Err(ElfError::SegmentOutsideUserSpace { vaddr: ph.p_vaddr });
+        }
+        if ph.p_filesz > ph.p_memsz {
+            return Err(ElfError::FileSizeExceedsMemSize);
+        }
+        if ph.p_offset.checked_add(ph.p_filesz).is_none_or(|e| e > bytes.len() as u64) {
+            return Err(ElfError::FileRangeOutsideFile { offset: ph.p_offset });
+        }
+        if ph.p_vaddr % PAGE != ph.p_offset % PAGE {
+            return Err(ElfError::MisalignedSegment { vaddr: ph.p_vaddr });
+        }
+        total += end.div_ceil(PAGE) * PAGE - page_down(ph.p_vaddr);
+        if total > MAX_IMAGE {
+            return Err(ElfError::ImageTooLarge);
+        }
+        segments.push(Segment {
+            vaddr: ph.p_vaddr,
+            mem_size: ph.p_memsz,
+            file_offset: ph.p_offset,
+            file_size: ph.p_filesz,
+            writable: ph.p_flags & PF_W != 0,
+            executable: ph.p_flags & PF_X != 0,
+        });
+    }
+    if segments.is_empty() {
+        return Err(ElfError::NoLoadableSegment);
+    }
+    // Segments are mapped with page granularity: no two may share a page.
+    segments.sort_by_key(|s| s.vaddr);
+    for w in segments.windows(2) {
+        let prev_end = (w[0].vaddr + w[0].mem_size).div_ceil(PAGE) * PAGE;
+        if page_down(w[1].vaddr) < prev_end {
+            return Err(ElfError::OverlappingSegments { vaddr: w[1].vaddr });
+        }
+    }
+    let entry = elf.header.e_entry;
+    if !segments.iter().any(|s| s.executable && (s.vaddr..s.vaddr + s.mem_size).contains(&entry)) {
+        return Err(ElfError::EntryNotExecutable { entry });
+    }
+    let last = segments.last().unwrap();
+    let image_end = (last.vaddr + last.mem_size).div_ceil(PAGE) * PAGE;
+    Ok(LoadPlan { entry, segments, image_end })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal static ELF64: header + `phdrs` program headers, then `code` at file offset 0x1000.
+    fn build(e_type: u16, machine: u16, entry: u64, phdrs: &[(u32, u32, u64, u64, u64, u64)]) -> Vec<u8> {
+        let mut f = vec![0u8; 0x2000];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2; // 64-bit
+        f[5] = 1; // little endian
+        f[6] = 1;
+        f[16..18].copy_from_slice(&e_type.to_le_bytes());
+        f[18..20].copy_from_slice(&machine.to_le_bytes());
+        f[20..24].copy_from_slice(&1u32.to_le_bytes());
+        f[24..32].copy_from_slice(&entry.to_le_bytes());
+        f[32..40].copy_from_slice(&64u64.to_le_bytes()); // phoff
+        f[52..54].copy_from_slice(&64u16.to_le_bytes()); // ehsize
+        f[54..56].copy_from_slice(&56u16.to_le_bytes()); // phentsize
+        f[56..58].copy_from_slice(&(phdrs.len() as u16).to_le_bytes());
+        f[58..60].copy_from_slice(&64u16.to_le_bytes()); // shentsize
+        for (i, &(ptype, flags, off, vaddr, filesz, memsz)) in phdrs.iter().enumerate() {
+            let p = 64 + i * 56;
+            f[p..p + 4].copy_from_slice(&ptype.to_le_bytes());
+            f[p + 4..p + 8].copy_from_slice(&flags.to_le_bytes());
+            f[p + 8..p + 16].copy_from_slice(&off.to_le_bytes());
+            f[p + 16..p + 24].copy_from_slice(&vaddr.to_le_bytes());
+            f[p + 24..p + 32].copy_from_slice(&vaddr.to_le_bytes());
+            f[p + 32..p + 40].copy_from_slice(&filesz.to_le_bytes());
+            f[p + 40..p + 48].copy_from_slice(&memsz.to_le_bytes());
+            f[p + 48..p + 56].copy_from_slice(&0x1000u64.to_le_bytes());
+        }
+        f
+    }
+
+    const RX: u32 = 5;
+    const RW: u32 = 6;
+    const B: u64 = USER_BASE;
+
+    fn good() -> Vec<u8> {
+        build(ET_EXEC, EM_X86_64, B + 0x10, &[(PT_LOAD, RX, 0x1000, B, 0x100, 0x100), (PT_LOAD, RW, 0x1100, B + 0x1100, 0x10, 0x5000)])
+    }
+
+    #[test]
+    fn accepts_a_static_executable() {
+        let p = plan(&good()).unwrap();
+        assert_eq!(p.entry, B + 0x10);
+        assert_eq!(p.segments.len(), 2);
+        assert!(p.segments[0].executable && !p.segments[0].writable);
+        assert!(p.segments[1].writable);
+        assert_eq!(p.image_end, B + 0x7000);
+    }
+
+    #[test]
+    fn refuses_hostile_or_foreign_files() {
+        let load = |ph| build(ET_EXEC, EM_X86_64, B + 0x10, &[ph]);
+        assert_eq!(plan(b"hello"), Err(ElfError::Parse));
+        assert_eq!(plan(&[]), Err(ElfError::Parse));
+        assert_eq!(plan(&good()[..40]), Err(ElfError::Parse));
+        assert_eq!(plan(&build(ET_EXEC, 3, B, &[(PT_LOAD, RX, 0x1000, B, 1, 1)])), Err(ElfError::NotX86_64));
+        assert_eq!(plan(&build(3, EM_X86_64, B, &[(PT_LOAD, RX, 0x1000, B, 1, 1)])), Err(ElfError::NotStaticExecutable));
+        assert_eq!(plan(&build(ET_EXEC, EM_X86_64, B, &[(6, 4, 64, B, 56, 56)])), Err(ElfError::NoLoadableSegment));
+        // Kernel addresses, the null page, wrap-around.
+        assert_eq!(plan(&load((PT_LOAD, RX, 0x1000, 0x10_0000, 1, 1))), Err(ElfError::SegmentOutsideUserSpace { vaddr: 0x10_0000 }));
+        assert_eq!(plan(&load((PT_LOAD, RX, 0x1000, u64::MAX - 0xfff, 1, 0x2000))), Err(ElfError::SegmentOutsideUserSpace { vaddr: u64::MAX - 0xfff }));
+        assert_eq!(plan(&load((PT_LOAD, RX, 0x1000, USER_END - 0x1000, 1, 0x2000))), Err(ElfError::SegmentOutsideUserSpace { vaddr: USER_END - 0x1000 }));
+        // File data beyond the file, or wrapping.
+        assert_eq!(plan(&load((PT_LOAD, RX, 0x1000, B, 0x10_0000, 0x10_0000))), Err(ElfError::FileRangeOutsideFile { offset: 0x1000 }));
+        assert_eq!(plan(&load((PT_LOAD, RX, u64::MAX, B + 0xfff, 2, 2))).is_err(), true);
+        assert_eq!(plan(&load((PT_LOAD, RX, 0x1000, B, 0x20, 0x10))), Err(ElfError::FileSizeExceedsMemSize));
+        assert_eq!(plan(&load((PT_LOAD, RX, 0x1001, B, 1, 1))), Err(ElfError::MisalignedSegment { vaddr: B }));
+        assert_eq!(plan(&load((PT_LOAD, RX, 0x1000, B, 1, 1 << 40))), Err(ElfError::ImageTooLarge));
+        // Entry outside executable code.
+        assert_eq!(plan(&build(ET_EXEC, EM_X86_64, B + 0x10, &[(PT_LOAD, RW, 0x1000, B, 0x100, 0x100)])), Err(ElfError::EntryNotExecutable { entry: B + 0x10 }));
+        // Two segments sharing a page.
+        let overlap = build(ET_EXEC, EM_X86_64, B + 0x10, &[(PT_LOAD, RX, 0x1000, B, 0x100, 0x100), (PT_LOAD, RW, 0x1800, B + 0x800, 0x10, 0x10)]);
+        assert_eq!(plan(&overlap), Err(ElfError::OverlappingSegments { vaddr: B + 0x800 }));
+        let interp = build(ET_EXEC, EM_X86_64, B + 0x10, &[(PT_INTERP, 4, 0x1000, B, 0x10, 0x10), (PT_LOAD, RX, 0x1000, B, 0x100, 0x100)]);
+        assert_eq!(plan(&interp), Err(ElfError::NotStaticExecutable));
+    }
+
+    #[test]
+    fn never_panics_on_mutated_input() {
+        // Flip bytes of a good file one at a time and truncate it: every result is Ok or a clean error.
+        let g = good();
+        for i in 0..200 {
+            for v in [0x00, 0xff, 0x80] {
+                let mut m = g.clone();
+                m[i] = v;
+                let _ = plan(&m);
+            }
+        }
+        for n in 0..g.len() {
+            let _ = plan(&g[..n]);
+        }
+    }
+}
