@@ -1,5 +1,11 @@
-// The runner builds kernel images for the host target on its precompiled core/alloc (docs/build.md); record
-// which target that is, and refuse hosts the kernel cannot be built on.
+// Host build script of the runner crate:
+// 1. The runner builds kernel images for the host target on its precompiled core/alloc (docs/build.md): record
+//    which target that is, and refuse hosts the kernel cannot be built on.
+// 2. Build the C user programs (userland/c/*.c) against the C libc shim (libc-shim/include, libc-shim/c) with
+//    the system gcc as static questv executables; the runner puts them in the ramdisk.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let target = std::env::var("TARGET").unwrap_or_default();
@@ -10,4 +16,46 @@ fn main() {
         );
     }
     println!("cargo:rustc-env=QUESTV_KERNEL_TARGET={target}");
+
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("userland-c");
+    std::fs::create_dir_all(&out).unwrap();
+    for dir in ["userland/c", "libc-shim/c", "libc-shim/include", "libc-shim/include/sys", "libc-shim/include/questv"] {
+        println!("cargo:rerun-if-changed={dir}");
+        for f in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            println!("cargo:rerun-if-changed={}", f.path().display());
+        }
+    }
+    println!("cargo:rerun-if-changed=userland/user.ld");
+    let shim: Vec<PathBuf> = sorted_c_files(&root.join("libc-shim/c"));
+    for prog in sorted_c_files(&root.join("userland/c")) {
+        let name = prog.file_stem().unwrap().to_string_lossy().into_owned();
+        let status = Command::new("gcc")
+            .args(["-std=gnu11", "-O2", "-Wall", "-Werror", "-ffreestanding", "-fno-builtin", "-nostdinc", "-nostdlib"])
+            .args(["-fno-stack-protector", "-fPIE", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"])
+            .args(["-fno-tree-loop-distribute-patterns", "-static", "-no-pie"])
+            .arg("-I")
+            .arg(root.join("libc-shim/include"))
+            .arg(format!("-Wl,-T,{}", root.join("userland/user.ld").display()))
+            .args(["-Wl,--build-id=none", "-Wl,-z,max-page-size=4096"])
+            .arg("-o")
+            .arg(out.join(&name))
+            .arg(&prog)
+            .args(&shim)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run gcc ({e}): the C user programs need it (Debian package gcc)"));
+        assert!(status.success(), "gcc failed to build {}", prog.display());
+    }
+    println!("cargo:rustc-env=QUESTV_USER_C_DIR={}", out.display());
+}
+
+fn sorted_c_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "c"))
+        .collect();
+    v.sort();
+    v
 }

@@ -224,24 +224,97 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     Ok(Cli::Boot(o))
 }
 
-/// Rewrite grub.cfg's `set questv_args=` line.
-pub fn grub_cfg_with_args(template: &str, args: &str) -> Result<String, String> {
-    let mut found = false;
-    let out: Vec<String> = template
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("set questv_args=") {
-                found = true;
-                format!("set questv_args=\"{args}\"")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    if !found {
+/// Rewrite grub.cfg: the `set questv_args=` line gets `args`, the `# @questv-modules@` line becomes one
+/// `module2` line per ramdisk file.
+pub fn grub_cfg_with_args(template: &str, args: &str, modules: &[String]) -> Result<String, String> {
+    let (mut found_args, mut found_modules) = (false, false);
+    let mut out: Vec<String> = Vec::new();
+    for l in template.lines() {
+        if l.trim_start().starts_with("set questv_args=") {
+            found_args = true;
+            out.push(format!("set questv_args=\"{args}\""));
+        } else if l.trim_start().starts_with("# @questv-modules@") {
+            found_modules = true;
+            out.extend(modules.iter().map(|m| format!("    module2 /boot/bin/{m} {m}")));
+        } else {
+            out.push(l.to_string());
+        }
+    }
+    if !found_args {
         return Err("grub/grub.cfg has no `set questv_args=` line".into());
     }
+    if !found_modules && !modules.is_empty() {
+        return Err("grub/grub.cfg has no `# @questv-modules@` line".into());
+    }
     Ok(out.join("\n") + "\n")
+}
+
+/// Names of the `[[bin]]` targets in a Cargo.toml (the Rust user programs).
+pub fn bin_names(cargo_toml: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_bin = false;
+    for l in cargo_toml.lines().map(str::trim) {
+        if l.starts_with('[') {
+            in_bin = l == "[[bin]]";
+        } else if in_bin {
+            if let Some(v) = l.strip_prefix("name").map(str::trim).and_then(|r| r.strip_prefix('=')) {
+                names.push(v.trim().trim_matches('"').to_string());
+            }
+        }
+    }
+    names
+}
+
+/// A file that starts like an ELF but is garbage: the ramdisk carries it so tests can check that exec refuses
+/// malformed programs.
+pub fn bad_elf() -> Vec<u8> {
+    let mut v = b"\x7fELF\x02\x01\x01".to_vec();
+    v.extend((0..4089u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    v
+}
+
+/// Build the Rust user programs and collect them with the C ones (built by build.rs): (name, path).
+pub fn build_userland() -> Result<Vec<(String, PathBuf)>, String> {
+    let root = workspace_root();
+    let target_dir = root.join("target").join("user");
+    cargo_build(&["-p", "questv-userland", "--features", "user", "--config", "userland/build.toml"], &target_dir)
+        .map_err(|e| format!("userland build failed ({e})"))?;
+    let toml = std::fs::read_to_string(root.join("userland/Cargo.toml")).map_err(|e| e.to_string())?;
+    let mut progs: Vec<(String, PathBuf)> =
+        bin_names(&toml).into_iter().map(|n| (n.clone(), target_dir.join(KERNEL_TARGET).join("release").join(n))).collect();
+    let c_dir = PathBuf::from(env!("QUESTV_USER_C_DIR"));
+    let mut c: Vec<(String, PathBuf)> = std::fs::read_dir(&c_dir)
+        .map_err(|e| format!("{}: {e}", c_dir.display()))?
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    c.sort();
+    progs.extend(c);
+    Ok(progs)
+}
+
+/// `cargo build --release --target <host> ARGS` into `target_dir`, with a clean flag environment.
+fn cargo_build(args: &[&str], target_dir: &Path) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--release", "--target", KERNEL_TARGET])
+        .args(args)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(status.to_string())
+    }
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -270,30 +343,15 @@ pub fn build_kernel(vt: bool) -> Result<PathBuf, String> {
     let root = workspace_root();
     let mode = if vt { "vt" } else { "smp" };
     let target_dir = root.join("target").join(format!("kernel-{mode}"));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let features = if vt { "image,vt" } else { "image" };
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "-p", "questv-kernel", "--bin", "questv-kernel", "--features", features])
-        .args(["--target", KERNEL_TARGET, "--config", "kernel/build.toml"])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .env_remove("RUSTC_WRAPPER")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("CARGO_BUILD_TARGET")
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("kernel build failed ({status})"));
-    }
+    cargo_build(&["-p", "questv-kernel", "--bin", "questv-kernel", "--features", features, "--config", "kernel/build.toml"], &target_dir)
+        .map_err(|e| format!("kernel build failed ({e})"))?;
     Ok(target_dir.join(KERNEL_TARGET).join("release").join("questv-kernel"))
 }
 
-/// Stage the kernel and a grub.cfg carrying `args`, and make a bootable ISO with grub-mkrescue.
-pub fn make_iso(kernel: &Path, args: &str, tag: &str) -> Result<PathBuf, String> {
+/// Stage the kernel, the user programs (plus the deliberately malformed `badelf`) and a grub.cfg carrying
+/// `args`, and make a bootable ISO with grub-mkrescue.
+pub fn make_iso(kernel: &Path, args: &str, tag: &str, programs: &[(String, PathBuf)]) -> Result<PathBuf, String> {
     require_tool("grub-mkrescue", "grub-pc-bin grub-common xorriso mtools")?;
     require_tool("xorriso", "xorriso")?;
     require_tool("mformat", "mtools")?;
@@ -302,8 +360,16 @@ pub fn make_iso(kernel: &Path, args: &str, tag: &str) -> Result<PathBuf, String>
     let _ = std::fs::remove_dir_all(&stage);
     std::fs::create_dir_all(stage.join("boot/grub")).map_err(|e| format!("{}: {e}", stage.display()))?;
     std::fs::copy(kernel, stage.join("boot/questv-kernel")).map_err(|e| format!("{}: {e}", kernel.display()))?;
+    std::fs::create_dir_all(stage.join("boot/bin")).map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    for (name, path) in programs {
+        std::fs::copy(path, stage.join("boot/bin").join(name)).map_err(|e| format!("{}: {e}", path.display()))?;
+        names.push(name.clone());
+    }
+    std::fs::write(stage.join("boot/bin/badelf"), bad_elf()).map_err(|e| e.to_string())?;
+    names.push("badelf".into());
     let template = std::fs::read_to_string(root.join("grub/grub.cfg")).map_err(|e| format!("grub/grub.cfg: {e}"))?;
-    std::fs::write(stage.join("boot/grub/grub.cfg"), grub_cfg_with_args(&template, args)?)
+    std::fs::write(stage.join("boot/grub/grub.cfg"), grub_cfg_with_args(&template, args, &names)?)
         .map_err(|e| format!("grub.cfg: {e}"))?;
     let iso = root.join("target").join(format!("questv-{tag}.iso"));
     let out = Command::new("grub-mkrescue")
@@ -450,8 +516,9 @@ pub fn boot(o: &BootOptions) -> Result<BootReport, String> {
     }
     require_tool("grub-mkrescue", "grub-pc-bin grub-common xorriso mtools")?;
     let kernel = build_kernel(o.vt)?;
+    let programs = build_userland()?;
     let tag = format!("{}-{}", o.mode(), std::process::id());
-    let iso = make_iso(&kernel, &o.kernel_args(), &tag)?;
+    let iso = make_iso(&kernel, &o.kernel_args(), &tag, &programs)?;
     if o.gdb {
         eprintln!(
             "questv: QEMU waits for gdb: gdb {} -ex 'target remote :1234'",
@@ -598,14 +665,26 @@ mod tests {
 
     #[test]
     fn grub_cfg_rewrite() {
-        let t = "set timeout=0\nset questv_args=\"mode=smp\"\nmenuentry x {\n}\n";
-        let out = grub_cfg_with_args(t, "mode=smp run=x 1").unwrap();
+        let t = "set timeout=0\nset questv_args=\"mode=smp\"\nmenuentry x {\n    # @questv-modules@\n}\n";
+        let out = grub_cfg_with_args(t, "mode=smp run=x 1", &["init".into(), "hello".into()]).unwrap();
         assert!(out.contains("set questv_args=\"mode=smp run=x 1\"\n"));
+        assert!(out.contains("    module2 /boot/bin/init init\n    module2 /boot/bin/hello hello\n"));
         assert!(out.starts_with("set timeout=0\n"));
-        assert!(grub_cfg_with_args("nothing", "x").is_err());
-        // The repository's own grub.cfg has the line.
+        assert!(grub_cfg_with_args("nothing", "x", &[]).is_err());
+        assert!(grub_cfg_with_args("set questv_args=\"\"", "x", &["init".into()]).is_err());
+        // The repository's own grub.cfg has both lines.
         let real = std::fs::read_to_string(workspace_root().join("grub/grub.cfg")).unwrap();
-        assert!(grub_cfg_with_args(&real, "mode=smp").is_ok());
+        assert!(grub_cfg_with_args(&real, "mode=smp", &["init".into()]).is_ok());
+    }
+
+    #[test]
+    fn userland_bin_names() {
+        let toml = std::fs::read_to_string(workspace_root().join("userland/Cargo.toml")).unwrap();
+        let names = bin_names(&toml);
+        for n in ["init", "forkwait-rs", "torture"] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+        assert_eq!(bin_names("[package]\nname = \"x\"\n[[bin]]\nname = \"a\"\npath = \"p\"\n"), vec!["a"]);
     }
 
     #[test]

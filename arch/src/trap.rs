@@ -82,6 +82,7 @@ syscall_entry:
     swapgs
     mov %rsp, %gs:16
     mov %gs:24, %rsp
+    and $-16, %rsp                  /* fxsave64 in trap_common needs the frame 16-byte aligned */
     pushq $0x1b
     pushq %gs:16
     push %r11
@@ -253,7 +254,7 @@ pub fn init_syscall() {
         let efer = cpu::rdmsr(cpu::MSR_EFER);
         cpu::wrmsr(cpu::MSR_EFER, efer | 1);
         cpu::wrmsr(0xC000_0081, (0x10u64 << 48) | (u64::from(gdt::KERNEL_CS) << 32));
-        cpu::wrmsr(0xC000_0082, syscall_entry as usize as u64);
+        cpu::wrmsr(0xC000_0082, syscall_entry as *const () as u64);
         cpu::wrmsr(0xC000_0084, 0x4_0700);
     }
 }

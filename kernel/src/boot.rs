@@ -53,12 +53,21 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
         };
         n += 1;
     }
-    let mut keep = [Region::new(0, 0); 6];
+    let mut keep = [Region::new(0, 0); 32];
     keep[0] = Region::new(mbi.start_address() as u64, mbi.end_address() as u64);
     for (slot, m) in keep[1..].iter_mut().zip(mbi.module_tags()) {
         *slot = Region::new(u64::from(m.start_address()), u64::from(m.end_address()));
     }
     let mem = kmem::init(&areas[..n], &keep);
+    let mut files = alloc::vec::Vec::new();
+    for m in mbi.module_tags() {
+        let name = m.cmdline().unwrap_or("").trim();
+        let (start, end) = (m.start_address() as usize, m.end_address() as usize);
+        // SAFETY: GRUB loaded the module at [start, end); kmem::init reserved that range for good.
+        let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(start as *const u8, end - start) };
+        files.push((alloc::string::String::from(name), bytes));
+    }
+    crate::ramdisk::init(files);
     log::info!(
         "memory: {} MiB usable in {} regions, heap {} MiB, highest address 0x{:x}",
         mem.usable_bytes >> 20, mem.regions, mem.heap_bytes >> 20, mem.highest_address
@@ -71,6 +80,8 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
     // SAFETY: the new tables identity-map all RAM, the kernel image and MMIO exactly as the boot tables did
     // (minus page 0), so everything in use stays mapped.
     unsafe { cpu::write_cr3(cr3) };
+    crate::sched::set_kernel_cr3(cr3);
+    kmem::init_page_refs(mem.highest_address);
 
     // ACPI topology.
     let root = mbi
@@ -128,9 +139,39 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
 
     let status = match opts.run {
         None => crate::ktest::boot_selftest(),
-        Some(cmd) => crate::ktest::run_command(cmd),
+        Some(cmd) if cmd.starts_with("ktest") => crate::ktest::run_command(cmd),
+        Some(cmd) => run_user_command(cmd),
     };
     finish(status)
+}
+
+/// Start init with the command as its arguments; init runs it and reports `QUESTV DONE`, and the machine
+/// stops when init exits (proc::exit_current → shutdown). Returns only if init cannot start.
+fn run_user_command(cmd: &str) -> i32 {
+    let mut argv = alloc::vec![alloc::string::String::from("init")];
+    argv.extend(cmd.split_whitespace().map(alloc::string::String::from));
+    let names: alloc::vec::Vec<&str> = crate::ramdisk::names().collect();
+    log::info!("ramdisk: {:?}", names);
+    match crate::proc::start_init(argv) {
+        Ok(()) => loop {
+            crate::sched::block();
+        },
+        Err(e) => {
+            kprintln!("{}", e);
+            crate::ktest::STATUS_NOT_FOUND
+        }
+    }
+}
+
+/// Stop the machine when init has exited (it printed `QUESTV DONE` itself unless it was killed).
+pub fn shutdown(status: i32, report: bool) -> ! {
+    if report {
+        kprintln!("QUESTV DONE status={}", status);
+    }
+    // SAFETY: see finish().
+    unsafe { cpu::outl(0xf4, if status == 0 { 0x10 } else { 0x11 }) };
+    smp::halt_others();
+    cpu::halt_forever()
 }
 
 static ACPI_ROOT: spin::Once<RootTable> = spin::Once::new();

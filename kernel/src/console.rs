@@ -22,6 +22,22 @@ pub fn print(args: core::fmt::Arguments) {
     let _ = CONSOLE.lock().write_fmt(args);
 }
 
+/// Raw bytes from a user program (one write call stays together).
+pub fn write_bytes(data: &[u8]) {
+    let mut c = CONSOLE.lock();
+    for &b in data {
+        if b == b'\n' {
+            c.send(b'\r');
+        }
+        c.send(b);
+    }
+}
+
+/// A byte typed on the console, if any.
+pub fn try_read() -> Option<u8> {
+    CONSOLE.lock().try_receive()
+}
+
 /// Panic-path printing: take the console if it is free within a short wait, otherwise write anyway (the
 /// holder may be the context that panicked).
 pub fn print_emergency(args: core::fmt::Arguments) {

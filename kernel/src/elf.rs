@@ -123,11 +123,10 @@ pub fn plan(bytes: &[u8]) -> Result<LoadPlan, ElfError> {
     if segments.is_empty() {
         return Err(ElfError::NoLoadableSegment);
     }
-    // Segments are mapped with page granularity: no two may share a page.
+    // Segments may share a page (data and bss usually do; the loader merges their permissions) but not bytes.
     segments.sort_by_key(|s| s.vaddr);
     for w in segments.windows(2) {
-        let prev_end = (w[0].vaddr + w[0].mem_size).div_ceil(PAGE) * PAGE;
-        if page_down(w[1].vaddr) < prev_end {
+        if w[1].vaddr < w[0].vaddr + w[0].mem_size {
             return Err(ElfError::OverlappingSegments { vaddr: w[1].vaddr });
         }
     }
@@ -213,11 +212,20 @@ mod tests {
         assert_eq!(plan(&load((PT_LOAD, RX, 0x1000, B, 1, 1 << 40))), Err(ElfError::ImageTooLarge));
         // Entry outside executable code.
         assert_eq!(plan(&build(ET_EXEC, EM_X86_64, B + 0x10, &[(PT_LOAD, RW, 0x1000, B, 0x100, 0x100)])), Err(ElfError::EntryNotExecutable { entry: B + 0x10 }));
-        // Two segments sharing a page.
-        let overlap = build(ET_EXEC, EM_X86_64, B + 0x10, &[(PT_LOAD, RX, 0x1000, B, 0x100, 0x100), (PT_LOAD, RW, 0x1800, B + 0x800, 0x10, 0x10)]);
-        assert_eq!(plan(&overlap), Err(ElfError::OverlappingSegments { vaddr: B + 0x800 }));
+        // Two segments claiming the same bytes.
+        let overlap = build(ET_EXEC, EM_X86_64, B + 0x10, &[(PT_LOAD, RX, 0x1000, B, 0x100, 0x100), (PT_LOAD, RW, 0x1080, B + 0x80, 0x10, 0x10)]);
+        assert_eq!(plan(&overlap), Err(ElfError::OverlappingSegments { vaddr: B + 0x80 }));
         let interp = build(ET_EXEC, EM_X86_64, B + 0x10, &[(PT_INTERP, 4, 0x1000, B, 0x10, 0x10), (PT_LOAD, RX, 0x1000, B, 0x100, 0x100)]);
         assert_eq!(plan(&interp), Err(ElfError::NotStaticExecutable));
+    }
+
+    #[test]
+    fn segments_may_share_a_page_but_not_bytes() {
+        // data then bss in the same page, as linkers emit them
+        let f = build(ET_EXEC, EM_X86_64, B + 0x10, &[(PT_LOAD, RX, 0x1000, B, 0x100, 0x100), (PT_LOAD, RW, 0x1100, B + 0x1100, 0x10, 0x10), (PT_LOAD, RW, 0x1110, B + 0x1110, 0, 0x40)]);
+        let p = plan(&f).unwrap();
+        assert_eq!(p.segments.len(), 3);
+        assert_eq!(p.image_end, B + 0x2000);
     }
 
     #[test]

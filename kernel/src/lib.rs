@@ -24,3 +24,9 @@ pub mod boot;
 pub mod ktest;
 #[cfg(feature = "image")]
 pub mod acpi_handler;
+#[cfg(feature = "image")]
+pub mod proc;
+#[cfg(feature = "image")]
+pub mod ramdisk;
+#[cfg(feature = "image")]
+pub mod syscall;

@@ -19,6 +19,7 @@ pub const KERNEL_STACK_SIZE: usize = 64 * 1024;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
     Runnable,
+    Blocked,
     Dead,
 }
 
@@ -29,6 +30,15 @@ pub struct Thread {
     state: State,
     /// None for a CPU's boot thread, which runs on the stack the CPU booted with.
     _stack: Option<Box<[u8]>>,
+    /// Process this thread runs (0: a kernel thread).
+    pub pid: u32,
+    /// Page-table root while this thread runs (0: the kernel's).
+    pub cr3: u64,
+    kstack_top: u64,
+    /// A wake-up arrived while the thread was not blocked: its next block() returns at once.
+    wake_pending: bool,
+    /// Move to this CPU at the next switch.
+    migrate_to: Option<u32>,
 }
 
 #[derive(Default, Clone, Copy, Debug)]
@@ -44,6 +54,7 @@ struct CpuSched {
     ready: VecDeque<Box<Thread>>,
     idle: Option<Box<Thread>>,
     dead: Vec<Box<Thread>>,
+    blocked: Vec<Box<Thread>>,
     /// The idle thread is `current` (and so not in `idle`).
     idle_running: bool,
     stats: CpuStats,
@@ -60,16 +71,131 @@ pub enum Reason {
     Reschedule,
 }
 
-fn new_thread(name: &'static str, entry: extern "C" fn(u64) -> !, arg: u64) -> Box<Thread> {
-    let stack = alloc::vec![0u8; KERNEL_STACK_SIZE].into_boxed_slice();
-    let top = stack.as_ptr() as u64 + KERNEL_STACK_SIZE as u64;
+fn thread_with(name: &'static str, frame: TrapFrame, stack: Option<Box<[u8]>>, pid: u32, cr3: u64) -> Box<Thread> {
+    let kstack_top = stack.as_ref().map_or(0, |s| (s.as_ptr() as u64 + s.len() as u64) & !0xF);
     Box::new(Thread {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         name,
-        frame: Box::new(TrapFrame::new_kernel_thread(entry as usize as u64, arg, top)),
+        frame: Box::new(frame),
         state: State::Runnable,
-        _stack: Some(stack),
+        _stack: stack,
+        pid,
+        cr3,
+        kstack_top,
+        wake_pending: false,
+        migrate_to: None,
     })
+}
+
+fn new_thread(name: &'static str, entry: extern "C" fn(u64) -> !, arg: u64) -> Box<Thread> {
+    let stack = alloc::vec![0u8; KERNEL_STACK_SIZE].into_boxed_slice();
+    let top = stack.as_ptr() as u64 + KERNEL_STACK_SIZE as u64;
+    thread_with(name, TrapFrame::new_kernel_thread(entry as usize as u64, arg, top), Some(stack), 0, 0)
+}
+
+/// Kernel stack of a user thread (syscalls run on it).
+pub const USER_KSTACK_SIZE: usize = 32 * 1024;
+
+/// A thread for process `pid` that starts in user mode with `frame` in address space `cr3`. Fails (instead of
+/// aborting) when the kernel heap cannot hold its kernel stack.
+pub fn new_user_thread(name: &'static str, frame: TrapFrame, pid: u32, cr3: u64) -> Option<Box<Thread>> {
+    let mut v: alloc::vec::Vec<u8> = alloc::vec::Vec::new();
+    v.try_reserve_exact(USER_KSTACK_SIZE).ok()?;
+    v.resize(USER_KSTACK_SIZE, 0);
+    Some(thread_with(name, frame, Some(v.into_boxed_slice()), pid, cr3))
+}
+
+/// Queue a ready-made thread on `cpu`.
+pub fn enqueue(cpu: u32, t: Box<Thread>) -> u64 {
+    let id = t.id;
+    SCHED[cpu as usize].lock().as_mut().expect("enqueue on a CPU without a scheduler").ready.push_back(t);
+    if cpu != percpu::cpu_index() {
+        crate::smp::send_reschedule(cpu);
+    }
+    id
+}
+
+static KERNEL_CR3: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_kernel_cr3(cr3: u64) {
+    KERNEL_CR3.store(cr3, Ordering::SeqCst);
+}
+
+pub fn kernel_cr3() -> u64 {
+    KERNEL_CR3.load(Ordering::SeqCst)
+}
+
+fn with_current<R>(f: impl FnOnce(&mut Thread) -> R) -> R {
+    let cpu = percpu::cpu_index() as usize;
+    let mut g = SCHED[cpu].lock();
+    f(g.as_mut().and_then(|s| s.current.as_mut()).expect("no current thread"))
+}
+
+/// Process id of the running thread (0 for kernel threads).
+pub fn current_pid() -> u32 {
+    with_current(|t| t.pid)
+}
+
+pub fn current_id() -> u64 {
+    with_current(|t| t.id)
+}
+
+/// Change the running thread's address space (exec, exit) and load it.
+pub fn set_current_cr3(cr3: u64) {
+    with_current(|t| t.cr3 = cr3);
+    let root = if cr3 == 0 { kernel_cr3() } else { cr3 };
+    // SAFETY: every address space shares the kernel's PML4 slot 0, so the running kernel code stays mapped.
+    unsafe { questv_arch::cpu::write_cr3(root) };
+}
+
+/// Ask to run on `cpu` from the next switch on (takes effect when the caller yields).
+pub fn migrate_current(cpu: u32) {
+    with_current(|t| t.migrate_to = Some(cpu));
+    yield_now();
+}
+
+/// Sleep until [`wake`] is called for this thread (returns at once if a wake-up is already pending).
+pub fn block() {
+    let must_switch = with_current(|t| {
+        if t.wake_pending {
+            t.wake_pending = false;
+            false
+        } else {
+            t.state = State::Blocked;
+            true
+        }
+    });
+    if must_switch {
+        yield_now();
+    }
+}
+
+/// Make thread `id` runnable again, wherever it is.
+pub fn wake(id: u64) {
+    for cpu in 0..crate::smp::cpu_count() {
+        let mut g = SCHED[cpu as usize].lock();
+        let Some(s) = g.as_mut() else { continue };
+        if let Some(i) = s.blocked.iter().position(|t| t.id == id) {
+            let mut t = s.blocked.swap_remove(i);
+            t.state = State::Runnable;
+            s.ready.push_back(t);
+            drop(g);
+            if cpu != percpu::cpu_index() {
+                crate::smp::send_reschedule(cpu);
+            }
+            return;
+        }
+        let cur = s.current.as_mut().filter(|t| t.id == id);
+        if let Some(t) = cur.or_else(|| s.ready.iter_mut().find(|t| t.id == id)) {
+            if t.state == State::Blocked {
+                // Marked blocked but not switched away yet: it will park itself; let it come straight back.
+                t.state = State::Runnable;
+            } else {
+                t.wake_pending = true;
+            }
+            return;
+        }
+    }
 }
 
 extern "C" fn idle_loop(_: u64) -> ! {
@@ -82,19 +208,14 @@ extern "C" fn idle_loop(_: u64) -> ! {
 /// Make the calling context this CPU's boot thread and create its idle thread.
 pub fn init_cpu() {
     let cpu = percpu::cpu_index() as usize;
-    let boot = Box::new(Thread {
-        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        name: "boot",
-        // Filled in at the first switch away from it.
-        frame: Box::new(TrapFrame::new_kernel_thread(0, 0, 0)),
-        state: State::Runnable,
-        _stack: None,
-    });
+    // The frame is filled in at the first switch away from it.
+    let boot = thread_with("boot", TrapFrame::new_kernel_thread(0, 0, 0), None, 0, 0);
     *SCHED[cpu].lock() = Some(CpuSched {
         current: Some(boot),
         ready: VecDeque::new(),
         idle: Some(new_thread("idle", idle_loop, 0)),
         dead: Vec::new(),
+        blocked: Vec::new(),
         idle_running: false,
         stats: CpuStats::default(),
     });
@@ -124,6 +245,12 @@ pub fn exit() -> ! {
     }
 }
 
+/// End the current thread from an exception handler: switch `frame` to the next thread right away.
+pub fn exit_from_trap(frame: &mut TrapFrame) {
+    with_current(|t| t.state = State::Dead);
+    schedule(frame, Reason::Yield);
+}
+
 /// Give up the CPU to the next ready thread (if any).
 pub fn yield_now() {
     trap::yield_via_trap();
@@ -145,7 +272,7 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
         Reason::Yield => s.stats.yields += 1,
         Reason::Reschedule => {}
     }
-    let current_runnable = s.current.as_ref().is_some_and(|c| c.state == State::Runnable);
+    let current_runnable = s.current.as_ref().is_some_and(|c| c.state == State::Runnable && c.migrate_to.is_none());
     let (next, next_is_idle) = match s.ready.pop_front() {
         Some(t) => (t, false),
         None if current_runnable => return,
@@ -153,10 +280,15 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
     };
     let mut cur = s.current.take().expect("no current thread");
     *cur.frame = *frame;
+    let mut migrant = None;
     if s.idle_running {
         s.idle = Some(cur);
     } else if cur.state == State::Dead {
         s.dead.push(cur);
+    } else if cur.state == State::Blocked {
+        s.blocked.push(cur);
+    } else if let Some(target) = cur.migrate_to.take() {
+        migrant = Some((target, cur));
     } else {
         if reason == Reason::Tick {
             s.stats.preemptions += 1;
@@ -165,6 +297,20 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
     }
     s.idle_running = next_is_idle;
     *frame = *next.frame;
+    if next.pid != 0 {
+        percpu::set_kernel_stack_top(next.kstack_top);
+        // SAFETY: a user address space shares the kernel's PML4 slot 0. Reloaded even if unchanged, so no
+        // stale user TLB entry survives a migration.
+        unsafe { questv_arch::cpu::write_cr3(next.cr3) };
+    } else if questv_arch::cpu::read_cr3() != kernel_cr3() && kernel_cr3() != 0 {
+        // Kernel threads run on the kernel's tables, so an exiting process's tables can be freed safely.
+        // SAFETY: the kernel's own tables map everything the kernel uses.
+        unsafe { questv_arch::cpu::write_cr3(kernel_cr3()) };
+    }
     s.current = Some(next);
     s.stats.switches += 1;
+    drop(guard);
+    if let Some((target, t)) = migrant {
+        enqueue(target, t);
+    }
 }

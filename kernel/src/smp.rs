@@ -55,6 +55,7 @@ fn interrupt_handler(frame: &mut TrapFrame) {
             sched::schedule(frame, Reason::Tick);
         }
         VECTOR_YIELD => sched::schedule(frame, Reason::Yield),
+        _ if frame.vector == trap::VECTOR_SYSCALL => crate::syscall::dispatch(frame),
         VECTOR_RESCHEDULE => {
             lapic::eoi();
             sched::schedule(frame, Reason::Reschedule);
@@ -85,6 +86,7 @@ pub fn load_descriptor_tables() {
 
 /// Per-CPU set-up shared by the BSP and the APs once descriptor tables are loaded: LAPIC, scheduler, timer.
 fn init_this_cpu() {
+    trap::init_syscall();
     lapic::enable();
     sched::init_cpu();
     lapic::timer_periodic(VECTOR_TIMER, TIMER_COUNT.load(Ordering::SeqCst));
@@ -95,6 +97,7 @@ fn init_this_cpu() {
 pub fn init_bsp(bsp_apic_id: u32) {
     APIC_IDS[0].store(bsp_apic_id, Ordering::SeqCst);
     trap::set_interrupt_handler(interrupt_handler);
+    trap::set_exception_hook(crate::proc::user_exception);
     let cal = questv_arch::timer::calibrate();
     TSC_HZ.store(cal.tsc_hz, Ordering::SeqCst);
     TIMER_COUNT.store((cal.lapic_hz / TICK_HZ) as u32, Ordering::SeqCst);

@@ -1,3 +1,250 @@
-//! C ABI static library and Rust API for questv user programs. The syscall wrappers and headers arrive with the
-//! userland issue (#3); until then this crate only reserves the place in the workspace. Nothing here runs.
+//! Rust API for questv user programs: system call wrappers, `print!`/`println!`, and (feature `rt`) the
+//! runtime a program links with. The C ABI library for C programs lives in `include/` and `c/` beside this
+//! crate and uses the same system call numbers ([`nr`]).
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+#[cfg(feature = "rt")]
+mod rt;
+
+use alloc::vec::Vec;
+use core::arch::asm;
+
+/// System call numbers (Linux x86_64 numbering; questv's own from 1000). Kept equal to
+/// `include/questv/syscall.h` (a host test checks).
+pub mod nr {
+    pub const READ: u64 = 0;
+    pub const WRITE: u64 = 1;
+    pub const MMAP: u64 = 9;
+    pub const MUNMAP: u64 = 11;
+    pub const BRK: u64 = 12;
+    pub const SCHED_YIELD: u64 = 24;
+    pub const NANOSLEEP: u64 = 35;
+    pub const GETPID: u64 = 39;
+    pub const FORK: u64 = 57;
+    pub const EXECVE: u64 = 59;
+    pub const EXIT: u64 = 60;
+    pub const WAIT4: u64 = 61;
+    pub const GETPPID: u64 = 110;
+    pub const SCHED_SETAFFINITY: u64 = 203;
+    pub const CLOCK_GETTIME: u64 = 228;
+    pub const GETCPU: u64 = 309;
+    pub const QUESTV_CYCLES: u64 = 1000;
+    pub const QUESTV_FREE_FRAMES: u64 = 1001;
+    pub const QUESTV_NCPUS: u64 = 1002;
+}
+
+pub mod errno {
+    pub const ENOENT: i64 = 2;
+    pub const ESRCH: i64 = 3;
+    pub const ECHILD: i64 = 10;
+    pub const EAGAIN: i64 = 11;
+    pub const ENOMEM: i64 = 12;
+    pub const EFAULT: i64 = 14;
+    pub const EINVAL: i64 = 22;
+    pub const ENOSYS: i64 = 38;
+}
+
+/// Raw system call with up to six arguments; returns the kernel's value (negative errno on failure).
+#[inline]
+pub fn syscall6(n: u64, a: [u64; 6]) -> i64 {
+    let ret: i64;
+    // SAFETY: SYSCALL clobbers rcx and r11; the kernel validates every argument, so no argument value can
+    // break this process's memory safety except through the documented effects of the call.
+    unsafe {
+        asm!("syscall", inlateout("rax") n as i64 => ret, in("rdi") a[0], in("rsi") a[1], in("rdx") a[2],
+             in("r10") a[3], in("r8") a[4], in("r9") a[5], lateout("rcx") _, lateout("r11") _,
+             options(nostack));
+    }
+    ret
+}
+
+#[inline]
+pub fn syscall(n: u64, a0: u64, a1: u64, a2: u64) -> i64 {
+    syscall6(n, [a0, a1, a2, 0, 0, 0])
+}
+
+pub fn write(fd: u64, buf: &[u8]) -> i64 {
+    syscall(nr::WRITE, fd, buf.as_ptr() as u64, buf.len() as u64)
+}
+
+pub fn read(fd: u64, buf: &mut [u8]) -> i64 {
+    syscall(nr::READ, fd, buf.as_mut_ptr() as u64, buf.len() as u64)
+}
+
+pub fn exit(code: i32) -> ! {
+    syscall(nr::EXIT, code as u64, 0, 0);
+    unreachable!("exit returned")
+}
+
+pub fn fork() -> i64 {
+    syscall(nr::FORK, 0, 0, 0)
+}
+
+pub fn getpid() -> i64 {
+    syscall(nr::GETPID, 0, 0, 0)
+}
+
+pub fn getppid() -> i64 {
+    syscall(nr::GETPPID, 0, 0, 0)
+}
+
+pub fn sched_yield() {
+    syscall(nr::SCHED_YIELD, 0, 0, 0);
+}
+
+/// `waitpid(pid, options)` → (pid or -errno, wait status).
+pub fn waitpid(pid: i64, options: u64) -> (i64, i32) {
+    let mut status: i32 = 0;
+    let r = syscall(nr::WAIT4, pid as u64, &mut status as *mut i32 as u64, options);
+    (r, status)
+}
+
+pub const WNOHANG: u64 = 1;
+
+pub mod wait {
+    pub fn exited(st: i32) -> bool {
+        st & 0x7F == 0
+    }
+    pub fn exit_status(st: i32) -> i32 {
+        (st >> 8) & 0xFF
+    }
+    pub fn term_signal(st: i32) -> i32 {
+        st & 0x7F
+    }
+    /// Shell-style status: the exit code, or 128 + signal.
+    pub fn shell_status(st: i32) -> i32 {
+        if exited(st) {
+            exit_status(st)
+        } else {
+            128 + term_signal(st)
+        }
+    }
+}
+
+/// Replace this program with `path`, passing `args` (args[0] is the program name by convention).
+pub fn execve(path: &str, args: &[&str]) -> i64 {
+    let mut storage: Vec<Vec<u8>> = Vec::new();
+    let mut cpath = Vec::from(path.as_bytes());
+    cpath.push(0);
+    for a in args {
+        let mut v = Vec::from(a.as_bytes());
+        v.push(0);
+        storage.push(v);
+    }
+    let mut ptrs: Vec<u64> = storage.iter().map(|v| v.as_ptr() as u64).collect();
+    ptrs.push(0);
+    syscall(nr::EXECVE, cpath.as_ptr() as u64, ptrs.as_ptr() as u64, 0)
+}
+
+pub fn cycles() -> u64 {
+    syscall(nr::QUESTV_CYCLES, 0, 0, 0) as u64
+}
+
+pub fn free_frames() -> i64 {
+    syscall(nr::QUESTV_FREE_FRAMES, 0, 0, 0)
+}
+
+pub fn ncpus() -> i64 {
+    syscall(nr::QUESTV_NCPUS, 0, 0, 0)
+}
+
+/// Move the calling process to `cpu` (sched_setaffinity with a one-CPU mask).
+pub fn set_cpu(cpu: u32) -> i64 {
+    let mask: u64 = 1 << cpu;
+    syscall(nr::SCHED_SETAFFINITY, 0, 8, &mask as *const u64 as u64)
+}
+
+pub fn getcpu() -> i64 {
+    let mut c: u32 = 0;
+    let r = syscall(nr::GETCPU, &mut c as *mut u32 as u64, 0, 0);
+    if r < 0 {
+        r
+    } else {
+        i64::from(c)
+    }
+}
+
+pub fn brk(addr: u64) -> u64 {
+    syscall(nr::BRK, addr, 0, 0) as u64
+}
+
+pub fn nanosleep(ns: u64) -> i64 {
+    let ts = [(ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64];
+    syscall(nr::NANOSLEEP, ts.as_ptr() as u64, 0, 0)
+}
+
+pub fn clock_monotonic_ns() -> u64 {
+    let mut ts = [0i64; 2];
+    syscall(nr::CLOCK_GETTIME, 1, ts.as_mut_ptr() as u64, 0);
+    ts[0] as u64 * 1_000_000_000 + ts[1] as u64
+}
+
+/// Formatted output to fd 1, buffered so that one `println!` is one `write` (lines stay whole).
+pub struct Stdout {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Stdout {
+    pub const fn new() -> Stdout {
+        Stdout { buf: [0; 512], len: 0 }
+    }
+    pub fn flush(&mut self) {
+        if self.len > 0 {
+            write(1, &self.buf[..self.len]);
+            self.len = 0;
+        }
+    }
+}
+
+impl Default for Stdout {
+    fn default() -> Self {
+        Stdout::new()
+    }
+}
+
+impl core::fmt::Write for Stdout {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Stdout {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        let mut out = $crate::Stdout::new();
+        let _ = core::fmt::Write::write_fmt(&mut out, format_args!($($arg)*));
+    }};
+}
+
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => { $crate::print!("{}\n", format_args!($($arg)*)) };
+}
+
+/// Declare the program's entry: `questv_libc_shim::entry!(main);` with `fn main(args: &[&str]) -> i32`.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[no_mangle]
+        pub fn questv_main(args: &[&str]) -> i32 {
+            $main(args)
+        }
+    };
+}

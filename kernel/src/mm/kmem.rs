@@ -39,7 +39,7 @@ pub struct MemoryInfo {
 pub fn init(areas: &[Area], keep: &[Region]) -> MemoryInfo {
     // SAFETY: linker symbols; only addresses are taken.
     let (kstart, kend) = unsafe { (sym(&__kernel_start), sym(&__kernel_end)) };
-    let mut reserved = [Region::new(0, 0); 8];
+    let mut reserved = [Region::new(0, 0); 40];
     // The low 1 MiB holds the BIOS data area, EBDA and the AP trampoline: never hand it out.
     reserved[0] = Region::new(0, 0x10_0000);
     reserved[1] = Region::new(kstart, kend);
@@ -140,6 +140,64 @@ pub fn build_kernel_tables(highest_address: u64, trampoline: u64) -> u64 {
         map(4 << 30, highest_address.min(MAX_PHYS), rw);
     }
     a.root()
+}
+
+/// Reference counts of user pages, indexed by frame number (fork shares pages copy-on-write).
+static PAGE_REFS: IrqSpinlock<alloc::vec::Vec<u16>> = IrqSpinlock::new(alloc::vec::Vec::new());
+
+pub fn init_page_refs(highest_address: u64) {
+    let frames = (highest_address.min(MAX_PHYS) / PAGE_SIZE) as usize;
+    *PAGE_REFS.lock() = alloc::vec![0u16; frames];
+}
+
+/// Physical memory for user address spaces: page tables and reference-counted pages from the frame allocator,
+/// reached through the identity map.
+pub struct KernelMem;
+
+impl TableMemory for KernelMem {
+    fn alloc_table(&mut self) -> Option<u64> {
+        alloc_frame()
+    }
+    fn table(&mut self, phys: u64) -> &mut [u64; 512] {
+        // SAFETY: as for PhysTables: table frames are identity mapped and owned by a page table.
+        unsafe { &mut *(phys as *mut [u64; 512]) }
+    }
+}
+
+impl super::uspace::PhysMem for KernelMem {
+    fn alloc_page(&mut self) -> Option<u64> {
+        let pa = alloc_frame()?;
+        PAGE_REFS.lock()[(pa / PAGE_SIZE) as usize] = 1;
+        Some(pa)
+    }
+    fn share(&mut self, pa: u64) {
+        let mut r = PAGE_REFS.lock();
+        let c = &mut r[(pa / PAGE_SIZE) as usize];
+        *c = c.checked_add(1).expect("page shared by more than 65535 address spaces");
+    }
+    fn release(&mut self, pa: u64) {
+        let last = {
+            let mut r = PAGE_REFS.lock();
+            let c = &mut r[(pa / PAGE_SIZE) as usize];
+            assert!(*c > 0, "release of unreferenced page 0x{:x}", pa);
+            *c -= 1;
+            *c == 0
+        };
+        if last {
+            free_frame(pa);
+        }
+    }
+    fn refs(&mut self, pa: u64) -> u32 {
+        u32::from(PAGE_REFS.lock()[(pa / PAGE_SIZE) as usize])
+    }
+    fn page(&mut self, pa: u64) -> &mut [u8; PAGE_SIZE as usize] {
+        // SAFETY: user pages come from the frame allocator and are identity mapped; the caller holds the
+        // process table lock, so no other kernel path writes this page concurrently.
+        unsafe { &mut *(pa as *mut [u8; PAGE_SIZE as usize]) }
+    }
+    fn free_table(&mut self, pa: u64) {
+        free_frame(pa);
+    }
 }
 
 /// The global allocator: linked_list_allocator's heap behind an interrupt-safe lock (the scheduler frees

@@ -114,6 +114,14 @@ impl UserSpace {
         Ok(())
     }
 
+    /// Map one page the caller filled (`pa` from `alloc_page`) at `va`.
+    pub fn map_page<M: PhysMem>(&mut self, mem: &mut M, va: u64, pa: u64, flags: PageFlags) -> Result<(), UserError> {
+        if !user_range_ok(va, PAGE_SIZE) {
+            return Err(UserError::Fault);
+        }
+        self.aspace.map_4k(mem, va, pa, flags | PageFlags::USER).map_err(Into::into)
+    }
+
     /// Unmap `[va, va+len)`, dropping a reference to each mapped page.
     pub fn unmap<M: PhysMem>(&mut self, mem: &mut M, va: u64, len: u64) -> Result<(), UserError> {
         if va % PAGE_SIZE != 0 || !user_range_ok(va, len) {

@@ -1,0 +1,411 @@
+//! Processes: one user thread each, a copy-on-write address space, parent/child links, zombies until reaped.
+//! Orphans are re-parented to init (pid 1). All process state is under one interrupt-safe lock; the user
+//! memory it guards is reached only through checked copies (mm::uspace), never by dereferencing user pointers.
+
+use crate::elf;
+use crate::mm::kmem::KernelMem;
+use crate::mm::uspace::{PhysMem, UserError, UserSpace, STACK_TOP};
+use crate::sched;
+use crate::sync::IrqSpinlock;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use questv_arch::paging::{PageFlags, TableMemory, PAGE_SIZE};
+use questv_arch::trap::TrapFrame;
+use questv_arch::{cpu, percpu};
+
+pub mod errno {
+    pub const ENOENT: i64 = 2;
+    pub const ESRCH: i64 = 3;
+    pub const E2BIG: i64 = 7;
+    pub const ENOEXEC: i64 = 8;
+    pub const EBADF: i64 = 9;
+    pub const ECHILD: i64 = 10;
+    pub const EAGAIN: i64 = 11;
+    pub const ENOMEM: i64 = 12;
+    pub const EFAULT: i64 = 14;
+    pub const EINVAL: i64 = 22;
+    pub const ENOSYS: i64 = 38;
+}
+use errno::*;
+
+pub const MAX_PROCS: usize = 1024;
+pub const INIT_PID: u32 = 1;
+const MAX_ARGS: usize = 64;
+const MAX_ARG_BYTES: usize = 8192;
+pub const WNOHANG: u64 = 1;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Running,
+    /// Exited; holds the wait status (Linux encoding: exit code << 8, or the terminating signal).
+    Zombie(i32),
+}
+
+struct Process {
+    ppid: u32,
+    name: String,
+    space: Option<UserSpace>,
+    state: State,
+    /// Thread blocked in wait4 for one of our children.
+    waiter: Option<u64>,
+}
+
+struct Table {
+    procs: BTreeMap<u32, Process>,
+    next_pid: u32,
+}
+
+static TABLE: IrqSpinlock<Table> = IrqSpinlock::new(Table { procs: BTreeMap::new(), next_pid: INIT_PID });
+
+impl From<UserError> for i64 {
+    fn from(e: UserError) -> i64 {
+        match e {
+            UserError::Fault => -EFAULT,
+            UserError::NoMemory => -ENOMEM,
+        }
+    }
+}
+
+fn alloc_pid(t: &mut Table) -> Option<u32> {
+    if t.procs.len() >= MAX_PROCS {
+        return None;
+    }
+    loop {
+        let pid = t.next_pid;
+        t.next_pid = if t.next_pid >= 0x3FFF_FFFF { 2 } else { t.next_pid + 1 };
+        if !t.procs.contains_key(&pid) {
+            return Some(pid);
+        }
+    }
+}
+
+/// Run `f` on the calling process's address space.
+pub fn with_space<R>(f: impl FnOnce(&mut UserSpace, &mut KernelMem) -> R) -> Option<R> {
+    let pid = sched::current_pid();
+    let mut t = TABLE.lock();
+    let space = t.procs.get_mut(&pid)?.space.as_mut()?;
+    Some(f(space, &mut KernelMem))
+}
+
+/// Kernel PML4 slot 0, shared into every user address space.
+fn kernel_slot0() -> u64 {
+    KernelMem.table(sched::kernel_cr3())[0]
+}
+
+/// Build an address space for ELF `bytes` with `argv` on the stack. Returns (space, entry, rsp, argv address).
+fn load_program(bytes: &[u8], argv: &[String]) -> Result<(UserSpace, u64, u64, u64), i64> {
+    let plan = elf::plan(bytes).map_err(|e| {
+        log::warn!("exec {:?}: refused: {}", argv.first().map(String::as_str).unwrap_or(""), e);
+        -ENOEXEC
+    })?;
+    let mut mem = KernelMem;
+    let mut space = UserSpace::new(&mut mem, kernel_slot0())?;
+    let result = (|| -> Result<(u64, u64), i64> {
+        // One physical page per virtual page, filled from every segment that touches it (data and bss often
+        // share a page); its permissions are the union of those segments'.
+        let mut pages: BTreeMap<u64, (u64, bool, bool)> = BTreeMap::new();
+        let fill = (|| -> Result<(), i64> {
+            for seg in &plan.segments {
+                let mut page = seg.vaddr & !(PAGE_SIZE - 1);
+                while page < seg.vaddr + seg.mem_size {
+                    let slot = match pages.get_mut(&page) {
+                        Some(slot) => slot,
+                        None => {
+                            let pa = mem.alloc_page().ok_or(-ENOMEM)?;
+                            pages.entry(page).or_insert((pa, false, false))
+                        }
+                    };
+                    slot.1 |= seg.writable;
+                    slot.2 |= seg.executable;
+                    let pa = slot.0;
+                    // File-backed bytes of this page: [max(page, vaddr), min(page + 4K, vaddr + filesz)).
+                    let lo = page.max(seg.vaddr);
+                    let hi = (page + PAGE_SIZE).min(seg.vaddr + seg.file_size);
+                    if hi > lo {
+                        let off = (seg.file_offset + (lo - seg.vaddr)) as usize;
+                        let dst = (lo - page) as usize;
+                        let n = (hi - lo) as usize;
+                        mem.page(pa)[dst..dst + n].copy_from_slice(&bytes[off..off + n]);
+                    }
+                    page += PAGE_SIZE;
+                }
+            }
+            Ok(())
+        })();
+        let mut pages = pages.into_iter();
+        let mapped = fill.and_then(|()| {
+            for (va, (pa, w, x)) in pages.by_ref() {
+                let mut flags = PageFlags::empty();
+                if w {
+                    flags |= PageFlags::WRITABLE;
+                }
+                if !x {
+                    flags |= PageFlags::NO_EXECUTE;
+                }
+                if let Err(e) = space.map_page(&mut mem, va, pa, flags) {
+                    mem.release(pa);
+                    return Err(e.into());
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = mapped {
+            // Pages not yet handed to the address space are ours to free.
+            for (_, (pa, _, _)) in pages {
+                mem.release(pa);
+            }
+            return Err(e);
+        }
+        space.brk_start = plan.image_end;
+        space.brk = plan.image_end;
+        // Stack: argument strings at the top, then (16-byte aligned) argc, argv[], NULL, envp NULL, auxv AT_NULL.
+        let mut sp = STACK_TOP;
+        let mut ptrs = Vec::with_capacity(argv.len());
+        for a in argv.iter().rev() {
+            sp -= a.len() as u64 + 1;
+            space.copy_to_user(&mut mem, sp, a.as_bytes())?;
+            space.copy_to_user(&mut mem, sp + a.len() as u64, &[0])?;
+            ptrs.push(sp);
+        }
+        ptrs.reverse();
+        let mut words: Vec<u64> = Vec::with_capacity(argv.len() + 5);
+        words.push(argv.len() as u64);
+        words.extend_from_slice(&ptrs);
+        words.extend_from_slice(&[0, 0, 0, 0]);
+        sp = (sp - words.len() as u64 * 8) & !0xF;
+        let raw: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        space.copy_to_user(&mut mem, sp, &raw)?;
+        Ok((sp, sp + 8))
+    })();
+    match result {
+        Ok((sp, argv_addr)) => Ok((space, plan.entry, sp, argv_addr)),
+        Err(e) => {
+            space.teardown(&mut mem);
+            Err(e)
+        }
+    }
+}
+
+fn user_frame(entry: u64, sp: u64, argc: usize, argv_addr: u64) -> TrapFrame {
+    let mut f = TrapFrame::new_user(entry, sp);
+    f.rdi = argc as u64;
+    f.rsi = argv_addr;
+    f
+}
+
+/// Start init (pid 1) from the ramdisk with `argv` on the BSP.
+pub fn start_init(argv: Vec<String>) -> Result<(), &'static str> {
+    let bytes = crate::ramdisk::find("init").ok_or("no `init` program in the ramdisk")?;
+    let (space, entry, sp, argv_addr) = load_program(bytes, &argv).map_err(|_| "cannot load init")?;
+    let mut t = TABLE.lock();
+    let pid = alloc_pid(&mut t).ok_or("process table full")?;
+    let thread = sched::new_user_thread("init", user_frame(entry, sp, argv.len(), argv_addr), pid, space.root())
+        .ok_or("out of memory for init's kernel stack")?;
+    t.procs.insert(pid, Process { ppid: 0, name: String::from("init"), space: Some(space), state: State::Running, waiter: None });
+    drop(t);
+    sched::enqueue(percpu::cpu_index(), thread);
+    Ok(())
+}
+
+pub fn fork(frame: &TrapFrame) -> i64 {
+    let ppid = sched::current_pid();
+    let mut mem = KernelMem;
+    let mut t = TABLE.lock();
+    let Some(pid) = alloc_pid(&mut t) else { return -EAGAIN };
+    let Some(parent) = t.procs.get(&ppid) else { return -ESRCH };
+    let name = parent.name.clone();
+    let forked = parent.space.as_ref().map(|s| s.fork(&mut mem));
+    // The parent's writable pages just became read-only + COW: drop its stale TLB entries.
+    // SAFETY: reloading the current CR3 only flushes non-global TLB entries.
+    unsafe { cpu::write_cr3(cpu::read_cr3()) };
+    let space = match forked {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return e.into(),
+        None => return -ESRCH,
+    };
+    let mut child_frame = *frame;
+    child_frame.rax = 0;
+    let Some(thread) = sched::new_user_thread("user", child_frame, pid, space.root()) else {
+        space.teardown(&mut mem);
+        return -ENOMEM;
+    };
+    t.procs.insert(pid, Process { ppid, name, space: Some(space), state: State::Running, waiter: None });
+    drop(t);
+    sched::enqueue(percpu::cpu_index(), thread);
+    i64::from(pid)
+}
+
+/// End the calling process with `wait_status`: free its memory, wake its parent, hand its children to init.
+/// The caller then leaves the CPU (sched::exit, or a switch from the trap path).
+pub fn exit_current(wait_status: i32) {
+    let pid = sched::current_pid();
+    // Run on the kernel's tables before ours are freed.
+    sched::set_current_cr3(0);
+    let mut wake = Vec::new();
+    {
+        let mut t = TABLE.lock();
+        let Some(p) = t.procs.get_mut(&pid) else { return };
+        let space = p.space.take();
+        p.state = State::Zombie(wait_status);
+        let ppid = p.ppid;
+        if let Some(s) = space {
+            s.teardown(&mut KernelMem);
+        }
+        let mut orphan_zombie = false;
+        for (_, c) in t.procs.iter_mut().filter(|(_, c)| c.ppid == pid) {
+            c.ppid = INIT_PID;
+            orphan_zombie |= matches!(c.state, State::Zombie(_));
+        }
+        if orphan_zombie {
+            if let Some(w) = t.procs.get_mut(&INIT_PID).and_then(|i| i.waiter.take()) {
+                wake.push(w);
+            }
+        }
+        if let Some(w) = t.procs.get_mut(&ppid).and_then(|p| p.waiter.take()) {
+            wake.push(w);
+        }
+    }
+    for w in wake {
+        sched::wake(w);
+    }
+    if pid == INIT_PID {
+        // init reports QUESTV DONE itself when it exits normally; if it was killed, report for it.
+        let code = if wait_status & 0x7F == 0 { (wait_status >> 8) & 0xFF } else { 128 + (wait_status & 0x7F) };
+        crate::boot::shutdown(code, wait_status & 0x7F != 0);
+    }
+}
+
+pub fn wait4(pid: i64, status_addr: u64, options: u64) -> i64 {
+    if options & !WNOHANG != 0 {
+        return -EINVAL;
+    }
+    let me = sched::current_pid();
+    loop {
+        {
+            let mut t = TABLE.lock();
+            let matches = |cpid: u32, c: &Process| c.ppid == me && (pid == -1 || pid == 0 || pid == i64::from(cpid));
+            if !t.procs.iter().any(|(&cpid, c)| matches(cpid, c)) {
+                return -ECHILD;
+            }
+            let zombie = t.procs.iter().find_map(|(&cpid, c)| match c.state {
+                State::Zombie(st) if matches(cpid, c) => Some((cpid, st)),
+                _ => None,
+            });
+            if let Some((cpid, st)) = zombie {
+                if status_addr != 0 {
+                    let Some(space) = t.procs.get_mut(&me).and_then(|p| p.space.as_mut()) else { return -ESRCH };
+                    if let Err(e) = space.copy_to_user(&mut KernelMem, status_addr, &st.to_le_bytes()) {
+                        return e.into();
+                    }
+                }
+                t.procs.remove(&cpid);
+                return i64::from(cpid);
+            }
+            if options & WNOHANG != 0 {
+                return 0;
+            }
+            let tid = sched::current_id();
+            if let Some(p) = t.procs.get_mut(&me) {
+                p.waiter = Some(tid);
+            }
+        }
+        sched::block();
+    }
+}
+
+pub fn getppid() -> i64 {
+    let me = sched::current_pid();
+    TABLE.lock().procs.get(&me).map_or(-ESRCH, |p| i64::from(p.ppid))
+}
+
+/// Replace the calling process's program. On success the frame is rewritten to enter the new program.
+pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64) -> i64 {
+    let read = || -> Result<(String, Vec<String>), i64> {
+        with_space(|s, m| {
+            let path = s.read_str(m, path, 256)?;
+            let mut args = Vec::new();
+            let mut total = 0;
+            if argv_addr != 0 {
+                for i in 0..=MAX_ARGS as u64 {
+                    let mut w = [0u8; 8];
+                    s.copy_from_user(m, argv_addr.checked_add(i * 8).ok_or(-EFAULT)?, &mut w)?;
+                    let p = u64::from_le_bytes(w);
+                    if p == 0 {
+                        break;
+                    }
+                    if i as usize == MAX_ARGS {
+                        return Err(-E2BIG);
+                    }
+                    let a = s.read_str(m, p, MAX_ARG_BYTES)?;
+                    total += a.len() + 1;
+                    if total > MAX_ARG_BYTES {
+                        return Err(-E2BIG);
+                    }
+                    args.push(a);
+                }
+            }
+            Ok((path, args))
+        })
+        .unwrap_or(Err(-ESRCH))
+    };
+    let (path, args) = match read() {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let name = path.rsplit('/').next().unwrap_or("");
+    let Some(bytes) = crate::ramdisk::find(name) else { return -ENOENT };
+    let (space, entry, sp, uargv) = match load_program(bytes, &args) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let root = space.root();
+    let old = {
+        let pid = sched::current_pid();
+        let mut t = TABLE.lock();
+        let Some(p) = t.procs.get_mut(&pid) else { return -ESRCH };
+        p.name = String::from(name);
+        p.space.replace(space)
+    };
+    sched::set_current_cr3(root);
+    if let Some(old) = old {
+        let _t = TABLE.lock();
+        old.teardown(&mut KernelMem);
+    }
+    *frame = user_frame(entry, sp, args.len(), uargv);
+    0
+}
+
+/// Exception from user mode: resolve COW and stack faults, otherwise kill the process (never the kernel).
+/// Returns false for kernel-mode exceptions (fatal, handled by the caller).
+pub fn user_exception(frame: &mut TrapFrame) -> bool {
+    if !frame.from_user() {
+        return false;
+    }
+    let cr2 = cpu::read_cr2();
+    let signal = match frame.vector {
+        14 => {
+            let write = frame.error_code & 2 != 0;
+            let outcome = with_space(|s, m| s.handle_fault(m, cr2, write));
+            match outcome {
+                Some(crate::mm::uspace::FaultOutcome::Resolved) => {
+                    // SAFETY: cr2 is a canonical user address (the fault was resolved for it).
+                    unsafe { cpu::invlpg(cr2) };
+                    return true;
+                }
+                Some(crate::mm::uspace::FaultOutcome::OutOfMemory) => 9,
+                _ => 11,
+            }
+        }
+        0 | 16 | 19 => 8, // SIGFPE
+        6 => 4,           // SIGILL
+        3 => 5,           // SIGTRAP
+        _ => 11,          // SIGSEGV
+    };
+    let pid = sched::current_pid();
+    questv_arch::trap::dump_exception(frame, percpu::cpu_index());
+    crate::kprintln!("questv: process {} killed by signal {}", pid, signal);
+    exit_current(signal);
+    sched::exit_from_trap(frame);
+    true
+}

@@ -1,0 +1,246 @@
+//! System call dispatch. Numbers and semantics follow Linux x86_64 where they exist (so the C shim's headers
+//! look familiar), plus a few questv calls from 1000 up. Failures return negative errno values; every user
+//! pointer goes through the checked copies in mm::uspace, so a bad pointer is EFAULT, never a kernel fault.
+//! Handlers run with interrupts off and yield explicitly when they wait.
+
+use crate::proc::{self, errno::*};
+use crate::{console, sched, smp};
+use alloc::vec;
+use core::sync::atomic::Ordering;
+use questv_arch::paging::{PageFlags, PAGE_SIZE};
+use questv_arch::trap::TrapFrame;
+use questv_arch::{cpu, percpu};
+
+pub const SYS_READ: u64 = 0;
+pub const SYS_WRITE: u64 = 1;
+pub const SYS_MMAP: u64 = 9;
+pub const SYS_MUNMAP: u64 = 11;
+pub const SYS_BRK: u64 = 12;
+pub const SYS_SCHED_YIELD: u64 = 24;
+pub const SYS_NANOSLEEP: u64 = 35;
+pub const SYS_GETPID: u64 = 39;
+pub const SYS_FORK: u64 = 57;
+pub const SYS_EXECVE: u64 = 59;
+pub const SYS_EXIT: u64 = 60;
+pub const SYS_WAIT4: u64 = 61;
+pub const SYS_GETPPID: u64 = 110;
+pub const SYS_SCHED_SETAFFINITY: u64 = 203;
+pub const SYS_CLOCK_GETTIME: u64 = 228;
+pub const SYS_EXIT_GROUP: u64 = 231;
+pub const SYS_GETCPU: u64 = 309;
+/// questv: the TSC (cycle counter).
+pub const SYS_QUESTV_CYCLES: u64 = 1000;
+/// questv: free physical frames (for leak checks).
+pub const SYS_QUESTV_FREE_FRAMES: u64 = 1001;
+/// questv: number of online CPUs.
+pub const SYS_QUESTV_NCPUS: u64 = 1002;
+
+const MAX_IO: u64 = 1 << 20;
+const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_PRIVATE: u64 = 0x02;
+const PROT_WRITE: u64 = 2;
+const PROT_EXEC: u64 = 4;
+
+pub fn dispatch(frame: &mut TrapFrame) {
+    let (a0, a1, a2, a3) = (frame.rdi, frame.rsi, frame.rdx, frame.r10);
+    let ret: i64 = match frame.rax {
+        SYS_READ => read(a0, a1, a2),
+        SYS_WRITE => write(a0, a1, a2),
+        SYS_MMAP => mmap(a1, a2, a3, frame.r8),
+        SYS_MUNMAP => munmap(a0, a1),
+        SYS_BRK => proc::with_space(|s, m| s.set_brk(m, if a0 == 0 { s.brk } else { a0 }) as i64).unwrap_or(-ESRCH),
+        SYS_SCHED_YIELD => {
+            sched::yield_now();
+            0
+        }
+        SYS_NANOSLEEP => nanosleep(a0),
+        SYS_GETPID => i64::from(sched::current_pid()),
+        SYS_GETPPID => proc::getppid(),
+        SYS_FORK => proc::fork(frame),
+        SYS_EXECVE => proc::execve(frame, a0, a1),
+        SYS_EXIT | SYS_EXIT_GROUP => {
+            proc::exit_current(((a0 & 0xFF) << 8) as i32);
+            sched::exit()
+        }
+        SYS_WAIT4 => proc::wait4(a0 as i64, a1, a2),
+        SYS_SCHED_SETAFFINITY => set_affinity(a0, a1, a2),
+        SYS_CLOCK_GETTIME => clock_gettime(a0, a1),
+        SYS_GETCPU => getcpu(a0),
+        SYS_QUESTV_CYCLES => cpu::rdtsc() as i64,
+        SYS_QUESTV_FREE_FRAMES => crate::mm::kmem::free_frames() as i64,
+        SYS_QUESTV_NCPUS => i64::from(smp::cpus_online()),
+        _ => -ENOSYS,
+    };
+    frame.rax = ret as u64;
+}
+
+fn write(fd: u64, buf: u64, len: u64) -> i64 {
+    if fd != 1 && fd != 2 {
+        return -EBADF;
+    }
+    let len = len.min(MAX_IO);
+    let mut data = vec![0u8; len as usize];
+    if let Some(Err(e)) = proc::with_space(|s, m| s.copy_from_user(m, buf, &mut data)) {
+        return e.into();
+    }
+    console::write_bytes(&data);
+    len as i64
+}
+
+fn read(fd: u64, buf: u64, len: u64) -> i64 {
+    if fd != 0 {
+        return -EBADF;
+    }
+    if len == 0 {
+        return 0;
+    }
+    // Check the buffer before waiting for input.
+    if let Some(Err(e)) = proc::with_space(|s, m| s.copy_to_user(m, buf, &[0])) {
+        return e.into();
+    }
+    let mut got = vec![];
+    while got.len() < len.min(MAX_IO) as usize {
+        match console::try_read() {
+            Some(b) => got.push(b),
+            None if got.is_empty() => sched::yield_now(),
+            None => break,
+        }
+    }
+    match proc::with_space(|s, m| s.copy_to_user(m, buf, &got)) {
+        Some(Ok(())) => got.len() as i64,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}
+
+fn mmap(len: u64, prot: u64, flags: u64, fd: u64) -> i64 {
+    if flags != MAP_PRIVATE | MAP_ANONYMOUS || fd as i64 != -1 {
+        return -EINVAL;
+    }
+    if len == 0 || len > 1 << 30 {
+        return -EINVAL;
+    }
+    let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let mut pf = PageFlags::empty();
+    if prot & PROT_WRITE != 0 {
+        pf |= PageFlags::WRITABLE;
+    }
+    if prot & PROT_EXEC == 0 {
+        pf |= PageFlags::NO_EXECUTE;
+    }
+    proc::with_space(|s, m| {
+        let va = s.mmap_next;
+        if va + len >= crate::mm::uspace::STACK_TOP - crate::mm::uspace::STACK_MAX {
+            return -ENOMEM;
+        }
+        match s.map_zeroed(m, va, len, pf) {
+            Ok(()) => {
+                // A guard page between mappings.
+                s.mmap_next = va + len + PAGE_SIZE;
+                va as i64
+            }
+            Err(e) => {
+                let _ = s.unmap(m, va, len);
+                e.into()
+            }
+        }
+    })
+    .unwrap_or(-ESRCH)
+}
+
+fn munmap(addr: u64, len: u64) -> i64 {
+    if addr % PAGE_SIZE != 0 || len == 0 {
+        return -EINVAL;
+    }
+    let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    match proc::with_space(|s, m| s.unmap(m, addr, len)) {
+        Some(Ok(())) => {
+            // SAFETY: reloading CR3 only flushes this CPU's non-global TLB entries.
+            unsafe { cpu::write_cr3(cpu::read_cr3()) };
+            0
+        }
+        Some(Err(_)) => -EINVAL,
+        None => -ESRCH,
+    }
+}
+
+fn read_timespec(addr: u64) -> Result<(i64, i64), i64> {
+    let mut b = [0u8; 16];
+    match proc::with_space(|s, m| s.copy_from_user(m, addr, &mut b)) {
+        Some(Ok(())) => Ok((i64::from_le_bytes(b[..8].try_into().unwrap()), i64::from_le_bytes(b[8..].try_into().unwrap()))),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(-ESRCH),
+    }
+}
+
+fn tsc_hz() -> u128 {
+    u128::from(smp::TSC_HZ.load(Ordering::Relaxed).max(1))
+}
+
+fn nanosleep(req: u64) -> i64 {
+    let (sec, nsec) = match read_timespec(req) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return -EINVAL;
+    }
+    let ns = sec as u128 * 1_000_000_000 + nsec as u128;
+    let deadline = u128::from(cpu::rdtsc()) + ns * tsc_hz() / 1_000_000_000;
+    while u128::from(cpu::rdtsc()) < deadline {
+        sched::yield_now();
+    }
+    0
+}
+
+fn clock_gettime(clock: u64, ts: u64) -> i64 {
+    // CLOCK_REALTIME has no wall-clock source yet: it counts from boot like CLOCK_MONOTONIC.
+    if !matches!(clock, 0 | 1 | 4) {
+        return -EINVAL;
+    }
+    let ns = u128::from(cpu::rdtsc()) * 1_000_000_000 / tsc_hz();
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&((ns / 1_000_000_000) as i64).to_le_bytes());
+    b[8..].copy_from_slice(&((ns % 1_000_000_000) as i64).to_le_bytes());
+    match proc::with_space(|s, m| s.copy_to_user(m, ts, &b)) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}
+
+/// Linux sched_setaffinity: run the caller on the lowest online CPU of the mask.
+fn set_affinity(pid: u64, size: u64, mask_addr: u64) -> i64 {
+    if pid != 0 && pid != u64::from(sched::current_pid()) {
+        return -ESRCH;
+    }
+    if size < 8 {
+        return -EINVAL;
+    }
+    let mut b = [0u8; 8];
+    match proc::with_space(|s, m| s.copy_from_user(m, mask_addr, &mut b)) {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return e.into(),
+        None => return -ESRCH,
+    }
+    let mask = u64::from_le_bytes(b);
+    let Some(target) = (0..smp::cpu_count().min(64)).find(|&c| mask & (1 << c) != 0 && smp::is_online(c)) else {
+        return -EINVAL;
+    };
+    if target != percpu::cpu_index() {
+        sched::migrate_current(target);
+    }
+    0
+}
+
+fn getcpu(cpu_addr: u64) -> i64 {
+    if cpu_addr == 0 {
+        return 0;
+    }
+    let c = percpu::cpu_index();
+    match proc::with_space(|s, m| s.copy_to_user(m, cpu_addr, &c.to_le_bytes())) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}

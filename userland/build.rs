@@ -1,0 +1,12 @@
+// Link the user programs as static questv executables at 512 GiB (userland/user.ld, docs/build.md).
+fn main() {
+    println!("cargo:rerun-if-changed=user.ld");
+    println!("cargo:rerun-if-changed=build.rs");
+    if std::env::var_os("CARGO_FEATURE_USER").is_some() {
+        let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+        for arg in ["-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none", "-Wl,-z,max-page-size=4096"] {
+            println!("cargo:rustc-link-arg-bins={arg}");
+        }
+        println!("cargo:rustc-link-arg-bins=-Wl,-T,{dir}/user.ld");
+    }
+}

@@ -1,0 +1,23 @@
+/* forkwait: the Quest-V paper's Listing 1 (§4.2), unmodified in substance: fork a child that exits at once and
+   wait for it, N times (default 40000). Prints the total and per-iteration cycle count. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    long iterations = argc > 1 ? atol(argv[1]) : 40000;
+    pid_t pid;
+    int i, status;
+    unsigned long long start = questv_cycles();
+    for (i = 0; i < iterations; i++) {
+        pid = fork();
+        if (pid == 0) exit(0);
+        else if (pid < 0) exit(1);
+        else waitpid(pid, &status, 0);
+    }
+    unsigned long long cycles = questv_cycles() - start;
+    printf("RESULT forkwait iterations=%ld cycles=%llu cycles_per_iter=%llu lang=c cpu=%d\n", iterations, cycles,
+           iterations > 0 ? cycles / iterations : 0, questv_getcpu());
+    return 0;
+}

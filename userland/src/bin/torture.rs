@@ -1,0 +1,193 @@
+//! System call torture test: bad pointers, bad numbers, waitpid on strangers, a hostile ELF, faulting children,
+//! memory exhaustion and recovery, and thousands of random system calls. The kernel must answer each with an
+//! error code (or kill only the offending process) and keep running. Prints `RESULT torture ...` lines; exits
+//! 0 only if every check held.
+#![no_std]
+#![no_main]
+
+use questv_libc_shim::errno::*;
+use questv_libc_shim::{self as sys, nr, println, syscall, syscall6, wait};
+use questv_userland::Rng;
+
+questv_libc_shim::entry!(main);
+
+struct Checks {
+    run: u32,
+    failed: u32,
+}
+
+impl Checks {
+    fn check(&mut self, ok: bool, what: &str, got: i64) {
+        self.run += 1;
+        if !ok {
+            self.failed += 1;
+            println!("torture: FAILED {} (got {})", what, got);
+        }
+    }
+    fn expect(&mut self, got: i64, want: i64, what: &str) {
+        self.check(got == want, what, got);
+    }
+}
+
+/// Addresses no process may hand to the kernel: null page, kernel image and identity map, non-canonical,
+/// the top of user space, the last byte of the address space.
+const BAD: [u64; 8] = [0, 1, 0xFFF, 0x10_0000, 0x4000_0000, 0x8000_0000_0000_0000, 0x7FFF_FFFF_FFF0, u64::MAX];
+
+fn main(args: &[&str]) -> i32 {
+    let seed = questv_userland::arg_u64(args, 1, 42).unwrap_or(42);
+    let random_calls = questv_userland::arg_u64(args, 2, 10_000).unwrap_or(10_000);
+    let mut c = Checks { run: 0, failed: 0 };
+
+    // 1. Invalid pointers: EFAULT, never a kernel fault.
+    for &p in &BAD {
+        c.expect(syscall(nr::WRITE, 1, p, 16), -EFAULT, "write from a bad pointer");
+        c.expect(syscall(nr::READ, 0, p, 16), -EFAULT, "read into a bad pointer");
+        c.expect(syscall(nr::CLOCK_GETTIME, 1, p, 0), -EFAULT, "clock_gettime to a bad pointer");
+        c.expect(syscall(nr::NANOSLEEP, p, 0, 0), -EFAULT, "nanosleep from a bad pointer");
+        c.expect(syscall(nr::EXECVE, p, 0, 0), -EFAULT, "execve with a bad path");
+        c.expect(syscall(nr::SCHED_SETAFFINITY, 0, 8, p), -EFAULT, "sched_setaffinity with a bad mask");
+        c.expect(syscall(nr::GETCPU, p, 0, 0), -EFAULT, "getcpu to a bad pointer");
+    }
+    // A buffer that starts valid and runs off the end of the stack.
+    let local = [0u8; 8];
+    // Buffer the random calls may point into (they write up to 24 bytes past any of its first 8).
+    let mut scratch = [0u8; 64];
+    let scratch_ptr = scratch.as_mut_ptr() as u64;
+    c.expect(syscall(nr::WRITE, 1, local.as_ptr() as u64, 1 << 40), -EFAULT, "write running off mapped memory");
+    // execve with a valid path but a bad argv array.
+    c.expect(syscall(nr::EXECVE, b"torture\0".as_ptr() as u64, 8, 0), -EFAULT, "execve with a bad argv");
+    c.expect(syscall(nr::WRITE, 7, local.as_ptr() as u64, 1), -9, "write to a bad fd");
+    c.expect(syscall(nr::NANOSLEEP, [0i64, 2_000_000_000].as_ptr() as u64, 0, 0), -EINVAL, "nanosleep nsec out of range");
+    c.expect(syscall(nr::CLOCK_GETTIME, 99, local.as_ptr() as u64, 0), -EINVAL, "clock_gettime bad clock");
+
+    // 2. Invalid system call numbers.
+    for n in [335u64, 999, 1003, 4096, 1 << 32, u64::MAX] {
+        c.expect(syscall(n, 1, 2, 3), -ENOSYS, "unknown system call number");
+    }
+
+    // 3. waitpid on processes that are not our children.
+    c.expect(sys::waitpid(-1, 0).0, -ECHILD, "waitpid with no children");
+    c.expect(sys::waitpid(1, 0).0, -ECHILD, "waitpid on init");
+    c.expect(sys::waitpid(sys::getpid(), 0).0, -ECHILD, "waitpid on itself");
+    c.expect(sys::waitpid(123_456, 0).0, -ECHILD, "waitpid on a nonexistent pid");
+    c.expect(sys::waitpid(-1, 0x8000).0, -EINVAL, "waitpid with unknown options");
+
+    // 4. Programs: missing, and a hostile ELF in the ramdisk.
+    c.expect(sys::execve("no-such-program", &["x"]), -ENOENT, "execve of a missing program");
+    c.expect(sys::execve("badelf", &["badelf"]), -8, "execve of a malformed ELF (ENOEXEC)");
+
+    // 5. Faulting children are killed with a signal; we (and the kernel) carry on.
+    let faults: [(fn() -> !, i32, &str); 4] = [
+        (|| unsafe { core::ptr::write_volatile(8 as *mut u64, 1); sys::exit(0) }, 11, "null write"),
+        (|| unsafe { core::ptr::write_volatile(0x10_0000 as *mut u64, 1); sys::exit(0) }, 11, "write to kernel memory"),
+        (|| unsafe { core::arch::asm!("ud2"); sys::exit(0) }, 4, "invalid opcode"),
+        (|| unsafe { core::arch::asm!("cli"); sys::exit(0) }, 11, "privileged instruction"),
+    ];
+    for (f, sig, what) in faults {
+        let pid = sys::fork();
+        if pid == 0 {
+            f();
+        }
+        let (r, st) = sys::waitpid(pid, 0);
+        c.check(r == pid && !wait::exited(st) && wait::term_signal(st) == sig, what, i64::from(st));
+    }
+
+    // 6. Exhaust memory with brk (touching every page), then fork until it fails; recover.
+    let base = sys::brk(0);
+    let mut top = base;
+    const STEP: u64 = 4 << 20;
+    loop {
+        let new = sys::brk(top + STEP);
+        if new != top + STEP {
+            break;
+        }
+        let mut p = top;
+        while p < new {
+            // SAFETY: [top, new) was just added to our break.
+            unsafe { core::ptr::write_volatile(p as *mut u8, 1) };
+            p += 4096;
+        }
+        top = new;
+    }
+    let eaten_mib = (top - base) >> 20;
+    let mut forked = 0u32;
+    let fork_err = loop {
+        let pid = sys::fork();
+        if pid == 0 {
+            sys::nanosleep(50_000_000);
+            sys::exit(0);
+        }
+        if pid < 0 {
+            break pid;
+        }
+        forked += 1;
+        if forked > 2000 {
+            break 0;
+        }
+    };
+    c.check(fork_err == -ENOMEM || fork_err == -EAGAIN, "fork fails cleanly when memory is exhausted", fork_err);
+    c.expect(sys::brk(base) as i64, base as i64, "brk shrinks back");
+    let pid = sys::fork();
+    if pid == 0 {
+        sys::exit(7);
+    }
+    c.check(pid > 0, "fork works again after memory is released", pid);
+    let mut reaped = 0;
+    loop {
+        let (r, _) = sys::waitpid(-1, 0);
+        if r < 0 {
+            c.expect(r, -ECHILD, "reaped every child");
+            break;
+        }
+        reaped += 1;
+    }
+    c.check(reaped == forked + 1, "every child reaped", i64::from(reaped));
+    println!("RESULT torture_oom eaten_mib={} forks_until_failure={} fork_error={} recovered={}", eaten_mib, forked, fork_err, u8::from(pid > 0));
+
+    // 7. Random system calls with random arguments. Excluded: calls that end or replace the process, block
+    // on the console, or rearrange our own memory (exit, fork, execve, read, brk, munmap).
+    let excluded = [nr::EXIT, 231, nr::FORK, nr::EXECVE, nr::READ, nr::BRK, nr::MUNMAP, nr::NANOSLEEP];
+    let mut rng = Rng::new(seed);
+    let (mut ok, mut efault, mut enosys, mut einval, mut other) = (0u32, 0u32, 0u32, 0u32, 0u32);
+    let mut done = 0;
+    while done < random_calls {
+        let n = match rng.next() % 4 {
+            0 => rng.next(),
+            1 => rng.next() % 1100,
+            _ => rng.next() % 340,
+        };
+        if excluded.contains(&n) {
+            continue;
+        }
+        let mut a = [0u64; 6];
+        for x in a.iter_mut() {
+            *x = match rng.next() % 4 {
+                0 => rng.next(),
+                1 => rng.next() % 64,
+                2 => BAD[(rng.next() % BAD.len() as u64) as usize],
+                _ => scratch_ptr + rng.next() % 8,
+            };
+        }
+        if n == nr::WRITE {
+            a[2] %= 64; // keep the console readable
+        }
+        let r = syscall6(n, a);
+        match r {
+            r if r >= 0 => ok += 1,
+            r if r == -EFAULT => efault += 1,
+            r if r == -ENOSYS => enosys += 1,
+            r if r == -EINVAL => einval += 1,
+            _ => other += 1,
+        }
+        done += 1;
+    }
+    core::hint::black_box(&mut scratch);
+    // Still alive and still correct afterwards.
+    c.check(sys::getpid() > 1, "getpid after the random calls", sys::getpid());
+    println!(
+        "RESULT torture_random calls={} ok={} efault={} enosys={} einval={} other={} seed={}",
+        done, ok, efault, enosys, einval, other, seed
+    );
+    println!("RESULT torture checks={} failed={}", c.run, c.failed);
+    if c.failed == 0 { 0 } else { 1 }
+}
