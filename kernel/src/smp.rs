@@ -111,10 +111,9 @@ extern "C" fn ap_entry(cpu_index: u64) -> ! {
     load_descriptor_tables();
     init_this_cpu();
     log::debug!("online, APIC id {}", lapic::id());
-    loop {
-        // SAFETY: IDT, LAPIC and scheduler are set up on this CPU.
-        unsafe { cpu::enable_interrupts_and_halt() };
-    }
+    // Nothing more for the boot context to do: leave the CPU to its threads (the idle thread halts it when
+    // none is ready). Staying around as a halting thread would put every local wake-up behind the next tick.
+    sched::exit()
 }
 
 /// Start every CPU in `apic_ids` except the BSP, one at a time. Returns how many came online.
