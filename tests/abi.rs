@@ -1,0 +1,59 @@
+//! Host checks of the user/kernel boundary: the three places that spell the system call numbers agree, and
+//! the kernel's ELF checks accept the real user programs this build produced.
+use std::collections::BTreeMap;
+
+fn header_numbers() -> BTreeMap<String, u64> {
+    let h = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/libc-shim/include/questv/syscall.h")).unwrap();
+    h.lines()
+        .filter_map(|l| l.strip_prefix("#define SYS_"))
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next().unwrap().to_uppercase(), w.next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+fn kernel_numbers() -> BTreeMap<String, u64> {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/kernel/src/syscall.rs")).unwrap();
+    src.lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const SYS_"))
+        .map(|l| {
+            let (name, rest) = l.split_once(": u64 = ").unwrap();
+            (name.to_string(), rest.trim_end_matches(';').parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn syscall_numbers_agree() {
+    use questv_libc_shim::nr;
+    let header = header_numbers();
+    let kernel = kernel_numbers();
+    let rust = [
+        ("READ", nr::READ), ("WRITE", nr::WRITE), ("MMAP", nr::MMAP), ("MUNMAP", nr::MUNMAP), ("BRK", nr::BRK),
+        ("SCHED_YIELD", nr::SCHED_YIELD), ("NANOSLEEP", nr::NANOSLEEP), ("GETPID", nr::GETPID), ("FORK", nr::FORK),
+        ("EXECVE", nr::EXECVE), ("EXIT", nr::EXIT), ("WAIT4", nr::WAIT4), ("GETPPID", nr::GETPPID),
+        ("SCHED_SETAFFINITY", nr::SCHED_SETAFFINITY), ("CLOCK_GETTIME", nr::CLOCK_GETTIME), ("GETCPU", nr::GETCPU),
+        ("QUESTV_CYCLES", nr::QUESTV_CYCLES), ("QUESTV_FREE_FRAMES", nr::QUESTV_FREE_FRAMES),
+        ("QUESTV_NCPUS", nr::QUESTV_NCPUS),
+    ];
+    for (name, n) in rust {
+        assert_eq!(header.get(name), Some(&n), "syscall.h disagrees on {name}");
+        assert_eq!(kernel.get(name), Some(&n), "kernel disagrees on {name}");
+    }
+    assert_eq!(header.len(), rust.len(), "syscall.h has numbers the Rust API lacks");
+}
+
+#[test]
+fn real_c_programs_pass_the_elf_checks() {
+    let dir = std::path::Path::new(env!("QUESTV_USER_C_DIR"));
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let bytes = std::fs::read(e.path()).unwrap();
+        let plan = questv_kernel::elf::plan(&bytes).unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+        assert!(plan.entry >= questv_kernel::mm::uspace::USER_BASE);
+        n += 1;
+    }
+    assert!(n >= 2, "C programs missing from {}", dir.display());
+    assert!(questv_kernel::elf::plan(&questv::bad_elf()).is_err(), "the ramdisk's badelf must be refused");
+}
