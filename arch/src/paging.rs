@@ -214,66 +214,45 @@ impl AddressSpace {
         Some(&mut mem.table(table)[index(va, 0)])
     }
 
-    /// Every present 4 KiB leaf `(va, entry)` under the PML4 slots `pml4_slots` (2 MiB leaves are skipped:
-    /// user address spaces use 4 KiB pages only).
-    pub fn leaves(&self, mem: &mut impl TableMemory, pml4_slots: core::ops::Range<usize>) -> alloc::vec::Vec<(u64, u64)> {
-        let mut out = alloc::vec::Vec::new();
+    /// Walk the tables under the PML4 slots `pml4_slots`: `leaf(va, entry)` for every present 4 KiB leaf, then
+    /// `table(frame)` for every table below the root, children before parents. 2 MiB leaves are skipped (user
+    /// address spaces use 4 KiB pages only).
+    fn walk<M: TableMemory>(&self, mem: &mut M, pml4_slots: core::ops::Range<usize>, leaf: &mut impl FnMut(u64, u64), table: &mut impl FnMut(u64)) {
         let p = PageFlags::PRESENT.bits();
         let h = PageFlags::HUGE.bits();
+        let next = |e: u64| (e & p != 0 && e & h == 0).then_some(e & ADDR_MASK);
         for i4 in pml4_slots {
-            let e4 = mem.table(self.root)[i4];
-            if e4 & p == 0 {
-                continue;
-            }
+            let Some(pdpt) = next(mem.table(self.root)[i4]) else { continue };
             for i3 in 0..512 {
-                let e3 = mem.table(e4 & ADDR_MASK)[i3];
-                if e3 & p == 0 || e3 & h != 0 {
-                    continue;
-                }
+                let Some(pd) = next(mem.table(pdpt)[i3]) else { continue };
                 for i2 in 0..512 {
-                    let e2 = mem.table(e3 & ADDR_MASK)[i2];
-                    if e2 & p == 0 || e2 & h != 0 {
-                        continue;
-                    }
-                    let pt = *mem.table(e2 & ADDR_MASK);
-                    for (i1, &e1) in pt.iter().enumerate() {
+                    let Some(pt) = next(mem.table(pd)[i2]) else { continue };
+                    let entries = *mem.table(pt);
+                    for (i1, &e1) in entries.iter().enumerate() {
                         if e1 & p != 0 {
                             let va = ((i4 as u64) << 39) | ((i3 as u64) << 30) | ((i2 as u64) << 21) | ((i1 as u64) << 12);
-                            let va = if va & (1 << 47) != 0 { va | 0xFFFF_0000_0000_0000 } else { va };
-                            out.push((va, e1));
+                            leaf(if va & (1 << 47) != 0 { va | 0xFFFF_0000_0000_0000 } else { va }, e1);
                         }
                     }
+                    table(pt);
                 }
+                table(pd);
             }
+            table(pdpt);
         }
+    }
+
+    /// Every present 4 KiB leaf `(va, entry)` under the PML4 slots `pml4_slots`.
+    pub fn leaves(&self, mem: &mut impl TableMemory, pml4_slots: core::ops::Range<usize>) -> alloc::vec::Vec<(u64, u64)> {
+        let mut out = alloc::vec::Vec::new();
+        self.walk(mem, pml4_slots, &mut |va, e| out.push((va, e)), &mut |_| {});
         out
     }
 
     /// Table frames (not the root) under the PML4 slots `pml4_slots`, children before parents.
     pub fn tables_under(&self, mem: &mut impl TableMemory, pml4_slots: core::ops::Range<usize>) -> alloc::vec::Vec<u64> {
         let mut out = alloc::vec::Vec::new();
-        let p = PageFlags::PRESENT.bits();
-        let h = PageFlags::HUGE.bits();
-        for i4 in pml4_slots {
-            let e4 = mem.table(self.root)[i4];
-            if e4 & p == 0 {
-                continue;
-            }
-            for i3 in 0..512 {
-                let e3 = mem.table(e4 & ADDR_MASK)[i3];
-                if e3 & p == 0 || e3 & h != 0 {
-                    continue;
-                }
-                for i2 in 0..512 {
-                    let e2 = mem.table(e3 & ADDR_MASK)[i2];
-                    if e2 & p != 0 && e2 & h == 0 {
-                        out.push(e2 & ADDR_MASK);
-                    }
-                }
-                out.push(e3 & ADDR_MASK);
-            }
-            out.push(e4 & ADDR_MASK);
-        }
+        self.walk(mem, pml4_slots, &mut |_, _| {}, &mut |t| out.push(t));
         out
     }
 

@@ -14,19 +14,7 @@ use questv_arch::paging::{PageFlags, TableMemory, PAGE_SIZE};
 use questv_arch::trap::TrapFrame;
 use questv_arch::{cpu, percpu};
 
-pub mod errno {
-    pub const ENOENT: i64 = 2;
-    pub const ESRCH: i64 = 3;
-    pub const E2BIG: i64 = 7;
-    pub const ENOEXEC: i64 = 8;
-    pub const EBADF: i64 = 9;
-    pub const ECHILD: i64 = 10;
-    pub const EAGAIN: i64 = 11;
-    pub const ENOMEM: i64 = 12;
-    pub const EFAULT: i64 = 14;
-    pub const EINVAL: i64 = 22;
-    pub const ENOSYS: i64 = 38;
-}
+pub use questv_libc_shim::errno;
 use errno::*;
 
 pub const MAX_PROCS: usize = 1024;

@@ -11,29 +11,7 @@ use questv_arch::paging::{PageFlags, PAGE_SIZE};
 use questv_arch::trap::TrapFrame;
 use questv_arch::{cpu, percpu};
 
-pub const SYS_READ: u64 = 0;
-pub const SYS_WRITE: u64 = 1;
-pub const SYS_MMAP: u64 = 9;
-pub const SYS_MUNMAP: u64 = 11;
-pub const SYS_BRK: u64 = 12;
-pub const SYS_SCHED_YIELD: u64 = 24;
-pub const SYS_NANOSLEEP: u64 = 35;
-pub const SYS_GETPID: u64 = 39;
-pub const SYS_FORK: u64 = 57;
-pub const SYS_EXECVE: u64 = 59;
-pub const SYS_EXIT: u64 = 60;
-pub const SYS_WAIT4: u64 = 61;
-pub const SYS_GETPPID: u64 = 110;
-pub const SYS_SCHED_SETAFFINITY: u64 = 203;
-pub const SYS_CLOCK_GETTIME: u64 = 228;
-pub const SYS_EXIT_GROUP: u64 = 231;
-pub const SYS_GETCPU: u64 = 309;
-/// questv: the TSC (cycle counter).
-pub const SYS_QUESTV_CYCLES: u64 = 1000;
-/// questv: free physical frames (for leak checks).
-pub const SYS_QUESTV_FREE_FRAMES: u64 = 1001;
-/// questv: number of online CPUs.
-pub const SYS_QUESTV_NCPUS: u64 = 1002;
+use questv_libc_shim::nr;
 
 const MAX_IO: u64 = 1 << 20;
 const MAP_ANONYMOUS: u64 = 0x20;
@@ -44,31 +22,31 @@ const PROT_EXEC: u64 = 4;
 pub fn dispatch(frame: &mut TrapFrame) {
     let (a0, a1, a2, a3) = (frame.rdi, frame.rsi, frame.rdx, frame.r10);
     let ret: i64 = match frame.rax {
-        SYS_READ => read(a0, a1, a2),
-        SYS_WRITE => write(a0, a1, a2),
-        SYS_MMAP => mmap(a1, a2, a3, frame.r8),
-        SYS_MUNMAP => munmap(a0, a1),
-        SYS_BRK => proc::with_space(|s, m| s.set_brk(m, if a0 == 0 { s.brk } else { a0 }) as i64).unwrap_or(-ESRCH),
-        SYS_SCHED_YIELD => {
+        nr::READ => read(a0, a1, a2),
+        nr::WRITE => write(a0, a1, a2),
+        nr::MMAP => mmap(a1, a2, a3, frame.r8),
+        nr::MUNMAP => munmap(a0, a1),
+        nr::BRK => proc::with_space(|s, m| s.set_brk(m, if a0 == 0 { s.brk } else { a0 }) as i64).unwrap_or(-ESRCH),
+        nr::SCHED_YIELD => {
             sched::yield_now();
             0
         }
-        SYS_NANOSLEEP => nanosleep(a0),
-        SYS_GETPID => i64::from(sched::current_pid()),
-        SYS_GETPPID => proc::getppid(),
-        SYS_FORK => proc::fork(frame),
-        SYS_EXECVE => proc::execve(frame, a0, a1),
-        SYS_EXIT | SYS_EXIT_GROUP => {
+        nr::NANOSLEEP => nanosleep(a0),
+        nr::GETPID => i64::from(sched::current_pid()),
+        nr::GETPPID => proc::getppid(),
+        nr::FORK => proc::fork(frame),
+        nr::EXECVE => proc::execve(frame, a0, a1),
+        nr::EXIT | nr::EXIT_GROUP => {
             proc::exit_current(((a0 & 0xFF) << 8) as i32);
             sched::exit()
         }
-        SYS_WAIT4 => proc::wait4(a0 as i64, a1, a2),
-        SYS_SCHED_SETAFFINITY => set_affinity(a0, a1, a2),
-        SYS_CLOCK_GETTIME => clock_gettime(a0, a1),
-        SYS_GETCPU => getcpu(a0),
-        SYS_QUESTV_CYCLES => cpu::rdtsc() as i64,
-        SYS_QUESTV_FREE_FRAMES => crate::mm::kmem::free_frames() as i64,
-        SYS_QUESTV_NCPUS => i64::from(smp::cpus_online()),
+        nr::WAIT4 => proc::wait4(a0 as i64, a1, a2),
+        nr::SCHED_SETAFFINITY => set_affinity(a0, a1, a2),
+        nr::CLOCK_GETTIME => clock_gettime(a0, a1),
+        nr::GETCPU => getcpu(a0),
+        nr::QUESTV_CYCLES => cpu::rdtsc() as i64,
+        nr::QUESTV_FREE_FRAMES => crate::mm::kmem::free_frames() as i64,
+        nr::QUESTV_NCPUS => i64::from(smp::cpus_online()),
         _ => -ENOSYS,
     };
     frame.rax = ret as u64;

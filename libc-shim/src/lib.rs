@@ -12,9 +12,10 @@ mod rt;
 use alloc::vec::Vec;
 use core::arch::asm;
 
-/// System call numbers (Linux x86_64 numbering; questv's own from 1000). Kept equal to
-/// `include/questv/syscall.h` (a host test checks).
+/// System call numbers (Linux x86_64 numbering; questv's own from 1000): the one definition the kernel's
+/// dispatcher and Rust programs share. `include/questv/syscall.h` repeats them for C (a host test checks).
 pub mod nr {
+    pub const EXIT_GROUP: u64 = 231;
     pub const READ: u64 = 0;
     pub const WRITE: u64 = 1;
     pub const MMAP: u64 = 9;
@@ -36,9 +37,13 @@ pub mod nr {
     pub const QUESTV_NCPUS: u64 = 1002;
 }
 
+/// Error numbers (Linux values) the kernel returns negated. The kernel uses these very constants.
 pub mod errno {
     pub const ENOENT: i64 = 2;
     pub const ESRCH: i64 = 3;
+    pub const E2BIG: i64 = 7;
+    pub const ENOEXEC: i64 = 8;
+    pub const EBADF: i64 = 9;
     pub const ECHILD: i64 = 10;
     pub const EAGAIN: i64 = 11;
     pub const ENOMEM: i64 = 12;

@@ -96,24 +96,11 @@ pub fn free_frames() -> u64 {
     FRAMES.lock().as_ref().map_or(0, |f| f.free_frames())
 }
 
-/// Page tables in identity-mapped physical frames.
-pub struct PhysTables;
-
-impl TableMemory for PhysTables {
-    fn alloc_table(&mut self) -> Option<u64> {
-        alloc_frame()
-    }
-    fn table(&mut self, phys: u64) -> &mut [u64; 512] {
-        // SAFETY: table frames come from alloc_frame (identity mapped, 4 KiB aligned, owned by a page table).
-        unsafe { &mut *(phys as *mut [u64; 512]) }
-    }
-}
-
 /// Build the kernel's page tables: page 0 unmapped (null dereferences fault), kernel text read-only and
 /// executable, rodata read-only, everything else read-write and non-executable, the AP trampoline page
 /// executable, 3–4 GiB (LAPIC, IOAPIC, PCI MMIO) uncached. Returns the PML4's physical address.
 pub fn build_kernel_tables(highest_address: u64, trampoline: u64) -> u64 {
-    let mut m = PhysTables;
+    let mut m = KernelMem;
     let mut a = AddressSpace::new(&mut m).expect("out of memory for page tables");
     // SAFETY: linker symbols; only addresses are taken.
     let (text0, ro0, data0, kend) =
@@ -150,8 +137,8 @@ pub fn init_page_refs(highest_address: u64) {
     *PAGE_REFS.lock() = alloc::vec![0u16; frames];
 }
 
-/// Physical memory for user address spaces: page tables and reference-counted pages from the frame allocator,
-/// reached through the identity map.
+/// Physical memory as page tables (kernel and user) and reference-counted user pages: frames from the frame
+/// allocator, reached through the identity map.
 pub struct KernelMem;
 
 impl TableMemory for KernelMem {
@@ -159,7 +146,7 @@ impl TableMemory for KernelMem {
         alloc_frame()
     }
     fn table(&mut self, phys: u64) -> &mut [u64; 512] {
-        // SAFETY: as for PhysTables: table frames are identity mapped and owned by a page table.
+        // SAFETY: table frames come from alloc_frame (identity mapped, 4 KiB aligned, owned by a page table).
         unsafe { &mut *(phys as *mut [u64; 512]) }
     }
 }

@@ -222,36 +222,36 @@ impl UserSpace {
         Err(UserError::Fault)
     }
 
-    pub fn copy_to_user<M: PhysMem>(&mut self, mem: &mut M, va: u64, data: &[u8]) -> Result<(), UserError> {
-        if !user_range_ok(va, data.len() as u64) {
+    /// Split `[va, va+len)` into per-page pieces and hand each page, ready for the access, to
+    /// `f(page, offset in page, offset in buffer, length)`.
+    fn for_each_page<M: PhysMem>(&mut self, mem: &mut M, va: u64, len: usize, write: bool,
+                                 mut f: impl FnMut(&mut M, u64, usize, usize, usize)) -> Result<(), UserError> {
+        if !user_range_ok(va, len as u64) {
             return Err(UserError::Fault);
         }
         let mut done = 0;
-        while done < data.len() {
+        while done < len {
             let v = va + done as u64;
             let off = (v % PAGE_SIZE) as usize;
-            let n = (PAGE_SIZE as usize - off).min(data.len() - done);
-            let pa = self.page_for(mem, v, true)?;
-            mem.page(pa)[off..off + n].copy_from_slice(&data[done..done + n]);
+            let n = (PAGE_SIZE as usize - off).min(len - done);
+            let pa = self.page_for(mem, v, write)?;
+            f(mem, pa, off, done, n);
             done += n;
         }
         Ok(())
     }
 
+    pub fn copy_to_user<M: PhysMem>(&mut self, mem: &mut M, va: u64, data: &[u8]) -> Result<(), UserError> {
+        self.for_each_page(mem, va, data.len(), true, |m, pa, off, at, n| {
+            m.page(pa)[off..off + n].copy_from_slice(&data[at..at + n])
+        })
+    }
+
     pub fn copy_from_user<M: PhysMem>(&mut self, mem: &mut M, va: u64, buf: &mut [u8]) -> Result<(), UserError> {
-        if !user_range_ok(va, buf.len() as u64) {
-            return Err(UserError::Fault);
-        }
-        let mut done = 0;
-        while done < buf.len() {
-            let v = va + done as u64;
-            let off = (v % PAGE_SIZE) as usize;
-            let n = (PAGE_SIZE as usize - off).min(buf.len() - done);
-            let pa = self.page_for(mem, v, false)?;
-            buf[done..done + n].copy_from_slice(&mem.page(pa)[off..off + n]);
-            done += n;
-        }
-        Ok(())
+        let len = buf.len();
+        self.for_each_page(mem, va, len, false, |m, pa, off, at, n| {
+            buf[at..at + n].copy_from_slice(&m.page(pa)[off..off + n])
+        })
     }
 
     /// A NUL-terminated user string of at most `max` bytes (longer, or not UTF-8, is EFAULT).

@@ -17,6 +17,7 @@
 #define SYS_getppid 110
 #define SYS_sched_setaffinity 203
 #define SYS_clock_gettime 228
+#define SYS_exit_group 231
 #define SYS_getcpu 309
 #define SYS_questv_cycles 1000
 #define SYS_questv_free_frames 1001

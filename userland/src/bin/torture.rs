@@ -155,7 +155,7 @@ fn main(args: &[&str]) -> i32 {
 
     // 7. Random system calls with random arguments. Excluded: calls that end or replace the process, block
     // on the console, or rearrange our own memory (exit, fork, execve, read, brk, munmap).
-    let excluded = [nr::EXIT, 231, nr::FORK, nr::EXECVE, nr::READ, nr::BRK, nr::MUNMAP, nr::NANOSLEEP];
+    let excluded = [nr::EXIT, nr::EXIT_GROUP, nr::FORK, nr::EXECVE, nr::READ, nr::BRK, nr::MUNMAP, nr::NANOSLEEP];
     let mut rng = Rng::new(seed);
     let (mut ok, mut efault, mut enosys, mut einval, mut other) = (0u32, 0u32, 0u32, 0u32, 0u32);
     let mut done = 0;
