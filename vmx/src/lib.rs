@@ -1,7 +1,11 @@
-//! The questv VMX monitor (paper §3.1–3.3). In this issue only the capability check exists: it decides whether
-//! this CPU can host sandboxes (VMX, not locked off by firmware, EPT and unrestricted guest). VMXON, VMCS set-up,
-//! EPT construction and the exit handler arrive with the VT issue (#4).
+//! The questv VMX monitor (paper §3.1–3.3). Present so far: the capability check (VMX, not locked off by
+//! firmware, EPT, unrestricted guest), the EPT builder and the memory partition planner, all host-tested.
+//! VMXON, VMCS set-up, launch and the exit handler are the VT issue's (#4) remaining work.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+extern crate alloc;
+
 pub mod caps;
+pub mod ept;
+pub mod partition;
