@@ -27,6 +27,10 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
         Ok(LogLevel::Debug) => log::LevelFilter::Debug,
         Ok(LogLevel::Trace) => log::LevelFilter::Trace,
     };
+    // A VT sandbox shares COM1 with the monitor and the other sandboxes: serialise from the first line on.
+    if let Some(shared) = opts.as_ref().ok().and_then(|o| o.shared) {
+        crate::console::set_shared_lock(shared);
+    }
     crate::console::init(level);
     trap::set_dump_writer(crate::console::print_emergency);
     kprintln!("questv {} kernel ({} build), command line: {:?}", env!("CARGO_PKG_VERSION"), MODE, cmdline_str);
@@ -83,59 +87,71 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
     crate::sched::set_kernel_cr3(cr3);
     kmem::init_page_refs(mem.highest_address);
 
-    // ACPI topology.
-    let root = mbi
-        .rsdp_v2_tag()
-        .filter(|t| t.checksum_is_valid() && t.xsdt_address() != 0)
-        .map(|t| RootTable { revision: t.revision(), address: t.xsdt_address() })
-        .or_else(|| {
-            mbi.rsdp_v1_tag()
-                .filter(|t| t.checksum_is_valid())
-                .map(|t| RootTable { revision: 0, address: t.rsdt_address() })
-        })
-        .unwrap_or_else(|| panic!("no ACPI RSDP from the boot loader: cannot find CPUs and I/O APICs"));
-    ACPI_ROOT.call_once(|| root);
-    let tables = acpi_madt::open_tables(crate::acpi_handler::IdentityMapped, root)
-        .unwrap_or_else(|e| panic!("ACPI: {}", e));
-    let topo = acpi_madt::topology(&tables).unwrap_or_else(|e| panic!("ACPI: {}", e));
-    log::info!(
-        "ACPI: {} CPUs (APIC ids {:?}), {} I/O APIC(s), LAPIC at 0x{:x}",
-        topo.cpu_apic_ids.len(), topo.cpu_apic_ids, topo.io_apics.len(), topo.local_apic_address
-    );
+    if let Some(id) = opts.sandbox {
+        SANDBOX_ID.store(id as i32, core::sync::atomic::Ordering::SeqCst);
+        boot_sandbox(id, &opts, mem.usable_bytes);
+    } else {
+        // ACPI topology.
+        let root = mbi
+            .rsdp_v2_tag()
+            .filter(|t| t.checksum_is_valid() && t.xsdt_address() != 0)
+            .map(|t| RootTable { revision: t.revision(), address: t.xsdt_address() })
+            .or_else(|| {
+                mbi.rsdp_v1_tag()
+                    .filter(|t| t.checksum_is_valid())
+                    .map(|t| RootTable { revision: 0, address: t.rsdt_address() })
+            })
+            .unwrap_or_else(|| panic!("no ACPI RSDP from the boot loader: cannot find CPUs and I/O APICs"));
+        ACPI_ROOT.call_once(|| root);
+        let tables = acpi_madt::open_tables(crate::acpi_handler::IdentityMapped, root)
+            .unwrap_or_else(|e| panic!("ACPI: {}", e));
+        let topo = acpi_madt::topology(&tables).unwrap_or_else(|e| panic!("ACPI: {}", e));
+        log::info!(
+            "ACPI: {} CPUs (APIC ids {:?}), {} I/O APIC(s), LAPIC at 0x{:x}",
+            topo.cpu_apic_ids.len(), topo.cpu_apic_ids, topo.io_apics.len(), topo.local_apic_address
+        );
 
-    // Interrupt controllers.
-    questv_arch::timer::disable_legacy_pic();
-    lapic::select_mode(topo.local_apic_address);
-    lapic::enable();
-    let bsp_apic = lapic::id();
-    // SAFETY: re-install index 0 with the APIC id as the LAPIC reports it (x2APIC ids can exceed 8 bits).
-    unsafe { percpu::install(0, bsp_apic) };
-    let mut gsis = 0;
-    for io in &topo.io_apics {
-        // SAFETY: address from the MADT, inside the uncached 3–4 GiB identity mapping.
-        let ioapic = unsafe { IoApic::new(u64::from(io.address), io.id, io.gsi_base) };
-        ioapic.mask_all();
-        gsis += ioapic.input_count();
+        // Interrupt controllers.
+        questv_arch::timer::disable_legacy_pic();
+        lapic::select_mode(topo.local_apic_address);
+        lapic::enable();
+        let bsp_apic = lapic::id();
+        // SAFETY: re-install index 0 with the APIC id as the LAPIC reports it (x2APIC ids can exceed 8 bits).
+        unsafe { percpu::install(0, bsp_apic) };
+        let mut gsis = 0;
+        for io in &topo.io_apics {
+            // SAFETY: address from the MADT, inside the uncached 3–4 GiB identity mapping.
+            let ioapic = unsafe { IoApic::new(u64::from(io.address), io.id, io.gsi_base) };
+            ioapic.mask_all();
+            gsis += ioapic.input_count();
+        }
+        log::info!(
+            "local APIC in {} mode, BSP APIC id {}; {} I/O APIC input(s) masked",
+            if lapic::is_x2apic() { "x2APIC" } else { "xAPIC" }, bsp_apic, gsis
+        );
+
+        smp::init_bsp(bsp_apic, None);
+        // SAFETY: IDT, GDT/TSS (IST stacks), LAPIC and the scheduler are ready on this CPU.
+        unsafe { cpu::enable_interrupts() };
+
+        let started = smp::start_aps(&topo.cpu_apic_ids, bsp_apic, cr3);
+        let online = smp::cpus_online();
+        log::info!("{} of {} application processor(s) started", started, topo.cpu_apic_ids.len() - 1);
+        // The VT monitor reports its own boot line (with the sandbox count) once the sandboxes are planned.
+        #[cfg(not(feature = "vt"))]
+        result!(
+            "boot",
+            "cpus_online={} mode={} cpus_listed={} apic={} mem_mib={}",
+            online, MODE, topo.cpu_apic_ids.len(),
+            if lapic::is_x2apic() { "x2apic" } else { "xapic" },
+            mem.usable_bytes >> 20
+        );
+        #[cfg(feature = "vt")]
+        {
+            let status = crate::vt::run_monitor(opts.run, opts.slice_mib);
+            finish(status)
+        }
     }
-    log::info!(
-        "local APIC in {} mode, BSP APIC id {}; {} I/O APIC input(s) masked",
-        if lapic::is_x2apic() { "x2APIC" } else { "xAPIC" }, bsp_apic, gsis
-    );
-
-    smp::init_bsp(bsp_apic);
-    // SAFETY: IDT, GDT/TSS (IST stacks), LAPIC and the scheduler are ready on this CPU.
-    unsafe { cpu::enable_interrupts() };
-
-    let started = smp::start_aps(&topo.cpu_apic_ids, bsp_apic, cr3);
-    let online = smp::cpus_online();
-    log::info!("{} of {} application processor(s) started", started, topo.cpu_apic_ids.len() - 1);
-    result!(
-        "boot",
-        "cpus_online={} mode={} cpus_listed={} apic={} mem_mib={}",
-        online, MODE, topo.cpu_apic_ids.len(),
-        if lapic::is_x2apic() { "x2apic" } else { "xapic" },
-        mem.usable_bytes >> 20
-    );
 
     let status = match opts.run {
         None => crate::ktest::boot_selftest(),
@@ -143,6 +159,32 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
         Some(cmd) => run_user_command(cmd),
     };
     finish(status)
+}
+
+/// -1, or the sandbox number when this kernel runs as a VT sandbox.
+static SANDBOX_ID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
+
+pub fn sandbox_id() -> Option<u32> {
+    u32::try_from(SANDBOX_ID.load(core::sync::atomic::Ordering::SeqCst)).ok()
+}
+
+/// A VT sandbox: one CPU, no firmware tables and no PIC/IOAPIC programming (machine-wide devices are not a
+/// sandbox's to reset), timer rates from the monitor, console serialised through the shared region.
+fn boot_sandbox(id: u32, opts: &cmdline::Options, usable_bytes: u64) {
+    lapic::select_mode(0xFEE0_0000);
+    lapic::enable();
+    let apic = lapic::id();
+    // SAFETY: index 0 is this sandbox's only CPU.
+    unsafe { percpu::install(0, apic) };
+    let given = match (opts.tsc_hz, opts.lapic_hz) {
+        (Some(tsc_hz), Some(lapic_hz)) => Some(questv_arch::timer::Calibration { tsc_hz, lapic_hz }),
+        _ => None,
+    };
+    smp::init_bsp(apic, given);
+    // SAFETY: IDT, GDT/TSS, LAPIC and the scheduler are ready.
+    unsafe { cpu::enable_interrupts() };
+    result!("sandbox_boot", "sandbox={} apic_id={} apic={} mem_mib={}", id, apic,
+            if lapic::is_x2apic() { "x2apic" } else { "xapic" }, usable_bytes >> 20);
 }
 
 /// Start init with the command as its arguments; init runs it and reports `QUESTV DONE`, and the machine
@@ -165,6 +207,12 @@ fn run_user_command(cmd: &str) -> i32 {
 
 /// Stop the machine when init has exited (it printed `QUESTV DONE` itself unless it was killed).
 pub fn shutdown(status: i32, report: bool) -> ! {
+    if sandbox_id().is_some() {
+        if report {
+            kprintln!("RESULT sandbox_status sandbox={} status={}", sandbox_id().unwrap(), status);
+        }
+        leave_sandbox(status);
+    }
     if report {
         kprintln!("QUESTV DONE status={}", status);
     }
@@ -209,10 +257,21 @@ pub fn dump_acpi() {
 
 /// Report the end of the run and stop the machine (QEMU's isa-debug-exit device if present, halt otherwise).
 pub fn finish(status: i32) -> ! {
+    if let Some(id) = sandbox_id() {
+        kprintln!("RESULT sandbox_status sandbox={} status={}", id, status);
+        leave_sandbox(status);
+    }
     kprintln!("QUESTV DONE status={}", status);
     // SAFETY: port 0xf4 is QEMU's isa-debug-exit device when the runner adds it; elsewhere the write is ignored.
     unsafe { cpu::outl(0xf4, if status == 0 { 0x10 } else { 0x11 }) };
     smp::halt_others();
+    cpu::halt_forever()
+}
+
+/// Tell the monitor this sandbox is done (it reports exits and stops the core).
+fn leave_sandbox(status: i32) -> ! {
+    cpu::disable_interrupts();
+    cpu::vmcall(1, status as u64);
     cpu::halt_forever()
 }
 

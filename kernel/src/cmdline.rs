@@ -15,6 +15,15 @@ pub struct Options<'a> {
     pub mode: Option<&'a str>,
     pub log_level: LogLevel,
     pub run: Option<&'a str>,
+    /// VT build: set when this kernel runs as sandbox N under the monitor.
+    pub sandbox: Option<u32>,
+    /// Guest-physical address of the shared region (VT sandboxes).
+    pub shared: Option<u64>,
+    /// Timer rates measured by the monitor (sandboxes must not all drive the one PIT at once).
+    pub tsc_hz: Option<u64>,
+    pub lapic_hz: Option<u64>,
+    /// Sandbox slice size requested from the monitor, in MiB.
+    pub slice_mib: Option<u64>,
     /// First option this parser did not understand (reported, not fatal: a typo must not brick a boot).
     pub unknown: Option<&'a str>,
 }
@@ -22,10 +31,28 @@ pub struct Options<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum CmdlineError<'a> {
     BadLogLevel(&'a str),
+    BadNumber(&'a str),
+}
+
+fn number(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    }
 }
 
 pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
-    let mut opts = Options { mode: None, log_level: LogLevel::Info, run: None, unknown: None };
+    let mut opts = Options {
+        mode: None,
+        log_level: LogLevel::Info,
+        run: None,
+        sandbox: None,
+        shared: None,
+        tsc_hz: None,
+        lapic_hz: None,
+        slice_mib: None,
+        unknown: None,
+    };
     let mut rest = line.trim();
     while !rest.is_empty() {
         if let Some(cmd) = rest.strip_prefix("run=") {
@@ -45,6 +72,16 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
                     "debug" => LogLevel::Debug,
                     "trace" => LogLevel::Trace,
                     _ => return Err(CmdlineError::BadLogLevel(v)),
+                }
+            }
+            Some((k @ ("sandbox" | "shared" | "tsc_hz" | "lapic_hz" | "slice_mib"), v)) => {
+                let n = number(v).ok_or(CmdlineError::BadNumber(word))?;
+                match k {
+                    "sandbox" => opts.sandbox = Some(u32::try_from(n).map_err(|_| CmdlineError::BadNumber(word))?),
+                    "shared" => opts.shared = Some(n),
+                    "tsc_hz" => opts.tsc_hz = Some(n),
+                    "lapic_hz" => opts.lapic_hz = Some(n),
+                    _ => opts.slice_mib = Some(n),
                 }
             }
             _ => {
@@ -80,11 +117,23 @@ mod tests {
     #[test]
     fn defaults_and_unknown() {
         let o = parse("").unwrap();
-        assert_eq!(o, Options { mode: None, log_level: LogLevel::Info, run: None, unknown: None });
+        assert_eq!((o.mode, o.log_level, o.run, o.sandbox, o.unknown), (None, LogLevel::Info, None, None, None));
         let o = parse("  bogus mode=vt run=  ").unwrap();
         assert_eq!(o.unknown, Some("bogus"));
         assert_eq!(o.mode, Some("vt"));
         assert_eq!(o.run, None);
+    }
+
+    #[test]
+    fn sandbox_options() {
+        let o = parse("mode=vt sandbox=3 shared=0xe0000000 tsc_hz=50000000 lapic_hz=3125000 run=forkwait 5").unwrap();
+        assert_eq!(o.sandbox, Some(3));
+        assert_eq!(o.shared, Some(0xE000_0000));
+        assert_eq!(o.tsc_hz, Some(50_000_000));
+        assert_eq!(o.lapic_hz, Some(3_125_000));
+        assert_eq!(o.run, Some("forkwait 5"));
+        assert_eq!(parse("sandbox=x"), Err(CmdlineError::BadNumber("sandbox=x")));
+        assert_eq!(parse("sandbox=99999999999"), Err(CmdlineError::BadNumber("sandbox=99999999999")));
     }
 
     #[test]

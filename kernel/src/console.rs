@@ -17,20 +17,58 @@ pub fn init(level: log::LevelFilter) {
     log::set_max_level(level);
 }
 
+/// VT build: address of a word in the shared region that serialises COM1 between the monitor and every
+/// sandbox (each has its own CONSOLE lock, but there is one UART).
+static SHARED_LOCK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+pub fn set_shared_lock(addr: u64) {
+    SHARED_LOCK.store(addr, Ordering::SeqCst);
+}
+
+/// Run `f` holding the cross-sandbox console lock, if there is one. The wait is bounded: a sandbox stopped
+/// while holding the lock may garble output, never hang the others.
+fn with_shared_lock<R>(f: impl FnOnce() -> R) -> R {
+    let addr = SHARED_LOCK.load(Ordering::Relaxed);
+    if addr == 0 {
+        return f();
+    }
+    // SAFETY: the shared region is mapped (identity in the monitor, at SHARED_GPA in sandboxes) for the whole
+    // run and its first word is reserved for this lock.
+    let lock = unsafe { &*(addr as *const core::sync::atomic::AtomicU32) };
+    let mut got = false;
+    for _ in 0..50_000_000u64 {
+        if lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            got = true;
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    let r = f();
+    if got {
+        lock.store(0, Ordering::Release);
+    }
+    r
+}
+
 /// Print formatted text as one unit (lines from different CPUs never interleave).
 pub fn print(args: core::fmt::Arguments) {
-    let _ = CONSOLE.lock().write_fmt(args);
+    let mut c = CONSOLE.lock();
+    with_shared_lock(|| {
+        let _ = c.write_fmt(args);
+    });
 }
 
 /// Raw bytes from a user program (one write call stays together).
 pub fn write_bytes(data: &[u8]) {
     let mut c = CONSOLE.lock();
-    for &b in data {
-        if b == b'\n' {
-            c.send(b'\r');
+    with_shared_lock(|| {
+        for &b in data {
+            if b == b'\n' {
+                c.send(b'\r');
+            }
+            c.send(b);
         }
-        c.send(b);
-    }
+    });
 }
 
 /// A byte typed on the console, if any.

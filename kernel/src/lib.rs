@@ -8,6 +8,7 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod elf;
+pub mod bootinfo;
 pub mod mm;
 
 #[cfg(feature = "image")]
@@ -30,3 +31,5 @@ pub mod proc;
 pub mod ramdisk;
 #[cfg(feature = "image")]
 pub mod syscall;
+#[cfg(all(feature = "image", feature = "vt"))]
+pub mod vt;

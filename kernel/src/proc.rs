@@ -258,7 +258,8 @@ pub fn exit_current(wait_status: i32) {
         sched::wake(w);
     }
     if pid == INIT_PID {
-        // init reports QUESTV DONE itself when it exits normally; if it was killed, report for it.
+        // init reports QUESTV DONE (or its sandbox status) itself when it exits normally; if it was killed,
+        // the kernel reports for it.
         let code = if wait_status & 0x7F == 0 { (wait_status >> 8) & 0xFF } else { 128 + (wait_status & 0x7F) };
         crate::boot::shutdown(code, wait_status & 0x7F != 0);
     }

@@ -20,6 +20,17 @@ static PINGS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static CPU_COUNT: AtomicU32 = AtomicU32::new(1);
 static TIMER_COUNT: AtomicU32 = AtomicU32::new(0);
 pub static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+static TSS_BASE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// LAPIC timer counts per second (at the divide-by-16 rate the kernel uses).
+pub fn lapic_timer_hz() -> u64 {
+    u64::from(TIMER_COUNT.load(Ordering::SeqCst)) * TICK_HZ
+}
+
+/// Address of this CPU's TSS (the VMX monitor's host state needs it).
+pub fn tss_base() -> u64 {
+    TSS_BASE[percpu::cpu_index() as usize].load(Ordering::SeqCst)
+}
 
 pub fn cpus_online() -> u32 {
     (0..CPU_COUNT.load(Ordering::SeqCst) as usize).filter(|&i| ONLINE[i].load(Ordering::SeqCst)).count() as u32
@@ -79,6 +90,7 @@ fn interrupt_handler(frame: &mut TrapFrame) {
 /// This CPU's GDT, TSS (IST stacks) and the shared IDT. Needs the heap.
 pub fn load_descriptor_tables() {
     let tables = gdt::CpuTables::new();
+    TSS_BASE[percpu::cpu_index() as usize].store(&tables.tss as *const gdt::Tss as u64, Ordering::SeqCst);
     // SAFETY: the tables are leaked ('static) and never moved.
     unsafe { tables.load() };
     trap::load_idt();
@@ -93,12 +105,13 @@ fn init_this_cpu() {
     ONLINE[percpu::cpu_index() as usize].store(true, Ordering::SeqCst);
 }
 
-/// BSP: install the interrupt handler, calibrate the timer, start ticking.
-pub fn init_bsp(bsp_apic_id: u32) {
+/// BSP: install the interrupt handler, calibrate the timer (or take the given rates: VT sandboxes get them
+/// from the monitor rather than all driving the one PIT at once), start ticking.
+pub fn init_bsp(bsp_apic_id: u32, given: Option<questv_arch::timer::Calibration>) {
     APIC_IDS[0].store(bsp_apic_id, Ordering::SeqCst);
     trap::set_interrupt_handler(interrupt_handler);
     trap::set_exception_hook(crate::proc::user_exception);
-    let cal = questv_arch::timer::calibrate();
+    let cal = given.unwrap_or_else(questv_arch::timer::calibrate);
     TSC_HZ.store(cal.tsc_hz, Ordering::SeqCst);
     TIMER_COUNT.store((cal.lapic_hz / TICK_HZ) as u32, Ordering::SeqCst);
     crate::result!("timer", "lapic_hz={} tsc_hz={} tick_hz={}", cal.lapic_hz * 16, cal.tsc_hz, TICK_HZ);

@@ -47,6 +47,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::QUESTV_CYCLES => cpu::rdtsc() as i64,
         nr::QUESTV_FREE_FRAMES => crate::mm::kmem::free_frames() as i64,
         nr::QUESTV_NCPUS => i64::from(smp::cpus_online()),
+        nr::QUESTV_SANDBOX => crate::boot::sandbox_id().map_or(-1, i64::from),
         _ => -ENOSYS,
     };
     frame.rax = ret as u64;

@@ -35,6 +35,7 @@ pub mod nr {
     pub const QUESTV_CYCLES: u64 = 1000;
     pub const QUESTV_FREE_FRAMES: u64 = 1001;
     pub const QUESTV_NCPUS: u64 = 1002;
+    pub const QUESTV_SANDBOX: u64 = 1003;
 }
 
 /// Error numbers (Linux values) the kernel returns negated. The kernel uses these very constants.
@@ -150,6 +151,11 @@ pub fn cycles() -> u64 {
 
 pub fn free_frames() -> i64 {
     syscall(nr::QUESTV_FREE_FRAMES, 0, 0, 0)
+}
+
+/// The VT sandbox this program runs in, or None on the SMP build.
+pub fn sandbox() -> Option<u32> {
+    u32::try_from(syscall(nr::QUESTV_SANDBOX, 0, 0, 0)).ok()
 }
 
 pub fn ncpus() -> i64 {

@@ -9,3 +9,4 @@ extern crate alloc;
 pub mod caps;
 pub mod ept;
 pub mod partition;
+pub mod vmcs;

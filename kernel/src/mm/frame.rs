@@ -109,6 +109,42 @@ impl<'a> FrameAllocator<'a> {
         None
     }
 
+    /// Runs of free frames at least `min_frames` long, as byte regions (for carving sandbox slices).
+    pub fn free_runs(&self, min_frames: u64) -> alloc::vec::Vec<Region> {
+        let mut out = alloc::vec::Vec::new();
+        let mut start = None;
+        for f in 0..=self.capacity {
+            let free = f < self.capacity && self.is_free(f);
+            match (free, start) {
+                (true, None) => start = Some(f),
+                (false, Some(s)) => {
+                    if f - s >= min_frames {
+                        out.push(Region::new(s * PAGE, f * PAGE));
+                    }
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Take every frame of `r` (all must be free) out of the allocator.
+    pub fn take_range(&mut self, r: Region) -> Result<(), FrameError> {
+        let (first, last) = (r.start / PAGE, r.end.div_ceil(PAGE));
+        if last > self.capacity {
+            return Err(FrameError::OutOfRange(r.end));
+        }
+        if let Some(f) = (first..last).find(|&f| !self.is_free(f)) {
+            return Err(FrameError::DoubleFree(f * PAGE));
+        }
+        for f in first..last {
+            self.set(f, false);
+        }
+        self.free -= last - first;
+        Ok(())
+    }
+
     /// Return a frame. Refuses misaligned addresses, frames outside the bitmap and double frees.
     pub fn free(&mut self, pa: u64) -> Result<(), FrameError> {
         if pa % PAGE != 0 {
@@ -167,6 +203,21 @@ mod tests {
         // Adding the same range again adds nothing.
         assert_eq!(fa.add_region(Region::new(0x3E000, 0x40000)), 0);
         assert_eq!(fa.free_frames(), 3);
+    }
+
+    #[test]
+    fn free_runs_and_taking_ranges() {
+        let mut bits = vec![0u64; 4];
+        let mut fa = FrameAllocator::new(&mut bits);
+        fa.add_region(Region::new(0x10000, 0x40000));
+        fa.add_region(Region::new(0x80000, 0x81000));
+        assert_eq!(fa.free_runs(2), vec![Region::new(0x10000, 0x40000)]);
+        assert_eq!(fa.free_runs(1).len(), 2);
+        fa.take_range(Region::new(0x20000, 0x30000)).unwrap();
+        assert_eq!(fa.free_frames(), 0x30 - 0x10 + 1);
+        assert_eq!(fa.free_runs(1), vec![Region::new(0x10000, 0x20000), Region::new(0x30000, 0x40000), Region::new(0x80000, 0x81000)]);
+        assert_eq!(fa.take_range(Region::new(0x1F000, 0x21000)), Err(FrameError::DoubleFree(0x20000)));
+        assert_eq!(fa.free_frames(), 0x21, "a refused take changes nothing");
     }
 
     #[test]

@@ -92,6 +92,16 @@ pub fn alloc_contiguous(count: u64, align: u64, limit: u64) -> Option<u64> {
     FRAMES.lock().as_mut()?.alloc_contiguous(count, align, limit)
 }
 
+/// Free runs of at least `min_bytes` (see FrameAllocator::free_runs).
+pub fn free_runs(min_bytes: u64) -> alloc::vec::Vec<Region> {
+    FRAMES.lock().as_ref().map(|f| f.free_runs(min_bytes / PAGE_SIZE)).unwrap_or_default()
+}
+
+/// Take a whole range out of the allocator (for good: sandbox slices, the shared region).
+pub fn take_range(r: Region) -> Result<(), super::frame::FrameError> {
+    FRAMES.lock().as_mut().map_or(Ok(()), |f| f.take_range(r))
+}
+
 pub fn free_frames() -> u64 {
     FRAMES.lock().as_ref().map_or(0, |f| f.free_frames())
 }

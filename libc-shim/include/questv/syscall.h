@@ -22,6 +22,7 @@
 #define SYS_questv_cycles 1000
 #define SYS_questv_free_frames 1001
 #define SYS_questv_ncpus 1002
+#define SYS_questv_sandbox 1003
 
 long questv_syscall(long n, long a0, long a1, long a2, long a3, long a4, long a5);
 #endif

@@ -1,0 +1,268 @@
+//! The VT build's monitor side (paper §3.1–3.3): after the SMP bring-up, carve one memory slice per core, load
+//! a pristine copy of this kernel into each slice, give each its own EPT, and launch it as that core's
+//! sandbox. The VMX-root mechanics (VMXON, VMCS, exits) are in the `vmx` crate; this module decides layout and
+//! policy: what the sandboxes see, what a hypercall does, and what happens to a sandbox that faults (it is
+//! stopped and reported; the others carry on).
+
+use crate::bootinfo::{self, Module};
+use crate::mm::kmem::{self, KernelMem};
+use crate::mm::memmap::Region;
+use crate::{kprintln, result, sched, smp};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use questv_arch::paging::PAGE_SIZE;
+use questv_arch::{cpu, lapic, percpu};
+use questv_vmx::ept::{Ept, MemType, Perms};
+use questv_vmx::partition::{self, Plan};
+use questv_vmx::vmcs::{self, reason, GuestRegs, LaunchConfig};
+
+/// Where every sandbox sees the shared region (inside the 3–4 GiB range its own page tables map uncached).
+pub const SHARED_GPA: u64 = 0xE000_0000;
+pub const SHARED_SIZE: u64 = 2 << 20;
+/// Hypercalls (VMCALL with the number in RAX).
+pub const HC_DONE: u64 = 1;
+pub const HC_REPORT_EXITS: u64 = 2;
+
+const GUEST_MODULES_FROM_TOP: u64 = 8 << 20;
+const GUEST_MBI_FROM_TOP: u64 = 64 << 10;
+
+static LAUNCH: spin::Once<Vec<LaunchConfig>> = spin::Once::new();
+static FINISHED: AtomicU32 = AtomicU32::new(0);
+static WORST_STATUS: AtomicI32 = AtomicI32::new(0);
+static SANDBOXES: AtomicU32 = AtomicU32::new(0);
+
+/// Load the kernel ELF's segments at their physical addresses inside the slice starting at `host_base`.
+fn load_kernel(elf: &[u8], host_base: u64, slice: u64) -> Result<u32, String> {
+    let e = goblin::elf::Elf::parse(elf).map_err(|e| format!("kernel module is not an ELF: {e}"))?;
+    for ph in e.program_headers.iter().filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD) {
+        let end = ph.p_paddr.checked_add(ph.p_memsz).filter(|&end| end <= slice).ok_or("kernel segment outside the slice")?;
+        let file = elf.get(ph.p_offset as usize..(ph.p_offset + ph.p_filesz) as usize).ok_or("kernel segment beyond file")?;
+        let _ = end;
+        // SAFETY: the destination lies inside this sandbox's slice, which the monitor owns and nothing uses yet.
+        unsafe {
+            let dst = (host_base + ph.p_paddr) as *mut u8;
+            core::ptr::copy_nonoverlapping(file.as_ptr(), dst, file.len());
+            core::ptr::write_bytes(dst.add(file.len()), 0, (ph.p_memsz - ph.p_filesz) as usize);
+        }
+    }
+    u32::try_from(e.header.e_entry).map_err(|_| String::from("kernel entry above 4 GiB"))
+}
+
+/// Copy `data` to guest-physical `gpa` of the slice at `host_base`.
+fn put(host_base: u64, gpa: u64, data: &[u8]) {
+    // SAFETY: callers keep [gpa, gpa + len) inside the slice.
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), (host_base + gpa) as *mut u8, data.len()) };
+}
+
+fn prepare(plan: &Plan, run: Option<&str>) -> Result<Vec<LaunchConfig>, String> {
+    let kernel = crate::ramdisk::find("kernel").ok_or("no `kernel` module: the runner loads the image twice in VT mode")?;
+    let tsc = smp::TSC_HZ.load(Ordering::SeqCst);
+    let lapic_hz = smp::lapic_timer_hz();
+    let mut configs = Vec::new();
+    for s in &plan.slices {
+        // SAFETY: the slice was taken from the frame allocator for this sandbox.
+        unsafe { core::ptr::write_bytes(s.host_base as *mut u8, 0, s.size as usize) };
+        let entry = load_kernel(kernel, s.host_base, s.size)?;
+        // The ramdisk, minus the kernel itself.
+        let mut gpa = s.size - GUEST_MODULES_FROM_TOP;
+        let mut mods = Vec::new();
+        for name in crate::ramdisk::names().filter(|n| *n != "kernel") {
+            let bytes = crate::ramdisk::find(name).unwrap();
+            if gpa + bytes.len() as u64 > s.size - GUEST_MBI_FROM_TOP {
+                return Err(String::from("ramdisk too large for the sandbox module area"));
+            }
+            put(s.host_base, gpa, bytes);
+            mods.push((gpa as u32, (gpa + bytes.len() as u64) as u32, name));
+            gpa = (gpa + bytes.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        }
+        let modules: Vec<Module> = mods.iter().map(|&(start, end, name)| Module { start, end, name }).collect();
+        let mut cmdline = format!(
+            "mode=vt sandbox={} shared=0x{:x} tsc_hz={} lapic_hz={}",
+            s.sandbox, SHARED_GPA, tsc, lapic_hz
+        );
+        if let Some(r) = run {
+            cmdline.push_str(" run=");
+            cmdline.push_str(r);
+        }
+        let memory = [
+            (0, 0x9F000, bootinfo::MEMORY_AVAILABLE),
+            (0x9F000, 0x10_0000 - 0x9F000, bootinfo::MEMORY_RESERVED),
+            (0x10_0000, s.size - 0x10_0000, bootinfo::MEMORY_AVAILABLE),
+        ];
+        let mbi = bootinfo::build(&cmdline, &memory, &modules);
+        let mbi_gpa = s.size - GUEST_MBI_FROM_TOP;
+        put(s.host_base, mbi_gpa, &mbi);
+
+        // EPT: the slice at guest-physical 0, the shared region at SHARED_GPA. Nothing else: not the monitor,
+        // not the other slices, not any EPT table (all allocated from monitor memory).
+        let mut m = KernelMem;
+        let mut ept = Ept::new(&mut m).map_err(|e| format!("EPT: {e:?}"))?;
+        ept.map_range(&mut m, 0, s.host_base, s.size, Perms::RWX, MemType::WriteBack, true).map_err(|e| format!("EPT: {e:?}"))?;
+        ept.map_range(&mut m, SHARED_GPA, plan.shared.start, SHARED_SIZE, Perms::RW, MemType::WriteBack, false)
+            .map_err(|e| format!("EPT: {e:?}"))?;
+        let page = || kmem::alloc_frame().ok_or("out of monitor memory");
+        let stack = kmem::alloc_contiguous(4, PAGE_SIZE, u64::MAX).ok_or("out of monitor memory")?;
+        configs.push(LaunchConfig {
+            vmcs: page()?,
+            msr_bitmap: page()?,
+            eptp: ept.eptp(),
+            entry,
+            rax: 0x36D7_6289,
+            rbx: mbi_gpa as u32,
+            host_stack_top: stack + 4 * PAGE_SIZE,
+            host_tr_base: 0,
+        });
+        log::info!(
+            "sandbox {}: {} MiB at host 0x{:x}, entry 0x{:x}, {} module(s)",
+            s.sandbox, s.size >> 20, s.host_base, entry, modules.len()
+        );
+    }
+    Ok(configs)
+}
+
+/// Enter VMX root on the calling core and launch its sandbox. Returns only on failure.
+fn launch_here() -> ! {
+    let cpu_index = percpu::cpu_index();
+    cpu::disable_interrupts();
+    lapic::timer_stop();
+    let mut cfg = LAUNCH.get().expect("no launch plan")[cpu_index as usize];
+    cfg.host_tr_base = smp::tss_base();
+    let vmxon = kmem::alloc_frame().expect("out of monitor memory");
+    // SAFETY: vmxon/vmcs/msr-bitmap pages are zeroed frames owned by this core; capabilities were checked;
+    // interrupts are off and stay off in VMX root.
+    let err = unsafe {
+        match vmcs::enable(vmxon) {
+            Ok(()) => vmcs::launch(&cfg),
+            Err(e) => e,
+        }
+    };
+    kprintln!("RESULT sandbox_fault sandbox={} reason=launch_failed error={:?}", cpu_index, err);
+    sandbox_finished(cpu_index, 126);
+    cpu::halt_forever()
+}
+
+extern "C" fn launch_thread(_: u64) -> ! {
+    launch_here()
+}
+
+fn report_exits(sandbox: u32) {
+    let mut line = String::new();
+    let mut total = 0;
+    for (r, n) in vmcs::exit_counts(sandbox) {
+        total += n;
+        line.push_str(&format!(" {}={}", reason::name(r), n));
+    }
+    result!("vmexits", "sandbox={} total={}{}", sandbox, total, line);
+}
+
+fn sandbox_finished(sandbox: u32, status: i32) {
+    WORST_STATUS.fetch_max(status, Ordering::SeqCst);
+    result!("sandbox_done", "sandbox={} status={}", sandbox, status);
+    if FINISHED.fetch_add(1, Ordering::SeqCst) + 1 == SANDBOXES.load(Ordering::SeqCst) {
+        crate::boot::finish(WORST_STATUS.load(Ordering::SeqCst));
+    }
+}
+
+/// The monitor's exit policy (runs in VMX root on the exiting core).
+fn on_exit(regs: &mut GuestRegs, r: u32) -> bool {
+    let sandbox = percpu::cpu_index();
+    // SAFETY (all vmcs calls below): we are in the VM-exit handler with this core's VMCS current.
+    match r {
+        reason::CPUID => {
+            let c = cpu::cpuid(regs.rax as u32, regs.rcx as u32);
+            let mut ecx = c.ecx;
+            if regs.rax as u32 == 1 {
+                ecx &= !(1 << 5); // no VMX inside a sandbox
+                ecx |= 1 << 31; // running under a hypervisor
+            }
+            (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (u64::from(c.eax), u64::from(c.ebx), u64::from(ecx), u64::from(c.edx));
+            unsafe { vmcs::skip_instruction() };
+            true
+        }
+        reason::VMCALL => match regs.rax {
+            HC_DONE => {
+                report_exits(sandbox);
+                sandbox_finished(sandbox, regs.rbx as i32);
+                false
+            }
+            HC_REPORT_EXITS => {
+                report_exits(sandbox);
+                regs.rax = 0;
+                unsafe { vmcs::skip_instruction() };
+                true
+            }
+            _ => {
+                regs.rax = (-38i64) as u64; // ENOSYS
+                unsafe { vmcs::skip_instruction() };
+                true
+            }
+        },
+        reason::INIT | reason::SIPI => true, // another sandbox tried to reset this core: ignored
+        19..=27 | reason::INVEPT | reason::INVVPID => {
+            unsafe { vmcs::inject_ud() };
+            true
+        }
+        _ => {
+            let (gpa, qual, rip) = unsafe {
+                (vmcs::vmread(vmcs::field::GUEST_PHYSICAL_ADDRESS), vmcs::vmread(vmcs::field::EXIT_QUALIFICATION), vmcs::vmread(vmcs::field::GUEST_RIP))
+            };
+            result!(
+                "sandbox_fault",
+                "sandbox={} reason={} gpa=0x{:x} qualification=0x{:x} rip=0x{:x} action=stopped",
+                sandbox, reason::name(r), gpa, qual, rip
+            );
+            report_exits(sandbox);
+            sandbox_finished(sandbox, 128 + 9);
+            false
+        }
+    }
+}
+
+/// Run the monitor: plan, prepare and launch one sandbox per online core. Returns a status only if VT
+/// cannot start at all.
+pub fn run_monitor(run: Option<&str>, slice_mib: Option<u64>) -> i32 {
+    if let Err(e) = questv_vmx::caps::evaluate(&questv_vmx::caps::read()) {
+        kprintln!("{} ({:?})", questv_vmx::caps::NEEDS_VMX_MESSAGE, e);
+        return 3;
+    }
+    let n = smp::cpus_online();
+    let runs = kmem::free_runs(partition::ALIGN);
+    let free: Vec<partition::Region> = runs.iter().map(|r| partition::Region { start: r.start, end: r.end }).collect();
+    // Keep 16 MiB for the monitor itself (EPT tables, VMCS pages, stacks).
+    let reserve = 16 << 20;
+    let mut free = free;
+    if let Some(last) = free.iter_mut().max_by_key(|r| r.end - r.start) {
+        last.start = (last.start + reserve).min(last.end);
+    }
+    let plan = match partition::plan(&free, n, slice_mib.map(|m| m << 20), SHARED_SIZE) {
+        Ok(p) => p,
+        Err(e) => {
+            kprintln!("VT: cannot partition memory: {}", e);
+            return 3;
+        }
+    };
+    for s in &plan.slices {
+        kmem::take_range(Region::new(s.host_base, s.host_base + s.size)).expect("planned slice not free");
+    }
+    kmem::take_range(Region::new(plan.shared.start, plan.shared.end)).expect("planned shared region not free");
+    // SAFETY: the shared region was just taken for this purpose; zero it (its first word is the console lock).
+    unsafe { core::ptr::write_bytes(plan.shared.start as *mut u8, 0, SHARED_SIZE as usize) };
+    crate::console::set_shared_lock(plan.shared.start);
+    let configs = match prepare(&plan, run) {
+        Ok(c) => c,
+        Err(e) => {
+            kprintln!("VT: {}", e);
+            return 3;
+        }
+    };
+    LAUNCH.call_once(|| configs);
+    SANDBOXES.store(n, Ordering::SeqCst);
+    vmcs::set_exit_handler(on_exit);
+    result!("boot", "cpus_online={} mode=vt sandboxes={} slice_mib={} role=monitor", n, n, plan.slices[0].size >> 20);
+    for c in 1..n {
+        sched::spawn_on(c, "launch", launch_thread, 0);
+    }
+    launch_here()
+}
