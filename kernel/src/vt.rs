@@ -24,6 +24,8 @@ pub const SHARED_SIZE: u64 = 2 << 20;
 /// Hypercalls (VMCALL with the number in RAX).
 pub const HC_DONE: u64 = 1;
 pub const HC_REPORT_EXITS: u64 = 2;
+/// Returns this sandbox's VM exits so far (this call included) in RAX.
+pub const HC_EXIT_COUNT: u64 = 3;
 
 const GUEST_MODULES_FROM_TOP: u64 = 8 << 20;
 const GUEST_MBI_FROM_TOP: u64 = 64 << 10;
@@ -186,6 +188,11 @@ fn on_exit(regs: &mut GuestRegs, r: u32) -> bool {
                 report_exits(sandbox);
                 sandbox_finished(sandbox, regs.rbx as i32);
                 false
+            }
+            HC_EXIT_COUNT => {
+                regs.rax = vmcs::exit_counts(sandbox).map(|(_, n)| n).sum();
+                unsafe { vmcs::skip_instruction() };
+                true
             }
             HC_REPORT_EXITS => {
                 report_exits(sandbox);

@@ -84,6 +84,11 @@ int questv_getcpu(void) {
     if (check(SC3(SYS_getcpu, &cpu, 0, 0)) < 0) return -1;
     return (int)cpu;
 }
+int questv_sandbox(void) { return (int)SC0(SYS_questv_sandbox); }
+long questv_vmexits(void) {
+    long r = SC0(SYS_questv_vmexits);
+    return r < 0 ? -1 : r;
+}
 int questv_set_cpu(int cpu) {
     unsigned long mask = 1UL << cpu;
     return (int)check(SC3(SYS_sched_setaffinity, 0, sizeof mask, &mask));

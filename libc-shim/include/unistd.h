@@ -20,4 +20,8 @@ long questv_free_frames(void);
 int questv_ncpus(void);
 int questv_getcpu(void);
 int questv_set_cpu(int cpu);
+/* VT build: the sandbox this program runs in (-1 on the SMP build), and its VM exits so far (this call's
+   own exit included; -1 without a monitor). */
+int questv_sandbox(void);
+long questv_vmexits(void);
 #endif

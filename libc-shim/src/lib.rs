@@ -36,6 +36,7 @@ pub mod nr {
     pub const QUESTV_FREE_FRAMES: u64 = 1001;
     pub const QUESTV_NCPUS: u64 = 1002;
     pub const QUESTV_SANDBOX: u64 = 1003;
+    pub const QUESTV_VMEXITS: u64 = 1004;
 }
 
 /// Error numbers (Linux values) the kernel returns negated. The kernel uses these very constants.
@@ -156,6 +157,11 @@ pub fn free_frames() -> i64 {
 /// The VT sandbox this program runs in, or None on the SMP build.
 pub fn sandbox() -> Option<u32> {
     u32::try_from(syscall(nr::QUESTV_SANDBOX, 0, 0, 0)).ok()
+}
+
+/// VM exits of this sandbox so far (including this query's own), or a negative errno on the SMP build.
+pub fn vmexits() -> i64 {
+    syscall(nr::QUESTV_VMEXITS, 0, 0, 0)
 }
 
 pub fn ncpus() -> i64 {

@@ -9,6 +9,7 @@ int main(int argc, char **argv) {
     long iterations = argc > 1 ? atol(argv[1]) : 40000;
     pid_t pid;
     int i, status;
+    long exits_before = questv_vmexits();
     unsigned long long start = questv_cycles();
     for (i = 0; i < iterations; i++) {
         pid = fork();
@@ -17,7 +18,10 @@ int main(int argc, char **argv) {
         else waitpid(pid, &status, 0);
     }
     unsigned long long cycles = questv_cycles() - start;
-    printf("RESULT forkwait iterations=%ld cycles=%llu cycles_per_iter=%llu lang=c cpu=%d\n", iterations, cycles,
-           iterations > 0 ? cycles / iterations : 0, questv_getcpu());
+    long exits_after = questv_vmexits();
+    /* VT: exits during the loop = the difference minus the second query's own exit; -1 on the SMP build. */
+    long vmexits = exits_before < 0 ? -1 : exits_after - exits_before - 1;
+    printf("RESULT forkwait iterations=%ld cycles=%llu cycles_per_iter=%llu lang=c cpu=%d sandbox=%d vmexits=%ld\n",
+           iterations, cycles, iterations > 0 ? cycles / iterations : 0, questv_getcpu(), questv_sandbox(), vmexits);
     return 0;
 }

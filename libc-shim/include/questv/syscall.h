@@ -23,6 +23,7 @@
 #define SYS_questv_free_frames 1001
 #define SYS_questv_ncpus 1002
 #define SYS_questv_sandbox 1003
+#define SYS_questv_vmexits 1004
 
 long questv_syscall(long n, long a0, long a1, long a2, long a3, long a4, long a5);
 #endif

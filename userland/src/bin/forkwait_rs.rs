@@ -11,6 +11,7 @@ fn main(args: &[&str]) -> i32 {
         println!("usage: forkwait-rs [ITERATIONS]");
         return 2;
     };
+    let exits_before = sys::vmexits();
     let start = sys::cycles();
     for _ in 0..n {
         let pid = sys::fork();
@@ -24,9 +25,11 @@ fn main(args: &[&str]) -> i32 {
         }
     }
     let cycles = sys::cycles() - start;
+    // VT: exits during the loop = the difference minus the second query's own exit; -1 on the SMP build.
+    let vmexits = if exits_before < 0 { -1 } else { sys::vmexits() - exits_before - 1 };
     println!(
-        "RESULT forkwait iterations={} cycles={} cycles_per_iter={} lang=rust cpu={}",
-        n, cycles, cycles / n.max(1), sys::getcpu()
+        "RESULT forkwait iterations={} cycles={} cycles_per_iter={} lang=rust cpu={} sandbox={} vmexits={}",
+        n, cycles, cycles / n.max(1), sys::getcpu(), sys::sandbox().map_or(-1, i64::from), vmexits
     );
     0
 }
