@@ -89,6 +89,7 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
 
     if let Some(id) = opts.sandbox {
         SANDBOX_ID.store(id as i32, core::sync::atomic::Ordering::SeqCst);
+        ATTACK_TARGETS.call_once(|| (opts.peer, opts.vmcs, opts.ept));
         boot_sandbox(id, &opts, mem.usable_bytes);
     } else {
         // ACPI topology.
@@ -136,7 +137,7 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
 
         let started = smp::start_aps(&topo.cpu_apic_ids, bsp_apic, cr3);
         let online = smp::cpus_online();
-        log::info!("{} of {} application processor(s) started", started, topo.cpu_apic_ids.len() - 1);
+        log::info!("{} of {} application processor(s) started, {} CPU(s) online", started, topo.cpu_apic_ids.len() - 1, online);
         // The VT monitor reports its own boot line (with the sandbox count) once the sandboxes are planned.
         #[cfg(not(feature = "vt"))]
         result!(
@@ -164,6 +165,13 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
 /// -1, or the sandbox number when this kernel runs as a VT sandbox.
 static SANDBOX_ID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
 
+static ATTACK_TARGETS: spin::Once<(Option<u64>, Option<u64>, Option<u64>)> = spin::Once::new();
+
+/// Host-physical addresses the monitor named for the attack test hook: (peer slice, VMCS, EPT root).
+pub fn attack_targets() -> (Option<u64>, Option<u64>, Option<u64>) {
+    ATTACK_TARGETS.get().copied().unwrap_or((None, None, None))
+}
+
 pub fn sandbox_id() -> Option<u32> {
     u32::try_from(SANDBOX_ID.load(core::sync::atomic::Ordering::SeqCst)).ok()
 }
@@ -189,7 +197,7 @@ fn boot_sandbox(id: u32, opts: &cmdline::Options, usable_bytes: u64) {
 
 /// Start init with the command as its arguments; init runs it and reports `QUESTV DONE`, and the machine
 /// stops when init exits (proc::exit_current → shutdown). Returns only if init cannot start.
-fn run_user_command(cmd: &str) -> i32 {
+pub(crate) fn run_user_command(cmd: &str) -> i32 {
     let mut argv = alloc::vec![alloc::string::String::from("init")];
     argv.extend(cmd.split_whitespace().map(alloc::string::String::from));
     let names: alloc::vec::Vec<&str> = crate::ramdisk::names().collect();

@@ -24,6 +24,10 @@ pub struct Options<'a> {
     pub lapic_hz: Option<u64>,
     /// Sandbox slice size requested from the monitor, in MiB.
     pub slice_mib: Option<u64>,
+    /// VT attack test hook targets (host-physical): the next sandbox's slice, this sandbox's VMCS, its EPT root.
+    pub peer: Option<u64>,
+    pub vmcs: Option<u64>,
+    pub ept: Option<u64>,
     /// First option this parser did not understand (reported, not fatal: a typo must not brick a boot).
     pub unknown: Option<&'a str>,
 }
@@ -51,6 +55,9 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
         tsc_hz: None,
         lapic_hz: None,
         slice_mib: None,
+        peer: None,
+        vmcs: None,
+        ept: None,
         unknown: None,
     };
     let mut rest = line.trim();
@@ -74,13 +81,16 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
                     _ => return Err(CmdlineError::BadLogLevel(v)),
                 }
             }
-            Some((k @ ("sandbox" | "shared" | "tsc_hz" | "lapic_hz" | "slice_mib"), v)) => {
+            Some((k @ ("sandbox" | "shared" | "tsc_hz" | "lapic_hz" | "slice_mib" | "peer" | "vmcs" | "ept"), v)) => {
                 let n = number(v).ok_or(CmdlineError::BadNumber(word))?;
                 match k {
                     "sandbox" => opts.sandbox = Some(u32::try_from(n).map_err(|_| CmdlineError::BadNumber(word))?),
                     "shared" => opts.shared = Some(n),
                     "tsc_hz" => opts.tsc_hz = Some(n),
                     "lapic_hz" => opts.lapic_hz = Some(n),
+                    "peer" => opts.peer = Some(n),
+                    "vmcs" => opts.vmcs = Some(n),
+                    "ept" => opts.ept = Some(n),
                     _ => opts.slice_mib = Some(n),
                 }
             }

@@ -11,7 +11,11 @@ static CONSOLE: IrqSpinlock<SerialPort> = IrqSpinlock::new(unsafe { SerialPort::
 static READY: AtomicBool = AtomicBool::new(false);
 
 pub fn init(level: log::LevelFilter) {
-    CONSOLE.lock().init();
+    // A VT sandbox shares the UART the monitor already set up: re-initialising it (FIFO reset) would drop
+    // characters another sandbox is sending.
+    if SHARED_LOCK.load(Ordering::SeqCst) == 0 {
+        CONSOLE.lock().init();
+    }
     READY.store(true, Ordering::SeqCst);
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);

@@ -104,12 +104,16 @@ pub fn run_command(cmd: &str) -> i32 {
     let (prog, mut args) = cmdline::split_command(cmd);
     match prog {
         "ktest" => match (args.next(), args.next()) {
+            (Some("attack"), Some(kind)) => {
+                let rest = cmd.split_once(" -- ").map(|(_, r)| r.trim());
+                attack(kind, rest)
+            }
             (Some("fault"), Some(kind)) => fault(kind),
             (Some("selftest"), None) => boot_selftest(),
             (Some("panic"), None) => panic!("panic requested by `ktest panic`"),
             (Some("acpidump"), None) => acpidump(),
             _ => {
-                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump");
+                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest attack peer|monitor|ept|vmx [-- PROG ARGS]");
                 2
             }
         },
@@ -160,4 +164,71 @@ fn acpidump() -> i32 {
     kprintln!("ktest acpidump: see RESULT acpi lines");
     crate::boot::dump_acpi();
     0
+}
+
+/// Resume address for an instruction expected to raise #UD in kernel mode (0: none expected).
+static UD_FIXUP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static UD_SEEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Kernel-mode exception hook for the attack test: an expected #UD resumes at its fixup address.
+pub fn kernel_fixup(frame: &mut questv_arch::trap::TrapFrame) -> bool {
+    let fix = UD_FIXUP.swap(0, Ordering::SeqCst);
+    if frame.vector == 6 && fix != 0 {
+        frame.rip = fix;
+        UD_SEEN.store(true, Ordering::SeqCst);
+        return true;
+    }
+    false
+}
+
+/// VT attack test hook (kernel mode, sandbox 0 only; the other sandboxes just run `then`):
+/// `peer` writes into the next sandbox's slice, `monitor` into this sandbox's VMCS (monitor memory), `ept` into
+/// its own EPT root; each must end in an EPT violation the monitor reports, stopping only this sandbox.
+/// `vmx` executes VMXOFF (must raise #UD) and a garbage hypercall (must return ENOSYS), then runs `then`.
+fn attack(kind: &str, then: Option<&str>) -> i32 {
+    let run_then = |status: i32| match then {
+        Some(cmd) if status == 0 => crate::boot::run_user_command(cmd),
+        _ => status,
+    };
+    let Some(sandbox) = crate::boot::sandbox_id() else {
+        kprintln!("ktest attack: only meaningful in a VT sandbox");
+        return 2;
+    };
+    if sandbox != 0 {
+        return run_then(0);
+    }
+    let t = crate::boot::attack_targets();
+    let target = match kind {
+        "peer" => t.0,
+        "monitor" => t.1,
+        "ept" => t.2,
+        "vmx" => {
+            // VMXOFF: the monitor injects #UD; the fixup resumes after it.
+            UD_SEEN.store(false, Ordering::SeqCst);
+            // SAFETY: deliberate: in VMX non-root VMXOFF exits and the monitor injects #UD, which kernel_fixup
+            // turns into a jump to label 2.
+            unsafe {
+                core::arch::asm!("lea {r}, [rip + 2f]", "mov [{f}], {r}", "vmxoff", "2:",
+                                 r = out(reg) _, f = in(reg) UD_FIXUP.as_ptr());
+            }
+            let ud = UD_SEEN.load(Ordering::SeqCst);
+            result!("attack", "kind=vmxoff outcome={}", if ud { "ud" } else { "not_contained" });
+            let r = cpu::vmcall(0xDEAD_BEEF, 0x1234) as i64;
+            result!("attack", "kind=vmcall_garbage outcome={}", if r == -38 { "enosys" } else { "not_contained" });
+            return run_then(if ud && r == -38 { 0 } else { 1 });
+        }
+        _ => {
+            kprintln!("ktest attack: unknown kind {:?}", kind);
+            return 2;
+        }
+    };
+    let Some(addr) = target else {
+        kprintln!("ktest attack: the monitor gave no {} address", kind);
+        return 2;
+    };
+    kprintln!("ktest attack: sandbox 0 writes to host-physical 0x{:x} ({})", addr, kind);
+    // SAFETY: deliberate: the address is outside this sandbox's EPT, so the write must exit to the monitor.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, 0xBAD0_BAD0_BAD0_BAD0) };
+    result!("attack", "kind={} outcome=not_contained", kind);
+    1
 }

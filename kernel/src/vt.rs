@@ -5,7 +5,7 @@
 //! stopped and reported; the others carry on).
 
 use crate::bootinfo::{self, Module};
-use crate::mm::kmem::{self, KernelMem};
+use crate::mm::kmem;
 use crate::mm::memmap::Region;
 use crate::{kprintln, result, sched, smp};
 use alloc::format;
@@ -29,8 +29,60 @@ pub const HC_EXIT_COUNT: u64 = 3;
 
 const GUEST_MODULES_FROM_TOP: u64 = 8 << 20;
 const GUEST_MBI_FROM_TOP: u64 = 64 << 10;
+/// Guest-physical layout of a sandbox (paper §3.2): the first 16 MiB of its slice appear at guest-physical 0
+/// (the kernel is linked at 1 MiB), the rest of the slice at its own host address. Every other guest-physical
+/// address — the monitor, the other slices, every EPT table — is simply absent, so touching it is an EPT
+/// violation rather than silent aliasing.
+pub const LOW_ALIAS: u64 = 16 << 20;
+
+/// Host address behind guest-physical `gpa` of the slice at `host_base`.
+fn host_of(host_base: u64, gpa: u64) -> u64 {
+    if gpa < LOW_ALIAS {
+        host_base + gpa
+    } else {
+        gpa
+    }
+}
 
 static LAUNCH: spin::Once<Vec<LaunchConfig>> = spin::Once::new();
+
+/// Monitor memory for sandbox control structures (EPT tables, VMXON/VMCS pages, MSR bitmaps, exit stacks),
+/// taken above [`LOW_ALIAS`]: a sandbox can then name their real addresses, and touching one is an EPT
+/// violation (below LOW_ALIAS the same guest-physical address would only reach the sandbox's own memory).
+struct MonitorPool {
+    next: u64,
+    end: u64,
+}
+
+const POOL_BYTES: u64 = 4 << 20;
+
+impl MonitorPool {
+    fn new() -> Result<MonitorPool, String> {
+        let base = kmem::alloc_contiguous_from(POOL_BYTES / PAGE_SIZE, PAGE_SIZE, LOW_ALIAS)
+            .ok_or("out of monitor memory for VMX structures")?;
+        Ok(MonitorPool { next: base, end: base + POOL_BYTES })
+    }
+    fn pages(&mut self, n: u64) -> Result<u64, String> {
+        if self.next + n * PAGE_SIZE > self.end {
+            return Err(String::from("monitor pool exhausted"));
+        }
+        let p = self.next;
+        self.next += n * PAGE_SIZE;
+        // SAFETY: pool pages belong to the monitor and are identity mapped.
+        unsafe { core::ptr::write_bytes(p as *mut u8, 0, (n * PAGE_SIZE) as usize) };
+        Ok(p)
+    }
+}
+
+impl questv_arch::paging::TableMemory for MonitorPool {
+    fn alloc_table(&mut self) -> Option<u64> {
+        self.pages(1).ok()
+    }
+    fn table(&mut self, phys: u64) -> &mut [u64; 512] {
+        // SAFETY: EPT table frames come from this pool and belong to the EPT being built.
+        unsafe { kmem::phys_table(phys) }
+    }
+}
 static FINISHED: AtomicU32 = AtomicU32::new(0);
 static WORST_STATUS: AtomicI32 = AtomicI32::new(0);
 static SANDBOXES: AtomicU32 = AtomicU32::new(0);
@@ -39,7 +91,7 @@ static SANDBOXES: AtomicU32 = AtomicU32::new(0);
 fn load_kernel(elf: &[u8], host_base: u64, slice: u64) -> Result<u32, String> {
     let e = goblin::elf::Elf::parse(elf).map_err(|e| format!("kernel module is not an ELF: {e}"))?;
     for ph in e.program_headers.iter().filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD) {
-        let end = ph.p_paddr.checked_add(ph.p_memsz).filter(|&end| end <= slice).ok_or("kernel segment outside the slice")?;
+        let end = ph.p_paddr.checked_add(ph.p_memsz).filter(|&end| end <= slice.min(LOW_ALIAS)).ok_or("kernel segment outside the slice's low part")?;
         let file = elf.get(ph.p_offset as usize..(ph.p_offset + ph.p_filesz) as usize).ok_or("kernel segment beyond file")?;
         let _ = end;
         // SAFETY: the destination lies inside this sandbox's slice, which the monitor owns and nothing uses yet.
@@ -52,10 +104,10 @@ fn load_kernel(elf: &[u8], host_base: u64, slice: u64) -> Result<u32, String> {
     u32::try_from(e.header.e_entry).map_err(|_| String::from("kernel entry above 4 GiB"))
 }
 
-/// Copy `data` to guest-physical `gpa` of the slice at `host_base`.
+/// Copy `data` to guest-physical `gpa` of the slice at `host_base` (within one of its two parts).
 fn put(host_base: u64, gpa: u64, data: &[u8]) {
-    // SAFETY: callers keep [gpa, gpa + len) inside the slice.
-    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), (host_base + gpa) as *mut u8, data.len()) };
+    // SAFETY: callers keep [gpa, gpa + len) inside the slice's guest-physical ranges.
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), host_of(host_base, gpa) as *mut u8, data.len()) };
 }
 
 fn prepare(plan: &Plan, run: Option<&str>) -> Result<Vec<LaunchConfig>, String> {
@@ -63,16 +115,18 @@ fn prepare(plan: &Plan, run: Option<&str>) -> Result<Vec<LaunchConfig>, String> 
     let tsc = smp::TSC_HZ.load(Ordering::SeqCst);
     let lapic_hz = smp::lapic_timer_hz();
     let mut configs = Vec::new();
+    let mut pool = MonitorPool::new()?;
     for s in &plan.slices {
         // SAFETY: the slice was taken from the frame allocator for this sandbox.
         unsafe { core::ptr::write_bytes(s.host_base as *mut u8, 0, s.size as usize) };
         let entry = load_kernel(kernel, s.host_base, s.size)?;
+        let top = s.host_base + s.size; // guest-physical end of the slice (its high part is identity mapped)
         // The ramdisk, minus the kernel itself.
-        let mut gpa = s.size - GUEST_MODULES_FROM_TOP;
+        let mut gpa = top - GUEST_MODULES_FROM_TOP;
         let mut mods = Vec::new();
         for name in crate::ramdisk::names().filter(|n| *n != "kernel") {
             let bytes = crate::ramdisk::find(name).unwrap();
-            if gpa + bytes.len() as u64 > s.size - GUEST_MBI_FROM_TOP {
+            if gpa + bytes.len() as u64 > top - GUEST_MBI_FROM_TOP {
                 return Err(String::from("ramdisk too large for the sandbox module area"));
             }
             put(s.host_base, gpa, bytes);
@@ -88,27 +142,39 @@ fn prepare(plan: &Plan, run: Option<&str>) -> Result<Vec<LaunchConfig>, String> 
             cmdline.push_str(" run=");
             cmdline.push_str(r);
         }
+        // Addresses the attack test hook aims at: the next sandbox's slice, this sandbox's VMCS (monitor
+        // memory) and its EPT root.
+        let peer = plan.slices[(s.sandbox as usize + 1) % plan.slices.len()].host_base;
+        let vmcs_page = pool.pages(1)?;
         let memory = [
             (0, 0x9F000, bootinfo::MEMORY_AVAILABLE),
             (0x9F000, 0x10_0000 - 0x9F000, bootinfo::MEMORY_RESERVED),
-            (0x10_0000, s.size - 0x10_0000, bootinfo::MEMORY_AVAILABLE),
+            (0x10_0000, LOW_ALIAS - 0x10_0000, bootinfo::MEMORY_AVAILABLE),
+            (s.host_base + LOW_ALIAS, s.size - LOW_ALIAS, bootinfo::MEMORY_AVAILABLE),
         ];
-        let mbi = bootinfo::build(&cmdline, &memory, &modules);
-        let mbi_gpa = s.size - GUEST_MBI_FROM_TOP;
-        put(s.host_base, mbi_gpa, &mbi);
+        let mbi_gpa = top - GUEST_MBI_FROM_TOP;
 
         // EPT: the slice at guest-physical 0, the shared region at SHARED_GPA. Nothing else: not the monitor,
         // not the other slices, not any EPT table (all allocated from monitor memory).
-        let mut m = KernelMem;
-        let mut ept = Ept::new(&mut m).map_err(|e| format!("EPT: {e:?}"))?;
-        ept.map_range(&mut m, 0, s.host_base, s.size, Perms::RWX, MemType::WriteBack, true).map_err(|e| format!("EPT: {e:?}"))?;
-        ept.map_range(&mut m, SHARED_GPA, plan.shared.start, SHARED_SIZE, Perms::RW, MemType::WriteBack, false)
+        let m = &mut pool;
+        let mut ept = Ept::new(m).map_err(|e| format!("EPT: {e:?}"))?;
+        ept.map_range(m, 0, s.host_base, LOW_ALIAS, Perms::RWX, MemType::WriteBack, true).map_err(|e| format!("EPT: {e:?}"))?;
+        let high = s.host_base + LOW_ALIAS;
+        ept.map_range(m, high, high, s.size - LOW_ALIAS, Perms::RWX, MemType::WriteBack, true)
             .map_err(|e| format!("EPT: {e:?}"))?;
-        let page = || kmem::alloc_frame().ok_or("out of monitor memory");
-        let stack = kmem::alloc_contiguous(4, PAGE_SIZE, u64::MAX).ok_or("out of monitor memory")?;
+        ept.map_range(m, SHARED_GPA, plan.shared.start, SHARED_SIZE, Perms::RW, MemType::WriteBack, false)
+            .map_err(|e| format!("EPT: {e:?}"))?;
+        cmdline = cmdline.replacen(" run=", &format!(" peer=0x{:x} vmcs=0x{:x} ept=0x{:x} run=", peer, vmcs_page, ept.root()), 1);
+        if run.is_none() {
+            cmdline.push_str(&format!(" peer=0x{:x} vmcs=0x{:x} ept=0x{:x}", peer, vmcs_page, ept.root()));
+        }
+        let mbi = bootinfo::build(&cmdline, &memory, &modules);
+        put(s.host_base, mbi_gpa, &mbi);
+        let stack = pool.pages(4)?;
         configs.push(LaunchConfig {
-            vmcs: page()?,
-            msr_bitmap: page()?,
+            vmxon: pool.pages(1)?,
+            vmcs: vmcs_page,
+            msr_bitmap: pool.pages(1)?,
             eptp: ept.eptp(),
             entry,
             rax: 0x36D7_6289,
@@ -131,11 +197,10 @@ fn launch_here() -> ! {
     lapic::timer_stop();
     let mut cfg = LAUNCH.get().expect("no launch plan")[cpu_index as usize];
     cfg.host_tr_base = smp::tss_base();
-    let vmxon = kmem::alloc_frame().expect("out of monitor memory");
     // SAFETY: vmxon/vmcs/msr-bitmap pages are zeroed frames owned by this core; capabilities were checked;
     // interrupts are off and stay off in VMX root.
     let err = unsafe {
-        match vmcs::enable(vmxon) {
+        match vmcs::enable(cfg.vmxon) {
             Ok(()) => vmcs::launch(&cfg),
             Err(e) => e,
         }

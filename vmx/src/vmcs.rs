@@ -248,6 +248,7 @@ pub unsafe fn enable(vmxon_region: u64) -> Result<(), VmxError> {
 /// Everything needed to start one sandbox on this core.
 #[derive(Clone, Copy, Debug)]
 pub struct LaunchConfig {
+    pub vmxon: u64,
     pub vmcs: u64,
     pub msr_bitmap: u64,
     pub eptp: u64,

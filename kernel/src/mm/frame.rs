@@ -87,12 +87,17 @@ impl<'a> FrameAllocator<'a> {
     /// Allocate `count` physically contiguous frames whose start is a multiple of `align` bytes (a power of two
     /// ≥ 4 KiB) and whose end is at or below `limit` (e.g. 4 GiB for 32-bit devices).
     pub fn alloc_contiguous(&mut self, count: u64, align: u64, limit: u64) -> Option<u64> {
+        self.alloc_contiguous_from(count, align, 0, limit)
+    }
+
+    /// As [`alloc_contiguous`](Self::alloc_contiguous), starting at or above physical address `from`.
+    pub fn alloc_contiguous_from(&mut self, count: u64, align: u64, from: u64, limit: u64) -> Option<u64> {
         if count == 0 || !align.is_power_of_two() || align < PAGE {
             return None;
         }
         let step = align / PAGE;
         let last = (limit / PAGE).min(self.capacity);
-        let mut start = 0;
+        let mut start = (from / PAGE).div_ceil(step) * step;
         while start + count <= last {
             match (start..start + count).rev().find(|&f| !self.is_free(f)) {
                 None => {
@@ -231,6 +236,8 @@ mod tests {
         assert_eq!(fa.alloc_contiguous(16, 0x10000, u64::MAX), Some(0x20000));
         assert_eq!(fa.alloc_contiguous(16, 0x10000, 0x30000), None);
         assert_eq!(fa.alloc_contiguous(0, PAGE, u64::MAX), None);
+        assert_eq!(fa.alloc_contiguous_from(4, PAGE, 0x40000, u64::MAX), Some(0x40000));
+        assert_eq!(fa.alloc_contiguous_from(4, 0x10000, 0x40001, u64::MAX), Some(0x50000));
         assert_eq!(fa.alloc_contiguous(1, 3000, u64::MAX), None);
         let before = fa.free_frames();
         assert_eq!(fa.alloc_contiguous(1000, PAGE, u64::MAX), None);

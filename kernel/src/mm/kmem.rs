@@ -92,6 +92,11 @@ pub fn alloc_contiguous(count: u64, align: u64, limit: u64) -> Option<u64> {
     FRAMES.lock().as_mut()?.alloc_contiguous(count, align, limit)
 }
 
+/// Contiguous frames at or above `from`.
+pub fn alloc_contiguous_from(count: u64, align: u64, from: u64) -> Option<u64> {
+    FRAMES.lock().as_mut()?.alloc_contiguous_from(count, align, from, MAX_PHYS)
+}
+
 /// Free runs of at least `min_bytes` (see FrameAllocator::free_runs).
 pub fn free_runs(min_bytes: u64) -> alloc::vec::Vec<Region> {
     FRAMES.lock().as_ref().map(|f| f.free_runs(min_bytes / PAGE_SIZE)).unwrap_or_default()
@@ -151,13 +156,23 @@ pub fn init_page_refs(highest_address: u64) {
 /// allocator, reached through the identity map.
 pub struct KernelMem;
 
+/// The page-table frame at `phys`, through the identity map.
+///
+/// # Safety
+/// `phys` must be a 4 KiB-aligned frame owned by a page table (or EPT) the caller is building or walking, with
+/// no other live reference to it.
+pub unsafe fn phys_table<'a>(phys: u64) -> &'a mut [u64; 512] {
+    // SAFETY: caller's contract; all RAM is identity mapped.
+    unsafe { &mut *(phys as *mut [u64; 512]) }
+}
+
 impl TableMemory for KernelMem {
     fn alloc_table(&mut self) -> Option<u64> {
         alloc_frame()
     }
     fn table(&mut self, phys: u64) -> &mut [u64; 512] {
-        // SAFETY: table frames come from alloc_frame (identity mapped, 4 KiB aligned, owned by a page table).
-        unsafe { &mut *(phys as *mut [u64; 512]) }
+        // SAFETY: table frames come from alloc_frame and belong to the table being walked.
+        unsafe { phys_table(phys) }
     }
 }
 
