@@ -171,20 +171,23 @@ impl BootOptions {
 
 pub enum Cli {
     Boot(BootOptions),
+    /// Boot the SMP and the VT image with the same workload and compare (options as for boot; `vt` unused).
+    Compare(BootOptions),
     Help,
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--gdb]";
+[--timeout SECS] [--mem MIB] [--gdb]\n       questv compare [--emulator bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB]";
 
 /// Parse the runner's command line (without the program name).
 pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     let mut it = args.iter();
-    match it.next().map(String::as_str) {
-        Some("boot") => {}
+    let compare = match it.next().map(String::as_str) {
+        Some("boot") => false,
+        Some("compare") => true,
         Some("-h") | Some("--help") | Some("help") | None => return Ok(Cli::Help),
         Some(other) => return Err(format!("unknown command {other:?}\n{USAGE}")),
-    }
+    };
     let mut o = BootOptions::default();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -221,7 +224,101 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
     }
-    Ok(Cli::Boot(o))
+    if compare {
+        if o.vt || o.gdb {
+            return Err("compare boots both builds itself; --vt and --gdb do not apply".into());
+        }
+        Ok(Cli::Compare(o))
+    } else {
+        Ok(Cli::Boot(o))
+    }
+}
+
+/// One row of a comparison: a core (SMP: CPU, VT: sandbox) with its cycles per iteration in each build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareRow {
+    pub core: u64,
+    pub smp_cycles_per_iter: u64,
+    pub vt_cycles_per_iter: u64,
+    /// VM exits the sandbox took during its run of the workload.
+    pub vt_exits: i64,
+}
+
+impl CompareRow {
+    pub fn ratio(&self) -> f64 {
+        self.vt_cycles_per_iter as f64 / self.smp_cycles_per_iter.max(1) as f64
+    }
+}
+
+/// Pair the workload's result lines of the two runs: SMP lines are keyed by `cpu`, VT lines by `sandbox`
+/// (sandbox N runs on core N).
+pub fn compare_rows(smp: &[String], vt: &[String]) -> Vec<CompareRow> {
+    let smp_rows: Vec<ResultLine> = smp.iter().filter_map(|l| parse_result_line(l)).filter(|r| r.get("cycles_per_iter").is_some()).collect();
+    let vt_rows: Vec<ResultLine> = vt.iter().filter_map(|l| parse_result_line(l)).filter(|r| r.get("cycles_per_iter").is_some()).collect();
+    let mut rows: Vec<CompareRow> = smp_rows
+        .iter()
+        .filter_map(|s| {
+            let core = s.get_u64("cpu")?;
+            let v = vt_rows.iter().find(|v| v.get_u64("sandbox") == Some(core))?;
+            Some(CompareRow {
+                core,
+                smp_cycles_per_iter: s.get_u64("cycles_per_iter")?,
+                vt_cycles_per_iter: v.get_u64("cycles_per_iter")?,
+                vt_exits: v.get("vmexits").and_then(|x| x.parse().ok()).unwrap_or(-1),
+            })
+        })
+        .collect();
+    rows.sort_by_key(|r| r.core);
+    rows
+}
+
+pub fn compare_table(rows: &[CompareRow]) -> String {
+    let mut t = String::from("core  smp_cycles_per_iter  vt_cycles_per_iter  vt/smp  vt_exits_during_run\n");
+    for r in rows {
+        t.push_str(&format!(
+            "{:>4}  {:>19}  {:>18}  {:>6.3}  {:>19}\n",
+            r.core, r.smp_cycles_per_iter, r.vt_cycles_per_iter, r.ratio(), r.vt_exits
+        ));
+    }
+    t
+}
+
+pub fn compare_csv(rows: &[CompareRow]) -> String {
+    let mut c = String::from("core,smp_cycles_per_iter,vt_cycles_per_iter,vt_over_smp,vt_exits_during_run\n");
+    for r in rows {
+        c.push_str(&format!("{},{},{},{:.4},{}\n", r.core, r.smp_cycles_per_iter, r.vt_cycles_per_iter, r.ratio(), r.vt_exits));
+    }
+    c
+}
+
+/// `compare`: the workload once per core in the SMP build (`percpu PROG`) and once per sandbox in the VT build,
+/// in the same emulator. Prints the table, writes a CSV under target/results/, returns the CSV path.
+pub fn compare(o: &BootOptions) -> Result<(String, PathBuf), String> {
+    let run = o.run.clone().unwrap_or_else(|| "forkwait 2000".into());
+    let smp_opts = BootOptions { vt: false, run: Some(format!("percpu {run}")), echo: false, ..o.clone() };
+    let vt_opts = BootOptions { vt: true, run: Some(run.clone()), echo: false, ..o.clone() };
+    let mut reports = Vec::new();
+    for opts in [&smp_opts, &vt_opts] {
+        eprintln!("questv: compare: booting the {} build ({})", opts.mode(), opts.emulator.name());
+        let r = boot(opts)?;
+        if r.outcome != Outcome::Done(0) {
+            let tail: Vec<&String> = r.lines.iter().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+            return Err(format!("{} run ended with {:?}; last lines:\n{}", opts.mode(), r.outcome,
+                tail.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")));
+        }
+        eprintln!("questv: compare: {} build: {:.1} s", opts.mode(), r.wall_time.as_secs_f64());
+        reports.push(r);
+    }
+    let rows = compare_rows(&reports[0].lines, &reports[1].lines);
+    if rows.len() != o.cpus as usize {
+        return Err(format!("expected results from {} cores in both builds, matched {}", o.cpus, rows.len()));
+    }
+    let dir = workspace_root().join("target").join("results");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let name: String = run.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let path = dir.join(format!("compare-{}-{}cpus-{}.csv", o.emulator.name(), o.cpus, name));
+    std::fs::write(&path, compare_csv(&rows)).map_err(|e| e.to_string())?;
+    Ok((compare_table(&rows), path))
 }
 
 /// Rewrite grub.cfg: the `set questv_args=` line gets `args`, the `# @questv-modules@` line becomes one
@@ -686,6 +783,29 @@ mod tests {
             assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
         }
         assert_eq!(bin_names("[package]\nname = \"x\"\n[[bin]]\nname = \"a\"\npath = \"p\"\n"), vec!["a"]);
+    }
+
+    #[test]
+    fn comparison_pairs_cores() {
+        let smp = s(&[
+            "RESULT forkwait iterations=10 cycles=100 cycles_per_iter=10 lang=c cpu=1 sandbox=-1 vmexits=-1",
+            "RESULT forkwait iterations=10 cycles=80 cycles_per_iter=8 lang=c cpu=0 sandbox=-1 vmexits=-1",
+            "RESULT frames before=1 after=1",
+        ]);
+        let vt = s(&[
+            "RESULT forkwait iterations=10 cycles=90 cycles_per_iter=9 lang=c cpu=0 sandbox=1 vmexits=0",
+            "RESULT forkwait iterations=10 cycles=120 cycles_per_iter=12 lang=c cpu=0 sandbox=0 vmexits=2",
+        ]);
+        let rows = compare_rows(&smp, &vt);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].core, rows[0].smp_cycles_per_iter, rows[0].vt_cycles_per_iter, rows[0].vt_exits), (0, 8, 12, 2));
+        assert!((rows[0].ratio() - 1.5).abs() < 1e-9);
+        assert_eq!((rows[1].core, rows[1].vt_exits), (1, 0));
+        let csv = compare_csv(&rows);
+        assert!(csv.starts_with("core,smp_cycles_per_iter,vt_cycles_per_iter,vt_over_smp,vt_exits_during_run\n0,8,12,1.5000,2\n"));
+        assert!(compare_table(&rows).lines().count() == 3);
+        assert!(matches!(parse_args(&s(&["compare", "--emulator", "bochs", "--cpus", "4"])), Ok(Cli::Compare(_))));
+        assert!(parse_args(&s(&["compare", "--vt"])).is_err());
     }
 
     #[test]

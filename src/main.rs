@@ -6,6 +6,17 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match parse_args(&args) {
         Ok(Cli::Boot(o)) => o,
+        Ok(Cli::Compare(o)) => match questv::compare(&o) {
+            Ok((table, csv)) => {
+                print!("{table}");
+                println!("csv: {}", csv.display());
+                return;
+            }
+            Err(e) => {
+                eprintln!("questv: compare: {e}");
+                std::process::exit(1);
+            }
+        },
         Ok(Cli::Help) => {
             println!("{USAGE}");
             return;
