@@ -1,6 +1,6 @@
-//! The questv VMX monitor (paper §3.1–3.3). Present so far: the capability check (VMX, not locked off by
-//! firmware, EPT, unrestricted guest), the EPT builder and the memory partition planner, all host-tested.
-//! VMXON, VMCS set-up, launch and the exit handler are the VT issue's (#4) remaining work.
+//! The questv VMX monitor (paper §3.1–3.3): the only VMX-root code. Capability check, EPT builder and memory
+//! partition planner (pure, host-tested), and VMXON / VMCS set-up / VMLAUNCH / the VM-exit path (`vmcs`).
+//! The policy (layout, hypercalls, fault handling) is in the kernel's `vt` module; see docs/vt.md.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
