@@ -45,6 +45,7 @@ pub struct Thread {
 pub struct CpuStats {
     pub ticks: u64,
     pub switches: u64,
+    /// Switches away from a runnable thread that did not yield (timer tick or reschedule IPI).
     pub preemptions: u64,
     pub yields: u64,
 }
@@ -290,7 +291,8 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
     } else if let Some(target) = cur.migrate_to.take() {
         migrant = Some((target, cur));
     } else {
-        if reason == Reason::Tick {
+        // Involuntary switch: the timer tick or a reschedule IPI (a cross-CPU spawn) took the CPU away.
+        if reason != Reason::Yield {
             s.stats.preemptions += 1;
         }
         s.ready.push_back(cur);
