@@ -134,13 +134,15 @@ pub struct BootOptions {
     pub timeout: Option<u64>,
     pub gdb: bool,
     pub mem_mib: u32,
+    /// VT: sandbox slice size in MiB (the monitor's default otherwise).
+    pub slice_mib: Option<u32>,
     /// Print the guest's serial output as it arrives.
     pub echo: bool,
 }
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, echo: true }
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, echo: true }
     }
 }
 
@@ -162,10 +164,14 @@ impl BootOptions {
 
     /// The kernel command line for this boot.
     pub fn kernel_args(&self) -> String {
-        match &self.run {
-            Some(r) => format!("mode={} run={}", self.mode(), r),
-            None => format!("mode={}", self.mode()),
+        let mut a = format!("mode={}", self.mode());
+        if let Some(m) = self.slice_mib {
+            a.push_str(&format!(" slice_mib={m}"));
         }
+        if let Some(r) = &self.run {
+            a.push_str(&format!(" run={r}"));
+        }
+        a
     }
 }
 
@@ -177,7 +183,7 @@ pub enum Cli {
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--gdb]\n       questv compare [--emulator bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--gdb]\n       questv compare [--emulator bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB]";
 
 /// Parse the runner's command line (without the program name).
 pub fn parse_args(args: &[String]) -> Result<Cli, String> {
@@ -214,6 +220,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
                 }
                 o.run = Some(r);
             }
+            "--slice-mib" => o.slice_mib = Some(value("--slice-mib")?.parse().map_err(|_| "--slice-mib needs MiB".to_string())?),
             "--timeout" => o.timeout = Some(value("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?),
             "--mem" => {
                 o.mem_mib = value("--mem")?.parse().map_err(|_| "--mem needs MiB".to_string())?;
@@ -752,6 +759,8 @@ mod tests {
         assert_eq!(o.emulator, Emulator::Bochs);
         assert_eq!(o.kernel_args(), "mode=smp run=ktest fault page");
         assert_eq!(o.timeout_secs(), 900);
+        let Ok(Cli::Boot(o)) = a(&["boot", "--vt", "--slice-mib", "64", "--run", "x"]) else { panic!() };
+        assert_eq!(o.kernel_args(), "mode=vt slice_mib=64 run=x");
         assert!(a(&["boot", "--cpus", "0"]).is_err());
         assert!(a(&["boot", "--cpus"]).is_err());
         assert!(a(&["boot", "--run", "a\"b"]).is_err());
