@@ -9,6 +9,7 @@ extern crate alloc;
 pub mod cmdline;
 pub mod elf;
 pub mod bootinfo;
+pub mod channel;
 pub mod mm;
 
 #[cfg(feature = "image")]

@@ -1,0 +1,2 @@
+//! Inter-sandbox (and, in the SMP build, inter-core) channels: shared-memory mailboxes.
+pub mod ring;
