@@ -24,7 +24,8 @@ fn syscall_numbers_agree() {
         ("EXECVE", nr::EXECVE), ("EXIT", nr::EXIT), ("WAIT4", nr::WAIT4), ("GETPPID", nr::GETPPID),
         ("SCHED_SETAFFINITY", nr::SCHED_SETAFFINITY), ("CLOCK_GETTIME", nr::CLOCK_GETTIME), ("GETCPU", nr::GETCPU),
         ("QUESTV_CYCLES", nr::QUESTV_CYCLES), ("QUESTV_FREE_FRAMES", nr::QUESTV_FREE_FRAMES),
-        ("QUESTV_NCPUS", nr::QUESTV_NCPUS), ("EXIT_GROUP", nr::EXIT_GROUP), ("QUESTV_SANDBOX", nr::QUESTV_SANDBOX), ("QUESTV_VMEXITS", nr::QUESTV_VMEXITS),
+        ("QUESTV_NCPUS", nr::QUESTV_NCPUS), ("EXIT_GROUP", nr::EXIT_GROUP), ("QUESTV_SANDBOX", nr::QUESTV_SANDBOX), ("QUESTV_VMEXITS", nr::QUESTV_VMEXITS), ("CHAN_OPEN", nr::CHAN_OPEN), ("CHAN_SEND", nr::CHAN_SEND),
+        ("CHAN_RECV", nr::CHAN_RECV), ("CHAN_CLOSE", nr::CHAN_CLOSE), ("CHAN_ENDPOINT", nr::CHAN_ENDPOINT),
     ];
     for (name, n) in rust {
         assert_eq!(header.get(name), Some(&n), "syscall.h disagrees on {name}");

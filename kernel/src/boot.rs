@@ -162,6 +162,12 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
     finish(status)
 }
 
+/// Hypercall numbers a sandbox uses (the monitor side is kernel/src/vt.rs).
+pub const HC_DONE: u64 = 1;
+pub const HC_EXIT_COUNT: u64 = 3;
+pub const HC_CHANNEL_OPEN: u64 = 4;
+pub const HC_PEER_APIC: u64 = 5;
+
 /// -1, or the sandbox number when this kernel runs as a VT sandbox.
 static SANDBOX_ID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
 
@@ -189,6 +195,11 @@ fn boot_sandbox(id: u32, opts: &cmdline::Options, usable_bytes: u64) {
         _ => None,
     };
     smp::init_bsp(apic, given);
+    if let Some(shared) = opts.shared {
+        // Boot barrier word of the shared info page (kernel/src/vt.rs, `info`): count sandboxes that came up.
+        // SAFETY: the shared region is mapped at this guest-physical address for the whole run.
+        unsafe { (*((shared + 24) as *const core::sync::atomic::AtomicU32)).fetch_add(1, core::sync::atomic::Ordering::SeqCst) };
+    }
     // SAFETY: IDT, GDT/TSS, LAPIC and the scheduler are ready.
     unsafe { cpu::enable_interrupts() };
     result!("sandbox_boot", "sandbox={} apic_id={} apic={} mem_mib={}", id, apic,
@@ -279,7 +290,7 @@ pub fn finish(status: i32) -> ! {
 /// Tell the monitor this sandbox is done (it reports exits and stops the core).
 fn leave_sandbox(status: i32) -> ! {
     cpu::disable_interrupts();
-    cpu::vmcall(1, status as u64);
+    cpu::vmcall(HC_DONE, status as u64);
     cpu::halt_forever()
 }
 

@@ -228,6 +228,7 @@ pub fn fork(frame: &TrapFrame) -> i64 {
 /// The caller then leaves the CPU (sched::exit, or a switch from the trap path).
 pub fn exit_current(wait_status: i32) {
     let pid = sched::current_pid();
+    crate::channel::endpoint::close_all_of(pid);
     // Run on the kernel's tables before ours are freed.
     sched::set_current_cr3(0);
     let mut wake = Vec::new();

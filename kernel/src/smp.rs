@@ -48,6 +48,10 @@ pub fn pings_received(cpu: u32) -> u64 {
     PINGS[cpu as usize].load(Ordering::SeqCst)
 }
 
+pub fn apic_id(cpu: u32) -> u32 {
+    APIC_IDS[cpu as usize].load(Ordering::SeqCst)
+}
+
 pub fn send_ipi(cpu: u32, vector: u8) {
     lapic::send_ipi(APIC_IDS[cpu as usize].load(Ordering::SeqCst), vector);
 }
@@ -71,6 +75,7 @@ fn interrupt_handler(frame: &mut TrapFrame) {
             lapic::eoi();
             sched::schedule(frame, Reason::Reschedule);
         }
+        crate::channel::endpoint::VECTOR_CHANNEL => lapic::eoi(),
         VECTOR_PING => {
             PINGS[percpu::cpu_index() as usize].fetch_add(1, Ordering::SeqCst);
             lapic::eoi();

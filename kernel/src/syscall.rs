@@ -11,6 +11,7 @@ use questv_arch::paging::{PageFlags, PAGE_SIZE};
 use questv_arch::trap::TrapFrame;
 use questv_arch::{cpu, percpu};
 
+use crate::channel::endpoint as chan;
 use questv_libc_shim::nr;
 
 const MAX_IO: u64 = 1 << 20;
@@ -50,9 +51,14 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::QUESTV_SANDBOX => crate::boot::sandbox_id().map_or(-1, i64::from),
         // VM exits of this sandbox so far, this query's own exit included; ENOSYS without a monitor.
         nr::QUESTV_VMEXITS => match crate::boot::sandbox_id() {
-            Some(_) => cpu::vmcall(3, 0) as i64,
+            Some(_) => cpu::vmcall(crate::boot::HC_EXIT_COUNT, 0) as i64,
             None => -ENOSYS,
         },
+        nr::CHAN_OPEN => u32::try_from(a0).map_or(-EINVAL, |p| chan::open(p).map_or_else(|e| e, i64::from)),
+        nr::CHAN_SEND => chan_send(a0, a1, a2, a3),
+        nr::CHAN_RECV => chan_recv(a0, a1, a2, a3, frame.r8),
+        nr::CHAN_CLOSE => chan::close(a0 as u32).map_or_else(|e| e, |()| 0),
+        nr::CHAN_ENDPOINT => i64::from(chan::my_endpoint()),
         _ => -ENOSYS,
     };
     frame.rax = ret as u64;
@@ -224,6 +230,45 @@ fn getcpu(cpu_addr: u64) -> i64 {
     let c = percpu::cpu_index();
     match proc::with_space(|s, m| s.copy_to_user(m, cpu_addr, &c.to_le_bytes())) {
         Some(Ok(())) => 0,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}
+
+const CHAN_NOTIFY: u64 = 1;
+
+fn chan_send(h: u64, buf: u64, len: u64, flags: u64) -> i64 {
+    if len > crate::channel::ring::SLOT_PAYLOAD as u64 || h > u64::from(u32::MAX) {
+        return -EINVAL;
+    }
+    let mut data = [0u8; crate::channel::ring::SLOT_PAYLOAD];
+    let data = &mut data[..len as usize];
+    match proc::with_space(|s, m| s.copy_from_user(m, buf, data)) {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return e.into(),
+        None => return -ESRCH,
+    }
+    chan::send(h as u32, data, flags & CHAN_NOTIFY != 0).map_or_else(|e| e, |()| len as i64)
+}
+
+fn chan_recv(h: u64, buf: u64, len: u64, timeout_ns: u64, flags: u64) -> i64 {
+    if h > u64::from(u32::MAX) {
+        return -EINVAL;
+    }
+    // Check the destination before waiting.
+    if let Some(Err(e)) = proc::with_space(|s, m| s.copy_to_user(m, buf, &[])) {
+        return e.into();
+    }
+    let mut data = [0u8; crate::channel::ring::SLOT_PAYLOAD];
+    let n = match chan::recv(h as u32, &mut data, timeout_ns, flags & CHAN_NOTIFY != 0) {
+        Ok(n) => n,
+        Err(e) => return e,
+    };
+    if n as u64 > len {
+        return -EINVAL;
+    }
+    match proc::with_space(|s, m| s.copy_to_user(m, buf, &data[..n])) {
+        Some(Ok(())) => n as i64,
         Some(Err(e)) => e.into(),
         None => -ESRCH,
     }

@@ -45,6 +45,28 @@ fn host_of(host_base: u64, gpa: u64) -> u64 {
 }
 
 static LAUNCH: spin::Once<Vec<LaunchConfig>> = spin::Once::new();
+/// EPT roots by sandbox (channels are mapped into them after launch).
+static EPT_ROOTS: spin::Once<Vec<u64>> = spin::Once::new();
+/// Monitor memory for control structures and channels (see MonitorPool).
+static POOL: crate::sync::IrqSpinlock<Option<MonitorPool>> = crate::sync::IrqSpinlock::new(None);
+/// Channels: (endpoint a, endpoint b, host address). Guarded by the POOL lock's critical sections.
+static CHANNELS: crate::sync::IrqSpinlock<Vec<(u32, u32, u64)>> = crate::sync::IrqSpinlock::new(Vec::new());
+static SHARED_BASE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The shared region's first page (paper §3.5's info page): console lock word at 0 (kernel/src/console.rs),
+/// then magic, version, sandbox count, a boot barrier, and the channel directory.
+pub mod info {
+    pub const MAGIC_OFFSET: u64 = 8;
+    pub const MAGIC: u64 = u64::from_le_bytes(*b"QUESTVSH");
+    pub const VERSION_OFFSET: u64 = 16;
+    pub const VERSION: u32 = 1;
+    pub const SANDBOXES_OFFSET: u64 = 20;
+    pub const BARRIER_OFFSET: u64 = 24;
+    pub const CHANNEL_COUNT_OFFSET: u64 = 32;
+    /// Directory entries: (endpoint a u32, endpoint b u32, address u64), 16 bytes each.
+    pub const CHANNEL_DIR_OFFSET: u64 = 64;
+    pub const MAX_CHANNELS: u64 = 128;
+}
 
 /// Monitor memory for sandbox control structures (EPT tables, VMXON/VMCS pages, MSR bitmaps, exit stacks),
 /// taken above [`LOW_ALIAS`]: a sandbox can then name their real addresses, and touching one is an EPT
@@ -116,6 +138,7 @@ fn prepare(plan: &Plan, run: Option<&str>) -> Result<Vec<LaunchConfig>, String> 
     let lapic_hz = smp::lapic_timer_hz();
     let mut configs = Vec::new();
     let mut pool = MonitorPool::new()?;
+    let mut roots = Vec::new();
     for s in &plan.slices {
         // SAFETY: the slice was taken from the frame allocator for this sandbox.
         unsafe { core::ptr::write_bytes(s.host_base as *mut u8, 0, s.size as usize) };
@@ -170,6 +193,7 @@ fn prepare(plan: &Plan, run: Option<&str>) -> Result<Vec<LaunchConfig>, String> 
         }
         let mbi = bootinfo::build(&cmdline, &memory, &modules);
         put(s.host_base, mbi_gpa, &mbi);
+        roots.push(ept.root());
         let stack = pool.pages(4)?;
         configs.push(LaunchConfig {
             vmxon: pool.pages(1)?,
@@ -187,7 +211,49 @@ fn prepare(plan: &Plan, run: Option<&str>) -> Result<Vec<LaunchConfig>, String> 
             s.sandbox, s.size >> 20, s.host_base, entry, modules.len()
         );
     }
+    EPT_ROOTS.call_once(|| roots);
+    *POOL.lock() = Some(pool);
     Ok(configs)
+}
+
+/// Channel between `me` and `peer`: allocated on first open from monitor memory and mapped, at its host
+/// address, into exactly those two sandboxes' EPTs (adding mappings needs no invalidation). Returns its address.
+fn channel_open(me: u32, peer: u32) -> Result<u64, i64> {
+    let n = SANDBOXES.load(Ordering::SeqCst);
+    if peer >= n || peer == me {
+        return Err(-22);
+    }
+    let key = (me.min(peer), me.max(peer));
+    let mut chans = CHANNELS.lock();
+    if let Some(&(_, _, base)) = chans.iter().find(|c| (c.0, c.1) == key) {
+        return Ok(base);
+    }
+    if chans.len() as u64 >= info::MAX_CHANNELS {
+        return Err(-12);
+    }
+    let mut pool = POOL.lock();
+    let pool = pool.as_mut().ok_or(-12i64)?;
+    let pages = crate::channel::endpoint::CHANNEL_BYTES / PAGE_SIZE;
+    let base = pool.pages(pages).map_err(|_| -12i64)?;
+    let roots = EPT_ROOTS.get().ok_or(-12i64)?;
+    for e in [key.0, key.1] {
+        let mut ept = Ept::from_root(roots[e as usize]);
+        ept.map_range(pool, base, base, pages * PAGE_SIZE, Perms::RW, MemType::WriteBack, false).map_err(|_| -12i64)?;
+    }
+    // Publish in the info page's channel directory.
+    let shared = SHARED_BASE.load(Ordering::SeqCst);
+    let i = chans.len() as u64;
+    // SAFETY: the info page is monitor-initialised shared memory; the directory slot is within it.
+    unsafe {
+        let entry = (shared + info::CHANNEL_DIR_OFFSET + 16 * i) as *mut u32;
+        core::ptr::write_volatile(entry, key.0);
+        core::ptr::write_volatile(entry.add(1), key.1);
+        core::ptr::write_volatile(entry.add(2) as *mut u64, base);
+        (*((shared + info::CHANNEL_COUNT_OFFSET) as *const core::sync::atomic::AtomicU32)).store(i as u32 + 1, Ordering::Release);
+    }
+    chans.push((key.0, key.1, base));
+    log::info!("channel {}<->{} at 0x{:x} ({} pages)", key.0, key.1, base, pages);
+    Ok(base)
 }
 
 /// Enter VMX root on the calling core and launch its sandbox. Returns only on failure.
@@ -259,6 +325,20 @@ fn on_exit(regs: &mut GuestRegs, r: u32) -> bool {
                 unsafe { vmcs::skip_instruction() };
                 true
             }
+            crate::boot::HC_CHANNEL_OPEN => {
+                regs.rax = match channel_open(sandbox, regs.rbx as u32) {
+                    Ok(base) => base,
+                    Err(e) => e as u64,
+                };
+                unsafe { vmcs::skip_instruction() };
+                true
+            }
+            crate::boot::HC_PEER_APIC => {
+                let peer = regs.rbx as u32;
+                regs.rax = if peer < SANDBOXES.load(Ordering::SeqCst) { u64::from(smp::apic_id(peer)) } else { (-22i64) as u64 };
+                unsafe { vmcs::skip_instruction() };
+                true
+            }
             HC_REPORT_EXITS => {
                 report_exits(sandbox);
                 regs.rax = 0;
@@ -322,6 +402,13 @@ pub fn run_monitor(run: Option<&str>, slice_mib: Option<u64>) -> i32 {
     // SAFETY: the shared region was just taken for this purpose; zero it (its first word is the console lock).
     unsafe { core::ptr::write_bytes(plan.shared.start as *mut u8, 0, SHARED_SIZE as usize) };
     crate::console::set_shared_lock(plan.shared.start);
+    SHARED_BASE.store(plan.shared.start, Ordering::SeqCst);
+    // SAFETY: the info page is the first page of the zeroed shared region.
+    unsafe {
+        core::ptr::write_volatile((plan.shared.start + info::MAGIC_OFFSET) as *mut u64, info::MAGIC);
+        core::ptr::write_volatile((plan.shared.start + info::VERSION_OFFSET) as *mut u32, info::VERSION);
+        core::ptr::write_volatile((plan.shared.start + info::SANDBOXES_OFFSET) as *mut u32, n);
+    }
     let configs = match prepare(&plan, run) {
         Ok(c) => c,
         Err(e) => {

@@ -37,6 +37,11 @@ pub mod nr {
     pub const QUESTV_NCPUS: u64 = 1002;
     pub const QUESTV_SANDBOX: u64 = 1003;
     pub const QUESTV_VMEXITS: u64 = 1004;
+    pub const CHAN_OPEN: u64 = 1010;
+    pub const CHAN_SEND: u64 = 1011;
+    pub const CHAN_RECV: u64 = 1012;
+    pub const CHAN_CLOSE: u64 = 1013;
+    pub const CHAN_ENDPOINT: u64 = 1014;
 }
 
 /// Error numbers (Linux values) the kernel returns negated. The kernel uses these very constants.
@@ -162,6 +167,30 @@ pub fn sandbox() -> Option<u32> {
 /// VM exits of this sandbox so far (including this query's own), or a negative errno on the SMP build.
 pub fn vmexits() -> i64 {
     syscall(nr::QUESTV_VMEXITS, 0, 0, 0)
+}
+
+/// Channels (docs/channels.md): endpoints are sandboxes (VT) or cores (SMP).
+pub mod chan {
+    use super::{nr, syscall, syscall6};
+    /// Notify the peer with an IPI (send) / wait for one, halted, instead of polling (recv).
+    pub const NOTIFY: u64 = 1;
+    pub const ETIMEDOUT: i64 = 110;
+
+    pub fn endpoint() -> i64 {
+        syscall(nr::CHAN_ENDPOINT, 0, 0, 0)
+    }
+    pub fn open(peer: u32) -> i64 {
+        syscall(nr::CHAN_OPEN, u64::from(peer), 0, 0)
+    }
+    pub fn send(h: i64, data: &[u8], flags: u64) -> i64 {
+        syscall6(nr::CHAN_SEND, [h as u64, data.as_ptr() as u64, data.len() as u64, flags, 0, 0])
+    }
+    pub fn recv(h: i64, buf: &mut [u8], timeout_ns: u64, flags: u64) -> i64 {
+        syscall6(nr::CHAN_RECV, [h as u64, buf.as_mut_ptr() as u64, buf.len() as u64, timeout_ns, flags, 0])
+    }
+    pub fn close(h: i64) -> i64 {
+        syscall(nr::CHAN_CLOSE, h as u64, 0, 0)
+    }
 }
 
 pub fn ncpus() -> i64 {

@@ -98,6 +98,11 @@ impl Ept {
         Ok(Ept { root: mem.alloc_table().ok_or(EptError::OutOfMemory)? })
     }
 
+    /// Wrap an existing EPT (to add mappings later, e.g. a channel).
+    pub fn from_root(root: u64) -> Ept {
+        Ept { root }
+    }
+
     pub fn root(&self) -> u64 {
         self.root
     }

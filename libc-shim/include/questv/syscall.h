@@ -24,6 +24,11 @@
 #define SYS_questv_ncpus 1002
 #define SYS_questv_sandbox 1003
 #define SYS_questv_vmexits 1004
+#define SYS_chan_open 1010
+#define SYS_chan_send 1011
+#define SYS_chan_recv 1012
+#define SYS_chan_close 1013
+#define SYS_chan_endpoint 1014
 
 long questv_syscall(long n, long a0, long a1, long a2, long a3, long a4, long a5);
 #endif

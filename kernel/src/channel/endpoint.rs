@@ -1,0 +1,200 @@
+//! Kernel side of channels: open/send/receive/close over the mailbox rings, the same API in both builds.
+//!
+//! - SMP build: endpoints are cores; the kernel allocates a channel's pages itself and both endpoints' processes
+//!   reach them through this kernel.
+//! - VT build: endpoints are sandboxes; `open` asks the monitor (hypercall) for the channel, which allocates it
+//!   in monitor memory and maps it into exactly the two endpoints' EPTs (at its host address).
+//!
+//! Notification is polling, or an IPI straight to the peer core's local APIC (x2APIC ICR: no VM exit). A
+//! receive always has a timeout, so a dead or broken peer cannot hang the other side.
+
+use super::ring::{Ring, RingError, SLOT_PAYLOAD};
+use crate::sync::IrqSpinlock;
+use crate::{sched, smp};
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use questv_arch::{cpu, lapic, percpu};
+use questv_libc_shim::errno::*;
+
+/// Vector of channel notification IPIs (handled by a plain EOI: it only wakes a halted receiver).
+pub const VECTOR_CHANNEL: u8 = 0xF2;
+/// Bytes of one channel: two rings, one per direction.
+pub const CHANNEL_BYTES: u64 = (2 * Ring::SIZE as u64).div_ceil(4096) * 4096;
+pub const ETIMEDOUT: i64 = 110;
+pub const EIO: i64 = 5;
+const SEND_TIMEOUT_NS: u64 = 2_000_000_000;
+
+#[derive(Clone, Copy)]
+struct Channel {
+    /// Process that opened it (its handles are closed when it exits).
+    owner: u32,
+    me: u32,
+    peer: u32,
+    base: u64,
+    peer_apic: u32,
+    open: bool,
+}
+
+static CHANNELS: IrqSpinlock<Vec<Channel>> = IrqSpinlock::new(Vec::new());
+/// SMP build: channel memory by endpoint pair (a, b, address, open handles), shared by both endpoints (they run
+/// on this one kernel) and freed when the last handle closes.
+static SMP_MEMORY: IrqSpinlock<Vec<(u32, u32, u64, u32)>> = IrqSpinlock::new(Vec::new());
+
+/// This kernel's endpoint: its sandbox (VT) or the calling core (SMP).
+pub fn my_endpoint() -> u32 {
+    crate::boot::sandbox_id().unwrap_or_else(percpu::cpu_index)
+}
+
+fn ring_at(addr: u64) -> &'static Ring {
+    // SAFETY: channel memory is page aligned, zero-initialised (a valid empty ring), identity mapped and stays
+    // allocated while the channel exists; Ring is Sync and only uses atomics and slot-owned payload bytes.
+    unsafe { &*(addr as *const Ring) }
+}
+
+/// (transmit, receive) rings: ring 0 carries the lower endpoint's messages, ring 1 the higher one's.
+fn rings(c: &Channel) -> (&'static Ring, &'static Ring) {
+    let (r0, r1) = (ring_at(c.base), ring_at(c.base + Ring::SIZE as u64));
+    if c.me < c.peer {
+        (r0, r1)
+    } else {
+        (r1, r0)
+    }
+}
+
+fn smp_channel(me: u32, peer: u32) -> Result<(u64, u32), i64> {
+    if peer >= smp::cpu_count() || !smp::is_online(peer) {
+        return Err(-EINVAL);
+    }
+    let key = (me.min(peer), me.max(peer));
+    let mut mem = SMP_MEMORY.lock();
+    if let Some(e) = mem.iter_mut().find(|e| (e.0, e.1) == key) {
+        e.3 += 1;
+        return Ok((e.2, smp::apic_id(peer)));
+    }
+    let base = crate::mm::kmem::alloc_contiguous(CHANNEL_BYTES / 4096, 4096, u64::MAX).ok_or(-ENOMEM)?;
+    // SAFETY: freshly allocated frames, identity mapped, owned by this channel.
+    unsafe { core::ptr::write_bytes(base as *mut u8, 0, CHANNEL_BYTES as usize) };
+    mem.push((key.0, key.1, base, 1));
+    Ok((base, smp::apic_id(peer)))
+}
+
+/// Open (or join) the channel between this endpoint and `peer`; returns a handle.
+pub fn open(peer: u32) -> Result<u32, i64> {
+    let me = my_endpoint();
+    if peer == me {
+        return Err(-EINVAL);
+    }
+    if let Some(i) = CHANNELS.lock().iter().position(|c| c.open && c.me == me && c.peer == peer) {
+        return Ok(i as u32);
+    }
+    let (base, peer_apic) = if crate::boot::sandbox_id().is_some() {
+        let base = cpu::vmcall(crate::boot::HC_CHANNEL_OPEN, u64::from(peer)) as i64;
+        if base < 0 {
+            return Err(base);
+        }
+        let apic = cpu::vmcall(crate::boot::HC_PEER_APIC, u64::from(peer)) as i64;
+        if apic < 0 {
+            return Err(apic);
+        }
+        (base as u64, apic as u32)
+    } else {
+        smp_channel(me, peer)?
+    };
+    let mut chans = CHANNELS.lock();
+    chans.push(Channel { owner: sched::current_pid(), me, peer, base, peer_apic, open: true });
+    Ok(chans.len() as u32 - 1)
+}
+
+fn get(h: u32) -> Result<Channel, i64> {
+    CHANNELS.lock().get(h as usize).copied().filter(|c| c.open).ok_or(-EBADF)
+}
+
+fn ns_to_cycles(ns: u64) -> u64 {
+    (u128::from(ns) * u128::from(smp::TSC_HZ.load(Ordering::Relaxed).max(1)) / 1_000_000_000) as u64
+}
+
+pub fn send(h: u32, data: &[u8], notify: bool) -> Result<(), i64> {
+    let c = get(h)?;
+    if data.len() > SLOT_PAYLOAD {
+        return Err(-EINVAL);
+    }
+    let (tx, _) = rings(&c);
+    let deadline = cpu::rdtsc() + ns_to_cycles(SEND_TIMEOUT_NS);
+    loop {
+        match tx.send(data) {
+            Ok(()) => break,
+            Err(RingError::Full) if cpu::rdtsc() < deadline => cpu::pause(),
+            Err(RingError::Full) => return Err(-ETIMEDOUT),
+            Err(_) => return Err(-EINVAL),
+        }
+    }
+    if notify {
+        lapic::send_ipi(c.peer_apic, VECTOR_CHANNEL);
+    }
+    Ok(())
+}
+
+/// Receive into `buf` within `timeout_ns`. With `wait_ipi` the core halts between checks (woken by the
+/// sender's notification IPI or any interrupt) instead of spinning.
+pub fn recv(h: u32, buf: &mut [u8], timeout_ns: u64, wait_ipi: bool) -> Result<usize, i64> {
+    let c = get(h)?;
+    let (_, rx) = rings(&c);
+    let deadline = cpu::rdtsc().saturating_add(ns_to_cycles(timeout_ns));
+    let mut spins = 0u32;
+    loop {
+        match rx.recv(buf) {
+            Ok(n) => return Ok(n),
+            Err(RingError::Empty) => {}
+            Err(_) => return Err(-EIO),
+        }
+        if cpu::rdtsc() >= deadline {
+            return Err(-ETIMEDOUT);
+        }
+        if wait_ipi {
+            // SAFETY: the IDT and LAPIC are set up; the notification (or the next tick) ends the halt. The
+            // timer may switch threads here, which is fine: this thread's syscall frame is saved.
+            unsafe { cpu::enable_interrupts_and_halt() };
+            cpu::disable_interrupts();
+        } else {
+            cpu::pause();
+            spins += 1;
+            if spins % 4096 == 0 {
+                // Let other threads on this core run while we poll a slow peer.
+                sched::yield_now();
+            }
+        }
+    }
+}
+
+pub fn close(h: u32) -> Result<(), i64> {
+    let c = {
+        let mut chans = CHANNELS.lock();
+        let c = chans.get_mut(h as usize).filter(|c| c.open).ok_or(-EBADF)?;
+        c.open = false;
+        *c
+    };
+    if crate::boot::sandbox_id().is_none() {
+        // SMP: the last handle frees the channel's pages. (VT: the memory is the monitor's.)
+        let key = (c.me.min(c.peer), c.me.max(c.peer));
+        let mut mem = SMP_MEMORY.lock();
+        if let Some(i) = mem.iter().position(|e| (e.0, e.1) == key) {
+            mem[i].3 -= 1;
+            if mem[i].3 == 0 {
+                let (_, _, base, _) = mem.swap_remove(i);
+                for p in 0..CHANNEL_BYTES / 4096 {
+                    crate::mm::kmem::free_frame(base + p * 4096);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Close every channel handle of an exiting process.
+pub fn close_all_of(pid: u32) {
+    let handles: Vec<u32> =
+        CHANNELS.lock().iter().enumerate().filter(|(_, c)| c.open && c.owner == pid).map(|(i, _)| i as u32).collect();
+    for h in handles {
+        let _ = close(h);
+    }
+}
