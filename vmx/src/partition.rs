@@ -105,13 +105,24 @@ pub fn plan(free: &[Region], sandboxes: u32, slice: Option<u64>, shared: u64) ->
         return Err(PlanError::TooManySandboxes(sandboxes));
     }
     let shared = align_up(shared.max(ALIGN));
-    let slice = match slice {
-        Some(s) => align_up(s),
+    match slice {
+        Some(s) => place(free, sandboxes, align_up(s), shared),
         None => {
+            // Even split of all free memory, shrunk step by step until the slices actually fit the regions
+            // (fragments make the even split an upper bound only).
             let usable: u64 = free.iter().map(|r| (r.end / ALIGN * ALIGN).saturating_sub(align_up(r.start))).sum();
-            (usable.saturating_sub(shared) / u64::from(sandboxes) / ALIGN * ALIGN).min(DEFAULT_SLICE_CAP)
+            let mut slice = (usable.saturating_sub(shared) / u64::from(sandboxes) / ALIGN * ALIGN).min(DEFAULT_SLICE_CAP);
+            loop {
+                match place(free, sandboxes, slice, shared) {
+                    Err(PlanError::NotEnoughMemory { .. }) if slice > MIN_SLICE => slice -= ALIGN,
+                    r => return r,
+                }
+            }
         }
-    };
+    }
+}
+
+fn place(free: &[Region], sandboxes: u32, slice: u64, shared: u64) -> Result<Plan, PlanError> {
     if slice < MIN_SLICE {
         return Err(PlanError::SliceTooSmall { slice });
     }
@@ -167,12 +178,23 @@ mod tests {
     }
 
     #[test]
+    fn default_shrinks_to_fit_fragmented_memory() {
+        // 30 MiB of fragments plus one 400 MiB region: the even split (~107 MiB) does not fit 4 times into the
+        // big region with the shared region; the default shrinks until it does.
+        let free = [Region { start: 2 * MIB, end: 32 * MIB }, Region { start: 100 * MIB, end: 500 * MIB }];
+        let p = plan(&free, 4, None, 2 * MIB).unwrap();
+        disjoint(&p);
+        assert!(p.slices[0].size <= 98 * MIB && p.slices[0].size >= 96 * MIB, "{}", p.slices[0].size / MIB);
+    }
+
+    #[test]
     fn refuses_impossible_configurations() {
         let free = [Region { start: 100 * MIB, end: 510 * MIB }];
         assert_eq!(plan(&free, 0, None, 0), Err(PlanError::NoSandboxes));
         assert_eq!(plan(&free, 65, None, 0), Err(PlanError::TooManySandboxes(65)));
         assert_eq!(plan(&free, 4, Some(8 * MIB), 0), Err(PlanError::SliceTooSmall { slice: 8 * MIB }));
         assert_eq!(plan(&free, 20, None, 0), Err(PlanError::SliceTooSmall { slice: 20 * MIB }));
+        assert!(matches!(plan(&[Region { start: 0, end: 40 * MIB }], 2, None, 0), Err(PlanError::SliceTooSmall { .. }) | Err(PlanError::NotEnoughMemory { .. })));
         let e = plan(&free, 4, Some(128 * MIB), 2 * MIB).unwrap_err();
         assert_eq!(e, PlanError::NotEnoughMemory { sandboxes: 4, slice: 128 * MIB, shared: 2 * MIB });
         assert!(e.to_string().contains("not enough free memory for 4 slices of 128 MiB"));
