@@ -90,6 +90,7 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
     if let Some(id) = opts.sandbox {
         SANDBOX_ID.store(id as i32, core::sync::atomic::Ordering::SeqCst);
         ATTACK_TARGETS.call_once(|| (opts.peer, opts.vmcs, opts.ept));
+        SHARED_REGION.call_once(|| opts.shared.unwrap_or(0));
         boot_sandbox(id, &opts, mem.usable_bytes);
     } else {
         // ACPI topology.
@@ -172,6 +173,12 @@ pub const HC_PEER_APIC: u64 = 5;
 static SANDBOX_ID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
 
 static ATTACK_TARGETS: spin::Once<(Option<u64>, Option<u64>, Option<u64>)> = spin::Once::new();
+static SHARED_REGION: spin::Once<u64> = spin::Once::new();
+
+/// Guest-physical address of the shared region (VT sandboxes), if any.
+pub fn shared_region() -> Option<u64> {
+    SHARED_REGION.get().copied().filter(|&a| a != 0)
+}
 
 /// Host-physical addresses the monitor named for the attack test hook: (peer slice, VMCS, EPT root).
 pub fn attack_targets() -> (Option<u64>, Option<u64>, Option<u64>) {

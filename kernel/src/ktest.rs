@@ -194,11 +194,14 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
         kprintln!("ktest attack: only meaningful in a VT sandbox");
         return 2;
     };
-    if sandbox != 0 {
+    // The channel attack comes from a third sandbox (2) while sandboxes 0 and 1 use the channel.
+    let attacker = if kind == "channel" { 2 } else { 0 };
+    if sandbox != attacker {
         return run_then(0);
     }
     let t = crate::boot::attack_targets();
     let target = match kind {
+        "channel" => channel_target(),
         "peer" => t.0,
         "monitor" => t.1,
         "ept" => t.2,
@@ -226,9 +229,27 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
         kprintln!("ktest attack: the monitor gave no {} address", kind);
         return 2;
     };
-    kprintln!("ktest attack: sandbox 0 writes to host-physical 0x{:x} ({})", addr, kind);
+    kprintln!("ktest attack: sandbox {} writes to host-physical 0x{:x} ({})", sandbox, addr, kind);
     // SAFETY: deliberate: the address is outside this sandbox's EPT, so the write must exit to the monitor.
     unsafe { core::ptr::write_volatile(addr as *mut u64, 0xBAD0_BAD0_BAD0_BAD0) };
     result!("attack", "kind={} outcome=not_contained", kind);
     1
+}
+
+/// The first channel listed in the shared info page's directory (waiting up to ~10 s for one to appear).
+fn channel_target() -> Option<u64> {
+    let shared = crate::boot::shared_region()?;
+    let deadline = cpu::rdtsc() + seconds(10);
+    // SAFETY: the shared region is mapped for every sandbox; the directory layout is the monitor's
+    // (kernel/src/vt.rs, `info`): count at +32, entries of (u32, u32, u64) from +64.
+    unsafe {
+        let count = &*((shared + 32) as *const core::sync::atomic::AtomicU32);
+        while count.load(Ordering::Acquire) == 0 {
+            if cpu::rdtsc() > deadline {
+                return None;
+            }
+            sched::yield_now();
+        }
+        Some(core::ptr::read_volatile((shared + 64 + 8) as *const u64))
+    }
 }
