@@ -179,18 +179,21 @@ pub enum Cli {
     Boot(BootOptions),
     /// Boot the SMP and the VT image with the same workload and compare (options as for boot; `vt` unused).
     Compare(BootOptions),
+    /// The channel benchmark in both builds (`--run` gives the trials: default "5000").
+    MsgBench(BootOptions),
     Help,
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--gdb]\n       questv compare [--emulator bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--gdb]\n       questv compare [--emulator bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB]\n       questv msgbench [--emulator bochs] [--cpus N] [--run TRIALS] [--timeout SECS]";
 
 /// Parse the runner's command line (without the program name).
 pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     let mut it = args.iter();
-    let compare = match it.next().map(String::as_str) {
-        Some("boot") => false,
-        Some("compare") => true,
+    let (compare, msgbench) = match it.next().map(String::as_str) {
+        Some("boot") => (false, false),
+        Some("compare") => (true, false),
+        Some("msgbench") => (true, true),
         Some("-h") | Some("--help") | Some("help") | None => return Ok(Cli::Help),
         Some(other) => return Err(format!("unknown command {other:?}\n{USAGE}")),
     };
@@ -233,9 +236,9 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     }
     if compare {
         if o.vt || o.gdb {
-            return Err("compare boots both builds itself; --vt and --gdb do not apply".into());
+            return Err("compare/msgbench boot both builds themselves; --vt and --gdb do not apply".into());
         }
-        Ok(Cli::Compare(o))
+        Ok(if msgbench { Cli::MsgBench(o) } else { Cli::Compare(o) })
     } else {
         Ok(Cli::Boot(o))
     }
@@ -298,12 +301,11 @@ pub fn compare_csv(rows: &[CompareRow]) -> String {
     c
 }
 
-/// `compare`: the workload once per core in the SMP build (`percpu PROG`) and once per sandbox in the VT build,
-/// in the same emulator. Prints the table, writes a CSV under target/results/, returns the CSV path.
-pub fn compare(o: &BootOptions) -> Result<(String, PathBuf), String> {
-    let run = o.run.clone().unwrap_or_else(|| "forkwait 2000".into());
+/// Boot the SMP build with `percpu RUN` (one instance per core) and the VT build with `RUN` (one per sandbox) in
+/// the same emulator; both must end with status 0.
+fn run_both(o: &BootOptions, run: &str) -> Result<Vec<BootReport>, String> {
     let smp_opts = BootOptions { vt: false, run: Some(format!("percpu {run}")), echo: false, ..o.clone() };
-    let vt_opts = BootOptions { vt: true, run: Some(run.clone()), echo: false, ..o.clone() };
+    let vt_opts = BootOptions { vt: true, run: Some(run.to_string()), echo: false, ..o.clone() };
     let mut reports = Vec::new();
     for opts in [&smp_opts, &vt_opts] {
         eprintln!("questv: compare: booting the {} build ({})", opts.mode(), opts.emulator.name());
@@ -316,12 +318,25 @@ pub fn compare(o: &BootOptions) -> Result<(String, PathBuf), String> {
         eprintln!("questv: compare: {} build: {:.1} s", opts.mode(), r.wall_time.as_secs_f64());
         reports.push(r);
     }
+    Ok(reports)
+}
+
+fn results_dir() -> Result<PathBuf, String> {
+    let dir = workspace_root().join("target").join("results");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+/// `compare`: the workload once per core in the SMP build (`percpu PROG`) and once per sandbox in the VT build,
+/// in the same emulator. Prints the table, writes a CSV under target/results/, returns the CSV path.
+pub fn compare(o: &BootOptions) -> Result<(String, PathBuf), String> {
+    let run = o.run.clone().unwrap_or_else(|| "forkwait 2000".into());
+    let reports = run_both(o, &run)?;
     let rows = compare_rows(&reports[0].lines, &reports[1].lines);
     if rows.len() != o.cpus as usize {
         return Err(format!("expected results from {} cores in both builds, matched {}", o.cpus, rows.len()));
     }
-    let dir = workspace_root().join("target").join("results");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = results_dir()?;
     let name: String = run.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let path = dir.join(format!("compare-{}-{}cpus-{}.csv", o.emulator.name(), o.cpus, name));
     std::fs::write(&path, compare_csv(&rows)).map_err(|e| e.to_string())?;
@@ -693,6 +708,33 @@ pub fn boot(o: &BootOptions) -> Result<BootReport, String> {
     Ok(BootReport { lines, outcome, wall_time })
 }
 
+/// `RESULT msgbench` lines of both runs as CSV rows (build, size, mode, trials, rtt_cycles, one_way_cycles).
+pub fn msgbench_csv(lines: &[String]) -> (String, usize) {
+    let mut csv = String::from("build,size,mode,trials,rtt_cycles,one_way_cycles\n");
+    let mut n = 0;
+    for r in results(lines, "msgbench") {
+        let f = |k| r.get(k).unwrap_or("");
+        csv.push_str(&format!("{},{},{},{},{},{}\n", f("build"), f("size"), f("mode"), f("trials"), f("rtt_cycles"), f("one_way_cycles")));
+        n += 1;
+    }
+    (csv, n)
+}
+
+/// `msgbench`: the channel benchmark between endpoints 0 and 1 in both builds (same emulator); CSV under
+/// target/results/.
+pub fn msgbench(o: &BootOptions) -> Result<(String, PathBuf), String> {
+    let trials = o.run.clone().unwrap_or_else(|| "5000".into());
+    let reports = run_both(o, &format!("msgbench {trials}"))?;
+    let all: Vec<String> = reports.iter().flat_map(|r| r.lines.iter().cloned()).collect();
+    let (csv, n) = msgbench_csv(&all);
+    if n != 2 * 2 * 11 {
+        return Err(format!("expected 44 RESULT msgbench lines (2 builds x 2 modes x 11 sizes), got {n}"));
+    }
+    let path = results_dir()?.join(format!("msgbench-{}-{}trials.csv", o.emulator.name(), trials.trim()));
+    std::fs::write(&path, &csv).map_err(|e| e.to_string())?;
+    Ok((csv, path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -815,6 +857,10 @@ mod tests {
         assert!(compare_table(&rows).lines().count() == 3);
         assert!(matches!(parse_args(&s(&["compare", "--emulator", "bochs", "--cpus", "4"])), Ok(Cli::Compare(_))));
         assert!(parse_args(&s(&["compare", "--vt"])).is_err());
+        assert!(matches!(parse_args(&s(&["msgbench", "--cpus", "2"])), Ok(Cli::MsgBench(_))));
+        let (csv, n) = msgbench_csv(&s(&["RESULT msgbench build=vt size=4 mode=ipi trials=10 rtt_cycles=5 one_way_cycles=3", "x"]));
+        assert_eq!(n, 1);
+        assert_eq!(csv, "build,size,mode,trials,rtt_cycles,one_way_cycles\nvt,4,ipi,10,5,3\n");
     }
 
     #[test]

@@ -6,6 +6,17 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match parse_args(&args) {
         Ok(Cli::Boot(o)) => o,
+        Ok(Cli::MsgBench(o)) => match questv::msgbench(&o) {
+            Ok((csv, path)) => {
+                print!("{csv}");
+                println!("csv: {}", path.display());
+                return;
+            }
+            Err(e) => {
+                eprintln!("questv: msgbench: {e}");
+                std::process::exit(1);
+            }
+        },
         Ok(Cli::Compare(o)) => match questv::compare(&o) {
             Ok((table, csv)) => {
                 print!("{table}");
