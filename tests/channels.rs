@@ -1,0 +1,63 @@
+//! Channels: 100 000 messages between two endpoints in both builds (QEMU for SMP, Bochs for VT), a third
+//! sandbox touching the channel pages, and the benchmark's output shape.
+mod common;
+use common::{boot, require, Run};
+
+fn check_msgtest(r: &Run, vt: bool) {
+    r.check(r.code == 0 && r.done_status() == Some(0), "messaging run failed");
+    let m = r.results("msgtest");
+    let rx = m.iter().find(|x| x.get("role") == Some("receiver"));
+    let tx = m.iter().find(|x| x.get("role") == Some("sender"));
+    r.check(rx.is_some() && tx.is_some(), "no sender/receiver results");
+    let (rx, tx) = (rx.unwrap(), tx.unwrap());
+    r.check(rx.get_u64("received") == Some(100_000), "not every message arrived");
+    for k in ["lost", "dup", "corrupt"] {
+        r.check(rx.get_u64(k) == Some(0), k);
+    }
+    r.check(tx.get_u64("send_failures") == Some(0) && tx.get("ack") == Some("1"), "sender saw failures");
+    if vt {
+        r.check(rx.get("vmexits") == Some("0") && tx.get("vmexits") == Some("0"), "VM exits during steady messaging");
+    }
+    r.check(r.results("frames").iter().all(|f| f.get("before") == f.get("after")), "frames leaked");
+}
+
+#[test]
+fn hundred_thousand_messages_smp() {
+    require("qemu-system-x86_64");
+    let r = boot(&["--emulator", "qemu", "--cpus", "2", "--timeout", "300", "--run", "percpu msgtest 100000"]);
+    check_msgtest(&r, false);
+}
+
+#[test]
+fn hundred_thousand_messages_between_sandboxes() {
+    require("bochs");
+    let r = boot(&["--vt", "--emulator", "bochs", "--cpus", "2", "--timeout", "900", "--run", "msgtest 100000"]);
+    check_msgtest(&r, true);
+}
+
+#[test]
+fn third_sandbox_cannot_touch_a_channel() {
+    require("bochs");
+    let r = boot(&["--vt", "--emulator", "bochs", "--cpus", "4", "--timeout", "600", "--run", "ktest attack channel -- msgtest 2000"]);
+    let f = r.results("sandbox_fault");
+    r.check(f.len() == 1 && f[0].get_u64("sandbox") == Some(2) && f[0].get("reason") == Some("ept_violation"), "sandbox 2's access not reported");
+    let m = r.results("msgtest");
+    let rx = m.iter().find(|x| x.get("role") == Some("receiver"));
+    r.check(rx.is_some_and(|x| x.get_u64("received") == Some(2000) && x.get_u64("corrupt") == Some(0)), "the endpoints were disturbed");
+    r.check(r.results("sandbox_done").iter().filter(|d| d.get_u64("sandbox") != Some(2)).all(|d| d.get("status") == Some("0")), "a bystander failed");
+}
+
+#[test]
+fn benchmark_reports_every_size_and_mode() {
+    require("qemu-system-x86_64");
+    let r = boot(&["--emulator", "qemu", "--cpus", "2", "--timeout", "300", "--run", "percpu msgbench 50"]);
+    r.check(r.code == 0, "msgbench failed");
+    let b = r.results("msgbench");
+    r.check(b.len() == 22, "expected 11 sizes x 2 modes");
+    for size in (2..=12).map(|p| 1u64 << p) {
+        for mode in ["polled", "ipi"] {
+            let row = b.iter().find(|x| x.get_u64("size") == Some(size) && x.get("mode") == Some(mode));
+            r.check(row.is_some_and(|x| x.get_u64("rtt_cycles").unwrap_or(0) > 0 && x.get_u64("one_way_cycles").unwrap_or(0) > 0), "missing row");
+        }
+    }
+}
