@@ -6,28 +6,24 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match parse_args(&args) {
         Ok(Cli::Boot(o)) => o,
-        Ok(Cli::MsgBench(o)) => match questv::msgbench(&o) {
-            Ok((csv, path)) => {
-                print!("{csv}");
-                println!("csv: {}", path.display());
-                return;
+        Ok(cmd @ (Cli::MsgBench(_) | Cli::Compare(_))) => {
+            let (name, result) = match &cmd {
+                Cli::MsgBench(o) => ("msgbench", questv::msgbench(o)),
+                Cli::Compare(o) => ("compare", questv::compare(o)),
+                _ => unreachable!(),
+            };
+            match result {
+                Ok((table, path)) => {
+                    print!("{table}");
+                    println!("csv: {}", path.display());
+                    return;
+                }
+                Err(e) => {
+                    eprintln!("questv: {name}: {e}");
+                    std::process::exit(1);
+                }
             }
-            Err(e) => {
-                eprintln!("questv: msgbench: {e}");
-                std::process::exit(1);
-            }
-        },
-        Ok(Cli::Compare(o)) => match questv::compare(&o) {
-            Ok((table, csv)) => {
-                print!("{table}");
-                println!("csv: {}", csv.display());
-                return;
-            }
-            Err(e) => {
-                eprintln!("questv: compare: {e}");
-                std::process::exit(1);
-            }
-        },
+        }
         Ok(Cli::Help) => {
             println!("{USAGE}");
             return;

@@ -156,18 +156,7 @@ impl AddressSpace {
 
     /// Remove the 4 KiB mapping of `va`; returns the physical frame it mapped.
     pub fn unmap_4k(&mut self, mem: &mut impl TableMemory, va: u64) -> Option<u64> {
-        let mut table = self.root;
-        for level in (1..=3).rev() {
-            let entry = mem.table(table)[index(va, level)];
-            if entry & PageFlags::PRESENT.bits() == 0 || entry & PageFlags::HUGE.bits() != 0 {
-                return None;
-            }
-            table = entry & ADDR_MASK;
-        }
-        let slot = &mut mem.table(table)[index(va, 0)];
-        if *slot & PageFlags::PRESENT.bits() == 0 {
-            return None;
-        }
+        let slot = self.leaf_mut(mem, va).filter(|e| **e & PageFlags::PRESENT.bits() != 0)?;
         let pa = *slot & ADDR_MASK;
         *slot = 0;
         Some(pa)
