@@ -132,7 +132,9 @@ fn fault(kind: &str) -> i32 {
         "page" => unsafe { core::ptr::write_volatile(0x0000_7FFF_DEAD_0000 as *mut u64, 1) },
         "null" => unsafe { core::ptr::write_volatile(core::ptr::null_mut::<u64>().wrapping_add(2), 1) },
         "ud" => unsafe { core::arch::asm!("ud2") },
+        // SAFETY: deliberate non-canonical access (#GP).
         "gp" => unsafe { core::ptr::read_volatile(0x8000_0000_0000_0000 as *const u64); },
+        // SAFETY: deliberate division by zero (#DE); registers declared as clobbered.
         "de" => unsafe { core::arch::asm!("xor edx, edx", "xor eax, eax", "div ecx", in("ecx") 0, out("eax") _, out("edx") _) },
         "ap-page" => {
             if smp::cpus_online() < 2 {

@@ -298,10 +298,14 @@ fn sandbox_finished(sandbox: u32, status: i32) {
     }
 }
 
+fn skip_instruction() {
+    // SAFETY: only called from on_exit, i.e. in the VM-exit handler with this core's VMCS current.
+    unsafe { vmcs::skip_instruction() }
+}
+
 /// The monitor's exit policy (runs in VMX root on the exiting core).
 fn on_exit(regs: &mut GuestRegs, r: u32) -> bool {
     let sandbox = percpu::cpu_index();
-    // SAFETY (all vmcs calls below): we are in the VM-exit handler with this core's VMCS current.
     match r {
         reason::CPUID => {
             let c = cpu::cpuid(regs.rax as u32, regs.rcx as u32);
@@ -311,7 +315,7 @@ fn on_exit(regs: &mut GuestRegs, r: u32) -> bool {
                 ecx |= 1 << 31; // running under a hypervisor
             }
             (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (u64::from(c.eax), u64::from(c.ebx), u64::from(ecx), u64::from(c.edx));
-            unsafe { vmcs::skip_instruction() };
+            skip_instruction();
             true
         }
         reason::VMCALL => match regs.rax {
@@ -322,7 +326,7 @@ fn on_exit(regs: &mut GuestRegs, r: u32) -> bool {
             }
             HC_EXIT_COUNT => {
                 regs.rax = vmcs::exit_counts(sandbox).map(|(_, n)| n).sum();
-                unsafe { vmcs::skip_instruction() };
+                skip_instruction();
                 true
             }
             crate::boot::HC_CHANNEL_OPEN => {
@@ -330,33 +334,35 @@ fn on_exit(regs: &mut GuestRegs, r: u32) -> bool {
                     Ok(base) => base,
                     Err(e) => e as u64,
                 };
-                unsafe { vmcs::skip_instruction() };
+                skip_instruction();
                 true
             }
             crate::boot::HC_PEER_APIC => {
                 let peer = regs.rbx as u32;
                 regs.rax = if peer < SANDBOXES.load(Ordering::SeqCst) { u64::from(smp::apic_id(peer)) } else { (-22i64) as u64 };
-                unsafe { vmcs::skip_instruction() };
+                skip_instruction();
                 true
             }
             HC_REPORT_EXITS => {
                 report_exits(sandbox);
                 regs.rax = 0;
-                unsafe { vmcs::skip_instruction() };
+                skip_instruction();
                 true
             }
             _ => {
                 regs.rax = (-38i64) as u64; // ENOSYS
-                unsafe { vmcs::skip_instruction() };
+                skip_instruction();
                 true
             }
         },
         reason::INIT | reason::SIPI => true, // another sandbox tried to reset this core: ignored
         19..=27 | reason::INVEPT | reason::INVVPID => {
+            // SAFETY: in the VM-exit handler with this core's VMCS current.
             unsafe { vmcs::inject_ud() };
             true
         }
         _ => {
+            // SAFETY: in the VM-exit handler with this core's VMCS current.
             let (gpa, qual, rip) = unsafe {
                 (vmcs::vmread(vmcs::field::GUEST_PHYSICAL_ADDRESS), vmcs::vmread(vmcs::field::EXIT_QUALIFICATION), vmcs::vmread(vmcs::field::GUEST_RIP))
             };

@@ -271,6 +271,7 @@ extern "C" {
 /// VMX root operation on this core (enable()); all addresses in `c` are identity-mapped, owned pages;
 /// interrupts are off and stay off in the host from now on.
 pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
+    // SAFETY: the caller's contract (VMX root, owned identity-mapped pages) is setup's.
     match unsafe { setup(c) } {
         Ok(()) => {}
         Err(e) => return e,
@@ -295,6 +296,8 @@ pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
     VmxError::LaunchFailed(unsafe { vmread(VM_INSTRUCTION_ERROR) })
 }
 
+/// # Safety
+/// As for [`launch`].
 unsafe fn setup(c: &LaunchConfig) -> Result<(), VmxError> {
     let (pin_msr, proc_msr, exit_msr, entry_msr) = control_msrs();
     // SAFETY: VMX root; the VMCS page is ours.

@@ -86,6 +86,7 @@ fn main(args: &[&str]) -> i32 {
     c.expect(sys::execve("badelf", &["badelf"]), -8, "execve of a malformed ELF (ENOEXEC)");
 
     // 5. Faulting children are killed with a signal; we (and the kernel) carry on.
+    // SAFETY (each closure): deliberate faults in a forked child; the kernel must kill only that child.
     let faults: [(fn() -> !, i32, &str); 4] = [
         (|| unsafe { core::ptr::write_volatile(8 as *mut u64, 1); sys::exit(0) }, 11, "null write"),
         (|| unsafe { core::ptr::write_volatile(0x10_0000 as *mut u64, 1); sys::exit(0) }, 11, "write to kernel memory"),
