@@ -8,6 +8,7 @@ extern crate alloc;
 
 pub mod acpi_madt;
 pub mod paging;
+pub mod regs;
 
 pub mod cpu;
 pub mod gdt;

@@ -123,21 +123,7 @@ impl FxArea {
 #[derive(Clone, Copy)]
 pub struct TrapFrame {
     pub fx: FxArea,
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
+    pub gprs: crate::regs::Gprs,
     pub vector: u64,
     pub error_code: u64,
     pub rip: u64,
@@ -155,8 +141,7 @@ impl TrapFrame {
     pub fn new_kernel_thread(entry: u64, arg: u64, stack_top: u64) -> TrapFrame {
         TrapFrame {
             fx: FxArea::initial(),
-            r15: 0, r14: 0, r13: 0, r12: 0, r11: 0, r10: 0, r9: 0, r8: 0,
-            rbp: 0, rdi: arg, rsi: 0, rdx: 0, rcx: 0, rbx: 0, rax: 0,
+            gprs: crate::regs::Gprs { rdi: arg, ..Default::default() },
             vector: 0,
             error_code: 0,
             rip: entry,
@@ -360,10 +345,11 @@ pub fn dump_exception(frame: &TrapFrame, cpu_index: u32) {
         "  RIP=0x{:016x} CS=0x{:x} RFLAGS=0x{:x} RSP=0x{:016x} SS=0x{:x}\n",
         frame.rip, frame.cs, frame.rflags, frame.rsp, frame.ss
     ));
+    let r = &frame.gprs;
     dump(format_args!(
         "  RAX={:016x} RBX={:016x} RCX={:016x} RDX={:016x}\n  RSI={:016x} RDI={:016x} RBP={:016x} R8 ={:016x}\n  R9 ={:016x} R10={:016x} R11={:016x} R12={:016x}\n  R13={:016x} R14={:016x} R15={:016x} CR3={:016x}\n",
-        frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp, frame.r8,
-        frame.r9, frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15, cpu::read_cr3()
+        r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8,
+        r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, cpu::read_cr3()
     ));
     dump(format_args!(
         "RESULT exception vector={} name={} error=0x{:x} rip=0x{:x} cr2=0x{:x} cpu={} user={}\n",

@@ -177,8 +177,8 @@ fn load_program(bytes: &[u8], argv: &[String]) -> Result<(UserSpace, u64, u64, u
 
 fn user_frame(entry: u64, sp: u64, argc: usize, argv_addr: u64) -> TrapFrame {
     let mut f = TrapFrame::new_user(entry, sp);
-    f.rdi = argc as u64;
-    f.rsi = argv_addr;
+    f.gprs.rdi = argc as u64;
+    f.gprs.rsi = argv_addr;
     f
 }
 
@@ -213,7 +213,7 @@ pub fn fork(frame: &TrapFrame) -> i64 {
         None => return -ESRCH,
     };
     let mut child_frame = *frame;
-    child_frame.rax = 0;
+    child_frame.gprs.rax = 0;
     let Some(thread) = sched::new_user_thread("user", child_frame, pid, space.root()) else {
         space.teardown(&mut mem);
         return -ENOMEM;

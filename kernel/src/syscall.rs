@@ -21,11 +21,11 @@ const PROT_WRITE: u64 = 2;
 const PROT_EXEC: u64 = 4;
 
 pub fn dispatch(frame: &mut TrapFrame) {
-    let (a0, a1, a2, a3) = (frame.rdi, frame.rsi, frame.rdx, frame.r10);
-    let ret: i64 = match frame.rax {
+    let (a0, a1, a2, a3) = (frame.gprs.rdi, frame.gprs.rsi, frame.gprs.rdx, frame.gprs.r10);
+    let ret: i64 = match frame.gprs.rax {
         nr::READ => read(a0, a1, a2),
         nr::WRITE => write(a0, a1, a2),
-        nr::MMAP => mmap(a1, a2, a3, frame.r8),
+        nr::MMAP => mmap(a1, a2, a3, frame.gprs.r8),
         nr::MUNMAP => munmap(a0, a1),
         nr::BRK => proc::with_space(|s, m| s.set_brk(m, if a0 == 0 { s.brk } else { a0 }) as i64).unwrap_or(-ESRCH),
         nr::SCHED_YIELD => {
@@ -56,12 +56,12 @@ pub fn dispatch(frame: &mut TrapFrame) {
         },
         nr::CHAN_OPEN => u32::try_from(a0).map_or(-EINVAL, |p| chan::open(p).map_or_else(|e| e, i64::from)),
         nr::CHAN_SEND => chan_send(a0, a1, a2, a3),
-        nr::CHAN_RECV => chan_recv(a0, a1, a2, a3, frame.r8),
+        nr::CHAN_RECV => chan_recv(a0, a1, a2, a3, frame.gprs.r8),
         nr::CHAN_CLOSE => chan::close(a0 as u32).map_or_else(|e| e, |()| 0),
         nr::CHAN_ENDPOINT => i64::from(chan::my_endpoint()),
         _ => -ENOSYS,
     };
-    frame.rax = ret as u64;
+    frame.gprs.rax = ret as u64;
 }
 
 fn write(fd: u64, buf: u64, len: u64) -> i64 {

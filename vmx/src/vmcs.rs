@@ -146,26 +146,9 @@ pub enum VmxError {
     LaunchFailed(u64),
 }
 
-/// Guest general-purpose registers as the exit stub saves them (RSP/RIP live in the VMCS).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GuestRegs {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
-}
+/// Guest general-purpose registers as the exit stub saves them (RSP/RIP live in the VMCS): the same layout as
+/// the trap frame's.
+pub type GuestRegs = questv_arch::regs::Gprs;
 
 /// # Safety
 /// VMX root operation with a current VMCS.
