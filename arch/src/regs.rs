@@ -20,3 +20,22 @@ pub struct Gprs {
     pub rbx: u64,
     pub rax: u64,
 }
+
+/// AT&T assembly that pushes the general-purpose registers so that the stack then holds a [`Gprs`] (RAX pushed
+/// first, R15 at the lowest address). Used by every entry stub whose saved registers are read as `Gprs`.
+#[macro_export]
+macro_rules! push_gprs_asm {
+    () => {
+        "push %rax\npush %rbx\npush %rcx\npush %rdx\npush %rsi\npush %rdi\npush %rbp\npush %r8\npush %r9\npush %r10\n\
+         push %r11\npush %r12\npush %r13\npush %r14\npush %r15\n"
+    };
+}
+
+/// The inverse of [`push_gprs_asm`].
+#[macro_export]
+macro_rules! pop_gprs_asm {
+    () => {
+        "pop %r15\npop %r14\npop %r13\npop %r12\npop %r11\npop %r10\npop %r9\npop %r8\npop %rbp\npop %rdi\n\
+         pop %rsi\npop %rdx\npop %rcx\npop %rbx\npop %rax\n"
+    };
+}

@@ -29,44 +29,18 @@ trap_common:
     jz 1f
     swapgs
 1:
-    push %rax
-    push %rbx
-    push %rcx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
-    sub $512, %rsp
+"#,
+    crate::push_gprs_asm!(),
+    r#"    sub $512, %rsp
     fxsave64 (%rsp)
     mov %rsp, %rdi
     cld
     call questv_trap_dispatch
     fxrstor64 (%rsp)
     add $512, %rsp
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rbx
-    pop %rax
-    /* Returning to user mode (the frame may be another thread's after a switch): restore the user GS base. */
+"#,
+    crate::pop_gprs_asm!(),
+    r#"    /* Returning to user mode (the frame may be another thread's after a switch): restore the user GS base. */
     testb $3, 24(%rsp)
     jz 2f
     swapgs

@@ -400,22 +400,9 @@ global_asm!(
     r#"
     .global questv_vmexit_entry
 questv_vmexit_entry:
-    push %rax
-    push %rbx
-    push %rcx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
-    sub $520, %rsp
+"#,
+    questv_arch::push_gprs_asm!(),
+    r#"    sub $520, %rsp
     fxsave64 (%rsp)
     lea 520(%rsp), %rdi
     call questv_vmexit
@@ -423,22 +410,9 @@ questv_vmexit_entry:
     add $520, %rsp
     test %rax, %rax
     jnz 2f
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rbx
-    pop %rax
-    vmresume
+"#,
+    questv_arch::pop_gprs_asm!(),
+    r#"    vmresume
     call questv_vmresume_failed
 2:  cli
     hlt
