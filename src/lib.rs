@@ -15,9 +15,17 @@ use std::time::{Duration, Instant};
 pub struct ResultLine {
     pub name: String,
     pub fields: Vec<(String, String)>,
+    /// Who printed it: `None` for the kernel itself (SMP kernel, VT monitor), `Some(n)` for VT sandbox n (the
+    /// monitor prints sandbox output as `[sN] ...`).
+    pub sandbox: Option<u32>,
 }
 
 impl ResultLine {
+    /// Printed by the kernel itself (the VT monitor), not relayed from a sandbox.
+    pub fn from_monitor(&self) -> bool {
+        self.sandbox.is_none()
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
@@ -32,9 +40,23 @@ impl ResultLine {
     }
 }
 
-/// Parse a `RESULT` line; `None` for anything else or a malformed one (no name, a token without `=`).
+/// Split the VT monitor's `[sN] ` prefix off a line relayed from sandbox N.
+pub fn split_sandbox_prefix(line: &str) -> (Option<u32>, &str) {
+    if let Some(rest) = line.strip_prefix("[s") {
+        if let Some((n, text)) = rest.split_once("] ") {
+            if let Ok(n) = n.parse() {
+                return (Some(n), text);
+            }
+        }
+    }
+    (None, line)
+}
+
+/// Parse a `RESULT` line, the kernel's own or relayed from a sandbox (`[sN] RESULT ...`); `None` for anything
+/// else or a malformed one (no name, a token without `=`).
 pub fn parse_result_line(line: &str) -> Option<ResultLine> {
     let line = line.trim_end_matches(['\r', '\n']);
+    let (sandbox, line) = split_sandbox_prefix(line);
     let rest = line.strip_prefix("RESULT ")?;
     let mut words = rest.split_whitespace();
     let name = words.next()?;
@@ -49,10 +71,11 @@ pub fn parse_result_line(line: &str) -> Option<ResultLine> {
         }
         fields.push((k.to_string(), v.to_string()));
     }
-    Some(ResultLine { name: name.to_string(), fields })
+    Some(ResultLine { name: name.to_string(), fields, sandbox })
 }
 
-/// `QUESTV DONE status=N` → `Some(N)`.
+/// `QUESTV DONE status=N` → `Some(N)`. Only the kernel itself (the VT monitor) can end a run: a sandbox's line
+/// arrives prefixed (`[s0] QUESTV DONE ...`) and is not a DONE line.
 pub fn parse_done_line(line: &str) -> Option<i32> {
     line.trim_end_matches(['\r', '\n']).trim().strip_prefix("QUESTV DONE status=")?.trim().parse().ok()
 }
@@ -136,13 +159,15 @@ pub struct BootOptions {
     pub mem_mib: u32,
     /// VT: sandbox slice size in MiB (the monitor's default otherwise).
     pub slice_mib: Option<u32>,
+    /// VT: watchdog period in ms (VMX-preemption timer); `None`/0 = off.
+    pub watchdog_ms: Option<u32>,
     /// Print the guest's serial output as it arrives.
     pub echo: bool,
 }
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, echo: true }
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, echo: true }
     }
 }
 
@@ -168,6 +193,9 @@ impl BootOptions {
         if let Some(m) = self.slice_mib {
             a.push_str(&format!(" slice_mib={m}"));
         }
+        if let Some(w) = self.watchdog_ms {
+            a.push_str(&format!(" watchdog_ms={w}"));
+        }
         if let Some(r) = &self.run {
             a.push_str(&format!(" run={r}"));
         }
@@ -185,7 +213,7 @@ pub enum Cli {
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--gdb]\n       questv compare [--emulator bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB]\n       questv msgbench [--emulator bochs] [--cpus N] [--run TRIALS] [--timeout SECS]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--gdb]\n       questv compare [--emulator bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB]\n       questv msgbench [--emulator bochs] [--cpus N] [--run TRIALS] [--timeout SECS]";
 
 /// Parse the runner's command line (without the program name).
 pub fn parse_args(args: &[String]) -> Result<Cli, String> {
@@ -224,6 +252,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
                 o.run = Some(r);
             }
             "--slice-mib" => o.slice_mib = Some(value("--slice-mib")?.parse().map_err(|_| "--slice-mib needs MiB".to_string())?),
+            "--watchdog-ms" => o.watchdog_ms = Some(value("--watchdog-ms")?.parse().map_err(|_| "--watchdog-ms needs milliseconds".to_string())?),
             "--timeout" => o.timeout = Some(value("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?),
             "--mem" => {
                 o.mem_mib = value("--mem")?.parse().map_err(|_| "--mem needs MiB".to_string())?;
@@ -754,6 +783,22 @@ mod tests {
         let r = parse_result_line("RESULT exception vector=14 cr2=0x7fffdead0000").unwrap();
         assert_eq!(r.get_u64("cr2"), Some(0x7fff_dead_0000));
         assert_eq!(parse_result_line("RESULT empty").unwrap().fields, vec![]);
+        assert!(r.from_monitor());
+    }
+
+    #[test]
+    fn sandbox_lines_are_tagged_and_cannot_end_a_run() {
+        let r = parse_result_line("[s2] RESULT forkwait iterations=10 sandbox=2").unwrap();
+        assert_eq!((r.name.as_str(), r.sandbox, r.get_u64("iterations")), ("forkwait", Some(2), Some(10)));
+        assert!(!r.from_monitor());
+        assert_eq!(parse_result_line("[s0] RESULT sandbox_done sandbox=1 status=0").unwrap().sandbox, Some(0));
+        assert_eq!(parse_result_line("[sx] RESULT a b=1"), None);
+        assert_eq!(split_sandbox_prefix("[s12] text"), (Some(12), "text"));
+        assert_eq!(split_sandbox_prefix("[cpu0 INFO ] x"), (None, "[cpu0 INFO ] x"));
+        assert_eq!(parse_done_line("[s0] QUESTV DONE status=0"), None);
+        assert_eq!(judge(&s(&["[s0] QUESTV DONE status=0"]), false, true), Outcome::Timeout);
+        // A sandbox's panic is contained: it does not make the run a panic.
+        assert_eq!(judge(&s(&["[s1] KERNEL PANIC on cpu 0", "QUESTV DONE status=137"]), false, false), Outcome::Done(137));
     }
 
     #[test]
@@ -803,6 +848,9 @@ mod tests {
         assert_eq!(o.timeout_secs(), 900);
         let Ok(Cli::Boot(o)) = a(&["boot", "--vt", "--slice-mib", "64", "--run", "x"]) else { panic!() };
         assert_eq!(o.kernel_args(), "mode=vt slice_mib=64 run=x");
+        let Ok(Cli::Boot(o)) = a(&["boot", "--vt", "--watchdog-ms", "500", "--run", "x"]) else { panic!() };
+        assert_eq!(o.kernel_args(), "mode=vt watchdog_ms=500 run=x");
+        assert!(a(&["boot", "--watchdog-ms", "x"]).is_err());
         assert!(a(&["boot", "--cpus", "0"]).is_err());
         assert!(a(&["boot", "--cpus"]).is_err());
         assert!(a(&["boot", "--run", "a\"b"]).is_err());

@@ -218,11 +218,13 @@ ap_trampoline_end:
 
     .section .rodata.boot, "a"
     .balign 8
+    /* Accessed bits preset: the CPU would otherwise write them when loading a selector, and this table is
+       read-only (in a VT sandbox the EPT maps kernel rodata without write). */
 boot_gdt:
     .quad 0
-    .quad 0x00CF9A000000FFFF
-    .quad 0x00CF92000000FFFF
-    .quad 0x00AF9A000000FFFF
+    .quad 0x00CF9B000000FFFF
+    .quad 0x00CF93000000FFFF
+    .quad 0x00AF9B000000FFFF
 boot_gdt_ptr:
     .short 31
     .long boot_gdt

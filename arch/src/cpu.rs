@@ -227,14 +227,15 @@ pub fn io_delay_us(us: u32) {
     }
 }
 
-/// Hypercall to the VMX monitor (VT sandboxes only): number in RAX, argument in RBX; returns RAX.
-pub fn vmcall(nr: u64, arg: u64) -> u64 {
+/// Hypercall to the VMX monitor (VT sandboxes only): number in RAX, arguments in RBX and RCX; returns RAX
+/// (ABI: vmx/src/hypercall.rs).
+pub fn vmcall(nr: u64, arg1: u64, arg2: u64) -> u64 {
     let ret: u64;
     // SAFETY: VMCALL exits to the monitor, which handles it and resumes (or stops this sandbox). Outside VMX
     // non-root it raises #UD, which the kernel reports; RBX is reserved by LLVM, so it is swapped by hand.
     unsafe {
-        core::arch::asm!("xchg {a}, rbx", "vmcall", "xchg {a}, rbx", a = inout(reg) arg => _,
-                         inlateout("rax") nr => ret);
+        core::arch::asm!("xchg {a}, rbx", "vmcall", "xchg {a}, rbx", a = inout(reg) arg1 => _,
+                         inlateout("rax") nr => ret, inout("rcx") arg2 => _);
     }
     ret
 }

@@ -69,13 +69,17 @@ fn write(reg: u32, value: u32) {
 
 /// Enable this CPU's local APIC in the selected mode, mask LINT0/LINT1 and the timer, accept all priorities.
 pub fn enable() {
-    // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (we only run on such CPUs).
+    // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (we only run on such CPUs). Written only if it
+    // changes: under the VT monitor the core is already in x2APIC mode and APIC_BASE writes exit.
     unsafe {
-        let mut base = cpu::rdmsr(cpu::MSR_APIC_BASE) | APIC_BASE_ENABLE;
+        let old = cpu::rdmsr(cpu::MSR_APIC_BASE);
+        let mut base = old | APIC_BASE_ENABLE;
         if is_x2apic() {
             base |= APIC_BASE_X2APIC;
         }
-        cpu::wrmsr(cpu::MSR_APIC_BASE, base);
+        if base != old {
+            cpu::wrmsr(cpu::MSR_APIC_BASE, base);
+        }
     }
     write(REG_SVR, 0x100 | u32::from(VECTOR_SPURIOUS));
     write(REG_TPR, 0);

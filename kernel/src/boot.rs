@@ -27,9 +27,12 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
         Ok(LogLevel::Debug) => log::LevelFilter::Debug,
         Ok(LogLevel::Trace) => log::LevelFilter::Trace,
     };
-    // A VT sandbox shares COM1 with the monitor and the other sandboxes: serialise from the first line on.
-    if let Some(shared) = opts.as_ref().ok().and_then(|o| o.shared) {
-        crate::console::set_shared_lock(shared);
+    // A VT sandbox prints through its monitor, which owns COM1 (from the first line on).
+    if let Ok(o) = opts.as_ref() {
+        if let Some(id) = o.sandbox {
+            crate::sandbox::init(id, o.shared, crate::sandbox::AttackTargets { peer: o.peer, vmcs: o.vmcs, ept: o.ept });
+            crate::console::print_through_monitor();
+        }
     }
     crate::console::init(level);
     trap::set_dump_writer(crate::console::print_emergency);
@@ -88,9 +91,6 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
     kmem::init_page_refs(mem.highest_address);
 
     if let Some(id) = opts.sandbox {
-        SANDBOX_ID.store(id as i32, core::sync::atomic::Ordering::SeqCst);
-        ATTACK_TARGETS.call_once(|| (opts.peer, opts.vmcs, opts.ept));
-        SHARED_REGION.call_once(|| opts.shared.unwrap_or(0));
         boot_sandbox(id, &opts, mem.usable_bytes);
     } else {
         // ACPI topology.
@@ -150,7 +150,7 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
         );
         #[cfg(feature = "vt")]
         {
-            let status = crate::vt::run_monitor(opts.run, opts.slice_mib);
+            let status = crate::vt::run_monitor(opts.run, opts.slice_mib, opts.watchdog_ms);
             finish(status)
         }
     }
@@ -163,34 +163,8 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
     finish(status)
 }
 
-/// Hypercall numbers a sandbox uses (the monitor side is kernel/src/vt.rs).
-pub const HC_DONE: u64 = 1;
-pub const HC_EXIT_COUNT: u64 = 3;
-pub const HC_CHANNEL_OPEN: u64 = 4;
-pub const HC_PEER_APIC: u64 = 5;
-
-/// -1, or the sandbox number when this kernel runs as a VT sandbox.
-static SANDBOX_ID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
-
-static ATTACK_TARGETS: spin::Once<(Option<u64>, Option<u64>, Option<u64>)> = spin::Once::new();
-static SHARED_REGION: spin::Once<u64> = spin::Once::new();
-
-/// Guest-physical address of the shared region (VT sandboxes), if any.
-pub fn shared_region() -> Option<u64> {
-    SHARED_REGION.get().copied().filter(|&a| a != 0)
-}
-
-/// Host-physical addresses the monitor named for the attack test hook: (peer slice, VMCS, EPT root).
-pub fn attack_targets() -> (Option<u64>, Option<u64>, Option<u64>) {
-    ATTACK_TARGETS.get().copied().unwrap_or((None, None, None))
-}
-
-pub fn sandbox_id() -> Option<u32> {
-    u32::try_from(SANDBOX_ID.load(core::sync::atomic::Ordering::SeqCst)).ok()
-}
-
 /// A VT sandbox: one CPU, no firmware tables and no PIC/IOAPIC programming (machine-wide devices are not a
-/// sandbox's to reset), timer rates from the monitor, console serialised through the shared region.
+/// sandbox's to reset), timer rates from the monitor, console through the monitor.
 fn boot_sandbox(id: u32, opts: &cmdline::Options, usable_bytes: u64) {
     lapic::select_mode(0xFEE0_0000);
     lapic::enable();
@@ -203,9 +177,10 @@ fn boot_sandbox(id: u32, opts: &cmdline::Options, usable_bytes: u64) {
     };
     smp::init_bsp(apic, given);
     if let Some(shared) = opts.shared {
-        // Boot barrier word of the shared info page (kernel/src/vt.rs, `info`): count sandboxes that came up.
+        // Boot barrier word of the shared info page: count sandboxes that came up.
+        let barrier = shared + questv_vmx::hypercall::info::BARRIER_OFFSET;
         // SAFETY: the shared region is mapped at this guest-physical address for the whole run.
-        unsafe { (*((shared + 24) as *const core::sync::atomic::AtomicU32)).fetch_add(1, core::sync::atomic::Ordering::SeqCst) };
+        unsafe { (*(barrier as *const core::sync::atomic::AtomicU32)).fetch_add(1, core::sync::atomic::Ordering::SeqCst) };
     }
     // SAFETY: IDT, GDT/TSS, LAPIC and the scheduler are ready.
     unsafe { cpu::enable_interrupts() };
@@ -233,11 +208,11 @@ pub(crate) fn run_user_command(cmd: &str) -> i32 {
 
 /// Stop the machine when init has exited (it printed `QUESTV DONE` itself unless it was killed).
 pub fn shutdown(status: i32, report: bool) -> ! {
-    if sandbox_id().is_some() {
+    if let Some(id) = crate::sandbox::id() {
         if report {
-            kprintln!("RESULT sandbox_status sandbox={} status={}", sandbox_id().unwrap(), status);
+            kprintln!("RESULT sandbox_status sandbox={} status={}", id, status);
         }
-        leave_sandbox(status);
+        crate::sandbox::done(status);
     }
     if report {
         kprintln!("QUESTV DONE status={}", status);
@@ -283,21 +258,14 @@ pub fn dump_acpi() {
 
 /// Report the end of the run and stop the machine (QEMU's isa-debug-exit device if present, halt otherwise).
 pub fn finish(status: i32) -> ! {
-    if let Some(id) = sandbox_id() {
+    if let Some(id) = crate::sandbox::id() {
         kprintln!("RESULT sandbox_status sandbox={} status={}", id, status);
-        leave_sandbox(status);
+        crate::sandbox::done(status);
     }
     kprintln!("QUESTV DONE status={}", status);
     // SAFETY: port 0xf4 is QEMU's isa-debug-exit device when the runner adds it; elsewhere the write is ignored.
     unsafe { cpu::outl(0xf4, if status == 0 { 0x10 } else { 0x11 }) };
     smp::halt_others();
-    cpu::halt_forever()
-}
-
-/// Tell the monitor this sandbox is done (it reports exits and stops the core).
-fn leave_sandbox(status: i32) -> ! {
-    cpu::disable_interrupts();
-    cpu::vmcall(HC_DONE, status as u64);
     cpu::halt_forever()
 }
 

@@ -24,6 +24,8 @@ pub struct Options<'a> {
     pub lapic_hz: Option<u64>,
     /// Sandbox slice size requested from the monitor, in MiB.
     pub slice_mib: Option<u64>,
+    /// VT monitor: watchdog period in ms (VMX-preemption timer; 0 or absent = off).
+    pub watchdog_ms: Option<u64>,
     /// VT attack test hook targets (host-physical): the next sandbox's slice, this sandbox's VMCS, its EPT root.
     pub peer: Option<u64>,
     pub vmcs: Option<u64>,
@@ -55,6 +57,7 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
         tsc_hz: None,
         lapic_hz: None,
         slice_mib: None,
+        watchdog_ms: None,
         peer: None,
         vmcs: None,
         ept: None,
@@ -81,7 +84,7 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
                     _ => return Err(CmdlineError::BadLogLevel(v)),
                 }
             }
-            Some((k @ ("sandbox" | "shared" | "tsc_hz" | "lapic_hz" | "slice_mib" | "peer" | "vmcs" | "ept"), v)) => {
+            Some((k @ ("sandbox" | "shared" | "tsc_hz" | "lapic_hz" | "slice_mib" | "watchdog_ms" | "peer" | "vmcs" | "ept"), v)) => {
                 let n = number(v).ok_or(CmdlineError::BadNumber(word))?;
                 match k {
                     "sandbox" => opts.sandbox = Some(u32::try_from(n).map_err(|_| CmdlineError::BadNumber(word))?),
@@ -91,6 +94,7 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
                     "peer" => opts.peer = Some(n),
                     "vmcs" => opts.vmcs = Some(n),
                     "ept" => opts.ept = Some(n),
+                    "watchdog_ms" => opts.watchdog_ms = Some(n),
                     _ => opts.slice_mib = Some(n),
                 }
             }

@@ -1,4 +1,5 @@
-//! Serial console (COM1) shared by all CPUs, the `log` backend, and the machine-readable `RESULT` lines.
+//! Serial console (COM1) shared by all CPUs (in a VT sandbox: the monitor's, through a hypercall), the `log`
+//! backend, and the machine-readable `RESULT` lines.
 
 use crate::sync::IrqSpinlock;
 use core::fmt::Write;
@@ -11,9 +12,8 @@ static CONSOLE: IrqSpinlock<SerialPort> = IrqSpinlock::new(unsafe { SerialPort::
 static READY: AtomicBool = AtomicBool::new(false);
 
 pub fn init(level: log::LevelFilter) {
-    // A VT sandbox shares the UART the monitor already set up: re-initialising it (FIFO reset) would drop
-    // characters another sandbox is sending.
-    if SHARED_LOCK.load(Ordering::SeqCst) == 0 {
+    // A VT sandbox has no UART of its own: it prints through the monitor.
+    if !THROUGH_MONITOR.load(Ordering::SeqCst) {
         CONSOLE.lock().init();
     }
     READY.store(true, Ordering::SeqCst);
@@ -21,62 +21,81 @@ pub fn init(level: log::LevelFilter) {
     log::set_max_level(level);
 }
 
-/// VT build: address of a word in the shared region that serialises COM1 between the monitor and every
-/// sandbox (each has its own CONSOLE lock, but there is one UART).
-static SHARED_LOCK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// VT sandboxes: COM1 belongs to the monitor (its port is not granted), so output goes through the
+/// CONSOLE_WRITE hypercall and the monitor prints it with this sandbox's `[sN]` prefix.
+static THROUGH_MONITOR: AtomicBool = AtomicBool::new(false);
 
-pub fn set_shared_lock(addr: u64) {
-    SHARED_LOCK.store(addr, Ordering::SeqCst);
+pub fn print_through_monitor() {
+    THROUGH_MONITOR.store(true, Ordering::SeqCst);
 }
 
-/// Run `f` holding the cross-sandbox console lock, if there is one. The wait is bounded: a sandbox stopped
-/// while holding the lock may garble output, never hang the others.
-fn with_shared_lock<R>(f: impl FnOnce() -> R) -> R {
-    let addr = SHARED_LOCK.load(Ordering::Relaxed);
-    if addr == 0 {
-        return f();
+/// Where one print call's bytes go: straight to the UART, or batched into hypercalls (one per buffer, and
+/// the rest at the end of the call).
+struct Out<'a> {
+    port: &'a mut SerialPort,
+    monitor: bool,
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl<'a> Out<'a> {
+    fn new(port: &'a mut SerialPort) -> Out<'a> {
+        Out { port, monitor: THROUGH_MONITOR.load(Ordering::Relaxed), buf: [0; 256], len: 0 }
     }
-    // SAFETY: the shared region is mapped (identity in the monitor, at SHARED_GPA in sandboxes) for the whole
-    // run and its first word is reserved for this lock.
-    let lock = unsafe { &*(addr as *const core::sync::atomic::AtomicU32) };
-    let mut got = false;
-    for _ in 0..50_000_000u64 {
-        if lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-            got = true;
-            break;
+    fn bytes(&mut self, data: &[u8]) {
+        for &b in data {
+            if self.monitor {
+                if self.len == self.buf.len() {
+                    self.flush();
+                }
+                self.buf[self.len] = b;
+                self.len += 1;
+            } else {
+                if b == b'\n' {
+                    self.port.send(b'\r');
+                }
+                self.port.send(b);
+            }
         }
-        core::hint::spin_loop();
     }
-    let r = f();
-    if got {
-        lock.store(0, Ordering::Release);
+    fn flush(&mut self) {
+        if self.len > 0 {
+            crate::sandbox::console_write(&self.buf[..self.len]);
+            self.len = 0;
+        }
     }
-    r
+}
+
+impl core::fmt::Write for Out<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.bytes(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl Drop for Out<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// Print formatted text as one unit (lines from different CPUs never interleave).
 pub fn print(args: core::fmt::Arguments) {
     let mut c = CONSOLE.lock();
-    with_shared_lock(|| {
-        let _ = c.write_fmt(args);
-    });
+    let _ = Out::new(&mut c).write_fmt(args);
 }
 
 /// Raw bytes from a user program (one write call stays together).
 pub fn write_bytes(data: &[u8]) {
     let mut c = CONSOLE.lock();
-    with_shared_lock(|| {
-        for &b in data {
-            if b == b'\n' {
-                c.send(b'\r');
-            }
-            c.send(b);
-        }
-    });
+    Out::new(&mut c).bytes(data);
 }
 
-/// A byte typed on the console, if any.
+/// A byte typed on the console, if any (none in a sandbox: the UART is the monitor's).
 pub fn try_read() -> Option<u8> {
+    if THROUGH_MONITOR.load(Ordering::Relaxed) {
+        return None;
+    }
     CONSOLE.lock().try_receive()
 }
 
@@ -85,14 +104,15 @@ pub fn try_read() -> Option<u8> {
 pub fn print_emergency(args: core::fmt::Arguments) {
     for _ in 0..1_000_000 {
         if let Some(mut c) = CONSOLE.try_lock() {
-            let _ = c.write_fmt(args);
+            let _ = Out::new(&mut c).write_fmt(args);
             return;
         }
         core::hint::spin_loop();
     }
-    // SAFETY: last resort on a dying machine: a second writer can only garble output, not memory.
+    // SAFETY: last resort on a dying machine: a second writer can only garble output, not memory. (In a
+    // sandbox the port is only the hypercall path's placeholder: Out never touches it.)
     let mut port = unsafe { SerialPort::new(COM1) };
-    let _ = port.write_fmt(args);
+    let _ = Out::new(&mut port).write_fmt(args);
 }
 
 #[macro_export]

@@ -3,7 +3,7 @@
 //! on purpose or dump firmware tables.
 
 use crate::{cmdline, kprintln, result, sched, smp};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use questv_arch::percpu::MAX_CPUS;
 use questv_arch::{cpu, percpu};
 
@@ -113,7 +113,7 @@ pub fn run_command(cmd: &str) -> i32 {
             (Some("panic"), None) => panic!("panic requested by `ktest panic`"),
             (Some("acpidump"), None) => acpidump(),
             _ => {
-                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest attack peer|monitor|ept|vmx [-- PROG ARGS]");
+                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|panic|hang|user-vmcall|forge)");
                 2
             }
         },
@@ -168,31 +168,97 @@ fn acpidump() -> i32 {
     0
 }
 
-/// Resume address for an instruction expected to raise #UD in kernel mode (0: none expected).
-static UD_FIXUP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-static UD_SEEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// An exception the attack test expects in kernel mode: its vector, and the resume address the attacking
+/// instruction sequence stores just before it runs (0: nothing expected).
+static EXPECTED_VECTOR: AtomicU64 = AtomicU64::new(u64::MAX);
+static EXPECTED_FIXUP: AtomicU64 = AtomicU64::new(0);
+static EXPECTED_SEEN: AtomicBool = AtomicBool::new(false);
 
-/// Kernel-mode exception hook for the attack test: an expected #UD resumes at its fixup address.
+/// Kernel-mode exception hook for the attack test: an expected exception resumes at its fixup address.
 pub fn kernel_fixup(frame: &mut questv_arch::trap::TrapFrame) -> bool {
-    let fix = UD_FIXUP.swap(0, Ordering::SeqCst);
-    if frame.vector == 6 && fix != 0 {
+    let fix = EXPECTED_FIXUP.load(Ordering::SeqCst);
+    if fix != 0 && frame.vector == EXPECTED_VECTOR.load(Ordering::SeqCst) {
+        EXPECTED_FIXUP.store(0, Ordering::SeqCst);
         frame.rip = fix;
-        UD_SEEN.store(true, Ordering::SeqCst);
+        EXPECTED_SEEN.store(true, Ordering::SeqCst);
         return true;
     }
     false
 }
 
-/// VT attack test hook (kernel mode, sandbox 0 only; the other sandboxes just run `then`):
-/// `peer` writes into the next sandbox's slice, `monitor` into this sandbox's VMCS (monitor memory), `ept` into
-/// its own EPT root; each must end in an EPT violation the monitor reports, stopping only this sandbox.
-/// `vmx` executes VMXOFF (must raise #UD) and a garbage hypercall (must return ENOSYS), then runs `then`.
+fn expect(vector: u64) {
+    EXPECTED_SEEN.store(false, Ordering::SeqCst);
+    EXPECTED_VECTOR.store(vector, Ordering::SeqCst);
+}
+
+fn raised() -> bool {
+    EXPECTED_FIXUP.store(0, Ordering::SeqCst);
+    EXPECTED_SEEN.load(Ordering::SeqCst)
+}
+
+const GP: u64 = 13;
+const UD: u64 = 6;
+
+/// WRMSR the monitor should refuse with #GP; true if it did.
+fn wrmsr_refused(msr: u32, value: u64) -> bool {
+    expect(GP);
+    // SAFETY: deliberate attack on the monitor's MSR policy: a refused WRMSR raises #GP, which kernel_fixup
+    // turns into a jump to label 2 (the sequence stores that address first); an allowed one takes effect,
+    // which is what the test is there to catch.
+    unsafe {
+        core::arch::asm!(
+            "lea {r}, [rip + 2f]", "mov [{slot}], {r}", "wrmsr", "2:",
+            r = out(reg) _, slot = in(reg) EXPECTED_FIXUP.as_ptr(),
+            in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+        );
+    }
+    raised()
+}
+
+/// RDMSR the monitor should refuse with #GP; true if it did.
+fn rdmsr_refused(msr: u32) -> bool {
+    expect(GP);
+    // SAFETY: deliberate: a refused RDMSR raises #GP, resumed at label 2 by kernel_fixup.
+    unsafe {
+        core::arch::asm!(
+            "lea {r}, [rip + 2f]", "mov [{slot}], {r}", "rdmsr", "2:",
+            r = out(reg) _, slot = in(reg) EXPECTED_FIXUP.as_ptr(),
+            in("ecx") msr, out("eax") _, out("edx") _,
+        );
+    }
+    raised()
+}
+
+/// VMXOFF in a sandbox: the monitor must inject #UD.
+fn vmxoff_refused() -> bool {
+    expect(UD);
+    // SAFETY: deliberate: in VMX non-root VMXOFF exits and the monitor injects #UD, resumed at label 2.
+    unsafe {
+        core::arch::asm!("lea {r}, [rip + 2f]", "mov [{slot}], {r}", "vmxoff", "2:",
+                         r = out(reg) _, slot = in(reg) EXPECTED_FIXUP.as_ptr());
+    }
+    raised()
+}
+
+fn outcome(ok: bool) -> &'static str {
+    if ok {
+        "refused"
+    } else {
+        "not_contained"
+    }
+}
+
+/// VT attack test hook (kernel mode; sandbox 0 attacks — sandbox 2 for `channel` — and the others run `then`).
+/// Memory attacks (`peer`, `monitor`, `ept`, `channel`, `text`) must end in a reported EPT violation; `port-reset`
+/// must stop the sandbox (`reason=io`), `panic` (`reason=panic`), `hang` (`reason=watchdog`, needs
+/// `watchdog_ms`); `pci`, `msr`, `icr-*`, `vmx` must be refused (the attacker goes on to run `then` too);
+/// `user-vmcall` runs the `uvmcall` program; `forge` prints fake monitor lines and writes COM1 directly.
 fn attack(kind: &str, then: Option<&str>) -> i32 {
     let run_then = |status: i32| match then {
         Some(cmd) if status == 0 => crate::boot::run_user_command(cmd),
         _ => status,
     };
-    let Some(sandbox) = crate::boot::sandbox_id() else {
+    let Some(sandbox) = crate::sandbox::id() else {
         kprintln!("ktest attack: only meaningful in a VT sandbox");
         return 2;
     };
@@ -201,26 +267,107 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
     if sandbox != attacker {
         return run_then(0);
     }
-    let t = crate::boot::attack_targets();
+    let t = crate::sandbox::attack_targets();
+    let peer_apic = || crate::sandbox::peer_apic(1).unwrap_or(1);
+    let refused = |name: &str, ok: bool| {
+        result!("attack", "kind={} outcome={}", name, outcome(ok));
+        run_then(if ok { 0 } else { 1 })
+    };
     let target = match kind {
         "channel" => channel_target(),
-        "peer" => t.0,
-        "monitor" => t.1,
-        "ept" => t.2,
+        "peer" => t.peer,
+        "monitor" => t.vmcs,
+        "ept" => t.ept,
+        "text" => Some(attack as *const () as u64),
         "vmx" => {
-            // VMXOFF: the monitor injects #UD; the fixup resumes after it.
-            UD_SEEN.store(false, Ordering::SeqCst);
-            // SAFETY: deliberate: in VMX non-root VMXOFF exits and the monitor injects #UD, which kernel_fixup
-            // turns into a jump to label 2.
-            unsafe {
-                core::arch::asm!("lea {r}, [rip + 2f]", "mov [{f}], {r}", "vmxoff", "2:",
-                                 r = out(reg) _, f = in(reg) UD_FIXUP.as_ptr());
-            }
-            let ud = UD_SEEN.load(Ordering::SeqCst);
+            let ud = vmxoff_refused();
             result!("attack", "kind=vmxoff outcome={}", if ud { "ud" } else { "not_contained" });
-            let r = cpu::vmcall(0xDEAD_BEEF, 0x1234) as i64;
+            let r = cpu::vmcall(0xDEAD_BEEF, 0x1234, 0) as i64;
             result!("attack", "kind=vmcall_garbage outcome={}", if r == -38 { "enosys" } else { "not_contained" });
             return run_then(if ud && r == -38 { 0 } else { 1 });
+        }
+        "port-reset" => {
+            kprintln!("ktest attack: sandbox {} writes the reset ports (0xCF9, 0x64, 0x92)", sandbox);
+            // SAFETY: deliberate: without the monitor's I/O bitmap any of these resets the machine.
+            unsafe {
+                cpu::outb(0xCF9, 0x06);
+                cpu::outb(0x64, 0xFE);
+                cpu::outb(0x92, 0x01);
+            }
+            result!("attack", "kind=port-reset outcome=not_contained");
+            return 1;
+        }
+        "pci" => {
+            // SAFETY (block): deliberate PCI configuration accesses (bus 0, device 0 and 1): read the IDs, try to
+            // switch on bus mastering. Refused: reads see all-ones, writes are dropped.
+            let (id, after) = unsafe {
+                cpu::outl(0xCF8, 0x8000_0000);
+                let id = cpu::inl(0xCFC);
+                cpu::outl(0xCF8, 0x8000_0804);
+                cpu::outl(0xCFC, 0x0000_0007);
+                cpu::outl(0xCF8, 0x8000_0804);
+                (id, cpu::inl(0xCFC))
+            };
+            kprintln!("ktest attack: PCI 00:00.0 id=0x{:08x}, 00:01.0 command after write=0x{:08x}", id, after);
+            return refused("pci", id == u32::MAX && after == u32::MAX);
+        }
+        "msr" => {
+            // SAFETY: reading APIC_BASE is allowed and harmless.
+            let apic_base = unsafe { cpu::rdmsr(0x1B) };
+            let checks = [
+                ("mtrr_def_type", wrmsr_refused(0x2FF, 0)),
+                ("apic_base_disable", wrmsr_refused(0x1B, apic_base & !(1 << 11))),
+                ("mc0_status", wrmsr_refused(0x401, 0)),
+                ("microcode_update", wrmsr_refused(0x79, 0)),
+                ("tsc_write", wrmsr_refused(0x10, 0)),
+                ("feature_control_read", rdmsr_refused(0x3A)),
+                ("outside_bitmap_write", wrmsr_refused(0x4000_0000, 0)),
+                ("outside_bitmap_read", rdmsr_refused(0xC001_0000)),
+            ];
+            for (name, ok) in checks {
+                kprintln!("ktest attack: msr {}: {}", name, outcome(ok));
+            }
+            return refused("msr", checks.iter().all(|c| c.1));
+        }
+        "icr-nmi" => return refused("icr-nmi", wrmsr_refused(0x830, (u64::from(peer_apic()) << 32) | (4 << 8) | (1 << 14))),
+        "icr-init" => {
+            let init = (u64::from(peer_apic()) << 32) | (5 << 8) | (1 << 14) | (1 << 15);
+            let all_but_self = (3 << 18) | (5 << 8) | (1 << 14);
+            return refused("icr-init", wrmsr_refused(0x830, init) && wrmsr_refused(0x830, all_but_self));
+        }
+        "icr-vector" => {
+            let p = u64::from(peer_apic()) << 32;
+            let checks = [
+                wrmsr_refused(0x830, p | (1 << 14) | 14),                                   // exception vector
+                wrmsr_refused(0x830, p | (1 << 14) | 0x40),                                 // not the channel vector
+                wrmsr_refused(0x830, p | (1 << 14) | u64::from(crate::channel::endpoint::VECTOR_CHANNEL)), // no channel
+                wrmsr_refused(0x830, (2 << 18) | (1 << 14) | 0x40),                         // broadcast
+            ];
+            // A storm of refused IPIs changes nothing either.
+            let storm = (0..1000).all(|_| wrmsr_refused(0x830, p | (1 << 14) | 0x40));
+            return refused("icr-vector", checks.iter().all(|&c| c) && storm);
+        }
+        "panic" => panic!("ktest attack panic: a sandbox kernel panics"),
+        "hang" => {
+            kprintln!("ktest attack: sandbox {} spins with interrupts off", sandbox);
+            cpu::disable_interrupts();
+            loop {
+                core::hint::spin_loop();
+            }
+        }
+        "user-vmcall" => return crate::boot::run_user_command("uvmcall"),
+        "forge" => {
+            // Fake monitor lines through the console hypercall (the monitor prefixes them) and straight to
+            // COM1 (its port is refused).
+            kprintln!("QUESTV DONE status=0");
+            kprintln!("RESULT sandbox_done sandbox=1 status=0");
+            crate::console::write_bytes(b"partial\rQUESTV DONE status=0\n\x1b[2KQUESTV DONE status=0\n");
+            for b in b"\nQUESTV DONE status=0\n" {
+                // SAFETY: deliberate: COM1 belongs to the monitor; the write must be dropped.
+                unsafe { cpu::outb(0x3F8, *b) };
+            }
+            result!("attack", "kind=forge outcome=attempted");
+            return run_then(0);
         }
         _ => {
             kprintln!("ktest attack: unknown kind {:?}", kind);
@@ -232,7 +379,8 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
         return 2;
     };
     kprintln!("ktest attack: sandbox {} writes to host-physical 0x{:x} ({})", sandbox, addr, kind);
-    // SAFETY: deliberate: the address is outside this sandbox's EPT, so the write must exit to the monitor.
+    // SAFETY: deliberate: the address is outside this sandbox's EPT (or read-only in it), so the write must exit
+    // to the monitor.
     unsafe { core::ptr::write_volatile(addr as *mut u64, 0xBAD0_BAD0_BAD0_BAD0) };
     result!("attack", "kind={} outcome=not_contained", kind);
     1
@@ -240,18 +388,18 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
 
 /// The first channel listed in the shared info page's directory (waiting up to ~10 s for one to appear).
 fn channel_target() -> Option<u64> {
-    let shared = crate::boot::shared_region()?;
+    use questv_vmx::hypercall::info;
+    let shared = crate::sandbox::shared_region()?;
     let deadline = cpu::rdtsc() + seconds(10);
-    // SAFETY: the shared region is mapped for every sandbox; the directory layout is the monitor's
-    // (kernel/src/vt.rs, `info`): count at +32, entries of (u32, u32, u64) from +64.
+    // SAFETY: the shared region is mapped for every sandbox; the directory layout is the ABI's (`info`).
     unsafe {
-        let count = &*((shared + 32) as *const core::sync::atomic::AtomicU32);
+        let count = &*((shared + info::CHANNEL_COUNT_OFFSET) as *const core::sync::atomic::AtomicU32);
         while count.load(Ordering::Acquire) == 0 {
             if cpu::rdtsc() > deadline {
                 return None;
             }
             sched::yield_now();
         }
-        Some(core::ptr::read_volatile((shared + 64 + 8) as *const u64))
+        Some(core::ptr::read_volatile((shared + info::CHANNEL_DIR_OFFSET + 8) as *const u64))
     }
 }

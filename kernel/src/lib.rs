@@ -31,6 +31,8 @@ pub mod proc;
 #[cfg(feature = "image")]
 pub mod ramdisk;
 #[cfg(feature = "image")]
+pub mod sandbox;
+#[cfg(feature = "image")]
 pub mod syscall;
 #[cfg(all(feature = "image", feature = "vt"))]
 pub mod vt;

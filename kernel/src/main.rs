@@ -15,7 +15,11 @@ extern "C" fn questv_bsp_entry(mbi_phys: u64) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     cpu::disable_interrupts();
-    smp::halt_others();
+    // A sandbox stops only itself: it tells its monitor (below) instead of NMI-ing the other cores.
+    let sandbox = questv_kernel::sandbox::id().is_some();
+    if !sandbox {
+        smp::halt_others();
+    }
     let loc = info.location();
     console::print_emergency(format_args!(
         "KERNEL PANIC on cpu {} at {}:{}: {}\n",
@@ -24,5 +28,8 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
         loc.map_or(0, |l| l.line()),
         info.message()
     ));
+    if sandbox {
+        questv_kernel::sandbox::fault();
+    }
     cpu::halt_forever()
 }

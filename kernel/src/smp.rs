@@ -67,6 +67,7 @@ fn interrupt_handler(frame: &mut TrapFrame) {
     match vector {
         VECTOR_TIMER => {
             lapic::eoi();
+            crate::sandbox::heartbeat();
             sched::schedule(frame, Reason::Tick);
         }
         VECTOR_YIELD => sched::schedule(frame, Reason::Yield),

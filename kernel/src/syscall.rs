@@ -48,10 +48,10 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::QUESTV_CYCLES => cpu::rdtsc() as i64,
         nr::QUESTV_FREE_FRAMES => crate::mm::kmem::free_frames() as i64,
         nr::QUESTV_NCPUS => i64::from(smp::cpus_online()),
-        nr::QUESTV_SANDBOX => crate::boot::sandbox_id().map_or(-1, i64::from),
+        nr::QUESTV_SANDBOX => crate::sandbox::id().map_or(-1, i64::from),
         // VM exits of this sandbox so far, this query's own exit included; ENOSYS without a monitor.
-        nr::QUESTV_VMEXITS => match crate::boot::sandbox_id() {
-            Some(_) => cpu::vmcall(crate::boot::HC_EXIT_COUNT, 0) as i64,
+        nr::QUESTV_VMEXITS => match crate::sandbox::id() {
+            Some(_) => crate::sandbox::exit_count() as i64,
             None => -ENOSYS,
         },
         nr::CHAN_OPEN => u32::try_from(a0).map_or(-EINVAL, |p| chan::open(p).map_or_else(|e| e, i64::from)),

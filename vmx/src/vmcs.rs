@@ -1,9 +1,11 @@
 //! VMX root operation on one core: VMXON, VMCS set-up for a sandbox that starts like a freshly booted
 //! multiboot2 kernel (32-bit protected mode, paging off: unrestricted guest), VMLAUNCH, and the VM-exit path.
 //!
-//! What exits (paper §3.3, "minimal exits"): CPUID (architectural), VMCALL (hypercalls), EPT violations and
-//! misconfigurations, triple faults, INIT/SIPI, and VMX instructions the guest tries. Not exiting: external
-//! interrupts, NMIs, HLT, port I/O, every MSR (all-zero MSR bitmap), CR3 loads/stores, RDTSC, INVLPG.
+//! What exits (paper §3.3 "minimal exits", hardened deny-by-default, docs/vt.md): CPUID (architectural),
+//! VMCALL (hypercalls), EPT violations and misconfigurations, triple faults, INIT/SIPI, VMX instructions, NMIs,
+//! every port without a grant (I/O bitmaps), every MSR off the allow list (MSR bitmap: ICR and APIC_BASE
+//! writes among them), the VMX-preemption timer when the watchdog is on, and the unconditional ones (INVD,
+//! XSETBV, GETSEC). Not exiting: external interrupts, HLT, CR3 loads/stores, RDTSC, INVLPG, allowed MSRs.
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,11 +27,15 @@ pub mod field {
     pub const HOST_FS_SEL: u32 = 0xC08;
     pub const HOST_GS_SEL: u32 = 0xC0A;
     pub const HOST_TR_SEL: u32 = 0xC0C;
+    pub const IO_BITMAP_A: u32 = 0x2000;
+    pub const IO_BITMAP_B: u32 = 0x2002;
     pub const MSR_BITMAP: u32 = 0x2004;
     pub const EPT_POINTER: u32 = 0x201A;
     pub const GUEST_PHYSICAL_ADDRESS: u32 = 0x2400;
     pub const VMCS_LINK_POINTER: u32 = 0x2800;
+    pub const GUEST_PAT: u32 = 0x2804;
     pub const GUEST_EFER: u32 = 0x2806;
+    pub const HOST_PAT: u32 = 0x2C00;
     pub const HOST_EFER: u32 = 0x2C02;
     pub const PIN_CONTROLS: u32 = 0x4000;
     pub const PROC_CONTROLS: u32 = 0x4002;
@@ -41,9 +47,11 @@ pub mod field {
     pub const ENTRY_CONTROLS: u32 = 0x4012;
     pub const ENTRY_MSR_LOAD_COUNT: u32 = 0x4014;
     pub const ENTRY_INTERRUPTION_INFO: u32 = 0x4016;
+    pub const ENTRY_EXCEPTION_ERROR_CODE: u32 = 0x4018;
     pub const PROC_CONTROLS2: u32 = 0x401E;
     pub const VM_INSTRUCTION_ERROR: u32 = 0x4400;
     pub const EXIT_REASON: u32 = 0x4402;
+    pub const EXIT_INTERRUPTION_INFO: u32 = 0x4404;
     pub const EXIT_INSTRUCTION_LEN: u32 = 0x440C;
     pub const GUEST_ES_LIMIT: u32 = 0x4800;
     pub const GUEST_LDTR_LIMIT: u32 = 0x480C;
@@ -52,11 +60,13 @@ pub mod field {
     pub const GUEST_IDTR_LIMIT: u32 = 0x4812;
     pub const GUEST_ES_AR: u32 = 0x4814;
     pub const GUEST_CS_AR: u32 = 0x4816;
+    pub const GUEST_SS_AR: u32 = 0x4818;
     pub const GUEST_LDTR_AR: u32 = 0x4820;
     pub const GUEST_TR_AR: u32 = 0x4822;
     pub const GUEST_INTERRUPTIBILITY: u32 = 0x4824;
     pub const GUEST_ACTIVITY: u32 = 0x4826;
     pub const GUEST_SYSENTER_CS: u32 = 0x482A;
+    pub const PREEMPTION_TIMER_VALUE: u32 = 0x482E;
     pub const HOST_SYSENTER_CS: u32 = 0x4C00;
     pub const CR0_MASK: u32 = 0x6000;
     pub const CR4_MASK: u32 = 0x6002;
@@ -94,19 +104,27 @@ pub mod field {
 use field::*;
 
 pub mod reason {
+    pub const EXCEPTION_NMI: u32 = 0;
     pub const TRIPLE_FAULT: u32 = 2;
     pub const INIT: u32 = 3;
     pub const SIPI: u32 = 4;
     pub const CPUID: u32 = 10;
+    pub const GETSEC: u32 = 11;
     pub const HLT: u32 = 12;
+    pub const INVD: u32 = 13;
     pub const VMCALL: u32 = 18;
     pub const VMCLEAR: u32 = 19;
     pub const VMXOFF: u32 = 26;
     pub const VMXON: u32 = 27;
+    pub const IO: u32 = 30;
+    pub const RDMSR: u32 = 31;
+    pub const WRMSR: u32 = 32;
     pub const EPT_VIOLATION: u32 = 48;
     pub const EPT_MISCONFIG: u32 = 49;
     pub const INVEPT: u32 = 50;
+    pub const PREEMPTION_TIMER: u32 = 52;
     pub const INVVPID: u32 = 53;
+    pub const XSETBV: u32 = 55;
     pub const COUNT: usize = 70;
 
     pub fn name(r: u32) -> &'static str {
@@ -118,7 +136,9 @@ pub mod reason {
             4 => "sipi",
             7 => "interrupt_window",
             10 => "cpuid",
+            11 => "getsec",
             12 => "hlt",
+            13 => "invd",
             14 => "invlpg",
             16 => "rdtsc",
             18 => "vmcall",
@@ -131,12 +151,14 @@ pub mod reason {
             48 => "ept_violation",
             49 => "ept_misconfig",
             50 | 53 => "vmx_instruction",
+            52 => "preemption_timer",
+            55 => "xsetbv",
             _ => "other",
         }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmxError {
     VmxonFailed,
     VmclearFailed,
@@ -144,6 +166,10 @@ pub enum VmxError {
     VmwriteFailed(u32),
     /// VMLAUNCH failed; the VM-instruction error number (SDM §31.4).
     LaunchFailed(u64),
+    /// A control the monitor needs is not offered by this CPU (control name, wanted bits, what it allows).
+    ControlRefused { control: &'static str, wanted: u32, got: u32 },
+    /// The CPU forces on a control bit that would cause exits the monitor does not handle.
+    ControlForced { control: &'static str, forced: u32 },
 }
 
 /// Guest general-purpose registers as the exit stub saves them (RSP/RIP live in the VMCS): the same layout as
@@ -180,10 +206,87 @@ const MSR_VMX_CR4_FIXED1: u32 = 0x489;
 const CR4_VMXE: u64 = 1 << 13;
 
 /// Adjust a control value to what the capability MSR allows (bits 0–31: must be 1; 32–63: may be 1).
-fn adjust(msr: u32, want: u32) -> u32 {
+pub fn adjust_value(cap: u64, want: u32) -> u32 {
+    (want | cap as u32) & (cap >> 32) as u32
+}
+
+/// [`adjust_value`], then check: every wanted bit survived, and no bit in `exit_causing` was forced on.
+pub fn check_control(control: &'static str, cap: u64, want: u32, exit_causing: u32) -> Result<u32, VmxError> {
+    let got = adjust_value(cap, want);
+    if got & want != want {
+        return Err(VmxError::ControlRefused { control, wanted: want, got });
+    }
+    let forced = got & exit_causing & !want;
+    if forced != 0 {
+        return Err(VmxError::ControlForced { control, forced });
+    }
+    Ok(got)
+}
+
+fn adjust(control: &'static str, msr: u32, want: u32, exit_causing: u32) -> Result<u32, VmxError> {
     // SAFETY: only called after the capability check confirmed VMX (the MSRs exist).
     let cap = unsafe { cpu::rdmsr(msr) };
-    (want | cap as u32) & (cap >> 32) as u32
+    check_control(control, cap, want, exit_causing)
+}
+
+/// Control bits (SDM §25.6, §25.7, §25.8).
+pub mod ctl {
+    pub const PIN_EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
+    pub const PIN_NMI_EXITING: u32 = 1 << 3;
+    pub const PIN_VIRTUAL_NMIS: u32 = 1 << 5;
+    pub const PIN_PREEMPTION_TIMER: u32 = 1 << 6;
+    /// Interrupt/NMI window, HLT, INVLPG, MWAIT, RDPMC, RDTSC, CR3 load/store, CR8 load/store, MOV DR,
+    /// unconditional I/O, monitor trap flag, MONITOR, PAUSE.
+    pub const PROC_EXIT_CAUSING: u32 = (1 << 2) | (1 << 7) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12)
+        | (1 << 15) | (1 << 16) | (1 << 19) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 24) | (1 << 27)
+        | (1 << 29) | (1 << 30);
+    pub const PROC_IO_BITMAPS: u32 = 1 << 25;
+    pub const PROC_MSR_BITMAPS: u32 = 1 << 28;
+    pub const PROC_SECONDARY: u32 = 1 << 31;
+    pub const PROC2_EPT: u32 = 1 << 1;
+    pub const PROC2_UNRESTRICTED: u32 = 1 << 7;
+    /// Descriptor-table exiting, WBINVD exiting, PAUSE-loop exiting, RDRAND, RDSEED exiting.
+    pub const PROC2_EXIT_CAUSING: u32 = (1 << 2) | (1 << 6) | (1 << 10) | (1 << 11) | (1 << 16);
+    pub const EXIT_HOST_64BIT: u32 = 1 << 9;
+    pub const EXIT_SAVE_PAT: u32 = 1 << 18;
+    pub const EXIT_LOAD_PAT: u32 = 1 << 19;
+    pub const EXIT_SAVE_EFER: u32 = 1 << 20;
+    pub const EXIT_LOAD_EFER: u32 = 1 << 21;
+    pub const ENTRY_LOAD_PAT: u32 = 1 << 14;
+    pub const ENTRY_LOAD_EFER: u32 = 1 << 15;
+}
+
+/// The control values in force (after adjustment), for the `RESULT vmcs` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Controls {
+    pub pin: u32,
+    pub proc: u32,
+    pub proc2: u32,
+    pub exit: u32,
+    pub entry: u32,
+}
+
+/// Compute and check the controls on this CPU. `preemption_timer`: arm the VMX-preemption timer (watchdog).
+pub fn controls(preemption_timer: bool) -> Result<Controls, VmxError> {
+    use ctl::*;
+    let (pin_msr, proc_msr, exit_msr, entry_msr) = control_msrs();
+    let mut pin = PIN_NMI_EXITING | PIN_VIRTUAL_NMIS;
+    if preemption_timer {
+        pin |= PIN_PREEMPTION_TIMER;
+    }
+    Ok(Controls {
+        pin: adjust("pin", pin_msr, pin, PIN_EXTERNAL_INTERRUPT_EXITING | PIN_PREEMPTION_TIMER)?,
+        proc: adjust("proc", proc_msr, PROC_IO_BITMAPS | PROC_MSR_BITMAPS | PROC_SECONDARY, PROC_EXIT_CAUSING)?,
+        proc2: adjust("proc2", 0x48B, PROC2_EPT | PROC2_UNRESTRICTED, PROC2_EXIT_CAUSING)?,
+        exit: adjust("exit", exit_msr, EXIT_HOST_64BIT | EXIT_SAVE_PAT | EXIT_LOAD_PAT | EXIT_SAVE_EFER | EXIT_LOAD_EFER, 0)?,
+        entry: adjust("entry", entry_msr, ENTRY_LOAD_PAT | ENTRY_LOAD_EFER, 0)?,
+    })
+}
+
+/// Rate of the VMX-preemption timer: it counts down once every 2^rate TSC cycles (IA32_VMX_MISC[4:0]).
+pub fn preemption_timer_rate() -> u32 {
+    // SAFETY: VMX present (checked before the monitor starts).
+    (unsafe { cpu::rdmsr(0x485) } & 0x1F) as u32
 }
 
 fn control_msrs() -> (u32, u32, u32, u32) {
@@ -234,6 +337,9 @@ pub struct LaunchConfig {
     pub vmxon: u64,
     pub vmcs: u64,
     pub msr_bitmap: u64,
+    /// I/O bitmaps A (ports 0–0x7FFF) and B (0x8000–0xFFFF).
+    pub io_bitmap_a: u64,
+    pub io_bitmap_b: u64,
     pub eptp: u64,
     /// Guest-physical entry point (32-bit protected mode, paging off).
     pub entry: u32,
@@ -242,6 +348,10 @@ pub struct LaunchConfig {
     /// Top of this core's monitor stack (VM exits run on it).
     pub host_stack_top: u64,
     pub host_tr_base: u64,
+    /// Checked controls ([`controls`]).
+    pub controls: Controls,
+    /// VMX-preemption timer start value at every entry (the watchdog period), if armed.
+    pub preemption_timer: Option<u32>,
 }
 
 extern "C" {
@@ -282,7 +392,7 @@ pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
 /// # Safety
 /// As for [`launch`].
 unsafe fn setup(c: &LaunchConfig) -> Result<(), VmxError> {
-    let (pin_msr, proc_msr, exit_msr, entry_msr) = control_msrs();
+    let k = c.controls;
     // SAFETY: VMX root; the VMCS page is ours.
     unsafe {
         core::ptr::write_volatile(c.vmcs as *mut u32, vmcs_revision());
@@ -296,16 +406,17 @@ unsafe fn setup(c: &LaunchConfig) -> Result<(), VmxError> {
             return Err(VmxError::VmptrldFailed);
         }
 
-        // Controls.
-        vmwrite(PIN_CONTROLS, u64::from(adjust(pin_msr, 0)))?;
-        let proc = (1 << 28) | (1 << 31); // use MSR bitmaps, activate secondary controls
-        vmwrite(PROC_CONTROLS, u64::from(adjust(proc_msr, proc)))?;
-        let proc2 = (1 << 1) | (1 << 7); // enable EPT, unrestricted guest
-        vmwrite(PROC_CONTROLS2, u64::from(adjust(0x48B, proc2)))?;
-        let exit = (1 << 9) | (1 << 20) | (1 << 21); // 64-bit host, save/load IA32_EFER
-        vmwrite(EXIT_CONTROLS, u64::from(adjust(exit_msr, exit)))?;
-        let entry = 1 << 15; // load IA32_EFER
-        vmwrite(ENTRY_CONTROLS, u64::from(adjust(entry_msr, entry)))?;
+        // Controls (checked by `controls()`).
+        vmwrite(PIN_CONTROLS, u64::from(k.pin))?;
+        vmwrite(PROC_CONTROLS, u64::from(k.proc))?;
+        vmwrite(PROC_CONTROLS2, u64::from(k.proc2))?;
+        vmwrite(EXIT_CONTROLS, u64::from(k.exit))?;
+        vmwrite(ENTRY_CONTROLS, u64::from(k.entry))?;
+        if let Some(t) = c.preemption_timer {
+            vmwrite(PREEMPTION_TIMER_VALUE, u64::from(t))?;
+        }
+        vmwrite(IO_BITMAP_A, c.io_bitmap_a)?;
+        vmwrite(IO_BITMAP_B, c.io_bitmap_b)?;
         vmwrite(EXCEPTION_BITMAP, 0)?;
         vmwrite(CR3_TARGET_COUNT, 0)?;
         vmwrite(EXIT_MSR_STORE_COUNT, 0)?;
@@ -345,6 +456,7 @@ unsafe fn setup(c: &LaunchConfig) -> Result<(), VmxError> {
         vmwrite(HOST_SYSENTER_ESP, 0)?;
         vmwrite(HOST_SYSENTER_EIP, 0)?;
         vmwrite(HOST_EFER, cpu::rdmsr(cpu::MSR_EFER))?;
+        vmwrite(HOST_PAT, cpu::rdmsr(0x277))?;
         vmwrite(HOST_RSP, c.host_stack_top & !0xF)?;
         vmwrite(HOST_RIP, questv_vmexit_entry as *const () as u64)?;
 
@@ -354,6 +466,7 @@ unsafe fn setup(c: &LaunchConfig) -> Result<(), VmxError> {
         vmwrite(GUEST_CR3, 0)?;
         vmwrite(GUEST_CR4, CR4_VMXE)?;
         vmwrite(GUEST_EFER, 0)?;
+        vmwrite(GUEST_PAT, 0x0007_0406_0007_0406)?; // the power-on default
         vmwrite(GUEST_DR7, 0x400)?;
         vmwrite(GUEST_RSP, 0)?;
         vmwrite(GUEST_RIP, u64::from(c.entry))?;
@@ -485,5 +598,76 @@ pub unsafe fn inject_ud() {
     // SAFETY: caller is in the exit handler; valid, hardware exception 6 without error code.
     unsafe {
         let _ = vmwrite(ENTRY_INTERRUPTION_INFO, (1 << 31) | (3 << 8) | 6);
+    }
+}
+
+/// Inject #GP(0) into the guest at the next entry (a refused RDMSR/WRMSR or string I/O).
+///
+/// # Safety
+/// In the VM-exit handler.
+pub unsafe fn inject_gp() {
+    // SAFETY: caller is in the exit handler; valid, hardware exception 13 with error code 0.
+    unsafe {
+        let _ = vmwrite(ENTRY_EXCEPTION_ERROR_CODE, 0);
+        let _ = vmwrite(ENTRY_INTERRUPTION_INFO, (1 << 31) | (1 << 11) | (3 << 8) | 13);
+    }
+}
+
+/// The guest's current privilege level (SS.DPL, SDM §24.4.1).
+///
+/// # Safety
+/// In the VM-exit handler.
+pub unsafe fn guest_cpl() -> u8 {
+    // SAFETY: caller is in the exit handler with the VMCS current.
+    ((unsafe { vmread(GUEST_SS_AR) } >> 5) & 3) as u8
+}
+
+/// Re-arm the VMX-preemption timer for the next entry.
+///
+/// # Safety
+/// In the VM-exit handler.
+pub unsafe fn set_preemption_timer(value: u32) {
+    // SAFETY: caller is in the exit handler with the VMCS current.
+    unsafe {
+        let _ = vmwrite(PREEMPTION_TIMER_VALUE, u64::from(value));
+    }
+}
+
+/// Decoded exit qualification of an I/O instruction exit (SDM Table 28-5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoExit {
+    pub port: u16,
+    pub size: u8,
+    pub input: bool,
+    pub string: bool,
+}
+
+pub fn decode_io_qualification(q: u64) -> IoExit {
+    IoExit { port: (q >> 16) as u16, size: (q & 7) as u8 + 1, input: q & (1 << 3) != 0, string: q & (1 << 4) != 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_qualification() {
+        // OUT dx, al to 0xCF9; IN eax, dx from 0xCFC; REP INSW from 0x1F0.
+        assert_eq!(decode_io_qualification(0xCF9 << 16), IoExit { port: 0xCF9, size: 1, input: false, string: false });
+        assert_eq!(decode_io_qualification((0xCFC << 16) | 8 | 3), IoExit { port: 0xCFC, size: 4, input: true, string: false });
+        assert_eq!(decode_io_qualification((0x1F0 << 16) | 0x38 | 1), IoExit { port: 0x1F0, size: 2, input: true, string: true });
+    }
+
+    #[test]
+    fn controls_are_checked_after_adjustment() {
+        // Allowed-1 in the high half, must-be-1 in the low half.
+        let cap = (0xFFFF_FFFFu64 << 32) | 0x16;
+        assert_eq!(check_control("pin", cap, 1 << 3, 1), Ok(0x16 | (1 << 3)));
+        // A wanted bit the CPU does not allow.
+        let no_nmi = (!(1u64 << 3) & 0xFFFF_FFFF) << 32;
+        assert!(matches!(check_control("pin", no_nmi, 1 << 3, 0), Err(VmxError::ControlRefused { .. })));
+        // An exit-causing bit forced to 1.
+        let forced_hlt = (0xFFFF_FFFFu64 << 32) | (1 << 7);
+        assert!(matches!(check_control("proc", forced_hlt, 1 << 28, ctl::PROC_EXIT_CAUSING), Err(VmxError::ControlForced { forced: 0x80, .. })));
     }
 }

@@ -5,7 +5,8 @@
 //! - VT build: endpoints are sandboxes; `open` asks the monitor (hypercall) for the channel, which allocates it
 //!   in monitor memory and maps it into exactly the two endpoints' EPTs (at its host address).
 //!
-//! Notification is polling, or an IPI straight to the peer core's local APIC (x2APIC ICR: no VM exit). A
+//! Notification is polling, or an IPI to the peer core's local APIC (VT: the ICR write exits and the monitor
+//! checks it, one exit per notified message; polling takes none). A
 //! receive always has a timeout, so a dead or broken peer cannot hang the other side.
 
 use super::ring::{Ring, RingError, SLOT_PAYLOAD};
@@ -16,8 +17,9 @@ use core::sync::atomic::Ordering;
 use questv_arch::{cpu, lapic, percpu};
 use questv_libc_shim::errno::*;
 
-/// Vector of channel notification IPIs (handled by a plain EOI: it only wakes a halted receiver).
-pub const VECTOR_CHANNEL: u8 = 0xF2;
+/// Vector of channel notification IPIs (handled by a plain EOI: it only wakes a halted receiver). In the VT
+/// build it is the only vector the monitor lets a sandbox send to another core.
+pub const VECTOR_CHANNEL: u8 = questv_vmx::hypercall::CHANNEL_NOTIFY_VECTOR;
 /// Bytes of one channel: two rings, one per direction.
 pub const CHANNEL_BYTES: u64 = (2 * Ring::SIZE as u64).div_ceil(4096) * 4096;
 pub const ETIMEDOUT: i64 = 110;
@@ -42,7 +44,7 @@ static SMP_MEMORY: IrqSpinlock<Vec<(u32, u32, u64, u32)>> = IrqSpinlock::new(Vec
 
 /// This kernel's endpoint: its sandbox (VT) or the calling core (SMP).
 pub fn my_endpoint() -> u32 {
-    crate::boot::sandbox_id().unwrap_or_else(percpu::cpu_index)
+    crate::sandbox::id().unwrap_or_else(percpu::cpu_index)
 }
 
 fn ring_at(addr: u64) -> &'static Ring {
@@ -87,16 +89,8 @@ pub fn open(peer: u32) -> Result<u32, i64> {
     if let Some(i) = CHANNELS.lock().iter().position(|c| c.open && c.me == me && c.peer == peer) {
         return Ok(i as u32);
     }
-    let (base, peer_apic) = if crate::boot::sandbox_id().is_some() {
-        let base = cpu::vmcall(crate::boot::HC_CHANNEL_OPEN, u64::from(peer)) as i64;
-        if base < 0 {
-            return Err(base);
-        }
-        let apic = cpu::vmcall(crate::boot::HC_PEER_APIC, u64::from(peer)) as i64;
-        if apic < 0 {
-            return Err(apic);
-        }
-        (base as u64, apic as u32)
+    let (base, peer_apic) = if crate::sandbox::id().is_some() {
+        (crate::sandbox::channel_open(peer)?, crate::sandbox::peer_apic(peer)?)
     } else {
         smp_channel(me, peer)?
     };
@@ -173,7 +167,7 @@ pub fn close(h: u32) -> Result<(), i64> {
         c.open = false;
         *c
     };
-    if crate::boot::sandbox_id().is_none() {
+    if crate::sandbox::id().is_none() {
         // SMP: the last handle frees the channel's pages. (VT: the memory is the monitor's.)
         let key = (c.me.min(c.peer), c.me.max(c.peer));
         let mut mem = SMP_MEMORY.lock();

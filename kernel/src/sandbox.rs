@@ -1,0 +1,90 @@
+//! This kernel as a VT sandbox (guest side): its identity, what the monitor told it on the command line, and
+//! the hypercalls it makes. The ABI (numbers, arguments, errors, shared addresses) is `questv_vmx::hypercall`,
+//! which the monitor side (kernel/src/vt.rs) imports too.
+
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use questv_arch::cpu;
+use questv_vmx::hypercall as hc;
+
+static ID: AtomicI32 = AtomicI32::new(-1);
+static SHARED: AtomicU64 = AtomicU64::new(0);
+/// Attack-test targets (host-physical), present only when the run is an attack test.
+static ATTACK_TARGETS: spin::Once<AttackTargets> = spin::Once::new();
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttackTargets {
+    pub peer: Option<u64>,
+    pub vmcs: Option<u64>,
+    pub ept: Option<u64>,
+}
+
+/// Record what the monitor passed on the command line (boot calls this once, before anything prints).
+pub(crate) fn init(id: u32, shared: Option<u64>, attack: AttackTargets) {
+    ID.store(id as i32, Ordering::SeqCst);
+    SHARED.store(shared.unwrap_or(0), Ordering::SeqCst);
+    ATTACK_TARGETS.call_once(|| attack);
+}
+
+/// The sandbox number when this kernel runs as a VT sandbox.
+pub fn id() -> Option<u32> {
+    u32::try_from(ID.load(Ordering::Relaxed)).ok()
+}
+
+/// Guest-physical address of the shared region, if any.
+pub fn shared_region() -> Option<u64> {
+    Some(SHARED.load(Ordering::Relaxed)).filter(|&a| a != 0)
+}
+
+pub fn attack_targets() -> AttackTargets {
+    ATTACK_TARGETS.get().copied().unwrap_or_default()
+}
+
+/// Timer tick: tell the monitor's watchdog this sandbox makes progress.
+pub fn heartbeat() {
+    if id().is_some() {
+        // SAFETY: HEARTBEAT_GPA is a reserved page of this sandbox (never allocated), identity mapped.
+        unsafe {
+            let p = hc::HEARTBEAT_GPA as *mut u64;
+            core::ptr::write_volatile(p, core::ptr::read_volatile(p).wrapping_add(1));
+        }
+    }
+}
+
+fn call(nr: u64, a: u64, b: u64) -> Result<u64, i64> {
+    hc::decode(cpu::vmcall(nr, a, b))
+}
+
+/// Print bytes through the monitor (which owns the UART). `bytes` must be in identity-mapped kernel memory
+/// (its virtual address is its guest-physical address), as every kernel buffer is.
+pub fn console_write(bytes: &[u8]) {
+    for chunk in bytes.chunks(hc::CONSOLE_MAX as usize) {
+        let _ = call(hc::CONSOLE_WRITE, chunk.as_ptr() as u64, chunk.len() as u64);
+    }
+}
+
+/// This sandbox's VM exits so far (this query included).
+pub fn exit_count() -> u64 {
+    call(hc::EXIT_COUNT, 0, 0).unwrap_or(0)
+}
+
+pub fn channel_open(peer: u32) -> Result<u64, i64> {
+    call(hc::CHANNEL_OPEN, u64::from(peer), 0).map_err(|e| -e)
+}
+
+pub fn peer_apic(peer: u32) -> Result<u32, i64> {
+    call(hc::PEER_APIC, u64::from(peer), 0).map(|a| a as u32).map_err(|e| -e)
+}
+
+/// Tell the monitor this sandbox is done (it reports exits and stops the core).
+pub fn done(status: i32) -> ! {
+    cpu::disable_interrupts();
+    let _ = call(hc::DONE, status as u64, 0);
+    cpu::halt_forever()
+}
+
+/// The panic path: the monitor reports the fault and stops this sandbox (never NMIs to other cores).
+pub fn fault() -> ! {
+    cpu::disable_interrupts();
+    let _ = call(hc::FAULT, hc::FAULT_PANIC, 0);
+    cpu::halt_forever()
+}

@@ -1,0 +1,117 @@
+//! The one hypercall ABI between a sandbox kernel and its monitor (both sides import this module; nothing
+//! else defines these numbers).
+//!
+//! A hypercall is `VMCALL` executed at CPL 0 with the number in RAX, the first argument in RBX and the second
+//! in RCX; the result comes back in RAX (a negative errno on failure). From CPL 3 the monitor injects #UD and
+//! does nothing else. Unknown numbers return `-ENOSYS`.
+//!
+//! Also here: the guest-physical addresses both sides agree on (shared region, heartbeat word) and the layout
+//! of the shared info page.
+
+/// `DONE(status)`: this sandbox has finished; the monitor reports its exits and stops it. Does not return.
+pub const DONE: u64 = 1;
+/// `REPORT_EXITS()`: the monitor prints this sandbox's `RESULT vmexits` line now. Returns 0.
+pub const REPORT_EXITS: u64 = 2;
+/// `EXIT_COUNT()`: this sandbox's VM exits so far, this call included.
+pub const EXIT_COUNT: u64 = 3;
+/// `CHANNEL_OPEN(peer)`: the channel between this sandbox and `peer` (allocated and mapped into exactly the two
+/// EPTs on first use); returns its guest-physical address.
+pub const CHANNEL_OPEN: u64 = 4;
+/// `PEER_APIC(peer)`: the local APIC id of `peer`'s core (the destination of channel notifications).
+pub const PEER_APIC: u64 = 5;
+/// `FAULT(kind, detail)`: the sandbox kernel panicked or took a fatal exception; the monitor reports
+/// `RESULT sandbox_fault ... reason=panic` and stops it. Does not return.
+pub const FAULT: u64 = 6;
+/// `CONSOLE_WRITE(gpa, len)`: print `len` (at most [`CONSOLE_MAX`]) bytes at guest-physical `gpa`. The monitor
+/// owns the UART: it prints complete lines prefixed with `[sN] `, control characters replaced. Returns the
+/// number of bytes taken.
+pub const CONSOLE_WRITE: u64 = 7;
+
+/// Largest console chunk one hypercall takes.
+pub const CONSOLE_MAX: u64 = 512;
+
+/// `FAULT` kinds.
+pub const FAULT_PANIC: u64 = 1;
+
+pub const EPERM: i64 = 1;
+pub const ENOMEM: i64 = 12;
+pub const EFAULT: i64 = 14;
+pub const EINVAL: i64 = 22;
+pub const ENOSYS: i64 = 38;
+
+/// A hypercall's result as RAX carries it.
+pub fn encode(r: Result<u64, i64>) -> u64 {
+    match r {
+        Ok(v) => v,
+        Err(e) => (-e.abs()) as u64,
+    }
+}
+
+/// Decode RAX: negative values are `-errno`.
+pub fn decode(rax: u64) -> Result<u64, i64> {
+    let v = rax as i64;
+    if (-4095..0).contains(&v) {
+        Err(-v)
+    } else {
+        Ok(rax)
+    }
+}
+
+/// The only vector a sandbox may send to another core: channel notification (handled by a plain EOI).
+pub const CHANNEL_NOTIFY_VECTOR: u8 = 0xF2;
+
+/// Where every sandbox sees the shared region (inside the 3–4 GiB range its page tables map uncached).
+pub const SHARED_GPA: u64 = 0xE000_0000;
+pub const SHARED_SIZE: u64 = 2 << 20;
+
+/// Guest-physical address of the sandbox's heartbeat word: a page the monitor marks reserved in the sandbox's
+/// memory map (so its allocator never hands it out). The kernel bumps the first u64 on every timer tick; the
+/// watchdog reads it on its timer exit.
+pub const HEARTBEAT_GPA: u64 = 0x9F000;
+
+/// The shared region's first page (paper §3.5's info page): magic, version, sandbox count, boot barrier and
+/// the channel directory. The monitor writes everything but the barrier; sandboxes only read it.
+pub mod info {
+    pub const MAGIC_OFFSET: u64 = 8;
+    pub const MAGIC: u64 = u64::from_le_bytes(*b"QUESTVSH");
+    pub const VERSION_OFFSET: u64 = 16;
+    pub const VERSION: u32 = 2;
+    pub const SANDBOXES_OFFSET: u64 = 20;
+    /// Sandboxes increment this when they have booted.
+    pub const BARRIER_OFFSET: u64 = 24;
+    pub const CHANNEL_COUNT_OFFSET: u64 = 32;
+    /// Directory entries: (endpoint a u32, endpoint b u32, address u64), 16 bytes each.
+    pub const CHANNEL_DIR_OFFSET: u64 = 64;
+    pub const CHANNEL_DIR_ENTRY: u64 = 16;
+    pub const MAX_CHANNELS: u64 = 128;
+    const _: () = assert!(CHANNEL_DIR_OFFSET + MAX_CHANNELS * CHANNEL_DIR_ENTRY <= 4096);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_round_trip() {
+        assert_eq!(decode(encode(Ok(0xE000_0000))), Ok(0xE000_0000));
+        assert_eq!(decode(encode(Err(ENOSYS))), Err(ENOSYS));
+        assert_eq!(decode(encode(Err(-EINVAL))), Err(EINVAL));
+        assert_eq!(encode(Err(ENOSYS)) as i64, -38);
+        // Large addresses are results, not errors.
+        assert_eq!(decode(0xFFFF_FFFF_0000_0000), Ok(0xFFFF_FFFF_0000_0000));
+    }
+
+    #[test]
+    fn numbers_are_distinct() {
+        let all = [DONE, REPORT_EXITS, EXIT_COUNT, CHANNEL_OPEN, PEER_APIC, FAULT, CONSOLE_WRITE];
+        for (i, a) in all.iter().enumerate() {
+            assert!(all[i + 1..].iter().all(|b| a != b));
+        }
+    }
+
+    #[test]
+    fn heartbeat_is_below_the_kernel_and_page_aligned() {
+        assert_eq!(HEARTBEAT_GPA % 4096, 0);
+        assert!(HEARTBEAT_GPA + 4096 <= 0x10_0000);
+    }
+}

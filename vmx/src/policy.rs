@@ -1,0 +1,409 @@
+//! What a sandbox may touch: deny by default, grant by need (docs/vt.md has the table). Pure and host-tested;
+//! the monitor (kernel/src/vt.rs) applies it on exits and the VMCS set-up builds the bitmaps from it.
+//!
+//! - MSRs: a fixed allow list passes through without an exit; every other MSR (and every MSR outside the
+//!   bitmap's two ranges) exits and is refused with #GP, except the two the monitor checks: x2APIC ICR writes
+//!   ([`check_icr`]) and IA32_APIC_BASE writes that change nothing.
+//! - Port I/O: every port exits unless granted; refused INs read all-ones, refused OUTs are dropped, and OUTs
+//!   to ports that can only be hostile (reset, SMI) stop the sandbox.
+//! - IPIs: fixed delivery, physical destination, no shorthand; a vector ≥ 32 to itself, or the channel vector
+//!   to a core it has a channel with.
+
+use core::ops::RangeInclusive;
+
+pub const MSR_TSC: u32 = 0x10;
+pub const MSR_APIC_BASE: u32 = 0x1B;
+pub const MSR_PAT: u32 = 0x277;
+pub const MSR_MTRR_DEF_TYPE: u32 = 0x2FF;
+pub const MSR_TSC_DEADLINE: u32 = 0x6E0;
+pub const MSR_X2APIC_FIRST: u32 = 0x800;
+pub const MSR_X2APIC_LAST: u32 = 0x8FF;
+pub const MSR_X2APIC_ICR: u32 = 0x830;
+pub const MSR_EFER: u32 = 0xC000_0080;
+pub const MSR_STAR: u32 = 0xC000_0081;
+pub const MSR_LSTAR: u32 = 0xC000_0082;
+pub const MSR_CSTAR: u32 = 0xC000_0083;
+pub const MSR_FMASK: u32 = 0xC000_0084;
+pub const MSR_FS_BASE: u32 = 0xC000_0100;
+pub const MSR_GS_BASE: u32 = 0xC000_0101;
+pub const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
+pub const MSR_TSC_AUX: u32 = 0xC000_0103;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// MSRs a sandbox kernel reads or writes directly (no exit). Everything a 64-bit kernel needs for its own
+/// core: EFER (VM entry/exit load and save it), SYSCALL MSRs, segment bases, TSC_AUX, its x2APIC (minus ICR
+/// writes), TSC deadline, PAT (saved and loaded across exits). Reading APIC_BASE and the TSC is harmless;
+/// writing them is not (relocating/disabling the APIC, moving the TSC the monitor's watchdog counts with).
+pub fn msr_passthrough(msr: u32, access: Access) -> bool {
+    match msr {
+        MSR_EFER | MSR_STAR | MSR_LSTAR | MSR_CSTAR | MSR_FMASK => true,
+        MSR_FS_BASE | MSR_GS_BASE | MSR_KERNEL_GS_BASE | MSR_TSC_AUX => true,
+        MSR_PAT | MSR_TSC_DEADLINE => true,
+        MSR_X2APIC_ICR => access == Access::Read,
+        MSR_X2APIC_FIRST..=MSR_X2APIC_LAST => true,
+        MSR_APIC_BASE | MSR_TSC => access == Access::Read,
+        _ => false,
+    }
+}
+
+/// Position of `msr`'s bit in the VMX MSR bitmap page (SDM §25.6.9): read-low at byte 0, read-high at 1024,
+/// write-low at 2048, write-high at 3072. `None` for MSRs outside both ranges (those always exit).
+pub fn msr_bitmap_bit(msr: u32, access: Access) -> Option<(usize, u8)> {
+    let (base, index) = match msr {
+        0..=0x1FFF => (0, msr),
+        0xC000_0000..=0xC000_1FFF => (1024, msr - 0xC000_0000),
+        _ => return None,
+    };
+    let base = base + if access == Access::Write { 2048 } else { 0 };
+    Some((base + (index / 8) as usize, (index % 8) as u8))
+}
+
+/// Deny-by-default MSR bitmap: every bit set (exit), cleared for [`msr_passthrough`].
+pub fn build_msr_bitmap(page: &mut [u8; 4096]) {
+    page.fill(0xFF);
+    for access in [Access::Read, Access::Write] {
+        for msr in (0..=0x1FFFu32).chain(0xC000_0000..=0xC000_1FFF) {
+            if msr_passthrough(msr, access) {
+                let (byte, bit) = msr_bitmap_bit(msr, access).unwrap();
+                page[byte] &= !(1 << bit);
+            }
+        }
+    }
+}
+
+/// Ports granted to a sandbox. None today: the console is the monitor's (hypercall), and devices arrive with the
+/// NIC issue, which adds their ranges here.
+pub const GRANTED_PORTS: &[RangeInclusive<u16>] = &[];
+
+/// Deny-by-default I/O bitmaps A (ports 0–0x7FFF) and B (0x8000–0xFFFF): every bit set except granted ports.
+pub fn build_io_bitmaps(a: &mut [u8; 4096], b: &mut [u8; 4096], granted: &[RangeInclusive<u16>]) {
+    a.fill(0xFF);
+    b.fill(0xFF);
+    for r in granted {
+        for port in r.clone() {
+            let page = if port < 0x8000 { &mut *a } else { &mut *b };
+            let i = (port & 0x7FFF) as usize;
+            page[i / 8] &= !(1 << (i % 8));
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortVerdict {
+    Granted,
+    /// IN reads all-ones, OUT is dropped; counted.
+    Refused,
+    /// Only an attack would do this: the sandbox is stopped.
+    Hostile,
+}
+
+/// Ports whose writes reset the machine or enter SMM: 0xCF9 (reset control), 0x92 (system control port A,
+/// bit 0 = fast reset), 0x64 (keyboard controller commands, 0xFE = pulse reset), 0xB2/0xB3 (APM/SMI).
+pub const HOSTILE_OUT_PORTS: &[u16] = &[0x64, 0x92, 0xB2, 0xB3, 0xCF9];
+
+/// Verdict on an access of `size` bytes at `port` (an access is granted only if every byte is).
+pub fn classify_port(port: u16, size: u8, write: bool, granted: &[RangeInclusive<u16>]) -> PortVerdict {
+    let last = port.saturating_add(u16::from(size.max(1)) - 1);
+    if (port..=last).all(|p| granted.iter().any(|r| r.contains(&p))) {
+        return PortVerdict::Granted;
+    }
+    // A dword at 0xCF8 is the PCI configuration address register, not the reset control byte at 0xCF9.
+    let covers_hostile = (port..=last).any(|p| HOSTILE_OUT_PORTS.contains(&p)) && !(port == 0xCF8 && size == 4);
+    if write && covers_hostile {
+        PortVerdict::Hostile
+    } else {
+        PortVerdict::Refused
+    }
+}
+
+/// The value a refused IN of `size` bytes reads (all ones, like a port nobody decodes).
+pub fn refused_in_value(size: u8) -> u64 {
+    match size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        _ => 0xFFFF_FFFF,
+    }
+}
+
+/// An IPI the monitor will send on the sandbox's behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipi {
+    pub dest_apic: u32,
+    pub vector: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcrRefusal {
+    /// NMI, INIT, SIPI, SMI, lowest priority...: only fixed delivery is allowed.
+    DeliveryMode(u8),
+    LogicalDestination,
+    Shorthand(u8),
+    /// Exception vectors (0–31) or a vector the target does not accept.
+    Vector(u8),
+    /// A core this sandbox has no channel to.
+    Destination(u32),
+    /// Reserved bits set.
+    Reserved,
+}
+
+impl IcrRefusal {
+    /// A small number per kind (the refusal counters' key).
+    pub fn code(self) -> u64 {
+        match self {
+            IcrRefusal::DeliveryMode(_) => 0,
+            IcrRefusal::LogicalDestination => 1,
+            IcrRefusal::Shorthand(_) => 2,
+            IcrRefusal::Vector(_) => 3,
+            IcrRefusal::Destination(_) => 4,
+            IcrRefusal::Reserved => 5,
+        }
+    }
+
+    /// Name of the kind with [`code`](Self::code) `c`.
+    pub fn name_of_code(c: u64) -> &'static str {
+        ["delivery_mode", "logical_destination", "shorthand", "vector", "destination", "reserved_bits"].get(c as usize).copied().unwrap_or("?")
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IcrRefusal::DeliveryMode(_) => "delivery_mode",
+            IcrRefusal::LogicalDestination => "logical_destination",
+            IcrRefusal::Shorthand(_) => "shorthand",
+            IcrRefusal::Vector(_) => "vector",
+            IcrRefusal::Destination(_) => "destination",
+            IcrRefusal::Reserved => "reserved_bits",
+        }
+    }
+}
+
+/// Validate an x2APIC ICR value (SDM §11.12.9: destination in bits 32–63, vector 0–7, delivery mode 8–10,
+/// destination mode 11, level 14, trigger 15, shorthand 18–19). `own_apic` is the sandbox's core;
+/// `channel_peer(apic)` says whether the sandbox has a channel to the core with that APIC id.
+pub fn check_icr(value: u64, own_apic: u32, accepted_vector: u8, channel_peer: impl Fn(u32) -> bool) -> Result<Ipi, IcrRefusal> {
+    let low = value as u32;
+    let dest = (value >> 32) as u32;
+    let vector = low as u8;
+    let mode = ((low >> 8) & 7) as u8;
+    let shorthand = ((low >> 18) & 3) as u8;
+    // Bits 12 (delivery status, read-only), 13, 16–17 and 20–31 are reserved in x2APIC mode.
+    if low & 0xFFF3_3000 != 0 {
+        return Err(IcrRefusal::Reserved);
+    }
+    if mode != 0 {
+        return Err(IcrRefusal::DeliveryMode(mode));
+    }
+    if low & (1 << 11) != 0 {
+        return Err(IcrRefusal::LogicalDestination);
+    }
+    if shorthand != 0 {
+        return Err(IcrRefusal::Shorthand(shorthand));
+    }
+    if vector < 32 {
+        return Err(IcrRefusal::Vector(vector));
+    }
+    if dest == own_apic {
+        return Ok(Ipi { dest_apic: dest, vector });
+    }
+    if vector != accepted_vector {
+        return Err(IcrRefusal::Vector(vector));
+    }
+    if !channel_peer(dest) {
+        return Err(IcrRefusal::Destination(dest));
+    }
+    Ok(Ipi { dest_apic: dest, vector })
+}
+
+/// The ICR value the monitor writes for an accepted IPI: fixed, physical, edge, asserted, no shorthand.
+pub fn icr_value(ipi: Ipi) -> u64 {
+    (u64::from(ipi.dest_apic) << 32) | (1 << 14) | u64::from(ipi.vector)
+}
+
+/// What a refusal was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    Io,
+    Msr,
+    Icr,
+    Hypercall,
+}
+
+impl RefusalKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalKind::Io => "io",
+            RefusalKind::Msr => "msr",
+            RefusalKind::Icr => "icr",
+            RefusalKind::Hypercall => "hypercall",
+        }
+    }
+}
+
+/// Counts of refused accesses by (kind, port/MSR/destination), fixed capacity (no allocation in the exit
+/// path). Keys beyond the capacity are folded into one overflow count, so a sandbox probing every port
+/// cannot grow monitor memory.
+#[derive(Debug, Clone)]
+pub struct Refusals {
+    entries: [(RefusalKind, u64, u64); Refusals::CAPACITY],
+    len: usize,
+    pub overflow: u64,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Refusals {
+    pub const CAPACITY: usize = 32;
+
+    pub const fn new() -> Refusals {
+        Refusals { entries: [(RefusalKind::Io, 0, 0); Refusals::CAPACITY], len: 0, overflow: 0 }
+    }
+
+    /// Count one refusal; returns true if it is the first of its key (worth a log line).
+    pub fn record(&mut self, kind: RefusalKind, code: u64) -> bool {
+        if let Some(e) = self.entries[..self.len].iter_mut().find(|e| e.0 == kind && e.1 == code) {
+            e.2 += 1;
+            return false;
+        }
+        if self.len == Self::CAPACITY {
+            self.overflow += 1;
+            return false;
+        }
+        self.entries[self.len] = (kind, code, 1);
+        self.len += 1;
+        true
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (RefusalKind, u64, u64)> + '_ {
+        self.entries[..self.len].iter().copied()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.iter().map(|e| e.2).sum::<u64>() + self.overflow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bit(page: &[u8; 4096], msr: u32, a: Access) -> bool {
+        let (byte, b) = msr_bitmap_bit(msr, a).unwrap();
+        page[byte] & (1 << b) != 0
+    }
+
+    #[test]
+    fn msr_bitmap_denies_by_default() {
+        let mut p = [0u8; 4096];
+        build_msr_bitmap(&mut p);
+        // Denied: MTRRs, machine-check banks, microcode, power, feature control, VMX capability MSRs.
+        for msr in [MSR_MTRR_DEF_TYPE, 0x200, 0x250, 0x400, 0x401, 0x79, 0x8B, 0x199, 0x1A0, 0x3A, 0x480] {
+            assert!(bit(&p, msr, Access::Read) && bit(&p, msr, Access::Write), "0x{msr:x} must exit");
+        }
+        // ICR and APIC_BASE writes exit; reads do not.
+        assert!(bit(&p, MSR_X2APIC_ICR, Access::Write) && !bit(&p, MSR_X2APIC_ICR, Access::Read));
+        assert!(bit(&p, MSR_APIC_BASE, Access::Write) && !bit(&p, MSR_APIC_BASE, Access::Read));
+        assert!(bit(&p, MSR_TSC, Access::Write));
+        // What a kernel needs passes through.
+        for msr in [MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_FMASK, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MSR_TSC_AUX, MSR_PAT, MSR_TSC_DEADLINE, 0x80B, 0x808, 0x832, 0x838, 0x83F] {
+            assert!(!bit(&p, msr, Access::Read) && !bit(&p, msr, Access::Write), "0x{msr:x} must pass");
+        }
+        // Exactly the allow list is clear.
+        let clear: usize = p.iter().map(|b| b.count_zeros() as usize).sum();
+        let expected = (0..=0x1FFFu32)
+            .chain(0xC000_0000..=0xC000_1FFF)
+            .map(|m| usize::from(msr_passthrough(m, Access::Read)) + usize::from(msr_passthrough(m, Access::Write)))
+            .sum::<usize>();
+        assert_eq!(clear, expected);
+    }
+
+    #[test]
+    fn msr_bitmap_layout() {
+        assert_eq!(msr_bitmap_bit(0, Access::Read), Some((0, 0)));
+        assert_eq!(msr_bitmap_bit(0x830, Access::Write), Some((2048 + 0x106, 0)));
+        assert_eq!(msr_bitmap_bit(0xC000_0080, Access::Read), Some((1024 + 16, 0)));
+        assert_eq!(msr_bitmap_bit(0xC000_0082, Access::Write), Some((3072 + 16, 2)));
+        assert_eq!(msr_bitmap_bit(0x2000, Access::Read), None);
+        assert_eq!(msr_bitmap_bit(0x4000_0000, Access::Write), None);
+        assert_eq!(msr_bitmap_bit(0xC000_2000, Access::Read), None);
+    }
+
+    #[test]
+    fn io_bitmaps_deny_by_default_and_grant_ranges() {
+        let (mut a, mut b) = ([0u8; 4096], [0u8; 4096]);
+        build_io_bitmaps(&mut a, &mut b, &[]);
+        assert!(a.iter().chain(b.iter()).all(|&x| x == 0xFF));
+        build_io_bitmaps(&mut a, &mut b, &[0x3F8..=0x3FF, 0xC000..=0xC03F]);
+        assert_eq!(a[0x3F8 / 8], 0x00);
+        assert_eq!(a[0x3F0 / 8], 0xFF);
+        assert_eq!(b[0x4000 / 8..0x4040 / 8].iter().filter(|&&x| x == 0).count(), 8);
+        assert_eq!(a.iter().chain(b.iter()).map(|x| x.count_zeros()).sum::<u32>(), 8 + 64);
+    }
+
+    #[test]
+    fn ports_classified() {
+        let g: &[RangeInclusive<u16>] = &[0x3F8..=0x3FF];
+        assert_eq!(classify_port(0x3F8, 1, true, g), PortVerdict::Granted);
+        assert_eq!(classify_port(0x3FE, 4, false, g), PortVerdict::Refused); // straddles the grant
+        assert_eq!(classify_port(0xCF9, 1, true, g), PortVerdict::Hostile);
+        assert_eq!(classify_port(0xCF9, 1, false, g), PortVerdict::Refused);
+        // A dword OUT at 0xCF8 is a PCI config address (refused, not hostile); a word there reaches 0xCF9.
+        assert_eq!(classify_port(0xCF8, 4, true, g), PortVerdict::Refused);
+        assert_eq!(classify_port(0xCF8, 2, true, g), PortVerdict::Hostile);
+        for p in [0x64, 0x92, 0xB2] {
+            assert_eq!(classify_port(p, 1, true, g), PortVerdict::Hostile);
+            assert_eq!(classify_port(p, 1, false, g), PortVerdict::Refused);
+        }
+        assert_eq!(classify_port(0x60, 1, true, g), PortVerdict::Refused);
+        assert_eq!(classify_port(0xFFFF, 4, false, g), PortVerdict::Refused); // no overflow at the top
+    }
+
+    #[test]
+    fn icr_rules() {
+        let peer = |apic: u32| apic == 1;
+        let v = CHANNEL_VECTOR;
+        assert_eq!(check_icr((1 << 32) | (1 << 14) | u64::from(v), 0, v, peer), Ok(Ipi { dest_apic: 1, vector: v }));
+        assert_eq!(check_icr(u64::from(v), 0, v, peer), Ok(Ipi { dest_apic: 0, vector: v }));
+        assert_eq!(check_icr(0xF1, 0, v, peer), Ok(Ipi { dest_apic: 0, vector: 0xF1 })); // self, any vector ≥ 32
+        assert_eq!(check_icr((1 << 32) | (4 << 8), 0, v, peer), Err(IcrRefusal::DeliveryMode(4))); // NMI
+        assert_eq!(check_icr((1 << 32) | (5 << 8) | (1 << 14) | (1 << 15), 0, v, peer), Err(IcrRefusal::DeliveryMode(5))); // INIT
+        assert_eq!(check_icr((1 << 32) | (6 << 8) | 0x08, 0, v, peer), Err(IcrRefusal::DeliveryMode(6))); // SIPI
+        assert_eq!(check_icr((2 << 8) | (1 << 14), 0, v, peer), Err(IcrRefusal::DeliveryMode(2))); // SMI
+        assert_eq!(check_icr((1 << 32) | (1 << 11) | u64::from(v), 0, v, peer), Err(IcrRefusal::LogicalDestination));
+        assert_eq!(check_icr((3 << 18) | u64::from(v), 0, v, peer), Err(IcrRefusal::Shorthand(3)));
+        assert_eq!(check_icr((2 << 18) | u64::from(v), 0, v, peer), Err(IcrRefusal::Shorthand(2)));
+        assert_eq!(check_icr((1 << 32) | 14, 0, v, peer), Err(IcrRefusal::Vector(14)));
+        assert_eq!(check_icr(14, 0, v, peer), Err(IcrRefusal::Vector(14))); // not even to itself
+        assert_eq!(check_icr((1 << 32) | 0x40, 0, v, peer), Err(IcrRefusal::Vector(0x40)));
+        assert_eq!(check_icr((2 << 32) | u64::from(v), 0, v, peer), Err(IcrRefusal::Destination(2)));
+        assert_eq!(check_icr((1 << 32) | (1 << 12) | u64::from(v), 0, v, peer), Err(IcrRefusal::Reserved));
+        for r in [IcrRefusal::DeliveryMode(4), IcrRefusal::LogicalDestination, IcrRefusal::Shorthand(1), IcrRefusal::Vector(3), IcrRefusal::Destination(9), IcrRefusal::Reserved] {
+            assert_eq!(IcrRefusal::name_of_code(r.code()), r.name());
+        }
+        assert_eq!(icr_value(Ipi { dest_apic: 3, vector: v }), (3 << 32) | (1 << 14) | u64::from(v));
+    }
+
+    const CHANNEL_VECTOR: u8 = crate::hypercall::CHANNEL_NOTIFY_VECTOR;
+
+    #[test]
+    fn refusals_count_and_stay_bounded() {
+        let mut r = Refusals::new();
+        assert!(r.record(RefusalKind::Io, 0xCF8));
+        assert!(!r.record(RefusalKind::Io, 0xCF8));
+        assert!(r.record(RefusalKind::Msr, 0xCF8));
+        assert_eq!(r.iter().collect::<Vec<_>>(), vec![(RefusalKind::Io, 0xCF8, 2), (RefusalKind::Msr, 0xCF8, 1)]);
+        for p in 0..1000 {
+            r.record(RefusalKind::Io, 0x1000 + p);
+        }
+        assert_eq!(r.iter().count(), Refusals::CAPACITY);
+        assert_eq!(r.total(), 1003);
+        assert_eq!(r.overflow, 1000 - (Refusals::CAPACITY as u64 - 2));
+    }
+}
