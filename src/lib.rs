@@ -739,11 +739,19 @@ pub fn boot(o: &BootOptions) -> Result<BootReport, String> {
 
 /// `RESULT msgbench` lines of both runs as CSV rows (build, size, mode, trials, rtt_cycles, one_way_cycles).
 pub fn msgbench_csv(lines: &[String]) -> (String, usize) {
-    let mut csv = String::from("build,size,mode,trials,rtt_cycles,one_way_cycles\n");
+    let mut csv = String::from("build,size,mode,trials,rtt_cycles,one_way_cycles,rtt_vmexits,vmexits_per_notified_msg\n");
     let mut n = 0;
     for r in results(lines, "msgbench") {
         let f = |k| r.get(k).unwrap_or("");
-        csv.push_str(&format!("{},{},{},{},{},{}\n", f("build"), f("size"), f("mode"), f("trials"), f("rtt_cycles"), f("one_way_cycles")));
+        // VT ipi mode: the exits the sender's notified messages cost (SMP: -1, polled: no notified messages).
+        let per_msg = match (r.get("rtt_vmexits").and_then(|v| v.parse::<i64>().ok()), r.get_u64("rtt_notified")) {
+            (Some(e), Some(m)) if e >= 0 && m > 0 => format!("{:.3}", e as f64 / m as f64),
+            _ => String::new(),
+        };
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{}\n",
+            f("build"), f("size"), f("mode"), f("trials"), f("rtt_cycles"), f("one_way_cycles"), f("rtt_vmexits"), per_msg
+        ));
         n += 1;
     }
     (csv, n)
@@ -906,9 +914,16 @@ mod tests {
         assert!(matches!(parse_args(&s(&["compare", "--emulator", "bochs", "--cpus", "4"])), Ok(Cli::Compare(_))));
         assert!(parse_args(&s(&["compare", "--vt"])).is_err());
         assert!(matches!(parse_args(&s(&["msgbench", "--cpus", "2"])), Ok(Cli::MsgBench(_))));
-        let (csv, n) = msgbench_csv(&s(&["RESULT msgbench build=vt size=4 mode=ipi trials=10 rtt_cycles=5 one_way_cycles=3", "x"]));
-        assert_eq!(n, 1);
-        assert_eq!(csv, "build,size,mode,trials,rtt_cycles,one_way_cycles\nvt,4,ipi,10,5,3\n");
+        let (csv, n) = msgbench_csv(&s(&[
+            "[s0] RESULT msgbench build=vt size=4 mode=ipi trials=10 rtt_cycles=5 one_way_cycles=3 rtt_vmexits=10 rtt_notified=10",
+            "RESULT msgbench build=smp size=4 mode=polled trials=10 rtt_cycles=5 one_way_cycles=3 rtt_vmexits=-1 rtt_notified=0",
+            "x",
+        ]));
+        assert_eq!(n, 2);
+        assert_eq!(
+            csv,
+            "build,size,mode,trials,rtt_cycles,one_way_cycles,rtt_vmexits,vmexits_per_notified_msg\nvt,4,ipi,10,5,3,10,1.000\nsmp,4,polled,10,5,3,-1,\n"
+        );
     }
 
     #[test]

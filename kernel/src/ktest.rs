@@ -378,6 +378,12 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
         kprintln!("ktest attack: the monitor gave no {} address", kind);
         return 2;
     };
+    if kind == "text" {
+        // The kernel's own page tables map its text read-only: a compromised kernel would first clear CR0.WP.
+        // The EPT is the layer that must still hold.
+        // SAFETY: deliberate: only this attack's write below is affected; the sandbox is stopped by it.
+        unsafe { core::arch::asm!("mov {0}, cr0", "and {0}, {1}", "mov cr0, {0}", out(reg) _, in(reg) !(1u64 << 16)) };
+    }
     kprintln!("ktest attack: sandbox {} writes to host-physical 0x{:x} ({})", sandbox, addr, kind);
     // SAFETY: deliberate: the address is outside this sandbox's EPT (or read-only in it), so the write must exit
     // to the monitor.

@@ -67,6 +67,7 @@ fn main(args: &[&str]) -> i32 {
             for _ in 0..trials.min(100) {
                 round_trip(&mut buf);
             }
+            let exits_before = sys::vmexits();
             let t0 = sys::cycles();
             for _ in 0..trials {
                 if round_trip(&mut buf) < 0 {
@@ -75,6 +76,9 @@ fn main(args: &[&str]) -> i32 {
                 }
             }
             let rtt = (sys::cycles() - t0) / trials;
+            // VT: this endpoint's exits during the round trips (minus the second query's own); each round trip
+            // sends one message, notified in `ipi` mode (an ICR write the monitor checks). -1 on SMP.
+            let vmexits = if exits_before < 0 { -1 } else { sys::vmexits() - exits_before - 1 };
             let t0 = sys::cycles();
             for _ in 0..trials {
                 buf[0] = STREAM;
@@ -85,8 +89,8 @@ fn main(args: &[&str]) -> i32 {
             chan::recv(h, &mut buf, TIMEOUT, flags);
             let one_way = (sys::cycles() - t0) / trials;
             println!(
-                "RESULT msgbench build={} size={} mode={} trials={} rtt_cycles={} one_way_cycles={}",
-                build, size, mode, trials, rtt, one_way
+                "RESULT msgbench build={} size={} mode={} trials={} rtt_cycles={} one_way_cycles={} rtt_vmexits={} rtt_notified={}",
+                build, size, mode, trials, rtt, one_way, vmexits, if flags != 0 { trials } else { 0 }
             );
             size *= 2;
         }
