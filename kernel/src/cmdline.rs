@@ -151,6 +151,13 @@ mod tests {
     }
 
     #[test]
+    fn watchdog_period() {
+        assert_eq!(parse("mode=vt watchdog_ms=500 run=x").unwrap().watchdog_ms, Some(500));
+        assert_eq!(parse("mode=vt").unwrap().watchdog_ms, None);
+        assert_eq!(parse("watchdog_ms=soon"), Err(CmdlineError::BadNumber("watchdog_ms=soon")));
+    }
+
+    #[test]
     fn bad_log_level_is_an_error() {
         assert_eq!(parse("loglevel=loud"), Err(CmdlineError::BadLogLevel("loud")));
     }

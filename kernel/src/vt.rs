@@ -379,7 +379,10 @@ fn stop(sandbox: u32, reason: &str, details: core::fmt::Arguments) -> bool {
 /// Count a refused access; the first of its kind gets a log line.
 fn refuse(sandbox: u32, kind: RefusalKind, code: u64) {
     if state(sandbox).refusals.record(kind, code) {
-        log::warn!("sandbox {}: refused {} 0x{:x}", sandbox, kind.name(), code);
+        match kind {
+            RefusalKind::Icr => log::warn!("sandbox {}: refused an IPI ({})", sandbox, policy::IcrRefusal::name_of_code(code)),
+            _ => log::warn!("sandbox {}: refused {} 0x{:x}", sandbox, kind.name(), code),
+        }
     }
 }
 
