@@ -104,7 +104,7 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
                     .map(|t| RootTable { revision: 0, address: t.rsdt_address() })
             })
             .unwrap_or_else(|| panic!("no ACPI RSDP from the boot loader: cannot find CPUs and I/O APICs"));
-        ACPI_ROOT.call_once(|| root);
+        crate::acpi_handler::set_root(root);
         let tables = acpi_madt::open_tables(crate::acpi_handler::IdentityMapped, root)
             .unwrap_or_else(|e| panic!("ACPI: {}", e));
         let topo = acpi_madt::topology(&tables).unwrap_or_else(|e| panic!("ACPI: {}", e));
@@ -151,16 +151,16 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
         #[cfg(feature = "vt")]
         {
             let status = crate::vt::run_monitor(opts.run, opts.slice_mib, opts.watchdog_ms);
-            finish(status)
+            crate::machine::finish(status)
         }
     }
 
     let status = match opts.run {
         None => crate::ktest::boot_selftest(),
         Some(cmd) if cmd.starts_with("ktest") => crate::ktest::run_command(cmd),
-        Some(cmd) => run_user_command(cmd),
+        Some(cmd) => crate::proc::run_command(cmd),
     };
-    finish(status)
+    crate::machine::finish(status)
 }
 
 /// A VT sandbox: one CPU, no firmware tables and no PIC/IOAPIC programming (machine-wide devices are not a
@@ -186,87 +186,6 @@ fn boot_sandbox(id: u32, opts: &cmdline::Options, usable_bytes: u64) {
     unsafe { cpu::enable_interrupts() };
     result!("sandbox_boot", "sandbox={} apic_id={} apic={} mem_mib={}", id, apic,
             if lapic::is_x2apic() { "x2apic" } else { "xapic" }, usable_bytes >> 20);
-}
-
-/// Start init with the command as its arguments; init runs it and reports `QUESTV DONE`, and the machine
-/// stops when init exits (proc::exit_current → shutdown). Returns only if init cannot start.
-pub(crate) fn run_user_command(cmd: &str) -> i32 {
-    let mut argv = alloc::vec![alloc::string::String::from("init")];
-    argv.extend(cmd.split_whitespace().map(alloc::string::String::from));
-    let names: alloc::vec::Vec<&str> = crate::ramdisk::names().collect();
-    log::info!("ramdisk: {:?}", names);
-    match crate::proc::start_init(argv) {
-        Ok(()) => loop {
-            crate::sched::block();
-        },
-        Err(e) => {
-            kprintln!("{}", e);
-            crate::ktest::STATUS_NOT_FOUND
-        }
-    }
-}
-
-/// Stop the machine when init has exited (it printed `QUESTV DONE` itself unless it was killed).
-pub fn shutdown(status: i32, report: bool) -> ! {
-    if let Some(id) = crate::sandbox::id() {
-        if report {
-            kprintln!("RESULT sandbox_status sandbox={} status={}", id, status);
-        }
-        crate::sandbox::done(status);
-    }
-    if report {
-        kprintln!("QUESTV DONE status={}", status);
-    }
-    // SAFETY: see finish().
-    unsafe { cpu::outl(0xf4, if status == 0 { 0x10 } else { 0x11 }) };
-    smp::halt_others();
-    cpu::halt_forever()
-}
-
-static ACPI_ROOT: spin::Once<RootTable> = spin::Once::new();
-
-/// Print the ACPI root table, the header of every table it lists and the whole MADT as hex lines
-/// (`ACPIDUMP addr=0x... hex=...`), the input of the host tests' captured tables.
-pub fn dump_acpi() {
-    let Some(root) = ACPI_ROOT.get() else { return };
-    let dump = |pa: usize, whole: bool| {
-        // SAFETY: ACPI tables are identity mapped; the header's length field is at offset 4.
-        let len = if whole { (unsafe { core::ptr::read_unaligned((pa + 4) as *const u32) }) as usize } else { 36 };
-        crate::kprint!("ACPIDUMP addr=0x{:x} hex=", pa);
-        for i in 0..len {
-            // SAFETY: within the table (length from its own header, or the fixed header size).
-            crate::kprint!("{:02x}", unsafe { core::ptr::read_volatile((pa + i) as *const u8) });
-        }
-        kprintln!("");
-    };
-    dump(root.address, true);
-    // SAFETY: the root table was validated at boot.
-    let root_len = (unsafe { core::ptr::read_unaligned((root.address + 4) as *const u32) }) as usize;
-    let entry_size = if root.revision == 0 { 4 } else { 8 };
-    for i in 0..(root_len - 36) / entry_size {
-        let at = root.address + 36 + i * entry_size;
-        // SAFETY: entries follow the header inside the validated root table.
-        let pa = unsafe {
-            if entry_size == 4 { core::ptr::read_unaligned(at as *const u32) as usize } else { core::ptr::read_unaligned(at as *const u64) as usize }
-        };
-        // SAFETY: signature of a listed table (identity mapped).
-        let sig = unsafe { core::ptr::read_unaligned(pa as *const [u8; 4]) };
-        dump(pa, &sig == b"APIC");
-    }
-    kprintln!("RESULT acpidump root=0x{:x} revision={}", root.address, root.revision);
-}
-
-/// Report the end of the run and stop the machine (QEMU's isa-debug-exit device if present, halt otherwise).
-pub fn finish(status: i32) -> ! {
-    if let Some(id) = crate::sandbox::id() {
-        kprintln!("RESULT sandbox_status sandbox={} status={}", id, status);
-        crate::sandbox::done(status);
-    }
-    kprintln!("QUESTV DONE status={}", status);
-    // SAFETY: port 0xf4 is QEMU's isa-debug-exit device when the runner adds it; elsewhere the write is ignored.
-    unsafe { cpu::outl(0xf4, if status == 0 { 0x10 } else { 0x11 }) };
-    smp::halt_others();
-    cpu::halt_forever()
 }
 
 /// Failure before the console and heap exist: print directly and stop.

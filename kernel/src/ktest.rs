@@ -164,7 +164,7 @@ extern "C" fn fault_on_ap(_: u64) -> ! {
 /// Print the root ACPI table and the MADT as hex (captured for the host tests in arch/tests/data).
 fn acpidump() -> i32 {
     kprintln!("ktest acpidump: see RESULT acpi lines");
-    crate::boot::dump_acpi();
+    crate::acpi_handler::dump();
     0
 }
 
@@ -255,7 +255,7 @@ fn outcome(ok: bool) -> &'static str {
 /// `user-vmcall` runs the `uvmcall` program; `forge` prints fake monitor lines and writes COM1 directly.
 fn attack(kind: &str, then: Option<&str>) -> i32 {
     let run_then = |status: i32| match then {
-        Some(cmd) if status == 0 => crate::boot::run_user_command(cmd),
+        Some(cmd) if status == 0 => crate::proc::run_command(cmd),
         _ => status,
     };
     let Some(sandbox) = crate::sandbox::id() else {
@@ -355,7 +355,7 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
                 core::hint::spin_loop();
             }
         }
-        "user-vmcall" => return crate::boot::run_user_command("uvmcall"),
+        "user-vmcall" => return crate::proc::run_command("uvmcall"),
         "forge" => {
             // Fake monitor lines through the console hypercall (the monitor prefixes them) and straight to
             // COM1 (its port is refused).

@@ -25,6 +25,8 @@ pub mod boot;
 #[cfg(feature = "image")]
 pub mod ktest;
 #[cfg(feature = "image")]
+pub mod machine;
+#[cfg(feature = "image")]
 pub mod acpi_handler;
 #[cfg(feature = "image")]
 pub mod proc;

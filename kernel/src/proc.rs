@@ -262,7 +262,7 @@ pub fn exit_current(wait_status: i32) {
         // init reports QUESTV DONE (or its sandbox status) itself when it exits normally; if it was killed,
         // the kernel reports for it.
         let code = if wait_status & 0x7F == 0 { (wait_status >> 8) & 0xFF } else { 128 + (wait_status & 0x7F) };
-        crate::boot::shutdown(code, wait_status & 0x7F != 0);
+        crate::machine::shutdown(code, wait_status & 0x7F != 0);
     }
 }
 
@@ -399,3 +399,22 @@ pub fn user_exception(frame: &mut TrapFrame) -> bool {
     sched::exit_from_trap(frame);
     true
 }
+
+/// Start init with the command as its arguments; init runs it and reports `QUESTV DONE`, and the machine
+/// stops when init exits (proc::exit_current → shutdown). Returns only if init cannot start.
+pub fn run_command(cmd: &str) -> i32 {
+    let mut argv = alloc::vec![alloc::string::String::from("init")];
+    argv.extend(cmd.split_whitespace().map(alloc::string::String::from));
+    let names: alloc::vec::Vec<&str> = crate::ramdisk::names().collect();
+    log::info!("ramdisk: {:?}", names);
+    match crate::proc::start_init(argv) {
+        Ok(()) => loop {
+            crate::sched::block();
+        },
+        Err(e) => {
+            crate::kprintln!("{}", e);
+            crate::ktest::STATUS_NOT_FOUND
+        }
+    }
+}
+

@@ -361,7 +361,7 @@ fn sandbox_finished(sandbox: u32, status: i32) {
     WORST_STATUS.fetch_max(status, Ordering::SeqCst);
     result!("sandbox_done", "sandbox={} status={}", sandbox, status);
     if FINISHED.fetch_add(1, Ordering::SeqCst) + 1 == SANDBOXES.load(Ordering::SeqCst) {
-        crate::boot::finish(WORST_STATUS.load(Ordering::SeqCst));
+        crate::machine::finish(WORST_STATUS.load(Ordering::SeqCst));
     }
 }
 
