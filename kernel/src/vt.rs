@@ -369,7 +369,7 @@ fn sandbox_finished(sandbox: u32, status: i32) {
 fn stop(sandbox: u32, reason: &str, details: core::fmt::Arguments) -> bool {
     flush_console(sandbox);
     // SAFETY: in the VM-exit handler with this core's VMCS current.
-    let rip = unsafe { vmcs::vmread(vmcs::field::GUEST_RIP) };
+    let rip = unsafe { vmcs::vmread(vmcs::guest::RIP) };
     result!("sandbox_fault", "sandbox={} reason={} {} rip=0x{:x} action=stopped", sandbox, reason, details, rip);
     report_exits(sandbox);
     sandbox_finished(sandbox, STATUS_STOPPED);
@@ -523,7 +523,7 @@ fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
 
 fn port_io(sandbox: u32, regs: &mut GuestRegs) -> bool {
     // SAFETY: in the VM-exit handler with this core's VMCS current.
-    let io = vmcs::decode_io_qualification(unsafe { vmcs::vmread(vmcs::field::EXIT_QUALIFICATION) });
+    let io = vmcs::decode_io_qualification(unsafe { vmcs::vmread(vmcs::ro::EXIT_QUALIFICATION) });
     let out_value = regs.rax & ((1u64 << (8 * u32::from(io.size))) - 1);
     match policy::classify_port(io.port, io.size, !io.input, policy::GRANTED_PORTS) {
         // Granted ports do not exit (their bitmap bits are clear).
@@ -609,7 +609,7 @@ fn on_exit(regs: &mut GuestRegs, r: u32) -> bool {
         reason::PREEMPTION_TIMER => true,
         reason::EXCEPTION_NMI => {
             // SAFETY: in the VM-exit handler with this core's VMCS current.
-            let info = unsafe { vmcs::vmread(vmcs::field::EXIT_INTERRUPTION_INFO) };
+            let info = unsafe { vmcs::vmread(vmcs::ro::VMEXIT_INTERRUPTION_INFO) };
             if (info >> 8) & 7 == 2 {
                 // An NMI nobody in the monitor sent (sandboxes cannot send NMIs): not the sandbox's business.
                 log::warn!("sandbox {}: NMI while it ran, dropped", sandbox);
@@ -630,12 +630,12 @@ fn on_exit(regs: &mut GuestRegs, r: u32) -> bool {
         }
         reason::EPT_VIOLATION | reason::EPT_MISCONFIG => {
             // SAFETY: in the VM-exit handler with this core's VMCS current.
-            let (gpa, qual) = unsafe { (vmcs::vmread(vmcs::field::GUEST_PHYSICAL_ADDRESS), vmcs::vmread(vmcs::field::EXIT_QUALIFICATION)) };
+            let (gpa, qual) = unsafe { (vmcs::vmread(vmcs::ro::GUEST_PHYSICAL_ADDR_FULL), vmcs::vmread(vmcs::ro::EXIT_QUALIFICATION)) };
             stop(sandbox, reason::name(r), format_args!("gpa=0x{:x} qualification=0x{:x}", gpa, qual))
         }
         _ => {
             // SAFETY: in the VM-exit handler with this core's VMCS current.
-            let qual = unsafe { vmcs::vmread(vmcs::field::EXIT_QUALIFICATION) };
+            let qual = unsafe { vmcs::vmread(vmcs::ro::EXIT_QUALIFICATION) };
             stop(sandbox, reason::name(r), format_args!("exit_reason={} qualification=0x{:x}", r, qual))
         }
     }

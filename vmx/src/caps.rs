@@ -3,11 +3,7 @@
 
 use questv_arch::cpu;
 
-pub const MSR_FEATURE_CONTROL: u32 = 0x3A;
-pub const MSR_VMX_BASIC: u32 = 0x480;
-pub const MSR_VMX_PROCBASED_CTLS: u32 = 0x482;
-pub const MSR_VMX_PROCBASED_CTLS2: u32 = 0x48B;
-pub const MSR_VMX_EPT_VPID_CAP: u32 = 0x48C;
+use x86::msr::{IA32_FEATURE_CONTROL, IA32_VMX_BASIC, IA32_VMX_EPT_VPID_CAP, IA32_VMX_PROCBASED_CTLS, IA32_VMX_PROCBASED_CTLS2};
 
 /// What the VT build tells a user whose CPU (or emulator) cannot run it.
 pub const NEEDS_VMX_MESSAGE: &str = "VT mode needs VMX with EPT; use --emulator bochs";
@@ -84,13 +80,13 @@ pub fn read() -> RawCaps {
         // SAFETY: CPUID.1:ECX.VMX is set, so IA32_FEATURE_CONTROL and the IA32_VMX_* MSRs exist. The secondary
         // and EPT MSRs exist only when the corresponding allowed-1 bits are set, which we check first.
         unsafe {
-            raw.feature_control = cpu::rdmsr(MSR_FEATURE_CONTROL);
-            raw.vmx_basic = cpu::rdmsr(MSR_VMX_BASIC);
-            raw.procbased_ctls = cpu::rdmsr(MSR_VMX_PROCBASED_CTLS);
+            raw.feature_control = cpu::rdmsr(IA32_FEATURE_CONTROL);
+            raw.vmx_basic = cpu::rdmsr(IA32_VMX_BASIC);
+            raw.procbased_ctls = cpu::rdmsr(IA32_VMX_PROCBASED_CTLS);
             if (raw.procbased_ctls >> 32) & PROCBASED_ACTIVATE_SECONDARY != 0 {
-                raw.procbased_ctls2 = cpu::rdmsr(MSR_VMX_PROCBASED_CTLS2);
+                raw.procbased_ctls2 = cpu::rdmsr(IA32_VMX_PROCBASED_CTLS2);
                 if (raw.procbased_ctls2 >> 32) & (SECONDARY_EPT | SECONDARY_VPID) != 0 {
-                    raw.ept_vpid_cap = cpu::rdmsr(MSR_VMX_EPT_VPID_CAP);
+                    raw.ept_vpid_cap = cpu::rdmsr(IA32_VMX_EPT_VPID_CAP);
                 }
             }
         }

@@ -11,23 +11,16 @@
 
 use core::ops::RangeInclusive;
 
-pub const MSR_TSC: u32 = 0x10;
-pub const MSR_APIC_BASE: u32 = 0x1B;
-pub const MSR_PAT: u32 = 0x277;
-pub const MSR_MTRR_DEF_TYPE: u32 = 0x2FF;
-pub const MSR_TSC_DEADLINE: u32 = 0x6E0;
+pub use x86::msr::{
+    IA32_APIC_BASE as MSR_APIC_BASE, IA32_CSTAR as MSR_CSTAR, IA32_EFER as MSR_EFER, IA32_FMASK as MSR_FMASK,
+    IA32_FS_BASE as MSR_FS_BASE, IA32_GS_BASE as MSR_GS_BASE, IA32_KERNEL_GSBASE as MSR_KERNEL_GS_BASE,
+    IA32_LSTAR as MSR_LSTAR, IA32_MTRR_DEF_TYPE as MSR_MTRR_DEF_TYPE, IA32_PAT as MSR_PAT, IA32_STAR as MSR_STAR,
+    IA32_TIME_STAMP_COUNTER as MSR_TSC, IA32_TSC_AUX as MSR_TSC_AUX, IA32_TSC_DEADLINE as MSR_TSC_DEADLINE,
+    IA32_X2APIC_ICR as MSR_X2APIC_ICR,
+};
+/// The x2APIC register range (SDM §11.12.1.2).
 pub const MSR_X2APIC_FIRST: u32 = 0x800;
 pub const MSR_X2APIC_LAST: u32 = 0x8FF;
-pub const MSR_X2APIC_ICR: u32 = 0x830;
-pub const MSR_EFER: u32 = 0xC000_0080;
-pub const MSR_STAR: u32 = 0xC000_0081;
-pub const MSR_LSTAR: u32 = 0xC000_0082;
-pub const MSR_CSTAR: u32 = 0xC000_0083;
-pub const MSR_FMASK: u32 = 0xC000_0084;
-pub const MSR_FS_BASE: u32 = 0xC000_0100;
-pub const MSR_GS_BASE: u32 = 0xC000_0101;
-pub const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
-pub const MSR_TSC_AUX: u32 = 0xC000_0103;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {

@@ -11,98 +11,13 @@ use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use questv_arch::{cpu, percpu};
 
-pub mod field {
-    pub const GUEST_ES_SEL: u32 = 0x800;
-    pub const GUEST_CS_SEL: u32 = 0x802;
-    pub const GUEST_SS_SEL: u32 = 0x804;
-    pub const GUEST_DS_SEL: u32 = 0x806;
-    pub const GUEST_FS_SEL: u32 = 0x808;
-    pub const GUEST_GS_SEL: u32 = 0x80A;
-    pub const GUEST_LDTR_SEL: u32 = 0x80C;
-    pub const GUEST_TR_SEL: u32 = 0x80E;
-    pub const HOST_ES_SEL: u32 = 0xC00;
-    pub const HOST_CS_SEL: u32 = 0xC02;
-    pub const HOST_SS_SEL: u32 = 0xC04;
-    pub const HOST_DS_SEL: u32 = 0xC06;
-    pub const HOST_FS_SEL: u32 = 0xC08;
-    pub const HOST_GS_SEL: u32 = 0xC0A;
-    pub const HOST_TR_SEL: u32 = 0xC0C;
-    pub const IO_BITMAP_A: u32 = 0x2000;
-    pub const IO_BITMAP_B: u32 = 0x2002;
-    pub const MSR_BITMAP: u32 = 0x2004;
-    pub const EPT_POINTER: u32 = 0x201A;
-    pub const GUEST_PHYSICAL_ADDRESS: u32 = 0x2400;
-    pub const VMCS_LINK_POINTER: u32 = 0x2800;
-    pub const GUEST_PAT: u32 = 0x2804;
-    pub const GUEST_EFER: u32 = 0x2806;
-    pub const HOST_PAT: u32 = 0x2C00;
-    pub const HOST_EFER: u32 = 0x2C02;
-    pub const PIN_CONTROLS: u32 = 0x4000;
-    pub const PROC_CONTROLS: u32 = 0x4002;
-    pub const EXCEPTION_BITMAP: u32 = 0x4004;
-    pub const CR3_TARGET_COUNT: u32 = 0x400A;
-    pub const EXIT_CONTROLS: u32 = 0x400C;
-    pub const EXIT_MSR_STORE_COUNT: u32 = 0x400E;
-    pub const EXIT_MSR_LOAD_COUNT: u32 = 0x4010;
-    pub const ENTRY_CONTROLS: u32 = 0x4012;
-    pub const ENTRY_MSR_LOAD_COUNT: u32 = 0x4014;
-    pub const ENTRY_INTERRUPTION_INFO: u32 = 0x4016;
-    pub const ENTRY_EXCEPTION_ERROR_CODE: u32 = 0x4018;
-    pub const PROC_CONTROLS2: u32 = 0x401E;
-    pub const VM_INSTRUCTION_ERROR: u32 = 0x4400;
-    pub const EXIT_REASON: u32 = 0x4402;
-    pub const EXIT_INTERRUPTION_INFO: u32 = 0x4404;
-    pub const EXIT_INSTRUCTION_LEN: u32 = 0x440C;
-    pub const GUEST_ES_LIMIT: u32 = 0x4800;
-    pub const GUEST_LDTR_LIMIT: u32 = 0x480C;
-    pub const GUEST_TR_LIMIT: u32 = 0x480E;
-    pub const GUEST_GDTR_LIMIT: u32 = 0x4810;
-    pub const GUEST_IDTR_LIMIT: u32 = 0x4812;
-    pub const GUEST_ES_AR: u32 = 0x4814;
-    pub const GUEST_CS_AR: u32 = 0x4816;
-    pub const GUEST_SS_AR: u32 = 0x4818;
-    pub const GUEST_LDTR_AR: u32 = 0x4820;
-    pub const GUEST_TR_AR: u32 = 0x4822;
-    pub const GUEST_INTERRUPTIBILITY: u32 = 0x4824;
-    pub const GUEST_ACTIVITY: u32 = 0x4826;
-    pub const GUEST_SYSENTER_CS: u32 = 0x482A;
-    pub const PREEMPTION_TIMER_VALUE: u32 = 0x482E;
-    pub const HOST_SYSENTER_CS: u32 = 0x4C00;
-    pub const CR0_MASK: u32 = 0x6000;
-    pub const CR4_MASK: u32 = 0x6002;
-    pub const CR0_SHADOW: u32 = 0x6004;
-    pub const CR4_SHADOW: u32 = 0x6006;
-    pub const EXIT_QUALIFICATION: u32 = 0x6400;
-    pub const GUEST_CR0: u32 = 0x6800;
-    pub const GUEST_CR3: u32 = 0x6802;
-    pub const GUEST_CR4: u32 = 0x6804;
-    pub const GUEST_ES_BASE: u32 = 0x6806;
-    pub const GUEST_LDTR_BASE: u32 = 0x6812;
-    pub const GUEST_TR_BASE: u32 = 0x6814;
-    pub const GUEST_GDTR_BASE: u32 = 0x6816;
-    pub const GUEST_IDTR_BASE: u32 = 0x6818;
-    pub const GUEST_DR7: u32 = 0x681A;
-    pub const GUEST_RSP: u32 = 0x681C;
-    pub const GUEST_RIP: u32 = 0x681E;
-    pub const GUEST_RFLAGS: u32 = 0x6820;
-    pub const GUEST_PENDING_DBG: u32 = 0x6822;
-    pub const GUEST_SYSENTER_ESP: u32 = 0x6824;
-    pub const GUEST_SYSENTER_EIP: u32 = 0x6826;
-    pub const HOST_CR0: u32 = 0x6C00;
-    pub const HOST_CR3: u32 = 0x6C02;
-    pub const HOST_CR4: u32 = 0x6C04;
-    pub const HOST_FS_BASE: u32 = 0x6C06;
-    pub const HOST_GS_BASE: u32 = 0x6C08;
-    pub const HOST_TR_BASE: u32 = 0x6C0A;
-    pub const HOST_GDTR_BASE: u32 = 0x6C0C;
-    pub const HOST_IDTR_BASE: u32 = 0x6C0E;
-    pub const HOST_SYSENTER_ESP: u32 = 0x6C10;
-    pub const HOST_SYSENTER_EIP: u32 = 0x6C12;
-    pub const HOST_RSP: u32 = 0x6C14;
-    pub const HOST_RIP: u32 = 0x6C16;
-}
-use field::*;
+/// VMCS field encodings: the `x86` crate's tables (`control`, `guest`, `host`, `ro`), re-exported so the
+/// monitor's policy can read exit information.
+pub use x86::vmx::vmcs::{control, guest, host, ro};
 
+
+/// Basic exit reasons (SDM Appendix C). Hand-written: the `x86` crate (0.52) has field encodings and the VMX
+/// instructions but no exit-reason table.
 pub mod reason {
     pub const EXCEPTION_NMI: u32 = 0;
     pub const TRIPLE_FAULT: u32 = 2;
@@ -179,30 +94,23 @@ pub type GuestRegs = questv_arch::regs::Gprs;
 /// # Safety
 /// VMX root operation with a current VMCS.
 pub unsafe fn vmread(f: u32) -> u64 {
-    let v: u64;
-    // SAFETY: caller guarantees a current VMCS; reading an unsupported field only sets the flags.
-    unsafe { asm!("vmread {}, {}", out(reg) v, in(reg) u64::from(f), options(nostack)) };
-    v
+    // SAFETY: caller guarantees a current VMCS; reading an unsupported field only fails (read as 0).
+    unsafe { x86::bits64::vmx::vmread(f) }.unwrap_or(0)
 }
 
 /// # Safety
 /// VMX root operation with a current VMCS; the value must be valid for the field.
 pub unsafe fn vmwrite(f: u32, v: u64) -> Result<(), VmxError> {
-    let ok: u8;
-    // SAFETY: caller guarantees a current VMCS. Failure is reported through CF/ZF.
-    unsafe { asm!("vmwrite {}, {}", "setna {}", in(reg) u64::from(f), in(reg) v, out(reg_byte) ok, options(nostack)) };
-    if ok != 0 {
-        Err(VmxError::VmwriteFailed(f))
-    } else {
-        Ok(())
-    }
+    // SAFETY: caller guarantees a current VMCS and a valid value; failure is reported, not raised.
+    unsafe { x86::bits64::vmx::vmwrite(f, v) }.map_err(|_| VmxError::VmwriteFailed(f))
 }
 
-const MSR_VMX_BASIC: u32 = 0x480;
-const MSR_VMX_CR0_FIXED0: u32 = 0x486;
-const MSR_VMX_CR0_FIXED1: u32 = 0x487;
-const MSR_VMX_CR4_FIXED0: u32 = 0x488;
-const MSR_VMX_CR4_FIXED1: u32 = 0x489;
+use x86::msr::{
+    IA32_FEATURE_CONTROL, IA32_PAT, IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1, IA32_VMX_CR4_FIXED0,
+    IA32_VMX_CR4_FIXED1, IA32_VMX_ENTRY_CTLS, IA32_VMX_EXIT_CTLS, IA32_VMX_MISC, IA32_VMX_PINBASED_CTLS,
+    IA32_VMX_PROCBASED_CTLS, IA32_VMX_PROCBASED_CTLS2, IA32_VMX_TRUE_ENTRY_CTLS, IA32_VMX_TRUE_EXIT_CTLS,
+    IA32_VMX_TRUE_PINBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS,
+};
 const CR4_VMXE: u64 = 1 << 13;
 
 /// Adjust a control value to what the capability MSR allows (bits 0–31: must be 1; 32–63: may be 1).
@@ -277,7 +185,7 @@ pub fn controls(preemption_timer: bool) -> Result<Controls, VmxError> {
     Ok(Controls {
         pin: adjust("pin", pin_msr, pin, PIN_EXTERNAL_INTERRUPT_EXITING | PIN_PREEMPTION_TIMER)?,
         proc: adjust("proc", proc_msr, PROC_IO_BITMAPS | PROC_MSR_BITMAPS | PROC_SECONDARY, PROC_EXIT_CAUSING)?,
-        proc2: adjust("proc2", 0x48B, PROC2_EPT | PROC2_UNRESTRICTED, PROC2_EXIT_CAUSING)?,
+        proc2: adjust("proc2", IA32_VMX_PROCBASED_CTLS2, PROC2_EPT | PROC2_UNRESTRICTED, PROC2_EXIT_CAUSING)?,
         exit: adjust("exit", exit_msr, EXIT_HOST_64BIT | EXIT_SAVE_PAT | EXIT_LOAD_PAT | EXIT_SAVE_EFER | EXIT_LOAD_EFER, 0)?,
         entry: adjust("entry", entry_msr, ENTRY_LOAD_PAT | ENTRY_LOAD_EFER, 0)?,
     })
@@ -286,22 +194,22 @@ pub fn controls(preemption_timer: bool) -> Result<Controls, VmxError> {
 /// Rate of the VMX-preemption timer: it counts down once every 2^rate TSC cycles (IA32_VMX_MISC[4:0]).
 pub fn preemption_timer_rate() -> u32 {
     // SAFETY: VMX present (checked before the monitor starts).
-    (unsafe { cpu::rdmsr(0x485) } & 0x1F) as u32
+    (unsafe { cpu::rdmsr(IA32_VMX_MISC) } & 0x1F) as u32
 }
 
 fn control_msrs() -> (u32, u32, u32, u32) {
     // SAFETY: VMX present (checked by the caller of enable()).
-    let basic = unsafe { cpu::rdmsr(MSR_VMX_BASIC) };
+    let basic = unsafe { cpu::rdmsr(IA32_VMX_BASIC) };
     if basic & (1 << 55) != 0 {
-        (0x48D, 0x48E, 0x48F, 0x490)
+        (IA32_VMX_TRUE_PINBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS, IA32_VMX_TRUE_EXIT_CTLS, IA32_VMX_TRUE_ENTRY_CTLS)
     } else {
-        (0x481, 0x482, 0x483, 0x484)
+        (IA32_VMX_PINBASED_CTLS, IA32_VMX_PROCBASED_CTLS, IA32_VMX_EXIT_CTLS, IA32_VMX_ENTRY_CTLS)
     }
 }
 
 pub fn vmcs_revision() -> u32 {
     // SAFETY: VMX present.
-    (unsafe { cpu::rdmsr(MSR_VMX_BASIC) } & 0x7FFF_FFFF) as u32
+    (unsafe { cpu::rdmsr(IA32_VMX_BASIC) } & 0x7FFF_FFFF) as u32
 }
 
 /// Enter VMX root operation on this core.
@@ -313,20 +221,16 @@ pub unsafe fn enable(vmxon_region: u64) -> Result<(), VmxError> {
     // SAFETY: IA32_FEATURE_CONTROL exists on VMX CPUs; if firmware left it unlocked we enable VMXON outside SMX
     // and lock it (a locked MSR with the bit clear was refused by caps::evaluate).
     unsafe {
-        let fc = cpu::rdmsr(0x3A);
+        let fc = cpu::rdmsr(IA32_FEATURE_CONTROL);
         if fc & 1 == 0 {
-            cpu::wrmsr(0x3A, fc | 1 | (1 << 2));
+            cpu::wrmsr(IA32_FEATURE_CONTROL, fc | 1 | (1 << 2));
         }
-        let cr0 = (cpu::read_cr0() | cpu::rdmsr(MSR_VMX_CR0_FIXED0)) & cpu::rdmsr(MSR_VMX_CR0_FIXED1);
+        let cr0 = (cpu::read_cr0() | cpu::rdmsr(IA32_VMX_CR0_FIXED0)) & cpu::rdmsr(IA32_VMX_CR0_FIXED1);
         asm!("mov cr0, {}", in(reg) cr0, options(nostack));
-        let cr4 = (cpu::read_cr4() | CR4_VMXE | cpu::rdmsr(MSR_VMX_CR4_FIXED0)) & cpu::rdmsr(MSR_VMX_CR4_FIXED1);
+        let cr4 = (cpu::read_cr4() | CR4_VMXE | cpu::rdmsr(IA32_VMX_CR4_FIXED0)) & cpu::rdmsr(IA32_VMX_CR4_FIXED1);
         cpu::write_cr4(cr4);
         core::ptr::write_volatile(vmxon_region as *mut u32, vmcs_revision());
-        let fail: u8;
-        asm!("vmxon [{}]", "setna {}", in(reg) &vmxon_region, out(reg_byte) fail, options(nostack));
-        if fail != 0 {
-            return Err(VmxError::VmxonFailed);
-        }
+        x86::bits64::vmx::vmxon(vmxon_region).map_err(|_| VmxError::VmxonFailed)?;
     }
     Ok(())
 }
@@ -386,7 +290,7 @@ pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
     }
     let _ = fail;
     // SAFETY: the VMCS is current; the error field explains the failure.
-    VmxError::LaunchFailed(unsafe { vmread(VM_INSTRUCTION_ERROR) })
+    VmxError::LaunchFailed(unsafe { vmread(ro::VM_INSTRUCTION_ERROR) })
 }
 
 /// # Safety
@@ -396,113 +300,106 @@ unsafe fn setup(c: &LaunchConfig) -> Result<(), VmxError> {
     // SAFETY: VMX root; the VMCS page is ours.
     unsafe {
         core::ptr::write_volatile(c.vmcs as *mut u32, vmcs_revision());
-        let mut fail: u8;
-        asm!("vmclear [{}]", "setna {}", in(reg) &c.vmcs, out(reg_byte) fail, options(nostack));
-        if fail != 0 {
-            return Err(VmxError::VmclearFailed);
-        }
-        asm!("vmptrld [{}]", "setna {}", in(reg) &c.vmcs, out(reg_byte) fail, options(nostack));
-        if fail != 0 {
-            return Err(VmxError::VmptrldFailed);
-        }
+        x86::bits64::vmx::vmclear(c.vmcs).map_err(|_| VmxError::VmclearFailed)?;
+        x86::bits64::vmx::vmptrld(c.vmcs).map_err(|_| VmxError::VmptrldFailed)?;
 
         // Controls (checked by `controls()`).
-        vmwrite(PIN_CONTROLS, u64::from(k.pin))?;
-        vmwrite(PROC_CONTROLS, u64::from(k.proc))?;
-        vmwrite(PROC_CONTROLS2, u64::from(k.proc2))?;
-        vmwrite(EXIT_CONTROLS, u64::from(k.exit))?;
-        vmwrite(ENTRY_CONTROLS, u64::from(k.entry))?;
+        vmwrite(control::PINBASED_EXEC_CONTROLS, u64::from(k.pin))?;
+        vmwrite(control::PRIMARY_PROCBASED_EXEC_CONTROLS, u64::from(k.proc))?;
+        vmwrite(control::SECONDARY_PROCBASED_EXEC_CONTROLS, u64::from(k.proc2))?;
+        vmwrite(control::VMEXIT_CONTROLS, u64::from(k.exit))?;
+        vmwrite(control::VMENTRY_CONTROLS, u64::from(k.entry))?;
         if let Some(t) = c.preemption_timer {
-            vmwrite(PREEMPTION_TIMER_VALUE, u64::from(t))?;
+            vmwrite(guest::VMX_PREEMPTION_TIMER_VALUE, u64::from(t))?;
         }
-        vmwrite(IO_BITMAP_A, c.io_bitmap_a)?;
-        vmwrite(IO_BITMAP_B, c.io_bitmap_b)?;
-        vmwrite(EXCEPTION_BITMAP, 0)?;
-        vmwrite(CR3_TARGET_COUNT, 0)?;
-        vmwrite(EXIT_MSR_STORE_COUNT, 0)?;
-        vmwrite(EXIT_MSR_LOAD_COUNT, 0)?;
-        vmwrite(ENTRY_MSR_LOAD_COUNT, 0)?;
-        vmwrite(ENTRY_INTERRUPTION_INFO, 0)?;
-        vmwrite(MSR_BITMAP, c.msr_bitmap)?;
-        vmwrite(EPT_POINTER, c.eptp)?;
+        vmwrite(control::IO_BITMAP_A_ADDR_FULL, c.io_bitmap_a)?;
+        vmwrite(control::IO_BITMAP_B_ADDR_FULL, c.io_bitmap_b)?;
+        vmwrite(control::EXCEPTION_BITMAP, 0)?;
+        vmwrite(control::CR3_TARGET_COUNT, 0)?;
+        vmwrite(control::VMEXIT_MSR_STORE_COUNT, 0)?;
+        vmwrite(control::VMEXIT_MSR_LOAD_COUNT, 0)?;
+        vmwrite(control::VMENTRY_MSR_LOAD_COUNT, 0)?;
+        vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, 0)?;
+        vmwrite(control::MSR_BITMAPS_ADDR_FULL, c.msr_bitmap)?;
+        vmwrite(control::EPTP_FULL, c.eptp)?;
         // The guest owns CR0/CR4 except CR4.VMXE, which it must neither see nor clear.
-        vmwrite(CR0_MASK, 0)?;
-        vmwrite(CR4_MASK, CR4_VMXE)?;
-        vmwrite(CR0_SHADOW, 0)?;
-        vmwrite(CR4_SHADOW, 0)?;
-        vmwrite(VMCS_LINK_POINTER, u64::MAX)?;
+        vmwrite(control::CR0_GUEST_HOST_MASK, 0)?;
+        vmwrite(control::CR4_GUEST_HOST_MASK, CR4_VMXE)?;
+        vmwrite(control::CR0_READ_SHADOW, 0)?;
+        vmwrite(control::CR4_READ_SHADOW, 0)?;
+        vmwrite(guest::LINK_PTR_FULL, u64::MAX)?;
 
         // Host state: this core as it is now; exits land in questv_vmexit_entry on the monitor stack.
-        vmwrite(HOST_CR0, cpu::read_cr0())?;
-        vmwrite(HOST_CR3, cpu::read_cr3())?;
-        vmwrite(HOST_CR4, cpu::read_cr4())?;
-        vmwrite(HOST_CS_SEL, u64::from(questv_arch::gdt::KERNEL_CS))?;
-        for f in [HOST_SS_SEL, HOST_DS_SEL, HOST_ES_SEL] {
+        vmwrite(host::CR0, cpu::read_cr0())?;
+        vmwrite(host::CR3, cpu::read_cr3())?;
+        vmwrite(host::CR4, cpu::read_cr4())?;
+        vmwrite(host::CS_SELECTOR, u64::from(questv_arch::gdt::KERNEL_CS))?;
+        for f in [host::SS_SELECTOR, host::DS_SELECTOR, host::ES_SELECTOR] {
             vmwrite(f, u64::from(questv_arch::gdt::KERNEL_DS))?;
         }
-        vmwrite(HOST_FS_SEL, 0)?;
-        vmwrite(HOST_GS_SEL, 0)?;
-        vmwrite(HOST_TR_SEL, u64::from(questv_arch::gdt::TSS_SEL))?;
-        vmwrite(HOST_FS_BASE, 0)?;
-        vmwrite(HOST_GS_BASE, cpu::rdmsr(cpu::MSR_GS_BASE))?;
-        vmwrite(HOST_TR_BASE, c.host_tr_base)?;
+        vmwrite(host::FS_SELECTOR, 0)?;
+        vmwrite(host::GS_SELECTOR, 0)?;
+        vmwrite(host::TR_SELECTOR, u64::from(questv_arch::gdt::TSS_SEL))?;
+        vmwrite(host::FS_BASE, 0)?;
+        vmwrite(host::GS_BASE, cpu::rdmsr(cpu::MSR_GS_BASE))?;
+        vmwrite(host::TR_BASE, c.host_tr_base)?;
         let mut gdtr = [0u8; 10];
         let mut idtr = [0u8; 10];
         asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr(), options(nostack));
         asm!("sidt [{}]", in(reg) idtr.as_mut_ptr(), options(nostack));
-        vmwrite(HOST_GDTR_BASE, u64::from_le_bytes(gdtr[2..10].try_into().unwrap()))?;
-        vmwrite(HOST_IDTR_BASE, u64::from_le_bytes(idtr[2..10].try_into().unwrap()))?;
-        vmwrite(HOST_SYSENTER_CS, 0)?;
-        vmwrite(HOST_SYSENTER_ESP, 0)?;
-        vmwrite(HOST_SYSENTER_EIP, 0)?;
-        vmwrite(HOST_EFER, cpu::rdmsr(cpu::MSR_EFER))?;
-        vmwrite(HOST_PAT, cpu::rdmsr(0x277))?;
-        vmwrite(HOST_RSP, c.host_stack_top & !0xF)?;
-        vmwrite(HOST_RIP, questv_vmexit_entry as *const () as u64)?;
+        vmwrite(host::GDTR_BASE, u64::from_le_bytes(gdtr[2..10].try_into().unwrap()))?;
+        vmwrite(host::IDTR_BASE, u64::from_le_bytes(idtr[2..10].try_into().unwrap()))?;
+        vmwrite(host::IA32_SYSENTER_CS, 0)?;
+        vmwrite(host::IA32_SYSENTER_ESP, 0)?;
+        vmwrite(host::IA32_SYSENTER_EIP, 0)?;
+        vmwrite(host::IA32_EFER_FULL, cpu::rdmsr(cpu::MSR_EFER))?;
+        vmwrite(host::IA32_PAT_FULL, cpu::rdmsr(IA32_PAT))?;
+        vmwrite(host::RSP, c.host_stack_top & !0xF)?;
+        vmwrite(host::RIP, questv_vmexit_entry as *const () as u64)?;
 
         // Guest state: as GRUB leaves a multiboot2 kernel — flat 32-bit protected mode, paging off.
         let cr0 = 0x31; // PE | ET | NE
-        vmwrite(GUEST_CR0, cr0)?;
-        vmwrite(GUEST_CR3, 0)?;
-        vmwrite(GUEST_CR4, CR4_VMXE)?;
-        vmwrite(GUEST_EFER, 0)?;
-        vmwrite(GUEST_PAT, 0x0007_0406_0007_0406)?; // the power-on default
-        vmwrite(GUEST_DR7, 0x400)?;
-        vmwrite(GUEST_RSP, 0)?;
-        vmwrite(GUEST_RIP, u64::from(c.entry))?;
-        vmwrite(GUEST_RFLAGS, 0x2)?;
-        vmwrite(GUEST_CS_SEL, 0x08)?;
-        vmwrite(GUEST_CS_AR, 0xC09B)?;
+        vmwrite(guest::CR0, cr0)?;
+        vmwrite(guest::CR3, 0)?;
+        vmwrite(guest::CR4, CR4_VMXE)?;
+        vmwrite(guest::IA32_EFER_FULL, 0)?;
+        vmwrite(guest::IA32_PAT_FULL, 0x0007_0406_0007_0406)?; // the power-on default
+        vmwrite(guest::DR7, 0x400)?;
+        vmwrite(guest::RSP, 0)?;
+        vmwrite(guest::RIP, u64::from(c.entry))?;
+        vmwrite(guest::RFLAGS, 0x2)?;
+        vmwrite(guest::CS_SELECTOR, 0x08)?;
+        vmwrite(guest::CS_ACCESS_RIGHTS, 0xC09B)?;
         // ES, SS, DS, FS, GS: flat data (field encodings are 2 apart, CS included).
         for i in 0..6u32 {
             if i == 1 {
                 continue;
             }
-            vmwrite(GUEST_ES_SEL + 2 * i, 0x10)?;
-            vmwrite(GUEST_ES_AR + 2 * i, 0xC093)?;
+            vmwrite(guest::ES_SELECTOR + 2 * i, 0x10)?;
+            vmwrite(guest::ES_ACCESS_RIGHTS + 2 * i, 0xC093)?;
         }
         for i in 0..6u32 {
-            vmwrite(GUEST_ES_LIMIT + 2 * i, 0xFFFF_FFFF)?;
-            vmwrite(GUEST_ES_BASE + 2 * i, 0)?;
+            vmwrite(guest::ES_LIMIT + 2 * i, 0xFFFF_FFFF)?;
+            vmwrite(guest::ES_BASE + 2 * i, 0)?;
         }
-        vmwrite(GUEST_LDTR_SEL, 0)?;
-        vmwrite(GUEST_LDTR_AR, 1 << 16)?; // unusable
-        vmwrite(GUEST_LDTR_LIMIT, 0)?;
-        vmwrite(GUEST_LDTR_BASE, 0)?;
-        vmwrite(GUEST_TR_SEL, 0)?;
-        vmwrite(GUEST_TR_AR, 0x8B)?; // busy 32-bit TSS, present
-        vmwrite(GUEST_TR_LIMIT, 0x67)?;
-        vmwrite(GUEST_TR_BASE, 0)?;
-        vmwrite(GUEST_GDTR_BASE, 0)?;
-        vmwrite(GUEST_GDTR_LIMIT, 0xFFFF)?;
-        vmwrite(GUEST_IDTR_BASE, 0)?;
-        vmwrite(GUEST_IDTR_LIMIT, 0)?;
-        vmwrite(GUEST_INTERRUPTIBILITY, 0)?;
-        vmwrite(GUEST_ACTIVITY, 0)?;
-        vmwrite(GUEST_PENDING_DBG, 0)?;
-        vmwrite(GUEST_SYSENTER_CS, 0)?;
-        vmwrite(GUEST_SYSENTER_ESP, 0)?;
-        vmwrite(GUEST_SYSENTER_EIP, 0)?;
+        vmwrite(guest::LDTR_SELECTOR, 0)?;
+        vmwrite(guest::LDTR_ACCESS_RIGHTS, 1 << 16)?; // unusable
+        vmwrite(guest::LDTR_LIMIT, 0)?;
+        vmwrite(guest::LDTR_BASE, 0)?;
+        vmwrite(guest::TR_SELECTOR, 0)?;
+        vmwrite(guest::TR_ACCESS_RIGHTS, 0x8B)?; // busy 32-bit TSS, present
+        vmwrite(guest::TR_LIMIT, 0x67)?;
+        vmwrite(guest::TR_BASE, 0)?;
+        vmwrite(guest::GDTR_BASE, 0)?;
+        vmwrite(guest::GDTR_LIMIT, 0xFFFF)?;
+        vmwrite(guest::IDTR_BASE, 0)?;
+        vmwrite(guest::IDTR_LIMIT, 0)?;
+        vmwrite(guest::INTERRUPTIBILITY_STATE, 0)?;
+        vmwrite(guest::ACTIVITY_STATE, 0)?;
+        vmwrite(guest::PENDING_DBG_EXCEPTIONS, 0)?;
+        vmwrite(guest::IA32_SYSENTER_CS, 0)?;
+        vmwrite(guest::IA32_SYSENTER_ESP, 0)?;
+        vmwrite(guest::IA32_SYSENTER_EIP, 0)?;
     }
     Ok(())
 }
@@ -557,7 +454,7 @@ pub fn exit_counts(cpu: u32) -> impl Iterator<Item = (u32, u64)> {
 #[no_mangle]
 extern "C" fn questv_vmexit(regs: &mut GuestRegs) -> u64 {
     // SAFETY: we are in the VM-exit path: VMX root with this core's VMCS current.
-    let r = (unsafe { vmread(EXIT_REASON) } & 0xFFFF) as u32;
+    let r = (unsafe { vmread(ro::EXIT_REASON) } & 0xFFFF) as u32;
     if (r as usize) < reason::COUNT {
         EXITS[percpu::cpu_index() as usize][r as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -573,7 +470,7 @@ extern "C" fn questv_vmexit(regs: &mut GuestRegs) -> u64 {
 #[no_mangle]
 extern "C" fn questv_vmresume_failed() -> ! {
     // SAFETY: VMX root with a current VMCS.
-    let err = unsafe { vmread(VM_INSTRUCTION_ERROR) };
+    let err = unsafe { vmread(ro::VM_INSTRUCTION_ERROR) };
     panic!("VMRESUME failed: VM-instruction error {}", err);
 }
 
@@ -584,9 +481,9 @@ extern "C" fn questv_vmresume_failed() -> ! {
 pub unsafe fn skip_instruction() {
     // SAFETY: caller is in the exit handler with the VMCS current.
     unsafe {
-        let rip = vmread(GUEST_RIP);
-        let len = vmread(EXIT_INSTRUCTION_LEN);
-        let _ = vmwrite(GUEST_RIP, rip + len);
+        let rip = vmread(guest::RIP);
+        let len = vmread(ro::VMEXIT_INSTRUCTION_LEN);
+        let _ = vmwrite(guest::RIP, rip + len);
     }
 }
 
@@ -597,7 +494,7 @@ pub unsafe fn skip_instruction() {
 pub unsafe fn inject_ud() {
     // SAFETY: caller is in the exit handler; valid, hardware exception 6 without error code.
     unsafe {
-        let _ = vmwrite(ENTRY_INTERRUPTION_INFO, (1 << 31) | (3 << 8) | 6);
+        let _ = vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, (1 << 31) | (3 << 8) | 6);
     }
 }
 
@@ -608,8 +505,8 @@ pub unsafe fn inject_ud() {
 pub unsafe fn inject_gp() {
     // SAFETY: caller is in the exit handler; valid, hardware exception 13 with error code 0.
     unsafe {
-        let _ = vmwrite(ENTRY_EXCEPTION_ERROR_CODE, 0);
-        let _ = vmwrite(ENTRY_INTERRUPTION_INFO, (1 << 31) | (1 << 11) | (3 << 8) | 13);
+        let _ = vmwrite(control::VMENTRY_EXCEPTION_ERR_CODE, 0);
+        let _ = vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, (1 << 31) | (1 << 11) | (3 << 8) | 13);
     }
 }
 
@@ -619,7 +516,7 @@ pub unsafe fn inject_gp() {
 /// In the VM-exit handler.
 pub unsafe fn guest_cpl() -> u8 {
     // SAFETY: caller is in the exit handler with the VMCS current.
-    ((unsafe { vmread(GUEST_SS_AR) } >> 5) & 3) as u8
+    ((unsafe { vmread(guest::SS_ACCESS_RIGHTS) } >> 5) & 3) as u8
 }
 
 /// Re-arm the VMX-preemption timer for the next entry.
@@ -629,7 +526,7 @@ pub unsafe fn guest_cpl() -> u8 {
 pub unsafe fn set_preemption_timer(value: u32) {
     // SAFETY: caller is in the exit handler with the VMCS current.
     unsafe {
-        let _ = vmwrite(PREEMPTION_TIMER_VALUE, u64::from(value));
+        let _ = vmwrite(guest::VMX_PREEMPTION_TIMER_VALUE, u64::from(value));
     }
 }
 
