@@ -2,4 +2,7 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+extern crate alloc;
+
+pub mod pci;
 pub mod serial;

@@ -670,7 +670,11 @@ pub fn run_monitor(run: Option<&str>, slice_mib: Option<u64>, watchdog_ms: Optio
     result!("watchdog", "ms={} timer_value={}", watchdog_ms, preemption_timer.unwrap_or(0));
 
     // DMA: no sandbox owns a device yet, so no function keeps bus mastering.
-    // PCI-PENDING
+    // SAFETY: the monitor is the only user of the PCI configuration ports (never granted to a sandbox) and
+    // runs this on the BSP before any sandbox starts.
+    let mut pci = unsafe { questv_drivers::pci::PortConfigSpace::new() };
+    let (functions, cleared) = questv_drivers::pci::disable_bus_mastering_except(&mut pci, &[]);
+    result!("pci", "functions={} bus_master_cleared={}", functions, cleared);
 
     let n = smp::cpus_online();
     let runs = kmem::free_runs(partition::ALIGN);
