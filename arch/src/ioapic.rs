@@ -15,18 +15,18 @@ impl IoApic {
     }
 
     fn read(&self, reg: u32) -> u32 {
-        // SAFETY: base is a valid IOAPIC MMIO window (constructor contract).
+        // SAFETY: base is a valid IOAPIC MMIO window (constructor contract): IOREGSEL at +0, IOWIN at +0x10.
         unsafe {
-            core::ptr::write_volatile(self.base as *mut u32, reg);
-            core::ptr::read_volatile((self.base + 0x10) as *const u32)
+            crate::mmio::reg32(self.base).write(reg);
+            crate::mmio::reg32(self.base + 0x10).read()
         }
     }
 
     fn write(&self, reg: u32, value: u32) {
         // SAFETY: as in read().
         unsafe {
-            core::ptr::write_volatile(self.base as *mut u32, reg);
-            core::ptr::write_volatile((self.base + 0x10) as *mut u32, value);
+            crate::mmio::reg32(self.base).write(reg);
+            crate::mmio::reg32(self.base + 0x10).write(value);
         }
     }
 

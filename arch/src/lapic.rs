@@ -53,7 +53,7 @@ fn read(reg: u32) -> u32 {
         unsafe { cpu::rdmsr(0x800 + (reg >> 4)) as u32 }
     } else {
         // SAFETY: the xAPIC page is identity mapped uncached; reg is a valid register offset.
-        unsafe { core::ptr::read_volatile((xapic_base() + u64::from(reg)) as *const u32) }
+        unsafe { crate::mmio::reg32(xapic_base() + u64::from(reg)).read() }
     }
 }
 
@@ -63,7 +63,7 @@ fn write(reg: u32, value: u32) {
         unsafe { cpu::wrmsr(0x800 + (reg >> 4), u64::from(value)) }
     } else {
         // SAFETY: as in read().
-        unsafe { core::ptr::write_volatile((xapic_base() + u64::from(reg)) as *mut u32, value) }
+        unsafe { crate::mmio::reg32(xapic_base() + u64::from(reg)).write(value) }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod gdt;
 pub mod ioapic;
 pub mod lapic;
+pub mod mmio;
 pub mod percpu;
 pub mod timer;
 
