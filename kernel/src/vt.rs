@@ -349,6 +349,7 @@ fn report_exits(sandbox: u32) {
             RefusalKind::Msr => format!("msr=0x{code:x}"),
             RefusalKind::Icr => format!("what={}", policy::IcrRefusal::name_of_code(code)),
             RefusalKind::Hypercall => format!("cpl={code}"),
+            RefusalKind::Nmi => String::from("vector=2"),
         };
         result!("sandbox_refused", "sandbox={} kind={} {} count={}", sandbox, kind.name(), what, count);
     }
@@ -611,8 +612,9 @@ fn on_exit(regs: &mut GuestRegs, r: u32) -> bool {
             // SAFETY: in the VM-exit handler with this core's VMCS current.
             let info = unsafe { vmcs::vmread(vmcs::ro::VMEXIT_INTERRUPTION_INFO) };
             if (info >> 8) & 7 == 2 {
-                // An NMI nobody in the monitor sent (sandboxes cannot send NMIs): not the sandbox's business.
-                log::warn!("sandbox {}: NMI while it ran, dropped", sandbox);
+                // Not one the monitor sent (that one sets HALT_ALL): dropped and counted, not logged each time (a
+                // sandbox can aim NMIs at itself through its LVT entries).
+                refuse(sandbox, RefusalKind::Nmi, 2);
                 true
             } else {
                 stop(sandbox, "exception", format_args!("info=0x{:x}", info))

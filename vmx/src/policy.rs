@@ -223,6 +223,8 @@ pub enum RefusalKind {
     Msr,
     Icr,
     Hypercall,
+    /// An NMI arrived while the sandbox ran (it can aim one at itself through its own LVT entries).
+    Nmi,
 }
 
 impl RefusalKind {
@@ -232,6 +234,7 @@ impl RefusalKind {
             RefusalKind::Msr => "msr",
             RefusalKind::Icr => "icr",
             RefusalKind::Hypercall => "hypercall",
+            RefusalKind::Nmi => "nmi",
         }
     }
 }
