@@ -268,6 +268,9 @@ static INTERRUPT_HANDLER: AtomicUsize = AtomicUsize::new(0);
 static EXCEPTION_HOOK: AtomicUsize = AtomicUsize::new(0);
 /// Set when a CPU panicked: an NMI then parks every other CPU.
 pub static HALT_ALL: AtomicBool = AtomicBool::new(false);
+/// Set by the VT monitor: an NMI that is not the halt signal is dropped, not fatal (a stopped sandbox's core
+/// parks in VMX root with that sandbox's LAPIC settings, and platform NMIs may arrive there).
+pub static IGNORE_STRAY_NMIS: AtomicBool = AtomicBool::new(false);
 
 pub fn set_interrupt_handler(h: InterruptHandler) {
     INTERRUPT_HANDLER.store(h as usize, Ordering::SeqCst);
@@ -338,6 +341,9 @@ extern "C" fn questv_trap_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector;
     if vector == u64::from(VECTOR_NMI) && HALT_ALL.load(Ordering::SeqCst) {
         cpu::halt_forever();
+    }
+    if vector == u64::from(VECTOR_NMI) && IGNORE_STRAY_NMIS.load(Ordering::SeqCst) {
+        return;
     }
     if vector < u64::from(FIRST_INTERRUPT_VECTOR) {
         let hook = EXCEPTION_HOOK.load(Ordering::SeqCst);

@@ -176,12 +176,6 @@ fn boot_sandbox(id: u32, opts: &cmdline::Options, usable_bytes: u64) {
         _ => None,
     };
     smp::init_bsp(apic, given);
-    if let Some(shared) = opts.shared {
-        // Boot barrier word of the shared info page: count sandboxes that came up.
-        let barrier = shared + questv_vmx::hypercall::info::BARRIER_OFFSET;
-        // SAFETY: the shared region is mapped at this guest-physical address for the whole run.
-        unsafe { (*(barrier as *const core::sync::atomic::AtomicU32)).fetch_add(1, core::sync::atomic::Ordering::SeqCst) };
-    }
     // SAFETY: IDT, GDT/TSS, LAPIC and the scheduler are ready.
     unsafe { cpu::enable_interrupts() };
     result!("sandbox_boot", "sandbox={} apic_id={} apic={} mem_mib={}", id, apic,

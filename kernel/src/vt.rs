@@ -43,8 +43,8 @@ static LAUNCH: spin::Once<Vec<LaunchConfig>> = spin::Once::new();
 static EPT_ROOTS: spin::Once<Vec<u64>> = spin::Once::new();
 /// Monitor memory for control structures and channels (see MonitorPool).
 static POOL: crate::sync::IrqSpinlock<Option<MonitorPool>> = crate::sync::IrqSpinlock::new(None);
-/// Channels: (endpoint a, endpoint b, host address). Guarded by the POOL lock's critical sections.
-static CHANNELS: crate::sync::IrqSpinlock<Vec<(u32, u32, u64)>> = crate::sync::IrqSpinlock::new(Vec::new());
+/// Channels: (endpoint a, endpoint b, host address, endpoints that opened it: bit 0 = a, bit 1 = b).
+static CHANNELS: crate::sync::IrqSpinlock<Vec<(u32, u32, u64, u8)>> = crate::sync::IrqSpinlock::new(Vec::new());
 static SHARED_BASE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Monitor memory for sandbox control structures (EPT tables, VMXON/VMCS pages, MSR bitmaps, exit stacks),
@@ -218,7 +218,9 @@ fn prepare(plan: &Plan, run: Option<&str>, controls: vmcs::Controls, preemption_
         }
         let high = s.host_base + LOW_ALIAS;
         ept.map_range(m, high, high, s.size - LOW_ALIAS, Perms::RWX, MemType::WriteBack, true).map_err(ept_err)?;
-        ept.map_range(m, SHARED_GPA, plan.shared.start, SHARED_SIZE, Perms::RW, MemType::WriteBack, false).map_err(ept_err)?;
+        // Read-only: only the monitor writes the info page (a writable region would let any two sandboxes talk
+        // outside the channel policy, or rewrite the directory the others read).
+        ept.map_range(m, SHARED_GPA, plan.shared.start, SHARED_SIZE, Perms::R, MemType::WriteBack, false).map_err(ept_err)?;
 
         let mut cmdline = format!("mode=vt sandbox={} shared=0x{:x} tsc_hz={} lapic_hz={}", s.sandbox, SHARED_GPA, tsc, lapic_hz);
         if attack_test {
@@ -270,8 +272,10 @@ fn channel_open(me: u32, peer: u32) -> Result<u64, i64> {
     }
     let key = (me.min(peer), me.max(peer));
     let mut chans = CHANNELS.lock();
-    if let Some(&(_, _, base)) = chans.iter().find(|c| (c.0, c.1) == key) {
-        return Ok(base);
+    let my_bit = if me == key.0 { 1 } else { 2 };
+    if let Some(c) = chans.iter_mut().find(|c| (c.0, c.1) == key) {
+        c.3 |= my_bit;
+        return Ok(c.2);
     }
     if chans.len() as u64 >= info::MAX_CHANNELS {
         return Err(hc::ENOMEM);
@@ -296,17 +300,19 @@ fn channel_open(me: u32, peer: u32) -> Result<u64, i64> {
         core::ptr::write_volatile(entry.add(2) as *mut u64, base);
         (*((shared + info::CHANNEL_COUNT_OFFSET) as *const core::sync::atomic::AtomicU32)).store(i as u32 + 1, Ordering::Release);
     }
-    chans.push((key.0, key.1, base));
+    chans.push((key.0, key.1, base, my_bit));
     log::info!("channel {}<->{} at 0x{:x} ({} pages)", key.0, key.1, base, pages);
     Ok(base)
 }
 
-/// Does sandbox `a` have a channel with the sandbox on the core whose APIC id is `apic`?
-fn has_channel_to_apic(a: u32, apic: u32) -> bool {
+/// Does sandbox `a` have a channel with the sandbox on the core whose APIC id is `apic` (`both_open`: opened by
+/// both ends)?
+fn has_channel_to_apic(a: u32, apic: u32, both_open: bool) -> bool {
     let n = SANDBOXES.load(Ordering::SeqCst);
     let Some(b) = (0..n).find(|&b| smp::apic_id(b) == apic) else { return false };
     let key = (a.min(b), a.max(b));
-    CHANNELS.lock().iter().any(|c| (c.0, c.1) == key)
+    // Only once both ends opened it: a sandbox cannot make itself a notifier of a peer that never agreed.
+    CHANNELS.lock().iter().any(|c| (c.0, c.1) == key && (c.3 == 3 || !both_open))
 }
 
 /// Enter VMX root on the calling core and launch its sandbox. Returns only on failure.
@@ -541,7 +547,8 @@ fn port_io(sandbox: u32, regs: &mut GuestRegs) -> bool {
             }
             if io.input {
                 let mask = policy::refused_in_value(io.size);
-                regs.rax = (regs.rax & !mask) | mask;
+                // A 32-bit IN zero-extends into RAX; 8- and 16-bit ones keep the rest.
+                regs.rax = if io.size == 4 { mask } else { (regs.rax & !mask) | mask };
             }
         }
     }
@@ -554,10 +561,16 @@ fn msr_access(sandbox: u32, regs: &mut GuestRegs, write: bool) -> bool {
     let value = (regs.rdx << 32) | (regs.rax & 0xFFFF_FFFF);
     if write && msr == policy::MSR_X2APIC_ICR {
         let own = smp::apic_id(sandbox);
-        match policy::check_icr(value, own, hc::CHANNEL_NOTIFY_VECTOR, |apic| has_channel_to_apic(sandbox, apic)) {
+        match policy::check_icr(value, own, hc::CHANNEL_NOTIFY_VECTOR, |apic| has_channel_to_apic(sandbox, apic, true)) {
             Ok(ipi) => {
                 // SAFETY: a checked fixed IPI (to itself or a channel peer), sent from this core's x2APIC.
                 unsafe { cpu::wrmsr(policy::MSR_X2APIC_ICR, policy::icr_value(ipi)) };
+                skip_instruction();
+            }
+            Err(why @ policy::IcrRefusal::Destination(apic)) if has_channel_to_apic(sandbox, apic, false) => {
+                // A channel the peer has not opened yet: the notification is dropped (the message itself is in
+                // the ring; the receiver polls or takes the next one), not an error for the sender's kernel.
+                refuse(sandbox, RefusalKind::Icr, why.code());
                 skip_instruction();
             }
             Err(why) => {
@@ -733,6 +746,7 @@ pub fn run_monitor(run: Option<&str>, slice_mib: Option<u64>, watchdog_ms: Optio
     LAUNCH.call_once(|| configs);
     SANDBOXES.store(n, Ordering::SeqCst);
     vmcs::set_exit_handler(on_exit);
+    questv_arch::trap::IGNORE_STRAY_NMIS.store(true, Ordering::SeqCst);
     result!("boot", "cpus_online={} mode=vt sandboxes={} slice_mib={} role=monitor", n, n, plan.slices[0].size >> 20);
     for c in 1..n {
         sched::spawn_on(c, "launch", launch_thread, 0);

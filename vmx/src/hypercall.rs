@@ -69,16 +69,14 @@ pub const SHARED_SIZE: u64 = 2 << 20;
 /// watchdog reads it on its timer exit.
 pub const HEARTBEAT_GPA: u64 = 0x9F000;
 
-/// The shared region's first page (paper §3.5's info page): magic, version, sandbox count, boot barrier and
-/// the channel directory. The monitor writes everything but the barrier; sandboxes only read it.
+/// The shared region's first page (paper §3.5's info page): magic, version, sandbox count and the channel
+/// directory. Only the monitor writes it; it is read-only in every sandbox's EPT.
 pub mod info {
     pub const MAGIC_OFFSET: u64 = 8;
     pub const MAGIC: u64 = u64::from_le_bytes(*b"QUESTVSH");
     pub const VERSION_OFFSET: u64 = 16;
     pub const VERSION: u32 = 2;
     pub const SANDBOXES_OFFSET: u64 = 20;
-    /// Sandboxes increment this when they have booted.
-    pub const BARRIER_OFFSET: u64 = 24;
     pub const CHANNEL_COUNT_OFFSET: u64 = 32;
     /// Directory entries: (endpoint a u32, endpoint b u32, address u64), 16 bytes each.
     pub const CHANNEL_DIR_OFFSET: u64 = 64;

@@ -41,6 +41,8 @@ pub mod reason {
     pub const INVVPID: u32 = 53;
     pub const XSETBV: u32 = 55;
     pub const COUNT: usize = 70;
+    /// Not an architectural exit reason: VMRESUME itself failed (reported as a fault of that sandbox).
+    pub const VM_ENTRY_FAILED: u32 = 0xFFFF;
 
     pub fn name(r: u32) -> &'static str {
         match r {
@@ -68,6 +70,7 @@ pub mod reason {
             50 | 53 => "vmx_instruction",
             52 => "preemption_timer",
             55 => "xsetbv",
+            VM_ENTRY_FAILED => "vm_entry_failed",
             _ => "other",
         }
     }
@@ -468,10 +471,16 @@ extern "C" fn questv_vmexit(regs: &mut GuestRegs) -> u64 {
 }
 
 #[no_mangle]
-extern "C" fn questv_vmresume_failed() -> ! {
-    // SAFETY: VMX root with a current VMCS.
-    let err = unsafe { vmread(ro::VM_INSTRUCTION_ERROR) };
-    panic!("VMRESUME failed: VM-instruction error {}", err);
+extern "C" fn questv_vmresume_failed() {
+    // A guest state the CPU refuses to enter stops this sandbox, never the monitor: the policy reports it as
+    // the pseudo exit `VM_ENTRY_FAILED`, then the stub parks the core.
+    let h = HANDLER.load(Ordering::SeqCst);
+    if h != 0 {
+        // SAFETY: only ever stores an ExitHandler.
+        let f: ExitHandler = unsafe { core::mem::transmute::<usize, ExitHandler>(h) };
+        let mut regs = GuestRegs::default();
+        let _ = f(&mut regs, reason::VM_ENTRY_FAILED);
+    }
 }
 
 /// Skip the instruction that caused the current exit.
@@ -503,10 +512,13 @@ pub unsafe fn inject_ud() {
 /// # Safety
 /// In the VM-exit handler.
 pub unsafe fn inject_gp() {
-    // SAFETY: caller is in the exit handler; valid, hardware exception 13 with error code 0.
+    // SAFETY: caller is in the exit handler; hardware exception 13. An error code may only be delivered in
+    // protected mode (SDM §27.2.1.3: with CR0.PE = 0 the entry would fail), and an unrestricted guest can be in
+    // real mode.
     unsafe {
+        let protected = vmread(guest::CR0) & 1 != 0;
         let _ = vmwrite(control::VMENTRY_EXCEPTION_ERR_CODE, 0);
-        let _ = vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, (1 << 31) | (1 << 11) | (3 << 8) | 13);
+        let _ = vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, (1 << 31) | (u64::from(protected) << 11) | (3 << 8) | 13);
     }
 }
 
