@@ -414,26 +414,21 @@ fn inject_ud() {
 fn console_bytes(sandbox: u32, bytes: &[u8]) {
     let mut st = state(sandbox);
     for &b in bytes {
-        match b {
-            b'\n' => emit_line(sandbox, &mut st),
-            b'\r' => {}
-            b'\t' | 0x20..=0x7E => {
-                if st.line_len == st.line.len() {
-                    emit_line(sandbox, &mut st);
-                }
-                let n = st.line_len;
-                st.line[n] = b;
-                st.line_len += 1;
+        let stored = match b {
+            b'\n' => {
+                emit_line(sandbox, &mut st);
+                continue;
             }
-            _ => {
-                if st.line_len == st.line.len() {
-                    emit_line(sandbox, &mut st);
-                }
-                let n = st.line_len;
-                st.line[n] = b'?';
-                st.line_len += 1;
-            }
+            b'\r' => continue,
+            b'\t' | 0x20..=0x7E => b,
+            _ => b'?',
+        };
+        if st.line_len == st.line.len() {
+            emit_line(sandbox, &mut st);
         }
+        let n = st.line_len;
+        st.line[n] = stored;
+        st.line_len += 1;
     }
 }
 

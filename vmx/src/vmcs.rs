@@ -461,25 +461,24 @@ extern "C" fn questv_vmexit(regs: &mut GuestRegs) -> u64 {
     if (r as usize) < reason::COUNT {
         EXITS[percpu::cpu_index() as usize][r as usize].fetch_add(1, Ordering::Relaxed);
     }
-    let h = HANDLER.load(Ordering::SeqCst);
-    if h == 0 {
-        return 1;
+    match handler() {
+        Some(f) => u64::from(!f(regs, r)),
+        None => 1,
     }
-    // SAFETY: only ever stores an ExitHandler.
-    let f: ExitHandler = unsafe { core::mem::transmute::<usize, ExitHandler>(h) };
-    u64::from(!f(regs, r))
+}
+
+fn handler() -> Option<ExitHandler> {
+    let h = HANDLER.load(Ordering::SeqCst);
+    // SAFETY: HANDLER only ever stores an ExitHandler (or 0 before set_exit_handler).
+    (h != 0).then(|| unsafe { core::mem::transmute::<usize, ExitHandler>(h) })
 }
 
 #[no_mangle]
 extern "C" fn questv_vmresume_failed() {
     // A guest state the CPU refuses to enter stops this sandbox, never the monitor: the policy reports it as
     // the pseudo exit `VM_ENTRY_FAILED`, then the stub parks the core.
-    let h = HANDLER.load(Ordering::SeqCst);
-    if h != 0 {
-        // SAFETY: only ever stores an ExitHandler.
-        let f: ExitHandler = unsafe { core::mem::transmute::<usize, ExitHandler>(h) };
-        let mut regs = GuestRegs::default();
-        let _ = f(&mut regs, reason::VM_ENTRY_FAILED);
+    if let Some(f) = handler() {
+        let _ = f(&mut GuestRegs::default(), reason::VM_ENTRY_FAILED);
     }
 }
 
@@ -529,17 +528,6 @@ pub unsafe fn inject_gp() {
 pub unsafe fn guest_cpl() -> u8 {
     // SAFETY: caller is in the exit handler with the VMCS current.
     ((unsafe { vmread(guest::SS_ACCESS_RIGHTS) } >> 5) & 3) as u8
-}
-
-/// Re-arm the VMX-preemption timer for the next entry.
-///
-/// # Safety
-/// In the VM-exit handler.
-pub unsafe fn set_preemption_timer(value: u32) {
-    // SAFETY: caller is in the exit handler with the VMCS current.
-    unsafe {
-        let _ = vmwrite(guest::VMX_PREEMPTION_TIMER_VALUE, u64::from(value));
-    }
 }
 
 /// Decoded exit qualification of an I/O instruction exit (SDM Table 28-5).
