@@ -227,15 +227,37 @@ pub fn io_delay_us(us: u32) {
     }
 }
 
-/// Hypercall to the VMX monitor (VT sandboxes only): number in RAX, arguments in RBX and RCX; returns RAX
-/// (ABI: vmx/src/hypercall.rs).
+/// Is this an AMD (or Hygon) CPU, whose hypercall instruction is VMMCALL rather than VMCALL? Decided once
+/// from the CPUID vendor (one CPUID exit under the monitor), so the same image runs on either.
+pub fn is_amd() -> bool {
+    static VENDOR: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+    match VENDOR.load(core::sync::atomic::Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let v = cpuid(0, 0);
+            // "AuthenticAMD" / "HygonGenuine": EBX holds the first four bytes.
+            let amd = v.ebx == u32::from_le_bytes(*b"Auth") || v.ebx == u32::from_le_bytes(*b"Hygo");
+            VENDOR.store(if amd { 2 } else { 1 }, core::sync::atomic::Ordering::Relaxed);
+            amd
+        }
+    }
+}
+
+/// Hypercall to the monitor (VT sandboxes only): number in RAX, arguments in RBX and RCX; returns RAX (ABI:
+/// vmx/src/hypercall.rs). VMCALL on Intel, VMMCALL on AMD.
 pub fn vmcall(nr: u64, arg1: u64, arg2: u64) -> u64 {
     let ret: u64;
-    // SAFETY: VMCALL exits to the monitor, which handles it and resumes (or stops this sandbox). Outside VMX
-    // non-root it raises #UD, which the kernel reports; RBX is reserved by LLVM, so it is swapped by hand.
+    // SAFETY: the instruction exits to the monitor, which handles it and resumes (or stops this sandbox).
+    // Outside a guest it raises #UD, which the kernel reports; RBX is reserved by LLVM, so it is swapped by hand.
     unsafe {
-        core::arch::asm!("xchg {a}, rbx", "vmcall", "xchg {a}, rbx", a = inout(reg) arg1 => _,
-                         inlateout("rax") nr => ret, inout("rcx") arg2 => _);
+        if is_amd() {
+            core::arch::asm!("xchg {a}, rbx", "vmmcall", "xchg {a}, rbx", a = inout(reg) arg1 => _,
+                             inlateout("rax") nr => ret, inout("rcx") arg2 => _);
+        } else {
+            core::arch::asm!("xchg {a}, rbx", "vmcall", "xchg {a}, rbx", a = inout(reg) arg1 => _,
+                             inlateout("rax") nr => ret, inout("rcx") arg2 => _);
+        }
     }
     ret
 }

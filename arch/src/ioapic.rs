@@ -53,6 +53,14 @@ impl IoApic {
         self.write(0x10 + 2 * pin, low);
     }
 
+    /// Route input `pin` as an NMI to every CPU (edge triggered, physical destination 0xFF = broadcast). The
+    /// SVM monitor's watchdog tick: an NMI reaches a core even while its guest keeps interrupts off.
+    pub fn route_nmi_broadcast(&self, pin: u32, active_low: bool) {
+        let low = (4 << 8) | (u32::from(active_low) << 13);
+        self.write(0x11 + 2 * pin, 0xFF << 24);
+        self.write(0x10 + 2 * pin, low);
+    }
+
     pub fn mask(&self, pin: u32) {
         let low = self.read(0x10 + 2 * pin);
         self.write(0x10 + 2 * pin, low | (1 << 16));

@@ -67,6 +67,11 @@ fn write(reg: u32, value: u32) {
     }
 }
 
+/// Write a register by its xAPIC offset (the monitor replays a sandbox's checked xAPIC writes with it).
+pub fn write_register(reg: u32, value: u32) {
+    write(reg, value);
+}
+
 /// Enable this CPU's local APIC in the selected mode, mask LINT0/LINT1 and the timer, accept all priorities.
 pub fn enable() {
     // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (we only run on such CPUs). Written only if it

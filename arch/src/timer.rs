@@ -17,6 +17,19 @@ pub fn disable_legacy_pic() {
     }
 }
 
+/// Program PIT channel 0 as a rate generator (mode 2) at about `hz` interrupts per second (at least 19 Hz:
+/// the divisor is 16 bits). Returns the period actually programmed, in microseconds.
+pub fn pit_periodic(hz: u64) -> u64 {
+    let divisor = (PIT_HZ / hz.max(1)).clamp(1, 0xFFFF);
+    // SAFETY: ports 0x40/0x43 are PIT channel 0 and the mode register; only the monitor programs the PIT.
+    unsafe {
+        cpu::outb(0x43, 0b0011_0100); // channel 0, lobyte/hibyte, mode 2, binary
+        cpu::outb(0x40, divisor as u8);
+        cpu::outb(0x40, (divisor >> 8) as u8);
+    }
+    divisor * 1_000_000 / PIT_HZ
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Calibration {
     /// LAPIC timer counts per second at divide-by-16.

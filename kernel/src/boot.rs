@@ -150,7 +150,13 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
         );
         #[cfg(feature = "vt")]
         {
-            let status = crate::vt::run_monitor(opts.run, opts.slice_mib, opts.watchdog_ms);
+            let status = crate::vt::run_monitor(&crate::vt::MonitorOptions {
+                run: opts.run,
+                slice_mib: opts.slice_mib,
+                watchdog_ms: opts.watchdog_ms,
+                apic_passthrough: opts.apic_passthrough,
+                topology: &topo,
+            });
             crate::machine::finish(status)
         }
     }

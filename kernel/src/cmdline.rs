@@ -26,6 +26,9 @@ pub struct Options<'a> {
     pub slice_mib: Option<u64>,
     /// VT monitor: watchdog period in ms (VMX-preemption timer; 0 or absent = off).
     pub watchdog_ms: Option<u64>,
+    /// VT monitor, xAPIC machines: `apic=passthrough` maps the APIC page writable into every sandbox (no exits,
+    /// no IPI filtering: for measuring the trade-off only); the default traps writes and checks them.
+    pub apic_passthrough: bool,
     /// VT attack test hook targets (host-physical): the next sandbox's slice, this sandbox's VMCS, its EPT root.
     pub peer: Option<u64>,
     pub vmcs: Option<u64>,
@@ -58,6 +61,7 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
         lapic_hz: None,
         slice_mib: None,
         watchdog_ms: None,
+        apic_passthrough: false,
         peer: None,
         vmcs: None,
         ept: None,
@@ -84,6 +88,8 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
                     _ => return Err(CmdlineError::BadLogLevel(v)),
                 }
             }
+            Some(("apic", "passthrough")) => opts.apic_passthrough = true,
+            Some(("apic", "trap")) => opts.apic_passthrough = false,
             Some((k @ ("sandbox" | "shared" | "tsc_hz" | "lapic_hz" | "slice_mib" | "watchdog_ms" | "peer" | "vmcs" | "ept"), v)) => {
                 let n = number(v).ok_or(CmdlineError::BadNumber(word))?;
                 match k {
@@ -155,6 +161,13 @@ mod tests {
         assert_eq!(parse("mode=vt watchdog_ms=500 run=x").unwrap().watchdog_ms, Some(500));
         assert_eq!(parse("mode=vt").unwrap().watchdog_ms, None);
         assert_eq!(parse("watchdog_ms=soon"), Err(CmdlineError::BadNumber("watchdog_ms=soon")));
+    }
+
+    #[test]
+    fn apic_access() {
+        assert!(parse("mode=vt apic=passthrough").unwrap().apic_passthrough);
+        assert!(!parse("mode=vt apic=trap").unwrap().apic_passthrough);
+        assert_eq!(parse("apic=open").unwrap().unknown, Some("apic=open"));
     }
 
     #[test]

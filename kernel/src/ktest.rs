@@ -5,7 +5,7 @@
 use crate::{cmdline, kprintln, result, sched, smp};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use questv_arch::percpu::MAX_CPUS;
-use questv_arch::{cpu, percpu};
+use questv_arch::{cpu, lapic, percpu};
 
 /// Exit status for an unknown program (as a shell would report it).
 pub const STATUS_NOT_FOUND: i32 = 127;
@@ -229,6 +229,46 @@ fn rdmsr_refused(msr: u32) -> bool {
     raised()
 }
 
+/// An ICR write (x2APIC layout: destination in bits 32–63) the monitor should refuse with #GP; true if it did.
+/// On xAPIC machines the destination goes to ICR high (a trapped write the monitor only remembers) and the
+/// low half to ICR low, the write that sends.
+fn icr_refused(value: u64) -> bool {
+    if lapic::is_x2apic() {
+        return wrmsr_refused(0x830, value);
+    }
+    let base = lapic::xapic_base();
+    // SAFETY: deliberate: ICR high holds only the destination; the monitor checks at the ICR low write.
+    unsafe { core::ptr::write_volatile((base + 0x310) as *mut u32, ((value >> 32) as u32) << 24) };
+    expect(GP);
+    // SAFETY: deliberate attack on the monitor's IPI policy: a refused ICR low write raises #GP, resumed at
+    // label 2 by kernel_fixup; an allowed one sends the IPI, which the test is there to catch.
+    unsafe {
+        core::arch::asm!(
+            "lea {r}, [rip + 2f]", "mov [{slot}], {r}", "mov dword ptr [{icr}], {v:e}", "2:",
+            r = out(reg) _, slot = in(reg) EXPECTED_FIXUP.as_ptr(), icr = in(reg) base + 0x300, v = in(reg) value as u32,
+        );
+    }
+    raised()
+}
+
+/// CLGI, STGI and VMLOAD in a sandbox: #UD (the monitor intercepts every SVM instruction; a VMX CPU has none).
+fn svm_instructions_refused() -> bool {
+    let mut all = true;
+    for i in 0..3 {
+        expect(UD);
+        // SAFETY: deliberate: each instruction exits (SVM) or faults (VMX CPU); either way #UD, resumed at label 2.
+        unsafe {
+            match i {
+                0 => core::arch::asm!("lea {r}, [rip + 2f]", "mov [{slot}], {r}", "clgi", "2:", r = out(reg) _, slot = in(reg) EXPECTED_FIXUP.as_ptr()),
+                1 => core::arch::asm!("lea {r}, [rip + 2f]", "mov [{slot}], {r}", "stgi", "2:", r = out(reg) _, slot = in(reg) EXPECTED_FIXUP.as_ptr()),
+                _ => core::arch::asm!("lea {r}, [rip + 2f]", "mov [{slot}], {r}", "vmload rax", "2:", r = out(reg) _, slot = in(reg) EXPECTED_FIXUP.as_ptr(), in("rax") 0x1000u64),
+            }
+        }
+        all &= raised();
+    }
+    all
+}
+
 /// VMXOFF in a sandbox: the monitor must inject #UD.
 fn vmxoff_refused() -> bool {
     expect(UD);
@@ -282,9 +322,11 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
         "vmx" => {
             let ud = vmxoff_refused();
             result!("attack", "kind=vmxoff outcome={}", if ud { "ud" } else { "not_contained" });
+            let svm_ud = svm_instructions_refused();
+            result!("attack", "kind=svm_instructions outcome={}", if svm_ud { "ud" } else { "not_contained" });
             let r = cpu::vmcall(0xDEAD_BEEF, 0x1234, 0) as i64;
             result!("attack", "kind=vmcall_garbage outcome={}", if r == -38 { "enosys" } else { "not_contained" });
-            return run_then(if ud && r == -38 { 0 } else { 1 });
+            return run_then(if ud && svm_ud && r == -38 { 0 } else { 1 });
         }
         "port-reset" => {
             kprintln!("ktest attack: sandbox {} writes the reset ports (0xCF9, 0x64, 0x92)", sandbox);
@@ -329,22 +371,22 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
             }
             return refused("msr", checks.iter().all(|c| c.1));
         }
-        "icr-nmi" => return refused("icr-nmi", wrmsr_refused(0x830, (u64::from(peer_apic()) << 32) | (4 << 8) | (1 << 14))),
+        "icr-nmi" => return refused("icr-nmi", icr_refused((u64::from(peer_apic()) << 32) | (4 << 8) | (1 << 14))),
         "icr-init" => {
             let init = (u64::from(peer_apic()) << 32) | (5 << 8) | (1 << 14) | (1 << 15);
             let all_but_self = (3 << 18) | (5 << 8) | (1 << 14);
-            return refused("icr-init", wrmsr_refused(0x830, init) && wrmsr_refused(0x830, all_but_self));
+            return refused("icr-init", icr_refused(init) && icr_refused(all_but_self));
         }
         "icr-vector" => {
             let p = u64::from(peer_apic()) << 32;
             let checks = [
-                wrmsr_refused(0x830, p | (1 << 14) | 14),                                   // exception vector
-                wrmsr_refused(0x830, p | (1 << 14) | 0x40),                                 // not the channel vector
-                wrmsr_refused(0x830, p | (1 << 14) | u64::from(crate::channel::endpoint::VECTOR_CHANNEL)), // no channel
-                wrmsr_refused(0x830, (2 << 18) | (1 << 14) | 0x40),                         // broadcast
+                icr_refused(p | (1 << 14) | 14),                                   // exception vector
+                icr_refused(p | (1 << 14) | 0x40),                                 // not the channel vector
+                icr_refused(p | (1 << 14) | u64::from(crate::channel::endpoint::VECTOR_CHANNEL)), // no channel
+                icr_refused((2 << 18) | (1 << 14) | 0x40),                         // broadcast
             ];
             // A storm of refused IPIs changes nothing either.
-            let storm = (0..1000).all(|_| wrmsr_refused(0x830, p | (1 << 14) | 0x40));
+            let storm = (0..1000).all(|_| icr_refused(p | (1 << 14) | 0x40));
             return refused("icr-vector", checks.iter().all(|&c| c) && storm);
         }
         "panic" => panic!("ktest attack panic: a sandbox kernel panics"),

@@ -1,9 +1,11 @@
-//! The VT build's monitor side (paper §3.1–3.3): after the SMP bring-up, carve one memory slice per core, load
-//! a pristine copy of this kernel into each slice, give each its own EPT, and launch it as that core's
-//! sandbox. The VMX-root mechanics (VMXON, VMCS, exits) are in the `vmx` crate; this module decides layout and
-//! policy: what the sandboxes see and may touch (deny by default: `questv_vmx::policy`), what a hypercall
-//! does (ABI: `questv_vmx::hypercall`), and what happens to a sandbox that faults, hangs or attacks (it is
-//! stopped and reported; the others carry on). docs/vt.md has the grant and exit tables.
+//! The VT build's monitor policy (paper §3.1–3.3), written once for both hardware backends: after the SMP
+//! bring-up, carve one memory slice per core, load a pristine copy of this kernel into each slice, give each
+//! its own second-stage table (EPT or NPT), and launch it as that core's sandbox. The root-mode mechanics
+//! (VMX: VMXON/VMCS; SVM: VMCB/VMRUN) and the translation of exits into `questv_vmx::exit::Exit` are the
+//! `vmx` crate's backends; this module decides layout and policy: what the sandboxes see and may touch (deny
+//! by default: `questv_vmx::policy`), what a hypercall does (ABI: `questv_vmx::hypercall`), and what happens
+//! to a sandbox that faults, hangs or attacks (it is stopped and reported; the others carry on). docs/vt.md
+//! has the grant and exit tables.
 
 use crate::bootinfo::{self, Module};
 use crate::mm::kmem;
@@ -14,12 +16,17 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use questv_arch::paging::PAGE_SIZE;
+use questv_arch::acpi_madt::Topology;
 use questv_arch::{cpu, lapic, percpu};
-use questv_vmx::ept::{Ept, MemType, Perms};
+use questv_vmx::amd::vmcb;
+use questv_vmx::backend::{self, Arch, Caps, GuestRegs};
+use questv_vmx::exit::{Exit, ExitKind, IoExit};
+use questv_vmx::guest::{self, Source};
 use questv_vmx::hypercall::{self as hc, info, SHARED_GPA, SHARED_SIZE};
+use questv_vmx::intel::vmcs;
 use questv_vmx::partition::{self, Plan};
-use questv_vmx::policy::{self, Access, PortVerdict, RefusalKind, Refusals};
-use questv_vmx::vmcs::{self, reason, GuestRegs, LaunchConfig};
+use questv_vmx::policy::{self, Access, ApicWriteVerdict, PortVerdict, RefusalKind, Refusals};
+use questv_vmx::stage2::{MemType, Perms, Stage2};
 
 const GUEST_MODULES_FROM_TOP: u64 = 8 << 20;
 const GUEST_MBI_FROM_TOP: u64 = 64 << 10;
@@ -38,16 +45,51 @@ fn host_of(host_base: u64, gpa: u64) -> u64 {
     }
 }
 
-static LAUNCH: spin::Once<Vec<LaunchConfig>> = spin::Once::new();
-/// EPT roots by sandbox (channels are mapped into them after launch).
-static EPT_ROOTS: spin::Once<Vec<u64>> = spin::Once::new();
+/// What each core launches: the backend's configuration for its sandbox.
+#[derive(Clone, Copy)]
+enum Launch {
+    Vmx(vmcs::LaunchConfig),
+    Svm(vmcb::LaunchConfig),
+}
+
+static LAUNCH: spin::Once<Vec<Launch>> = spin::Once::new();
+/// Second-stage roots by sandbox (channels are mapped into them after launch).
+static STAGE2_ROOTS: spin::Once<Vec<u64>> = spin::Once::new();
+
+/// How sandboxes reach their local APIC. x2APIC: MSRs, ICR writes intercepted by the MSR map. xAPIC: the APIC
+/// page is mapped read-only and every write exits and is checked and replayed (the ICR shares its page with
+/// EOI, so filtering IPIs costs an exit per EOI), or, only when asked for (`apic=passthrough`, to measure
+/// that cost), mapped writable with no filtering at all.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ApicAccess {
+    X2apic,
+    XapicTrapped,
+    XapicPassthrough,
+}
+
+impl ApicAccess {
+    fn name(self) -> &'static str {
+        match self {
+            ApicAccess::X2apic => "x2apic",
+            ApicAccess::XapicTrapped => "xapic_trapped",
+            ApicAccess::XapicPassthrough => "xapic_passthrough",
+        }
+    }
+}
+
+static APIC_ACCESS: spin::Once<ApicAccess> = spin::Once::new();
+/// Guest-physical address of the xAPIC page (the sandboxes use the architectural default).
+const XAPIC_GPA: u64 = 0xFEE0_0000;
+/// SVM watchdog: NMIs from the PIT arrive periodically (they count as `watchdog` exits).
+static WATCHDOG_NMI: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// Monitor memory for control structures and channels (see MonitorPool).
 static POOL: crate::sync::IrqSpinlock<Option<MonitorPool>> = crate::sync::IrqSpinlock::new(None);
 /// Channels: (endpoint a, endpoint b, host address, endpoints that opened it: bit 0 = a, bit 1 = b).
 static CHANNELS: crate::sync::IrqSpinlock<Vec<(u32, u32, u64, u8)>> = crate::sync::IrqSpinlock::new(Vec::new());
 static SHARED_BASE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// Monitor memory for sandbox control structures (EPT tables, VMXON/VMCS pages, MSR bitmaps, exit stacks),
+/// Monitor memory for sandbox control structures (second-stage tables, VMXON/VMCS or VMCB pages, permission
+/// maps, exit stacks),
 /// taken above [`LOW_ALIAS`]: a sandbox can then name their real addresses, and touching one is an EPT
 /// violation (below LOW_ALIAS the same guest-physical address would only reach the sandbox's own memory).
 struct MonitorPool {
@@ -60,7 +102,7 @@ const POOL_BYTES: u64 = 4 << 20;
 impl MonitorPool {
     fn new() -> Result<MonitorPool, String> {
         let base = kmem::alloc_contiguous_from(POOL_BYTES / PAGE_SIZE, PAGE_SIZE, LOW_ALIAS)
-            .ok_or("out of monitor memory for VMX structures")?;
+            .ok_or("out of monitor memory for control structures")?;
         Ok(MonitorPool { next: base, end: base + POOL_BYTES })
     }
     fn pages(&mut self, n: u64) -> Result<u64, String> {
@@ -96,6 +138,10 @@ struct Sandbox {
     host_base: u64,
     size: u64,
     refusals: Refusals,
+    /// Exits by kind (`RESULT vmexits`).
+    exits: [u64; ExitKind::COUNT],
+    /// xAPIC: the last value written to ICR high (the destination of the next ICR low write).
+    icr_high: u32,
     /// Console bytes of the line being assembled (printed with the `[sN]` prefix at its newline).
     line: [u8; 160],
     line_len: usize,
@@ -159,8 +205,48 @@ fn slice_range(host_base: u64, size: u64, gpa: u64, len: u64) -> Option<u64> {
     }
 }
 
-fn prepare(plan: &Plan, run: Option<&str>, controls: vmcs::Controls, preemption_timer: Option<u32>) -> Result<Vec<LaunchConfig>, String> {
+/// Per-machine permission maps in the backend's format, built from the policy (shared read-only by all cores).
+#[derive(Clone, Copy)]
+struct PermissionMaps {
+    msr: u64,
+    io: u64,
+}
+
+fn permission_maps(arch: Arch, pool: &mut MonitorPool) -> Result<PermissionMaps, String> {
+    // SAFETY (block): freshly allocated, zeroed, contiguous monitor pages, in no second-stage table.
+    Ok(match arch {
+        Arch::Vmx => {
+            let (msr, io) = (pool.pages(1)?, pool.pages(2)?);
+            unsafe {
+                policy::build_msr_bitmap(&mut *(msr as *mut [u8; 4096]));
+                policy::build_io_bitmaps(&mut *(io as *mut [u8; 4096]), &mut *((io + PAGE_SIZE) as *mut [u8; 4096]), policy::GRANTED_PORTS);
+            }
+            PermissionMaps { msr, io }
+        }
+        Arch::Svm => {
+            let (msr, io) = (pool.pages(2)?, pool.pages(3)?);
+            unsafe {
+                policy::build_msr_permission_map(&mut *(msr as *mut [u8; 8192]));
+                policy::build_io_permission_map(&mut *(io as *mut [u8; 12288]), policy::GRANTED_PORTS);
+            }
+            PermissionMaps { msr, io }
+        }
+    })
+}
+
+/// Backend settings fixed for the whole run.
+#[derive(Clone, Copy)]
+struct RunSettings {
+    caps: Caps,
+    /// VMX only: the checked controls and the preemption timer start value (watchdog).
+    vmx_controls: Option<vmcs::Controls>,
+    preemption_timer: Option<u32>,
+}
+
+fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<Launch>, String> {
     let kernel = crate::ramdisk::find("kernel").ok_or("no `kernel` module: the runner loads the image twice in VT mode")?;
+    let arch = settings.caps.arch();
+    let apic = *APIC_ACCESS.get().expect("APIC access chosen");
     let tsc = smp::TSC_HZ.load(Ordering::SeqCst);
     let lapic_hz = smp::lapic_timer_hz();
     let mut configs = Vec::new();
@@ -168,14 +254,7 @@ fn prepare(plan: &Plan, run: Option<&str>, controls: vmcs::Controls, preemption_
     let mut roots = Vec::new();
     // The attack test hook gets monitor addresses to aim at; no other run sees them.
     let attack_test = run.is_some_and(|r| r.trim_start().starts_with("ktest attack"));
-    // One MSR bitmap and one pair of I/O bitmaps serve every sandbox (same grants; read-only to the CPU).
-    let msr_bitmap = pool.pages(1)?;
-    let io_bitmaps = pool.pages(2)?;
-    // SAFETY: freshly allocated, zeroed monitor pages, in no EPT.
-    unsafe {
-        policy::build_msr_bitmap(&mut *(msr_bitmap as *mut [u8; 4096]));
-        policy::build_io_bitmaps(&mut *(io_bitmaps as *mut [u8; 4096]), &mut *((io_bitmaps + PAGE_SIZE) as *mut [u8; 4096]), policy::GRANTED_PORTS);
-    }
+    let maps = permission_maps(arch, &mut pool)?;
     for s in &plan.slices {
         // SAFETY: the slice was taken from the frame allocator for this sandbox.
         unsafe { core::ptr::write_bytes(s.host_base as *mut u8, 0, s.size as usize) };
@@ -194,7 +273,8 @@ fn prepare(plan: &Plan, run: Option<&str>, controls: vmcs::Controls, preemption_
             gpa = (gpa + bytes.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
         }
         let modules: Vec<Module> = mods.iter().map(|&(start, end, name)| Module { start, end, name }).collect();
-        let vmcs_page = pool.pages(1)?;
+        // The sandbox's control block (VMCS or VMCB): the `monitor` attack's target.
+        let control_page = pool.pages(1)?;
         // The heartbeat page (HEARTBEAT_GPA) lies in the reserved 0x9F000–0x100000 hole.
         let memory = [
             (0, 0x9F000, bootinfo::MEMORY_AVAILABLE),
@@ -204,30 +284,35 @@ fn prepare(plan: &Plan, run: Option<&str>, controls: vmcs::Controls, preemption_
         ];
         let mbi_gpa = top - GUEST_MBI_FROM_TOP;
 
-        // EPT: the slice at guest-physical 0 (4 KiB pages below LOW_ALIAS so kernel text and rodata can be
-        // read-only), the shared region at SHARED_GPA. Nothing else: not the monitor, not the other slices,
-        // not any EPT table (all allocated from monitor memory).
+        // Second stage: the slice at guest-physical 0 (4 KiB pages below LOW_ALIAS so kernel text and rodata can
+        // be read-only), the shared region at SHARED_GPA, and on xAPIC machines the APIC page. Nothing else: not
+        // the monitor, not the other slices, not any table (all allocated from monitor memory).
         let m = &mut pool;
-        let ept_err = |e| format!("EPT: {e:?}");
-        let mut ept = Ept::new(m).map_err(ept_err)?;
-        ept.map_range(m, 0, s.host_base, LOW_ALIAS, Perms::RWX, MemType::WriteBack, false).map_err(ept_err)?;
+        let err = |e| format!("{} table: {e:?}", arch.name());
+        let mut st2 = Stage2::new(m, arch.stage2_format()).map_err(err)?;
+        st2.map_range(m, 0, s.host_base, LOW_ALIAS, Perms::RWX, MemType::WriteBack, false).map_err(err)?;
         for &(start, end, perms) in &read_only {
             for page in (start..end).step_by(PAGE_SIZE as usize) {
-                ept.protect(m, page, perms).map_err(ept_err)?;
+                st2.protect(m, page, perms).map_err(err)?;
             }
         }
         let high = s.host_base + LOW_ALIAS;
-        ept.map_range(m, high, high, s.size - LOW_ALIAS, Perms::RWX, MemType::WriteBack, true).map_err(ept_err)?;
+        st2.map_range(m, high, high, s.size - LOW_ALIAS, Perms::RWX, MemType::WriteBack, true).map_err(err)?;
         // Read-only: only the monitor writes the info page (a writable region would let any two sandboxes talk
         // outside the channel policy, or rewrite the directory the others read).
-        ept.map_range(m, SHARED_GPA, plan.shared.start, SHARED_SIZE, Perms::R, MemType::WriteBack, false).map_err(ept_err)?;
+        st2.map_range(m, SHARED_GPA, plan.shared.start, SHARED_SIZE, Perms::R, MemType::WriteBack, false).map_err(err)?;
+        match apic {
+            ApicAccess::X2apic => {}
+            ApicAccess::XapicTrapped => st2.map_4k(m, XAPIC_GPA, lapic::xapic_base(), Perms::R, MemType::Uncacheable).map_err(err)?,
+            ApicAccess::XapicPassthrough => st2.map_4k(m, XAPIC_GPA, lapic::xapic_base(), Perms::RW, MemType::Uncacheable).map_err(err)?,
+        }
 
         let mut cmdline = format!("mode=vt sandbox={} shared=0x{:x} tsc_hz={} lapic_hz={}", s.sandbox, SHARED_GPA, tsc, lapic_hz);
         if attack_test {
-            // Targets for the attack hook: the next sandbox's slice, this sandbox's VMCS (monitor memory), its
-            // EPT root.
+            // Targets for the attack hook: the next sandbox's slice, this sandbox's control block (monitor
+            // memory), its second-stage root.
             let peer = plan.slices[(s.sandbox as usize + 1) % plan.slices.len()].host_base;
-            cmdline.push_str(&format!(" peer=0x{:x} vmcs=0x{:x} ept=0x{:x}", peer, vmcs_page, ept.root()));
+            cmdline.push_str(&format!(" peer=0x{:x} vmcs=0x{:x} ept=0x{:x}", peer, control_page, st2.root()));
         }
         if let Some(r) = run {
             cmdline.push_str(" run=");
@@ -235,22 +320,41 @@ fn prepare(plan: &Plan, run: Option<&str>, controls: vmcs::Controls, preemption_
         }
         let mbi = bootinfo::build(&cmdline, &memory, &modules);
         put(s.host_base, mbi_gpa, &mbi);
-        roots.push(ept.root());
-        let stack = pool.pages(4)?;
-        configs.push(LaunchConfig {
-            vmxon: pool.pages(1)?,
-            vmcs: vmcs_page,
-            msr_bitmap,
-            io_bitmap_a: io_bitmaps,
-            io_bitmap_b: io_bitmaps + PAGE_SIZE,
-            eptp: ept.eptp(),
-            entry,
-            rax: 0x36D7_6289,
-            rbx: mbi_gpa as u32,
-            host_stack_top: stack + 4 * PAGE_SIZE,
-            host_tr_base: 0,
-            controls,
-            preemption_timer,
+        roots.push(st2.root());
+        let (rax, rbx) = (0x36D7_6289, mbi_gpa as u32);
+        configs.push(match settings.caps {
+            Caps::Vmx(_) => {
+                let stack = pool.pages(4)?;
+                Launch::Vmx(vmcs::LaunchConfig {
+                    vmxon: pool.pages(1)?,
+                    vmcs: control_page,
+                    msr_bitmap: maps.msr,
+                    io_bitmap_a: maps.io,
+                    io_bitmap_b: maps.io + PAGE_SIZE,
+                    eptp: st2.eptp(),
+                    entry,
+                    rax,
+                    rbx,
+                    host_stack_top: stack + 4 * PAGE_SIZE,
+                    host_tr_base: 0,
+                    controls: settings.vmx_controls.expect("VMX controls"),
+                    preemption_timer: settings.preemption_timer,
+                })
+            }
+            Caps::Svm(caps) => Launch::Svm(vmcb::LaunchConfig {
+                vmcb: control_page,
+                host_save_area: pool.pages(1)?,
+                host_state: pool.pages(1)?,
+                msrpm: maps.msr,
+                iopm: maps.io,
+                ncr3: st2.root(),
+                entry,
+                rax,
+                rbx,
+                // Every core has its own TLB; one guest per core needs one ASID.
+                asid: 1,
+                caps,
+            }),
         });
         log::info!(
             "sandbox {}: {} MiB at host 0x{:x}, entry 0x{:x}, {} module(s), {} read-only kernel page(s)",
@@ -258,13 +362,14 @@ fn prepare(plan: &Plan, run: Option<&str>, controls: vmcs::Controls, preemption_
             read_only.iter().map(|r| (r.1 - r.0) / PAGE_SIZE).sum::<u64>()
         );
     }
-    EPT_ROOTS.call_once(|| roots);
+    STAGE2_ROOTS.call_once(|| roots);
     *POOL.lock() = Some(pool);
     Ok(configs)
 }
 
 /// Channel between `me` and `peer`: allocated on first open from monitor memory and mapped, at its host
-/// address, into exactly those two sandboxes' EPTs (adding mappings needs no invalidation). Returns its address.
+/// address, into exactly those two sandboxes' second-stage tables (adding mappings needs no invalidation).
+/// Returns its address.
 fn channel_open(me: u32, peer: u32) -> Result<u64, i64> {
     let n = SANDBOXES.load(Ordering::SeqCst);
     if peer >= n || peer == me {
@@ -284,10 +389,11 @@ fn channel_open(me: u32, peer: u32) -> Result<u64, i64> {
     let pool = pool.as_mut().ok_or(hc::ENOMEM)?;
     let pages = crate::channel::endpoint::CHANNEL_BYTES / PAGE_SIZE;
     let base = pool.pages(pages).map_err(|_| hc::ENOMEM)?;
-    let roots = EPT_ROOTS.get().ok_or(hc::ENOMEM)?;
+    let roots = STAGE2_ROOTS.get().ok_or(hc::ENOMEM)?;
+    let format = backend::arch().stage2_format();
     for e in [key.0, key.1] {
-        let mut ept = Ept::from_root(roots[e as usize]);
-        ept.map_range(pool, base, base, pages * PAGE_SIZE, Perms::RW, MemType::WriteBack, false).map_err(|_| hc::ENOMEM)?;
+        let mut st2 = Stage2::from_root(roots[e as usize], format);
+        st2.map_range(pool, base, base, pages * PAGE_SIZE, Perms::RW, MemType::WriteBack, false).map_err(|_| hc::ENOMEM)?;
     }
     // Publish in the info page's channel directory.
     let shared = SHARED_BASE.load(Ordering::SeqCst);
@@ -315,22 +421,36 @@ fn has_channel_to_apic(a: u32, apic: u32, both_open: bool) -> bool {
     CHANNELS.lock().iter().any(|c| (c.0, c.1) == key && (c.3 == 3 || !both_open))
 }
 
-/// Enter VMX root on the calling core and launch its sandbox. Returns only on failure.
+/// Enter root mode on the calling core and launch its sandbox. Returns only on failure.
 fn launch_here() -> ! {
     let cpu_index = percpu::cpu_index();
     cpu::disable_interrupts();
     lapic::timer_stop();
-    let mut cfg = LAUNCH.get().expect("no launch plan")[cpu_index as usize];
-    cfg.host_tr_base = smp::tss_base();
-    // SAFETY: vmxon/vmcs/bitmap pages are monitor frames (the bitmaps shared read-only by all cores);
-    // capabilities and controls were checked; interrupts are off and stay off in VMX root.
-    let err = unsafe {
-        match vmcs::enable(cfg.vmxon) {
-            Ok(()) => vmcs::launch(&cfg),
-            Err(e) => e,
+    let launch = LAUNCH.get().expect("no launch plan")[cpu_index as usize];
+    let error = match launch {
+        Launch::Vmx(mut cfg) => {
+            cfg.host_tr_base = smp::tss_base();
+            // SAFETY: vmxon/vmcs/bitmap pages are monitor frames (the bitmaps shared read-only by all cores);
+            // capabilities and controls were checked; interrupts are off and stay off in VMX root.
+            let err = unsafe {
+                match vmcs::enable(cfg.vmxon) {
+                    Ok(()) => vmcs::launch(&cfg),
+                    Err(e) => e,
+                }
+            };
+            format!("{err:?}")
+        }
+        Launch::Svm(cfg) => {
+            // SAFETY: the VMCB, host save area and maps are monitor frames; SVM was checked; interrupts are
+            // off and stay off in the host.
+            let err = unsafe {
+                vmcb::enable(cfg.host_save_area);
+                vmcb::launch(&cfg)
+            };
+            format!("{err:?}")
         }
     };
-    kprintln!("RESULT sandbox_fault sandbox={} reason=launch_failed error={:?}", cpu_index, err);
+    kprintln!("RESULT sandbox_fault sandbox={} reason=launch_failed error={}", cpu_index, error);
     sandbox_finished(cpu_index, 126);
     cpu::halt_forever()
 }
@@ -341,14 +461,15 @@ extern "C" fn launch_thread(_: u64) -> ! {
 
 /// `RESULT vmexits` and one `RESULT sandbox_refused` line per refused (kind, port/MSR/reason).
 fn report_exits(sandbox: u32) {
+    let (exits, refusals) = {
+        let st = state(sandbox);
+        (st.exits, st.refusals.clone())
+    };
     let mut line = String::new();
-    let mut total = 0;
-    for (r, n) in vmcs::exit_counts(sandbox) {
-        total += n;
-        line.push_str(&format!(" {}={}", reason::name(r), n));
+    for k in ExitKind::ALL.iter().filter(|k| exits[k.index()] > 0) {
+        line.push_str(&format!(" {}={}", k.name(), exits[k.index()]));
     }
-    result!("vmexits", "sandbox={} total={}{}", sandbox, total, line);
-    let refusals = state(sandbox).refusals.clone();
+    result!("vmexits", "sandbox={} arch={} total={}{}", sandbox, backend::arch().name(), exits.iter().sum::<u64>(), line);
     for (kind, code, count) in refusals.iter() {
         let what = match kind {
             RefusalKind::Io => format!("port=0x{code:x}"),
@@ -356,6 +477,7 @@ fn report_exits(sandbox: u32) {
             RefusalKind::Icr => format!("what={}", policy::IcrRefusal::name_of_code(code)),
             RefusalKind::Hypercall => format!("cpl={code}"),
             RefusalKind::Nmi => String::from("vector=2"),
+            RefusalKind::Apic => format!("offset=0x{code:x}"),
         };
         result!("sandbox_refused", "sandbox={} kind={} {} count={}", sandbox, kind.name(), what, count);
     }
@@ -375,8 +497,7 @@ fn sandbox_finished(sandbox: u32, status: i32) {
 /// Stop `sandbox` for good: one `RESULT sandbox_fault` line (reason and details), its exit report, done.
 fn stop(sandbox: u32, reason: &str, details: core::fmt::Arguments) -> bool {
     flush_console(sandbox);
-    // SAFETY: in the VM-exit handler with this core's VMCS current.
-    let rip = unsafe { vmcs::vmread(vmcs::guest::RIP) };
+    let rip = backend::guest_state().rip;
     result!("sandbox_fault", "sandbox={} reason={} {} rip=0x{:x} action=stopped", sandbox, reason, details, rip);
     report_exits(sandbox);
     sandbox_finished(sandbox, STATUS_STOPPED);
@@ -388,25 +509,13 @@ fn refuse(sandbox: u32, kind: RefusalKind, code: u64) {
     if state(sandbox).refusals.record(kind, code) {
         match kind {
             RefusalKind::Icr => log::warn!("sandbox {}: refused an IPI ({})", sandbox, policy::IcrRefusal::name_of_code(code)),
+            RefusalKind::Apic => log::warn!("sandbox {}: refused an APIC write at offset 0x{:x}", sandbox, code),
             _ => log::warn!("sandbox {}: refused {} 0x{:x}", sandbox, kind.name(), code),
         }
     }
 }
 
-fn skip_instruction() {
-    // SAFETY: only called from on_exit, i.e. in the VM-exit handler with this core's VMCS current.
-    unsafe { vmcs::skip_instruction() }
-}
-
-fn inject_gp() {
-    // SAFETY: in the VM-exit handler with this core's VMCS current.
-    unsafe { vmcs::inject_gp() }
-}
-
-fn inject_ud() {
-    // SAFETY: in the VM-exit handler with this core's VMCS current.
-    unsafe { vmcs::inject_ud() }
-}
+use backend::{inject_gp, inject_ud, skip_instruction};
 
 /// Print the sandbox's console bytes: complete lines with its `[sN]` prefix; control characters and non-ASCII
 /// bytes become `?`, so nothing a sandbox prints can start an unprefixed line (only the monitor says
@@ -486,10 +595,9 @@ fn watchdog_expired(sandbox: u32) -> bool {
 }
 
 fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
-    // SAFETY: in the VM-exit handler with this core's VMCS current.
-    let cpl = unsafe { vmcs::guest_cpl() };
+    let cpl = backend::guest_cpl();
     if cpl != 0 {
-        // A user process may not talk to the monitor: #UD, as if VMCALL did not exist for it.
+        // A user process may not talk to the monitor: #UD, as if the instruction did not exist for it.
         refuse(sandbox, RefusalKind::Hypercall, u64::from(cpl));
         inject_ud();
         return true;
@@ -505,7 +613,7 @@ fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
             let kind = if regs.rbx == hc::FAULT_PANIC { "panic" } else { "fault" };
             return stop(sandbox, kind, format_args!("detail=0x{:x}", regs.rcx));
         }
-        hc::EXIT_COUNT => Ok(vmcs::exit_counts(sandbox).map(|(_, n)| n).sum()),
+        hc::EXIT_COUNT => Ok(state(sandbox).exits.iter().sum()),
         hc::CHANNEL_OPEN => channel_open(sandbox, regs.rbx as u32),
         hc::PEER_APIC => {
             let peer = regs.rbx as u32;
@@ -523,12 +631,10 @@ fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
     true
 }
 
-fn port_io(sandbox: u32, regs: &mut GuestRegs) -> bool {
-    // SAFETY: in the VM-exit handler with this core's VMCS current.
-    let io = vmcs::decode_io_qualification(unsafe { vmcs::vmread(vmcs::ro::EXIT_QUALIFICATION) });
+fn port_io(sandbox: u32, regs: &mut GuestRegs, io: IoExit) -> bool {
     let out_value = regs.rax & ((1u64 << (8 * u32::from(io.size))) - 1);
     match policy::classify_port(io.port, io.size, !io.input, policy::GRANTED_PORTS) {
-        // Granted ports do not exit (their bitmap bits are clear).
+        // Granted ports do not exit (their permission bits are clear).
         PortVerdict::Granted => {}
         PortVerdict::Hostile => {
             return stop(sandbox, "io", format_args!("port=0x{:x} value=0x{:x}", io.port, out_value));
@@ -551,27 +657,41 @@ fn port_io(sandbox: u32, regs: &mut GuestRegs) -> bool {
     true
 }
 
+/// What became of an IPI a sandbox asked for (x2APIC ICR write or xAPIC ICR low write).
+enum IpiOutcome {
+    Sent,
+    /// To a channel peer that has not opened the channel yet: dropped (the message is in the ring), counted.
+    Dropped,
+    /// Refused and counted: the sandbox gets #GP.
+    Refused,
+}
+
+/// Check an ICR value (x2APIC layout) against the IPI rules and send it from this core if allowed.
+fn checked_ipi(sandbox: u32, icr: u64) -> IpiOutcome {
+    let own = smp::apic_id(sandbox);
+    match policy::check_icr(icr, own, hc::CHANNEL_NOTIFY_VECTOR, |apic| has_channel_to_apic(sandbox, apic, true)) {
+        Ok(ipi) => {
+            lapic::send_ipi(ipi.dest_apic, ipi.vector);
+            IpiOutcome::Sent
+        }
+        Err(why @ policy::IcrRefusal::Destination(apic)) if has_channel_to_apic(sandbox, apic, false) => {
+            refuse(sandbox, RefusalKind::Icr, why.code());
+            IpiOutcome::Dropped
+        }
+        Err(why) => {
+            refuse(sandbox, RefusalKind::Icr, why.code());
+            IpiOutcome::Refused
+        }
+    }
+}
+
 fn msr_access(sandbox: u32, regs: &mut GuestRegs, write: bool) -> bool {
     let msr = regs.rcx as u32;
     let value = (regs.rdx << 32) | (regs.rax & 0xFFFF_FFFF);
     if write && msr == policy::MSR_X2APIC_ICR {
-        let own = smp::apic_id(sandbox);
-        match policy::check_icr(value, own, hc::CHANNEL_NOTIFY_VECTOR, |apic| has_channel_to_apic(sandbox, apic, true)) {
-            Ok(ipi) => {
-                // SAFETY: a checked fixed IPI (to itself or a channel peer), sent from this core's x2APIC.
-                unsafe { cpu::wrmsr(policy::MSR_X2APIC_ICR, policy::icr_value(ipi)) };
-                skip_instruction();
-            }
-            Err(why @ policy::IcrRefusal::Destination(apic)) if has_channel_to_apic(sandbox, apic, false) => {
-                // A channel the peer has not opened yet: the notification is dropped (the message itself is in
-                // the ring; the receiver polls or takes the next one), not an error for the sender's kernel.
-                refuse(sandbox, RefusalKind::Icr, why.code());
-                skip_instruction();
-            }
-            Err(why) => {
-                refuse(sandbox, RefusalKind::Icr, why.code());
-                inject_gp();
-            }
+        match checked_ipi(sandbox, value) {
+            IpiOutcome::Sent | IpiOutcome::Dropped => skip_instruction(),
+            IpiOutcome::Refused => inject_gp(),
         }
         return true;
     }
@@ -587,97 +707,237 @@ fn msr_access(sandbox: u32, regs: &mut GuestRegs, write: bool) -> bool {
     true
 }
 
-/// The monitor's exit policy (runs in VMX root on the exiting core). Returns false to stop the sandbox.
-fn on_exit(regs: &mut GuestRegs, r: u32) -> bool {
+/// Is `gpa` in the xAPIC page a trapped-APIC sandbox sees?
+fn is_apic_page(gpa: u64) -> bool {
+    APIC_ACCESS.get() == Some(&ApicAccess::XapicTrapped) && gpa & !(PAGE_SIZE - 1) == XAPIC_GPA
+}
+
+/// Read `buf.len()` bytes at guest-virtual `gva` through the sandbox's own page tables (its memory only).
+fn read_guest_virtual(sandbox: u32, paging: &guest::Paging, gva: u64, buf: &mut [u8]) -> bool {
+    let (base, size) = {
+        let st = state(sandbox);
+        (st.host_base, st.size)
+    };
+    let read_u64 = |gpa: u64| {
+        // SAFETY: slice_range keeps the 8 bytes inside this sandbox's slice (identity mapped in the monitor).
+        slice_range(base, size, gpa, 8).map(|h| unsafe { core::ptr::read_volatile(h as *const u64) })
+    };
+    for (i, b) in buf.iter_mut().enumerate() {
+        let Some(gpa) = guest::translate(paging, gva + i as u64, read_u64) else { return false };
+        let Some(host) = slice_range(base, size, gpa, 1) else { return false };
+        // SAFETY: inside this sandbox's slice, identity mapped in the monitor; the sandbox is stopped in this exit.
+        *b = unsafe { core::ptr::read_volatile(host as *const u8) };
+    }
+    true
+}
+
+/// A write to the trapped xAPIC page: decode the instruction, check the write, replay it on this core's APIC
+/// (or send the checked IPI), and move the guest past it.
+fn apic_write(sandbox: u32, regs: &mut GuestRegs, gpa: u64) -> bool {
+    let gs = backend::guest_state();
+    let mut bytes = [0u8; 15];
+    if !read_guest_virtual(sandbox, &gs.paging, gs.rip, &mut bytes) {
+        return stop(sandbox, "apic_write", format_args!("gpa=0x{:x} instruction=unreadable", gpa));
+    }
+    let w = match guest::decode_write(&bytes, gs.paging.long_mode()) {
+        Ok(w) => w,
+        Err(e) => return stop(sandbox, "apic_write", format_args!("gpa=0x{:x} instruction={:?}", gpa, e)),
+    };
+    let reg = |n: u8| -> u64 {
+        match n {
+            0 => regs.rax,
+            1 => regs.rcx,
+            2 => regs.rdx,
+            3 => regs.rbx,
+            4 => gs.rsp,
+            5 => regs.rbp,
+            6 => regs.rsi,
+            7 => regs.rdi,
+            8 => regs.r8,
+            9 => regs.r9,
+            10 => regs.r10,
+            11 => regs.r11,
+            12 => regs.r12,
+            13 => regs.r13,
+            14 => regs.r14,
+            _ => regs.r15,
+        }
+    };
+    let value = match w.source {
+        Source::Reg(n) => reg(n),
+        Source::HighByte(n) => reg(n) >> 8,
+        Source::Imm(v) => v,
+    } as u32;
+    let offset = (gpa & (PAGE_SIZE - 1)) as u32;
+    match policy::classify_xapic_write(offset, w.size, value) {
+        ApicWriteVerdict::Replay => lapic::write_register(offset, value),
+        ApicWriteVerdict::IcrHigh => state(sandbox).icr_high = value,
+        ApicWriteVerdict::IcrLow => {
+            let high = state(sandbox).icr_high;
+            if let IpiOutcome::Refused = checked_ipi(sandbox, policy::xapic_icr(high, value)) {
+                // As for a refused x2APIC ICR write: #GP at the instruction.
+                inject_gp();
+                return true;
+            }
+        }
+        ApicWriteVerdict::Refused => refuse(sandbox, RefusalKind::Apic, u64::from(offset)),
+    }
+    backend::advance_rip(u64::from(w.len));
+    true
+}
+
+fn cpuid(regs: &mut GuestRegs) {
+    let (leaf, sub) = (regs.rax as u32, regs.rcx as u32);
+    let c = cpu::cpuid(leaf, sub);
+    let (mut ecx, mut edx) = (c.ecx, c.edx);
+    match leaf {
+        1 => {
+            ecx &= !(1 << 5); // no VMX inside a sandbox
+            ecx &= !((1 << 26) | (1 << 27)); // no XSAVE: XSETBV is refused
+            ecx |= 1 << 31; // running under a hypervisor
+        }
+        0x8000_0001 => ecx &= !(1 << 2), // no SVM inside a sandbox
+        0x8000_000A => (ecx, edx) = (0, 0),
+        _ => {}
+    }
+    let (eax, ebx) = if leaf == 0x8000_000A { (0, 0) } else { (c.eax, c.ebx) };
+    (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (u64::from(eax), u64::from(ebx), u64::from(ecx), u64::from(edx));
+}
+
+/// The kind an exit is counted as.
+fn exit_kind(exit: &Exit) -> ExitKind {
+    match *exit {
+        Exit::MemoryViolation { gpa, write: true, .. } if is_apic_page(gpa) => ExitKind::ApicWrite,
+        Exit::Nmi if WATCHDOG_NMI.load(Ordering::Relaxed) => ExitKind::Watchdog,
+        ref e => e.kind(),
+    }
+}
+
+/// The monitor's exit policy (runs in root mode on the exiting core). Returns false to stop the sandbox.
+fn on_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
     let sandbox = percpu::cpu_index();
     if questv_arch::trap::HALT_ALL.load(Ordering::SeqCst) {
         return false; // the monitor is stopping the machine (its NMI brought this core out of the guest)
     }
+    state(sandbox).exits[exit_kind(&exit).index()] += 1;
     if watchdog_expired(sandbox) {
         let silent_ms = (cpu::rdtsc() - state(sandbox).progress_tsc) * 1000 / smp::TSC_HZ.load(Ordering::Relaxed).max(1);
-        return stop(sandbox, "watchdog", format_args!("silent_ms={} exit={}", silent_ms, reason::name(r)));
+        return stop(sandbox, "watchdog", format_args!("silent_ms={} exit={}", silent_ms, exit_kind(&exit).name()));
     }
-    match r {
-        reason::CPUID => {
-            let c = cpu::cpuid(regs.rax as u32, regs.rcx as u32);
-            let mut ecx = c.ecx;
-            if regs.rax as u32 == 1 {
-                ecx &= !(1 << 5); // no VMX inside a sandbox
-                ecx &= !((1 << 26) | (1 << 27)); // no XSAVE: XSETBV is refused
-                ecx |= 1 << 31; // running under a hypervisor
-            }
-            (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (u64::from(c.eax), u64::from(c.ebx), u64::from(ecx), u64::from(c.edx));
+    match exit {
+        Exit::Cpuid => {
+            cpuid(regs);
             skip_instruction();
             true
         }
-        reason::VMCALL => hypercall(sandbox, regs),
-        reason::IO => port_io(sandbox, regs),
-        reason::RDMSR => msr_access(sandbox, regs, false),
-        reason::WRMSR => msr_access(sandbox, regs, true),
+        Exit::Hypercall => hypercall(sandbox, regs),
+        Exit::Io(io) => port_io(sandbox, regs, io),
+        Exit::Msr { write } => msr_access(sandbox, regs, write),
         // The watchdog check above ran; the timer restarts at the next entry.
-        reason::PREEMPTION_TIMER => true,
-        reason::EXCEPTION_NMI => {
-            // SAFETY: in the VM-exit handler with this core's VMCS current.
-            let info = unsafe { vmcs::vmread(vmcs::ro::VMEXIT_INTERRUPTION_INFO) };
-            if (info >> 8) & 7 == 2 {
-                // Not one the monitor sent (that one sets HALT_ALL): dropped and counted, not logged each time (a
-                // sandbox can aim NMIs at itself through its LVT entries).
+        Exit::Timer => true,
+        Exit::Nmi => {
+            // With the SVM watchdog on, the PIT's NMIs are the monitor's own tick. Otherwise not one the monitor
+            // sent (that one sets HALT_ALL): dropped and counted, not logged each time (on x2APIC machines a
+            // sandbox can aim NMIs at itself through its LVT entries).
+            if !WATCHDOG_NMI.load(Ordering::Relaxed) {
                 refuse(sandbox, RefusalKind::Nmi, 2);
-                true
-            } else {
-                stop(sandbox, "exception", format_args!("info=0x{:x}", info))
             }
+            true
         }
-        reason::INIT | reason::SIPI => true, // cannot come from a sandbox (ICR filtered); ignored
+        Exit::Exception { info } => stop(sandbox, "exception", format_args!("info=0x{:x}", info)),
+        Exit::InitSipi => true, // cannot come from a sandbox (IPIs filtered); ignored
         // INVD would drop dirty lines of memory others share; the caches are coherent, so it is a no-op.
-        reason::INVD => {
+        Exit::Invd => {
             skip_instruction();
             true
         }
-        reason::XSETBV | reason::GETSEC | 19..=27 | reason::INVEPT | reason::INVVPID => {
+        Exit::Forbidden => {
             inject_ud();
             true
         }
-        reason::EPT_VIOLATION | reason::EPT_MISCONFIG => {
-            // SAFETY: in the VM-exit handler with this core's VMCS current.
-            let (gpa, qual) = unsafe { (vmcs::vmread(vmcs::ro::GUEST_PHYSICAL_ADDR_FULL), vmcs::vmread(vmcs::ro::EXIT_QUALIFICATION)) };
-            stop(sandbox, reason::name(r), format_args!("gpa=0x{:x} qualification=0x{:x}", gpa, qual))
+        Exit::MemoryViolation { gpa, write: true, .. } if is_apic_page(gpa) => apic_write(sandbox, regs, gpa),
+        Exit::MemoryViolation { gpa, write, fetch, detail } => {
+            let access = if fetch { "fetch" } else if write { "write" } else { "read" };
+            stop(sandbox, "memory_violation", format_args!("gpa=0x{:x} access={} detail=0x{:x}", gpa, access, detail))
         }
-        _ => {
-            // SAFETY: in the VM-exit handler with this core's VMCS current.
-            let qual = unsafe { vmcs::vmread(vmcs::ro::EXIT_QUALIFICATION) };
-            stop(sandbox, reason::name(r), format_args!("exit_reason={} qualification=0x{:x}", r, qual))
+        Exit::Shutdown => stop(sandbox, "shutdown", format_args!("triple_fault=1")),
+        Exit::EntryFailed { detail } => stop(sandbox, "entry_failed", format_args!("detail=0x{:x}", detail)),
+        Exit::Other { code, detail } => {
+            stop(sandbox, backend::raw_exit_name(code), format_args!("exit_code=0x{:x} detail=0x{:x}", code, detail))
         }
     }
 }
 
+/// What the monitor is asked to do (from the kernel command line and the firmware tables).
+pub struct MonitorOptions<'a> {
+    pub run: Option<&'a str>,
+    pub slice_mib: Option<u64>,
+    pub watchdog_ms: Option<u64>,
+    pub apic_passthrough: bool,
+    pub topology: &'a Topology,
+}
+
+/// Arm the SVM watchdog: the PIT's IRQ 0 routed through the I/O APIC as an NMI to every core, at half the
+/// watchdog period (at least 19 Hz: the PIT's divisor is 16 bits). Returns the tick period in microseconds.
+fn arm_watchdog_nmi(topology: &Topology, watchdog_ms: u64) -> Result<u64, String> {
+    let irq0 = topology.isa_irq(0);
+    let io = topology
+        .io_apics
+        .iter()
+        .find(|io| irq0.gsi >= io.gsi_base && irq0.gsi < io.gsi_base + 24)
+        .ok_or("no I/O APIC for the PIT's interrupt")?;
+    // SAFETY: address from the MADT, inside the uncached identity mapping; only the monitor programs it.
+    let ioapic = unsafe { questv_arch::ioapic::IoApic::new(u64::from(io.address), io.id, io.gsi_base) };
+    ioapic.route_nmi_broadcast(irq0.gsi - io.gsi_base, irq0.active_low);
+    WATCHDOG_NMI.store(true, Ordering::SeqCst);
+    Ok(questv_arch::timer::pit_periodic((2000 / watchdog_ms.max(1)).max(19)))
+}
+
 /// Run the monitor: plan, prepare and launch one sandbox per online core. Returns a status only if VT
 /// cannot start at all.
-pub fn run_monitor(run: Option<&str>, slice_mib: Option<u64>, watchdog_ms: Option<u64>) -> i32 {
-    if let Err(e) = questv_vmx::caps::evaluate(&questv_vmx::caps::read()) {
-        kprintln!("{} ({:?})", questv_vmx::caps::NEEDS_VMX_MESSAGE, e);
-        return 3;
-    }
-    if !lapic::is_x2apic() {
-        // The xAPIC page is in no EPT, so ICR writes could not be checked: the monitor needs x2APIC.
-        kprintln!("VT mode needs x2APIC (the monitor filters IPIs at the x2APIC ICR)");
-        return 3;
-    }
-    let watchdog_ms = watchdog_ms.unwrap_or(0);
-    let controls = match vmcs::controls(watchdog_ms > 0) {
+pub fn run_monitor(opts: &MonitorOptions) -> i32 {
+    let caps = match backend::detect() {
         Ok(c) => c,
         Err(e) => {
-            kprintln!("VT: this CPU cannot run the monitor's VMCS controls: {:?}", e);
+            kprintln!("{} ({:?})", backend::NEEDS_VIRT_MESSAGE, e);
             return 3;
         }
     };
-    result!("vmcs", "pin=0x{:x} proc=0x{:x} proc2=0x{:x} exit=0x{:x} entry=0x{:x}", controls.pin, controls.proc, controls.proc2, controls.exit, controls.entry);
+    let arch = caps.arch();
+    let apic = if lapic::is_x2apic() {
+        ApicAccess::X2apic
+    } else if opts.apic_passthrough {
+        ApicAccess::XapicPassthrough
+    } else {
+        ApicAccess::XapicTrapped
+    };
+    APIC_ACCESS.call_once(|| apic);
+    if apic == ApicAccess::XapicPassthrough {
+        log::warn!("apic=passthrough: sandboxes write their APIC directly; IPIs are NOT filtered (measurement only)");
+    }
+    let watchdog_ms = opts.watchdog_ms.unwrap_or(0);
     let tsc_hz = smp::TSC_HZ.load(Ordering::SeqCst);
     let watchdog_cycles = tsc_hz / 1000 * watchdog_ms;
-    let preemption_timer = (watchdog_ms > 0).then(|| (watchdog_cycles >> vmcs::preemption_timer_rate()).clamp(1, u64::from(u32::MAX)) as u32);
+    let mut settings = RunSettings { caps, vmx_controls: None, preemption_timer: None };
+    match caps {
+        Caps::Vmx(_) => {
+            let controls = match vmcs::controls(watchdog_ms > 0) {
+                Ok(c) => c,
+                Err(e) => {
+                    kprintln!("VT: this CPU cannot run the monitor's VMCS controls: {:?}", e);
+                    return 3;
+                }
+            };
+            result!("vmcs", "pin=0x{:x} proc=0x{:x} proc2=0x{:x} exit=0x{:x} entry=0x{:x}", controls.pin, controls.proc, controls.proc2, controls.exit, controls.entry);
+            settings.vmx_controls = Some(controls);
+            settings.preemption_timer = (watchdog_ms > 0).then(|| (watchdog_cycles >> vmcs::preemption_timer_rate()).clamp(1, u64::from(u32::MAX)) as u32);
+        }
+        Caps::Svm(c) => {
+            result!("vmcb", "intercepts=0x{:08x}_{:08x} nested_paging=1 asids={} next_rip_save={}", vmcb::intercept::MISC2, vmcb::intercept::MISC1, c.nasid, u8::from(c.next_rip_save));
+        }
+    }
+    result!("monitor", "arch={} apic={}", arch.name(), apic.name());
     WATCHDOG_CYCLES.store(watchdog_cycles, Ordering::SeqCst);
-    // With the watchdog on, a sandbox that never exits otherwise takes one timer exit per period.
-    result!("watchdog", "ms={} timer_value={}", watchdog_ms, preemption_timer.unwrap_or(0));
 
     // DMA: no sandbox owns a device yet, so no function keeps bus mastering.
     // SAFETY: the monitor is the only user of the PCI configuration ports (never granted to a sandbox) and
@@ -689,13 +949,13 @@ pub fn run_monitor(run: Option<&str>, slice_mib: Option<u64>, watchdog_ms: Optio
     let n = smp::cpus_online();
     let runs = kmem::free_runs(partition::ALIGN);
     let free: Vec<partition::Region> = runs.iter().map(|r| partition::Region { start: r.start, end: r.end }).collect();
-    // Keep 16 MiB for the monitor itself (EPT tables, VMCS pages, stacks).
+    // Keep 16 MiB for the monitor itself (second-stage tables, control blocks, stacks).
     let reserve = 16 << 20;
     let mut free = free;
     if let Some(last) = free.iter_mut().max_by_key(|r| r.end - r.start) {
         last.start = (last.start + reserve).min(last.end);
     }
-    let plan = match partition::plan(&free, n, slice_mib.map(|m| m << 20), SHARED_SIZE) {
+    let plan = match partition::plan(&free, n, opts.slice_mib.map(|m| m << 20), SHARED_SIZE) {
         Ok(p) => p,
         Err(e) => {
             kprintln!("VT: cannot partition memory: {}", e);
@@ -723,6 +983,8 @@ pub fn run_monitor(run: Option<&str>, slice_mib: Option<u64>, watchdog_ms: Optio
                     host_base: s.host_base,
                     size: s.size,
                     refusals: Refusals::new(),
+                    exits: [0; ExitKind::COUNT],
+                    icr_high: 0,
                     line: [0; 160],
                     line_len: 0,
                     heartbeat: 0,
@@ -731,7 +993,7 @@ pub fn run_monitor(run: Option<&str>, slice_mib: Option<u64>, watchdog_ms: Optio
             })
             .collect()
     });
-    let configs = match prepare(&plan, run, controls, preemption_timer) {
+    let configs = match prepare(&plan, opts.run, settings) {
         Ok(c) => c,
         Err(e) => {
             kprintln!("VT: {}", e);
@@ -740,8 +1002,20 @@ pub fn run_monitor(run: Option<&str>, slice_mib: Option<u64>, watchdog_ms: Optio
     };
     LAUNCH.call_once(|| configs);
     SANDBOXES.store(n, Ordering::SeqCst);
-    vmcs::set_exit_handler(on_exit);
+    backend::set_exit_handler(on_exit);
     questv_arch::trap::IGNORE_STRAY_NMIS.store(true, Ordering::SeqCst);
+    // The watchdog: the VMX-preemption timer (armed in each VMCS), or on SVM, which has none, the PIT's NMI.
+    match (arch, watchdog_ms) {
+        (_, 0) => result!("watchdog", "ms=0 mechanism=off"),
+        (Arch::Vmx, _) => result!("watchdog", "ms={} mechanism=preemption_timer timer_value={}", watchdog_ms, settings.preemption_timer.unwrap_or(0)),
+        (Arch::Svm, _) => match arm_watchdog_nmi(opts.topology, watchdog_ms) {
+            Ok(period_us) => result!("watchdog", "ms={} mechanism=pit_nmi period_us={}", watchdog_ms, period_us),
+            Err(e) => {
+                kprintln!("VT: cannot arm the watchdog: {}", e);
+                return 3;
+            }
+        },
+    }
     result!("boot", "cpus_online={} mode=vt sandboxes={} slice_mib={} role=monitor", n, n, plan.slices[0].size >> 20);
     for c in 1..n {
         sched::spawn_on(c, "launch", launch_thread, 0);

@@ -69,6 +69,44 @@ pub fn build_msr_bitmap(page: &mut [u8; 4096]) {
     }
 }
 
+/// Position of `msr`'s read bit in the AMD MSR permission map (APM Vol. 2 §15.11: two bits per MSR, read then
+/// write; MSRs 0–0x1FFF at byte 0, 0xC000_0000–0xC000_1FFF at 0x800, 0xC001_0000–0xC001_1FFF at 0x1000).
+/// `None` for MSRs outside the three ranges (those always exit).
+pub fn msrpm_bit(msr: u32, access: Access) -> Option<(usize, u8)> {
+    let (base, index) = match msr {
+        0..=0x1FFF => (0, msr),
+        0xC000_0000..=0xC000_1FFF => (0x800, msr - 0xC000_0000),
+        0xC001_0000..=0xC001_1FFF => (0x1000, msr - 0xC001_0000),
+        _ => return None,
+    };
+    let bit = 2 * (index % 4) + u32::from(access == Access::Write);
+    Some((base + (index / 4) as usize, bit as u8))
+}
+
+/// Deny-by-default MSR permission map (8 KiB, SVM): every bit set (intercept), cleared for [`msr_passthrough`].
+pub fn build_msr_permission_map(map: &mut [u8; 8192]) {
+    map.fill(0xFF);
+    for access in [Access::Read, Access::Write] {
+        for msr in (0..=0x1FFFu32).chain(0xC000_0000..=0xC000_1FFF).chain(0xC001_0000..=0xC001_1FFF) {
+            if msr_passthrough(msr, access) {
+                let (byte, bit) = msrpm_bit(msr, access).unwrap();
+                map[byte] &= !(1 << bit);
+            }
+        }
+    }
+}
+
+/// Deny-by-default I/O permission map (12 KiB, SVM: one bit per port, and the bits past 0xFFFF that a
+/// multi-byte access at the top reaches): every bit set except granted ports.
+pub fn build_io_permission_map(map: &mut [u8; 12288], granted: &[RangeInclusive<u16>]) {
+    map.fill(0xFF);
+    for r in granted {
+        for port in r.clone() {
+            map[usize::from(port) / 8] &= !(1 << (port % 8));
+        }
+    }
+}
+
 /// Ports granted to a sandbox. None today: the console is the monitor's (hypercall), and devices arrive with the
 /// NIC issue, which adds their ranges here.
 pub const GRANTED_PORTS: &[RangeInclusive<u16>] = &[];
@@ -216,6 +254,68 @@ pub fn icr_value(ipi: Ipi) -> u64 {
     (u64::from(ipi.dest_apic) << 32) | (1 << 14) | u64::from(ipi.vector)
 }
 
+/// The xAPIC ICR value as an x2APIC one (destination APIC id in bits 32–63), so [`check_icr`] serves both
+/// modes: `high` is what the sandbox last wrote to ICR high (destination in bits 24–31), `low` the ICR low
+/// write that sends.
+pub fn xapic_icr(high: u32, low: u32) -> u64 {
+    (u64::from(high >> 24) << 32) | u64::from(low)
+}
+
+/// xAPIC register offsets (SDM Table 11-1) the policy names.
+pub mod xapic {
+    pub const ID: u32 = 0x20;
+    pub const TPR: u32 = 0x80;
+    pub const EOI: u32 = 0xB0;
+    pub const LDR: u32 = 0xD0;
+    pub const DFR: u32 = 0xE0;
+    pub const SVR: u32 = 0xF0;
+    pub const ESR: u32 = 0x280;
+    pub const ICR_LOW: u32 = 0x300;
+    pub const ICR_HIGH: u32 = 0x310;
+    pub const LVT_TIMER: u32 = 0x320;
+    pub const LVT_THERMAL: u32 = 0x330;
+    pub const LVT_PERF: u32 = 0x340;
+    pub const LVT_LINT0: u32 = 0x350;
+    pub const LVT_LINT1: u32 = 0x360;
+    pub const LVT_ERROR: u32 = 0x370;
+    pub const TIMER_INITIAL: u32 = 0x380;
+    pub const TIMER_DIVIDE: u32 = 0x3E0;
+}
+
+/// What the monitor does with a sandbox's write to its (trapped) xAPIC page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApicWriteVerdict {
+    /// Write the value to the core's APIC as it is (EOI, TPR, timer, masked or fixed LVT entries, ...).
+    Replay,
+    /// Remember it as the destination of the next ICR low write; nothing is sent yet.
+    IcrHigh,
+    /// An IPI: check it with [`check_icr`] (after [`xapic_icr`]).
+    IcrLow,
+    /// Dropped and counted (the register's offset is the refusal code).
+    Refused,
+}
+
+/// Rules for xAPIC register writes. Only aligned 32-bit writes to registers a kernel programs for its own
+/// core are replayed; LVT entries must be masked or use fixed delivery (an NMI, SMI, INIT or ExtINT entry
+/// would let the sandbox raise what the monitor keeps for itself); the APIC id is not the sandbox's to change;
+/// everything else (read-only and reserved registers) is refused.
+pub fn classify_xapic_write(offset: u32, size: u8, value: u32) -> ApicWriteVerdict {
+    use xapic::*;
+    if size != 4 || offset % 16 != 0 {
+        return ApicWriteVerdict::Refused;
+    }
+    let lvt_ok = value & (1 << 16) != 0 || (value >> 8) & 7 == 0;
+    match offset {
+        TPR | EOI | LDR | DFR | SVR | ESR | TIMER_INITIAL | TIMER_DIVIDE => ApicWriteVerdict::Replay,
+        // The timer entry has no delivery-mode field (bits 8–10 reserved): they must be clear.
+        LVT_TIMER if (value >> 8) & 7 == 0 => ApicWriteVerdict::Replay,
+        LVT_THERMAL | LVT_PERF | LVT_LINT0 | LVT_LINT1 | LVT_ERROR if lvt_ok => ApicWriteVerdict::Replay,
+        ICR_HIGH => ApicWriteVerdict::IcrHigh,
+        ICR_LOW => ApicWriteVerdict::IcrLow,
+        _ => ApicWriteVerdict::Refused,
+    }
+}
+
 /// What a refusal was about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalKind {
@@ -225,6 +325,8 @@ pub enum RefusalKind {
     Hypercall,
     /// An NMI arrived while the sandbox ran (it can aim one at itself through its own LVT entries).
     Nmi,
+    /// A write to the xAPIC page the rules refuse (code: the register offset).
+    Apic,
 }
 
 impl RefusalKind {
@@ -235,6 +337,7 @@ impl RefusalKind {
             RefusalKind::Icr => "icr",
             RefusalKind::Hypercall => "hypercall",
             RefusalKind::Nmi => "nmi",
+            RefusalKind::Apic => "apic",
         }
     }
 }
@@ -401,5 +504,69 @@ mod tests {
         assert_eq!(r.iter().count(), Refusals::CAPACITY);
         assert_eq!(r.total(), 1003);
         assert_eq!(r.overflow, 1000 - (Refusals::CAPACITY as u64 - 2));
+    }
+
+    #[test]
+    fn msr_permission_map_matches_the_allow_list() {
+        let mut m = [0u8; 8192];
+        build_msr_permission_map(&mut m);
+        let bit = |msr: u32, a: Access| {
+            let (byte, b) = msrpm_bit(msr, a).unwrap();
+            m[byte] & (1 << b) != 0
+        };
+        assert_eq!(msrpm_bit(0, Access::Read), Some((0, 0)));
+        assert_eq!(msrpm_bit(0, Access::Write), Some((0, 1)));
+        assert_eq!(msrpm_bit(0x1B, Access::Write), Some((6, 7)));
+        assert_eq!(msrpm_bit(0xC000_0080, Access::Read), Some((0x800 + 0x20, 0)));
+        assert_eq!(msrpm_bit(0xC001_0117, Access::Write), Some((0x1000 + 0x45, 7)));
+        assert_eq!(msrpm_bit(0x4000_0000, Access::Read), None);
+        assert!(bit(0x1B, Access::Write) && !bit(0x1B, Access::Read), "APIC_BASE: read only");
+        assert!(bit(MSR_X2APIC_ICR, Access::Write) && !bit(MSR_X2APIC_ICR, Access::Read));
+        // VM_HSAVE_PA, VM_CR, the SVM lock key: the monitor's.
+        for msr in [0xC001_0117, 0xC001_0114, 0xC001_0118, MSR_MTRR_DEF_TYPE, 0x79, 0x10] {
+            assert!(bit(msr, Access::Write), "0x{msr:x} write must be intercepted");
+        }
+        for msr in [MSR_EFER, MSR_LSTAR, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MSR_PAT] {
+            assert!(!bit(msr, Access::Read) && !bit(msr, Access::Write), "0x{msr:x} must pass");
+        }
+        let clear: usize = m.iter().map(|b| b.count_zeros() as usize).sum();
+        let expected = (0..=0x1FFFu32)
+            .chain(0xC000_0000..=0xC000_1FFF)
+            .map(|m| usize::from(msr_passthrough(m, Access::Read)) + usize::from(msr_passthrough(m, Access::Write)))
+            .sum::<usize>();
+        assert_eq!(clear, expected);
+    }
+
+    #[test]
+    fn io_permission_map_denies_by_default() {
+        let mut m = [0u8; 12288];
+        build_io_permission_map(&mut m, &[0x3F8..=0x3FF, 0xFFF8..=0xFFFF]);
+        assert_eq!(m[0x3F8 / 8], 0);
+        assert_eq!(m[0xFFF8 / 8], 0);
+        assert_eq!(m[0x2000], 0xFF, "bits past port 0xFFFF stay set");
+        assert_eq!(m.iter().map(|x| x.count_zeros()).sum::<u32>(), 16);
+    }
+
+    #[test]
+    fn xapic_writes_classified() {
+        use xapic::*;
+        assert_eq!(classify_xapic_write(EOI, 4, 0), ApicWriteVerdict::Replay);
+        assert_eq!(classify_xapic_write(SVR, 4, 0x1FF), ApicWriteVerdict::Replay);
+        assert_eq!(classify_xapic_write(LVT_TIMER, 4, (1 << 17) | 0x20), ApicWriteVerdict::Replay);
+        assert_eq!(classify_xapic_write(LVT_TIMER, 4, (4 << 8) | 0x20), ApicWriteVerdict::Refused);
+        assert_eq!(classify_xapic_write(LVT_LINT0, 4, 1 << 16), ApicWriteVerdict::Replay, "masked");
+        assert_eq!(classify_xapic_write(LVT_LINT1, 4, 4 << 8), ApicWriteVerdict::Refused, "NMI to itself");
+        assert_eq!(classify_xapic_write(LVT_LINT0, 4, 7 << 8), ApicWriteVerdict::Refused, "ExtINT");
+        assert_eq!(classify_xapic_write(LVT_ERROR, 4, 0xFE), ApicWriteVerdict::Replay);
+        assert_eq!(classify_xapic_write(ICR_HIGH, 4, 1 << 24), ApicWriteVerdict::IcrHigh);
+        assert_eq!(classify_xapic_write(ICR_LOW, 4, 0x40F2), ApicWriteVerdict::IcrLow);
+        assert_eq!(classify_xapic_write(ID, 4, 5 << 24), ApicWriteVerdict::Refused);
+        assert_eq!(classify_xapic_write(0x390, 4, 0), ApicWriteVerdict::Refused, "current count is read-only");
+        assert_eq!(classify_xapic_write(EOI, 1, 0), ApicWriteVerdict::Refused, "byte write");
+        assert_eq!(classify_xapic_write(EOI + 4, 4, 0), ApicWriteVerdict::Refused, "unaligned");
+        // ICR halves combine into the x2APIC form check_icr reads.
+        assert_eq!(xapic_icr(3 << 24, 0x40F2), (3 << 32) | 0x40F2);
+        let peer = |apic: u32| apic == 1;
+        assert_eq!(check_icr(xapic_icr(0xFF << 24, 0x40F2), 0, CHANNEL_VECTOR, peer), Err(IcrRefusal::Destination(0xFF)), "xAPIC broadcast");
     }
 }

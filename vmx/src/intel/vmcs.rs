@@ -7,9 +7,9 @@
 //! writes among them), the VMX-preemption timer when the watchdog is on, and the unconditional ones (INVD,
 //! XSETBV, GETSEC). Not exiting: external interrupts, HLT, CR3 loads/stores, RDTSC, INVLPG, allowed MSRs.
 
+use crate::exit::{Exit, IoExit};
 use core::arch::{asm, global_asm};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use questv_arch::{cpu, percpu};
+use questv_arch::cpu;
 
 /// VMCS field encodings: the `x86` crate's tables (`control`, `guest`, `host`, `ro`), re-exported so the
 /// monitor's policy can read exit information.
@@ -40,9 +40,6 @@ pub mod reason {
     pub const PREEMPTION_TIMER: u32 = 52;
     pub const INVVPID: u32 = 53;
     pub const XSETBV: u32 = 55;
-    pub const COUNT: usize = 70;
-    /// Not an architectural exit reason: VMRESUME itself failed (reported as a fault of that sandbox).
-    pub const VM_ENTRY_FAILED: u32 = 0xFFFF;
 
     pub fn name(r: u32) -> &'static str {
         match r {
@@ -70,7 +67,6 @@ pub mod reason {
             50 | 53 => "vmx_instruction",
             52 => "preemption_timer",
             55 => "xsetbv",
-            VM_ENTRY_FAILED => "vm_entry_failed",
             _ => "other",
         }
     }
@@ -434,52 +430,55 @@ questv_vmexit_entry:
     options(att_syntax)
 );
 
-/// The monitor's exit policy: returns true to resume the guest, false to stop this sandbox for good.
-pub type ExitHandler = fn(&mut GuestRegs, u32) -> bool;
-static HANDLER: AtomicUsize = AtomicUsize::new(0);
-/// Exits per core and reason.
-static EXITS: [[AtomicU64; reason::COUNT]; percpu::MAX_CPUS] =
-    [const { [const { AtomicU64::new(0) }; reason::COUNT] }; percpu::MAX_CPUS];
-
-pub fn set_exit_handler(h: ExitHandler) {
-    HANDLER.store(h as usize, Ordering::SeqCst);
-}
-
-/// (reason, count) of every reason that occurred on `cpu`.
-pub fn exit_counts(cpu: u32) -> impl Iterator<Item = (u32, u64)> {
-    EXITS[cpu as usize]
-        .iter()
-        .enumerate()
-        .map(|(r, c)| (r as u32, c.load(Ordering::Relaxed)))
-        .filter(|&(_, c)| c > 0)
-}
-
 #[no_mangle]
 extern "C" fn questv_vmexit(regs: &mut GuestRegs) -> u64 {
     // SAFETY: we are in the VM-exit path: VMX root with this core's VMCS current.
-    let r = (unsafe { vmread(ro::EXIT_REASON) } & 0xFFFF) as u32;
-    if (r as usize) < reason::COUNT {
-        EXITS[percpu::cpu_index() as usize][r as usize].fetch_add(1, Ordering::Relaxed);
-    }
-    match handler() {
-        Some(f) => u64::from(!f(regs, r)),
-        None => 1,
-    }
+    let exit = unsafe { decode_exit() };
+    u64::from(!crate::backend::handle(regs, exit))
 }
 
-fn handler() -> Option<ExitHandler> {
-    let h = HANDLER.load(Ordering::SeqCst);
-    // SAFETY: HANDLER only ever stores an ExitHandler (or 0 before set_exit_handler).
-    (h != 0).then(|| unsafe { core::mem::transmute::<usize, ExitHandler>(h) })
+/// The current exit in the backend-neutral vocabulary.
+///
+/// # Safety
+/// In the VM-exit handler (VMX root, this core's VMCS current).
+unsafe fn decode_exit() -> Exit {
+    // SAFETY: the caller's contract: a current VMCS whose exit fields are valid.
+    unsafe {
+        let r = (vmread(ro::EXIT_REASON) & 0xFFFF) as u32;
+        let qual = vmread(ro::EXIT_QUALIFICATION);
+        match r {
+            reason::EXCEPTION_NMI => {
+                let info = vmread(ro::VMEXIT_INTERRUPTION_INFO);
+                if (info >> 8) & 7 == 2 { Exit::Nmi } else { Exit::Exception { info } }
+            }
+            reason::TRIPLE_FAULT => Exit::Shutdown,
+            reason::INIT | reason::SIPI => Exit::InitSipi,
+            reason::CPUID => Exit::Cpuid,
+            reason::VMCALL => Exit::Hypercall,
+            reason::IO => Exit::Io(decode_io_qualification(qual)),
+            reason::RDMSR => Exit::Msr { write: false },
+            reason::WRMSR => Exit::Msr { write: true },
+            reason::INVD => Exit::Invd,
+            reason::XSETBV | reason::GETSEC | 19..=27 | reason::INVEPT | reason::INVVPID => Exit::Forbidden,
+            reason::EPT_VIOLATION => Exit::MemoryViolation {
+                gpa: vmread(ro::GUEST_PHYSICAL_ADDR_FULL),
+                write: qual & 2 != 0,
+                fetch: qual & 4 != 0,
+                detail: qual,
+            },
+            reason::PREEMPTION_TIMER => Exit::Timer,
+            _ => Exit::Other { code: u64::from(r), detail: qual },
+        }
+    }
 }
 
 #[no_mangle]
 extern "C" fn questv_vmresume_failed() {
-    // A guest state the CPU refuses to enter stops this sandbox, never the monitor: the policy reports it as
-    // the pseudo exit `VM_ENTRY_FAILED`, then the stub parks the core.
-    if let Some(f) = handler() {
-        let _ = f(&mut GuestRegs::default(), reason::VM_ENTRY_FAILED);
-    }
+    // A guest state the CPU refuses to enter stops this sandbox, never the monitor: the policy hears of it as
+    // `EntryFailed`, then the stub parks the core.
+    // SAFETY: VMRESUME failed with this core's VMCS current: the error field explains why.
+    let detail = unsafe { vmread(ro::VM_INSTRUCTION_ERROR) };
+    let _ = crate::backend::handle(&mut GuestRegs::default(), Exit::EntryFailed { detail });
 }
 
 /// Skip the instruction that caused the current exit.
@@ -521,6 +520,38 @@ pub unsafe fn inject_gp() {
     }
 }
 
+/// Move the guest's RIP on by `len` bytes (an instruction the monitor emulated; EPT violations report no
+/// instruction length).
+///
+/// # Safety
+/// In the VM-exit handler.
+pub unsafe fn advance_rip(len: u64) {
+    // SAFETY: caller is in the exit handler with the VMCS current.
+    unsafe {
+        let _ = vmwrite(guest::RIP, vmread(guest::RIP) + len);
+    }
+}
+
+/// The guest's RIP, RSP and paging controls.
+///
+/// # Safety
+/// In the VM-exit handler.
+pub unsafe fn guest_state() -> crate::backend::GuestState {
+    // SAFETY: caller is in the exit handler with the VMCS current.
+    unsafe {
+        crate::backend::GuestState {
+            rip: vmread(guest::RIP),
+            rsp: vmread(guest::RSP),
+            paging: crate::guest::Paging {
+                cr0: vmread(guest::CR0),
+                cr3: vmread(guest::CR3),
+                cr4: vmread(guest::CR4),
+                efer: vmread(guest::IA32_EFER_FULL),
+            },
+        }
+    }
+}
+
 /// The guest's current privilege level (SS.DPL, SDM §24.4.1).
 ///
 /// # Safety
@@ -531,14 +562,6 @@ pub unsafe fn guest_cpl() -> u8 {
 }
 
 /// Decoded exit qualification of an I/O instruction exit (SDM Table 28-5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IoExit {
-    pub port: u16,
-    pub size: u8,
-    pub input: bool,
-    pub string: bool,
-}
-
 pub fn decode_io_qualification(q: u64) -> IoExit {
     IoExit { port: (q >> 16) as u16, size: (q & 7) as u8 + 1, input: q & (1 << 3) != 0, string: q & (1 << 4) != 0 }
 }

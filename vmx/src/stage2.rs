@@ -1,10 +1,15 @@
-//! Extended page tables (Intel SDM Vol. 3 §29.3): the guest-physical → host-physical map of one sandbox.
-//! Pure logic over [`TableMemory`] (host-tested): 4 KiB granularity with optional 2 MiB leaves, read/write/
-//! execute permissions and a memory type per mapping, translation, protection changes, and the facts the
-//! monitor must be able to check (which host frames a sandbox can reach, which frames hold its tables).
+//! Second-stage translation: the guest-physical → host-physical map of one sandbox, in either hardware
+//! format: Intel EPT (SDM Vol. 3 §29.3) or AMD nested page tables (APM Vol. 2 §15.25). Pure logic over
+//! [`TableMemory`] (host-tested): 4 KiB granularity with optional 2 MiB leaves, read/write/execute
+//! permissions and a memory type per mapping, translation, protection changes, and the facts the monitor must
+//! be able to check (which host frames a sandbox can reach, which frames hold its tables).
 //!
-//! The entry layout differs from ordinary page tables (R/W/X in bits 0–2, memory type in bits 3–5, no
-//! present bit), so this is a separate walker rather than a mode of `arch::paging`.
+//! Both formats are 4-level radix trees with 2 MiB leaves at level 1; only the entry encoding differs:
+//! - EPT: R/W/X in bits 0–2 (no present bit), memory type in bits 3–5, large page bit 7.
+//! - NPT: an ordinary long-mode page-table entry: P, R/W, U/S (must be 1: nested walks are user accesses),
+//!   PWT/PCD for the memory type, PS bit 7, NX bit 63 (effective only with the host's EFER.NXE).
+//!
+//! A table is always walked in the format it was created with ([`Format`]); the two never mix.
 
 use alloc::vec::Vec;
 use questv_arch::paging::TableMemory;
@@ -12,9 +17,24 @@ use questv_arch::paging::TableMemory;
 pub const PAGE: u64 = 4096;
 pub const LARGE: u64 = 2 << 20;
 const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
-const PERM_MASK: u64 = 0b111;
-const MT_SHIFT: u64 = 3;
+const EPT_PERM_MASK: u64 = 0b111;
+const EPT_MT_SHIFT: u64 = 3;
 const LARGE_BIT: u64 = 1 << 7;
+const NPT_PRESENT: u64 = 1 << 0;
+const NPT_WRITE: u64 = 1 << 1;
+const NPT_USER: u64 = 1 << 2;
+const NPT_PWT: u64 = 1 << 3;
+const NPT_PCD: u64 = 1 << 4;
+const NPT_NX: u64 = 1 << 63;
+
+/// The entry encoding of a second-stage table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Intel extended page tables.
+    Ept,
+    /// AMD nested page tables.
+    Npt,
+}
 /// Guest-physical addresses the 4-level EPT covers (48 bits).
 pub const GPA_LIMIT: u64 = 1 << 48;
 
@@ -31,11 +51,8 @@ impl Perms {
     pub const RX: Perms = Perms { read: true, write: false, exec: true };
     pub const R: Perms = Perms { read: true, write: false, exec: false };
 
-    fn bits(self) -> u64 {
+    fn ept_bits(self) -> u64 {
         u64::from(self.read) | (u64::from(self.write) << 1) | (u64::from(self.exec) << 2)
-    }
-    fn from_bits(b: u64) -> Perms {
-        Perms { read: b & 1 != 0, write: b & 2 != 0, exec: b & 4 != 0 }
     }
 }
 
@@ -49,7 +66,7 @@ pub enum MemType {
 }
 
 impl MemType {
-    fn from_bits(b: u64) -> Option<MemType> {
+    fn from_ept_bits(b: u64) -> Option<MemType> {
         Some(match b {
             0 => MemType::Uncacheable,
             1 => MemType::WriteCombining,
@@ -62,14 +79,17 @@ impl MemType {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EptError {
+pub enum Stage2Error {
     OutOfMemory,
     Misaligned { gpa: u64, hpa: u64 },
     OutOfRange { gpa: u64 },
     AlreadyMapped { gpa: u64 },
     SizeConflict { gpa: u64 },
-    /// Write-only or write+execute-without-read entries are misconfigurations (SDM §29.3.3.1).
+    /// Write-only or write+execute-without-read entries are misconfigurations (SDM §29.3.3.1); nested page
+    /// tables cannot express them either (present means readable).
     BadPermissions,
+    /// The memory type has no encoding in this format (NPT leaves choose WB, WT or UC through PWT/PCD).
+    BadMemType,
     NotMapped { gpa: u64 },
 }
 
@@ -85,26 +105,95 @@ fn index(gpa: u64, level: u32) -> usize {
     ((gpa >> (12 + 9 * level)) & 0x1FF) as usize
 }
 
-fn present(e: u64) -> bool {
-    e & PERM_MASK != 0
-}
-
-pub struct Ept {
-    root: u64,
-}
-
-impl Ept {
-    pub fn new(mem: &mut impl TableMemory) -> Result<Ept, EptError> {
-        Ok(Ept { root: mem.alloc_table().ok_or(EptError::OutOfMemory)? })
+impl Format {
+    fn present(self, e: u64) -> bool {
+        match self {
+            Format::Ept => e & EPT_PERM_MASK != 0,
+            Format::Npt => e & NPT_PRESENT != 0,
+        }
     }
 
-    /// Wrap an existing EPT (to add mappings later, e.g. a channel).
-    pub fn from_root(root: u64) -> Ept {
-        Ept { root }
+    /// A non-leaf entry pointing at `table` (all rights: the leaves decide).
+    fn table_entry(self, table: u64) -> u64 {
+        match self {
+            Format::Ept => table | EPT_PERM_MASK,
+            Format::Npt => table | NPT_PRESENT | NPT_WRITE | NPT_USER,
+        }
+    }
+
+    fn leaf(self, hpa: u64, perms: Perms, mt: MemType, large: bool) -> Result<u64, Stage2Error> {
+        let large = if large { LARGE_BIT } else { 0 };
+        Ok(match self {
+            Format::Ept => hpa | perms.ept_bits() | ((mt as u64) << EPT_MT_SHIFT) | large,
+            Format::Npt => {
+                if !perms.read {
+                    return Err(Stage2Error::BadPermissions);
+                }
+                let cache = match mt {
+                    MemType::WriteBack => 0,
+                    MemType::WriteThrough => NPT_PWT,
+                    MemType::Uncacheable => NPT_PCD | NPT_PWT,
+                    _ => return Err(Stage2Error::BadMemType),
+                };
+                let w = if perms.write { NPT_WRITE } else { 0 };
+                let nx = if perms.exec { 0 } else { NPT_NX };
+                hpa | NPT_PRESENT | NPT_USER | w | cache | nx | large
+            }
+        })
+    }
+
+    fn perms(self, e: u64) -> Perms {
+        match self {
+            Format::Ept => Perms { read: e & 1 != 0, write: e & 2 != 0, exec: e & 4 != 0 },
+            Format::Npt => Perms { read: e & NPT_PRESENT != 0, write: e & NPT_WRITE != 0, exec: e & NPT_NX == 0 },
+        }
+    }
+
+    fn mem_type(self, e: u64) -> Option<MemType> {
+        match self {
+            Format::Ept => MemType::from_ept_bits((e >> EPT_MT_SHIFT) & 7),
+            Format::Npt => Some(match (e & NPT_PCD != 0, e & NPT_PWT != 0) {
+                (false, false) => MemType::WriteBack,
+                (false, true) => MemType::WriteThrough,
+                (true, _) => MemType::Uncacheable,
+            }),
+        }
+    }
+
+    /// `e` with its permissions replaced by `perms`.
+    fn with_perms(self, e: u64, perms: Perms) -> u64 {
+        match self {
+            Format::Ept => (e & !EPT_PERM_MASK) | perms.ept_bits(),
+            Format::Npt => {
+                let e = (e & !(NPT_WRITE | NPT_NX)) | if perms.write { NPT_WRITE } else { 0 };
+                if perms.exec { e } else { e | NPT_NX }
+            }
+        }
+    }
+}
+
+/// One sandbox's second-stage table, in the [`Format`] it was created with.
+pub struct Stage2 {
+    root: u64,
+    format: Format,
+}
+
+impl Stage2 {
+    pub fn new(mem: &mut impl TableMemory, format: Format) -> Result<Stage2, Stage2Error> {
+        Ok(Stage2 { root: mem.alloc_table().ok_or(Stage2Error::OutOfMemory)?, format })
+    }
+
+    /// Wrap an existing table (to add mappings later, e.g. a channel).
+    pub fn from_root(root: u64, format: Format) -> Stage2 {
+        Stage2 { root, format }
     }
 
     pub fn root(&self) -> u64 {
         self.root
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// The EPT pointer for the VMCS: write-back paging-structure accesses, 4-level walk, no A/D flags.
@@ -112,32 +201,36 @@ impl Ept {
         self.root | (3 << 3) | MemType::WriteBack as u64
     }
 
-    fn check(gpa: u64, hpa: u64, align: u64, perms: Perms) -> Result<(), EptError> {
+    fn present(&self, e: u64) -> bool {
+        self.format.present(e)
+    }
+
+    fn check(gpa: u64, hpa: u64, align: u64, perms: Perms) -> Result<(), Stage2Error> {
         if gpa % align != 0 || hpa % align != 0 {
-            return Err(EptError::Misaligned { gpa, hpa });
+            return Err(Stage2Error::Misaligned { gpa, hpa });
         }
         if gpa.checked_add(align).is_none_or(|e| e > GPA_LIMIT) {
-            return Err(EptError::OutOfRange { gpa });
+            return Err(Stage2Error::OutOfRange { gpa });
         }
-        if (perms.write && !perms.read) || perms.bits() == 0 {
-            return Err(EptError::BadPermissions);
+        if (perms.write && !perms.read) || perms.ept_bits() == 0 {
+            return Err(Stage2Error::BadPermissions);
         }
         Ok(())
     }
 
     /// Walk to the table at `stop` (0 = PT, 1 = PD), creating intermediate tables (which carry RWX: the
     /// leaves decide).
-    fn walk_create(&mut self, mem: &mut impl TableMemory, gpa: u64, stop: u32) -> Result<u64, EptError> {
+    fn walk_create(&mut self, mem: &mut impl TableMemory, gpa: u64, stop: u32) -> Result<u64, Stage2Error> {
         let mut table = self.root;
         for level in (stop + 1..=3).rev() {
             let i = index(gpa, level);
             let e = mem.table(table)[i];
-            if !present(e) {
-                let new = mem.alloc_table().ok_or(EptError::OutOfMemory)?;
-                mem.table(table)[i] = new | PERM_MASK;
+            if !self.present(e) {
+                let new = mem.alloc_table().ok_or(Stage2Error::OutOfMemory)?;
+                mem.table(table)[i] = self.format.table_entry(new);
                 table = new;
             } else if e & LARGE_BIT != 0 {
-                return Err(EptError::SizeConflict { gpa });
+                return Err(Stage2Error::SizeConflict { gpa });
             } else {
                 table = e & ADDR_MASK;
             }
@@ -145,32 +238,36 @@ impl Ept {
         Ok(table)
     }
 
-    pub fn map_4k(&mut self, mem: &mut impl TableMemory, gpa: u64, hpa: u64, perms: Perms, mt: MemType) -> Result<(), EptError> {
+    pub fn map_4k(&mut self, mem: &mut impl TableMemory, gpa: u64, hpa: u64, perms: Perms, mt: MemType) -> Result<(), Stage2Error> {
         Self::check(gpa, hpa, PAGE, perms)?;
+        let entry = self.format.leaf(hpa, perms, mt, false)?;
         let pt = self.walk_create(mem, gpa, 0)?;
+        let format = self.format;
         let slot = &mut mem.table(pt)[index(gpa, 0)];
-        if present(*slot) {
-            return Err(EptError::AlreadyMapped { gpa });
+        if format.present(*slot) {
+            return Err(Stage2Error::AlreadyMapped { gpa });
         }
-        *slot = hpa | perms.bits() | ((mt as u64) << MT_SHIFT);
+        *slot = entry;
         Ok(())
     }
 
-    pub fn map_2m(&mut self, mem: &mut impl TableMemory, gpa: u64, hpa: u64, perms: Perms, mt: MemType) -> Result<(), EptError> {
+    pub fn map_2m(&mut self, mem: &mut impl TableMemory, gpa: u64, hpa: u64, perms: Perms, mt: MemType) -> Result<(), Stage2Error> {
         Self::check(gpa, hpa, LARGE, perms)?;
+        let entry = self.format.leaf(hpa, perms, mt, true)?;
         let pd = self.walk_create(mem, gpa, 1)?;
+        let format = self.format;
         let slot = &mut mem.table(pd)[index(gpa, 1)];
-        if present(*slot) {
-            return Err(if *slot & LARGE_BIT != 0 { EptError::AlreadyMapped { gpa } } else { EptError::SizeConflict { gpa } });
+        if format.present(*slot) {
+            return Err(if *slot & LARGE_BIT != 0 { Stage2Error::AlreadyMapped { gpa } } else { Stage2Error::SizeConflict { gpa } });
         }
-        *slot = hpa | perms.bits() | ((mt as u64) << MT_SHIFT) | LARGE_BIT;
+        *slot = entry;
         Ok(())
     }
 
     /// Map `[gpa, gpa+len)` → `[hpa, hpa+len)` (len rounded up to 4 KiB), with 2 MiB leaves where both sides
     /// are aligned and `allow_large`.
-    pub fn map_range(&mut self, mem: &mut impl TableMemory, gpa: u64, hpa: u64, len: u64, perms: Perms, mt: MemType, allow_large: bool) -> Result<(), EptError> {
-        let end = gpa.checked_add(len.div_ceil(PAGE) * PAGE).ok_or(EptError::OutOfRange { gpa })?;
+    pub fn map_range(&mut self, mem: &mut impl TableMemory, gpa: u64, hpa: u64, len: u64, perms: Perms, mt: MemType, allow_large: bool) -> Result<(), Stage2Error> {
+        let end = gpa.checked_add(len.div_ceil(PAGE) * PAGE).ok_or(Stage2Error::OutOfRange { gpa })?;
         let (mut g, mut h) = (gpa, hpa);
         while g < end {
             if allow_large && g % LARGE == 0 && h % LARGE == 0 && end - g >= LARGE {
@@ -191,7 +288,7 @@ impl Ept {
         let mut table = self.root;
         for level in (1..=3).rev() {
             let e = mem.table(table)[index(gpa, level)];
-            if !present(e) || e & LARGE_BIT != 0 {
+            if !self.present(e) || e & LARGE_BIT != 0 {
                 return None;
             }
             table = e & ADDR_MASK;
@@ -200,16 +297,18 @@ impl Ept {
     }
 
     /// Change the permissions of a 4 KiB mapping (e.g. the sandbox's kernel text read-only).
-    pub fn protect(&mut self, mem: &mut impl TableMemory, gpa: u64, perms: Perms) -> Result<(), EptError> {
+    pub fn protect(&mut self, mem: &mut impl TableMemory, gpa: u64, perms: Perms) -> Result<(), Stage2Error> {
         Self::check(gpa & !(PAGE - 1), 0, PAGE, perms)?;
-        let e = self.leaf_4k(mem, gpa).filter(|e| present(**e)).ok_or(EptError::NotMapped { gpa })?;
-        *e = (*e & !PERM_MASK) | perms.bits();
+        let format = self.format;
+        let e = self.leaf_4k(mem, gpa).filter(|e| format.present(**e)).ok_or(Stage2Error::NotMapped { gpa })?;
+        *e = format.with_perms(*e, perms);
         Ok(())
     }
 
     /// Remove a 4 KiB mapping; returns the host frame.
     pub fn unmap_4k(&mut self, mem: &mut impl TableMemory, gpa: u64) -> Option<u64> {
-        let e = self.leaf_4k(mem, gpa).filter(|e| present(**e))?;
+        let format = self.format;
+        let e = self.leaf_4k(mem, gpa).filter(|e| format.present(**e))?;
         let hpa = *e & ADDR_MASK;
         *e = 0;
         Some(hpa)
@@ -222,15 +321,15 @@ impl Ept {
         let mut table = self.root;
         for level in (0..=3).rev() {
             let e = mem.table(table)[index(gpa, level)];
-            if !present(e) {
+            if !self.present(e) {
                 return None;
             }
             if level == 0 || (level == 1 && e & LARGE_BIT != 0) {
                 let size = 1u64 << (12 + 9 * level);
                 return Some(Mapping {
                     hpa: (e & ADDR_MASK & !(size - 1)) + (gpa & (size - 1)),
-                    perms: Perms::from_bits(e),
-                    mem_type: MemType::from_bits((e >> MT_SHIFT) & 7)?,
+                    perms: self.format.perms(e),
+                    mem_type: self.format.mem_type(e)?,
                     page_size: size,
                 });
             }
@@ -241,22 +340,22 @@ impl Ept {
 
     /// Visit every leaf: `(gpa, hpa, size)`; and every table frame (root included).
     fn walk(&self, mem: &mut impl TableMemory, leaf: &mut impl FnMut(u64, u64, u64), table: &mut impl FnMut(u64)) {
-        fn visit(mem: &mut impl TableMemory, t: u64, level: u32, base: u64, leaf: &mut impl FnMut(u64, u64, u64), table: &mut impl FnMut(u64)) {
+        fn visit(f: Format, mem: &mut impl TableMemory, t: u64, level: u32, base: u64, leaf: &mut impl FnMut(u64, u64, u64), table: &mut impl FnMut(u64)) {
             table(t);
             let entries = *mem.table(t);
             for (i, &e) in entries.iter().enumerate() {
-                if !present(e) {
+                if !f.present(e) {
                     continue;
                 }
                 let gpa = base | ((i as u64) << (12 + 9 * level));
                 if level == 0 || (level == 1 && e & LARGE_BIT != 0) {
                     leaf(gpa, e & ADDR_MASK, 1 << (12 + 9 * level));
                 } else {
-                    visit(mem, e & ADDR_MASK, level - 1, gpa, leaf, table);
+                    visit(f, mem, e & ADDR_MASK, level - 1, gpa, leaf, table);
                 }
             }
         }
-        visit(mem, self.root, 3, 0, leaf, table);
+        visit(self.format, mem, self.root, 3, 0, leaf, table);
     }
 
     /// Host-physical ranges `(start, end)` the sandbox can reach, merged and sorted.
@@ -310,7 +409,7 @@ mod tests {
     #[test]
     fn maps_translates_and_encodes() {
         let mut m = mem(0x7000_0000);
-        let mut e = Ept::new(&mut m).unwrap();
+        let mut e = Stage2::new(&mut m, Format::Ept).unwrap();
         e.map_4k(&mut m, 0x1000, 0x4000_1000, Perms::RX, MemType::WriteBack).unwrap();
         let t = e.translate(&mut m, 0x1234).unwrap();
         assert_eq!((t.hpa, t.perms, t.mem_type, t.page_size), (0x4000_1234, Perms::RX, MemType::WriteBack, PAGE));
@@ -325,14 +424,14 @@ mod tests {
     #[test]
     fn ranges_use_large_pages_only_when_allowed_and_aligned() {
         let mut m = mem(0x7000_0000);
-        let mut e = Ept::new(&mut m).unwrap();
+        let mut e = Stage2::new(&mut m, Format::Ept).unwrap();
         e.map_range(&mut m, 0, 0x1000_0000, 6 << 20, Perms::RWX, MemType::WriteBack, true).unwrap();
         assert_eq!(e.translate(&mut m, 0x30_0000).unwrap().page_size, LARGE);
         assert_eq!(e.translate(&mut m, 0x30_0000).unwrap().hpa, 0x1030_0000);
-        let mut e2 = Ept::new(&mut m).unwrap();
+        let mut e2 = Stage2::new(&mut m, Format::Ept).unwrap();
         e2.map_range(&mut m, 0x1000, 0x2000_1000, 3 << 20, Perms::RW, MemType::Uncacheable, true).unwrap();
         assert_eq!(e2.translate(&mut m, 0x20_0000).unwrap().page_size, PAGE, "misaligned start: no 2 MiB leaves");
-        let mut e3 = Ept::new(&mut m).unwrap();
+        let mut e3 = Stage2::new(&mut m, Format::Ept).unwrap();
         e3.map_range(&mut m, 0, 0, 4 << 20, Perms::RW, MemType::WriteBack, false).unwrap();
         assert_eq!(e3.translate(&mut m, 0x20_0000).unwrap().page_size, PAGE);
     }
@@ -340,33 +439,33 @@ mod tests {
     #[test]
     fn permissions_protect_and_unmap() {
         let mut m = mem(0x7000_0000);
-        let mut e = Ept::new(&mut m).unwrap();
+        let mut e = Stage2::new(&mut m, Format::Ept).unwrap();
         e.map_range(&mut m, 0x10_0000, 0x5010_0000, 0x4000, Perms::RWX, MemType::WriteBack, false).unwrap();
         e.protect(&mut m, 0x10_1000, Perms::RX).unwrap();
         assert_eq!(e.translate(&mut m, 0x10_1000).unwrap().perms, Perms::RX);
         assert_eq!(e.translate(&mut m, 0x10_2000).unwrap().perms, Perms::RWX);
-        assert_eq!(e.protect(&mut m, 0x20_0000, Perms::R), Err(EptError::NotMapped { gpa: 0x20_0000 }));
+        assert_eq!(e.protect(&mut m, 0x20_0000, Perms::R), Err(Stage2Error::NotMapped { gpa: 0x20_0000 }));
         assert_eq!(e.unmap_4k(&mut m, 0x10_3000), Some(0x5010_3000));
         assert!(e.translate(&mut m, 0x10_3000).is_none());
         // Misconfigurations are refused.
         let w_only = Perms { read: false, write: true, exec: false };
-        assert_eq!(e.map_4k(&mut m, 0x9000, 0x9000, w_only, MemType::WriteBack), Err(EptError::BadPermissions));
+        assert_eq!(e.map_4k(&mut m, 0x9000, 0x9000, w_only, MemType::WriteBack), Err(Stage2Error::BadPermissions));
         let none = Perms { read: false, write: false, exec: false };
-        assert_eq!(e.map_4k(&mut m, 0x9000, 0x9000, none, MemType::WriteBack), Err(EptError::BadPermissions));
+        assert_eq!(e.map_4k(&mut m, 0x9000, 0x9000, none, MemType::WriteBack), Err(Stage2Error::BadPermissions));
     }
 
     #[test]
     fn errors() {
         let mut m = mem(0x7000_0000);
-        let mut e = Ept::new(&mut m).unwrap();
-        assert_eq!(e.map_4k(&mut m, 0x1001, 0, Perms::R, MemType::WriteBack), Err(EptError::Misaligned { gpa: 0x1001, hpa: 0 }));
-        assert_eq!(e.map_4k(&mut m, GPA_LIMIT, 0, Perms::R, MemType::WriteBack), Err(EptError::OutOfRange { gpa: GPA_LIMIT }));
+        let mut e = Stage2::new(&mut m, Format::Ept).unwrap();
+        assert_eq!(e.map_4k(&mut m, 0x1001, 0, Perms::R, MemType::WriteBack), Err(Stage2Error::Misaligned { gpa: 0x1001, hpa: 0 }));
+        assert_eq!(e.map_4k(&mut m, GPA_LIMIT, 0, Perms::R, MemType::WriteBack), Err(Stage2Error::OutOfRange { gpa: GPA_LIMIT }));
         e.map_4k(&mut m, 0x20_0000, 0, Perms::R, MemType::WriteBack).unwrap();
-        assert_eq!(e.map_4k(&mut m, 0x20_0000, 0, Perms::R, MemType::WriteBack), Err(EptError::AlreadyMapped { gpa: 0x20_0000 }));
-        assert_eq!(e.map_2m(&mut m, 0x20_0000, 0, Perms::R, MemType::WriteBack), Err(EptError::SizeConflict { gpa: 0x20_0000 }));
+        assert_eq!(e.map_4k(&mut m, 0x20_0000, 0, Perms::R, MemType::WriteBack), Err(Stage2Error::AlreadyMapped { gpa: 0x20_0000 }));
+        assert_eq!(e.map_2m(&mut m, 0x20_0000, 0, Perms::R, MemType::WriteBack), Err(Stage2Error::SizeConflict { gpa: 0x20_0000 }));
         let mut small = VecMem { tables: Vec::new(), base: 0x7000_0000, limit: 2 };
-        let mut e = Ept::new(&mut small).unwrap();
-        assert_eq!(e.map_4k(&mut small, 0, 0, Perms::R, MemType::WriteBack), Err(EptError::OutOfMemory));
+        let mut e = Stage2::new(&mut small, Format::Ept).unwrap();
+        assert_eq!(e.map_4k(&mut small, 0, 0, Perms::R, MemType::WriteBack), Err(Stage2Error::OutOfMemory));
     }
 
     #[test]
@@ -374,9 +473,9 @@ mod tests {
         // Four sandboxes, 64 MiB each, from one table arena: no host range shared, no table frame mapped.
         let mut m = mem(0x100_0000);
         let slice = 64 << 20;
-        let epts: Vec<Ept> = (0..4u64)
+        let epts: Vec<Stage2> = (0..4u64)
             .map(|i| {
-                let mut e = Ept::new(&mut m).unwrap();
+                let mut e = Stage2::new(&mut m, Format::Ept).unwrap();
                 e.map_range(&mut m, 0, 0x1000_0000 + i * slice, slice, Perms::RWX, MemType::WriteBack, false).unwrap();
                 e
             })
@@ -403,5 +502,30 @@ mod tests {
                 assert!(r.iter().all(|&(s, e)| t < s || t >= e), "table frame 0x{t:x} reachable");
             }
         }
+    }
+
+    #[test]
+    fn nested_page_table_entries() {
+        let mut m = mem(0x7000_0000);
+        let mut n = Stage2::new(&mut m, Format::Npt).unwrap();
+        n.map_4k(&mut m, 0x1000, 0x4000_1000, Perms::RX, MemType::WriteBack).unwrap();
+        n.map_4k(&mut m, 0xFEE0_0000, 0xFEE0_0000, Perms::R, MemType::Uncacheable).unwrap();
+        n.map_range(&mut m, 0x20_0000, 0x5000_0000, 2 << 20, Perms::RWX, MemType::WriteBack, true).unwrap();
+        // Intermediate entries: P | RW | US.
+        assert_eq!(m.tables[0][0] & 0xFFF, 0b111);
+        // Leaves: P | US, no RW for read-only, NX unless executable, PCD|PWT for uncached, PS for 2 MiB.
+        let t = n.translate(&mut m, 0x1234).unwrap();
+        assert_eq!((t.hpa, t.perms, t.mem_type), (0x4000_1234, Perms::RX, MemType::WriteBack));
+        assert!(m.tables.iter().any(|t| t[1] == 0x4000_1000 | 0b101), "RX leaf: P | US, no RW, no NX");
+        let apic = n.translate(&mut m, 0xFEE0_0300).unwrap();
+        assert_eq!((apic.perms, apic.mem_type), (Perms::R, MemType::Uncacheable));
+        let big = n.translate(&mut m, 0x30_0000).unwrap();
+        assert_eq!((big.page_size, big.perms, big.hpa), (LARGE, Perms::RWX, 0x5010_0000));
+        n.protect(&mut m, 0x1000, Perms::R).unwrap();
+        assert_eq!(n.translate(&mut m, 0x1000).unwrap().perms, Perms::R);
+        n.protect(&mut m, 0x1000, Perms::RWX).unwrap();
+        assert_eq!(n.translate(&mut m, 0x1000).unwrap().perms, Perms::RWX);
+        assert_eq!(n.map_4k(&mut m, 0x9000, 0, Perms::R, MemType::WriteCombining), Err(Stage2Error::BadMemType));
+        assert_eq!(n.host_ranges(&mut m).len(), 3);
     }
 }
