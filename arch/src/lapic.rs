@@ -124,13 +124,23 @@ const DELIVERY_INIT: u32 = 5 << 8;
 const DELIVERY_STARTUP: u32 = 6 << 8;
 const SHORTHAND_ALL_BUT_SELF: u32 = 3 << 18;
 
+/// xAPIC: the ICR high value each CPU last wrote (the register keeps it), so an IPI to the same destination
+/// needs only the ICR low write: one MMIO write, and one exit under a monitor that traps the APIC page.
+static ICR_HIGH: [core::sync::atomic::AtomicU32; crate::percpu::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU32::new(u32::MAX) }; crate::percpu::MAX_CPUS];
+
 fn send_icr(dest_apic_id: u32, low: u32) {
     if is_x2apic() {
         // SAFETY: the x2APIC ICR is a single 64-bit MSR; writing it sends the IPI.
         unsafe { cpu::wrmsr(0x830, (u64::from(dest_apic_id) << 32) | u64::from(low)) };
     } else {
         cpu::without_interrupts(|| {
-            write(REG_ICR_HIGH, dest_apic_id << 24);
+            let high = dest_apic_id << 24;
+            let last = &ICR_HIGH[crate::percpu::cpu_index() as usize];
+            if last.load(Ordering::Relaxed) != high {
+                write(REG_ICR_HIGH, high);
+                last.store(high, Ordering::Relaxed);
+            }
             write(REG_ICR_LOW, low);
             while read(REG_ICR_LOW) & ICR_DELIVERY_PENDING != 0 {
                 cpu::pause();

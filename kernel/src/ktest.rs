@@ -113,7 +113,7 @@ pub fn run_command(cmd: &str) -> i32 {
             (Some("panic"), None) => panic!("panic requested by `ktest panic`"),
             (Some("acpidump"), None) => acpidump(),
             _ => {
-                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|panic|hang|user-vmcall|forge)");
+                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|apic|panic|hang|user-vmcall|forge)");
                 2
             }
         },
@@ -388,6 +388,24 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
             // A storm of refused IPIs changes nothing either.
             let storm = (0..1000).all(|_| icr_refused(p | (1 << 14) | 0x40));
             return refused("icr-vector", checks.iter().all(|&c| c) && storm);
+        }
+        "apic" => {
+            // xAPIC page writes the monitor must drop: the APIC id, and LINT1 set to deliver NMIs to this core.
+            if lapic::is_x2apic() {
+                kprintln!("ktest attack apic: only meaningful with a trapped xAPIC page");
+                return 2;
+            }
+            let base = lapic::xapic_base();
+            // SAFETY (block): deliberate writes to this core's own APIC registers; the monitor must drop them.
+            let (id_before, id_after, lint1) = unsafe {
+                let id = (base + 0x20) as *mut u32;
+                let before = core::ptr::read_volatile(id);
+                core::ptr::write_volatile(id, before ^ (0x0F << 24));
+                core::ptr::write_volatile((base + 0x360) as *mut u32, 4 << 8);
+                (before, core::ptr::read_volatile(id), core::ptr::read_volatile((base + 0x360) as *const u32))
+            };
+            kprintln!("ktest attack: APIC id 0x{:x} -> 0x{:x}, LINT1 0x{:x}", id_before, id_after, lint1);
+            return refused("apic", id_after == id_before && (lint1 >> 8) & 7 != 4);
         }
         "panic" => panic!("ktest attack panic: a sandbox kernel panics"),
         "hang" => {

@@ -67,3 +67,100 @@ pub fn boot(args: &[&str]) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// The VT build in `emulator` ("qemu": AMD SVM backend; "bochs": Intel VMX backend) on `cpus` cores.
+pub fn vt(emulator: &str, cpus: u32, args: &[&str]) -> Run {
+    require(if emulator == "bochs" { "bochs" } else { "qemu-system-x86_64" });
+    let timeout = if emulator == "bochs" { "600" } else { "180" };
+    let cpus = cpus.to_string();
+    boot(&[&["--vt", "--emulator", emulator, "--cpus", &cpus, "--timeout", timeout], args].concat())
+}
+
+/// The run ended the normal way: the monitor (never a sandbox) printed exactly one `QUESTV DONE`, and one
+/// `RESULT sandbox_done` per sandbox.
+pub fn check_monitor_ended_run(r: &Run, sandboxes: u64) {
+    r.check(r.done_status().is_some() && r.done_lines() == 1, "the monitor must print QUESTV DONE exactly once");
+    r.check(!r.stdout.lines().any(|l| l.starts_with("KERNEL PANIC")), "the monitor panicked");
+    let mut done: Vec<u64> = r.monitor_results("sandbox_done").iter().filter_map(|d| d.get_u64("sandbox")).collect();
+    done.sort();
+    r.check(done == (0..sandboxes).collect::<Vec<_>>(), "expected one monitor RESULT sandbox_done per sandbox");
+}
+
+pub fn status_of(r: &Run, sandbox: u64) -> Option<i64> {
+    let d = r.monitor_results("sandbox_done");
+    d.iter().find(|d| d.get_u64("sandbox") == Some(sandbox)).and_then(|d| d.get("status")).and_then(|s| s.parse().ok())
+}
+
+/// The monitor's `RESULT vmexits` line for `sandbox`.
+pub fn exits_of(r: &Run, sandbox: u64) -> Option<ResultLine> {
+    r.monitor_results("vmexits").into_iter().find(|e| e.get_u64("sandbox") == Some(sandbox))
+}
+
+/// Exits a well-behaved sandbox may take while it runs (outside boot's CPUIDs and the console hypercalls): the
+/// EOIs of its timer ticks when its xAPIC page is trapped, and the watchdog's periodic exits.
+pub fn periodic_exits(e: &ResultLine) -> u64 {
+    e.get_u64("apic_write").unwrap_or(0) + e.get_u64("watchdog").unwrap_or(0)
+}
+
+/// Sandbox 0 attacks (kernel-mode test hook); sandboxes 1–3 run forkwait 100 and must not notice: each reports
+/// its loop with no exits beyond its periodic ones (timer EOIs on a trapped xAPIC, the watchdog's), leaks
+/// nothing and ends with status 0; the machine never resets; only the monitor ends the run.
+pub fn attack(emulator: &str, kind: &str, extra: &[&str]) -> Run {
+    let run = format!("ktest attack {kind} -- forkwait 100");
+    let r = vt(emulator, 4, &[extra, &["--run", &run]].concat());
+    r.check(r.code == 0 || r.code == 1, "the machine reset, hung or the monitor panicked");
+    check_monitor_ended_run(&r, 4);
+    for s in 1..4u32 {
+        let fw = r.sandbox_results("forkwait", s);
+        r.check(fw.len() == 1 && fw[0].get_u64("iterations") == Some(100), "a bystander did not finish forkwait 100");
+        let e = exits_of(&r, u64::from(s));
+        r.check(e.is_some(), "no exit report for a bystander");
+        r.check(fw[0].get_u64("vmexits").is_some_and(|x| x <= periodic_exits(e.as_ref().unwrap())), "a bystander took VM exits during forkwait");
+        let frames = r.sandbox_results("frames", s);
+        r.check(frames.len() == 1 && no_leak(&frames[0]), "a bystander leaked frames");
+        r.check(status_of(&r, u64::from(s)) == Some(0), "a bystander sandbox failed");
+    }
+    r.check(!r.stdout.contains("not_contained"), "an attack was not contained");
+    r
+}
+
+/// The attack stopped sandbox 0 with `reason`; nothing else faulted.
+pub fn stopped(r: &Run, reason: &str) {
+    let f = r.monitor_results("sandbox_fault");
+    r.check(f.len() == 1, "expected exactly one sandbox fault");
+    r.check(f[0].get_u64("sandbox") == Some(0) && f[0].get("reason") == Some(reason) && f[0].get("action") == Some("stopped"), &format!("fault not reported as sandbox 0's {reason}"));
+    r.check(status_of(r, 0) == Some(137), "sandbox 0 must be reported stopped (status 137)");
+    r.check(r.code == 1, "the run must report sandbox 0's failure");
+}
+
+/// The attack was refused and recorded: sandbox 0 says so, the monitor counted it, and sandbox 0 went on to
+/// finish forkwait itself.
+pub fn refused(r: &Run, attack_kind: &str, refusal_kind: &str) {
+    let a = r.sandbox_results("attack", 0);
+    r.check(a.iter().any(|x| x.get("kind") == Some(attack_kind) && x.get("outcome") == Some("refused")), "sandbox 0 did not see its attack refused");
+    let refusals = r.monitor_results("sandbox_refused");
+    r.check(
+        refusals.iter().any(|x| x.get_u64("sandbox") == Some(0) && x.get("kind") == Some(refusal_kind) && x.get_u64("count").is_some_and(|c| c > 0)),
+        "the monitor did not record the refusal",
+    );
+    r.check(refusals.iter().all(|x| x.get_u64("sandbox") == Some(0)), "a bystander had refusals");
+    r.check(r.monitor_results("sandbox_fault").is_empty(), "a refused attack must not stop anyone");
+    r.check(r.sandbox_results("forkwait", 0).len() == 1 && status_of(r, 0) == Some(0), "sandbox 0 should survive and finish forkwait too");
+    r.check(r.code == 0, "the run should succeed");
+}
+
+/// A memory attack: sandbox 0 is stopped for a second-stage violation at exactly the address it attacked.
+pub fn memory_attack(emulator: &str, kind: &str) {
+    let r = attack(emulator, kind, &[]);
+    stopped(&r, "memory_violation");
+    let target = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("[s0] ktest attack: sandbox 0 writes to host-physical 0x"))
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| u64::from_str_radix(t, 16).ok());
+    r.check(target.is_some(), "sandbox 0 did not say what it attacked");
+    let f = &r.monitor_results("sandbox_fault")[0];
+    r.check(f.get_u64("gpa") == target, "fault address is not the attacked address");
+    r.check(f.get("access") == Some("write"), "the violation should be a write");
+}
