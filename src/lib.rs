@@ -346,6 +346,8 @@ pub fn compare_csv(rows: &[CompareRow]) -> String {
 /// Boot the SMP build with `percpu RUN` (one instance per core) and the VT build with `RUN` (one per sandbox) in
 /// the same emulator; both must end with status 0.
 fn run_both(o: &BootOptions, run: &str) -> Result<Vec<BootReport>, String> {
+    // Benchmarks run long in an emulator (forkwait 40000 on 4 TCG vCPUs: minutes): a longer default limit.
+    let o = &BootOptions { timeout: Some(o.timeout.unwrap_or(o.timeout_secs() * 10)), ..o.clone() };
     let smp_opts = BootOptions { vt: false, run: Some(format!("percpu {run}")), echo: false, ..o.clone() };
     let vt_opts = BootOptions { vt: true, run: Some(run.to_string()), echo: false, ..o.clone() };
     let mut reports = Vec::new();
