@@ -166,11 +166,16 @@ pub struct BootOptions {
     pub apic_passthrough: bool,
     /// Print the guest's serial output as it arrives.
     pub echo: bool,
+    /// QEMU: run the vCPUs on one host thread (`Some(true)`), one thread each (`Some(false)`), or the default:
+    /// one thread for VT boots (QEMU 7.2's multi-threaded TCG occasionally corrupts an SVM guest's state
+    /// around a nested-page-fault exit: docs/vt.md) and for `compare` (both builds alike), one per vCPU
+    /// otherwise.
+    pub tcg_single: Option<bool>,
 }
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, apic_passthrough: false, echo: true }
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, apic_passthrough: false, echo: true, tcg_single: None }
     }
 }
 
@@ -219,7 +224,7 @@ pub enum Cli {
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--apic trap|passthrough] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--timeout SECS] [--apic trap|passthrough]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--timeout SECS] [--apic trap|passthrough]";
 
 /// Parse the runner's command line (without the program name).
 pub fn parse_args(args: &[String]) -> Result<Cli, String> {
@@ -264,6 +269,13 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
                     "passthrough" => true,
                     e => return Err(format!("unknown APIC access {e:?} (trap or passthrough)")),
                 }
+            }
+            "--tcg" => {
+                o.tcg_single = Some(match value("--tcg")?.as_str() {
+                    "single" => true,
+                    "multi" => false,
+                    e => return Err(format!("unknown TCG threading {e:?} (single or multi)")),
+                })
             }
             "--watchdog-ms" => o.watchdog_ms = Some(value("--watchdog-ms")?.parse().map_err(|_| "--watchdog-ms needs milliseconds".to_string())?),
             "--timeout" => o.timeout = Some(value("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?),
@@ -347,7 +359,12 @@ pub fn compare_csv(rows: &[CompareRow]) -> String {
 /// the same emulator; both must end with status 0.
 fn run_both(o: &BootOptions, run: &str) -> Result<Vec<BootReport>, String> {
     // Benchmarks run long in an emulator (forkwait 40000 on 4 TCG vCPUs: minutes): a longer default limit.
-    let o = &BootOptions { timeout: Some(o.timeout.unwrap_or(o.timeout_secs() * 10)), ..o.clone() };
+    let o = &BootOptions {
+        timeout: Some(o.timeout.unwrap_or(o.timeout_secs() * 10)),
+        // Both builds on the same TCG threading, so the cycle counts compare.
+        tcg_single: Some(o.tcg_single.unwrap_or(true)),
+        ..o.clone()
+    };
     let smp_opts = BootOptions { vt: false, run: Some(format!("percpu {run}")), echo: false, ..o.clone() };
     let vt_opts = BootOptions { vt: true, run: Some(run.to_string()), echo: false, ..o.clone() };
     let mut reports = Vec::new();
@@ -593,7 +610,8 @@ fn start_emulator(o: &BootOptions, iso: &Path, tag: &str) -> Result<(Child, mpsc
             require_tool("qemu-system-x86_64", "qemu-system-x86")?;
             let mut cmd = Command::new("qemu-system-x86_64");
             // SVM with nested paging (TCG emulates it; the VT build's AMD backend needs it, the SMP build ignores it).
-            cmd.args(["-machine", "pc", "-accel", "tcg", "-cpu", "qemu64,+svm,+npt", "-smp", &o.cpus.to_string()])
+            let accel = if o.tcg_single.unwrap_or(o.vt) { "tcg,thread=single" } else { "tcg,thread=multi" };
+            cmd.args(["-machine", "pc", "-accel", accel, "-cpu", "qemu64,+svm,+npt", "-smp", &o.cpus.to_string()])
                 .args(["-m", &o.mem_mib.to_string(), "-boot", "d", "-cdrom"])
                 .arg(iso)
                 .args(["-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])

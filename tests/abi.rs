@@ -26,6 +26,8 @@ fn syscall_numbers_agree() {
         ("QUESTV_CYCLES", nr::QUESTV_CYCLES), ("QUESTV_FREE_FRAMES", nr::QUESTV_FREE_FRAMES),
         ("QUESTV_NCPUS", nr::QUESTV_NCPUS), ("EXIT_GROUP", nr::EXIT_GROUP), ("QUESTV_SANDBOX", nr::QUESTV_SANDBOX), ("QUESTV_VMEXITS", nr::QUESTV_VMEXITS), ("CHAN_OPEN", nr::CHAN_OPEN), ("CHAN_SEND", nr::CHAN_SEND),
         ("CHAN_RECV", nr::CHAN_RECV), ("CHAN_CLOSE", nr::CHAN_CLOSE), ("CHAN_ENDPOINT", nr::CHAN_ENDPOINT),
+        ("VCPU_CREATE", nr::VCPU_CREATE), ("VCPU_BIND", nr::VCPU_BIND), ("VCPU_INFO", nr::VCPU_INFO),
+        ("VCPU_SET", nr::VCPU_SET), ("VCPU_TRACE", nr::VCPU_TRACE),
     ];
     for (name, n) in rust {
         assert_eq!(header.get(name), Some(&n), "syscall.h disagrees on {name}");

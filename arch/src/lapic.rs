@@ -193,9 +193,15 @@ pub fn timer_stop() {
     write(REG_TIMER_INITIAL, 0);
 }
 
-/// Periodic timer interrupt on `vector` every `ticks` timer counts (at the divide-by-16 rate).
-pub fn timer_periodic(vector: u8, ticks: u32) {
-    write(REG_TIMER_DIVIDE, TIMER_DIVIDE_16);
-    write(REG_LVT_TIMER, (1 << 17) | u32::from(vector));
+/// One timer interrupt on `vector` after `ticks` timer counts (at the divide-by-16 rate); the scheduler
+/// re-arms it at every decision (budget exhaustion, replenishment or the next tick, whichever is first).
+pub fn timer_oneshot(vector: u8, ticks: u32) {
+    write(REG_LVT_TIMER, u32::from(vector));
     write(REG_TIMER_INITIAL, ticks.max(1));
 }
+
+/// Set the timer's divider (once per CPU, before [`timer_oneshot`]).
+pub fn timer_init_divider() {
+    write(REG_TIMER_DIVIDE, TIMER_DIVIDE_16);
+}
+

@@ -4,11 +4,15 @@
 //! arrive with a full [`TrapFrame`] (GPRs + FXSAVE) on the CPU's IST stack; switching threads means saving that
 //! frame into the current thread and overwriting it with the next thread's. Nothing of a thread lives on the IST
 //! stack after the handler returns, which is also why a dead thread's stack can be freed right there.
-//! Each CPU has its own run queue; threads do not migrate.
+//! Each CPU has its own VCPUs (paper §3.4, `crate::vcpu`): threads run on VCPUs, VCPUs on the core. Each VCPU
+//! keeps its threads' run queue (round-robin within it); the core's `VcpuSet` picks the VCPU (sporadic-server
+//! budgets, rate-monotonic priorities, background when out of budget) and says when the next decision is due,
+//! which is when the one-shot timer fires. Threads do not migrate unless asked to.
 
 use crate::sync::IrqSpinlock;
+use crate::vcpu::{self, Class, Level, Params, VcpuSet};
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use questv_arch::percpu::{self, MAX_CPUS};
@@ -39,6 +43,8 @@ pub struct Thread {
     wake_pending: bool,
     /// Move to this CPU at the next switch.
     migrate_to: Option<u32>,
+    /// The VCPU (on this thread's CPU) it runs on; fork and spawn inherit it.
+    vcpu: u32,
 }
 
 #[derive(Default, Clone, Copy, Debug)]
@@ -52,7 +58,9 @@ pub struct CpuStats {
 
 struct CpuSched {
     current: Option<Box<Thread>>,
-    ready: VecDeque<Box<Thread>>,
+    /// Ready threads per VCPU.
+    ready: BTreeMap<u32, VecDeque<Box<Thread>>>,
+    vcpus: VcpuSet,
     idle: Option<Box<Thread>>,
     dead: Vec<Box<Thread>>,
     blocked: Vec<Box<Thread>>,
@@ -85,6 +93,7 @@ fn thread_with(name: &'static str, frame: TrapFrame, stack: Option<Box<[u8]>>, p
         kstack_top,
         wake_pending: false,
         migrate_to: None,
+        vcpu: DEFAULT_VCPU,
     })
 }
 
@@ -99,17 +108,51 @@ pub const USER_KSTACK_SIZE: usize = 32 * 1024;
 
 /// A thread for process `pid` that starts in user mode with `frame` in address space `cr3`. Fails (instead of
 /// aborting) when the kernel heap cannot hold its kernel stack.
+/// It runs on the creating thread's VCPU (a forked child stays on its parent's).
 pub fn new_user_thread(name: &'static str, frame: TrapFrame, pid: u32, cr3: u64) -> Option<Box<Thread>> {
     let mut v: alloc::vec::Vec<u8> = alloc::vec::Vec::new();
     v.try_reserve_exact(USER_KSTACK_SIZE).ok()?;
     v.resize(USER_KSTACK_SIZE, 0);
-    Some(thread_with(name, frame, Some(v.into_boxed_slice()), pid, cr3))
+    let mut t = thread_with(name, frame, Some(v.into_boxed_slice()), pid, cr3);
+    t.vcpu = current_vcpu();
+    Some(t)
+}
+
+/// The default Main VCPU every CPU starts with: today's programs run on it unchanged (10 % at foreground
+/// priority, the rest of the core in the background when nothing else wants it).
+pub const DEFAULT_VCPU: u32 = 0;
+pub const DEFAULT_VCPU_BUDGET_US: u64 = 10_000;
+pub const DEFAULT_VCPU_PERIOD_US: u64 = 100_000;
+/// Trace ring entries per CPU.
+const TRACE_EVENTS: usize = 4096;
+
+// The VCPU set's clock is microseconds since boot: exact utilizations and harmonic periods as the user wrote
+// them, and ample resolution for budgets of 100 µs and up.
+fn now_us(tsc: u64) -> u64 {
+    tsc_to_us(tsc)
+}
+
+fn us_to_tsc(us: u64) -> u64 {
+    (u128::from(us) * u128::from(crate::smp::TSC_HZ.load(Ordering::Relaxed).max(1_000_000)) / 1_000_000) as u64
+}
+
+fn tsc_to_us(t: u64) -> u64 {
+    (u128::from(t) * 1_000_000 / u128::from(crate::smp::TSC_HZ.load(Ordering::Relaxed).max(1_000_000))) as u64
+}
+
+impl CpuSched {
+    fn push_ready(&mut self, mut t: Box<Thread>) {
+        if self.vcpus.get(t.vcpu).is_none() {
+            t.vcpu = DEFAULT_VCPU;
+        }
+        self.ready.entry(t.vcpu).or_default().push_back(t);
+    }
 }
 
 /// Queue a ready-made thread on `cpu`.
 pub fn enqueue(cpu: u32, t: Box<Thread>) -> u64 {
     let id = t.id;
-    SCHED[cpu as usize].lock().as_mut().expect("enqueue on a CPU without a scheduler").ready.push_back(t);
+    SCHED[cpu as usize].lock().as_mut().expect("enqueue on a CPU without a scheduler").push_ready(t);
     if cpu != percpu::cpu_index() {
         crate::smp::send_reschedule(cpu);
     }
@@ -130,6 +173,12 @@ fn with_current<R>(f: impl FnOnce(&mut Thread) -> R) -> R {
     let cpu = percpu::cpu_index() as usize;
     let mut g = SCHED[cpu].lock();
     f(g.as_mut().and_then(|s| s.current.as_mut()).expect("no current thread"))
+}
+
+/// The running thread's VCPU (the default one before the scheduler runs).
+pub fn current_vcpu() -> u32 {
+    let cpu = percpu::cpu_index() as usize;
+    SCHED[cpu].lock().as_ref().and_then(|s| s.current.as_ref()).map_or(DEFAULT_VCPU, |t| t.vcpu)
 }
 
 /// Process id of the running thread (0 for kernel threads).
@@ -179,7 +228,7 @@ pub fn wake(id: u64) {
         if let Some(i) = s.blocked.iter().position(|t| t.id == id) {
             let mut t = s.blocked.swap_remove(i);
             t.state = State::Runnable;
-            s.ready.push_back(t);
+            s.push_ready(t);
             drop(g);
             if cpu != percpu::cpu_index() {
                 crate::smp::send_reschedule(cpu);
@@ -187,7 +236,7 @@ pub fn wake(id: u64) {
             return;
         }
         let cur = s.current.as_mut().filter(|t| t.id == id);
-        if let Some(t) = cur.or_else(|| s.ready.iter_mut().find(|t| t.id == id)) {
+        if let Some(t) = cur.or_else(|| s.ready.values_mut().flat_map(|q| q.iter_mut()).find(|t| t.id == id)) {
             if t.state == State::Blocked {
                 // Marked blocked but not switched away yet: it will park itself; let it come straight back.
                 t.state = State::Runnable;
@@ -211,9 +260,14 @@ pub fn init_cpu() {
     let cpu = percpu::cpu_index() as usize;
     // The frame is filled in at the first switch away from it.
     let boot = thread_with("boot", TrapFrame::new_kernel_thread(0, 0, 0), None, 0, 0);
+    let mut vcpus = VcpuSet::new(TRACE_EVENTS);
+    let default = Params { class: Class::Main, budget: DEFAULT_VCPU_BUDGET_US, period: DEFAULT_VCPU_PERIOD_US };
+    let id = vcpus.create(default).expect("the default VCPU fits an empty core");
+    debug_assert_eq!(id, DEFAULT_VCPU);
     *SCHED[cpu].lock() = Some(CpuSched {
         current: Some(boot),
-        ready: VecDeque::new(),
+        ready: BTreeMap::new(),
+        vcpus,
         idle: Some(new_thread("idle", idle_loop, 0)),
         dead: Vec::new(),
         blocked: Vec::new(),
@@ -226,7 +280,7 @@ pub fn init_cpu() {
 pub fn spawn_on(cpu: u32, name: &'static str, entry: extern "C" fn(u64) -> !, arg: u64) -> u64 {
     let t = new_thread(name, entry, arg);
     let id = t.id;
-    SCHED[cpu as usize].lock().as_mut().expect("spawn on a CPU without a scheduler").ready.push_back(t);
+    SCHED[cpu as usize].lock().as_mut().expect("spawn on a CPU without a scheduler").push_ready(t);
     if cpu != percpu::cpu_index() {
         crate::smp::send_reschedule(cpu);
     }
@@ -264,21 +318,43 @@ pub fn stats(cpu: u32) -> CpuStats {
 /// Called from the interrupt handler with the interrupted context's frame.
 pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
     let cpu = percpu::cpu_index() as usize;
+    let now = questv_arch::cpu::rdtsc();
+    // A deadline in microseconds, rounded up to the TSC so the interrupt never comes a hair early.
+    let deadline = |us: Option<u64>| us.map_or(u64::MAX, |us| us_to_tsc(us + 1));
     let mut guard = SCHED[cpu].lock();
-    let Some(s) = guard.as_mut() else { return };
+    let Some(s) = guard.as_mut() else {
+        drop(guard);
+        crate::smp::arm_timer(now, u64::MAX);
+        return;
+    };
     // Threads that died before the previous switch: nobody runs on their stacks any more.
     s.dead.clear();
     match reason {
-        Reason::Tick => s.stats.ticks += 1,
+        Reason::Tick => {
+            s.stats.ticks += 1;
+            s.vcpus.rotate_background();
+        }
         Reason::Yield => s.stats.yields += 1,
         Reason::Reschedule => {}
     }
-    let current_runnable = s.current.as_ref().is_some_and(|c| c.state == State::Runnable && c.migrate_to.is_none());
-    let (next, next_is_idle) = match s.ready.pop_front() {
-        Some(t) => (t, false),
-        None if current_runnable => return,
-        None => (s.idle.take().expect("idle thread missing"), true),
+    let current_runnable =
+        !s.idle_running && s.current.as_ref().is_some_and(|c| c.state == State::Runnable && c.migrate_to.is_none());
+    let current_vcpu = s.current.as_ref().map(|c| c.vcpu);
+    let decision = {
+        let ready = &s.ready;
+        let has_work = |v: u32| ready.get(&v).is_some_and(|q| !q.is_empty()) || (current_runnable && current_vcpu == Some(v));
+        s.vcpus.schedule(now_us(now), &has_work)
     };
+    let chosen = decision.run.map(|(v, _)| v);
+    // Keep the current thread if its VCPU still runs and no sibling is waiting (or it was not a rotation).
+    let keep_current = current_runnable
+        && chosen == current_vcpu
+        && (s.ready.get(&chosen.unwrap_or(u32::MAX)).is_none_or(|q| q.is_empty()) || reason == Reason::Reschedule);
+    if keep_current {
+        drop(guard);
+        crate::smp::arm_timer(now, deadline(decision.next_event));
+        return;
+    }
     let mut cur = s.current.take().expect("no current thread");
     *cur.frame = *frame;
     let mut migrant = None;
@@ -291,12 +367,17 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
     } else if let Some(target) = cur.migrate_to.take() {
         migrant = Some((target, cur));
     } else {
-        // Involuntary switch: the timer tick or a reschedule IPI (a cross-CPU spawn) took the CPU away.
+        // Involuntary switch: the timer, a reschedule IPI or a higher-priority VCPU took the CPU away.
         if reason != Reason::Yield {
             s.stats.preemptions += 1;
         }
-        s.ready.push_back(cur);
+        s.push_ready(cur);
     }
+    let next = chosen.and_then(|v| s.ready.get_mut(&v).and_then(|q| q.pop_front()));
+    let (next, next_is_idle) = match next {
+        Some(t) => (t, false),
+        None => (s.idle.take().expect("idle thread missing"), true),
+    };
     s.idle_running = next_is_idle;
     *frame = *next.frame;
     if next.pid != 0 {
@@ -312,7 +393,143 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
     s.current = Some(next);
     s.stats.switches += 1;
     drop(guard);
+    crate::smp::arm_timer(now, deadline(decision.next_event));
     if let Some((target, t)) = migrant {
         enqueue(target, t);
     }
+}
+
+/// A VCPU system-call error: errno and, for refusals, the message the kernel logged.
+#[derive(Debug)]
+pub enum VcpuError {
+    Invalid,
+    Infeasible,
+    NoSuchVcpu,
+}
+
+/// Shortest and longest period a VCPU may have (the timer's resolution, and a sanity bound).
+pub const MIN_PERIOD_US: u64 = 100;
+pub const MAX_PERIOD_US: u64 = 10_000_000;
+
+fn check_times(budget_us: u64, period_us: u64) -> Result<(), VcpuError> {
+    if !(MIN_PERIOD_US..=MAX_PERIOD_US).contains(&period_us) || budget_us == 0 || budget_us > period_us {
+        log::warn!("vcpu: refused C={} us T={} us: need 0 < C <= T and {} us <= T <= {} us", budget_us, period_us, MIN_PERIOD_US, MAX_PERIOD_US);
+        return Err(VcpuError::Invalid);
+    }
+    Ok(())
+}
+
+fn vcpu_error(e: vcpu::Error) -> VcpuError {
+    log::warn!("vcpu: refused: {}", e);
+    match e {
+        vcpu::Error::Invalid(_) => VcpuError::Invalid,
+        vcpu::Error::Infeasible(_) => VcpuError::Infeasible,
+        vcpu::Error::NoSuchVcpu => VcpuError::NoSuchVcpu,
+    }
+}
+
+fn with_vcpus<R>(f: impl FnOnce(&mut CpuSched) -> R) -> R {
+    let cpu = percpu::cpu_index() as usize;
+    let mut g = SCHED[cpu].lock();
+    f(g.as_mut().expect("no scheduler on this CPU"))
+}
+
+/// Create a VCPU on this CPU (admission-controlled); returns its id.
+pub fn vcpu_create(class: Class, budget_us: u64, period_us: u64) -> Result<u32, VcpuError> {
+    check_times(budget_us, period_us)?;
+    let p = Params { class, budget: budget_us, period: period_us };
+    let r = with_vcpus(|s| s.vcpus.create(p));
+    let id = r.map_err(vcpu_error)?;
+    log::info!("vcpu {} on cpu {}: {} C={} us T={} us", id, percpu::cpu_index(), class.name(), budget_us, period_us);
+    Ok(id)
+}
+
+/// Change a VCPU's budget and period (admission-controlled).
+pub fn vcpu_set(id: u32, budget_us: u64, period_us: u64) -> Result<(), VcpuError> {
+    check_times(budget_us, period_us)?;
+    let now = now_us(questv_arch::cpu::rdtsc());
+    with_vcpus(|s| s.vcpus.set_params(now, id, budget_us, period_us)).map_err(vcpu_error)
+}
+
+/// Move the calling thread (and the children it forks from now on) to VCPU `id` of this CPU.
+pub fn vcpu_bind(id: u32) -> Result<(), VcpuError> {
+    let ok = with_vcpus(|s| {
+        if s.vcpus.get(id).is_none() {
+            return false;
+        }
+        if let Some(t) = s.current.as_mut() {
+            t.vcpu = id;
+        }
+        true
+    });
+    if !ok {
+        return Err(VcpuError::NoSuchVcpu);
+    }
+    // Let the scheduler account the switch of VCPU at once.
+    yield_now();
+    Ok(())
+}
+
+/// A VCPU's parameters and accounting, times in microseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VcpuInfo {
+    pub class: u64,
+    pub budget_us: u64,
+    pub period_us: u64,
+    pub foreground_us: u64,
+    pub background_us: u64,
+    pub capacity_us: u64,
+    pub replenishments: u64,
+    pub exhausted: u64,
+    pub overrun_us: u64,
+    pub switches_in: u64,
+}
+
+pub fn vcpu_info(id: u32) -> Result<VcpuInfo, VcpuError> {
+    let now = now_us(questv_arch::cpu::rdtsc());
+    with_vcpus(|s| {
+        s.vcpus.account(now);
+        let v = s.vcpus.get(id).ok_or(VcpuError::NoSuchVcpu)?;
+        let (p, a) = (v.params(), v.accounting());
+        Ok(VcpuInfo {
+            class: match p.class {
+                Class::Main => 0,
+                Class::Io => 1,
+            },
+            budget_us: p.budget,
+            period_us: p.period,
+            foreground_us: a.foreground,
+            background_us: a.background,
+            capacity_us: a.capacity,
+            replenishments: a.replenishments,
+            exhausted: a.exhausted,
+            overrun_us: a.overrun,
+            switches_in: a.switches_in,
+        })
+    })
+}
+
+/// This CPU's scheduling trace as CSV (times in microseconds since boot), then emptied.
+pub fn vcpu_trace_csv() -> alloc::string::String {
+    let trace = with_vcpus(|s| core::mem::replace(&mut s.vcpus.trace, vcpu::trace::Trace::new(TRACE_EVENTS)));
+    let mut out = alloc::string::String::from("time_us,event,vcpu,amount_us\n");
+    for e in trace.events() {
+        use core::fmt::Write;
+        let v = if e.vcpu == vcpu::trace::IDLE { alloc::string::String::from("idle") } else { alloc::format!("{}", e.vcpu) };
+        let _ = writeln!(out, "{},{},{},{}", e.at, e.kind.name(), v, e.amount);
+    }
+    if trace.dropped > 0 {
+        log::info!("vcpu trace: {} older event(s) dropped", trace.dropped);
+    }
+    out
+}
+
+/// An I/O VCPU runs the next bottom half at the priority of Main VCPU `main` (None: its own).
+pub fn vcpu_inherit(io: u32, main: Option<u32>) -> Result<(), VcpuError> {
+    with_vcpus(|s| s.vcpus.inherit(io, main)).map_err(vcpu_error)
+}
+
+/// The level the running VCPU has now (for tests and reports).
+pub fn vcpu_running() -> Option<(u32, Level)> {
+    with_vcpus(|s| s.vcpus.running())
 }

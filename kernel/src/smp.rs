@@ -21,6 +21,29 @@ static CPU_COUNT: AtomicU32 = AtomicU32::new(1);
 static TIMER_COUNT: AtomicU32 = AtomicU32::new(0);
 pub static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static TSS_BASE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// TSC instant the one-shot timer of each CPU is armed for (0: it has fired or was never armed).
+static TIMER_ARMED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// TSC cycles between two ticks.
+pub fn tick_tsc() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed).max(1_000_000) / TICK_HZ
+}
+
+/// Have this CPU's timer interrupt at TSC instant `deadline` (at the latest one tick from now). A timer
+/// already armed for an earlier instant is left alone: that interrupt re-arms it, and each programming is a
+/// register write (a VM exit under a trapping monitor).
+pub fn arm_timer(now: u64, deadline: u64) {
+    let cpu = percpu::cpu_index() as usize;
+    let deadline = deadline.clamp(now + 1, now + tick_tsc());
+    let armed = TIMER_ARMED[cpu].load(Ordering::Relaxed);
+    if armed > now && armed <= deadline {
+        return;
+    }
+    let tsc_hz = u128::from(TSC_HZ.load(Ordering::Relaxed).max(1));
+    let counts = (u128::from(deadline - now) * u128::from(lapic_timer_hz()) / tsc_hz).clamp(1, u128::from(u32::MAX));
+    TIMER_ARMED[cpu].store(deadline, Ordering::Relaxed);
+    lapic::timer_oneshot(VECTOR_TIMER, counts as u32);
+}
 
 /// LAPIC timer counts per second (at the divide-by-16 rate the kernel uses).
 pub fn lapic_timer_hz() -> u64 {
@@ -66,6 +89,7 @@ fn interrupt_handler(frame: &mut TrapFrame) {
     let vector = frame.vector as u8;
     match vector {
         VECTOR_TIMER => {
+            TIMER_ARMED[percpu::cpu_index() as usize].store(0, Ordering::Relaxed);
             lapic::eoi();
             crate::sandbox::heartbeat();
             sched::schedule(frame, Reason::Tick);
@@ -107,7 +131,8 @@ fn init_this_cpu() {
     trap::init_syscall();
     lapic::enable();
     sched::init_cpu();
-    lapic::timer_periodic(VECTOR_TIMER, TIMER_COUNT.load(Ordering::SeqCst));
+    lapic::timer_init_divider();
+    lapic::timer_oneshot(VECTOR_TIMER, TIMER_COUNT.load(Ordering::SeqCst));
     ONLINE[percpu::cpu_index() as usize].store(true, Ordering::SeqCst);
 }
 
@@ -147,7 +172,8 @@ pub fn start_aps(apic_ids: &[u32], bsp_apic_id: u32, cr3: u64) -> u32 {
         APIC_IDS[index as usize].store(apic_id, Ordering::SeqCst);
         CPU_COUNT.store(index + 1, Ordering::SeqCst);
         let stack: &'static mut [u8] = Box::leak(alloc::vec![0u8; sched::KERNEL_STACK_SIZE].into_boxed_slice());
-        let top = stack.as_ptr() as u64 + stack.len() as u64;
+        // The System V ABI wants a 16-byte aligned stack at the call; a byte vector guarantees no alignment.
+        let top = (stack.as_ptr() as u64 + stack.len() as u64) & !0xF;
         // SAFETY: the trampoline page is reserved (low 1 MiB), cr3 is the kernel's PML4 below 4 GiB, and the
         // previous AP finished reading the parameters (we waited for it to come online).
         unsafe {

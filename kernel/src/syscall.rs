@@ -59,9 +59,66 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::CHAN_RECV => chan_recv(a0, a1, a2, a3, frame.gprs.r8),
         nr::CHAN_CLOSE => chan::close(a0 as u32).map_or_else(|e| e, |()| 0),
         nr::CHAN_ENDPOINT => i64::from(chan::my_endpoint()),
+        nr::VCPU_CREATE => vcpu_create(a0, a1, a2),
+        nr::VCPU_BIND => u32::try_from(a0).map_or(-EINVAL, |id| sched::vcpu_bind(id).map_or_else(vcpu_errno, |()| 0)),
+        nr::VCPU_INFO => vcpu_info(a0, a1),
+        nr::VCPU_SET => u32::try_from(a0).map_or(-EINVAL, |id| sched::vcpu_set(id, a1, a2).map_or_else(vcpu_errno, |()| 0)),
+        nr::VCPU_TRACE => vcpu_trace(a0, a1),
         _ => -ENOSYS,
     };
     frame.gprs.rax = ret as u64;
+}
+
+fn vcpu_errno(e: sched::VcpuError) -> i64 {
+    match e {
+        sched::VcpuError::Invalid => -EINVAL,
+        sched::VcpuError::Infeasible => -EBUSY,
+        sched::VcpuError::NoSuchVcpu => -ESRCH,
+    }
+}
+
+fn vcpu_create(class: u64, budget_us: u64, period_us: u64) -> i64 {
+    let class = match class {
+        questv_libc_shim::vcpu::MAIN => crate::vcpu::Class::Main,
+        questv_libc_shim::vcpu::IO => crate::vcpu::Class::Io,
+        _ => return -EINVAL,
+    };
+    sched::vcpu_create(class, budget_us, period_us).map_or_else(vcpu_errno, i64::from)
+}
+
+fn vcpu_info(id: u64, buf: u64) -> i64 {
+    let Ok(id) = u32::try_from(id) else { return -EINVAL };
+    let i = match sched::vcpu_info(id) {
+        Ok(i) => i,
+        Err(e) => return vcpu_errno(e),
+    };
+    let words = [
+        i.class, i.budget_us, i.period_us, i.foreground_us, i.background_us, i.capacity_us, i.replenishments,
+        i.exhausted, i.overrun_us, i.switches_in,
+    ];
+    let mut b = [0u8; 80];
+    for (k, w) in words.iter().enumerate() {
+        b[k * 8..k * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    match proc::with_space(|s, m| s.copy_to_user(m, buf, &b)) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}
+
+fn vcpu_trace(buf: u64, len: u64) -> i64 {
+    let csv = sched::vcpu_trace_csv();
+    // Whole lines only, so a short buffer still gets well-formed CSV.
+    let mut n = csv.len().min(len.min(MAX_IO) as usize);
+    if n < csv.len() {
+        n = csv.as_bytes()[..n].iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1);
+    }
+    match proc::with_space(|s, m| s.copy_to_user(m, buf, &csv.as_bytes()[..n])) {
+        Some(Ok(())) => n as i64,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
 }
 
 fn write(fd: u64, buf: u64, len: u64) -> i64 {

@@ -497,8 +497,15 @@ fn sandbox_finished(sandbox: u32, status: i32) {
 /// Stop `sandbox` for good: one `RESULT sandbox_fault` line (reason and details), its exit report, done.
 fn stop(sandbox: u32, reason: &str, details: core::fmt::Arguments) -> bool {
     flush_console(sandbox);
-    let rip = backend::guest_state().rip;
-    result!("sandbox_fault", "sandbox={} reason={} {} rip=0x{:x} action=stopped", sandbox, reason, details, rip);
+    let g = backend::guest_state();
+    // `host_cr3=1` would mean the saved "guest" state is the monitor's own (an emulator reporting an exit
+    // from host context); kept in the line to tell such a report from a sandbox's fault.
+    let host_cr3 = g.paging.cr3 == questv_arch::cpu::read_cr3();
+    result!(
+        "sandbox_fault",
+        "sandbox={} reason={} {} rip=0x{:x} rsp=0x{:x} cr3=0x{:x} host_cr3={} action=stopped",
+        sandbox, reason, details, g.rip, g.rsp, g.paging.cr3, host_cr3 as u8
+    );
     report_exits(sandbox);
     sandbox_finished(sandbox, STATUS_STOPPED);
     false

@@ -10,6 +10,7 @@ extern int errno;
 #define EAGAIN 11
 #define ENOMEM 12
 #define EFAULT 14
+#define EBUSY 16
 #define EINVAL 22
 #define ENOSYS 38
 #endif

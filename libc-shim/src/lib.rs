@@ -42,6 +42,11 @@ pub mod nr {
     pub const CHAN_RECV: u64 = 1012;
     pub const CHAN_CLOSE: u64 = 1013;
     pub const CHAN_ENDPOINT: u64 = 1014;
+    pub const VCPU_CREATE: u64 = 1020;
+    pub const VCPU_BIND: u64 = 1021;
+    pub const VCPU_INFO: u64 = 1022;
+    pub const VCPU_SET: u64 = 1023;
+    pub const VCPU_TRACE: u64 = 1024;
 }
 
 /// Error numbers (Linux values) the kernel returns negated. The kernel uses these very constants.
@@ -55,6 +60,7 @@ pub mod errno {
     pub const EAGAIN: i64 = 11;
     pub const ENOMEM: i64 = 12;
     pub const EFAULT: i64 = 14;
+    pub const EBUSY: i64 = 16;
     pub const EINVAL: i64 = 22;
     pub const ENOSYS: i64 = 38;
 }
@@ -190,6 +196,58 @@ pub mod chan {
     }
     pub fn close(h: i64) -> i64 {
         syscall(nr::CHAN_CLOSE, h as u64, 0, 0)
+    }
+}
+
+/// VCPUs (docs/scheduling.md): budgets and periods in microseconds, on the calling CPU (sandbox).
+pub mod vcpu {
+    use super::{nr, syscall, syscall6};
+    /// Classes: a Main VCPU (sporadic server) or an I/O VCPU (fixed utilization, inherited priority).
+    pub const MAIN: u64 = 0;
+    pub const IO: u64 = 1;
+    /// The VCPU every program starts on.
+    pub const DEFAULT: u32 = 0;
+
+    /// Parameters and accounting of one VCPU (`struct questv_vcpu_info` in C), times in microseconds.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Info {
+        pub class: u64,
+        pub budget_us: u64,
+        pub period_us: u64,
+        pub foreground_us: u64,
+        pub background_us: u64,
+        pub capacity_us: u64,
+        pub replenishments: u64,
+        pub exhausted: u64,
+        pub overrun_us: u64,
+        pub switches_in: u64,
+    }
+
+    /// A new VCPU; its id, or -EINVAL (bad parameters) / -EBUSY (the core's set would be infeasible).
+    pub fn create(class: u64, budget_us: u64, period_us: u64) -> i64 {
+        syscall(nr::VCPU_CREATE, class, budget_us, period_us)
+    }
+    /// Run the calling process, and the children it forks from now on, on VCPU `id`.
+    pub fn bind(id: u32) -> i64 {
+        syscall(nr::VCPU_BIND, u64::from(id), 0, 0)
+    }
+    pub fn info(id: u32) -> Result<Info, i64> {
+        let mut i = Info::default();
+        let r = syscall(nr::VCPU_INFO, u64::from(id), &mut i as *mut Info as u64, 0);
+        if r < 0 {
+            Err(r)
+        } else {
+            Ok(i)
+        }
+    }
+    /// Change a VCPU's budget and period (admission-controlled like `create`).
+    pub fn set(id: u32, budget_us: u64, period_us: u64) -> i64 {
+        syscall(nr::VCPU_SET, u64::from(id), budget_us, period_us)
+    }
+    /// Copy (and clear) this CPU's scheduling trace as CSV into `buf`; returns the bytes written.
+    pub fn trace(buf: &mut [u8]) -> i64 {
+        syscall6(nr::VCPU_TRACE, [buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0, 0])
     }
 }
 

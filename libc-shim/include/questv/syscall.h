@@ -29,6 +29,11 @@
 #define SYS_chan_recv 1012
 #define SYS_chan_close 1013
 #define SYS_chan_endpoint 1014
+#define SYS_vcpu_create 1020
+#define SYS_vcpu_bind 1021
+#define SYS_vcpu_info 1022
+#define SYS_vcpu_set 1023
+#define SYS_vcpu_trace 1024
 
 long questv_syscall(long n, long a0, long a1, long a2, long a3, long a4, long a5);
 #endif
