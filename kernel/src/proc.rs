@@ -1,6 +1,10 @@
 //! Processes: one user thread each, a copy-on-write address space, parent/child links, zombies until reaped.
-//! Orphans are re-parented to init (pid 1). All process state is under one interrupt-safe lock; the user
-//! memory it guards is reached only through checked copies (mm::uspace), never by dereferencing user pointers.
+//! Orphans are re-parented to init (pid 1). The process table (pids, parent links, states, waiters) is under one
+//! interrupt-safe lock held only briefly; each address space has its own lock, so fork's copy, exit's teardown
+//! and system calls' user copies of different processes run in parallel. User memory is reached only through
+//! checked copies (mm::uspace), never by dereferencing user pointers.
+//!
+//! Lock order: the table lock may be held while taking a space lock, never the other way round.
 
 use crate::elf;
 use crate::mm::kmem::KernelMem;
@@ -9,6 +13,7 @@ use crate::sched;
 use crate::sync::IrqSpinlock;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use questv_arch::paging::{PageFlags, TableMemory, PAGE_SIZE};
 use questv_arch::trap::TrapFrame;
@@ -30,10 +35,18 @@ enum State {
     Zombie(i32),
 }
 
+/// A process's address space behind its own lock; `None` once the process has exited (torn down).
+type SpaceLock = Arc<IrqSpinlock<Option<UserSpace>>>;
+
+fn space_lock(space: UserSpace) -> SpaceLock {
+    Arc::new(IrqSpinlock::new(Some(space)))
+}
+
 struct Process {
     ppid: u32,
-    name: String,
-    space: Option<UserSpace>,
+    /// The program's ramdisk name.
+    name: &'static str,
+    space: SpaceLock,
     state: State,
     /// Thread blocked in wait4 for one of our children.
     waiter: Option<u64>,
@@ -68,12 +81,17 @@ fn alloc_pid(t: &mut Table) -> Option<u32> {
     }
 }
 
-/// Run `f` on the calling process's address space.
-pub fn with_space<R>(f: impl FnOnce(&mut UserSpace, &mut KernelMem) -> R) -> Option<R> {
+/// The calling process's address-space lock (the table lock is held only to look it up).
+fn current_space() -> Option<SpaceLock> {
     let pid = sched::current_pid();
-    let mut t = TABLE.lock();
-    let space = t.procs.get_mut(&pid)?.space.as_mut()?;
-    Some(f(space, &mut KernelMem))
+    TABLE.lock().procs.get(&pid).map(|p| p.space.clone())
+}
+
+/// Run `f` on the calling process's address space, holding only that space's lock.
+pub fn with_space<R>(f: impl FnOnce(&mut UserSpace, &mut KernelMem) -> R) -> Option<R> {
+    let space = current_space()?;
+    let mut guard = space.lock();
+    Some(f(guard.as_mut()?, &mut KernelMem))
 }
 
 /// Kernel PML4 slot 0, shared into every user address space.
@@ -190,7 +208,7 @@ pub fn start_init(argv: Vec<String>) -> Result<(), &'static str> {
     let pid = alloc_pid(&mut t).ok_or("process table full")?;
     let thread = sched::new_user_thread("init", user_frame(entry, sp, argv.len(), argv_addr), pid, space.root())
         .ok_or("out of memory for init's kernel stack")?;
-    t.procs.insert(pid, Process { ppid: 0, name: String::from("init"), space: Some(space), state: State::Running, waiter: None });
+    t.procs.insert(pid, Process { ppid: 0, name: "init", space: space_lock(space), state: State::Running, waiter: None });
     drop(t);
     sched::enqueue(percpu::cpu_index(), thread);
     Ok(())
@@ -198,28 +216,50 @@ pub fn start_init(argv: Vec<String>) -> Result<(), &'static str> {
 
 pub fn fork(frame: &TrapFrame) -> i64 {
     let ppid = sched::current_pid();
-    let mut mem = KernelMem;
-    let mut t = TABLE.lock();
-    let Some(pid) = alloc_pid(&mut t) else { return -EAGAIN };
-    let Some(parent) = t.procs.get(&ppid) else { return -ESRCH };
-    let name = parent.name.clone();
-    let forked = parent.space.as_ref().map(|s| s.fork(&mut mem));
-    // The parent's writable pages just became read-only + COW: drop its stale TLB entries.
-    // SAFETY: reloading the current CR3 only flushes non-global TLB entries.
-    unsafe { cpu::write_cr3(cpu::read_cr3()) };
+    let Some((name, parent_space)) = TABLE.lock().procs.get(&ppid).map(|p| (p.name, p.space.clone())) else {
+        return -ESRCH;
+    };
+    // Copy under the parent's space lock alone: other processes fork, fault and exit meanwhile.
+    let forked = {
+        let parent = parent_space.lock();
+        let forked = parent.as_ref().map(|s| s.fork(&mut KernelMem));
+        // The parent's writable pages just became read-only + COW: drop its stale TLB entries.
+        // SAFETY: reloading the current CR3 only flushes non-global TLB entries.
+        unsafe { cpu::write_cr3(cpu::read_cr3()) };
+        forked
+    };
     let space = match forked {
         Some(Ok(s)) => s,
         Some(Err(e)) => return e.into(),
         None => return -ESRCH,
     };
+    let root = space.root();
+    let child_space = space_lock(space);
+    let discard = |child_space: SpaceLock| {
+        if let Some(s) = child_space.lock().take() {
+            s.teardown(&mut KernelMem);
+        }
+    };
+    let pid = {
+        let mut t = TABLE.lock();
+        let pid = alloc_pid(&mut t);
+        if let Some(pid) = pid {
+            t.procs.insert(pid, Process { ppid, name, space: child_space.clone(), state: State::Running, waiter: None });
+        }
+        pid
+    };
+    let Some(pid) = pid else {
+        discard(child_space);
+        return -EAGAIN;
+    };
     let mut child_frame = *frame;
     child_frame.gprs.rax = 0;
-    let Some(thread) = sched::new_user_thread("user", child_frame, pid, space.root()) else {
-        space.teardown(&mut mem);
+    let Some(thread) = sched::new_user_thread("user", child_frame, pid, root) else {
+        // Undo. Only the parent (this thread) waits for or signals the child, so no one has acted on the entry.
+        TABLE.lock().procs.remove(&pid);
+        discard(child_space);
         return -ENOMEM;
     };
-    t.procs.insert(pid, Process { ppid, name, space: Some(space), state: State::Running, waiter: None });
-    drop(t);
     sched::enqueue(percpu::cpu_index(), thread);
     i64::from(pid)
 }
@@ -231,31 +271,34 @@ pub fn exit_current(wait_status: i32) {
     crate::channel::endpoint::close_all_of(pid);
     // Run on the kernel's tables before ours are freed.
     sched::set_current_cr3(0);
-    let mut wake = Vec::new();
+    let space = {
+        let t = TABLE.lock();
+        let Some(p) = t.procs.get(&pid) else { return };
+        let space = p.space.lock().take();
+        space
+    };
+    // Tear down with no lock held (the space is ours alone now), and before the parent can see the zombie, so
+    // a parent that reaps us and counts free frames sees them all back.
+    if let Some(s) = space {
+        s.teardown(&mut KernelMem);
+    }
+    let mut wake = [None; 2];
     {
         let mut t = TABLE.lock();
         let Some(p) = t.procs.get_mut(&pid) else { return };
-        let space = p.space.take();
         p.state = State::Zombie(wait_status);
         let ppid = p.ppid;
-        if let Some(s) = space {
-            s.teardown(&mut KernelMem);
-        }
         let mut orphan_zombie = false;
         for (_, c) in t.procs.iter_mut().filter(|(_, c)| c.ppid == pid) {
             c.ppid = INIT_PID;
             orphan_zombie |= matches!(c.state, State::Zombie(_));
         }
         if orphan_zombie {
-            if let Some(w) = t.procs.get_mut(&INIT_PID).and_then(|i| i.waiter.take()) {
-                wake.push(w);
-            }
+            wake[0] = t.procs.get_mut(&INIT_PID).and_then(|i| i.waiter.take());
         }
-        if let Some(w) = t.procs.get_mut(&ppid).and_then(|p| p.waiter.take()) {
-            wake.push(w);
-        }
+        wake[1] = t.procs.get_mut(&ppid).and_then(|p| p.waiter.take());
     }
-    for w in wake {
+    for w in wake.into_iter().flatten() {
         sched::wake(w);
     }
     if pid == INIT_PID {
@@ -284,7 +327,10 @@ pub fn wait4(pid: i64, status_addr: u64, options: u64) -> i64 {
             });
             if let Some((cpid, st)) = zombie {
                 if status_addr != 0 {
-                    let Some(space) = t.procs.get_mut(&me).and_then(|p| p.space.as_mut()) else { return -ESRCH };
+                    // Under the table lock (order: table, then space), so a failed copy leaves the zombie.
+                    let Some(me_space) = t.procs.get(&me).map(|p| p.space.clone()) else { return -ESRCH };
+                    let mut guard = me_space.lock();
+                    let Some(space) = guard.as_mut() else { return -ESRCH };
                     if let Err(e) = space.copy_to_user(&mut KernelMem, status_addr, &st.to_le_bytes()) {
                         return e.into();
                     }
@@ -344,6 +390,7 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64) -> i64 {
         Err(e) => return e,
     };
     let name = path.rsplit('/').next().unwrap_or("");
+    let Some(name) = crate::ramdisk::names().find(|&n| n == name) else { return -ENOENT };
     let Some(bytes) = crate::ramdisk::find(name) else { return -ENOENT };
     let (space, entry, sp, uargv) = match load_program(bytes, &args) {
         Ok(v) => v,
@@ -353,13 +400,18 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64) -> i64 {
     let old = {
         let pid = sched::current_pid();
         let mut t = TABLE.lock();
-        let Some(p) = t.procs.get_mut(&pid) else { return -ESRCH };
-        p.name = String::from(name);
-        p.space.replace(space)
+        let Some(p) = t.procs.get_mut(&pid) else {
+            drop(t);
+            space.teardown(&mut KernelMem);
+            return -ESRCH;
+        };
+        p.name = name;
+        let old = p.space.lock().replace(space);
+        old
     };
     sched::set_current_cr3(root);
+    // The old space is ours alone now: no lock needed to free it.
     if let Some(old) = old {
-        let _t = TABLE.lock();
         old.teardown(&mut KernelMem);
     }
     *frame = user_frame(entry, sp, args.len(), uargv);

@@ -84,6 +84,35 @@ impl<'a> FrameAllocator<'a> {
         None
     }
 
+    /// Allocate up to `out.len()` frames into `out` (one bitmap scan for the whole batch, for per-CPU frame
+    /// caches); returns how many were allocated, fewer only when memory runs out.
+    pub fn alloc_batch(&mut self, out: &mut [u64]) -> usize {
+        let words = self.bits.len();
+        let mut n = 0;
+        for k in 0..words {
+            if n == out.len() {
+                break;
+            }
+            let i = (self.hint + k) % words;
+            let mut w = self.bits[i];
+            while w != 0 && n < out.len() {
+                let bit = w.trailing_zeros();
+                w &= w - 1;
+                out[n] = (i as u64 * 64 + u64::from(bit)) * PAGE;
+                n += 1;
+            }
+            self.bits[i] = w;
+            self.hint = i;
+        }
+        self.free -= n as u64;
+        n
+    }
+
+    /// Return every frame of `frames` (checked as by [`free`](Self::free)); stops at the first bad one.
+    pub fn free_batch(&mut self, frames: &[u64]) -> Result<(), FrameError> {
+        frames.iter().try_for_each(|&pa| self.free(pa))
+    }
+
     /// Allocate `count` physically contiguous frames whose start is a multiple of `align` bytes (a power of two
     /// ≥ 4 KiB) and whose end is at or below `limit` (e.g. 4 GiB for 32-bit devices).
     pub fn alloc_contiguous(&mut self, count: u64, align: u64, limit: u64) -> Option<u64> {
@@ -185,6 +214,31 @@ mod tests {
         assert_eq!(fa.free_frames(), 1);
         assert_eq!(fa.alloc(), Some(0x3000));
         assert_eq!(fa.total_frames(), 4);
+    }
+
+    #[test]
+    fn batches_allocate_in_order_and_count() {
+        let mut bits = vec![0u64; 4];
+        let mut fa = FrameAllocator::new(&mut bits);
+        // 70 frames: the batch crosses a bitmap word.
+        fa.add_region(Region::new(60 * PAGE, 130 * PAGE));
+        let mut out = [0u64; 32];
+        assert_eq!(fa.alloc_batch(&mut out[..8]), 8);
+        assert_eq!(out[..8].to_vec(), (60..68).map(|f| f * PAGE).collect::<Vec<_>>());
+        assert_eq!(fa.free_frames(), 62);
+        let mut rest = [0u64; 80];
+        assert_eq!(fa.alloc_batch(&mut rest), 62, "a short batch when memory runs out");
+        assert_eq!(fa.free_frames(), 0);
+        assert_eq!(fa.alloc(), None);
+        assert_eq!(fa.alloc_batch(&mut out), 0);
+        fa.free_batch(&rest[..62]).unwrap();
+        fa.free_batch(&out[..8]).unwrap();
+        assert_eq!(fa.free_frames(), 70);
+        assert_eq!(fa.free_batch(&[61 * PAGE]), Err(FrameError::DoubleFree(61 * PAGE)));
+        // A batch with a bad frame frees the good ones before it and reports the bad one.
+        let a = fa.alloc().unwrap();
+        assert_eq!(fa.free_batch(&[a, 0x123]), Err(FrameError::Misaligned(0x123)));
+        assert_eq!(fa.free_frames(), 70);
     }
 
     #[test]

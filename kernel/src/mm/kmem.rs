@@ -1,12 +1,15 @@
-//! The kernel's physical memory: the global frame allocator (fed from the multiboot2 memory map), the kernel
-//! heap (linked_list_allocator behind an interrupt-safe lock) and the kernel's own page tables.
+//! The kernel's physical memory: the global frame allocator (fed from the multiboot2 memory map) with a small
+//! per-CPU frame cache in front of it, the kernel heap (linked_list_allocator behind an interrupt-safe lock),
+//! reference counts of user pages and the kernel's own page tables.
 
-use super::frame::FrameAllocator;
+use super::frame::{FrameAllocator, FrameError};
 use super::memmap::{self, Area, Region};
 use crate::sync::IrqSpinlock;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use questv_arch::paging::{AddressSpace, PageFlags, TableMemory, LARGE_PAGE_SIZE, PAGE_SIZE};
+use questv_arch::percpu::{self, MAX_CPUS};
 
 /// Highest physical address the frame allocator manages (16 GiB; more RAM is reported and left unused).
 pub const MAX_PHYS: u64 = 16 << 30;
@@ -72,43 +75,149 @@ pub fn init(areas: &[Area], keep: &[Region]) -> MemoryInfo {
     MemoryInfo { usable_bytes, highest_address: highest, heap_bytes, regions: usable.as_slice().len() }
 }
 
+/// Frames a CPU keeps for itself, so single-frame allocation and freeing (page tables, user pages: the fork,
+/// fault and exit paths) rarely touch the global allocator's lock.
+const CACHE_FRAMES: usize = 64;
+/// Frames moved between a CPU's cache and the global allocator at once (refill when empty, drain when full).
+const CACHE_BATCH: usize = 32;
+
+struct FrameCache {
+    frames: [u64; CACHE_FRAMES],
+    len: usize,
+}
+
+/// One CPU's frame cache. The lock is only ever contended by [`drain_frame_caches`]; it also keeps the cache
+/// consistent if its owner is interrupted or migrates between reading its CPU index and taking the lock.
+#[repr(align(64))]
+struct CpuFrameCache {
+    cache: IrqSpinlock<FrameCache>,
+    /// `cache.len`, readable without the cache lock. Frames move between a cache and the global allocator only
+    /// under `FRAMES`'s lock, so [`free_frames`] (which holds it) sees every frame in exactly one place.
+    held: AtomicUsize,
+}
+
+static CACHES: [CpuFrameCache; MAX_CPUS] = [const {
+    CpuFrameCache { cache: IrqSpinlock::new(FrameCache { frames: [0; CACHE_FRAMES], len: 0 }), held: AtomicUsize::new(0) }
+}; MAX_CPUS];
+
+fn local_cache() -> &'static CpuFrameCache {
+    &CACHES[percpu::cpu_index() as usize]
+}
+
+fn bad_free(e: FrameError) -> ! {
+    panic!("bad frame free: {:?}", e)
+}
+
+/// A frame from this CPU's cache, refilled from the global allocator when empty.
+fn cached_alloc() -> Option<u64> {
+    let c = local_cache();
+    let mut cache = c.cache.lock();
+    if cache.len == 0 {
+        let mut frames = FRAMES.lock();
+        let n = frames.as_mut()?.alloc_batch(&mut cache.frames[..CACHE_BATCH]);
+        cache.len = n;
+        c.held.store(n, Ordering::Relaxed);
+        if n == 0 {
+            return None;
+        }
+    }
+    cache.len -= 1;
+    c.held.store(cache.len, Ordering::Relaxed);
+    Some(cache.frames[cache.len])
+}
+
+/// Return every CPU's cached frames to the global allocator (before contiguous allocations and range
+/// queries, which only see the bitmap, and before giving up for lack of memory).
+fn drain_frame_caches() {
+    for c in &CACHES {
+        if c.held.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let mut cache = c.cache.lock();
+        let n = cache.len;
+        let mut frames = FRAMES.lock();
+        if let Some(fa) = frames.as_mut() {
+            fa.free_batch(&cache.frames[..n]).unwrap_or_else(|e| bad_free(e));
+            cache.len = 0;
+            c.held.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A zeroed 4 KiB frame.
 pub fn alloc_frame() -> Option<u64> {
-    let pa = FRAMES.lock().as_mut()?.alloc()?;
+    let pa = cached_alloc().or_else(|| {
+        // This CPU's cache and the global allocator are empty; other CPUs' caches may still hold frames.
+        drain_frame_caches();
+        FRAMES.lock().as_mut()?.alloc()
+    })?;
     // SAFETY: the frame is ours and identity mapped.
     unsafe { core::ptr::write_bytes(pa as *mut u8, 0, PAGE_SIZE as usize) };
     Some(pa)
 }
 
+/// Return a frame to this CPU's cache (the oldest half goes back to the global allocator when it is full).
+/// Misaligned and out-of-range frees panic at once; a double free is caught here if the frame is still in this
+/// CPU's cache, otherwise by the global allocator when the cache is drained.
 pub fn free_frame(pa: u64) {
-    if let Some(fa) = FRAMES.lock().as_mut() {
-        if let Err(e) = fa.free(pa) {
-            panic!("bad frame free: {:?}", e);
-        }
+    if pa % PAGE_SIZE != 0 {
+        bad_free(FrameError::Misaligned(pa));
     }
+    if pa >= MAX_PHYS {
+        bad_free(FrameError::OutOfRange(pa));
+    }
+    let c = local_cache();
+    let mut cache = c.cache.lock();
+    let len = cache.len;
+    if cache.frames[..len].contains(&pa) {
+        bad_free(FrameError::DoubleFree(pa));
+    }
+    if len == CACHE_FRAMES {
+        let mut frames = FRAMES.lock();
+        let Some(fa) = frames.as_mut() else { return };
+        fa.free_batch(&cache.frames[..CACHE_BATCH]).unwrap_or_else(|e| bad_free(e));
+        cache.frames.copy_within(CACHE_BATCH.., 0);
+        cache.len = CACHE_FRAMES - CACHE_BATCH;
+        c.held.store(cache.len, Ordering::Relaxed);
+    }
+    let len = cache.len;
+    cache.frames[len] = pa;
+    cache.len = len + 1;
+    c.held.store(len + 1, Ordering::Relaxed);
 }
 
 pub fn alloc_contiguous(count: u64, align: u64, limit: u64) -> Option<u64> {
-    FRAMES.lock().as_mut()?.alloc_contiguous(count, align, limit)
+    FRAMES.lock().as_mut()?.alloc_contiguous(count, align, limit).or_else(|| {
+        drain_frame_caches();
+        FRAMES.lock().as_mut()?.alloc_contiguous(count, align, limit)
+    })
 }
 
 /// Contiguous frames at or above `from`.
 pub fn alloc_contiguous_from(count: u64, align: u64, from: u64) -> Option<u64> {
-    FRAMES.lock().as_mut()?.alloc_contiguous_from(count, align, from, MAX_PHYS)
+    FRAMES.lock().as_mut()?.alloc_contiguous_from(count, align, from, MAX_PHYS).or_else(|| {
+        drain_frame_caches();
+        FRAMES.lock().as_mut()?.alloc_contiguous_from(count, align, from, MAX_PHYS)
+    })
 }
 
-/// Free runs of at least `min_bytes` (see FrameAllocator::free_runs).
+/// Free runs of at least `min_bytes` (see FrameAllocator::free_runs), cached frames included.
 pub fn free_runs(min_bytes: u64) -> alloc::vec::Vec<Region> {
+    drain_frame_caches();
     FRAMES.lock().as_ref().map(|f| f.free_runs(min_bytes / PAGE_SIZE)).unwrap_or_default()
 }
 
 /// Take a whole range out of the allocator (for good: sandbox slices, the shared region).
-pub fn take_range(r: Region) -> Result<(), super::frame::FrameError> {
+pub fn take_range(r: Region) -> Result<(), FrameError> {
+    drain_frame_caches();
     FRAMES.lock().as_mut().map_or(Ok(()), |f| f.take_range(r))
 }
 
+/// Free frames, the ones in per-CPU caches included.
 pub fn free_frames() -> u64 {
-    FRAMES.lock().as_ref().map_or(0, |f| f.free_frames())
+    let frames = FRAMES.lock();
+    let cached: usize = CACHES.iter().map(|c| c.held.load(Ordering::Relaxed)).sum();
+    frames.as_ref().map_or(0, |f| f.free_frames() + cached as u64)
 }
 
 /// Build the kernel's page tables: page 0 unmapped (null dereferences fault), kernel text read-only and
@@ -144,12 +253,17 @@ pub fn build_kernel_tables(highest_address: u64, trampoline: u64) -> u64 {
     a.root()
 }
 
-/// Reference counts of user pages, indexed by frame number (fork shares pages copy-on-write).
-static PAGE_REFS: IrqSpinlock<alloc::vec::Vec<u16>> = IrqSpinlock::new(alloc::vec::Vec::new());
+/// Reference counts of user pages, indexed by frame number (fork shares pages copy-on-write). Atomic, so
+/// sharing and releasing pages needs no lock: a count only changes through a space that holds a reference.
+static PAGE_REFS: spin::Once<alloc::vec::Vec<AtomicU16>> = spin::Once::new();
 
 pub fn init_page_refs(highest_address: u64) {
     let frames = (highest_address.min(MAX_PHYS) / PAGE_SIZE) as usize;
-    *PAGE_REFS.lock() = alloc::vec![0u16; frames];
+    PAGE_REFS.call_once(|| (0..frames).map(|_| AtomicU16::new(0)).collect());
+}
+
+fn page_refs(pa: u64) -> &'static AtomicU16 {
+    &PAGE_REFS.get().expect("page reference counts used before init_page_refs")[(pa / PAGE_SIZE) as usize]
 }
 
 /// Physical memory as page tables (kernel and user) and reference-counted user pages: frames from the frame
@@ -179,32 +293,34 @@ impl TableMemory for KernelMem {
 impl super::uspace::PhysMem for KernelMem {
     fn alloc_page(&mut self) -> Option<u64> {
         let pa = alloc_frame()?;
-        PAGE_REFS.lock()[(pa / PAGE_SIZE) as usize] = 1;
+        // Nobody else knows the frame yet.
+        page_refs(pa).store(1, Ordering::Relaxed);
         Some(pa)
     }
     fn share(&mut self, pa: u64) {
-        let mut r = PAGE_REFS.lock();
-        let c = &mut r[(pa / PAGE_SIZE) as usize];
-        *c = c.checked_add(1).expect("page shared by more than 65535 address spaces");
+        // Overflow is refused rather than wrapped (a wrapped count would free a page still mapped).
+        page_refs(pa)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_add(1))
+            .expect("page shared by more than 65535 address spaces");
     }
     fn release(&mut self, pa: u64) {
-        let last = {
-            let mut r = PAGE_REFS.lock();
-            let c = &mut r[(pa / PAGE_SIZE) as usize];
-            assert!(*c > 0, "release of unreferenced page 0x{:x}", pa);
-            *c -= 1;
-            *c == 0
-        };
-        if last {
+        // AcqRel: whoever drops the last reference (and frees or reuses the page) sees every earlier holder's
+        // accesses to it as done.
+        let before = page_refs(pa).fetch_sub(1, Ordering::AcqRel);
+        assert!(before > 0, "release of unreferenced page 0x{:x}", pa);
+        if before == 1 {
             free_frame(pa);
         }
     }
     fn refs(&mut self, pa: u64) -> u32 {
-        u32::from(PAGE_REFS.lock()[(pa / PAGE_SIZE) as usize])
+        // Acquire pairs with release(): a COW fault that sees itself as the last holder may write the page.
+        u32::from(page_refs(pa).load(Ordering::Acquire))
     }
     fn page(&mut self, pa: u64) -> &mut [u8; PAGE_SIZE as usize] {
-        // SAFETY: user pages come from the frame allocator and are identity mapped; the caller holds the
-        // process table lock, so no other kernel path writes this page concurrently.
+        // SAFETY: user pages come from the frame allocator and are identity mapped. The caller holds the lock of
+        // the address space it reached `pa` through (proc.rs), and a process's own pages are written only under
+        // that lock; a page shared copy-on-write is read-only in every space that maps it, so it is only read
+        // (copied) here, never written, until a single reference is left.
         unsafe { &mut *(pa as *mut [u8; PAGE_SIZE as usize]) }
     }
     fn free_table(&mut self, pa: u64) {
