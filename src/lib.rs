@@ -4,6 +4,8 @@
 //! The guest speaks a small line protocol on COM1 (docs/architecture.md): `RESULT <name> key=value ...`,
 //! `QUESTV DONE status=N`, `KERNEL PANIC ...`. Everything that interprets those lines is pure and unit-tested.
 
+pub mod plot;
+
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -218,13 +220,17 @@ pub enum Cli {
     Boot(BootOptions),
     /// Boot the SMP and the VT image with the same workload and compare (options as for boot; `vt` unused).
     Compare(BootOptions),
-    /// The channel benchmark in both builds (`--run` gives the trials: default "5000").
-    MsgBench(BootOptions),
+    /// The channel benchmark in both builds (`--run` gives the trials: default "5000"), once per VCPU set-up
+    /// (`--vcpu`, msgbench's `none|hi|lo`).
+    MsgBench(BootOptions, Vec<&'static str>),
     Help,
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--timeout SECS] [--apic trap|passthrough]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
+
+/// msgbench's VCPU set-ups (userland/src/bin/msgbench.rs), in the order `--vcpu all` runs them.
+pub const MSGBENCH_VCPUS: [&str; 3] = ["none", "hi", "lo"];
 
 /// Parse the runner's command line (without the program name).
 pub fn parse_args(args: &[String]) -> Result<Cli, String> {
@@ -237,6 +243,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
         Some(other) => return Err(format!("unknown command {other:?}\n{USAGE}")),
     };
     let mut o = BootOptions::default();
+    let mut vcpus: Vec<&'static str> = Vec::new();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
         match a.as_str() {
@@ -277,6 +284,14 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
                     e => return Err(format!("unknown TCG threading {e:?} (single or multi)")),
                 })
             }
+            "--vcpu" if msgbench => {
+                for v in value("--vcpu")?.split(',') {
+                    match v {
+                        "all" => vcpus.extend(MSGBENCH_VCPUS),
+                        v => vcpus.push(MSGBENCH_VCPUS.into_iter().find(|m| *m == v).ok_or_else(|| format!("unknown VCPU set-up {v:?} (none, hi, lo or all)"))?),
+                    }
+                }
+            }
             "--watchdog-ms" => o.watchdog_ms = Some(value("--watchdog-ms")?.parse().map_err(|_| "--watchdog-ms needs milliseconds".to_string())?),
             "--timeout" => o.timeout = Some(value("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?),
             "--mem" => {
@@ -292,7 +307,12 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
         if o.vt || o.gdb {
             return Err("compare/msgbench boot both builds themselves; --vt and --gdb do not apply".into());
         }
-        Ok(if msgbench { Cli::MsgBench(o) } else { Cli::Compare(o) })
+        if vcpus.is_empty() {
+            vcpus.push("none");
+        }
+        let mut seen = Vec::new();
+        vcpus.retain(|v| if seen.contains(v) { false } else { seen.push(*v); true });
+        Ok(if msgbench { Cli::MsgBench(o, vcpus) } else { Cli::Compare(o) })
     } else {
         Ok(Cli::Boot(o))
     }
@@ -388,8 +408,28 @@ fn results_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// The one-instance baseline of a comparison: the workload's cycles per iteration when it runs alone on CPU 0 of
+/// the same machine (SMP build, the other cores idle).
+pub fn one_instance_cycles(lines: &[String]) -> Option<u64> {
+    lines.iter().filter_map(|l| parse_result_line(l)).find_map(|r| r.get_u64("cycles_per_iter"))
+}
+
+/// The scaling summary: mean per-instance cost of each build over the one-instance cost.
+pub fn scaling_table(rows: &[CompareRow], one: u64) -> String {
+    let n = rows.len().max(1) as f64;
+    let smp = rows.iter().map(|r| r.smp_cycles_per_iter as f64).sum::<f64>() / n;
+    let vt = rows.iter().map(|r| r.vt_cycles_per_iter as f64).sum::<f64>() / n;
+    let one = one.max(1) as f64;
+    format!(
+        "one instance alone (SMP, CPU 0): {one:.0} cycles/iter\nscaling: smp_per_instance/one={:.3} vt_per_sandbox/one={:.3}\n",
+        smp / one,
+        vt / one
+    )
+}
+
 /// `compare`: the workload once per core in the SMP build (`percpu PROG`) and once per sandbox in the VT build,
-/// in the same emulator. Prints the table, writes a CSV under target/results/, returns the CSV path.
+/// in the same emulator, plus (with more than one core) the workload alone on the SMP build as the scaling
+/// baseline. Prints the table, writes a CSV and a bar chart under target/results/, returns the CSV path.
 pub fn compare(o: &BootOptions) -> Result<(String, PathBuf), String> {
     let run = o.run.clone().unwrap_or_else(|| "forkwait 2000".into());
     let reports = run_both(o, &run)?;
@@ -397,11 +437,40 @@ pub fn compare(o: &BootOptions) -> Result<(String, PathBuf), String> {
     if rows.len() != o.cpus as usize {
         return Err(format!("expected results from {} cores in both builds, matched {}", o.cpus, rows.len()));
     }
+    let one = if o.cpus > 1 {
+        let opts = BootOptions { vt: false, run: Some(run.clone()), echo: false, timeout: Some(o.timeout.unwrap_or(o.timeout_secs() * 10)), tcg_single: Some(o.tcg_single.unwrap_or(true)), ..o.clone() };
+        eprintln!("questv: compare: booting the smp build with one instance (the scaling baseline)");
+        let r = boot(&opts)?;
+        if r.outcome != Outcome::Done(0) {
+            return Err(format!("the one-instance run ended with {:?}", r.outcome));
+        }
+        Some(one_instance_cycles(&r.lines).ok_or("the one-instance run printed no cycles_per_iter")?)
+    } else {
+        None
+    };
     let dir = results_dir()?;
     let name: String = run.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    let path = dir.join(format!("compare-{}-{}cpus-{}.csv", o.emulator.name(), o.cpus, name));
-    std::fs::write(&path, compare_csv(&rows)).map_err(|e| e.to_string())?;
-    Ok((compare_table(&rows), path))
+    let stem = format!("compare-{}-{}cpus-{}", o.emulator.name(), o.cpus, name);
+    let path = dir.join(format!("{stem}.csv"));
+    let mut csv = compare_csv(&rows);
+    let mut table = compare_table(&rows);
+    let mut groups: Vec<String> = rows.iter().map(|r| format!("core {}", r.core)).collect();
+    let mut series = vec![
+        plot::Series { name: format!("SMP, {} instances at once", rows.len()), points: rows.iter().enumerate().map(|(i, r)| (i as f64, r.smp_cycles_per_iter as f64)).collect() },
+        plot::Series { name: format!("Quest-V (VT), {} sandboxes at once", rows.len()), points: rows.iter().enumerate().map(|(i, r)| (i as f64, r.vt_cycles_per_iter as f64)).collect() },
+    ];
+    if let Some(one) = one {
+        csv.push_str(&format!("one_instance,{one},,,\n"));
+        table.push_str(&scaling_table(&rows, one));
+        groups.push("one instance alone".into());
+        series.push(plot::Series { name: "SMP, one instance alone".into(), points: vec![(rows.len() as f64, one as f64)] });
+    }
+    std::fs::write(&path, csv).map_err(|e| e.to_string())?;
+    let png = dir.join(format!("{stem}.png"));
+    let title = format!("{run}: cycles per iteration, {} with {} cores", o.emulator.name(), o.cpus);
+    plot::bar_chart(&png, &title, "cycles per iteration", &groups, &series)?;
+    table.push_str(&format!("figure: {}\n", png.display()));
+    Ok((table, path))
 }
 
 /// Rewrite grub.cfg: the `set questv_args=` line gets `args`, the `# @questv-modules@` line becomes one
@@ -771,9 +840,9 @@ pub fn boot(o: &BootOptions) -> Result<BootReport, String> {
     Ok(BootReport { lines, outcome, wall_time })
 }
 
-/// `RESULT msgbench` lines of both runs as CSV rows (build, size, mode, trials, rtt_cycles, one_way_cycles).
+/// `RESULT msgbench` lines as CSV rows (build, vcpu, size, mode, trials, rtt_cycles, one_way_cycles, exits).
 pub fn msgbench_csv(lines: &[String]) -> (String, usize) {
-    let mut csv = String::from("build,size,mode,trials,rtt_cycles,one_way_cycles,rtt_vmexits,vmexits_per_notified_msg\n");
+    let mut csv = String::from("build,vcpu,size,mode,trials,rtt_cycles,one_way_cycles,rtt_vmexits,vmexits_per_notified_msg\n");
     let mut n = 0;
     for r in results(lines, "msgbench") {
         let f = |k| r.get(k).unwrap_or("");
@@ -783,26 +852,69 @@ pub fn msgbench_csv(lines: &[String]) -> (String, usize) {
             _ => String::new(),
         };
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\n",
-            f("build"), f("size"), f("mode"), f("trials"), f("rtt_cycles"), f("one_way_cycles"), f("rtt_vmexits"), per_msg
+            "{},{},{},{},{},{},{},{},{}\n",
+            f("build"), r.get("vcpu").unwrap_or("none"), f("size"), f("mode"), f("trials"), f("rtt_cycles"),
+            f("one_way_cycles"), f("rtt_vmexits"), per_msg
         ));
         n += 1;
     }
     (csv, n)
 }
 
-/// `msgbench`: the channel benchmark between endpoints 0 and 1 in both builds (same emulator); CSV under
-/// target/results/.
-pub fn msgbench(o: &BootOptions) -> Result<(String, PathBuf), String> {
-    let trials = o.run.clone().unwrap_or_else(|| "5000".into());
-    let reports = run_both(o, &format!("msgbench {trials}"))?;
-    let all: Vec<String> = reports.iter().flat_map(|r| r.lines.iter().cloned()).collect();
-    let (csv, n) = msgbench_csv(&all);
-    if n != 2 * 2 * 11 {
-        return Err(format!("expected 44 RESULT msgbench lines (2 builds x 2 modes x 11 sizes), got {n}"));
+/// Fig 9's series from msgbench lines: round-trip cycles against message size, one series per build and VCPU
+/// set-up, for one notification mode (`polled` or `ipi`).
+pub fn msgbench_series(lines: &[String], mode: &str) -> Vec<plot::Series> {
+    let mut series: Vec<plot::Series> = Vec::new();
+    for r in results(lines, "msgbench").filter(|r| r.get("mode") == Some(mode)) {
+        let (Some(build), Some(size), Some(rtt)) = (r.get("build"), r.get_u64("size"), r.get_u64("rtt_cycles")) else {
+            continue;
+        };
+        let name = format!("{} {}", if build == "vt" { "Quest-V (VT)" } else { "SMP" }, match r.get("vcpu").unwrap_or("none") {
+            "hi" => "Hi (50 % VCPUs)",
+            "lo" => "Low (40 % VCPUs)",
+            _ => "no VCPUs",
+        });
+        match series.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.points.push((size as f64, rtt as f64)),
+            None => series.push(plot::Series { name, points: vec![(size as f64, rtt as f64)] }),
+        }
     }
-    let path = results_dir()?.join(format!("msgbench-{}-{}trials.csv", o.emulator.name(), trials.trim()));
+    for s in &mut series {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    series
+}
+
+/// `msgbench` (paper Fig 9): the channel benchmark between endpoints 0 and 1 in both builds (same emulator), once
+/// per VCPU set-up; one CSV and a PNG per notification mode under target/results/.
+pub fn msgbench(o: &BootOptions, vcpus: &[&str]) -> Result<(String, PathBuf), String> {
+    let trials = o.run.clone().unwrap_or_else(|| "5000".into());
+    let trials = trials.trim();
+    if trials.parse::<u64>().is_err() {
+        return Err(format!("--run gives msgbench's trials per size, a number (got {trials:?})"));
+    }
+    let mut all: Vec<String> = Vec::new();
+    for v in vcpus {
+        eprintln!("questv: msgbench: VCPU set-up {v}");
+        for r in run_both(o, &format!("msgbench {trials} {v}"))? {
+            all.extend(r.lines);
+        }
+    }
+    let (csv, n) = msgbench_csv(&all);
+    let expected = 2 * 2 * 11 * vcpus.len();
+    if n != expected {
+        return Err(format!("expected {expected} RESULT msgbench lines (2 builds x 2 modes x 11 sizes x {} VCPU set-ups), got {n}", vcpus.len()));
+    }
+    let stem = format!("msgbench-{}-{}trials-{}", o.emulator.name(), trials, vcpus.join("-"));
+    let dir = results_dir()?;
+    let path = dir.join(format!("{stem}.csv"));
     std::fs::write(&path, &csv).map_err(|e| e.to_string())?;
+    for mode in ["polled", "ipi"] {
+        let png = dir.join(format!("{stem}-{mode}.png"));
+        let title = format!("Fig 9: {mode} message round trip, {} ({} trials per size)", o.emulator.name(), trials);
+        plot::line_chart(&png, &title, "message size (bytes)", "round trip (cycles, log scale)", true, true, &msgbench_series(&all, mode))?;
+        eprintln!("questv: msgbench: figure {}", png.display());
+    }
     Ok((csv, path))
 }
 
@@ -945,19 +1057,36 @@ mod tests {
         let csv = compare_csv(&rows);
         assert!(csv.starts_with("core,smp_cycles_per_iter,vt_cycles_per_iter,vt_over_smp,vt_exits_during_run\n0,8,12,1.5000,2\n"));
         assert!(compare_table(&rows).lines().count() == 3);
+        assert_eq!(one_instance_cycles(&s(&["noise", "RESULT forkwait iterations=10 cycles=70 cycles_per_iter=7 cpu=0"])), Some(7));
+        assert_eq!(one_instance_cycles(&s(&["RESULT frames before=1 after=1"])), None);
+        // Mean per instance: SMP (8+10)/2 = 9, VT (12+9)/2 = 10.5, over one instance of 6.
+        assert!(scaling_table(&rows, 6).contains("smp_per_instance/one=1.500 vt_per_sandbox/one=1.750"));
         assert!(matches!(parse_args(&s(&["compare", "--emulator", "bochs", "--cpus", "4"])), Ok(Cli::Compare(_))));
         assert!(parse_args(&s(&["compare", "--vt"])).is_err());
-        assert!(matches!(parse_args(&s(&["msgbench", "--cpus", "2"])), Ok(Cli::MsgBench(_))));
+        assert!(matches!(parse_args(&s(&["msgbench", "--cpus", "2"])), Ok(Cli::MsgBench(_, v)) if v == ["none"]));
+        assert!(matches!(parse_args(&s(&["msgbench", "--vcpu", "hi,lo,hi"])), Ok(Cli::MsgBench(_, v)) if v == ["hi", "lo"]));
+        assert!(matches!(parse_args(&s(&["msgbench", "--vcpu", "all"])), Ok(Cli::MsgBench(_, v)) if v == MSGBENCH_VCPUS));
+        assert!(parse_args(&s(&["msgbench", "--vcpu", "mid"])).is_err());
+        assert!(parse_args(&s(&["compare", "--vcpu", "hi"])).is_err());
         let (csv, n) = msgbench_csv(&s(&[
             "[s0] RESULT msgbench build=vt size=4 mode=ipi trials=10 rtt_cycles=5 one_way_cycles=3 rtt_vmexits=10 rtt_notified=10",
-            "RESULT msgbench build=smp size=4 mode=polled trials=10 rtt_cycles=5 one_way_cycles=3 rtt_vmexits=-1 rtt_notified=0",
+            "RESULT msgbench build=smp size=4 mode=polled trials=10 rtt_cycles=5 one_way_cycles=3 rtt_vmexits=-1 rtt_notified=0 vcpu=hi",
             "x",
         ]));
         assert_eq!(n, 2);
         assert_eq!(
             csv,
-            "build,size,mode,trials,rtt_cycles,one_way_cycles,rtt_vmexits,vmexits_per_notified_msg\nvt,4,ipi,10,5,3,10,1.000\nsmp,4,polled,10,5,3,-1,\n"
+            "build,vcpu,size,mode,trials,rtt_cycles,one_way_cycles,rtt_vmexits,vmexits_per_notified_msg\nvt,none,4,ipi,10,5,3,10,1.000\nsmp,hi,4,polled,10,5,3,-1,\n"
         );
+        let series = msgbench_series(&s(&[
+            "RESULT msgbench build=smp size=8 mode=polled trials=10 rtt_cycles=7 one_way_cycles=3 vcpu=lo",
+            "RESULT msgbench build=smp size=4 mode=polled trials=10 rtt_cycles=5 one_way_cycles=3 vcpu=lo",
+            "RESULT msgbench build=smp size=4 mode=ipi trials=10 rtt_cycles=9 one_way_cycles=3 vcpu=lo",
+            "[s1] RESULT msgbench build=vt size=4 mode=polled trials=10 rtt_cycles=6 one_way_cycles=3 vcpu=hi",
+        ]), "polled");
+        assert_eq!(series.len(), 2);
+        assert_eq!(series[0].points, vec![(4.0, 5.0), (8.0, 7.0)]);
+        assert!(series[1].name.contains("VT") && series[1].name.contains("Hi"));
     }
 
     #[test]

@@ -6,9 +6,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match parse_args(&args) {
         Ok(Cli::Boot(o)) => o,
-        Ok(cmd @ (Cli::MsgBench(_) | Cli::Compare(_))) => {
+        Ok(cmd @ (Cli::MsgBench(..) | Cli::Compare(_))) => {
             let (name, result) = match &cmd {
-                Cli::MsgBench(o) => ("msgbench", questv::msgbench(o)),
+                Cli::MsgBench(o, vcpus) => ("msgbench", questv::msgbench(o, vcpus)),
                 Cli::Compare(o) => ("compare", questv::compare(o)),
                 _ => unreachable!(),
             };
