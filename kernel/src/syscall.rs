@@ -298,35 +298,37 @@ fn chan_send(h: u64, buf: u64, len: u64, flags: u64) -> i64 {
     if len > crate::channel::ring::SLOT_PAYLOAD as u64 || h > u64::from(u32::MAX) {
         return -EINVAL;
     }
-    let mut data = [0u8; crate::channel::ring::SLOT_PAYLOAD];
-    let data = &mut data[..len as usize];
-    match proc::with_space(|s, m| s.copy_from_user(m, buf, data)) {
-        Some(Ok(())) => {}
-        Some(Err(e)) => return e.into(),
-        None => return -ESRCH,
-    }
-    chan::send(h as u32, data, flags & CHAN_NOTIFY != 0).map_or_else(|e| e, |()| len as i64)
+    // Straight from user memory into the ring slot; a bad buffer sends nothing.
+    let fill = |slot: &mut [u8]| match proc::with_space(|s, m| s.copy_from_user(m, buf, slot)) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(i64::from(e)),
+        None => Err(-ESRCH),
+    };
+    chan::send_with(h as u32, len as usize, flags & CHAN_NOTIFY != 0, fill).map_or_else(|e| e, |()| len as i64)
 }
 
 fn chan_recv(h: u64, buf: u64, len: u64, timeout_ns: u64, flags: u64) -> i64 {
     if h > u64::from(u32::MAX) {
         return -EINVAL;
     }
-    // Check the destination before waiting.
-    if let Some(Err(e)) = proc::with_space(|s, m| s.copy_to_user(m, buf, &[])) {
-        return e.into();
-    }
-    let mut data = [0u8; crate::channel::ring::SLOT_PAYLOAD];
-    let n = match chan::recv(h as u32, &mut data, timeout_ns, flags & CHAN_NOTIFY != 0) {
-        Ok(n) => n,
-        Err(e) => return e,
+    // Straight from the ring slot into user memory, checksumming what the process got. A message longer than
+    // `len`, or a bad buffer, fails the call and leaves the message queued.
+    let deliver = |payload: &[u8]| {
+        if payload.len() as u64 > len {
+            return Err(-EINVAL);
+        }
+        let mut sum = crate::channel::ring::Hasher::default();
+        let copied = proc::with_space(|s, m| {
+            s.with_user_chunks(m, buf, payload.len(), true, |dst, at| {
+                dst.copy_from_slice(&payload[at..at + dst.len()]);
+                sum.update(dst);
+            })
+        });
+        match copied {
+            Some(Ok(())) => Ok(sum.finish()),
+            Some(Err(e)) => Err(i64::from(e)),
+            None => Err(-ESRCH),
+        }
     };
-    if n as u64 > len {
-        return -EINVAL;
-    }
-    match proc::with_space(|s, m| s.copy_to_user(m, buf, &data[..n])) {
-        Some(Ok(())) => n as i64,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
-    }
+    chan::recv_with(h as u32, timeout_ns, flags & CHAN_NOTIFY != 0, deliver).map_or_else(|e| e, |n| n as i64)
 }

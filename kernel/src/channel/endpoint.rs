@@ -107,20 +107,28 @@ fn ns_to_cycles(ns: u64) -> u64 {
     (u128::from(ns) * u128::from(smp::TSC_HZ.load(Ordering::Relaxed).max(1)) / 1_000_000_000) as u64
 }
 
-pub fn send(h: u32, data: &[u8], notify: bool) -> Result<(), i64> {
+/// Send a `len`-byte message that `fill` writes straight into the ring slot (the system call copies from user
+/// memory). Waits up to SEND_TIMEOUT_NS for a free slot without holding anything; a failing `fill` sends nothing.
+pub fn send_with(h: u32, len: usize, notify: bool, fill: impl FnOnce(&mut [u8]) -> Result<(), i64>) -> Result<(), i64> {
     let c = get(h)?;
-    if data.len() > SLOT_PAYLOAD {
+    if len > SLOT_PAYLOAD {
         return Err(-EINVAL);
     }
     let (tx, _) = rings(&c);
-    let deadline = cpu::rdtsc() + ns_to_cycles(SEND_TIMEOUT_NS);
-    loop {
-        match tx.send(data) {
-            Ok(()) => break,
-            Err(RingError::Full) if cpu::rdtsc() < deadline => cpu::pause(),
-            Err(RingError::Full) => return Err(-ETIMEDOUT),
-            Err(_) => return Err(-EINVAL),
+    if !tx.has_space() {
+        let deadline = cpu::rdtsc() + ns_to_cycles(SEND_TIMEOUT_NS);
+        while !tx.has_space() {
+            if cpu::rdtsc() >= deadline {
+                return Err(-ETIMEDOUT);
+            }
+            cpu::pause();
         }
+    }
+    match tx.send_with(len, fill) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        // Only this kernel's endpoint produces on this ring: the slot checked free above is still free.
+        Err(_) => return Err(-EIO),
     }
     if notify {
         lapic::send_ipi(c.peer_apic, VECTOR_CHANNEL);
@@ -128,20 +136,34 @@ pub fn send(h: u32, data: &[u8], notify: bool) -> Result<(), i64> {
     Ok(())
 }
 
-/// Receive into `buf` within `timeout_ns`. With `wait_ipi` the core halts between checks (woken by the
-/// sender's notification IPI or any interrupt) instead of spinning.
-pub fn recv(h: u32, buf: &mut [u8], timeout_ns: u64, wait_ipi: bool) -> Result<usize, i64> {
+pub fn send(h: u32, data: &[u8], notify: bool) -> Result<(), i64> {
+    send_with(h, data.len(), notify, |slot| {
+        slot.copy_from_slice(data);
+        Ok(())
+    })
+}
+
+/// Receive one message within `timeout_ns` through `deliver`, which copies it out and returns the checksum of
+/// what it delivered (`ring::Hasher`); if it fails the message stays queued. With `wait_ipi` the core halts
+/// between checks (woken by the sender's notification IPI or any interrupt) instead of spinning.
+pub fn recv_with(h: u32, timeout_ns: u64, wait_ipi: bool, mut deliver: impl FnMut(&[u8]) -> Result<u32, i64>) -> Result<usize, i64> {
     let c = get(h)?;
     let (_, rx) = rings(&c);
-    let deadline = cpu::rdtsc().saturating_add(ns_to_cycles(timeout_ns));
+    let mut deadline = None;
     let mut spins = 0u32;
     loop {
-        match rx.recv(buf) {
-            Ok(n) => return Ok(n),
-            Err(RingError::Empty) => {}
-            Err(_) => return Err(-EIO),
+        if rx.has_message() {
+            match rx.recv_with(&mut deliver) {
+                Ok(Ok(n)) => return Ok(n),
+                Ok(Err(e)) => return Err(e),
+                Err(RingError::Empty) => {}
+                Err(_) => return Err(-EIO),
+            }
         }
-        if cpu::rdtsc() >= deadline {
+        // The deadline is computed on the first miss only: a message already waiting costs no clock work.
+        let now = cpu::rdtsc();
+        let deadline = *deadline.get_or_insert_with(|| now.saturating_add(ns_to_cycles(timeout_ns)));
+        if now >= deadline {
             return Err(-ETIMEDOUT);
         }
         if wait_ipi {
@@ -158,6 +180,15 @@ pub fn recv(h: u32, buf: &mut [u8], timeout_ns: u64, wait_ipi: bool) -> Result<u
             }
         }
     }
+}
+
+/// Receive into `buf` (kernel callers); see `recv_with`.
+pub fn recv(h: u32, buf: &mut [u8], timeout_ns: u64, wait_ipi: bool) -> Result<usize, i64> {
+    recv_with(h, timeout_ns, wait_ipi, |payload| {
+        let dst = buf.get_mut(..payload.len()).ok_or(-EINVAL)?;
+        dst.copy_from_slice(payload);
+        Ok(super::ring::checksum(dst))
+    })
 }
 
 pub fn close(h: u32) -> Result<(), i64> {

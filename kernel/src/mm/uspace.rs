@@ -241,6 +241,14 @@ impl UserSpace {
         Ok(())
     }
 
+    /// Visit the user range `[va, va+len)` page by page: `f(the process's bytes, offset in the range)`, each
+    /// piece ready for the access (stack demand-mapped, COW broken for writes). Lets a caller copy between user
+    /// memory and another buffer (a channel slot) with no bounce buffer in between.
+    pub fn with_user_chunks<M: PhysMem>(&mut self, mem: &mut M, va: u64, len: usize, write: bool,
+                                        mut f: impl FnMut(&mut [u8], usize)) -> Result<(), UserError> {
+        self.for_each_page(mem, va, len, write, |m, pa, off, at, n| f(&mut m.page(pa)[off..off + n], at))
+    }
+
     pub fn copy_to_user<M: PhysMem>(&mut self, mem: &mut M, va: u64, data: &[u8]) -> Result<(), UserError> {
         self.for_each_page(mem, va, data.len(), true, |m, pa, off, at, n| {
             m.page(pa)[off..off + n].copy_from_slice(&data[at..at + n])

@@ -137,6 +137,20 @@ fn bench(me: i64, trials: u64, vcpu_name: &str) -> i32 {
         }
     }
     let build = if sys::sandbox().is_some() { "vt" } else { "smp" };
+    // Where a small message's cycles go: a system call that does nothing, and a receive that finds the ring
+    // empty (argument checks, handle lookup, ring check), before the peer has been sent anything.
+    const N: u64 = 2000;
+    let t0 = sys::cycles();
+    for _ in 0..N {
+        sys::getpid();
+    }
+    let null_syscall = (sys::cycles() - t0) / N;
+    let t0 = sys::cycles();
+    for _ in 0..N {
+        chan::recv(h, &mut buf[..4], 0, 0);
+    }
+    let recv_empty = (sys::cycles() - t0) / N;
+    println!("RESULT msgcost build={} null_syscall_cycles={} recv_empty_cycles={} vcpu={}", build, null_syscall, recv_empty, vcpu_name);
     for (mode, flags) in [("polled", 0u64), ("ipi", chan::NOTIFY)] {
         let mut size = 4usize;
         while size <= 4096 {
