@@ -4,6 +4,8 @@
 //! The guest speaks a small line protocol on COM1 (docs/architecture.md): `RESULT <name> key=value ...`,
 //! `QUESTV DONE status=N`, `KERNEL PANIC ...`. Everything that interprets those lines is pure and unit-tested.
 
+pub mod linux;
+pub mod peer;
 pub mod plot;
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};

@@ -4,5 +4,6 @@
 
 extern crate alloc;
 
+pub mod e1000;
 pub mod pci;
 pub mod serial;

@@ -189,6 +189,61 @@ pub fn disable_bus_mastering_except(cs: &mut impl ConfigSpace, owned: &[(u8, u8,
     (functions.len(), cleared)
 }
 
+/// Command register: the function answers memory-space accesses (its MMIO BARs).
+pub const COMMAND_MEMORY: u16 = 1 << 1;
+/// Offset of BAR 0 in a type-0 header.
+pub const BAR0_OFFSET: u8 = 0x10;
+/// Offset of the interrupt line (byte 0) / pin (byte 1) dword.
+pub const INTERRUPT_OFFSET: u8 = 0x3C;
+
+/// A decoded base address register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bar {
+    /// Memory space at this (bus) address; `wide`: a 64-bit BAR that also used the next register.
+    Memory { address: u64, prefetchable: bool, wide: bool },
+    Io { port: u16 },
+    /// Not implemented or not assigned (reads as zero).
+    None,
+}
+
+/// Decode BAR `index` (0–5) of a type-0 function without sizing it (no writes: sizing would briefly move a
+/// live device's window).
+pub fn read_bar(cs: &mut impl ConfigSpace, f: &Function, index: u8) -> Bar {
+    if index > 5 {
+        return Bar::None;
+    }
+    let off = BAR0_OFFSET + 4 * index;
+    let low = cs.read32(f.bus, f.device, f.function, off);
+    if low & 1 == 1 {
+        let port = (low & 0xFFFC) as u16;
+        return if port == 0 { Bar::None } else { Bar::Io { port } };
+    }
+    let wide = (low >> 1) & 3 == 2;
+    let high = if wide && index < 5 { cs.read32(f.bus, f.device, f.function, off + 4) } else { 0 };
+    let address = u64::from(high) << 32 | u64::from(low & !0xF);
+    if address == 0 {
+        return Bar::None;
+    }
+    Bar::Memory { address, prefetchable: low & 8 != 0, wide }
+}
+
+/// The interrupt line the firmware assigned (0xFF: none) and the pin (0: none, 1–4: INTA–INTD).
+pub fn interrupt_line(cs: &mut impl ConfigSpace, f: &Function) -> (u8, u8) {
+    let v = cs.read32(f.bus, f.device, f.function, INTERRUPT_OFFSET);
+    (v as u8, (v >> 8) as u8)
+}
+
+/// Turn on memory decoding and bus mastering (the device may now DMA); status bits are left alone.
+pub fn enable_memory_and_bus_master(cs: &mut impl ConfigSpace, f: &Function) {
+    let command = cs.read32(f.bus, f.device, f.function, COMMAND_OFFSET) as u16;
+    cs.write32(f.bus, f.device, f.function, COMMAND_OFFSET, u32::from(command | COMMAND_MEMORY | COMMAND_BUS_MASTER));
+}
+
+/// The first function with one of these (vendor, device) ids.
+pub fn find(cs: &mut impl ConfigSpace, ids: &[(u16, u16)]) -> Option<Function> {
+    scan(cs).into_iter().find(|f| ids.contains(&(f.header.vendor_id, f.header.device_id)))
+}
+
 /// Configuration space through ports 0xCF8/0xCFC. Each access is an address write followed by a data access;
 /// `&mut self` keeps one instance's pairs from interleaving.
 pub struct PortConfigSpace {
@@ -299,6 +354,31 @@ mod tests {
                 *reg = value;
             }
         }
+    }
+
+    #[test]
+    fn bars_and_interrupt_line_are_decoded() {
+        let mut cs = FakeConfigSpace::default();
+        cs.add((0, 3, 0), 0x8086, 0x100E, 0x0003, 0, [0x02, 0x00, 0x00, 0x03], 0);
+        {
+            let regs = cs.functions.get_mut(&(0, 3, 0)).unwrap();
+            regs[4] = 0xFEBC_0000; // BAR0: 32-bit memory
+            regs[5] = 0x0000_C001; // BAR1: I/O at 0xC000
+            regs[6] = 0xE000_000C; // BAR2: 64-bit prefetchable, high dword in BAR3
+            regs[7] = 0x0000_0001;
+            regs[15] = 0x0000_010B; // line 11, pin INTA
+        }
+        let f = scan(&mut cs)[0];
+        assert_eq!(read_bar(&mut cs, &f, 0), Bar::Memory { address: 0xFEBC_0000, prefetchable: false, wide: false });
+        assert_eq!(read_bar(&mut cs, &f, 1), Bar::Io { port: 0xC000 });
+        assert_eq!(read_bar(&mut cs, &f, 2), Bar::Memory { address: 0x1_E000_0000, prefetchable: true, wide: true });
+        assert_eq!(read_bar(&mut cs, &f, 4), Bar::None);
+        assert_eq!(read_bar(&mut cs, &f, 9), Bar::None);
+        assert_eq!(interrupt_line(&mut cs, &f), (11, 1));
+        assert_eq!(find(&mut cs, &[(0x8086, 0x100E)]).map(|f| f.bdf()), Some((0, 3, 0)));
+        assert_eq!(find(&mut cs, &[(0x8086, 0x10D3)]), None);
+        enable_memory_and_bus_master(&mut cs, &f);
+        assert_eq!(cs.dword((0, 3, 0), COMMAND_OFFSET) & 0x7, 0x7);
     }
 
     #[test]

@@ -1,0 +1,1 @@
+//! Linux 6.1 + busybox baseline guest for QEMU (being written).

@@ -1,0 +1,1 @@
+//! Host network peer for the `ping` experiments (being written).
