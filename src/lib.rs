@@ -175,11 +175,16 @@ pub struct BootOptions {
     /// around a nested-page-fault exit: docs/vt.md) and for `compare` (both builds alike), one per vCPU
     /// otherwise.
     pub tcg_single: Option<bool>,
+    /// An e1000 whose frames go to/from UDP port P on 127.0.0.1 (the emulator binds P and sends to P+1: the
+    /// host peer's side, src/peer.rs). The SMP kernel brings it up with `net=on`.
+    pub nic_port: Option<u16>,
+    /// VT: how many sandboxes (0..K-1) share the NIC (`nic=0,..,K-1` for the monitor).
+    pub nic_sharers: u32,
 }
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, apic_passthrough: false, echo: true, tcg_single: None }
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1 }
     }
 }
 
@@ -210,6 +215,14 @@ impl BootOptions {
         }
         if self.apic_passthrough {
             a.push_str(" apic=passthrough");
+        }
+        if self.nic_port.is_some() {
+            if self.vt {
+                let list: Vec<String> = (0..self.nic_sharers.max(1)).map(|i| i.to_string()).collect();
+                a.push_str(&format!(" nic={}", list.join(",")));
+            } else {
+                a.push_str(" net=on");
+            }
         }
         if let Some(r) = &self.run {
             a.push_str(&format!(" run={r}"));
@@ -294,6 +307,8 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
                     }
                 }
             }
+            "--nic-port" => o.nic_port = Some(value("--nic-port")?.parse().map_err(|_| "--nic-port needs a UDP port".to_string())?),
+            "--nic-sharers" => o.nic_sharers = value("--nic-sharers")?.parse().map_err(|_| "--nic-sharers needs a number".to_string())?,
             "--watchdog-ms" => o.watchdog_ms = Some(value("--watchdog-ms")?.parse().map_err(|_| "--watchdog-ms needs milliseconds".to_string())?),
             "--timeout" => o.timeout = Some(value("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?),
             "--mem" => {
@@ -649,8 +664,20 @@ impl BootReport {
     }
 }
 
+/// The emulated e1000's own (EEPROM) address; the SMP kernel uses it, VT sandboxes have virtual ones.
+pub const NIC_MAC: &str = "52:54:00:12:34:56";
+
 /// Headless Bochs configuration (settings known to work with Debian's Bochs 2.7: ../shared/notes/platform.md).
-pub fn bochsrc(iso: &Path, serial: &Path, log: &Path, cpus: u32, mem_mib: u32) -> String {
+pub fn bochsrc(iso: &Path, serial: &Path, log: &Path, cpus: u32, mem_mib: u32, nic_port: Option<u16>) -> String {
+    // The e1000 on PCI slot 1 with the UDP socket backend (Bochs binds P, sends to P+1); real-time clock so the
+    // peer's ping interval means something to the guest.
+    let (nic, clock) = match nic_port {
+        Some(p) => (
+            format!("pci: enabled=1, chipset=i440fx, slot1=e1000\ne1000: enabled=1, mac={NIC_MAC}, ethmod=socket, ethdev={p}\n"),
+            "realtime",
+        ),
+        None => (String::new(), "none"),
+    };
     format!(
         "megs: {mem_mib}\n\
          cpu: model=corei7_skylake_x, count={cpus}, ips=50000000, reset_on_triple_fault=0\n\
@@ -666,7 +693,7 @@ pub fn bochsrc(iso: &Path, serial: &Path, log: &Path, cpus: u32, mem_mib: u32) -
          info: action=ignore\n\
          sound: driver=dummy\n\
          speaker: enabled=0\n\
-         clock: sync=none, time0=local\n",
+         clock: sync={clock}, time0=local\n{nic}",
         iso = iso.display(),
         serial = serial.display(),
         log = log.display(),
@@ -693,6 +720,14 @@ fn start_emulator(o: &BootOptions, iso: &Path, tag: &str) -> Result<(Child, mpsc
             if o.gdb {
                 cmd.args(["-s", "-S"]);
             }
+            if let Some(p) = o.nic_port {
+                cmd.args([
+                    "-netdev",
+                    &format!("dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={p},remote.type=inet,remote.host=127.0.0.1,remote.port={}", p + 1),
+                    "-device",
+                    &format!("e1000,netdev=n0,mac={NIC_MAC}"),
+                ]);
+            }
             let mut child = cmd.spawn().map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
             let stdout = child.stdout.take().unwrap();
             std::thread::spawn(move || {
@@ -714,7 +749,7 @@ fn start_emulator(o: &BootOptions, iso: &Path, tag: &str) -> Result<(Child, mpsc
             let (serial, log, rc, cfg) = (dir.join("serial.txt"), dir.join("bochs.log"), dir.join("rc"), dir.join("bochsrc"));
             std::fs::write(&serial, "").map_err(|e| e.to_string())?;
             std::fs::write(&rc, "c\n").map_err(|e| e.to_string())?;
-            std::fs::write(&cfg, bochsrc(iso, &serial, &log, o.cpus, o.mem_mib)).map_err(|e| e.to_string())?;
+            std::fs::write(&cfg, bochsrc(iso, &serial, &log, o.cpus, o.mem_mib, o.nic_port)).map_err(|e| e.to_string())?;
             let out = std::fs::File::create(dir.join("bochs.out")).map_err(|e| e.to_string())?;
             let child = Command::new("bochs")
                 .arg("-q")
@@ -1093,7 +1128,7 @@ mod tests {
 
     #[test]
     fn bochsrc_is_headless() {
-        let rc = bochsrc(Path::new("/x.iso"), Path::new("/s"), Path::new("/l"), 4, 256);
+        let rc = bochsrc(Path::new("/x.iso"), Path::new("/s"), Path::new("/l"), 4, 256, None);
         assert!(rc.contains("display_library: rfb"));
         assert!(rc.contains("count=4"));
         assert!(rc.contains("reset_on_triple_fault=0"));

@@ -28,6 +28,7 @@ fn syscall_numbers_agree() {
         ("CHAN_RECV", nr::CHAN_RECV), ("CHAN_CLOSE", nr::CHAN_CLOSE), ("CHAN_ENDPOINT", nr::CHAN_ENDPOINT),
         ("VCPU_CREATE", nr::VCPU_CREATE), ("VCPU_BIND", nr::VCPU_BIND), ("VCPU_INFO", nr::VCPU_INFO),
         ("VCPU_SET", nr::VCPU_SET), ("VCPU_TRACE", nr::VCPU_TRACE),
+        ("NET_INFO", nr::NET_INFO), ("NET_WAIT", nr::NET_WAIT),
     ];
     for (name, n) in rust {
         assert_eq!(header.get(name), Some(&n), "syscall.h disagrees on {name}");

@@ -53,6 +53,19 @@ impl IoApic {
         self.write(0x10 + 2 * pin, low);
     }
 
+    /// Route input `pin` to `vector` on every CPU whose logical APIC id (flat model: one bit per CPU) is in
+    /// `logical_mask`: fixed delivery, logical destination. The VT monitor's shared-NIC interrupt.
+    pub fn route_logical(&self, pin: u32, vector: u8, logical_mask: u8, level_triggered: bool, active_low: bool) {
+        let low = u32::from(vector) | (1 << 11) | (u32::from(active_low) << 13) | (u32::from(level_triggered) << 15);
+        self.write(0x11 + 2 * pin, u32::from(logical_mask) << 24);
+        self.write(0x10 + 2 * pin, low);
+    }
+
+    /// The redirection entry of `pin` (low dword, high dword).
+    pub fn entry(&self, pin: u32) -> (u32, u32) {
+        (self.read(0x10 + 2 * pin), self.read(0x11 + 2 * pin))
+    }
+
     /// Route input `pin` as an NMI to every CPU (edge triggered, physical destination 0xFF = broadcast). The
     /// SVM monitor's watchdog tick: an NMI reaches a core even while its guest keeps interrupts off.
     pub fn route_nmi_broadcast(&self, pin: u32, active_low: bool) {

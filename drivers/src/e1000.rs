@@ -436,7 +436,16 @@ impl SharedNic {
         for slot in 0..RECEIVE_ADDRESSES {
             let (lo, hi) = match slot.checked_sub(1) {
                 None => receive_address(eeprom_mac),
-                Some(s) if s < sharers => receive_address(mac_from_u64(c.macs[s].load(Ordering::Acquire))),
+                Some(s) if s < sharers => {
+                    // 0: this sharer uses the NIC's own address (the SMP build).
+                    let m = c.macs[s].load(Ordering::Acquire);
+                    if m == 0 {
+                        c.macs[s].store(mac_to_u64(eeprom_mac), Ordering::Release);
+                        receive_address(eeprom_mac)
+                    } else {
+                        receive_address(mac_from_u64(m))
+                    }
+                }
                 Some(_) => (0, 0),
             };
             r.write(reg::RAL0 + 8 * slot as u32, lo);

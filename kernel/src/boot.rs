@@ -148,6 +148,13 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
             if lapic::is_x2apic() { "x2apic" } else { "xapic" },
             mem.usable_bytes >> 20
         );
+        #[cfg(not(feature = "vt"))]
+        if opts.net {
+            if let Err(e) = crate::net::device::bring_up_smp(&topo) {
+                log::error!("net: {e}");
+                crate::result!("net_up", "ok=0 error={:?}", e);
+            }
+        }
         #[cfg(feature = "vt")]
         {
             let status = crate::vt::run_monitor(&crate::vt::MonitorOptions {

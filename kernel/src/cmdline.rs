@@ -33,6 +33,16 @@ pub struct Options<'a> {
     pub peer: Option<u64>,
     pub vmcs: Option<u64>,
     pub ept: Option<u64>,
+    /// SMP build: `net=on` brings up the e1000 (10.0.0.2/24, interrupts to CPU 0).
+    pub net: bool,
+    /// VT monitor: `nic=0,1` — the sandboxes that share the e1000 (checked by the monitor).
+    pub nic_sharers: Option<&'a str>,
+    /// VT sandbox (from the monitor): the NIC's register window, the DMA region, this sandbox's sharer index,
+    /// and whether it programs the NIC (`nic_init=1`, the first sharer).
+    pub nic_mmio: Option<u64>,
+    pub nic_dma: Option<u64>,
+    pub nic_index: Option<u64>,
+    pub nic_init: bool,
     /// First option this parser did not understand (reported, not fatal: a typo must not brick a boot).
     pub unknown: Option<&'a str>,
 }
@@ -65,6 +75,12 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
         peer: None,
         vmcs: None,
         ept: None,
+        net: false,
+        nic_sharers: None,
+        nic_mmio: None,
+        nic_dma: None,
+        nic_index: None,
+        nic_init: false,
         unknown: None,
     };
     let mut rest = line.trim();
@@ -90,7 +106,11 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
             }
             Some(("apic", "passthrough")) => opts.apic_passthrough = true,
             Some(("apic", "trap")) => opts.apic_passthrough = false,
-            Some((k @ ("sandbox" | "shared" | "tsc_hz" | "lapic_hz" | "slice_mib" | "watchdog_ms" | "peer" | "vmcs" | "ept"), v)) => {
+            Some(("net", "on")) => opts.net = true,
+            Some(("net", "off")) => opts.net = false,
+            Some(("nic", v)) => opts.nic_sharers = Some(v),
+            Some(("nic_init", v)) => opts.nic_init = v == "1",
+            Some((k @ ("sandbox" | "shared" | "tsc_hz" | "lapic_hz" | "slice_mib" | "watchdog_ms" | "peer" | "vmcs" | "ept" | "nic_mmio" | "nic_dma" | "nic_index"), v)) => {
                 let n = number(v).ok_or(CmdlineError::BadNumber(word))?;
                 match k {
                     "sandbox" => opts.sandbox = Some(u32::try_from(n).map_err(|_| CmdlineError::BadNumber(word))?),
@@ -101,6 +121,9 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
                     "vmcs" => opts.vmcs = Some(n),
                     "ept" => opts.ept = Some(n),
                     "watchdog_ms" => opts.watchdog_ms = Some(n),
+                    "nic_mmio" => opts.nic_mmio = Some(n),
+                    "nic_dma" => opts.nic_dma = Some(n),
+                    "nic_index" => opts.nic_index = Some(n),
                     _ => opts.slice_mib = Some(n),
                 }
             }
@@ -168,6 +191,17 @@ mod tests {
         assert!(parse("mode=vt apic=passthrough").unwrap().apic_passthrough);
         assert!(!parse("mode=vt apic=trap").unwrap().apic_passthrough);
         assert_eq!(parse("apic=open").unwrap().unknown, Some("apic=open"));
+    }
+
+    #[test]
+    fn network_options() {
+        assert!(parse("mode=smp net=on run=netserve").unwrap().net);
+        assert!(!parse("mode=smp").unwrap().net);
+        assert_eq!(parse("mode=vt nic=0,1 run=x").unwrap().nic_sharers, Some("0,1"));
+        let o = parse("mode=vt sandbox=1 nic_mmio=0xfebc0000 nic_dma=0x2000000 nic_index=1 nic_init=0").unwrap();
+        assert_eq!((o.nic_mmio, o.nic_dma, o.nic_index, o.nic_init), (Some(0xFEBC_0000), Some(0x200_0000), Some(1), false));
+        assert!(parse("nic_init=1").unwrap().nic_init);
+        assert_eq!(parse("nic_dma=here"), Err(CmdlineError::BadNumber("nic_dma=here")));
     }
 
     #[test]

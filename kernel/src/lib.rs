@@ -11,6 +11,7 @@ pub mod elf;
 pub mod bootinfo;
 pub mod channel;
 pub mod mm;
+pub mod net;
 pub mod vcpu;
 
 #[cfg(feature = "image")]

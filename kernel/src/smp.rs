@@ -92,6 +92,7 @@ fn interrupt_handler(frame: &mut TrapFrame) {
             TIMER_ARMED[percpu::cpu_index() as usize].store(0, Ordering::Relaxed);
             lapic::eoi();
             crate::sandbox::heartbeat();
+            crate::net::stack::tick();
             sched::schedule(frame, Reason::Tick);
         }
         VECTOR_YIELD => sched::schedule(frame, Reason::Yield),
@@ -101,6 +102,7 @@ fn interrupt_handler(frame: &mut TrapFrame) {
             sched::schedule(frame, Reason::Reschedule);
         }
         crate::channel::endpoint::VECTOR_CHANNEL => lapic::eoi(),
+        crate::net::VECTOR_NIC => crate::net::stack::interrupt(),
         VECTOR_PING => {
             PINGS[percpu::cpu_index() as usize].fetch_add(1, Ordering::SeqCst);
             lapic::eoi();

@@ -64,6 +64,14 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::VCPU_INFO => vcpu_info(a0, a1),
         nr::VCPU_SET => u32::try_from(a0).map_or(-EINVAL, |id| sched::vcpu_set(id, a1, a2).map_or_else(vcpu_errno, |()| 0)),
         nr::VCPU_TRACE => vcpu_trace(a0, a1),
+        nr::NET_INFO => net_info(a0, a1),
+        nr::NET_WAIT => {
+            if crate::net::stack::STATS.up.load(core::sync::atomic::Ordering::Acquire) {
+                i64::from(crate::net::stack::wait_stop(a0.min(3_600_000)))
+            } else {
+                -ENODEV
+            }
+        }
         _ => -ENOSYS,
     };
     frame.gprs.rax = ret as u64;
@@ -97,6 +105,25 @@ fn vcpu_info(id: u64, buf: u64) -> i64 {
         i.exhausted, i.overrun_us, i.switches_in,
     ];
     let mut b = [0u8; 80];
+    for (k, w) in words.iter().enumerate() {
+        b[k * 8..k * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    match proc::with_space(|s, m| s.copy_to_user(m, buf, &b)) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}
+
+fn net_info(buf: u64, len: u64) -> i64 {
+    if !crate::net::stack::configured() {
+        return -ENODEV;
+    }
+    let words = crate::net::stack::info();
+    if len < (words.len() * 8) as u64 {
+        return -EINVAL;
+    }
+    let mut b = [0u8; 24 * 8];
     for (k, w) in words.iter().enumerate() {
         b[k * 8..k * 8 + 8].copy_from_slice(&w.to_le_bytes());
     }

@@ -11,6 +11,7 @@ extern int errno;
 #define ENOMEM 12
 #define EFAULT 14
 #define EBUSY 16
+#define ENODEV 19
 #define EINVAL 22
 #define ENOSYS 38
 #endif

@@ -47,6 +47,8 @@ pub mod nr {
     pub const VCPU_INFO: u64 = 1022;
     pub const VCPU_SET: u64 = 1023;
     pub const VCPU_TRACE: u64 = 1024;
+    pub const NET_INFO: u64 = 1030;
+    pub const NET_WAIT: u64 = 1031;
 }
 
 /// Error numbers (Linux values) the kernel returns negated. The kernel uses these very constants.
@@ -61,6 +63,7 @@ pub mod errno {
     pub const ENOMEM: i64 = 12;
     pub const EFAULT: i64 = 14;
     pub const EBUSY: i64 = 16;
+    pub const ENODEV: i64 = 19;
     pub const EINVAL: i64 = 22;
     pub const ENOSYS: i64 = 38;
 }
@@ -248,6 +251,53 @@ pub mod vcpu {
     /// Copy (and clear) this CPU's scheduling trace as CSV into `buf`; returns the bytes written.
     pub fn trace(buf: &mut [u8]) -> i64 {
         syscall6(nr::VCPU_TRACE, [buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0, 0])
+    }
+}
+
+/// The kernel's network interface (docs/network.md): statistics and the wait for the host peer's end marker.
+pub mod net {
+    use super::{nr, syscall};
+    /// Drop reasons of the early demultiplexer, in the order of [`Info::drops`].
+    pub const DROP_NAMES: [&str; 9] =
+        ["runt", "oversize", "ethertype", "bad_arp", "bad_ip", "ip_checksum", "fragment", "ip_protocol", "icmp"];
+
+    /// `struct questv_net_info` in C: 24 words.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Info {
+        pub up: u64,
+        /// IPv4 address, the four bytes big-endian in the low 32 bits.
+        pub ip: u64,
+        /// MAC, byte 0 in the low byte.
+        pub mac: u64,
+        pub irqs: u64,
+        /// Receive descriptors this kernel read (its own frames, others', garbage).
+        pub rx_slots: u64,
+        pub rx_mine: u64,
+        pub rx_not_mine: u64,
+        pub rx_bad_slot: u64,
+        pub rx_queue_full: u64,
+        pub tx_frames: u64,
+        pub tx_errors: u64,
+        pub polls: u64,
+        pub stop_seen: u64,
+        pub drops: [u64; 9],
+        pub _reserved: [u64; 2],
+    }
+
+    pub fn info() -> Result<Info, i64> {
+        let mut i = Info::default();
+        let r = syscall(nr::NET_INFO, &mut i as *mut Info as u64, core::mem::size_of::<Info>() as u64, 0);
+        if r < 0 {
+            Err(r)
+        } else {
+            Ok(i)
+        }
+    }
+
+    /// Block until the host peer's end-of-run marker arrives (1) or `timeout_ms` passes (0); -ENODEV without a NIC.
+    pub fn wait_stop(timeout_ms: u64) -> i64 {
+        syscall(nr::NET_WAIT, timeout_ms, 0, 0)
     }
 }
 

@@ -34,6 +34,8 @@
 #define SYS_vcpu_info 1022
 #define SYS_vcpu_set 1023
 #define SYS_vcpu_trace 1024
+#define SYS_net_info 1030
+#define SYS_net_wait 1031
 
 long questv_syscall(long n, long a0, long a1, long a2, long a3, long a4, long a5);
 #endif

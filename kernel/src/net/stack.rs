@@ -1,0 +1,307 @@
+//! The driver loop: one kernel thread per kernel (SMP kernel or sandbox) on an I/O VCPU runs the e1000's bottom
+//! half — read this sharer's new receive descriptors, demultiplex early (`frame::classify`), hand its own frames
+//! to smoltcp (ARP, ICMP echo) — and sleeps until the NIC's interrupt or a periodic tick wakes it. The interrupt
+//! handler only reads the cause register (lowering the line for everyone), counts, and wakes the thread.
+
+use super::frame::{self, DropReason, Identity, Verdict};
+use crate::sched;
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use questv_drivers::e1000::{self, DescMem, Regs, SharedNic};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+
+/// Where this kernel finds the NIC and which sharer it is.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    pub mmio: u64,
+    pub dma: u64,
+    pub index: usize,
+    /// Reset and program the NIC (the first sharer, or the SMP kernel); the others wait for it.
+    pub initialise: bool,
+}
+
+/// I/O VCPU of the bottom half: 10 % of the core (C = 1 ms, T = 10 ms).
+const IO_VCPU_BUDGET_US: u64 = 1_000;
+const IO_VCPU_PERIOD_US: u64 = 10_000;
+/// Own frames queued for the stack at most (more are dropped and counted: the stack is behind).
+const RX_QUEUE: usize = 64;
+/// Wake the thread every this many timer ticks even without an interrupt (smoltcp's ARP timers).
+const TICKS_PER_POLL: u32 = 10;
+
+pub struct Stats {
+    pub up: AtomicBool,
+    pub stop: AtomicBool,
+    pub ip: AtomicU32,
+    pub mac: AtomicU64,
+    pub irqs: AtomicU64,
+    pub rx_slots: AtomicU64,
+    pub rx_mine: AtomicU64,
+    pub rx_not_mine: AtomicU64,
+    pub rx_bad_slot: AtomicU64,
+    pub rx_queue_full: AtomicU64,
+    pub drops: [AtomicU64; DropReason::ALL.len()],
+    pub tx_frames: AtomicU64,
+    pub tx_errors: AtomicU64,
+    pub polls: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+
+pub static STATS: Stats = Stats {
+    up: AtomicBool::new(false),
+    stop: AtomicBool::new(false),
+    ip: AtomicU32::new(0),
+    mac: AtomicU64::new(0),
+    irqs: ZERO,
+    rx_slots: ZERO,
+    rx_mine: ZERO,
+    rx_not_mine: ZERO,
+    rx_bad_slot: ZERO,
+    rx_queue_full: ZERO,
+    drops: [ZERO; DropReason::ALL.len()],
+    tx_frames: ZERO,
+    tx_errors: ZERO,
+    polls: ZERO,
+};
+
+/// The NIC's register window, for the interrupt handler (0 = no NIC).
+static MMIO: AtomicU64 = AtomicU64::new(0);
+/// The driver thread's id + 1 (0 = none).
+static THREAD: AtomicU64 = AtomicU64::new(0);
+static TICKS: AtomicU32 = AtomicU32::new(0);
+/// A thread blocked in [`wait_stop`] (id + 1) and its deadline (TSC).
+static WAITER: AtomicU64 = AtomicU64::new(0);
+static WAIT_DEADLINE: AtomicU64 = AtomicU64::new(0);
+
+/// Start the driver thread on this kernel's CPU 0. The NIC and its DMA region must be mapped.
+pub fn start(cfg: Config) {
+    MMIO.store(cfg.mmio, Ordering::SeqCst);
+    let arg = Box::into_raw(Box::new(cfg)) as u64;
+    let id = sched::spawn_on(0, "net", driver_thread, arg);
+    THREAD.store(id + 1, Ordering::SeqCst);
+}
+
+/// Was a NIC given to this kernel (even if it failed to come up)?
+pub fn configured() -> bool {
+    MMIO.load(Ordering::Acquire) != 0
+}
+
+fn wake_driver() {
+    let t = THREAD.load(Ordering::Acquire);
+    if t != 0 {
+        sched::wake(t - 1);
+    }
+}
+
+/// The NIC's interrupt (on every sharer: the I/O APIC delivers it to all of them). Reading ICR clears the
+/// causes and lowers the line; each sharer then scans the ring for its own frames.
+pub fn interrupt() {
+    STATS.irqs.fetch_add(1, Ordering::Relaxed);
+    let mmio = MMIO.load(Ordering::Acquire);
+    if mmio != 0 {
+        // SAFETY: MMIO holds the NIC's register window, mapped uncached (start()'s contract).
+        let regs = unsafe { Regs::new(mmio) };
+        let _ = regs.read(e1000::reg::ICR);
+    }
+    questv_arch::lapic::eoi();
+    wake_driver();
+}
+
+/// The timer tick: poll now and then without interrupts, and end a [`wait_stop`] whose time is up.
+pub fn tick() {
+    if THREAD.load(Ordering::Relaxed) != 0 && TICKS.fetch_add(1, Ordering::Relaxed) % TICKS_PER_POLL == 0 {
+        wake_driver();
+    }
+    let w = WAITER.load(Ordering::Acquire);
+    if w != 0 && (STATS.stop.load(Ordering::Acquire) || questv_arch::cpu::rdtsc() >= WAIT_DEADLINE.load(Ordering::Acquire)) {
+        sched::wake(w - 1);
+    }
+}
+
+/// Block until the host peer's stop marker arrives (true) or `timeout_ms` passes (false).
+pub fn wait_stop(timeout_ms: u64) -> bool {
+    let hz = crate::smp::TSC_HZ.load(Ordering::Relaxed).max(1_000_000);
+    let deadline = questv_arch::cpu::rdtsc().saturating_add(timeout_ms.saturating_mul(hz / 1000));
+    WAIT_DEADLINE.store(deadline, Ordering::Release);
+    WAITER.store(sched::current_id() + 1, Ordering::Release);
+    while !STATS.stop.load(Ordering::Acquire) && questv_arch::cpu::rdtsc() < deadline {
+        sched::block();
+    }
+    WAITER.store(0, Ordering::Release);
+    STATS.stop.load(Ordering::Acquire)
+}
+
+fn now() -> Instant {
+    let hz = crate::smp::TSC_HZ.load(Ordering::Relaxed).max(1_000_000);
+    Instant::from_micros((u128::from(questv_arch::cpu::rdtsc()) * 1_000_000 / u128::from(hz)) as i64)
+}
+
+/// smoltcp's view of the NIC: frames this sharer's demultiplexer kept, and transmission into the shared ring.
+struct Port<'a> {
+    nic: &'a SharedNic,
+    rx: VecDeque<Vec<u8>>,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a SharedNic);
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = [0u8; e1000::MAX_FRAME];
+        let len = len.min(buf.len());
+        let r = f(&mut buf[..len]);
+        match self.0.transmit(&buf[..len]) {
+            Ok(()) => STATS.tx_frames.fetch_add(1, Ordering::Relaxed),
+            Err(_) => STATS.tx_errors.fetch_add(1, Ordering::Relaxed),
+        };
+        r
+    }
+}
+
+impl Device for Port<'_> {
+    type RxToken<'b> = Rx where Self: 'b;
+    type TxToken<'b> = Tx<'b> where Self: 'b;
+
+    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
+        let f = self.rx.pop_front()?;
+        Some((Rx(f), Tx(self.nic)))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        Some(Tx(self.nic))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = e1000::MAX_FRAME;
+        c
+    }
+}
+
+extern "C" fn driver_thread(arg: u64) -> ! {
+    // SAFETY: `start` leaked exactly this box for this thread.
+    let cfg = *unsafe { Box::from_raw(arg as *mut Config) };
+    match sched::vcpu_create(crate::vcpu::Class::Io, IO_VCPU_BUDGET_US, IO_VCPU_PERIOD_US) {
+        Ok(io) => {
+            let _ = sched::vcpu_bind(io);
+            log::info!("net: bottom half on I/O VCPU {io} ({IO_VCPU_BUDGET_US} us / {IO_VCPU_PERIOD_US} us)");
+        }
+        Err(e) => log::warn!("net: no I/O VCPU ({e:?}); the bottom half runs on the default VCPU"),
+    }
+    // SAFETY: the caller of start() mapped the register window and the DMA region (identity, uncached/WB).
+    let nic = SharedNic { regs: unsafe { Regs::new(cfg.mmio) }, mem: unsafe { DescMem::new(cfg.dma) }, index: cfg.index };
+    let control = nic.mem.control();
+    if cfg.initialise {
+        if let Err(e) = nic.initialise(core::hint::spin_loop) {
+            log::error!("net: {e}");
+            crate::result!("net_up", "ok=0 error={:?}", e);
+            sched::exit();
+        }
+    } else {
+        // Another sharer programs the NIC; wait (bounded) for it.
+        let start = questv_arch::cpu::rdtsc();
+        let hz = crate::smp::TSC_HZ.load(Ordering::Relaxed).max(1_000_000);
+        while control.state.load(Ordering::Acquire) != e1000::STATE_READY {
+            if control.state.load(Ordering::Acquire) == e1000::STATE_FAILED || questv_arch::cpu::rdtsc() - start > 30 * hz {
+                crate::result!("net_up", "ok=0 error=\"the sharer that initialises the NIC did not finish\"");
+                sched::exit();
+            }
+            sched::yield_now();
+        }
+    }
+    let me = cfg.index.min(e1000::MAX_SHARERS - 1);
+    let mac = e1000::mac_from_u64(control.macs[me].load(Ordering::Acquire));
+    let ip = control.ips[me].load(Ordering::Acquire).to_be_bytes();
+    let ident = Identity { mac, ip };
+    STATS.ip.store(u32::from_be_bytes(ip), Ordering::Release);
+    STATS.mac.store(e1000::mac_to_u64(mac), Ordering::Release);
+
+    let mut port = Port { nic: &nic, rx: VecDeque::new() };
+    let mut config = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    config.random_seed = questv_arch::cpu::rdtsc();
+    let mut iface = Interface::new(config, &mut port, now());
+    iface.update_ip_addrs(|a| {
+        let _ = a.push(IpCidr::new(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), super::SUBNET_PREFIX));
+    });
+    let mut sockets = SocketSet::new(Vec::new());
+    let mut buf = Box::new([0u8; e1000::BUF_SIZE]);
+    STATS.up.store(true, Ordering::Release);
+    crate::result!(
+        "net_up",
+        "ok=1 sharer={} ip={}.{}.{}.{} mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} link={} initialised={}",
+        cfg.index, ip[0], ip[1], ip[2], ip[3], mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
+        u8::from(nic.regs.link_up()), u8::from(cfg.initialise)
+    );
+    loop {
+        STATS.polls.fetch_add(1, Ordering::Relaxed);
+        let rx = &mut port.rx;
+        let slots = nic.receive(
+            &mut buf,
+            |f| match frame::classify(f, &ident) {
+                Verdict::Mine => {
+                    STATS.rx_mine.fetch_add(1, Ordering::Relaxed);
+                    if rx.len() < RX_QUEUE {
+                        rx.push_back(f.to_vec());
+                    } else {
+                        STATS.rx_queue_full.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Verdict::NotMine => {
+                    STATS.rx_not_mine.fetch_add(1, Ordering::Relaxed);
+                }
+                Verdict::Stop => {
+                    STATS.stop.store(true, Ordering::Release);
+                }
+                Verdict::Drop(r) => {
+                    STATS.drops[r.index()].fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            |_| {
+                STATS.rx_bad_slot.fetch_add(1, Ordering::Relaxed);
+            },
+        );
+        STATS.rx_slots.fetch_add(u64::from(slots), Ordering::Relaxed);
+        iface.poll(now(), &mut port, &mut sockets);
+        // A full lap may have left more: go round again before sleeping.
+        if slots == 0 && port.rx.is_empty() {
+            sched::block();
+        }
+    }
+}
+
+/// Statistics for the `net` system call / `netserve`, in a fixed order (see libc-shim `net::Info`).
+pub fn info() -> [u64; 24] {
+    let s = &STATS;
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = [0u64; 24];
+    out[0] = u64::from(s.up.load(Ordering::Acquire));
+    out[1] = u64::from(s.ip.load(Ordering::Acquire));
+    out[2] = s.mac.load(Ordering::Acquire);
+    out[3] = l(&s.irqs);
+    out[4] = l(&s.rx_slots);
+    out[5] = l(&s.rx_mine);
+    out[6] = l(&s.rx_not_mine);
+    out[7] = l(&s.rx_bad_slot);
+    out[8] = l(&s.rx_queue_full);
+    out[9] = l(&s.tx_frames);
+    out[10] = l(&s.tx_errors);
+    out[11] = l(&s.polls);
+    out[12] = u64::from(s.stop.load(Ordering::Acquire));
+    for (i, d) in s.drops.iter().enumerate() {
+        out[13 + i] = l(d);
+    }
+    out
+}
