@@ -96,6 +96,26 @@ pub fn enable() {
     eoi();
 }
 
+/// xAPIC only: the flat logical-destination model with logical id `bit_mask` (one bit per core), so an I/O APIC
+/// entry with a logical destination reaches exactly the cores whose bits it names. x2APIC derives LDR from the
+/// APIC id (read-only): see [`logical_id`].
+pub fn set_flat_logical_id(bit_mask: u8) {
+    if !is_x2apic() {
+        write(0xE0, 0xFFFF_FFFF);
+        write(0xD0, u32::from(bit_mask) << 24);
+    }
+}
+
+/// The logical id as the APIC reports it (xAPIC: LDR bits 24–31; x2APIC: the 32-bit LDR).
+pub fn logical_id() -> u32 {
+    let v = read(0xD0);
+    if is_x2apic() {
+        v
+    } else {
+        v >> 24
+    }
+}
+
 pub fn id() -> u32 {
     let v = read(REG_ID);
     if is_x2apic() {

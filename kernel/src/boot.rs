@@ -162,6 +162,7 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
                 slice_mib: opts.slice_mib,
                 watchdog_ms: opts.watchdog_ms,
                 apic_passthrough: opts.apic_passthrough,
+                nic_sharers: opts.nic_sharers,
                 topology: &topo,
             });
             crate::machine::finish(status)
@@ -193,6 +194,10 @@ fn boot_sandbox(id: u32, opts: &cmdline::Options, usable_bytes: u64) {
     unsafe { cpu::enable_interrupts() };
     result!("sandbox_boot", "sandbox={} apic_id={} apic={} mem_mib={}", id, apic,
             if lapic::is_x2apic() { "x2apic" } else { "xapic" }, usable_bytes >> 20);
+    // A sharer of the NIC: the monitor mapped its registers and the DMA region and routes its interrupt here.
+    if let (Some(mmio), Some(dma), Some(index)) = (opts.nic_mmio, opts.nic_dma, opts.nic_index) {
+        crate::net::stack::start(crate::net::stack::Config { mmio, dma, index: index as usize, initialise: opts.nic_init });
+    }
 }
 
 /// Failure before the console and heap exist: print directly and stop.

@@ -308,6 +308,15 @@ fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<
         }
 
         let mut cmdline = format!("mode=vt sandbox={} shared=0x{:x} tsc_hz={} lapic_hz={}", s.sandbox, SHARED_GPA, tsc, lapic_hz);
+        // A sharer of the NIC: its register window (uncached) and the DMA region (write-back), both at their
+        // host addresses, since descriptors carry bus addresses. Only the sharers have them.
+        if let Some((j, g)) = nic_grant().and_then(|g| g.sharers.iter().position(|&x| x == s.sandbox).map(|j| (j, g))) {
+            let window = questv_drivers::e1000::reg::WINDOW;
+            let region = questv_drivers::e1000::layout::REGION;
+            st2.map_range(m, g.nic.mmio, g.nic.mmio, window, Perms::RW, MemType::Uncacheable, false).map_err(err)?;
+            st2.map_range(m, g.nic.dma, g.nic.dma, region, Perms::RW, MemType::WriteBack, false).map_err(err)?;
+            cmdline.push_str(&format!(" nic_mmio=0x{:x} nic_dma=0x{:x} nic_index={} nic_init={}", g.nic.mmio, g.nic.dma, j, u8::from(j == 0)));
+        }
         if attack_test {
             // Targets for the attack hook: the next sandbox's slice, this sandbox's control block (monitor
             // memory), its second-stage root.
@@ -426,6 +435,10 @@ fn launch_here() -> ! {
     let cpu_index = percpu::cpu_index();
     cpu::disable_interrupts();
     lapic::timer_stop();
+    // The logical id the shared NIC's I/O APIC entry names (xAPIC; x2APIC derives it from the APIC id).
+    if cpu_index < 8 {
+        lapic::set_flat_logical_id(1 << cpu_index);
+    }
     let launch = LAUNCH.get().expect("no launch plan")[cpu_index as usize];
     let error = match launch {
         Launch::Vmx(mut cfg) => {
@@ -881,7 +894,56 @@ pub struct MonitorOptions<'a> {
     pub slice_mib: Option<u64>,
     pub watchdog_ms: Option<u64>,
     pub apic_passthrough: bool,
+    /// `nic=0,1`: the sandboxes sharing the e1000.
+    pub nic_sharers: Option<&'a str>,
     pub topology: &'a Topology,
+}
+
+/// The shared NIC: which sandboxes share it (sharer j = `sharers[j]`) and where it is.
+struct NicGrant {
+    sharers: Vec<u32>,
+    nic: crate::net::device::Claimed,
+}
+
+static NIC_GRANT: spin::Once<Option<NicGrant>> = spin::Once::new();
+
+fn nic_grant() -> Option<&'static NicGrant> {
+    NIC_GRANT.get().and_then(Option::as_ref)
+}
+
+/// Claim the e1000 for the sandboxes in `list` (paper §3.6): each gets a virtual MAC and an IPv4 address in the
+/// DMA region's control block, and the I/O APIC delivers the NIC's interrupt to exactly their cores (fixed,
+/// logical destination, edge triggered) — straight into the guests, no exit. The second-stage mappings and the
+/// command-line arguments follow in `prepare`.
+fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &str, sandboxes: u32, topology: &Topology) -> Result<NicGrant, String> {
+    let sharers = crate::net::parse_sharers(list, sandboxes, questv_drivers::e1000::MAX_SHARERS)?;
+    if sharers.is_empty() {
+        return Err(format!("nic={list}: no sandbox named"));
+    }
+    let ids: Vec<(u64, [u8; 4])> = (0..sharers.len())
+        .map(|j| (questv_drivers::e1000::mac_to_u64(crate::net::sharer_mac(j)), crate::net::sharer_ip(j)))
+        .collect();
+    let nic = crate::net::device::claim(pci, &ids)?;
+    // Logical ids: xAPIC flat, bit = core index (set in launch_here); x2APIC cluster 0, bit = APIC id (fixed by
+    // the hardware; the I/O APIC's 8-bit destination reaches cluster 0 only).
+    let mut mask = 0u32;
+    for &s in &sharers {
+        let bit = if lapic::is_x2apic() { smp::apic_id(s) } else { s };
+        if bit >= 8 {
+            return Err(format!("nic: sandbox {s} (APIC id {}) is beyond the 8 logical ids an I/O APIC entry can name", smp::apic_id(s)));
+        }
+        mask |= 1 << bit;
+    }
+    let (gsi, active_low) = crate::net::device::line_to_gsi(topology, nic.irq_line);
+    let (ioapic, pin) = crate::net::device::ioapic_for(topology, gsi)?;
+    ioapic.route_logical(pin, crate::net::VECTOR_NIC, mask as u8, false, active_low);
+    result!(
+        "nic",
+        "mode=vt bdf={:02x}:{:02x}.{} device=0x{:04x} mmio=0x{:x} dma=0x{:x} irq_line={} gsi={} logical_dest=0x{:02x} sharers={}",
+        nic.bdf.0, nic.bdf.1, nic.bdf.2, nic.device_id, nic.mmio, nic.dma, nic.irq_line, gsi, mask,
+        sharers.iter().map(|s| format!("{s}")).collect::<Vec<_>>().join(",")
+    );
+    Ok(NicGrant { sharers, nic })
 }
 
 /// Arm the SVM watchdog: the PIT's IRQ 0 routed through the I/O APIC as an NMI to every core, at half the
@@ -950,7 +1012,19 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
     // SAFETY: the monitor is the only user of the PCI configuration ports (never granted to a sandbox) and
     // runs this on the BSP before any sandbox starts.
     let mut pci = unsafe { questv_drivers::pci::PortConfigSpace::new() };
-    let (functions, cleared) = questv_drivers::pci::disable_bus_mastering_except(&mut pci, &[]);
+    let grant = match opts.nic_sharers {
+        Some(list) => match grant_nic(&mut pci, list, smp::cpus_online(), opts.topology) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                kprintln!("VT: {}", e);
+                return 3;
+            }
+        },
+        None => None,
+    };
+    let owned: Vec<(u8, u8, u8)> = grant.iter().map(|g| g.nic.bdf).collect();
+    NIC_GRANT.call_once(|| grant);
+    let (functions, cleared) = questv_drivers::pci::disable_bus_mastering_except(&mut pci, &owned);
     result!("pci", "functions={} bus_master_cleared={}", functions, cleared);
 
     let n = smp::cpus_online();

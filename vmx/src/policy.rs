@@ -298,7 +298,8 @@ pub enum ApicWriteVerdict {
 /// Rules for xAPIC register writes. Only aligned 32-bit writes to registers a kernel programs for its own
 /// core are replayed; LVT entries must be masked or use fixed delivery (an NMI, SMI, INIT or ExtINT entry
 /// would let the sandbox raise what the monitor keeps for itself); the APIC id is not the sandbox's to change;
-/// everything else (read-only and reserved registers) is refused.
+/// the logical destination registers (LDR/DFR) belong to the monitor; everything else (read-only and reserved
+/// registers) is refused.
 pub fn classify_xapic_write(offset: u32, size: u8, value: u32) -> ApicWriteVerdict {
     use xapic::*;
     if size != 4 || offset % 16 != 0 {
@@ -306,7 +307,9 @@ pub fn classify_xapic_write(offset: u32, size: u8, value: u32) -> ApicWriteVerdi
     }
     let lvt_ok = value & (1 << 16) != 0 || (value >> 8) & 7 == 0;
     match offset {
-        TPR | EOI | LDR | DFR | SVR | ESR | TIMER_INITIAL | TIMER_DIVIDE => ApicWriteVerdict::Replay,
+        // LDR/DFR are not replayed: the monitor sets each core's logical id, which picks the sandboxes a shared
+        // device's interrupt reaches (a sandbox taking another's id would get its interrupts).
+        TPR | EOI | SVR | ESR | TIMER_INITIAL | TIMER_DIVIDE => ApicWriteVerdict::Replay,
         // The timer entry has no delivery-mode field (bits 8–10 reserved): they must be clear.
         LVT_TIMER if (value >> 8) & 7 == 0 => ApicWriteVerdict::Replay,
         LVT_THERMAL | LVT_PERF | LVT_LINT0 | LVT_LINT1 | LVT_ERROR if lvt_ok => ApicWriteVerdict::Replay,
@@ -558,6 +561,8 @@ mod tests {
         assert_eq!(classify_xapic_write(LVT_LINT1, 4, 4 << 8), ApicWriteVerdict::Refused, "NMI to itself");
         assert_eq!(classify_xapic_write(LVT_LINT0, 4, 7 << 8), ApicWriteVerdict::Refused, "ExtINT");
         assert_eq!(classify_xapic_write(LVT_ERROR, 4, 0xFE), ApicWriteVerdict::Replay);
+        assert_eq!(classify_xapic_write(LDR, 4, 1 << 24), ApicWriteVerdict::Refused, "logical ids are the monitor's");
+        assert_eq!(classify_xapic_write(DFR, 4, u32::MAX), ApicWriteVerdict::Refused);
         assert_eq!(classify_xapic_write(ICR_HIGH, 4, 1 << 24), ApicWriteVerdict::IcrHigh);
         assert_eq!(classify_xapic_write(ICR_LOW, 4, 0x40F2), ApicWriteVerdict::IcrLow);
         assert_eq!(classify_xapic_write(ID, 4, 5 << 24), ApicWriteVerdict::Refused);
