@@ -6,6 +6,7 @@
 
 pub mod linux;
 pub mod peer;
+pub mod ping;
 pub mod plot;
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -238,11 +239,13 @@ pub enum Cli {
     /// The channel benchmark in both builds (`--run` gives the trials: default "5000"), once per VCPU set-up
     /// (`--vcpu`, msgbench's `none|hi|lo`).
     MsgBench(BootOptions, Vec<&'static str>),
+    /// Boot with an e1000 on a UDP backend and ping the guests from the host peer.
+    Ping(ping::PingOptions),
     Help,
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--apic trap|passthrough] [--timeout SECS]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
 
 /// msgbench's VCPU set-ups (userland/src/bin/msgbench.rs), in the order `--vcpu all` runs them.
 pub const MSGBENCH_VCPUS: [&str; 3] = ["none", "hi", "lo"];
@@ -250,14 +253,19 @@ pub const MSGBENCH_VCPUS: [&str; 3] = ["none", "hi", "lo"];
 /// Parse the runner's command line (without the program name).
 pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     let mut it = args.iter();
+    let mut ping: Option<ping::PingOptions> = None;
     let (compare, msgbench) = match it.next().map(String::as_str) {
         Some("boot") => (false, false),
         Some("compare") => (true, false),
         Some("msgbench") => (true, true),
+        Some("ping") => {
+            ping = Some(ping::PingOptions::default());
+            (false, false)
+        }
         Some("-h") | Some("--help") | Some("help") | None => return Ok(Cli::Help),
         Some(other) => return Err(format!("unknown command {other:?}\n{USAGE}")),
     };
-    let mut o = BootOptions::default();
+    let mut o = BootOptions { cpus: if ping.is_some() { 2 } else { 1 }, ..BootOptions::default() };
     let mut vcpus: Vec<&'static str> = Vec::new();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -309,6 +317,25 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             }
             "--nic-port" => o.nic_port = Some(value("--nic-port")?.parse().map_err(|_| "--nic-port needs a UDP port".to_string())?),
             "--nic-sharers" => o.nic_sharers = value("--nic-sharers")?.parse().map_err(|_| "--nic-sharers needs a number".to_string())?,
+            "--guests" | "--sharers" | "--count" | "--interval-ms" | "--size" | "--garbage" | "--seed" if ping.is_some() => {
+                let name = a.clone();
+                let v: u64 = value(&name)?.parse().map_err(|_| format!("{name} needs a number"))?;
+                let p = ping.as_mut().unwrap();
+                match name.as_str() {
+                    "--guests" => p.guests = v.clamp(1, 8) as u32,
+                    "--sharers" => p.sharers = v.min(8) as u32,
+                    "--count" => p.count = v.clamp(1, 65_536) as u32,
+                    "--interval-ms" => p.interval_ms = v.clamp(1, 60_000),
+                    "--size" => {
+                        if !(8..=1472).contains(&v) {
+                            return Err("--size must be 8..=1472 bytes".into());
+                        }
+                        p.size = v as usize
+                    }
+                    "--garbage" => p.garbage = v.min(100_000) as u32,
+                    _ => p.seed = v,
+                }
+            }
             "--watchdog-ms" => o.watchdog_ms = Some(value("--watchdog-ms")?.parse().map_err(|_| "--watchdog-ms needs milliseconds".to_string())?),
             "--timeout" => o.timeout = Some(value("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?),
             "--mem" => {
@@ -319,6 +346,13 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             }
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
+    }
+    if let Some(mut p) = ping {
+        if o.gdb {
+            return Err("ping does not take --gdb".into());
+        }
+        p.boot = BootOptions { echo: false, ..o };
+        return Ok(Cli::Ping(p));
     }
     if compare {
         if o.vt || o.gdb {
@@ -419,7 +453,7 @@ fn run_both(o: &BootOptions, run: &str) -> Result<Vec<BootReport>, String> {
     Ok(reports)
 }
 
-fn results_dir() -> Result<PathBuf, String> {
+pub(crate) fn results_dir() -> Result<PathBuf, String> {
     let dir = workspace_root().join("target").join("results");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     Ok(dir)

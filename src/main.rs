@@ -24,6 +24,17 @@ fn main() {
                 }
             }
         }
+        Ok(Cli::Ping(p)) => match questv::ping::ping(&p) {
+            Ok((text, path, ok)) => {
+                print!("{text}");
+                println!("csv: {}", path.display());
+                std::process::exit(if ok { 0 } else { 1 });
+            }
+            Err(e) => {
+                eprintln!("questv: ping: {e}");
+                std::process::exit(2);
+            }
+        },
         Ok(Cli::Help) => {
             println!("{USAGE}");
             return;

@@ -102,7 +102,11 @@ fn interrupt_handler(frame: &mut TrapFrame) {
             sched::schedule(frame, Reason::Reschedule);
         }
         crate::channel::endpoint::VECTOR_CHANNEL => lapic::eoi(),
-        crate::net::VECTOR_NIC => crate::net::stack::interrupt(),
+        crate::net::VECTOR_NIC => {
+            // The bottom half was just woken: let the scheduler pick it now rather than at the next tick.
+            crate::net::stack::interrupt();
+            sched::schedule(frame, Reason::Reschedule);
+        }
         VECTOR_PING => {
             PINGS[percpu::cpu_index() as usize].fetch_add(1, Ordering::SeqCst);
             lapic::eoi();

@@ -123,7 +123,7 @@ fn net_info(buf: u64, len: u64) -> i64 {
     if len < (words.len() * 8) as u64 {
         return -EINVAL;
     }
-    let mut b = [0u8; 24 * 8];
+    let mut b = [0u8; crate::net::stack::INFO_WORDS * 8];
     for (k, w) in words.iter().enumerate() {
         b[k * 8..k * 8 + 8].copy_from_slice(&w.to_le_bytes());
     }

@@ -261,7 +261,7 @@ pub mod net {
     pub const DROP_NAMES: [&str; 9] =
         ["runt", "oversize", "ethertype", "bad_arp", "bad_ip", "ip_checksum", "fragment", "ip_protocol", "icmp"];
 
-    /// `struct questv_net_info` in C: 24 words.
+    /// `struct questv_net_info` in C: 32 words.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default)]
     pub struct Info {
@@ -282,6 +282,8 @@ pub mod net {
         pub polls: u64,
         pub stop_seen: u64,
         pub drops: [u64; 9],
+        /// NIC interrupts taken by CPUs 0–7 of this kernel.
+        pub irqs_per_cpu: [u64; 8],
         pub _reserved: [u64; 2],
     }
 

@@ -70,6 +70,9 @@ pub static STATS: Stats = Stats {
     polls: ZERO,
 };
 
+/// NIC interrupts taken per CPU (the SMP build routes them to CPU 0; a sandbox has one CPU).
+pub static IRQS_PER_CPU: [AtomicU64; 8] = [ZERO; 8];
+
 /// The NIC's register window, for the interrupt handler (0 = no NIC).
 static MMIO: AtomicU64 = AtomicU64::new(0);
 /// The driver thread's id + 1 (0 = none).
@@ -103,6 +106,10 @@ fn wake_driver() {
 /// causes and lowers the line; each sharer then scans the ring for its own frames.
 pub fn interrupt() {
     STATS.irqs.fetch_add(1, Ordering::Relaxed);
+    let cpu = questv_arch::percpu::cpu_index() as usize;
+    if let Some(c) = IRQS_PER_CPU.get(cpu) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
     let mmio = MMIO.load(Ordering::Acquire);
     if mmio != 0 {
         // SAFETY: MMIO holds the NIC's register window, mapped uncached (start()'s contract).
@@ -282,11 +289,13 @@ extern "C" fn driver_thread(arg: u64) -> ! {
     }
 }
 
+pub const INFO_WORDS: usize = 32;
+
 /// Statistics for the `net` system call / `netserve`, in a fixed order (see libc-shim `net::Info`).
-pub fn info() -> [u64; 24] {
+pub fn info() -> [u64; INFO_WORDS] {
     let s = &STATS;
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut out = [0u64; 24];
+    let mut out = [0u64; INFO_WORDS];
     out[0] = u64::from(s.up.load(Ordering::Acquire));
     out[1] = u64::from(s.ip.load(Ordering::Acquire));
     out[2] = s.mac.load(Ordering::Acquire);
@@ -302,6 +311,9 @@ pub fn info() -> [u64; 24] {
     out[12] = u64::from(s.stop.load(Ordering::Acquire));
     for (i, d) in s.drops.iter().enumerate() {
         out[13 + i] = l(d);
+    }
+    for (i, c) in IRQS_PER_CPU.iter().enumerate() {
+        out[22 + i] = l(c);
     }
     out
 }

@@ -54,6 +54,11 @@ fn main(args: &[&str]) -> i32 {
         net::DROP_NAMES[4], d[4], net::DROP_NAMES[5], d[5], net::DROP_NAMES[6], d[6], net::DROP_NAMES[7], d[7],
         net::DROP_NAMES[8], d[8]
     );
+    let c = i.irqs_per_cpu;
+    println!(
+        "RESULT net_irqs sandbox={} cpu0={} cpu1={} cpu2={} cpu3={} cpu4={} cpu5={} cpu6={} cpu7={}",
+        sys::sandbox().map_or(-1, i64::from), c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+    );
     if stopped == 1 {
         0
     } else {
