@@ -123,6 +123,16 @@ impl PingRun {
     /// The run's RESULT lines (peer and guests), as printed.
     pub fn result_lines(&self) -> Vec<String> {
         let mut out = peer::result_lines(&self.peer);
+        // The NIC as the kernel (SMP) or the monitor (VT) set it up, and the sandboxes without one.
+        for l in &self.boot.lines {
+            match parse_result_line(l) {
+                Some(r) if r.name == "nic" && r.from_monitor() => out.push(l.clone()),
+                Some(r) if r.name == "net" && r.get("nic") == Some("none") => {
+                    out.push(format!("RESULT ping_guest sandbox={} nic=none", r.get("sandbox").unwrap_or("?")))
+                }
+                _ => {}
+            }
+        }
         for g in &self.guests {
             let per_cpu: Vec<String> = g.irqs_per_cpu.iter().enumerate().filter(|(_, &n)| n > 0).map(|(c, n)| format!("cpu{c}:{n}")).collect();
             out.push(format!(
