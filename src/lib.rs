@@ -7,6 +7,7 @@
 pub mod linux;
 pub mod peer;
 pub mod ping;
+pub mod netfig;
 pub mod plot;
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -241,11 +242,13 @@ pub enum Cli {
     MsgBench(BootOptions, Vec<&'static str>),
     /// Boot with an e1000 on a UDP backend and ping the guests from the host peer.
     Ping(ping::PingOptions),
+    /// The network figures (Figs 8 and 11).
+    NetFig(netfig::NetFigOptions),
     Help,
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--apic trap|passthrough] [--timeout SECS]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
 
 /// msgbench's VCPU set-ups (userland/src/bin/msgbench.rs), in the order `--vcpu all` runs them.
 pub const MSGBENCH_VCPUS: [&str; 3] = ["none", "hi", "lo"];
@@ -262,6 +265,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             ping = Some(ping::PingOptions::default());
             (false, false)
         }
+        Some("netfig") => return parse_netfig(&args[1..]),
         Some("-h") | Some("--help") | Some("help") | None => return Ok(Cli::Help),
         Some(other) => return Err(format!("unknown command {other:?}\n{USAGE}")),
     };
@@ -367,6 +371,30 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     } else {
         Ok(Cli::Boot(o))
     }
+}
+
+fn parse_netfig(args: &[String]) -> Result<Cli, String> {
+    let mut o = netfig::NetFigOptions::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--emulator" => {
+                o.emulator = match value("--emulator")?.as_str() {
+                    "qemu" => Emulator::Qemu,
+                    "bochs" => Emulator::Bochs,
+                    e => return Err(format!("unknown emulator {e:?} (qemu or bochs)")),
+                }
+            }
+            "--cpus" => o.cpus = value("--cpus")?.parse().ok().filter(|c| (2..=8).contains(c)).ok_or("--cpus needs 2..=8")?,
+            "--count" => o.count = value("--count")?.parse().ok().filter(|c| (10..=65_536).contains(c)).ok_or("--count needs 10..=65536")?,
+            "--interval-ms" => o.flood_interval_ms = value("--interval-ms")?.parse().ok().filter(|c| (1..=1000).contains(c)).ok_or("--interval-ms needs 1..=1000")?,
+            "--no-linux" => o.linux = false,
+            "--quick" => o.count = 100,
+            other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(Cli::NetFig(o))
 }
 
 /// One row of a comparison: a core (SMP: CPU, VT: sandbox) with its cycles per iteration in each build.

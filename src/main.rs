@@ -35,6 +35,17 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Ok(Cli::NetFig(o)) => match questv::netfig::netfig(&o) {
+            Ok((text, dir)) => {
+                print!("{text}");
+                println!("figures: {}", dir.display());
+                return;
+            }
+            Err(e) => {
+                eprintln!("questv: netfig: {e}");
+                std::process::exit(1);
+            }
+        },
         Ok(Cli::Help) => {
             println!("{USAGE}");
             return;

@@ -91,15 +91,15 @@ pub fn free_port_pair() -> Result<u16, String> {
 
 /// The stop marker (frame::STOP_ID / STOP_PAYLOAD in the kernel): an echo request the guest's demultiplexer
 /// recognises, which ends `netserve`. Sent a few times: Bochs takes one frame per millisecond at most.
-fn send_stop(port: u16, report: &PeerReport) {
+/// Every sharer gets one, pinged or not (to the broadcast MAC: the demultiplexer matches the IP).
+fn send_stop(port: u16, sharers: u32) {
     let Ok(sock) = UdpSocket::bind(("127.0.0.1", port + 1)).or_else(|_| UdpSocket::bind("127.0.0.1:0")) else { return };
     for _ in 0..5 {
-        for g in &report.guests {
-            if let Some(mac) = g.mac {
-                let icmp = peer::build_icmp_echo(peer::ICMP_ECHO_REQUEST, 0x5170, 0, b"QUESTV-STOP");
-                let f = peer::build_ipv4_frame(mac, peer::PEER_MAC, peer::PEER_IP, g.ip, peer::IP_PROTO_ICMP, 0x5170, &icmp);
-                let _ = sock.send_to(&f, ("127.0.0.1", port));
-            }
+        for j in 0..sharers {
+            let ip = Ipv4Addr::new(10, 0, 0, 2 + j as u8);
+            let icmp = peer::build_icmp_echo(peer::ICMP_ECHO_REQUEST, 0x5170, 0, b"QUESTV-STOP");
+            let f = peer::build_ipv4_frame(peer::BROADCAST_MAC, peer::PEER_MAC, peer::PEER_IP, ip, peer::IP_PROTO_ICMP, 0x5170, &icmp);
+            let _ = sock.send_to(&f, ("127.0.0.1", port));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -181,9 +181,7 @@ pub fn ping_run(o: &PingOptions) -> Result<PingRun, String> {
     let booting = std::thread::spawn(move || boot(&boot_opts));
     let stop = AtomicBool::new(false);
     let peer_report = peer::run_peer(&cfg, &stop).map_err(|e| format!("host peer: {e}"));
-    if let Ok(r) = &peer_report {
-        send_stop(port, r);
-    }
+    send_stop(port, sharers);
     let boot_report = booting.join().map_err(|_| "the boot thread panicked".to_string())??;
     let peer_report = peer_report?;
     let guests = guest_sides(&boot_report.lines);

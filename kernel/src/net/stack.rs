@@ -25,8 +25,8 @@ pub struct Config {
     pub initialise: bool,
 }
 
-/// I/O VCPU of the bottom half: 10 % of the core (C = 1 ms, T = 10 ms).
-const IO_VCPU_BUDGET_US: u64 = 1_000;
+/// I/O VCPU of the bottom half: 20 % of the core (C = 2 ms, T = 10 ms).
+const IO_VCPU_BUDGET_US: u64 = 2_000;
 const IO_VCPU_PERIOD_US: u64 = 10_000;
 /// Own frames queued for the stack at most (more are dropped and counted: the stack is behind).
 const RX_QUEUE: usize = 64;
