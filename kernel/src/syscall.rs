@@ -104,10 +104,12 @@ fn vcpu_info(id: u64, buf: u64) -> i64 {
         i.class, i.budget_us, i.period_us, i.foreground_us, i.background_us, i.capacity_us, i.replenishments,
         i.exhausted, i.overrun_us, i.switches_in,
     ];
-    let mut b = [0u8; 80];
-    for (k, w) in words.iter().enumerate() {
-        b[k * 8..k * 8 + 8].copy_from_slice(&w.to_le_bytes());
-    }
+    copy_words_to_user(buf, &words)
+}
+
+/// Copy a structure of 64-bit words (the layout the C and Rust APIs declare) to user memory: 0 or -errno.
+fn copy_words_to_user(buf: u64, words: &[u64]) -> i64 {
+    let b: alloc::vec::Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     match proc::with_space(|s, m| s.copy_to_user(m, buf, &b)) {
         Some(Ok(())) => 0,
         Some(Err(e)) => e.into(),
@@ -123,15 +125,7 @@ fn net_info(buf: u64, len: u64) -> i64 {
     if len < (words.len() * 8) as u64 {
         return -EINVAL;
     }
-    let mut b = [0u8; crate::net::stack::INFO_WORDS * 8];
-    for (k, w) in words.iter().enumerate() {
-        b[k * 8..k * 8 + 8].copy_from_slice(&w.to_le_bytes());
-    }
-    match proc::with_space(|s, m| s.copy_to_user(m, buf, &b)) {
-        Some(Ok(())) => 0,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
-    }
+    copy_words_to_user(buf, &words)
 }
 
 fn vcpu_trace(buf: u64, len: u64) -> i64 {
