@@ -167,6 +167,8 @@ pub struct BootOptions {
     pub slice_mib: Option<u32>,
     /// VT: watchdog period in ms (VMX-preemption timer, or the PIT's NMI on SVM); `None`/0 = off.
     pub watchdog_ms: Option<u32>,
+    /// VT: the monitor's recovery policy (`restart`/`none`, or one per sandbox: `restart,none,..`).
+    pub recovery: Option<String>,
     /// VT on xAPIC machines (QEMU): map the APIC page writable into the sandboxes (no exits, no IPI filtering;
     /// for measuring what the default trapped page costs).
     pub apic_passthrough: bool,
@@ -186,7 +188,7 @@ pub struct BootOptions {
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1 }
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1 }
     }
 }
 
@@ -215,6 +217,9 @@ impl BootOptions {
         if let Some(w) = self.watchdog_ms {
             a.push_str(&format!(" watchdog_ms={w}"));
         }
+        if let Some(r) = &self.recovery {
+            a.push_str(&format!(" recovery={r}"));
+        }
         if self.apic_passthrough {
             a.push_str(" apic=passthrough");
         }
@@ -222,6 +227,11 @@ impl BootOptions {
             if self.vt {
                 let list: Vec<String> = (0..self.nic_sharers.max(1)).map(|i| i.to_string()).collect();
                 a.push_str(&format!(" nic={}", list.join(",")));
+                // Bochs' socket backend passes on only frames to the configured MAC (and broadcast): the
+                // sharers share that MAC and are told apart by IPv4 address (docs/network.md).
+                if self.emulator == Emulator::Bochs {
+                    a.push_str(" nic_mac=device");
+                }
             } else {
                 a.push_str(" net=on");
             }
@@ -248,7 +258,7 @@ pub enum Cli {
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
 
 /// msgbench's VCPU set-ups (userland/src/bin/msgbench.rs), in the order `--vcpu all` runs them.
 pub const MSGBENCH_VCPUS: [&str; 3] = ["none", "hi", "lo"];
@@ -340,6 +350,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
                     _ => p.seed = v,
                 }
             }
+            "--recovery" => o.recovery = Some(value("--recovery")?),
             "--watchdog-ms" => o.watchdog_ms = Some(value("--watchdog-ms")?.parse().map_err(|_| "--watchdog-ms needs milliseconds".to_string())?),
             "--timeout" => o.timeout = Some(value("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?),
             "--mem" => {
@@ -355,7 +366,8 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
         if o.gdb {
             return Err("ping does not take --gdb".into());
         }
-        p.boot = BootOptions { echo: false, ..o };
+        // QUESTV_ECHO=1 shows the guest's serial output while the peer runs (debugging a run that hangs).
+        p.boot = BootOptions { echo: std::env::var_os("QUESTV_ECHO").is_some(), ..o };
         return Ok(Cli::Ping(p));
     }
     if compare {
@@ -1103,6 +1115,8 @@ mod tests {
         assert_eq!(o.kernel_args(), "mode=vt slice_mib=64 run=x");
         let Ok(Cli::Boot(o)) = a(&["boot", "--vt", "--watchdog-ms", "500", "--run", "x"]) else { panic!() };
         assert_eq!(o.kernel_args(), "mode=vt watchdog_ms=500 run=x");
+        let Ok(Cli::Boot(o)) = a(&["boot", "--vt", "--recovery", "restart", "--run", "x"]) else { panic!() };
+        assert_eq!(o.kernel_args(), "mode=vt recovery=restart run=x");
         assert!(a(&["boot", "--watchdog-ms", "x"]).is_err());
         assert!(a(&["boot", "--cpus", "0"]).is_err());
         assert!(a(&["boot", "--cpus"]).is_err());

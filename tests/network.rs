@@ -64,7 +64,7 @@ fn vt_sandboxes_share_the_nic_with_their_own_addresses() {
     r.check(without == ["2", "3"], "sandboxes 2 and 3 should have no NIC");
     // The monitor routed the line to the two sharers' cores only (logical ids 1 << core).
     let nic = lines(&r, "nic");
-    r.check(nic.len() == 1 && nic[0].get("mode") == Some("vt") && nic[0].get("logical_dest") == Some("0x03") && nic[0].get("sharers") == Some("0,1"), "expected the monitor's NIC grant to sandboxes 0 and 1");
+    r.check(nic.len() == 1 && nic[0].get("mode") == Some("vt") && nic[0].get("logical_dest") == Some("0x03") && nic[0].get("delivery") == Some("logical") && nic[0].get("sharers") == Some("0,1"), "expected the monitor's NIC grant to sandboxes 0 and 1");
 }
 
 #[test]

@@ -130,6 +130,18 @@ pub fn eoi() {
     write(REG_EOI, 0);
 }
 
+/// Acknowledge every interrupt in service on this core (a recovered sandbox's kernel died with some
+/// unacknowledged; each EOI retires the highest-priority one). Returns how many there were.
+pub fn eoi_all_in_service() -> u32 {
+    let mut n = 0;
+    // At most 256 vectors can be in service; each EOI clears one ISR bit.
+    while n < 256 && (0..8u32).any(|i| read(0x100 + 0x10 * i) != 0) {
+        eoi();
+        n += 1;
+    }
+    n
+}
+
 pub fn error_status() -> u32 {
     write(REG_ESR, 0);
     read(REG_ESR)

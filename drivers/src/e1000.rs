@@ -22,6 +22,8 @@ pub const DEVICES: [u16; 5] = [0x100E, 0x100F, 0x1011, 0x1004, 0x107C];
 /// Register offsets in BAR 0 (the 82540EM's 128 KiB memory window).
 pub mod reg {
     pub const CTRL: u32 = 0x0000;
+    /// EEPROM read: START bit 0, DONE bit 4, word address bits 8–15, data bits 16–31 (82540EM).
+    pub const EERD: u32 = 0x0014;
     pub const STATUS: u32 = 0x0008;
     pub const ICR: u32 = 0x00C0;
     pub const ITR: u32 = 0x00C4;
@@ -263,6 +265,17 @@ pub fn mac_from_u64(v: u64) -> [u8; 6] {
     [b[0], b[1], b[2], b[3], b[4], b[5]]
 }
 
+const EERD_START: u32 = 1;
+const EERD_DONE: u32 = 1 << 4;
+
+/// The station address from EEPROM words 0–2 (little-endian byte pairs).
+pub fn mac_from_eeprom(words: [u16; 3]) -> [u8; 6] {
+    let [a, b] = words[0].to_le_bytes();
+    let [c, d] = words[1].to_le_bytes();
+    let [e, f] = words[2].to_le_bytes();
+    [a, b, c, d, e, f]
+}
+
 /// RAL/RAH values for a MAC (address valid).
 pub fn receive_address(mac: [u8; 6]) -> (u32, u32) {
     (
@@ -314,9 +327,36 @@ impl Regs {
         }
         self.write(reg::IMC, u32::MAX);
         let _ = self.read(reg::ICR);
+        // The EEPROM's words 0–2 are the station address. Real 82540EMs and QEMU also copy it into RA[0] at
+        // reset, Bochs does not: the EEPROM is the source, RA[0] the fallback if the EEPROM does not answer.
+        let mut words = [0u16; 3];
+        let mut eeprom_ok = true;
+        for (i, w) in words.iter_mut().enumerate() {
+            match self.eeprom_word(i as u32, &spin) {
+                Some(v) => *w = v,
+                None => eeprom_ok = false,
+            }
+        }
+        let mac = mac_from_eeprom(words);
+        if eeprom_ok && mac != [0; 6] && mac[0] & 1 == 0 {
+            return Ok(mac);
+        }
         let (lo, hi) = (self.read(reg::RAL0), self.read(reg::RAH0));
         let b = lo.to_le_bytes();
         Ok([b[0], b[1], b[2], b[3], hi as u8, (hi >> 8) as u8])
+    }
+
+    /// One EEPROM word through EERD (None if the read never completes).
+    fn eeprom_word(&self, address: u32, spin: &impl Fn()) -> Option<u16> {
+        self.write(reg::EERD, (address << 8) | EERD_START);
+        for _ in 0..10_000 {
+            let v = self.read(reg::EERD);
+            if v & EERD_DONE != 0 {
+                return Some((v >> 16) as u16);
+            }
+            spin();
+        }
+        None
     }
 
     pub fn link_up(&self) -> bool {
@@ -693,6 +733,12 @@ mod tests {
             }
             assert!(next_frame > 1000, "the ring stalled ({readers} readers, {next_frame} frames)");
         }
+    }
+
+    #[test]
+    fn eeprom_words_give_the_station_address() {
+        // 52:54:00:12:34:56 as an 82540EM EEPROM stores it.
+        assert_eq!(mac_from_eeprom([0x5452, 0x1200, 0x5634]), [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
     // A VT sandbox prints through its monitor, which owns COM1 (from the first line on).
     if let Ok(o) = opts.as_ref() {
         if let Some(id) = o.sandbox {
-            crate::sandbox::init(id, o.shared, crate::sandbox::AttackTargets { peer: o.peer, vmcs: o.vmcs, ept: o.ept });
+            crate::sandbox::init(id, o.shared, o.incarnation, crate::sandbox::AttackTargets { peer: o.peer, vmcs: o.vmcs, ept: o.ept });
             crate::console::print_through_monitor();
         }
     }
@@ -163,6 +163,8 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
                 watchdog_ms: opts.watchdog_ms,
                 apic_passthrough: opts.apic_passthrough,
                 nic_sharers: opts.nic_sharers,
+                nic_device_mac: opts.nic_device_mac,
+                recovery: opts.recovery,
                 topology: &topo,
             });
             crate::machine::finish(status)
@@ -192,12 +194,14 @@ fn boot_sandbox(id: u32, opts: &cmdline::Options, usable_bytes: u64) {
     smp::init_bsp(apic, given);
     // SAFETY: IDT, GDT/TSS, LAPIC and the scheduler are ready.
     unsafe { cpu::enable_interrupts() };
-    result!("sandbox_boot", "sandbox={} apic_id={} apic={} mem_mib={}", id, apic,
-            if lapic::is_x2apic() { "x2apic" } else { "xapic" }, usable_bytes >> 20);
+    result!("sandbox_boot", "sandbox={} apic_id={} apic={} mem_mib={} incarnation={}", id, apic,
+            if lapic::is_x2apic() { "x2apic" } else { "xapic" }, usable_bytes >> 20, opts.incarnation);
     // A sharer of the NIC: the monitor mapped its registers and the DMA region and routes its interrupt here.
     if let (Some(mmio), Some(dma), Some(index)) = (opts.nic_mmio, opts.nic_dma, opts.nic_index) {
         crate::net::stack::start(crate::net::stack::Config { mmio, dma, index: index as usize, initialise: opts.nic_init });
     }
+    // In service: after a recovery this ends the downtime the monitor reports.
+    crate::sandbox::booted();
 }
 
 /// Failure before the console and heap exist: print directly and stop.

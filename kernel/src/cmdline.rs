@@ -37,6 +37,14 @@ pub struct Options<'a> {
     pub net: bool,
     /// VT monitor: `nic=0,1` — the sandboxes that share the e1000 (checked by the monitor).
     pub nic_sharers: Option<&'a str>,
+    /// VT monitor: `nic_mac=device` gives every sharer the NIC's own (EEPROM) MAC instead of a virtual one —
+    /// for backends that deliver only frames addressed to that one MAC (Bochs' `ethmod=socket`); sharers are
+    /// then told apart by IPv4 address alone.
+    pub nic_device_mac: bool,
+    /// VT monitor: `recovery=restart|none`, for all sandboxes or one entry per sandbox (docs/recovery.md).
+    pub recovery: Option<&'a str>,
+    /// VT sandbox (from the monitor): how many times this sandbox has been recovered (0 = first boot).
+    pub incarnation: u32,
     /// VT sandbox (from the monitor): the NIC's register window, the DMA region, this sandbox's sharer index,
     /// and whether it programs the NIC (`nic_init=1`, the first sharer).
     pub nic_mmio: Option<u64>,
@@ -77,6 +85,9 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
         ept: None,
         net: false,
         nic_sharers: None,
+        nic_device_mac: false,
+        recovery: None,
+        incarnation: 0,
         nic_mmio: None,
         nic_dma: None,
         nic_index: None,
@@ -109,6 +120,10 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
             Some(("net", "on")) => opts.net = true,
             Some(("net", "off")) => opts.net = false,
             Some(("nic", v)) => opts.nic_sharers = Some(v),
+            Some(("nic_mac", "device")) => opts.nic_device_mac = true,
+            Some(("recovery", v)) => opts.recovery = Some(v),
+            Some(("incarnation", v)) => opts.incarnation = number(v).and_then(|n| u32::try_from(n).ok()).ok_or(CmdlineError::BadNumber(word))?,
+            Some(("nic_mac", "virtual")) => opts.nic_device_mac = false,
             Some(("nic_init", v)) => opts.nic_init = v == "1",
             Some((k @ ("sandbox" | "shared" | "tsc_hz" | "lapic_hz" | "slice_mib" | "watchdog_ms" | "peer" | "vmcs" | "ept" | "nic_mmio" | "nic_dma" | "nic_index"), v)) => {
                 let n = number(v).ok_or(CmdlineError::BadNumber(word))?;
@@ -198,6 +213,12 @@ mod tests {
         assert!(parse("mode=smp net=on run=netserve").unwrap().net);
         assert!(!parse("mode=smp").unwrap().net);
         assert_eq!(parse("mode=vt nic=0,1 run=x").unwrap().nic_sharers, Some("0,1"));
+        assert!(!parse("mode=vt nic=0,1").unwrap().nic_device_mac);
+        assert!(parse("mode=vt nic=0,1 nic_mac=device").unwrap().nic_device_mac);
+        let o = parse("mode=vt recovery=restart,none incarnation=3 run=x").unwrap();
+        assert_eq!((o.recovery, o.incarnation), (Some("restart,none"), 3));
+        assert!(parse("incarnation=-1").is_err());
+        assert_eq!(parse("nic_mac=bogus").unwrap().unknown, Some("nic_mac=bogus"));
         let o = parse("mode=vt sandbox=1 nic_mmio=0xfebc0000 nic_dma=0x2000000 nic_index=1 nic_init=0").unwrap();
         assert_eq!((o.nic_mmio, o.nic_dma, o.nic_index, o.nic_init), (Some(0xFEBC_0000), Some(0x200_0000), Some(1), false));
         assert!(parse("nic_init=1").unwrap().nic_init);

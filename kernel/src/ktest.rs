@@ -108,12 +108,23 @@ pub fn run_command(cmd: &str) -> i32 {
                 let rest = cmd.split_once(" -- ").map(|(_, r)| r.trim());
                 attack(kind, rest)
             }
+            (Some("inject"), Some(kind)) => {
+                let target = args.next().and_then(|a| a.parse::<u32>().ok());
+                let rest = cmd.split_once(" -- ").map(|(_, r)| r.trim());
+                match target {
+                    Some(t) => inject(kind, t, rest),
+                    None => {
+                        kprintln!("usage: ktest inject KIND SANDBOX [-- PROG ARGS]");
+                        2
+                    }
+                }
+            }
             (Some("fault"), Some(kind)) => fault(kind),
             (Some("selftest"), None) => boot_selftest(),
             (Some("panic"), None) => panic!("panic requested by `ktest panic`"),
             (Some("acpidump"), None) => acpidump(),
             _ => {
-                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|apic|panic|hang|user-vmcall|forge)");
+                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest inject panic|ud|wild|text|triple|hang SANDBOX [-- PROG ARGS] | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|apic|panic|hang|user-vmcall|forge)");
                 2
             }
         },
@@ -122,6 +133,53 @@ pub fn run_command(cmd: &str) -> i32 {
             STATUS_NOT_FOUND
         }
     }
+}
+
+/// Fault-injection hook for recovery (VT): sandbox `target`, in its first incarnation only, faults with `kind`
+/// after a moment (so the others are running); every other sandbox, and `target` once recovered, runs `then`.
+/// Kinds: `panic` (the kernel's panic path), `ud` (an invalid opcode in kernel mode), `wild` (a write outside
+/// the sandbox's memory: an EPT/NPT violation), `text` (a write to its own kernel text with CR0.WP cleared),
+/// `triple` (a triple fault), `hang` (interrupts off, spinning: the watchdog, needs `watchdog_ms`).
+fn inject(kind: &str, target: u32, then: Option<&str>) -> i32 {
+    let run_then = || then.map_or(0, crate::proc::run_command);
+    let Some(sandbox) = crate::sandbox::id() else {
+        kprintln!("ktest inject: only meaningful in a VT sandbox");
+        return 2;
+    };
+    if sandbox != target || crate::sandbox::incarnation() > 0 {
+        return run_then();
+    }
+    let until = cpu::rdtsc() + smp::TSC_HZ.load(Ordering::SeqCst) / 4;
+    while cpu::rdtsc() < until {
+        sched::yield_now();
+    }
+    result!("inject", "sandbox={} kind={} tsc={}", sandbox, kind, cpu::rdtsc());
+    match kind {
+        "panic" => panic!("ktest inject: a sandbox kernel panics"),
+        // SAFETY (ud, wild, text, triple): deliberate faults; the monitor recovers or stops this sandbox.
+        "ud" => unsafe { core::arch::asm!("ud2") },
+        "wild" => unsafe { core::ptr::write_volatile(0xDEAD_0000 as *mut u64, 0xBAD0_BAD0) },
+        "text" => unsafe {
+            core::arch::asm!("mov {0}, cr0", "and {0}, {1}", "mov cr0, {0}", out(reg) _, in(reg) !(1u64 << 16));
+            core::ptr::write_volatile(inject as *const () as *mut u8, 0xCC);
+        },
+        "triple" => unsafe {
+            let idt = [0u16; 5];
+            core::arch::asm!("cli", "lidt [{}]", "int3", in(reg) idt.as_ptr());
+        },
+        "hang" => {
+            cpu::disable_interrupts();
+            loop {
+                core::hint::spin_loop();
+            }
+        }
+        other => {
+            kprintln!("ktest inject: unknown kind {:?}", other);
+            return 2;
+        }
+    }
+    result!("inject", "sandbox={} kind={} outcome=not_contained", sandbox, kind);
+    1
 }
 
 /// Trigger an exception on purpose. Never returns normally: the exception handler dumps and panics.

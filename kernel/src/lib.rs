@@ -13,6 +13,7 @@ pub mod channel;
 pub mod mm;
 pub mod net;
 pub mod vcpu;
+pub mod recovery;
 
 #[cfg(feature = "image")]
 pub mod console;

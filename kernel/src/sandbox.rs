@@ -7,6 +7,7 @@ use questv_arch::cpu;
 use questv_vmx::hypercall as hc;
 
 static ID: AtomicI32 = AtomicI32::new(-1);
+static INCARNATION: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 static SHARED: AtomicU64 = AtomicU64::new(0);
 /// Attack-test targets (host-physical), present only when the run is an attack test.
 static ATTACK_TARGETS: spin::Once<AttackTargets> = spin::Once::new();
@@ -19,8 +20,9 @@ pub struct AttackTargets {
 }
 
 /// Record what the monitor passed on the command line (boot calls this once, before anything prints).
-pub(crate) fn init(id: u32, shared: Option<u64>, attack: AttackTargets) {
+pub(crate) fn init(id: u32, shared: Option<u64>, incarnation: u32, attack: AttackTargets) {
     ID.store(id as i32, Ordering::SeqCst);
+    INCARNATION.store(incarnation, Ordering::SeqCst);
     SHARED.store(shared.unwrap_or(0), Ordering::SeqCst);
     ATTACK_TARGETS.call_once(|| attack);
 }
@@ -33,6 +35,26 @@ pub fn id() -> Option<u32> {
 /// Guest-physical address of the shared region, if any.
 pub fn shared_region() -> Option<u64> {
     Some(SHARED.load(Ordering::Relaxed)).filter(|&a| a != 0)
+}
+
+/// How many times the monitor has recovered this sandbox (0: its first boot).
+pub fn incarnation() -> u32 {
+    INCARNATION.load(Ordering::Relaxed)
+}
+
+/// The reset counter the monitor publishes for the channel at `base` (None outside VT or if the directory does
+/// not list it): it moves when the channel was wiped because an endpoint was recovered.
+pub fn channel_resets(base: u64) -> Option<&'static core::sync::atomic::AtomicU32> {
+    use hc::info;
+    let shared = shared_region()?;
+    // SAFETY: the shared region is mapped read-only for every sandbox for good; the layout is the ABI's (`info`).
+    unsafe {
+        let count = (*((shared + info::CHANNEL_COUNT_OFFSET) as *const core::sync::atomic::AtomicU32)).load(Ordering::Acquire);
+        (0..u64::from(count).min(info::MAX_CHANNELS)).find_map(|i| {
+            let addr = core::ptr::read_volatile((shared + info::CHANNEL_DIR_OFFSET + info::CHANNEL_DIR_ENTRY * i + 8) as *const u64);
+            (addr == base).then(|| &*((shared + info::CHANNEL_RESETS_OFFSET + 4 * i) as *const core::sync::atomic::AtomicU32))
+        })
+    }
 }
 
 pub fn attack_targets() -> AttackTargets {
@@ -75,6 +97,22 @@ pub fn peer_apic(peer: u32) -> Result<u32, i64> {
     call(hc::PEER_APIC, u64::from(peer), 0).map(|a| a as u32).map_err(|e| -e)
 }
 
+/// Booted and about to run the program (the monitor ends a recovery's downtime here).
+pub fn booted() {
+    let _ = call(hc::BOOTED, 0, 0);
+}
+
+/// Stateful recovery: hand the monitor a copy of `state` (at most `hc::CHECKPOINT_MAX` bytes, in identity-
+/// mapped kernel memory), kept outside this sandbox across its recoveries.
+pub fn checkpoint(state: &[u8]) -> Result<(), i64> {
+    call(hc::CHECKPOINT, state.as_ptr() as u64, state.len() as u64).map(|_| ()).map_err(|e| -e)
+}
+
+/// The last checkpoint into `buf`; its length (0: none was taken).
+pub fn restore(buf: &mut [u8]) -> Result<usize, i64> {
+    call(hc::RESTORE, buf.as_mut_ptr() as u64, buf.len() as u64).map(|n| n as usize).map_err(|e| -e)
+}
+
 /// Tell the monitor this sandbox is done (it reports exits and stops the core).
 pub fn done(status: i32) -> ! {
     cpu::disable_interrupts();
@@ -85,6 +123,6 @@ pub fn done(status: i32) -> ! {
 /// The panic path: the monitor reports the fault and stops this sandbox (never NMIs to other cores).
 pub fn fault() -> ! {
     cpu::disable_interrupts();
-    let _ = call(hc::FAULT, hc::FAULT_PANIC, 0);
+    let _ = call(hc::FAULT, hc::FAULT_PANIC, cpu::rdtsc());
     cpu::halt_forever()
 }

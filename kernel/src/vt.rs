@@ -19,7 +19,8 @@ use questv_arch::paging::PAGE_SIZE;
 use questv_arch::acpi_madt::Topology;
 use questv_arch::{cpu, lapic, percpu};
 use questv_vmx::amd::vmcb;
-use questv_vmx::backend::{self, Arch, Caps, GuestRegs};
+use crate::recovery::{CrashLoopRule, Decision, History, Policy};
+use questv_vmx::backend::{self, Arch, Caps, GuestRegs, Verdict};
 use questv_vmx::exit::{Exit, ExitKind, IoExit};
 use questv_vmx::guest::{self, Source};
 use questv_vmx::hypercall::{self as hc, info, SHARED_GPA, SHARED_SIZE};
@@ -84,8 +85,20 @@ const XAPIC_GPA: u64 = 0xFEE0_0000;
 static WATCHDOG_NMI: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// Monitor memory for control structures and channels (see MonitorPool).
 static POOL: crate::sync::IrqSpinlock<Option<MonitorPool>> = crate::sync::IrqSpinlock::new(None);
-/// Channels: (endpoint a, endpoint b, host address, endpoints that opened it: bit 0 = a, bit 1 = b).
-static CHANNELS: crate::sync::IrqSpinlock<Vec<(u32, u32, u64, u8)>> = crate::sync::IrqSpinlock::new(Vec::new());
+/// A channel the monitor set up. Masks: bit 0 = endpoint a, bit 1 = endpoint b.
+struct ChannelRecord {
+    a: u32,
+    b: u32,
+    /// Host address (= guest-physical in both endpoints).
+    base: u64,
+    /// Endpoints that opened it (in their current incarnation).
+    opened: u8,
+    /// Endpoints whose second stage maps it.
+    mapped: u8,
+}
+
+/// Channels by directory index.
+static CHANNELS: crate::sync::IrqSpinlock<Vec<ChannelRecord>> = crate::sync::IrqSpinlock::new(Vec::new());
 static SHARED_BASE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Monitor memory for sandbox control structures (second-stage tables, VMXON/VMCS or VMCB pages, permission
@@ -148,6 +161,13 @@ struct Sandbox {
     /// Watchdog: last heartbeat value seen and the TSC when it last changed.
     heartbeat: u64,
     progress_tsc: u64,
+    /// What to do when it faults, and its incarnations so far.
+    policy: Policy,
+    history: History,
+    /// TSC of the fault that started the recovery in progress (0: none), for `RESULT sandbox_ready`.
+    recovering_since: u64,
+    /// Stateful recovery: the service state it last checkpointed (kept outside the sandbox).
+    checkpoint: Vec<u8>,
 }
 
 static STATE: spin::Once<Vec<spin::Mutex<Sandbox>>> = spin::Once::new();
@@ -243,92 +263,174 @@ struct RunSettings {
     preemption_timer: Option<u32>,
 }
 
-fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<Launch>, String> {
+/// Second-stage table pages of each sandbox, in allocation order (the root first): a rebuild after a
+/// recovery reuses them in the same order, so the root — which the VMCS/VMCB names — stays the same. Lock
+/// order: CHANNELS, then POOL, then TABLES.
+static TABLES: crate::sync::IrqSpinlock<Vec<Vec<u64>>> = crate::sync::IrqSpinlock::new(Vec::new());
+
+/// Table memory for one sandbox's second stage: reuses its old table pages (zeroed) before taking new ones
+/// from the pool, and records every page it hands out.
+struct SandboxTables<'a> {
+    pool: &'a mut MonitorPool,
+    /// Old pages, in reverse allocation order (popped from the end).
+    reuse: Vec<u64>,
+    used: &'a mut Vec<u64>,
+}
+
+impl questv_arch::paging::TableMemory for SandboxTables<'_> {
+    fn alloc_table(&mut self) -> Option<u64> {
+        let page = match self.reuse.pop() {
+            Some(p) => {
+                // SAFETY: a table page of this sandbox's second stage being rebuilt (its guest is not running).
+                unsafe { core::ptr::write_bytes(p as *mut u8, 0, PAGE_SIZE as usize) };
+                p
+            }
+            None => self.pool.pages(1).ok()?,
+        };
+        self.used.push(page);
+        Some(page)
+    }
+    fn table(&mut self, phys: u64) -> &mut [u64; 512] {
+        // SAFETY: second-stage table frames come from monitor memory and belong to the table being built.
+        unsafe { kmem::phys_table(phys) }
+    }
+}
+
+/// What every (re)build of a sandbox needs, fixed at the first one.
+struct BuildInfo {
+    slices: Vec<partition::Slice>,
+    shared_start: u64,
+    run: Option<String>,
+    /// Control block (VMCS/VMCB) per sandbox: the `monitor` attack's target.
+    control_pages: Vec<u64>,
+    attack_test: bool,
+}
+
+static BUILD: spin::Once<BuildInfo> = spin::Once::new();
+
+/// Zero the slice and load the pristine kernel and the ramdisk into it. Returns the entry point, the
+/// read-only kernel ranges and the modules.
+fn fill_slice(s: &partition::Slice) -> Result<(u32, Vec<(u64, u64, Perms)>, Vec<Module<'static>>), String> {
     let kernel = crate::ramdisk::find("kernel").ok_or("no `kernel` module: the runner loads the image twice in VT mode")?;
-    let arch = settings.caps.arch();
+    // SAFETY: the slice was taken from the frame allocator for this sandbox, whose guest is not running.
+    unsafe { core::ptr::write_bytes(s.host_base as *mut u8, 0, s.size as usize) };
+    let (entry, read_only) = load_kernel(kernel, s.host_base, s.size)?;
+    let top = s.host_base + s.size; // guest-physical end of the slice (its high part is identity mapped)
+    // The ramdisk, minus the kernel itself.
+    let mut gpa = top - GUEST_MODULES_FROM_TOP;
+    let mut modules = Vec::new();
+    for name in crate::ramdisk::names().filter(|n| *n != "kernel") {
+        let bytes = crate::ramdisk::find(name).unwrap();
+        if gpa + bytes.len() as u64 > top - GUEST_MBI_FROM_TOP {
+            return Err(String::from("ramdisk too large for the sandbox module area"));
+        }
+        put(s.host_base, gpa, bytes);
+        modules.push(Module { start: gpa as u32, end: (gpa + bytes.len() as u64) as u32, name });
+        gpa = (gpa + bytes.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    }
+    Ok((entry, read_only, modules))
+}
+
+/// Build the sandbox's second stage into `tables`: the slice at guest-physical 0 (4 KiB pages below LOW_ALIAS
+/// so kernel text and rodata can be read-only), the shared region at SHARED_GPA, on xAPIC machines the APIC
+/// page, for a NIC sharer the NIC's window and DMA region. Nothing else: not the monitor, not the other slices,
+/// not any table (all allocated from monitor memory). Channels are mapped when opened.
+fn build_stage2(s: &partition::Slice, read_only: &[(u64, u64, Perms)], shared_start: u64, m: &mut SandboxTables) -> Result<Stage2, String> {
+    let arch = backend::arch();
     let apic = *APIC_ACCESS.get().expect("APIC access chosen");
+    let err = |e| format!("{} table: {e:?}", arch.name());
+    let mut st2 = Stage2::new(m, arch.stage2_format()).map_err(err)?;
+    st2.map_range(m, 0, s.host_base, LOW_ALIAS, Perms::RWX, MemType::WriteBack, false).map_err(err)?;
+    for &(start, end, perms) in read_only {
+        for page in (start..end).step_by(PAGE_SIZE as usize) {
+            st2.protect(m, page, perms).map_err(err)?;
+        }
+    }
+    let high = s.host_base + LOW_ALIAS;
+    st2.map_range(m, high, high, s.size - LOW_ALIAS, Perms::RWX, MemType::WriteBack, true).map_err(err)?;
+    // Read-only: only the monitor writes the info page (a writable region would let any two sandboxes talk
+    // outside the channel policy, or rewrite the directory the others read).
+    st2.map_range(m, SHARED_GPA, shared_start, SHARED_SIZE, Perms::R, MemType::WriteBack, false).map_err(err)?;
+    match apic {
+        ApicAccess::X2apic => {}
+        ApicAccess::XapicTrapped => st2.map_4k(m, XAPIC_GPA, lapic::xapic_base(), Perms::R, MemType::Uncacheable).map_err(err)?,
+        ApicAccess::XapicPassthrough => st2.map_4k(m, XAPIC_GPA, lapic::xapic_base(), Perms::RW, MemType::Uncacheable).map_err(err)?,
+    }
+    // A sharer of the NIC: its register window (uncached) and the DMA region (write-back), both at their host
+    // addresses, since descriptors carry bus addresses. Only the sharers have them.
+    if let Some(g) = nic_grant().filter(|g| g.sharers.contains(&s.sandbox)) {
+        let window = questv_drivers::e1000::reg::WINDOW;
+        let region = questv_drivers::e1000::layout::REGION;
+        st2.map_range(m, g.nic.mmio, g.nic.mmio, window, Perms::RW, MemType::Uncacheable, false).map_err(err)?;
+        st2.map_range(m, g.nic.dma, g.nic.dma, region, Perms::RW, MemType::WriteBack, false).map_err(err)?;
+    }
+    Ok(st2)
+}
+
+/// The sandbox kernel's command line and boot information, written into its slice. Returns the boot
+/// information's guest-physical address.
+fn write_boot_info(s: &partition::Slice, b: &BuildInfo, modules: &[Module], stage2_root: u64, incarnation: u32) -> u64 {
     let tsc = smp::TSC_HZ.load(Ordering::SeqCst);
     let lapic_hz = smp::lapic_timer_hz();
+    let top = s.host_base + s.size;
+    // The heartbeat page (HEARTBEAT_GPA) lies in the reserved 0x9F000–0x100000 hole.
+    let memory = [
+        (0, 0x9F000, bootinfo::MEMORY_AVAILABLE),
+        (0x9F000, 0x10_0000 - 0x9F000, bootinfo::MEMORY_RESERVED),
+        (0x10_0000, LOW_ALIAS - 0x10_0000, bootinfo::MEMORY_AVAILABLE),
+        (s.host_base + LOW_ALIAS, s.size - LOW_ALIAS, bootinfo::MEMORY_AVAILABLE),
+    ];
+    let mbi_gpa = top - GUEST_MBI_FROM_TOP;
+    let mut cmdline = format!("mode=vt sandbox={} shared=0x{:x} tsc_hz={} lapic_hz={}", s.sandbox, SHARED_GPA, tsc, lapic_hz);
+    if incarnation > 0 {
+        cmdline.push_str(&format!(" incarnation={incarnation}"));
+    }
+    if let Some((j, g)) = nic_grant().and_then(|g| g.sharers.iter().position(|&x| x == s.sandbox).map(|j| (j, g))) {
+        // After a recovery the NIC is up already: only the first boot of the first sharer initialises it.
+        let init = j == 0 && incarnation == 0;
+        cmdline.push_str(&format!(" nic_mmio=0x{:x} nic_dma=0x{:x} nic_index={} nic_init={}", g.nic.mmio, g.nic.dma, j, u8::from(init)));
+    }
+    if b.attack_test {
+        // Targets for the attack hook: the next sandbox's slice, this sandbox's control block (monitor
+        // memory), its second-stage root.
+        let peer = b.slices[(s.sandbox as usize + 1) % b.slices.len()].host_base;
+        cmdline.push_str(&format!(" peer=0x{:x} vmcs=0x{:x} ept=0x{:x}", peer, b.control_pages[s.sandbox as usize], stage2_root));
+    }
+    if let Some(r) = &b.run {
+        cmdline.push_str(" run=");
+        cmdline.push_str(r);
+    }
+    let mbi = bootinfo::build(&cmdline, &memory, modules);
+    put(s.host_base, mbi_gpa, &mbi);
+    mbi_gpa
+}
+
+fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<Launch>, String> {
+    let arch = settings.caps.arch();
     let mut configs = Vec::new();
     let mut pool = MonitorPool::new()?;
     let mut roots = Vec::new();
-    // The attack test hook gets monitor addresses to aim at; no other run sees them.
-    let attack_test = run.is_some_and(|r| r.trim_start().starts_with("ktest attack"));
     let maps = permission_maps(arch, &mut pool)?;
+    let mut control_pages = Vec::new();
+    for _ in &plan.slices {
+        control_pages.push(pool.pages(1)?);
+    }
+    let build = BuildInfo {
+        slices: plan.slices.clone(),
+        shared_start: plan.shared.start,
+        run: run.map(String::from),
+        control_pages,
+        // The attack test hook gets monitor addresses to aim at; no other run sees them.
+        attack_test: run.is_some_and(|r| r.trim_start().starts_with("ktest attack")),
+    };
+    let mut all_tables = Vec::new();
     for s in &plan.slices {
-        // SAFETY: the slice was taken from the frame allocator for this sandbox.
-        unsafe { core::ptr::write_bytes(s.host_base as *mut u8, 0, s.size as usize) };
-        let (entry, read_only) = load_kernel(kernel, s.host_base, s.size)?;
-        let top = s.host_base + s.size; // guest-physical end of the slice (its high part is identity mapped)
-        // The ramdisk, minus the kernel itself.
-        let mut gpa = top - GUEST_MODULES_FROM_TOP;
-        let mut mods = Vec::new();
-        for name in crate::ramdisk::names().filter(|n| *n != "kernel") {
-            let bytes = crate::ramdisk::find(name).unwrap();
-            if gpa + bytes.len() as u64 > top - GUEST_MBI_FROM_TOP {
-                return Err(String::from("ramdisk too large for the sandbox module area"));
-            }
-            put(s.host_base, gpa, bytes);
-            mods.push((gpa as u32, (gpa + bytes.len() as u64) as u32, name));
-            gpa = (gpa + bytes.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        }
-        let modules: Vec<Module> = mods.iter().map(|&(start, end, name)| Module { start, end, name }).collect();
-        // The sandbox's control block (VMCS or VMCB): the `monitor` attack's target.
-        let control_page = pool.pages(1)?;
-        // The heartbeat page (HEARTBEAT_GPA) lies in the reserved 0x9F000–0x100000 hole.
-        let memory = [
-            (0, 0x9F000, bootinfo::MEMORY_AVAILABLE),
-            (0x9F000, 0x10_0000 - 0x9F000, bootinfo::MEMORY_RESERVED),
-            (0x10_0000, LOW_ALIAS - 0x10_0000, bootinfo::MEMORY_AVAILABLE),
-            (s.host_base + LOW_ALIAS, s.size - LOW_ALIAS, bootinfo::MEMORY_AVAILABLE),
-        ];
-        let mbi_gpa = top - GUEST_MBI_FROM_TOP;
-
-        // Second stage: the slice at guest-physical 0 (4 KiB pages below LOW_ALIAS so kernel text and rodata can
-        // be read-only), the shared region at SHARED_GPA, and on xAPIC machines the APIC page. Nothing else: not
-        // the monitor, not the other slices, not any table (all allocated from monitor memory).
-        let m = &mut pool;
-        let err = |e| format!("{} table: {e:?}", arch.name());
-        let mut st2 = Stage2::new(m, arch.stage2_format()).map_err(err)?;
-        st2.map_range(m, 0, s.host_base, LOW_ALIAS, Perms::RWX, MemType::WriteBack, false).map_err(err)?;
-        for &(start, end, perms) in &read_only {
-            for page in (start..end).step_by(PAGE_SIZE as usize) {
-                st2.protect(m, page, perms).map_err(err)?;
-            }
-        }
-        let high = s.host_base + LOW_ALIAS;
-        st2.map_range(m, high, high, s.size - LOW_ALIAS, Perms::RWX, MemType::WriteBack, true).map_err(err)?;
-        // Read-only: only the monitor writes the info page (a writable region would let any two sandboxes talk
-        // outside the channel policy, or rewrite the directory the others read).
-        st2.map_range(m, SHARED_GPA, plan.shared.start, SHARED_SIZE, Perms::R, MemType::WriteBack, false).map_err(err)?;
-        match apic {
-            ApicAccess::X2apic => {}
-            ApicAccess::XapicTrapped => st2.map_4k(m, XAPIC_GPA, lapic::xapic_base(), Perms::R, MemType::Uncacheable).map_err(err)?,
-            ApicAccess::XapicPassthrough => st2.map_4k(m, XAPIC_GPA, lapic::xapic_base(), Perms::RW, MemType::Uncacheable).map_err(err)?,
-        }
-
-        let mut cmdline = format!("mode=vt sandbox={} shared=0x{:x} tsc_hz={} lapic_hz={}", s.sandbox, SHARED_GPA, tsc, lapic_hz);
-        // A sharer of the NIC: its register window (uncached) and the DMA region (write-back), both at their
-        // host addresses, since descriptors carry bus addresses. Only the sharers have them.
-        if let Some((j, g)) = nic_grant().and_then(|g| g.sharers.iter().position(|&x| x == s.sandbox).map(|j| (j, g))) {
-            let window = questv_drivers::e1000::reg::WINDOW;
-            let region = questv_drivers::e1000::layout::REGION;
-            st2.map_range(m, g.nic.mmio, g.nic.mmio, window, Perms::RW, MemType::Uncacheable, false).map_err(err)?;
-            st2.map_range(m, g.nic.dma, g.nic.dma, region, Perms::RW, MemType::WriteBack, false).map_err(err)?;
-            cmdline.push_str(&format!(" nic_mmio=0x{:x} nic_dma=0x{:x} nic_index={} nic_init={}", g.nic.mmio, g.nic.dma, j, u8::from(j == 0)));
-        }
-        if attack_test {
-            // Targets for the attack hook: the next sandbox's slice, this sandbox's control block (monitor
-            // memory), its second-stage root.
-            let peer = plan.slices[(s.sandbox as usize + 1) % plan.slices.len()].host_base;
-            cmdline.push_str(&format!(" peer=0x{:x} vmcs=0x{:x} ept=0x{:x}", peer, control_page, st2.root()));
-        }
-        if let Some(r) = run {
-            cmdline.push_str(" run=");
-            cmdline.push_str(r);
-        }
-        let mbi = bootinfo::build(&cmdline, &memory, &modules);
-        put(s.host_base, mbi_gpa, &mbi);
+        let (entry, read_only, modules) = fill_slice(s)?;
+        let mut used = Vec::new();
+        let st2 = build_stage2(s, &read_only, plan.shared.start, &mut SandboxTables { pool: &mut pool, reuse: Vec::new(), used: &mut used })?;
+        all_tables.push(used);
+        let mbi_gpa = write_boot_info(s, &build, &modules, st2.root(), 0);
+        let control_page = build.control_pages[s.sandbox as usize];
         roots.push(st2.root());
         let (rax, rbx) = (0x36D7_6289, mbi_gpa as u32);
         configs.push(match settings.caps {
@@ -371,13 +473,28 @@ fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<
             read_only.iter().map(|r| (r.1 - r.0) / PAGE_SIZE).sum::<u64>()
         );
     }
+    *TABLES.lock() = all_tables;
+    BUILD.call_once(|| build);
     STAGE2_ROOTS.call_once(|| roots);
     *POOL.lock() = Some(pool);
     Ok(configs)
 }
 
+/// Map channel memory at `base` into sandbox `e`'s second stage (tables recorded as that sandbox's).
+fn map_channel(pool: &mut MonitorPool, e: u32, base: u64) -> Result<(), i64> {
+    let roots = STAGE2_ROOTS.get().ok_or(hc::ENOMEM)?;
+    let format = backend::arch().stage2_format();
+    let mut tables = TABLES.lock();
+    let used = tables.get_mut(e as usize).ok_or(hc::EINVAL)?;
+    let mut st2 = Stage2::from_root(roots[e as usize], format);
+    let bytes = crate::channel::endpoint::CHANNEL_BYTES;
+    st2.map_range(&mut SandboxTables { pool, reuse: Vec::new(), used }, base, base, bytes, Perms::RW, MemType::WriteBack, false)
+        .map_err(|_| hc::ENOMEM)
+}
+
 /// Channel between `me` and `peer`: allocated on first open from monitor memory and mapped, at its host
 /// address, into exactly those two sandboxes' second-stage tables (adding mappings needs no invalidation).
+/// After `me` was recovered its rebuilt second stage lacks the channel: re-opening maps it again.
 /// Returns its address.
 fn channel_open(me: u32, peer: u32) -> Result<u64, i64> {
     let n = SANDBOXES.load(Ordering::SeqCst);
@@ -387,9 +504,14 @@ fn channel_open(me: u32, peer: u32) -> Result<u64, i64> {
     let key = (me.min(peer), me.max(peer));
     let mut chans = CHANNELS.lock();
     let my_bit = if me == key.0 { 1 } else { 2 };
-    if let Some(c) = chans.iter_mut().find(|c| (c.0, c.1) == key) {
-        c.3 |= my_bit;
-        return Ok(c.2);
+    if let Some(c) = chans.iter_mut().find(|c| (c.a, c.b) == key) {
+        if c.mapped & my_bit == 0 {
+            let mut pool = POOL.lock();
+            map_channel(pool.as_mut().ok_or(hc::ENOMEM)?, me, c.base)?;
+            c.mapped |= my_bit;
+        }
+        c.opened |= my_bit;
+        return Ok(c.base);
     }
     if chans.len() as u64 >= info::MAX_CHANNELS {
         return Err(hc::ENOMEM);
@@ -398,11 +520,8 @@ fn channel_open(me: u32, peer: u32) -> Result<u64, i64> {
     let pool = pool.as_mut().ok_or(hc::ENOMEM)?;
     let pages = crate::channel::endpoint::CHANNEL_BYTES / PAGE_SIZE;
     let base = pool.pages(pages).map_err(|_| hc::ENOMEM)?;
-    let roots = STAGE2_ROOTS.get().ok_or(hc::ENOMEM)?;
-    let format = backend::arch().stage2_format();
     for e in [key.0, key.1] {
-        let mut st2 = Stage2::from_root(roots[e as usize], format);
-        st2.map_range(pool, base, base, pages * PAGE_SIZE, Perms::RW, MemType::WriteBack, false).map_err(|_| hc::ENOMEM)?;
+        map_channel(pool, e, base)?;
     }
     // Publish in the info page's channel directory.
     let shared = SHARED_BASE.load(Ordering::SeqCst);
@@ -415,7 +534,7 @@ fn channel_open(me: u32, peer: u32) -> Result<u64, i64> {
         core::ptr::write_volatile(entry.add(2) as *mut u64, base);
         (*((shared + info::CHANNEL_COUNT_OFFSET) as *const core::sync::atomic::AtomicU32)).store(i as u32 + 1, Ordering::Release);
     }
-    chans.push((key.0, key.1, base, my_bit));
+    chans.push(ChannelRecord { a: key.0, b: key.1, base, opened: my_bit, mapped: 3 });
     log::info!("channel {}<->{} at 0x{:x} ({} pages)", key.0, key.1, base, pages);
     Ok(base)
 }
@@ -427,7 +546,7 @@ fn has_channel_to_apic(a: u32, apic: u32, both_open: bool) -> bool {
     let Some(b) = (0..n).find(|&b| smp::apic_id(b) == apic) else { return false };
     let key = (a.min(b), a.max(b));
     // Only once both ends opened it: a sandbox cannot make itself a notifier of a peer that never agreed.
-    CHANNELS.lock().iter().any(|c| (c.0, c.1) == key && (c.3 == 3 || !both_open))
+    CHANNELS.lock().iter().any(|c| (c.a, c.b) == key && (c.opened == 3 || !both_open))
 }
 
 /// Enter root mode on the calling core and launch its sandbox. Returns only on failure.
@@ -507,21 +626,141 @@ fn sandbox_finished(sandbox: u32, status: i32) {
     }
 }
 
-/// Stop `sandbox` for good: one `RESULT sandbox_fault` line (reason and details), its exit report, done.
-fn stop(sandbox: u32, reason: &str, details: core::fmt::Arguments) -> bool {
+/// Faults soon after a (re)launch that end the restarts: 3 within 2 s each.
+fn crash_loop_rule() -> CrashLoopRule {
+    CrashLoopRule { quick_cycles: 2 * smp::TSC_HZ.load(Ordering::Relaxed).max(1), limit: 3 }
+}
+
+/// TSC at the start of the exit being handled, per core (the recovery's first timestamp).
+static EXIT_TSC: [core::sync::atomic::AtomicU64; percpu::MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(0) }; percpu::MAX_CPUS];
+/// Set by a recovery: the exit handler relaunches the sandbox instead of parking its core.
+static RELAUNCH: [core::sync::atomic::AtomicBool; percpu::MAX_CPUS] = [const { core::sync::atomic::AtomicBool::new(false) }; percpu::MAX_CPUS];
+
+/// A sandbox faulted: one `RESULT sandbox_fault` line (reason, details, what happens next), its exit report,
+/// then recovery under its policy — or it is stopped for good. `guest_tsc`: the guest's own time stamp of the
+/// fault when it reported one (the panic hypercall), for the exit-to-monitor phase.
+fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: Option<u64>) -> bool {
     flush_console(sandbox);
+    let t_exit = EXIT_TSC[sandbox as usize].load(Ordering::Relaxed);
     let g = backend::guest_state();
     // `host_cr3=1` would mean the saved "guest" state is the monitor's own (an emulator reporting an exit
     // from host context); kept in the line to tell such a report from a sandbox's fault.
     let host_cr3 = g.paging.cr3 == questv_arch::cpu::read_cr3();
+    let (policy, incarnation, decision) = {
+        let mut st = state(sandbox);
+        let d = if st.policy == Policy::Restart { Some(st.history.on_fault(t_exit, crash_loop_rule())) } else { None };
+        (st.policy, st.history.incarnation, d)
+    };
+    let action = match decision {
+        Some(Decision::Recover) => String::from("restart"),
+        Some(Decision::CrashLoop { quick_faults }) => format!("stopped crash_loop={quick_faults}"),
+        None => String::from("stopped"),
+    };
     result!(
         "sandbox_fault",
-        "sandbox={} reason={} {} rip=0x{:x} rsp=0x{:x} cr3=0x{:x} host_cr3={} action=stopped",
-        sandbox, reason, details, g.rip, g.rsp, g.paging.cr3, host_cr3 as u8
+        "sandbox={} reason={} {} rip=0x{:x} rsp=0x{:x} cr3=0x{:x} host_cr3={} incarnation={} policy={} action={}",
+        sandbox, reason, details, g.rip, g.rsp, g.paging.cr3, host_cr3 as u8, incarnation, policy.name(), action
     );
     report_exits(sandbox);
+    if decision == Some(Decision::Recover) {
+        match restart_sandbox(sandbox, t_exit, guest_tsc) {
+            Ok(()) => {
+                RELAUNCH[sandbox as usize].store(true, Ordering::SeqCst);
+                return false;
+            }
+            Err(e) => result!("sandbox_recovery_failed", "sandbox={} error=\"{}\"", sandbox, e),
+        }
+    }
     sandbox_finished(sandbox, STATUS_STOPPED);
     false
+}
+
+fn stop(sandbox: u32, reason: &str, details: core::fmt::Arguments) -> bool {
+    fault(sandbox, reason, details, None)
+}
+
+fn cycles_to_us(c: u64) -> u64 {
+    c.saturating_mul(1_000_000) / smp::TSC_HZ.load(Ordering::Relaxed).max(1)
+}
+
+/// Sandbox-level local recovery (paper §3.7, docs/recovery.md), on the faulted sandbox's own core in root mode:
+/// its core's APIC quiesced, its slice scrubbed and reloaded from the pristine image, its second stage rebuilt
+/// in place (same table pages, same root; channel mappings dropped), its channels wiped and marked reset so
+/// peers see a clean restart, its new incarnation published. The caller relaunches it.
+fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>) -> Result<(), String> {
+    let b = BUILD.get().ok_or("no build information")?;
+    let s = b.slices.get(sandbox as usize).ok_or("no such sandbox")?;
+    let t0 = cpu::rdtsc();
+    lapic::timer_stop();
+    let in_service = lapic::eoi_all_in_service();
+    let t_quiesced = cpu::rdtsc();
+    // The entry point and the boot information's place do not change: the backend relaunches with the
+    // configuration it has.
+    let (_entry, read_only, modules) = fill_slice(s)?;
+    let t_scrubbed = cpu::rdtsc();
+    // CHANNELS, POOL, TABLES: the lock order of channel_open.
+    let mut chans = CHANNELS.lock();
+    let mut pool_guard = POOL.lock();
+    let pool = pool_guard.as_mut().ok_or("no monitor pool")?;
+    let mut reuse = core::mem::take(&mut TABLES.lock()[sandbox as usize]);
+    reuse.reverse();
+    let mut used = Vec::new();
+    let mut tables = SandboxTables { pool, reuse, used: &mut used };
+    let st2 = build_stage2(s, &read_only, b.shared_start, &mut tables)?;
+    // Pages no longer needed (the channel mappings' tables) stay this sandbox's for later mappings.
+    let mut left = core::mem::take(&mut tables.reuse);
+    left.reverse();
+    used.extend(left);
+    TABLES.lock()[sandbox as usize] = used;
+    let root = STAGE2_ROOTS.get().map(|r| r[sandbox as usize]);
+    if root != Some(st2.root()) {
+        return Err(format!("second stage rebuilt at 0x{:x}, not at its root {:?}", st2.root(), root));
+    }
+    let t_stage2 = cpu::rdtsc();
+    // Channels: both rings wiped (whatever the dead kernel left half-written is gone), the reset published; the
+    // peer's endpoint sees the counter move and reports the reset once.
+    let shared = SHARED_BASE.load(Ordering::SeqCst);
+    let mut channels_reset = 0;
+    for (i, c) in chans.iter_mut().enumerate().filter(|(_, c)| c.a == sandbox || c.b == sandbox) {
+        let bit = if c.a == sandbox { 1 } else { 2 };
+        c.opened &= !bit;
+        c.mapped &= !bit;
+        // SAFETY: channel memory is monitor memory of this channel; the peer may race with the wipe, which its
+        // ring checks (sequence and checksum) turn into an error, never into a wrong message.
+        unsafe {
+            core::ptr::write_bytes(c.base as *mut u8, 0, crate::channel::endpoint::CHANNEL_BYTES as usize);
+            let counter = &*((shared + info::CHANNEL_RESETS_OFFSET + 4 * i as u64) as *const AtomicU32);
+            counter.fetch_add(1, Ordering::Release);
+        }
+        channels_reset += 1;
+    }
+    drop(pool_guard);
+    drop(chans);
+    let t_channels = cpu::rdtsc();
+    let incarnation = {
+        let mut st = state(sandbox);
+        st.history.on_relaunch(t_channels);
+        st.heartbeat = 0;
+        st.progress_tsc = 0;
+        st.icr_high = 0;
+        st.line_len = 0;
+        st.recovering_since = t_exit;
+        st.history.incarnation
+    };
+    if u64::from(sandbox) < info::MAX_SANDBOXES {
+        // SAFETY: the info page is monitor-initialised shared memory; the slot is within it.
+        unsafe { (*((shared + info::INCARNATIONS_OFFSET + 4 * u64::from(sandbox)) as *const AtomicU32)).store(incarnation, Ordering::Release) };
+    }
+    write_boot_info(s, b, &modules, st2.root(), incarnation);
+    let t_done = cpu::rdtsc();
+    let exit_cycles = guest_tsc.map(|g| format!("{}", t_exit.saturating_sub(g))).unwrap_or_else(|| String::from("na"));
+    result!(
+        "sandbox_recovered",
+        "sandbox={} mode=restart incarnation={} exit_to_monitor_cycles={} quiesce_cycles={} scrub_reload_cycles={} stage2_cycles={} channels_cycles={} boot_info_cycles={} total_cycles={} total_us={} channels_reset={} in_service_acked={}",
+        sandbox, incarnation, exit_cycles, t_quiesced - t0, t_scrubbed - t_quiesced, t_stage2 - t_scrubbed,
+        t_channels - t_stage2, t_done - t_channels, t_done - t_exit, cycles_to_us(t_done - t_exit), channels_reset, in_service
+    );
+    Ok(())
 }
 
 /// Count a refused access; the first of its kind gets a log line.
@@ -573,6 +812,44 @@ fn flush_console(sandbox: u32) {
     if st.line_len > 0 {
         emit_line(sandbox, &mut st);
     }
+}
+
+/// BOOTED: a recovered sandbox is back in service (`RESULT sandbox_ready`, with the downtime since its fault).
+/// Returns its incarnation.
+fn booted(sandbox: u32) -> u64 {
+    let (since, incarnation) = {
+        let mut st = state(sandbox);
+        (core::mem::take(&mut st.recovering_since), st.history.incarnation)
+    };
+    if since != 0 {
+        let down = cpu::rdtsc().saturating_sub(since);
+        result!("sandbox_ready", "sandbox={} incarnation={} downtime_cycles={} downtime_us={}", sandbox, incarnation, down, cycles_to_us(down));
+    }
+    u64::from(incarnation)
+}
+
+/// CHECKPOINT: keep a copy of the sandbox's service state, outside the sandbox.
+fn checkpoint(sandbox: u32, gpa: u64, len: u64) -> Result<u64, i64> {
+    if len > hc::CHECKPOINT_MAX {
+        return Err(hc::EINVAL);
+    }
+    let mut st = state(sandbox);
+    let host = slice_range(st.host_base, st.size, gpa, len).ok_or(hc::EFAULT)?;
+    // SAFETY: [host, host + len) is inside this sandbox's slice (identity mapped); it is stopped in this exit.
+    let bytes = unsafe { core::slice::from_raw_parts(host as *const u8, len as usize) };
+    st.checkpoint.clear();
+    st.checkpoint.extend_from_slice(bytes);
+    Ok(len)
+}
+
+/// RESTORE: the last checkpoint back into the sandbox's memory (at most `len` bytes); its length, 0 if none.
+fn restore(sandbox: u32, gpa: u64, len: u64) -> Result<u64, i64> {
+    let st = state(sandbox);
+    let n = (st.checkpoint.len() as u64).min(len);
+    let host = slice_range(st.host_base, st.size, gpa, n).ok_or(hc::EFAULT)?;
+    // SAFETY: as in `checkpoint`; the destination is the sandbox's own memory.
+    unsafe { core::ptr::copy_nonoverlapping(st.checkpoint.as_ptr(), host as *mut u8, n as usize) };
+    Ok(st.checkpoint.len() as u64)
 }
 
 /// CONSOLE_WRITE: the bytes must lie in the sandbox's own memory.
@@ -631,8 +908,13 @@ fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
         }
         hc::FAULT => {
             let kind = if regs.rbx == hc::FAULT_PANIC { "panic" } else { "fault" };
-            return stop(sandbox, kind, format_args!("detail=0x{:x}", regs.rcx));
+            // RCX: the guest's TSC at the fault (the same counter as the monitor's on this core).
+            let guest_tsc = Some(regs.rcx).filter(|&t| t != 0 && t <= cpu::rdtsc());
+            return fault(sandbox, kind, format_args!("guest_tsc={}", regs.rcx), guest_tsc);
         }
+        hc::BOOTED => Ok(booted(sandbox)),
+        hc::CHECKPOINT => checkpoint(sandbox, regs.rbx, regs.rcx),
+        hc::RESTORE => restore(sandbox, regs.rbx, regs.rcx),
         hc::EXIT_COUNT => Ok(state(sandbox).exits.iter().sum()),
         hc::CHANNEL_OPEN => channel_open(sandbox, regs.rbx as u32),
         hc::PEER_APIC => {
@@ -833,8 +1115,22 @@ fn exit_kind(exit: &Exit) -> ExitKind {
     }
 }
 
-/// The monitor's exit policy (runs in root mode on the exiting core). Returns false to stop the sandbox.
-fn on_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
+/// The monitor's exit policy (runs in root mode on the exiting core): resume, park, or — after a recovery —
+/// relaunch.
+fn on_exit(regs: &mut GuestRegs, exit: Exit) -> Verdict {
+    let sandbox = percpu::cpu_index();
+    EXIT_TSC[sandbox as usize].store(cpu::rdtsc(), Ordering::Relaxed);
+    if handle_exit(regs, exit) {
+        Verdict::Resume
+    } else if RELAUNCH[sandbox as usize].swap(false, Ordering::SeqCst) {
+        Verdict::Relaunch
+    } else {
+        Verdict::Park
+    }
+}
+
+/// Handle one exit; false: the sandbox does not resume (stopped, or recovered and to be relaunched).
+fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
     let sandbox = percpu::cpu_index();
     if questv_arch::trap::HALT_ALL.load(Ordering::SeqCst) {
         return false; // the monitor is stopping the machine (its NMI brought this core out of the guest)
@@ -896,6 +1192,10 @@ pub struct MonitorOptions<'a> {
     pub apic_passthrough: bool,
     /// `nic=0,1`: the sandboxes sharing the e1000.
     pub nic_sharers: Option<&'a str>,
+    /// `nic_mac=device`: every sharer uses the NIC's own MAC (told apart by IPv4 address only).
+    pub nic_device_mac: bool,
+    /// `recovery=restart|none` (all sandboxes) or one entry per sandbox.
+    pub recovery: Option<&'a str>,
     pub topology: &'a Topology,
 }
 
@@ -915,13 +1215,14 @@ fn nic_grant() -> Option<&'static NicGrant> {
 /// DMA region's control block, and the I/O APIC delivers the NIC's interrupt to exactly their cores (fixed,
 /// logical destination, edge triggered) — straight into the guests, no exit. The second-stage mappings and the
 /// command-line arguments follow in `prepare`.
-fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &str, sandboxes: u32, topology: &Topology) -> Result<NicGrant, String> {
+fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &str, device_mac: bool, sandboxes: u32, topology: &Topology) -> Result<NicGrant, String> {
     let sharers = crate::net::parse_sharers(list, sandboxes, questv_drivers::e1000::MAX_SHARERS)?;
     if sharers.is_empty() {
         return Err(format!("nic={list}: no sandbox named"));
     }
     let ids: Vec<(u64, [u8; 4])> = (0..sharers.len())
-        .map(|j| (questv_drivers::e1000::mac_to_u64(crate::net::sharer_mac(j)), crate::net::sharer_ip(j)))
+        // MAC 0: the initialising sharer fills in the NIC's EEPROM address for everyone.
+        .map(|j| (if device_mac { 0 } else { questv_drivers::e1000::mac_to_u64(crate::net::sharer_mac(j)) }, crate::net::sharer_ip(j)))
         .collect();
     let nic = crate::net::device::claim(pci, &ids)?;
     // Logical ids: xAPIC flat, bit = core index (set in launch_here); x2APIC cluster 0, bit = APIC id (fixed by
@@ -936,11 +1237,21 @@ fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &str, sandbo
     }
     let (gsi, active_low) = crate::net::device::line_to_gsi(topology, nic.irq_line);
     let (ioapic, pin) = crate::net::device::ioapic_for(topology, gsi)?;
-    ioapic.route_logical(pin, crate::net::VECTOR_NIC, mask as u8, false, active_low);
+    // An x2APIC LDR is derived from the APIC id and never 0; Bochs 2.7 leaves it 0 when x2APIC mode is turned
+    // on (fixed in later Bochs), so no logical destination ever matches. There the interrupt goes to every core
+    // (physical broadcast) and the sandboxes that do not share the NIC acknowledge it and ignore it.
+    let ldr_broken = lapic::is_x2apic() && lapic::logical_id() == 0;
+    let delivery = if ldr_broken {
+        ioapic.route(pin, crate::net::VECTOR_NIC, 0xFF, false, active_low);
+        "physical_broadcast"
+    } else {
+        ioapic.route_logical(pin, crate::net::VECTOR_NIC, mask as u8, false, active_low);
+        "logical"
+    };
     result!(
         "nic",
-        "mode=vt bdf={:02x}:{:02x}.{} device=0x{:04x} mmio=0x{:x} dma=0x{:x} irq_line={} gsi={} logical_dest=0x{:02x} sharers={}",
-        nic.bdf.0, nic.bdf.1, nic.bdf.2, nic.device_id, nic.mmio, nic.dma, nic.irq_line, gsi, mask,
+        "mode=vt bdf={:02x}:{:02x}.{} device=0x{:04x} mmio=0x{:x} dma=0x{:x} irq_line={} gsi={} delivery={} logical_dest=0x{:02x} sharers={}",
+        nic.bdf.0, nic.bdf.1, nic.bdf.2, nic.device_id, nic.mmio, nic.dma, nic.irq_line, gsi, delivery, mask,
         sharers.iter().map(|s| format!("{s}")).collect::<Vec<_>>().join(",")
     );
     Ok(NicGrant { sharers, nic })
@@ -1013,7 +1324,7 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
     // runs this on the BSP before any sandbox starts.
     let mut pci = unsafe { questv_drivers::pci::PortConfigSpace::new() };
     let grant = match opts.nic_sharers {
-        Some(list) => match grant_nic(&mut pci, list, smp::cpus_online(), opts.topology) {
+        Some(list) => match grant_nic(&mut pci, list, opts.nic_device_mac, smp::cpus_online(), opts.topology) {
             Ok(g) => Some(g),
             Err(e) => {
                 kprintln!("VT: {}", e);
@@ -1056,6 +1367,14 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
         core::ptr::write_volatile((plan.shared.start + info::VERSION_OFFSET) as *mut u32, info::VERSION);
         core::ptr::write_volatile((plan.shared.start + info::SANDBOXES_OFFSET) as *mut u32, n);
     }
+    let policies = match crate::recovery::parse_policies(opts.recovery, n) {
+        Ok(p) => p,
+        Err(e) => {
+            kprintln!("VT: {}", e);
+            return 3;
+        }
+    };
+    result!("recovery", "policies={}", policies.iter().map(|p| p.name()).collect::<Vec<_>>().join(","));
     STATE.call_once(|| {
         plan.slices
             .iter()
@@ -1070,6 +1389,10 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
                     line_len: 0,
                     heartbeat: 0,
                     progress_tsc: 0,
+                    policy: policies[s.sandbox as usize],
+                    history: History::default(),
+                    recovering_since: 0,
+                    checkpoint: Vec::new(),
                 })
             })
             .collect()

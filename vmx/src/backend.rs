@@ -88,8 +88,20 @@ pub fn arch() -> Arch {
     }
 }
 
-/// The monitor's exit policy: returns true to resume the guest, false to stop this sandbox for good.
-pub type ExitHandler = fn(&mut GuestRegs, Exit) -> bool;
+/// What the policy decided about an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Resume the guest where it is.
+    Resume,
+    /// Stop this sandbox for good: the core parks.
+    Park,
+    /// Start the sandbox afresh from the launch state (its memory and second-stage table were rebuilt in place
+    /// by the policy: same root, so the backend only flushes the translations and re-enters at the entry point).
+    Relaunch,
+}
+
+/// The monitor's exit policy.
+pub type ExitHandler = fn(&mut GuestRegs, Exit) -> Verdict;
 static HANDLER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn set_exit_handler(h: ExitHandler) {
@@ -97,10 +109,10 @@ pub fn set_exit_handler(h: ExitHandler) {
 }
 
 /// Called by a backend's exit path with the decoded exit.
-pub(crate) fn handle(regs: &mut GuestRegs, exit: Exit) -> bool {
+pub(crate) fn handle(regs: &mut GuestRegs, exit: Exit) -> Verdict {
     let h = HANDLER.load(Ordering::SeqCst);
     if h == 0 {
-        return false;
+        return Verdict::Park;
     }
     // SAFETY: HANDLER only ever stores an ExitHandler (non-zero once set).
     let f = unsafe { core::mem::transmute::<usize, ExitHandler>(h) };

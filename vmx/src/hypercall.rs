@@ -19,13 +19,28 @@ pub const EXIT_COUNT: u64 = 3;
 pub const CHANNEL_OPEN: u64 = 4;
 /// `PEER_APIC(peer)`: the local APIC id of `peer`'s core (the destination of channel notifications).
 pub const PEER_APIC: u64 = 5;
-/// `FAULT(kind, detail)`: the sandbox kernel panicked or took a fatal exception; the monitor reports
-/// `RESULT sandbox_fault ... reason=panic` and stops it. Does not return.
+/// `FAULT(kind, tsc)`: the sandbox kernel panicked or took a fatal exception (`tsc`: its time stamp counter when
+/// it did); the monitor reports `RESULT sandbox_fault ... reason=panic` and recovers or stops it (its recovery
+/// policy). Does not return.
 pub const FAULT: u64 = 6;
 /// `CONSOLE_WRITE(gpa, len)`: print `len` (at most [`CONSOLE_MAX`]) bytes at guest-physical `gpa`. The monitor
 /// owns the UART: it prints complete lines prefixed with `[sN] `, control characters replaced. Returns the
 /// number of bytes taken.
 pub const CONSOLE_WRITE: u64 = 7;
+
+/// `BOOTED()`: the sandbox kernel finished booting and is about to run its program. After a recovery the
+/// monitor reports the sandbox back in service (`RESULT sandbox_ready`). Returns the incarnation (0 = first
+/// boot).
+pub const BOOTED: u64 = 8;
+/// `CHECKPOINT(gpa, len)`: the monitor keeps a copy of `len` (at most [`CHECKPOINT_MAX`]) bytes of this
+/// sandbox's memory at `gpa`, outside the sandbox, replacing the previous one. It survives the sandbox's
+/// recovery (stateful recovery). Returns `len`.
+pub const CHECKPOINT: u64 = 9;
+/// `RESTORE(gpa, len)`: copy the last checkpoint (at most `len` bytes) to `gpa`; returns its length, 0 if there
+/// is none.
+pub const RESTORE: u64 = 10;
+/// Largest checkpoint.
+pub const CHECKPOINT_MAX: u64 = 4096;
 
 /// Largest console chunk one hypercall takes.
 pub const CONSOLE_MAX: u64 = 512;
@@ -75,14 +90,20 @@ pub mod info {
     pub const MAGIC_OFFSET: u64 = 8;
     pub const MAGIC: u64 = u64::from_le_bytes(*b"QUESTVSH");
     pub const VERSION_OFFSET: u64 = 16;
-    pub const VERSION: u32 = 2;
+    pub const VERSION: u32 = 3;
     pub const SANDBOXES_OFFSET: u64 = 20;
     pub const CHANNEL_COUNT_OFFSET: u64 = 32;
     /// Directory entries: (endpoint a u32, endpoint b u32, address u64), 16 bytes each.
     pub const CHANNEL_DIR_OFFSET: u64 = 64;
     pub const CHANNEL_DIR_ENTRY: u64 = 16;
     pub const MAX_CHANNELS: u64 = 128;
-    const _: () = assert!(CHANNEL_DIR_OFFSET + MAX_CHANNELS * CHANNEL_DIR_ENTRY <= 4096);
+    /// Per directory entry, a u32 the monitor bumps each time it resets the channel (an endpoint sandbox was
+    /// recovered and the channel's rings were wiped): an endpoint that sees it change knows its peer restarted.
+    pub const CHANNEL_RESETS_OFFSET: u64 = CHANNEL_DIR_OFFSET + MAX_CHANNELS * CHANNEL_DIR_ENTRY;
+    /// Per sandbox, a u32: how many times it has been recovered (its incarnation).
+    pub const INCARNATIONS_OFFSET: u64 = CHANNEL_RESETS_OFFSET + MAX_CHANNELS * 4;
+    pub const MAX_SANDBOXES: u64 = 64;
+    const _: () = assert!(INCARNATIONS_OFFSET + MAX_SANDBOXES * 4 <= 4096);
 }
 
 #[cfg(test)]
@@ -101,7 +122,7 @@ mod tests {
 
     #[test]
     fn numbers_are_distinct() {
-        let all = [DONE, REPORT_EXITS, EXIT_COUNT, CHANNEL_OPEN, PEER_APIC, FAULT, CONSOLE_WRITE];
+        let all = [DONE, REPORT_EXITS, EXIT_COUNT, CHANNEL_OPEN, PEER_APIC, FAULT, CONSOLE_WRITE, BOOTED, CHECKPOINT, RESTORE];
         for (i, a) in all.iter().enumerate() {
             assert!(all[i + 1..].iter().all(|b| a != b));
         }

@@ -23,6 +23,8 @@ pub const VECTOR_CHANNEL: u8 = questv_vmx::hypercall::CHANNEL_NOTIFY_VECTOR;
 /// Bytes of one channel: two rings, one per direction.
 pub const CHANNEL_BYTES: u64 = (2 * Ring::SIZE as u64).div_ceil(4096) * 4096;
 pub const ETIMEDOUT: i64 = 110;
+/// The peer sandbox was recovered and the channel wiped: reported once per handle, then it works again.
+pub const ECONNRESET: i64 = 104;
 pub const EIO: i64 = 5;
 const SEND_TIMEOUT_NS: u64 = 2_000_000_000;
 
@@ -35,6 +37,9 @@ struct Channel {
     base: u64,
     peer_apic: u32,
     open: bool,
+    /// VT: the monitor's reset counter for this channel and the value this handle last saw.
+    resets: Option<&'static core::sync::atomic::AtomicU32>,
+    resets_seen: u32,
 }
 
 static CHANNELS: IrqSpinlock<Vec<Channel>> = IrqSpinlock::new(Vec::new());
@@ -94,13 +99,25 @@ pub fn open(peer: u32) -> Result<u32, i64> {
     } else {
         smp_channel(me, peer)?
     };
+    let resets = crate::sandbox::channel_resets(base);
+    let resets_seen = resets.map_or(0, |r| r.load(Ordering::Acquire));
     let mut chans = CHANNELS.lock();
-    chans.push(Channel { owner: sched::current_pid(), me, peer, base, peer_apic, open: true });
+    chans.push(Channel { owner: sched::current_pid(), me, peer, base, peer_apic, open: true, resets, resets_seen });
     Ok(chans.len() as u32 - 1)
 }
 
 fn get(h: u32) -> Result<Channel, i64> {
-    CHANNELS.lock().get(h as usize).copied().filter(|c| c.open).ok_or(-EBADF)
+    let mut chans = CHANNELS.lock();
+    let c = chans.get_mut(h as usize).filter(|c| c.open).ok_or(-EBADF)?;
+    // The monitor wiped the channel (the peer was recovered): say so once; the empty rings work from here on.
+    if let Some(r) = c.resets {
+        let now = r.load(Ordering::Acquire);
+        if now != c.resets_seen {
+            c.resets_seen = now;
+            return Err(-ECONNRESET);
+        }
+    }
+    Ok(*c)
 }
 
 fn ns_to_cycles(ns: u64) -> u64 {

@@ -269,6 +269,14 @@ extern "C" {
 
 pub type GuestRegs = questv_arch::regs::Gprs;
 
+/// Power-on FPU state: FCW 0x37F, MXCSR 0x1F80 (all exceptions masked).
+fn power_on_fx() -> FxArea {
+    let mut fx = FxArea([0; 512]);
+    fx.0[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    fx.0[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    fx
+}
+
 /// Set up the VMCB and run the guest until the policy stops it. Returns only if the first VMRUN fails.
 ///
 /// # Safety
@@ -283,10 +291,7 @@ pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
     // SAFETY: VMSAVE writes those fields into the host-state page, a monitor page owned by this core.
     unsafe { core::arch::asm!("vmsave rax", in("rax") c.host_state, options(nostack)) };
     let mut regs = GuestRegs { rax: u64::from(c.rax), rbx: u64::from(c.rbx), ..GuestRegs::default() };
-    let mut fx = FxArea([0; 512]);
-    // Power-on FPU state: FCW 0x37F, MXCSR 0x1F80 (all exceptions masked).
-    fx.0[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    fx.0[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    let mut fx = power_on_fx();
     let mut first = true;
     loop {
         wr64(c.vmcb, off::RAX, regs.rax);
@@ -305,9 +310,18 @@ pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
         // Any event injected for the last entry has been delivered.
         wr64(c.vmcb, off::EVENT_INJ, 0);
         let exit = decode_exit(c.vmcb);
-        if !crate::backend::handle(&mut regs, exit) {
+        match crate::backend::handle(&mut regs, exit) {
+            crate::backend::Verdict::Resume => {}
             // The policy stopped this sandbox: park the core (interrupts stay off).
-            cpu::halt_forever();
+            crate::backend::Verdict::Park => cpu::halt_forever(),
+            crate::backend::Verdict::Relaunch => {
+                // Launch state again (the VMCB's guest state, TLB flush of this ASID at the next entry), power-on
+                // registers and FPU.
+                setup(c);
+                regs = GuestRegs { rax: u64::from(c.rax), rbx: u64::from(c.rbx), ..GuestRegs::default() };
+                fx = power_on_fx();
+                first = true;
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 use crate::exit::{Exit, IoExit};
 use core::arch::{asm, global_asm};
 use questv_arch::cpu;
+use questv_arch::percpu::{self, MAX_CPUS};
 
 /// VMCS field encodings: the `x86` crate's tables (`control`, `guest`, `host`, `ro`), re-exported so the
 /// monitor's policy can read exit information.
@@ -84,6 +85,17 @@ pub enum VmxError {
     ControlRefused { control: &'static str, wanted: u32, got: u32 },
     /// The CPU forces on a control bit that would cause exits the monitor does not handle.
     ControlForced { control: &'static str, forced: u32 },
+}
+
+impl VmxError {
+    /// A number for an `entry_failed` report: the VM-instruction error where there is one.
+    pub fn detail(&self) -> u64 {
+        match *self {
+            VmxError::LaunchFailed(e) => e,
+            VmxError::VmwriteFailed(f) => u64::from(f),
+            _ => u64::MAX,
+        }
+    }
 }
 
 /// Guest general-purpose registers as the exit stub saves them (RSP/RIP live in the VMCS): the same layout as
@@ -267,6 +279,7 @@ extern "C" {
 /// VMX root operation on this core (enable()); all addresses in `c` are identity-mapped, owned pages;
 /// interrupts are off and stay off in the host from now on.
 pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
+    *LAUNCHED[percpu::cpu_index() as usize].lock() = Some(*c);
     // SAFETY: the caller's contract (VMX root, owned identity-mapped pages) is setup's.
     match unsafe { setup(c) } {
         Ok(()) => {}
@@ -434,7 +447,46 @@ questv_vmexit_entry:
 extern "C" fn questv_vmexit(regs: &mut GuestRegs) -> u64 {
     // SAFETY: we are in the VM-exit path: VMX root with this core's VMCS current.
     let exit = unsafe { decode_exit() };
-    u64::from(!crate::backend::handle(regs, exit))
+    match crate::backend::handle(regs, exit) {
+        crate::backend::Verdict::Resume => 0,
+        crate::backend::Verdict::Park => 1,
+        crate::backend::Verdict::Relaunch => {
+            // SAFETY: VMX root on this core, whose launch configuration is recorded; the policy rebuilt the
+            // sandbox's memory and EPT in place.
+            let err = unsafe { relaunch() };
+            // Only a failed VMLAUNCH comes back: the policy hears of it, the core parks.
+            let _ = crate::backend::handle(&mut GuestRegs::default(), Exit::EntryFailed { detail: err.detail() });
+            1
+        }
+    }
+}
+
+/// Each core's launch configuration, for [`relaunch`].
+static LAUNCHED: [spin::Mutex<Option<LaunchConfig>>; MAX_CPUS] = [const { spin::Mutex::new(None) }; MAX_CPUS];
+
+/// Start this core's sandbox again from its launch state: the EPT's cached translations are dropped (its
+/// entries were rewritten in place), the VMCS is set up afresh and VMLAUNCHed. The exit path's frames are
+/// abandoned: the next exit starts again at the top of the monitor stack. Returns only on failure.
+///
+/// # Safety
+/// VMX root on this core, after [`launch`] ran here.
+unsafe fn relaunch() -> VmxError {
+    let Some(c) = *LAUNCHED[percpu::cpu_index() as usize].lock() else { return VmxError::LaunchFailed(0) };
+    // SAFETY: single-context INVEPT of this sandbox's EPTP (INVEPT type 1 is supported wherever EPT is: checked
+    // with the capabilities).
+    unsafe { invept_single(c.eptp) };
+    // SAFETY: the caller's contract is launch's.
+    unsafe { launch(&c) }
+}
+
+/// INVEPT, single-context.
+///
+/// # Safety
+/// VMX root.
+unsafe fn invept_single(eptp: u64) {
+    let descriptor: [u64; 2] = [eptp, 0];
+    // SAFETY: the caller's contract; the descriptor is a valid 16-byte memory operand.
+    unsafe { asm!("invept {t}, [{d}]", t = in(reg) 1u64, d = in(reg) descriptor.as_ptr(), options(nostack)) };
 }
 
 /// The current exit in the backend-neutral vocabulary.
