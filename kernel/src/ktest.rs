@@ -139,14 +139,20 @@ pub fn run_command(cmd: &str) -> i32 {
 /// after a moment (so the others are running); every other sandbox, and `target` once recovered, runs `then`.
 /// Kinds: `panic` (the kernel's panic path), `ud` (an invalid opcode in kernel mode), `wild` (a write outside
 /// the sandbox's memory: an EPT/NPT violation), `text` (a write to its own kernel text with CR0.WP cleared),
-/// `triple` (a triple fault), `hang` (interrupts off, spinning: the watchdog, needs `watchdog_ms`).
+/// `triple` (a triple fault), `hang` (interrupts off, spinning: the watchdog, needs `watchdog_ms`); with the
+/// prefix `always-` in every incarnation.
 fn inject(kind: &str, target: u32, then: Option<&str>) -> i32 {
     let run_then = || then.map_or(0, crate::proc::run_command);
     let Some(sandbox) = crate::sandbox::id() else {
         kprintln!("ktest inject: only meaningful in a VT sandbox");
         return 2;
     };
-    if sandbox != target || crate::sandbox::incarnation() > 0 {
+    // `always-KIND`: in every incarnation (a crash loop, which the monitor must end).
+    let (kind, always) = match kind.strip_prefix("always-") {
+        Some(k) => (k, true),
+        None => (kind, false),
+    };
+    if sandbox != target || (crate::sandbox::incarnation() > 0 && !always) {
         return run_then();
     }
     let until = cpu::rdtsc() + smp::TSC_HZ.load(Ordering::SeqCst) / 4;

@@ -1,0 +1,110 @@
+//! Online recovery (docs/recovery.md) on the SVM backend in QEMU: a sandbox that faults is scrubbed, reloaded
+//! from the pristine image and relaunched (`--recovery restart`) while the others run on undisturbed — no VM
+//! exits in their loops, no lost channel messages — and a sandbox that faults again and again is stopped.
+mod common;
+use common::{check_monitor_ended_run, exits_of, no_leak, periodic_exits, status_of, vt, Run};
+use questv::ResultLine;
+
+const QEMU: &str = "qemu";
+
+/// Sandbox `s` faulted once (`reason`) and was restarted: fault line, recovery line with its phases, back in
+/// service, then its program ran to the end.
+fn restarted_once(r: &Run, s: u64, reason: &str) -> ResultLine {
+    let f = r.monitor_results("sandbox_fault");
+    r.check(f.len() == 1, "expected exactly one sandbox fault");
+    r.check(f[0].get_u64("sandbox") == Some(s) && f[0].get("reason") == Some(reason), "the fault was not the injected one");
+    r.check(f[0].get("action") == Some("restart") && f[0].get("policy") == Some("restart"), "the faulted sandbox was not restarted");
+    let rec = r.monitor_results("sandbox_recovered");
+    r.check(rec.len() == 1 && rec[0].get_u64("sandbox") == Some(s) && rec[0].get_u64("incarnation") == Some(1), "expected one recovery to incarnation 1");
+    for phase in ["scrub_reload_cycles", "stage2_cycles", "channels_cycles", "total_cycles", "total_us"] {
+        r.check(rec[0].get_u64(phase).is_some_and(|c| c > 0), "a recovery phase was not measured");
+    }
+    let ready = r.monitor_results("sandbox_ready");
+    r.check(ready.len() == 1 && ready[0].get_u64("sandbox") == Some(s) && ready[0].get_u64("downtime_us").is_some_and(|d| d > 0), "the recovered sandbox did not report back in service");
+    let boots = r.sandbox_results("sandbox_boot", s as u32);
+    r.check(boots.len() == 2 && boots[1].get_u64("incarnation") == Some(1), "the recovered sandbox did not boot again as incarnation 1");
+    r.check(status_of(r, s) == Some(0), "the recovered sandbox did not finish its program");
+    rec[0].clone()
+}
+
+/// The sandboxes other than `faulted` ran forkwait 100 without noticing: their loop took no exits beyond their
+/// periodic ones, nothing leaked, status 0.
+fn bystanders_ran_forkwait(r: &Run, faulted: u32) {
+    for s in (0..4u32).filter(|&s| s != faulted) {
+        let fw = r.sandbox_results("forkwait", s);
+        r.check(fw.len() == 1 && fw[0].get_u64("iterations") == Some(100), "a bystander did not finish forkwait 100");
+        let e = exits_of(r, u64::from(s)).unwrap_or_else(|| r.fail("no exit report for a bystander"));
+        r.check(fw[0].get_u64("vmexits").is_some_and(|x| x <= periodic_exits(&e)), "a bystander took VM exits during forkwait");
+        let frames = r.sandbox_results("frames", s);
+        r.check(frames.len() == 1 && no_leak(&frames[0]), "a bystander leaked frames");
+        r.check(status_of(r, u64::from(s)) == Some(0), "a bystander failed");
+    }
+}
+
+fn inject(kind: &str, sandbox: u32, then: &str, extra: &[&str]) -> Run {
+    let run = format!("ktest inject {kind} {sandbox} -- {then}");
+    let r = vt(QEMU, 4, &[&["--recovery", "restart"], extra, &["--run", &run]].concat());
+    check_monitor_ended_run(&r, 4);
+    r
+}
+
+#[test]
+fn recovery_restarts_a_panicked_sandbox_while_the_others_run() {
+    let r = inject("panic", 1, "forkwait 100", &[]);
+    r.check(r.code == 0 && r.done_status() == Some(0), "the run did not end cleanly after the recovery");
+    let rec = restarted_once(&r, 1, "panic");
+    // The panic hypercall carries the guest's time stamp: the exit-to-monitor phase is measured.
+    r.check(rec.get_u64("exit_to_monitor_cycles").is_some(), "no exit-to-monitor time for a panic");
+    let fw = r.sandbox_results("forkwait", 1);
+    r.check(fw.len() == 1 && fw[0].get_u64("iterations") == Some(100), "the recovered sandbox did not run forkwait");
+    bystanders_ran_forkwait(&r, 1);
+}
+
+/// Every kind of fault the monitor detects ends in a restart: a wild write (NPT violation), an exception in
+/// the kernel (its panic path), a write to its own kernel text, a triple fault, a hang (the watchdog).
+#[test]
+fn recovery_restarts_after_every_detected_fault_kind() {
+    for (kind, reason, extra) in [
+        ("wild", "memory_violation", &[][..]),
+        ("ud", "panic", &[][..]),
+        ("text", "memory_violation", &[][..]),
+        ("triple", "shutdown", &[][..]),
+        ("hang", "watchdog", &["--watchdog-ms", "300"][..]),
+    ] {
+        let r = inject(kind, 2, "forkwait 100", extra);
+        r.check(r.code == 0 && r.done_status() == Some(0), "the run did not end cleanly after the recovery");
+        restarted_once(&r, 2, reason);
+        bystanders_ran_forkwait(&r, 2);
+    }
+}
+
+/// A sandbox restarted next to a channel in use: the two endpoints (sandboxes 0 and 1) lose, duplicate and
+/// corrupt nothing and take no exits; the restarted one (2) has no channel of its own and idles after.
+#[test]
+fn recovery_leaves_bystander_channels_whole() {
+    let r = inject("wild", 2, "msgtest 3000", &["--apic", "passthrough"]);
+    r.check(r.code == 0 && r.done_status() == Some(0), "the run did not end cleanly after the recovery");
+    restarted_once(&r, 2, "memory_violation");
+    let rx = r.sandbox_results("msgtest", 1);
+    r.check(rx.len() == 1 && rx[0].get_u64("received") == Some(3000), "the receiver did not get every message");
+    for k in ["lost", "dup", "corrupt"] {
+        r.check(rx[0].get_u64(k) == Some(0), "messages were lost, duplicated or corrupted");
+    }
+    for s in 0..2u32 {
+        let m = r.sandbox_results("msgtest", s);
+        r.check(m.len() == 1 && m[0].get("vmexits") == Some("0"), "a channel endpoint took VM exits");
+    }
+}
+
+/// A sandbox that faults every time it is relaunched is stopped once three faults in a row came soon after
+/// their relaunch (the first fault, long after boot, does not count); the others finish.
+#[test]
+fn recovery_stops_a_crash_loop() {
+    let r = inject("always-panic", 3, "forkwait 100", &[]);
+    let f = r.monitor_results("sandbox_fault");
+    r.check(f.len() == 4 && f.iter().all(|f| f.get_u64("sandbox") == Some(3)), "expected four faults of sandbox 3");
+    r.check(f[..3].iter().all(|f| f.get("action") == Some("restart")), "the first three faults were not recovered");
+    r.check(f[3].get("action") == Some("stopped") && f[3].get_u64("crash_loop") == Some(3), "the crash loop was not ended");
+    r.check(status_of(&r, 3) == Some(137), "the looping sandbox should end stopped (137)");
+    bystanders_ran_forkwait(&r, 3);
+}
