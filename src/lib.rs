@@ -8,6 +8,7 @@ pub mod linux;
 pub mod peer;
 pub mod ping;
 pub mod netfig;
+pub mod recoveryfig;
 pub mod plot;
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -254,11 +255,12 @@ pub enum Cli {
     Ping(ping::PingOptions),
     /// The network figures (Figs 8 and 11).
     NetFig(netfig::NetFigOptions),
+    Recovery(recoveryfig::RecoveryFigOptions),
     Help,
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
 
 /// msgbench's VCPU set-ups (userland/src/bin/msgbench.rs), in the order `--vcpu all` runs them.
 pub const MSGBENCH_VCPUS: [&str; 3] = ["none", "hi", "lo"];
@@ -276,6 +278,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             (false, false)
         }
         Some("netfig") => return parse_netfig(&args[1..]),
+        Some("recovery") => return parse_recoveryfig(&args[1..]),
         Some("-h") | Some("--help") | Some("help") | None => return Ok(Cli::Help),
         Some(other) => return Err(format!("unknown command {other:?}\n{USAGE}")),
     };
@@ -351,6 +354,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
                 }
             }
             "--recovery" => o.recovery = Some(value("--recovery")?),
+            "--inject" if ping.is_some() => ping.as_mut().unwrap().inject = Some(value("--inject")?),
             "--watchdog-ms" => o.watchdog_ms = Some(value("--watchdog-ms")?.parse().map_err(|_| "--watchdog-ms needs milliseconds".to_string())?),
             "--timeout" => o.timeout = Some(value("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?),
             "--mem" => {
@@ -383,6 +387,36 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     } else {
         Ok(Cli::Boot(o))
     }
+}
+
+fn parse_recoveryfig(args: &[String]) -> Result<Cli, String> {
+    let mut o = recoveryfig::RecoveryFigOptions::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--emulator" => {
+                o.emulator = match value("--emulator")?.as_str() {
+                    "qemu" => Emulator::Qemu,
+                    "bochs" => Emulator::Bochs,
+                    e => return Err(format!("unknown emulator {e:?} (qemu or bochs)")),
+                };
+                if o.emulator == Emulator::Bochs {
+                    o.cpus = o.cpus.min(2);
+                }
+            }
+            "--cpus" => o.cpus = value("--cpus")?.parse().ok().filter(|c| (2..=8).contains(c)).ok_or("--cpus needs 2..=8")?,
+            "--count" => o.count = value("--count")?.parse().ok().filter(|c| (30..=65_536).contains(c)).ok_or("--count needs 30..=65536")?,
+            "--interval-ms" => o.interval_ms = value("--interval-ms")?.parse().ok().filter(|c| (5..=2000).contains(c)).ok_or("--interval-ms needs 5..=2000")?,
+            "--after" => o.after_replies = value("--after")?.parse().ok().filter(|c| (1..=1000).contains(c)).ok_or("--after needs 1..=1000")?,
+            "--quick" => o.count = 80,
+            other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+        }
+    }
+    if o.after_replies + 10 >= o.count {
+        return Err(format!("--after {} leaves too few pings after the fault (--count {})", o.after_replies, o.count));
+    }
+    Ok(Cli::Recovery(o))
 }
 
 fn parse_netfig(args: &[String]) -> Result<Cli, String> {

@@ -35,6 +35,17 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Ok(Cli::Recovery(o)) => match questv::recoveryfig::recoveryfig(&o) {
+            Ok((text, dir)) => {
+                print!("{text}");
+                println!("figures: {}", dir.display());
+                return;
+            }
+            Err(e) => {
+                eprintln!("questv: recovery: {e}");
+                std::process::exit(1);
+            }
+        },
         Ok(Cli::NetFig(o)) => match questv::netfig::netfig(&o) {
             Ok((text, dir)) => {
                 print!("{text}");

@@ -539,6 +539,9 @@ pub struct PeerReport {
     pub frames_ignored: u64,
     /// Echo replies to hostile frames (identifier [`GARBAGE_IDENT`]): a correct guest sends none.
     pub garbage_replies: u32,
+    /// When pinging began (ARP resolved for every guest), in µs since the peer started — with the emulator,
+    /// so `ping_start_us` + a sample's `sent_us` is since boot began.
+    pub ping_start_us: u64,
 }
 
 impl PeerReport {
@@ -583,6 +586,40 @@ pub fn result_lines(r: &PeerReport) -> Vec<String> {
 }
 
 /// `guest,seq,sent_us,rtt_us`, one row per request (an empty `rtt_us` when it was lost).
+/// The longest outage in a guest's reply timeline: the longest run of unanswered requests, and the time
+/// from the last reply before it to the first reply after it (reply arrival times, `sent + rtt`). `None` when
+/// nothing was lost, or the run never ended (no reply came back after it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    pub first_lost_seq: u16,
+    pub lost: u32,
+    pub downtime_us: u64,
+}
+
+pub fn longest_outage(samples: &[Sample]) -> Option<Outage> {
+    let mut best: Option<(usize, usize)> = None; // [start, end) of the lost run
+    let mut i = 0;
+    while i < samples.len() {
+        if samples[i].rtt_us.is_none() {
+            let start = i;
+            while i < samples.len() && samples[i].rtt_us.is_none() {
+                i += 1;
+            }
+            if best.is_none_or(|(a, b)| i - start > b - a) {
+                best = Some((start, i));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    let (start, end) = best?;
+    let after = samples.get(end)?;
+    let arrive = |s: &Sample| s.sent_us + s.rtt_us.unwrap_or(0);
+    // With no reply before the run (it started with the first ping), the outage starts at the first request.
+    let from = if start > 0 { arrive(&samples[start - 1]) } else { samples[start].sent_us };
+    Some(Outage { first_lost_seq: samples[start].seq, lost: (end - start) as u32, downtime_us: arrive(after).saturating_sub(from) })
+}
+
 pub fn samples_csv(r: &PeerReport) -> String {
     let mut csv = String::from("guest,seq,sent_us,rtt_us\n");
     for g in &r.guests {
@@ -848,6 +885,8 @@ struct PeerState {
     frames_received: u64,
     frames_ignored: u64,
     garbage_replies: u32,
+    /// When pinging began (every guest resolved), since the peer started.
+    ping_start_us: u64,
 }
 
 impl PeerState {
@@ -867,7 +906,7 @@ impl PeerState {
                 bad: 0,
             })
             .collect();
-        PeerState { guests, size, arp_requests_answered: 0, frames_received: 0, frames_ignored: 0, garbage_replies: 0 }
+        PeerState { guests, size, arp_requests_answered: 0, frames_received: 0, frames_ignored: 0, garbage_replies: 0, ping_start_us: 0 }
     }
 
     /// Account for one received frame (stamped `now` since the start); returns a frame to send back, if any.
@@ -993,6 +1032,7 @@ impl PeerState {
             frames_received: self.frames_received,
             frames_ignored: self.frames_ignored,
             garbage_replies: self.garbage_replies,
+            ping_start_us: self.ping_start_us,
         }
     }
 }
@@ -1131,6 +1171,7 @@ fn drive(
                     }
                     phase = Phase::Ping;
                     t0 = start.elapsed();
+                    state.ping_start_us = micros(t0);
                     continue;
                 }
                 wake
@@ -1607,6 +1648,7 @@ mod tests {
             frames_received: 10,
             frames_ignored: 2,
             garbage_replies: 0,
+            ping_start_us: 0,
         }
     }
 
@@ -1627,6 +1669,16 @@ mod tests {
         let mut quiet = r.clone();
         quiet.garbage_sent.iter_mut().for_each(|(_, n)| *n = 0);
         assert_eq!(result_lines(&quiet).len(), 2, "no garbage line without garbage");
+    }
+
+    #[test]
+    fn peer_longest_outage_is_measured_between_replies() {
+        let s = |seq: u16, sent_us: u64, rtt: Option<u64>| Sample { seq, sent_us, rtt_us: rtt };
+        let timeline = [s(0, 0, Some(100)), s(1, 1000, None), s(2, 2000, Some(50)), s(3, 3000, None), s(4, 4000, None), s(5, 5000, Some(300)), s(6, 6000, Some(10))];
+        // The two-request gap (3, 4): from the reply to 2 (2050) to the reply to 5 (5300).
+        assert_eq!(longest_outage(&timeline), Some(Outage { first_lost_seq: 3, lost: 2, downtime_us: 3250 }));
+        assert_eq!(longest_outage(&timeline[..1]), None, "nothing lost");
+        assert_eq!(longest_outage(&timeline[..5]), None, "the outage never ended");
     }
 
     #[test]

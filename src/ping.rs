@@ -22,11 +22,14 @@ pub struct PingOptions {
     pub size: usize,
     pub garbage: u32,
     pub seed: u64,
+    /// VT fault injection during the run: `KIND SANDBOX [after_pings=N|after_ms=MS]` (`ktest inject`), with
+    /// the monitor's `--recovery` policy deciding what follows.
+    pub inject: Option<String>,
 }
 
 impl Default for PingOptions {
     fn default() -> Self {
-        PingOptions { boot: BootOptions { cpus: 2, ..BootOptions::default() }, guests: 1, sharers: 0, count: 100, interval_ms: 10, size: 56, garbage: 0, seed: 1 }
+        PingOptions { boot: BootOptions { cpus: 2, ..BootOptions::default() }, guests: 1, sharers: 0, count: 100, interval_ms: 10, size: 56, garbage: 0, seed: 1, inject: None }
     }
 }
 
@@ -123,10 +126,18 @@ impl PingRun {
     /// The run's RESULT lines (peer and guests), as printed.
     pub fn result_lines(&self) -> Vec<String> {
         let mut out = peer::result_lines(&self.peer);
-        // The NIC as the kernel (SMP) or the monitor (VT) set it up, and the sandboxes without one.
+        // The longest outage per guest (a recovery in the run shows up here).
+        for g in &self.peer.guests {
+            if let Some(o) = peer::longest_outage(&g.samples) {
+                out.push(format!("RESULT ping_outage guest={} first_lost_seq={} lost={} downtime_us={}", g.ip, o.first_lost_seq, o.lost, o.downtime_us));
+            }
+        }
+        // The NIC as the kernel (SMP) or the monitor (VT) set it up, and the sandboxes without one; faults and
+        // recoveries the monitor reported.
         for l in &self.boot.lines {
             match parse_result_line(l) {
                 Some(r) if r.name == "nic" && r.from_monitor() => out.push(l.clone()),
+                Some(r) if ["sandbox_fault", "sandbox_recovered", "sandbox_ready", "nic_leave"].contains(&r.name.as_str()) && r.from_monitor() => out.push(l.clone()),
                 Some(r) if r.name == "net" && r.get("nic") == Some("none") => {
                     out.push(format!("RESULT ping_guest sandbox={} nic=none", r.get("sandbox").unwrap_or("?")))
                 }
@@ -163,7 +174,10 @@ pub fn ping_run(o: &PingOptions) -> Result<PingRun, String> {
     let boot_opts = BootOptions {
         nic_port: Some(port),
         nic_sharers: sharers,
-        run: Some(format!("netserve {serve_secs}")),
+        run: Some(match &o.inject {
+            Some(i) => format!("ktest inject {i} -- netserve {serve_secs}"),
+            None => format!("netserve {serve_secs}"),
+        }),
         timeout: Some(o.boot.timeout.unwrap_or(serve_secs + 120)),
         ..o.boot.clone()
     };

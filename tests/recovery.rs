@@ -16,7 +16,7 @@ fn restarted_once(r: &Run, s: u64, reason: &str) -> ResultLine {
     r.check(f[0].get("action") == Some("restart") && f[0].get("policy") == Some("restart"), "the faulted sandbox was not restarted");
     let rec = r.monitor_results("sandbox_recovered");
     r.check(rec.len() == 1 && rec[0].get_u64("sandbox") == Some(s) && rec[0].get_u64("incarnation") == Some(1), "expected one recovery to incarnation 1");
-    for phase in ["scrub_reload_cycles", "stage2_cycles", "channels_cycles", "total_cycles", "total_us"] {
+    for phase in ["scrub_cycles", "reload_cycles", "stage2_cycles", "channels_cycles", "total_cycles", "total_us"] {
         r.check(rec[0].get_u64(phase).is_some_and(|c| c > 0), "a recovery phase was not measured");
     }
     let ready = r.monitor_results("sandbox_ready");

@@ -89,6 +89,19 @@ pub fn initial_apic_id() -> u32 {
     cpuid(1, 0).ebx >> 24
 }
 
+/// Zero `len` bytes at `addr` with `rep stosq` (the monitor scrubs a whole sandbox slice with it: several times
+/// faster than a byte-wise memset under emulation). `addr` and `len` must be multiples of 8.
+///
+/// # Safety
+/// `[addr, addr + len)` is writable memory the caller owns, identity mapped.
+pub unsafe fn zero_qwords(addr: u64, len: u64) {
+    debug_assert!(addr % 8 == 0 && len % 8 == 0);
+    // SAFETY: the caller's contract; DF is clear in Rust code (the ABI requires it).
+    unsafe {
+        core::arch::asm!("rep stosq", inout("rdi") addr => _, inout("rcx") len / 8 => _, in("rax") 0u64, options(nostack));
+    }
+}
+
 #[inline]
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC is unprivileged unless CR4.TSD is set, which we never set.

@@ -177,6 +177,13 @@ pub fn reclaim_tail(tail: u32, cursors: impl Iterator<Item = u32>, n: u32) -> Op
     Some((tail + behind - 1) % n)
 }
 
+/// Where a sharer that comes back (its sandbox recovered) resumes reading: at the live sharer furthest ahead
+/// (measured from the tail) — everything before it is old, and some of it may already be back with the NIC —
+/// or, with no live sharer, at its own old cursor (nothing moved the ring since it stopped).
+pub fn rejoin_cursor(tail: u32, live: impl Iterator<Item = u32>, own: u32, n: u32) -> u32 {
+    live.max_by_key(|&c| ring_distance(tail, c % n, n)).map_or(own % n, |c| c % n)
+}
+
 /// Layout of the DMA region the NIC's rings and buffers live in (the same in every sharer: the region is
 /// identity-mapped, so these offsets plus the base are the bus addresses the descriptors carry).
 pub mod layout {
@@ -208,6 +215,7 @@ pub const STATE_FAILED: u32 = 3;
 /// NIC up (the monitor fills `sharers`, `macs`, `ips` before any sandbox starts; the SMP kernel fills them for
 /// itself); the rest is the sharers' synchronisation.
 #[repr(C)]
+#[derive(Default)]
 pub struct Control {
     pub magic: AtomicU32,
     /// STATE_*: the first sharer resets and programs the NIC, the others wait for READY.
@@ -237,14 +245,27 @@ pub struct Control {
 const _: () = assert!(core::mem::size_of::<Control>() <= 0x1000);
 
 impl Control {
-    pub fn lock(&self) {
-        while self.lock.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    /// Take the lock as sharer `owner` (the lock word holds owner + 1, so the monitor can break it if the
+    /// owner's sandbox dies holding it).
+    pub fn lock(&self, owner: usize) {
+        let me = owner as u32 + 1;
+        while self.lock.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
             core::hint::spin_loop();
         }
     }
 
     pub fn unlock(&self) {
         self.lock.store(0, Ordering::Release);
+    }
+
+    /// Sharer `index` died (its sandbox faulted): it leaves receive reclaim, so it cannot stall the ring for
+    /// the others, and a lock it held is released. Returns whether it held the lock.
+    pub fn leave(&self, index: usize) -> bool {
+        if index >= MAX_SHARERS {
+            return false;
+        }
+        self.live.fetch_and(!(1u32 << index), Ordering::AcqRel);
+        self.lock.compare_exchange(index as u32 + 1, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// The live sharers' cursors.
@@ -560,11 +581,26 @@ impl SharedNic {
         seen
     }
 
+    /// Take part in receive reclaim again after this sharer's sandbox was recovered (the NIC is running: it
+    /// is not re-initialised). Returns the cursor it resumes at.
+    pub fn rejoin(&self) -> u32 {
+        let c = self.mem.control();
+        let me = self.index.min(MAX_SHARERS - 1);
+        c.lock(self.index);
+        let tail = c.rx_tail.load(Ordering::Acquire);
+        let own = c.rx_cursor[me].load(Ordering::Acquire);
+        let cursor = rejoin_cursor(tail, c.live_cursors(), own, layout::RX_DESCS);
+        c.rx_cursor[me].store(cursor, Ordering::Release);
+        c.live.fetch_or(1 << me, Ordering::AcqRel);
+        c.unlock();
+        cursor
+    }
+
     /// Give back the descriptors every live sharer has read (under the control block's lock: RDT must only move
     /// forward).
     pub fn reclaim(&self) {
         let c = self.mem.control();
-        c.lock();
+        c.lock(self.index);
         let tail = c.rx_tail.load(Ordering::Acquire);
         if let Some(new_tail) = reclaim_tail(tail, c.live_cursors(), layout::RX_DESCS) {
             let mut i = tail;
@@ -590,7 +626,7 @@ impl SharedNic {
             return Err(TxError::TooShort);
         }
         let c = self.mem.control();
-        c.lock();
+        c.lock(self.index);
         let i = c.tx_next.load(Ordering::Acquire) % layout::TX_DESCS;
         let d = self.mem.tx_desc(i);
         if d.status & TX_DD == 0 {
@@ -677,6 +713,29 @@ mod tests {
         assert_eq!(reclaim_tail(2, core::iter::empty(), n), None);
     }
 
+    #[test]
+    fn a_recovered_sharer_rejoins_at_the_reader_furthest_ahead() {
+        let n = 16;
+        // Tail 3; live readers at 5 and 9 (9 is further from the tail): resume at 9.
+        assert_eq!(rejoin_cursor(3, [5u32, 9].into_iter(), 4, n), 9);
+        // Wrapping: tail 14, readers at 15 and 2 (2 is 4 ahead): resume at 2.
+        assert_eq!(rejoin_cursor(14, [15u32, 2].into_iter(), 0, n), 2);
+        // Nobody live: its own cursor.
+        assert_eq!(rejoin_cursor(3, core::iter::empty(), 7, n), 7);
+    }
+
+    #[test]
+    fn a_dead_sharer_leaves_and_releases_its_lock() {
+        let c = Control::default();
+        c.live.store(0b111, Ordering::Relaxed);
+        c.lock(1);
+        assert!(!c.leave(2), "sharer 2 did not hold the lock");
+        assert_eq!(c.live.load(Ordering::Relaxed), 0b011);
+        assert!(c.leave(1), "sharer 1 held the lock");
+        assert_eq!((c.live.load(Ordering::Relaxed), c.lock.load(Ordering::Relaxed)), (0b001, 0));
+        assert!(!c.leave(MAX_SHARERS), "an out-of-range index is ignored");
+    }
+
     /// A ring shared by several readers, driven by a simulated NIC: every frame is seen by every reader exactly
     /// once and in order, the NIC never writes a descriptor some reader has not read, and the ring never stalls
     /// while readers keep up.
@@ -732,6 +791,75 @@ mod tests {
                 assert!(g.len() as u64 + u64::from(n) >= next_frame, "a reader fell more than a ring behind");
             }
             assert!(next_frame > 1000, "the ring stalled ({readers} readers, {next_frame} frames)");
+        }
+    }
+
+    /// The same ring with reader 0 dying and coming back again and again: while it is dead the others keep the
+    /// ring moving; after it rejoins it reads strictly increasing, never-seen frames and never one the NIC
+    /// owns; the NIC never overwrites a descriptor a live reader has not read.
+    #[test]
+    fn shared_receive_ring_survives_a_sharer_leaving_and_rejoining() {
+        let n = 16u32;
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let readers = 3usize;
+        let mut slots: Vec<Option<u64>> = vec![None; n as usize];
+        let (mut head, mut tail) = (0u32, n - 1);
+        let mut cursors = vec![0u32; readers];
+        let mut live = vec![true; readers];
+        let mut next_frame = 0u64;
+        let mut got: Vec<Vec<u64>> = vec![Vec::new(); readers];
+        let mut rejoins = 0;
+        for step in 0..40_000u32 {
+            if step % 997 == 500 {
+                live[0] = !live[0];
+                if live[0] {
+                    let others = (1..readers).filter(|&r| live[r]).map(|r| cursors[r]);
+                    cursors[0] = rejoin_cursor(tail, others, cursors[0], n);
+                    rejoins += 1;
+                }
+            }
+            match rand() % (readers as u64 + 1) {
+                0 => {
+                    if head != tail {
+                        assert!(slots[head as usize].is_none(), "NIC overwrote a descriptor not given back");
+                        slots[head as usize] = Some(next_frame);
+                        next_frame += 1;
+                        head = (head + 1) % n;
+                    }
+                }
+                r => {
+                    let r = r as usize - 1;
+                    if !live[r] {
+                        continue;
+                    }
+                    while cursors[r] != tail {
+                        let Some(f) = slots[cursors[r] as usize] else { break };
+                        assert!(got[r].last().is_none_or(|&l| f > l), "a reader saw a frame twice or out of order");
+                        got[r].push(f);
+                        cursors[r] = (cursors[r] + 1) % n;
+                    }
+                    let live_cursors = (0..readers).filter(|&r| live[r]).map(|r| cursors[r]);
+                    if let Some(t) = reclaim_tail(tail, live_cursors, n) {
+                        let mut i = tail;
+                        while i != t {
+                            slots[i as usize] = None;
+                            i = (i + 1) % n;
+                        }
+                        tail = t;
+                    }
+                }
+            }
+        }
+        assert!(rejoins >= 10 && next_frame > 5000, "the ring stalled or the reader never came back ({next_frame} frames)");
+        for r in 1..readers {
+            let expected: Vec<u64> = (0..got[r].len() as u64).collect();
+            assert_eq!(got[r], expected, "a reader that never died must see every frame in order");
         }
     }
 

@@ -110,11 +110,19 @@ pub fn run_command(cmd: &str) -> i32 {
             }
             (Some("inject"), Some(kind)) => {
                 let target = args.next().and_then(|a| a.parse::<u32>().ok());
+                let trigger = match args.next() {
+                    None | Some("--") => Some(Trigger::Soon),
+                    Some(t) => match t.split_once('=') {
+                        Some(("after_pings", n)) => n.parse().ok().map(Trigger::AfterPings),
+                        Some(("after_ms", n)) => n.parse().ok().map(Trigger::AfterMs),
+                        _ => None,
+                    },
+                };
                 let rest = cmd.split_once(" -- ").map(|(_, r)| r.trim());
-                match target {
-                    Some(t) => inject(kind, t, rest),
-                    None => {
-                        kprintln!("usage: ktest inject KIND SANDBOX [-- PROG ARGS]");
+                match (target, trigger) {
+                    (Some(t), Some(trigger)) => inject(kind, t, trigger, rest),
+                    _ => {
+                        kprintln!("usage: ktest inject KIND SANDBOX [after_pings=N|after_ms=MS] [-- PROG ARGS]");
                         2
                     }
                 }
@@ -124,7 +132,7 @@ pub fn run_command(cmd: &str) -> i32 {
             (Some("panic"), None) => panic!("panic requested by `ktest panic`"),
             (Some("acpidump"), None) => acpidump(),
             _ => {
-                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest inject panic|ud|wild|text|triple|hang SANDBOX [-- PROG ARGS] | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|apic|panic|hang|user-vmcall|forge)");
+                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest inject [always-]panic|ud|wild|text|triple|hang SANDBOX [after_pings=N|after_ms=MS] [-- PROG ARGS] | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|apic|panic|hang|user-vmcall|forge)");
                 2
             }
         },
@@ -135,13 +143,26 @@ pub fn run_command(cmd: &str) -> i32 {
     }
 }
 
+/// When an injected fault fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// A moment after the program starts (so the other sandboxes are running).
+    Soon,
+    /// After this sandbox's network stack took this many echo requests (Fig 6's "after the 20th reply": the
+    /// fault comes while the Nth is being answered or just after).
+    AfterPings(u64),
+    /// This many milliseconds after the program starts.
+    AfterMs(u64),
+}
+
 /// Fault-injection hook for recovery (VT): sandbox `target`, in its first incarnation only, faults with `kind`
-/// after a moment (so the others are running); every other sandbox, and `target` once recovered, runs `then`.
+/// when `trigger` fires; every other sandbox, and `target` once recovered, runs `then` (with a trigger other
+/// than `Soon`, `target` runs it too, and the fault comes from a kernel thread beside it).
 /// Kinds: `panic` (the kernel's panic path), `ud` (an invalid opcode in kernel mode), `wild` (a write outside
 /// the sandbox's memory: an EPT/NPT violation), `text` (a write to its own kernel text with CR0.WP cleared),
 /// `triple` (a triple fault), `hang` (interrupts off, spinning: the watchdog, needs `watchdog_ms`); with the
 /// prefix `always-` in every incarnation.
-fn inject(kind: &str, target: u32, then: Option<&str>) -> i32 {
+fn inject(kind: &str, target: u32, trigger: Trigger, then: Option<&str>) -> i32 {
     let run_then = || then.map_or(0, crate::proc::run_command);
     let Some(sandbox) = crate::sandbox::id() else {
         kprintln!("ktest inject: only meaningful in a VT sandbox");
@@ -152,13 +173,56 @@ fn inject(kind: &str, target: u32, then: Option<&str>) -> i32 {
         Some(k) => (k, true),
         None => (kind, false),
     };
+    if !FAULT_KINDS.contains(&kind) {
+        kprintln!("ktest inject: unknown kind {:?} (one of {:?})", kind, FAULT_KINDS);
+        return 2;
+    }
     if sandbox != target || (crate::sandbox::incarnation() > 0 && !always) {
         return run_then();
     }
-    let until = cpu::rdtsc() + smp::TSC_HZ.load(Ordering::SeqCst) / 4;
+    let kind_index = FAULT_KINDS.iter().position(|&k| k == kind).unwrap_or(0) as u64;
+    match trigger {
+        Trigger::Soon => {
+            wait_ms(250);
+            inject_now(kind_index)
+        }
+        Trigger::AfterPings(n) => {
+            sched::spawn_on(0, "inject", inject_thread, kind_index | (n << 8) | (1 << 63));
+            run_then()
+        }
+        Trigger::AfterMs(ms) => {
+            sched::spawn_on(0, "inject", inject_thread, kind_index | (ms << 8));
+            run_then()
+        }
+    }
+}
+
+const FAULT_KINDS: [&str; 6] = ["panic", "ud", "wild", "text", "triple", "hang"];
+
+fn wait_ms(ms: u64) {
+    let until = cpu::rdtsc() + smp::TSC_HZ.load(Ordering::SeqCst) / 1000 * ms;
     while cpu::rdtsc() < until {
         sched::yield_now();
     }
+}
+
+/// The deferred fault: arg = kind index | amount << 8 | (1 << 63 if the amount is echo requests, else ms).
+extern "C" fn inject_thread(arg: u64) -> ! {
+    let amount = (arg & !(1 << 63)) >> 8;
+    if arg & (1 << 63) != 0 {
+        while crate::net::stack::STATS.rx_icmp.load(Ordering::Acquire) < amount {
+            wait_ms(1);
+        }
+    } else {
+        wait_ms(amount);
+    }
+    inject_now(arg & 0xFF);
+    sched::exit()
+}
+
+fn inject_now(kind_index: u64) -> i32 {
+    let sandbox = crate::sandbox::id().unwrap_or(0);
+    let kind = FAULT_KINDS.get(kind_index as usize).copied().unwrap_or("panic");
     result!("inject", "sandbox={} kind={} tsc={}", sandbox, kind, cpu::rdtsc());
     match kind {
         "panic" => panic!("ktest inject: a sandbox kernel panics"),
@@ -167,21 +231,17 @@ fn inject(kind: &str, target: u32, then: Option<&str>) -> i32 {
         "wild" => unsafe { core::ptr::write_volatile(0xDEAD_0000 as *mut u64, 0xBAD0_BAD0) },
         "text" => unsafe {
             core::arch::asm!("mov {0}, cr0", "and {0}, {1}", "mov cr0, {0}", out(reg) _, in(reg) !(1u64 << 16));
-            core::ptr::write_volatile(inject as *const () as *mut u8, 0xCC);
+            core::ptr::write_volatile(inject_now as *const () as *mut u8, 0xCC);
         },
         "triple" => unsafe {
             let idt = [0u16; 5];
             core::arch::asm!("cli", "lidt [{}]", "int3", in(reg) idt.as_ptr());
         },
-        "hang" => {
+        _ => {
             cpu::disable_interrupts();
             loop {
                 core::hint::spin_loop();
             }
-        }
-        other => {
-            kprintln!("ktest inject: unknown kind {:?}", other);
-            return 2;
         }
     }
     result!("inject", "sandbox={} kind={} outcome=not_contained", sandbox, kind);

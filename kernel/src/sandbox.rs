@@ -102,15 +102,16 @@ pub fn booted() {
     let _ = call(hc::BOOTED, 0, 0);
 }
 
-/// Stateful recovery: hand the monitor a copy of `state` (at most `hc::CHECKPOINT_MAX` bytes, in identity-
-/// mapped kernel memory), kept outside this sandbox across its recoveries.
-pub fn checkpoint(state: &[u8]) -> Result<(), i64> {
-    call(hc::CHECKPOINT, state.as_ptr() as u64, state.len() as u64).map(|_| ()).map_err(|e| -e)
+/// Stateful recovery: hand the monitor a copy of `state` for checkpoint slot `slot` (at most
+/// `hc::CHECKPOINT_MAX` bytes, in identity-mapped kernel memory), kept outside this sandbox across its
+/// recoveries.
+pub fn checkpoint(slot: u64, state: &[u8]) -> Result<(), i64> {
+    call(hc::CHECKPOINT, state.as_ptr() as u64, hc::checkpoint_arg(slot, state.len() as u64)).map(|_| ()).map_err(|e| -e)
 }
 
-/// The last checkpoint into `buf`; its length (0: none was taken).
-pub fn restore(buf: &mut [u8]) -> Result<usize, i64> {
-    call(hc::RESTORE, buf.as_mut_ptr() as u64, buf.len() as u64).map(|n| n as usize).map_err(|e| -e)
+/// The slot's last checkpoint into `buf`; its length (0: none was taken).
+pub fn restore(slot: u64, buf: &mut [u8]) -> Result<usize, i64> {
+    call(hc::RESTORE, buf.as_mut_ptr() as u64, hc::checkpoint_arg(slot, buf.len() as u64)).map(|n| n as usize).map_err(|e| -e)
 }
 
 /// Tell the monitor this sandbox is done (it reports exits and stops the core).

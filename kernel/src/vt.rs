@@ -166,8 +166,8 @@ struct Sandbox {
     history: History,
     /// TSC of the fault that started the recovery in progress (0: none), for `RESULT sandbox_ready`.
     recovering_since: u64,
-    /// Stateful recovery: the service state it last checkpointed (kept outside the sandbox).
-    checkpoint: Vec<u8>,
+    /// Stateful recovery: the state its services last checkpointed, per slot (kept outside the sandbox).
+    checkpoints: [Vec<u8>; hc::CHECKPOINT_SLOTS as usize],
 }
 
 static STATE: spin::Once<Vec<spin::Mutex<Sandbox>>> = spin::Once::new();
@@ -308,12 +308,17 @@ struct BuildInfo {
 
 static BUILD: spin::Once<BuildInfo> = spin::Once::new();
 
-/// Zero the slice and load the pristine kernel and the ramdisk into it. Returns the entry point, the
-/// read-only kernel ranges and the modules.
+/// Zero the whole slice.
+fn scrub_slice(s: &partition::Slice) {
+    // SAFETY: the slice was taken from the frame allocator for this sandbox (page aligned), whose guest is not
+    // running.
+    unsafe { cpu::zero_qwords(s.host_base, s.size) };
+}
+
+/// Load the pristine kernel and the ramdisk into a scrubbed slice. Returns the entry point, the read-only
+/// kernel ranges and the modules.
 fn fill_slice(s: &partition::Slice) -> Result<(u32, Vec<(u64, u64, Perms)>, Vec<Module<'static>>), String> {
     let kernel = crate::ramdisk::find("kernel").ok_or("no `kernel` module: the runner loads the image twice in VT mode")?;
-    // SAFETY: the slice was taken from the frame allocator for this sandbox, whose guest is not running.
-    unsafe { core::ptr::write_bytes(s.host_base as *mut u8, 0, s.size as usize) };
     let (entry, read_only) = load_kernel(kernel, s.host_base, s.size)?;
     let top = s.host_base + s.size; // guest-physical end of the slice (its high part is identity mapped)
     // The ramdisk, minus the kernel itself.
@@ -425,6 +430,7 @@ fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<
     };
     let mut all_tables = Vec::new();
     for s in &plan.slices {
+        scrub_slice(s);
         let (entry, read_only, modules) = fill_slice(s)?;
         let mut used = Vec::new();
         let st2 = build_stage2(s, &read_only, plan.shared.start, &mut SandboxTables { pool: &mut pool, reuse: Vec::new(), used: &mut used })?;
@@ -662,6 +668,7 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
         sandbox, reason, details, g.rip, g.rsp, g.paging.cr3, host_cr3 as u8, incarnation, policy.name(), action
     );
     report_exits(sandbox);
+    leave_nic(sandbox);
     if decision == Some(Decision::Recover) {
         match restart_sandbox(sandbox, t_exit, guest_tsc) {
             Ok(()) => {
@@ -673,6 +680,18 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
     }
     sandbox_finished(sandbox, STATUS_STOPPED);
     false
+}
+
+/// A faulted NIC sharer leaves the shared ring (its frozen cursor would stall it for the others) and a control
+/// lock it died holding is released.
+fn leave_nic(sandbox: u32) {
+    if let Some((j, g)) = nic_grant().and_then(|g| g.sharers.iter().position(|&x| x == sandbox).map(|j| (j, g))) {
+        // SAFETY: the DMA region is monitor-claimed memory (identity mapped here); its control block is made of
+        // atomics only.
+        let control = unsafe { &*(g.nic.dma as *const questv_drivers::e1000::Control) };
+        let held = control.leave(j);
+        result!("nic_leave", "sandbox={} sharer={} lock_released={}", sandbox, j, u8::from(held));
+    }
 }
 
 fn stop(sandbox: u32, reason: &str, details: core::fmt::Arguments) -> bool {
@@ -694,10 +713,12 @@ fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>) -> Result<
     lapic::timer_stop();
     let in_service = lapic::eoi_all_in_service();
     let t_quiesced = cpu::rdtsc();
+    scrub_slice(s);
+    let t_scrubbed = cpu::rdtsc();
     // The entry point and the boot information's place do not change: the backend relaunches with the
     // configuration it has.
     let (_entry, read_only, modules) = fill_slice(s)?;
-    let t_scrubbed = cpu::rdtsc();
+    let t_reloaded = cpu::rdtsc();
     // CHANNELS, POOL, TABLES: the lock order of channel_open.
     let mut chans = CHANNELS.lock();
     let mut pool_guard = POOL.lock();
@@ -756,9 +777,9 @@ fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>) -> Result<
     let exit_cycles = guest_tsc.map(|g| format!("{}", t_exit.saturating_sub(g))).unwrap_or_else(|| String::from("na"));
     result!(
         "sandbox_recovered",
-        "sandbox={} mode=restart incarnation={} exit_to_monitor_cycles={} quiesce_cycles={} scrub_reload_cycles={} stage2_cycles={} channels_cycles={} boot_info_cycles={} total_cycles={} total_us={} channels_reset={} in_service_acked={}",
-        sandbox, incarnation, exit_cycles, t_quiesced - t0, t_scrubbed - t_quiesced, t_stage2 - t_scrubbed,
-        t_channels - t_stage2, t_done - t_channels, t_done - t_exit, cycles_to_us(t_done - t_exit), channels_reset, in_service
+        "sandbox={} mode=restart incarnation={} exit_to_monitor_cycles={} quiesce_cycles={} scrub_cycles={} reload_cycles={} stage2_cycles={} channels_cycles={} boot_info_cycles={} total_cycles={} total_us={} channels_reset={} in_service_acked={} slice_mib={}",
+        sandbox, incarnation, exit_cycles, t_quiesced - t0, t_scrubbed - t_quiesced, t_reloaded - t_scrubbed, t_stage2 - t_reloaded,
+        t_channels - t_stage2, t_done - t_channels, t_done - t_exit, cycles_to_us(t_done - t_exit), channels_reset, in_service, s.size >> 20
     );
     Ok(())
 }
@@ -828,28 +849,35 @@ fn booted(sandbox: u32) -> u64 {
     u64::from(incarnation)
 }
 
-/// CHECKPOINT: keep a copy of the sandbox's service state, outside the sandbox.
-fn checkpoint(sandbox: u32, gpa: u64, len: u64) -> Result<u64, i64> {
-    if len > hc::CHECKPOINT_MAX {
+/// CHECKPOINT: keep a copy of a service's state (slot in the high half of `arg`), outside the sandbox.
+fn checkpoint(sandbox: u32, gpa: u64, arg: u64) -> Result<u64, i64> {
+    let (slot, len) = hc::checkpoint_split(arg);
+    if len > hc::CHECKPOINT_MAX || slot >= hc::CHECKPOINT_SLOTS {
         return Err(hc::EINVAL);
     }
     let mut st = state(sandbox);
     let host = slice_range(st.host_base, st.size, gpa, len).ok_or(hc::EFAULT)?;
     // SAFETY: [host, host + len) is inside this sandbox's slice (identity mapped); it is stopped in this exit.
     let bytes = unsafe { core::slice::from_raw_parts(host as *const u8, len as usize) };
-    st.checkpoint.clear();
-    st.checkpoint.extend_from_slice(bytes);
+    let kept = &mut st.checkpoints[slot as usize];
+    kept.clear();
+    kept.extend_from_slice(bytes);
     Ok(len)
 }
 
-/// RESTORE: the last checkpoint back into the sandbox's memory (at most `len` bytes); its length, 0 if none.
-fn restore(sandbox: u32, gpa: u64, len: u64) -> Result<u64, i64> {
+/// RESTORE: a slot's last checkpoint back into the sandbox's memory (at most `len` bytes); its length, 0 if none.
+fn restore(sandbox: u32, gpa: u64, arg: u64) -> Result<u64, i64> {
+    let (slot, len) = hc::checkpoint_split(arg);
+    if slot >= hc::CHECKPOINT_SLOTS {
+        return Err(hc::EINVAL);
+    }
     let st = state(sandbox);
-    let n = (st.checkpoint.len() as u64).min(len);
+    let kept = &st.checkpoints[slot as usize];
+    let n = (kept.len() as u64).min(len);
     let host = slice_range(st.host_base, st.size, gpa, n).ok_or(hc::EFAULT)?;
     // SAFETY: as in `checkpoint`; the destination is the sandbox's own memory.
-    unsafe { core::ptr::copy_nonoverlapping(st.checkpoint.as_ptr(), host as *mut u8, n as usize) };
-    Ok(st.checkpoint.len() as u64)
+    unsafe { core::ptr::copy_nonoverlapping(kept.as_ptr(), host as *mut u8, n as usize) };
+    Ok(kept.len() as u64)
 }
 
 /// CONSOLE_WRITE: the bytes must lie in the sandbox's own memory.
@@ -1392,7 +1420,7 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
                     policy: policies[s.sandbox as usize],
                     history: History::default(),
                     recovering_since: 0,
-                    checkpoint: Vec::new(),
+                    checkpoints: Default::default(),
                 })
             })
             .collect()

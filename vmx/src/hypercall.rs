@@ -32,15 +32,30 @@ pub const CONSOLE_WRITE: u64 = 7;
 /// monitor reports the sandbox back in service (`RESULT sandbox_ready`). Returns the incarnation (0 = first
 /// boot).
 pub const BOOTED: u64 = 8;
-/// `CHECKPOINT(gpa, len)`: the monitor keeps a copy of `len` (at most [`CHECKPOINT_MAX`]) bytes of this
-/// sandbox's memory at `gpa`, outside the sandbox, replacing the previous one. It survives the sandbox's
-/// recovery (stateful recovery). Returns `len`.
+/// `CHECKPOINT(gpa, len | slot << 32)`: the monitor keeps a copy of `len` (at most [`CHECKPOINT_MAX`]) bytes
+/// of this sandbox's memory at `gpa` in checkpoint slot `slot` (< [`CHECKPOINT_SLOTS`]), outside the sandbox,
+/// replacing the slot's previous copy. It survives the sandbox's recovery (stateful recovery). Returns `len`.
 pub const CHECKPOINT: u64 = 9;
-/// `RESTORE(gpa, len)`: copy the last checkpoint (at most `len` bytes) to `gpa`; returns its length, 0 if there
-/// is none.
+/// `RESTORE(gpa, len | slot << 32)`: copy the slot's last checkpoint (at most `len` bytes) to `gpa`; returns
+/// its length, 0 if there is none.
 pub const RESTORE: u64 = 10;
 /// Largest checkpoint.
 pub const CHECKPOINT_MAX: u64 = 4096;
+/// Checkpoint slots per sandbox: one per service that keeps state (slot 0: user programs, through the
+/// `checkpoint`/`restore` system calls; slot 1: the kernel's network stack).
+pub const CHECKPOINT_SLOTS: u64 = 4;
+pub const SLOT_USER: u64 = 0;
+pub const SLOT_NET: u64 = 1;
+
+/// The second argument of CHECKPOINT and RESTORE.
+pub fn checkpoint_arg(slot: u64, len: u64) -> u64 {
+    (slot << 32) | (len & 0xFFFF_FFFF)
+}
+
+/// (slot, len) from the second argument.
+pub fn checkpoint_split(arg: u64) -> (u64, u64) {
+    (arg >> 32, arg & 0xFFFF_FFFF)
+}
 
 /// Largest console chunk one hypercall takes.
 pub const CONSOLE_MAX: u64 = 512;
@@ -118,6 +133,12 @@ mod tests {
         assert_eq!(encode(Err(ENOSYS)) as i64, -38);
         // Large addresses are results, not errors.
         assert_eq!(decode(0xFFFF_FFFF_0000_0000), Ok(0xFFFF_FFFF_0000_0000));
+    }
+
+    #[test]
+    fn checkpoint_arguments_round_trip() {
+        assert_eq!(checkpoint_split(checkpoint_arg(SLOT_NET, 4096)), (SLOT_NET, 4096));
+        assert_eq!(checkpoint_split(checkpoint_arg(3, 0)), (3, 0));
     }
 
     #[test]

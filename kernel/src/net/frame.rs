@@ -163,6 +163,81 @@ pub fn classify(frame: &[u8], me: &Identity) -> Verdict {
     }
 }
 
+/// The peers this stack talked to (IPv4 → MAC), learned from the frames it accepted: the network service's
+/// state that stateful recovery keeps in the monitor (smoltcp learns a neighbour only from ARP, so a recovered
+/// stack would otherwise lose its first reply to each peer to an ARP round trip).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Neighbors {
+    pub entries: alloc::vec::Vec<([u8; 4], [u8; 6])>,
+}
+
+impl Neighbors {
+    pub const MAX: usize = 16;
+    const ENTRY: usize = 10;
+
+    /// Note the sender of an accepted IPv4 frame. Returns true if the table changed (time to checkpoint).
+    pub fn learn(&mut self, frame: &[u8]) -> bool {
+        if frame.len() < ETH_HEADER + 20 || be16(frame, 12) != ETHERTYPE_IPV4 {
+            return false;
+        }
+        let mac = [frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]];
+        let ip = [frame[26], frame[27], frame[28], frame[29]];
+        if mac[0] & 1 != 0 {
+            return false; // never a multicast/broadcast source
+        }
+        if let Some((_, m)) = self.entries.iter_mut().find(|(i, _)| *i == ip) {
+            let changed = *m != mac;
+            *m = mac;
+            return changed;
+        }
+        if self.entries.len() < Self::MAX {
+            self.entries.push((ip, mac));
+            return true;
+        }
+        false
+    }
+
+    pub fn encode(&self) -> alloc::vec::Vec<u8> {
+        let mut out = alloc::vec::Vec::with_capacity(self.entries.len() * Self::ENTRY);
+        for (ip, mac) in &self.entries {
+            out.extend_from_slice(ip);
+            out.extend_from_slice(mac);
+        }
+        out
+    }
+
+    /// From a checkpoint; a damaged one (wrong length, too many entries) gives an empty table.
+    pub fn decode(bytes: &[u8]) -> Neighbors {
+        if bytes.len() % Self::ENTRY != 0 || bytes.len() / Self::ENTRY > Self::MAX {
+            return Neighbors::default();
+        }
+        let entries = bytes
+            .chunks_exact(Self::ENTRY)
+            .map(|c| ([c[0], c[1], c[2], c[3]], [c[4], c[5], c[6], c[7], c[8], c[9]]))
+            .filter(|(_, mac)| mac[0] & 1 == 0)
+            .collect();
+        Neighbors { entries }
+    }
+}
+
+/// An ARP reply from `peer` (IPv4, MAC) to `me`: fed to a recovered stack so it knows the peer again.
+pub fn arp_reply_frame(peer: ([u8; 4], [u8; 6]), me: &Identity) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&me.mac);
+    f[6..12].copy_from_slice(&peer.1);
+    f[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
+    f[16..18].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    f[18] = 6;
+    f[19] = 4;
+    f[20..22].copy_from_slice(&2u16.to_be_bytes()); // reply
+    f[22..28].copy_from_slice(&peer.1);
+    f[28..32].copy_from_slice(&peer.0);
+    f[32..38].copy_from_slice(&me.mac);
+    f[38..42].copy_from_slice(&me.ip);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +371,27 @@ mod tests {
             let _ = classify(&f, &ME);
         }
         assert!(DropReason::ALL.iter().enumerate().all(|(i, r)| r.index() == i));
+    }
+
+    #[test]
+    fn neighbors_are_learned_checkpointed_and_replayed() {
+        let me = Identity { mac: [2, 0x51, 0x56, 0, 0, 0], ip: [10, 0, 0, 2] };
+        let peer = ([10, 0, 0, 1], [0x52, 0x54, 0, 0xAA, 0xBB, 0xCC]);
+        let mut frame = [0u8; 60];
+        frame[6..12].copy_from_slice(&peer.1);
+        frame[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        frame[26..30].copy_from_slice(&peer.0);
+        let mut n = Neighbors::default();
+        assert!(n.learn(&frame), "a new peer changes the table");
+        assert!(!n.learn(&frame), "the same peer again does not");
+        let back = Neighbors::decode(&n.encode());
+        assert_eq!(back, n);
+        assert_eq!(Neighbors::decode(&[1, 2, 3]), Neighbors::default(), "a damaged checkpoint is dropped");
+        // The replayed ARP reply is one the demultiplexer accepts as ours.
+        assert_eq!(classify(&arp_reply_frame(back.entries[0], &me), &me), Verdict::Mine);
+        // Broadcast sources are never learned.
+        frame[6] = 0xFF;
+        frame[26] = 9;
+        assert!(!n.learn(&frame));
     }
 }
