@@ -9,6 +9,7 @@ pub mod peer;
 pub mod ping;
 pub mod netfig;
 pub mod recoveryfig;
+pub mod faults;
 pub mod plot;
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -256,11 +257,12 @@ pub enum Cli {
     /// The network figures (Figs 8 and 11).
     NetFig(netfig::NetFigOptions),
     Recovery(recoveryfig::RecoveryFigOptions),
+    Faults(faults::FaultsOptions),
     Help,
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
 
 /// msgbench's VCPU set-ups (userland/src/bin/msgbench.rs), in the order `--vcpu all` runs them.
 pub const MSGBENCH_VCPUS: [&str; 3] = ["none", "hi", "lo"];
@@ -279,6 +281,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
         }
         Some("netfig") => return parse_netfig(&args[1..]),
         Some("recovery") => return parse_recoveryfig(&args[1..]),
+        Some("faults") => return parse_faults(&args[1..]),
         Some("-h") | Some("--help") | Some("help") | None => return Ok(Cli::Help),
         Some(other) => return Err(format!("unknown command {other:?}\n{USAGE}")),
     };
@@ -387,6 +390,28 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     } else {
         Ok(Cli::Boot(o))
     }
+}
+
+fn parse_faults(args: &[String]) -> Result<Cli, String> {
+    let mut o = faults::FaultsOptions::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--emulator" => {
+                o.emulator = match value("--emulator")?.as_str() {
+                    "qemu" => Emulator::Qemu,
+                    "bochs" => Emulator::Bochs,
+                    e => return Err(format!("unknown emulator {e:?} (qemu or bochs)")),
+                }
+            }
+            "--cpus" => o.cpus = value("--cpus")?.parse().ok().filter(|c| (3..=8).contains(c)).ok_or("--cpus needs 3..=8")?,
+            "--count" => o.count = value("--count")?.parse().ok().filter(|c| (1..=100_000).contains(c)).ok_or("--count needs 1..=100000")?,
+            "--seed" => o.seed = value("--seed")?.parse().map_err(|_| "--seed needs a number".to_string())?,
+            other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(Cli::Faults(o))
 }
 
 fn parse_recoveryfig(args: &[String]) -> Result<Cli, String> {

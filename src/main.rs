@@ -35,6 +35,16 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Ok(Cli::Faults(o)) => match questv::faults::faults(&o) {
+            Ok((text, ok)) => {
+                print!("{text}");
+                std::process::exit(if ok { 0 } else { 1 });
+            }
+            Err(e) => {
+                eprintln!("questv: faults: {e}");
+                std::process::exit(2);
+            }
+        },
         Ok(Cli::Recovery(o)) => match questv::recoveryfig::recoveryfig(&o) {
             Ok((text, dir)) => {
                 print!("{text}");

@@ -108,3 +108,18 @@ fn recovery_stops_a_crash_loop() {
     r.check(status_of(&r, 3) == Some(137), "the looping sandbox should end stopped (137)");
     bystanders_ran_forkwait(&r, 3);
 }
+
+/// The campaign (`faults`): a dozen faults of random kinds into random targets, one after another; each one
+/// detected and recovered, none escaping, no message between the bystanders lost.
+#[test]
+fn recovery_campaign_detects_and_recovers_every_fault() {
+    common::require("qemu-system-x86_64");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_questv")).args(["faults", "--count", "12", "--seed", "5"]).output().expect("run questv faults");
+    let r = Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() };
+    let f = r.results("faults");
+    r.check(r.code == 0 && f.len() == 1, "the campaign failed");
+    for (k, v) in [("injected", 12), ("detected", 12), ("recovered", 12), ("escaped", 0), ("lost_messages", 0)] {
+        r.check(f[0].get_u64(k) == Some(v), "a campaign count is off");
+    }
+    r.check(f[0].get_u64("messages").is_some_and(|m| m > 1000), "the bystanders exchanged few messages");
+}

@@ -127,12 +127,23 @@ pub fn run_command(cmd: &str) -> i32 {
                     }
                 }
             }
+            (Some("campaign"), Some(n)) => {
+                let seed = args.next().and_then(|a| a.parse::<u64>().ok()).unwrap_or(1);
+                let rest = cmd.split_once(" -- ").map(|(_, r)| r.trim());
+                match n.parse::<u64>() {
+                    Ok(n) if n > 0 && n < 1 << 31 => campaign(n, seed, rest),
+                    _ => {
+                        kprintln!("usage: ktest campaign N [SEED] [-- PROG ARGS]");
+                        2
+                    }
+                }
+            }
             (Some("fault"), Some(kind)) => fault(kind),
             (Some("selftest"), None) => boot_selftest(),
             (Some("panic"), None) => panic!("panic requested by `ktest panic`"),
             (Some("acpidump"), None) => acpidump(),
             _ => {
-                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest inject [always-]panic|ud|wild|text|triple|hang SANDBOX [after_pings=N|after_ms=MS] [-- PROG ARGS] | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|apic|panic|hang|user-vmcall|forge)");
+                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest campaign N [SEED] [-- PROG ARGS] | ktest inject [always-]panic|ud|wild|text|triple|hang|reset SANDBOX [after_pings=N|after_ms=MS] [-- PROG ARGS] | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|apic|panic|hang|user-vmcall|forge)");
                 2
             }
         },
@@ -197,7 +208,7 @@ fn inject(kind: &str, target: u32, trigger: Trigger, then: Option<&str>) -> i32 
     }
 }
 
-const FAULT_KINDS: [&str; 6] = ["panic", "ud", "wild", "text", "triple", "hang"];
+const FAULT_KINDS: [&str; 7] = ["panic", "ud", "wild", "text", "triple", "hang", "reset"];
 
 fn wait_ms(ms: u64) {
     let until = cpu::rdtsc() + smp::TSC_HZ.load(Ordering::SeqCst) / 1000 * ms;
@@ -237,6 +248,8 @@ fn inject_now(kind_index: u64) -> i32 {
             let idt = [0u16; 5];
             core::arch::asm!("cli", "lidt [{}]", "int3", in(reg) idt.as_ptr());
         },
+        // SAFETY: deliberate: the monitor refuses the machine's reset port and recovers or stops the sandbox.
+        "reset" => unsafe { cpu::outb(0xCF9, 0x06) },
         _ => {
             cpu::disable_interrupts();
             loop {
@@ -246,6 +259,153 @@ fn inject_now(kind_index: u64) -> i32 {
     }
     result!("inject", "sandbox={} kind={} outcome=not_contained", sandbox, kind);
     1
+}
+
+/// The fault-injection campaign (VT, `ktest campaign N SEED [-- PROG]`, docs/recovery.md): `N` faults, one
+/// after another, of kinds and into target sandboxes (2 and up) drawn from `SEED`. Sandboxes 0 and 1 are
+/// bystanders exchanging sequence-numbered channel messages the whole time; every sandbox runs `PROG` (say
+/// `forkwait 1000000`) in the foreground. The campaign's progress is the sum of the sandboxes' incarnations in
+/// the monitor's info page (each recovery adds one), so fault i + 1 comes only after fault i was recovered;
+/// when it reaches N each sandbox reports and ends.
+fn campaign(n: u64, seed: u64, then: Option<&str>) -> i32 {
+    if crate::sandbox::id().is_none() {
+        kprintln!("ktest campaign: only meaningful in a VT sandbox");
+        return 2;
+    }
+    if sandbox_count() < 3 {
+        kprintln!("ktest campaign: needs at least 3 sandboxes (two bystanders and a target)");
+        return 2;
+    }
+    sched::spawn_on(0, "campaign", campaign_thread, (n << 32) | (seed & 0xFFFF_FFFF));
+    then.map_or_else(
+        || loop {
+            sched::block();
+        },
+        crate::proc::run_command,
+    )
+}
+
+fn sandbox_count() -> u32 {
+    crate::sandbox::shared_region().map_or(0, |shared| {
+        // SAFETY: the shared info page is mapped read-only in every sandbox; the layout is the ABI's.
+        unsafe { core::ptr::read_volatile((shared + questv_vmx::hypercall::info::SANDBOXES_OFFSET) as *const u32) }
+    })
+}
+
+/// Faults recovered so far: the sum of every sandbox's incarnation.
+fn recoveries() -> u64 {
+    use questv_vmx::hypercall::info;
+    let Some(shared) = crate::sandbox::shared_region() else { return 0 };
+    (0..u64::from(sandbox_count()).min(info::MAX_SANDBOXES))
+        // SAFETY: as in sandbox_count; each slot is a u32 only the monitor writes.
+        .map(|i| u64::from(unsafe { core::ptr::read_volatile((shared + info::INCARNATIONS_OFFSET + 4 * i) as *const u32) }))
+        .sum()
+}
+
+const END_MARK: u64 = u64::MAX;
+
+extern "C" fn campaign_thread(arg: u64) -> ! {
+    let (n, seed) = (arg >> 32, arg & 0xFFFF_FFFF);
+    let sandbox = crate::sandbox::id().unwrap_or(0);
+    let started = cpu::rdtsc();
+    let hz = smp::TSC_HZ.load(Ordering::SeqCst).max(1);
+    let exits_before = crate::sandbox::exit_count();
+    match sandbox {
+        0 | 1 => {
+            let status = campaign_traffic(sandbox, n, exits_before);
+            crate::sandbox::done(status)
+        }
+        _ => {
+            let sandboxes = sandbox_count();
+            loop {
+                let done = recoveries();
+                if done >= n {
+                    result!("campaign_end", "sandbox={} incarnation={} recoveries={}", sandbox, crate::sandbox::incarnation(), done);
+                    crate::sandbox::done(0)
+                }
+                let (target, kind) = crate::recovery::campaign_fault(seed, done, sandboxes, FAULT_KINDS.len());
+                // Wait past the monitor's crash-loop window (faults within 2 s of a launch) after this boot.
+                if target == sandbox && cpu::rdtsc() - started > hz * 22 / 10 {
+                    result!("campaign_fault", "index={} sandbox={} kind={}", done, sandbox, FAULT_KINDS[kind]);
+                    inject_now(kind as u64);
+                }
+                wait_ms(20);
+            }
+        }
+    }
+}
+
+/// The bystanders' channel traffic: sandbox 0 sends sequence numbers to 1 as fast as the ring takes them
+/// until the campaign is over, then an end mark with the count; 1 checks every number arrives once, in order.
+fn campaign_traffic(sandbox: u32, n: u64, exits_before: u64) -> i32 {
+    use crate::channel::endpoint;
+    let h = match endpoint::open(1 - sandbox) {
+        Ok(h) => h,
+        Err(e) => {
+            result!("campaign_traffic", "sandbox={} error=open_{}", sandbox, e);
+            return 1;
+        }
+    };
+    if sandbox == 0 {
+        let mut seq = 0u64;
+        let mut failures = 0u64;
+        while recoveries() < n {
+            for _ in 0..64 {
+                match endpoint::send(h, &seq.to_le_bytes(), false) {
+                    Ok(()) => seq += 1,
+                    Err(_) => failures += 1,
+                }
+            }
+            wait_ms(1);
+        }
+        let mut end = [0u8; 16];
+        end[..8].copy_from_slice(&END_MARK.to_le_bytes());
+        end[8..].copy_from_slice(&seq.to_le_bytes());
+        let sent_end = (0..100).any(|_| endpoint::send(h, &end, false).is_ok());
+        let exits = crate::sandbox::exit_count().saturating_sub(exits_before + 1);
+        result!("campaign_traffic", "sandbox=0 role=sender sent={} send_failures={} end={} vmexits={}", seq, failures, u8::from(sent_end), exits);
+        return i32::from(!sent_end);
+    }
+    let (mut expected, mut received, mut lost, mut dup, mut corrupt) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut buf = [0u8; 16];
+    let mut deadline_misses = 0;
+    let status = loop {
+        let r = endpoint::recv(h, &mut buf, 1_000_000_000, false);
+        if r.is_ok() {
+            deadline_misses = 0;
+        }
+        match r {
+            Ok(8) => {
+                let seq = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                received += 1;
+                if seq == expected {
+                    expected += 1;
+                } else if seq > expected {
+                    lost += seq - expected;
+                    expected = seq + 1;
+                } else {
+                    dup += 1;
+                }
+            }
+            Ok(16) if u64::from_le_bytes(buf[..8].try_into().unwrap()) == END_MARK => {
+                let sent = u64::from_le_bytes(buf[8..].try_into().unwrap());
+                lost += sent.saturating_sub(expected);
+                break 0;
+            }
+            Ok(_) => corrupt += 1,
+            Err(_) => {
+                // A quiet second is fine while faults are recovered; a minute of silence is not.
+                deadline_misses += 1;
+                if deadline_misses > 60 {
+                    break 1;
+                }
+                continue;
+            }
+        }
+    };
+    let exits = crate::sandbox::exit_count().saturating_sub(exits_before + 1);
+    result!("campaign_traffic", "sandbox=1 role=receiver received={} lost={} dup={} corrupt={} vmexits={}", received, lost, dup, corrupt, exits);
+    if status == 0 && lost == 0 && dup == 0 && corrupt == 0 { 0 } else { 1 }
 }
 
 /// Trigger an exception on purpose. Never returns normally: the exception handler dumps and panics.

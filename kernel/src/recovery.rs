@@ -93,6 +93,18 @@ impl History {
     }
 }
 
+/// Fault `i` of a campaign seeded with `seed` on `sandboxes` sandboxes: (target, kind index below `kinds`).
+/// Sandboxes 0 and 1 are the campaign's bystanders; targets are 2 and up (splitmix64 of seed and index, so
+/// every sandbox computes the same schedule on its own).
+pub fn campaign_fault(seed: u64, i: u64, sandboxes: u32, kinds: usize) -> (u32, usize) {
+    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let targets = u64::from(sandboxes.saturating_sub(2).max(1));
+    (2 + (z % targets) as u32, ((z >> 32) % kinds.max(1) as u64) as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +136,23 @@ mod tests {
         assert_eq!(h.on_fault(t + 20, rule), Decision::Recover);
         h.on_relaunch(t + 21);
         assert_eq!(h.on_fault(t + 30, rule), Decision::CrashLoop { quick_faults: 3 });
+    }
+
+    #[test]
+    fn recovery_campaign_schedule_is_deterministic_and_covers_targets_and_kinds() {
+        let mut seen_targets = [0u32; 8];
+        let mut seen_kinds = [0u32; 7];
+        for i in 0..1000 {
+            let (t, k) = campaign_fault(42, i, 4, 7);
+            assert_eq!((t, k), campaign_fault(42, i, 4, 7));
+            assert!((2..4).contains(&t) && k < 7);
+            seen_targets[t as usize] += 1;
+            seen_kinds[k] += 1;
+        }
+        assert!(seen_targets[2] > 400 && seen_targets[3] > 400, "{seen_targets:?}");
+        assert!(seen_kinds.iter().all(|&c| c > 100), "{seen_kinds:?}");
+        let schedule = |seed| (0..50).map(|i| campaign_fault(seed, i, 4, 7)).collect::<Vec<_>>();
+        assert_ne!(schedule(1), schedule(2), "the seed changes the schedule");
     }
 
     #[test]
