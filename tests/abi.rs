@@ -29,6 +29,7 @@ fn syscall_numbers_agree() {
         ("VCPU_CREATE", nr::VCPU_CREATE), ("VCPU_BIND", nr::VCPU_BIND), ("VCPU_INFO", nr::VCPU_INFO),
         ("VCPU_SET", nr::VCPU_SET), ("VCPU_TRACE", nr::VCPU_TRACE),
         ("NET_INFO", nr::NET_INFO), ("NET_WAIT", nr::NET_WAIT),
+        ("STATE_SAVE", nr::STATE_SAVE), ("STATE_LOAD", nr::STATE_LOAD), ("INCARNATION", nr::INCARNATION),
     ];
     for (name, n) in rust {
         assert_eq!(header.get(name), Some(&n), "syscall.h disagrees on {name}");

@@ -72,6 +72,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
                 -ENODEV
             }
         }
+        nr::STATE_SAVE => state_save(a0, a1),
+        nr::STATE_LOAD => state_load(a0, a1),
+        nr::INCARNATION => i64::from(crate::sandbox::incarnation()),
         _ => -ENOSYS,
     };
     frame.gprs.rax = ret as u64;
@@ -112,6 +115,50 @@ fn copy_words_to_user(buf: u64, words: &[u64]) -> i64 {
     let b: alloc::vec::Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     match proc::with_space(|s, m| s.copy_to_user(m, buf, &b)) {
         Some(Ok(())) => 0,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}
+
+/// SMP build: the kept state (no monitor to keep it outside the kernel).
+static SMP_STATE: crate::sync::IrqSpinlock<alloc::vec::Vec<u8>> = crate::sync::IrqSpinlock::new(alloc::vec::Vec::new());
+
+/// STATE_SAVE: the user's bytes go to the monitor's checkpoint slot (VT) or a kernel copy (SMP).
+fn state_save(buf: u64, len: u64) -> i64 {
+    if len > questv_libc_shim::state::MAX as u64 {
+        return -EINVAL;
+    }
+    let mut data = alloc::vec![0u8; len as usize];
+    match proc::with_space(|s, m| s.copy_from_user(m, buf, &mut data)) {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return e.into(),
+        None => return -ESRCH,
+    }
+    if crate::sandbox::id().is_some() {
+        crate::sandbox::checkpoint(questv_vmx::hypercall::SLOT_USER, &data).map_or_else(|e| e, |()| 0)
+    } else {
+        *SMP_STATE.lock() = data;
+        0
+    }
+}
+
+/// STATE_LOAD: the kept bytes (at most `len`) to user memory; returns their whole length.
+fn state_load(buf: u64, len: u64) -> i64 {
+    let kept = if crate::sandbox::id().is_some() {
+        let mut b = alloc::vec![0u8; questv_libc_shim::state::MAX];
+        match crate::sandbox::restore(questv_vmx::hypercall::SLOT_USER, &mut b) {
+            Ok(n) => {
+                b.truncate(n.min(b.len()));
+                b
+            }
+            Err(e) => return e,
+        }
+    } else {
+        SMP_STATE.lock().clone()
+    };
+    let n = kept.len().min(len.min(MAX_IO) as usize);
+    match proc::with_space(|s, m| s.copy_to_user(m, buf, &kept[..n])) {
+        Some(Ok(())) => kept.len() as i64,
         Some(Err(e)) => e.into(),
         None => -ESRCH,
     }

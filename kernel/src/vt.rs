@@ -29,7 +29,7 @@ use questv_vmx::partition::{self, Plan};
 use questv_vmx::policy::{self, Access, ApicWriteVerdict, PortVerdict, RefusalKind, Refusals};
 use questv_vmx::stage2::{MemType, Perms, Stage2};
 
-const GUEST_MODULES_FROM_TOP: u64 = 8 << 20;
+const GUEST_MODULES_FROM_TOP: u64 = 16 << 20;
 const GUEST_MBI_FROM_TOP: u64 = 64 << 10;
 /// Guest-physical layout of a sandbox (paper §3.2): the first 16 MiB of its slice appear at guest-physical 0
 /// (the kernel is linked at 1 MiB), the rest of the slice at its own host address. Every other guest-physical

@@ -49,6 +49,9 @@ pub mod nr {
     pub const VCPU_TRACE: u64 = 1024;
     pub const NET_INFO: u64 = 1030;
     pub const NET_WAIT: u64 = 1031;
+    pub const STATE_SAVE: u64 = 1040;
+    pub const STATE_LOAD: u64 = 1041;
+    pub const INCARNATION: u64 = 1042;
 }
 
 /// Error numbers (Linux values) the kernel returns negated. The kernel uses these very constants.
@@ -183,6 +186,7 @@ pub mod chan {
     use super::{nr, syscall, syscall6};
     /// Notify the peer with an IPI (send) / wait for one, halted, instead of polling (recv).
     pub const NOTIFY: u64 = 1;
+    pub const ECONNRESET: i64 = 104;
     pub const ETIMEDOUT: i64 = 110;
 
     pub fn endpoint() -> i64 {
@@ -255,6 +259,30 @@ pub mod vcpu {
 }
 
 /// The kernel's network interface (docs/network.md): statistics and the wait for the host peer's end marker.
+/// Stateful recovery (docs/recovery.md): a service hands its state to the monitor, which keeps it outside the
+/// sandbox; after the sandbox is recovered the service's new incarnation loads it and carries on. In the SMP
+/// build the state stays in the kernel (there is no recovery to survive).
+pub mod state {
+    use super::{nr, syscall};
+    /// Most bytes one checkpoint keeps.
+    pub const MAX: usize = 4096;
+
+    /// Replace the kept state with `data` (at most [`MAX`] bytes): 0 or -errno.
+    pub fn save(data: &[u8]) -> i64 {
+        syscall(nr::STATE_SAVE, data.as_ptr() as u64, data.len() as u64, 0)
+    }
+
+    /// Copy the kept state into `buf`: its whole length (0: nothing kept), or -errno.
+    pub fn load(buf: &mut [u8]) -> i64 {
+        syscall(nr::STATE_LOAD, buf.as_mut_ptr() as u64, buf.len() as u64, 0)
+    }
+
+    /// How many times this sandbox has been recovered (0: first boot, and always in the SMP build).
+    pub fn incarnation() -> i64 {
+        syscall(nr::INCARNATION, 0, 0, 0)
+    }
+}
+
 pub mod net {
     use super::{nr, syscall};
     /// Drop reasons of the early demultiplexer, in the order of [`Info::drops`].

@@ -36,6 +36,9 @@
 #define SYS_vcpu_trace 1024
 #define SYS_net_info 1030
 #define SYS_net_wait 1031
+#define SYS_state_save 1040
+#define SYS_state_load 1041
+#define SYS_incarnation 1042
 
 long questv_syscall(long n, long a0, long a1, long a2, long a3, long a4, long a5);
 #endif
