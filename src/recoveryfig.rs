@@ -33,14 +33,30 @@ fn monitor_lines(run: &PingRun, name: &str) -> Vec<ResultLine> {
     run.boot.lines.iter().filter_map(|l| parse_result_line(l)).filter(|r| r.name == name && r.from_monitor()).collect()
 }
 
-fn ping_opts(o: &RecoveryFigOptions, inject: bool) -> PingOptions {
+/// The recovery levels measured: the driver switch (component level) and the sandbox restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    Driver,
+    Restart,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Driver => "local_driver_switch",
+            Level::Restart => "local_restart",
+        }
+    }
+}
+
+fn ping_opts(o: &RecoveryFigOptions, level: Option<Level>) -> PingOptions {
     let boot = BootOptions {
         vt: true,
         emulator: o.emulator,
         cpus: o.cpus,
         echo: false,
         tcg_single: Some(true),
-        recovery: inject.then(|| "restart".to_string()),
+        recovery: level.map(|l| if l == Level::Driver { "driver".to_string() } else { "restart".to_string() }),
         ..BootOptions::default()
     };
     PingOptions {
@@ -49,10 +65,68 @@ fn ping_opts(o: &RecoveryFigOptions, inject: bool) -> PingOptions {
         sharers: 2,
         count: o.count,
         interval_ms: o.interval_ms,
-        // The panic comes once the guest has taken its Nth echo request (while answering it, or just after).
-        inject: inject.then(|| format!("panic 0 after_pings={}", o.after_replies)),
+        // The panic comes once the guest has taken its Nth echo request (while answering it, or just after):
+        // in the driver's own thread for the driver switch, in the kernel for the restart.
+        inject: level.map(|l| format!("{}panic 0 after_pings={}", if l == Level::Driver { "driver-" } else { "" }, o.after_replies)),
         ..PingOptions::default()
     }
+}
+
+/// One local recovery run: its phases (name, µs) and the faulted and the other guest's reports.
+struct LocalRun {
+    level: Level,
+    run: PingRun,
+    phases: Vec<(&'static str, f64)>,
+    outage: peer::Outage,
+    /// Fault to back in service, as the monitor measured it (µs).
+    service_down_us: f64,
+}
+
+fn local_run(o: &RecoveryFigOptions, level: Level) -> Result<LocalRun, String> {
+    eprintln!("questv: recovery: {} ({} pings at {} ms, panic after reply {})", level.name(), o.count, o.interval_ms, o.after_replies);
+    let run = ping_run(&ping_opts(o, Some(level)))?;
+    let fail = |what: &str, run: &PingRun| format!("{} {what}:\n{}", level.name(), run.result_lines().join("\n"));
+    let rec = monitor_lines(&run, "sandbox_recovered");
+    let ready = monitor_lines(&run, "sandbox_ready");
+    let (Some(rec), Some(ready)) = (rec.first().cloned(), ready.first().cloned()) else { return Err(fail("the injected fault was not recovered", &run)) };
+    let expected = if level == Level::Driver { "driver" } else { "restart" };
+    if rec.get("mode") != Some(expected) {
+        return Err(fail("recovered at the wrong level", &run));
+    }
+    let tsc_hz = run.boot.lines.iter().filter_map(|l| parse_result_line(l)).find(|r| r.name == "timer").and_then(|r| r.get_u64("tsc_hz")).ok_or("no tsc_hz in the run")?;
+    let us = |cycles: u64| cycles as f64 * 1e6 / tsc_hz as f64;
+    let faulted = run.peer.guests.iter().find(|g| g.ip.octets()[3] == 2).ok_or("no guest 10.0.0.2")?;
+    // A driver switch may lose no ping at all: then the outage is the one delayed reply.
+    let outage = peer::longest_outage(&faulted.samples).unwrap_or(peer::Outage { first_lost_seq: o.after_replies as u16, lost: 0, downtime_us: 0 });
+    let monitor_total = rec.get_u64("total_cycles").unwrap_or(0);
+    let ready_cycles = ready.get_u64("downtime_cycles").unwrap_or(0);
+    let mut phases: Vec<(&'static str, f64)> = Vec::new();
+    if let Some(c) = rec.get_u64("exit_to_monitor_cycles") {
+        phases.push(("exit to monitor", us(c)));
+    }
+    let keys: &[(&str, &'static str)] = match level {
+        Level::Driver => &[("decide_cycles", "fault report + decision"), ("channels_cycles", "channel reset"), ("switch_cycles", "driver switch")],
+        Level::Restart => &[
+            ("quiesce_cycles", "APIC quiesce"),
+            ("scrub_cycles", "memory scrub"),
+            ("reload_cycles", "pristine image reload"),
+            ("stage2_cycles", "second stage rebuild"),
+            ("channels_cycles", "channel reset"),
+            ("boot_info_cycles", "boot information"),
+        ],
+    };
+    for (key, name) in keys {
+        phases.push((name, us(rec.get_u64(key).unwrap_or(0))));
+    }
+    let back = match level {
+        Level::Driver => "driver re-initialisation (to back in service)",
+        Level::Restart => "kernel re-boot (relaunch to in service)",
+    };
+    phases.push((back, us(ready_cycles.saturating_sub(monitor_total))));
+    // From back in service to the first reply the peer saw (the next ping's arrival, at most an interval).
+    let network_us = (outage.downtime_us as f64 - us(ready_cycles)).max(0.0);
+    phases.push(("network re-initialisation (to first reply)", network_us));
+    Ok(LocalRun { level, run, phases, outage, service_down_us: us(ready_cycles) })
 }
 
 /// Reply arrival in µs since the emulator started, for the first answered request.
@@ -64,90 +138,77 @@ fn first_reply_since_boot_us(run: &PingRun, g: &GuestReport) -> Option<u64> {
 /// Table 1 and Fig 6. Returns the summary text and the results directory.
 pub fn recoveryfig(o: &RecoveryFigOptions) -> Result<(String, PathBuf), String> {
     let dir = results_dir()?;
-    eprintln!("questv: recovery: local restart ({} pings at {} ms, panic after reply {})", o.count, o.interval_ms, o.after_replies);
-    let local = ping_run(&ping_opts(o, true))?;
+    let locals = [local_run(o, Level::Driver)?, local_run(o, Level::Restart)?];
     eprintln!("questv: recovery: reboot (boot to first reply)");
-    let reboot = ping_run(&ping_opts(o, false))?;
-    let fail = |what: &str, run: &PingRun| format!("{what}:\n{}", run.result_lines().join("\n"));
-    let rec = monitor_lines(&local, "sandbox_recovered");
-    let ready = monitor_lines(&local, "sandbox_ready");
-    let (Some(rec), Some(ready)) = (rec.first(), ready.first()) else { return Err(fail("the injected fault was not recovered", &local)) };
-    let tsc_hz = local.boot.lines.iter().filter_map(|l| parse_result_line(l)).find(|r| r.name == "timer").and_then(|r| r.get_u64("tsc_hz")).ok_or("no tsc_hz in the run")?;
-    let us = |cycles: u64| cycles as f64 * 1e6 / tsc_hz as f64;
-    let faulted = local.peer.guests.iter().find(|g| g.ip.octets()[3] == 2).ok_or("no guest 10.0.0.2")?;
-    let other = local.peer.guests.iter().find(|g| g.ip.octets()[3] == 3).ok_or("no guest 10.0.0.3")?;
-    let outage = peer::longest_outage(&faulted.samples).ok_or_else(|| fail("no outage in the faulted guest's replies (the fault came too late, or it never came back)", &local))?;
-    let reboot_us = reboot.peer.guests.iter().filter_map(|g| first_reply_since_boot_us(&reboot, g)).max().ok_or_else(|| fail("the rebooted guest never replied", &reboot))?;
+    let reboot = ping_run(&ping_opts(o, None))?;
+    let reboot_us = reboot
+        .peer
+        .guests
+        .iter()
+        .filter_map(|g| first_reply_since_boot_us(&reboot, g))
+        .max()
+        .ok_or_else(|| format!("the rebooted guest never replied:\n{}", reboot.result_lines().join("\n")))?;
 
-    // Table 1: the phases of a local (sandbox-level) recovery.
-    let monitor_total = rec.get_u64("total_cycles").unwrap_or(0);
-    let ready_cycles = ready.get_u64("downtime_cycles").unwrap_or(0);
-    let mut phases: Vec<(&str, f64)> = Vec::new();
-    if let Some(c) = rec.get_u64("exit_to_monitor_cycles") {
-        phases.push(("exit to monitor", us(c)));
-    }
-    for (key, name) in [
-        ("quiesce_cycles", "APIC quiesce"),
-        ("scrub_cycles", "memory scrub"),
-        ("reload_cycles", "pristine image reload"),
-        ("stage2_cycles", "second stage rebuild"),
-        ("channels_cycles", "channel reset"),
-        ("boot_info_cycles", "boot information"),
-    ] {
-        phases.push((name, us(rec.get_u64(key).unwrap_or(0))));
-    }
-    phases.push(("kernel re-boot (relaunch to in service)", us(ready_cycles.saturating_sub(monitor_total))));
-    // From back in service to the first reply the peer saw (smoltcp resolving the peer again, the next ping).
-    let network_us = (outage.downtime_us as f64 - us(ready_cycles)).max(0.0);
-    phases.push(("network re-initialisation (to first reply)", network_us));
     let stem = format!("{}-{}cpus", o.emulator.name(), o.cpus);
+    // Table 1.
     let mut csv = String::from("mode,phase,us\n");
-    for (name, v) in &phases {
-        csv.push_str(&format!("local_restart,{name},{v:.1}\n"));
-    }
-    std::fs::write(dir.join(format!("table1-{stem}.csv")), &csv).map_err(|e| e.to_string())?;
-    let groups: Vec<String> = phases.iter().map(|(n, _)| n.to_string()).collect();
-    let bars = [plot::Series { name: "local restart".into(), points: phases.iter().enumerate().map(|(i, (_, v))| (i as f64, *v / 1000.0)).collect() }];
-    plot::bar_chart(&dir.join(format!("table1-{stem}.png")), &format!("Table 1: recovery phases, local restart ({})", o.emulator.name()), "ms", &groups, &bars)?;
-
-    // Fig 6: reply timelines.
-    let mut fig = String::from("run,guest,seq,sent_ms,replied,rtt_us\n");
-    let mut lines = Vec::new();
-    for (label, g, offset) in [("local", faulted, 0.0), ("local", other, 0.0)] {
-        for s in &g.samples {
-            fig.push_str(&format!("{label},{},{},{:.1},{},{}\n", g.ip, s.seq, s.sent_us as f64 / 1000.0 + offset, u8::from(s.rtt_us.is_some()), s.rtt_us.map_or(String::new(), |r| r.to_string())));
+    for l in &locals {
+        for (name, v) in &l.phases {
+            csv.push_str(&format!("{},{name},{v:.1}\n", l.level.name()));
         }
     }
-    let series = |name: String, g: &GuestReport, y: f64| plot::Series {
-        name,
-        points: g.samples.iter().filter(|s| s.rtt_us.is_some()).map(|s| (f64::from(s.seq), y)).collect(),
-    };
-    lines.push(series(format!("{} (faulted, local restart: down {:.0} ms)", faulted.ip, outage.downtime_us as f64 / 1000.0), faulted, 1.0));
-    lines.push(series(format!("{} (other sandbox on the NIC)", other.ip), other, 2.0));
+    std::fs::write(dir.join(format!("table1-{stem}.csv")), &csv).map_err(|e| e.to_string())?;
+    for l in &locals {
+        let groups: Vec<String> = l.phases.iter().map(|(n, _)| n.to_string()).collect();
+        let bars = [plot::Series { name: l.level.name().into(), points: l.phases.iter().enumerate().map(|(i, (_, v))| (i as f64, *v / 1000.0)).collect() }];
+        plot::bar_chart(&dir.join(format!("table1-{}-{stem}.png", l.level.name())), &format!("Table 1: recovery phases, {} ({})", l.level.name(), o.emulator.name()), "ms", &groups, &bars)?;
+    }
+
+    // Fig 6: reply timelines of the faulted guest (and the other sharer in the restart run).
+    let mut fig = String::from("run,guest,seq,sent_ms,replied,rtt_us\n");
+    let mut lines = Vec::new();
+    for (k, l) in locals.iter().enumerate() {
+        for g in &l.run.peer.guests {
+            for s in &g.samples {
+                fig.push_str(&format!("{},{},{},{:.1},{},{}\n", l.level.name(), g.ip, s.seq, s.sent_us as f64 / 1000.0, u8::from(s.rtt_us.is_some()), s.rtt_us.map_or(String::new(), |r| r.to_string())));
+            }
+            let faulted = g.ip.octets()[3] == 2;
+            let y = (2 * k + usize::from(!faulted) + 1) as f64;
+            lines.push(plot::Series {
+                name: format!("{} {}{}", l.level.name(), g.ip, if faulted { format!(" (faulted: down {:.0} ms)", l.outage.downtime_us as f64 / 1000.0) } else { " (other sharer)".into() }),
+                points: g.samples.iter().filter(|s| s.rtt_us.is_some()).map(|s| (f64::from(s.seq), y)).collect(),
+            });
+        }
+    }
     std::fs::write(dir.join(format!("fig6-{stem}.csv")), &fig).map_err(|e| e.to_string())?;
     plot::line_chart(
         &dir.join(format!("fig6-{stem}.png")),
-        &format!("Fig 6: echo replies per sequence number, {} ms interval; reboot to first reply: {:.0} ms ({})", o.interval_ms, reboot_us as f64 / 1000.0, o.emulator.name()),
+        &format!("Fig 6: echo replies per sequence number, {} ms interval; reboot to first reply {:.0} ms ({})", o.interval_ms, reboot_us as f64 / 1000.0, o.emulator.name()),
         "sequence number",
-        "replied (per guest)",
+        "replied (one row per guest and run)",
         false,
         false,
         &lines,
     )?;
 
     let mut text = String::new();
-    for l in local.result_lines() {
-        text.push_str(&l);
-        text.push('\n');
+    for l in &locals {
+        for line in l.run.result_lines() {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        for (name, v) in &l.phases {
+            text.push_str(&format!("RESULT table1 mode={} phase=\"{name}\" us={v:.1}\n", l.level.name()));
+        }
     }
-    for (name, v) in &phases {
-        text.push_str(&format!("RESULT table1 mode=local_restart phase=\"{name}\" us={v:.1}\n"));
+    for l in &locals {
+        let other_lost = l.run.peer.guests.iter().filter(|g| g.ip.octets()[3] != 2).map(|g| g.lost).sum::<u32>();
+        text.push_str(&format!(
+            "RESULT fig6 emulator={} mode={} interval_ms={} ping_downtime_ms={:.1} lost={} service_downtime_ms={:.1} reboot_to_first_reply_ms={:.1} downtime_over_reboot={:.4} other_guest_lost={}\n",
+            o.emulator.name(), l.level.name(), o.interval_ms, l.outage.downtime_us as f64 / 1000.0, l.outage.lost, l.service_down_us / 1000.0, reboot_us as f64 / 1000.0,
+            (l.outage.downtime_us as f64).max(l.service_down_us) / reboot_us.max(1) as f64, other_lost
+        ));
     }
-    let others_lost = other.lost;
-    text.push_str(&format!(
-        "RESULT fig6 emulator={} interval_ms={} local_downtime_ms={:.1} lost={} first_lost_seq={} reboot_to_first_reply_ms={:.1} local_over_reboot={:.4} other_guest_lost={} csv={}\n",
-        o.emulator.name(), o.interval_ms, outage.downtime_us as f64 / 1000.0, outage.lost, outage.first_lost_seq, reboot_us as f64 / 1000.0,
-        outage.downtime_us as f64 / reboot_us.max(1) as f64, others_lost, dir.join(format!("fig6-{stem}.csv")).display()
-    ));
+    text.push_str(&format!("RESULT recovery_figures table1={} fig6={}\n", dir.join(format!("table1-{stem}.csv")).display(), dir.join(format!("fig6-{stem}.csv")).display()));
     Ok((text, dir))
 }

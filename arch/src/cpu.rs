@@ -102,6 +102,15 @@ pub unsafe fn zero_qwords(addr: u64, len: u64) {
     }
 }
 
+/// The current stack pointer.
+#[inline(always)]
+pub fn stack_pointer() -> u64 {
+    let rsp: u64;
+    // SAFETY: reads a register.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    rsp
+}
+
 #[inline]
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC is unprivileged unless CR4.TSD is set, which we never set.

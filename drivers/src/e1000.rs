@@ -136,7 +136,22 @@ pub enum RxDrop {
     Fragment,
     /// Length 0, shorter than an Ethernet header, or longer than the buffer / a maximal frame.
     BadLength,
+    /// (Conservative driver) the descriptor's buffer address is not the one this slot was given: someone —
+    /// a broken sharer, or this driver before it was switched — rewrote it; refused and repaired.
+    ForeignBuffer,
 }
+
+/// Which driver implementation runs (the paper's driver switch, §3.7): the fast one trusts the ring's shared
+/// state within the bounds every slot is checked against; the conservative one, switched to after the fast one
+/// faulted, also re-checks every descriptor's buffer address and repairs what it finds rewritten, and reads at
+/// most [`CONSERVATIVE_BATCH`] descriptors per pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    Fast,
+    Conservative,
+}
+
+pub const CONSERVATIVE_BATCH: u32 = 16;
 
 /// Judge a receive descriptor as read from DMA memory. Never trusts the device: a length beyond the buffer or
 /// a missing end-of-packet bit is a dropped slot, not a read past the buffer.
@@ -473,6 +488,7 @@ pub struct SharedNic {
     pub regs: Regs,
     pub mem: DescMem,
     pub index: usize,
+    pub variant: Variant,
 }
 
 impl SharedNic {
@@ -555,14 +571,26 @@ impl SharedNic {
         let me = self.index.min(MAX_SHARERS - 1);
         let mut cursor = c.rx_cursor[me].load(Ordering::Acquire) % layout::RX_DESCS;
         let mut seen = 0;
+        let limit = match self.variant {
+            Variant::Fast => layout::RX_DESCS - 1,
+            Variant::Conservative => CONSERVATIVE_BATCH,
+        };
         // At most one lap: a misbehaving device cannot keep us here.
-        for _ in 0..layout::RX_DESCS - 1 {
+        for _ in 0..limit {
             // Never read into the tail the NIC has not been given (the spare descriptor at RDT).
-            if cursor == c.rx_tail.load(Ordering::Acquire) {
+            if cursor == c.rx_tail.load(Ordering::Acquire) % layout::RX_DESCS {
                 break;
             }
             let d = self.mem.rx_desc(cursor);
-            match classify_rx(&d) {
+            let verdict = match self.variant {
+                Variant::Conservative if d.status & RX_DD != 0 && d.addr != self.mem.rx_buffer_addr(cursor) => {
+                    // Put the slot's own buffer back; the frame (wherever the NIC put it) is lost.
+                    self.mem.set_rx_desc(cursor, RxDesc { addr: self.mem.rx_buffer_addr(cursor), ..d });
+                    RxSlot::Bad(RxDrop::ForeignBuffer)
+                }
+                _ => classify_rx(&d),
+            };
+            match verdict {
                 RxSlot::Empty => break,
                 RxSlot::Frame(len) => {
                     // The length is checked against the buffer size above; the copy reads only this slot.

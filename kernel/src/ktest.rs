@@ -143,7 +143,7 @@ pub fn run_command(cmd: &str) -> i32 {
             (Some("panic"), None) => panic!("panic requested by `ktest panic`"),
             (Some("acpidump"), None) => acpidump(),
             _ => {
-                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest campaign N [SEED] [-- PROG ARGS] | ktest inject [always-]panic|ud|wild|text|triple|hang|reset SANDBOX [after_pings=N|after_ms=MS] [-- PROG ARGS] | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|apic|panic|hang|user-vmcall|forge)");
+                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest campaign N [SEED] [-- PROG ARGS] | ktest inject [always-][driver-]panic|ud|wild|text|triple|hang|reset|wipe SANDBOX [after_pings=N|after_ms=MS] [-- PROG ARGS] | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|apic|panic|hang|user-vmcall|forge)");
                 2
             }
         },
@@ -184,6 +184,11 @@ fn inject(kind: &str, target: u32, trigger: Trigger, then: Option<&str>) -> i32 
         Some(k) => (k, true),
         None => (kind, false),
     };
+    // `driver-KIND`: the NIC driver's thread faults (component recovery), not the hook's.
+    let (kind, in_driver) = match kind.strip_prefix("driver-") {
+        Some(k) => (k, true),
+        None => (kind, false),
+    };
     if !FAULT_KINDS.contains(&kind) {
         kprintln!("ktest inject: unknown kind {:?} (one of {:?})", kind, FAULT_KINDS);
         return 2;
@@ -191,7 +196,7 @@ fn inject(kind: &str, target: u32, trigger: Trigger, then: Option<&str>) -> i32 
     if sandbox != target || (crate::sandbox::incarnation() > 0 && !always) {
         return run_then();
     }
-    let kind_index = FAULT_KINDS.iter().position(|&k| k == kind).unwrap_or(0) as u64;
+    let kind_index = FAULT_KINDS.iter().position(|&k| k == kind).unwrap_or(0) as u64 | (u64::from(in_driver) << 7);
     match trigger {
         Trigger::Soon => {
             wait_ms(250);
@@ -208,7 +213,13 @@ fn inject(kind: &str, target: u32, trigger: Trigger, then: Option<&str>) -> i32 
     }
 }
 
-const FAULT_KINDS: [&str; 7] = ["panic", "ud", "wild", "text", "triple", "hang", "reset"];
+const FAULT_KINDS: [&str; 8] = ["panic", "ud", "wild", "text", "triple", "hang", "reset", "wipe"];
+
+/// The fault-injection hook's request to the NIC driver thread (`driver-KIND`): it calls this with the kind
+/// index + 1 on its own stack, so the fault is the driver's.
+pub fn driver_fault(code: u32) {
+    inject_now(u64::from(code.saturating_sub(1)));
+}
 
 fn wait_ms(ms: u64) {
     let until = cpu::rdtsc() + smp::TSC_HZ.load(Ordering::SeqCst) / 1000 * ms;
@@ -232,6 +243,12 @@ extern "C" fn inject_thread(arg: u64) -> ! {
 }
 
 fn inject_now(kind_index: u64) -> i32 {
+    if kind_index & (1 << 7) != 0 {
+        // Hand it to the driver thread (it faults at its next pass, woken now).
+        crate::net::stack::INJECT_DRIVER_FAULT.store((kind_index & 0x7F) as u32 + 1, Ordering::SeqCst);
+        crate::net::stack::poke();
+        return 0;
+    }
     let sandbox = crate::sandbox::id().unwrap_or(0);
     let kind = FAULT_KINDS.get(kind_index as usize).copied().unwrap_or("panic");
     result!("inject", "sandbox={} kind={} tsc={}", sandbox, kind, cpu::rdtsc());
@@ -250,6 +267,14 @@ fn inject_now(kind_index: u64) -> i32 {
         },
         // SAFETY: deliberate: the monitor refuses the machine's reset port and recovers or stops the sandbox.
         "reset" => unsafe { cpu::outb(0xCF9, 0x06) },
+        // Paper Fig 10's broken driver: it scribbles over its channel with sandbox 1 (which it may write), then
+        // tries to wipe the memory past its own (another sandbox's): that write is the violation.
+        "wipe" => {
+            let damaged = wipe_channel_with(1);
+            result!("inject", "sandbox={} kind=wipe channel_damaged={}", sandbox, u8::from(damaged));
+            // SAFETY: deliberate: outside this sandbox's second stage, so it exits to the monitor.
+            unsafe { core::ptr::write_volatile(crate::mm::kmem::highest_address() as *mut u64, 0xBAD0_BAD0) };
+        }
         _ => {
             cpu::disable_interrupts();
             loop {
@@ -259,6 +284,28 @@ fn inject_now(kind_index: u64) -> i32 {
     }
     result!("inject", "sandbox={} kind={} outcome=not_contained", sandbox, kind);
     1
+}
+
+/// Overwrite the channel this sandbox shares with `peer` (if the monitor lists one) with garbage.
+fn wipe_channel_with(peer: u32) -> bool {
+    use questv_vmx::hypercall::info;
+    let (Some(shared), Some(me)) = (crate::sandbox::shared_region(), crate::sandbox::id()) else { return false };
+    let key = (me.min(peer), me.max(peer));
+    // SAFETY: the directory is the monitor's read-only info page; a listed channel is mapped writable into
+    // both its endpoints, this sandbox being one.
+    unsafe {
+        let count = core::ptr::read_volatile((shared + info::CHANNEL_COUNT_OFFSET) as *const u32);
+        for i in 0..u64::from(count).min(info::MAX_CHANNELS) {
+            let e = shared + info::CHANNEL_DIR_OFFSET + info::CHANNEL_DIR_ENTRY * i;
+            let (a, b) = (core::ptr::read_volatile(e as *const u32), core::ptr::read_volatile((e + 4) as *const u32));
+            if (a, b) == key {
+                let base = core::ptr::read_volatile((e + 8) as *const u64);
+                core::ptr::write_bytes(base as *mut u8, 0xA5, crate::channel::endpoint::CHANNEL_BYTES as usize);
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// The fault-injection campaign (VT, `ktest campaign N SEED [-- PROG]`, docs/recovery.md): `N` faults, one

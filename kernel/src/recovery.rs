@@ -14,6 +14,9 @@ pub enum Policy {
     None,
     /// Re-initialise the whole sandbox from the pristine image and relaunch it.
     Restart,
+    /// Component level: a fault in the sandbox's registered component (its NIC driver) switches it to the
+    /// alternative driver and the rest of the sandbox runs on; any other fault restarts the sandbox.
+    Driver,
 }
 
 impl Policy {
@@ -21,6 +24,7 @@ impl Policy {
         match self {
             Policy::None => "none",
             Policy::Restart => "restart",
+            Policy::Driver => "driver",
         }
     }
 }
@@ -29,7 +33,8 @@ fn one(word: &str) -> Result<Policy, String> {
     match word {
         "none" => Ok(Policy::None),
         "restart" => Ok(Policy::Restart),
-        other => Err(format!("recovery={other}: expected restart or none")),
+        "driver" => Ok(Policy::Driver),
+        other => Err(format!("recovery={other}: expected restart, driver or none")),
     }
 }
 
@@ -42,6 +47,35 @@ pub fn parse_policies(spec: Option<&str>, sandboxes: u32) -> Result<Vec<Policy>,
         1 => Ok(alloc::vec![one(words[0])?; n]),
         k if k == n => words.into_iter().map(one).collect(),
         k => Err(format!("recovery={spec}: {k} entries for {n} sandboxes (give one, or one per sandbox)")),
+    }
+}
+
+/// A registered component: the entry its recovery resumes at and the stack its thread runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Component {
+    pub entry: u64,
+    pub stack_low: u64,
+    pub stack_high: u64,
+}
+
+impl Component {
+    /// From the three words a sandbox registers; refused unless the stack is a sane range and the entry and
+    /// stack lie in `allowed` (the sandbox's own memory, checked by the caller's closure).
+    pub fn parse(words: [u64; 3], allowed: impl Fn(u64, u64) -> bool) -> Option<Component> {
+        let [entry, stack_low, stack_high] = words;
+        let sane = stack_low < stack_high && stack_high - stack_low <= 1 << 20 && stack_high - stack_low >= 4096;
+        (sane && allowed(entry, 1) && allowed(stack_low, stack_high - stack_low)).then_some(Component { entry, stack_low, stack_high })
+    }
+
+    /// Was a fault with guest stack pointer `rsp` inside the component?
+    pub fn owns(&self, rsp: u64) -> bool {
+        (self.stack_low..self.stack_high).contains(&rsp)
+    }
+
+    /// The stack pointer its recovery entry starts with: the top, 16-byte aligned, minus a return address slot
+    /// (as after a call).
+    pub fn fresh_rsp(&self) -> u64 {
+        (self.stack_high & !0xF) - 8
     }
 }
 
@@ -69,6 +103,8 @@ pub struct History {
     pub incarnation: u32,
     pub launched_tsc: u64,
     pub quick_faults: u32,
+    /// Component (driver) recoveries so far.
+    pub component_recoveries: u32,
 }
 
 impl History {
@@ -89,6 +125,12 @@ impl History {
     /// The sandbox was relaunched at `now`.
     pub fn on_relaunch(&mut self, now: u64) {
         self.incarnation += 1;
+        self.launched_tsc = now;
+    }
+
+    /// Its component was recovered at `now` (the sandbox itself ran on): a fault soon after counts as quick.
+    pub fn on_component_recovery(&mut self, now: u64) {
+        self.component_recoveries += 1;
         self.launched_tsc = now;
     }
 }
@@ -114,8 +156,21 @@ mod tests {
         assert_eq!(parse_policies(None, 3).unwrap(), [Policy::None; 3]);
         assert_eq!(parse_policies(Some("restart"), 2).unwrap(), [Policy::Restart; 2]);
         assert_eq!(parse_policies(Some("restart,none"), 2).unwrap(), [Policy::Restart, Policy::None]);
+        assert_eq!(parse_policies(Some("driver,restart"), 2).unwrap(), [Policy::Driver, Policy::Restart]);
         assert!(parse_policies(Some("restart,none,restart"), 2).unwrap_err().contains("3 entries for 2"));
         assert!(parse_policies(Some("reboot"), 2).unwrap_err().contains("recovery=reboot"));
+    }
+
+    #[test]
+    fn recovery_component_registration_is_checked() {
+        let mine = |a: u64, len: u64| a >= 0x1000 && a + len <= 0x10_0000;
+        let c = Component::parse([0x2000, 0x8000, 0x18000], mine).expect("a sane component");
+        assert!(c.owns(0x8000) && c.owns(0x17FFF) && !c.owns(0x18000) && !c.owns(0x7FFF));
+        assert_eq!(c.fresh_rsp() % 16, 8);
+        assert!(Component::parse([0x2000, 0x18000, 0x8000], mine).is_none(), "reversed stack");
+        assert!(Component::parse([0x2000, 0x8000, 0x8100], mine).is_none(), "stack too small");
+        assert!(Component::parse([0x2000, 0xF_F000, 0x20_0000], mine).is_none(), "stack outside the sandbox");
+        assert!(Component::parse([0x20_0000, 0x8000, 0x18000], mine).is_none(), "entry outside the sandbox");
     }
 
     #[test]

@@ -97,6 +97,12 @@ pub fn peer_apic(peer: u32) -> Result<u32, i64> {
     call(hc::PEER_APIC, u64::from(peer), 0).map(|a| a as u32).map_err(|e| -e)
 }
 
+/// Register the recoverable component (the NIC driver): its recovery entry and its thread's stack.
+pub fn register_component(entry: u64, stack_low: u64, stack_high: u64) -> Result<(), i64> {
+    let words = [entry, stack_low, stack_high];
+    call(hc::COMPONENT, words.as_ptr() as u64, hc::COMPONENT_BYTES).map(|_| ()).map_err(|e| -e)
+}
+
 /// Booted and about to run the program (the monitor ends a recovery's downtime here).
 pub fn booted() {
     let _ = call(hc::BOOTED, 0, 0);

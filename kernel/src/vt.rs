@@ -19,7 +19,7 @@ use questv_arch::paging::PAGE_SIZE;
 use questv_arch::acpi_madt::Topology;
 use questv_arch::{cpu, lapic, percpu};
 use questv_vmx::amd::vmcb;
-use crate::recovery::{CrashLoopRule, Decision, History, Policy};
+use crate::recovery::{Component, CrashLoopRule, Decision, History, Policy};
 use questv_vmx::backend::{self, Arch, Caps, GuestRegs, Verdict};
 use questv_vmx::exit::{Exit, ExitKind, IoExit};
 use questv_vmx::guest::{self, Source};
@@ -166,6 +166,8 @@ struct Sandbox {
     history: History,
     /// TSC of the fault that started the recovery in progress (0: none), for `RESULT sandbox_ready`.
     recovering_since: u64,
+    /// Its recoverable component (the NIC driver), if it registered one.
+    component: Option<Component>,
     /// Stateful recovery: the state its services last checkpointed, per slot (kept outside the sandbox).
     checkpoints: [Vec<u8>; hc::CHECKPOINT_SLOTS as usize],
 }
@@ -652,15 +654,18 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
     // `host_cr3=1` would mean the saved "guest" state is the monitor's own (an emulator reporting an exit
     // from host context); kept in the line to tell such a report from a sandbox's fault.
     let host_cr3 = g.paging.cr3 == questv_arch::cpu::read_cr3();
-    let (policy, incarnation, decision) = {
+    let (policy, incarnation, decision, component) = {
         let mut st = state(sandbox);
-        let d = if st.policy == Policy::Restart { Some(st.history.on_fault(t_exit, crash_loop_rule())) } else { None };
-        (st.policy, st.history.incarnation, d)
+        let d = if st.policy != Policy::None { Some(st.history.on_fault(t_exit, crash_loop_rule())) } else { None };
+        // Component level: only a fault on the component's own stack is the component's.
+        let c = st.component.filter(|c| st.policy == Policy::Driver && c.owns(g.rsp));
+        (st.policy, st.history.incarnation, d, c)
     };
-    let action = match decision {
-        Some(Decision::Recover) => String::from("restart"),
-        Some(Decision::CrashLoop { quick_faults }) => format!("stopped crash_loop={quick_faults}"),
-        None => String::from("stopped"),
+    let action = match (decision, component) {
+        (Some(Decision::Recover), Some(_)) => String::from("driver_switch"),
+        (Some(Decision::Recover), None) => String::from("restart"),
+        (Some(Decision::CrashLoop { quick_faults }), _) => format!("stopped crash_loop={quick_faults}"),
+        (None, _) => String::from("stopped"),
     };
     result!(
         "sandbox_fault",
@@ -669,6 +674,10 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
     );
     report_exits(sandbox);
     leave_nic(sandbox);
+    if let (Some(Decision::Recover), Some(c)) = (decision, component) {
+        switch_driver(sandbox, c, t_exit, guest_tsc);
+        return true;
+    }
     if decision == Some(Decision::Recover) {
         match restart_sandbox(sandbox, t_exit, guest_tsc) {
             Ok(()) => {
@@ -700,6 +709,58 @@ fn stop(sandbox: u32, reason: &str, details: core::fmt::Arguments) -> bool {
 
 fn cycles_to_us(c: u64) -> u64 {
     c.saturating_mul(1_000_000) / smp::TSC_HZ.load(Ordering::Relaxed).max(1)
+}
+
+/// Wipe every channel of `sandbox` and publish the resets (the peers' endpoints, and the sandbox's own if it
+/// runs on, see the counter move and report the reset once). With `unmap` (a restart: the rebuilt second stage
+/// lacks them) the sandbox also has to open them again. Returns how many there were. Lock order: CHANNELS first.
+fn reset_channels(chans: &mut [ChannelRecord], sandbox: u32, unmap: bool) -> u32 {
+    let shared = SHARED_BASE.load(Ordering::SeqCst);
+    let mut n = 0;
+    for (i, c) in chans.iter_mut().enumerate().filter(|(_, c)| c.a == sandbox || c.b == sandbox) {
+        if unmap {
+            let bit = if c.a == sandbox { 1 } else { 2 };
+            c.opened &= !bit;
+            c.mapped &= !bit;
+        }
+        // SAFETY: channel memory is monitor memory of this channel; the peer may race with the wipe, which its
+        // ring checks (sequence and checksum) turn into an error, never into a wrong message.
+        unsafe {
+            core::ptr::write_bytes(c.base as *mut u8, 0, crate::channel::endpoint::CHANNEL_BYTES as usize);
+            let counter = &*((shared + info::CHANNEL_RESETS_OFFSET + 4 * i as u64) as *const AtomicU32);
+            counter.fetch_add(1, Ordering::Release);
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Component-level local recovery (the paper's driver switch, §3.7): the fault was on the NIC driver thread's
+/// stack. Its channels are wiped and marked reset (a broken driver may have scribbled on them: paper Fig 5,
+/// step 4), and the sandbox resumes at the component's recovery entry on a fresh stack, which brings the
+/// network service back up on the alternative (conservative) driver with the same IP and MAC. Processes and
+/// everything else in the sandbox run on.
+fn switch_driver(sandbox: u32, c: Component, t_exit: u64, guest_tsc: Option<u64>) {
+    let t0 = cpu::rdtsc();
+    let channels_reset = reset_channels(&mut CHANNELS.lock(), sandbox, false);
+    let t_channels = cpu::rdtsc();
+    // Interrupts off: the entry enables them once its state is consistent.
+    backend::redirect(c.entry, c.fresh_rsp(), 0x2);
+    let switches = {
+        let mut st = state(sandbox);
+        st.history.on_component_recovery(t_channels);
+        st.recovering_since = t_exit;
+        st.line_len = 0;
+        st.history.component_recoveries
+    };
+    let t_done = cpu::rdtsc();
+    let exit_cycles = guest_tsc.map(|g| format!("{}", t_exit.saturating_sub(g))).unwrap_or_else(|| String::from("na"));
+    result!(
+        "sandbox_recovered",
+        "sandbox={} mode=driver switches={} exit_to_monitor_cycles={} decide_cycles={} channels_cycles={} switch_cycles={} total_cycles={} total_us={} channels_reset={}",
+        sandbox, switches, exit_cycles, t0.saturating_sub(t_exit), t_channels - t0, t_done - t_channels, t_done - t_exit,
+        cycles_to_us(t_done - t_exit), channels_reset
+    );
 }
 
 /// Sandbox-level local recovery (paper §3.7, docs/recovery.md), on the faulted sandbox's own core in root mode:
@@ -740,21 +801,7 @@ fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>) -> Result<
     let t_stage2 = cpu::rdtsc();
     // Channels: both rings wiped (whatever the dead kernel left half-written is gone), the reset published; the
     // peer's endpoint sees the counter move and reports the reset once.
-    let shared = SHARED_BASE.load(Ordering::SeqCst);
-    let mut channels_reset = 0;
-    for (i, c) in chans.iter_mut().enumerate().filter(|(_, c)| c.a == sandbox || c.b == sandbox) {
-        let bit = if c.a == sandbox { 1 } else { 2 };
-        c.opened &= !bit;
-        c.mapped &= !bit;
-        // SAFETY: channel memory is monitor memory of this channel; the peer may race with the wipe, which its
-        // ring checks (sequence and checksum) turn into an error, never into a wrong message.
-        unsafe {
-            core::ptr::write_bytes(c.base as *mut u8, 0, crate::channel::endpoint::CHANNEL_BYTES as usize);
-            let counter = &*((shared + info::CHANNEL_RESETS_OFFSET + 4 * i as u64) as *const AtomicU32);
-            counter.fetch_add(1, Ordering::Release);
-        }
-        channels_reset += 1;
-    }
+    let channels_reset = reset_channels(&mut chans, sandbox, true);
     drop(pool_guard);
     drop(chans);
     let t_channels = cpu::rdtsc();
@@ -768,6 +815,7 @@ fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>) -> Result<
         st.recovering_since = t_exit;
         st.history.incarnation
     };
+    let shared = SHARED_BASE.load(Ordering::SeqCst);
     if u64::from(sandbox) < info::MAX_SANDBOXES {
         // SAFETY: the info page is monitor-initialised shared memory; the slot is within it.
         unsafe { (*((shared + info::INCARNATIONS_OFFSET + 4 * u64::from(sandbox)) as *const AtomicU32)).store(incarnation, Ordering::Release) };
@@ -847,6 +895,21 @@ fn booted(sandbox: u32) -> u64 {
         result!("sandbox_ready", "sandbox={} incarnation={} downtime_cycles={} downtime_us={}", sandbox, incarnation, down, cycles_to_us(down));
     }
     u64::from(incarnation)
+}
+
+/// COMPONENT: the sandbox's recoverable component (entry point, stack), checked to lie in its own memory.
+fn register_component(sandbox: u32, gpa: u64, len: u64) -> Result<u64, i64> {
+    if len != hc::COMPONENT_BYTES {
+        return Err(hc::EINVAL);
+    }
+    let mut st = state(sandbox);
+    let (base, size) = (st.host_base, st.size);
+    let host = slice_range(base, size, gpa, len).ok_or(hc::EFAULT)?;
+    // SAFETY: 24 bytes inside this sandbox's slice (identity mapped); it is stopped in this exit.
+    let words: [u64; 3] = unsafe { core::ptr::read_unaligned(host as *const [u64; 3]) };
+    let c = Component::parse(words, |a, l| slice_range(base, size, a, l).is_some()).ok_or(hc::EINVAL)?;
+    st.component = Some(c);
+    Ok(0)
 }
 
 /// CHECKPOINT: keep a copy of a service's state (slot in the high half of `arg`), outside the sandbox.
@@ -941,6 +1004,7 @@ fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
             return fault(sandbox, kind, format_args!("guest_tsc={}", regs.rcx), guest_tsc);
         }
         hc::BOOTED => Ok(booted(sandbox)),
+        hc::COMPONENT => register_component(sandbox, regs.rbx, regs.rcx),
         hc::CHECKPOINT => checkpoint(sandbox, regs.rbx, regs.rcx),
         hc::RESTORE => restore(sandbox, regs.rbx, regs.rcx),
         hc::EXIT_COUNT => Ok(state(sandbox).exits.iter().sum()),
@@ -1421,6 +1485,7 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
                     history: History::default(),
                     recovering_since: 0,
                     checkpoints: Default::default(),
+                    component: None,
                 })
             })
             .collect()

@@ -148,6 +148,15 @@ pub fn advance_rip(len: u64) {
     }
 }
 
+/// Resume the guest elsewhere: `rip`, `rsp`, `rflags`, nothing pending (the policy's component recovery).
+pub fn redirect(rip: u64, rsp: u64, rflags: u64) {
+    match arch() {
+        // SAFETY: in the exit handler with this core's VMCS current.
+        Arch::Vmx => unsafe { intel::vmcs::redirect(rip, rsp, rflags) },
+        Arch::Svm => amd::vmcb::redirect(rip, rsp, rflags),
+    }
+}
+
 /// Inject #UD at the next entry.
 pub fn inject_ud() {
     match arch() {

@@ -39,6 +39,13 @@ pub const CHECKPOINT: u64 = 9;
 /// `RESTORE(gpa, len | slot << 32)`: copy the slot's last checkpoint (at most `len` bytes) to `gpa`; returns
 /// its length, 0 if there is none.
 pub const RESTORE: u64 = 10;
+/// `COMPONENT(gpa, len)`: register this sandbox's recoverable component (its NIC driver): at `gpa`, `len` =
+/// 24 bytes of three u64 — the recovery entry point, and the component thread's stack [low, high). With
+/// `recovery=driver`, a fault whose guest RSP lies in that stack is recovered by resuming the sandbox at the
+/// entry point on a fresh stack (the driver switch) instead of restarting the whole sandbox. Returns 0.
+pub const COMPONENT: u64 = 11;
+pub const COMPONENT_BYTES: u64 = 24;
+
 /// Largest checkpoint.
 pub const CHECKPOINT_MAX: u64 = 4096;
 /// Checkpoint slots per sandbox: one per service that keeps state (slot 0: user programs, through the
@@ -143,7 +150,7 @@ mod tests {
 
     #[test]
     fn numbers_are_distinct() {
-        let all = [DONE, REPORT_EXITS, EXIT_COUNT, CHANNEL_OPEN, PEER_APIC, FAULT, CONSOLE_WRITE, BOOTED, CHECKPOINT, RESTORE];
+        let all = [DONE, REPORT_EXITS, EXIT_COUNT, CHANNEL_OPEN, PEER_APIC, FAULT, CONSOLE_WRITE, BOOTED, CHECKPOINT, RESTORE, COMPONENT];
         for (i, a) in all.iter().enumerate() {
             assert!(all[i + 1..].iter().all(|b| a != b));
         }

@@ -60,6 +60,7 @@ pub fn init(areas: &[Area], keep: &[Region]) -> MemoryInfo {
         fa.add_region(*r);
     }
     let highest = memmap::highest_address(areas);
+    HIGHEST.store(highest, core::sync::atomic::Ordering::Relaxed);
     if highest > MAX_PHYS {
         log::warn!("RAM above {} GiB is not managed", MAX_PHYS >> 30);
     }
@@ -73,6 +74,13 @@ pub fn init(areas: &[Area], keep: &[Region]) -> MemoryInfo {
     // SAFETY: [heap, heap + heap_bytes) was just taken from the frame allocator and is identity mapped.
     unsafe { HEAP.0.lock().init(heap as *mut u8, heap_bytes as usize) };
     MemoryInfo { usable_bytes, highest_address: highest, heap_bytes, regions: usable.as_slice().len() }
+}
+
+static HIGHEST: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The end of the highest RAM area the boot loader reported (in a VT sandbox: the end of its own slice).
+pub fn highest_address() -> u64 {
+    HIGHEST.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// Frames a CPU keeps for itself, so single-frame allocation and freeing (page tables, user pages: the fork,

@@ -98,6 +98,11 @@ pub fn configured() -> bool {
     MMIO.load(Ordering::Acquire) != 0
 }
 
+/// Wake the driver thread (the fault-injection hook's request must not wait for the next frame).
+pub fn poke() {
+    wake_driver();
+}
+
 fn wake_driver() {
     let t = THREAD.load(Ordering::Acquire);
     if t != 0 {
@@ -201,9 +206,17 @@ impl Device for Port<'_> {
     }
 }
 
+/// The configuration the driver runs with (kept for the driver switch, which starts it again).
+static CONFIG: spin::Once<Config> = spin::Once::new();
+/// Driver switches so far (component-level recoveries of this kernel's NIC driver).
+pub static DRIVER_SWITCHES: AtomicU64 = AtomicU64::new(0);
+/// Set by the fault-injection hook: the driver thread itself faults (kind index) at its next pass.
+pub static INJECT_DRIVER_FAULT: AtomicU32 = AtomicU32::new(0);
+
 extern "C" fn driver_thread(arg: u64) -> ! {
     // SAFETY: `start` leaked exactly this box for this thread.
     let cfg = *unsafe { Box::from_raw(arg as *mut Config) };
+    CONFIG.call_once(|| cfg);
     match sched::vcpu_create(crate::vcpu::Class::Io, IO_VCPU_BUDGET_US, IO_VCPU_PERIOD_US) {
         Ok(io) => {
             let _ = sched::vcpu_bind(io);
@@ -211,10 +224,40 @@ extern "C" fn driver_thread(arg: u64) -> ! {
         }
         Err(e) => log::warn!("net: no I/O VCPU ({e:?}); the bottom half runs on the default VCPU"),
     }
+    if crate::sandbox::id().is_some() {
+        // The driver is this sandbox's recoverable component: a fault on this thread's stack is the driver's
+        // (recovery=driver). The stack is the one this thread started on (sched::KERNEL_STACK_SIZE bytes, this
+        // frame near its top): everything the driver does runs below the stack pointer here, which is also as
+        // high as the recovery entry's fresh stack may start (above it lies the end of the stack's allocation).
+        let rsp = questv_arch::cpu::stack_pointer();
+        let low = rsp.saturating_sub(sched::KERNEL_STACK_SIZE as u64 - 1024);
+        if let Err(e) = crate::sandbox::register_component(driver_recovery_entry as *const () as u64, low, rsp) {
+            log::warn!("net: the monitor refused the driver's registration (error {e})");
+        }
+    }
+    run_driver(cfg, e1000::Variant::Fast, false)
+}
+
+/// Where the monitor resumes this sandbox after a fault in the driver (the driver switch): on a fresh stack,
+/// interrupts off, on the driver thread (the scheduler still runs it). Everything the faulted driver held on
+/// its stack is abandoned; the NIC is not reset: the conservative driver rejoins the shared ring.
+extern "C" fn driver_recovery_entry() -> ! {
+    let n = DRIVER_SWITCHES.fetch_add(1, Ordering::SeqCst) + 1;
+    INJECT_DRIVER_FAULT.store(0, Ordering::SeqCst);
+    // SAFETY: this CPU's IDT, APIC and scheduler are up (the sandbox ran before the fault).
+    unsafe { questv_arch::cpu::enable_interrupts() };
+    crate::result!("net_driver_switch", "sandbox={} switches={} variant=conservative", crate::sandbox::id().unwrap_or(0), n);
+    let Some(&cfg) = CONFIG.get() else { sched::exit() };
+    run_driver(cfg, e1000::Variant::Conservative, true)
+}
+
+/// Bring the driver up (`switched`: after a driver switch — the NIC is running, so rejoin) and serve.
+fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
+    let t_start = questv_arch::cpu::rdtsc();
     // SAFETY: the caller of start() mapped the register window and the DMA region (identity, uncached/WB).
-    let nic = SharedNic { regs: unsafe { Regs::new(cfg.mmio) }, mem: unsafe { DescMem::new(cfg.dma) }, index: cfg.index };
+    let nic = SharedNic { regs: unsafe { Regs::new(cfg.mmio) }, mem: unsafe { DescMem::new(cfg.dma) }, index: cfg.index, variant };
     let control = nic.mem.control();
-    if cfg.initialise {
+    if cfg.initialise && !switched {
         if let Err(e) = nic.initialise(core::hint::spin_loop) {
             log::error!("net: {e}");
             crate::result!("net_up", "ok=0 error={:?}", e);
@@ -232,7 +275,7 @@ extern "C" fn driver_thread(arg: u64) -> ! {
             sched::yield_now();
         }
     }
-    if !cfg.initialise && crate::sandbox::incarnation() > 0 {
+    if switched || (!cfg.initialise && crate::sandbox::incarnation() > 0) {
         // Recovered: the NIC and the other sharers kept running; take part in the ring again where they are.
         let cursor = nic.rejoin();
         log::info!("net: rejoined the shared NIC at receive descriptor {cursor}");
@@ -249,7 +292,7 @@ extern "C" fn driver_thread(arg: u64) -> ! {
     // and are replayed to smoltcp as ARP replies, so the first reply to each is not lost to an ARP round trip.
     let in_sandbox = crate::sandbox::id().is_some();
     let mut neighbors = frame::Neighbors::default();
-    if in_sandbox && crate::sandbox::incarnation() > 0 {
+    if in_sandbox && (switched || crate::sandbox::incarnation() > 0) {
         let mut saved = [0u8; frame::Neighbors::MAX * 10];
         if let Ok(n) = crate::sandbox::restore(questv_vmx::hypercall::SLOT_NET, &mut saved) {
             neighbors = frame::Neighbors::decode(&saved[..n.min(saved.len())]);
@@ -275,8 +318,19 @@ extern "C" fn driver_thread(arg: u64) -> ! {
         cfg.index, ip[0], ip[1], ip[2], ip[3], mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
         u8::from(nic.regs.link_up()), u8::from(cfg.initialise)
     );
+    if switched {
+        let cycles = questv_arch::cpu::rdtsc() - t_start;
+        crate::result!("net_driver_reinit", "sandbox={} variant=conservative reinit_cycles={}", crate::sandbox::id().unwrap_or(0), cycles);
+        // Back in service: the monitor reports the downtime since the fault.
+        crate::sandbox::booted();
+    }
     loop {
         STATS.polls.fetch_add(1, Ordering::Relaxed);
+        let inject = INJECT_DRIVER_FAULT.swap(0, Ordering::SeqCst);
+        if inject != 0 {
+            // A broken driver, on the driver's own thread (the fault-injection hook asked for it).
+            crate::ktest::driver_fault(inject);
+        }
         let rx = &mut port.rx;
         let slots = nic.receive(
             &mut buf,

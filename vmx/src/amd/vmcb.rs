@@ -39,6 +39,8 @@ pub mod off {
     pub const EVENT_INJ: u64 = 0x0A8;
     pub const N_CR3: u64 = 0x0B0;
     pub const NEXT_RIP: u64 = 0x0C8;
+    /// Bit 0: the guest is in an interrupt shadow (after STI / MOV SS).
+    pub const INT_SHADOW: u64 = 0x068;
     pub const ES: u64 = 0x400;
     pub const CS: u64 = 0x410;
     pub const SS: u64 = 0x420;
@@ -379,6 +381,17 @@ pub fn skip_instruction() {
 pub fn advance_rip(len: u64) {
     let v = vmcb();
     wr64(v, off::RIP, rd64(v, off::RIP) + len);
+}
+
+/// Resume the guest at `rip` with `rsp` and `rflags` instead of where it stopped (component recovery): no event
+/// pending, no interrupt shadow.
+pub fn redirect(rip: u64, rsp: u64, rflags: u64) {
+    let v = vmcb();
+    wr64(v, off::RIP, rip);
+    wr64(v, off::RSP, rsp);
+    wr64(v, off::RFLAGS, rflags);
+    wr64(v, off::EVENT_INJ, 0);
+    wr64(v, off::INT_SHADOW, 0);
 }
 
 /// Inject a hardware exception at the next VMRUN (EVENTINJ: type 3; an error code only in protected mode).

@@ -584,6 +584,21 @@ pub unsafe fn advance_rip(len: u64) {
     }
 }
 
+/// Resume the guest at `rip` with `rsp` and `rflags` (component recovery): no event pending, no blocking.
+///
+/// # Safety
+/// In the VM-exit handler.
+pub unsafe fn redirect(rip: u64, rsp: u64, rflags: u64) {
+    // SAFETY: caller is in the exit handler with the VMCS current.
+    unsafe {
+        let _ = vmwrite(guest::RIP, rip);
+        let _ = vmwrite(guest::RSP, rsp);
+        let _ = vmwrite(guest::RFLAGS, rflags);
+        let _ = vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, 0);
+        let _ = vmwrite(guest::INTERRUPTIBILITY_STATE, 0);
+    }
+}
+
 /// The guest's RIP, RSP and paging controls.
 ///
 /// # Safety
