@@ -137,7 +137,7 @@ impl PingRun {
         for l in &self.boot.lines {
             match parse_result_line(l) {
                 Some(r) if r.name == "nic" && r.from_monitor() => out.push(l.clone()),
-                Some(r) if ["sandbox_fault", "sandbox_recovered", "sandbox_ready", "nic_leave"].contains(&r.name.as_str()) && r.from_monitor() => out.push(l.clone()),
+                Some(r) if ["sandbox_fault", "sandbox_recovered", "sandbox_ready", "nic_leave", "sandbox_takeover", "sandbox_takeover_done"].contains(&r.name.as_str()) && r.from_monitor() => out.push(l.clone()),
                 Some(r) if r.name == "net" && r.get("nic") == Some("none") => {
                     out.push(format!("RESULT ping_guest sandbox={} nic=none", r.get("sandbox").unwrap_or("?")))
                 }

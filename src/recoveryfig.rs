@@ -2,8 +2,10 @@
 //! - Table 1: the cost of each recovery phase, from the monitor's `RESULT sandbox_recovered` /
 //!   `sandbox_ready` lines and the peer's reply timeline.
 //! - Fig 6: the host peer pings the sandbox that owns 10.0.0.2 at a fixed interval (the paper's 500 ms, scaled:
-//!   `--interval-ms`, 50 by default); its NIC-sharing kernel panics after its 20th reply and is recovered
-//!   locally (`--recovery restart`); per-sequence reply timeline and downtime, beside a full reboot: the
+//!   `--interval-ms`, 50 by default); after its 20th reply it faults and is recovered three ways: the driver
+//!   switch (its NIC driver thread panics; `--recovery driver`), the local sandbox restart (its kernel panics;
+//!   `restart`) and remote recovery (the other sharer takes the address over; `remote`); per-sequence reply
+//!   timeline and downtime, beside a full reboot: the
 //!   emulator started afresh and booted to its first reply (a lower bound for a real reboot: no shutdown, no
 //!   firmware POST). The other guest (10.0.0.3, another sandbox on the same NIC) is pinged throughout.
 //! CSV + PNG under target/results/; the summary gives ratios (emulator times are not absolute).
@@ -38,6 +40,7 @@ fn monitor_lines(run: &PingRun, name: &str) -> Vec<ResultLine> {
 enum Level {
     Driver,
     Restart,
+    Remote,
 }
 
 impl Level {
@@ -45,6 +48,7 @@ impl Level {
         match self {
             Level::Driver => "local_driver_switch",
             Level::Restart => "local_restart",
+            Level::Remote => "remote",
         }
     }
 }
@@ -56,7 +60,11 @@ fn ping_opts(o: &RecoveryFigOptions, level: Option<Level>) -> PingOptions {
         cpus: o.cpus,
         echo: false,
         tcg_single: Some(true),
-        recovery: level.map(|l| if l == Level::Driver { "driver".to_string() } else { "restart".to_string() }),
+        recovery: level.map(|l| match l {
+            Level::Driver => "driver".to_string(),
+            Level::Restart => "restart".to_string(),
+            Level::Remote => "remote".to_string(),
+        }),
         ..BootOptions::default()
     };
     PingOptions {
@@ -89,9 +97,15 @@ fn local_run(o: &RecoveryFigOptions, level: Level) -> Result<LocalRun, String> {
     let rec = monitor_lines(&run, "sandbox_recovered");
     let ready = monitor_lines(&run, "sandbox_ready");
     let (Some(rec), Some(ready)) = (rec.first().cloned(), ready.first().cloned()) else { return Err(fail("the injected fault was not recovered", &run)) };
+    // Remote: the faulted sandbox is healed by a restart, the service moved (sandbox_takeover).
     let expected = if level == Level::Driver { "driver" } else { "restart" };
     if rec.get("mode") != Some(expected) {
         return Err(fail("recovered at the wrong level", &run));
+    }
+    let takeover = monitor_lines(&run, "sandbox_takeover").first().cloned();
+    let takeover_done = monitor_lines(&run, "sandbox_takeover_done").first().cloned();
+    if level == Level::Remote && (takeover.is_none() || takeover_done.is_none()) {
+        return Err(fail("no takeover by another sandbox", &run));
     }
     let tsc_hz = run.boot.lines.iter().filter_map(|l| parse_result_line(l)).find(|r| r.name == "timer").and_then(|r| r.get_u64("tsc_hz")).ok_or("no tsc_hz in the run")?;
     let us = |cycles: u64| cycles as f64 * 1e6 / tsc_hz as f64;
@@ -104,7 +118,16 @@ fn local_run(o: &RecoveryFigOptions, level: Level) -> Result<LocalRun, String> {
     if let Some(c) = rec.get_u64("exit_to_monitor_cycles") {
         phases.push(("exit to monitor", us(c)));
     }
+    if level == Level::Remote {
+        let t = takeover.as_ref().and_then(|t| t.get_u64("ipi_round_trip_cycles")).unwrap_or(0);
+        let r = takeover_done.as_ref().and_then(|t| t.get_u64("reroute_cycles")).unwrap_or(0);
+        phases.push(("IPI round trip (monitor to monitor)", us(t)));
+        phases.push(("interrupt re-route + takeover notice", us(r)));
+        phases.push(("service back (takeover to first reply)", (outage.downtime_us as f64).max(0.0)));
+        return Ok(LocalRun { level, run, phases, outage, service_down_us: outage.downtime_us as f64 });
+    }
     let keys: &[(&str, &'static str)] = match level {
+        Level::Remote => &[],
         Level::Driver => &[("decide_cycles", "fault report + decision"), ("channels_cycles", "channel reset"), ("switch_cycles", "driver switch")],
         Level::Restart => &[
             ("quiesce_cycles", "APIC quiesce"),
@@ -120,7 +143,7 @@ fn local_run(o: &RecoveryFigOptions, level: Level) -> Result<LocalRun, String> {
     }
     let back = match level {
         Level::Driver => "driver re-initialisation (to back in service)",
-        Level::Restart => "kernel re-boot (relaunch to in service)",
+        Level::Restart | Level::Remote => "kernel re-boot (relaunch to in service)",
     };
     phases.push((back, us(ready_cycles.saturating_sub(monitor_total))));
     // From back in service to the first reply the peer saw (the next ping's arrival, at most an interval).
@@ -138,7 +161,7 @@ fn first_reply_since_boot_us(run: &PingRun, g: &GuestReport) -> Option<u64> {
 /// Table 1 and Fig 6. Returns the summary text and the results directory.
 pub fn recoveryfig(o: &RecoveryFigOptions) -> Result<(String, PathBuf), String> {
     let dir = results_dir()?;
-    let locals = [local_run(o, Level::Driver)?, local_run(o, Level::Restart)?];
+    let locals = [local_run(o, Level::Driver)?, local_run(o, Level::Restart)?, local_run(o, Level::Remote)?];
     eprintln!("questv: recovery: reboot (boot to first reply)");
     let reboot = ping_run(&ping_opts(o, None))?;
     let reboot_us = reboot

@@ -174,3 +174,28 @@ fn recovery_driver_switch_keeps_the_sandbox_running() {
     }
     r.check(p[0].get("mac") != p[1].get("mac") && p.iter().all(|g| g.get("mac").is_some_and(|m| m.starts_with("02:51:56"))), "a guest lost its virtual MAC");
 }
+
+/// Remote recovery: sandbox 0 (a NIC sharer) panics; its monitor asks sandbox 1's monitor by IPI to take its
+/// network service over; sandbox 1 re-routes nothing to 0 any more, serves 10.0.0.2 with 0's MAC besides its
+/// own address, and 0 is restarted without the NIC. Both addresses keep answering.
+#[test]
+fn recovery_remote_moves_the_service_to_another_sandbox() {
+    common::require("qemu-system-x86_64");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_questv"))
+        .args(["ping", "--vt", "--cpus", "4", "--guests", "2", "--count", "150", "--interval-ms", "20", "--recovery", "remote", "--inject", "panic 0 after_pings=40"])
+        .output()
+        .expect("run questv ping");
+    let r = Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() };
+    let lines = |name: &str| r.stdout.lines().filter_map(questv::parse_result_line).filter(|l| l.name == name).collect::<Vec<_>>();
+    let f = lines("sandbox_fault");
+    r.check(f.len() == 1 && f[0].get("action") == Some("remote") && f[0].get_u64("target") == Some(1), "expected the service handed to sandbox 1");
+    let t = lines("sandbox_takeover");
+    r.check(t.len() == 1 && t[0].get("acked") == Some("1") && t[0].get_u64("ipi_round_trip_cycles").is_some_and(|c| c > 0), "the target's monitor did not acknowledge");
+    let done = lines("sandbox_takeover_done");
+    r.check(done.len() == 1 && done[0].get("logical_dest") == Some("0x02"), "the NIC's interrupt still reaches the faulted sandbox");
+    let p = lines("ping");
+    r.check(p.len() == 2 && p.iter().all(|g| g.get_u64("received").is_some_and(|n| n >= 140)), "an address stopped answering");
+    r.check(p[0].get("mac") == Some("02:51:56:00:00:00"), "the taken-over address changed its MAC");
+    let healed = lines("ping_guest").into_iter().filter(|g| g.get("sandbox") == Some("0")).collect::<Vec<_>>();
+    r.check(healed.len() == 1 && healed[0].get("nic") == Some("none"), "the healed sandbox came back with the NIC it handed over");
+}

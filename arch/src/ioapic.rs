@@ -1,6 +1,7 @@
 //! I/O APIC: indirect register access through IOREGSEL/IOWIN. Used to mask every input at boot and to route
 //! device IRQs (GSIs) to a vector on a chosen CPU.
 
+#[derive(Clone, Copy, Debug)]
 pub struct IoApic {
     base: u64,
     pub id: u8,

@@ -186,6 +186,13 @@ pub fn send_ipi(dest_apic_id: u32, vector: u8) {
     send_icr(dest_apic_id, DELIVERY_FIXED | ICR_LEVEL_ASSERT | u32::from(vector));
 }
 
+/// NMI to the CPU whose APIC id is `dest_apic_id` (monitor to monitor: an NMI exits from the guest there).
+/// ICR high is always written: a guest with a passed-through APIC page may have changed it since.
+pub fn send_nmi(dest_apic_id: u32) {
+    ICR_HIGH[crate::percpu::cpu_index() as usize].store(u32::MAX, Ordering::Relaxed);
+    send_icr(dest_apic_id, DELIVERY_NMI | ICR_LEVEL_ASSERT);
+}
+
 /// NMI to every CPU but this one (used by panic to stop the machine).
 pub fn send_nmi_all_but_self() {
     send_icr(0, DELIVERY_NMI | ICR_LEVEL_ASSERT | SHORTHAND_ALL_BUT_SELF);

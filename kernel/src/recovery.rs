@@ -17,6 +17,17 @@ pub enum Policy {
     /// Component level: a fault in the sandbox's registered component (its NIC driver) switches it to the
     /// alternative driver and the rest of the sandbox runs on; any other fault restarts the sandbox.
     Driver,
+    /// Remote: a NIC sharer's network service moves to another healthy sharer (its monitor is told by IPI,
+    /// re-routes the interrupt and its kernel takes the address over) while the faulted sandbox is restarted,
+    /// without the NIC, in the background. A sandbox that shares no NIC is restarted.
+    Remote,
+}
+
+/// The sharer that takes over from `faulted` (remote recovery): the next healthy one after it, round robin
+/// over `sharers` (sandbox numbers, in sharer order). None when no other sharer is healthy.
+pub fn pick_takeover(faulted: u32, sharers: &[u32], healthy: impl Fn(u32) -> bool) -> Option<u32> {
+    let at = sharers.iter().position(|&s| s == faulted)?;
+    (1..sharers.len()).map(|k| sharers[(at + k) % sharers.len()]).find(|&s| healthy(s))
 }
 
 impl Policy {
@@ -25,6 +36,7 @@ impl Policy {
             Policy::None => "none",
             Policy::Restart => "restart",
             Policy::Driver => "driver",
+            Policy::Remote => "remote",
         }
     }
 }
@@ -34,7 +46,8 @@ fn one(word: &str) -> Result<Policy, String> {
         "none" => Ok(Policy::None),
         "restart" => Ok(Policy::Restart),
         "driver" => Ok(Policy::Driver),
-        other => Err(format!("recovery={other}: expected restart, driver or none")),
+        "remote" => Ok(Policy::Remote),
+        other => Err(format!("recovery={other}: expected restart, driver, remote or none")),
     }
 }
 
@@ -159,6 +172,17 @@ mod tests {
         assert_eq!(parse_policies(Some("driver,restart"), 2).unwrap(), [Policy::Driver, Policy::Restart]);
         assert!(parse_policies(Some("restart,none,restart"), 2).unwrap_err().contains("3 entries for 2"));
         assert!(parse_policies(Some("reboot"), 2).unwrap_err().contains("recovery=reboot"));
+    }
+
+    #[test]
+    fn recovery_remote_target_is_the_next_healthy_sharer() {
+        let sharers = [0, 1, 3];
+        assert_eq!(pick_takeover(0, &sharers, |_| true), Some(1));
+        assert_eq!(pick_takeover(3, &sharers, |_| true), Some(0), "round robin wraps");
+        assert_eq!(pick_takeover(0, &sharers, |s| s != 1), Some(3), "an unhealthy sharer is skipped");
+        assert_eq!(pick_takeover(0, &sharers, |s| s == 0), None, "nobody healthy");
+        assert_eq!(pick_takeover(2, &sharers, |_| true), None, "not a sharer");
+        assert_eq!(parse_policies(Some("remote"), 1).unwrap(), [Policy::Remote]);
     }
 
     #[test]

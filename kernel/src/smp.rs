@@ -102,6 +102,10 @@ fn interrupt_handler(frame: &mut TrapFrame) {
             sched::schedule(frame, Reason::Reschedule);
         }
         crate::channel::endpoint::VECTOR_CHANNEL => lapic::eoi(),
+        questv_vmx::hypercall::TAKEOVER_VECTOR => {
+            crate::net::stack::takeover_interrupt();
+            sched::schedule(frame, Reason::Reschedule);
+        }
         crate::net::VECTOR_NIC => {
             // The bottom half was just woken: let the scheduler pick it now rather than at the next tick.
             crate::net::stack::interrupt();

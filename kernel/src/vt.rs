@@ -19,7 +19,7 @@ use questv_arch::paging::PAGE_SIZE;
 use questv_arch::acpi_madt::Topology;
 use questv_arch::{cpu, lapic, percpu};
 use questv_vmx::amd::vmcb;
-use crate::recovery::{Component, CrashLoopRule, Decision, History, Policy};
+use crate::recovery::{self as rec, Component, CrashLoopRule, Decision, History, Policy};
 use questv_vmx::backend::{self, Arch, Caps, GuestRegs, Verdict};
 use questv_vmx::exit::{Exit, ExitKind, IoExit};
 use questv_vmx::guest::{self, Source};
@@ -365,7 +365,7 @@ fn build_stage2(s: &partition::Slice, read_only: &[(u64, u64, Perms)], shared_st
     }
     // A sharer of the NIC: its register window (uncached) and the DMA region (write-back), both at their host
     // addresses, since descriptors carry bus addresses. Only the sharers have them.
-    if let Some(g) = nic_grant().filter(|g| g.sharers.contains(&s.sandbox)) {
+    if let Some((_, g)) = nic_role(s.sandbox) {
         let window = questv_drivers::e1000::reg::WINDOW;
         let region = questv_drivers::e1000::layout::REGION;
         st2.map_range(m, g.nic.mmio, g.nic.mmio, window, Perms::RW, MemType::Uncacheable, false).map_err(err)?;
@@ -392,7 +392,7 @@ fn write_boot_info(s: &partition::Slice, b: &BuildInfo, modules: &[Module], stag
     if incarnation > 0 {
         cmdline.push_str(&format!(" incarnation={incarnation}"));
     }
-    if let Some((j, g)) = nic_grant().and_then(|g| g.sharers.iter().position(|&x| x == s.sandbox).map(|j| (j, g))) {
+    if let Some((j, g)) = nic_role(s.sandbox) {
         // After a recovery the NIC is up already: only the first boot of the first sharer initialises it.
         let init = j == 0 && incarnation == 0;
         cmdline.push_str(&format!(" nic_mmio=0x{:x} nic_dma=0x{:x} nic_index={} nic_init={}", g.nic.mmio, g.nic.dma, j, u8::from(init)));
@@ -661,11 +661,20 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
         let c = st.component.filter(|c| st.policy == Policy::Driver && c.owns(g.rsp));
         (st.policy, st.history.incarnation, d, c)
     };
-    let action = match (decision, component) {
-        (Some(Decision::Recover), Some(_)) => String::from("driver_switch"),
-        (Some(Decision::Recover), None) => String::from("restart"),
-        (Some(Decision::CrashLoop { quick_faults }), _) => format!("stopped crash_loop={quick_faults}"),
-        (None, _) => String::from("stopped"),
+    // Remote: a sharer's service goes to the next healthy sharer.
+    let takeover = match (policy, decision, nic_role(sandbox)) {
+        (Policy::Remote, Some(Decision::Recover), Some((j, grant))) => {
+            let healthy = |s: u32| s != sandbox && STOPPED.load(Ordering::Acquire) & (1 << s) == 0 && nic_role(s).is_some();
+            rec::pick_takeover(sandbox, &grant.sharers, healthy).map(|t| (j, t))
+        }
+        _ => None,
+    };
+    let action = match (decision, component, takeover) {
+        (Some(Decision::Recover), Some(_), _) => String::from("driver_switch"),
+        (Some(Decision::Recover), None, Some((_, t))) => format!("remote target={t}"),
+        (Some(Decision::Recover), None, None) => String::from("restart"),
+        (Some(Decision::CrashLoop { quick_faults }), _, _) => format!("stopped crash_loop={quick_faults}"),
+        (None, _, _) => String::from("stopped"),
     };
     result!(
         "sandbox_fault",
@@ -678,6 +687,9 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
         switch_driver(sandbox, c, t_exit, guest_tsc);
         return true;
     }
+    if let Some((j, target)) = takeover {
+        hand_over(sandbox, j, target);
+    }
     if decision == Some(Decision::Recover) {
         match restart_sandbox(sandbox, t_exit, guest_tsc) {
             Ok(()) => {
@@ -687,14 +699,70 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
             Err(e) => result!("sandbox_recovery_failed", "sandbox={} error=\"{}\"", sandbox, e),
         }
     }
+    STOPPED.fetch_or(1 << sandbox, Ordering::AcqRel);
     sandbox_finished(sandbox, STATUS_STOPPED);
     false
+}
+
+/// Remote recovery, on the faulted sandbox's core: ask `target`'s monitor (by NMI, through a mailbox) to take
+/// over sharer `j`'s network service, and wait for its acknowledgement (the IPI round trip of Table 1). From
+/// now on the faulted sandbox is relaunched without the NIC.
+fn hand_over(sandbox: u32, j: usize, target: u32) {
+    NIC_MOVED.fetch_or(1 << sandbox, Ordering::AcqRel);
+    let t0 = cpu::rdtsc();
+    TAKEOVER_ACK[target as usize].store(0, Ordering::Release);
+    TAKEOVER_REQUEST[target as usize].store(j as u32 + 1, Ordering::Release);
+    let hz = smp::TSC_HZ.load(Ordering::Relaxed).max(1);
+    let mut nmis = 0;
+    // An NMI that reaches the target core while it is in root mode (handling an exit of its own) is not an
+    // exit: send again every millisecond until acknowledged, for at most half a second.
+    let acked = loop {
+        lapic::send_nmi(smp::apic_id(target));
+        nmis += 1;
+        let until = cpu::rdtsc() + hz / 1000;
+        while cpu::rdtsc() < until && TAKEOVER_ACK[target as usize].load(Ordering::Acquire) == 0 {
+            core::hint::spin_loop();
+        }
+        let ack = TAKEOVER_ACK[target as usize].load(Ordering::Acquire);
+        if ack != 0 || cpu::rdtsc() - t0 > hz / 2 {
+            break ack;
+        }
+    };
+    let round_trip = if acked != 0 { cpu::rdtsc() - t0 } else { 0 };
+    result!(
+        "sandbox_takeover",
+        "sandbox={} sharer={} target={} acked={} ipi_round_trip_cycles={} ipi_round_trip_us={} nmis={}",
+        sandbox, j, target, u8::from(acked != 0), round_trip, cycles_to_us(round_trip), nmis
+    );
+}
+
+/// Remote recovery, on the target's core (its NMI exit): route the NIC's interrupt away from the faulted
+/// sandbox (the target already receives it), publish the takeover in the info page, and tell the target's
+/// kernel with a self-IPI of the takeover vector, which reaches the guest directly.
+fn take_over(target: u32, j: usize) {
+    let t0 = cpu::rdtsc();
+    let Some(g) = nic_grant() else { return };
+    let Some(&faulted) = g.sharers.get(j) else { return };
+    if g.logical {
+        let bit = if lapic::is_x2apic() { smp::apic_id(faulted) } else { faulted };
+        let mask = g.mask.fetch_and(!(1 << bit), Ordering::AcqRel) & !(1 << bit);
+        g.ioapic.route_logical(g.pin, crate::net::VECTOR_NIC, mask as u8, false, g.active_low);
+    }
+    let shared = SHARED_BASE.load(Ordering::SeqCst);
+    if u64::from(target) < info::MAX_SANDBOXES {
+        // SAFETY: the info page is monitor-initialised shared memory; the slot is within it.
+        unsafe { (*((shared + info::TAKEOVERS_OFFSET + 4 * u64::from(target)) as *const AtomicU32)).fetch_or(1 << j, Ordering::AcqRel) };
+    }
+    lapic::send_ipi(lapic::id(), hc::TAKEOVER_VECTOR);
+    let t1 = cpu::rdtsc();
+    TAKEOVER_ACK[target as usize].store(t1, Ordering::Release);
+    result!("sandbox_takeover_done", "target={} sharer={} faulted={} reroute_cycles={} logical_dest=0x{:02x}", target, j, faulted, t1 - t0, g.mask.load(Ordering::Acquire));
 }
 
 /// A faulted NIC sharer leaves the shared ring (its frozen cursor would stall it for the others) and a control
 /// lock it died holding is released.
 fn leave_nic(sandbox: u32) {
-    if let Some((j, g)) = nic_grant().and_then(|g| g.sharers.iter().position(|&x| x == sandbox).map(|j| (j, g))) {
+    if let Some((j, g)) = nic_role(sandbox) {
         // SAFETY: the DMA region is monitor-claimed memory (identity mapped here); its control block is made of
         // atomics only.
         let control = unsafe { &*(g.nic.dma as *const questv_drivers::e1000::Control) };
@@ -1243,6 +1311,13 @@ fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
         Exit::Msr { write } => msr_access(sandbox, regs, write),
         // The watchdog check above ran; the timer restarts at the next entry.
         Exit::Timer => true,
+        Exit::Nmi if TAKEOVER_REQUEST[sandbox as usize].load(Ordering::Acquire) != 0 => {
+            let j = TAKEOVER_REQUEST[sandbox as usize].swap(0, Ordering::AcqRel);
+            if j != 0 {
+                take_over(sandbox, j as usize - 1);
+            }
+            true
+        }
         Exit::Nmi => {
             // With the SVM watchdog on, the PIT's NMIs are the monitor's own tick. Otherwise not one the monitor
             // sent (that one sets HALT_ALL): dropped and counted, not logged each time (on x2APIC machines a
@@ -1295,6 +1370,29 @@ pub struct MonitorOptions<'a> {
 struct NicGrant {
     sharers: Vec<u32>,
     nic: crate::net::device::Claimed,
+    /// Its I/O APIC entry (for re-routing after a remote recovery) and whether it uses logical delivery.
+    ioapic: questv_arch::ioapic::IoApic,
+    pin: u32,
+    active_low: bool,
+    logical: bool,
+    /// The logical destination now (one bit per sandbox core that still receives it).
+    mask: AtomicU32,
+}
+
+/// Sandboxes whose NIC role moved to another sandbox (remote recovery): they are relaunched without it.
+static NIC_MOVED: AtomicU32 = AtomicU32::new(0);
+/// Remote recovery, monitor to monitor: a takeover request for the core's sandbox (sharer index + 1), and the
+/// target monitor's acknowledgement (its TSC when done).
+static TAKEOVER_REQUEST: [AtomicU32; percpu::MAX_CPUS] = [const { AtomicU32::new(0) }; percpu::MAX_CPUS];
+static TAKEOVER_ACK: [core::sync::atomic::AtomicU64; percpu::MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(0) }; percpu::MAX_CPUS];
+/// Sandboxes stopped for good (a takeover target must be healthy).
+static STOPPED: AtomicU32 = AtomicU32::new(0);
+
+fn nic_role(sandbox: u32) -> Option<(usize, &'static NicGrant)> {
+    if NIC_MOVED.load(Ordering::Acquire) & (1 << sandbox) != 0 {
+        return None;
+    }
+    nic_grant().and_then(|g| g.sharers.iter().position(|&x| x == sandbox).map(|j| (j, g)))
 }
 
 static NIC_GRANT: spin::Once<Option<NicGrant>> = spin::Once::new();
@@ -1333,6 +1431,7 @@ fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &str, device
     // on (fixed in later Bochs), so no logical destination ever matches. There the interrupt goes to every core
     // (physical broadcast) and the sandboxes that do not share the NIC acknowledge it and ignore it.
     let ldr_broken = lapic::is_x2apic() && lapic::logical_id() == 0;
+    let logical = !ldr_broken;
     let delivery = if ldr_broken {
         ioapic.route(pin, crate::net::VECTOR_NIC, 0xFF, false, active_low);
         "physical_broadcast"
@@ -1346,7 +1445,7 @@ fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &str, device
         nic.bdf.0, nic.bdf.1, nic.bdf.2, nic.device_id, nic.mmio, nic.dma, nic.irq_line, gsi, delivery, mask,
         sharers.iter().map(|s| format!("{s}")).collect::<Vec<_>>().join(",")
     );
-    Ok(NicGrant { sharers, nic })
+    Ok(NicGrant { sharers, nic, ioapic, pin, active_low, logical, mask: AtomicU32::new(mask) })
 }
 
 /// Arm the SVM watchdog: the PIT's IRQ 0 routed through the I/O APIC as an NMI to every core, at half the

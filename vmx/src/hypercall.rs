@@ -94,6 +94,10 @@ pub fn decode(rax: u64) -> Result<u64, i64> {
     }
 }
 
+/// The vector the monitor sends its own sandbox (a self-IPI from root mode, delivered straight to the guest)
+/// when the info page's takeover mask for it changed: remote recovery.
+pub const TAKEOVER_VECTOR: u8 = 0x41;
+
 /// The only vector a sandbox may send to another core: channel notification (handled by a plain EOI).
 pub const CHANNEL_NOTIFY_VECTOR: u8 = 0xF2;
 
@@ -125,7 +129,10 @@ pub mod info {
     /// Per sandbox, a u32: how many times it has been recovered (its incarnation).
     pub const INCARNATIONS_OFFSET: u64 = CHANNEL_RESETS_OFFSET + MAX_CHANNELS * 4;
     pub const MAX_SANDBOXES: u64 = 64;
-    const _: () = assert!(INCARNATIONS_OFFSET + MAX_SANDBOXES * 4 <= 4096);
+    /// Per sandbox, a u32 bit mask: the NIC sharers (by index) whose network service it has taken over
+    /// (remote recovery); set by the monitor before it sends the sandbox [`super::TAKEOVER_VECTOR`].
+    pub const TAKEOVERS_OFFSET: u64 = INCARNATIONS_OFFSET + MAX_SANDBOXES * 4;
+    const _: () = assert!(TAKEOVERS_OFFSET + MAX_SANDBOXES * 4 <= 4096);
 }
 
 #[cfg(test)]

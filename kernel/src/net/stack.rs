@@ -311,6 +311,7 @@ fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
     });
     let mut sockets = SocketSet::new(Vec::new());
     let mut buf = Box::new([0u8; e1000::BUF_SIZE]);
+    let mut adopted: Vec<Adopted> = Vec::new();
     STATS.up.store(true, Ordering::Release);
     crate::result!(
         "net_up",
@@ -331,10 +332,27 @@ fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
             // A broken driver, on the driver's own thread (the fault-injection hook asked for it).
             crate::ktest::driver_fault(inject);
         }
+        if TAKEOVER_PENDING.swap(false, Ordering::AcqRel) {
+            adopt_taken_over(&nic, &mut adopted, me);
+        }
         let rx = &mut port.rx;
+        let adopted_idents: Vec<Identity> = adopted.iter().map(|a| a.ident).collect();
+        let mut for_adopted: Vec<(usize, Vec<u8>)> = Vec::new();
         let slots = nic.receive(
             &mut buf,
             |f| match frame::classify(f, &ident) {
+                Verdict::NotMine if !adopted_idents.is_empty() => {
+                    // Remote recovery: a sharer this kernel took over may own it.
+                    match adopted_idents.iter().position(|i| frame::classify(f, i) == Verdict::Mine) {
+                        Some(k) => {
+                            STATS.rx_mine.fetch_add(1, Ordering::Relaxed);
+                            for_adopted.push((k, f.to_vec()));
+                        }
+                        None => {
+                            STATS.rx_not_mine.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
                 Verdict::Mine => {
                     STATS.rx_mine.fetch_add(1, Ordering::Relaxed);
                     if f.len() > 14 && f[12..14] == frame::ETHERTYPE_IPV4.to_be_bytes() {
@@ -368,10 +386,70 @@ fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
             let _ = crate::sandbox::checkpoint(questv_vmx::hypercall::SLOT_NET, &neighbors.encode());
         }
         iface.poll(now(), &mut port, &mut sockets);
+        for (k, f) in for_adopted {
+            if adopted[k].port.rx.len() < RX_QUEUE {
+                adopted[k].port.rx.push_back(f);
+            }
+        }
+        for a in adopted.iter_mut() {
+            a.iface.poll(now(), &mut a.port, &mut a.sockets);
+        }
         // A full lap may have left more: go round again before sleeping.
-        if slots == 0 && port.rx.is_empty() {
+        if slots == 0 && port.rx.is_empty() && !TAKEOVER_PENDING.load(Ordering::Acquire) {
             sched::block();
         }
+    }
+}
+
+/// Remote recovery: the monitor asked this kernel (its takeover vector) to serve another sharer's address.
+static TAKEOVER_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// The takeover vector's handler: note it, wake the driver.
+pub fn takeover_interrupt() {
+    TAKEOVER_PENDING.store(true, Ordering::Release);
+    questv_arch::lapic::eoi();
+    wake_driver();
+}
+
+/// Another sharer's network service, taken over after its sandbox faulted (remote recovery): its IP and MAC,
+/// its own smoltcp interface, fed from this kernel's pass over the shared ring.
+struct Adopted<'a> {
+    ident: Identity,
+    port: Port<'a>,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+}
+
+/// Serve every sharer the monitor's info page lists for this sandbox that is not served yet.
+fn adopt_taken_over<'a>(nic: &'a SharedNic, adopted: &mut Vec<Adopted<'a>>, me: usize) {
+    use questv_vmx::hypercall::info;
+    let (Some(shared), Some(sandbox)) = (crate::sandbox::shared_region(), crate::sandbox::id()) else { return };
+    if u64::from(sandbox) >= info::MAX_SANDBOXES {
+        return;
+    }
+    // SAFETY: the info page is mapped read-only for good; the slot is a u32 only the monitor writes.
+    let mask = unsafe { core::ptr::read_volatile((shared + info::TAKEOVERS_OFFSET + 4 * u64::from(sandbox)) as *const u32) };
+    let control = nic.mem.control();
+    for j in (0..e1000::MAX_SHARERS).filter(|&j| j != me && mask & (1 << j) != 0) {
+        let mac = e1000::mac_from_u64(control.macs[j].load(Ordering::Acquire));
+        let ip = control.ips[j].load(Ordering::Acquire).to_be_bytes();
+        let ident = Identity { mac, ip };
+        if adopted.iter().any(|a| a.ident == ident) {
+            continue;
+        }
+        let mut port = Port { nic, rx: VecDeque::new() };
+        let mut config = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+        config.random_seed = questv_arch::cpu::rdtsc();
+        let mut iface = Interface::new(config, &mut port, now());
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), super::SUBNET_PREFIX));
+        });
+        crate::result!(
+            "net_takeover",
+            "sandbox={} sharer={} ip={}.{}.{}.{} mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            sandbox, j, ip[0], ip[1], ip[2], ip[3], mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+        );
+        adopted.push(Adopted { ident, port, iface, sockets: SocketSet::new(Vec::new()) });
     }
 }
 
