@@ -257,12 +257,13 @@ pub enum Cli {
     /// The network figures (Figs 8 and 11).
     NetFig(netfig::NetFigOptions),
     Recovery(recoveryfig::RecoveryFigOptions),
+    Fig10(recoveryfig::Fig10Options),
     Faults(faults::FaultsOptions),
     Help,
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv fig10 [--emulator qemu|bochs] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
 
 /// msgbench's VCPU set-ups (userland/src/bin/msgbench.rs), in the order `--vcpu all` runs them.
 pub const MSGBENCH_VCPUS: [&str; 3] = ["none", "hi", "lo"];
@@ -281,6 +282,22 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
         }
         Some("netfig") => return parse_netfig(&args[1..]),
         Some("recovery") => return parse_recoveryfig(&args[1..]),
+        Some("fig10") => {
+            let mut o = recoveryfig::Fig10Options::default();
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--emulator" => o.emulator = match it.next().map(String::as_str) {
+                        Some("qemu") => Emulator::Qemu,
+                        Some("bochs") => Emulator::Bochs,
+                        e => return Err(format!("unknown emulator {e:?} (qemu or bochs)")),
+                    },
+                    "--quick" => (o.count, o.interval_ms, o.break_after) = (40, 250, 12),
+                    other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+                }
+            }
+            return Ok(Cli::Fig10(o));
+        }
         Some("faults") => return parse_faults(&args[1..]),
         Some("-h") | Some("--help") | Some("help") | None => return Ok(Cli::Help),
         Some(other) => return Err(format!("unknown command {other:?}\n{USAGE}")),
@@ -434,7 +451,7 @@ fn parse_recoveryfig(args: &[String]) -> Result<Cli, String> {
             "--count" => o.count = value("--count")?.parse().ok().filter(|c| (30..=65_536).contains(c)).ok_or("--count needs 30..=65536")?,
             "--interval-ms" => o.interval_ms = value("--interval-ms")?.parse().ok().filter(|c| (5..=2000).contains(c)).ok_or("--interval-ms needs 5..=2000")?,
             "--after" => o.after_replies = value("--after")?.parse().ok().filter(|c| (1..=1000).contains(c)).ok_or("--after needs 1..=1000")?,
-            "--quick" => o.count = 80,
+            "--quick" => o.count = 60,
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
     }

@@ -35,6 +35,16 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Ok(Cli::Fig10(o)) => match questv::recoveryfig::fig10(&o) {
+            Ok((text, ok)) => {
+                print!("{text}");
+                std::process::exit(if ok { 0 } else { 1 });
+            }
+            Err(e) => {
+                eprintln!("questv: fig10: {e}");
+                std::process::exit(2);
+            }
+        },
         Ok(Cli::Faults(o)) => match questv::faults::faults(&o) {
             Ok((text, ok)) => {
                 print!("{text}");

@@ -620,6 +620,15 @@ pub fn longest_outage(samples: &[Sample]) -> Option<Outage> {
     Some(Outage { first_lost_seq: samples[start].seq, lost: (end - start) as u32, downtime_us: arrive(after).saturating_sub(from) })
 }
 
+/// The longest silence between two consecutive replies, by arrival time (late replies count where they
+/// arrived): what a client of the guest saw of an outage, lost or merely delayed requests alike. None with
+/// fewer than two replies.
+pub fn max_reply_gap_us(samples: &[Sample]) -> Option<u64> {
+    let mut arrivals: Vec<u64> = samples.iter().filter_map(|s| Some(s.sent_us + s.rtt_us?)).collect();
+    arrivals.sort_unstable();
+    arrivals.windows(2).map(|w| w[1] - w[0]).max()
+}
+
 pub fn samples_csv(r: &PeerReport) -> String {
     let mut csv = String::from("guest,seq,sent_us,rtt_us\n");
     for g in &r.guests {
@@ -1679,6 +1688,15 @@ mod tests {
         assert_eq!(longest_outage(&timeline), Some(Outage { first_lost_seq: 3, lost: 2, downtime_us: 3250 }));
         assert_eq!(longest_outage(&timeline[..1]), None, "nothing lost");
         assert_eq!(longest_outage(&timeline[..5]), None, "the outage never ended");
+    }
+
+    #[test]
+    fn peer_reply_gap_counts_late_replies_where_they_arrived() {
+        let s = |seq: u16, sent_us: u64, rtt: Option<u64>| Sample { seq, sent_us, rtt_us: rtt };
+        // Replies at 100, 1100; then requests 2 and 3 answered late, both arriving at 5000; then 5100.
+        let t = [s(0, 0, Some(100)), s(1, 1000, Some(100)), s(2, 2000, Some(3000)), s(3, 3000, Some(2000)), s(4, 5000, Some(100))];
+        assert_eq!(max_reply_gap_us(&t), Some(3900));
+        assert_eq!(max_reply_gap_us(&t[..1]), None);
     }
 
     #[test]

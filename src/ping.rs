@@ -25,11 +25,13 @@ pub struct PingOptions {
     /// VT fault injection during the run: `KIND SANDBOX [after_pings=N|after_ms=MS]` (`ktest inject`), with
     /// the monitor's `--recovery` policy deciding what follows.
     pub inject: Option<String>,
+    /// The program the guests run instead of `netserve SECS` (it must end on its own).
+    pub program: Option<String>,
 }
 
 impl Default for PingOptions {
     fn default() -> Self {
-        PingOptions { boot: BootOptions { cpus: 2, ..BootOptions::default() }, guests: 1, sharers: 0, count: 100, interval_ms: 10, size: 56, garbage: 0, seed: 1, inject: None }
+        PingOptions { boot: BootOptions { cpus: 2, ..BootOptions::default() }, guests: 1, sharers: 0, count: 100, interval_ms: 10, size: 56, garbage: 0, seed: 1, inject: None, program: None }
     }
 }
 
@@ -174,9 +176,12 @@ pub fn ping_run(o: &PingOptions) -> Result<PingRun, String> {
     let boot_opts = BootOptions {
         nic_port: Some(port),
         nic_sharers: sharers,
-        run: Some(match &o.inject {
-            Some(i) => format!("ktest inject {i} -- netserve {serve_secs}"),
-            None => format!("netserve {serve_secs}"),
+        run: Some({
+            let program = o.program.clone().unwrap_or_else(|| format!("netserve {serve_secs}"));
+            match &o.inject {
+                Some(i) => format!("ktest inject {i} -- {program}"),
+                None => program,
+            }
         }),
         timeout: Some(o.boot.timeout.unwrap_or(serve_secs + 120)),
         ..o.boot.clone()

@@ -199,3 +199,47 @@ fn recovery_remote_moves_the_service_to_another_sandbox() {
     let healed = lines("ping_guest").into_iter().filter(|g| g.get("sandbox") == Some("0")).collect::<Vec<_>>();
     r.check(healed.len() == 1 && healed[0].get("nic") == Some("none"), "the healed sandbox came back with the NIC it handed over");
 }
+
+fn questv(args: &[&str]) -> Run {
+    common::require("qemu-system-x86_64");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_questv")).args(args).output().expect("run questv");
+    Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+}
+
+/// Table 1 and Fig 6 from one command: every recovery level measured, its CSV rows and the PNGs written.
+#[test]
+fn recovery_table1_and_fig6_come_out_of_one_command() {
+    let r = questv(&["recovery", "--quick"]);
+    r.check(r.code == 0, "recovery --quick failed");
+    let t1 = r.results("table1");
+    for mode in ["local_driver_switch", "local_restart", "remote"] {
+        r.check(t1.iter().any(|t| t.get("mode") == Some(mode)), "a recovery level is missing from Table 1");
+    }
+    let f6 = r.results("fig6");
+    r.check(f6.len() == 3 && f6.iter().all(|f| f.get("other_guest_lost") == Some("0")), "the other sharer lost pings");
+    r.check(f6.iter().all(|f| f.get("downtime_over_reboot").and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v < 0.2)), "a local recovery took a sizeable part of a reboot");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/results");
+    for f in ["table1-qemu-4cpus.csv", "fig6-qemu-4cpus.csv", "fig6-qemu-4cpus.png", "table1-local_restart-qemu-4cpus.png", "table1-remote-qemu-4cpus.png"] {
+        r.check(dir.join(f).metadata().is_ok_and(|m| m.len() > 100), "a Table 1 / Fig 6 file is missing");
+    }
+    let csv = std::fs::read_to_string(dir.join("table1-qemu-4cpus.csv")).unwrap();
+    r.check(csv.lines().skip(1).all(|l| l.split(',').count() == 3 && l.rsplit(',').next().unwrap().parse::<f64>().is_ok()), "Table 1's CSV does not parse");
+}
+
+/// Fig 10: sandbox 0's driver breaks (scribbles over its channel with sandbox 1, then writes outside its
+/// memory); the driver switch recovers it, the monitor restores the channel; sandboxes 2 and 3 never notice.
+#[test]
+fn recovery_fig10_only_the_broken_sandbox_notices() {
+    let r = questv(&["fig10", "--quick"]);
+    r.check(r.code == 0, "fig10 did not show what the paper claims");
+    let f = r.results("fig10");
+    r.check(f.len() == 3, "expected one line per receiving sandbox");
+    for s in &f {
+        let bystander = s.get("sandbox") != Some("0");
+        r.check(!bystander || (s.get("corrupt") == Some("0") && s.get("resets") == Some("0")), "a bystander's channel was touched");
+        r.check(bystander || s.get_u64("resets").is_some_and(|n| n >= 1), "sandbox 0's damaged channel was not restored");
+        r.check(s.get_u64("messages_after_fault").is_some_and(|n| n > 0), "a sandbox got no messages after the fault");
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/results");
+    r.check(dir.join("fig10-qemu.csv").is_file() && dir.join("fig10-qemu.png").is_file(), "Fig 10's files are missing");
+}
