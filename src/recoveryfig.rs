@@ -159,6 +159,19 @@ fn local_run(o: &RecoveryFigOptions, level: Level) -> Result<LocalRun, String> {
     Ok(LocalRun { level, run, phases, outage, service_down_us: us(ready_cycles) })
 }
 
+/// A phase's label as one RESULT word: "driver switch (x)" → "driver_switch_x".
+fn slug(label: &str) -> String {
+    let mut out = String::new();
+    for c in label.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') && !out.is_empty() {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_string()
+}
+
 /// Reply arrival in µs since the emulator started, for the first answered request.
 fn first_reply_since_boot_us(run: &PingRun, g: &GuestReport) -> Option<u64> {
     let s = g.samples.iter().find(|s| s.rtt_us.is_some())?;
@@ -228,7 +241,7 @@ pub fn recoveryfig(o: &RecoveryFigOptions) -> Result<(String, PathBuf), String> 
             text.push('\n');
         }
         for (name, v) in &l.phases {
-            text.push_str(&format!("RESULT table1 mode={} phase=\"{name}\" us={v:.1}\n", l.level.name()));
+            text.push_str(&format!("RESULT table1 mode={} phase={} us={v:.1}\n", l.level.name(), slug(name)));
         }
     }
     for l in &locals {
@@ -244,6 +257,15 @@ pub fn recoveryfig(o: &RecoveryFigOptions) -> Result<(String, PathBuf), String> 
 }
 
 /// Fig 10's set-up.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn recovery_phase_labels_become_result_words() {
+        assert_eq!(super::slug("driver re-initialisation (to back in service)"), "driver_re_initialisation_to_back_in_service");
+        assert_eq!(super::slug("IPI round trip (monitor to monitor)"), "ipi_round_trip_monitor_to_monitor");
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fig10Options {
     pub emulator: Emulator,
