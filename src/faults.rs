@@ -51,8 +51,9 @@ pub fn judge(lines: &[String], outcome: &Outcome, cpus: u32) -> Campaign {
             "sandbox_fault" if r.from_monitor() => {
                 let s = r.get_u64("sandbox").unwrap_or(u64::MAX);
                 let action = r.get("action").unwrap_or("?").to_string();
-                // Bystanders (0, 1) never fault; a target is only ever restarted.
-                if s < 2 || action != "restart" {
+                // A target is only ever restarted (a stop means recovery failed); whose fault it was is
+                // checked against the injections below.
+                if action != "restart" {
                     c.escaped += 1;
                 }
                 c.detected.push((s, r.get("reason").unwrap_or("?").to_string(), action));
@@ -68,9 +69,16 @@ pub fn judge(lines: &[String], outcome: &Outcome, cpus: u32) -> Campaign {
             _ => {}
         }
     }
-    // Both bystanders must have reported, and every sandbox ended with status 0.
+    // Each detection must be the injected fault, in the sandbox it was injected into and in order; a fault in
+    // any other sandbox, or one more than was injected, escaped.
+    for (i, d) in c.detected.iter().enumerate() {
+        if c.injected.get(i).is_none_or(|inj| inj.1 != d.0) {
+            c.escaped += 1;
+        }
+    }
+    // Both bystanders must have reported and exchanged messages, and every sandbox ended with status 0.
     let done_ok = results.iter().filter(|r| r.name == "sandbox_done" && r.from_monitor() && r.get("status") == Some("0")).count();
-    if c.bystander_vmexits.len() != 2 || done_ok != cpus as usize {
+    if c.bystander_vmexits.len() != 2 || done_ok != cpus as usize || c.messages == 0 {
         c.escaped += 1;
     }
     c
@@ -173,6 +181,13 @@ mod tests {
         let mut bad = good.clone();
         bad.push("RESULT sandbox_fault sandbox=0 reason=panic action=restart".into());
         assert_eq!(judge(&bad, &Outcome::Done(0), 3).escaped, 1);
+        // The fault showing up in another target than the one injected into is an escape too.
+        let mut moved = good.clone();
+        moved[1] = "RESULT sandbox_fault sandbox=3 reason=memory_violation action=restart".into();
+        assert_eq!(judge(&moved, &Outcome::Done(0), 4).escaped, 2, "wrong sandbox, and one sandbox_done short");
+        let mut silent = good.clone();
+        silent[4] = "[s1] RESULT campaign_traffic sandbox=1 role=receiver received=0 lost=0 dup=0 corrupt=0 vmexits=0".into();
+        assert_eq!(judge(&silent, &Outcome::Done(0), 3).escaped, 1, "bystanders that exchanged nothing prove nothing");
         let mut stopped = good.clone();
         stopped[1] = "RESULT sandbox_fault sandbox=2 reason=panic action=stopped crash_loop=3".into();
         assert_eq!(judge(&stopped, &Outcome::Done(0), 3).escaped, 1);

@@ -254,13 +254,16 @@ fn inject_now(kind_index: u64) -> i32 {
     result!("inject", "sandbox={} kind={} tsc={}", sandbox, kind, cpu::rdtsc());
     match kind {
         "panic" => panic!("ktest inject: a sandbox kernel panics"),
-        // SAFETY (ud, wild, text, triple): deliberate faults; the monitor recovers or stops this sandbox.
+        // SAFETY: deliberate: an invalid opcode in kernel mode, which the kernel's panic path reports.
         "ud" => unsafe { core::arch::asm!("ud2") },
-        "wild" => unsafe { core::ptr::write_volatile(0xDEAD_0000 as *mut u64, 0xBAD0_BAD0) },
+        // SAFETY: deliberate: the first byte past this sandbox's memory is outside its second stage.
+        "wild" => unsafe { core::ptr::write_volatile(crate::mm::kmem::highest_address() as *mut u64, 0xBAD0_BAD0) },
+        // SAFETY: deliberate: the EPT/NPT keeps the kernel text read-only even with CR0.WP cleared.
         "text" => unsafe {
             core::arch::asm!("mov {0}, cr0", "and {0}, {1}", "mov cr0, {0}", out(reg) _, in(reg) !(1u64 << 16));
             core::ptr::write_volatile(inject_now as *const () as *mut u8, 0xCC);
         },
+        // SAFETY: deliberate: an empty IDT turns the breakpoint into a triple fault (a shutdown exit).
         "triple" => unsafe {
             let idt = [0u16; 5];
             core::arch::asm!("cli", "lidt [{}]", "int3", in(reg) idt.as_ptr());

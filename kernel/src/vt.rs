@@ -14,7 +14,7 @@ use crate::{kprintln, result, sched, smp};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use questv_arch::paging::PAGE_SIZE;
 use questv_arch::acpi_madt::Topology;
 use questv_arch::{cpu, lapic, percpu};
@@ -269,6 +269,9 @@ struct RunSettings {
 /// recovery reuses them in the same order, so the root — which the VMCS/VMCB names — stays the same. Lock
 /// order: CHANNELS, then POOL, then TABLES.
 static TABLES: crate::sync::IrqSpinlock<Vec<Vec<u64>>> = crate::sync::IrqSpinlock::new(Vec::new());
+/// Table pages a rebuild no longer needed, per sandbox: channel mappings take them before the pool's (so
+/// repeated recoveries do not drain the monitor pool). Taken after TABLES.
+static SPARES: crate::sync::IrqSpinlock<Vec<Vec<u64>>> = crate::sync::IrqSpinlock::new(Vec::new());
 
 /// Table memory for one sandbox's second stage: reuses its old table pages (zeroed) before taking new ones
 /// from the pool, and records every page it hands out.
@@ -481,6 +484,7 @@ fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<
             read_only.iter().map(|r| (r.1 - r.0) / PAGE_SIZE).sum::<u64>()
         );
     }
+    *SPARES.lock() = all_tables.iter().map(|_| Vec::new()).collect();
     *TABLES.lock() = all_tables;
     BUILD.call_once(|| build);
     STAGE2_ROOTS.call_once(|| roots);
@@ -494,10 +498,16 @@ fn map_channel(pool: &mut MonitorPool, e: u32, base: u64) -> Result<(), i64> {
     let format = backend::arch().stage2_format();
     let mut tables = TABLES.lock();
     let used = tables.get_mut(e as usize).ok_or(hc::EINVAL)?;
+    let mut spares = SPARES.lock();
+    let reuse = spares.get_mut(e as usize).map(core::mem::take).unwrap_or_default();
     let mut st2 = Stage2::from_root(roots[e as usize], format);
     let bytes = crate::channel::endpoint::CHANNEL_BYTES;
-    st2.map_range(&mut SandboxTables { pool, reuse: Vec::new(), used }, base, base, bytes, Perms::RW, MemType::WriteBack, false)
-        .map_err(|_| hc::ENOMEM)
+    let mut t = SandboxTables { pool, reuse, used };
+    let r = st2.map_range(&mut t, base, base, bytes, Perms::RW, MemType::WriteBack, false).map_err(|_| hc::ENOMEM);
+    if let Some(s) = spares.get_mut(e as usize) {
+        *s = core::mem::take(&mut t.reuse);
+    }
+    r
 }
 
 /// Channel between `me` and `peer`: allocated on first open from monitor memory and mapped, at its host
@@ -627,6 +637,7 @@ fn report_exits(sandbox: u32) {
 }
 
 fn sandbox_finished(sandbox: u32, status: i32) {
+    IN_SERVICE.fetch_and(!bit(sandbox), Ordering::AcqRel);
     WORST_STATUS.fetch_max(status, Ordering::SeqCst);
     result!("sandbox_done", "sandbox={} status={}", sandbox, status);
     if FINISHED.fetch_add(1, Ordering::SeqCst) + 1 == SANDBOXES.load(Ordering::SeqCst) {
@@ -649,6 +660,9 @@ static RELAUNCH: [core::sync::atomic::AtomicBool; percpu::MAX_CPUS] = [const { c
 /// fault when it reported one (the panic hypercall), for the exit-to-monitor phase.
 fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: Option<u64>) -> bool {
     flush_console(sandbox);
+    IN_SERVICE.fetch_and(!bit(sandbox), Ordering::AcqRel);
+    // A state the CPU refuses to enter is the monitor's problem, not the guest's: relaunching would refuse again.
+    let recoverable = reason != "entry_failed";
     let t_exit = EXIT_TSC[sandbox as usize].load(Ordering::Relaxed);
     let g = backend::guest_state();
     // `host_cr3=1` would mean the saved "guest" state is the monitor's own (an emulator reporting an exit
@@ -656,7 +670,7 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
     let host_cr3 = g.paging.cr3 == questv_arch::cpu::read_cr3();
     let (policy, incarnation, decision, component) = {
         let mut st = state(sandbox);
-        let d = if st.policy != Policy::None { Some(st.history.on_fault(t_exit, crash_loop_rule())) } else { None };
+        let d = if st.policy != Policy::None && recoverable { Some(st.history.on_fault(t_exit, crash_loop_rule())) } else { None };
         // Component level: only a fault on the component's own stack is the component's.
         let c = st.component.filter(|c| st.policy == Policy::Driver && c.owns(g.rsp));
         (st.policy, st.history.incarnation, d, c)
@@ -664,7 +678,7 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
     // Remote: a sharer's service goes to the next healthy sharer.
     let takeover = match (policy, decision, nic_role(sandbox)) {
         (Policy::Remote, Some(Decision::Recover), Some((j, grant))) => {
-            let healthy = |s: u32| s != sandbox && STOPPED.load(Ordering::Acquire) & (1 << s) == 0 && nic_role(s).is_some();
+            let healthy = |s: u32| s != sandbox && IN_SERVICE.load(Ordering::Acquire) & bit(s) != 0 && nic_role(s).is_some();
             rec::pick_takeover(sandbox, &grant.sharers, healthy).map(|t| (j, t))
         }
         _ => None,
@@ -688,7 +702,7 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
         return true;
     }
     if let Some((j, target)) = takeover {
-        hand_over(sandbox, j, target);
+        let _ = hand_over(sandbox, j, target);
     }
     if decision == Some(Decision::Recover) {
         match restart_sandbox(sandbox, t_exit, guest_tsc) {
@@ -699,7 +713,6 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
             Err(e) => result!("sandbox_recovery_failed", "sandbox={} error=\"{}\"", sandbox, e),
         }
     }
-    STOPPED.fetch_or(1 << sandbox, Ordering::AcqRel);
     sandbox_finished(sandbox, STATUS_STOPPED);
     false
 }
@@ -707,11 +720,12 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
 /// Remote recovery, on the faulted sandbox's core: ask `target`'s monitor (by NMI, through a mailbox) to take
 /// over sharer `j`'s network service, and wait for its acknowledgement (the IPI round trip of Table 1). From
 /// now on the faulted sandbox is relaunched without the NIC.
-fn hand_over(sandbox: u32, j: usize, target: u32) {
-    NIC_MOVED.fetch_or(1 << sandbox, Ordering::AcqRel);
+fn hand_over(sandbox: u32, j: usize, target: u32) -> bool {
+    NIC_MOVED.fetch_or(bit(sandbox), Ordering::AcqRel);
     let t0 = cpu::rdtsc();
-    TAKEOVER_ACK[target as usize].store(0, Ordering::Release);
-    TAKEOVER_REQUEST[target as usize].store(j as u32 + 1, Ordering::Release);
+    let want = bit(j as u32);
+    TAKEOVER_ACK[target as usize].fetch_and(!want, Ordering::AcqRel);
+    TAKEOVER_REQUEST[target as usize].fetch_or(want, Ordering::AcqRel);
     let hz = smp::TSC_HZ.load(Ordering::Relaxed).max(1);
     let mut nmis = 0;
     // An NMI that reaches the target core while it is in root mode (handling an exit of its own) is not an
@@ -720,20 +734,29 @@ fn hand_over(sandbox: u32, j: usize, target: u32) {
         lapic::send_nmi(smp::apic_id(target));
         nmis += 1;
         let until = cpu::rdtsc() + hz / 1000;
-        while cpu::rdtsc() < until && TAKEOVER_ACK[target as usize].load(Ordering::Acquire) == 0 {
+        while cpu::rdtsc() < until && TAKEOVER_ACK[target as usize].load(Ordering::Acquire) & want == 0 {
             core::hint::spin_loop();
         }
-        let ack = TAKEOVER_ACK[target as usize].load(Ordering::Acquire);
-        if ack != 0 || cpu::rdtsc() - t0 > hz / 2 {
-            break ack;
+        if TAKEOVER_ACK[target as usize].load(Ordering::Acquire) & want != 0 {
+            break true;
+        }
+        if cpu::rdtsc() - t0 > hz / 2 {
+            // Withdraw the request; if the target took it after all in the meantime, it stands.
+            let withdrawn = TAKEOVER_REQUEST[target as usize].fetch_and(!want, Ordering::AcqRel) & want != 0;
+            break !withdrawn;
         }
     };
-    let round_trip = if acked != 0 { cpu::rdtsc() - t0 } else { 0 };
+    let round_trip = cpu::rdtsc() - t0;
+    if !acked {
+        // Nobody took the service: the sandbox keeps its NIC role and is restarted with it.
+        NIC_MOVED.fetch_and(!bit(sandbox), Ordering::AcqRel);
+    }
     result!(
         "sandbox_takeover",
         "sandbox={} sharer={} target={} acked={} ipi_round_trip_cycles={} ipi_round_trip_us={} nmis={}",
-        sandbox, j, target, u8::from(acked != 0), round_trip, cycles_to_us(round_trip), nmis
+        sandbox, j, target, u8::from(acked), if acked { round_trip } else { 0 }, if acked { cycles_to_us(round_trip) } else { 0 }, nmis
     );
+    acked
 }
 
 /// Remote recovery, on the target's core (its NMI exit): route the NIC's interrupt away from the faulted
@@ -743,9 +766,14 @@ fn take_over(target: u32, j: usize) {
     let t0 = cpu::rdtsc();
     let Some(g) = nic_grant() else { return };
     let Some(&faulted) = g.sharers.get(j) else { return };
+    if nic_role(target).is_none() {
+        // This sandbox no longer holds the NIC itself (it handed its own role over): it cannot serve another.
+        return;
+    }
     if g.logical {
-        let bit = if lapic::is_x2apic() { smp::apic_id(faulted) } else { faulted };
-        let mask = g.mask.fetch_and(!(1 << bit), Ordering::AcqRel) & !(1 << bit);
+        let id = if lapic::is_x2apic() { smp::apic_id(faulted) } else { faulted };
+        let _io = IOAPIC_LOCK.lock();
+        let mask = g.mask.fetch_and(!(1u32.checked_shl(id).unwrap_or(0)), Ordering::AcqRel) & !(1u32.checked_shl(id).unwrap_or(0));
         g.ioapic.route_logical(g.pin, crate::net::VECTOR_NIC, mask as u8, false, g.active_low);
     }
     let shared = SHARED_BASE.load(Ordering::SeqCst);
@@ -755,7 +783,7 @@ fn take_over(target: u32, j: usize) {
     }
     lapic::send_ipi(lapic::id(), hc::TAKEOVER_VECTOR);
     let t1 = cpu::rdtsc();
-    TAKEOVER_ACK[target as usize].store(t1, Ordering::Release);
+    TAKEOVER_ACK[target as usize].fetch_or(bit(j as u32), Ordering::AcqRel);
     result!("sandbox_takeover_done", "target={} sharer={} faulted={} reroute_cycles={} logical_dest=0x{:02x}", target, j, faulted, t1 - t0, g.mask.load(Ordering::Acquire));
 }
 
@@ -810,6 +838,8 @@ fn reset_channels(chans: &mut [ChannelRecord], sandbox: u32, unmap: bool) -> u32
 /// everything else in the sandbox run on.
 fn switch_driver(sandbox: u32, c: Component, t_exit: u64, guest_tsc: Option<u64>) {
     let t0 = cpu::rdtsc();
+    // The fault may have come in an interrupt handler on the driver's stack: its EOI never came.
+    let _ = lapic::eoi_all_in_service();
     let channels_reset = reset_channels(&mut CHANNELS.lock(), sandbox, false);
     let t_channels = cpu::rdtsc();
     // Interrupts off: the entry enables them once its state is consistent.
@@ -857,11 +887,13 @@ fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>) -> Result<
     let mut used = Vec::new();
     let mut tables = SandboxTables { pool, reuse, used: &mut used };
     let st2 = build_stage2(s, &read_only, b.shared_start, &mut tables)?;
-    // Pages no longer needed (the channel mappings' tables) stay this sandbox's for later mappings.
-    let mut left = core::mem::take(&mut tables.reuse);
-    left.reverse();
-    used.extend(left);
-    TABLES.lock()[sandbox as usize] = used;
+    // Pages no longer needed (the channel mappings' tables) stay this sandbox's, as spares for later mappings.
+    let left = core::mem::take(&mut tables.reuse);
+    {
+        let mut t = TABLES.lock();
+        t[sandbox as usize] = used;
+        SPARES.lock()[sandbox as usize].extend(left);
+    }
     let root = STAGE2_ROOTS.get().map(|r| r[sandbox as usize]);
     if root != Some(st2.root()) {
         return Err(format!("second stage rebuilt at 0x{:x}, not at its root {:?}", st2.root(), root));
@@ -881,6 +913,8 @@ fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>) -> Result<
         st.icr_high = 0;
         st.line_len = 0;
         st.recovering_since = t_exit;
+        // The new kernel registers its component again (if it has one): the old one's stack is gone.
+        st.component = None;
         st.history.incarnation
     };
     let shared = SHARED_BASE.load(Ordering::SeqCst);
@@ -954,6 +988,7 @@ fn flush_console(sandbox: u32) {
 /// BOOTED: a recovered sandbox is back in service (`RESULT sandbox_ready`, with the downtime since its fault).
 /// Returns its incarnation.
 fn booted(sandbox: u32) -> u64 {
+    IN_SERVICE.fetch_or(bit(sandbox), Ordering::AcqRel);
     let (since, incarnation) = {
         let mut st = state(sandbox);
         (core::mem::take(&mut st.recovering_since), st.history.incarnation)
@@ -1312,9 +1347,9 @@ fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
         // The watchdog check above ran; the timer restarts at the next entry.
         Exit::Timer => true,
         Exit::Nmi if TAKEOVER_REQUEST[sandbox as usize].load(Ordering::Acquire) != 0 => {
-            let j = TAKEOVER_REQUEST[sandbox as usize].swap(0, Ordering::AcqRel);
-            if j != 0 {
-                take_over(sandbox, j as usize - 1);
+            let wanted = TAKEOVER_REQUEST[sandbox as usize].swap(0, Ordering::AcqRel);
+            for j in (0..64).filter(|j| wanted & (1u64 << j) != 0) {
+                take_over(sandbox, j);
             }
             true
         }
@@ -1380,16 +1415,23 @@ struct NicGrant {
 }
 
 /// Sandboxes whose NIC role moved to another sandbox (remote recovery): they are relaunched without it.
-static NIC_MOVED: AtomicU32 = AtomicU32::new(0);
-/// Remote recovery, monitor to monitor: a takeover request for the core's sandbox (sharer index + 1), and the
-/// target monitor's acknowledgement (its TSC when done).
-static TAKEOVER_REQUEST: [AtomicU32; percpu::MAX_CPUS] = [const { AtomicU32::new(0) }; percpu::MAX_CPUS];
-static TAKEOVER_ACK: [core::sync::atomic::AtomicU64; percpu::MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(0) }; percpu::MAX_CPUS];
-/// Sandboxes stopped for good (a takeover target must be healthy).
-static STOPPED: AtomicU32 = AtomicU32::new(0);
+static NIC_MOVED: AtomicU64 = AtomicU64::new(0);
+/// Remote recovery, monitor to monitor: per target core, the sharers (bit j) it is asked to take over, and
+/// those it has (its acknowledgement).
+static TAKEOVER_REQUEST: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+static TAKEOVER_ACK: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+/// Sandboxes running and in service (bit = sandbox): set at BOOTED, cleared when one faults, finishes or is
+/// stopped. A takeover target must be one of them (never one that is itself recovering).
+static IN_SERVICE: AtomicU64 = AtomicU64::new(0);
+/// The I/O APIC's index/data pair is not reentrant: one monitor at a time reprograms it after boot.
+static IOAPIC_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+fn bit(sandbox: u32) -> u64 {
+    1u64.checked_shl(sandbox).unwrap_or(0)
+}
 
 fn nic_role(sandbox: u32) -> Option<(usize, &'static NicGrant)> {
-    if NIC_MOVED.load(Ordering::Acquire) & (1 << sandbox) != 0 {
+    if NIC_MOVED.load(Ordering::Acquire) & bit(sandbox) != 0 {
         return None;
     }
     nic_grant().and_then(|g| g.sharers.iter().position(|&x| x == sandbox).map(|j| (j, g)))

@@ -286,19 +286,45 @@ pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
         Err(e) => return e,
     }
     let fail: u8;
+    let fail_word: u64;
     // SAFETY: the VMCS is current and complete; on success control never returns here.
     unsafe {
         // RBX is reserved by LLVM: load it by hand and restore it if VMLAUNCH fails (POP keeps the flags).
+        // Every other register the guest starts with is zeroed (GPRs, RBP, XMM): nothing of the monitor's state
+        // reaches the sandbox.
         asm!(
             "push rbx",
+            "push rbp",
             "mov rbx, {b}",
+            "xor ebp, ebp",
+            "xor ecx, ecx",
+            "xor edx, edx",
+            "xor esi, esi",
+            "xor edi, edi",
+            "xor r8d, r8d",
+            "xor r9d, r9d",
+            "xor r10d, r10d",
+            "xor r11d, r11d",
+            "xor r12d, r12d",
+            "xor r13d, r13d",
+            "xor r14d, r14d",
+            "xor r15d, r15d",
+            "xorps xmm0, xmm0", "xorps xmm1, xmm1", "xorps xmm2, xmm2", "xorps xmm3, xmm3",
+            "xorps xmm4, xmm4", "xorps xmm5, xmm5", "xorps xmm6, xmm6", "xorps xmm7, xmm7",
+            "xorps xmm8, xmm8", "xorps xmm9, xmm9", "xorps xmm10, xmm10", "xorps xmm11, xmm11",
+            "xorps xmm12, xmm12", "xorps xmm13, xmm13", "xorps xmm14, xmm14", "xorps xmm15, xmm15",
             "vmlaunch",
+            "pop rbp",
             "pop rbx",
-            "setna {fail}",
+            "setna al",
             b = in(reg) u64::from(c.rbx),
-            fail = out(reg_byte) fail,
-            in("rax") u64::from(c.rax),
+            inout("rax") u64::from(c.rax) => fail_word,
+            out("rcx") _, out("rdx") _, out("rsi") _, out("rdi") _,
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _, out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _, out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+            out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _, out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
         );
+        fail = fail_word as u8;
     }
     let _ = fail;
     // SAFETY: the VMCS is current; the error field explains the failure.
@@ -472,21 +498,45 @@ static LAUNCHED: [spin::Mutex<Option<LaunchConfig>>; MAX_CPUS] = [const { spin::
 /// VMX root on this core, after [`launch`] ran here.
 unsafe fn relaunch() -> VmxError {
     let Some(c) = *LAUNCHED[percpu::cpu_index() as usize].lock() else { return VmxError::LaunchFailed(0) };
-    // SAFETY: single-context INVEPT of this sandbox's EPTP (INVEPT type 1 is supported wherever EPT is: checked
-    // with the capabilities).
-    unsafe { invept_single(c.eptp) };
+    // SAFETY: VMX root (the caller's contract); the capability MSR exists since EPT is in use.
+    if let Err(e) = unsafe { invept(c.eptp) } {
+        return e;
+    }
     // SAFETY: the caller's contract is launch's.
     unsafe { launch(&c) }
 }
 
-/// INVEPT, single-context.
+/// IA32_VMX_EPT_VPID_CAP: INVEPT supported (bit 20), single-context (25), all-context (26).
+const EPT_CAP_INVEPT: u64 = 1 << 20;
+const EPT_CAP_INVEPT_SINGLE: u64 = 1 << 25;
+const EPT_CAP_INVEPT_ALL: u64 = 1 << 26;
+
+/// Drop the cached translations of `eptp` (single-context INVEPT, or all-context where only that is offered).
 ///
 /// # Safety
-/// VMX root.
-unsafe fn invept_single(eptp: u64) {
+/// VMX root, EPT in use.
+unsafe fn invept(eptp: u64) -> Result<(), VmxError> {
+    // SAFETY: the caller's contract: EPT is in use, so IA32_VMX_EPT_VPID_CAP exists.
+    let cap = unsafe { cpu::rdmsr(x86::msr::IA32_VMX_EPT_VPID_CAP) };
+    let kind = if cap & EPT_CAP_INVEPT == 0 {
+        return Err(VmxError::ControlRefused { control: "INVEPT", wanted: 1, got: 0 });
+    } else if cap & EPT_CAP_INVEPT_SINGLE != 0 {
+        1u64
+    } else if cap & EPT_CAP_INVEPT_ALL != 0 {
+        2
+    } else {
+        return Err(VmxError::ControlRefused { control: "INVEPT type", wanted: 1, got: 0 });
+    };
     let descriptor: [u64; 2] = [eptp, 0];
-    // SAFETY: the caller's contract; the descriptor is a valid 16-byte memory operand.
-    unsafe { asm!("invept {t}, [{d}]", t = in(reg) 1u64, d = in(reg) descriptor.as_ptr(), options(nostack)) };
+    let failed: u8;
+    // SAFETY: the caller's contract; the descriptor is a valid 16-byte memory operand; the type is supported.
+    unsafe {
+        asm!("invept {t}, [{d}]", "setna {f}", t = in(reg) kind, d = in(reg) descriptor.as_ptr(), f = out(reg_byte) failed, options(nostack));
+    }
+    if failed != 0 {
+        return Err(VmxError::ControlRefused { control: "INVEPT failed", wanted: 1, got: 0 });
+    }
+    Ok(())
 }
 
 /// The current exit in the backend-neutral vocabulary.
@@ -596,6 +646,8 @@ pub unsafe fn redirect(rip: u64, rsp: u64, rflags: u64) {
         let _ = vmwrite(guest::RFLAGS, rflags);
         let _ = vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, 0);
         let _ = vmwrite(guest::INTERRUPTIBILITY_STATE, 0);
+        // Active, not halted: the guest may have faulted out of HLT.
+        let _ = vmwrite(guest::ACTIVITY_STATE, 0);
     }
 }
 
