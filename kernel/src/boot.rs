@@ -30,7 +30,8 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
     // A VT sandbox prints through its monitor, which owns COM1 (from the first line on).
     if let Ok(o) = opts.as_ref() {
         if let Some(id) = o.sandbox {
-            crate::sandbox::init(id, o.shared, o.incarnation, crate::sandbox::AttackTargets { peer: o.peer, vmcs: o.vmcs, ept: o.ept });
+            let recoverable = o.recovery.is_some_and(|r| r != "none");
+            crate::sandbox::init(id, o.shared, o.incarnation, recoverable, crate::sandbox::AttackTargets { peer: o.peer, vmcs: o.vmcs, ept: o.ept });
             crate::console::print_through_monitor();
         }
     }

@@ -8,6 +8,9 @@ use questv_vmx::hypercall as hc;
 
 static ID: AtomicI32 = AtomicI32::new(-1);
 static INCARNATION: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+/// The monitor recovers this sandbox (its `recovery=` is not `none`): only then do the kernel's own services
+/// checkpoint state (a checkpoint is a hypercall, an exit).
+static RECOVERABLE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 static SHARED: AtomicU64 = AtomicU64::new(0);
 /// Attack-test targets (host-physical), present only when the run is an attack test.
 static ATTACK_TARGETS: spin::Once<AttackTargets> = spin::Once::new();
@@ -20,9 +23,10 @@ pub struct AttackTargets {
 }
 
 /// Record what the monitor passed on the command line (boot calls this once, before anything prints).
-pub(crate) fn init(id: u32, shared: Option<u64>, incarnation: u32, attack: AttackTargets) {
+pub(crate) fn init(id: u32, shared: Option<u64>, incarnation: u32, recoverable: bool, attack: AttackTargets) {
     ID.store(id as i32, Ordering::SeqCst);
     INCARNATION.store(incarnation, Ordering::SeqCst);
+    RECOVERABLE.store(recoverable, Ordering::SeqCst);
     SHARED.store(shared.unwrap_or(0), Ordering::SeqCst);
     ATTACK_TARGETS.call_once(|| attack);
 }
@@ -35,6 +39,11 @@ pub fn id() -> Option<u32> {
 /// Guest-physical address of the shared region, if any.
 pub fn shared_region() -> Option<u64> {
     Some(SHARED.load(Ordering::Relaxed)).filter(|&a| a != 0)
+}
+
+/// Will the monitor recover this sandbox if it faults?
+pub fn recoverable() -> bool {
+    RECOVERABLE.load(Ordering::Relaxed)
 }
 
 /// How many times the monitor has recovered this sandbox (0: its first boot).

@@ -395,6 +395,11 @@ fn write_boot_info(s: &partition::Slice, b: &BuildInfo, modules: &[Module], stag
     if incarnation > 0 {
         cmdline.push_str(&format!(" incarnation={incarnation}"));
     }
+    // Its own policy (the kernel checkpoints its services' state only if it is recovered at all).
+    let policy = STATE.get().map_or(Policy::None, |st| st[s.sandbox as usize].lock().policy);
+    if policy != Policy::None {
+        cmdline.push_str(&format!(" recovery={}", policy.name()));
+    }
     if let Some((j, g)) = nic_role(s.sandbox) {
         // After a recovery the NIC is up already: only the first boot of the first sharer initialises it.
         let init = j == 0 && incarnation == 0;

@@ -381,8 +381,9 @@ fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
             },
         );
         STATS.rx_slots.fetch_add(u64::from(slots), Ordering::Relaxed);
-        if core::mem::take(&mut learned) && in_sandbox {
-            // Only when the table changed: one hypercall per new peer, none in the steady state.
+        if core::mem::take(&mut learned) && in_sandbox && crate::sandbox::recoverable() {
+            // Only when the table changed and the monitor recovers this sandbox: one hypercall per new peer,
+            // none in the steady state (and none at all without recovery: the packet path stays exit-free).
             let _ = crate::sandbox::checkpoint(questv_vmx::hypercall::SLOT_NET, &neighbors.encode());
         }
         iface.poll(now(), &mut port, &mut sockets);
