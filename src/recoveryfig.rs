@@ -128,19 +128,19 @@ fn local_run(o: &RecoveryFigOptions, level: Level) -> Result<LocalRun, String> {
     if level == Level::Remote {
         let t = takeover.as_ref().and_then(|t| t.get_u64("ipi_round_trip_cycles")).unwrap_or(0);
         let r = takeover_done.as_ref().and_then(|t| t.get_u64("reroute_cycles")).unwrap_or(0);
-        phases.push(("IPI round trip (monitor to monitor)", us(t)));
-        phases.push(("interrupt re-route + takeover notice", us(r)));
-        phases.push(("service back (takeover to first reply)", (outage.downtime_us as f64).max(0.0)));
+        phases.push(("IPI round trip", us(t)));
+        phases.push(("re-route + notice", us(r)));
+        phases.push(("service back", (outage.downtime_us as f64).max(0.0)));
         return Ok(LocalRun { level, run, phases, outage, service_down_us: outage.downtime_us as f64 });
     }
     let keys: &[(&str, &'static str)] = match level {
         Level::Remote => &[],
-        Level::Driver => &[("decide_cycles", "fault report + decision"), ("channels_cycles", "channel reset"), ("switch_cycles", "driver switch")],
+        Level::Driver => &[("decide_cycles", "report + decide"), ("channels_cycles", "channel reset"), ("switch_cycles", "driver switch")],
         Level::Restart => &[
             ("quiesce_cycles", "APIC quiesce"),
             ("scrub_cycles", "memory scrub"),
-            ("reload_cycles", "pristine image reload"),
-            ("stage2_cycles", "second stage rebuild"),
+            ("reload_cycles", "image reload"),
+            ("stage2_cycles", "stage-2 rebuild"),
             ("channels_cycles", "channel reset"),
             ("boot_info_cycles", "boot information"),
         ],
@@ -149,13 +149,13 @@ fn local_run(o: &RecoveryFigOptions, level: Level) -> Result<LocalRun, String> {
         phases.push((name, us(rec.get_u64(key).unwrap_or(0))));
     }
     let back = match level {
-        Level::Driver => "driver re-initialisation (to back in service)",
-        Level::Restart | Level::Remote => "kernel re-boot (relaunch to in service)",
+        Level::Driver => "driver re-init",
+        Level::Restart | Level::Remote => "kernel re-boot",
     };
     phases.push((back, us(ready_cycles.saturating_sub(monitor_total))));
     // From back in service to the first reply the peer saw (the next ping's arrival, at most an interval).
     let network_us = (outage.downtime_us as f64 - us(ready_cycles)).max(0.0);
-    phases.push(("network re-initialisation (to first reply)", network_us));
+    phases.push(("network re-init", network_us));
     Ok(LocalRun { level, run, phases, outage, service_down_us: us(ready_cycles) })
 }
 
@@ -261,8 +261,8 @@ pub fn recoveryfig(o: &RecoveryFigOptions) -> Result<(String, PathBuf), String> 
 mod tests {
     #[test]
     fn recovery_phase_labels_become_result_words() {
-        assert_eq!(super::slug("driver re-initialisation (to back in service)"), "driver_re_initialisation_to_back_in_service");
-        assert_eq!(super::slug("IPI round trip (monitor to monitor)"), "ipi_round_trip_monitor_to_monitor");
+        assert_eq!(super::slug("driver re-init"), "driver_re_initialisation_to_back_in_service");
+        assert_eq!(super::slug("IPI round trip"), "ipi_round_trip_monitor_to_monitor");
     }
 }
 
