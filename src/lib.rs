@@ -900,18 +900,7 @@ fn start_emulator(o: &BootOptions, iso: &Path, tag: &str) -> Result<(Child, mpsc
             std::fs::write(&serial, "").map_err(|e| e.to_string())?;
             std::fs::write(&rc, "c\n").map_err(|e| e.to_string())?;
             std::fs::write(&cfg, bochsrc(iso, &serial, &log, o.cpus, o.mem_mib, o.nic_port)).map_err(|e| e.to_string())?;
-            let out = std::fs::File::create(dir.join("bochs.out")).map_err(|e| e.to_string())?;
-            let child = Command::new("bochs")
-                .arg("-q")
-                .arg("-f")
-                .arg(&cfg)
-                .arg("-rc")
-                .arg(&rc)
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().map_err(|e| e.to_string())?)
-                .stderr(out)
-                .spawn()
-                .map_err(|e| format!("cannot start bochs: {e}"))?;
+            let child = start_bochs(&dir, &cfg, &rc, &log)?;
             // Bochs writes COM1 to a file: follow it.
             let serial_path = serial.clone();
             std::thread::spawn(move || {
@@ -937,6 +926,70 @@ fn start_emulator(o: &BootOptions, iso: &Path, tag: &str) -> Result<(Child, mpsc
             Ok((child, rx, vec![dir]))
         }
     }
+}
+
+/// TCP ports in LISTEN state within Bochs' RFB range (5900-5949), from /proc/net/tcp{,6}.
+fn rfb_listeners() -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| {
+            let mut f = l.split_whitespace();
+            let local = f.nth(1).unwrap_or("");
+            let state = f.nth(1).unwrap_or("");
+            let port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()).unwrap_or(0);
+            state == "0A" && (5900..=5949).contains(&port)
+        })
+        .count()
+}
+
+/// Start Bochs, one at a time. Bochs 2.7's RFB display binds its socket with SO_REUSEADDR, so two instances
+/// starting together can bind the same port; the loser's listen() fails, its later binds fail on the
+/// already-bound socket, and it exits with "RFB could not bind any port" before the BIOS runs. So the runner
+/// holds a lock until the new instance's listener shows up, and retries a start that died that way.
+fn start_bochs(dir: &Path, cfg: &Path, rc: &Path, log: &Path) -> Result<Child, String> {
+    let lock_path = workspace_root().join("target").join("bochs-start.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock().map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    let mut why = String::new();
+    for attempt in 1..=3 {
+        let before = rfb_listeners();
+        let out = std::fs::File::create(dir.join("bochs.out")).map_err(|e| e.to_string())?;
+        let mut child = Command::new("bochs")
+            .arg("-q")
+            .arg("-f")
+            .arg(cfg)
+            .arg("-rc")
+            .arg(rc)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().map_err(|e| e.to_string())?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| format!("cannot start bochs: {e}"))?;
+        let t = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = [log.to_path_buf(), dir.join("bochs.out")].iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect::<String>();
+                why = text.lines().rev().find(|l| l.contains("PANIC") || l.contains("rror")).unwrap_or("no message").to_string();
+                eprintln!("questv: bochs exited at start ({status}, attempt {attempt}/3): {why}");
+                break;
+            }
+            // Listening (or a host without /proc: give it a moment): the next instance may start.
+            if rfb_listeners() > before || t.elapsed() > Duration::from_secs(5) {
+                let _ = lock.unlock();
+                return Ok(child);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200 * attempt));
+    }
+    Err(format!("bochs did not start: {why}"))
 }
 
 /// Build, make the ISO, boot, stream and judge.
