@@ -11,6 +11,7 @@ pub mod netfig;
 pub mod recoveryfig;
 pub mod faults;
 pub mod plot;
+pub mod paper;
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -147,7 +148,19 @@ pub enum Emulator {
     Bochs,
 }
 
+/// The CPU each emulator emulates (reports name it): QEMU's generic x86-64 with AMD SVM and nested paging (TCG
+/// emulates both; the VT build needs them, the SMP build ignores them), Bochs' Skylake-X with VMX and EPT.
+pub const QEMU_CPU_MODEL: &str = "qemu64,+svm,+npt";
+pub const BOCHS_CPU_MODEL: &str = "corei7_skylake_x";
+
 impl Emulator {
+    pub fn cpu_model(self) -> &'static str {
+        match self {
+            Emulator::Qemu => QEMU_CPU_MODEL,
+            Emulator::Bochs => BOCHS_CPU_MODEL,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Emulator::Qemu => "qemu",
@@ -259,14 +272,34 @@ pub enum Cli {
     Recovery(recoveryfig::RecoveryFigOptions),
     Fig10(recoveryfig::Fig10Options),
     Faults(faults::FaultsOptions),
+    /// The paper's whole evaluation (Table 1, Figs 6-11) and target/results/report.md.
+    Paper(paper::PaperOptions),
     Help,
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv fig10 [--emulator qemu|bochs] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv fig10 [--emulator qemu|bochs] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv paper [--emulator qemu|bochs] [--quick] [--no-linux] [--publish]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
 
 /// msgbench's VCPU set-ups (userland/src/bin/msgbench.rs), in the order `--vcpu all` runs them.
 pub const MSGBENCH_VCPUS: [&str; 3] = ["none", "hi", "lo"];
+
+/// `--emulator`'s value.
+fn parse_emulator(v: Option<&str>) -> Result<Emulator, String> {
+    match v {
+        Some("qemu") => Ok(Emulator::Qemu),
+        Some("bochs") => Ok(Emulator::Bochs),
+        e => Err(format!("unknown emulator {e:?} (qemu or bochs)")),
+    }
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a newline.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
 
 /// Parse the runner's command line (without the program name).
 pub fn parse_args(args: &[String]) -> Result<Cli, String> {
@@ -287,11 +320,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             let mut it = args[1..].iter();
             while let Some(a) = it.next() {
                 match a.as_str() {
-                    "--emulator" => o.emulator = match it.next().map(String::as_str) {
-                        Some("qemu") => Emulator::Qemu,
-                        Some("bochs") => Emulator::Bochs,
-                        e => return Err(format!("unknown emulator {e:?} (qemu or bochs)")),
-                    },
+                    "--emulator" => o.emulator = parse_emulator(it.next().map(String::as_str))?,
                     "--quick" => (o.count, o.interval_ms, o.break_after) = (40, 250, 12),
                     other => return Err(format!("unknown option {other:?}\n{USAGE}")),
                 }
@@ -299,6 +328,20 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             return Ok(Cli::Fig10(o));
         }
         Some("faults") => return parse_faults(&args[1..]),
+        Some("paper") => {
+            let mut o = paper::PaperOptions::default();
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--emulator" => o.emulator = parse_emulator(it.next().map(String::as_str))?,
+                    "--quick" => o.quick = true,
+                    "--publish" => o.publish = true,
+                    "--no-linux" => o.linux = false,
+                    other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+                }
+            }
+            return Ok(Cli::Paper(o));
+        }
         Some("-h") | Some("--help") | Some("help") | None => return Ok(Cli::Help),
         Some(other) => return Err(format!("unknown command {other:?}\n{USAGE}")),
     };
@@ -310,11 +353,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--vt" => o.vt = true,
             "--gdb" => o.gdb = true,
             "--emulator" => {
-                o.emulator = match value("--emulator")?.as_str() {
-                    "qemu" => Emulator::Qemu,
-                    "bochs" => Emulator::Bochs,
-                    e => return Err(format!("unknown emulator {e:?} (qemu or bochs)")),
-                }
+                o.emulator = parse_emulator(Some(&value("--emulator")?))?
             }
             "--cpus" => {
                 o.cpus = value("--cpus")?.parse().map_err(|_| "--cpus needs a number".to_string())?;
@@ -416,11 +455,7 @@ fn parse_faults(args: &[String]) -> Result<Cli, String> {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
         match a.as_str() {
             "--emulator" => {
-                o.emulator = match value("--emulator")?.as_str() {
-                    "qemu" => Emulator::Qemu,
-                    "bochs" => Emulator::Bochs,
-                    e => return Err(format!("unknown emulator {e:?} (qemu or bochs)")),
-                }
+                o.emulator = parse_emulator(Some(&value("--emulator")?))?
             }
             "--cpus" => o.cpus = value("--cpus")?.parse().ok().filter(|c| (3..=8).contains(c)).ok_or("--cpus needs 3..=8")?,
             "--count" => o.count = value("--count")?.parse().ok().filter(|c| (1..=100_000).contains(c)).ok_or("--count needs 1..=100000")?,
@@ -438,11 +473,7 @@ fn parse_recoveryfig(args: &[String]) -> Result<Cli, String> {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
         match a.as_str() {
             "--emulator" => {
-                o.emulator = match value("--emulator")?.as_str() {
-                    "qemu" => Emulator::Qemu,
-                    "bochs" => Emulator::Bochs,
-                    e => return Err(format!("unknown emulator {e:?} (qemu or bochs)")),
-                };
+                o.emulator = parse_emulator(Some(&value("--emulator")?))?;
                 if o.emulator == Emulator::Bochs {
                     o.cpus = o.cpus.min(2);
                 }
@@ -468,11 +499,7 @@ fn parse_netfig(args: &[String]) -> Result<Cli, String> {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
         match a.as_str() {
             "--emulator" => {
-                o.emulator = match value("--emulator")?.as_str() {
-                    "qemu" => Emulator::Qemu,
-                    "bochs" => Emulator::Bochs,
-                    e => return Err(format!("unknown emulator {e:?} (qemu or bochs)")),
-                }
+                o.emulator = parse_emulator(Some(&value("--emulator")?))?
             }
             "--cpus" => o.cpus = value("--cpus")?.parse().ok().filter(|c| (2..=8).contains(c)).ok_or("--cpus needs 2..=8")?,
             "--count" => o.count = value("--count")?.parse().ok().filter(|c| (10..=65_536).contains(c)).ok_or("--count needs 10..=65536")?,
@@ -544,7 +571,7 @@ pub fn compare_csv(rows: &[CompareRow]) -> String {
 
 /// Boot the SMP build with `percpu RUN` (one instance per core) and the VT build with `RUN` (one per sandbox) in
 /// the same emulator; both must end with status 0.
-fn run_both(o: &BootOptions, run: &str) -> Result<Vec<BootReport>, String> {
+pub(crate) fn run_both(o: &BootOptions, run: &str) -> Result<Vec<BootReport>, String> {
     // Benchmarks run long in an emulator (forkwait 40000 on 4 TCG vCPUs: minutes): a longer default limit.
     let o = &BootOptions {
         timeout: Some(o.timeout.unwrap_or(o.timeout_secs() * 10)),
@@ -830,7 +857,7 @@ pub fn bochsrc(iso: &Path, serial: &Path, log: &Path, cpus: u32, mem_mib: u32, n
     };
     format!(
         "megs: {mem_mib}\n\
-         cpu: model=corei7_skylake_x, count={cpus}, ips=50000000, reset_on_triple_fault=0\n\
+         cpu: model={BOCHS_CPU_MODEL}, count={cpus}, ips=50000000, reset_on_triple_fault=0\n\
          romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
          vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
          ata0-master: type=cdrom, path={iso}, status=inserted\n\
@@ -859,7 +886,7 @@ fn start_emulator(o: &BootOptions, iso: &Path, tag: &str) -> Result<(Child, mpsc
             let mut cmd = Command::new("qemu-system-x86_64");
             // SVM with nested paging (TCG emulates it; the VT build's AMD backend needs it, the SMP build ignores it).
             let accel = if o.tcg_single.unwrap_or(o.vt) { "tcg,thread=single" } else { "tcg,thread=multi" };
-            cmd.args(["-machine", "pc", "-accel", accel, "-cpu", "qemu64,+svm,+npt", "-smp", &o.cpus.to_string()])
+            cmd.args(["-machine", "pc", "-accel", accel, "-cpu", QEMU_CPU_MODEL, "-smp", &o.cpus.to_string()])
                 .args(["-m", &o.mem_mib.to_string(), "-boot", "d", "-cdrom"])
                 .arg(iso)
                 .args(["-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])

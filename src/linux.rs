@@ -470,7 +470,12 @@ impl Cpio {
 /// QEMU arguments (without the program name) booting `g` on `cpus` vCPUs with `mem_mib` MiB, serial on stdio, and
 /// with `net` an e1000 on a UDP `dgram` netdev.
 pub fn qemu_args(g: &LinuxGuest, cpus: u32, mem_mib: u32, net: Option<&LinuxNet>) -> Vec<String> {
-    let mut args: Vec<String> = ["-machine", "pc", "-accel", "tcg,thread=multi", "-cpu", "qemu64", "-smp"]
+    qemu_args_on(g, "tcg,thread=multi", "qemu64", cpus, mem_mib, net)
+}
+
+/// [`qemu_args`] with the accelerator and CPU model given (a benchmark boots Linux on the machine questv ran on).
+pub fn qemu_args_on(g: &LinuxGuest, accel: &str, cpu: &str, cpus: u32, mem_mib: u32, net: Option<&LinuxNet>) -> Vec<String> {
+    let mut args: Vec<String> = ["-machine", "pc", "-accel", accel, "-cpu", cpu, "-smp"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -614,12 +619,19 @@ pub fn run_qemu(args: &[String], timeout: Duration, stop_at: Option<&str>) -> Re
 
 /// Compile a C file into a static Linux executable with the host gcc (`gcc -O2 -static`).
 pub fn compile_static(src: &Path, out: &Path) -> Result<(), String> {
+    compile_static_with(src, out, &[])
+}
+
+/// [`compile_static`] with extra gcc arguments (e.g. `-include header.h`).
+pub fn compile_static_with(src: &Path, out: &Path, extra: &[&str]) -> Result<(), String> {
     require_tool("gcc", "gcc")?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|e| format!("linux: cannot create {}: {e}", dir.display()))?;
     }
     let output = Command::new("gcc")
-        .args(["-O2", "-static", "-o"])
+        .args(["-O2", "-static"])
+        .args(extra)
+        .arg("-o")
         .arg(out)
         .arg(src)
         .output()

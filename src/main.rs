@@ -35,48 +35,11 @@ fn main() {
                 std::process::exit(2);
             }
         },
-        Ok(Cli::Fig10(o)) => match questv::recoveryfig::fig10(&o) {
-            Ok((text, ok)) => {
-                print!("{text}");
-                std::process::exit(if ok { 0 } else { 1 });
-            }
-            Err(e) => {
-                eprintln!("questv: fig10: {e}");
-                std::process::exit(2);
-            }
-        },
-        Ok(Cli::Faults(o)) => match questv::faults::faults(&o) {
-            Ok((text, ok)) => {
-                print!("{text}");
-                std::process::exit(if ok { 0 } else { 1 });
-            }
-            Err(e) => {
-                eprintln!("questv: faults: {e}");
-                std::process::exit(2);
-            }
-        },
-        Ok(Cli::Recovery(o)) => match questv::recoveryfig::recoveryfig(&o) {
-            Ok((text, dir)) => {
-                print!("{text}");
-                println!("figures: {}", dir.display());
-                return;
-            }
-            Err(e) => {
-                eprintln!("questv: recovery: {e}");
-                std::process::exit(1);
-            }
-        },
-        Ok(Cli::NetFig(o)) => match questv::netfig::netfig(&o) {
-            Ok((text, dir)) => {
-                print!("{text}");
-                println!("figures: {}", dir.display());
-                return;
-            }
-            Err(e) => {
-                eprintln!("questv: netfig: {e}");
-                std::process::exit(1);
-            }
-        },
+        Ok(Cli::Fig10(o)) => finish("fig10", questv::recoveryfig::fig10(&o), 2),
+        Ok(Cli::Faults(o)) => finish("faults", questv::faults::faults(&o), 2),
+        Ok(Cli::Paper(o)) => finish("paper", questv::paper::paper(&o), 2),
+        Ok(Cli::Recovery(o)) => finish("recovery", with_figures(questv::recoveryfig::recoveryfig(&o)), 1),
+        Ok(Cli::NetFig(o)) => finish("netfig", with_figures(questv::netfig::netfig(&o)), 1),
         Ok(Cli::Help) => {
             println!("{USAGE}");
             return;
@@ -108,6 +71,25 @@ fn main() {
         Err(e) => {
             eprintln!("questv: {e}");
             std::process::exit(2);
+        }
+    }
+}
+
+/// An experiment's summary and where its figures went, as a passed run.
+fn with_figures(r: Result<(String, std::path::PathBuf), String>) -> Result<(String, bool), String> {
+    r.map(|(text, dir)| (format!("{text}figures: {}\n", dir.display()), true))
+}
+
+/// Print an experiment's summary and exit: 0 if it showed what it should, 1 if not, `err_code` if it could not run.
+fn finish(name: &str, r: Result<(String, bool), String>, err_code: i32) -> ! {
+    match r {
+        Ok((text, ok)) => {
+            print!("{text}");
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+        Err(e) => {
+            eprintln!("questv: {name}: {e}");
+            std::process::exit(err_code);
         }
     }
 }

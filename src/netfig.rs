@@ -45,7 +45,7 @@ fn must_answer(run: &PingRun, what: &str) -> Result<(), String> {
 
 fn stats_row(name: &str, g: &GuestReport) -> String {
     let f = |v: Option<u64>| v.map_or(String::new(), |x| x.to_string());
-    format!("{name},{},{},{},{},{},{}\n", g.ip, g.sent, g.received, f(g.rtt_min_us()), f(g.rtt_median_us()), f(g.rtt_p99_us()))
+    format!("{},{},{},{},{},{},{}\n", crate::csv_field(name), g.ip, g.sent, g.received, f(g.rtt_min_us()), f(g.rtt_median_us()), f(g.rtt_p99_us()))
 }
 
 /// Fig 8. Returns the summary text.
