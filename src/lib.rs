@@ -199,11 +199,36 @@ pub struct BootOptions {
     pub nic_port: Option<u16>,
     /// VT: how many sandboxes (0..K-1) share the NIC (`nic=0,..,K-1` for the monitor).
     pub nic_sharers: u32,
+    /// QEMU's firmware: SeaBIOS (the default) or OVMF (UEFI). The image is the same hybrid ISO either way.
+    pub firmware: Firmware,
+    /// QEMU: boot the image as a USB stick (raw disk) instead of a CD.
+    pub usb_stick: bool,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Firmware {
+    #[default]
+    Bios,
+    Uefi,
+}
+
+impl Firmware {
+    pub fn name(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        }
+    }
+}
+
+/// OVMF from Debian's `ovmf` package: the code (read-only flash) and the variable store template (copied per
+/// boot: the firmware writes its variables there).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1 }
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false }
     }
 }
 
@@ -274,11 +299,13 @@ pub enum Cli {
     Faults(faults::FaultsOptions),
     /// The paper's whole evaluation (Table 1, Figs 6-11) and target/results/report.md.
     Paper(paper::PaperOptions),
+    /// Build the hybrid ISO `boot` would boot and keep it (for a USB stick or another emulator).
+    Image(BootOptions, PathBuf),
     Help,
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--gdb]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv fig10 [--emulator qemu|bochs] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv paper [--emulator qemu|bochs] [--quick] [--no-linux] [--publish]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--firmware bios|uefi] [--media cdrom|usb] [--gdb]\n       questv image [--vt] [--run \"PROG ARGS\"] [--recovery ..] [--watchdog-ms MS] [--out PATH]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv fig10 [--emulator qemu|bochs] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv paper [--emulator qemu|bochs] [--quick] [--no-linux] [--publish]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
 
 /// msgbench's VCPU set-ups (userland/src/bin/msgbench.rs), in the order `--vcpu all` runs them.
 pub const MSGBENCH_VCPUS: [&str; 3] = ["none", "hi", "lo"];
@@ -305,8 +332,13 @@ pub fn csv_field(s: &str) -> String {
 pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     let mut it = args.iter();
     let mut ping: Option<ping::PingOptions> = None;
+    let mut image: Option<PathBuf> = None;
     let (compare, msgbench) = match it.next().map(String::as_str) {
         Some("boot") => (false, false),
+        Some("image") => {
+            image = Some(PathBuf::new());
+            (false, false)
+        }
         Some("compare") => (true, false),
         Some("msgbench") => (true, true),
         Some("ping") => {
@@ -376,6 +408,13 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
                     e => return Err(format!("unknown APIC access {e:?} (trap or passthrough)")),
                 }
             }
+            "--firmware" => {
+                o.firmware = match value("--firmware")?.as_str() {
+                    "bios" => Firmware::Bios,
+                    "uefi" => Firmware::Uefi,
+                    e => return Err(format!("unknown firmware {e:?} (bios or uefi)")),
+                }
+            }
             "--tcg" => {
                 o.tcg_single = Some(match value("--tcg")?.as_str() {
                     "single" => true,
@@ -416,6 +455,14 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--inject" if ping.is_some() => ping.as_mut().unwrap().inject = Some(value("--inject")?),
             "--watchdog-ms" => o.watchdog_ms = Some(value("--watchdog-ms")?.parse().map_err(|_| "--watchdog-ms needs milliseconds".to_string())?),
             "--timeout" => o.timeout = Some(value("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?),
+            "--media" => {
+                o.usb_stick = match value("--media")?.as_str() {
+                    "cdrom" => false,
+                    "usb" => true,
+                    e => return Err(format!("unknown boot medium {e:?} (cdrom or usb)")),
+                }
+            }
+            "--out" if image.is_some() => image = Some(PathBuf::from(value("--out")?)),
             "--mem" => {
                 o.mem_mib = value("--mem")?.parse().map_err(|_| "--mem needs MiB".to_string())?;
                 if o.mem_mib < 64 {
@@ -443,9 +490,32 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
         let mut seen = Vec::new();
         vcpus.retain(|v| if seen.contains(v) { false } else { seen.push(*v); true });
         Ok(if msgbench { Cli::MsgBench(o, vcpus) } else { Cli::Compare(o) })
+    } else if let Some(out) = image {
+        if o.gdb || o.nic_port.is_some() {
+            return Err("image writes a bootable ISO; --gdb and --nic-port are for boot".into());
+        }
+        let out = if out.as_os_str().is_empty() { workspace_root().join("target").join(format!("questv-{}.iso", o.mode())) } else { out };
+        Ok(Cli::Image(o, out))
     } else {
         Ok(Cli::Boot(o))
     }
+}
+
+/// `image`: the hybrid BIOS+UEFI ISO `boot` would boot, kept at `out` (write it raw to a USB stick:
+/// docs/hardware.md). The command line in its grub.cfg is the one `boot` would pass.
+pub fn image(o: &BootOptions, out: &Path) -> Result<PathBuf, String> {
+    let kernel = build_kernel(o.vt)?;
+    let mut programs = build_userland()?;
+    if o.vt {
+        programs.push(("kernel".into(), kernel.clone()));
+    }
+    let iso = make_iso(&kernel, &o.kernel_args(), &format!("image-{}-{}", o.mode(), std::process::id()), &programs)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::rename(&iso, out).or_else(|_| std::fs::copy(&iso, out).map(|_| ())).map_err(|e| format!("{}: {e}", out.display()))?;
+    let _ = std::fs::remove_file(&iso);
+    Ok(out.to_path_buf())
 }
 
 fn parse_faults(args: &[String]) -> Result<Cli, String> {
@@ -773,6 +843,15 @@ fn which(tool: &str) -> bool {
 }
 
 /// Fail with one clear line naming the Debian packages if a tool is missing.
+/// Err naming the Debian package that provides `path` if it is missing.
+pub fn require_file(path: &str, package: &str) -> Result<(), String> {
+    if Path::new(path).exists() {
+        Ok(())
+    } else {
+        Err(format!("{path} is missing: install the Debian package {package} (sudo apt-get install {package})"))
+    }
+}
+
 pub fn require_tool(tool: &str, packages: &str) -> Result<(), String> {
     if which(tool) {
         Ok(())
@@ -798,6 +877,10 @@ pub fn make_iso(kernel: &Path, args: &str, tag: &str, programs: &[(String, PathB
     require_tool("grub-mkrescue", "grub-pc-bin grub-common xorriso mtools")?;
     require_tool("xorriso", "xorriso")?;
     require_tool("mformat", "mtools")?;
+    // One hybrid image for both firmwares: grub-mkrescue adds every platform installed under /usr/lib/grub.
+    for (platform, package) in [("i386-pc", "grub-pc-bin"), ("x86_64-efi", "grub-efi-amd64-bin")] {
+        require_file(&format!("/usr/lib/grub/{platform}/modinfo.sh"), package)?;
+    }
     let root = workspace_root();
     let stage = root.join("target").join(format!("iso-{tag}"));
     let _ = std::fs::remove_dir_all(&stage);
@@ -883,17 +966,33 @@ fn start_emulator(o: &BootOptions, iso: &Path, tag: &str) -> Result<(Child, mpsc
     match o.emulator {
         Emulator::Qemu => {
             require_tool("qemu-system-x86_64", "qemu-system-x86")?;
+            let mut scratch: Vec<PathBuf> = Vec::new();
             let mut cmd = Command::new("qemu-system-x86_64");
             // SVM with nested paging (TCG emulates it; the VT build's AMD backend needs it, the SMP build ignores it).
             let accel = if o.tcg_single.unwrap_or(o.vt) { "tcg,thread=single" } else { "tcg,thread=multi" };
             cmd.args(["-machine", "pc", "-accel", accel, "-cpu", QEMU_CPU_MODEL, "-smp", &o.cpus.to_string()])
-                .args(["-m", &o.mem_mib.to_string(), "-boot", "d", "-cdrom"])
-                .arg(iso)
-                .args(["-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])
+                .args(["-m", &o.mem_mib.to_string()]);
+            if o.usb_stick {
+                // The hybrid ISO as a raw disk on a USB stick (xHCI), as `dd` would write it.
+                cmd.args(["-device", "qemu-xhci", "-drive", &format!("if=none,id=stick,format=raw,file={}", iso.display())])
+                    .args(["-device", "usb-storage,drive=stick,bootindex=0"]);
+            } else {
+                cmd.args(["-boot", "d", "-cdrom"]).arg(iso);
+            }
+            cmd.args(["-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])
                 .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());
+            if o.firmware == Firmware::Uefi {
+                require_file(OVMF_CODE, "ovmf")?;
+                require_file(OVMF_VARS, "ovmf")?;
+                let vars = workspace_root().join("target").join(format!("ovmf-vars-{tag}.fd"));
+                std::fs::copy(OVMF_VARS, &vars).map_err(|e| format!("{}: {e}", vars.display()))?;
+                cmd.args(["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")])
+                    .args(["-drive", &format!("if=pflash,format=raw,unit=1,file={}", vars.display())]);
+                scratch.push(vars);
+            }
             if o.gdb {
                 cmd.args(["-s", "-S"]);
             }
@@ -917,9 +1016,12 @@ fn start_emulator(o: &BootOptions, iso: &Path, tag: &str) -> Result<(Child, mpsc
                     buf.clear();
                 }
             });
-            Ok((child, rx, vec![]))
+            Ok((child, rx, scratch))
         }
         Emulator::Bochs => {
+            if o.firmware == Firmware::Uefi || o.usb_stick {
+                return Err("--firmware uefi and --media usb need QEMU; Bochs boots the CD with its BIOS".into());
+            }
             require_tool("bochs", "bochs bochsbios vgabios")?;
             let dir = workspace_root().join("target").join(format!("bochs-{tag}"));
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -1100,7 +1202,7 @@ pub fn boot(o: &BootOptions) -> Result<BootReport, String> {
     let _ = std::fs::remove_file(&iso);
     if judge(&lines, exited, timed_out) != Outcome::Reset || o.emulator != Emulator::Bochs {
         for d in scratch {
-            let _ = std::fs::remove_dir_all(d);
+            let _ = if d.is_dir() { std::fs::remove_dir_all(d) } else { std::fs::remove_file(d) };
         }
     }
     let outcome = judge(&lines, exited, timed_out);
@@ -1281,6 +1383,14 @@ mod tests {
         assert!(a(&["boot", "--bogus"]).is_err());
         assert!(a(&["frobnicate"]).is_err());
         assert!(matches!(a(&[]), Ok(Cli::Help)));
+        let Ok(Cli::Boot(o)) = a(&["boot", "--firmware", "uefi", "--media", "usb"]) else { panic!() };
+        assert_eq!((o.firmware, o.usb_stick), (Firmware::Uefi, true));
+        assert!(a(&["boot", "--firmware", "coreboot"]).is_err() && a(&["boot", "--media", "floppy"]).is_err());
+        let Ok(Cli::Image(o, out)) = a(&["image", "--vt", "--run", "forkwait 10", "--out", "/tmp/q.iso"]) else { panic!() };
+        assert_eq!((o.kernel_args().as_str(), out), ("mode=vt run=forkwait 10", PathBuf::from("/tmp/q.iso")));
+        assert!(matches!(a(&["image"]), Ok(Cli::Image(_, p)) if p.ends_with("target/questv-smp.iso")));
+        assert!(a(&["boot", "--out", "x"]).is_err(), "--out is image's");
+        assert!(matches!(a(&["paper", "--quick", "--no-linux"]), Ok(Cli::Paper(p)) if p.quick && !p.linux));
     }
 
     #[test]

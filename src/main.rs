@@ -40,6 +40,16 @@ fn main() {
         Ok(Cli::Paper(o)) => finish("paper", questv::paper::paper(&o), 2),
         Ok(Cli::Recovery(o)) => finish("recovery", with_figures(questv::recoveryfig::recoveryfig(&o)), 1),
         Ok(Cli::NetFig(o)) => finish("netfig", with_figures(questv::netfig::netfig(&o)), 1),
+        Ok(Cli::Image(o, out)) => match questv::image(&o, &out) {
+            Ok(p) => {
+                println!("image: {} ({}; BIOS and UEFI)", p.display(), o.kernel_args());
+                return;
+            }
+            Err(e) => {
+                eprintln!("questv: image: {e}");
+                std::process::exit(2);
+            }
+        },
         Ok(Cli::Help) => {
             println!("{USAGE}");
             return;

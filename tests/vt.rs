@@ -64,6 +64,24 @@ fn apic_passthrough_takes_no_exits() {
     }
 }
 
+/// The VT build under UEFI (OVMF): four sandboxes on SVM run forkwait with no exit in the loop (APIC page
+/// passed through), and the default trapped page takes only timer EOIs, as under the BIOS.
+#[test]
+fn four_sandboxes_run_forkwait_under_uefi() {
+    for (apic, zero) in [("passthrough", true), ("trap", false)] {
+        let r = vt(QEMU, 4, &["--firmware", "uefi", "--apic", apic, "--run", "forkwait 200"]);
+        four_clean_sandboxes(&r);
+        r.check(r.monitor_results("boot")[0].get("firmware") == Some("uefi"), "the monitor did not see UEFI");
+        for s in 0..4u32 {
+            let fw = &r.sandbox_results("forkwait", s)[0];
+            let e = exits_of(&r, u64::from(s)).unwrap();
+            let allowed = if zero { 0 } else { e.get_u64("apic_write").unwrap_or(0) };
+            r.check(fw.get_u64("vmexits").is_some_and(|x| x <= allowed), "forkwait took VM exits under UEFI");
+            r.check(!zero || fw.get("vmexits") == Some("0"), "passthrough: exits in the loop");
+        }
+    }
+}
+
 #[test]
 fn attack_on_another_sandbox_is_contained() {
     memory_attack(QEMU, "peer");

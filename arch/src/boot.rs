@@ -7,14 +7,15 @@
 
 use core::arch::global_asm;
 
-/// Physical address the AP trampoline is copied to (must be page aligned, below 1 MiB: SIPI vector 0x08).
-pub const AP_TRAMPOLINE_BASE: u64 = 0x8000;
+/// Where the AP trampoline may go: a page-aligned page below 1 MiB (the SIPI vector is its page number, 8 bits),
+/// not page 0. The kernel picks one the memory map says is free (`mm::memmap::pick_trampoline`): under UEFI
+/// the firmware's own use of low memory varies, so no address is assumed.
+pub const AP_TRAMPOLINE_LIMIT: u64 = 0x10_0000;
 
 global_asm!(
     r#"
     .set MB2_MAGIC, 0xE85250D6
     .set MB2_BOOT_MAGIC, 0x36d76289
-    .set AP_BASE, 0x8000
     .set CR4_BITS, (1 << 5) | (1 << 9) | (1 << 10)   /* PAE | OSFXSR | OSXMMEXCPT */
     .set EFER_BITS, (1 << 8) | (1 << 11)             /* LME | NXE */
 
@@ -144,20 +145,24 @@ _start32:
     hlt
     jmp 5b
 
-    /* ---- AP trampoline: copied to AP_BASE, entered in real mode at AP_BASE:0 by SIPI ---- */
+    /* ---- AP trampoline: copied to a free page below 1 MiB (the kernel picks it from the memory map), entered
+       in real mode at BASE:0 by SIPI. Position independent: BASE comes from %cs; the three absolute pointers
+       (the GDT's base, the two far-jump targets) are patched by install_ap_trampoline. ---- */
     .balign 16
     .code16
     .global ap_trampoline_start
 ap_trampoline_start:
     cli
     cld
-    xor %ax, %ax
+    mov %cs, %ax
     mov %ax, %ds
-    lgdtl (AP_BASE + ap_gdt_ptr - ap_trampoline_start)
+    movzwl %ax, %ebx
+    shl $4, %ebx                             /* %ebx = BASE, kept through 32- and 64-bit code */
+    lgdtl (ap_gdt_ptr - ap_trampoline_start)
     mov %cr0, %eax
     or $1, %eax
     mov %eax, %cr0
-    ljmpl $0x08, $(AP_BASE + ap_pm - ap_trampoline_start)
+    ljmpl *(ap_pm_ptr - ap_trampoline_start)
 
     .code32
 ap_pm:
@@ -168,7 +173,7 @@ ap_pm:
     mov %cr4, %eax
     or $CR4_BITS, %eax
     mov %eax, %cr4
-    mov (AP_BASE + ap_param_cr3 - ap_trampoline_start), %eax
+    mov (ap_param_cr3 - ap_trampoline_start)(%ebx), %eax
     mov %eax, %cr3
     mov $0xC0000080, %ecx
     rdmsr
@@ -178,7 +183,7 @@ ap_pm:
     and $~(1 << 2), %eax
     or $((1 << 31) | (1 << 16) | (1 << 5) | (1 << 1) | 1), %eax
     mov %eax, %cr0
-    ljmp $0x18, $(AP_BASE + ap_lm - ap_trampoline_start)
+    ljmp *(ap_lm_ptr - ap_trampoline_start)(%ebx)
 
     .code64
 ap_lm:
@@ -189,9 +194,10 @@ ap_lm:
     xor %eax, %eax
     mov %ax, %fs
     mov %ax, %gs
-    mov (AP_BASE + ap_param_stack - ap_trampoline_start), %rsp
-    mov (AP_BASE + ap_param_cpu - ap_trampoline_start), %rdi
-    mov (AP_BASE + ap_param_entry - ap_trampoline_start), %rax
+    mov %ebx, %ebx                           /* zero-extend BASE */
+    mov (ap_param_stack - ap_trampoline_start)(%rbx), %rsp
+    mov (ap_param_cpu - ap_trampoline_start)(%rbx), %rdi
+    mov (ap_param_entry - ap_trampoline_start)(%rbx), %rax
     xor %ebp, %ebp
     call *%rax
 6:  cli
@@ -199,14 +205,24 @@ ap_lm:
     jmp 6b
 
     .balign 8
+    .global ap_gdt
 ap_gdt:
     .quad 0
     .quad 0x00CF9A000000FFFF                 /* 0x08: 32-bit code */
     .quad 0x00CF92000000FFFF                 /* 0x10: data */
     .quad 0x00AF9A000000FFFF                 /* 0x18: 64-bit code */
+    .global ap_gdt_ptr, ap_pm_ptr, ap_lm_ptr, ap_pm, ap_lm
 ap_gdt_ptr:
     .short 31
-    .long AP_BASE + ap_gdt - ap_trampoline_start
+    .long 0                                  /* BASE + ap_gdt (patched) */
+    .balign 8
+ap_pm_ptr:
+    .long 0                                  /* BASE + ap_pm (patched) */
+    .short 0x08
+    .balign 8
+ap_lm_ptr:
+    .long 0                                  /* BASE + ap_lm (patched) */
+    .short 0x18
     .balign 8
     .global ap_param_cr3, ap_param_stack, ap_param_entry, ap_param_cpu
 ap_param_cr3:   .quad 0
@@ -249,40 +265,47 @@ boot_stack_top:
 extern "C" {
     static ap_trampoline_start: u8;
     static ap_trampoline_end: u8;
+    static ap_gdt: u8;
+    static ap_gdt_ptr: u8;
+    static ap_pm_ptr: u8;
+    static ap_lm_ptr: u8;
+    static ap_pm: u8;
+    static ap_lm: u8;
     static ap_param_cr3: u8;
     static ap_param_stack: u8;
     static ap_param_entry: u8;
     static ap_param_cpu: u8;
 }
 
-/// Copy the AP trampoline to [`AP_TRAMPOLINE_BASE`] and fill its parameter block. After this, a SIPI with
-/// vector `AP_TRAMPOLINE_BASE >> 12` starts a CPU that enters `entry(cpu_index)` in long mode on `stack_top`.
+/// Copy the AP trampoline to the page at `base` and fill its parameter block. After this, a SIPI with vector
+/// `base >> 12` starts a CPU that enters `entry(cpu_index)` in long mode on `stack_top`.
 ///
 /// # Safety
-/// The page at `AP_TRAMPOLINE_BASE` must be reserved for this purpose (identity mapped, unused), `cr3` must be
-/// below 4 GiB and map the kernel, and no AP may be running the trampoline concurrently.
-pub unsafe fn install_ap_trampoline(cr3: u64, stack_top: u64, entry: extern "C" fn(u64) -> !, cpu_index: u64) {
+/// The page at `base` (page aligned, below [`AP_TRAMPOLINE_LIMIT`], not page 0) must be reserved for this
+/// purpose (identity mapped writable and executable, unused), `cr3` must be below 4 GiB and map the kernel,
+/// and no AP may be running the trampoline concurrently.
+pub unsafe fn install_ap_trampoline(base: u64, cr3: u64, stack_top: u64, entry: extern "C" fn(u64) -> !, cpu_index: u64) {
     // Linker symbols inside the kernel image; only their addresses are taken.
-    let (start, end, p_cr3, p_stack, p_entry, p_cpu) = (
-            &raw const ap_trampoline_start as u64,
-            &raw const ap_trampoline_end as u64,
-            &raw const ap_param_cr3 as u64,
-            &raw const ap_param_stack as u64,
-            &raw const ap_param_entry as u64,
-            &raw const ap_param_cpu as u64,
-        );
-    let len = (end - start) as usize;
+    let start = &raw const ap_trampoline_start as u64;
+    let off = |sym: *const u8| sym as u64 - start;
+    let len = off(&raw const ap_trampoline_end) as usize;
     assert!(len < 4096, "AP trampoline larger than a page");
+    assert!(base % 4096 == 0 && base != 0 && base < AP_TRAMPOLINE_LIMIT, "AP trampoline page {base:#x} not below 1 MiB");
     assert!(cr3 < (1 << 32), "AP page tables must be below 4 GiB");
-    let base = AP_TRAMPOLINE_BASE as *mut u8;
-    // SAFETY: caller reserved the trampoline page; the source is our own image.
+    let page = base as *mut u8;
+    // SAFETY: caller reserved the trampoline page; the source is our own image; every offset is inside the
+    // copied `len` bytes (the symbols lie between start and end).
     unsafe {
-        core::ptr::copy_nonoverlapping(start as *const u8, base, len);
-        let param = |sym: u64| base.add((sym - start) as usize) as *mut u64;
-        core::ptr::write_volatile(param(p_cr3), cr3);
-        core::ptr::write_volatile(param(p_stack), stack_top);
-        core::ptr::write_volatile(param(p_entry), entry as usize as u64);
-        core::ptr::write_volatile(param(p_cpu), cpu_index);
+        core::ptr::copy_nonoverlapping(start as *const u8, page, len);
+        let at = |sym: *const u8| page.add(off(sym) as usize);
+        // The far pointers and the GDT pointer are 32-bit linear addresses: BASE < 1 MiB keeps them in range.
+        core::ptr::write_unaligned(at(&raw const ap_gdt_ptr).add(2) as *mut u32, (base + off(&raw const ap_gdt)) as u32);
+        core::ptr::write_unaligned(at(&raw const ap_pm_ptr) as *mut u32, (base + off(&raw const ap_pm)) as u32);
+        core::ptr::write_unaligned(at(&raw const ap_lm_ptr) as *mut u32, (base + off(&raw const ap_lm)) as u32);
+        core::ptr::write_volatile(at(&raw const ap_param_cr3) as *mut u64, cr3);
+        core::ptr::write_volatile(at(&raw const ap_param_stack) as *mut u64, stack_top);
+        core::ptr::write_volatile(at(&raw const ap_param_entry) as *mut u64, entry as usize as u64);
+        core::ptr::write_volatile(at(&raw const ap_param_cpu) as *mut u64, cpu_index);
     }
 }
 

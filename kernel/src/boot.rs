@@ -67,6 +67,10 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
         *slot = Region::new(u64::from(m.start_address()), u64::from(m.end_address()));
     }
     let mem = kmem::init(&areas[..n], &keep);
+    // The low 1 MiB is never handed out (kmem), so the page stays the trampoline's for good.
+    let trampoline = crate::mm::memmap::pick_trampoline(&areas[..n], &keep, boot::AP_TRAMPOLINE_LIMIT);
+    let firmware = if mbi.efi_memory_map_tag().is_some() || mbi.efi_sdt64_tag().is_some() { "uefi" } else { "bios" };
+    log::info!("firmware: {firmware}; AP trampoline page: {:x?}", trampoline);
     let mut files = alloc::vec::Vec::new();
     for m in mbi.module_tags() {
         let name = m.cmdline().unwrap_or("").trim();
@@ -84,7 +88,7 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
     // Descriptor tables and our own page tables.
     trap::init_idt();
     smp::load_descriptor_tables();
-    let cr3 = kmem::build_kernel_tables(mem.highest_address.max(4 << 30), boot::AP_TRAMPOLINE_BASE);
+    let cr3 = kmem::build_kernel_tables(mem.highest_address.max(4 << 30), trampoline);
     // SAFETY: the new tables identity-map all RAM, the kernel image and MMIO exactly as the boot tables did
     // (minus page 0), so everything in use stays mapped.
     unsafe { cpu::write_cr3(cr3) };
@@ -137,17 +141,23 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
         // SAFETY: IDT, GDT/TSS (IST stacks), LAPIC and the scheduler are ready on this CPU.
         unsafe { cpu::enable_interrupts() };
 
-        let started = smp::start_aps(&topo.cpu_apic_ids, bsp_apic, cr3);
+        let started = match trampoline {
+            Some(page) => smp::start_aps(&topo.cpu_apic_ids, bsp_apic, cr3, page),
+            None => {
+                log::error!("no free page below 1 MiB for the AP trampoline: running on the BSP alone");
+                0
+            }
+        };
         let online = smp::cpus_online();
         log::info!("{} of {} application processor(s) started, {} CPU(s) online", started, topo.cpu_apic_ids.len() - 1, online);
         // The VT monitor reports its own boot line (with the sandbox count) once the sandboxes are planned.
         #[cfg(not(feature = "vt"))]
         result!(
             "boot",
-            "cpus_online={} mode={} cpus_listed={} apic={} mem_mib={}",
+            "cpus_online={} mode={} cpus_listed={} apic={} mem_mib={} firmware={} trampoline={:#x}",
             online, MODE, topo.cpu_apic_ids.len(),
             if lapic::is_x2apic() { "x2apic" } else { "xapic" },
-            mem.usable_bytes >> 20
+            mem.usable_bytes >> 20, firmware, trampoline.unwrap_or(0)
         );
         #[cfg(not(feature = "vt"))]
         if opts.net {
@@ -167,6 +177,7 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
                 nic_device_mac: opts.nic_device_mac,
                 recovery: opts.recovery,
                 topology: &topo,
+                firmware,
             });
             crate::machine::finish(status)
         }

@@ -171,7 +171,7 @@ extern "C" fn ap_entry(cpu_index: u64) -> ! {
 }
 
 /// Start every CPU in `apic_ids` except the BSP, one at a time. Returns how many came online.
-pub fn start_aps(apic_ids: &[u32], bsp_apic_id: u32, cr3: u64) -> u32 {
+pub fn start_aps(apic_ids: &[u32], bsp_apic_id: u32, cr3: u64, trampoline: u64) -> u32 {
     let mut started = 0;
     for &apic_id in apic_ids.iter().filter(|&&id| id != bsp_apic_id) {
         let index = CPU_COUNT.load(Ordering::SeqCst);
@@ -184,12 +184,12 @@ pub fn start_aps(apic_ids: &[u32], bsp_apic_id: u32, cr3: u64) -> u32 {
         let stack: &'static mut [u8] = Box::leak(alloc::vec![0u8; sched::KERNEL_STACK_SIZE].into_boxed_slice());
         // The System V ABI wants a 16-byte aligned stack at the call; a byte vector guarantees no alignment.
         let top = (stack.as_ptr() as u64 + stack.len() as u64) & !0xF;
-        // SAFETY: the trampoline page is reserved (low 1 MiB), cr3 is the kernel's PML4 below 4 GiB, and the
+        // SAFETY: the trampoline page is free in the memory map and never handed out (low 1 MiB), cr3 is the kernel's PML4 below 4 GiB, and the
         // previous AP finished reading the parameters (we waited for it to come online).
         unsafe {
-            questv_arch::boot::install_ap_trampoline(cr3, top, ap_entry, u64::from(index));
+            questv_arch::boot::install_ap_trampoline(trampoline, cr3, top, ap_entry, u64::from(index));
         }
-        lapic::start_ap(apic_id, (questv_arch::boot::AP_TRAMPOLINE_BASE >> 12) as u8);
+        lapic::start_ap(apic_id, (trampoline >> 12) as u8);
         let deadline = cpu::rdtsc() + TSC_HZ.load(Ordering::SeqCst).max(1_000_000) * 2;
         while !ONLINE[index as usize].load(Ordering::SeqCst) && cpu::rdtsc() < deadline {
             cpu::pause();

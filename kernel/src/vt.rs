@@ -1404,6 +1404,8 @@ pub struct MonitorOptions<'a> {
     /// `recovery=restart|none` (all sandboxes) or one entry per sandbox.
     pub recovery: Option<&'a str>,
     pub topology: &'a Topology,
+    /// What booted the machine ("bios" or "uefi"), for the boot report.
+    pub firmware: &'static str,
 }
 
 /// The shared NIC: which sandboxes share it (sharer j = `sharers[j]`) and where it is.
@@ -1659,7 +1661,7 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
             }
         },
     }
-    result!("boot", "cpus_online={} mode=vt sandboxes={} slice_mib={} role=monitor", n, n, plan.slices[0].size >> 20);
+    result!("boot", "cpus_online={} mode=vt sandboxes={} slice_mib={} role=monitor firmware={}", n, n, plan.slices[0].size >> 20, opts.firmware);
     for c in 1..n {
         sched::spawn_on(c, "launch", launch_thread, 0);
     }

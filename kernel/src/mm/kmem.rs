@@ -231,7 +231,7 @@ pub fn free_frames() -> u64 {
 /// Build the kernel's page tables: page 0 unmapped (null dereferences fault), kernel text read-only and
 /// executable, rodata read-only, everything else read-write and non-executable, the AP trampoline page
 /// executable, 3–4 GiB (LAPIC, IOAPIC, PCI MMIO) uncached. Returns the PML4's physical address.
-pub fn build_kernel_tables(highest_address: u64, trampoline: u64) -> u64 {
+pub fn build_kernel_tables(highest_address: u64, trampoline: Option<u64>) -> u64 {
     let mut m = KernelMem;
     let mut a = AddressSpace::new(&mut m).expect("out of memory for page tables");
     // SAFETY: linker symbols; only addresses are taken.
@@ -245,9 +245,14 @@ pub fn build_kernel_tables(highest_address: u64, trampoline: u64) -> u64 {
             a.map_range(&mut m, start, start, end - start, flags).expect("kernel page tables");
         }
     };
-    map(PAGE_SIZE, trampoline, rw);
-    map(trampoline, trampoline + PAGE_SIZE, PageFlags::WRITABLE | PageFlags::GLOBAL);
-    map(trampoline + PAGE_SIZE, text0, rw);
+    match trampoline {
+        Some(t) => {
+            map(PAGE_SIZE, t, rw);
+            map(t, t + PAGE_SIZE, PageFlags::WRITABLE | PageFlags::GLOBAL);
+            map(t + PAGE_SIZE, text0, rw);
+        }
+        None => map(PAGE_SIZE, text0, rw),
+    }
     // Sections are 4 KiB aligned by the linker script, so each runs to the start of the next.
     map(text0, ro0, PageFlags::GLOBAL);
     map(ro0, data0, PageFlags::NO_EXECUTE | PageFlags::GLOBAL);
