@@ -6,8 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+include!("src/cflags.rs");
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/cflags.rs");
     let target = std::env::var("TARGET").unwrap_or_default();
     if !target.starts_with("x86_64-") || !target.contains("linux") {
         panic!(
@@ -30,14 +33,14 @@ fn main() {
     let shim: Vec<PathBuf> = sorted_c_files(&root.join("libc-shim/c"));
     for prog in sorted_c_files(&root.join("userland/c")) {
         let name = prog.file_stem().unwrap().to_string_lossy().into_owned();
+        // The project's own programs build warning-free (-Werror); `questv cc` uses the same flags without it.
         let status = Command::new("gcc")
-            .args(["-std=gnu11", "-O2", "-Wall", "-Werror", "-ffreestanding", "-fno-builtin", "-nostdinc", "-nostdlib"])
-            .args(["-fno-stack-protector", "-fPIE", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"])
-            .args(["-fno-tree-loop-distribute-patterns", "-static", "-no-pie"])
+            .args(USER_CFLAGS)
+            .arg("-Werror")
             .arg("-I")
             .arg(root.join("libc-shim/include"))
             .arg(format!("-Wl,-T,{}", root.join("userland/user.ld").display()))
-            .args(["-Wl,--build-id=none", "-Wl,-z,max-page-size=4096"])
+            .args(USER_LDFLAGS)
             .arg("-o")
             .arg(out.join(&name))
             .arg(&prog)

@@ -12,6 +12,9 @@ pub mod recoveryfig;
 pub mod faults;
 pub mod plot;
 pub mod paper;
+pub mod usercc;
+#[path = "cflags.rs"]
+pub mod cflags;
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -203,6 +206,8 @@ pub struct BootOptions {
     pub firmware: Firmware,
     /// QEMU: boot the image as a USB stick (raw disk) instead of a CD.
     pub usb_stick: bool,
+    /// Files put into the ramdisk under their file names (`--add PATH`): the user's own programs and data.
+    pub add: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -228,7 +233,7 @@ pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false }
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false, add: Vec::new() }
     }
 }
 
@@ -301,11 +306,15 @@ pub enum Cli {
     Paper(paper::PaperOptions),
     /// Build the hybrid ISO `boot` would boot and keep it (for a USB stick or another emulator).
     Image(BootOptions, PathBuf),
+    /// Compile a C file against the C shim into a questv executable.
+    Cc(usercc::CcOptions),
+    /// Write a Rust user-program crate (NAME, directory).
+    NewProgram(String, PathBuf),
     Help,
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--firmware bios|uefi] [--media cdrom|usb] [--gdb]\n       questv image [--vt] [--run \"PROG ARGS\"] [--recovery ..] [--watchdog-ms MS] [--out PATH]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv fig10 [--emulator qemu|bochs] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv paper [--emulator qemu|bochs] [--quick] [--no-linux] [--publish]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--firmware bios|uefi] [--media cdrom|usb] [--add PATH].. [--gdb]\n       questv image [--vt] [--run \"PROG ARGS\"] [--add PATH].. [--recovery ..] [--watchdog-ms MS] [--out PATH]\n       questv cc FILE.c [-o OUT] [GCC ARGS..]\n       questv new-program NAME [--dir DIR]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv fig10 [--emulator qemu|bochs] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv paper [--emulator qemu|bochs] [--quick] [--no-linux] [--publish]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
 
 /// msgbench's VCPU set-ups (userland/src/bin/msgbench.rs), in the order `--vcpu all` runs them.
 pub const MSGBENCH_VCPUS: [&str; 3] = ["none", "hi", "lo"];
@@ -360,6 +369,33 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             return Ok(Cli::Fig10(o));
         }
         Some("faults") => return parse_faults(&args[1..]),
+        Some("cc") => {
+            let mut o = usercc::CcOptions { src: PathBuf::new(), out: None, gcc_args: Vec::new() };
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "-o" => o.out = Some(PathBuf::from(it.next().ok_or("-o needs a path")?)),
+                    a if a.ends_with(".c") && o.src.as_os_str().is_empty() => o.src = PathBuf::from(a),
+                    a => o.gcc_args.push(a.to_string()),
+                }
+            }
+            if o.src.as_os_str().is_empty() {
+                return Err(format!("cc needs a .c file\n{USAGE}"));
+            }
+            return Ok(Cli::Cc(o));
+        }
+        Some("new-program") => {
+            let mut it = args[1..].iter();
+            let name = it.next().ok_or_else(|| format!("new-program needs a NAME\n{USAGE}"))?.clone();
+            let mut dir = PathBuf::from(".");
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--dir" => dir = PathBuf::from(it.next().ok_or("--dir needs a path")?),
+                    other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+                }
+            }
+            return Ok(Cli::NewProgram(name, dir));
+        }
         Some("paper") => {
             let mut o = paper::PaperOptions::default();
             let mut it = args[1..].iter();
@@ -462,6 +498,14 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
                     e => return Err(format!("unknown boot medium {e:?} (cdrom or usb)")),
                 }
             }
+            "--add" => {
+                let p = PathBuf::from(value("--add")?);
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if !usercc::valid_program_name(name) {
+                    return Err(format!("--add {}: the file name {name:?} becomes its ramdisk name: letters, digits, '-', '_', '.'", p.display()));
+                }
+                o.add.push(p);
+            }
             "--out" if image.is_some() => image = Some(PathBuf::from(value("--out")?)),
             "--mem" => {
                 o.mem_mib = value("--mem")?.parse().map_err(|_| "--mem needs MiB".to_string())?;
@@ -501,14 +545,31 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     }
 }
 
+/// What goes into the ramdisk: the userland programs, the kernel itself for VT (the monitor loads a pristine
+/// copy into every sandbox from it) and the user's `--add` files under their file names.
+pub fn ramdisk_files(o: &BootOptions, kernel: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut files = build_userland()?;
+    if o.vt {
+        files.push(("kernel".into(), kernel.to_path_buf()));
+    }
+    for p in &o.add {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        if !p.is_file() {
+            return Err(format!("--add {}: no such file", p.display()));
+        }
+        if files.iter().any(|(n, _)| *n == name) || name == "badelf" {
+            return Err(format!("--add {}: {name:?} is already in the ramdisk (a built-in program): rename the file", p.display()));
+        }
+        files.push((name, p.clone()));
+    }
+    Ok(files)
+}
+
 /// `image`: the hybrid BIOS+UEFI ISO `boot` would boot, kept at `out` (write it raw to a USB stick:
 /// docs/hardware.md). The command line in its grub.cfg is the one `boot` would pass.
 pub fn image(o: &BootOptions, out: &Path) -> Result<PathBuf, String> {
     let kernel = build_kernel(o.vt)?;
-    let mut programs = build_userland()?;
-    if o.vt {
-        programs.push(("kernel".into(), kernel.clone()));
-    }
+    let programs = ramdisk_files(o, &kernel)?;
     let iso = make_iso(&kernel, &o.kernel_args(), &format!("image-{}-{}", o.mode(), std::process::id()), &programs)?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -834,7 +895,7 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-const KERNEL_TARGET: &str = env!("QUESTV_KERNEL_TARGET");
+pub const KERNEL_TARGET: &str = env!("QUESTV_KERNEL_TARGET");
 
 fn which(tool: &str) -> bool {
     std::env::var_os("PATH")
@@ -1133,11 +1194,7 @@ pub fn boot(o: &BootOptions) -> Result<BootReport, String> {
     }
     require_tool("grub-mkrescue", "grub-pc-bin grub-common xorriso mtools")?;
     let kernel = build_kernel(o.vt)?;
-    let mut programs = build_userland()?;
-    if o.vt {
-        // The monitor loads a pristine copy of the kernel into every sandbox from this module.
-        programs.push(("kernel".into(), kernel.clone()));
-    }
+    let programs = ramdisk_files(o, &kernel)?;
     let tag = format!("{}-{}", o.mode(), std::process::id());
     let iso = make_iso(&kernel, &o.kernel_args(), &tag, &programs)?;
     if o.gdb {

@@ -50,6 +50,28 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Ok(Cli::Cc(o)) => match questv::usercc::cc(&o) {
+            Ok((out, warnings)) => {
+                eprint!("{warnings}");
+                println!("questv executable: {} (run it: boot --add {} --run \"{} ARGS\")", out.display(), out.display(), out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+                return;
+            }
+            Err(e) => {
+                eprintln!("questv: cc: {e}");
+                std::process::exit(1);
+            }
+        },
+        Ok(Cli::NewProgram(name, dir)) => match questv::usercc::new_program(&name, &dir) {
+            Ok(at) => {
+                println!("created {} — build it with: (cd {} && cargo build --release)", at.display(), at.display());
+                println!("run it with: cargo run --release -- boot --add {}/target/{}/release/{name} --run \"{name}\"", at.display(), questv::KERNEL_TARGET);
+                return;
+            }
+            Err(e) => {
+                eprintln!("questv: new-program: {e}");
+                std::process::exit(2);
+            }
+        },
         Ok(Cli::Help) => {
             println!("{USAGE}");
             return;

@@ -22,7 +22,13 @@ fn spawn(cmd: &[&str], cpu: Option<u32>) -> i64 {
             }
         }
         let r = sys::execve(cmd[0], cmd);
-        println!("init: cannot run {}: error {}", cmd[0], r);
+        let why = match -r {
+            sys::errno::ENOENT => "no such program in the ramdisk (boot --add PATH puts one there)",
+            sys::errno::ENOEXEC => "not a questv executable (build C with `questv cc`, Rust with `questv new-program`)",
+            _ => "exec failed",
+        };
+        println!("init: cannot run {}: {} (error {})", cmd[0], why, r);
+        println!("RESULT exec_refused name={} error={}", cmd[0], r);
         sys::exit(if r == -sys::errno::ENOENT { 127 } else { 126 });
     }
     pid

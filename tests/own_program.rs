@@ -1,0 +1,141 @@
+//! A user's own program, from a file outside the repository to its output on both builds (README, "Run your
+//! own program"): `questv cc` (C, warnings shown and not fatal), `questv new-program` (Rust), `boot --add`.
+mod common;
+use common::{boot, check_monitor_ended_run, Run};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn questv(args: &[&str], cwd: &Path) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_questv")).args(args).current_dir(cwd).output().expect("run questv");
+    Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+}
+
+/// A scratch directory outside the repository, as a user's would be.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("questv-own-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const SQUARES: &str = r#"/* A user's program: one child per square, the parent sums their exit statuses. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    int n = argc > 1 ? atoi(argv[1]) : 3;
+    int last = 0;               /* set but not used: gcc warns, the build goes on */
+    long sum = 0;
+    for (int i = 1; i <= n; i++) {
+        pid_t pid = fork();
+        if (pid == 0) exit(i * i);
+        int status;
+        waitpid(pid, &status, 0);
+        sum += (status >> 8) & 0xff;
+        last = i;
+    }
+    printf("RESULT squares n=%d sum=%ld sandbox=%d\n", n, sum, questv_sandbox());
+    return 0;
+}
+"#;
+
+#[test]
+fn a_c_program_with_a_warning_runs_on_both_builds() {
+    common::require("gcc");
+    let dir = scratch("c");
+    std::fs::write(dir.join("squares.c"), SQUARES).unwrap();
+    let c = questv(&["cc", "squares.c", "-o", "squares"], &dir);
+    c.check(c.code == 0, "questv cc failed");
+    c.check(c.stderr.contains("warning") && c.stderr.contains("-Wunused-but-set-variable"), "gcc's warning was not shown");
+    let exe = dir.join("squares");
+    let exe = exe.to_str().unwrap();
+    let r = boot(&["--cpus", "2", "--add", exe, "--run", "squares 5"]);
+    r.check(r.code == 0 && r.done_status() == Some(0), "the SMP run failed");
+    let s = r.results("squares");
+    r.check(s.len() == 1 && s[0].get_u64("sum") == Some(55) && s[0].get("sandbox") == Some("-1"), "wrong output on SMP");
+    let r = common::vt("qemu", 2, &["--add", exe, "--run", "squares 5"]);
+    r.check(r.code == 0, "the VT run failed");
+    check_monitor_ended_run(&r, 2);
+    for sb in 0..2 {
+        let s = r.sandbox_results("squares", sb);
+        r.check(s.len() == 1 && s[0].get_u64("sum") == Some(55) && s[0].get_u64("sandbox") == Some(u64::from(sb)), "wrong output in a sandbox");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cc_says_what_the_c_shim_lacks() {
+    common::require("gcc");
+    let dir = scratch("lack");
+    std::fs::write(dir.join("net.c"), "#include <sys/socket.h>\nint main(void) { return 0; }\n").unwrap();
+    let r = questv(&["cc", "net.c"], &dir);
+    r.check(r.code == 1 && r.stderr.contains("the questv C shim has no <sys/socket.h>") && r.stderr.contains("<sys/wait.h>"), "missing header not named");
+    std::fs::write(dir.join("sort.c"), "#include <stdlib.h>\nint main(void) { int a[2] = {2, 1}; qsort(a, 2, sizeof a[0], 0); return a[0]; }\n").unwrap();
+    let r = questv(&["cc", "sort.c"], &dir);
+    r.check(r.code == 1 && r.stderr.contains("does not provide qsort()"), "missing function not named");
+    r.check(!dir.join("sort").exists(), "a failed compile left an executable");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Garbage and a Linux executable in the ramdisk: exec refuses both with ENOEXEC and a message naming the
+/// file; the kernel logs why; nothing faults, on either build.
+#[test]
+fn a_file_that_is_not_a_questv_executable_is_refused() {
+    common::require("gcc");
+    let dir = scratch("bad");
+    let garbage: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(dir.join("garbage.bin"), garbage).unwrap();
+    let linux = dir.join("linux-hello");
+    questv::linux::compile_static(&questv::workspace_root().join("tests/data/linux/hello.c"), &linux).unwrap();
+    for (name, why) in [("garbage.bin", "not a well-formed ELF"), ("linux-hello", "outside user space")] {
+        let path = dir.join(name);
+        let r = boot(&["--cpus", "2", "--add", path.to_str().unwrap(), "--run", name]);
+        r.check(r.done_status() == Some(126), "a refused exec must end with status 126");
+        let e = r.results("exec_refused");
+        r.check(e.len() == 1 && e[0].get("name") == Some(name) && e[0].get("error") == Some("-8"), "expected ENOEXEC for the file");
+        r.check(r.stdout.contains(&format!("init: cannot run {name}: not a questv executable")), "no clear message");
+        r.check(r.stdout.contains(why), "the kernel did not say why");
+        r.check(!r.stdout.contains("KERNEL PANIC") && !r.stdout.contains("EXCEPTION"), "a refused exec faulted");
+    }
+    let path = dir.join("garbage.bin");
+    let r = common::vt("qemu", 2, &["--add", path.to_str().unwrap(), "--run", "garbage.bin"]);
+    check_monitor_ended_run(&r, 2);
+    r.check(r.sandbox_results("exec_refused", 0).len() == 1 && r.sandbox_results("exec_refused", 1).len() == 1, "VT: not refused in both sandboxes");
+    r.check(r.results("sandbox_fault").is_empty(), "VT: a refused exec faulted a sandbox");
+    let r = boot(&["--add", "/nonexistent/x", "--run", "x"]);
+    r.check(r.code == 2 && r.stderr.contains("no such file"), "a missing --add file must be a clear runner error");
+    let clash = dir.join("forkwait");
+    std::fs::copy(&path, &clash).unwrap();
+    let r = boot(&["--add", clash.to_str().unwrap(), "--run", "forkwait"]);
+    r.check(r.code == 2 && r.stderr.contains("already in the ramdisk"), "a file named like a built-in program must be refused");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_rust_program_from_the_template_runs() {
+    let dir = scratch("rust");
+    let r = questv(&["new-program", "hello-rs", "--dir", dir.to_str().unwrap()], &dir);
+    r.check(r.code == 0, "new-program failed");
+    let krate = dir.join("hello-rs");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--release"])
+        .current_dir(&krate)
+        .env("CARGO_TARGET_DIR", krate.join("target"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the template did not build:\n{}", String::from_utf8_lossy(&out.stderr));
+    let exe = krate.join("target").join(questv::KERNEL_TARGET).join("release/hello-rs");
+    let r = boot(&["--cpus", "2", "--add", exe.to_str().unwrap(), "--run", "hello-rs x y"]);
+    r.check(r.code == 0 && r.stdout.contains("hello from hello-rs") && r.stdout.contains("[\"x\", \"y\"]"), "the Rust program did not run");
+    let s = r.results("hello_rs");
+    r.check(s.len() == 1 && s[0].get_u64("child_status") == Some(7), "its child's status did not come back");
+    let r = questv(&["new-program", "hello-rs", "--dir", dir.to_str().unwrap()], &dir);
+    r.check(r.code == 2 && r.stderr.contains("not overwriting"), "new-program overwrote a directory");
+    let _ = std::fs::remove_dir_all(&dir);
+}
