@@ -375,6 +375,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             while let Some(a) = it.next() {
                 match a.as_str() {
                     "-o" => o.out = Some(PathBuf::from(it.next().ok_or("-o needs a path")?)),
+                    a if a.starts_with("-o") => o.out = Some(PathBuf::from(&a[2..])),
                     a if a.ends_with(".c") && o.src.as_os_str().is_empty() => o.src = PathBuf::from(a),
                     a => o.gcc_args.push(a.to_string()),
                 }
@@ -502,7 +503,10 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
                 let p = PathBuf::from(value("--add")?);
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 if !usercc::valid_program_name(name) {
-                    return Err(format!("--add {}: the file name {name:?} becomes its ramdisk name: letters, digits, '-', '_', '.'", p.display()));
+                    return Err(format!("--add {}: the file name {name:?} becomes its ramdisk name: letters, digits, '-', '_', '.', and not percpu, kernel or ktest*", p.display()));
+                }
+                if o.add.len() >= MAX_ADDED_FILES {
+                    return Err(format!("--add: at most {MAX_ADDED_FILES} files (the kernel reserves a fixed number of boot modules)"));
                 }
                 o.add.push(p);
             }
@@ -544,6 +548,10 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
         Ok(Cli::Boot(o))
     }
 }
+
+/// How many `--add` files a boot takes: the kernel keeps 64 boot modules (kernel/src/boot.rs), the project's own
+/// programs and the VT kernel image take about 16.
+pub const MAX_ADDED_FILES: usize = 32;
 
 /// What goes into the ramdisk: the userland programs, the kernel itself for VT (the monitor loads a pristine
 /// copy into every sandbox from it) and the user's `--add` files under their file names.
@@ -1065,7 +1073,15 @@ fn start_emulator(o: &BootOptions, iso: &Path, tag: &str) -> Result<(Child, mpsc
                     &format!("e1000,netdev=n0,mac={NIC_MAC}"),
                 ]);
             }
-            let mut child = cmd.spawn().map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+            let mut child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    for f in &scratch {
+                        let _ = std::fs::remove_file(f);
+                    }
+                    return Err(format!("cannot start qemu-system-x86_64: {e}"));
+                }
+            };
             let stdout = child.stdout.take().unwrap();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(stdout);
@@ -1170,8 +1186,8 @@ fn start_bochs(dir: &Path, cfg: &Path, rc: &Path, log: &Path) -> Result<Child, S
                 eprintln!("questv: bochs exited at start ({status}, attempt {attempt}/3): {why}");
                 break;
             }
-            // Listening (or a host without /proc: give it a moment): the next instance may start.
-            if rfb_listeners() > before || t.elapsed() > Duration::from_secs(5) {
+            // Listening (or a host without /proc, or a starved one: give it a while): the next may start.
+            if rfb_listeners() > before || t.elapsed() > Duration::from_secs(20) {
                 let _ = lock.unlock();
                 return Ok(child);
             }

@@ -53,7 +53,7 @@ pub fn diagnose(gcc_stderr: &str, headers: &[String]) -> Option<String> {
     let mut missing_fns: Vec<&str> = Vec::new();
     for l in gcc_stderr.lines() {
         if l.contains("No such file or directory") {
-            if let Some(h) = between(l, "fatal error: ", ':') {
+            if let Some(h) = between(l, "fatal error: ", ':').filter(|h| h.ends_with(".h")) {
                 if !missing_headers.contains(&h) {
                     missing_headers.push(h);
                 }
@@ -104,11 +104,12 @@ pub fn cc(o: &CcOptions) -> Result<(PathBuf, String), String> {
         .arg(root.join("libc-shim/include"))
         .arg(format!("-Wl,-T,{}", root.join("userland/user.ld").display()))
         .args(USER_LDFLAGS)
-        .args(&o.gcc_args)
         .arg("-o")
         .arg(&out)
         .arg(&o.src)
         .args(&shim)
+        // After the sources, so `-lfoo` resolves; -D/-I/-W apply wherever they stand.
+        .args(&o.gcc_args)
         .output()
         .map_err(|e| format!("cannot run gcc: {e}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -119,9 +120,17 @@ pub fn cc(o: &CcOptions) -> Result<(PathBuf, String), String> {
     Err(format!("gcc failed on {}:\n{}{hint}", o.src.display(), stderr.trim_end()))
 }
 
-/// A program name as it will appear in the ramdisk and in `--run`: letters, digits, `-`, `_`, `.`.
+/// A program name as it will appear in the ramdisk and in `--run`: letters, digits, `-`, `_`, `.`; not a word
+/// the boot path reads itself (`percpu` for init, `ktest...` for the kernel's test hooks, `kernel` for the VT
+/// monitor's image).
 pub fn valid_program_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !name.starts_with('.')
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.starts_with('.')
+        && name != "percpu"
+        && name != "kernel"
+        && !name.starts_with("ktest")
 }
 
 /// The files of a Rust user-program crate called `name` that builds against this checkout's Rust API.
@@ -180,8 +189,8 @@ pub fn rust_template(name: &str, repo: &Path) -> Vec<(PathBuf, String)> {
 
 /// `new-program NAME [--dir DIR]`: write the template into DIR/NAME (refusing to overwrite).
 pub fn new_program(name: &str, dir: &Path) -> Result<PathBuf, String> {
-    if !valid_program_name(name) || name.contains('.') {
-        return Err(format!("{name:?}: a program name is letters, digits, '-' and '_'"));
+    if !valid_program_name(name) || name.contains('.') || !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(format!("{name:?}: a program name is a letter, then letters, digits, '-' and '_' (cargo's rule)"));
     }
     let at = dir.join(name);
     if at.exists() {
@@ -211,12 +220,14 @@ mod tests {
         let m = diagnose(e, &h).unwrap();
         assert!(m.contains("does not provide qsort(), getenv()"), "{m}");
         assert!(diagnose("x.c:2:1: error: expected ';' before '}' token\n", &h).is_none());
+        // A missing source file is not a missing header.
+        assert!(diagnose("gcc: error: y.c: No such file or directory\ncc1: fatal error: y.c: No such file or directory\n", &h).is_none());
     }
 
     #[test]
     fn program_names() {
         assert!(valid_program_name("my-prog_2") && valid_program_name("data.txt"));
-        for bad in ["", "a b", "a/b", ".hidden", "x\"y", "$x"] {
+        for bad in ["", "a b", "a/b", ".hidden", "x\"y", "$x", "percpu", "kernel", "ktest2"] {
             assert!(!valid_program_name(bad), "{bad:?}");
         }
     }

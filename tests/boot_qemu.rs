@@ -16,9 +16,9 @@ fn check_boot(cpus: u32, firmware: &str) {
     r.check(b[0].get_u64("cpus_online") == Some(u64::from(cpus)), "wrong cpus_online");
     r.check(b[0].get("mode") == Some("smp"), "wrong mode");
     r.check(b[0].get("firmware") == Some(firmware), "the kernel did not see the firmware that booted it");
-    // The AP trampoline page comes from the memory map: page aligned, below 1 MiB, not page 0.
+    // The AP trampoline page comes from the memory map: page aligned, below 640 KiB, not page 0.
     let t = b[0].get("trampoline").and_then(|t| u64::from_str_radix(t.trim_start_matches("0x"), 16).ok());
-    r.check(cpus == 1 || t.is_some_and(|t| t > 0 && t < 0x10_0000 && t % 4096 == 0), "bad AP trampoline page");
+    r.check(cpus == 1 || t.is_some_and(|t| t > 0 && t < 0xA_0000 && t % 4096 == 0), "bad AP trampoline page");
     // The scheduler ran all its test threads on every CPU (which needs preemption: they never yield).
     let sched = r.results("sched");
     for c in 0..u64::from(cpus) {

@@ -5,13 +5,11 @@
 mod common;
 use common::Run;
 use questv::{parse_result_line, ResultLine};
-use std::process::Command;
 
 fn ping(args: &[&str]) -> Run {
     common::require("grub-mkrescue");
     common::require("qemu-system-x86_64");
-    let out = Command::new(env!("CARGO_BIN_EXE_questv")).arg("ping").args(args).output().expect("run questv ping");
-    Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+    common::questv(&[&["ping"], args].concat())
 }
 
 fn lines(r: &Run, name: &str) -> Vec<ResultLine> {

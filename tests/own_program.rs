@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn questv(args: &[&str], cwd: &Path) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_questv")).args(args).current_dir(cwd).output().expect("run questv");
-    Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+    common::questv_in(args, Some(cwd))
 }
 
 /// A scratch directory outside the repository, as a user's would be.
@@ -103,6 +102,10 @@ fn a_file_that_is_not_a_questv_executable_is_refused() {
     let r = common::vt("qemu", 2, &["--add", path.to_str().unwrap(), "--run", "garbage.bin"]);
     check_monitor_ended_run(&r, 2);
     r.check(r.sandbox_results("exec_refused", 0).len() == 1 && r.sandbox_results("exec_refused", 1).len() == 1, "VT: not refused in both sandboxes");
+    r.check(common::status_of(&r, 0) == Some(126) && common::status_of(&r, 1) == Some(126), "VT: a refused exec must end each sandbox with status 126");
+    // A program that does not exist is not "refused": status 127 and no exec_refused line.
+    let r = boot(&["--cpus", "1", "--run", "no-such-program"]);
+    r.check(r.done_status() == Some(127) && r.results("exec_refused").is_empty(), "a missing program must be 127, not a refusal");
     r.check(r.results("sandbox_fault").is_empty(), "VT: a refused exec faulted a sandbox");
     let r = boot(&["--add", "/nonexistent/x", "--run", "x"]);
     r.check(r.code == 2 && r.stderr.contains("no such file"), "a missing --add file must be a clear runner error");

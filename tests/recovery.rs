@@ -114,8 +114,7 @@ fn recovery_stops_a_crash_loop() {
 #[test]
 fn recovery_campaign_detects_and_recovers_every_fault() {
     common::require("qemu-system-x86_64");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_questv")).args(["faults", "--count", "12", "--seed", "5"]).output().expect("run questv faults");
-    let r = Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() };
+    let r = common::questv(&["faults", "--count", "12", "--seed", "5"]);
     let f = r.results("faults");
     r.check(r.code == 0 && f.len() == 1, "the campaign failed");
     for (k, v) in [("injected", 12), ("detected", 12), ("recovered", 12), ("escaped", 0), ("lost_messages", 0)] {
@@ -162,12 +161,8 @@ fn recovery_stateful_service_resumes_from_its_checkpoint() {
 #[test]
 fn recovery_driver_switch_keeps_the_sandbox_running() {
     common::require("qemu-system-x86_64");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_questv"))
-        .args(["ping", "--vt", "--cpus", "4", "--guests", "2", "--count", "150", "--interval-ms", "20", "--recovery", "driver", "--inject", "driver-wild 0 after_pings=40"])
-        .output()
-        .expect("run questv ping");
-    let r = Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() };
-    let lines = |name: &str| r.stdout.lines().filter_map(questv::parse_result_line).filter(|l| l.name == name).collect::<Vec<_>>();
+    let r = common::questv(&["ping", "--vt", "--cpus", "4", "--guests", "2", "--count", "150", "--interval-ms", "20", "--recovery", "driver", "--inject", "driver-wild 0 after_pings=40"]);
+    let lines = |name: &str| r.results(name);
     let f = lines("sandbox_fault");
     r.check(f.len() == 1 && f[0].get("action") == Some("driver_switch") && f[0].get("reason") == Some("memory_violation"), "expected one driver switch");
     let rec = lines("sandbox_recovered");
@@ -189,12 +184,8 @@ fn recovery_driver_switch_keeps_the_sandbox_running() {
 #[test]
 fn recovery_remote_moves_the_service_to_another_sandbox() {
     common::require("qemu-system-x86_64");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_questv"))
-        .args(["ping", "--vt", "--cpus", "4", "--guests", "2", "--count", "150", "--interval-ms", "20", "--recovery", "remote", "--inject", "panic 0 after_pings=40"])
-        .output()
-        .expect("run questv ping");
-    let r = Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() };
-    let lines = |name: &str| r.stdout.lines().filter_map(questv::parse_result_line).filter(|l| l.name == name).collect::<Vec<_>>();
+    let r = common::questv(&["ping", "--vt", "--cpus", "4", "--guests", "2", "--count", "150", "--interval-ms", "20", "--recovery", "remote", "--inject", "panic 0 after_pings=40"]);
+    let lines = |name: &str| r.results(name);
     let f = lines("sandbox_fault");
     r.check(f.len() == 1 && f[0].get("action") == Some("remote") && f[0].get_u64("target") == Some(1), "expected the service handed to sandbox 1");
     let t = lines("sandbox_takeover");
@@ -210,8 +201,7 @@ fn recovery_remote_moves_the_service_to_another_sandbox() {
 
 fn questv(args: &[&str]) -> Run {
     common::require("qemu-system-x86_64");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_questv")).args(args).output().expect("run questv");
-    Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+    common::questv(args)
 }
 
 /// Table 1 and Fig 6 from one command: every recovery level measured, its CSV rows and the PNGs written.

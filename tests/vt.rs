@@ -72,9 +72,13 @@ fn four_sandboxes_run_forkwait_under_uefi() {
         let r = vt(QEMU, 4, &["--firmware", "uefi", "--apic", apic, "--run", "forkwait 200"]);
         four_clean_sandboxes(&r);
         r.check(r.monitor_results("boot")[0].get("firmware") == Some("uefi"), "the monitor did not see UEFI");
+        let m = r.monitor_results("monitor");
+        r.check(m.len() == 1 && m[0].get("apic") == Some(if zero { "xapic_passthrough" } else { "xapic_trapped" }), "the APIC mode asked for is not in force");
         for s in 0..4u32 {
             let fw = &r.sandbox_results("forkwait", s)[0];
             let e = exits_of(&r, u64::from(s)).unwrap();
+            let known = ["cpuid", "hypercall", "apic_write"].iter().map(|k| e.get_u64(k).unwrap_or(0)).sum::<u64>();
+            r.check(e.get_u64("total") == Some(known), "exits other than CPUID, hypercalls and APIC writes");
             let allowed = if zero { 0 } else { e.get_u64("apic_write").unwrap_or(0) };
             r.check(fw.get_u64("vmexits").is_some_and(|x| x <= allowed), "forkwait took VM exits under UEFI");
             r.check(!zero || fw.get("vmexits") == Some("0"), "passthrough: exits in the loop");

@@ -54,12 +54,8 @@ fn a_hung_sandbox_is_caught_by_the_preemption_timer_watchdog() {
 #[test]
 fn vmx_sandboxes_share_the_nic() {
     common::require("bochs");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_questv"))
-        .args(["ping", "--vt", "--emulator", "bochs", "--cpus", "2", "--guests", "2", "--count", "40"])
-        .output()
-        .expect("run questv ping");
-    let r = common::Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() };
-    let lines = |name: &str| r.stdout.lines().filter_map(questv::parse_result_line).filter(|l| l.name == name).collect::<Vec<_>>();
+    let r = common::questv(&["ping", "--vt", "--emulator", "bochs", "--cpus", "2", "--guests", "2", "--count", "40"]);
+    let lines = |name: &str| r.results(name);
     let p = lines("ping");
     r.check(r.code == 0 && p.len() == 2, "expected both guests pinged and the run to pass");
     for g in &p {

@@ -7,10 +7,11 @@
 
 use core::arch::global_asm;
 
-/// Where the AP trampoline may go: a page-aligned page below 1 MiB (the SIPI vector is its page number, 8 bits),
-/// not page 0. The kernel picks one the memory map says is free (`mm::memmap::pick_trampoline`): under UEFI
-/// the firmware's own use of low memory varies, so no address is assumed.
-pub const AP_TRAMPOLINE_LIMIT: u64 = 0x10_0000;
+/// Where the AP trampoline may go: a page-aligned page below 640 KiB (the SIPI vector is its page number;
+/// vectors 0xA0-0xBF are reserved), not page 0. The kernel picks one the memory map says is free
+/// (`mm::memmap::pick_trampoline`): under UEFI the firmware's own use of low memory varies, so no address is
+/// assumed.
+pub const AP_TRAMPOLINE_LIMIT: u64 = 0xA_0000;
 
 global_asm!(
     r#"
@@ -290,7 +291,7 @@ pub unsafe fn install_ap_trampoline(base: u64, cr3: u64, stack_top: u64, entry: 
     let off = |sym: *const u8| sym as u64 - start;
     let len = off(&raw const ap_trampoline_end) as usize;
     assert!(len < 4096, "AP trampoline larger than a page");
-    assert!(base % 4096 == 0 && base != 0 && base < AP_TRAMPOLINE_LIMIT, "AP trampoline page {base:#x} not below 1 MiB");
+    assert!(base % 4096 == 0 && base != 0 && base < AP_TRAMPOLINE_LIMIT, "AP trampoline page {base:#x} not below 640 KiB");
     assert!(cr3 < (1 << 32), "AP page tables must be below 4 GiB");
     let page = base as *mut u8;
     // SAFETY: caller reserved the trampoline page; the source is our own image; every offset is inside the

@@ -51,8 +51,12 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
 
     // Memory.
     let Some(mmap) = mbi.memory_map_tag() else { early_fail(format_args!("no multiboot2 memory map")) };
-    let mut areas = [Area { start: 0, len: 0, usable: false }; 64];
+    // UEFI firmware passes its map entry by entry (OVMF: dozens): room for 256, a warning past that.
+    let mut areas = [Area { start: 0, len: 0, usable: false }; 256];
     let mut n = 0;
+    if mmap.memory_areas().len() > areas.len() {
+        log::warn!("memory map has {} entries; only the first {} are used", mmap.memory_areas().len(), areas.len());
+    }
     for a in mmap.memory_areas().iter().take(areas.len()) {
         areas[n] = Area {
             start: a.start_address(),
@@ -61,7 +65,11 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
         };
         n += 1;
     }
-    let mut keep = [Region::new(0, 0); 32];
+    // Every module must stay reserved (a ramdisk file handed out as free memory would be overwritten).
+    let mut keep = [Region::new(0, 0); kmem::MAX_KEEP];
+    if mbi.module_tags().count() + 1 > keep.len() {
+        early_fail(format_args!("{} boot modules: at most {} fit (the runner caps --add)", mbi.module_tags().count(), keep.len() - 1));
+    }
     keep[0] = Region::new(mbi.start_address() as u64, mbi.end_address() as u64);
     for (slot, m) in keep[1..].iter_mut().zip(mbi.module_tags()) {
         *slot = Region::new(u64::from(m.start_address()), u64::from(m.end_address()));

@@ -54,18 +54,28 @@ pub fn require(tool: &str) {
     assert!(found, "{tool} is not installed: run .ci/run (it installs the Debian packages) or see README.md");
 }
 
-pub fn boot(args: &[&str]) -> Run {
-    require("grub-mkrescue");
-    let out = Command::new(env!("CARGO_BIN_EXE_questv"))
-        .arg("boot")
-        .args(args)
-        .output()
-        .expect("run questv");
+/// Run the `questv` runner with `args` (in the working directory `cwd`, if given).
+pub fn questv_in(args: &[&str], cwd: Option<&std::path::Path>) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_questv"));
+    cmd.args(args);
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    let out = cmd.output().expect("run questv");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+pub fn questv(args: &[&str]) -> Run {
+    questv_in(args, None)
+}
+
+pub fn boot(args: &[&str]) -> Run {
+    require("grub-mkrescue");
+    questv(&[&["boot"], args].concat())
 }
 
 /// The VT build in `emulator` ("qemu": AMD SVM backend; "bochs": Intel VMX backend) on `cpus` cores.

@@ -37,12 +37,16 @@ pub struct MemoryInfo {
     pub regions: usize,
 }
 
+/// How many regions (boot information + modules) `init` keeps out of the allocator.
+pub const MAX_KEEP: usize = 64;
+
 /// Build the frame allocator from the memory map, keeping `keep` (boot information, modules) and the kernel
 /// image, then carve out the heap.
 pub fn init(areas: &[Area], keep: &[Region]) -> MemoryInfo {
     // SAFETY: linker symbols; only addresses are taken.
     let (kstart, kend) = unsafe { (sym(&__kernel_start), sym(&__kernel_end)) };
-    let mut reserved = [Region::new(0, 0); 40];
+    let mut reserved = [Region::new(0, 0); MAX_KEEP + 2];
+    assert!(keep.len() <= MAX_KEEP, "more kept regions than the allocator reserves");
     // The low 1 MiB holds the BIOS data area, EBDA and the AP trampoline: never hand it out.
     reserved[0] = Region::new(0, 0x10_0000);
     reserved[1] = Region::new(kstart, kend);

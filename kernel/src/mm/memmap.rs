@@ -157,21 +157,17 @@ pub fn highest_address(areas: &[Area]) -> u64 {
     areas.iter().filter(|a| a.usable).map(|a| a.start.saturating_add(a.len)).max().unwrap_or(0)
 }
 
-/// The page the AP start-up trampoline goes to: the highest page below `limit` (1 MiB: a SIPI vector is an
-/// 8-bit page number) and above page 0 that the memory map calls usable and nothing in `keep` (boot
-/// information, modules) overlaps. Under a BIOS that is typically 0x9E000; under UEFI whatever the firmware
-/// left free after ExitBootServices. `None`: no such page (the kernel then runs on the BSP alone).
+/// The page the AP start-up trampoline goes to: the lowest page above page 0 and below `limit` (0xA0000: the
+/// SIPI vector is the page number, and vectors 0xA0-0xBF are reserved) that the memory map calls usable and
+/// nothing in `keep` (boot information, modules) overlaps. Lowest rather than highest: BIOSes that
+/// under-report the EBDA put it just below 640 KiB. Under a BIOS that is 0x1000; under UEFI whatever the
+/// firmware left free after ExitBootServices. `None`: no such page (the kernel then runs on the BSP alone).
 pub fn pick_trampoline(areas: &[Area], keep: &[Region], limit: u64) -> Option<u64> {
     let free = usable_regions(areas, keep);
     free.as_slice()
         .iter()
-        .filter(|r| r.start < limit)
-        .filter_map(|r| {
-            let top = r.end.min(limit);
-            let page = align_down(top.checked_sub(PAGE)?);
-            (page >= r.start.max(PAGE)).then_some(page)
-        })
-        .max()
+        .map(|r| r.start.max(PAGE))
+        .find(|&page| free.as_slice().iter().any(|r| r.start <= page && page + PAGE <= r.end) && page + PAGE <= limit)
 }
 
 #[cfg(test)]
@@ -182,17 +178,19 @@ mod tests {
     fn trampoline_page_comes_from_the_map() {
         // SeaBIOS: 0..0x9FC00 usable (EBDA above).
         let bios = [usable(0, 0x9FC00), reserved(0x9FC00, 0x400), reserved(0xF0000, 0x10000), usable(0x100000, 0x1000_0000)];
-        assert_eq!(pick_trampoline(&bios, &[], 0x10_0000), Some(0x9E000));
-        // The boot information sitting in that page pushes it down.
-        assert_eq!(pick_trampoline(&bios, &[Region::new(0x9E800, 0x9F000)], 0x10_0000), Some(0x9D000));
+        const LIMIT: u64 = 0xA0000;
+        assert_eq!(pick_trampoline(&bios, &[], LIMIT), Some(0x1000));
+        // The boot information sitting in that page pushes it up.
+        assert_eq!(pick_trampoline(&bios, &[Region::new(0x1000, 0x1800)], LIMIT), Some(0x2000));
         // A UEFI-like map: low memory mostly taken by the firmware, one free hole.
-        let uefi = [reserved(0, 0x1000), usable(0x1000, 0x6000), reserved(0x7000, 0x99000), usable(0x100000, 0x800000)];
-        assert_eq!(pick_trampoline(&uefi, &[], 0x10_0000), Some(0x6000));
-        // Only page 0 free, or nothing below 1 MiB: no trampoline.
-        assert_eq!(pick_trampoline(&[usable(0, 0x1000), usable(0x100000, 0x1000)], &[], 0x10_0000), None);
-        assert_eq!(pick_trampoline(&[usable(0x100000, 0x100000)], &[], 0x10_0000), None);
+        let uefi = [reserved(0, 0x8000), usable(0x8000, 0x2000), reserved(0xA000, 0x96000), usable(0x100000, 0x800000)];
+        assert_eq!(pick_trampoline(&uefi, &[], LIMIT), Some(0x8000));
+        // Only page 0 free, nothing below the limit, or free memory only from 640 KiB up: no trampoline.
+        assert_eq!(pick_trampoline(&[usable(0, 0x1000), usable(0x100000, 0x1000)], &[], LIMIT), None);
+        assert_eq!(pick_trampoline(&[usable(0x100000, 0x100000)], &[], LIMIT), None);
+        assert_eq!(pick_trampoline(&[usable(0xA0000, 0x20000)], &[], LIMIT), None);
         // Unaligned usable bytes are not a page.
-        assert_eq!(pick_trampoline(&[usable(0x2800, 0x1000)], &[], 0x10_0000), None);
+        assert_eq!(pick_trampoline(&[usable(0x2800, 0x1000)], &[], LIMIT), None);
     }
 
     fn usable(start: u64, len: u64) -> Area {

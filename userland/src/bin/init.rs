@@ -28,7 +28,9 @@ fn spawn(cmd: &[&str], cpu: Option<u32>) -> i64 {
             _ => "exec failed",
         };
         println!("init: cannot run {}: {} (error {})", cmd[0], why, r);
-        println!("RESULT exec_refused name={} error={}", cmd[0], r);
+        if -r == sys::errno::ENOEXEC {
+            println!("RESULT exec_refused name={} error={}", cmd[0], r);
+        }
         sys::exit(if r == -sys::errno::ENOENT { 127 } else { 126 });
     }
     pid
