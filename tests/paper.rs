@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("table1", "mode", &["local_driver_switch", "local_restart", "remote"]),
     ("fig6", "run", &["local_driver_switch", "local_restart", "remote"]),
-    ("fig7", "system", &["smp", "vt", "linux"]),
+    ("fig7", "system", &["smp", "vt", "vt_passthrough", "linux"]),
     ("fig8", "build", &["smp", "vt"]),
     ("fig9", "build", &["smp", "vt"]),
     ("fig9", "vcpu", &["none", "hi", "lo"]),
