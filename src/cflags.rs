@@ -1,6 +1,7 @@
-// The gcc command line for a questv C user program, shared by the root build.rs (`include!`, for
-// userland/c/*.c) and the runner's `cc` command (src/usercc.rs), so a user's program gets exactly the flags the
-// project's own programs get. Plain consts only: build.rs includes this file textually.
+// The gcc command line for a questv user program, shared by the root build.rs (`include!`, for
+// userland/c/*.c), userland/build.rs (the Rust programs' link), and the runner's `cc` and `new-program`
+// (src/usercc.rs), so a user's program gets exactly the flags the project's own programs get. Plain consts
+// only: the build scripts include this file textually.
 
 /// Flags before the include path: freestanding against the C shim (no system headers or libc), no stack
 /// protector or unwind tables (the shim provides neither), static and non-PIE (user.ld links at 512 GiB).
@@ -12,3 +13,6 @@ pub const USER_CFLAGS: &[&str] = &[
 
 /// Linker flags after the linker script's `-Wl,-T,...`.
 pub const USER_LDFLAGS: &[&str] = &["-Wl,--build-id=none", "-Wl,-z,max-page-size=4096"];
+
+/// A Rust user program's link arguments (before the linker script's `-Wl,-T,...`): no libc, static, non-PIE.
+pub const USER_RUST_LINKFLAGS: &[&str] = &["-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none", "-Wl,-z,max-page-size=4096"];

@@ -321,11 +321,19 @@ pub const MSGBENCH_VCPUS: [&str; 3] = ["none", "hi", "lo"];
 
 /// `--emulator`'s value.
 fn parse_emulator(v: Option<&str>) -> Result<Emulator, String> {
+    let options = [("qemu", Emulator::Qemu), ("bochs", Emulator::Bochs)];
     match v {
-        Some("qemu") => Ok(Emulator::Qemu),
-        Some("bochs") => Ok(Emulator::Bochs),
-        e => Err(format!("unknown emulator {e:?} (qemu or bochs)")),
+        Some(v) => choose("emulator", v, &options),
+        None => Err("unknown emulator None (qemu or bochs)".into()),
     }
+}
+
+/// An option's value among named choices: `unknown WHAT "v" (a or b)` otherwise.
+fn choose<T: Copy>(what: &str, v: &str, options: &[(&str, T)]) -> Result<T, String> {
+    options.iter().find(|(name, _)| *name == v).map(|(_, t)| *t).ok_or_else(|| {
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        format!("unknown {what} {v:?} ({})", names.join(" or "))
+    })
 }
 
 /// A CSV field, quoted when it holds a comma, a quote or a newline.
@@ -439,25 +447,13 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             }
             "--slice-mib" => o.slice_mib = Some(value("--slice-mib")?.parse().map_err(|_| "--slice-mib needs MiB".to_string())?),
             "--apic" => {
-                o.apic_passthrough = match value("--apic")?.as_str() {
-                    "trap" => false,
-                    "passthrough" => true,
-                    e => return Err(format!("unknown APIC access {e:?} (trap or passthrough)")),
-                }
+                o.apic_passthrough = choose("APIC access", &value("--apic")?, &[("trap", false), ("passthrough", true)])?
             }
             "--firmware" => {
-                o.firmware = match value("--firmware")?.as_str() {
-                    "bios" => Firmware::Bios,
-                    "uefi" => Firmware::Uefi,
-                    e => return Err(format!("unknown firmware {e:?} (bios or uefi)")),
-                }
+                o.firmware = choose("firmware", &value("--firmware")?, &[("bios", Firmware::Bios), ("uefi", Firmware::Uefi)])?
             }
             "--tcg" => {
-                o.tcg_single = Some(match value("--tcg")?.as_str() {
-                    "single" => true,
-                    "multi" => false,
-                    e => return Err(format!("unknown TCG threading {e:?} (single or multi)")),
-                })
+                o.tcg_single = Some(choose("TCG threading", &value("--tcg")?, &[("single", true), ("multi", false)])?)
             }
             "--vcpu" if msgbench => {
                 for v in value("--vcpu")?.split(',') {
@@ -493,11 +489,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--watchdog-ms" => o.watchdog_ms = Some(value("--watchdog-ms")?.parse().map_err(|_| "--watchdog-ms needs milliseconds".to_string())?),
             "--timeout" => o.timeout = Some(value("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?),
             "--media" => {
-                o.usb_stick = match value("--media")?.as_str() {
-                    "cdrom" => false,
-                    "usb" => true,
-                    e => return Err(format!("unknown boot medium {e:?} (cdrom or usb)")),
-                }
+                o.usb_stick = choose("boot medium", &value("--media")?, &[("cdrom", false), ("usb", true)])?
             }
             "--add" => {
                 let p = PathBuf::from(value("--add")?);
