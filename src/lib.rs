@@ -154,6 +154,8 @@ pub enum Emulator {
 /// The CPU each emulator emulates (reports name it): QEMU's generic x86-64 with AMD SVM and nested paging (TCG
 /// emulates both; the VT build needs them, the SMP build ignores them), Bochs' Skylake-X with VMX and EPT.
 pub const QEMU_CPU_MODEL: &str = "qemu64,+svm,+npt";
+/// `--clock icount`: QEMU's instruction-counting clock (deterministic guest time; see BootOptions::icount).
+pub const ICOUNT: &str = "shift=3,sleep=off";
 pub const BOCHS_CPU_MODEL: &str = "corei7_skylake_x";
 
 impl Emulator {
@@ -208,6 +210,9 @@ pub struct BootOptions {
     pub usb_stick: bool,
     /// Files put into the ramdisk under their file names (`--add PATH`): the user's own programs and data.
     pub add: Vec<PathBuf>,
+    /// QEMU: the guest's clocks (TSC, APIC timer) follow instructions executed (`-icount`), not host time, so a
+    /// loaded host cannot steal time from whatever the guest was running (tests that measure CPU shares).
+    pub icount: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -233,7 +238,7 @@ pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false, add: Vec::new() }
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false, add: Vec::new(), icount: false }
     }
 }
 
@@ -314,7 +319,7 @@ pub enum Cli {
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--firmware bios|uefi] [--media cdrom|usb] [--add PATH].. [--gdb]\n       questv image [--vt] [--run \"PROG ARGS\"] [--add PATH].. [--recovery ..] [--watchdog-ms MS] [--out PATH]\n       questv cc FILE.c [-o OUT] [GCC ARGS..]\n       questv new-program NAME [--dir DIR]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv fig10 [--emulator qemu|bochs] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv paper [--emulator qemu|bochs] [--quick] [--no-linux] [--publish]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--apic trap|passthrough] [--tcg single|multi] [--clock host|icount] [--firmware bios|uefi] [--media cdrom|usb] [--add PATH].. [--gdb]\n       questv image [--vt] [--run \"PROG ARGS\"] [--add PATH].. [--recovery ..] [--watchdog-ms MS] [--out PATH]\n       questv cc FILE.c [-o OUT] [GCC ARGS..]\n       questv new-program NAME [--dir DIR]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv fig10 [--emulator qemu|bochs] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv paper [--emulator qemu|bochs] [--quick] [--no-linux] [--publish]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi]";
 
 /// msgbench's VCPU set-ups (userland/src/bin/msgbench.rs), in the order `--vcpu all` runs them.
 pub const MSGBENCH_VCPUS: [&str; 3] = ["none", "hi", "lo"];
@@ -491,6 +496,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--media" => {
                 o.usb_stick = choose("boot medium", &value("--media")?, &[("cdrom", false), ("usb", true)])?
             }
+            "--clock" => o.icount = choose("guest clock", &value("--clock")?, &[("host", false), ("icount", true)])?,
             "--add" => {
                 let p = PathBuf::from(value("--add")?);
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -511,6 +517,9 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             }
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
+    }
+    if o.icount && o.tcg_single == Some(false) {
+        return Err("--clock icount runs the vCPUs on one host thread; it does not go with --tcg multi".into());
     }
     if let Some(mut p) = ping {
         if o.gdb {
@@ -1030,9 +1039,13 @@ fn start_emulator(o: &BootOptions, iso: &Path, tag: &str) -> Result<(Child, mpsc
             let mut scratch: Vec<PathBuf> = Vec::new();
             let mut cmd = Command::new("qemu-system-x86_64");
             // SVM with nested paging (TCG emulates it; the VT build's AMD backend needs it, the SMP build ignores it).
-            let accel = if o.tcg_single.unwrap_or(o.vt) { "tcg,thread=single" } else { "tcg,thread=multi" };
+            let accel = if o.icount || o.tcg_single.unwrap_or(o.vt) { "tcg,thread=single" } else { "tcg,thread=multi" };
             cmd.args(["-machine", "pc", "-accel", accel, "-cpu", QEMU_CPU_MODEL, "-smp", &o.cpus.to_string()])
                 .args(["-m", &o.mem_mib.to_string()]);
+            if o.icount {
+                // 2^3 ns of guest time per instruction; sleep=off lets an idle guest's time jump to its next timer.
+                cmd.args(["-icount", ICOUNT]);
+            }
             if o.usb_stick {
                 // The hybrid ISO as a raw disk on a USB stick (xHCI), as `dd` would write it.
                 cmd.args(["-device", "qemu-xhci", "-drive", &format!("if=none,id=stick,format=raw,file={}", iso.display())])
@@ -1090,6 +1103,9 @@ fn start_emulator(o: &BootOptions, iso: &Path, tag: &str) -> Result<(Child, mpsc
         Emulator::Bochs => {
             if o.firmware == Firmware::Uefi || o.usb_stick {
                 return Err("--firmware uefi and --media usb need QEMU; Bochs boots the CD with its BIOS".into());
+            }
+            if o.icount {
+                return Err("--clock icount is QEMU's; Bochs's clock already counts instructions (sync=none) unless a NIC is attached".into());
             }
             require_tool("bochs", "bochs bochsbios vgabios")?;
             let dir = workspace_root().join("target").join(format!("bochs-{tag}"));
@@ -1451,6 +1467,8 @@ mod tests {
         let Ok(Cli::Boot(o)) = a(&["boot", "--firmware", "uefi", "--media", "usb"]) else { panic!() };
         assert_eq!((o.firmware, o.usb_stick), (Firmware::Uefi, true));
         assert!(a(&["boot", "--firmware", "coreboot"]).is_err() && a(&["boot", "--media", "floppy"]).is_err());
+        assert!(matches!(a(&["boot", "--clock", "icount"]), Ok(Cli::Boot(o)) if o.icount));
+        assert!(a(&["boot", "--clock", "icount", "--tcg", "multi"]).is_err() && a(&["boot", "--clock", "wall"]).is_err());
         let Ok(Cli::Image(o, out)) = a(&["image", "--vt", "--run", "forkwait 10", "--out", "/tmp/q.iso"]) else { panic!() };
         assert_eq!((o.kernel_args().as_str(), out), ("mode=vt run=forkwait 10", PathBuf::from("/tmp/q.iso")));
         assert!(matches!(a(&["image"]), Ok(Cli::Image(_, p)) if p.ends_with("target/questv-smp.iso")));
