@@ -192,9 +192,8 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
     }
 
     let status = match opts.run {
-        None => crate::ktest::boot_selftest(),
-        Some(cmd) if cmd.starts_with("ktest") => crate::ktest::run_command(cmd),
-        Some(cmd) => crate::proc::run_command(cmd),
+        Some(cmd) if !cmd.starts_with("ktest") => crate::proc::run_command(cmd),
+        test => crate::hooks::run_test(test),
     };
     crate::machine::finish(status)
 }

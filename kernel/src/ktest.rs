@@ -7,8 +7,16 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use questv_arch::percpu::MAX_CPUS;
 use questv_arch::{cpu, lapic, percpu};
 
-/// Exit status for an unknown program (as a shell would report it).
-pub const STATUS_NOT_FOUND: i32 = 127;
+use crate::hooks::STATUS_NOT_FOUND;
+
+/// Install this test layer into the product's hooks (the image's entry point does, before the kernel starts).
+pub fn install() {
+    crate::hooks::install(crate::hooks::TestLayer {
+        run: |cmd| cmd.map_or_else(boot_selftest, run_command),
+        kernel_exception: kernel_fixup,
+        driver_fault,
+    });
+}
 
 const THREADS_PER_CPU: u32 = 3;
 static STARTED: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
@@ -86,7 +94,7 @@ fn ipi_test() -> bool {
     received == sent
 }
 
-pub fn boot_selftest() -> i32 {
+fn boot_selftest() -> i32 {
     let expected = smp::cpus_online();
     let sched_ok = sched_test() == expected;
     let ipi_ok = ipi_test();
@@ -100,7 +108,7 @@ pub fn boot_selftest() -> i32 {
     }
 }
 
-pub fn run_command(cmd: &str) -> i32 {
+fn run_command(cmd: &str) -> i32 {
     let (prog, mut args) = cmdline::split_command(cmd);
     match prog {
         "ktest" => match (args.next(), args.next()) {
@@ -217,7 +225,7 @@ const FAULT_KINDS: [&str; 8] = ["panic", "ud", "wild", "text", "triple", "hang",
 
 /// The fault-injection hook's request to the NIC driver thread (`driver-KIND`): it calls this with the kind
 /// index + 1 on its own stack, so the fault is the driver's.
-pub fn driver_fault(code: u32) {
+fn driver_fault(code: u32) {
     inject_now(u64::from(code.saturating_sub(1)));
 }
 
@@ -509,7 +517,7 @@ static EXPECTED_FIXUP: AtomicU64 = AtomicU64::new(0);
 static EXPECTED_SEEN: AtomicBool = AtomicBool::new(false);
 
 /// Kernel-mode exception hook for the attack test: an expected exception resumes at its fixup address.
-pub fn kernel_fixup(frame: &mut questv_arch::trap::TrapFrame) -> bool {
+fn kernel_fixup(frame: &mut questv_arch::trap::TrapFrame) -> bool {
     let fix = EXPECTED_FIXUP.load(Ordering::SeqCst);
     if fix != 0 && frame.vector == EXPECTED_VECTOR.load(Ordering::SeqCst) {
         EXPECTED_FIXUP.store(0, Ordering::SeqCst);

@@ -26,6 +26,8 @@ pub mod smp;
 #[cfg(feature = "image")]
 pub mod boot;
 #[cfg(feature = "image")]
+pub mod hooks;
+#[cfg(feature = "image")]
 pub mod ktest;
 #[cfg(feature = "image")]
 pub mod machine;

@@ -9,6 +9,8 @@ use questv_kernel::{console, smp};
 
 #[no_mangle]
 extern "C" fn questv_bsp_entry(mbi_phys: u64) -> ! {
+    // The test layer sits on top of the product: installed here, named by no product module.
+    questv_kernel::ktest::install();
     questv_kernel::boot::bsp_main(mbi_phys)
 }
 

@@ -422,7 +422,7 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64) -> i64 {
 /// Returns false for kernel-mode exceptions (fatal, handled by the caller).
 pub fn user_exception(frame: &mut TrapFrame) -> bool {
     if !frame.from_user() {
-        return crate::ktest::kernel_fixup(frame);
+        return crate::hooks::kernel_exception(frame);
     }
     let cr2 = cpu::read_cr2();
     let signal = match frame.vector {
@@ -465,7 +465,7 @@ pub fn run_command(cmd: &str) -> i32 {
         },
         Err(e) => {
             crate::kprintln!("{}", e);
-            crate::ktest::STATUS_NOT_FOUND
+            crate::hooks::STATUS_NOT_FOUND
         }
     }
 }

@@ -330,7 +330,7 @@ fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
         let inject = INJECT_DRIVER_FAULT.swap(0, Ordering::SeqCst);
         if inject != 0 {
             // A broken driver, on the driver's own thread (the fault-injection hook asked for it).
-            crate::ktest::driver_fault(inject);
+            crate::hooks::driver_fault(inject);
         }
         if TAKEOVER_PENDING.swap(false, Ordering::AcqRel) {
             adopt_taken_over(&nic, &mut adopted, me);
