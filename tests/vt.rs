@@ -106,6 +106,18 @@ fn attack_on_own_kernel_text_is_contained() {
     memory_attack(QEMU, "text");
 }
 
+/// RESTORE is a write the monitor does for the sandbox: aimed at the sandbox's own read-only kernel text it is
+/// refused (EFAULT, the text unchanged), and the sandbox runs on.
+#[test]
+fn restore_over_own_kernel_text_is_refused() {
+    let r = attack(QEMU, "restore-text", &[]);
+    let a = r.sandbox_results("attack", 0);
+    r.check(a.len() == 1 && a[0].get("outcome") == Some("refused"), "RESTORE over kernel text was not refused");
+    r.check(r.stdout.contains("Err(14), text unchanged; into data: Ok(16)"), "the refusal, the untouched text and a working RESTORE");
+    r.check(r.code == 0 && status_of(&r, 0) == Some(0), "sandbox 0 should survive and finish its program");
+    r.check(r.monitor_results("sandbox_fault").is_empty(), "nothing faulted");
+}
+
 #[test]
 fn virtualization_instructions_and_garbage_hypercalls_are_contained() {
     let r = attack(QEMU, "vmx", &[]);

@@ -146,7 +146,7 @@ _start32:
     hlt
     jmp 5b
 
-    /* ---- AP trampoline: copied to a free page below 1 MiB (the kernel picks it from the memory map), entered
+    /* ---- AP trampoline: copied to a free page below 640 KiB (the kernel picks it from the memory map), entered
        in real mode at BASE:0 by SIPI. Position independent: BASE comes from %cs; the three absolute pointers
        (the GDT's base, the two far-jump targets) are patched by install_ap_trampoline. ---- */
     .balign 16

@@ -152,7 +152,7 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
         let started = match trampoline {
             Some(page) => smp::start_aps(&topo.cpu_apic_ids, bsp_apic, cr3, page),
             None => {
-                log::error!("no free page below 1 MiB for the AP trampoline: running on the BSP alone");
+                log::error!("no free page below 640 KiB for the AP trampoline: running on the BSP alone");
                 0
             }
         };

@@ -151,7 +151,7 @@ fn run_command(cmd: &str) -> i32 {
             (Some("panic"), None) => panic!("panic requested by `ktest panic`"),
             (Some("acpidump"), None) => acpidump(),
             _ => {
-                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest campaign N [SEED] [-- PROG ARGS] | ktest inject [always-][driver-]panic|ud|wild|text|triple|hang|reset|wipe SANDBOX [after_pings=N|after_ms=MS] [-- PROG ARGS] | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|apic|panic|hang|user-vmcall|forge)");
+                kprintln!("usage: ktest fault page|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest campaign N [SEED] [-- PROG ARGS] | ktest inject [always-][driver-]panic|ud|wild|text|triple|hang|reset|wipe SANDBOX [after_pings=N|after_ms=MS] [-- PROG ARGS] | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|restore-text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|apic|panic|hang|user-vmcall|forge)");
                 2
             }
         },
@@ -758,6 +758,24 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
             }
         }
         "user-vmcall" => return crate::proc::run_command("uvmcall"),
+        "restore-text" => {
+            // Have the monitor do the write the second stage forbids: RESTORE a checkpoint over our own kernel
+            // text. It must refuse with EFAULT and write nothing, and RESTORE into writable memory still works.
+            use questv_vmx::hypercall as hc;
+            let text = attack as *const () as u64;
+            let slot = hc::CHECKPOINT_SLOTS - 1;
+            let junk = [0xCCu8; 16];
+            let saved = crate::sandbox::checkpoint(slot, &junk).is_ok();
+            // SAFETY: reading 8 bytes of this function's own code (mapped readable).
+            let read_text = || unsafe { core::ptr::read_volatile(text as *const u64) };
+            let before = read_text();
+            let over_text = hc::decode(cpu::vmcall(hc::RESTORE, text, hc::checkpoint_arg(slot, junk.len() as u64)));
+            let after = read_text();
+            let mut buf = [0u8; 16];
+            let into_data = crate::sandbox::restore(slot, &mut buf);
+            kprintln!("ktest attack: RESTORE over text at 0x{:x}: {:?}, text {}; into data: {:?}", text, over_text, if before == after { "unchanged" } else { "CHANGED" }, into_data);
+            return refused("restore-text", saved && over_text == Err(hc::EFAULT) && before == after && into_data == Ok(16) && buf == junk);
+        }
         "forge" => {
             // Fake monitor lines through the console hypercall (the monitor prefixes them) and straight to
             // COM1 (its port is refused).

@@ -170,6 +170,9 @@ struct Sandbox {
     component: Option<Component>,
     /// Stateful recovery: the state its services last checkpointed, per slot (kept outside the sandbox).
     checkpoints: [Vec<u8>; hc::CHECKPOINT_SLOTS as usize],
+    /// Guest-physical page ranges of its kernel's read-only segments (read-only in its second stage too; the
+    /// monitor refuses to write them on its behalf).
+    read_only: Vec<(u64, u64)>,
 }
 
 static STATE: spin::Once<Vec<spin::Mutex<Sandbox>>> = spin::Once::new();
@@ -442,6 +445,7 @@ fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<
     for s in &plan.slices {
         scrub_slice(s);
         let (entry, read_only, modules) = fill_slice(s)?;
+        state(s.sandbox).read_only = read_only.iter().map(|r| (r.0, r.1)).collect();
         let mut used = Vec::new();
         let st2 = build_stage2(s, &read_only, plan.shared.start, &mut SandboxTables { pool: &mut pool, reuse: Vec::new(), used: &mut used })?;
         all_tables.push(used);
@@ -882,6 +886,7 @@ fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>) -> Result<
     // The entry point and the boot information's place do not change: the backend relaunches with the
     // configuration it has.
     let (_entry, read_only, modules) = fill_slice(s)?;
+    state(sandbox).read_only = read_only.iter().map(|r| (r.0, r.1)).collect();
     let t_reloaded = cpu::rdtsc();
     // CHANNELS, POOL, TABLES: the lock order of channel_open.
     let mut chans = CHANNELS.lock();
@@ -1037,6 +1042,7 @@ fn checkpoint(sandbox: u32, gpa: u64, arg: u64) -> Result<u64, i64> {
 }
 
 /// RESTORE: a slot's last checkpoint back into the sandbox's memory (at most `len` bytes); its length, 0 if none.
+/// The destination must be memory the sandbox could write itself: not its read-only kernel text or rodata.
 fn restore(sandbox: u32, gpa: u64, arg: u64) -> Result<u64, i64> {
     let (slot, len) = hc::checkpoint_split(arg);
     if slot >= hc::CHECKPOINT_SLOTS {
@@ -1046,6 +1052,9 @@ fn restore(sandbox: u32, gpa: u64, arg: u64) -> Result<u64, i64> {
     let kept = &st.checkpoints[slot as usize];
     let n = (kept.len() as u64).min(len);
     let host = slice_range(st.host_base, st.size, gpa, n).ok_or(hc::EFAULT)?;
+    if partition::overlaps_any(&st.read_only, gpa, n) {
+        return Err(hc::EFAULT);
+    }
     // SAFETY: as in `checkpoint`; the destination is the sandbox's own memory.
     unsafe { core::ptr::copy_nonoverlapping(kept.as_ptr(), host as *mut u8, n as usize) };
     Ok(kept.len() as u64)
@@ -1634,6 +1643,7 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
                     recovering_since: 0,
                     checkpoints: Default::default(),
                     component: None,
+                    read_only: Vec::new(),
                 })
             })
             .collect()

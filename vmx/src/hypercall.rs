@@ -37,7 +37,8 @@ pub const BOOTED: u64 = 8;
 /// replacing the slot's previous copy. It survives the sandbox's recovery (stateful recovery). Returns `len`.
 pub const CHECKPOINT: u64 = 9;
 /// `RESTORE(gpa, len | slot << 32)`: copy the slot's last checkpoint (at most `len` bytes) to `gpa`; returns
-/// its length, 0 if there is none.
+/// its length, 0 if there is none. A destination outside the sandbox's own memory, or touching its read-only
+/// kernel text or rodata, is refused with `-EFAULT` (the monitor writes only what the sandbox could write).
 pub const RESTORE: u64 = 10;
 /// `COMPONENT(gpa, len)`: register this sandbox's recoverable component (its NIC driver): at `gpa`, `len` =
 /// 24 bytes of three u64 — the recovery entry point, and the component thread's stack [low, high). With

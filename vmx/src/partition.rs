@@ -137,8 +137,27 @@ fn place(free: &[Region], sandboxes: u32, slice: u64, shared: u64) -> Result<Pla
     Ok(Plan { slices, shared: Region { start: shared_base, end: shared_base + shared } })
 }
 
+/// Whether guest-physical [start, start + len) touches any of the half-open `ranges` (a sandbox's read-only
+/// kernel pages: the monitor must not write there on the sandbox's behalf, e.g. in RESTORE, since the second
+/// stage keeps them read-only for the sandbox itself).
+pub fn overlaps_any(ranges: &[(u64, u64)], start: u64, len: u64) -> bool {
+    let end = start.saturating_add(len);
+    len != 0 && ranges.iter().any(|&(s, e)| start < e && s < end)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn overlaps_any_is_half_open() {
+        let text = [(0x10_0000, 0x20_0000), (0x30_0000, 0x30_1000)];
+        assert!(!overlaps_any(&text, 0x0F_F000, 0x1000), "ends where the range starts");
+        assert!(overlaps_any(&text, 0x0F_F000, 0x1001));
+        assert!(!overlaps_any(&text, 0x20_0000, 0x10_0000), "starts where it ends");
+        assert!(overlaps_any(&text, 0x30_0FFF, 1) && overlaps_any(&text, 0, u64::MAX));
+        assert!(!overlaps_any(&text, 0x15_0000, 0), "an empty write touches nothing");
+        assert!(!overlaps_any(&[], 0x10_0000, 0x1000));
+    }
+
     use super::*;
 
     const MIB: u64 = 1 << 20;
