@@ -264,13 +264,8 @@ fn inject_now(kind_index: u64) -> i32 {
         "panic" => panic!("ktest inject: a sandbox kernel panics"),
         // SAFETY: deliberate: an invalid opcode in kernel mode, which the kernel's panic path reports.
         "ud" => unsafe { core::arch::asm!("ud2") },
-        // SAFETY: deliberate: the first byte past this sandbox's memory is outside its second stage.
-        "wild" => unsafe { core::ptr::write_volatile(crate::mm::kmem::highest_address() as *mut u64, 0xBAD0_BAD0) },
-        // SAFETY: deliberate: the EPT/NPT keeps the kernel text read-only even with CR0.WP cleared.
-        "text" => unsafe {
-            core::arch::asm!("mov {0}, cr0", "and {0}, {1}", "mov cr0, {0}", out(reg) _, in(reg) !(1u64 << 16));
-            core::ptr::write_volatile(inject_now as *const () as *mut u8, 0xCC);
-        },
+        "wild" => forbidden_write(crate::mm::kmem::highest_address()),
+        "text" => write_own_text(inject_now as *const () as u64),
         // SAFETY: deliberate: an empty IDT turns the breakpoint into a triple fault (a shutdown exit).
         "triple" => unsafe {
             let idt = [0u16; 5];
@@ -283,8 +278,7 @@ fn inject_now(kind_index: u64) -> i32 {
         "wipe" => {
             let damaged = wipe_channel_with(1);
             result!("inject", "sandbox={} kind=wipe channel_damaged={}", sandbox, u8::from(damaged));
-            // SAFETY: deliberate: outside this sandbox's second stage, so it exits to the monitor.
-            unsafe { core::ptr::write_volatile(crate::mm::kmem::highest_address() as *mut u64, 0xBAD0_BAD0) };
+            forbidden_write(crate::mm::kmem::highest_address());
         }
         _ => {
             cpu::disable_interrupts();
@@ -798,18 +792,31 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
         kprintln!("ktest attack: the monitor gave no {} address", kind);
         return 2;
     };
-    if kind == "text" {
-        // The kernel's own page tables map its text read-only: a compromised kernel would first clear CR0.WP.
-        // The EPT is the layer that must still hold.
-        // SAFETY: deliberate: only this attack's write below is affected; the sandbox is stopped by it.
-        unsafe { core::arch::asm!("mov {0}, cr0", "and {0}, {1}", "mov cr0, {0}", out(reg) _, in(reg) !(1u64 << 16)) };
-    }
     kprintln!("ktest attack: sandbox {} writes to host-physical 0x{:x} ({})", sandbox, addr, kind);
-    // SAFETY: deliberate: the address is outside this sandbox's EPT (or read-only in it), so the write must exit
-    // to the monitor.
-    unsafe { core::ptr::write_volatile(addr as *mut u64, 0xBAD0_BAD0_BAD0_BAD0) };
+    if kind == "text" {
+        write_own_text(addr);
+    } else {
+        forbidden_write(addr);
+    }
     result!("attack", "kind={} outcome=not_contained", kind);
     1
+}
+
+/// A write the second stage must stop: `addr` lies outside this sandbox's memory (or is read-only in it), so
+/// the write exits to the monitor, which stops or recovers the sandbox.
+fn forbidden_write(addr: u64) {
+    // SAFETY: deliberate; nothing of this sandbox is at `addr`, or the write never happens.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, 0xBAD0_BAD0_BAD0_BAD0) };
+}
+
+/// Write this kernel's own text at `at` the way a compromised kernel would: its own page tables map text
+/// read-only, so it first clears CR0.WP. The EPT/NPT is the layer that must still hold.
+fn write_own_text(at: u64) {
+    // SAFETY: deliberate: with WP cleared only the second stage stops the write, which stops this sandbox.
+    unsafe {
+        core::arch::asm!("mov {0}, cr0", "and {0}, {1}", "mov cr0, {0}", out(reg) _, in(reg) !(1u64 << 16));
+        core::ptr::write_volatile(at as *mut u8, 0xCC);
+    }
 }
 
 /// The first channel listed in the shared info page's directory (waiting up to ~10 s for one to appear).

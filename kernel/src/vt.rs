@@ -674,15 +674,16 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
     let recoverable = reason != "entry_failed";
     let t_exit = EXIT_TSC[sandbox as usize].load(Ordering::Relaxed);
     let g = backend::guest_state();
-    // `host_cr3=1` would mean the saved "guest" state is the monitor's own (an emulator reporting an exit
-    // from host context); kept in the line to tell such a report from a sandbox's fault.
-    let host_cr3 = g.paging.cr3 == questv_arch::cpu::read_cr3();
-    let (policy, incarnation, decision, component) = {
+    // `stack_outside=1`: the saved stack pointer is not in the sandbox's memory, as when an emulator reports
+    // an exit with the monitor's own state (docs/vt.md). (The guest's CR3 cannot tell: every sandbox runs the
+    // same image, so its page tables sit at the same guest-physical address as the monitor's.)
+    let (policy, incarnation, decision, component, stack_outside) = {
         let mut st = state(sandbox);
+        let stack_outside = slice_range(st.host_base, st.size, g.rsp.wrapping_sub(8), 8).is_none();
         let d = if st.policy != Policy::None && recoverable { Some(st.history.on_fault(t_exit, crash_loop_rule())) } else { None };
         // Component level: only a fault on the component's own stack is the component's.
         let c = st.component.filter(|c| st.policy == Policy::Driver && c.owns(g.rsp));
-        (st.policy, st.history.incarnation, d, c)
+        (st.policy, st.history.incarnation, d, c, stack_outside)
     };
     // Remote: a sharer's service goes to the next healthy sharer.
     let takeover = match (policy, decision, nic_role(sandbox)) {
@@ -701,8 +702,8 @@ fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: O
     };
     result!(
         "sandbox_fault",
-        "sandbox={} reason={} {} rip=0x{:x} rsp=0x{:x} cr3=0x{:x} host_cr3={} incarnation={} policy={} action={}",
-        sandbox, reason, details, g.rip, g.rsp, g.paging.cr3, host_cr3 as u8, incarnation, policy.name(), action
+        "sandbox={} reason={} {} rip=0x{:x} rsp=0x{:x} cr3=0x{:x} stack_outside={} incarnation={} policy={} action={}",
+        sandbox, reason, details, g.rip, g.rsp, g.paging.cr3, u8::from(stack_outside), incarnation, policy.name(), action
     );
     report_exits(sandbox);
     leave_nic(sandbox);
