@@ -1,6 +1,6 @@
 //! This kernel as a VT sandbox (guest side): its identity, what the monitor told it on the command line, and
 //! the hypercalls it makes. The ABI (numbers, arguments, errors, shared addresses) is `questv_vmx::hypercall`,
-//! which the monitor side (kernel/src/vt.rs) imports too.
+//! which the monitor side (kernel/src/vt/) imports too.
 
 use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use questv_arch::cpu;

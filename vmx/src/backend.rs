@@ -1,5 +1,5 @@
 //! Which hardware runs the monitor, chosen once at boot from CPUID, and the operations the policy performs on
-//! the current exit, dispatched to that backend. The policy (kernel/src/vt.rs) is written once against this
+//! the current exit, dispatched to that backend. The policy (kernel/src/vt/) is written once against this
 //! module; `intel` (VMX + EPT) and `amd` (SVM + NPT) only translate.
 
 use crate::exit::Exit;

@@ -1,0 +1,365 @@
+//! Building a sandbox (paper §3.2): the monitor's page pool, the per-core memory slice, a pristine copy of the
+//! kernel and the ramdisk in it, its second-stage table (EPT or NPT: the backend's format, one layout), the
+//! deny-by-default permission maps, and the boot information it starts from.
+
+use super::*;
+
+/// Monitor memory for control structures and channels (see MonitorPool).
+pub(super) static POOL: crate::sync::IrqSpinlock<Option<MonitorPool>> = crate::sync::IrqSpinlock::new(None);
+
+/// Monitor memory for sandbox control structures (second-stage tables, VMXON/VMCS or VMCB pages, permission
+/// maps, exit stacks),
+/// taken above [`LOW_ALIAS`]: a sandbox can then name their real addresses, and touching one is an EPT
+/// violation (below LOW_ALIAS the same guest-physical address would only reach the sandbox's own memory).
+pub(super) struct MonitorPool {
+    pub(super) next: u64,
+    pub(super) end: u64,
+}
+
+pub(super) const POOL_BYTES: u64 = 4 << 20;
+
+impl MonitorPool {
+    pub(super) fn new() -> Result<MonitorPool, String> {
+        let base = kmem::alloc_contiguous_from(POOL_BYTES / PAGE_SIZE, PAGE_SIZE, LOW_ALIAS)
+            .ok_or("out of monitor memory for control structures")?;
+        Ok(MonitorPool { next: base, end: base + POOL_BYTES })
+    }
+    pub(super) fn pages(&mut self, n: u64) -> Result<u64, String> {
+        if self.next + n * PAGE_SIZE > self.end {
+            return Err(String::from("monitor pool exhausted"));
+        }
+        let p = self.next;
+        self.next += n * PAGE_SIZE;
+        // SAFETY: pool pages belong to the monitor and are identity mapped.
+        unsafe { core::ptr::write_bytes(p as *mut u8, 0, (n * PAGE_SIZE) as usize) };
+        Ok(p)
+    }
+}
+
+impl questv_arch::paging::TableMemory for MonitorPool {
+    fn alloc_table(&mut self) -> Option<u64> {
+        self.pages(1).ok()
+    }
+    fn table(&mut self, phys: u64) -> &mut [u64; 512] {
+        // SAFETY: EPT table frames come from this pool and belong to the EPT being built.
+        unsafe { kmem::phys_table(phys) }
+    }
+}
+
+/// Load the kernel ELF's segments at their physical addresses inside the slice starting at `host_base`.
+/// Returns the entry point and the page ranges of the read-only segments (text, rodata) with their
+/// permissions, which the EPT enforces (paper §3.7: a sandbox cannot patch its own kernel text).
+pub(super) fn load_kernel(elf: &[u8], host_base: u64, slice: u64) -> Result<(u32, Vec<(u64, u64, Perms)>), String> {
+    let e = goblin::elf::Elf::parse(elf).map_err(|e| format!("kernel module is not an ELF: {e}"))?;
+    let mut read_only = Vec::new();
+    for ph in e.program_headers.iter().filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD) {
+        ph.p_paddr.checked_add(ph.p_memsz).filter(|&end| end <= slice.min(LOW_ALIAS)).ok_or("kernel segment outside the slice's low part")?;
+        let file = elf.get(ph.p_offset as usize..(ph.p_offset + ph.p_filesz) as usize).ok_or("kernel segment beyond file")?;
+        // SAFETY: the destination lies inside this sandbox's slice, which the monitor owns and nothing uses yet.
+        unsafe {
+            let dst = (host_base + ph.p_paddr) as *mut u8;
+            core::ptr::copy_nonoverlapping(file.as_ptr(), dst, file.len());
+            core::ptr::write_bytes(dst.add(file.len()), 0, (ph.p_memsz - ph.p_filesz) as usize);
+        }
+        if !ph.is_write() {
+            // Whole pages only: a page shared with a writable segment stays writable.
+            let start = ph.p_paddr.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+            let end = (ph.p_paddr + ph.p_memsz) / PAGE_SIZE * PAGE_SIZE;
+            let perms = if ph.is_executable() { Perms::RX } else { Perms::R };
+            if end > start {
+                read_only.push((start, end, perms));
+            }
+        }
+    }
+    let entry = u32::try_from(e.header.e_entry).map_err(|_| String::from("kernel entry above 4 GiB"))?;
+    Ok((entry, read_only))
+}
+
+/// Copy `data` to guest-physical `gpa` of the slice at `host_base` (within one of its two parts).
+pub(super) fn put(host_base: u64, gpa: u64, data: &[u8]) {
+    // SAFETY: callers keep [gpa, gpa + len) inside the slice's guest-physical ranges.
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), host_of(host_base, gpa) as *mut u8, data.len()) };
+}
+
+/// Host address of the guest-physical range [gpa, gpa + len) of sandbox memory, if it lies wholly inside one
+/// of the slice's two parts (never in the shared region, a channel or anything else).
+pub(super) fn slice_range(host_base: u64, size: u64, gpa: u64, len: u64) -> Option<u64> {
+    let end = gpa.checked_add(len)?;
+    let high = host_base + LOW_ALIAS..host_base + size;
+    if end <= LOW_ALIAS || (gpa >= high.start && end <= high.end) {
+        Some(host_of(host_base, gpa))
+    } else {
+        None
+    }
+}
+
+/// Per-machine permission maps in the backend's format, built from the policy (shared read-only by all cores).
+#[derive(Clone, Copy)]
+pub(super) struct PermissionMaps {
+    pub(super) msr: u64,
+    pub(super) io: u64,
+}
+
+pub(super) fn permission_maps(arch: Arch, pool: &mut MonitorPool) -> Result<PermissionMaps, String> {
+    // SAFETY (block): freshly allocated, zeroed, contiguous monitor pages, in no second-stage table.
+    Ok(match arch {
+        Arch::Vmx => {
+            let (msr, io) = (pool.pages(1)?, pool.pages(2)?);
+            unsafe {
+                policy::build_msr_bitmap(&mut *(msr as *mut [u8; 4096]));
+                policy::build_io_bitmaps(&mut *(io as *mut [u8; 4096]), &mut *((io + PAGE_SIZE) as *mut [u8; 4096]), policy::GRANTED_PORTS);
+            }
+            PermissionMaps { msr, io }
+        }
+        Arch::Svm => {
+            let (msr, io) = (pool.pages(2)?, pool.pages(3)?);
+            unsafe {
+                policy::build_msr_permission_map(&mut *(msr as *mut [u8; 8192]));
+                policy::build_io_permission_map(&mut *(io as *mut [u8; 12288]), policy::GRANTED_PORTS);
+            }
+            PermissionMaps { msr, io }
+        }
+    })
+}
+
+/// Backend settings fixed for the whole run.
+#[derive(Clone, Copy)]
+pub(super) struct RunSettings {
+    pub(super) caps: Caps,
+    /// VMX only: the checked controls and the preemption timer start value (watchdog).
+    pub(super) vmx_controls: Option<vmcs::Controls>,
+    pub(super) preemption_timer: Option<u32>,
+}
+
+/// Second-stage table pages of each sandbox, in allocation order (the root first): a rebuild after a
+/// recovery reuses them in the same order, so the root — which the VMCS/VMCB names — stays the same. Lock
+/// order: CHANNELS, then POOL, then TABLES.
+pub(super) static TABLES: crate::sync::IrqSpinlock<Vec<Vec<u64>>> = crate::sync::IrqSpinlock::new(Vec::new());
+/// Table pages a rebuild no longer needed, per sandbox: channel mappings take them before the pool's (so
+/// repeated recoveries do not drain the monitor pool). Taken after TABLES.
+pub(super) static SPARES: crate::sync::IrqSpinlock<Vec<Vec<u64>>> = crate::sync::IrqSpinlock::new(Vec::new());
+
+/// Table memory for one sandbox's second stage: reuses its old table pages (zeroed) before taking new ones
+/// from the pool, and records every page it hands out.
+pub(super) struct SandboxTables<'a> {
+    pub(super) pool: &'a mut MonitorPool,
+    /// Old pages, in reverse allocation order (popped from the end).
+    pub(super) reuse: Vec<u64>,
+    pub(super) used: &'a mut Vec<u64>,
+}
+
+impl questv_arch::paging::TableMemory for SandboxTables<'_> {
+    fn alloc_table(&mut self) -> Option<u64> {
+        let page = match self.reuse.pop() {
+            Some(p) => {
+                // SAFETY: a table page of this sandbox's second stage being rebuilt (its guest is not running).
+                unsafe { core::ptr::write_bytes(p as *mut u8, 0, PAGE_SIZE as usize) };
+                p
+            }
+            None => self.pool.pages(1).ok()?,
+        };
+        self.used.push(page);
+        Some(page)
+    }
+    fn table(&mut self, phys: u64) -> &mut [u64; 512] {
+        // SAFETY: second-stage table frames come from monitor memory and belong to the table being built.
+        unsafe { kmem::phys_table(phys) }
+    }
+}
+
+/// What every (re)build of a sandbox needs, fixed at the first one.
+pub(super) struct BuildInfo {
+    pub(super) slices: Vec<partition::Slice>,
+    pub(super) shared_start: u64,
+    pub(super) run: Option<String>,
+    /// Control block (VMCS/VMCB) per sandbox: the `monitor` attack's target.
+    pub(super) control_pages: Vec<u64>,
+    pub(super) attack_test: bool,
+}
+
+pub(super) static BUILD: spin::Once<BuildInfo> = spin::Once::new();
+
+/// Zero the whole slice.
+pub(super) fn scrub_slice(s: &partition::Slice) {
+    // SAFETY: the slice was taken from the frame allocator for this sandbox (page aligned), whose guest is not
+    // running.
+    unsafe { cpu::zero_qwords(s.host_base, s.size) };
+}
+
+/// Load the pristine kernel and the ramdisk into a scrubbed slice. Returns the entry point, the read-only
+/// kernel ranges and the modules.
+pub(super) fn fill_slice(s: &partition::Slice) -> Result<(u32, Vec<(u64, u64, Perms)>, Vec<Module<'static>>), String> {
+    let kernel = crate::ramdisk::find("kernel").ok_or("no `kernel` module: the runner loads the image twice in VT mode")?;
+    let (entry, read_only) = load_kernel(kernel, s.host_base, s.size)?;
+    let top = s.host_base + s.size; // guest-physical end of the slice (its high part is identity mapped)
+    // The ramdisk, minus the kernel itself.
+    let mut gpa = top - GUEST_MODULES_FROM_TOP;
+    let mut modules = Vec::new();
+    for name in crate::ramdisk::names().filter(|n| *n != "kernel") {
+        let bytes = crate::ramdisk::find(name).unwrap();
+        if gpa + bytes.len() as u64 > top - GUEST_MBI_FROM_TOP {
+            return Err(String::from("ramdisk too large for the sandbox module area"));
+        }
+        put(s.host_base, gpa, bytes);
+        modules.push(Module { start: gpa as u32, end: (gpa + bytes.len() as u64) as u32, name });
+        gpa = (gpa + bytes.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    }
+    Ok((entry, read_only, modules))
+}
+
+/// Build the sandbox's second stage into `tables`: the slice at guest-physical 0 (4 KiB pages below LOW_ALIAS
+/// so kernel text and rodata can be read-only), the shared region at SHARED_GPA, on xAPIC machines the APIC
+/// page, for a NIC sharer the NIC's window and DMA region. Nothing else: not the monitor, not the other slices,
+/// not any table (all allocated from monitor memory). Channels are mapped when opened.
+pub(super) fn build_stage2(s: &partition::Slice, read_only: &[(u64, u64, Perms)], shared_start: u64, m: &mut SandboxTables) -> Result<Stage2, String> {
+    let arch = backend::arch();
+    let apic = *APIC_ACCESS.get().expect("APIC access chosen");
+    let err = |e| format!("{} table: {e:?}", arch.name());
+    let mut st2 = Stage2::new(m, arch.stage2_format()).map_err(err)?;
+    st2.map_range(m, 0, s.host_base, LOW_ALIAS, Perms::RWX, MemType::WriteBack, false).map_err(err)?;
+    for &(start, end, perms) in read_only {
+        for page in (start..end).step_by(PAGE_SIZE as usize) {
+            st2.protect(m, page, perms).map_err(err)?;
+        }
+    }
+    let high = s.host_base + LOW_ALIAS;
+    st2.map_range(m, high, high, s.size - LOW_ALIAS, Perms::RWX, MemType::WriteBack, true).map_err(err)?;
+    // Read-only: only the monitor writes the info page (a writable region would let any two sandboxes talk
+    // outside the channel policy, or rewrite the directory the others read).
+    st2.map_range(m, SHARED_GPA, shared_start, SHARED_SIZE, Perms::R, MemType::WriteBack, false).map_err(err)?;
+    match apic {
+        ApicAccess::X2apic => {}
+        ApicAccess::XapicTrapped => st2.map_4k(m, XAPIC_GPA, lapic::xapic_base(), Perms::R, MemType::Uncacheable).map_err(err)?,
+        ApicAccess::XapicPassthrough => st2.map_4k(m, XAPIC_GPA, lapic::xapic_base(), Perms::RW, MemType::Uncacheable).map_err(err)?,
+    }
+    // A sharer of the NIC: its register window (uncached) and the DMA region (write-back), both at their host
+    // addresses, since descriptors carry bus addresses. Only the sharers have them.
+    if let Some((_, g)) = nic_role(s.sandbox) {
+        let window = questv_drivers::e1000::reg::WINDOW;
+        let region = questv_drivers::e1000::layout::REGION;
+        st2.map_range(m, g.nic.mmio, g.nic.mmio, window, Perms::RW, MemType::Uncacheable, false).map_err(err)?;
+        st2.map_range(m, g.nic.dma, g.nic.dma, region, Perms::RW, MemType::WriteBack, false).map_err(err)?;
+    }
+    Ok(st2)
+}
+
+/// The sandbox kernel's command line and boot information, written into its slice. Returns the boot
+/// information's guest-physical address.
+pub(super) fn write_boot_info(s: &partition::Slice, b: &BuildInfo, modules: &[Module], stage2_root: u64, incarnation: u32) -> u64 {
+    let tsc = smp::TSC_HZ.load(Ordering::SeqCst);
+    let lapic_hz = smp::lapic_timer_hz();
+    let top = s.host_base + s.size;
+    // The heartbeat page (HEARTBEAT_GPA) lies in the reserved 0x9F000–0x100000 hole.
+    let memory = [
+        (0, 0x9F000, bootinfo::MEMORY_AVAILABLE),
+        (0x9F000, 0x10_0000 - 0x9F000, bootinfo::MEMORY_RESERVED),
+        (0x10_0000, LOW_ALIAS - 0x10_0000, bootinfo::MEMORY_AVAILABLE),
+        (s.host_base + LOW_ALIAS, s.size - LOW_ALIAS, bootinfo::MEMORY_AVAILABLE),
+    ];
+    let mbi_gpa = top - GUEST_MBI_FROM_TOP;
+    let mut cmdline = format!("mode=vt sandbox={} shared=0x{:x} tsc_hz={} lapic_hz={}", s.sandbox, SHARED_GPA, tsc, lapic_hz);
+    if incarnation > 0 {
+        cmdline.push_str(&format!(" incarnation={incarnation}"));
+    }
+    // Its own policy (the kernel checkpoints its services' state only if it is recovered at all).
+    let policy = STATE.get().map_or(Policy::None, |st| st[s.sandbox as usize].lock().policy);
+    if policy != Policy::None {
+        cmdline.push_str(&format!(" recovery={}", policy.name()));
+    }
+    if let Some((j, g)) = nic_role(s.sandbox) {
+        // After a recovery the NIC is up already: only the first boot of the first sharer initialises it.
+        let init = j == 0 && incarnation == 0;
+        cmdline.push_str(&format!(" nic_mmio=0x{:x} nic_dma=0x{:x} nic_index={} nic_init={}", g.nic.mmio, g.nic.dma, j, u8::from(init)));
+    }
+    if b.attack_test {
+        // Targets for the attack hook: the next sandbox's slice, this sandbox's control block (monitor
+        // memory), its second-stage root.
+        let peer = b.slices[(s.sandbox as usize + 1) % b.slices.len()].host_base;
+        cmdline.push_str(&format!(" peer=0x{:x} vmcs=0x{:x} ept=0x{:x}", peer, b.control_pages[s.sandbox as usize], stage2_root));
+    }
+    if let Some(r) = &b.run {
+        cmdline.push_str(" run=");
+        cmdline.push_str(r);
+    }
+    let mbi = bootinfo::build(&cmdline, &memory, modules);
+    put(s.host_base, mbi_gpa, &mbi);
+    mbi_gpa
+}
+
+pub(super) fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<Launch>, String> {
+    let arch = settings.caps.arch();
+    let mut configs = Vec::new();
+    let mut pool = MonitorPool::new()?;
+    let mut roots = Vec::new();
+    let maps = permission_maps(arch, &mut pool)?;
+    let mut control_pages = Vec::new();
+    for _ in &plan.slices {
+        control_pages.push(pool.pages(1)?);
+    }
+    let build = BuildInfo {
+        slices: plan.slices.clone(),
+        shared_start: plan.shared.start,
+        run: run.map(String::from),
+        control_pages,
+        // The attack test hook gets monitor addresses to aim at; no other run sees them.
+        attack_test: run.is_some_and(|r| r.trim_start().starts_with("ktest attack")),
+    };
+    let mut all_tables = Vec::new();
+    for s in &plan.slices {
+        scrub_slice(s);
+        let (entry, read_only, modules) = fill_slice(s)?;
+        state(s.sandbox).read_only = read_only.iter().map(|r| (r.0, r.1)).collect();
+        let mut used = Vec::new();
+        let st2 = build_stage2(s, &read_only, plan.shared.start, &mut SandboxTables { pool: &mut pool, reuse: Vec::new(), used: &mut used })?;
+        all_tables.push(used);
+        let mbi_gpa = write_boot_info(s, &build, &modules, st2.root(), 0);
+        let control_page = build.control_pages[s.sandbox as usize];
+        roots.push(st2.root());
+        let (rax, rbx) = (0x36D7_6289, mbi_gpa as u32);
+        configs.push(match settings.caps {
+            Caps::Vmx(_) => {
+                let stack = pool.pages(4)?;
+                Launch::Vmx(vmcs::LaunchConfig {
+                    vmxon: pool.pages(1)?,
+                    vmcs: control_page,
+                    msr_bitmap: maps.msr,
+                    io_bitmap_a: maps.io,
+                    io_bitmap_b: maps.io + PAGE_SIZE,
+                    eptp: st2.eptp(),
+                    entry,
+                    rax,
+                    rbx,
+                    host_stack_top: stack + 4 * PAGE_SIZE,
+                    host_tr_base: 0,
+                    controls: settings.vmx_controls.expect("VMX controls"),
+                    preemption_timer: settings.preemption_timer,
+                })
+            }
+            Caps::Svm(caps) => Launch::Svm(vmcb::LaunchConfig {
+                vmcb: control_page,
+                host_save_area: pool.pages(1)?,
+                host_state: pool.pages(1)?,
+                msrpm: maps.msr,
+                iopm: maps.io,
+                ncr3: st2.root(),
+                entry,
+                rax,
+                rbx,
+                // Every core has its own TLB; one guest per core needs one ASID.
+                asid: 1,
+                caps,
+            }),
+        });
+        log::info!(
+            "sandbox {}: {} MiB at host 0x{:x}, entry 0x{:x}, {} module(s), {} read-only kernel page(s)",
+            s.sandbox, s.size >> 20, s.host_base, entry, modules.len(),
+            read_only.iter().map(|r| (r.1 - r.0) / PAGE_SIZE).sum::<u64>()
+        );
+    }
+    *SPARES.lock() = all_tables.iter().map(|_| Vec::new()).collect();
+    *TABLES.lock() = all_tables;
+    BUILD.call_once(|| build);
+    STAGE2_ROOTS.call_once(|| roots);
+    *POOL.lock() = Some(pool);
+    Ok(configs)
+}
