@@ -62,6 +62,9 @@ pub mod off {
     pub const RIP: u64 = 0x578;
     pub const RSP: u64 = 0x5D8;
     pub const RAX: u64 = 0x5F8;
+    /// STAR, LSTAR, CSTAR, SFMASK, KernelGsBase, SYSENTER_CS/ESP/EIP: eight u64 from here (VMLOAD/VMSAVE state).
+    pub const STAR: u64 = 0x600;
+    pub const CR2: u64 = 0x640;
     pub const G_PAT: u64 = 0x668;
 }
 
@@ -256,6 +259,12 @@ fn setup(c: &LaunchConfig) {
     wr64(v, off::RIP, u64::from(c.entry));
     wr64(v, off::RSP, 0);
     wr64(v, off::RAX, u64::from(c.rax));
+    // The SYSCALL/SYSENTER MSRs and KernelGsBase (loaded by VMLOAD at every entry) and CR2: zero, as at power-on,
+    // so a relaunched sandbox does not start with its previous incarnation's values.
+    for i in 0..8 {
+        wr64(v, off::STAR + 8 * i, 0);
+    }
+    wr64(v, off::CR2, 0);
     wr64(v, off::G_PAT, 0x0007_0406_0007_0406); // the power-on default
 }
 
