@@ -184,7 +184,7 @@ pub fn start_aps(apic_ids: &[u32], bsp_apic_id: u32, cr3: u64, trampoline: u64) 
         let stack: &'static mut [u8] = Box::leak(alloc::vec![0u8; sched::KERNEL_STACK_SIZE].into_boxed_slice());
         // The System V ABI wants a 16-byte aligned stack at the call; a byte vector guarantees no alignment.
         let top = (stack.as_ptr() as u64 + stack.len() as u64) & !0xF;
-        // SAFETY: the trampoline page is free in the memory map and never handed out (below 640 KiB), cr3 is the kernel's PML4 below 4 GiB, and the
+        // SAFETY: the trampoline page is free in the memory map and never handed out (the frame allocator keeps the low 1 MiB; the page is picked below 640 KiB), cr3 is the kernel's PML4 below 4 GiB, and the
         // previous AP finished reading the parameters (we waited for it to come online).
         unsafe {
             questv_arch::boot::install_ap_trampoline(trampoline, cr3, top, ap_entry, u64::from(index));

@@ -191,6 +191,15 @@ pub fn guest_state() -> GuestState {
     }
 }
 
+/// Whether the saved guest state is evidently the monitor's own (its RIP inside the SVM run routine, which
+/// no sandbox executes); VMX keeps host and guest state apart in the VMCS, so there it never is.
+pub fn saved_state_is_monitors(rip: u64) -> bool {
+    match arch() {
+        Arch::Vmx => false,
+        Arch::Svm => amd::vmcb::in_run_routine(rip),
+    }
+}
+
 /// The backend's own name for a raw exit code (for reports of exits the policy has no kind for).
 pub fn raw_exit_name(code: u64) -> &'static str {
     match arch() {

@@ -24,16 +24,16 @@ pub(super) fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, g
     let recoverable = reason != "entry_failed";
     let t_exit = EXIT_TSC[sandbox as usize].load(Ordering::Relaxed);
     let g = backend::guest_state();
-    // `stack_outside=1`: the saved stack pointer is not in the sandbox's memory, as when an emulator reports
-    // an exit with the monitor's own state (docs/vt.md). (The guest's CR3 cannot tell: every sandbox runs the
-    // same image, so its page tables sit at the same guest-physical address as the monitor's.)
-    let (policy, incarnation, decision, component, stack_outside) = {
+    // `monitor_state=1`: the saved RIP is in the monitor's run routine, so the "guest" state is the monitor's
+    // own, as when an emulator reports an exit from host context (docs/vt.md). Addresses alone cannot tell
+    // otherwise: every sandbox runs the same image at the same guest-physical addresses as the monitor.
+    let monitor_state = backend::saved_state_is_monitors(g.rip);
+    let (policy, incarnation, decision, component) = {
         let mut st = state(sandbox);
-        let stack_outside = slice_range(st.host_base, st.size, g.rsp.wrapping_sub(8), 8).is_none();
         let d = if st.policy != Policy::None && recoverable { Some(st.history.on_fault(t_exit, crash_loop_rule())) } else { None };
         // Component level: only a fault on the component's own stack is the component's.
         let c = st.component.filter(|c| st.policy == Policy::Driver && c.owns(g.rsp));
-        (st.policy, st.history.incarnation, d, c, stack_outside)
+        (st.policy, st.history.incarnation, d, c)
     };
     // Remote: a sharer's service goes to the next healthy sharer.
     let takeover = match (policy, decision, nic_role(sandbox)) {
@@ -52,8 +52,8 @@ pub(super) fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, g
     };
     result!(
         "sandbox_fault",
-        "sandbox={} reason={} {} rip=0x{:x} rsp=0x{:x} cr3=0x{:x} stack_outside={} incarnation={} policy={} action={}",
-        sandbox, reason, details, g.rip, g.rsp, g.paging.cr3, u8::from(stack_outside), incarnation, policy.name(), action
+        "sandbox={} reason={} {} rip=0x{:x} rsp=0x{:x} cr3=0x{:x} monitor_state={} incarnation={} policy={} action={}",
+        sandbox, reason, details, g.rip, g.rsp, g.paging.cr3, u8::from(monitor_state), incarnation, policy.name(), action
     );
     report_exits(sandbox);
     leave_nic(sandbox);

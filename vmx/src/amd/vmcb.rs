@@ -276,6 +276,17 @@ extern "C" {
     /// Load the guest's GPRs and FPU state, VMLOAD + VMRUN its VMCB, and on #VMEXIT store them back and
     /// VMLOAD the host's state. Returns with GIF = 0.
     fn questv_svm_run(regs: *mut GuestRegs, vmcb: u64, host_state: u64, fx: *mut FxArea);
+    /// The end of `questv_svm_run`'s code (a label, never called).
+    static questv_svm_run_end: u8;
+}
+
+/// Whether `rip` lies in the monitor's VMRUN routine. A sandbox never runs it (it is monitor code, and its
+/// CLGI/VMLOAD/VMRUN would exit as forbidden instructions before any later instruction ran), so a saved guest
+/// RIP there means the "guest" state is the monitor's own — an emulator fault, not the sandbox's (docs/vt.md).
+pub fn in_run_routine(rip: u64) -> bool {
+    let start = questv_svm_run as *const () as u64;
+    let end = core::ptr::addr_of!(questv_svm_run_end) as u64;
+    (start..end).contains(&rip)
 }
 
 pub type GuestRegs = questv_arch::regs::Gprs;
@@ -496,6 +507,8 @@ questv_svm_run:
     pop %rbx
     pop %rbp
     ret
+    .global questv_svm_run_end
+questv_svm_run_end:
 "#,
     options(att_syntax)
 );
@@ -503,6 +516,13 @@ questv_svm_run:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_routine_is_recognised_by_its_addresses() {
+        let start = questv_svm_run as *const () as u64;
+        assert!(in_run_routine(start) && in_run_routine(start + 0x40), "inside questv_svm_run");
+        assert!(!in_run_routine(start - 1) && !in_run_routine(0) && !in_run_routine(in_run_routine as *const () as u64));
+    }
 
     #[test]
     fn ioio_exit_info() {

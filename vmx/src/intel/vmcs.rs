@@ -285,6 +285,15 @@ pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
         Ok(()) => {}
         Err(e) => return e,
     }
+    // The guest sees these registers directly (the VMCS does not hold them): zero them, as at power-on, so a
+    // sandbox starts with neither the monitor's values nor its previous incarnation's. Once this core launches
+    // its sandbox the monitor runs no user code and takes no SYSCALL or SWAPGS, so it needs none of them.
+    for msr in [x86::msr::IA32_STAR, x86::msr::IA32_LSTAR, x86::msr::IA32_CSTAR, x86::msr::IA32_FMASK, x86::msr::IA32_KERNEL_GSBASE] {
+        // SAFETY: architectural MSRs of a 64-bit CPU; zero is a valid value for each (see above).
+        unsafe { cpu::wrmsr(msr, 0) };
+    }
+    // SAFETY: CR2 only reports page-fault addresses; the host takes none between here and the entry.
+    unsafe { asm!("mov cr2, {}", in(reg) 0u64, options(nostack, preserves_flags)) };
     let fail: u8;
     let fail_word: u64;
     // SAFETY: the VMCS is current and complete; on success control never returns here.
