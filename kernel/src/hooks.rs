@@ -17,6 +17,9 @@ pub struct TestLayer {
     /// Break the network driver on its own thread (the recovery tests' broken driver); `code` is the request
     /// the test layer left in `net::stack::INJECT_DRIVER_FAULT`.
     pub driver_fault: fn(u32),
+    /// Whether this VT run is an attack test, whose sandboxes are told monitor addresses to aim at (the next
+    /// sandbox's slice, their control block, their second-stage root).
+    pub wants_attack_targets: fn(Option<&str>) -> bool,
 }
 
 static LAYER: Once<TestLayer> = Once::new();
@@ -40,6 +43,11 @@ pub fn run_test(cmd: Option<&str>) -> i32 {
 /// A kernel-mode exception: true if a test expected it and fixed the frame up (otherwise it is fatal).
 pub fn kernel_exception(frame: &mut TrapFrame) -> bool {
     LAYER.get().is_some_and(|l| (l.kernel_exception)(frame))
+}
+
+/// The monitor asks whether `run` is an attack test (no test layer: never).
+pub fn wants_attack_targets(run: Option<&str>) -> bool {
+    LAYER.get().is_some_and(|l| (l.wants_attack_targets)(run))
 }
 
 /// The driver thread found a fault request: hand it to the test layer.

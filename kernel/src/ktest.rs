@@ -15,6 +15,7 @@ pub fn install() {
         run: |cmd| cmd.map_or_else(boot_selftest, run_command),
         kernel_exception: kernel_fixup,
         driver_fault,
+        wants_attack_targets: |run| run.is_some_and(|r| r.trim_start().starts_with("ktest attack")),
     });
 }
 

@@ -301,8 +301,8 @@ pub(super) fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> 
         shared_start: plan.shared.start,
         run: run.map(String::from),
         control_pages,
-        // The attack test hook gets monitor addresses to aim at; no other run sees them.
-        attack_test: run.is_some_and(|r| r.trim_start().starts_with("ktest attack")),
+        // Only a run the test layer claims as an attack test gets monitor addresses to aim at.
+        attack_test: crate::hooks::wants_attack_targets(run),
     };
     let mut all_tables = Vec::new();
     for s in &plan.slices {
