@@ -383,7 +383,7 @@ fn fig7(o: &PaperOptions, plan: &Plan) -> Result<Vec<Figure>, String> {
         let why = if p / smp.max(1.0) < 1.1 {
             "so the default's extra cost is its exits, one per trapped xAPIC write (timer EOIs and re-arms), each a nested-page fault the monitor decodes and replays; with x2APIC (Bochs, real CPUs) those writes are MSR writes that never exit"
         } else {
-            "so the extra cost is not the monitor's (no exits) but the emulator's: TCG refills its software TLB with a two-level walk (guest tables, then nested tables) for every guest TLB miss, and fork, exit and waitpid switch address spaces all the time; the same loop on VMX+EPT in Bochs measured VT/SMP 0.99 (docs/vt.md, \"Exits\"), so this is likely an emulation cost (not confirmed here)"
+            "so the extra cost is not the monitor's (no exits) but the emulator's: TCG refills its software TLB with a two-level walk (guest tables, then nested tables) for every guest TLB miss, and fork, exit and waitpid switch address spaces all the time; the same loop on VMX+EPT in Bochs measured VT/SMP 0.99 (docs/vt.md, \"Exits\"), and on QEMU's instruction-counting clock (`--clock icount`) VT/SMP is 1.00 with the APIC trapped or passed through (docs/vt.md, \"Exits\"): the sandboxes execute no more instructions than SMP, so this is the emulator's cost of nested paging"
         };
         pt_text = format!(" With the APIC page passed through, as the paper mapped it, VT takes {p:.0} cycles ({:.3} of SMP) and {pt_exits} exits in the loops, {why}.", p / smp.max(1.0));
     } else {
