@@ -147,6 +147,8 @@ pub fn overlaps_any(ranges: &[(u64, u64)], start: u64, len: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn overlaps_any_is_half_open() {
         let text = [(0x10_0000, 0x20_0000), (0x30_0000, 0x30_1000)];
@@ -157,8 +159,6 @@ mod tests {
         assert!(!overlaps_any(&text, 0x15_0000, 0), "an empty write touches nothing");
         assert!(!overlaps_any(&[], 0x10_0000, 0x1000));
     }
-
-    use super::*;
 
     const MIB: u64 = 1 << 20;
 
