@@ -176,17 +176,7 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
         }
         #[cfg(feature = "vt")]
         {
-            let status = crate::vt::run_monitor(&crate::vt::MonitorOptions {
-                run: opts.run,
-                slice_mib: opts.slice_mib,
-                watchdog_ms: opts.watchdog_ms,
-                apic_passthrough: opts.apic_passthrough,
-                nic_sharers: opts.nic_sharers,
-                nic_device_mac: opts.nic_device_mac,
-                recovery: opts.recovery,
-                topology: &topo,
-                firmware,
-            });
+            let status = crate::vt::run_monitor(&crate::vt::MonitorOptions { cmdline: &opts, topology: &topo, firmware });
             crate::machine::finish(status)
         }
     }

@@ -186,11 +186,13 @@ pub(super) fn scrub_slice(s: &partition::Slice) {
     unsafe { cpu::zero_qwords(s.host_base, s.size) };
 }
 
-/// Load the pristine kernel and the ramdisk into a scrubbed slice. Returns the entry point, the read-only
-/// kernel ranges and the modules.
+/// Load the pristine kernel and the ramdisk into a scrubbed slice, noting its read-only ranges in the sandbox's
+/// state. Returns the entry point, the read-only kernel ranges and the modules.
 pub(super) fn fill_slice(s: &partition::Slice) -> Result<(u32, Vec<(u64, u64, Perms)>, Vec<Module<'static>>), String> {
     let kernel = crate::ramdisk::find("kernel").ok_or("no `kernel` module: the runner loads the image twice in VT mode")?;
     let (entry, read_only) = load_kernel(kernel, s.host_base, s.size)?;
+    // What the monitor may not write on the sandbox's behalf either (RESTORE).
+    state(s.sandbox).read_only = read_only.iter().map(|r| (r.0, r.1)).collect();
     let top = s.host_base + s.size; // guest-physical end of the slice (its high part is identity mapped)
     // The ramdisk, minus the kernel itself.
     let mut gpa = top - GUEST_MODULES_FROM_TOP;
@@ -308,7 +310,6 @@ pub(super) fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> 
     for s in &plan.slices {
         scrub_slice(s);
         let (entry, read_only, modules) = fill_slice(s)?;
-        state(s.sandbox).read_only = read_only.iter().map(|r| (r.0, r.1)).collect();
         let mut used = Vec::new();
         let st2 = build_stage2(s, &read_only, plan.shared.start, &mut SandboxTables { pool: &mut pool, reuse: Vec::new(), used: &mut used })?;
         all_tables.push(used);

@@ -209,7 +209,6 @@ pub(super) fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>)
     // The entry point and the boot information's place do not change: the backend relaunches with the
     // configuration it has.
     let (_entry, read_only, modules) = fill_slice(s)?;
-    state(sandbox).read_only = read_only.iter().map(|r| (r.0, r.1)).collect();
     let t_reloaded = cpu::rdtsc();
     // CHANNELS, POOL, TABLES: the lock order of channel_open.
     let mut chans = CHANNELS.lock();

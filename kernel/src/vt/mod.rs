@@ -228,16 +228,9 @@ fn cycles_to_us(c: u64) -> u64 {
 
 /// What the monitor is asked to do (from the kernel command line and the firmware tables).
 pub struct MonitorOptions<'a> {
-    pub run: Option<&'a str>,
-    pub slice_mib: Option<u64>,
-    pub watchdog_ms: Option<u64>,
-    pub apic_passthrough: bool,
-    /// `nic=0,1`: the sandboxes sharing the e1000.
-    pub nic_sharers: Option<&'a str>,
-    /// `nic_mac=device`: every sharer uses the NIC's own MAC (told apart by IPv4 address only).
-    pub nic_device_mac: bool,
-    /// `recovery=restart|none` (all sandboxes) or one entry per sandbox.
-    pub recovery: Option<&'a str>,
+    /// The monitor's part of it: `run`, `slice_mib`, `watchdog_ms`, `apic_passthrough`, `nic_sharers`,
+    /// `nic_device_mac`, `recovery`.
+    pub cmdline: &'a crate::cmdline::Options<'a>,
     pub topology: &'a Topology,
     /// What booted the machine ("bios" or "uefi"), for the boot report.
     pub firmware: &'static str,
@@ -276,7 +269,7 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
     let arch = caps.arch();
     let apic = if lapic::is_x2apic() {
         ApicAccess::X2apic
-    } else if opts.apic_passthrough {
+    } else if opts.cmdline.apic_passthrough {
         ApicAccess::XapicPassthrough
     } else {
         ApicAccess::XapicTrapped
@@ -285,7 +278,7 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
     if apic == ApicAccess::XapicPassthrough {
         log::warn!("apic=passthrough: sandboxes write their APIC directly; IPIs are NOT filtered (measurement only)");
     }
-    let watchdog_ms = opts.watchdog_ms.unwrap_or(0);
+    let watchdog_ms = opts.cmdline.watchdog_ms.unwrap_or(0);
     let tsc_hz = smp::TSC_HZ.load(Ordering::SeqCst);
     let watchdog_cycles = tsc_hz / 1000 * watchdog_ms;
     let mut settings = RunSettings { caps, vmx_controls: None, preemption_timer: None };
@@ -313,8 +306,8 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
     // SAFETY: the monitor is the only user of the PCI configuration ports (never granted to a sandbox) and
     // runs this on the BSP before any sandbox starts.
     let mut pci = unsafe { questv_drivers::pci::PortConfigSpace::new() };
-    let grant = match opts.nic_sharers {
-        Some(list) => match grant_nic(&mut pci, list, opts.nic_device_mac, smp::cpus_online(), opts.topology) {
+    let grant = match opts.cmdline.nic_sharers {
+        Some(list) => match grant_nic(&mut pci, list, opts.cmdline.nic_device_mac, smp::cpus_online(), opts.topology) {
             Ok(g) => Some(g),
             Err(e) => {
                 kprintln!("VT: {}", e);
@@ -337,7 +330,7 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
     if let Some(last) = free.iter_mut().max_by_key(|r| r.end - r.start) {
         last.start = (last.start + reserve).min(last.end);
     }
-    let plan = match partition::plan(&free, n, opts.slice_mib.map(|m| m << 20), SHARED_SIZE) {
+    let plan = match partition::plan(&free, n, opts.cmdline.slice_mib.map(|m| m << 20), SHARED_SIZE) {
         Ok(p) => p,
         Err(e) => {
             kprintln!("VT: cannot partition memory: {}", e);
@@ -357,7 +350,7 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
         core::ptr::write_volatile((plan.shared.start + info::VERSION_OFFSET) as *mut u32, info::VERSION);
         core::ptr::write_volatile((plan.shared.start + info::SANDBOXES_OFFSET) as *mut u32, n);
     }
-    let policies = match crate::recovery::parse_policies(opts.recovery, n) {
+    let policies = match crate::recovery::parse_policies(opts.cmdline.recovery, n) {
         Ok(p) => p,
         Err(e) => {
             kprintln!("VT: {}", e);
@@ -389,7 +382,7 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
             })
             .collect()
     });
-    let configs = match prepare(&plan, opts.run, settings) {
+    let configs = match prepare(&plan, opts.cmdline.run, settings) {
         Ok(c) => c,
         Err(e) => {
             kprintln!("VT: {}", e);
