@@ -559,7 +559,7 @@ pub fn result_lines(r: &PeerReport) -> Vec<String> {
         .map(|g| {
             format!(
                 "RESULT ping guest={} sent={} received={} lost={} dup={} rtt_us_min={} rtt_us_median={} rtt_us_p99={} \
-                 bad={} mac={}",
+                 max_gap_us={} bad={} mac={}",
                 g.ip,
                 g.sent,
                 g.received,
@@ -568,6 +568,7 @@ pub fn result_lines(r: &PeerReport) -> Vec<String> {
                 opt(g.rtt_min_us()),
                 opt(g.rtt_median_us()),
                 opt(g.rtt_p99_us()),
+                opt(max_reply_gap_us(&g.samples)),
                 g.bad,
                 g.mac.as_ref().map_or_else(|| "-".to_string(), format_mac),
             )
@@ -1668,9 +1669,9 @@ mod tests {
             result_lines(&r),
             vec![
                 "RESULT ping guest=10.0.0.2 sent=3 received=2 lost=1 dup=0 rtt_us_min=80 rtt_us_median=80 \
-                 rtt_us_p99=120 bad=0 mac=52:54:00:12:34:02",
+                 rtt_us_p99=120 max_gap_us=1960 bad=0 mac=52:54:00:12:34:02",
                 "RESULT ping guest=10.0.0.3 sent=0 received=0 lost=0 dup=0 rtt_us_min=- rtt_us_median=- rtt_us_p99=- \
-                 bad=0 mac=-",
+                 max_gap_us=- bad=0 mac=-",
                 "RESULT ping_garbage sent=9 runt=1 oversize=1 bad_ip_checksum=1 bad_icmp_checksum=1 \
                  unknown_ethertype=1 unknown_ip_protocol=1 arp_flood=2 truncated_ip=1 replies=0",
             ]

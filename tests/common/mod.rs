@@ -174,3 +174,23 @@ pub fn memory_attack(emulator: &str, kind: &str) {
     r.check(f.get_u64("gpa") == target, "fault address is not the attacked address");
     r.check(f.get("access") == Some("write"), "the violation should be a write");
 }
+
+/// The `RESULT ping` line of guest `ip`.
+pub fn ping_of(r: &Run, ip: &str) -> Option<ResultLine> {
+    r.results("ping").into_iter().find(|g| g.get("guest") == Some(ip))
+}
+
+/// Guest `ip` lost no request, or the ones it lost were one outage that ended: every later request was
+/// answered (`RESULT ping_outage` covers all of them; the runner prints it only for an outage a reply ended).
+pub fn one_outage_that_ended(r: &Run, ip: &str) -> bool {
+    let Some(lost) = ping_of(r, ip).and_then(|g| g.get_u64("lost")) else { return false };
+    lost == 0 || r.results("ping_outage").iter().any(|o| o.get("guest") == Some(ip) && o.get_u64("lost") == Some(lost))
+}
+
+/// How much longer guest `faulted` went without a reply than guest `bystander` in the same run. A stall of the
+/// whole emulator (a loaded host descheduling QEMU's threads; CI saw 265 ms) silences both alike and cancels
+/// out: what is left is what the recovery itself cost the faulted guest's clients.
+pub fn silence_beyond_bystander_us(r: &Run, faulted: &str, bystander: &str) -> Option<u64> {
+    let gap = |ip: &str| ping_of(r, ip).and_then(|g| g.get_u64("max_gap_us"));
+    Some(gap(faulted)?.saturating_sub(gap(bystander)?))
+}
