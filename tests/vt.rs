@@ -187,7 +187,9 @@ fn a_panicking_sandbox_stops_alone() {
 /// SVM has no preemption timer: the watchdog's tick is the PIT's NMI to every core.
 #[test]
 fn a_hung_sandbox_is_caught_by_the_watchdog() {
-    let r = attack(QEMU, "hang", &["--watchdog-ms", "500"]);
+    // forkwait 1000 keeps each bystander up for many 52 ms watchdog periods: forkwait 100 (70 ms of host time)
+    // could end before its first one (CI saw a bystander with none).
+    let r = common::attack_beside(QEMU, "hang", &["--watchdog-ms", "500"], 1000);
     stopped(&r, "watchdog");
     let w = r.monitor_results("watchdog");
     r.check(w.len() == 1 && w[0].get_u64("ms") == Some(500) && w[0].get("mechanism") == Some("pit_nmi"), "watchdog not armed with the PIT NMI");

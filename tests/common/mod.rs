@@ -116,13 +116,19 @@ pub fn periodic_exits(e: &ResultLine) -> u64 {
 /// its loop with no exits beyond its periodic ones (timer EOIs on a trapped xAPIC, the watchdog's), leaks
 /// nothing and ends with status 0; the machine never resets; only the monitor ends the run.
 pub fn attack(emulator: &str, kind: &str, extra: &[&str]) -> Run {
-    let run = format!("ktest attack {kind} -- forkwait 100");
+    attack_beside(emulator, kind, extra, 100)
+}
+
+/// [`attack`] with bystanders running `forkwait iterations` (a longer run spans more of the monitors'
+/// periodic events).
+pub fn attack_beside(emulator: &str, kind: &str, extra: &[&str], iterations: u64) -> Run {
+    let run = format!("ktest attack {kind} -- forkwait {iterations}");
     let r = vt(emulator, 4, &[extra, &["--run", &run]].concat());
     r.check(r.code == 0 || r.code == 1, "the machine reset, hung or the monitor panicked");
     check_monitor_ended_run(&r, 4);
     for s in 1..4u32 {
         let fw = r.sandbox_results("forkwait", s);
-        r.check(fw.len() == 1 && fw[0].get_u64("iterations") == Some(100), "a bystander did not finish forkwait 100");
+        r.check(fw.len() == 1 && fw[0].get_u64("iterations") == Some(iterations), "a bystander did not finish its forkwait");
         let e = exits_of(&r, u64::from(s));
         r.check(e.is_some(), "no exit report for a bystander");
         r.check(fw[0].get_u64("vmexits").is_some_and(|x| x <= periodic_exits(e.as_ref().unwrap())), "a bystander took VM exits during forkwait");
