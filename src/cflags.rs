@@ -14,5 +14,6 @@ pub const USER_CFLAGS: &[&str] = &[
 /// Linker flags after the linker script's `-Wl,-T,...`.
 pub const USER_LDFLAGS: &[&str] = &["-Wl,--build-id=none", "-Wl,-z,max-page-size=4096"];
 
-/// A Rust user program's link arguments (before the linker script's `-Wl,-T,...`): no libc, static, non-PIE.
-pub const USER_RUST_LINKFLAGS: &[&str] = &["-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none", "-Wl,-z,max-page-size=4096"];
+/// A Rust user program's link arguments before [`USER_LDFLAGS`] (a C program gets these with [`USER_CFLAGS`]):
+/// no libc, static, non-PIE.
+pub const USER_RUST_LINKFLAGS: &[&str] = &["-nostdlib", "-static", "-no-pie"];

@@ -157,7 +157,7 @@ pub fn rust_template(name: &str, repo: &Path) -> Vec<(PathBuf, String)> {
             format!(
                 "// Link as a static questv executable at 512 GiB, as the project's own programs are (docs/build.md).\n\
                  fn main() {{\n    for arg in [{}\"-Wl,-T,{}\"] {{\n        println!(\"cargo:rustc-link-arg-bins={{arg}}\");\n    }}\n    println!(\"cargo:rerun-if-changed=build.rs\");\n}}\n",
-                crate::cflags::USER_RUST_LINKFLAGS.iter().map(|f| format!("{f:?}, ")).collect::<String>(),
+                crate::cflags::USER_RUST_LINKFLAGS.iter().chain(USER_LDFLAGS).map(|f| format!("{f:?}, ")).collect::<String>(),
                 ld.display()
             ),
         ),

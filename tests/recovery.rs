@@ -200,7 +200,7 @@ fn recovery_remote_moves_the_service_to_another_sandbox() {
     // 10 pings at most, beyond any stall the whole emulator had (the bystander's longest silence).
     let beyond = common::silence_beyond_bystander_us(&r, "10.0.0.2", "10.0.0.3");
     r.check(beyond.is_some_and(|us| us <= 200_000), "the takeover took longer than 10 pings");
-    r.check(common::ping_of(&r, "10.0.0.2").and_then(|g| g.get("mac").map(String::from)).as_deref() == Some("02:51:56:00:00:00"), "the taken-over address changed its MAC");
+    r.check(common::ping_of(&r, "10.0.0.2").is_some_and(|g| g.get("mac") == Some("02:51:56:00:00:00")), "the taken-over address changed its MAC");
     let healed = lines("ping_guest").into_iter().filter(|g| g.get("sandbox") == Some("0")).collect::<Vec<_>>();
     r.check(healed.len() == 1 && healed[0].get("nic") == Some("none"), "the healed sandbox came back with the NIC it handed over");
 }
