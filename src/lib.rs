@@ -935,8 +935,8 @@ pub fn build_kernel(vt: bool) -> Result<PathBuf, String> {
     let root = workspace_root();
     let mode = if vt { "vt" } else { "smp" };
     let target_dir = root.join("target").join(format!("kernel-{mode}"));
-    let features = if vt { "image,vt" } else { "image" };
-    cargo_build(&["-p", "questv-kernel", "--bin", "questv-kernel", "--features", features, "--config", "kernel/build.toml"], &target_dir)
+    let features = if vt { "vt" } else { "" };
+    cargo_build(&["-p", "questv-image", "--bin", "questv-kernel", "--features", features, "--config", "kernel/image/build.toml"], &target_dir)
         .map_err(|e| format!("kernel build failed ({e})"))?;
     Ok(target_dir.join(KERNEL_TARGET).join("release").join("questv-kernel"))
 }

@@ -7,7 +7,8 @@
 
 use crate::cpu;
 use crate::gdt;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
+use spin::Once;
 
 core::arch::global_asm!(r#"
     .section .text.traps, "ax"
@@ -264,8 +265,10 @@ pub fn load_idt() {
 pub type InterruptHandler = fn(&mut TrapFrame);
 pub type ExceptionHook = fn(&mut TrapFrame) -> bool;
 
-static INTERRUPT_HANDLER: AtomicUsize = AtomicUsize::new(0);
-static EXCEPTION_HOOK: AtomicUsize = AtomicUsize::new(0);
+// Set-once slots the kernel fills at start-up (later calls are ignored): the trap path calls up through them
+// without naming the kernel.
+static INTERRUPT_HANDLER: Once<InterruptHandler> = Once::new();
+static EXCEPTION_HOOK: Once<ExceptionHook> = Once::new();
 /// Set when a CPU panicked: an NMI then parks every other CPU.
 pub static HALT_ALL: AtomicBool = AtomicBool::new(false);
 /// Set by the VT monitor: an NMI that is not the halt signal is dropped, not fatal (a stopped sandbox's core
@@ -273,27 +276,24 @@ pub static HALT_ALL: AtomicBool = AtomicBool::new(false);
 pub static IGNORE_STRAY_NMIS: AtomicBool = AtomicBool::new(false);
 
 pub fn set_interrupt_handler(h: InterruptHandler) {
-    INTERRUPT_HANDLER.store(h as usize, Ordering::SeqCst);
+    INTERRUPT_HANDLER.call_once(|| h);
 }
 
 pub fn set_exception_hook(h: ExceptionHook) {
-    EXCEPTION_HOOK.store(h as usize, Ordering::SeqCst);
+    EXCEPTION_HOOK.call_once(|| h);
 }
 
 /// Printer for the exception dump; set by the kernel to its console.
 pub type DumpWriter = fn(core::fmt::Arguments);
-static DUMP_WRITER: AtomicUsize = AtomicUsize::new(0);
+static DUMP_WRITER: Once<DumpWriter> = Once::new();
 
 pub fn set_dump_writer(w: DumpWriter) {
-    DUMP_WRITER.store(w as usize, Ordering::SeqCst);
+    DUMP_WRITER.call_once(|| w);
 }
 
 fn dump(args: core::fmt::Arguments) {
-    let w = DUMP_WRITER.load(Ordering::SeqCst);
-    if w != 0 {
-        // SAFETY: only ever stores a `DumpWriter` fn pointer.
-        let f: DumpWriter = unsafe { core::mem::transmute::<usize, DumpWriter>(w) };
-        f(args);
+    if let Some(write) = DUMP_WRITER.get() {
+        write(args);
     }
 }
 
@@ -346,24 +346,16 @@ extern "C" fn questv_trap_dispatch(frame: &mut TrapFrame) {
         return;
     }
     if vector < u64::from(FIRST_INTERRUPT_VECTOR) {
-        let hook = EXCEPTION_HOOK.load(Ordering::SeqCst);
-        if hook != 0 {
-            // SAFETY: only ever stores an `ExceptionHook` fn pointer.
-            let f: ExceptionHook = unsafe { core::mem::transmute::<usize, ExceptionHook>(hook) };
-            if f(frame) {
-                return;
-            }
+        if EXCEPTION_HOOK.get().is_some_and(|hook| hook(frame)) {
+            return;
         }
         let cpu_index = crate::percpu::cpu_index();
         dump_exception(frame, cpu_index);
         let (mnemonic, name) = exception_name(vector);
         panic!("unhandled exception #{} ({}) at rip=0x{:x}", mnemonic, name, frame.rip);
     }
-    let h = INTERRUPT_HANDLER.load(Ordering::SeqCst);
-    if h != 0 {
-        // SAFETY: only ever stores an `InterruptHandler` fn pointer.
-        let f: InterruptHandler = unsafe { core::mem::transmute::<usize, InterruptHandler>(h) };
-        f(frame);
+    if let Some(handle) = INTERRUPT_HANDLER.get() {
+        handle(frame);
     }
 }
 

@@ -1,17 +1,35 @@
-//! BSP start-up: from the multiboot2 hand-off to a running SMP kernel, then the command from the command line.
+//! BSP start-up: from the multiboot2 hand-off to a running kernel. [`bring_up`] does what every build needs
+//! (memory, descriptor tables, interrupt controllers, the other CPUs) and returns to the image's entry, which
+//! picks what runs the machine: [`run_smp`] here, or the VT image's monitor. A sandbox kernel is brought up
+//! as one CPU under its monitor and then [`run_program`]s its command.
 
-use crate::cmdline::{self, LogLevel};
+use crate::cmdline::{self, LogLevel, Options};
 use crate::mm::kmem;
 use crate::mm::memmap::{Area, Region};
 use crate::{kprintln, result, smp};
 use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
-use questv_arch::acpi_madt::{self, RootTable};
+use questv_arch::acpi_madt::{self, RootTable, Topology};
 use questv_arch::{boot, cpu, ioapic::IoApic, lapic, percpu, trap};
 
-pub const MODE: &str = if cfg!(feature = "vt") { "vt" } else { "smp" };
+/// The bare machine as [`bring_up`] left it: every CPU online, interrupt controllers masked.
+pub struct Machine {
+    pub topology: Topology,
+    /// `bios` or `uefi`: what the boot loader handed over.
+    pub firmware: &'static str,
+    pub mem_mib: u64,
+    pub trampoline: Option<u64>,
+}
 
-/// Reached from the 32→64-bit entry assembly on the BSP with the multiboot2 information address.
-pub fn bsp_main(mbi_phys: u64) -> ! {
+/// What [`bring_up`] found.
+pub struct Booted {
+    pub opts: Options<'static>,
+    /// `None` for a sandbox kernel (its monitor owns the machine).
+    pub machine: Option<Machine>,
+}
+
+/// Reached from the image's entry on the BSP with the multiboot2 information address; `build` names the
+/// image (`smp` or `vt`) in the boot lines.
+pub fn bring_up(mbi_phys: u64, build: &'static str) -> Booted {
     // SAFETY: first instruction sequence on the BSP; index 0 is the BSP's.
     unsafe { percpu::install(0, cpu::initial_apic_id()) };
     // SAFETY: GRUB passed the address of a valid multiboot2 information structure (checked magic in asm);
@@ -19,6 +37,9 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
     let mbi = unsafe { BootInformation::load(mbi_phys as *const BootInformationHeader) }
         .unwrap_or_else(|e| early_fail(format_args!("bad multiboot2 information: {:?}", e)));
     let cmdline_str = mbi.command_line_tag().and_then(|t| t.cmdline().ok()).unwrap_or("");
+    // SAFETY: the boot information stays reserved for good (kmem keeps it), so its command line lives as long
+    // as the kernel does.
+    let cmdline_str: &'static str = unsafe { &*(cmdline_str as *const str) };
     let opts = cmdline::parse(cmdline_str);
     let level = match opts.as_ref().map(|o| o.log_level) {
         Ok(LogLevel::Error) => log::LevelFilter::Error,
@@ -29,15 +50,14 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
     };
     // A VT sandbox prints through its monitor, which owns COM1 (from the first line on).
     if let Ok(o) = opts.as_ref() {
-        if let Some(id) = o.sandbox {
-            let recoverable = o.recovery.is_some_and(|r| r != "none");
-            crate::sandbox::init(id, o.shared, o.incarnation, recoverable, crate::sandbox::AttackTargets { peer: o.peer, vmcs: o.vmcs, ept: o.ept });
+        if let Some(args) = o.sandbox {
+            crate::sandbox::init(&args);
             crate::console::print_through_monitor();
         }
     }
     crate::console::init(level);
     trap::set_dump_writer(crate::console::print_emergency);
-    kprintln!("questv {} kernel ({} build), command line: {:?}", env!("CARGO_PKG_VERSION"), MODE, cmdline_str);
+    kprintln!("questv {} kernel ({} build), command line: {:?}", env!("CARGO_PKG_VERSION"), build, cmdline_str);
     let opts = match opts {
         Ok(o) => o,
         Err(e) => {
@@ -103,9 +123,11 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
     crate::sched::set_kernel_cr3(cr3);
     kmem::init_page_refs(mem.highest_address);
 
-    if let Some(id) = opts.sandbox {
-        boot_sandbox(id, &opts, mem.usable_bytes);
-    } else {
+    if let Some(args) = opts.sandbox {
+        boot_sandbox(&args, mem.usable_bytes);
+        return Booted { opts, machine: None };
+    }
+    {
         // ACPI topology.
         let root = mbi
             .rsdp_v2_tag()
@@ -158,29 +180,32 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
         };
         let online = smp::cpus_online();
         log::info!("{} of {} application processor(s) started, {} CPU(s) online", started, topo.cpu_apic_ids.len() - 1, online);
-        // The VT monitor reports its own boot line (with the sandbox count) once the sandboxes are planned.
-        #[cfg(not(feature = "vt"))]
-        result!(
-            "boot",
-            "cpus_online={} mode={} cpus_listed={} apic={} mem_mib={} firmware={} trampoline={:#x}",
-            online, MODE, topo.cpu_apic_ids.len(),
-            if lapic::is_x2apic() { "x2apic" } else { "xapic" },
-            mem.usable_bytes >> 20, firmware, trampoline.unwrap_or(0)
-        );
-        #[cfg(not(feature = "vt"))]
-        if opts.net {
-            if let Err(e) = crate::net::device::bring_up_smp(&topo) {
-                log::error!("net: {e}");
-                crate::result!("net_up", "ok=0 error={:?}", e);
-            }
-        }
-        #[cfg(feature = "vt")]
-        {
-            let status = crate::vt::run_monitor(&crate::vt::MonitorOptions { cmdline: &opts, topology: &topo, firmware });
-            crate::machine::finish(status)
+        let machine = Machine { topology: topo, firmware, mem_mib: mem.usable_bytes >> 20, trampoline };
+        Booted { opts, machine: Some(machine) }
+    }
+}
+
+/// The SMP kernel runs the machine: its boot line, the NIC if asked for, then the command.
+pub fn run_smp(opts: &Options<'static>, m: &Machine) -> ! {
+    let topo = &m.topology;
+    result!(
+        "boot",
+        "cpus_online={} mode=smp cpus_listed={} apic={} mem_mib={} firmware={} trampoline={:#x}",
+        smp::cpus_online(), topo.cpu_apic_ids.len(),
+        if lapic::is_x2apic() { "x2apic" } else { "xapic" },
+        m.mem_mib, m.firmware, m.trampoline.unwrap_or(0)
+    );
+    if opts.net {
+        if let Err(e) = crate::net::device::bring_up_smp(topo) {
+            log::error!("net: {e}");
+            crate::result!("net_up", "ok=0 error={:?}", e);
         }
     }
+    run_program(opts)
+}
 
+/// Run the command line's program (or test) and finish with its status.
+pub fn run_program(opts: &Options<'static>) -> ! {
     let status = match opts.run {
         Some(cmd) if !cmd.starts_with("ktest") => crate::proc::run_command(cmd),
         test => crate::hooks::run_test(test),
@@ -190,24 +215,22 @@ pub fn bsp_main(mbi_phys: u64) -> ! {
 
 /// A VT sandbox: one CPU, no firmware tables and no PIC/IOAPIC programming (machine-wide devices are not a
 /// sandbox's to reset), timer rates from the monitor, console through the monitor.
-fn boot_sandbox(id: u32, opts: &cmdline::Options, usable_bytes: u64) {
+fn boot_sandbox(args: &questv_abi::boot::SandboxArgs, usable_bytes: u64) {
     lapic::select_mode(0xFEE0_0000);
     lapic::enable();
     let apic = lapic::id();
     // SAFETY: index 0 is this sandbox's only CPU.
     unsafe { percpu::install(0, apic) };
-    let given = match (opts.tsc_hz, opts.lapic_hz) {
-        (Some(tsc_hz), Some(lapic_hz)) => Some(questv_arch::timer::Calibration { tsc_hz, lapic_hz }),
-        _ => None,
-    };
+    let given = (args.tsc_hz != 0 && args.lapic_hz != 0)
+        .then_some(questv_arch::timer::Calibration { tsc_hz: args.tsc_hz, lapic_hz: args.lapic_hz });
     smp::init_bsp(apic, given);
     // SAFETY: IDT, GDT/TSS, LAPIC and the scheduler are ready.
     unsafe { cpu::enable_interrupts() };
-    result!("sandbox_boot", "sandbox={} apic_id={} apic={} mem_mib={} incarnation={}", id, apic,
-            if lapic::is_x2apic() { "x2apic" } else { "xapic" }, usable_bytes >> 20, opts.incarnation);
+    result!("sandbox_boot", "sandbox={} apic_id={} apic={} mem_mib={} incarnation={}", args.sandbox, apic,
+            if lapic::is_x2apic() { "x2apic" } else { "xapic" }, usable_bytes >> 20, args.incarnation);
     // A sharer of the NIC: the monitor mapped its registers and the DMA region and routes its interrupt here.
-    if let (Some(mmio), Some(dma), Some(index)) = (opts.nic_mmio, opts.nic_dma, opts.nic_index) {
-        crate::net::stack::start(crate::net::stack::Config { mmio, dma, index: index as usize, initialise: opts.nic_init });
+    if let Some(nic) = args.nic {
+        crate::net::stack::start(crate::net::stack::Config { mmio: nic.mmio, dma: nic.dma, index: nic.index as usize, initialise: nic.init });
     }
     // In service: after a recovery this ends the downtime the monitor reports.
     crate::sandbox::booted();

@@ -1,5 +1,9 @@
 //! Kernel command line (from GRUB): space-separated `key=value` options; `run=` takes the rest of the line so
-//! the command to run may contain spaces (`mode=smp run=forkwait 1000`).
+//! the command to run may contain spaces (`mode=smp run=forkwait 1000`). The keys the monitor writes for a
+//! sandbox kernel are the ABI's (`questv_abi::boot`): this parser hands them to it.
+#![forbid(unsafe_code)]
+
+use questv_abi::boot::{self, SandboxArgs, SandboxArgsParser};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
@@ -15,13 +19,8 @@ pub struct Options<'a> {
     pub mode: Option<&'a str>,
     pub log_level: LogLevel,
     pub run: Option<&'a str>,
-    /// VT build: set when this kernel runs as sandbox N under the monitor.
-    pub sandbox: Option<u32>,
-    /// Guest-physical address of the shared region (VT sandboxes).
-    pub shared: Option<u64>,
-    /// Timer rates measured by the monitor (sandboxes must not all drive the one PIT at once).
-    pub tsc_hz: Option<u64>,
-    pub lapic_hz: Option<u64>,
+    /// VT build: set when this kernel runs as a sandbox under the monitor (the monitor's boot arguments).
+    pub sandbox: Option<SandboxArgs<'a>>,
     /// Sandbox slice size requested from the monitor, in MiB.
     pub slice_mib: Option<u64>,
     /// VT monitor: watchdog period in ms (VMX-preemption timer; 0 or absent = off).
@@ -29,10 +28,6 @@ pub struct Options<'a> {
     /// VT monitor, xAPIC machines: `apic=passthrough` maps the APIC page writable into every sandbox (no exits,
     /// no IPI filtering: for measuring the trade-off only); the default traps writes and checks them.
     pub apic_passthrough: bool,
-    /// VT attack test hook targets (host-physical): the next sandbox's slice, this sandbox's VMCS, its EPT root.
-    pub peer: Option<u64>,
-    pub vmcs: Option<u64>,
-    pub ept: Option<u64>,
     /// SMP build: `net=on` brings up the e1000 (10.0.0.2/24, interrupts to CPU 0).
     pub net: bool,
     /// VT monitor: `nic=0,1` — the sandboxes that share the e1000 (checked by the monitor).
@@ -43,14 +38,6 @@ pub struct Options<'a> {
     pub nic_device_mac: bool,
     /// VT monitor: `recovery=restart|none`, for all sandboxes or one entry per sandbox (docs/recovery.md).
     pub recovery: Option<&'a str>,
-    /// VT sandbox (from the monitor): how many times this sandbox has been recovered (0 = first boot).
-    pub incarnation: u32,
-    /// VT sandbox (from the monitor): the NIC's register window, the DMA region, this sandbox's sharer index,
-    /// and whether it programs the NIC (`nic_init=1`, the first sharer).
-    pub nic_mmio: Option<u64>,
-    pub nic_dma: Option<u64>,
-    pub nic_index: Option<u64>,
-    pub nic_init: bool,
     /// First option this parser did not understand (reported, not fatal: a typo must not brick a boot).
     pub unknown: Option<&'a str>,
 }
@@ -61,39 +48,22 @@ pub enum CmdlineError<'a> {
     BadNumber(&'a str),
 }
 
-fn number(v: &str) -> Option<u64> {
-    match v.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16).ok(),
-        None => v.parse().ok(),
-    }
-}
-
 pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
     let mut opts = Options {
         mode: None,
         log_level: LogLevel::Info,
         run: None,
         sandbox: None,
-        shared: None,
-        tsc_hz: None,
-        lapic_hz: None,
         slice_mib: None,
         watchdog_ms: None,
         apic_passthrough: false,
-        peer: None,
-        vmcs: None,
-        ept: None,
         net: false,
         nic_sharers: None,
         nic_device_mac: false,
         recovery: None,
-        incarnation: 0,
-        nic_mmio: None,
-        nic_dma: None,
-        nic_index: None,
-        nic_init: false,
         unknown: None,
     };
+    let mut sandbox = SandboxArgsParser::default();
     let mut rest = line.trim();
     while !rest.is_empty() {
         if let Some(cmd) = rest.strip_prefix("run=") {
@@ -103,6 +73,11 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
         }
         let (word, tail) = rest.split_once(' ').unwrap_or((rest, ""));
         rest = tail.trim_start();
+        if let Some((k, v)) = word.split_once('=') {
+            if sandbox.accept(k, v, word).map_err(|boot::BadArg(w)| CmdlineError::BadNumber(w))? && k != "recovery" {
+                continue;
+            }
+        }
         match word.split_once('=') {
             Some(("mode", v)) => opts.mode = Some(v),
             Some(("loglevel", v)) => {
@@ -122,23 +97,11 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
             Some(("nic", v)) => opts.nic_sharers = Some(v),
             Some(("nic_mac", "device")) => opts.nic_device_mac = true,
             Some(("recovery", v)) => opts.recovery = Some(v),
-            Some(("incarnation", v)) => opts.incarnation = number(v).and_then(|n| u32::try_from(n).ok()).ok_or(CmdlineError::BadNumber(word))?,
             Some(("nic_mac", "virtual")) => opts.nic_device_mac = false,
-            Some(("nic_init", v)) => opts.nic_init = v == "1",
-            Some((k @ ("sandbox" | "shared" | "tsc_hz" | "lapic_hz" | "slice_mib" | "watchdog_ms" | "peer" | "vmcs" | "ept" | "nic_mmio" | "nic_dma" | "nic_index"), v)) => {
-                let n = number(v).ok_or(CmdlineError::BadNumber(word))?;
+            Some((k @ ("slice_mib" | "watchdog_ms"), v)) => {
+                let n = boot::number(v).ok_or(CmdlineError::BadNumber(word))?;
                 match k {
-                    "sandbox" => opts.sandbox = Some(u32::try_from(n).map_err(|_| CmdlineError::BadNumber(word))?),
-                    "shared" => opts.shared = Some(n),
-                    "tsc_hz" => opts.tsc_hz = Some(n),
-                    "lapic_hz" => opts.lapic_hz = Some(n),
-                    "peer" => opts.peer = Some(n),
-                    "vmcs" => opts.vmcs = Some(n),
-                    "ept" => opts.ept = Some(n),
                     "watchdog_ms" => opts.watchdog_ms = Some(n),
-                    "nic_mmio" => opts.nic_mmio = Some(n),
-                    "nic_dma" => opts.nic_dma = Some(n),
-                    "nic_index" => opts.nic_index = Some(n),
                     _ => opts.slice_mib = Some(n),
                 }
             }
@@ -149,6 +112,7 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
             }
         }
     }
+    opts.sandbox = sandbox.finish();
     Ok(opts)
 }
 
@@ -185,11 +149,9 @@ mod tests {
     #[test]
     fn sandbox_options() {
         let o = parse("mode=vt sandbox=3 shared=0xe0000000 tsc_hz=50000000 lapic_hz=3125000 run=forkwait 5").unwrap();
-        assert_eq!(o.sandbox, Some(3));
-        assert_eq!(o.shared, Some(0xE000_0000));
-        assert_eq!(o.tsc_hz, Some(50_000_000));
-        assert_eq!(o.lapic_hz, Some(3_125_000));
-        assert_eq!(o.run, Some("forkwait 5"));
+        let s = o.sandbox.unwrap();
+        assert_eq!((s.sandbox, s.shared, s.tsc_hz, s.lapic_hz), (3, 0xE000_0000, 50_000_000, 3_125_000));
+        assert_eq!((o.run, o.unknown), (Some("forkwait 5"), None));
         assert_eq!(parse("sandbox=x"), Err(CmdlineError::BadNumber("sandbox=x")));
         assert_eq!(parse("sandbox=99999999999"), Err(CmdlineError::BadNumber("sandbox=99999999999")));
     }
@@ -215,13 +177,16 @@ mod tests {
         assert_eq!(parse("mode=vt nic=0,1 run=x").unwrap().nic_sharers, Some("0,1"));
         assert!(!parse("mode=vt nic=0,1").unwrap().nic_device_mac);
         assert!(parse("mode=vt nic=0,1 nic_mac=device").unwrap().nic_device_mac);
-        let o = parse("mode=vt recovery=restart,none incarnation=3 run=x").unwrap();
-        assert_eq!((o.recovery, o.incarnation), (Some("restart,none"), 3));
+        let o = parse("mode=vt recovery=restart,none run=x").unwrap();
+        assert_eq!((o.recovery, o.sandbox), (Some("restart,none"), None));
+        let o = parse("mode=vt sandbox=2 recovery=restart incarnation=3 run=x").unwrap();
+        assert_eq!((o.recovery, o.sandbox.unwrap().recovery, o.sandbox.unwrap().incarnation), (Some("restart"), Some("restart"), 3));
         assert!(parse("incarnation=-1").is_err());
         assert_eq!(parse("nic_mac=bogus").unwrap().unknown, Some("nic_mac=bogus"));
         let o = parse("mode=vt sandbox=1 nic_mmio=0xfebc0000 nic_dma=0x2000000 nic_index=1 nic_init=0").unwrap();
-        assert_eq!((o.nic_mmio, o.nic_dma, o.nic_index, o.nic_init), (Some(0xFEBC_0000), Some(0x200_0000), Some(1), false));
-        assert!(parse("nic_init=1").unwrap().nic_init);
+        let nic = o.sandbox.unwrap().nic.unwrap();
+        assert_eq!((nic.mmio, nic.dma, nic.index, nic.init), (0xFEBC_0000, 0x200_0000, 1, false));
+        assert!(parse("sandbox=0 nic_mmio=1 nic_dma=2 nic_index=0 nic_init=1").unwrap().sandbox.unwrap().nic.unwrap().init);
         assert_eq!(parse("nic_dma=here"), Err(CmdlineError::BadNumber("nic_dma=here")));
     }
 

@@ -1,6 +1,7 @@
-//! The questv kernel: one codebase that boots as a plain SMP kernel or (feature `vt`) as a per-core sandbox
-//! kernel under the VMX monitor. Pure logic (memory map, frame allocator, command line) is host-tested; the
-//! rest is built only into the bootable image (`image` feature).
+//! The questv kernel: one mode-agnostic codebase that runs the plain SMP machine and, unchanged, each per-core
+//! sandbox under the monitor (the `questv-vmx` crate, above this one). The bootable image is `kernel/image`.
+//! Pure logic (memory map, frame allocator, command line, channels' rings, scheduling accounting, ELF checks)
+//! is host-tested; the rest is built only into the image (`image` feature).
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -8,12 +9,10 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod elf;
-pub mod bootinfo;
 pub mod channel;
 pub mod mm;
 pub mod net;
 pub mod vcpu;
-pub mod recovery;
 
 #[cfg(feature = "image")]
 pub mod console;
@@ -28,8 +27,6 @@ pub mod boot;
 #[cfg(feature = "image")]
 pub mod hooks;
 #[cfg(feature = "image")]
-pub mod ktest;
-#[cfg(feature = "image")]
 pub mod machine;
 #[cfg(feature = "image")]
 pub mod acpi_handler;
@@ -41,5 +38,3 @@ pub mod ramdisk;
 pub mod sandbox;
 #[cfg(feature = "image")]
 pub mod syscall;
-#[cfg(all(feature = "image", feature = "vt"))]
-pub mod vt;

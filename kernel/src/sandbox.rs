@@ -1,10 +1,11 @@
 //! This kernel as a VT sandbox (guest side): its identity, what the monitor told it on the command line, and
-//! the hypercalls it makes. The ABI (numbers, arguments, errors, shared addresses) is `questv_vmx::hypercall`,
-//! which the monitor side (kernel/src/vt/) imports too.
+//! the hypercalls it makes. The ABI (numbers, arguments, errors, shared addresses) is `questv_abi::hypercall`,
+//! which the monitor (vmx/src/monitor/) imports too; so are the boot arguments this kernel reads
+//! (`questv_abi::boot`).
 
 use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use questv_arch::cpu;
-use questv_vmx::hypercall as hc;
+use questv_abi::hypercall as hc;
 
 static ID: AtomicI32 = AtomicI32::new(-1);
 static INCARNATION: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
@@ -15,20 +16,17 @@ static SHARED: AtomicU64 = AtomicU64::new(0);
 /// Attack-test targets (host-physical), present only when the run is an attack test.
 static ATTACK_TARGETS: spin::Once<AttackTargets> = spin::Once::new();
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AttackTargets {
-    pub peer: Option<u64>,
-    pub vmcs: Option<u64>,
-    pub ept: Option<u64>,
-}
+pub use questv_abi::boot::AttackTargets;
 
 /// Record what the monitor passed on the command line (boot calls this once, before anything prints).
-pub(crate) fn init(id: u32, shared: Option<u64>, incarnation: u32, recoverable: bool, attack: AttackTargets) {
-    ID.store(id as i32, Ordering::SeqCst);
-    INCARNATION.store(incarnation, Ordering::SeqCst);
-    RECOVERABLE.store(recoverable, Ordering::SeqCst);
-    SHARED.store(shared.unwrap_or(0), Ordering::SeqCst);
-    ATTACK_TARGETS.call_once(|| attack);
+pub(crate) fn init(args: &questv_abi::boot::SandboxArgs) {
+    ID.store(args.sandbox as i32, Ordering::SeqCst);
+    INCARNATION.store(args.incarnation, Ordering::SeqCst);
+    RECOVERABLE.store(args.recovery.is_some(), Ordering::SeqCst);
+    SHARED.store(args.shared, Ordering::SeqCst);
+    if let Some(attack) = args.attack {
+        ATTACK_TARGETS.call_once(|| attack);
+    }
 }
 
 /// The sandbox number when this kernel runs as a VT sandbox.
@@ -66,8 +64,8 @@ pub fn channel_resets(base: u64) -> Option<&'static core::sync::atomic::AtomicU3
     }
 }
 
-pub fn attack_targets() -> AttackTargets {
-    ATTACK_TARGETS.get().copied().unwrap_or_default()
+pub fn attack_targets() -> Option<AttackTargets> {
+    ATTACK_TARGETS.get().copied()
 }
 
 /// Timer tick: tell the monitor's watchdog this sandbox makes progress.

@@ -102,7 +102,7 @@ fn interrupt_handler(frame: &mut TrapFrame) {
             sched::schedule(frame, Reason::Reschedule);
         }
         crate::channel::endpoint::VECTOR_CHANNEL => lapic::eoi(),
-        questv_vmx::hypercall::TAKEOVER_VECTOR => {
+        questv_abi::hypercall::TAKEOVER_VECTOR => {
             crate::net::stack::takeover_interrupt();
             sched::schedule(frame, Reason::Reschedule);
         }

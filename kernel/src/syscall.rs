@@ -135,7 +135,7 @@ fn state_save(buf: u64, len: u64) -> i64 {
         None => return -ESRCH,
     }
     if crate::sandbox::id().is_some() {
-        crate::sandbox::checkpoint(questv_vmx::hypercall::SLOT_USER, &data).map_or_else(|e| e, |()| 0)
+        crate::sandbox::checkpoint(questv_abi::hypercall::SLOT_USER, &data).map_or_else(|e| e, |()| 0)
     } else {
         *SMP_STATE.lock() = data;
         0
@@ -146,7 +146,7 @@ fn state_save(buf: u64, len: u64) -> i64 {
 fn state_load(buf: u64, len: u64) -> i64 {
     let kept = if crate::sandbox::id().is_some() {
         let mut b = alloc::vec![0u8; questv_libc_shim::state::MAX];
-        match crate::sandbox::restore(questv_vmx::hypercall::SLOT_USER, &mut b) {
+        match crate::sandbox::restore(questv_abi::hypercall::SLOT_USER, &mut b) {
             Ok(n) => {
                 b.truncate(n.min(b.len()));
                 b

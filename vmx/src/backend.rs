@@ -2,13 +2,11 @@
 //! the current exit, dispatched to that backend. The policy (kernel/src/vt/) is written once against this
 //! module; `intel` (VMX + EPT) and `amd` (SVM + NPT) only translate.
 
-use crate::exit::Exit;
-use crate::guest::Paging;
 use crate::stage2::Format;
 use crate::{amd, intel};
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 
-pub type GuestRegs = questv_arch::regs::Gprs;
+pub use crate::exit::{set_exit_handler, ExitHandler, GuestRegs, GuestState, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
@@ -86,45 +84,6 @@ pub fn arch() -> Arch {
         2 => Arch::Svm,
         _ => panic!("monitor backend used before detect()"),
     }
-}
-
-/// What the policy decided about an exit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Resume the guest where it is.
-    Resume,
-    /// Stop this sandbox for good: the core parks.
-    Park,
-    /// Start the sandbox afresh from the launch state (its memory and second-stage table were rebuilt in place
-    /// by the policy: same root, so the backend only flushes the translations and re-enters at the entry point).
-    Relaunch,
-}
-
-/// The monitor's exit policy.
-pub type ExitHandler = fn(&mut GuestRegs, Exit) -> Verdict;
-static HANDLER: AtomicUsize = AtomicUsize::new(0);
-
-pub fn set_exit_handler(h: ExitHandler) {
-    HANDLER.store(h as usize, Ordering::SeqCst);
-}
-
-/// Called by a backend's exit path with the decoded exit.
-pub(crate) fn handle(regs: &mut GuestRegs, exit: Exit) -> Verdict {
-    let h = HANDLER.load(Ordering::SeqCst);
-    if h == 0 {
-        return Verdict::Park;
-    }
-    // SAFETY: HANDLER only ever stores an ExitHandler (non-zero once set).
-    let f = unsafe { core::mem::transmute::<usize, ExitHandler>(h) };
-    f(regs, exit)
-}
-
-/// Guest registers the VMCS/VMCB holds (the GPRs are in [`GuestRegs`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct GuestState {
-    pub rip: u64,
-    pub rsp: u64,
-    pub paging: Paging,
 }
 
 // Operations on the current exit. Only meaningful inside the exit handler on the exiting core (the VMX

@@ -1,6 +1,13 @@
 //! One vocabulary for VM exits, whichever hardware took them. A backend (`intel::vmcs`, `amd::vmcb`) decodes
 //! its exit reason and qualification into an [`Exit`]; the monitor's policy sees only that. Exit accounting
-//! (`RESULT vmexits`) is by [`ExitKind`], so the same names appear on VMX and SVM.
+//! (`RESULT vmexits`) is by [`ExitKind`], so the same names appear on VMX and SVM. The backends import only
+//! this module: the policy's [`Verdict`] and the set-once slot through which they reach it ([`handle`]).
+#![forbid(unsafe_code)]
+
+use crate::guest::Paging;
+use spin::Once;
+
+pub type GuestRegs = questv_arch::regs::Gprs;
 
 /// An I/O instruction exit, decoded (VMX: exit qualification; SVM: EXITINFO1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +140,40 @@ impl Exit {
             Exit::Other { .. } => ExitKind::Other,
         }
     }
+}
+
+/// What the policy decided about an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Resume the guest where it is.
+    Resume,
+    /// Stop this sandbox for good: the core parks.
+    Park,
+    /// Start the sandbox afresh from the launch state (its memory and second-stage table were rebuilt in place
+    /// by the policy: same root, so the backend only flushes the translations and re-enters at the entry point).
+    Relaunch,
+}
+
+/// The monitor's exit policy.
+pub type ExitHandler = fn(&mut GuestRegs, Exit) -> Verdict;
+static HANDLER: Once<ExitHandler> = Once::new();
+
+/// Install the policy (once; later calls are ignored).
+pub fn set_exit_handler(h: ExitHandler) {
+    HANDLER.call_once(|| h);
+}
+
+/// Called by a backend's exit path with the decoded exit (no policy installed: park).
+pub(crate) fn handle(regs: &mut GuestRegs, exit: Exit) -> Verdict {
+    HANDLER.get().map_or(Verdict::Park, |policy| policy(regs, exit))
+}
+
+/// Guest registers the VMCS/VMCB holds (the GPRs are in [`GuestRegs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GuestState {
+    pub rip: u64,
+    pub rsp: u64,
+    pub paging: Paging,
 }
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
-//! The questv monitor (paper §3.1–3.3): the only VMX-/SVM-root code. One policy over two hardware backends:
+//! The questv monitor (paper §3.1–3.3): the only VMX-/SVM-root code, above the kernel whose services it
+//! uses (Cargo: arch ← kernel ← vmx ← image). One policy over two hardware backends:
 //!
-//! - pure, host-tested parts every backend shares: the hypercall ABI both sides import (`hypercall`), the
-//!   access policy (`policy`), memory partitioning (`partition`), second-stage tables in EPT or NPT format
-//!   (`stage2`), the neutral exit vocabulary (`exit`), and guest page walks / MMIO instruction decoding
-//!   (`guest`);
+//! - pure, host-tested parts every backend shares: the access policy (`policy`), memory partitioning
+//!   (`partition`), second-stage tables in EPT or NPT format (`stage2`), the neutral exit vocabulary (`exit`),
+//!   guest page walks / MMIO instruction decoding (`guest`), recovery decisions (`recovery`) and the boot
+//!   information it builds for each sandbox (`bootinfo`);
 //! - the backends, which set up and enter guests and translate exits: `intel` (VMX + EPT) and `amd`
-//!   (SVM + NPT), chosen at boot from CPUID by `backend`, which also dispatches the per-exit operations.
+//!   (SVM + NPT), chosen at boot from CPUID by `backend`, which also dispatches the per-exit operations;
+//! - the policy that runs the machine (`monitor`, feature `monitor`): layout, launch, hypercalls, faults,
+//!   grants, channels, the shared NIC, written once against `backend`; see docs/vt.md.
 //!
-//! The decisions on exits (layout, hypercalls, faults, grants, channels) are the kernel's `vt` module, written
-//! once against `backend`; see docs/vt.md.
+//! The hypercall ABI and the boot arguments both sides agree on are the `questv-abi` crate.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -16,10 +18,13 @@ extern crate alloc;
 
 pub mod amd;
 pub mod backend;
+pub mod bootinfo;
 pub mod exit;
 pub mod guest;
-pub mod hypercall;
 pub mod intel;
+#[cfg(feature = "monitor")]
+pub mod monitor;
 pub mod partition;
 pub mod policy;
+pub mod recovery;
 pub mod stage2;

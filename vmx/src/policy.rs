@@ -492,7 +492,7 @@ mod tests {
         assert_eq!(icr_value(Ipi { dest_apic: 3, vector: v }), (3 << 32) | (1 << 14) | u64::from(v));
     }
 
-    const CHANNEL_VECTOR: u8 = crate::hypercall::CHANNEL_NOTIFY_VECTOR;
+    const CHANNEL_VECTOR: u8 = questv_abi::hypercall::CHANNEL_NOTIFY_VECTOR;
 
     #[test]
     fn refusals_count_and_stay_bounded() {

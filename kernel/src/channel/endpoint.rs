@@ -19,7 +19,7 @@ use questv_libc_shim::errno::*;
 
 /// Vector of channel notification IPIs (handled by a plain EOI: it only wakes a halted receiver). In the VT
 /// build it is the only vector the monitor lets a sandbox send to another core.
-pub const VECTOR_CHANNEL: u8 = questv_vmx::hypercall::CHANNEL_NOTIFY_VECTOR;
+pub const VECTOR_CHANNEL: u8 = questv_abi::hypercall::CHANNEL_NOTIFY_VECTOR;
 /// Bytes of one channel: two rings, one per direction.
 pub const CHANNEL_BYTES: u64 = (2 * Ring::SIZE as u64).div_ceil(4096) * 4096;
 pub const ETIMEDOUT: i64 = 110;

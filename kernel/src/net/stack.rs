@@ -294,7 +294,7 @@ fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
     let mut neighbors = frame::Neighbors::default();
     if in_sandbox && (switched || crate::sandbox::incarnation() > 0) {
         let mut saved = [0u8; frame::Neighbors::MAX * 10];
-        if let Ok(n) = crate::sandbox::restore(questv_vmx::hypercall::SLOT_NET, &mut saved) {
+        if let Ok(n) = crate::sandbox::restore(questv_abi::hypercall::SLOT_NET, &mut saved) {
             neighbors = frame::Neighbors::decode(&saved[..n.min(saved.len())]);
             for &peer in &neighbors.entries {
                 port.rx.push_back(frame::arp_reply_frame(peer, &ident).to_vec());
@@ -384,7 +384,7 @@ fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
         if core::mem::take(&mut learned) && in_sandbox && crate::sandbox::recoverable() {
             // Only when the table changed and the monitor recovers this sandbox: one hypercall per new peer,
             // none in the steady state (and none at all without recovery: the packet path stays exit-free).
-            let _ = crate::sandbox::checkpoint(questv_vmx::hypercall::SLOT_NET, &neighbors.encode());
+            let _ = crate::sandbox::checkpoint(questv_abi::hypercall::SLOT_NET, &neighbors.encode());
         }
         iface.poll(now(), &mut port, &mut sockets);
         for (k, f) in for_adopted {
@@ -423,7 +423,7 @@ struct Adopted<'a> {
 
 /// Serve every sharer the monitor's info page lists for this sandbox that is not served yet.
 fn adopt_taken_over<'a>(nic: &'a SharedNic, adopted: &mut Vec<Adopted<'a>>, me: usize) {
-    use questv_vmx::hypercall::info;
+    use questv_abi::hypercall::info;
     let (Some(shared), Some(sandbox)) = (crate::sandbox::shared_region(), crate::sandbox::id()) else { return };
     if u64::from(sandbox) >= info::MAX_SANDBOXES {
         return;

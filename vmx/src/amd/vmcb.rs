@@ -15,7 +15,7 @@
 //! known instruction lengths (CPUID, RDMSR/WRMSR, INVD 2 bytes, VMMCALL 3; IN/OUT from EXITINFO2).
 
 use super::caps::{SvmCaps, MSR_VM_HSAVE_PA};
-use crate::backend::GuestState;
+use crate::exit::GuestState;
 use crate::exit::{Exit, IoExit};
 use crate::guest::Paging;
 use core::arch::global_asm;
@@ -332,11 +332,11 @@ pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
         // Any event injected for the last entry has been delivered.
         wr64(c.vmcb, off::EVENT_INJ, 0);
         let exit = decode_exit(c.vmcb);
-        match crate::backend::handle(&mut regs, exit) {
-            crate::backend::Verdict::Resume => {}
+        match crate::exit::handle(&mut regs, exit) {
+            crate::exit::Verdict::Resume => {}
             // The policy stopped this sandbox: park the core (interrupts stay off).
-            crate::backend::Verdict::Park => cpu::halt_forever(),
-            crate::backend::Verdict::Relaunch => {
+            crate::exit::Verdict::Park => cpu::halt_forever(),
+            crate::exit::Verdict::Relaunch => {
                 // Launch state again (the VMCB's guest state, TLB flush of this ASID at the next entry), power-on
                 // registers and FPU.
                 setup(c);

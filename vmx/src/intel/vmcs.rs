@@ -482,15 +482,15 @@ questv_vmexit_entry:
 extern "C" fn questv_vmexit(regs: &mut GuestRegs) -> u64 {
     // SAFETY: we are in the VM-exit path: VMX root with this core's VMCS current.
     let exit = unsafe { decode_exit() };
-    match crate::backend::handle(regs, exit) {
-        crate::backend::Verdict::Resume => 0,
-        crate::backend::Verdict::Park => 1,
-        crate::backend::Verdict::Relaunch => {
+    match crate::exit::handle(regs, exit) {
+        crate::exit::Verdict::Resume => 0,
+        crate::exit::Verdict::Park => 1,
+        crate::exit::Verdict::Relaunch => {
             // SAFETY: VMX root on this core, whose launch configuration is recorded; the policy rebuilt the
             // sandbox's memory and EPT in place.
             let err = unsafe { relaunch() };
             // Only a failed VMLAUNCH comes back: the policy hears of it, the core parks.
-            let _ = crate::backend::handle(&mut GuestRegs::default(), Exit::EntryFailed { detail: err.detail() });
+            let _ = crate::exit::handle(&mut GuestRegs::default(), Exit::EntryFailed { detail: err.detail() });
             1
         }
     }
@@ -589,7 +589,7 @@ extern "C" fn questv_vmresume_failed() {
     // `EntryFailed`, then the stub parks the core.
     // SAFETY: VMRESUME failed with this core's VMCS current: the error field explains why.
     let detail = unsafe { vmread(ro::VM_INSTRUCTION_ERROR) };
-    let _ = crate::backend::handle(&mut GuestRegs::default(), Exit::EntryFailed { detail });
+    let _ = crate::exit::handle(&mut GuestRegs::default(), Exit::EntryFailed { detail });
 }
 
 /// Skip the instruction that caused the current exit.
@@ -664,10 +664,10 @@ pub unsafe fn redirect(rip: u64, rsp: u64, rflags: u64) {
 ///
 /// # Safety
 /// In the VM-exit handler.
-pub unsafe fn guest_state() -> crate::backend::GuestState {
+pub unsafe fn guest_state() -> crate::exit::GuestState {
     // SAFETY: caller is in the exit handler with the VMCS current.
     unsafe {
-        crate::backend::GuestState {
+        crate::exit::GuestState {
             rip: vmread(guest::RIP),
             rsp: vmread(guest::RSP),
             paging: crate::guest::Paging {

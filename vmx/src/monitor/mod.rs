@@ -1,9 +1,9 @@
 //! The VT build's monitor policy (paper §3.1–3.3), written once for both hardware backends: after the SMP
 //! bring-up, carve one memory slice per core, load a pristine copy of this kernel into each slice, give each
 //! its own second-stage table (EPT or NPT), and launch it as that core's sandbox. The root-mode mechanics
-//! (VMX: VMXON/VMCS; SVM: VMCB/VMRUN) and the translation of exits into `questv_vmx::exit::Exit` are the
+//! (VMX: VMXON/VMCS; SVM: VMCB/VMRUN) and the translation of exits into `crate::exit::Exit` are the
 //! `vmx` crate's backends; this module decides layout and policy: what the sandboxes see and may touch (deny
-//! by default: `questv_vmx::policy`), what a hypercall does (ABI: `questv_vmx::hypercall`), and what happens
+//! by default: `crate::policy`), what a hypercall does (ABI: `questv_abi::hypercall`), and what happens
 //! to a sandbox that faults, hangs or attacks (it is stopped and reported; the others carry on). docs/vt.md
 //! has the grant and exit tables.
 //!
@@ -13,9 +13,9 @@
 //! the shared pages and the shared NIC.
 
 use crate::bootinfo::{self, Module};
-use crate::mm::kmem;
-use crate::mm::memmap::Region;
-use crate::{kprintln, result, sched, smp};
+use questv_kernel::mm::kmem;
+use questv_kernel::mm::memmap::Region;
+use questv_kernel::{kprintln, result, sched, smp};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -23,16 +23,16 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use questv_arch::paging::PAGE_SIZE;
 use questv_arch::acpi_madt::Topology;
 use questv_arch::{cpu, lapic, percpu};
-use questv_vmx::amd::vmcb;
+use crate::amd::vmcb;
 use crate::recovery::{self as rec, Component, CrashLoopRule, Decision, History, Policy};
-use questv_vmx::backend::{self, Arch, Caps, GuestRegs, Verdict};
-use questv_vmx::exit::{Exit, ExitKind, IoExit};
-use questv_vmx::guest::{self, Source};
-use questv_vmx::hypercall::{self as hc, info, SHARED_GPA, SHARED_SIZE};
-use questv_vmx::intel::vmcs;
-use questv_vmx::partition::{self, Plan};
-use questv_vmx::policy::{self, Access, ApicWriteVerdict, PortVerdict, RefusalKind, Refusals};
-use questv_vmx::stage2::{MemType, Perms, Stage2};
+use crate::backend::{self, Arch, Caps, GuestRegs, Verdict};
+use crate::exit::{Exit, ExitKind, IoExit};
+use crate::guest::{self, Source};
+use questv_abi::hypercall::{self as hc, info, SHARED_GPA, SHARED_SIZE};
+use crate::intel::vmcs;
+use crate::partition::{self, Plan};
+use crate::policy::{self, Access, ApicWriteVerdict, PortVerdict, RefusalKind, Refusals};
+use crate::stage2::{MemType, Perms, Stage2};
 use backend::{inject_gp, inject_ud, skip_instruction};
 
 mod build;
@@ -218,7 +218,7 @@ fn sandbox_finished(sandbox: u32, status: i32) {
     WORST_STATUS.fetch_max(status, Ordering::SeqCst);
     result!("sandbox_done", "sandbox={} status={}", sandbox, status);
     if FINISHED.fetch_add(1, Ordering::SeqCst) + 1 == SANDBOXES.load(Ordering::SeqCst) {
-        crate::machine::finish(WORST_STATUS.load(Ordering::SeqCst));
+        questv_kernel::machine::finish(WORST_STATUS.load(Ordering::SeqCst));
     }
 }
 
@@ -230,7 +230,7 @@ fn cycles_to_us(c: u64) -> u64 {
 pub struct MonitorOptions<'a> {
     /// The monitor's part of it: `run`, `slice_mib`, `watchdog_ms`, `apic_passthrough`, `nic_sharers`,
     /// `nic_device_mac`, `recovery`.
-    pub cmdline: &'a crate::cmdline::Options<'a>,
+    pub cmdline: &'a questv_kernel::cmdline::Options<'a>,
     pub topology: &'a Topology,
     /// What booted the machine ("bios" or "uefi"), for the boot report.
     pub firmware: &'static str,

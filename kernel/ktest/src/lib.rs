@@ -1,17 +1,20 @@
 //! Commands the kernel runs itself (before userland exists, and as kernel-mode test hooks afterwards):
 //! the boot self-test (scheduler on every CPU, IPIs between all CPUs) and `ktest ...` commands that fault
 //! on purpose or dump firmware tables.
+#![no_std]
 
-use crate::{cmdline, kprintln, result, sched, smp};
+extern crate alloc;
+
+use questv_kernel::{cmdline, kprintln, result, sched, smp};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use questv_arch::percpu::MAX_CPUS;
 use questv_arch::{cpu, lapic, percpu};
 
-use crate::hooks::STATUS_NOT_FOUND;
+use questv_kernel::hooks::STATUS_NOT_FOUND;
 
 /// Install this test layer into the product's hooks (the image's entry point does, before the kernel starts).
 pub fn install() {
-    crate::hooks::install(crate::hooks::TestLayer {
+    questv_kernel::hooks::install(questv_kernel::hooks::TestLayer {
         run: |cmd| cmd.map_or_else(boot_selftest, run_command),
         kernel_exception: kernel_fixup,
         driver_fault,
@@ -99,8 +102,8 @@ fn boot_selftest() -> i32 {
     let expected = smp::cpus_online();
     let sched_ok = sched_test() == expected;
     let ipi_ok = ipi_test();
-    let heap = crate::mm::kmem::heap_free_bytes();
-    result!("memory", "free_frames={} heap_free_bytes={}", crate::mm::kmem::free_frames(), heap);
+    let heap = questv_kernel::mm::kmem::heap_free_bytes();
+    result!("memory", "free_frames={} heap_free_bytes={}", questv_kernel::mm::kmem::free_frames(), heap);
     if sched_ok && ipi_ok {
         0
     } else {
@@ -183,8 +186,8 @@ enum Trigger {
 /// `triple` (a triple fault), `hang` (interrupts off, spinning: the watchdog, needs `watchdog_ms`); with the
 /// prefix `always-` in every incarnation.
 fn inject(kind: &str, target: u32, trigger: Trigger, then: Option<&str>) -> i32 {
-    let run_then = || then.map_or(0, crate::proc::run_command);
-    let Some(sandbox) = crate::sandbox::id() else {
+    let run_then = || then.map_or(0, questv_kernel::proc::run_command);
+    let Some(sandbox) = questv_kernel::sandbox::id() else {
         kprintln!("ktest inject: only meaningful in a VT sandbox");
         return 2;
     };
@@ -202,7 +205,7 @@ fn inject(kind: &str, target: u32, trigger: Trigger, then: Option<&str>) -> i32 
         kprintln!("ktest inject: unknown kind {:?} (one of {:?})", kind, FAULT_KINDS);
         return 2;
     }
-    if sandbox != target || (crate::sandbox::incarnation() > 0 && !always) {
+    if sandbox != target || (questv_kernel::sandbox::incarnation() > 0 && !always) {
         return run_then();
     }
     let kind_index = FAULT_KINDS.iter().position(|&k| k == kind).unwrap_or(0) as u64 | (u64::from(in_driver) << 7);
@@ -241,7 +244,7 @@ fn wait_ms(ms: u64) {
 extern "C" fn inject_thread(arg: u64) -> ! {
     let amount = (arg & !(1 << 63)) >> 8;
     if arg & (1 << 63) != 0 {
-        while crate::net::stack::STATS.rx_icmp.load(Ordering::Acquire) < amount {
+        while questv_kernel::net::stack::STATS.rx_icmp.load(Ordering::Acquire) < amount {
             wait_ms(1);
         }
     } else {
@@ -254,18 +257,18 @@ extern "C" fn inject_thread(arg: u64) -> ! {
 fn inject_now(kind_index: u64) -> i32 {
     if kind_index & (1 << 7) != 0 {
         // Hand it to the driver thread (it faults at its next pass, woken now).
-        crate::net::stack::INJECT_DRIVER_FAULT.store((kind_index & 0x7F) as u32 + 1, Ordering::SeqCst);
-        crate::net::stack::poke();
+        questv_kernel::net::stack::INJECT_DRIVER_FAULT.store((kind_index & 0x7F) as u32 + 1, Ordering::SeqCst);
+        questv_kernel::net::stack::poke();
         return 0;
     }
-    let sandbox = crate::sandbox::id().unwrap_or(0);
+    let sandbox = questv_kernel::sandbox::id().unwrap_or(0);
     let kind = FAULT_KINDS.get(kind_index as usize).copied().unwrap_or("panic");
     result!("inject", "sandbox={} kind={} tsc={}", sandbox, kind, cpu::rdtsc());
     match kind {
         "panic" => panic!("ktest inject: a sandbox kernel panics"),
         // SAFETY: deliberate: an invalid opcode in kernel mode, which the kernel's panic path reports.
         "ud" => unsafe { core::arch::asm!("ud2") },
-        "wild" => forbidden_write(crate::mm::kmem::highest_address()),
+        "wild" => forbidden_write(questv_kernel::mm::kmem::highest_address()),
         "text" => write_own_text(inject_now as *const () as u64),
         // SAFETY: deliberate: an empty IDT turns the breakpoint into a triple fault (a shutdown exit).
         "triple" => unsafe {
@@ -279,7 +282,7 @@ fn inject_now(kind_index: u64) -> i32 {
         "wipe" => {
             let damaged = wipe_channel_with(1);
             result!("inject", "sandbox={} kind=wipe channel_damaged={}", sandbox, u8::from(damaged));
-            forbidden_write(crate::mm::kmem::highest_address());
+            forbidden_write(questv_kernel::mm::kmem::highest_address());
         }
         _ => {
             cpu::disable_interrupts();
@@ -294,8 +297,8 @@ fn inject_now(kind_index: u64) -> i32 {
 
 /// Overwrite the channel this sandbox shares with `peer` (if the monitor lists one) with garbage.
 fn wipe_channel_with(peer: u32) -> bool {
-    use questv_vmx::hypercall::info;
-    let (Some(shared), Some(me)) = (crate::sandbox::shared_region(), crate::sandbox::id()) else { return false };
+    use questv_abi::hypercall::info;
+    let (Some(shared), Some(me)) = (questv_kernel::sandbox::shared_region(), questv_kernel::sandbox::id()) else { return false };
     let key = (me.min(peer), me.max(peer));
     // SAFETY: the directory is the monitor's read-only info page; a listed channel is mapped writable into
     // both its endpoints, this sandbox being one.
@@ -306,7 +309,7 @@ fn wipe_channel_with(peer: u32) -> bool {
             let (a, b) = (core::ptr::read_volatile(e as *const u32), core::ptr::read_volatile((e + 4) as *const u32));
             if (a, b) == key {
                 let base = core::ptr::read_volatile((e + 8) as *const u64);
-                core::ptr::write_bytes(base as *mut u8, 0xA5, crate::channel::endpoint::CHANNEL_BYTES as usize);
+                core::ptr::write_bytes(base as *mut u8, 0xA5, questv_kernel::channel::endpoint::CHANNEL_BYTES as usize);
                 return true;
             }
         }
@@ -321,7 +324,7 @@ fn wipe_channel_with(peer: u32) -> bool {
 /// the monitor's info page (each recovery adds one), so fault i + 1 comes only after fault i was recovered;
 /// when it reaches N each sandbox reports and ends.
 fn campaign(n: u64, seed: u64, then: Option<&str>) -> i32 {
-    if crate::sandbox::id().is_none() {
+    if questv_kernel::sandbox::id().is_none() {
         kprintln!("ktest campaign: only meaningful in a VT sandbox");
         return 2;
     }
@@ -334,21 +337,21 @@ fn campaign(n: u64, seed: u64, then: Option<&str>) -> i32 {
         || loop {
             sched::block();
         },
-        crate::proc::run_command,
+        questv_kernel::proc::run_command,
     )
 }
 
 fn sandbox_count() -> u32 {
-    crate::sandbox::shared_region().map_or(0, |shared| {
+    questv_kernel::sandbox::shared_region().map_or(0, |shared| {
         // SAFETY: the shared info page is mapped read-only in every sandbox; the layout is the ABI's.
-        unsafe { core::ptr::read_volatile((shared + questv_vmx::hypercall::info::SANDBOXES_OFFSET) as *const u32) }
+        unsafe { core::ptr::read_volatile((shared + questv_abi::hypercall::info::SANDBOXES_OFFSET) as *const u32) }
     })
 }
 
 /// Faults recovered so far: the sum of every sandbox's incarnation.
 fn recoveries() -> u64 {
-    use questv_vmx::hypercall::info;
-    let Some(shared) = crate::sandbox::shared_region() else { return 0 };
+    use questv_abi::hypercall::info;
+    let Some(shared) = questv_kernel::sandbox::shared_region() else { return 0 };
     (0..u64::from(sandbox_count()).min(info::MAX_SANDBOXES))
         // SAFETY: as in sandbox_count; each slot is a u32 only the monitor writes.
         .map(|i| u64::from(unsafe { core::ptr::read_volatile((shared + info::INCARNATIONS_OFFSET + 4 * i) as *const u32) }))
@@ -359,24 +362,24 @@ const END_MARK: u64 = u64::MAX;
 
 extern "C" fn campaign_thread(arg: u64) -> ! {
     let (n, seed) = (arg >> 32, arg & 0xFFFF_FFFF);
-    let sandbox = crate::sandbox::id().unwrap_or(0);
+    let sandbox = questv_kernel::sandbox::id().unwrap_or(0);
     let started = cpu::rdtsc();
     let hz = smp::TSC_HZ.load(Ordering::SeqCst).max(1);
-    let exits_before = crate::sandbox::exit_count();
+    let exits_before = questv_kernel::sandbox::exit_count();
     match sandbox {
         0 | 1 => {
             let status = campaign_traffic(sandbox, n, exits_before);
-            crate::sandbox::done(status)
+            questv_kernel::sandbox::done(status)
         }
         _ => {
             let sandboxes = sandbox_count();
             loop {
                 let done = recoveries();
                 if done >= n {
-                    result!("campaign_end", "sandbox={} incarnation={} recoveries={}", sandbox, crate::sandbox::incarnation(), done);
-                    crate::sandbox::done(0)
+                    result!("campaign_end", "sandbox={} incarnation={} recoveries={}", sandbox, questv_kernel::sandbox::incarnation(), done);
+                    questv_kernel::sandbox::done(0)
                 }
-                let (target, kind) = crate::recovery::campaign_fault(seed, done, sandboxes, FAULT_KINDS.len());
+                let (target, kind) = questv_vmx::recovery::campaign_fault(seed, done, sandboxes, FAULT_KINDS.len());
                 // Wait past the monitor's crash-loop window (faults within 2 s of a launch) after this boot.
                 if target == sandbox && cpu::rdtsc() - started > hz * 22 / 10 {
                     result!("campaign_fault", "index={} sandbox={} kind={}", done, sandbox, FAULT_KINDS[kind]);
@@ -391,7 +394,7 @@ extern "C" fn campaign_thread(arg: u64) -> ! {
 /// The bystanders' channel traffic: sandbox 0 sends sequence numbers to 1 as fast as the ring takes them
 /// until the campaign is over, then an end mark with the count; 1 checks every number arrives once, in order.
 fn campaign_traffic(sandbox: u32, n: u64, exits_before: u64) -> i32 {
-    use crate::channel::endpoint;
+    use questv_kernel::channel::endpoint;
     let h = match endpoint::open(1 - sandbox) {
         Ok(h) => h,
         Err(e) => {
@@ -415,7 +418,7 @@ fn campaign_traffic(sandbox: u32, n: u64, exits_before: u64) -> i32 {
         end[..8].copy_from_slice(&END_MARK.to_le_bytes());
         end[8..].copy_from_slice(&seq.to_le_bytes());
         let sent_end = (0..100).any(|_| endpoint::send(h, &end, false).is_ok());
-        let exits = crate::sandbox::exit_count().saturating_sub(exits_before + 1);
+        let exits = questv_kernel::sandbox::exit_count().saturating_sub(exits_before + 1);
         result!("campaign_traffic", "sandbox=0 role=sender sent={} send_failures={} end={} vmexits={}", seq, failures, u8::from(sent_end), exits);
         return i32::from(!sent_end);
     }
@@ -456,7 +459,7 @@ fn campaign_traffic(sandbox: u32, n: u64, exits_before: u64) -> i32 {
             }
         }
     };
-    let exits = crate::sandbox::exit_count().saturating_sub(exits_before + 1);
+    let exits = questv_kernel::sandbox::exit_count().saturating_sub(exits_before + 1);
     result!("campaign_traffic", "sandbox=1 role=receiver received={} lost={} dup={} corrupt={} vmexits={}", received, lost, dup, corrupt, exits);
     if status == 0 && lost == 0 && dup == 0 && corrupt == 0 { 0 } else { 1 }
 }
@@ -501,7 +504,7 @@ extern "C" fn fault_on_ap(_: u64) -> ! {
 /// Print the root ACPI table and the MADT as hex (captured for the host tests in arch/tests/data).
 fn acpidump() -> i32 {
     kprintln!("ktest acpidump: see RESULT acpi lines");
-    crate::acpi_handler::dump();
+    questv_kernel::acpi_handler::dump();
     0
 }
 
@@ -632,10 +635,10 @@ fn outcome(ok: bool) -> &'static str {
 /// `user-vmcall` runs the `uvmcall` program; `forge` prints fake monitor lines and writes COM1 directly.
 fn attack(kind: &str, then: Option<&str>) -> i32 {
     let run_then = |status: i32| match then {
-        Some(cmd) if status == 0 => crate::proc::run_command(cmd),
+        Some(cmd) if status == 0 => questv_kernel::proc::run_command(cmd),
         _ => status,
     };
-    let Some(sandbox) = crate::sandbox::id() else {
+    let Some(sandbox) = questv_kernel::sandbox::id() else {
         kprintln!("ktest attack: only meaningful in a VT sandbox");
         return 2;
     };
@@ -644,17 +647,17 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
     if sandbox != attacker {
         return run_then(0);
     }
-    let t = crate::sandbox::attack_targets();
-    let peer_apic = || crate::sandbox::peer_apic(1).unwrap_or(1);
+    let t = questv_kernel::sandbox::attack_targets();
+    let peer_apic = || questv_kernel::sandbox::peer_apic(1).unwrap_or(1);
     let refused = |name: &str, ok: bool| {
         result!("attack", "kind={} outcome={}", name, outcome(ok));
         run_then(if ok { 0 } else { 1 })
     };
     let target = match kind {
         "channel" => channel_target(),
-        "peer" => t.peer,
-        "monitor" => t.vmcs,
-        "ept" => t.ept,
+        "peer" => t.map(|t| t.peer),
+        "monitor" => t.map(|t| t.vmcs),
+        "ept" => t.map(|t| t.stage2),
         "text" => Some(attack as *const () as u64),
         "vmx" => {
             let ud = vmxoff_refused();
@@ -719,7 +722,7 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
             let checks = [
                 icr_refused(p | (1 << 14) | 14),                                   // exception vector
                 icr_refused(p | (1 << 14) | 0x40),                                 // not the channel vector
-                icr_refused(p | (1 << 14) | u64::from(crate::channel::endpoint::VECTOR_CHANNEL)), // no channel
+                icr_refused(p | (1 << 14) | u64::from(questv_kernel::channel::endpoint::VECTOR_CHANNEL)), // no channel
                 icr_refused((2 << 18) | (1 << 14) | 0x40),                         // broadcast
             ];
             // A storm of refused IPIs changes nothing either.
@@ -752,22 +755,22 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
                 core::hint::spin_loop();
             }
         }
-        "user-vmcall" => return crate::proc::run_command("uvmcall"),
+        "user-vmcall" => return questv_kernel::proc::run_command("uvmcall"),
         "restore-text" => {
             // Have the monitor do the write the second stage forbids: RESTORE a checkpoint over our own kernel
             // text. It must refuse with EFAULT and write nothing, and RESTORE into writable memory still works.
-            use questv_vmx::hypercall as hc;
+            use questv_abi::hypercall as hc;
             let text = attack as *const () as u64;
             let slot = hc::CHECKPOINT_SLOTS - 1;
             let junk = [0xCCu8; 16];
-            let saved = crate::sandbox::checkpoint(slot, &junk).is_ok();
+            let saved = questv_kernel::sandbox::checkpoint(slot, &junk).is_ok();
             // SAFETY: reading 8 bytes of this function's own code (mapped readable).
             let read_text = || unsafe { core::ptr::read_volatile(text as *const u64) };
             let before = read_text();
             let over_text = hc::decode(cpu::vmcall(hc::RESTORE, text, hc::checkpoint_arg(slot, junk.len() as u64)));
             let after = read_text();
             let mut buf = [0u8; 16];
-            let into_data = crate::sandbox::restore(slot, &mut buf);
+            let into_data = questv_kernel::sandbox::restore(slot, &mut buf);
             kprintln!("ktest attack: RESTORE over text at 0x{:x}: {:?}, text {}; into data: {:?}", text, over_text, if before == after { "unchanged" } else { "CHANGED" }, into_data);
             return refused("restore-text", saved && over_text == Err(hc::EFAULT) && before == after && into_data == Ok(16) && buf == junk);
         }
@@ -776,7 +779,7 @@ fn attack(kind: &str, then: Option<&str>) -> i32 {
             // COM1 (its port is refused).
             kprintln!("QUESTV DONE status=0");
             kprintln!("RESULT sandbox_done sandbox=1 status=0");
-            crate::console::write_bytes(b"partial\rQUESTV DONE status=0\n\x1b[2KQUESTV DONE status=0\n");
+            questv_kernel::console::write_bytes(b"partial\rQUESTV DONE status=0\n\x1b[2KQUESTV DONE status=0\n");
             for b in b"\nQUESTV DONE status=0\n" {
                 // SAFETY: deliberate: COM1 belongs to the monitor; the write must be dropped.
                 unsafe { cpu::outb(0x3F8, *b) };
@@ -822,8 +825,8 @@ fn write_own_text(at: u64) {
 
 /// The first channel listed in the shared info page's directory (waiting up to ~10 s for one to appear).
 fn channel_target() -> Option<u64> {
-    use questv_vmx::hypercall::info;
-    let shared = crate::sandbox::shared_region()?;
+    use questv_abi::hypercall::info;
+    let shared = questv_kernel::sandbox::shared_region()?;
     let deadline = cpu::rdtsc() + seconds(10);
     // SAFETY: the shared region is mapped for every sandbox; the directory layout is the ABI's (`info`).
     unsafe {

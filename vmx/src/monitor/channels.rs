@@ -16,7 +16,7 @@ pub(super) struct ChannelRecord {
 }
 
 /// Channels by directory index.
-pub(super) static CHANNELS: crate::sync::IrqSpinlock<Vec<ChannelRecord>> = crate::sync::IrqSpinlock::new(Vec::new());
+pub(super) static CHANNELS: questv_kernel::sync::IrqSpinlock<Vec<ChannelRecord>> = questv_kernel::sync::IrqSpinlock::new(Vec::new());
 pub(super) static SHARED_BASE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Map channel memory at `base` into sandbox `e`'s second stage (tables recorded as that sandbox's).
@@ -28,7 +28,7 @@ pub(super) fn map_channel(pool: &mut MonitorPool, e: u32, base: u64) -> Result<(
     let mut spares = SPARES.lock();
     let reuse = spares.get_mut(e as usize).map(core::mem::take).unwrap_or_default();
     let mut st2 = Stage2::from_root(roots[e as usize], format);
-    let bytes = crate::channel::endpoint::CHANNEL_BYTES;
+    let bytes = questv_kernel::channel::endpoint::CHANNEL_BYTES;
     let mut t = SandboxTables { pool, reuse, used };
     let r = st2.map_range(&mut t, base, base, bytes, Perms::RW, MemType::WriteBack, false).map_err(|_| hc::ENOMEM);
     if let Some(s) = spares.get_mut(e as usize) {
@@ -63,7 +63,7 @@ pub(super) fn channel_open(me: u32, peer: u32) -> Result<u64, i64> {
     }
     let mut pool = POOL.lock();
     let pool = pool.as_mut().ok_or(hc::ENOMEM)?;
-    let pages = crate::channel::endpoint::CHANNEL_BYTES / PAGE_SIZE;
+    let pages = questv_kernel::channel::endpoint::CHANNEL_BYTES / PAGE_SIZE;
     let base = pool.pages(pages).map_err(|_| hc::ENOMEM)?;
     for e in [key.0, key.1] {
         map_channel(pool, e, base)?;
@@ -109,7 +109,7 @@ pub(super) fn reset_channels(chans: &mut [ChannelRecord], sandbox: u32, unmap: b
         // SAFETY: channel memory is monitor memory of this channel; the peer may race with the wipe, which its
         // ring checks (sequence and checksum) turn into an error, never into a wrong message.
         unsafe {
-            core::ptr::write_bytes(c.base as *mut u8, 0, crate::channel::endpoint::CHANNEL_BYTES as usize);
+            core::ptr::write_bytes(c.base as *mut u8, 0, questv_kernel::channel::endpoint::CHANNEL_BYTES as usize);
             let counter = &*((shared + info::CHANNEL_RESETS_OFFSET + 4 * i as u64) as *const AtomicU32);
             counter.fetch_add(1, Ordering::Release);
         }

@@ -1,6 +1,6 @@
 //! What each exit means (docs/vt.md, the exit table): hypercalls, refused port/MSR/APIC accesses, IPIs checked
 //! against the channel policy, CPUID, the console. The backend has already translated the exit into
-//! `questv_vmx::exit::Exit`; nothing here depends on VMX or SVM.
+//! `crate::exit::Exit`; nothing here depends on VMX or SVM.
 
 use super::*;
 

@@ -1,5 +1,4 @@
-//! The one hypercall ABI between a sandbox kernel and its monitor (both sides import this module; nothing
-//! else defines these numbers).
+//! The hypercall ABI between a sandbox kernel and its monitor.
 //!
 //! A hypercall is `VMCALL` executed at CPL 0 with the number in RAX, the first argument in RBX and the second
 //! in RCX; the result comes back in RAX (a negative errno on failure). From CPL 3 the monitor injects #UD and

@@ -3,9 +3,10 @@
 //! deny-by-default permission maps, and the boot information it starts from.
 
 use super::*;
+use questv_abi::boot::{AttackTargets, NicArgs, SandboxArgs};
 
 /// Monitor memory for control structures and channels (see MonitorPool).
-pub(super) static POOL: crate::sync::IrqSpinlock<Option<MonitorPool>> = crate::sync::IrqSpinlock::new(None);
+pub(super) static POOL: questv_kernel::sync::IrqSpinlock<Option<MonitorPool>> = questv_kernel::sync::IrqSpinlock::new(None);
 
 /// Monitor memory for sandbox control structures (second-stage tables, VMXON/VMCS or VMCB pages, permission
 /// maps, exit stacks),
@@ -134,10 +135,10 @@ pub(super) struct RunSettings {
 /// Second-stage table pages of each sandbox, in allocation order (the root first): a rebuild after a
 /// recovery reuses them in the same order, so the root — which the VMCS/VMCB names — stays the same. Lock
 /// order: CHANNELS, then POOL, then TABLES.
-pub(super) static TABLES: crate::sync::IrqSpinlock<Vec<Vec<u64>>> = crate::sync::IrqSpinlock::new(Vec::new());
+pub(super) static TABLES: questv_kernel::sync::IrqSpinlock<Vec<Vec<u64>>> = questv_kernel::sync::IrqSpinlock::new(Vec::new());
 /// Table pages a rebuild no longer needed, per sandbox: channel mappings take them before the pool's (so
 /// repeated recoveries do not drain the monitor pool). Taken after TABLES.
-pub(super) static SPARES: crate::sync::IrqSpinlock<Vec<Vec<u64>>> = crate::sync::IrqSpinlock::new(Vec::new());
+pub(super) static SPARES: questv_kernel::sync::IrqSpinlock<Vec<Vec<u64>>> = questv_kernel::sync::IrqSpinlock::new(Vec::new());
 
 /// Table memory for one sandbox's second stage: reuses its old table pages (zeroed) before taking new ones
 /// from the pool, and records every page it hands out.
@@ -189,7 +190,7 @@ pub(super) fn scrub_slice(s: &partition::Slice) {
 /// Load the pristine kernel and the ramdisk into a scrubbed slice, noting its read-only ranges in the sandbox's
 /// state. Returns the entry point, the read-only kernel ranges and the modules.
 pub(super) fn fill_slice(s: &partition::Slice) -> Result<(u32, Vec<(u64, u64, Perms)>, Vec<Module<'static>>), String> {
-    let kernel = crate::ramdisk::find("kernel").ok_or("no `kernel` module: the runner loads the image twice in VT mode")?;
+    let kernel = questv_kernel::ramdisk::find("kernel").ok_or("no `kernel` module: the runner loads the image twice in VT mode")?;
     let (entry, read_only) = load_kernel(kernel, s.host_base, s.size)?;
     // What the monitor may not write on the sandbox's behalf either (RESTORE).
     state(s.sandbox).read_only = read_only.iter().map(|r| (r.0, r.1)).collect();
@@ -197,8 +198,8 @@ pub(super) fn fill_slice(s: &partition::Slice) -> Result<(u32, Vec<(u64, u64, Pe
     // The ramdisk, minus the kernel itself.
     let mut gpa = top - GUEST_MODULES_FROM_TOP;
     let mut modules = Vec::new();
-    for name in crate::ramdisk::names().filter(|n| *n != "kernel") {
-        let bytes = crate::ramdisk::find(name).unwrap();
+    for name in questv_kernel::ramdisk::names().filter(|n| *n != "kernel") {
+        let bytes = questv_kernel::ramdisk::find(name).unwrap();
         if gpa + bytes.len() as u64 > top - GUEST_MBI_FROM_TOP {
             return Err(String::from("ramdisk too large for the sandbox module area"));
         }
@@ -248,8 +249,6 @@ pub(super) fn build_stage2(s: &partition::Slice, read_only: &[(u64, u64, Perms)]
 /// The sandbox kernel's command line and boot information, written into its slice. Returns the boot
 /// information's guest-physical address.
 pub(super) fn write_boot_info(s: &partition::Slice, b: &BuildInfo, modules: &[Module], stage2_root: u64, incarnation: u32) -> u64 {
-    let tsc = smp::TSC_HZ.load(Ordering::SeqCst);
-    let lapic_hz = smp::lapic_timer_hz();
     let top = s.host_base + s.size;
     // The heartbeat page (HEARTBEAT_GPA) lies in the reserved 0x9F000–0x100000 hole.
     let memory = [
@@ -259,26 +258,26 @@ pub(super) fn write_boot_info(s: &partition::Slice, b: &BuildInfo, modules: &[Mo
         (s.host_base + LOW_ALIAS, s.size - LOW_ALIAS, bootinfo::MEMORY_AVAILABLE),
     ];
     let mbi_gpa = top - GUEST_MBI_FROM_TOP;
-    let mut cmdline = format!("mode=vt sandbox={} shared=0x{:x} tsc_hz={} lapic_hz={}", s.sandbox, SHARED_GPA, tsc, lapic_hz);
-    if incarnation > 0 {
-        cmdline.push_str(&format!(" incarnation={incarnation}"));
-    }
     // Its own policy (the kernel checkpoints its services' state only if it is recovered at all).
     let policy = STATE.get().map_or(Policy::None, |st| st[s.sandbox as usize].lock().policy);
-    if policy != Policy::None {
-        cmdline.push_str(&format!(" recovery={}", policy.name()));
-    }
-    if let Some((j, g)) = nic_role(s.sandbox) {
+    let args = SandboxArgs {
+        sandbox: s.sandbox,
+        shared: SHARED_GPA,
+        tsc_hz: smp::TSC_HZ.load(Ordering::SeqCst),
+        lapic_hz: smp::lapic_timer_hz(),
+        incarnation,
+        recovery: (policy != Policy::None).then(|| policy.name()),
         // After a recovery the NIC is up already: only the first boot of the first sharer initialises it.
-        let init = j == 0 && incarnation == 0;
-        cmdline.push_str(&format!(" nic_mmio=0x{:x} nic_dma=0x{:x} nic_index={} nic_init={}", g.nic.mmio, g.nic.dma, j, u8::from(init)));
-    }
-    if b.attack_test {
+        nic: nic_role(s.sandbox).map(|(j, g)| NicArgs { mmio: g.nic.mmio, dma: g.nic.dma, index: j as u64, init: j == 0 && incarnation == 0 }),
         // Targets for the attack hook: the next sandbox's slice, this sandbox's control block (monitor
         // memory), its second-stage root.
-        let peer = b.slices[(s.sandbox as usize + 1) % b.slices.len()].host_base;
-        cmdline.push_str(&format!(" peer=0x{:x} vmcs=0x{:x} ept=0x{:x}", peer, b.control_pages[s.sandbox as usize], stage2_root));
-    }
+        attack: b.attack_test.then(|| AttackTargets {
+            peer: b.slices[(s.sandbox as usize + 1) % b.slices.len()].host_base,
+            vmcs: b.control_pages[s.sandbox as usize],
+            stage2: stage2_root,
+        }),
+    };
+    let mut cmdline = format!("mode=vt {args}");
     if let Some(r) = &b.run {
         cmdline.push_str(" run=");
         cmdline.push_str(r);
@@ -304,7 +303,7 @@ pub(super) fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> 
         run: run.map(String::from),
         control_pages,
         // Only a run the test layer claims as an attack test gets monitor addresses to aim at.
-        attack_test: crate::hooks::wants_attack_targets(run),
+        attack_test: questv_kernel::hooks::wants_attack_targets(run),
     };
     let mut all_tables = Vec::new();
     for s in &plan.slices {

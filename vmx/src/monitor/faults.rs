@@ -134,7 +134,7 @@ pub(super) fn take_over(target: u32, j: usize) {
         let id = if lapic::is_x2apic() { smp::apic_id(faulted) } else { faulted };
         let _io = IOAPIC_LOCK.lock();
         let mask = g.mask.fetch_and(!(1u32.checked_shl(id).unwrap_or(0)), Ordering::AcqRel) & !(1u32.checked_shl(id).unwrap_or(0));
-        g.ioapic.route_logical(g.pin, crate::net::VECTOR_NIC, mask as u8, false, g.active_low);
+        g.ioapic.route_logical(g.pin, questv_kernel::net::VECTOR_NIC, mask as u8, false, g.active_low);
     }
     let shared = SHARED_BASE.load(Ordering::SeqCst);
     if u64::from(target) < info::MAX_SANDBOXES {

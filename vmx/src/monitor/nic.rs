@@ -6,7 +6,7 @@ use super::*;
 /// The shared NIC: which sandboxes share it (sharer j = `sharers[j]`) and where it is.
 pub(super) struct NicGrant {
     pub(super) sharers: Vec<u32>,
-    pub(super) nic: crate::net::device::Claimed,
+    pub(super) nic: questv_kernel::net::device::Claimed,
     /// Its I/O APIC entry (for re-routing after a remote recovery) and whether it uses logical delivery.
     pub(super) ioapic: questv_arch::ioapic::IoApic,
     pub(super) pin: u32,
@@ -46,15 +46,15 @@ pub(super) fn nic_grant() -> Option<&'static NicGrant> {
 /// logical destination, edge triggered) — straight into the guests, no exit. The second-stage mappings and the
 /// command-line arguments follow in `prepare`.
 pub(super) fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &str, device_mac: bool, sandboxes: u32, topology: &Topology) -> Result<NicGrant, String> {
-    let sharers = crate::net::parse_sharers(list, sandboxes, questv_drivers::e1000::MAX_SHARERS)?;
+    let sharers = questv_kernel::net::parse_sharers(list, sandboxes, questv_drivers::e1000::MAX_SHARERS)?;
     if sharers.is_empty() {
         return Err(format!("nic={list}: no sandbox named"));
     }
     let ids: Vec<(u64, [u8; 4])> = (0..sharers.len())
         // MAC 0: the initialising sharer fills in the NIC's EEPROM address for everyone.
-        .map(|j| (if device_mac { 0 } else { questv_drivers::e1000::mac_to_u64(crate::net::sharer_mac(j)) }, crate::net::sharer_ip(j)))
+        .map(|j| (if device_mac { 0 } else { questv_drivers::e1000::mac_to_u64(questv_kernel::net::sharer_mac(j)) }, questv_kernel::net::sharer_ip(j)))
         .collect();
-    let nic = crate::net::device::claim(pci, &ids)?;
+    let nic = questv_kernel::net::device::claim(pci, &ids)?;
     // Logical ids: xAPIC flat, bit = core index (set in launch_here); x2APIC cluster 0, bit = APIC id (fixed by
     // the hardware; the I/O APIC's 8-bit destination reaches cluster 0 only).
     let mut mask = 0u32;
@@ -65,18 +65,18 @@ pub(super) fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &
         }
         mask |= 1 << bit;
     }
-    let (gsi, active_low) = crate::net::device::line_to_gsi(topology, nic.irq_line);
-    let (ioapic, pin) = crate::net::device::ioapic_for(topology, gsi)?;
+    let (gsi, active_low) = questv_kernel::net::device::line_to_gsi(topology, nic.irq_line);
+    let (ioapic, pin) = questv_kernel::net::device::ioapic_for(topology, gsi)?;
     // An x2APIC LDR is derived from the APIC id and never 0; Bochs 2.7 leaves it 0 when x2APIC mode is turned
     // on (fixed in later Bochs), so no logical destination ever matches. There the interrupt goes to every core
     // (physical broadcast) and the sandboxes that do not share the NIC acknowledge it and ignore it.
     let ldr_broken = lapic::is_x2apic() && lapic::logical_id() == 0;
     let logical = !ldr_broken;
     let delivery = if ldr_broken {
-        ioapic.route(pin, crate::net::VECTOR_NIC, 0xFF, false, active_low);
+        ioapic.route(pin, questv_kernel::net::VECTOR_NIC, 0xFF, false, active_low);
         "physical_broadcast"
     } else {
-        ioapic.route_logical(pin, crate::net::VECTOR_NIC, mask as u8, false, active_low);
+        ioapic.route_logical(pin, questv_kernel::net::VECTOR_NIC, mask as u8, false, active_low);
         "logical"
     };
     result!(
