@@ -6,9 +6,13 @@
 use crate::cmdline::{self, LogLevel, Options};
 use crate::mm::kmem;
 use crate::mm::memmap::{Area, Region};
-use crate::{kprintln, result, smp};
+use crate::{kprintln, result, sched, smp};
 use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
 use questv_arch::acpi_madt::{self, RootTable, Topology};
+use crate::smp::{load_descriptor_tables, APIC_IDS, CPU_COUNT, ONLINE, TICK_HZ, TIMER_COUNT, VECTOR_TIMER};
+use alloc::boxed::Box;
+use core::sync::atomic::Ordering;
+use questv_arch::percpu::MAX_CPUS;
 use questv_arch::{boot, cpu, ioapic::IoApic, lapic, percpu, trap};
 
 /// The bare machine as [`bring_up`] left it: every CPU online, interrupt controllers masked.
@@ -115,12 +119,12 @@ pub fn bring_up(mbi_phys: u64, build: &'static str) -> Booted {
 
     // Descriptor tables and our own page tables.
     trap::init_idt();
-    smp::load_descriptor_tables();
+    load_descriptor_tables();
     let cr3 = kmem::build_kernel_tables(mem.highest_address.max(4 << 30), trampoline);
     // SAFETY: the new tables identity-map all RAM, the kernel image and MMIO exactly as the boot tables did
     // (minus page 0), so everything in use stays mapped.
     unsafe { cpu::write_cr3(cr3) };
-    crate::sched::set_kernel_cr3(cr3);
+    sched::set_kernel_cr3(cr3);
     kmem::init_page_refs(mem.highest_address);
 
     if let Some(args) = opts.sandbox {
@@ -167,12 +171,12 @@ pub fn bring_up(mbi_phys: u64, build: &'static str) -> Booted {
             if lapic::is_x2apic() { "x2APIC" } else { "xAPIC" }, bsp_apic, gsis
         );
 
-        smp::init_bsp(bsp_apic, None);
+        init_bsp(bsp_apic, None);
         // SAFETY: IDT, GDT/TSS (IST stacks), LAPIC and the scheduler are ready on this CPU.
         unsafe { cpu::enable_interrupts() };
 
         let started = match trampoline {
-            Some(page) => smp::start_aps(&topo.cpu_apic_ids, bsp_apic, cr3, page),
+            Some(page) => start_aps(&topo.cpu_apic_ids, bsp_apic, cr3, page),
             None => {
                 log::error!("no free page below 640 KiB for the AP trampoline: running on the BSP alone");
                 0
@@ -223,7 +227,7 @@ fn boot_sandbox(args: &questv_abi::boot::SandboxArgs, usable_bytes: u64) {
     unsafe { percpu::install(0, apic) };
     let given = (args.tsc_hz != 0 && args.lapic_hz != 0)
         .then_some(questv_arch::timer::Calibration { tsc_hz: args.tsc_hz, lapic_hz: args.lapic_hz });
-    smp::init_bsp(apic, given);
+    init_bsp(apic, given);
     // SAFETY: IDT, GDT/TSS, LAPIC and the scheduler are ready.
     unsafe { cpu::enable_interrupts() };
     result!("sandbox_boot", "sandbox={} apic_id={} apic={} mem_mib={} incarnation={}", args.sandbox, apic,
@@ -240,4 +244,76 @@ fn boot_sandbox(args: &questv_abi::boot::SandboxArgs, usable_bytes: u64) {
 fn early_fail(args: core::fmt::Arguments) -> ! {
     crate::console::print_emergency(format_args!("KERNEL PANIC early boot: {}\n", args));
     cpu::halt_forever()
+}
+
+// CPU bring-up: each CPU's LAPIC, scheduler and timer, and the APs' start (INIT-SIPI-SIPI through the
+// real-mode trampoline).
+
+/// Per-CPU set-up shared by the BSP and the APs once descriptor tables are loaded: LAPIC, scheduler, timer.
+fn init_this_cpu() {
+    trap::init_syscall();
+    lapic::enable();
+    sched::init_cpu();
+    lapic::timer_init_divider();
+    lapic::timer_oneshot(VECTOR_TIMER, TIMER_COUNT.load(Ordering::SeqCst));
+    ONLINE[percpu::cpu_index() as usize].store(true, Ordering::SeqCst);
+}
+
+/// BSP: calibrate the timer (or take the given rates: VT sandboxes get them
+/// from the monitor rather than all driving the one PIT at once), start ticking.
+fn init_bsp(bsp_apic_id: u32, given: Option<questv_arch::timer::Calibration>) {
+    APIC_IDS[0].store(bsp_apic_id, Ordering::SeqCst);
+    let cal = given.unwrap_or_else(questv_arch::timer::calibrate);
+    crate::time::set_tsc_hz(cal.tsc_hz);
+    TIMER_COUNT.store((cal.lapic_hz / TICK_HZ) as u32, Ordering::SeqCst);
+    crate::result!("timer", "lapic_hz={} tsc_hz={} tick_hz={}", cal.lapic_hz * 16, cal.tsc_hz, TICK_HZ);
+    init_this_cpu();
+}
+
+extern "C" fn ap_entry(cpu_index: u64) -> ! {
+    // SAFETY: each AP installs its own index exactly once, first thing.
+    unsafe { percpu::install(cpu_index as u32, APIC_IDS[cpu_index as usize].load(Ordering::SeqCst)) };
+    load_descriptor_tables();
+    init_this_cpu();
+    log::debug!("online, APIC id {}", lapic::id());
+    // Nothing more for the boot context to do: leave the CPU to its threads (the idle thread halts it when
+    // none is ready). Staying around as a halting thread would put every local wake-up behind the next tick.
+    sched::exit()
+}
+
+/// Start every CPU in `apic_ids` except the BSP, one at a time. Returns how many came online.
+fn start_aps(apic_ids: &[u32], bsp_apic_id: u32, cr3: u64, trampoline: u64) -> u32 {
+    let mut started = 0;
+    for &apic_id in apic_ids.iter().filter(|&&id| id != bsp_apic_id) {
+        let index = CPU_COUNT.load(Ordering::SeqCst);
+        if index as usize >= MAX_CPUS {
+            log::warn!("more than {} CPUs; APIC id {} left offline", MAX_CPUS, apic_id);
+            break;
+        }
+        APIC_IDS[index as usize].store(apic_id, Ordering::SeqCst);
+        CPU_COUNT.store(index + 1, Ordering::SeqCst);
+        let stack: &'static mut [u8] = Box::leak(alloc::vec![0u8; sched::KERNEL_STACK_SIZE].into_boxed_slice());
+        // The System V ABI wants a 16-byte aligned stack at the call; a byte vector guarantees no alignment.
+        let top = (stack.as_ptr() as u64 + stack.len() as u64) & !0xF;
+        // SAFETY: the trampoline page is free in the memory map and never handed out (the frame allocator keeps the low 1 MiB; the page is picked below 640 KiB), cr3 is the kernel's PML4 below 4 GiB, and the
+        // previous AP finished reading the parameters (we waited for it to come online).
+        unsafe {
+            questv_arch::boot::install_ap_trampoline(trampoline, cr3, top, ap_entry, u64::from(index));
+        }
+        lapic::start_ap(apic_id, (trampoline >> 12) as u8);
+        let deadline = cpu::rdtsc() + crate::time::tsc_hz() * 2;
+        while !ONLINE[index as usize].load(Ordering::SeqCst) && cpu::rdtsc() < deadline {
+            cpu::pause();
+        }
+        if ONLINE[index as usize].load(Ordering::SeqCst) {
+            started += 1;
+        } else {
+            // It may only be slow, and still reading the trampoline's parameters: writing the next CPU's over
+            // them would start two CPUs on one stack. Leave the rest offline instead.
+            let left = apic_ids.iter().filter(|&&id| id != bsp_apic_id).count() as u32 - started - 1;
+            log::error!("CPU with APIC id {} did not come online in 2 s; {} more CPU(s) left offline", apic_id, left);
+            break;
+        }
+    }
+    started
 }

@@ -12,6 +12,7 @@ pub mod elf;
 pub mod channel;
 pub mod mm;
 pub mod net;
+pub mod time;
 pub mod vcpu;
 
 #[cfg(feature = "image")]
@@ -22,6 +23,8 @@ pub mod sync;
 pub mod sched;
 #[cfg(feature = "image")]
 pub mod smp;
+#[cfg(feature = "image")]
+pub mod irq;
 #[cfg(feature = "image")]
 pub mod boot;
 #[cfg(feature = "image")]

@@ -129,16 +129,9 @@ const TRACE_EVENTS: usize = 4096;
 // The VCPU set's clock is microseconds since boot: exact utilizations and harmonic periods as the user wrote
 // them, and ample resolution for budgets of 100 µs and up.
 fn now_us(tsc: u64) -> u64 {
-    tsc_to_us(tsc)
+    crate::time::cycles_to_us(tsc)
 }
 
-fn us_to_tsc(us: u64) -> u64 {
-    (u128::from(us) * u128::from(crate::smp::TSC_HZ.load(Ordering::Relaxed).max(1_000_000)) / 1_000_000) as u64
-}
-
-fn tsc_to_us(t: u64) -> u64 {
-    (u128::from(t) * 1_000_000 / u128::from(crate::smp::TSC_HZ.load(Ordering::Relaxed).max(1_000_000))) as u64
-}
 
 impl CpuSched {
     fn push_ready(&mut self, mut t: Box<Thread>) {
@@ -320,7 +313,7 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
     let cpu = percpu::cpu_index() as usize;
     let now = questv_arch::cpu::rdtsc();
     // A deadline in microseconds, rounded up to the TSC so the interrupt never comes a hair early.
-    let deadline = |us: Option<u64>| us.map_or(u64::MAX, |us| us_to_tsc(us + 1));
+    let deadline = |us: Option<u64>| us.map_or(u64::MAX, |us| crate::time::us_to_cycles(us + 1));
     let mut guard = SCHED[cpu].lock();
     let Some(s) = guard.as_mut() else {
         drop(guard);

@@ -6,7 +6,6 @@
 use crate::proc::{self, errno::*};
 use crate::{console, sched, smp};
 use alloc::vec;
-use core::sync::atomic::Ordering;
 use questv_arch::paging::{PageFlags, PAGE_SIZE};
 use questv_arch::trap::TrapFrame;
 use questv_arch::{cpu, percpu};
@@ -288,9 +287,6 @@ fn read_timespec(addr: u64) -> Result<(i64, i64), i64> {
     }
 }
 
-fn tsc_hz() -> u128 {
-    u128::from(smp::TSC_HZ.load(Ordering::Relaxed).max(1))
-}
 
 fn nanosleep(req: u64) -> i64 {
     let (sec, nsec) = match read_timespec(req) {
@@ -301,7 +297,7 @@ fn nanosleep(req: u64) -> i64 {
         return -EINVAL;
     }
     let ns = sec as u128 * 1_000_000_000 + nsec as u128;
-    let deadline = u128::from(cpu::rdtsc()) + ns * tsc_hz() / 1_000_000_000;
+    let deadline = u128::from(cpu::rdtsc()) + ns * u128::from(crate::time::tsc_hz()) / 1_000_000_000;
     while u128::from(cpu::rdtsc()) < deadline {
         sched::yield_now();
     }
@@ -313,7 +309,7 @@ fn clock_gettime(clock: u64, ts: u64) -> i64 {
     if !matches!(clock, 0 | 1 | 4) {
         return -EINVAL;
     }
-    let ns = u128::from(cpu::rdtsc()) * 1_000_000_000 / tsc_hz();
+    let ns = u128::from(cpu::rdtsc()) * 1_000_000_000 / u128::from(crate::time::tsc_hz());
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&((ns / 1_000_000_000) as i64).to_le_bytes());
     b[8..].copy_from_slice(&((ns % 1_000_000_000) as i64).to_le_bytes());

@@ -14,6 +14,7 @@ const BUILD: &str = if cfg!(feature = "vt") { "vt" } else { "smp" };
 extern "C" fn questv_bsp_entry(mbi_phys: u64) -> ! {
     // The test layer sits on top of the product: installed here, named by no product module.
     questv_ktest::install();
+    questv_kernel::irq::install();
     let booted = boot::bring_up(mbi_phys, BUILD);
     let Some(machine) = booted.machine else {
         // A sandbox kernel: its monitor owns the machine.

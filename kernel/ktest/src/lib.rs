@@ -5,7 +5,7 @@
 
 extern crate alloc;
 
-use questv_kernel::{cmdline, kprintln, result, sched, smp};
+use questv_kernel::{cmdline, kprintln, result, sched, smp, time};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use questv_arch::percpu::MAX_CPUS;
 use questv_arch::{cpu, lapic, percpu};
@@ -28,7 +28,7 @@ static RAN: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static FINISHED: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 
 fn seconds(n: u64) -> u64 {
-    smp::TSC_HZ.load(Ordering::SeqCst).max(1_000_000) * n
+    time::tsc_hz() * n
 }
 
 /// A thread that spins (never yields) until every test thread on its CPU has started. On a single CPU this
@@ -234,7 +234,7 @@ fn driver_fault(code: u32) {
 }
 
 fn wait_ms(ms: u64) {
-    let until = cpu::rdtsc() + smp::TSC_HZ.load(Ordering::SeqCst) / 1000 * ms;
+    let until = cpu::rdtsc() + time::ms_to_cycles(ms);
     while cpu::rdtsc() < until {
         sched::yield_now();
     }
@@ -364,7 +364,7 @@ extern "C" fn campaign_thread(arg: u64) -> ! {
     let (n, seed) = (arg >> 32, arg & 0xFFFF_FFFF);
     let sandbox = questv_kernel::sandbox::id().unwrap_or(0);
     let started = cpu::rdtsc();
-    let hz = smp::TSC_HZ.load(Ordering::SeqCst).max(1);
+    let hz = time::tsc_hz();
     let exits_before = questv_kernel::sandbox::exit_count();
     match sandbox {
         0 | 1 => {

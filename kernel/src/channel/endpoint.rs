@@ -120,10 +120,6 @@ fn get(h: u32) -> Result<Channel, i64> {
     Ok(*c)
 }
 
-fn ns_to_cycles(ns: u64) -> u64 {
-    (u128::from(ns) * u128::from(smp::TSC_HZ.load(Ordering::Relaxed).max(1)) / 1_000_000_000) as u64
-}
-
 /// Send a `len`-byte message that `fill` writes straight into the ring slot (the system call copies from user
 /// memory). Waits up to SEND_TIMEOUT_NS for a free slot without holding anything; a failing `fill` sends nothing.
 pub fn send_with(h: u32, len: usize, notify: bool, fill: impl FnOnce(&mut [u8]) -> Result<(), i64>) -> Result<(), i64> {
@@ -133,7 +129,7 @@ pub fn send_with(h: u32, len: usize, notify: bool, fill: impl FnOnce(&mut [u8]) 
     }
     let (tx, _) = rings(&c);
     if !tx.has_space() {
-        let deadline = cpu::rdtsc() + ns_to_cycles(SEND_TIMEOUT_NS);
+        let deadline = cpu::rdtsc() + crate::time::ns_to_cycles(SEND_TIMEOUT_NS);
         while !tx.has_space() {
             if cpu::rdtsc() >= deadline {
                 return Err(-ETIMEDOUT);
@@ -179,7 +175,7 @@ pub fn recv_with(h: u32, timeout_ns: u64, wait_ipi: bool, mut deliver: impl FnMu
         }
         // The deadline is computed on the first miss only: a message already waiting costs no clock work.
         let now = cpu::rdtsc();
-        let deadline = *deadline.get_or_insert_with(|| now.saturating_add(ns_to_cycles(timeout_ns)));
+        let deadline = *deadline.get_or_insert_with(|| now.saturating_add(crate::time::ns_to_cycles(timeout_ns)));
         if now >= deadline {
             return Err(-ETIMEDOUT);
         }

@@ -141,8 +141,7 @@ pub fn tick() {
 
 /// Block until the host peer's stop marker arrives (true) or `timeout_ms` passes (false).
 pub fn wait_stop(timeout_ms: u64) -> bool {
-    let hz = crate::smp::TSC_HZ.load(Ordering::Relaxed).max(1_000_000);
-    let deadline = questv_arch::cpu::rdtsc().saturating_add(timeout_ms.saturating_mul(hz / 1000));
+    let deadline = questv_arch::cpu::rdtsc().saturating_add(crate::time::ms_to_cycles(timeout_ms));
     WAIT_DEADLINE.store(deadline, Ordering::Release);
     WAITER.store(sched::current_id() + 1, Ordering::Release);
     while !STATS.stop.load(Ordering::Acquire) && questv_arch::cpu::rdtsc() < deadline {
@@ -153,8 +152,7 @@ pub fn wait_stop(timeout_ms: u64) -> bool {
 }
 
 fn now() -> Instant {
-    let hz = crate::smp::TSC_HZ.load(Ordering::Relaxed).max(1_000_000);
-    Instant::from_micros((u128::from(questv_arch::cpu::rdtsc()) * 1_000_000 / u128::from(hz)) as i64)
+    Instant::from_micros(crate::time::cycles_to_us(questv_arch::cpu::rdtsc()) as i64)
 }
 
 /// smoltcp's view of the NIC: frames this sharer's demultiplexer kept, and transmission into the shared ring.
@@ -266,7 +264,7 @@ fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
     } else {
         // Another sharer programs the NIC; wait (bounded) for it.
         let start = questv_arch::cpu::rdtsc();
-        let hz = crate::smp::TSC_HZ.load(Ordering::Relaxed).max(1_000_000);
+        let hz = crate::time::tsc_hz();
         while control.state.load(Ordering::Acquire) != e1000::STATE_READY {
             if control.state.load(Ordering::Acquire) == e1000::STATE_FAILED || questv_arch::cpu::rdtsc() - start > 30 * hz {
                 crate::result!("net_up", "ok=0 error=\"the sharer that initialises the NIC did not finish\"");

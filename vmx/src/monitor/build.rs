@@ -263,7 +263,7 @@ pub(super) fn write_boot_info(s: &partition::Slice, b: &BuildInfo, modules: &[Mo
     let args = SandboxArgs {
         sandbox: s.sandbox,
         shared: SHARED_GPA,
-        tsc_hz: smp::TSC_HZ.load(Ordering::SeqCst),
+        tsc_hz: time::tsc_hz(),
         lapic_hz: smp::lapic_timer_hz(),
         incarnation,
         recovery: (policy != Policy::None).then(|| policy.name()),

@@ -317,7 +317,7 @@ pub(super) fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
     }
     state(sandbox).exits[exit_kind(&exit).index()] += 1;
     if watchdog_expired(sandbox) {
-        let silent_ms = (cpu::rdtsc() - state(sandbox).progress_tsc) * 1000 / smp::TSC_HZ.load(Ordering::Relaxed).max(1);
+        let silent_ms = time::cycles_to_ms(cpu::rdtsc() - state(sandbox).progress_tsc);
         return stop(sandbox, "watchdog", format_args!("silent_ms={} exit={}", silent_ms, exit_kind(&exit).name()));
     }
     match exit {

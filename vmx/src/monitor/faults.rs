@@ -6,7 +6,7 @@ use super::*;
 
 /// Faults soon after a (re)launch that end the restarts: 3 within 2 s each.
 pub(super) fn crash_loop_rule() -> CrashLoopRule {
-    CrashLoopRule { quick_cycles: 2 * smp::TSC_HZ.load(Ordering::Relaxed).max(1), limit: 3 }
+    CrashLoopRule { quick_cycles: 2 * time::tsc_hz(), limit: 3 }
 }
 
 /// TSC at the start of the exit being handled, per core (the recovery's first timestamp).
@@ -86,7 +86,7 @@ pub(super) fn hand_over(sandbox: u32, j: usize, target: u32) -> bool {
     let want = bit(j as u32);
     TAKEOVER_ACK[target as usize].fetch_and(!want, Ordering::AcqRel);
     TAKEOVER_REQUEST[target as usize].fetch_or(want, Ordering::AcqRel);
-    let hz = smp::TSC_HZ.load(Ordering::Relaxed).max(1);
+    let hz = time::tsc_hz();
     let mut nmis = 0;
     // An NMI that reaches the target core while it is in root mode (handling an exit of its own) is not an
     // exit: send again every millisecond until acknowledged, for at most half a second.

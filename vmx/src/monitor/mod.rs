@@ -15,6 +15,7 @@
 use crate::bootinfo::{self, Module};
 use questv_kernel::mm::kmem;
 use questv_kernel::mm::memmap::Region;
+use questv_kernel::time::{self, cycles_to_us};
 use questv_kernel::{kprintln, result, sched, smp};
 use alloc::format;
 use alloc::string::String;
@@ -222,9 +223,6 @@ fn sandbox_finished(sandbox: u32, status: i32) {
     }
 }
 
-fn cycles_to_us(c: u64) -> u64 {
-    c.saturating_mul(1_000_000) / smp::TSC_HZ.load(Ordering::Relaxed).max(1)
-}
 
 /// What the monitor is asked to do (from the kernel command line and the firmware tables).
 pub struct MonitorOptions<'a> {
@@ -279,8 +277,7 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
         log::warn!("apic=passthrough: sandboxes write their APIC directly; IPIs are NOT filtered (measurement only)");
     }
     let watchdog_ms = opts.cmdline.watchdog_ms.unwrap_or(0);
-    let tsc_hz = smp::TSC_HZ.load(Ordering::SeqCst);
-    let watchdog_cycles = tsc_hz / 1000 * watchdog_ms;
+    let watchdog_cycles = time::ms_to_cycles(watchdog_ms);
     let mut settings = RunSettings { caps, vmx_controls: None, preemption_timer: None };
     match caps {
         Caps::Vmx(_) => {
