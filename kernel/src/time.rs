@@ -66,7 +66,8 @@ mod tests {
         assert_eq!(cycles_to_ms(5_000_000), 2);
         // No overflow at the extremes: u128 intermediate, saturating result.
         assert_eq!(us_to_cycles(u64::MAX), u64::MAX);
-        assert_eq!(cycles_to_ns(u64::MAX), u64::MAX);
+        assert_eq!(ns_to_cycles(u64::MAX), u64::MAX);
+        assert_eq!(cycles_to_ns(u64::MAX), u64::MAX / 5 * 2);
         set_tsc_hz(0);
     }
 }
