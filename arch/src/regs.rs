@@ -1,5 +1,6 @@
 //! The 15 general-purpose registers as the interrupt stubs and the VM-exit stub save them (pushed RAX first, so
 //! R15 is at the lowest address). Shared by the trap frame and the VMX monitor's guest register block.
+#![forbid(unsafe_code)]
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]

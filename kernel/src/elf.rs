@@ -1,6 +1,7 @@
 //! ELF64 program checks: parse with `goblin` and turn a static x86_64 executable into a load plan, refusing
 //! anything malformed or hostile (wrong class/machine/type, dynamic linking, segments outside user space or
 //! overlapping, file ranges outside the file, absurd sizes, an entry point outside executable code).
+#![forbid(unsafe_code)]
 
 use crate::mm::uspace::{USER_BASE, USER_END};
 use alloc::vec::Vec;

@@ -1,6 +1,7 @@
 //! Where a test layer steps into the product. The product calls these entry points; the test layer (`ktest`)
 //! installs itself from the image's entry point (`main.rs`), so no product module names it. Without a test
 //! layer the entry points answer the way a kernel without tests would.
+#![forbid(unsafe_code)]
 
 use questv_arch::trap::TrapFrame;
 use spin::Once;

@@ -1,6 +1,7 @@
 //! The kernel's interrupt vectors, dispatched: the one place that maps a vector to the subsystem that handles
 //! it (timer tick, system call, reschedule, channel notification, NIC, takeover, test IPI). A top layer: the
 //! image's entry installs it into the trap path; nothing in the kernel names it.
+#![forbid(unsafe_code)]
 
 use crate::sched::{self, Reason};
 use crate::smp::{PINGS, TIMER_ARMED, VECTOR_PING, VECTOR_RESCHEDULE, VECTOR_TIMER};

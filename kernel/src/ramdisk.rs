@@ -1,5 +1,6 @@
 //! The initial ramdisk: programs GRUB loaded as multiboot2 modules (`module2 /boot/bin/NAME NAME`), found by
 //! name. The modules' memory is reserved from the frame allocator at boot and never freed.
+#![forbid(unsafe_code)]
 
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -1,6 +1,7 @@
 //! Physical frame allocator: one bit per 4 KiB frame (1 = free) over a caller-provided bitmap, so it works
 //! before the heap exists. Supports single frames, contiguous runs (DMA, heap, VMX regions) and detects
 //! double frees and frees of frames it never owned.
+#![forbid(unsafe_code)]
 
 use super::memmap::{Region, PAGE};
 

@@ -1,6 +1,7 @@
 //! Physical memory map handling: turn the firmware's (possibly unsorted, overlapping) memory map plus the
 //! ranges the kernel must keep (its image, the boot information, the low 1 MiB) into a sorted list of usable,
 //! page-aligned regions. Pure logic without allocation: it runs before the heap exists.
+#![forbid(unsafe_code)]
 
 pub const PAGE: u64 = 4096;
 pub const MAX_REGIONS: usize = 128;

@@ -11,6 +11,7 @@
 //! each writable page read-only + `COW` in both parent and child and takes a reference; a write fault on a COW
 //! page copies it if others still reference it, or simply makes it writable again if it is the last reference.
 //! Teardown drops one reference per mapped page; a page is freed when its count reaches zero.
+#![forbid(unsafe_code)]
 
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -1,6 +1,7 @@
 //! Early demultiplexing (paper §3.6): before a received frame reaches the network stack, each kernel sharing
 //! the NIC decides from the headers alone whether the frame is its own, someone else's, or garbage. Pure,
 //! host-tested, never panics on any input.
+#![forbid(unsafe_code)]
 
 /// Who this kernel is on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

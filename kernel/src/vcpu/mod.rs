@@ -13,6 +13,7 @@
 //! and replenishment are worked out when the caller next calls [`VcpuSet::schedule`], at the exact instants
 //! they happened; the caller only needs an interrupt at [`Decision::next_event`], which is `None` when no
 //! pending event could change the choice.
+#![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod io_server;
