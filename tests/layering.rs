@@ -214,7 +214,8 @@ fn resolve(files: &BTreeSet<String>, base: &str, path: &[&str]) -> Option<String
     }).find(|m| files.contains(m))
 }
 
-/// Which files of the crate under `dir` each file uses: `crate::a::b`, `super::a`, `use crate::{a, b}`,
+/// Which files of the crate under `dir` each file uses: `crate::a::b`, `super::a`, `use crate::{a, b}` (an item
+/// counts as a use of the file that defines it, `crate::item` of the crate root),
 /// `use super::{a, b}`, `use super::*` (the parent) and a parent's `use child::...`. Test modules and a
 /// parent's `mod child;` declarations are not uses.
 fn use_edges(dir: &str) -> BTreeMap<String, BTreeSet<String>> {
@@ -245,15 +246,16 @@ fn use_edges(dir: &str) -> BTreeMap<String, BTreeSet<String>> {
                 let rest = &l[i + prefix.len()..];
                 if let Some(group) = rest.strip_prefix('{') {
                     let group = group.split('}').next().unwrap_or("");
-                    for item in group.split(',') {
+                    for item in group.split(',').filter(|i| !i.trim().is_empty()) {
                         let path: Vec<&str> = item.trim().split("::").map(str::trim).collect();
-                        add(resolve(&files, &base, &path));
+                        add(resolve(&files, &base, &path).or_else(|| Some(base.clone())));
                     }
                 } else if rest.starts_with('*') {
                     add(Some(base.clone()));
                 } else {
                     let path: Vec<&str> = rest.split(|c: char| !is_ident(c) && c != ':').next().unwrap_or("").split("::").collect();
-                    add(resolve(&files, &base, &path).or_else(|| (prefix == "super::").then(|| base.clone())));
+                    // An item, not a module: it is defined in the module the path starts from.
+                    add(resolve(&files, &base, &path).or_else(|| Some(base.clone())));
                 }
             }
         }
