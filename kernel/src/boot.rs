@@ -40,6 +40,37 @@ pub fn bring_up(mbi_phys: u64, build: &'static str) -> Booted {
     // it is identity mapped by the boot page tables.
     let mbi = unsafe { BootInformation::load(mbi_phys as *const BootInformationHeader) }
         .unwrap_or_else(|e| early_fail(format_args!("bad multiboot2 information: {:?}", e)));
+    let opts = console_and_options(&mbi, build);
+    let (mem, trampoline) = memory(&mbi);
+    let firmware = if mbi.efi_memory_map_tag().is_some() || mbi.efi_sdt64_tag().is_some() { "uefi" } else { "bios" };
+    log::info!("firmware: {firmware}; AP trampoline page: {:x?}", trampoline);
+    let cr3 = own_tables(mem.highest_address, trampoline);
+    if let Some(args) = opts.sandbox {
+        boot_sandbox(&args, mem.usable_bytes);
+        return Booted { opts, machine: None };
+    }
+    let topology = topology(&mbi);
+    let bsp_apic = interrupt_controllers(&topology);
+    init_bsp(bsp_apic, None);
+    // SAFETY: IDT, GDT/TSS (IST stacks), LAPIC and the scheduler are ready on this CPU.
+    unsafe { cpu::enable_interrupts() };
+    let started = match trampoline {
+        Some(page) => start_aps(&topology.cpu_apic_ids, bsp_apic, cr3, page),
+        None => {
+            log::error!("no free page below 640 KiB for the AP trampoline: running on the BSP alone");
+            0
+        }
+    };
+    log::info!(
+        "{} of {} application processor(s) started, {} CPU(s) online",
+        started, topology.cpu_apic_ids.len() - 1, smp::cpus_online()
+    );
+    Booted { opts, machine: Some(Machine { topology, firmware, mem_mib: mem.usable_bytes >> 20, trampoline }) }
+}
+
+/// The command line (a sandbox's boot arguments included) and the console it chooses: a VT sandbox prints
+/// through its monitor, which owns COM1, from the first line on.
+fn console_and_options(mbi: &BootInformation, build: &str) -> Options<'static> {
     let cmdline_str = mbi.command_line_tag().and_then(|t| t.cmdline().ok()).unwrap_or("");
     // SAFETY: the boot information stays reserved for good (kmem keeps it), so its command line lives as long
     // as the kernel does.
@@ -52,28 +83,26 @@ pub fn bring_up(mbi_phys: u64, build: &'static str) -> Booted {
         Ok(LogLevel::Debug) => log::LevelFilter::Debug,
         Ok(LogLevel::Trace) => log::LevelFilter::Trace,
     };
-    // A VT sandbox prints through its monitor, which owns COM1 (from the first line on).
-    if let Ok(o) = opts.as_ref() {
-        if let Some(args) = o.sandbox {
-            crate::sandbox::init(&args);
-            crate::console::print_through_monitor();
-        }
+    if let Some(args) = opts.as_ref().ok().and_then(|o| o.sandbox) {
+        crate::sandbox::init(&args);
+        crate::console::print_through_monitor();
     }
     crate::console::init(level);
     trap::set_dump_writer(crate::console::print_emergency);
     kprintln!("questv {} kernel ({} build), command line: {:?}", env!("CARGO_PKG_VERSION"), build, cmdline_str);
-    let opts = match opts {
-        Ok(o) => o,
-        Err(e) => {
-            log::error!("command line: {:?}; using defaults", e);
-            cmdline::parse("").unwrap()
-        }
-    };
+    let opts = opts.unwrap_or_else(|e| {
+        log::error!("command line: {:?}; using defaults", e);
+        cmdline::parse("").unwrap()
+    });
     if let Some(u) = opts.unknown {
         log::warn!("unknown command line option {:?} ignored", u);
     }
+    opts
+}
 
-    // Memory.
+/// The frame allocator and heap from the memory map (every boot module kept), the ramdisk, and the AP
+/// trampoline's page.
+fn memory(mbi: &BootInformation) -> (kmem::MemoryInfo, Option<u64>) {
     let Some(mmap) = mbi.memory_map_tag() else { early_fail(format_args!("no multiboot2 memory map")) };
     // UEFI firmware passes its map entry by entry (OVMF: dozens): room for 256, a warning past that.
     let mut areas = [Area { start: 0, len: 0, usable: false }; 256];
@@ -101,8 +130,6 @@ pub fn bring_up(mbi_phys: u64, build: &'static str) -> Booted {
     let mem = kmem::init(&areas[..n], &keep);
     // The low 1 MiB is never handed out (kmem), so the page stays the trampoline's for good.
     let trampoline = crate::mm::memmap::pick_trampoline(&areas[..n], &keep, boot::AP_TRAMPOLINE_LIMIT);
-    let firmware = if mbi.efi_memory_map_tag().is_some() || mbi.efi_sdt64_tag().is_some() { "uefi" } else { "bios" };
-    log::info!("firmware: {firmware}; AP trampoline page: {:x?}", trampoline);
     let mut files = alloc::vec::Vec::new();
     for m in mbi.module_tags() {
         let name = m.cmdline().unwrap_or("").trim();
@@ -116,77 +143,65 @@ pub fn bring_up(mbi_phys: u64, build: &'static str) -> Booted {
         "memory: {} MiB usable in {} regions, heap {} MiB, highest address 0x{:x}",
         mem.usable_bytes >> 20, mem.regions, mem.heap_bytes >> 20, mem.highest_address
     );
+    (mem, trampoline)
+}
 
-    // Descriptor tables and our own page tables.
+/// Descriptor tables and the kernel's own page tables; returns their root.
+fn own_tables(highest_address: u64, trampoline: Option<u64>) -> u64 {
     trap::init_idt();
     load_descriptor_tables();
-    let cr3 = kmem::build_kernel_tables(mem.highest_address.max(4 << 30), trampoline);
+    let cr3 = kmem::build_kernel_tables(highest_address.max(4 << 30), trampoline);
     // SAFETY: the new tables identity-map all RAM, the kernel image and MMIO exactly as the boot tables did
     // (minus page 0), so everything in use stays mapped.
     unsafe { cpu::write_cr3(cr3) };
     sched::set_kernel_cr3(cr3);
-    kmem::init_page_refs(mem.highest_address);
+    kmem::init_page_refs(highest_address);
+    cr3
+}
 
-    if let Some(args) = opts.sandbox {
-        boot_sandbox(&args, mem.usable_bytes);
-        return Booted { opts, machine: None };
+/// CPUs and I/O APICs from the firmware's ACPI tables.
+fn topology(mbi: &BootInformation) -> Topology {
+    let root = mbi
+        .rsdp_v2_tag()
+        .filter(|t| t.checksum_is_valid() && t.xsdt_address() != 0)
+        .map(|t| RootTable { revision: t.revision(), address: t.xsdt_address() })
+        .or_else(|| {
+            mbi.rsdp_v1_tag()
+                .filter(|t| t.checksum_is_valid())
+                .map(|t| RootTable { revision: 0, address: t.rsdt_address() })
+        })
+        .unwrap_or_else(|| panic!("no ACPI RSDP from the boot loader: cannot find CPUs and I/O APICs"));
+    crate::acpi_handler::set_root(root);
+    let tables = acpi_madt::open_tables(crate::acpi_handler::IdentityMapped, root)
+        .unwrap_or_else(|e| panic!("ACPI: {}", e));
+    let topo = acpi_madt::topology(&tables).unwrap_or_else(|e| panic!("ACPI: {}", e));
+    log::info!(
+        "ACPI: {} CPUs (APIC ids {:?}), {} I/O APIC(s), LAPIC at 0x{:x}",
+        topo.cpu_apic_ids.len(), topo.cpu_apic_ids, topo.io_apics.len(), topo.local_apic_address
+    );
+    topo
+}
+
+/// Legacy PICs off, this CPU's LAPIC on, every I/O APIC input masked; returns the BSP's APIC id.
+fn interrupt_controllers(topo: &Topology) -> u32 {
+    questv_arch::timer::disable_legacy_pic();
+    lapic::select_mode(topo.local_apic_address);
+    lapic::enable();
+    let bsp_apic = lapic::id();
+    // SAFETY: re-install index 0 with the APIC id as the LAPIC reports it (x2APIC ids can exceed 8 bits).
+    unsafe { percpu::install(0, bsp_apic) };
+    let mut gsis = 0;
+    for io in &topo.io_apics {
+        // SAFETY: address from the MADT, inside the uncached 3–4 GiB identity mapping.
+        let ioapic = unsafe { IoApic::new(u64::from(io.address), io.id, io.gsi_base) };
+        ioapic.mask_all();
+        gsis += ioapic.input_count();
     }
-    {
-        // ACPI topology.
-        let root = mbi
-            .rsdp_v2_tag()
-            .filter(|t| t.checksum_is_valid() && t.xsdt_address() != 0)
-            .map(|t| RootTable { revision: t.revision(), address: t.xsdt_address() })
-            .or_else(|| {
-                mbi.rsdp_v1_tag()
-                    .filter(|t| t.checksum_is_valid())
-                    .map(|t| RootTable { revision: 0, address: t.rsdt_address() })
-            })
-            .unwrap_or_else(|| panic!("no ACPI RSDP from the boot loader: cannot find CPUs and I/O APICs"));
-        crate::acpi_handler::set_root(root);
-        let tables = acpi_madt::open_tables(crate::acpi_handler::IdentityMapped, root)
-            .unwrap_or_else(|e| panic!("ACPI: {}", e));
-        let topo = acpi_madt::topology(&tables).unwrap_or_else(|e| panic!("ACPI: {}", e));
-        log::info!(
-            "ACPI: {} CPUs (APIC ids {:?}), {} I/O APIC(s), LAPIC at 0x{:x}",
-            topo.cpu_apic_ids.len(), topo.cpu_apic_ids, topo.io_apics.len(), topo.local_apic_address
-        );
-
-        // Interrupt controllers.
-        questv_arch::timer::disable_legacy_pic();
-        lapic::select_mode(topo.local_apic_address);
-        lapic::enable();
-        let bsp_apic = lapic::id();
-        // SAFETY: re-install index 0 with the APIC id as the LAPIC reports it (x2APIC ids can exceed 8 bits).
-        unsafe { percpu::install(0, bsp_apic) };
-        let mut gsis = 0;
-        for io in &topo.io_apics {
-            // SAFETY: address from the MADT, inside the uncached 3–4 GiB identity mapping.
-            let ioapic = unsafe { IoApic::new(u64::from(io.address), io.id, io.gsi_base) };
-            ioapic.mask_all();
-            gsis += ioapic.input_count();
-        }
-        log::info!(
-            "local APIC in {} mode, BSP APIC id {}; {} I/O APIC input(s) masked",
-            if lapic::is_x2apic() { "x2APIC" } else { "xAPIC" }, bsp_apic, gsis
-        );
-
-        init_bsp(bsp_apic, None);
-        // SAFETY: IDT, GDT/TSS (IST stacks), LAPIC and the scheduler are ready on this CPU.
-        unsafe { cpu::enable_interrupts() };
-
-        let started = match trampoline {
-            Some(page) => start_aps(&topo.cpu_apic_ids, bsp_apic, cr3, page),
-            None => {
-                log::error!("no free page below 640 KiB for the AP trampoline: running on the BSP alone");
-                0
-            }
-        };
-        let online = smp::cpus_online();
-        log::info!("{} of {} application processor(s) started, {} CPU(s) online", started, topo.cpu_apic_ids.len() - 1, online);
-        let machine = Machine { topology: topo, firmware, mem_mib: mem.usable_bytes >> 20, trampoline };
-        Booted { opts, machine: Some(machine) }
-    }
+    log::info!(
+        "local APIC in {} mode, BSP APIC id {}; {} I/O APIC input(s) masked",
+        if lapic::is_x2apic() { "x2APIC" } else { "xAPIC" }, bsp_apic, gsis
+    );
+    bsp_apic
 }
 
 /// The SMP kernel runs the machine: its boot line, the NIC if asked for, then the command.

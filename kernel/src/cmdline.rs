@@ -36,7 +36,7 @@ pub struct Options<'a> {
     /// for backends that deliver only frames addressed to that one MAC (Bochs' `ethmod=socket`); sharers are
     /// then told apart by IPv4 address alone.
     pub nic_device_mac: bool,
-    /// VT monitor: `recovery=restart|none`, for all sandboxes or one entry per sandbox (docs/recovery.md).
+    /// VT monitor: `recovery=none|restart|driver|remote`, for all sandboxes or one entry per sandbox (docs/recovery.md).
     pub recovery: Option<&'a str>,
     /// First option this parser did not understand (reported, not fatal: a typo must not brick a boot).
     pub unknown: Option<&'a str>,

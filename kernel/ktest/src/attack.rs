@@ -129,15 +129,7 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
         "monitor" => t.map(|t| t.vmcs),
         "ept" => t.map(|t| t.stage2),
         "text" => Some(attack as *const () as u64),
-        "vmx" => {
-            let ud = vmxoff_refused();
-            result!("attack", "kind=vmxoff outcome={}", if ud { "ud" } else { "not_contained" });
-            let svm_ud = svm_instructions_refused();
-            result!("attack", "kind=svm_instructions outcome={}", if svm_ud { "ud" } else { "not_contained" });
-            let r = cpu::vmcall(0xDEAD_BEEF, 0x1234, 0) as i64;
-            result!("attack", "kind=vmcall_garbage outcome={}", if r == -38 { "enosys" } else { "not_contained" });
-            return run_then(if ud && svm_ud && r == -38 { 0 } else { 1 });
-        }
+        "vmx" => return run_then(if virtualization_refused() { 0 } else { 1 }),
         "port-reset" => {
             kprintln!("ktest attack: sandbox {} writes the reset ports (0xCF9, 0x64, 0x92)", sandbox);
             // SAFETY: deliberate: without the monitor's I/O bitmap any of these resets the machine.
@@ -149,73 +141,22 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
             result!("attack", "kind=port-reset outcome=not_contained");
             return 1;
         }
-        "pci" => {
-            // SAFETY (block): deliberate PCI configuration accesses (bus 0, device 0 and 1): read the IDs, try to
-            // switch on bus mastering. Refused: reads see all-ones, writes are dropped.
-            let (id, after) = unsafe {
-                cpu::outl(0xCF8, 0x8000_0000);
-                let id = cpu::inl(0xCFC);
-                cpu::outl(0xCF8, 0x8000_0804);
-                cpu::outl(0xCFC, 0x0000_0007);
-                cpu::outl(0xCF8, 0x8000_0804);
-                (id, cpu::inl(0xCFC))
-            };
-            kprintln!("ktest attack: PCI 00:00.0 id=0x{:08x}, 00:01.0 command after write=0x{:08x}", id, after);
-            return refused("pci", id == u32::MAX && after == u32::MAX);
-        }
-        "msr" => {
-            // SAFETY: reading APIC_BASE is allowed and harmless.
-            let apic_base = unsafe { cpu::rdmsr(0x1B) };
-            let checks = [
-                ("mtrr_def_type", wrmsr_refused(0x2FF, 0)),
-                ("apic_base_disable", wrmsr_refused(0x1B, apic_base & !(1 << 11))),
-                ("mc0_status", wrmsr_refused(0x401, 0)),
-                ("microcode_update", wrmsr_refused(0x79, 0)),
-                ("tsc_write", wrmsr_refused(0x10, 0)),
-                ("feature_control_read", rdmsr_refused(0x3A)),
-                ("outside_bitmap_write", wrmsr_refused(0x4000_0000, 0)),
-                ("outside_bitmap_read", rdmsr_refused(0xC001_0000)),
-            ];
-            for (name, ok) in checks {
-                kprintln!("ktest attack: msr {}: {}", name, outcome(ok));
-            }
-            return refused("msr", checks.iter().all(|c| c.1));
-        }
+        "pci" => return refused("pci", pci_refused()),
+        "msr" => return refused("msr", msrs_refused()),
         "icr-nmi" => return refused("icr-nmi", icr_refused((u64::from(peer_apic()) << 32) | (4 << 8) | (1 << 14))),
         "icr-init" => {
             let init = (u64::from(peer_apic()) << 32) | (5 << 8) | (1 << 14) | (1 << 15);
             let all_but_self = (3 << 18) | (5 << 8) | (1 << 14);
             return refused("icr-init", icr_refused(init) && icr_refused(all_but_self));
         }
-        "icr-vector" => {
-            let p = u64::from(peer_apic()) << 32;
-            let checks = [
-                icr_refused(p | (1 << 14) | 14),                                   // exception vector
-                icr_refused(p | (1 << 14) | 0x40),                                 // not the channel vector
-                icr_refused(p | (1 << 14) | u64::from(questv_kernel::channel::endpoint::VECTOR_CHANNEL)), // no channel
-                icr_refused((2 << 18) | (1 << 14) | 0x40),                         // broadcast
-            ];
-            // A storm of refused IPIs changes nothing either.
-            let storm = (0..1000).all(|_| icr_refused(p | (1 << 14) | 0x40));
-            return refused("icr-vector", checks.iter().all(|&c| c) && storm);
-        }
+        "icr-vector" => return refused("icr-vector", ipi_vectors_refused(peer_apic())),
         "apic" => {
-            // xAPIC page writes the monitor must drop: the APIC id, and LINT1 set to deliver NMIs to this core.
+            // xAPIC page writes the monitor must drop (only a trapped xAPIC page can drop them).
             if lapic::is_x2apic() {
                 kprintln!("ktest attack apic: only meaningful with a trapped xAPIC page");
                 return 2;
             }
-            let base = lapic::xapic_base();
-            // SAFETY (block): deliberate writes to this core's own APIC registers; the monitor must drop them.
-            let (id_before, id_after, lint1) = unsafe {
-                let id = (base + 0x20) as *mut u32;
-                let before = core::ptr::read_volatile(id);
-                core::ptr::write_volatile(id, before ^ (0x0F << 24));
-                core::ptr::write_volatile((base + 0x360) as *mut u32, 4 << 8);
-                (before, core::ptr::read_volatile(id), core::ptr::read_volatile((base + 0x360) as *const u32))
-            };
-            kprintln!("ktest attack: APIC id 0x{:x} -> 0x{:x}, LINT1 0x{:x}", id_before, id_after, lint1);
-            return refused("apic", id_after == id_before && (lint1 >> 8) & 7 != 4);
+            return refused("apic", apic_writes_refused());
         }
         "panic" => panic!("ktest attack panic: a sandbox kernel panics"),
         "hang" => {
@@ -226,35 +167,9 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
             }
         }
         "user-vmcall" => return questv_kernel::proc::run_command("uvmcall"),
-        "restore-text" => {
-            // Have the monitor do the write the second stage forbids: RESTORE a checkpoint over our own kernel
-            // text. It must refuse with EFAULT and write nothing, and RESTORE into writable memory still works.
-            use questv_abi::hypercall as hc;
-            let text = attack as *const () as u64;
-            let slot = hc::CHECKPOINT_SLOTS - 1;
-            let junk = [0xCCu8; 16];
-            let saved = questv_kernel::sandbox::checkpoint(slot, &junk).is_ok();
-            // SAFETY: reading 8 bytes of this function's own code (mapped readable).
-            let read_text = || unsafe { core::ptr::read_volatile(text as *const u64) };
-            let before = read_text();
-            let over_text = hc::decode(cpu::vmcall(hc::RESTORE, text, hc::checkpoint_arg(slot, junk.len() as u64)));
-            let after = read_text();
-            let mut buf = [0u8; 16];
-            let into_data = questv_kernel::sandbox::restore(slot, &mut buf);
-            kprintln!("ktest attack: RESTORE over text at 0x{:x}: {:?}, text {}; into data: {:?}", text, over_text, if before == after { "unchanged" } else { "CHANGED" }, into_data);
-            return refused("restore-text", saved && over_text == Err(hc::EFAULT) && before == after && into_data == Ok(16) && buf == junk);
-        }
+        "restore-text" => return refused("restore-text", restore_over_text_refused()),
         "forge" => {
-            // Fake monitor lines through the console hypercall (the monitor prefixes them) and straight to
-            // COM1 (its port is refused).
-            kprintln!("QUESTV DONE status=0");
-            kprintln!("RESULT sandbox_done sandbox=1 status=0");
-            questv_kernel::console::write_bytes(b"partial\rQUESTV DONE status=0\n\x1b[2KQUESTV DONE status=0\n");
-            for b in b"\nQUESTV DONE status=0\n" {
-                // SAFETY: deliberate: COM1 belongs to the monitor; the write must be dropped.
-                unsafe { cpu::outb(0x3F8, *b) };
-            }
-            result!("attack", "kind=forge outcome=attempted");
+            forge_monitor_output();
             return run_then(0);
         }
         _ => {
@@ -274,4 +189,110 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
     }
     result!("attack", "kind={} outcome=not_contained", kind);
     1
+}
+
+/// VMX and SVM instructions are #UD in a sandbox; a garbage hypercall is ENOSYS.
+fn virtualization_refused() -> bool {
+    let ud = vmxoff_refused();
+    result!("attack", "kind=vmxoff outcome={}", if ud { "ud" } else { "not_contained" });
+    let svm_ud = svm_instructions_refused();
+    result!("attack", "kind=svm_instructions outcome={}", if svm_ud { "ud" } else { "not_contained" });
+    let r = cpu::vmcall(0xDEAD_BEEF, 0x1234, 0) as i64;
+    result!("attack", "kind=vmcall_garbage outcome={}", if r == -38 { "enosys" } else { "not_contained" });
+    ud && svm_ud && r == -38
+}
+
+fn pci_refused() -> bool {
+    // SAFETY (block): deliberate PCI configuration accesses (bus 0, device 0 and 1): read the IDs, try to
+    // switch on bus mastering. Refused: reads see all-ones, writes are dropped.
+    let (id, after) = unsafe {
+        cpu::outl(0xCF8, 0x8000_0000);
+        let id = cpu::inl(0xCFC);
+        cpu::outl(0xCF8, 0x8000_0804);
+        cpu::outl(0xCFC, 0x0000_0007);
+        cpu::outl(0xCF8, 0x8000_0804);
+        (id, cpu::inl(0xCFC))
+    };
+    kprintln!("ktest attack: PCI 00:00.0 id=0x{:08x}, 00:01.0 command after write=0x{:08x}", id, after);
+    id == u32::MAX && after == u32::MAX
+}
+
+fn msrs_refused() -> bool {
+    // SAFETY: reading APIC_BASE is allowed and harmless.
+    let apic_base = unsafe { cpu::rdmsr(0x1B) };
+    let checks = [
+        ("mtrr_def_type", wrmsr_refused(0x2FF, 0)),
+        ("apic_base_disable", wrmsr_refused(0x1B, apic_base & !(1 << 11))),
+        ("mc0_status", wrmsr_refused(0x401, 0)),
+        ("microcode_update", wrmsr_refused(0x79, 0)),
+        ("tsc_write", wrmsr_refused(0x10, 0)),
+        ("feature_control_read", rdmsr_refused(0x3A)),
+        ("outside_bitmap_write", wrmsr_refused(0x4000_0000, 0)),
+        ("outside_bitmap_read", rdmsr_refused(0xC001_0000)),
+    ];
+    for (name, ok) in checks {
+        kprintln!("ktest attack: msr {}: {}", name, outcome(ok));
+    }
+    checks.iter().all(|c| c.1)
+}
+
+/// IPIs with any vector but the channel one, to a core without a channel, or broadcast, are refused.
+fn ipi_vectors_refused(peer_apic: u32) -> bool {
+    let p = u64::from(peer_apic) << 32;
+    let checks = [
+        icr_refused(p | (1 << 14) | 14),                                   // exception vector
+        icr_refused(p | (1 << 14) | 0x40),                                 // not the channel vector
+        icr_refused(p | (1 << 14) | u64::from(questv_kernel::channel::endpoint::VECTOR_CHANNEL)), // no channel
+        icr_refused((2 << 18) | (1 << 14) | 0x40),                         // broadcast
+    ];
+    // A storm of refused IPIs changes nothing either.
+    let storm = (0..1000).all(|_| icr_refused(p | (1 << 14) | 0x40));
+    checks.iter().all(|&c| c) && storm
+}
+
+/// The xAPIC page writes the monitor must drop: the APIC id, and LINT1 set to deliver NMIs to this core.
+fn apic_writes_refused() -> bool {
+    let base = lapic::xapic_base();
+    // SAFETY (block): deliberate writes to this core's own APIC registers; the monitor must drop them.
+    let (id_before, id_after, lint1) = unsafe {
+        let id = (base + 0x20) as *mut u32;
+        let before = core::ptr::read_volatile(id);
+        core::ptr::write_volatile(id, before ^ (0x0F << 24));
+        core::ptr::write_volatile((base + 0x360) as *mut u32, 4 << 8);
+        (before, core::ptr::read_volatile(id), core::ptr::read_volatile((base + 0x360) as *const u32))
+    };
+    kprintln!("ktest attack: APIC id 0x{:x} -> 0x{:x}, LINT1 0x{:x}", id_before, id_after, lint1);
+    id_after == id_before && (lint1 >> 8) & 7 != 4
+}
+
+fn restore_over_text_refused() -> bool {
+    // Have the monitor do the write the second stage forbids: RESTORE a checkpoint over our own kernel
+    // text. It must refuse with EFAULT and write nothing, and RESTORE into writable memory still works.
+    use questv_abi::hypercall as hc;
+    let text = attack as *const () as u64;
+    let slot = hc::CHECKPOINT_SLOTS - 1;
+    let junk = [0xCCu8; 16];
+    let saved = questv_kernel::sandbox::checkpoint(slot, &junk).is_ok();
+    // SAFETY: reading 8 bytes of this function's own code (mapped readable).
+    let read_text = || unsafe { core::ptr::read_volatile(text as *const u64) };
+    let before = read_text();
+    let over_text = hc::decode(cpu::vmcall(hc::RESTORE, text, hc::checkpoint_arg(slot, junk.len() as u64)));
+    let after = read_text();
+    let mut buf = [0u8; 16];
+    let into_data = questv_kernel::sandbox::restore(slot, &mut buf);
+    kprintln!("ktest attack: RESTORE over text at 0x{:x}: {:?}, text {}; into data: {:?}", text, over_text, if before == after { "unchanged" } else { "CHANGED" }, into_data);
+    saved && over_text == Err(hc::EFAULT) && before == after && into_data == Ok(16) && buf == junk
+}
+
+fn forge_monitor_output() {
+    // Fake monitor lines through the console hypercall (the monitor prefixes them) and straight to
+    // COM1 (its port is refused).
+    kprintln!("QUESTV DONE status=0");
+    kprintln!("RESULT sandbox_done sandbox=1 status=0");
+    questv_kernel::console::write_bytes(b"partial\rQUESTV DONE status=0\n\x1b[2KQUESTV DONE status=0\n");
+    for b in b"\nQUESTV DONE status=0\n" {
+        // SAFETY: deliberate: COM1 belongs to the monitor; the write must be dropped.
+        unsafe { cpu::outb(0x3F8, *b) };
+    }
+    result!("attack", "kind=forge outcome=attempted");
 }

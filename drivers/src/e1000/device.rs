@@ -1,0 +1,300 @@
+//! The device as a sharer drives it: the descriptor memory ([`DescMem`]) and [`SharedNic`] (bring-up,
+//! receive, transmit) over the shared rings.
+
+use super::regs::{
+    mac_from_u64, mac_to_u64, receive_address, reg, tctl_value, Regs, CTRL_SLU, INT_WANTED, RCTL_BAM,
+    RCTL_EN, RCTL_SECRC, RECEIVE_ADDRESSES,
+};
+use super::ring::{
+    classify_rx, layout, reclaim_tail, rejoin_cursor, ring_distance, Control, RxDesc, RxDrop, RxSlot, TxDesc, Variant,
+    BUF_SIZE, CONSERVATIVE_BATCH, CONTROL_MAGIC, MAX_FRAME, MAX_SHARERS, MIN_FRAME, RX_DD, STATE_FAILED,
+    STATE_INITIALISING, STATE_READY, TX_CMD_EOP, TX_CMD_IFCS, TX_CMD_RS, TX_DD,
+};
+use core::sync::atomic::Ordering;
+
+/// Descriptor rings and buffers in the DMA region, read and written with volatile accesses (the NIC and the
+/// other sharers change them behind the compiler's back).
+pub struct DescMem {
+    base: u64,
+}
+
+impl DescMem {
+    /// # Safety
+    /// `base` is the identity-mapped start of a DMA region of [`layout::REGION`] bytes laid out as in
+    /// [`layout`], mapped read-write for as long as the value is used.
+    pub const unsafe fn new(base: u64) -> DescMem {
+        DescMem { base }
+    }
+
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    pub fn control(&self) -> &Control {
+        // SAFETY: the control block lies at the region's start (constructor contract), is made only of atomics
+        // (any bit pattern is valid), and is at most a page.
+        unsafe { &*((self.base + layout::CONTROL) as *const Control) }
+    }
+
+    pub fn rx_buffer_addr(&self, i: u32) -> u64 {
+        self.base + layout::RX_BUFS + u64::from(i % layout::RX_DESCS) * BUF_SIZE as u64
+    }
+
+    pub fn tx_buffer_addr(&self, i: u32) -> u64 {
+        self.base + layout::TX_BUFS + u64::from(i % layout::TX_DESCS) * BUF_SIZE as u64
+    }
+
+    fn rx_desc_ptr(&self, i: u32) -> *mut RxDesc {
+        (self.base + layout::RX_RING + u64::from(i % layout::RX_DESCS) * 16) as *mut RxDesc
+    }
+
+    fn tx_desc_ptr(&self, i: u32) -> *mut TxDesc {
+        (self.base + layout::TX_RING + u64::from(i % layout::TX_DESCS) * 16) as *mut TxDesc
+    }
+
+    pub fn rx_desc(&self, i: u32) -> RxDesc {
+        // SAFETY: index reduced modulo the ring; the ring is inside the region (constructor contract).
+        unsafe { core::ptr::read_volatile(self.rx_desc_ptr(i)) }
+    }
+
+    pub fn set_rx_desc(&self, i: u32, d: RxDesc) {
+        // SAFETY: as in rx_desc().
+        unsafe { core::ptr::write_volatile(self.rx_desc_ptr(i), d) }
+    }
+
+    pub fn tx_desc(&self, i: u32) -> TxDesc {
+        // SAFETY: as in rx_desc().
+        unsafe { core::ptr::read_volatile(self.tx_desc_ptr(i)) }
+    }
+
+    pub fn set_tx_desc(&self, i: u32, d: TxDesc) {
+        // SAFETY: as in rx_desc().
+        unsafe { core::ptr::write_volatile(self.tx_desc_ptr(i), d) }
+    }
+
+    /// Copy `len` (≤ BUF_SIZE) bytes out of receive buffer `i`.
+    pub fn read_rx_buffer(&self, i: u32, out: &mut [u8]) {
+        let len = out.len().min(BUF_SIZE);
+        // SAFETY: the buffer is BUF_SIZE bytes inside the region; len is clamped to it.
+        unsafe { core::ptr::copy_nonoverlapping(self.rx_buffer_addr(i) as *const u8, out.as_mut_ptr(), len) }
+    }
+
+    /// Copy a frame (≤ BUF_SIZE) into transmit buffer `i`.
+    pub fn write_tx_buffer(&self, i: u32, frame: &[u8]) {
+        let len = frame.len().min(BUF_SIZE);
+        // SAFETY: as in read_rx_buffer().
+        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), self.tx_buffer_addr(i) as *mut u8, len) }
+    }
+}
+
+/// Why a frame was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxError {
+    TooLong,
+    TooShort,
+    RingFull,
+}
+
+/// One sharer's view of a shared NIC: the register window, the DMA region and its own index.
+pub struct SharedNic {
+    pub regs: Regs,
+    pub mem: DescMem,
+    pub index: usize,
+    pub variant: Variant,
+}
+
+impl SharedNic {
+    /// Set the NIC up (the first sharer, or the only one): reset, receive addresses of every sharer, rings,
+    /// receive/transmit on, interrupts unmasked. The control block's `sharers`/`macs` must be filled.
+    pub fn initialise(&self, spin: impl Fn()) -> Result<[u8; 6], &'static str> {
+        let c = self.mem.control();
+        c.state.store(STATE_INITIALISING, Ordering::Release);
+        let eeprom_mac = match self.regs.reset(&spin) {
+            Ok(m) => m,
+            Err(e) => {
+                c.state.store(STATE_FAILED, Ordering::Release);
+                return Err(e);
+            }
+        };
+        let r = &self.regs;
+        r.write(reg::CTRL, r.read(reg::CTRL) | CTRL_SLU);
+        for i in 0..128 {
+            r.write(reg::MTA + 4 * i, 0);
+        }
+        let sharers = (c.sharers.load(Ordering::Acquire) as usize).min(MAX_SHARERS);
+        for slot in 0..RECEIVE_ADDRESSES {
+            let (lo, hi) = match slot.checked_sub(1) {
+                None => receive_address(eeprom_mac),
+                Some(s) if s < sharers => {
+                    // 0: this sharer uses the NIC's own address (the SMP build).
+                    let m = c.macs[s].load(Ordering::Acquire);
+                    if m == 0 {
+                        c.macs[s].store(mac_to_u64(eeprom_mac), Ordering::Release);
+                        receive_address(eeprom_mac)
+                    } else {
+                        receive_address(mac_from_u64(m))
+                    }
+                }
+                Some(_) => (0, 0),
+            };
+            r.write(reg::RAL0 + 8 * slot as u32, lo);
+            r.write(reg::RAH0 + 8 * slot as u32, hi);
+        }
+        for i in 0..layout::RX_DESCS {
+            self.mem.set_rx_desc(i, RxDesc { addr: self.mem.rx_buffer_addr(i), ..RxDesc::default() });
+        }
+        for i in 0..layout::TX_DESCS {
+            // DD set: free for the driver.
+            self.mem.set_tx_desc(i, TxDesc { addr: self.mem.tx_buffer_addr(i), status: TX_DD, ..TxDesc::default() });
+        }
+        for i in 0..MAX_SHARERS {
+            c.rx_cursor[i].store(0, Ordering::Release);
+        }
+        c.live.store((1u32 << sharers) - 1, Ordering::Release);
+        c.tx_next.store(0, Ordering::Release);
+        c.rx_tail.store(layout::RX_DESCS - 1, Ordering::Release);
+        let ring = |off: u64| self.mem.base() + off;
+        r.write(reg::RDBAL, ring(layout::RX_RING) as u32);
+        r.write(reg::RDBAH, (ring(layout::RX_RING) >> 32) as u32);
+        r.write(reg::RDLEN, layout::RX_DESCS * 16);
+        r.write(reg::RDH, 0);
+        r.write(reg::RDT, layout::RX_DESCS - 1);
+        r.write(reg::RDTR, 0);
+        r.write(reg::ITR, 0);
+        r.write(reg::TDBAL, ring(layout::TX_RING) as u32);
+        r.write(reg::TDBAH, (ring(layout::TX_RING) >> 32) as u32);
+        r.write(reg::TDLEN, layout::TX_DESCS * 16);
+        r.write(reg::TDH, 0);
+        r.write(reg::TDT, 0);
+        // IPGT 10, IPGR1 8, IPGR2 6 (the manual's values for copper).
+        r.write(reg::TIPG, 10 | 8 << 10 | 6 << 20);
+        r.write(reg::TCTL, tctl_value());
+        r.write(reg::RCTL, RCTL_EN | RCTL_BAM | RCTL_SECRC);
+        r.write(reg::IMS, INT_WANTED);
+        c.magic.store(CONTROL_MAGIC, Ordering::Release);
+        c.state.store(STATE_READY, Ordering::Release);
+        Ok(eeprom_mac)
+    }
+
+    /// Read every frame the NIC has written past this sharer's cursor: `f(frame)` for whole frames, `bad(why)`
+    /// for slots the driver refuses. Then give fully read descriptors back to the NIC. Returns frames seen.
+    pub fn receive(&self, buf: &mut [u8; BUF_SIZE], mut f: impl FnMut(&[u8]), mut bad: impl FnMut(RxDrop)) -> u32 {
+        let c = self.mem.control();
+        let me = self.index.min(MAX_SHARERS - 1);
+        let mut cursor = c.rx_cursor[me].load(Ordering::Acquire) % layout::RX_DESCS;
+        let mut seen = 0;
+        let limit = match self.variant {
+            Variant::Fast => layout::RX_DESCS - 1,
+            Variant::Conservative => CONSERVATIVE_BATCH,
+        };
+        // At most one lap: a misbehaving device cannot keep us here.
+        for _ in 0..limit {
+            // Never read into the tail the NIC has not been given (the spare descriptor at RDT).
+            if cursor == c.rx_tail.load(Ordering::Acquire) % layout::RX_DESCS {
+                break;
+            }
+            let d = self.mem.rx_desc(cursor);
+            let verdict = match self.variant {
+                Variant::Conservative if d.status & RX_DD != 0 && d.addr != self.mem.rx_buffer_addr(cursor) => {
+                    // Put the slot's own buffer back; the frame (wherever the NIC put it) is lost.
+                    self.mem.set_rx_desc(cursor, RxDesc { addr: self.mem.rx_buffer_addr(cursor), ..d });
+                    RxSlot::Bad(RxDrop::ForeignBuffer)
+                }
+                _ => classify_rx(&d),
+            };
+            match verdict {
+                RxSlot::Empty => break,
+                RxSlot::Frame(len) => {
+                    // The length is checked against the buffer size above; the copy reads only this slot.
+                    self.mem.read_rx_buffer(cursor, &mut buf[..len]);
+                    f(&buf[..len]);
+                }
+                RxSlot::Bad(why) => bad(why),
+            }
+            seen += 1;
+            cursor = (cursor + 1) % layout::RX_DESCS;
+        }
+        if seen > 0 {
+            c.rx_cursor[me].store(cursor, Ordering::Release);
+            self.reclaim();
+        }
+        seen
+    }
+
+    /// Take part in receive reclaim again after this sharer's sandbox was recovered (the NIC is running: it
+    /// is not re-initialised). Returns the cursor it resumes at.
+    pub fn rejoin(&self) -> u32 {
+        let c = self.mem.control();
+        let me = self.index.min(MAX_SHARERS - 1);
+        c.lock(self.index);
+        let tail = c.rx_tail.load(Ordering::Acquire);
+        let own = c.rx_cursor[me].load(Ordering::Acquire);
+        let cursor = rejoin_cursor(tail, c.live_cursors(), own, layout::RX_DESCS);
+        c.rx_cursor[me].store(cursor, Ordering::Release);
+        c.live.fetch_or(1 << me, Ordering::AcqRel);
+        c.unlock();
+        cursor
+    }
+
+    /// Give back the descriptors every live sharer has read (under the control block's lock: RDT must only move
+    /// forward).
+    pub fn reclaim(&self) {
+        let c = self.mem.control();
+        c.lock(self.index);
+        let tail = c.rx_tail.load(Ordering::Acquire);
+        if let Some(new_tail) = reclaim_tail(tail, c.live_cursors(), layout::RX_DESCS) {
+            let mut i = tail;
+            while i != new_tail {
+                self.mem.set_rx_desc(i, RxDesc { addr: self.mem.rx_buffer_addr(i), ..RxDesc::default() });
+                i = (i + 1) % layout::RX_DESCS;
+            }
+            c.rx_tail.store(new_tail, Ordering::Release);
+            c.rx_reclaimed.fetch_add(u64::from(ring_distance(tail, new_tail, layout::RX_DESCS)), Ordering::Relaxed);
+            // Descriptor writes before the tail write that hands them over.
+            core::sync::atomic::fence(Ordering::SeqCst);
+            self.regs.write(reg::RDT, new_tail);
+        }
+        c.unlock();
+    }
+
+    /// Queue one frame (without CRC; the NIC appends it and pads short frames).
+    pub fn transmit(&self, frame: &[u8]) -> Result<(), TxError> {
+        if frame.len() > MAX_FRAME {
+            return Err(TxError::TooLong);
+        }
+        if frame.len() < MIN_FRAME {
+            return Err(TxError::TooShort);
+        }
+        let c = self.mem.control();
+        c.lock(self.index);
+        let i = c.tx_next.load(Ordering::Acquire) % layout::TX_DESCS;
+        let d = self.mem.tx_desc(i);
+        if d.status & TX_DD == 0 {
+            c.tx_full.fetch_add(1, Ordering::Relaxed);
+            c.unlock();
+            return Err(TxError::RingFull);
+        }
+        self.mem.write_tx_buffer(i, frame);
+        self.mem.set_tx_desc(
+            i,
+            TxDesc {
+                addr: self.mem.tx_buffer_addr(i),
+                length: frame.len() as u16,
+                cmd: TX_CMD_EOP | TX_CMD_IFCS | TX_CMD_RS,
+                ..TxDesc::default()
+            },
+        );
+        let next = (i + 1) % layout::TX_DESCS;
+        c.tx_next.store(next, Ordering::Release);
+        core::sync::atomic::fence(Ordering::SeqCst);
+        self.regs.write(reg::TDT, next);
+        c.unlock();
+        Ok(())
+    }
+
+    /// Read (and so clear) the interrupt causes; every sharer does it on every interrupt, so whichever reads
+    /// first lowers the line and each still scans the ring itself.
+    pub fn interrupt_causes(&self) -> u32 {
+        self.regs.read(reg::ICR)
+    }
+}
