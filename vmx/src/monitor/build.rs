@@ -4,6 +4,7 @@
 
 use super::*;
 use questv_abi::boot::{AttackTargets, NicArgs, SandboxArgs};
+use crate::backend::{GuestStart, LaunchConfig, PermissionMaps, RunSettings};
 
 /// Monitor memory for control structures and channels (see MonitorPool).
 pub(super) static POOL: questv_kernel::sync::IrqSpinlock<Option<MonitorPool>> = questv_kernel::sync::IrqSpinlock::new(None);
@@ -92,44 +93,6 @@ pub(super) fn slice_range(host_base: u64, size: u64, gpa: u64, len: u64) -> Opti
     } else {
         None
     }
-}
-
-/// Per-machine permission maps in the backend's format, built from the policy (shared read-only by all cores).
-#[derive(Clone, Copy)]
-pub(super) struct PermissionMaps {
-    pub(super) msr: u64,
-    pub(super) io: u64,
-}
-
-pub(super) fn permission_maps(arch: Arch, pool: &mut MonitorPool) -> Result<PermissionMaps, String> {
-    // SAFETY (block): freshly allocated, zeroed, contiguous monitor pages, in no second-stage table.
-    Ok(match arch {
-        Arch::Vmx => {
-            let (msr, io) = (pool.pages(1)?, pool.pages(2)?);
-            unsafe {
-                policy::build_msr_bitmap(&mut *(msr as *mut [u8; 4096]));
-                policy::build_io_bitmaps(&mut *(io as *mut [u8; 4096]), &mut *((io + PAGE_SIZE) as *mut [u8; 4096]), policy::GRANTED_PORTS);
-            }
-            PermissionMaps { msr, io }
-        }
-        Arch::Svm => {
-            let (msr, io) = (pool.pages(2)?, pool.pages(3)?);
-            unsafe {
-                policy::build_msr_permission_map(&mut *(msr as *mut [u8; 8192]));
-                policy::build_io_permission_map(&mut *(io as *mut [u8; 12288]), policy::GRANTED_PORTS);
-            }
-            PermissionMaps { msr, io }
-        }
-    })
-}
-
-/// Backend settings fixed for the whole run.
-#[derive(Clone, Copy)]
-pub(super) struct RunSettings {
-    pub(super) caps: Caps,
-    /// VMX only: the checked controls and the preemption timer start value (watchdog).
-    pub(super) vmx_controls: Option<vmcs::Controls>,
-    pub(super) preemption_timer: Option<u32>,
 }
 
 /// Second-stage table pages of each sandbox, in allocation order (the root first): a rebuild after a
@@ -287,12 +250,13 @@ pub(super) fn write_boot_info(s: &partition::Slice, b: &BuildInfo, modules: &[Mo
     mbi_gpa
 }
 
-pub(super) fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<Launch>, String> {
-    let arch = settings.caps.arch();
+pub(super) fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<LaunchConfig>, String> {
+    let arch = settings.arch();
     let mut configs = Vec::new();
     let mut pool = MonitorPool::new()?;
     let mut roots = Vec::new();
-    let maps = permission_maps(arch, &mut pool)?;
+    // SAFETY: pool pages are zeroed, contiguous monitor pages, in no second-stage table.
+    let maps = unsafe { PermissionMaps::build(arch, &mut |n| pool.pages(n))? };
     let mut control_pages = Vec::new();
     for _ in &plan.slices {
         control_pages.push(pool.pages(1)?);
@@ -316,40 +280,8 @@ pub(super) fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> 
         let control_page = build.control_pages[s.sandbox as usize];
         roots.push(st2.root());
         let (rax, rbx) = (0x36D7_6289, mbi_gpa as u32);
-        configs.push(match settings.caps {
-            Caps::Vmx(_) => {
-                let stack = pool.pages(4)?;
-                Launch::Vmx(vmcs::LaunchConfig {
-                    vmxon: pool.pages(1)?,
-                    vmcs: control_page,
-                    msr_bitmap: maps.msr,
-                    io_bitmap_a: maps.io,
-                    io_bitmap_b: maps.io + PAGE_SIZE,
-                    eptp: st2.eptp(),
-                    entry,
-                    rax,
-                    rbx,
-                    host_stack_top: stack + 4 * PAGE_SIZE,
-                    host_tr_base: 0,
-                    controls: settings.vmx_controls.expect("VMX controls"),
-                    preemption_timer: settings.preemption_timer,
-                })
-            }
-            Caps::Svm(caps) => Launch::Svm(vmcb::LaunchConfig {
-                vmcb: control_page,
-                host_save_area: pool.pages(1)?,
-                host_state: pool.pages(1)?,
-                msrpm: maps.msr,
-                iopm: maps.io,
-                ncr3: st2.root(),
-                entry,
-                rax,
-                rbx,
-                // Every core has its own TLB; one guest per core needs one ASID.
-                asid: 1,
-                caps,
-            }),
-        });
+        let start = GuestStart { control_page, stage2_root: st2.root(), entry, rax, rbx };
+        configs.push(LaunchConfig::new(&settings, maps, start, &mut |n| pool.pages(n))?);
         log::info!(
             "sandbox {}: {} MiB at host 0x{:x}, entry 0x{:x}, {} module(s), {} read-only kernel page(s)",
             s.sandbox, s.size >> 20, s.host_base, entry, modules.len(),

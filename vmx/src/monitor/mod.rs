@@ -24,13 +24,11 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use questv_arch::paging::PAGE_SIZE;
 use questv_arch::acpi_madt::Topology;
 use questv_arch::{cpu, lapic, percpu};
-use crate::amd::vmcb;
 use crate::recovery::{self as rec, Component, CrashLoopRule, Decision, History, Policy};
-use crate::backend::{self, Arch, Caps, GuestRegs, Verdict};
+use crate::backend::{self, GuestRegs, Verdict};
 use crate::exit::{Exit, ExitKind, IoExit};
 use crate::guest::{self, Source};
 use questv_abi::hypercall::{self as hc, info, SHARED_GPA, SHARED_SIZE};
-use crate::intel::vmcs;
 use crate::partition::{self, Plan};
 use crate::policy::{self, Access, ApicWriteVerdict, PortVerdict, RefusalKind, Refusals};
 use crate::stage2::{MemType, Perms, Stage2};
@@ -64,14 +62,8 @@ fn host_of(host_base: u64, gpa: u64) -> u64 {
     }
 }
 
-/// What each core launches: the backend's configuration for its sandbox.
-#[derive(Clone, Copy)]
-enum Launch {
-    Vmx(vmcs::LaunchConfig),
-    Svm(vmcb::LaunchConfig),
-}
-
-static LAUNCH: spin::Once<Vec<Launch>> = spin::Once::new();
+/// What each core launches.
+static LAUNCH: spin::Once<Vec<backend::LaunchConfig>> = spin::Once::new();
 /// Second-stage roots by sandbox (channels are mapped into them after launch).
 static STAGE2_ROOTS: spin::Once<Vec<u64>> = spin::Once::new();
 
@@ -155,29 +147,10 @@ fn launch_here() -> ! {
         lapic::set_flat_logical_id(1 << cpu_index);
     }
     let launch = LAUNCH.get().expect("no launch plan")[cpu_index as usize];
-    let error = match launch {
-        Launch::Vmx(mut cfg) => {
-            cfg.host_tr_base = smp::tss_base();
-            // SAFETY: vmxon/vmcs/bitmap pages are monitor frames (the bitmaps shared read-only by all cores);
-            // capabilities and controls were checked; interrupts are off and stay off in VMX root.
-            let err = unsafe {
-                match vmcs::enable(cfg.vmxon) {
-                    Ok(()) => vmcs::launch(&cfg),
-                    Err(e) => e,
-                }
-            };
-            format!("{err:?}")
-        }
-        Launch::Svm(cfg) => {
-            // SAFETY: the VMCB, host save area and maps are monitor frames; SVM was checked; interrupts are
-            // off and stay off in the host.
-            let err = unsafe {
-                vmcb::enable(cfg.host_save_area);
-                vmcb::launch(&cfg)
-            };
-            format!("{err:?}")
-        }
-    };
+    // SAFETY: the configuration's pages are monitor frames (the permission maps shared read-only by all cores),
+    // made by `prepare` with this run's checked settings; interrupts are off and stay off in root mode.
+    let err = unsafe { backend::launch(launch, smp::tss_base()) };
+    let error = format!("{err:?}");
     kprintln!("RESULT sandbox_fault sandbox={} reason=launch_failed error={}", cpu_index, error);
     sandbox_finished(cpu_index, 126);
     cpu::halt_forever()
@@ -278,24 +251,15 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
     }
     let watchdog_ms = opts.cmdline.watchdog_ms.unwrap_or(0);
     let watchdog_cycles = time::ms_to_cycles(watchdog_ms);
-    let mut settings = RunSettings { caps, vmx_controls: None, preemption_timer: None };
-    match caps {
-        Caps::Vmx(_) => {
-            let controls = match vmcs::controls(watchdog_ms > 0) {
-                Ok(c) => c,
-                Err(e) => {
-                    kprintln!("VT: this CPU cannot run the monitor's VMCS controls: {:?}", e);
-                    return 3;
-                }
-            };
-            result!("vmcs", "pin=0x{:x} proc=0x{:x} proc2=0x{:x} exit=0x{:x} entry=0x{:x}", controls.pin, controls.proc, controls.proc2, controls.exit, controls.entry);
-            settings.vmx_controls = Some(controls);
-            settings.preemption_timer = (watchdog_ms > 0).then(|| (watchdog_cycles >> vmcs::preemption_timer_rate()).clamp(1, u64::from(u32::MAX)) as u32);
+    let settings = match backend::RunSettings::new(caps, (watchdog_ms > 0).then_some(watchdog_cycles)) {
+        Ok(s) => s,
+        Err(e) => {
+            kprintln!("VT: {}", e);
+            return 3;
         }
-        Caps::Svm(c) => {
-            result!("vmcb", "intercepts=0x{:08x}_{:08x} nested_paging=1 asids={} next_rip_save={}", vmcb::intercept::MISC2, vmcb::intercept::MISC1, c.nasid, u8::from(c.next_rip_save));
-        }
-    }
+    };
+    let (name, setup) = settings.report();
+    result!(name, "{}", setup);
     result!("monitor", "arch={} apic={}", arch.name(), apic.name());
     WATCHDOG_CYCLES.store(watchdog_cycles, Ordering::SeqCst);
 
@@ -391,10 +355,10 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
     backend::set_exit_handler(on_exit);
     questv_arch::trap::IGNORE_STRAY_NMIS.store(true, Ordering::SeqCst);
     // The watchdog: the VMX-preemption timer (armed in each VMCS), or on SVM, which has none, the PIT's NMI.
-    match (arch, watchdog_ms) {
-        (_, 0) => result!("watchdog", "ms=0 mechanism=off"),
-        (Arch::Vmx, _) => result!("watchdog", "ms={} mechanism=preemption_timer timer_value={}", watchdog_ms, settings.preemption_timer.unwrap_or(0)),
-        (Arch::Svm, _) => match arm_watchdog_nmi(opts.topology, watchdog_ms) {
+    match (watchdog_ms, settings.watchdog_timer()) {
+        (0, _) => result!("watchdog", "ms=0 mechanism=off"),
+        (_, Some(timer_value)) => result!("watchdog", "ms={} mechanism=preemption_timer timer_value={}", watchdog_ms, timer_value),
+        (_, None) => match arm_watchdog_nmi(opts.topology, watchdog_ms) {
             Ok(period_us) => result!("watchdog", "ms={} mechanism=pit_nmi period_us={}", watchdog_ms, period_us),
             Err(e) => {
                 kprintln!("VT: cannot arm the watchdog: {}", e);
