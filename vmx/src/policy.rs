@@ -8,6 +8,7 @@
 //!   to ports that can only be hostile (reset, SMI) stop the sandbox.
 //! - IPIs: fixed delivery, physical destination, no shorthand; a vector ≥ 32 to itself, or the channel vector
 //!   to a core it has a channel with.
+#![forbid(unsafe_code)]
 
 use core::ops::RangeInclusive;
 
