@@ -102,14 +102,14 @@ pub struct RunSettings {
 
 #[derive(Clone, Copy)]
 struct VmxSettings {
-    controls: intel::vmcs::Controls,
+    controls: intel::controls::Controls,
     preemption_timer: Option<u32>,
 }
 
 /// Why this CPU cannot run the monitor's settings.
 #[derive(Debug, Clone, Copy)]
 pub enum SettingsError {
-    VmxControls(intel::vmcs::VmxError),
+    VmxControls(intel::VmxError),
 }
 
 impl fmt::Display for SettingsError {
@@ -126,8 +126,8 @@ impl RunSettings {
     pub fn new(caps: Caps, watchdog: Option<u64>) -> Result<RunSettings, SettingsError> {
         let vmx = match caps {
             Caps::Vmx(_) => {
-                let controls = intel::vmcs::controls(watchdog.is_some()).map_err(SettingsError::VmxControls)?;
-                let rate = |cycles: u64| (cycles >> intel::vmcs::preemption_timer_rate()).clamp(1, u64::from(u32::MAX)) as u32;
+                let controls = intel::controls::controls(watchdog.is_some()).map_err(SettingsError::VmxControls)?;
+                let rate = |cycles: u64| (cycles >> intel::controls::preemption_timer_rate()).clamp(1, u64::from(u32::MAX)) as u32;
                 Some(VmxSettings { controls, preemption_timer: watchdog.map(rate) })
             }
             Caps::Svm(_) => None,
@@ -260,7 +260,7 @@ impl LaunchConfig {
 
 /// Why a launch failed, in the backend's own terms.
 pub enum LaunchError {
-    Vmx(intel::vmcs::VmxError),
+    Vmx(intel::VmxError),
     Svm(amd::vmcb::SvmError),
 }
 
@@ -380,7 +380,7 @@ pub fn saved_state_is_monitors(rip: u64) -> bool {
 /// The backend's own name for a raw exit code (for reports of exits the policy has no kind for).
 pub fn raw_exit_name(code: u64) -> &'static str {
     match arch() {
-        Arch::Vmx => intel::vmcs::reason::name(code as u32),
+        Arch::Vmx => intel::reason::name(code as u32),
         Arch::Svm => amd::vmcb::code::name(code),
     }
 }
