@@ -1,10 +1,16 @@
-//! Which hardware runs the monitor, chosen once at boot from CPUID, and the operations the policy performs on
-//! the current exit, dispatched to that backend. The policy (kernel/src/vt/) is written once against this
-//! module; `intel` (VMX + EPT) and `amd` (SVM + NPT) only translate.
+//! Which hardware runs the monitor, chosen once at boot from CPUID; everything the policy needs that differs
+//! between VMX and SVM (the run's checked settings, the permission-map layout, each core's launch
+//! configuration and the launch itself); and the operations the policy performs on the current exit,
+//! dispatched to that backend. The policy (`crate::monitor`) is written once against this module; `intel`
+//! (VMX + EPT) and `amd` (SVM + NPT) only translate.
 
-use crate::stage2::Format;
-use crate::{amd, intel};
+use crate::stage2::{Format, Stage2};
+use crate::{amd, intel, policy};
+use alloc::format;
+use alloc::string::String;
+use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
+use questv_arch::paging::PAGE_SIZE;
 
 pub use crate::exit::{set_exit_handler, ExitHandler, GuestRegs, GuestState, Verdict};
 
@@ -86,6 +92,218 @@ pub fn arch() -> Arch {
     }
 }
 
+/// The backend's settings fixed for the whole run: its capabilities and, on VMX, the checked controls and the
+/// VMX-preemption timer's start value (the watchdog).
+#[derive(Clone, Copy)]
+pub struct RunSettings {
+    caps: Caps,
+    vmx: Option<VmxSettings>,
+}
+
+#[derive(Clone, Copy)]
+struct VmxSettings {
+    controls: intel::controls::Controls,
+    preemption_timer: Option<u32>,
+}
+
+/// Why this CPU cannot run the monitor's settings.
+#[derive(Debug, Clone, Copy)]
+pub enum SettingsError {
+    VmxControls(intel::VmxError),
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            SettingsError::VmxControls(e) => write!(f, "this CPU cannot run the monitor's VMCS controls: {e:?}"),
+        }
+    }
+}
+
+impl RunSettings {
+    /// Check what the monitor needs against this CPU. `watchdog`: the watchdog period in TSC cycles, if on (VMX
+    /// arms the preemption timer for it).
+    pub fn new(caps: Caps, watchdog: Option<u64>) -> Result<RunSettings, SettingsError> {
+        let vmx = match caps {
+            Caps::Vmx(_) => {
+                let controls = intel::controls::controls(watchdog.is_some()).map_err(SettingsError::VmxControls)?;
+                let rate = |cycles: u64| (cycles >> intel::controls::preemption_timer_rate()).clamp(1, u64::from(u32::MAX)) as u32;
+                Some(VmxSettings { controls, preemption_timer: watchdog.map(rate) })
+            }
+            Caps::Svm(_) => None,
+        };
+        Ok(RunSettings { caps, vmx })
+    }
+
+    pub fn arch(&self) -> Arch {
+        self.caps.arch()
+    }
+
+    /// The `RESULT` line that records the hardware set-up: its name and its text.
+    pub fn report(&self) -> (&'static str, String) {
+        match (self.caps, self.vmx) {
+            (Caps::Vmx(_), Some(VmxSettings { controls: c, .. })) => {
+                ("vmcs", format!("pin=0x{:x} proc=0x{:x} proc2=0x{:x} exit=0x{:x} entry=0x{:x}", c.pin, c.proc, c.proc2, c.exit, c.entry))
+            }
+            (Caps::Svm(c), _) => {
+                let (misc2, misc1) = (amd::vmcb::intercept::MISC2, amd::vmcb::intercept::MISC1);
+                ("vmcb", format!("intercepts=0x{misc2:08x}_{misc1:08x} nested_paging=1 asids={} next_rip_save={}", c.nasid, u8::from(c.next_rip_save)))
+            }
+            (Caps::Vmx(_), None) => unreachable!("VMX settings without controls"),
+        }
+    }
+
+    /// The start value of the backend's own watchdog timer, if it has one and the watchdog is on (the
+    /// VMX-preemption timer). SVM has none: the policy needs another tick for the watchdog.
+    pub fn watchdog_timer(&self) -> Option<u32> {
+        self.vmx.and_then(|v| v.preemption_timer)
+    }
+}
+
+/// The policy's MSR and port permissions in the backend's format, shared read-only by every core.
+#[derive(Clone, Copy)]
+pub struct PermissionMaps {
+    msr: u64,
+    io: u64,
+}
+
+impl PermissionMaps {
+    /// Build the maps for `arch` in pages taken from `pages(n)` (VMX: the MSR bitmap, then I/O bitmaps A and B;
+    /// SVM: the 8 KiB MSR permission map, then the 12 KiB I/O permission map).
+    ///
+    /// # Safety
+    /// `pages(n)` returns the address of `n` zeroed, contiguous, identity-mapped pages that belong to the caller
+    /// and that no second-stage table maps.
+    pub unsafe fn build<E>(arch: Arch, pages: &mut impl FnMut(u64) -> Result<u64, E>) -> Result<PermissionMaps, E> {
+        Ok(match arch {
+            Arch::Vmx => {
+                let (msr, io) = (pages(1)?, pages(2)?);
+                // SAFETY: the caller's contract: freshly allocated, zeroed, contiguous pages of ours.
+                unsafe {
+                    policy::build_msr_bitmap(&mut *(msr as *mut [u8; 4096]));
+                    policy::build_io_bitmaps(&mut *(io as *mut [u8; 4096]), &mut *((io + PAGE_SIZE) as *mut [u8; 4096]), policy::GRANTED_PORTS);
+                }
+                PermissionMaps { msr, io }
+            }
+            Arch::Svm => {
+                let (msr, io) = (pages(2)?, pages(3)?);
+                // SAFETY: as above.
+                unsafe {
+                    policy::build_msr_permission_map(&mut *(msr as *mut [u8; 8192]));
+                    policy::build_io_permission_map(&mut *(io as *mut [u8; 12288]), policy::GRANTED_PORTS);
+                }
+                PermissionMaps { msr, io }
+            }
+        })
+    }
+}
+
+/// What the policy decides for one sandbox's start: its control block (the VMCS or VMCB page), the root of its
+/// second stage, and where and with which registers its kernel starts (EAX, EBX: the multiboot2 hand-over).
+pub struct GuestStart {
+    pub control_page: u64,
+    pub stage2_root: u64,
+    pub entry: u32,
+    pub rax: u32,
+    pub rbx: u32,
+}
+
+/// What one core launches: the backend's configuration for its sandbox.
+#[derive(Clone, Copy)]
+pub enum LaunchConfig {
+    Vmx(intel::vmcs::LaunchConfig),
+    Svm(amd::vmcb::LaunchConfig),
+}
+
+impl LaunchConfig {
+    /// One core's configuration. The backend takes the pages only it needs from `pages(n)` (VMX: the exit stack,
+    /// then the VMXON region; SVM: the host save area, then the host-state page).
+    pub fn new<E>(settings: &RunSettings, maps: PermissionMaps, start: GuestStart, pages: &mut impl FnMut(u64) -> Result<u64, E>) -> Result<LaunchConfig, E> {
+        let GuestStart { control_page, stage2_root, entry, rax, rbx } = start;
+        Ok(match (settings.caps, settings.vmx) {
+            (Caps::Vmx(_), Some(vmx)) => {
+                let stack = pages(4)?;
+                LaunchConfig::Vmx(intel::vmcs::LaunchConfig {
+                    vmxon: pages(1)?,
+                    vmcs: control_page,
+                    msr_bitmap: maps.msr,
+                    io_bitmap_a: maps.io,
+                    io_bitmap_b: maps.io + PAGE_SIZE,
+                    eptp: Stage2::from_root(stage2_root, Format::Ept).eptp(),
+                    entry,
+                    rax,
+                    rbx,
+                    host_stack_top: stack + 4 * PAGE_SIZE,
+                    host_tr_base: 0,
+                    controls: vmx.controls,
+                    preemption_timer: vmx.preemption_timer,
+                })
+            }
+            (Caps::Svm(caps), _) => LaunchConfig::Svm(amd::vmcb::LaunchConfig {
+                vmcb: control_page,
+                host_save_area: pages(1)?,
+                host_state: pages(1)?,
+                msrpm: maps.msr,
+                iopm: maps.io,
+                ncr3: stage2_root,
+                entry,
+                rax,
+                rbx,
+                // Every core has its own TLB; one guest per core needs one ASID.
+                asid: 1,
+                caps,
+            }),
+            (Caps::Vmx(_), None) => unreachable!("VMX settings without controls"),
+        })
+    }
+}
+
+/// Why a launch failed, in the backend's own terms.
+pub enum LaunchError {
+    Vmx(intel::VmxError),
+    Svm(amd::vmcb::SvmError),
+}
+
+impl fmt::Debug for LaunchError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            LaunchError::Vmx(e) => fmt::Debug::fmt(e, f),
+            LaunchError::Svm(e) => fmt::Debug::fmt(e, f),
+        }
+    }
+}
+
+/// Enter root mode on the calling core and launch its sandbox. Returns only if that fails. `host_tss`: this
+/// core's TSS base (VMX loads it as the host's at every exit; SVM's VMSAVE/VMLOAD keep TR themselves).
+///
+/// # Safety
+/// `cfg` comes from [`LaunchConfig::new`] with this run's settings; every page in it is a monitor frame,
+/// identity mapped and owned by this core (the permission maps shared read-only by all cores); interrupts are
+/// off and stay off in root mode.
+pub unsafe fn launch(cfg: LaunchConfig, host_tss: u64) -> LaunchError {
+    match cfg {
+        LaunchConfig::Vmx(mut cfg) => {
+            cfg.host_tr_base = host_tss;
+            // SAFETY: the caller's contract; capabilities and controls were checked (RunSettings::new).
+            let err = unsafe {
+                match intel::vmcs::enable(cfg.vmxon) {
+                    Ok(()) => intel::vmcs::launch(&cfg),
+                    Err(e) => e,
+                }
+            };
+            LaunchError::Vmx(err)
+        }
+        LaunchConfig::Svm(cfg) => {
+            // SAFETY: the caller's contract; SVM was checked (detect).
+            let err = unsafe {
+                amd::vmcb::enable(cfg.host_save_area);
+                amd::vmcb::launch(&cfg)
+            };
+            LaunchError::Svm(err)
+        }
+    }
+}
+
 // Operations on the current exit. Only meaningful inside the exit handler on the exiting core (the VMX
 // backend's VMCS is current there; the SVM backend's VMCB is this core's).
 
@@ -162,7 +380,7 @@ pub fn saved_state_is_monitors(rip: u64) -> bool {
 /// The backend's own name for a raw exit code (for reports of exits the policy has no kind for).
 pub fn raw_exit_name(code: u64) -> &'static str {
     match arch() {
-        Arch::Vmx => intel::vmcs::reason::name(code as u32),
+        Arch::Vmx => intel::reason::name(code as u32),
         Arch::Svm => amd::vmcb::code::name(code),
     }
 }

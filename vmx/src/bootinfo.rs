@@ -2,6 +2,8 @@
 //! through exactly the path GRUB uses (the same image, the same entry): command line, memory map of its slice,
 //! and its copies of the ramdisk modules. Pure logic; the host tests parse the result with the `multiboot2`
 //! crate the kernel itself uses.
+// The module has no unsafe code; its test needs some to hand the bytes to the multiboot2 parser.
+#![cfg_attr(not(test), forbid(unsafe_code))]
 
 use alloc::vec::Vec;
 
@@ -67,10 +69,13 @@ mod tests {
         let mem = [(0, 0x9F000, MEMORY_AVAILABLE), (0x9F000, 0x61000, MEMORY_RESERVED), (0x10_0000, 0x5F0_0000, MEMORY_AVAILABLE)];
         let mods = [Module { start: 0x500_0000, end: 0x500_1234, name: "init" }, Module { start: 0x500_2000, end: 0x500_3000, name: "forkwait" }];
         let bytes = build("mode=vt sandbox=2 run=forkwait 10", &mem, &mods);
-        // multiboot2 requires 8-byte alignment.
-        let mut aligned = vec![0u64; bytes.len().div_ceil(8)];
-        // SAFETY (test): copying bytes into a u64 buffer of sufficient size.
-        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), aligned.as_mut_ptr() as *mut u8, bytes.len()) };
+        // multiboot2 requires 8-byte alignment: the bytes in a u64 buffer.
+        let aligned: Vec<u64> = bytes.chunks(8).map(|c| {
+            let mut word = [0u8; 8];
+            word[..c.len()].copy_from_slice(c);
+            u64::from_le_bytes(word)
+        }).collect();
+        // SAFETY (test): `aligned` holds the whole boot information, 8-byte aligned, and outlives `mbi`.
         let mbi = unsafe { BootInformation::load(aligned.as_ptr() as *const BootInformationHeader) }.unwrap();
         assert_eq!(mbi.command_line_tag().unwrap().cmdline().unwrap(), "mode=vt sandbox=2 run=forkwait 10");
         let areas = mbi.memory_map_tag().unwrap().memory_areas();

@@ -5,6 +5,7 @@
 //! Written here rather than taken from a crate: the instruction decoders on crates.io (iced-x86, yaxpeax) are
 //! full disassemblers, far larger than the monitor itself, to recognise the two MOV forms a kernel uses for MMIO.
 //! Anything else is refused, and the monitor stops the sandbox rather than guess.
+#![forbid(unsafe_code)]
 
 /// The guest's paging controls (from the VMCS or VMCB at the exit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -4,6 +4,7 @@
 //! Default slice size: everything left after the shared region, split evenly, rounded down to 2 MiB, capped at
 //! [`DEFAULT_SLICE_CAP`]. Slices are 2 MiB aligned so the EPT can use large pages. The shared region is placed
 //! at the highest suitable address (the paper puts it in high memory).
+#![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
 

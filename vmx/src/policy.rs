@@ -1,5 +1,5 @@
 //! What a sandbox may touch: deny by default, grant by need (docs/vt.md has the table). Pure and host-tested;
-//! the monitor (kernel/src/vt/) applies it on exits and the VMCS set-up builds the bitmaps from it.
+//! the monitor (`crate::monitor`) applies it on exits and the VMCS set-up builds the bitmaps from it.
 //!
 //! - MSRs: a fixed allow list passes through without an exit; every other MSR (and every MSR outside the
 //!   bitmap's two ranges) exits and is refused with #GP, except the two the monitor checks: x2APIC ICR writes
@@ -8,6 +8,7 @@
 //!   to ports that can only be hostile (reset, SMI) stop the sandbox.
 //! - IPIs: fixed delivery, physical destination, no shorthand; a vector ≥ 32 to itself, or the channel vector
 //!   to a core it has a channel with.
+#![forbid(unsafe_code)]
 
 use core::ops::RangeInclusive;
 

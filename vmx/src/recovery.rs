@@ -1,6 +1,7 @@
 //! Recovery policy (paper §3.7, docs/recovery.md): what the monitor does with a sandbox that faulted — pure
 //! logic, host-tested. The mechanics (scrub, reload, second-stage rebuild, channel reset, relaunch) are the
-//! monitor's (`vt/faults.rs`).
+//! monitor's (`monitor/faults.rs`).
+#![forbid(unsafe_code)]
 
 use alloc::format;
 use alloc::string::String;

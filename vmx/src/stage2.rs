@@ -10,6 +10,7 @@
 //!   PWT/PCD for the memory type, PS bit 7, NX bit 63 (effective only with the host's EFER.NXE).
 //!
 //! A table is always walked in the format it was created with ([`Format`]); the two never mix.
+#![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
 use questv_arch::paging::TableMemory;

@@ -7,96 +7,17 @@
 //! writes among them), the VMX-preemption timer when the watchdog is on, and the unconditional ones (INVD,
 //! XSETBV, GETSEC). Not exiting: external interrupts, HLT, CR3 loads/stores, RDTSC, INVLPG, allowed MSRs.
 
-use crate::exit::{Exit, IoExit};
+use super::controls::Controls;
+use super::reason::{self, decode_io_qualification};
+use super::VmxError;
+use crate::exit::Exit;
 use core::arch::{asm, global_asm};
 use questv_arch::cpu;
 use questv_arch::percpu::{self, MAX_CPUS};
 
-/// VMCS field encodings: the `x86` crate's tables (`control`, `guest`, `host`, `ro`), re-exported so the
-/// monitor's policy can read exit information.
+/// VMCS field encodings: the `x86` crate's tables (`control`, `guest`, `host`, `ro`).
 pub use x86::vmx::vmcs::{control, guest, host, ro};
-
-
-/// Basic exit reasons (SDM Appendix C). Hand-written: the `x86` crate (0.52) has field encodings and the VMX
-/// instructions but no exit-reason table.
-pub mod reason {
-    pub const EXCEPTION_NMI: u32 = 0;
-    pub const TRIPLE_FAULT: u32 = 2;
-    pub const INIT: u32 = 3;
-    pub const SIPI: u32 = 4;
-    pub const CPUID: u32 = 10;
-    pub const GETSEC: u32 = 11;
-    pub const HLT: u32 = 12;
-    pub const INVD: u32 = 13;
-    pub const VMCALL: u32 = 18;
-    pub const VMCLEAR: u32 = 19;
-    pub const VMXOFF: u32 = 26;
-    pub const VMXON: u32 = 27;
-    pub const IO: u32 = 30;
-    pub const RDMSR: u32 = 31;
-    pub const WRMSR: u32 = 32;
-    pub const EPT_VIOLATION: u32 = 48;
-    pub const EPT_MISCONFIG: u32 = 49;
-    pub const INVEPT: u32 = 50;
-    pub const PREEMPTION_TIMER: u32 = 52;
-    pub const INVVPID: u32 = 53;
-    pub const XSETBV: u32 = 55;
-
-    pub fn name(r: u32) -> &'static str {
-        match r {
-            0 => "exception_nmi",
-            1 => "external_interrupt",
-            2 => "triple_fault",
-            3 => "init",
-            4 => "sipi",
-            7 => "interrupt_window",
-            10 => "cpuid",
-            11 => "getsec",
-            12 => "hlt",
-            13 => "invd",
-            14 => "invlpg",
-            16 => "rdtsc",
-            18 => "vmcall",
-            19..=27 => "vmx_instruction",
-            28 => "cr_access",
-            30 => "io",
-            31 => "rdmsr",
-            32 => "wrmsr",
-            33 => "invalid_guest_state",
-            48 => "ept_violation",
-            49 => "ept_misconfig",
-            50 | 53 => "vmx_instruction",
-            52 => "preemption_timer",
-            55 => "xsetbv",
-            _ => "other",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmxError {
-    VmxonFailed,
-    VmclearFailed,
-    VmptrldFailed,
-    VmwriteFailed(u32),
-    /// VMLAUNCH failed; the VM-instruction error number (SDM §31.4).
-    LaunchFailed(u64),
-    /// A control the monitor needs is not offered by this CPU (control name, wanted bits, what it allows).
-    ControlRefused { control: &'static str, wanted: u32, got: u32 },
-    /// The CPU forces on a control bit that would cause exits the monitor does not handle.
-    ControlForced { control: &'static str, forced: u32 },
-}
-
-impl VmxError {
-    /// A number for an `entry_failed` report: the VM-instruction error where there is one.
-    pub fn detail(&self) -> u64 {
-        match *self {
-            VmxError::LaunchFailed(e) => e,
-            VmxError::VmwriteFailed(f) => u64::from(f),
-            _ => u64::MAX,
-        }
-    }
-}
+use x86::msr::{IA32_FEATURE_CONTROL, IA32_PAT, IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1, IA32_VMX_CR4_FIXED0, IA32_VMX_CR4_FIXED1};
 
 /// Guest general-purpose registers as the exit stub saves them (RSP/RIP live in the VMCS): the same layout as
 /// the trap frame's.
@@ -116,107 +37,7 @@ pub unsafe fn vmwrite(f: u32, v: u64) -> Result<(), VmxError> {
     unsafe { x86::bits64::vmx::vmwrite(f, v) }.map_err(|_| VmxError::VmwriteFailed(f))
 }
 
-use x86::msr::{
-    IA32_FEATURE_CONTROL, IA32_PAT, IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1, IA32_VMX_CR4_FIXED0,
-    IA32_VMX_CR4_FIXED1, IA32_VMX_ENTRY_CTLS, IA32_VMX_EXIT_CTLS, IA32_VMX_MISC, IA32_VMX_PINBASED_CTLS,
-    IA32_VMX_PROCBASED_CTLS, IA32_VMX_PROCBASED_CTLS2, IA32_VMX_TRUE_ENTRY_CTLS, IA32_VMX_TRUE_EXIT_CTLS,
-    IA32_VMX_TRUE_PINBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS,
-};
 const CR4_VMXE: u64 = 1 << 13;
-
-/// Adjust a control value to what the capability MSR allows (bits 0–31: must be 1; 32–63: may be 1).
-pub fn adjust_value(cap: u64, want: u32) -> u32 {
-    (want | cap as u32) & (cap >> 32) as u32
-}
-
-/// [`adjust_value`], then check: every wanted bit survived, and no bit in `exit_causing` was forced on.
-pub fn check_control(control: &'static str, cap: u64, want: u32, exit_causing: u32) -> Result<u32, VmxError> {
-    let got = adjust_value(cap, want);
-    if got & want != want {
-        return Err(VmxError::ControlRefused { control, wanted: want, got });
-    }
-    let forced = got & exit_causing & !want;
-    if forced != 0 {
-        return Err(VmxError::ControlForced { control, forced });
-    }
-    Ok(got)
-}
-
-fn adjust(control: &'static str, msr: u32, want: u32, exit_causing: u32) -> Result<u32, VmxError> {
-    // SAFETY: only called after the capability check confirmed VMX (the MSRs exist).
-    let cap = unsafe { cpu::rdmsr(msr) };
-    check_control(control, cap, want, exit_causing)
-}
-
-/// Control bits (SDM §25.6, §25.7, §25.8).
-pub mod ctl {
-    pub const PIN_EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
-    pub const PIN_NMI_EXITING: u32 = 1 << 3;
-    pub const PIN_VIRTUAL_NMIS: u32 = 1 << 5;
-    pub const PIN_PREEMPTION_TIMER: u32 = 1 << 6;
-    /// Interrupt/NMI window, HLT, INVLPG, MWAIT, RDPMC, RDTSC, CR3 load/store, CR8 load/store, MOV DR,
-    /// unconditional I/O, monitor trap flag, MONITOR, PAUSE.
-    pub const PROC_EXIT_CAUSING: u32 = (1 << 2) | (1 << 7) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12)
-        | (1 << 15) | (1 << 16) | (1 << 19) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 24) | (1 << 27)
-        | (1 << 29) | (1 << 30);
-    pub const PROC_IO_BITMAPS: u32 = 1 << 25;
-    pub const PROC_MSR_BITMAPS: u32 = 1 << 28;
-    pub const PROC_SECONDARY: u32 = 1 << 31;
-    pub const PROC2_EPT: u32 = 1 << 1;
-    pub const PROC2_UNRESTRICTED: u32 = 1 << 7;
-    /// Descriptor-table exiting, WBINVD exiting, PAUSE-loop exiting, RDRAND, RDSEED exiting.
-    pub const PROC2_EXIT_CAUSING: u32 = (1 << 2) | (1 << 6) | (1 << 10) | (1 << 11) | (1 << 16);
-    pub const EXIT_HOST_64BIT: u32 = 1 << 9;
-    pub const EXIT_SAVE_PAT: u32 = 1 << 18;
-    pub const EXIT_LOAD_PAT: u32 = 1 << 19;
-    pub const EXIT_SAVE_EFER: u32 = 1 << 20;
-    pub const EXIT_LOAD_EFER: u32 = 1 << 21;
-    pub const ENTRY_LOAD_PAT: u32 = 1 << 14;
-    pub const ENTRY_LOAD_EFER: u32 = 1 << 15;
-}
-
-/// The control values in force (after adjustment), for the `RESULT vmcs` line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Controls {
-    pub pin: u32,
-    pub proc: u32,
-    pub proc2: u32,
-    pub exit: u32,
-    pub entry: u32,
-}
-
-/// Compute and check the controls on this CPU. `preemption_timer`: arm the VMX-preemption timer (watchdog).
-pub fn controls(preemption_timer: bool) -> Result<Controls, VmxError> {
-    use ctl::*;
-    let (pin_msr, proc_msr, exit_msr, entry_msr) = control_msrs();
-    let mut pin = PIN_NMI_EXITING | PIN_VIRTUAL_NMIS;
-    if preemption_timer {
-        pin |= PIN_PREEMPTION_TIMER;
-    }
-    Ok(Controls {
-        pin: adjust("pin", pin_msr, pin, PIN_EXTERNAL_INTERRUPT_EXITING | PIN_PREEMPTION_TIMER)?,
-        proc: adjust("proc", proc_msr, PROC_IO_BITMAPS | PROC_MSR_BITMAPS | PROC_SECONDARY, PROC_EXIT_CAUSING)?,
-        proc2: adjust("proc2", IA32_VMX_PROCBASED_CTLS2, PROC2_EPT | PROC2_UNRESTRICTED, PROC2_EXIT_CAUSING)?,
-        exit: adjust("exit", exit_msr, EXIT_HOST_64BIT | EXIT_SAVE_PAT | EXIT_LOAD_PAT | EXIT_SAVE_EFER | EXIT_LOAD_EFER, 0)?,
-        entry: adjust("entry", entry_msr, ENTRY_LOAD_PAT | ENTRY_LOAD_EFER, 0)?,
-    })
-}
-
-/// Rate of the VMX-preemption timer: it counts down once every 2^rate TSC cycles (IA32_VMX_MISC[4:0]).
-pub fn preemption_timer_rate() -> u32 {
-    // SAFETY: VMX present (checked before the monitor starts).
-    (unsafe { cpu::rdmsr(IA32_VMX_MISC) } & 0x1F) as u32
-}
-
-fn control_msrs() -> (u32, u32, u32, u32) {
-    // SAFETY: VMX present (checked by the caller of enable()).
-    let basic = unsafe { cpu::rdmsr(IA32_VMX_BASIC) };
-    if basic & (1 << 55) != 0 {
-        (IA32_VMX_TRUE_PINBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS, IA32_VMX_TRUE_EXIT_CTLS, IA32_VMX_TRUE_ENTRY_CTLS)
-    } else {
-        (IA32_VMX_PINBASED_CTLS, IA32_VMX_PROCBASED_CTLS, IA32_VMX_EXIT_CTLS, IA32_VMX_ENTRY_CTLS)
-    }
-}
 
 pub fn vmcs_revision() -> u32 {
     // SAFETY: VMX present.
@@ -263,7 +84,7 @@ pub struct LaunchConfig {
     /// Top of this core's monitor stack (VM exits run on it).
     pub host_stack_top: u64,
     pub host_tr_base: u64,
-    /// Checked controls ([`controls`]).
+    /// Checked controls ([`super::controls::controls`]).
     pub controls: Controls,
     /// VMX-preemption timer start value at every entry (the watchdog period), if armed.
     pub preemption_timer: Option<u32>,
@@ -343,14 +164,25 @@ pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
 /// # Safety
 /// As for [`launch`].
 unsafe fn setup(c: &LaunchConfig) -> Result<(), VmxError> {
-    let k = c.controls;
-    // SAFETY: VMX root; the VMCS page is ours.
+    // SAFETY: VMX root; the VMCS page is ours; each step writes the now current VMCS.
     unsafe {
         core::ptr::write_volatile(c.vmcs as *mut u32, vmcs_revision());
         x86::bits64::vmx::vmclear(c.vmcs).map_err(|_| VmxError::VmclearFailed)?;
         x86::bits64::vmx::vmptrld(c.vmcs).map_err(|_| VmxError::VmptrldFailed)?;
+        write_controls(c)?;
+        write_host_state(c)?;
+        write_guest_state(c)
+    }
+}
 
-        // Controls (checked by `controls()`).
+/// The controls (checked by `controls::controls()`), the permission maps and the EPT.
+///
+/// # Safety
+/// VMX root with `c`'s VMCS current.
+unsafe fn write_controls(c: &LaunchConfig) -> Result<(), VmxError> {
+    let k = c.controls;
+    // SAFETY: the caller's contract; every value is valid for its field.
+    unsafe {
         vmwrite(control::PINBASED_EXEC_CONTROLS, u64::from(k.pin))?;
         vmwrite(control::PRIMARY_PROCBASED_EXEC_CONTROLS, u64::from(k.proc))?;
         vmwrite(control::SECONDARY_PROCBASED_EXEC_CONTROLS, u64::from(k.proc2))?;
@@ -375,8 +207,17 @@ unsafe fn setup(c: &LaunchConfig) -> Result<(), VmxError> {
         vmwrite(control::CR0_READ_SHADOW, 0)?;
         vmwrite(control::CR4_READ_SHADOW, 0)?;
         vmwrite(guest::LINK_PTR_FULL, u64::MAX)?;
+    }
+    Ok(())
+}
 
-        // Host state: this core as it is now; exits land in questv_vmexit_entry on the monitor stack.
+/// Host state: this core as it is now; exits land in questv_vmexit_entry on the monitor stack.
+///
+/// # Safety
+/// As for [`write_controls`]; `c.host_stack_top` and `c.host_tr_base` are this core's.
+unsafe fn write_host_state(c: &LaunchConfig) -> Result<(), VmxError> {
+    // SAFETY: the caller's contract; SGDT/SIDT store 10 bytes into the buffers given.
+    unsafe {
         vmwrite(host::CR0, cpu::read_cr0())?;
         vmwrite(host::CR3, cpu::read_cr3())?;
         vmwrite(host::CR4, cpu::read_cr4())?;
@@ -403,8 +244,17 @@ unsafe fn setup(c: &LaunchConfig) -> Result<(), VmxError> {
         vmwrite(host::IA32_PAT_FULL, cpu::rdmsr(IA32_PAT))?;
         vmwrite(host::RSP, c.host_stack_top & !0xF)?;
         vmwrite(host::RIP, questv_vmexit_entry as *const () as u64)?;
+    }
+    Ok(())
+}
 
-        // Guest state: as GRUB leaves a multiboot2 kernel — flat 32-bit protected mode, paging off.
+/// Guest state: as GRUB leaves a multiboot2 kernel — flat 32-bit protected mode, paging off.
+///
+/// # Safety
+/// As for [`write_controls`].
+unsafe fn write_guest_state(c: &LaunchConfig) -> Result<(), VmxError> {
+    // SAFETY: the caller's contract; every value is valid for its field (an unrestricted guest).
+    unsafe {
         let cr0 = 0x31; // PE | ET | NE
         vmwrite(guest::CR0, cr0)?;
         vmwrite(guest::CR3, 0)?;
@@ -687,35 +537,4 @@ pub unsafe fn guest_state() -> crate::exit::GuestState {
 pub unsafe fn guest_cpl() -> u8 {
     // SAFETY: caller is in the exit handler with the VMCS current.
     ((unsafe { vmread(guest::SS_ACCESS_RIGHTS) } >> 5) & 3) as u8
-}
-
-/// Decoded exit qualification of an I/O instruction exit (SDM Table 28-5).
-pub fn decode_io_qualification(q: u64) -> IoExit {
-    IoExit { port: (q >> 16) as u16, size: (q & 7) as u8 + 1, input: q & (1 << 3) != 0, string: q & (1 << 4) != 0 }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn io_qualification() {
-        // OUT dx, al to 0xCF9; IN eax, dx from 0xCFC; REP INSW from 0x1F0.
-        assert_eq!(decode_io_qualification(0xCF9 << 16), IoExit { port: 0xCF9, size: 1, input: false, string: false });
-        assert_eq!(decode_io_qualification((0xCFC << 16) | 8 | 3), IoExit { port: 0xCFC, size: 4, input: true, string: false });
-        assert_eq!(decode_io_qualification((0x1F0 << 16) | 0x38 | 1), IoExit { port: 0x1F0, size: 2, input: true, string: true });
-    }
-
-    #[test]
-    fn controls_are_checked_after_adjustment() {
-        // Allowed-1 in the high half, must-be-1 in the low half.
-        let cap = (0xFFFF_FFFFu64 << 32) | 0x16;
-        assert_eq!(check_control("pin", cap, 1 << 3, 1), Ok(0x16 | (1 << 3)));
-        // A wanted bit the CPU does not allow.
-        let no_nmi = (!(1u64 << 3) & 0xFFFF_FFFF) << 32;
-        assert!(matches!(check_control("pin", no_nmi, 1 << 3, 0), Err(VmxError::ControlRefused { .. })));
-        // An exit-causing bit forced to 1.
-        let forced_hlt = (0xFFFF_FFFFu64 << 32) | (1 << 7);
-        assert!(matches!(check_control("proc", forced_hlt, 1 << 28, ctl::PROC_EXIT_CAUSING), Err(VmxError::ControlForced { forced: 0x80, .. })));
-    }
 }

@@ -1,56 +1,29 @@
-//! Building a sandbox (paper §3.2): the monitor's page pool, the per-core memory slice, a pristine copy of the
-//! kernel and the ramdisk in it, its second-stage table (EPT or NPT: the backend's format, one layout), the
-//! deny-by-default permission maps, and the boot information it starts from.
+//! Building a sandbox (paper §3.2): the per-core memory slice, a pristine copy of the kernel and the ramdisk in
+//! it, its second-stage table (EPT or NPT: the backend's format, one layout), and the boot information it
+//! starts from; then each core's launch configuration (the backend adds its own control pages).
 
-use super::*;
+use super::layout::{host_of, GUEST_MBI_FROM_TOP, GUEST_MODULES_FROM_TOP, LOW_ALIAS, XAPIC_GPA};
+use super::nic::nic_role;
+use super::state::{apic_access, policy_of, state, ApicAccess};
+use super::tables::{self, MonitorPool, SandboxTables};
+use crate::backend::{self, GuestStart, LaunchConfig, PermissionMaps, RunSettings};
+use crate::bootinfo::{self, Module};
+use crate::partition::{Plan, Slice};
+use crate::recovery::Policy;
+use crate::stage2::{MemType, Perms, Stage2};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 use questv_abi::boot::{AttackTargets, NicArgs, SandboxArgs};
-
-/// Monitor memory for control structures and channels (see MonitorPool).
-pub(super) static POOL: questv_kernel::sync::IrqSpinlock<Option<MonitorPool>> = questv_kernel::sync::IrqSpinlock::new(None);
-
-/// Monitor memory for sandbox control structures (second-stage tables, VMXON/VMCS or VMCB pages, permission
-/// maps, exit stacks),
-/// taken above [`LOW_ALIAS`]: a sandbox can then name their real addresses, and touching one is an EPT
-/// violation (below LOW_ALIAS the same guest-physical address would only reach the sandbox's own memory).
-pub(super) struct MonitorPool {
-    pub(super) next: u64,
-    pub(super) end: u64,
-}
-
-pub(super) const POOL_BYTES: u64 = 4 << 20;
-
-impl MonitorPool {
-    pub(super) fn new() -> Result<MonitorPool, String> {
-        let base = kmem::alloc_contiguous_from(POOL_BYTES / PAGE_SIZE, PAGE_SIZE, LOW_ALIAS)
-            .ok_or("out of monitor memory for control structures")?;
-        Ok(MonitorPool { next: base, end: base + POOL_BYTES })
-    }
-    pub(super) fn pages(&mut self, n: u64) -> Result<u64, String> {
-        if self.next + n * PAGE_SIZE > self.end {
-            return Err(String::from("monitor pool exhausted"));
-        }
-        let p = self.next;
-        self.next += n * PAGE_SIZE;
-        // SAFETY: pool pages belong to the monitor and are identity mapped.
-        unsafe { core::ptr::write_bytes(p as *mut u8, 0, (n * PAGE_SIZE) as usize) };
-        Ok(p)
-    }
-}
-
-impl questv_arch::paging::TableMemory for MonitorPool {
-    fn alloc_table(&mut self) -> Option<u64> {
-        self.pages(1).ok()
-    }
-    fn table(&mut self, phys: u64) -> &mut [u64; 512] {
-        // SAFETY: EPT table frames come from this pool and belong to the EPT being built.
-        unsafe { kmem::phys_table(phys) }
-    }
-}
+use questv_abi::hypercall::{SHARED_GPA, SHARED_SIZE};
+use questv_arch::paging::PAGE_SIZE;
+use questv_arch::{cpu, lapic};
+use questv_kernel::{smp, time};
 
 /// Load the kernel ELF's segments at their physical addresses inside the slice starting at `host_base`.
 /// Returns the entry point and the page ranges of the read-only segments (text, rodata) with their
 /// permissions, which the EPT enforces (paper §3.7: a sandbox cannot patch its own kernel text).
-pub(super) fn load_kernel(elf: &[u8], host_base: u64, slice: u64) -> Result<(u32, Vec<(u64, u64, Perms)>), String> {
+fn load_kernel(elf: &[u8], host_base: u64, slice: u64) -> Result<(u32, Vec<(u64, u64, Perms)>), String> {
     let e = goblin::elf::Elf::parse(elf).map_err(|e| format!("kernel module is not an ELF: {e}"))?;
     let mut read_only = Vec::new();
     for ph in e.program_headers.iter().filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD) {
@@ -77,111 +50,25 @@ pub(super) fn load_kernel(elf: &[u8], host_base: u64, slice: u64) -> Result<(u32
 }
 
 /// Copy `data` to guest-physical `gpa` of the slice at `host_base` (within one of its two parts).
-pub(super) fn put(host_base: u64, gpa: u64, data: &[u8]) {
+fn put(host_base: u64, gpa: u64, data: &[u8]) {
     // SAFETY: callers keep [gpa, gpa + len) inside the slice's guest-physical ranges.
     unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), host_of(host_base, gpa) as *mut u8, data.len()) };
 }
 
-/// Host address of the guest-physical range [gpa, gpa + len) of sandbox memory, if it lies wholly inside one
-/// of the slice's two parts (never in the shared region, a channel or anything else).
-pub(super) fn slice_range(host_base: u64, size: u64, gpa: u64, len: u64) -> Option<u64> {
-    let end = gpa.checked_add(len)?;
-    let high = host_base + LOW_ALIAS..host_base + size;
-    if end <= LOW_ALIAS || (gpa >= high.start && end <= high.end) {
-        Some(host_of(host_base, gpa))
-    } else {
-        None
-    }
-}
-
-/// Per-machine permission maps in the backend's format, built from the policy (shared read-only by all cores).
-#[derive(Clone, Copy)]
-pub(super) struct PermissionMaps {
-    pub(super) msr: u64,
-    pub(super) io: u64,
-}
-
-pub(super) fn permission_maps(arch: Arch, pool: &mut MonitorPool) -> Result<PermissionMaps, String> {
-    // SAFETY (block): freshly allocated, zeroed, contiguous monitor pages, in no second-stage table.
-    Ok(match arch {
-        Arch::Vmx => {
-            let (msr, io) = (pool.pages(1)?, pool.pages(2)?);
-            unsafe {
-                policy::build_msr_bitmap(&mut *(msr as *mut [u8; 4096]));
-                policy::build_io_bitmaps(&mut *(io as *mut [u8; 4096]), &mut *((io + PAGE_SIZE) as *mut [u8; 4096]), policy::GRANTED_PORTS);
-            }
-            PermissionMaps { msr, io }
-        }
-        Arch::Svm => {
-            let (msr, io) = (pool.pages(2)?, pool.pages(3)?);
-            unsafe {
-                policy::build_msr_permission_map(&mut *(msr as *mut [u8; 8192]));
-                policy::build_io_permission_map(&mut *(io as *mut [u8; 12288]), policy::GRANTED_PORTS);
-            }
-            PermissionMaps { msr, io }
-        }
-    })
-}
-
-/// Backend settings fixed for the whole run.
-#[derive(Clone, Copy)]
-pub(super) struct RunSettings {
-    pub(super) caps: Caps,
-    /// VMX only: the checked controls and the preemption timer start value (watchdog).
-    pub(super) vmx_controls: Option<vmcs::Controls>,
-    pub(super) preemption_timer: Option<u32>,
-}
-
-/// Second-stage table pages of each sandbox, in allocation order (the root first): a rebuild after a
-/// recovery reuses them in the same order, so the root — which the VMCS/VMCB names — stays the same. Lock
-/// order: CHANNELS, then POOL, then TABLES.
-pub(super) static TABLES: questv_kernel::sync::IrqSpinlock<Vec<Vec<u64>>> = questv_kernel::sync::IrqSpinlock::new(Vec::new());
-/// Table pages a rebuild no longer needed, per sandbox: channel mappings take them before the pool's (so
-/// repeated recoveries do not drain the monitor pool). Taken after TABLES.
-pub(super) static SPARES: questv_kernel::sync::IrqSpinlock<Vec<Vec<u64>>> = questv_kernel::sync::IrqSpinlock::new(Vec::new());
-
-/// Table memory for one sandbox's second stage: reuses its old table pages (zeroed) before taking new ones
-/// from the pool, and records every page it hands out.
-pub(super) struct SandboxTables<'a> {
-    pub(super) pool: &'a mut MonitorPool,
-    /// Old pages, in reverse allocation order (popped from the end).
-    pub(super) reuse: Vec<u64>,
-    pub(super) used: &'a mut Vec<u64>,
-}
-
-impl questv_arch::paging::TableMemory for SandboxTables<'_> {
-    fn alloc_table(&mut self) -> Option<u64> {
-        let page = match self.reuse.pop() {
-            Some(p) => {
-                // SAFETY: a table page of this sandbox's second stage being rebuilt (its guest is not running).
-                unsafe { core::ptr::write_bytes(p as *mut u8, 0, PAGE_SIZE as usize) };
-                p
-            }
-            None => self.pool.pages(1).ok()?,
-        };
-        self.used.push(page);
-        Some(page)
-    }
-    fn table(&mut self, phys: u64) -> &mut [u64; 512] {
-        // SAFETY: second-stage table frames come from monitor memory and belong to the table being built.
-        unsafe { kmem::phys_table(phys) }
-    }
-}
-
 /// What every (re)build of a sandbox needs, fixed at the first one.
 pub(super) struct BuildInfo {
-    pub(super) slices: Vec<partition::Slice>,
+    pub(super) slices: Vec<Slice>,
     pub(super) shared_start: u64,
-    pub(super) run: Option<String>,
+    run: Option<String>,
     /// Control block (VMCS/VMCB) per sandbox: the `monitor` attack's target.
-    pub(super) control_pages: Vec<u64>,
-    pub(super) attack_test: bool,
+    control_pages: Vec<u64>,
+    attack_test: bool,
 }
 
 pub(super) static BUILD: spin::Once<BuildInfo> = spin::Once::new();
 
 /// Zero the whole slice.
-pub(super) fn scrub_slice(s: &partition::Slice) {
+pub(super) fn scrub_slice(s: &Slice) {
     // SAFETY: the slice was taken from the frame allocator for this sandbox (page aligned), whose guest is not
     // running.
     unsafe { cpu::zero_qwords(s.host_base, s.size) };
@@ -189,7 +76,7 @@ pub(super) fn scrub_slice(s: &partition::Slice) {
 
 /// Load the pristine kernel and the ramdisk into a scrubbed slice, noting its read-only ranges in the sandbox's
 /// state. Returns the entry point, the read-only kernel ranges and the modules.
-pub(super) fn fill_slice(s: &partition::Slice) -> Result<(u32, Vec<(u64, u64, Perms)>, Vec<Module<'static>>), String> {
+pub(super) fn fill_slice(s: &Slice) -> Result<(u32, Vec<(u64, u64, Perms)>, Vec<Module<'static>>), String> {
     let kernel = questv_kernel::ramdisk::find("kernel").ok_or("no `kernel` module: the runner loads the image twice in VT mode")?;
     let (entry, read_only) = load_kernel(kernel, s.host_base, s.size)?;
     // What the monitor may not write on the sandbox's behalf either (RESTORE).
@@ -214,9 +101,9 @@ pub(super) fn fill_slice(s: &partition::Slice) -> Result<(u32, Vec<(u64, u64, Pe
 /// so kernel text and rodata can be read-only), the shared region at SHARED_GPA, on xAPIC machines the APIC
 /// page, for a NIC sharer the NIC's window and DMA region. Nothing else: not the monitor, not the other slices,
 /// not any table (all allocated from monitor memory). Channels are mapped when opened.
-pub(super) fn build_stage2(s: &partition::Slice, read_only: &[(u64, u64, Perms)], shared_start: u64, m: &mut SandboxTables) -> Result<Stage2, String> {
+pub(super) fn build_stage2(s: &Slice, read_only: &[(u64, u64, Perms)], shared_start: u64, m: &mut SandboxTables) -> Result<Stage2, String> {
     let arch = backend::arch();
-    let apic = *APIC_ACCESS.get().expect("APIC access chosen");
+    let apic = apic_access().expect("APIC access chosen");
     let err = |e| format!("{} table: {e:?}", arch.name());
     let mut st2 = Stage2::new(m, arch.stage2_format()).map_err(err)?;
     st2.map_range(m, 0, s.host_base, LOW_ALIAS, Perms::RWX, MemType::WriteBack, false).map_err(err)?;
@@ -248,7 +135,7 @@ pub(super) fn build_stage2(s: &partition::Slice, read_only: &[(u64, u64, Perms)]
 
 /// The sandbox kernel's command line and boot information, written into its slice. Returns the boot
 /// information's guest-physical address.
-pub(super) fn write_boot_info(s: &partition::Slice, b: &BuildInfo, modules: &[Module], stage2_root: u64, incarnation: u32) -> u64 {
+pub(super) fn write_boot_info(s: &Slice, b: &BuildInfo, modules: &[Module], stage2_root: u64, incarnation: u32) -> u64 {
     let top = s.host_base + s.size;
     // The heartbeat page (HEARTBEAT_GPA) lies in the reserved 0x9F000–0x100000 hole.
     let memory = [
@@ -259,7 +146,7 @@ pub(super) fn write_boot_info(s: &partition::Slice, b: &BuildInfo, modules: &[Mo
     ];
     let mbi_gpa = top - GUEST_MBI_FROM_TOP;
     // Its own policy (the kernel checkpoints its services' state only if it is recovered at all).
-    let policy = STATE.get().map_or(Policy::None, |st| st[s.sandbox as usize].lock().policy);
+    let policy = policy_of(s.sandbox);
     let args = SandboxArgs {
         sandbox: s.sandbox,
         shared: SHARED_GPA,
@@ -287,12 +174,11 @@ pub(super) fn write_boot_info(s: &partition::Slice, b: &BuildInfo, modules: &[Mo
     mbi_gpa
 }
 
-pub(super) fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<Launch>, String> {
-    let arch = settings.caps.arch();
-    let mut configs = Vec::new();
+/// Build every planned sandbox and its core's launch configuration (on the BSP, before any sandbox runs).
+pub(super) fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<LaunchConfig>, String> {
     let mut pool = MonitorPool::new()?;
-    let mut roots = Vec::new();
-    let maps = permission_maps(arch, &mut pool)?;
+    // SAFETY: pool pages are zeroed, contiguous monitor pages, in no second-stage table.
+    let maps = unsafe { PermissionMaps::build(settings.arch(), &mut |n| pool.pages(n))? };
     let mut control_pages = Vec::new();
     for _ in &plan.slices {
         control_pages.push(pool.pages(1)?);
@@ -305,61 +191,34 @@ pub(super) fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> 
         // Only a run the test layer claims as an attack test gets monitor addresses to aim at.
         attack_test: questv_kernel::hooks::wants_attack_targets(run),
     };
-    let mut all_tables = Vec::new();
+    let (mut configs, mut roots, mut all_tables) = (Vec::new(), Vec::new(), Vec::new());
     for s in &plan.slices {
-        scrub_slice(s);
-        let (entry, read_only, modules) = fill_slice(s)?;
         let mut used = Vec::new();
-        let st2 = build_stage2(s, &read_only, plan.shared.start, &mut SandboxTables { pool: &mut pool, reuse: Vec::new(), used: &mut used })?;
+        let (config, root) = prepare_sandbox(s, &build, &settings, maps, &mut pool, &mut used)?;
+        configs.push(config);
+        roots.push(root);
         all_tables.push(used);
-        let mbi_gpa = write_boot_info(s, &build, &modules, st2.root(), 0);
-        let control_page = build.control_pages[s.sandbox as usize];
-        roots.push(st2.root());
-        let (rax, rbx) = (0x36D7_6289, mbi_gpa as u32);
-        configs.push(match settings.caps {
-            Caps::Vmx(_) => {
-                let stack = pool.pages(4)?;
-                Launch::Vmx(vmcs::LaunchConfig {
-                    vmxon: pool.pages(1)?,
-                    vmcs: control_page,
-                    msr_bitmap: maps.msr,
-                    io_bitmap_a: maps.io,
-                    io_bitmap_b: maps.io + PAGE_SIZE,
-                    eptp: st2.eptp(),
-                    entry,
-                    rax,
-                    rbx,
-                    host_stack_top: stack + 4 * PAGE_SIZE,
-                    host_tr_base: 0,
-                    controls: settings.vmx_controls.expect("VMX controls"),
-                    preemption_timer: settings.preemption_timer,
-                })
-            }
-            Caps::Svm(caps) => Launch::Svm(vmcb::LaunchConfig {
-                vmcb: control_page,
-                host_save_area: pool.pages(1)?,
-                host_state: pool.pages(1)?,
-                msrpm: maps.msr,
-                iopm: maps.io,
-                ncr3: st2.root(),
-                entry,
-                rax,
-                rbx,
-                // Every core has its own TLB; one guest per core needs one ASID.
-                asid: 1,
-                caps,
-            }),
-        });
-        log::info!(
-            "sandbox {}: {} MiB at host 0x{:x}, entry 0x{:x}, {} module(s), {} read-only kernel page(s)",
-            s.sandbox, s.size >> 20, s.host_base, entry, modules.len(),
-            read_only.iter().map(|r| (r.1 - r.0) / PAGE_SIZE).sum::<u64>()
-        );
     }
-    *SPARES.lock() = all_tables.iter().map(|_| Vec::new()).collect();
-    *TABLES.lock() = all_tables;
     BUILD.call_once(|| build);
-    STAGE2_ROOTS.call_once(|| roots);
-    *POOL.lock() = Some(pool);
+    tables::install(pool, all_tables, roots);
     Ok(configs)
+}
+
+/// Build one sandbox (its second stage's table pages recorded in `used`); its launch configuration and
+/// second-stage root.
+fn prepare_sandbox(s: &Slice, build: &BuildInfo, settings: &RunSettings, maps: PermissionMaps, pool: &mut MonitorPool, used: &mut Vec<u64>) -> Result<(LaunchConfig, u64), String> {
+    scrub_slice(s);
+    let (entry, read_only, modules) = fill_slice(s)?;
+    let st2 = build_stage2(s, &read_only, build.shared_start, &mut SandboxTables::fresh(pool, used))?;
+    let mbi_gpa = write_boot_info(s, build, &modules, st2.root(), 0);
+    let control_page = build.control_pages[s.sandbox as usize];
+    let (rax, rbx) = (0x36D7_6289, mbi_gpa as u32);
+    let start = GuestStart { control_page, stage2_root: st2.root(), entry, rax, rbx };
+    let config = LaunchConfig::new(settings, maps, start, &mut |n| pool.pages(n))?;
+    log::info!(
+        "sandbox {}: {} MiB at host 0x{:x}, entry 0x{:x}, {} module(s), {} read-only kernel page(s)",
+        s.sandbox, s.size >> 20, s.host_base, entry, modules.len(),
+        read_only.iter().map(|r| (r.1 - r.0) / PAGE_SIZE).sum::<u64>()
+    );
+    Ok((config, st2.root()))
 }

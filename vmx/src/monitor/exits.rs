@@ -1,119 +1,25 @@
-//! What each exit means (docs/vt.md, the exit table): hypercalls, refused port/MSR/APIC accesses, IPIs checked
-//! against the channel policy, CPUID, the console. The backend has already translated the exit into
-//! `crate::exit::Exit`; nothing here depends on VMX or SVM.
+//! What each exit means (docs/vt.md, the exit table): hypercalls (`hypercalls`), refused port/MSR/APIC
+//! accesses, IPIs checked against the channel policy, CPUID, faults and the watchdog (`faults`). The backend
+//! has already translated the exit into `crate::exit::Exit`; nothing here depends on VMX or SVM.
 
-use super::*;
+use super::channels::has_channel_to_apic;
+use super::console::refuse;
+use super::faults::{exit_started, stop, take_relaunch, watchdog_expired};
+use super::hypercalls::hypercall;
+use super::layout::{slice_range, XAPIC_GPA};
+use super::nic::{serve_takeovers, takeover_requested};
+use super::state::{apic_access, state, watchdog_nmi, ApicAccess};
+use crate::backend::{self, inject_gp, inject_ud, skip_instruction, GuestRegs, Verdict};
+use crate::exit::{Exit, ExitKind, IoExit};
+use crate::guest::{self, Source};
+use crate::policy::{self, Access, ApicWriteVerdict, PortVerdict, RefusalKind};
+use core::sync::atomic::Ordering;
+use questv_abi::hypercall as hc;
+use questv_arch::paging::PAGE_SIZE;
+use questv_arch::{cpu, lapic, percpu};
+use questv_kernel::{smp, time};
 
-/// Count a refused access; the first of its kind gets a log line.
-pub(super) fn refuse(sandbox: u32, kind: RefusalKind, code: u64) {
-    if state(sandbox).refusals.record(kind, code) {
-        match kind {
-            RefusalKind::Icr => log::warn!("sandbox {}: refused an IPI ({})", sandbox, policy::IcrRefusal::name_of_code(code)),
-            RefusalKind::Apic => log::warn!("sandbox {}: refused an APIC write at offset 0x{:x}", sandbox, code),
-            _ => log::warn!("sandbox {}: refused {} 0x{:x}", sandbox, kind.name(), code),
-        }
-    }
-}
-
-/// Print the sandbox's console bytes: complete lines with its `[sN]` prefix; control characters and non-ASCII
-/// bytes become `?`, so nothing a sandbox prints can start an unprefixed line (only the monitor says
-/// `QUESTV DONE`).
-pub(super) fn console_bytes(sandbox: u32, bytes: &[u8]) {
-    let mut st = state(sandbox);
-    for &b in bytes {
-        let stored = match b {
-            b'\n' => {
-                emit_line(sandbox, &mut st);
-                continue;
-            }
-            b'\r' => continue,
-            b'\t' | 0x20..=0x7E => b,
-            _ => b'?',
-        };
-        if st.line_len == st.line.len() {
-            emit_line(sandbox, &mut st);
-        }
-        let n = st.line_len;
-        st.line[n] = stored;
-        st.line_len += 1;
-    }
-}
-
-pub(super) fn emit_line(sandbox: u32, st: &mut Sandbox) {
-    // Only printable ASCII is ever stored.
-    let text = core::str::from_utf8(&st.line[..st.line_len]).unwrap_or("?");
-    kprintln!("[s{}] {}", sandbox, text);
-    st.line_len = 0;
-}
-
-pub(super) fn flush_console(sandbox: u32) {
-    let mut st = state(sandbox);
-    if st.line_len > 0 {
-        emit_line(sandbox, &mut st);
-    }
-}
-
-/// CONSOLE_WRITE: the bytes must lie in the sandbox's own memory.
-pub(super) fn console_write(sandbox: u32, gpa: u64, len: u64) -> Result<u64, i64> {
-    if len > hc::CONSOLE_MAX {
-        return Err(hc::EINVAL);
-    }
-    let (base, size) = {
-        let st = state(sandbox);
-        (st.host_base, st.size)
-    };
-    let host = slice_range(base, size, gpa, len).ok_or(hc::EFAULT)?;
-    // SAFETY: [host, host + len) is inside this sandbox's slice, identity mapped in the monitor; the sandbox is
-    // stopped in this exit, so the bytes do not change under us.
-    let bytes = unsafe { core::slice::from_raw_parts(host as *const u8, len as usize) };
-    console_bytes(sandbox, bytes);
-    Ok(len)
-}
-
-pub(super) fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
-    let cpl = backend::guest_cpl();
-    if cpl != 0 {
-        // A user process may not talk to the monitor: #UD, as if the instruction did not exist for it.
-        refuse(sandbox, RefusalKind::Hypercall, u64::from(cpl));
-        inject_ud();
-        return true;
-    }
-    let result = match regs.rax {
-        hc::DONE => {
-            flush_console(sandbox);
-            report_exits(sandbox);
-            sandbox_finished(sandbox, regs.rbx as i32);
-            return false;
-        }
-        hc::FAULT => {
-            let kind = if regs.rbx == hc::FAULT_PANIC { "panic" } else { "fault" };
-            // RCX: the guest's TSC at the fault (the same counter as the monitor's on this core).
-            let guest_tsc = Some(regs.rcx).filter(|&t| t != 0 && t <= cpu::rdtsc());
-            return fault(sandbox, kind, format_args!("guest_tsc={}", regs.rcx), guest_tsc);
-        }
-        hc::BOOTED => Ok(booted(sandbox)),
-        hc::COMPONENT => register_component(sandbox, regs.rbx, regs.rcx),
-        hc::CHECKPOINT => checkpoint(sandbox, regs.rbx, regs.rcx),
-        hc::RESTORE => restore(sandbox, regs.rbx, regs.rcx),
-        hc::EXIT_COUNT => Ok(state(sandbox).exits.iter().sum()),
-        hc::CHANNEL_OPEN => channel_open(sandbox, regs.rbx as u32),
-        hc::PEER_APIC => {
-            let peer = regs.rbx as u32;
-            if peer < SANDBOXES.load(Ordering::SeqCst) { Ok(u64::from(smp::apic_id(peer))) } else { Err(hc::EINVAL) }
-        }
-        hc::REPORT_EXITS => {
-            report_exits(sandbox);
-            Ok(0)
-        }
-        hc::CONSOLE_WRITE => console_write(sandbox, regs.rbx, regs.rcx),
-        _ => Err(hc::ENOSYS),
-    };
-    regs.rax = hc::encode(result);
-    skip_instruction();
-    true
-}
-
-pub(super) fn port_io(sandbox: u32, regs: &mut GuestRegs, io: IoExit) -> bool {
+fn port_io(sandbox: u32, regs: &mut GuestRegs, io: IoExit) -> bool {
     let out_value = regs.rax & ((1u64 << (8 * u32::from(io.size))) - 1);
     match policy::classify_port(io.port, io.size, !io.input, policy::GRANTED_PORTS) {
         // Granted ports do not exit (their permission bits are clear).
@@ -140,7 +46,7 @@ pub(super) fn port_io(sandbox: u32, regs: &mut GuestRegs, io: IoExit) -> bool {
 }
 
 /// What became of an IPI a sandbox asked for (x2APIC ICR write or xAPIC ICR low write).
-pub(super) enum IpiOutcome {
+enum IpiOutcome {
     Sent,
     /// To a channel peer that has not opened the channel yet: dropped (the message is in the ring), counted.
     Dropped,
@@ -149,7 +55,7 @@ pub(super) enum IpiOutcome {
 }
 
 /// Check an ICR value (x2APIC layout) against the IPI rules and send it from this core if allowed.
-pub(super) fn checked_ipi(sandbox: u32, icr: u64) -> IpiOutcome {
+fn checked_ipi(sandbox: u32, icr: u64) -> IpiOutcome {
     let own = smp::apic_id(sandbox);
     match policy::check_icr(icr, own, hc::CHANNEL_NOTIFY_VECTOR, |apic| has_channel_to_apic(sandbox, apic, true)) {
         Ok(ipi) => {
@@ -167,7 +73,7 @@ pub(super) fn checked_ipi(sandbox: u32, icr: u64) -> IpiOutcome {
     }
 }
 
-pub(super) fn msr_access(sandbox: u32, regs: &mut GuestRegs, write: bool) -> bool {
+fn msr_access(sandbox: u32, regs: &mut GuestRegs, write: bool) -> bool {
     let msr = regs.rcx as u32;
     let value = (regs.rdx << 32) | (regs.rax & 0xFFFF_FFFF);
     if write && msr == policy::MSR_X2APIC_ICR {
@@ -190,12 +96,12 @@ pub(super) fn msr_access(sandbox: u32, regs: &mut GuestRegs, write: bool) -> boo
 }
 
 /// Is `gpa` in the xAPIC page a trapped-APIC sandbox sees?
-pub(super) fn is_apic_page(gpa: u64) -> bool {
-    APIC_ACCESS.get() == Some(&ApicAccess::XapicTrapped) && gpa & !(PAGE_SIZE - 1) == XAPIC_GPA
+fn is_apic_page(gpa: u64) -> bool {
+    apic_access() == Some(ApicAccess::XapicTrapped) && gpa & !(PAGE_SIZE - 1) == XAPIC_GPA
 }
 
 /// Read `buf.len()` bytes at guest-virtual `gva` through the sandbox's own page tables (its memory only).
-pub(super) fn read_guest_virtual(sandbox: u32, paging: &guest::Paging, gva: u64, buf: &mut [u8]) -> bool {
+fn read_guest_virtual(sandbox: u32, paging: &guest::Paging, gva: u64, buf: &mut [u8]) -> bool {
     let (base, size) = {
         let st = state(sandbox);
         (st.host_base, st.size)
@@ -213,9 +119,31 @@ pub(super) fn read_guest_virtual(sandbox: u32, paging: &guest::Paging, gva: u64,
     true
 }
 
+/// General-purpose register `n` (x86 encoding) of the guest; RSP from its saved state.
+fn gpr(regs: &GuestRegs, rsp: u64, n: u8) -> u64 {
+    match n {
+        0 => regs.rax,
+        1 => regs.rcx,
+        2 => regs.rdx,
+        3 => regs.rbx,
+        4 => rsp,
+        5 => regs.rbp,
+        6 => regs.rsi,
+        7 => regs.rdi,
+        8 => regs.r8,
+        9 => regs.r9,
+        10 => regs.r10,
+        11 => regs.r11,
+        12 => regs.r12,
+        13 => regs.r13,
+        14 => regs.r14,
+        _ => regs.r15,
+    }
+}
+
 /// A write to the trapped xAPIC page: decode the instruction, check the write, replay it on this core's APIC
 /// (or send the checked IPI), and move the guest past it.
-pub(super) fn apic_write(sandbox: u32, regs: &mut GuestRegs, gpa: u64) -> bool {
+fn apic_write(sandbox: u32, regs: &mut GuestRegs, gpa: u64) -> bool {
     let gs = backend::guest_state();
     let mut bytes = [0u8; 15];
     if !read_guest_virtual(sandbox, &gs.paging, gs.rip, &mut bytes) {
@@ -225,26 +153,7 @@ pub(super) fn apic_write(sandbox: u32, regs: &mut GuestRegs, gpa: u64) -> bool {
         Ok(w) => w,
         Err(e) => return stop(sandbox, "apic_write", format_args!("gpa=0x{:x} instruction={:?}", gpa, e)),
     };
-    let reg = |n: u8| -> u64 {
-        match n {
-            0 => regs.rax,
-            1 => regs.rcx,
-            2 => regs.rdx,
-            3 => regs.rbx,
-            4 => gs.rsp,
-            5 => regs.rbp,
-            6 => regs.rsi,
-            7 => regs.rdi,
-            8 => regs.r8,
-            9 => regs.r9,
-            10 => regs.r10,
-            11 => regs.r11,
-            12 => regs.r12,
-            13 => regs.r13,
-            14 => regs.r14,
-            _ => regs.r15,
-        }
-    };
+    let reg = |n: u8| gpr(regs, gs.rsp, n);
     let value = match w.source {
         Source::Reg(n) => reg(n),
         Source::HighByte(n) => reg(n) >> 8,
@@ -268,7 +177,7 @@ pub(super) fn apic_write(sandbox: u32, regs: &mut GuestRegs, gpa: u64) -> bool {
     true
 }
 
-pub(super) fn cpuid(regs: &mut GuestRegs) {
+fn cpuid(regs: &mut GuestRegs) {
     let (leaf, sub) = (regs.rax as u32, regs.rcx as u32);
     let c = cpu::cpuid(leaf, sub);
     let (mut ecx, mut edx) = (c.ecx, c.edx);
@@ -287,10 +196,10 @@ pub(super) fn cpuid(regs: &mut GuestRegs) {
 }
 
 /// The kind an exit is counted as.
-pub(super) fn exit_kind(exit: &Exit) -> ExitKind {
+fn exit_kind(exit: &Exit) -> ExitKind {
     match *exit {
         Exit::MemoryViolation { gpa, write: true, .. } if is_apic_page(gpa) => ExitKind::ApicWrite,
-        Exit::Nmi if WATCHDOG_NMI.load(Ordering::Relaxed) => ExitKind::Watchdog,
+        Exit::Nmi if watchdog_nmi() => ExitKind::Watchdog,
         ref e => e.kind(),
     }
 }
@@ -299,10 +208,10 @@ pub(super) fn exit_kind(exit: &Exit) -> ExitKind {
 /// relaunch.
 pub(super) fn on_exit(regs: &mut GuestRegs, exit: Exit) -> Verdict {
     let sandbox = percpu::cpu_index();
-    EXIT_TSC[sandbox as usize].store(cpu::rdtsc(), Ordering::Relaxed);
+    exit_started(sandbox);
     if handle_exit(regs, exit) {
         Verdict::Resume
-    } else if RELAUNCH[sandbox as usize].swap(false, Ordering::SeqCst) {
+    } else if take_relaunch(sandbox) {
         Verdict::Relaunch
     } else {
         Verdict::Park
@@ -310,7 +219,7 @@ pub(super) fn on_exit(regs: &mut GuestRegs, exit: Exit) -> Verdict {
 }
 
 /// Handle one exit; false: the sandbox does not resume (stopped, or recovered and to be relaunched).
-pub(super) fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
+fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
     let sandbox = percpu::cpu_index();
     if questv_arch::trap::HALT_ALL.load(Ordering::SeqCst) {
         return false; // the monitor is stopping the machine (its NMI brought this core out of the guest)
@@ -331,18 +240,15 @@ pub(super) fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
         Exit::Msr { write } => msr_access(sandbox, regs, write),
         // The watchdog check above ran; the timer restarts at the next entry.
         Exit::Timer => true,
-        Exit::Nmi if TAKEOVER_REQUEST[sandbox as usize].load(Ordering::Acquire) != 0 => {
-            let wanted = TAKEOVER_REQUEST[sandbox as usize].swap(0, Ordering::AcqRel);
-            for j in (0..64).filter(|j| wanted & (1u64 << j) != 0) {
-                take_over(sandbox, j);
-            }
+        Exit::Nmi if takeover_requested(sandbox) => {
+            serve_takeovers(sandbox);
             true
         }
         Exit::Nmi => {
             // With the SVM watchdog on, the PIT's NMIs are the monitor's own tick. Otherwise not one the monitor
             // sent (that one sets HALT_ALL): dropped and counted, not logged each time (on x2APIC machines a
             // sandbox can aim NMIs at itself through its LVT entries).
-            if !WATCHDOG_NMI.load(Ordering::Relaxed) {
+            if !watchdog_nmi() {
                 refuse(sandbox, RefusalKind::Nmi, 2);
             }
             true

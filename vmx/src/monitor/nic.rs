@@ -1,44 +1,57 @@
 //! The shared NIC (docs/network.md): which sandboxes the monitor grants the e1000 to, who drives it, and the
-//! hand-over between sharers when one fails.
+//! hand-over between sharers when one fails (remote recovery, monitor to monitor).
 
-use super::*;
+use super::infopage;
+use super::state::{bit, in_service};
+use crate::recovery as rec;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use questv_abi::hypercall as hc;
+use questv_arch::acpi_madt::Topology;
+use questv_arch::{cpu, lapic, percpu};
+use questv_kernel::time::{self, cycles_to_us};
+use questv_kernel::{result, smp};
 
 /// The shared NIC: which sandboxes share it (sharer j = `sharers[j]`) and where it is.
 pub(super) struct NicGrant {
-    pub(super) sharers: Vec<u32>,
+    sharers: Vec<u32>,
     pub(super) nic: questv_kernel::net::device::Claimed,
     /// Its I/O APIC entry (for re-routing after a remote recovery) and whether it uses logical delivery.
-    pub(super) ioapic: questv_arch::ioapic::IoApic,
-    pub(super) pin: u32,
-    pub(super) active_low: bool,
-    pub(super) logical: bool,
+    ioapic: questv_arch::ioapic::IoApic,
+    pin: u32,
+    active_low: bool,
+    logical: bool,
     /// The logical destination now (one bit per sandbox core that still receives it).
-    pub(super) mask: AtomicU32,
+    mask: AtomicU32,
 }
 
+static NIC_GRANT: spin::Once<Option<NicGrant>> = spin::Once::new();
 /// Sandboxes whose NIC role moved to another sandbox (remote recovery): they are relaunched without it.
-pub(super) static NIC_MOVED: AtomicU64 = AtomicU64::new(0);
+static NIC_MOVED: AtomicU64 = AtomicU64::new(0);
 /// Remote recovery, monitor to monitor: per target core, the sharers (bit j) it is asked to take over, and
 /// those it has (its acknowledgement).
-pub(super) static TAKEOVER_REQUEST: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
-pub(super) static TAKEOVER_ACK: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
-/// Sandboxes running and in service (bit = sandbox): set at BOOTED, cleared when one faults, finishes or is
-/// stopped. A takeover target must be one of them (never one that is itself recovering).
-pub(super) static IN_SERVICE: AtomicU64 = AtomicU64::new(0);
+static TAKEOVER_REQUEST: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+static TAKEOVER_ACK: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
 /// The I/O APIC's index/data pair is not reentrant: one monitor at a time reprograms it after boot.
-pub(super) static IOAPIC_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+static IOAPIC_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
+/// The grant for this run (none: no sandbox shares the NIC).
+pub(super) fn install(grant: Option<NicGrant>) {
+    NIC_GRANT.call_once(|| grant);
+}
+
+fn nic_grant() -> Option<&'static NicGrant> {
+    NIC_GRANT.get().and_then(Option::as_ref)
+}
+
+/// Which sharer `sandbox` is (and the grant), if it still holds a NIC role.
 pub(super) fn nic_role(sandbox: u32) -> Option<(usize, &'static NicGrant)> {
     if NIC_MOVED.load(Ordering::Acquire) & bit(sandbox) != 0 {
         return None;
     }
     nic_grant().and_then(|g| g.sharers.iter().position(|&x| x == sandbox).map(|j| (j, g)))
-}
-
-pub(super) static NIC_GRANT: spin::Once<Option<NicGrant>> = spin::Once::new();
-
-pub(super) fn nic_grant() -> Option<&'static NicGrant> {
-    NIC_GRANT.get().and_then(Option::as_ref)
 }
 
 /// Claim the e1000 for the sandboxes in `list` (paper §3.6): each gets a virtual MAC and an IPv4 address in the
@@ -86,4 +99,103 @@ pub(super) fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &
         sharers.iter().map(|s| format!("{s}")).collect::<Vec<_>>().join(",")
     );
     Ok(NicGrant { sharers, nic, ioapic, pin, active_low, logical, mask: AtomicU32::new(mask) })
+}
+
+/// Remote recovery: the sharer `sandbox` is, and the next healthy sharer its service goes to (in service and
+/// still holding a NIC role itself).
+pub(super) fn takeover_target(sandbox: u32) -> Option<(usize, u32)> {
+    let (j, grant) = nic_role(sandbox)?;
+    let healthy = |s: u32| s != sandbox && in_service(s) && nic_role(s).is_some();
+    rec::pick_takeover(sandbox, &grant.sharers, healthy).map(|t| (j, t))
+}
+
+/// Remote recovery, on the faulted sandbox's core: ask `target`'s monitor (by NMI, through a mailbox) to take
+/// over sharer `j`'s network service, and wait for its acknowledgement (the IPI round trip of Table 1). From
+/// now on the faulted sandbox is relaunched without the NIC.
+pub(super) fn hand_over(sandbox: u32, j: usize, target: u32) -> bool {
+    NIC_MOVED.fetch_or(bit(sandbox), Ordering::AcqRel);
+    let t0 = cpu::rdtsc();
+    let want = bit(j as u32);
+    TAKEOVER_ACK[target as usize].fetch_and(!want, Ordering::AcqRel);
+    TAKEOVER_REQUEST[target as usize].fetch_or(want, Ordering::AcqRel);
+    let hz = time::tsc_hz();
+    let mut nmis = 0;
+    // An NMI that reaches the target core while it is in root mode (handling an exit of its own) is not an
+    // exit: send again every millisecond until acknowledged, for at most half a second.
+    let acked = loop {
+        lapic::send_nmi(smp::apic_id(target));
+        nmis += 1;
+        let until = cpu::rdtsc() + hz / 1000;
+        while cpu::rdtsc() < until && TAKEOVER_ACK[target as usize].load(Ordering::Acquire) & want == 0 {
+            core::hint::spin_loop();
+        }
+        if TAKEOVER_ACK[target as usize].load(Ordering::Acquire) & want != 0 {
+            break true;
+        }
+        if cpu::rdtsc() - t0 > hz / 2 {
+            // Withdraw the request; if the target took it after all in the meantime, it stands.
+            let withdrawn = TAKEOVER_REQUEST[target as usize].fetch_and(!want, Ordering::AcqRel) & want != 0;
+            break !withdrawn;
+        }
+    };
+    let round_trip = cpu::rdtsc() - t0;
+    if !acked {
+        // Nobody took the service: the sandbox keeps its NIC role and is restarted with it.
+        NIC_MOVED.fetch_and(!bit(sandbox), Ordering::AcqRel);
+    }
+    result!(
+        "sandbox_takeover",
+        "sandbox={} sharer={} target={} acked={} ipi_round_trip_cycles={} ipi_round_trip_us={} nmis={}",
+        sandbox, j, target, u8::from(acked), if acked { round_trip } else { 0 }, if acked { cycles_to_us(round_trip) } else { 0 }, nmis
+    );
+    acked
+}
+
+/// Has `target`'s monitor been asked (by NMI) to take over a sharer's service?
+pub(super) fn takeover_requested(target: u32) -> bool {
+    TAKEOVER_REQUEST[target as usize].load(Ordering::Acquire) != 0
+}
+
+/// On `target`'s core, in its NMI exit: take over every sharer it was asked to.
+pub(super) fn serve_takeovers(target: u32) {
+    let wanted = TAKEOVER_REQUEST[target as usize].swap(0, Ordering::AcqRel);
+    for j in (0..64).filter(|j| wanted & (1u64 << j) != 0) {
+        take_over(target, j);
+    }
+}
+
+/// Remote recovery, on the target's core (its NMI exit): route the NIC's interrupt away from the faulted
+/// sandbox (the target already receives it), publish the takeover in the info page, and tell the target's
+/// kernel with a self-IPI of the takeover vector, which reaches the guest directly.
+fn take_over(target: u32, j: usize) {
+    let t0 = cpu::rdtsc();
+    let Some(g) = nic_grant() else { return };
+    let Some(&faulted) = g.sharers.get(j) else { return };
+    if nic_role(target).is_none() {
+        // This sandbox no longer holds the NIC itself (it handed its own role over): it cannot serve another.
+        return;
+    }
+    if g.logical {
+        let id = if lapic::is_x2apic() { smp::apic_id(faulted) } else { faulted };
+        let _io = IOAPIC_LOCK.lock();
+        let mask = g.mask.fetch_and(!(1u32.checked_shl(id).unwrap_or(0)), Ordering::AcqRel) & !(1u32.checked_shl(id).unwrap_or(0));
+        g.ioapic.route_logical(g.pin, questv_kernel::net::VECTOR_NIC, mask as u8, false, g.active_low);
+    }
+    infopage::publish_takeover(target, j);
+    lapic::send_ipi(lapic::id(), hc::TAKEOVER_VECTOR);
+    let t1 = cpu::rdtsc();
+    TAKEOVER_ACK[target as usize].fetch_or(bit(j as u32), Ordering::AcqRel);
+    result!("sandbox_takeover_done", "target={} sharer={} faulted={} reroute_cycles={} logical_dest=0x{:02x}", target, j, faulted, t1 - t0, g.mask.load(Ordering::Acquire));
+}
+
+/// A faulted NIC sharer leaves the shared ring (its frozen cursor would stall it for the others) and a control
+/// lock it died holding is released.
+pub(super) fn leave_nic(sandbox: u32) {
+    if let Some((j, g)) = nic_role(sandbox) {
+        // SAFETY: the DMA region is monitor-claimed memory (identity mapped here); its control block is made of
+        // atomics only.
+        let control = unsafe { &*(g.nic.dma as *const questv_drivers::e1000::Control) };
+        let held = control.leave(j);
+        result!("nic_leave", "sandbox={} sharer={} lock_released={}", sandbox, j, u8::from(held));
+    }
 }

@@ -1,0 +1,67 @@
+//! The info page (`questv_abi::hypercall::info`): the first page of the shared region, mapped read-only into
+//! every sandbox and written only here — its header, the channel directory, the channel reset counters, the
+//! takeovers and the incarnations.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use questv_abi::hypercall::{info, SHARED_SIZE};
+
+/// Host address of the shared region (its first page is the info page); set once by [`init`].
+static SHARED_BASE: AtomicU64 = AtomicU64::new(0);
+
+/// Zero the shared region at `base` and write the info page's header.
+///
+/// # Safety
+/// [base, base + SHARED_SIZE) is the shared region, taken from the frame allocator for this purpose and used
+/// by nothing yet (no sandbox runs).
+pub(super) unsafe fn init(base: u64, sandboxes: u32) {
+    // SAFETY: the caller's contract: the shared region was just taken for this purpose.
+    unsafe { core::ptr::write_bytes(base as *mut u8, 0, SHARED_SIZE as usize) };
+    SHARED_BASE.store(base, Ordering::SeqCst);
+    // SAFETY: the info page is the first page of the zeroed shared region.
+    unsafe {
+        core::ptr::write_volatile((base + info::MAGIC_OFFSET) as *mut u64, info::MAGIC);
+        core::ptr::write_volatile((base + info::VERSION_OFFSET) as *mut u32, info::VERSION);
+        core::ptr::write_volatile((base + info::SANDBOXES_OFFSET) as *mut u32, sandboxes);
+    }
+}
+
+/// A 32-bit counter of the info page, at `offset` from its start.
+fn counter(offset: u64) -> &'static AtomicU32 {
+    let shared = SHARED_BASE.load(Ordering::SeqCst);
+    // SAFETY: the info page is monitor-initialised shared memory (`init` ran before any sandbox started);
+    // callers keep `offset` within it, 4-byte aligned.
+    unsafe { &*((shared + offset) as *const AtomicU32) }
+}
+
+/// Publish channel `i` (between sandboxes `a` and `b`, at `base`) in the channel directory, then the new count.
+pub(super) fn publish_channel(i: u64, a: u32, b: u32, base: u64) {
+    let shared = SHARED_BASE.load(Ordering::SeqCst);
+    // SAFETY: the info page is monitor-initialised shared memory; the directory slot is within it (the caller
+    // keeps `i` below MAX_CHANNELS).
+    unsafe {
+        let entry = (shared + info::CHANNEL_DIR_OFFSET + info::CHANNEL_DIR_ENTRY * i) as *mut u32;
+        core::ptr::write_volatile(entry, a);
+        core::ptr::write_volatile(entry.add(1), b);
+        core::ptr::write_volatile(entry.add(2) as *mut u64, base);
+    }
+    counter(info::CHANNEL_COUNT_OFFSET).store(i as u32 + 1, Ordering::Release);
+}
+
+/// Count a reset of channel `i` (its endpoints see the counter move).
+pub(super) fn count_channel_reset(i: usize) {
+    counter(info::CHANNEL_RESETS_OFFSET + 4 * i as u64).fetch_add(1, Ordering::Release);
+}
+
+/// `target` took over sharer `j`'s network service.
+pub(super) fn publish_takeover(target: u32, j: usize) {
+    if u64::from(target) < info::MAX_SANDBOXES {
+        counter(info::TAKEOVERS_OFFSET + 4 * u64::from(target)).fetch_or(1 << j, Ordering::AcqRel);
+    }
+}
+
+/// `sandbox` now runs its incarnation `incarnation`.
+pub(super) fn publish_incarnation(sandbox: u32, incarnation: u32) {
+    if u64::from(sandbox) < info::MAX_SANDBOXES {
+        counter(info::INCARNATIONS_OFFSET + 4 * u64::from(sandbox)).store(incarnation, Ordering::Release);
+    }
+}
