@@ -108,8 +108,8 @@ pub fn build_io_permission_map(map: &mut [u8; 12288], granted: &[RangeInclusive<
     }
 }
 
-/// Ports granted to a sandbox. None today: the console is the monitor's (hypercall), and devices arrive with the
-/// NIC issue, which adds their ranges here.
+/// Ports granted to a sandbox. None: the console is the monitor's (hypercall), and the one shared device, the
+/// e1000, is driven through its memory-mapped registers.
 pub const GRANTED_PORTS: &[RangeInclusive<u16>] = &[];
 
 /// Deny-by-default I/O bitmaps A (ports 0–0x7FFF) and B (0x8000–0xFFFF): every bit set except granted ports.
