@@ -1,7 +1,7 @@
 //! `faults`: the fault-injection campaign (docs/recovery.md). One VT boot with every sandbox on
 //! `--recovery restart` and the watchdog on: `ktest campaign N SEED` injects N faults of random kinds (kernel
 //! panic, invalid opcode, wild write outside the sandbox, write to its own kernel text, triple fault, hang, the
-//! machine's reset port) into random target sandboxes (2 and up), one after another, while sandboxes 0 and 1
+//! machine's reset port, the Fig 10 driver that scribbles over its channel then writes past its memory) into random target sandboxes (2 and up), one after another, while sandboxes 0 and 1
 //! exchange sequence-numbered channel messages and every sandbox runs forkwait. The run is judged from the
 //! monitor's lines: each injected fault detected (`sandbox_fault`), recovered (`sandbox_ready`), nothing
 //! escaping to another sandbox, no channel message between the bystanders lost.
@@ -22,16 +22,29 @@ impl Default for FaultsOptions {
     }
 }
 
+/// One injected fault and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Injection {
+    pub index: u64,
+    pub sandbox: u64,
+    pub kind: String,
+    /// The monitor's report of it (reason, action), if it came.
+    pub detected: Option<(String, String)>,
+    /// Fault to back in service (µs), if the sandbox came back.
+    pub downtime_us: Option<u64>,
+}
+
 /// What the campaign's lines say.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Campaign {
-    /// (index, sandbox, kind) of each fault a target announced before injecting it.
-    pub injected: Vec<(u64, u64, String)>,
-    /// Monitor fault reports (sandbox, reason, action).
+    /// Each fault a target announced before injecting it, in order.
+    pub injected: Vec<Injection>,
+    /// Monitor fault reports (sandbox, reason, action), in order.
     pub detected: Vec<(u64, String, String)>,
     /// Downtime of each recovery, fault to back in service (µs).
     pub downtimes_us: Vec<u64>,
-    /// Faults the monitor reported in a sandbox no fault was injected into, stops, or bystander failures.
+    /// Faults the monitor reported in a sandbox with no injected fault pending (a fault that moved, or a
+    /// false alarm: the lines cannot tell them apart), stops, or bystander failures. Each counts once.
     pub escaped: u64,
     pub lost_messages: u64,
     pub messages: u64,
@@ -39,26 +52,53 @@ pub struct Campaign {
     pub ended_cleanly: bool,
 }
 
-/// Judge a campaign run from its output lines.
+impl Campaign {
+    /// Injections the monitor reported.
+    pub fn detected_injections(&self) -> usize {
+        self.injected.iter().filter(|i| i.detected.is_some()).count()
+    }
+    /// Injections whose sandbox came back in service.
+    pub fn recovered_injections(&self) -> usize {
+        self.injected.iter().filter(|i| i.downtime_us.is_some()).count()
+    }
+}
+
+/// Judge a campaign run from its output lines. Lines are read in order: each monitor report is matched to the
+/// earliest injection still pending in the same sandbox, and each `sandbox_ready` to the earliest detected one
+/// not yet back, so one unexplained report costs one escape and leaves the pairing of the rest intact.
 pub fn judge(lines: &[String], outcome: &Outcome, cpus: u32) -> Campaign {
     let results: Vec<ResultLine> = lines.iter().filter_map(|l| parse_result_line(l)).collect();
     let mut c = Campaign { ended_cleanly: *outcome == Outcome::Done(0), ..Campaign::default() };
     for r in &results {
         match r.name.as_str() {
-            "campaign_fault" if !r.from_monitor() => {
-                c.injected.push((r.get_u64("index").unwrap_or(0), r.get_u64("sandbox").unwrap_or(0), r.get("kind").unwrap_or("?").to_string()))
-            }
+            "campaign_fault" if !r.from_monitor() => c.injected.push(Injection {
+                index: r.get_u64("index").unwrap_or(0),
+                sandbox: r.get_u64("sandbox").unwrap_or(0),
+                kind: r.get("kind").unwrap_or("?").to_string(),
+                ..Injection::default()
+            }),
             "sandbox_fault" if r.from_monitor() => {
                 let s = r.get_u64("sandbox").unwrap_or(u64::MAX);
+                let reason = r.get("reason").unwrap_or("?").to_string();
                 let action = r.get("action").unwrap_or("?").to_string();
-                // A target is only ever restarted (a stop means recovery failed); whose fault it was is
-                // checked against the injections below.
+                // A target is only ever restarted: a stop means recovery failed.
                 if action != "restart" {
                     c.escaped += 1;
                 }
-                c.detected.push((s, r.get("reason").unwrap_or("?").to_string(), action));
+                match c.injected.iter_mut().find(|i| i.sandbox == s && i.detected.is_none()) {
+                    Some(i) => i.detected = Some((reason.clone(), action.clone())),
+                    None => c.escaped += 1,
+                }
+                c.detected.push((s, reason, action));
             }
-            "sandbox_ready" if r.from_monitor() => c.downtimes_us.push(r.get_u64("downtime_us").unwrap_or(0)),
+            "sandbox_ready" if r.from_monitor() => {
+                let s = r.get_u64("sandbox").unwrap_or(u64::MAX);
+                let d = r.get_u64("downtime_us").unwrap_or(0);
+                c.downtimes_us.push(d);
+                if let Some(i) = c.injected.iter_mut().find(|i| i.sandbox == s && i.detected.is_some() && i.downtime_us.is_none()) {
+                    i.downtime_us = Some(d);
+                }
+            }
             "campaign_traffic" if !r.from_monitor() => {
                 c.bystander_vmexits.push(r.get_u64("vmexits").unwrap_or(0));
                 if r.get("role") == Some("receiver") {
@@ -67,13 +107,6 @@ pub fn judge(lines: &[String], outcome: &Outcome, cpus: u32) -> Campaign {
                 }
             }
             _ => {}
-        }
-    }
-    // Each detection must be the injected fault, in the sandbox it was injected into and in order; a fault in
-    // any other sandbox, or one more than was injected, escaped.
-    for (i, d) in c.detected.iter().enumerate() {
-        if c.injected.get(i).is_none_or(|inj| inj.1 != d.0) {
-            c.escaped += 1;
         }
     }
     // Both bystanders must have reported and exchanged messages, and every sandbox ended with status 0.
@@ -114,10 +147,10 @@ pub fn faults(o: &FaultsOptions) -> Result<(String, bool), String> {
     let dir = results_dir()?;
     let stem = format!("faults-{}-{}cpus-n{}-seed{}", o.emulator.name(), o.cpus, o.count, o.seed);
     let mut csv = String::from("index,sandbox,kind,reason,action,downtime_us\n");
-    for (i, (idx, s, kind)) in c.injected.iter().enumerate() {
-        let (reason, action) = c.detected.get(i).map_or(("", ""), |d| (d.1.as_str(), d.2.as_str()));
-        let down = c.downtimes_us.get(i).map_or(String::new(), |d| d.to_string());
-        csv.push_str(&format!("{idx},{s},{kind},{reason},{action},{down}\n"));
+    for i in &c.injected {
+        let (reason, action) = i.detected.as_ref().map_or(("", ""), |d| (d.0.as_str(), d.1.as_str()));
+        let down = i.downtime_us.map_or(String::new(), |d| d.to_string());
+        csv.push_str(&format!("{},{},{},{reason},{action},{down}\n", i.index, i.sandbox, i.kind));
     }
     std::fs::write(dir.join(format!("{stem}.csv")), &csv).map_err(|e| e.to_string())?;
     let points: Vec<(f64, f64)> = c.downtimes_us.iter().enumerate().map(|(i, &d)| (i as f64, d as f64 / 1000.0)).collect();
@@ -132,10 +165,10 @@ pub fn faults(o: &FaultsOptions) -> Result<(String, bool), String> {
             &[plot::Series { name: "fault to back in service".into(), points }],
         )?;
     }
-    let detected_injected = c.detected.iter().filter(|d| d.0 >= 2).count().min(c.injected.len());
-    let recovered = c.downtimes_us.len().min(c.injected.len());
+    let detected_injected = c.detected_injections();
+    let recovered = c.recovered_injections();
     let ok = c.ended_cleanly && c.injected.len() == o.count as usize && detected_injected == c.injected.len() && recovered == c.injected.len() && c.escaped == 0 && c.lost_messages == 0;
-    let mut kinds: Vec<String> = c.injected.iter().map(|i| i.2.clone()).collect();
+    let mut kinds: Vec<String> = c.injected.iter().map(|i| i.kind.clone()).collect();
     kinds.sort();
     kinds.dedup();
     let text = format!(
@@ -195,6 +228,30 @@ mod tests {
         lost[4] = "[s1] RESULT campaign_traffic sandbox=1 role=receiver received=9 lost=1 dup=0 corrupt=0 vmexits=0".into();
         assert_eq!(judge(&lost, &Outcome::Done(0), 3).lost_messages, 1);
         assert_eq!(judge(&good[..6], &Outcome::Done(0), 3).escaped, 1, "a sandbox that never finished");
+        // One false alarm in another target costs one escape, not every later pairing (the 1000-fault run
+        // that found this: a spurious watchdog stop in sandbox 3 while sandbox 2's fault was pending).
+        let mut two = lines(&[
+            "[s2] RESULT campaign_fault index=0 sandbox=2 kind=wild",
+            "RESULT sandbox_fault sandbox=3 reason=watchdog action=restart",
+            "RESULT sandbox_fault sandbox=2 reason=memory_violation action=restart",
+            "RESULT sandbox_ready sandbox=3 incarnation=1 downtime_us=200000",
+            "RESULT sandbox_ready sandbox=2 incarnation=1 downtime_us=300000",
+            "[s3] RESULT campaign_fault index=1 sandbox=3 kind=panic",
+            "RESULT sandbox_fault sandbox=3 reason=panic action=restart",
+            "RESULT sandbox_ready sandbox=3 incarnation=2 downtime_us=400000",
+        ]);
+        two.extend_from_slice(&good[3..]);
+        two.push("RESULT sandbox_done sandbox=3 status=0".into());
+        let c = judge(&two, &Outcome::Done(0), 4);
+        assert_eq!(c.escaped, 1);
+        assert_eq!((c.detected_injections(), c.recovered_injections()), (2, 2));
+        assert_eq!(c.injected[0].detected.as_ref().map(|d| d.0.as_str()), Some("memory_violation"));
+        assert_eq!((c.injected[0].downtime_us, c.injected[1].downtime_us), (Some(300000), Some(400000)));
+        // A fault that was never reported is not detected, and not recovered.
+        let mut missed = good.clone();
+        missed.remove(1);
+        let c = judge(&missed, &Outcome::Done(0), 3);
+        assert_eq!((c.detected_injections(), c.recovered_injections()), (0, 0));
         // A sandbox cannot forge the monitor's lines: a relayed `sandbox_fault` is ignored.
         let mut forged = good.clone();
         forged.push("[s2] RESULT sandbox_fault sandbox=0 reason=panic action=restart".into());
