@@ -517,9 +517,18 @@ pub fn vcpu_trace_csv() -> alloc::string::String {
     out
 }
 
-/// An I/O VCPU runs the next bottom half at the priority of Main VCPU `main` (None: its own).
-pub fn vcpu_inherit(io: u32, main: Option<u32>) -> Result<(), VcpuError> {
-    with_vcpus(|s| s.vcpus.inherit(io, main)).map_err(vcpu_error)
+/// I/O VCPU `io` of CPU `cpu` runs at `period` (µs; a Main VCPU's, of any CPU; `None`: its own) from now on.
+pub fn vcpu_inherit_on(cpu: u32, io: u32, period: Option<u64>) -> Result<(), VcpuError> {
+    let now = now_us(questv_arch::cpu::rdtsc());
+    let mut g = SCHED.get(cpu as usize).ok_or(VcpuError::NoSuchVcpu)?.lock();
+    let s = g.as_mut().ok_or(VcpuError::NoSuchVcpu)?;
+    s.vcpus.inherit_period(now, io, period).map_err(vcpu_error)
+}
+
+/// The period (µs) of the VCPU the calling thread runs on.
+pub fn current_vcpu_period() -> u64 {
+    let vcpu = current_vcpu();
+    with_vcpus(|s| s.vcpus.get(vcpu).map_or(DEFAULT_VCPU_PERIOD_US, |v| v.params().period))
 }
 
 /// The level the running VCPU has now (for tests and reports).

@@ -66,7 +66,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::NET_INFO => net_info(a0, a1),
         nr::NET_WAIT => {
             if crate::net::stack::STATS.up.load(core::sync::atomic::Ordering::Acquire) {
-                i64::from(crate::net::stack::wait_stop(a0.min(3_600_000)))
+                crate::net::stack::wait_stop(a0.min(3_600_000)).map_or(-EAGAIN, i64::from)
             } else {
                 -ENODEV
             }

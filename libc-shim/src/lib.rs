@@ -325,7 +325,9 @@ pub mod net {
         }
     }
 
-    /// Block until the host peer's end-of-run marker arrives (1) or `timeout_ms` passes (0); -ENODEV without a NIC.
+    /// Block until the host peer's end-of-run marker arrives (1) or `timeout_ms` passes (0); -ENODEV without a NIC,
+    /// -EAGAIN when 16 threads wait already. While the caller waits, the NIC driver's I/O VCPU runs at the
+    /// priority of the caller's VCPU (or of a more urgent waiter's): docs/scheduling.md.
     pub fn wait_stop(timeout_ms: u64) -> i64 {
         syscall(nr::NET_WAIT, timeout_ms, 0, 0)
     }

@@ -5,6 +5,8 @@
 
 use super::frame::{self, DropReason, Identity, Verdict};
 use crate::sched;
+use crate::sync::IrqSpinlock;
+use crate::vcpu::inherit::{Waiter, Waiters, MAX_WAITERS};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -81,15 +83,17 @@ static MMIO: AtomicU64 = AtomicU64::new(0);
 /// The driver thread's id + 1 (0 = none).
 static THREAD: AtomicU64 = AtomicU64::new(0);
 static TICKS: AtomicU32 = AtomicU32::new(0);
-/// A thread blocked in [`wait_stop`] (id + 1) and its deadline (TSC).
-static WAITER: AtomicU64 = AtomicU64::new(0);
-static WAIT_DEADLINE: AtomicU64 = AtomicU64::new(0);
+/// Threads blocked in [`wait_stop`]: the driver's I/O VCPU works for them, at the most urgent one's priority.
+static WAITERS: IrqSpinlock<Waiters> = IrqSpinlock::new(Waiters::new());
+/// The driver's I/O VCPU (on CPU 0, where the driver thread runs); u32::MAX: none.
+static IO_VCPU: AtomicU32 = AtomicU32::new(u32::MAX);
+const DRIVER_CPU: u32 = 0;
 
 /// Start the driver thread on this kernel's CPU 0. The NIC and its DMA region must be mapped.
 pub fn start(cfg: Config) {
     MMIO.store(cfg.mmio, Ordering::SeqCst);
     let arg = Box::into_raw(Box::new(cfg)) as u64;
-    let id = sched::spawn_on(0, "net", driver_thread, arg);
+    let id = sched::spawn_on(DRIVER_CPU, "net", driver_thread, arg);
     THREAD.store(id + 1, Ordering::SeqCst);
 }
 
@@ -128,27 +132,62 @@ pub fn interrupt() {
     wake_driver();
 }
 
-/// The timer tick: poll now and then without interrupts, and end a [`wait_stop`] whose time is up.
+/// The timer tick: poll now and then without interrupts, and end the [`wait_stop`]s whose time is up.
 pub fn tick() {
     if THREAD.load(Ordering::Relaxed) != 0 && TICKS.fetch_add(1, Ordering::Relaxed) % TICKS_PER_POLL == 0 {
         wake_driver();
     }
-    let w = WAITER.load(Ordering::Acquire);
-    if w != 0 && (STATS.stop.load(Ordering::Acquire) || questv_arch::cpu::rdtsc() >= WAIT_DEADLINE.load(Ordering::Acquire)) {
-        sched::wake(w - 1);
+    let mut due = [0u64; MAX_WAITERS];
+    let mut n = 0;
+    {
+        let w = WAITERS.lock();
+        if w.is_empty() {
+            return;
+        }
+        for t in w.due(questv_arch::cpu::rdtsc(), STATS.stop.load(Ordering::Acquire)) {
+            due[n] = t;
+            n += 1;
+        }
+    }
+    // Woken outside the lock: the scheduler's lock is always taken after this one, never before.
+    for &t in &due[..n] {
+        sched::wake(t);
     }
 }
 
-/// Block until the host peer's stop marker arrives (true) or `timeout_ms` passes (false).
-pub fn wait_stop(timeout_ms: u64) -> bool {
+/// Too many threads wait on the network already ([`MAX_WAITERS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyWaiters;
+
+/// Block until the host peer's stop marker arrives (true) or `timeout_ms` passes (false). While the caller
+/// waits, the driver's I/O VCPU runs at the priority of the most urgent waiter's Main VCPU.
+pub fn wait_stop(timeout_ms: u64) -> Result<bool, TooManyWaiters> {
     let deadline = questv_arch::cpu::rdtsc().saturating_add(crate::time::ms_to_cycles(timeout_ms));
-    WAIT_DEADLINE.store(deadline, Ordering::Release);
-    WAITER.store(sched::current_id() + 1, Ordering::Release);
+    let me = sched::current_id();
+    let period = sched::current_vcpu_period();
+    {
+        let mut w = WAITERS.lock();
+        w.add(Waiter { thread: me, period, deadline }).map_err(|_| TooManyWaiters)?;
+        set_driver_priority(&w);
+    }
     while !STATS.stop.load(Ordering::Acquire) && questv_arch::cpu::rdtsc() < deadline {
         sched::block();
     }
-    WAITER.store(0, Ordering::Release);
-    STATS.stop.load(Ordering::Acquire)
+    let mut w = WAITERS.lock();
+    w.remove(me);
+    set_driver_priority(&w);
+    Ok(STATS.stop.load(Ordering::Acquire))
+}
+
+/// The driver's I/O VCPU takes the waiters' inherited period (called with the table locked, so two changes
+/// cannot reach the scheduler in the wrong order).
+fn set_driver_priority(w: &Waiters) {
+    let io = IO_VCPU.load(Ordering::Acquire);
+    if io != u32::MAX {
+        if let Err(e) = sched::vcpu_inherit_on(DRIVER_CPU, io, w.inherited_period()) {
+            log::warn!("net: I/O VCPU {io} cannot inherit: {e:?}");
+        }
+    }
 }
 
 fn now() -> Instant {
@@ -218,6 +257,7 @@ extern "C" fn driver_thread(arg: u64) -> ! {
     match sched::vcpu_create(crate::vcpu::Class::Io, IO_VCPU_BUDGET_US, IO_VCPU_PERIOD_US) {
         Ok(io) => {
             let _ = sched::vcpu_bind(io);
+            IO_VCPU.store(io, Ordering::Release);
             log::info!("net: bottom half on I/O VCPU {io} ({IO_VCPU_BUDGET_US} us / {IO_VCPU_PERIOD_US} us)");
         }
         Err(e) => log::warn!("net: no I/O VCPU ({e:?}); the bottom half runs on the default VCPU"),

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod inherit;
 pub mod io_server;
 pub mod sporadic;
 pub mod trace;
@@ -284,7 +285,7 @@ impl VcpuSet {
     }
 
     /// An I/O VCPU takes the priority of Main VCPU `main` (or its own, with `None`) for the work it does next.
-    pub fn inherit(&mut self, io: u32, main: Option<u32>) -> Result<(), Error> {
+    pub fn inherit(&mut self, now: u64, io: u32, main: Option<u32>) -> Result<(), Error> {
         let period = match main {
             Some(m) => match self.get(m).map(|v| v.params()) {
                 Some(p) if p.class == Class::Main => Some(p.period),
@@ -292,14 +293,20 @@ impl VcpuSet {
             },
             None => None,
         };
+        self.inherit_period(now, io, period)
+    }
+
+    /// An I/O VCPU runs at `period` (a Main VCPU's, possibly another core's; `None`: its own) from `now` on.
+    /// A change is a trace row (`inherit`, amount the period, 0 for its own). The activation under way keeps
+    /// the budget it started with; the priority applies at the next decision.
+    pub fn inherit_period(&mut self, now: u64, io: u32, period: Option<u64>) -> Result<(), Error> {
         let i = self.index(io).ok_or(Error::NoSuchVcpu)?;
-        match &mut self.vcpus[i].server {
-            Server::Io(s) => {
-                s.set_inherited(period);
-                Ok(())
-            }
-            Server::Main(_) => Err(Error::NoSuchVcpu),
+        let Server::Io(s) = &mut self.vcpus[i].server else { return Err(Error::NoSuchVcpu) };
+        if s.inherited() != period {
+            s.set_inherited(period);
+            self.trace.push(now, EventKind::Inherit, io, period.unwrap_or(0));
         }
+        Ok(())
     }
 
     /// Charge the running VCPU up to `now`, working out exhaustion and replenishment at the instants they
@@ -486,5 +493,53 @@ impl VcpuSet {
             }
         }
         next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A busy Main VCPU of period 20 and an I/O VCPU (U = 20 %) whose work arrives at t = 1.
+    fn busy_main_and_io() -> (VcpuSet, u32, u32) {
+        let mut set = VcpuSet::new(64);
+        let main = set.create(Params { class: Class::Main, budget: 6, period: 20 }).unwrap();
+        let io = set.create(Params { class: Class::Io, budget: 2, period: 10 }).unwrap();
+        assert_eq!(set.schedule(0, &|id| id == main).run, Some((main, Level::Foreground)));
+        (set, main, io)
+    }
+
+    #[test]
+    fn inherited_period_sets_the_io_vcpus_priority_and_budget() {
+        // Inheriting a shorter period than the running Main VCPU's: the bottom half preempts it, with an
+        // activation of U times the inherited period.
+        let (mut set, _, io) = busy_main_and_io();
+        set.inherit_period(1, io, Some(5)).unwrap();
+        assert_eq!(set.schedule(1, &|_| true).run, Some((io, Level::Foreground)));
+        assert_eq!(set.get(io).unwrap().accounting().capacity, 1, "U 20 % of T 5");
+        // A longer one: the Main VCPU keeps the core until its budget is spent.
+        let (mut set, main, io) = busy_main_and_io();
+        set.inherit_period(1, io, Some(40)).unwrap();
+        assert_eq!(set.schedule(1, &|_| true).run, Some((main, Level::Foreground)));
+        assert_eq!(set.schedule(6, &|_| true).run, Some((io, Level::Foreground)), "after the exhaustion");
+        // Its own period (10) again beats the Main VCPU's.
+        let (mut set, _, io) = busy_main_and_io();
+        set.inherit_period(1, io, Some(40)).unwrap();
+        set.inherit_period(1, io, None).unwrap();
+        assert_eq!(set.schedule(1, &|_| true).run, Some((io, Level::Foreground)));
+    }
+
+    #[test]
+    fn inheritance_changes_are_trace_rows_and_only_io_vcpus_inherit() {
+        let (mut set, main, io) = busy_main_and_io();
+        set.inherit_period(1, io, Some(5)).unwrap();
+        set.inherit_period(2, io, Some(5)).unwrap();
+        set.inherit(3, io, Some(main)).unwrap();
+        set.inherit_period(4, io, None).unwrap();
+        let rows: Vec<(u64, u64)> = set.trace.events().filter(|e| e.kind == EventKind::Inherit).map(|e| (e.at, e.amount)).collect();
+        assert_eq!(rows, [(1, 5), (3, 20), (4, 0)], "a repeat is no change");
+        assert_eq!(set.inherit_period(5, main, Some(5)), Err(Error::NoSuchVcpu));
+        assert_eq!(set.inherit_period(5, 99, Some(5)), Err(Error::NoSuchVcpu));
+        assert_eq!(set.inherit(5, io, Some(io)), Err(Error::NoSuchVcpu), "an I/O VCPU is no Main VCPU to inherit from");
     }
 }

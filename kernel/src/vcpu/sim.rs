@@ -103,7 +103,7 @@ impl Sim {
         for i in 0..self.tasks.len() {
             if self.tasks[i].params.class == Class::Io && self.tasks[i].has_work(now) {
                 let (io, serves) = (self.tasks[i].vcpu, self.tasks[i].serves);
-                self.set.inherit(io, serves).unwrap();
+                self.set.inherit(now, io, serves).unwrap();
             }
         }
     }

@@ -16,6 +16,8 @@ pub enum EventKind {
     Exhaust,
     /// The core switched to `vcpu` at `at` (`amount`: 1 foreground, 0 background); `vcpu` u32::MAX: idle.
     Switch,
+    /// I/O VCPU `vcpu` runs at period `amount` from `at` on (inherited from a Main VCPU; 0: its own again).
+    Inherit,
 }
 
 impl EventKind {
@@ -26,6 +28,7 @@ impl EventKind {
             EventKind::Replenish => "replenish",
             EventKind::Exhaust => "exhaust",
             EventKind::Switch => "switch",
+            EventKind::Inherit => "inherit",
         }
     }
 }

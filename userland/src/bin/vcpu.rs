@@ -7,11 +7,16 @@
 //!                                `RESULT vcpu_refused case=.. errno=..`
 //!   vcpu trace [MS]              a short run on a 20 % VCPU, then the scheduler's trace as CSV lines
 //!                                prefixed `CSV vcpu-trace `
+//!   vcpu netwait [PHASE_MS]      I/O priority inheritance (under `questv ping`): once pings flow, a child on a
+//!                                5 ms Main VCPU ("hi"), then one on a 40 ms VCPU ("lo"), then both wait on the
+//!                                network for PHASE_MS each, while a CPU-bound child spins on a 20 ms VCPU
+//!                                ("med"); after each phase the trace as lines prefixed `CSV vcpu-netwait-PHASE `
+//!                                and `RESULT vcpu_netwait phase=..`; then it serves until the stop marker
 //!   vcpu info                    the default VCPU's accounting
 #![no_std]
 #![no_main]
 
-use questv_libc_shim::{self as sys, errno, println, vcpu};
+use questv_libc_shim::{self as sys, errno, net, println, vcpu};
 
 questv_libc_shim::entry!(main);
 
@@ -25,12 +30,13 @@ fn main(args: &[&str]) -> i32 {
         Some("share") => share(args),
         Some("refuse") => refuse(),
         Some("trace") => trace(args),
+        Some("netwait") => netwait(args),
         Some("info") | None => {
             print_info(vcpu::DEFAULT);
             0
         }
         Some(other) => {
-            println!("vcpu: unknown command {:?} (share, refuse, trace, info)", other);
+            println!("vcpu: unknown command {:?} (share, refuse, trace, netwait, info)", other);
             2
         }
     }
@@ -189,3 +195,107 @@ fn trace(args: &[&str]) -> i32 {
     println!("RESULT vcpu_trace lines={}", lines);
     0
 }
+
+/// Copy this CPU's trace out (and clear it); print it as `CSV vcpu-netwait-PHASE` lines unless `phase` is
+/// empty. Returns the rows.
+fn dump_trace(buf: &mut [u8], phase: &str) -> Result<usize, i64> {
+    let n = vcpu::trace(buf);
+    if n < 0 {
+        return Err(n);
+    }
+    let text = core::str::from_utf8(&buf[..n as usize]).unwrap_or("");
+    let mut rows = 0;
+    for l in text.lines() {
+        if !phase.is_empty() {
+            println!("CSV vcpu-netwait-{} {}", phase, l);
+        }
+        rows += 1;
+    }
+    Ok(rows)
+}
+
+/// Wait until the NIC is up and the host peer's pings arrive (`rx_mine` grows); false after `secs`.
+fn pings_flowing(secs: u64) -> bool {
+    let end = sys::clock_monotonic_ns() + secs * 1_000_000_000;
+    let mut first: Option<u64> = None;
+    while sys::clock_monotonic_ns() < end {
+        if let Ok(i) = net::info() {
+            if i.up != 0 {
+                let f = *first.get_or_insert(i.rx_mine);
+                if i.rx_mine >= f + 3 {
+                    return true;
+                }
+            }
+        }
+        sys::nanosleep(20_000_000);
+    }
+    false
+}
+
+fn netwait(args: &[&str]) -> i32 {
+    let Some(phase_ms) = questv_userland::arg_u64(args, 2, 400) else {
+        println!("usage: vcpu netwait [PHASE_MS]");
+        return 2;
+    };
+    if !pings_flowing(300) {
+        println!("RESULT vcpu_netwait pings=0");
+        return 1;
+    }
+    let Some(io) = (0..32).find(|&id| vcpu::info(id).is_ok_and(|i| i.class == vcpu::IO)) else {
+        println!("vcpu: the NIC driver has no I/O VCPU");
+        return 1;
+    };
+    // Rate-monotonic order: hi (5 ms) < I/O's own (10 ms) < med (20 ms) < lo (40 ms) < default (100 ms).
+    let (hi, lo, med) = (vcpu::create(vcpu::MAIN, 250, 5_000), vcpu::create(vcpu::MAIN, 1_000, 40_000), vcpu::create(vcpu::MAIN, 4_000, 20_000));
+    if hi < 0 || lo < 0 || med < 0 {
+        println!("vcpu: cannot create the VCPUs: {} {} {}", hi, lo, med);
+        return 1;
+    }
+    let (hi, lo, med) = (hi as u32, lo as u32, med as u32);
+    let io_period = vcpu::info(io).map_or(0, |i| i.period_us);
+    println!("RESULT vcpu_netwait_setup io={} io_period_us={} hi={} lo={} med={} phase_ms={}", io, io_period, hi, lo, med, phase_ms);
+    let spinner = sys::fork();
+    if spinner == 0 {
+        vcpu::bind(med);
+        spin_until(sys::clock_monotonic_ns() + (3 * phase_ms + 1_000) * 1_000_000);
+        sys::exit(0);
+    }
+    let mut buf = [0u8; 65536];
+    let mut failures = 0;
+    for (phase, waiters) in [("hi", &[hi][..]), ("lo", &[lo][..]), ("both", &[hi, lo][..])] {
+        let _ = dump_trace(&mut buf, "");
+        let before = vcpu::info(io).unwrap_or_default();
+        let mut pids = [0i64; 2];
+        for (k, &v) in waiters.iter().enumerate() {
+            let pid = sys::fork();
+            if pid == 0 {
+                vcpu::bind(v);
+                // 0: the wait timed out, as it should; 1: the stop marker came first (the phase was cut short).
+                sys::exit(match net::wait_stop(phase_ms) {
+                    0 => 0,
+                    1 => 3,
+                    _ => 1,
+                });
+            }
+            pids[k] = pid;
+        }
+        let mut statuses = [0i32; 2];
+        for k in 0..waiters.len() {
+            statuses[k] = sys::wait::shell_status(sys::waitpid(pids[k], 0).1);
+        }
+        let after = vcpu::info(io).unwrap_or_default();
+        let rows = dump_trace(&mut buf, phase).unwrap_or(0);
+        println!(
+            "RESULT vcpu_netwait phase={} waiters={} status={},{} io_activations={} io_used_us={} trace_rows={}",
+            phase, waiters.len(), statuses[0], statuses[1], after.replenishments - before.replenishments,
+            after.foreground_us - before.foreground_us, rows
+        );
+        failures += statuses[..waiters.len()].iter().filter(|&&s| s != 0).count();
+    }
+    sys::waitpid(spinner, 0);
+    // Serve until the peer's end marker, as netserve does.
+    let stopped = net::wait_stop(600_000);
+    println!("RESULT vcpu_netwait_end stopped={} failures={}", stopped, failures);
+    i32::from(stopped != 1 || failures > 0)
+}
+
