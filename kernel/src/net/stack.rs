@@ -294,63 +294,10 @@ fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
     let t_start = questv_arch::cpu::rdtsc();
     // SAFETY: the caller of start() mapped the register window and the DMA region (identity, uncached/WB).
     let nic = SharedNic { regs: unsafe { Regs::new(cfg.mmio) }, mem: unsafe { DescMem::new(cfg.dma) }, index: cfg.index, variant };
-    let control = nic.mem.control();
-    if cfg.initialise && !switched {
-        if let Err(e) = nic.initialise(core::hint::spin_loop) {
-            log::error!("net: {e}");
-            crate::result!("net_up", "ok=0 error={:?}", e);
-            sched::exit();
-        }
-    } else {
-        // Another sharer programs the NIC; wait (bounded) for it.
-        let start = questv_arch::cpu::rdtsc();
-        let hz = crate::time::tsc_hz();
-        while control.state.load(Ordering::Acquire) != e1000::STATE_READY {
-            if control.state.load(Ordering::Acquire) == e1000::STATE_FAILED || questv_arch::cpu::rdtsc() - start > 30 * hz {
-                crate::result!("net_up", "ok=0 error=\"the sharer that initialises the NIC did not finish\"");
-                sched::exit();
-            }
-            sched::yield_now();
-        }
-    }
-    if switched || (!cfg.initialise && crate::sandbox::incarnation() > 0) {
-        // Recovered: the NIC and the other sharers kept running; take part in the ring again where they are.
-        let cursor = nic.rejoin();
-        log::info!("net: rejoined the shared NIC at receive descriptor {cursor}");
-    }
-    let me = cfg.index.min(e1000::MAX_SHARERS - 1);
-    let mac = e1000::mac_from_u64(control.macs[me].load(Ordering::Acquire));
-    let ip = control.ips[me].load(Ordering::Acquire).to_be_bytes();
-    let ident = Identity { mac, ip };
-    STATS.ip.store(u32::from_be_bytes(ip), Ordering::Release);
-    STATS.mac.store(e1000::mac_to_u64(mac), Ordering::Release);
-
-    let mut port = Port { nic: &nic, rx: VecDeque::new() };
-    // Stateful recovery (VT): the peers the previous incarnation knew come back from the monitor's checkpoint
-    // and are replayed to smoltcp as ARP replies, so the first reply to each is not lost to an ARP round trip.
-    let in_sandbox = crate::sandbox::id().is_some();
-    let mut neighbors = frame::Neighbors::default();
-    if in_sandbox && (switched || crate::sandbox::incarnation() > 0) {
-        let mut saved = [0u8; frame::Neighbors::MAX * 10];
-        if let Ok(n) = crate::sandbox::restore(questv_abi::hypercall::SLOT_NET, &mut saved) {
-            neighbors = frame::Neighbors::decode(&saved[..n.min(saved.len())]);
-            for &peer in &neighbors.entries {
-                port.rx.push_back(frame::arp_reply_frame(peer, &ident).to_vec());
-            }
-            crate::result!("net_restored", "sandbox={} neighbors={}", crate::sandbox::id().unwrap_or(0), neighbors.entries.len());
-        }
-    }
-    let mut learned = false;
-    let mut config = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-    config.random_seed = questv_arch::cpu::rdtsc();
-    let mut iface = Interface::new(config, &mut port, now());
-    iface.update_ip_addrs(|a| {
-        let _ = a.push(IpCidr::new(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), super::SUBNET_PREFIX));
-    });
-    let mut sockets = SocketSet::new(Vec::new());
-    let mut buf = Box::new([0u8; e1000::BUF_SIZE]);
-    let mut adopted: Vec<Adopted> = Vec::new();
+    join_nic(&nic, cfg, switched);
+    let mut serving = Serving::new(&nic, cfg, switched);
     STATS.up.store(true, Ordering::Release);
+    let (ip, mac) = (serving.ident.ip, serving.ident.mac);
     crate::result!(
         "net_up",
         "ok=1 sharer={} ip={}.{}.{}.{} mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} link={} initialised={}",
@@ -370,15 +317,137 @@ fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
             // A broken driver, on the driver's own thread (the fault-injection hook asked for it).
             crate::hooks::driver_fault(inject);
         }
-        if TAKEOVER_PENDING.swap(false, Ordering::AcqRel) {
-            adopt_taken_over(&nic, &mut adopted, me);
+        let slots = serving.pass();
+        // A full lap may have left more: go round again before sleeping.
+        if slots == 0 && serving.port.rx.is_empty() && !TAKEOVER_PENDING.load(Ordering::Acquire) {
+            sched::block();
         }
-        let rx = &mut port.rx;
-        let adopted_idents: Vec<Identity> = adopted.iter().map(|a| a.ident).collect();
+    }
+}
+
+/// Take part in the shared NIC: program it (the initialising sharer, first time), or wait (bounded) for the
+/// sharer that does; after a recovery, rejoin the ring where the others are. Exits the thread on failure.
+fn join_nic(nic: &SharedNic, cfg: Config, switched: bool) {
+    let control = nic.mem.control();
+    if cfg.initialise && !switched {
+        if let Err(e) = nic.initialise(core::hint::spin_loop) {
+            log::error!("net: {e}");
+            crate::result!("net_up", "ok=0 error={:?}", e);
+            sched::exit();
+        }
+    } else {
+        let start = questv_arch::cpu::rdtsc();
+        let hz = crate::time::tsc_hz();
+        while control.state.load(Ordering::Acquire) != e1000::STATE_READY {
+            if control.state.load(Ordering::Acquire) == e1000::STATE_FAILED || questv_arch::cpu::rdtsc() - start > 30 * hz {
+                crate::result!("net_up", "ok=0 error=\"the sharer that initialises the NIC did not finish\"");
+                sched::exit();
+            }
+            sched::yield_now();
+        }
+    }
+    if switched || (!cfg.initialise && crate::sandbox::incarnation() > 0) {
+        // Recovered: the NIC and the other sharers kept running; take part in the ring again where they are.
+        let cursor = nic.rejoin();
+        log::info!("net: rejoined the shared NIC at receive descriptor {cursor}");
+    }
+}
+
+/// A smoltcp interface with `ident`'s addresses on `port`.
+fn new_interface(port: &mut Port<'_>, ident: &Identity) -> Interface {
+    let mut config = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(ident.mac)));
+    config.random_seed = questv_arch::cpu::rdtsc();
+    let mut iface = Interface::new(config, port, now());
+    let ip = ident.ip;
+    iface.update_ip_addrs(|a| {
+        let _ = a.push(IpCidr::new(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), super::SUBNET_PREFIX));
+    });
+    iface
+}
+
+/// The driver's state while it serves: its identity on the shared NIC, its smoltcp interface, the peers it
+/// knows (checkpointed for stateful recovery) and the sharers it took over.
+struct Serving<'a> {
+    nic: &'a SharedNic,
+    me: usize,
+    ident: Identity,
+    port: Port<'a>,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    buf: Box<[u8; e1000::BUF_SIZE]>,
+    neighbors: frame::Neighbors,
+    adopted: Vec<Adopted<'a>>,
+    in_sandbox: bool,
+}
+
+impl<'a> Serving<'a> {
+    fn new(nic: &'a SharedNic, cfg: Config, switched: bool) -> Self {
+        let control = nic.mem.control();
+        let me = cfg.index.min(e1000::MAX_SHARERS - 1);
+        let mac = e1000::mac_from_u64(control.macs[me].load(Ordering::Acquire));
+        let ip = control.ips[me].load(Ordering::Acquire).to_be_bytes();
+        let ident = Identity { mac, ip };
+        STATS.ip.store(u32::from_be_bytes(ip), Ordering::Release);
+        STATS.mac.store(e1000::mac_to_u64(mac), Ordering::Release);
+        let mut port = Port { nic, rx: VecDeque::new() };
+        let in_sandbox = crate::sandbox::id().is_some();
+        let neighbors = if in_sandbox && (switched || crate::sandbox::incarnation() > 0) {
+            restore_neighbors(&mut port, &ident)
+        } else {
+            frame::Neighbors::default()
+        };
+        let iface = new_interface(&mut port, &ident);
+        Serving {
+            nic,
+            me,
+            ident,
+            port,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            buf: Box::new([0u8; e1000::BUF_SIZE]),
+            neighbors,
+            adopted: Vec::new(),
+            in_sandbox,
+        }
+    }
+
+    /// One pass: adopt newly taken-over sharers, read the ring, checkpoint new peers, let smoltcp answer.
+    /// Returns the receive slots read.
+    fn pass(&mut self) -> u32 {
+        if TAKEOVER_PENDING.swap(false, Ordering::AcqRel) {
+            adopt_taken_over(self.nic, &mut self.adopted, self.me);
+        }
+        let (slots, learned, for_adopted) = self.receive();
+        STATS.rx_slots.fetch_add(u64::from(slots), Ordering::Relaxed);
+        if learned && self.in_sandbox && crate::sandbox::recoverable() {
+            // Only when the table changed and the monitor recovers this sandbox: one hypercall per new peer,
+            // none in the steady state (and none at all without recovery: the packet path stays exit-free).
+            let _ = crate::sandbox::checkpoint(questv_abi::hypercall::SLOT_NET, &self.neighbors.encode());
+        }
+        self.iface.poll(now(), &mut self.port, &mut self.sockets);
+        for (k, f) in for_adopted {
+            if self.adopted[k].port.rx.len() < RX_QUEUE {
+                self.adopted[k].port.rx.push_back(f);
+            }
+        }
+        for a in self.adopted.iter_mut() {
+            a.iface.poll(now(), &mut a.port, &mut a.sockets);
+        }
+        slots
+    }
+
+    /// Read this sharer's new receive descriptors and demultiplex early: own frames to the stack's queue,
+    /// frames of an adopted sharer to its own (returned with its index), everything else counted. Returns the
+    /// slots read, whether a new peer was learned, and the adopted sharers' frames.
+    fn receive(&mut self) -> (u32, bool, Vec<(usize, Vec<u8>)>) {
+        let rx = &mut self.port.rx;
+        let (ident, neighbors) = (&self.ident, &mut self.neighbors);
+        let adopted_idents: Vec<Identity> = self.adopted.iter().map(|a| a.ident).collect();
         let mut for_adopted: Vec<(usize, Vec<u8>)> = Vec::new();
-        let slots = nic.receive(
-            &mut buf,
-            |f| match frame::classify(f, &ident) {
+        let mut learned = false;
+        let slots = self.nic.receive(
+            &mut self.buf,
+            |f| match frame::classify(f, ident) {
                 Verdict::NotMine if !adopted_idents.is_empty() => {
                     // Remote recovery: a sharer this kernel took over may own it.
                     match adopted_idents.iter().position(|i| frame::classify(f, i) == Verdict::Mine) {
@@ -418,26 +487,24 @@ fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
                 STATS.rx_bad_slot.fetch_add(1, Ordering::Relaxed);
             },
         );
-        STATS.rx_slots.fetch_add(u64::from(slots), Ordering::Relaxed);
-        if core::mem::take(&mut learned) && in_sandbox && crate::sandbox::recoverable() {
-            // Only when the table changed and the monitor recovers this sandbox: one hypercall per new peer,
-            // none in the steady state (and none at all without recovery: the packet path stays exit-free).
-            let _ = crate::sandbox::checkpoint(questv_abi::hypercall::SLOT_NET, &neighbors.encode());
-        }
-        iface.poll(now(), &mut port, &mut sockets);
-        for (k, f) in for_adopted {
-            if adopted[k].port.rx.len() < RX_QUEUE {
-                adopted[k].port.rx.push_back(f);
-            }
-        }
-        for a in adopted.iter_mut() {
-            a.iface.poll(now(), &mut a.port, &mut a.sockets);
-        }
-        // A full lap may have left more: go round again before sleeping.
-        if slots == 0 && port.rx.is_empty() && !TAKEOVER_PENDING.load(Ordering::Acquire) {
-            sched::block();
-        }
+        (slots, learned, for_adopted)
     }
+}
+
+/// Stateful recovery (VT): the peers the previous incarnation knew come back from the monitor's checkpoint and
+/// are replayed to smoltcp as ARP replies (queued on `port`), so the first reply to each is not lost to an
+/// ARP round trip.
+fn restore_neighbors(port: &mut Port<'_>, ident: &Identity) -> frame::Neighbors {
+    let mut saved = [0u8; frame::Neighbors::MAX * 10];
+    let Ok(n) = crate::sandbox::restore(questv_abi::hypercall::SLOT_NET, &mut saved) else {
+        return frame::Neighbors::default();
+    };
+    let neighbors = frame::Neighbors::decode(&saved[..n.min(saved.len())]);
+    for &peer in &neighbors.entries {
+        port.rx.push_back(frame::arp_reply_frame(peer, ident).to_vec());
+    }
+    crate::result!("net_restored", "sandbox={} neighbors={}", crate::sandbox::id().unwrap_or(0), neighbors.entries.len());
+    neighbors
 }
 
 /// Remote recovery: the monitor asked this kernel (its takeover vector) to serve another sharer's address.
@@ -477,12 +544,7 @@ fn adopt_taken_over<'a>(nic: &'a SharedNic, adopted: &mut Vec<Adopted<'a>>, me: 
             continue;
         }
         let mut port = Port { nic, rx: VecDeque::new() };
-        let mut config = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-        config.random_seed = questv_arch::cpu::rdtsc();
-        let mut iface = Interface::new(config, &mut port, now());
-        iface.update_ip_addrs(|a| {
-            let _ = a.push(IpCidr::new(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), super::SUBNET_PREFIX));
-        });
+        let iface = new_interface(&mut port, &ident);
         crate::result!(
             "net_takeover",
             "sandbox={} sharer={} ip={}.{}.{}.{} mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
