@@ -35,7 +35,7 @@ fn main() {
                 std::process::exit(2);
             }
         },
-        Ok(Cli::Fig10(o)) => finish("fig10", questv::recoveryfig::fig10(&o), 2),
+        Ok(Cli::Fig10(o)) => finish("fig10", questv::fig10::fig10(&o), 2),
         Ok(Cli::Faults(o)) => finish("faults", questv::faults::faults(&o), 2),
         Ok(Cli::Paper(o)) => finish("paper", questv::paper::paper(&o), 2),
         Ok(Cli::Recovery(o)) => finish("recovery", with_figures(questv::recoveryfig::recoveryfig(&o)), 1),

@@ -7,8 +7,9 @@
 //! the same `-smp`, CPU model and TCG threading). The report states ratios measured in the same run, never
 //! absolute emulator times, next to what the paper claims.
 
-use crate::netfig::{self, NetFigOptions};
-use crate::recoveryfig::{self, Fig10Options, RecoveryFigOptions};
+use crate::experiments::netfig::{self, NetFigOptions};
+use crate::experiments::fig10::{self as fig10_run, Fig10Options};
+use crate::experiments::recoveryfig::{self, RecoveryFigOptions};
 use crate::{linux, parse_result_line, plot, results_dir, workspace_root, BootOptions, Emulator, ResultLine};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -472,7 +473,7 @@ fn fig9(o: &PaperOptions, plan: &Plan) -> Result<Vec<Figure>, String> {
 
 fn fig10(plan: &Plan) -> Result<Vec<Figure>, String> {
     let o = &plan.fig10;
-    let (text, ok) = recoveryfig::fig10(o)?;
+    let (text, ok) = fig10_run::fig10(o)?;
     let dir = results_dir()?;
     let stem = format!("fig10-{}", o.emulator.name());
     let mut f = Figure {

@@ -7,7 +7,7 @@
 //! CSV + PNG per figure under target/results/; ratios in the printed summary (emulator times are not absolute).
 
 use crate::peer::{self, GuestReport, PeerConfig};
-use crate::ping::{free_port_pair, ping_run, PingOptions, PingRun};
+use crate::experiments::ping::{free_port_pair, ping_run, PingOptions, PingRun};
 use crate::{plot, results_dir, workspace_root, BootOptions, Emulator};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
