@@ -113,7 +113,6 @@ pub(super) fn parse_netfig(args: &[String]) -> Result<Cli, String> {
     Ok(Cli::NetFig(o))
 }
 
-
 pub(super) fn parse_fig10(args: &[String]) -> Result<Cli, String> {
     let mut o = fig10::Fig10Options::default();
     let mut it = args.iter();

@@ -79,7 +79,6 @@ fn choose<T: Copy>(what: &str, v: &str, options: &[(&str, T)]) -> Result<T, Stri
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

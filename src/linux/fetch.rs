@@ -162,7 +162,6 @@ fn find_deb(dir: &Path, package: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("linux: apt-get download left no {prefix}*.deb in {}", dir.display()))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -249,12 +249,10 @@ impl Cpio {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::super::sample_net;
     use super::*;
-
 
     #[derive(Debug)]
     struct Entry {

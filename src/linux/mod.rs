@@ -165,19 +165,17 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
     })
 }
 
-
 /// The network the tests of every part use.
 #[cfg(test)]
 fn sample_net() -> LinuxNet {
-        LinuxNet {
-            ip: Ipv4Addr::new(10, 0, 2, 15),
-            prefix: 24,
-            mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
-            udp_local_port: 5555,
-            udp_remote_port: 5556,
-        }
+    LinuxNet {
+        ip: Ipv4Addr::new(10, 0, 2, 15),
+        prefix: 24,
+        mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+        udp_local_port: 5555,
+        udp_remote_port: 5556,
     }
-
+}
 
 #[cfg(test)]
 mod tests {

@@ -156,7 +156,6 @@ pub fn run_qemu(args: &[String], timeout: Duration, stop_at: Option<&str>) -> Re
     Ok(run)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::super::sample_net;

@@ -53,7 +53,6 @@ impl GarbageKind {
     }
 }
 
-
 // ---------------------------------------------------------------------------------------------------------------
 // Deterministic randomness for garbage (splitmix64)
 // ---------------------------------------------------------------------------------------------------------------
@@ -252,7 +251,6 @@ pub(super) fn scaled(d: Duration, num: u128, den: u128) -> Duration {
     let nanos = d.as_nanos().saturating_mul(num) / den.max(1);
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -179,7 +179,6 @@ pub fn samples_csv(r: &PeerReport) -> String {
     csv
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::*;

@@ -22,7 +22,6 @@ const RECV_POLL: Duration = Duration::from_millis(20);
 /// Largest UDP payload, so no datagram is ever truncated.
 const MAX_DATAGRAM: usize = 65_536;
 
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerConfig {
     /// The peer binds 127.0.0.1:bind_port (the emulator's port + 1); 0 = any free port.
@@ -64,7 +63,6 @@ impl PeerConfig {
         }
     }
 }
-
 
 // ---------------------------------------------------------------------------------------------------------------
 // The run: a receiving thread stamps frames as they arrive; the main loop keeps the schedule
@@ -153,6 +151,38 @@ pub fn run_peer(cfg: &PeerConfig, stop: &AtomicBool) -> io::Result<PeerReport> {
     result.map(|()| state.report(garbage.report()))
 }
 
+/// What the main loop works with: the configuration, the clock's origin and where frames go.
+struct Link<'a> {
+    cfg: &'a PeerConfig,
+    start: Instant,
+    sock: &'a UdpSocket,
+    dest: SocketAddr,
+}
+
+impl Link<'_> {
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        send_frame(self.sock, self.dest, frame)
+    }
+}
+
+/// Where the main loop is: its phase and the schedule's anchors (all since the start).
+struct Schedule {
+    phase: Phase,
+    /// The first round.
+    t0: Duration,
+    next_round: u32,
+    drain_until: Duration,
+}
+
+/// What a phase's step leaves the main loop to do.
+enum Next {
+    /// Wait for frames until then.
+    Wait(Duration),
+    /// The phase changed or something was sent: look again at once.
+    Again,
+    Done,
+}
+
 /// The main loop: do whatever is due, then wait for a frame until the next thing is due.
 #[allow(clippy::too_many_arguments)]
 fn drive(
@@ -169,95 +199,116 @@ fn drive(
     // Addresses an ARP flood must not pretend to be: the peer's and the guests' own.
     let mut avoid = cfg.guests.clone();
     avoid.push(PEER_IP);
-    let mut phase = Phase::Resolve;
-    let mut t0 = Duration::ZERO; // first round, since start
-    let mut next_round: u32 = 0;
-    let mut drain_until = Duration::ZERO;
+    let link = Link { cfg, start, sock, dest };
+    let mut s = Schedule { phase: Phase::Resolve, t0: Duration::ZERO, next_round: 0, drain_until: Duration::ZERO };
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
         let now = start.elapsed();
-        let wake = match phase {
-            Phase::Resolve => {
-                let mut wake = now + ARP_RETRY;
-                let mut pending = false;
-                for g in state.guests.iter_mut().filter(|g| g.mac.is_none() && !g.gave_up) {
-                    if now >= cfg.arp_timeout {
-                        g.gave_up = true;
-                        continue;
-                    }
-                    pending = true;
-                    if now >= g.next_arp {
-                        send_frame(sock, dest, &ArpPacket::request(PEER_MAC, PEER_IP, g.ip).to_frame())?;
-                        g.next_arp = now + ARP_RETRY;
-                    }
-                    wake = wake.min(g.next_arp).min(cfg.arp_timeout);
-                }
-                if !pending {
-                    if state.guests.iter().all(|g| g.mac.is_none()) {
-                        return Ok(()); // nobody to ping
-                    }
-                    phase = Phase::Ping;
-                    t0 = start.elapsed();
-                    state.ping_start_us = micros(t0);
-                    continue;
-                }
-                wake
-            }
-            Phase::Ping => {
-                // Rounds and garbage are scheduled from t0, never from "now", so lateness does not accumulate.
-                let round_due = (next_round < cfg.count)
-                    .then(|| t0.saturating_add(scaled(cfg.interval, u128::from(next_round), 1)));
-                let garbage_due = garbage.next_due(cfg.count, cfg.interval).map(|d| t0.saturating_add(d));
-                let (due, is_round) = match (round_due, garbage_due) {
-                    (Some(r), Some(g)) if g < r => (g, false),
-                    (Some(r), _) => (r, true),
-                    (None, Some(g)) => (g, false),
-                    (None, None) => {
-                        phase = Phase::Drain;
-                        drain_until = now.saturating_add(cfg.reply_timeout);
-                        continue;
-                    }
-                };
-                if due <= now {
-                    if is_round {
-                        for index in 0..state.guests.len() {
-                            if let Some(frame) = state.echo_request(index, start.elapsed(), t0) {
-                                send_frame(sock, dest, &frame)?;
-                            }
-                        }
-                        next_round += 1;
-                    } else {
-                        for frame in garbage.take(&state.resolved(), &avoid, rng) {
-                            send_frame(sock, dest, &frame)?;
-                        }
-                    }
-                    continue;
-                }
-                due
-            }
-            Phase::Drain => {
-                if now >= drain_until || state.guests.iter().all(GuestState::all_answered) {
-                    return Ok(());
-                }
-                drain_until
-            }
+        let next = match s.phase {
+            Phase::Resolve => resolve_step(&link, now, state, &mut s)?,
+            Phase::Ping => ping_step(&link, now, state, garbage, rng, &avoid, &mut s)?,
+            Phase::Drain => drain_step(now, state, &s),
         };
-        let wait = wake.saturating_sub(start.elapsed()).min(STOP_POLL);
-        match rx.recv_timeout(wait) {
-            Ok(Ok((frame, at))) => {
-                if let Some(reply) = state.handle_frame(&frame, at.saturating_duration_since(start)) {
-                    send_frame(sock, dest, &reply)?;
+        let wake = match next {
+            Next::Wait(wake) => wake,
+            Next::Again => continue,
+            Next::Done => return Ok(()),
+        };
+        receive_until(&link, wake, rx, state)?;
+    }
+}
+
+/// Resolve: ask every unresolved guest for its MAC (giving up at the ARP timeout); once none is pending, start
+/// pinging, or end the run if nobody answered.
+fn resolve_step(link: &Link, now: Duration, state: &mut PeerState, s: &mut Schedule) -> io::Result<Next> {
+    let cfg = link.cfg;
+    let mut wake = now + ARP_RETRY;
+    let mut pending = false;
+    for g in state.guests.iter_mut().filter(|g| g.mac.is_none() && !g.gave_up) {
+        if now >= cfg.arp_timeout {
+            g.gave_up = true;
+            continue;
+        }
+        pending = true;
+        if now >= g.next_arp {
+            link.send(&ArpPacket::request(PEER_MAC, PEER_IP, g.ip).to_frame())?;
+            g.next_arp = now + ARP_RETRY;
+        }
+        wake = wake.min(g.next_arp).min(cfg.arp_timeout);
+    }
+    if !pending {
+        if state.guests.iter().all(|g| g.mac.is_none()) {
+            return Ok(Next::Done); // nobody to ping
+        }
+        s.phase = Phase::Ping;
+        s.t0 = link.start.elapsed();
+        state.ping_start_us = micros(s.t0);
+        return Ok(Next::Again);
+    }
+    Ok(Next::Wait(wake))
+}
+
+/// Ping: send the round or the garbage event that is due (whichever comes first); when neither is left, drain.
+fn ping_step(link: &Link, now: Duration, state: &mut PeerState, garbage: &mut GarbagePlan, rng: &mut Rng, avoid: &[Ipv4Addr], s: &mut Schedule) -> io::Result<Next> {
+    let cfg = link.cfg;
+    // Rounds and garbage are scheduled from t0, never from "now", so lateness does not accumulate.
+    let round_due = (s.next_round < cfg.count)
+        .then(|| s.t0.saturating_add(scaled(cfg.interval, u128::from(s.next_round), 1)));
+    let garbage_due = garbage.next_due(cfg.count, cfg.interval).map(|d| s.t0.saturating_add(d));
+    let (due, is_round) = match (round_due, garbage_due) {
+        (Some(r), Some(g)) if g < r => (g, false),
+        (Some(r), _) => (r, true),
+        (None, Some(g)) => (g, false),
+        (None, None) => {
+            s.phase = Phase::Drain;
+            s.drain_until = now.saturating_add(cfg.reply_timeout);
+            return Ok(Next::Again);
+        }
+    };
+    if due <= now {
+        if is_round {
+            for index in 0..state.guests.len() {
+                if let Some(frame) = state.echo_request(index, link.start.elapsed(), s.t0) {
+                    link.send(&frame)?;
                 }
             }
-            Ok(Err(e)) => return Err(e),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(io::Error::other("peer: receiving thread ended"));
+            s.next_round += 1;
+        } else {
+            for frame in garbage.take(&state.resolved(), avoid, rng) {
+                link.send(&frame)?;
             }
         }
+        return Ok(Next::Again);
     }
+    Ok(Next::Wait(due))
+}
+
+/// Drain: wait for stragglers until every request is answered or the reply timeout passes.
+fn drain_step(now: Duration, state: &PeerState, s: &Schedule) -> Next {
+    if now >= s.drain_until || state.guests.iter().all(GuestState::all_answered) {
+        return Next::Done;
+    }
+    Next::Wait(s.drain_until)
+}
+
+/// Wait for a frame until `wake` (at most [`STOP_POLL`]), handle it and send its answer, if any.
+fn receive_until(link: &Link, wake: Duration, rx: &mpsc::Receiver<Received>, state: &mut PeerState) -> io::Result<()> {
+    let wait = wake.saturating_sub(link.start.elapsed()).min(STOP_POLL);
+    match rx.recv_timeout(wait) {
+        Ok(Ok((frame, at))) => {
+            if let Some(reply) = state.handle_frame(&frame, at.saturating_duration_since(link.start)) {
+                link.send(&reply)?;
+            }
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(mpsc::RecvTimeoutError::Timeout) => {}
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            return Err(io::Error::other("peer: receiving thread ended"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

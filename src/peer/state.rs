@@ -240,7 +240,6 @@ mod tests {
         let _ = state.handle_frame(frame, Duration::from_millis(1));
     }
 
-
     #[test]
     fn peer_parsers_never_panic() {
         let mut state = PeerState::new(&[GUEST_A, GUEST_B], 56);

@@ -71,7 +71,6 @@ pub(super) fn put_be16(b: &mut [u8], at: usize, value: u16) {
     }
 }
 
-
 /// A MAC a host may have: not multicast/broadcast (I/G bit clear), not all zeros.
 pub fn is_unicast_mac(mac: &[u8; 6]) -> bool {
     mac[0] & 1 == 0 && *mac != [0; 6]
@@ -348,7 +347,6 @@ pub(super) fn echo_payload_matches(payload: &[u8], sent_us: u64, size: usize) ->
     let stamp = sent_us.to_be_bytes();
     payload.len() == size && payload.iter().enumerate().all(|(i, &b)| b == stamp.get(i).copied().unwrap_or(i as u8))
 }
-
 
 #[cfg(test)]
 mod tests {

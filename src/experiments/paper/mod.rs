@@ -7,11 +7,12 @@
 //! the same `-smp`, CPU model and TCG threading). The report states ratios measured in the same run, never
 //! absolute emulator times, next to what the paper claims.
 //!
-//! The parts: [`figures`] runs each experiment and turns its output into a [`Figure`] (ratios against the paper's
+//! The parts: [`figures`] (and [`fig7`], the largest) runs each experiment and turns its output into a [`Figure`] (ratios against the paper's
 //! claims, a paragraph from the data); [`report`] writes `report.md`, the manifest and the README section. This
 //! module holds the options, the [`Plan`] and the run with its progress display.
 #![forbid(unsafe_code)]
 
+pub mod fig7;
 pub mod figures;
 pub mod report;
 
@@ -21,7 +22,8 @@ use crate::experiments::fig10::Fig10Options;
 use crate::experiments::netfig::{self, NetFigOptions};
 use crate::experiments::recoveryfig::RecoveryFigOptions;
 use crate::{results_dir, Emulator};
-use figures::{fig10, fig11, fig7, fig8, fig9, table1_fig6};
+use fig7::fig7;
+use figures::{fig10, fig11, fig8, fig9, table1_fig6};
 use report::publish;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
