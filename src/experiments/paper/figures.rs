@@ -3,9 +3,9 @@
 //! data.
 #![forbid(unsafe_code)]
 
-use super::report::{parse_csv, ratio, Figure};
+use super::report::{parse_csv, ratio, Figure, Ratio};
 use super::{PaperOptions, Plan};
-use crate::experiments::fig10 as fig10_run;
+use crate::experiments::fig10::{self as fig10_run, Fig10Options, DIP_FRACTION, RECOVERY_WINDOW_S};
 use crate::experiments::{netfig, recoveryfig};
 use crate::{parse_result_line, results_dir, BootOptions, Emulator, ResultLine};
 use std::fmt::Write as _;
@@ -92,11 +92,30 @@ pub(super) fn fig8(plan: &Plan) -> Result<Vec<Figure>, String> {
     let per = |b: &str| rows.iter().filter(|r| r[0] == b).map(|r| r[2].parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
     let (smp, vt) = (per("smp"), per("vt"));
     let spread = vt.iter().filter(|&&n| n > 0).count();
+    let exits = r.get("vt_vmexits").and_then(|v| v.parse::<u64>().ok());
+    let apic = r.get("vt_apic").filter(|a| *a != "-");
     f.paragraph = format!(
-        "{} pings at 3 ms from the host peer through the emulated e1000. SMP: the NIC's interrupt goes to CPU 0 ({smp:?} per core). VT: the I/O APIC broadcasts it to all {} sandboxes ({vt:?}; {spread} of {} took it) and early demultiplexing leaves one to answer, with no VM exit. Median round trip VT/SMP = {vt_smp:.2}. The paper measured the two within noise on hardware; under TCG the VT build's broadcast costs one interrupt per sandbox, which an emulator serialises, so the ratio here is an upper bound.",
-        o.count, o.cpus, o.cpus
+        "{} pings at 3 ms from the host peer through the emulated e1000. SMP: the NIC's interrupt goes to CPU 0 ({smp:?} per core). VT: the I/O APIC broadcasts it to all {} sandboxes ({vt:?}; {spread} of {} took it) and early demultiplexing leaves one to answer. {} Median round trip VT/SMP = {vt_smp:.2}. The paper measured the two within noise on hardware; under TCG the VT build's broadcast costs one interrupt per sandbox, which an emulator serialises, so the ratio here is an upper bound.",
+        o.count, o.cpus, o.cpus, fig8_exits(exits, apic, o.count)
     );
     Ok(vec![f])
+}
+
+/// Fig 8's sentence on VM exits, from what the VT run reported: the exits its sandboxes took while serving
+/// (`None`: not counted) and the monitor's APIC mode. Without a count it says what the mode implies, never "no
+/// exit": with the xAPIC page trapped (QEMU's default here) every EOI is one.
+pub fn fig8_exits(exits: Option<u64>, apic: Option<&str>, pings: u32) -> String {
+    const EOIS: &str = "every EOI (of each sandbox's copy of every NIC interrupt, and of its timer) is a VM exit";
+    match (exits, apic) {
+        (Some(n), _) => format!(
+            "While serving, the sandboxes took {n} VM exits ({:.1} per ping){}.",
+            n as f64 / f64::from(pings.max(1)),
+            if apic == Some("xapic_trapped") { format!(": the xAPIC page is trapped, so {EOIS}") } else { String::new() }
+        ),
+        (None, Some("xapic_trapped")) => format!("The run reported no exit count; the xAPIC page was trapped, so {EOIS}."),
+        (None, None) => format!("The run reported no exit count; with the xAPIC page trapped (the monitor's default where there is no x2APIC, as under QEMU's TCG) {EOIS}."),
+        (None, Some(other)) => format!("The run reported no exit count (APIC mode {other})."),
+    }
 }
 
 pub(super) fn fig9(o: &PaperOptions, plan: &Plan) -> Result<Vec<Figure>, String> {
@@ -151,22 +170,54 @@ pub(super) fn fig10(plan: &Plan) -> Result<Vec<Figure>, String> {
         series: vec!["messages_sandbox0".into(), "messages_sandbox2".into(), "messages_sandbox3".into(), "icmp_replies_sandbox0".into()],
         ..Figure::default()
     };
-    let mut para = String::new();
-    for r in results_of(&text, "fig10") {
-        let s = r.get("sandbox").unwrap_or("?");
-        let _ = write!(para, "sandbox {s}: {} messages, {} corrupt, {} channel resets, {} after the fault. ", r.get("messages").unwrap_or("?"), r.get("corrupt").unwrap_or("?"), r.get("resets").unwrap_or("?"), r.get("messages_after_fault").unwrap_or("?"));
-    }
-    f.ratios.push(ratio("only sandbox 0 dipped (1 = yes)", if ok { 1.0 } else { 0.0 }, "only the faulted sandbox is interrupted", Some(ok)));
-    f.paragraph = format!(
-        "Sandbox 1 sends to 0, 2 and 3 over private channels; the host pings sandbox 0 every {} ms; after {} replies sandbox 0's NIC driver breaks, overwrites its channel with sandbox 1 and tries to wipe the other sandboxes (stopped by the second-stage tables). {para}The driver switch brings sandbox 0 back and the monitor restores its channel; {}.",
-        o.interval_ms,
-        o.break_after,
-        if ok { "only sandbox 0 dipped, as in the paper" } else { "THE FIGURE DOES NOT SHOW WHAT THE PAPER CLAIMS" }
-    );
+    let (ratios, paragraph) = fig10_text(&text, o, ok);
+    f.ratios = ratios;
+    f.paragraph = paragraph;
     if !ok {
         return Err(format!("fig 10: isolation not shown:\n{text}"));
     }
     Ok(vec![f])
+}
+
+/// Fig 10's ratios and paragraph from `fig10`'s lines: the dip verdict from the receivers' message rates
+/// (`rate_before`, `rate_recovery`, `dipped` per sandbox; [`fig10_run::rate_dip`]), the isolation verdict
+/// (`isolated`: channels, resets, messages and replies after the fault) as the run judged it.
+pub fn fig10_text(text: &str, o: &Fig10Options, isolated: bool) -> (Vec<Ratio>, String) {
+    let rows = results_of(text, "fig10");
+    let rate = |r: &ResultLine| Some(get_f(r, "rate_recovery")? / get_f(r, "rate_before")?.max(1e-9));
+    let dipped = |r: &ResultLine| r.get("dipped") == Some("1");
+    let mut para = String::new();
+    for r in &rows {
+        let s = r.get("sandbox").unwrap_or("?");
+        let _ = write!(para, "sandbox {s}: {} messages, {} corrupt, {} channel resets, {} after the fault; {}/s before it, {}/s in the {RECOVERY_WINDOW_S} s after it. ", r.get("messages").unwrap_or("?"), r.get("corrupt").unwrap_or("?"), r.get("resets").unwrap_or("?"), r.get("messages_after_fault").unwrap_or("?"), r.get("rate_before").unwrap_or("?"), r.get("rate_recovery").unwrap_or("?"));
+    }
+    let faulted = rows.iter().find(|r| r.get("sandbox") == Some("0"));
+    let bystanders: Vec<&ResultLine> = rows.iter().filter(|r| r.get("sandbox").is_some_and(|s| s != "0")).collect();
+    let only = faulted.is_some_and(dipped) && !bystanders.iter().any(|r| dipped(r));
+    let mut ratios = vec![ratio("only sandbox 0 dipped (1 = yes)", if only { 1.0 } else { 0.0 }, "only the faulted sandbox is interrupted", Some(only))];
+    let r0 = faulted.and_then(rate);
+    if let Some(r0) = r0 {
+        ratios.push(ratio("sandbox 0: message rate after the fault / before", r0, "the faulted sandbox dips", Some(r0 < DIP_FRACTION)));
+    }
+    if let Some(low) = bystanders.iter().filter_map(|r| rate(r)).min_by(f64::total_cmp) {
+        ratios.push(ratio("lowest bystander: message rate after the fault / before", low, "the other sandboxes do not dip", Some(low >= DIP_FRACTION)));
+    }
+    let dipped_bystanders: Vec<&str> = bystanders.iter().filter(|r| dipped(r)).filter_map(|r| r.get("sandbox")).collect();
+    let verdict = if only {
+        format!("only sandbox 0 dipped (to {:.0} % of its rate), as in the paper", 100.0 * r0.unwrap_or(0.0))
+    } else if !dipped_bystanders.is_empty() {
+        format!("sandbox {} dipped too, which the paper's figure does not show", dipped_bystanders.join(" and "))
+    } else {
+        format!("no sandbox dipped: sandbox 0 kept {:.0} % of its rate, so at the receivers' one-second resolution its fault does not show as a dip, where the paper's figure shows one", 100.0 * r0.unwrap_or(0.0))
+    };
+    let paragraph = format!(
+        "Sandbox 1 sends to 0, 2 and 3 over private channels; the host pings sandbox 0 every {} ms; after {} replies sandbox 0's NIC driver breaks, overwrites its channel with sandbox 1 and tries to wipe the other sandboxes (stopped by the second-stage tables). {para}The driver switch brings sandbox 0 back and the monitor restores its channel; {}. Message rates (a sandbox dips when its rate in the {RECOVERY_WINDOW_S} s after the fault is below {:.0} % of its rate before): {verdict}.",
+        o.interval_ms,
+        o.break_after,
+        if isolated { "the other sandboxes' channels were untouched and every sandbox got messages after the fault" } else { "ISOLATION DID NOT HOLD" },
+        100.0 * DIP_FRACTION
+    );
+    (ratios, paragraph)
 }
 
 pub(super) fn fig11(plan: &Plan) -> Result<Vec<Figure>, String> {
@@ -209,4 +260,57 @@ pub(super) fn fig11(plan: &Plan) -> Result<Vec<Figure>, String> {
         o.count, o.flood_interval_ms
     );
     Ok(vec![f])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fig8_exit_sentence_comes_from_the_run() {
+        let s = fig8_exits(Some(1500), Some("xapic_trapped"), 500);
+        assert!(s.contains("1500 VM exits (3.0 per ping)") && s.contains("xAPIC page is trapped"), "{s}");
+        assert_eq!(fig8_exits(Some(0), Some("x2apic"), 100), "While serving, the sandboxes took 0 VM exits (0.0 per ping).");
+        // No count: say what the trapped xAPIC implies, never that there was no exit.
+        for apic in [Some("xapic_trapped"), None] {
+            let s = fig8_exits(None, apic, 100);
+            assert!(s.contains("every EOI") && s.contains("is a VM exit"), "{s}");
+        }
+        assert_eq!(fig8_exits(None, Some("x2apic"), 100), "The run reported no exit count (APIC mode x2apic).");
+        for s in [fig8_exits(None, None, 1), fig8_exits(Some(3), Some("xapic_trapped"), 1), fig8_exits(None, Some("x2apic"), 1)] {
+            assert!(!s.contains("no VM exit"), "{s}");
+        }
+    }
+
+    fn fig10_lines(s0: (&str, &str, u8), s2: (&str, &str, u8)) -> String {
+        let line = |s: u32, (before, recovery, dipped): (&str, &str, u8), resets: u32| {
+            format!("RESULT fig10 sandbox={s} messages=160 corrupt=0 resets={resets} messages_after_fault=150 rate_before={before} rate_recovery={recovery} dipped={dipped}\n")
+        };
+        line(0, s0, 1) + &line(2, s2, 0) + &line(3, ("8.00", "8.00", 0), 0)
+    }
+
+    #[test]
+    fn fig10_claim_comes_from_message_rates() {
+        let o = Fig10Options::default();
+        let verdict = |text: &str| {
+            let (ratios, para) = fig10_text(text, &o, true);
+            let only = ratios.iter().find(|r| r.name == "only sandbox 0 dipped (1 = yes)").unwrap();
+            (only.value, only.agrees, para)
+        };
+        // Sandbox 0 fell to a quarter of its rate, the bystanders kept theirs.
+        let (v, agrees, para) = verdict(&fig10_lines(("8.00", "2.00", 1), ("11.00", "9.50", 0)));
+        assert_eq!((v, agrees), (1.0, Some(true)));
+        assert!(para.contains("only sandbox 0 dipped (to 25 % of its rate)") && para.contains("below 50 %"), "{para}");
+        // Sandbox 0 kept 75 % (channel resets or not): no dip, and the claim is not made.
+        let (v, agrees, para) = verdict(&fig10_lines(("8.00", "6.00", 0), ("11.00", "9.50", 0)));
+        assert_eq!((v, agrees), (0.0, Some(false)));
+        assert!(para.contains("no sandbox dipped: sandbox 0 kept 75 %"), "{para}");
+        // A bystander dipped.
+        let (v, _, para) = verdict(&fig10_lines(("8.00", "2.00", 1), ("11.00", "3.00", 1)));
+        assert_eq!(v, 0.0);
+        assert!(para.contains("sandbox 2 dipped too"), "{para}");
+        let (ratios, _) = fig10_text(&fig10_lines(("8.00", "2.00", 1), ("11.00", "3.00", 1)), &o, true);
+        let low = ratios.iter().find(|r| r.name.starts_with("lowest bystander")).unwrap();
+        assert!((low.value - 3.0 / 11.0).abs() < 1e-9 && low.agrees == Some(false));
+    }
 }
