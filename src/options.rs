@@ -31,7 +31,7 @@ pub struct BootOptions {
     /// otherwise.
     pub tcg_single: Option<bool>,
     /// An e1000 whose frames go to/from UDP port P on 127.0.0.1 (the emulator binds P and sends to P+1: the
-    /// host peer's side, src/peer.rs). The SMP kernel brings it up with `net=on`.
+    /// host peer's side, src/peer/). The SMP kernel brings it up with `net=on`.
     pub nic_port: Option<u16>,
     /// VT: how many sandboxes (0..K-1) share the NIC (`nic=0,..,K-1` for the monitor).
     pub nic_sharers: u32,
