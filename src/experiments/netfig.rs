@@ -4,7 +4,9 @@
 //!   core/sandbox and round-trip times.
 //! - Fig 11: a ping flood's round-trip times for the SMP build ("No VT"), VT with one guest, VT with two guests
 //!   sharing the NIC by separate IPs, and (QEMU only) Linux 6.1 with the same e1000 and the same peer.
+//!
 //! CSV + PNG per figure under target/results/; ratios in the printed summary (emulator times are not absolute).
+#![forbid(unsafe_code)]
 
 use crate::peer::{self, GuestReport, PeerConfig};
 use crate::experiments::ping::{free_port_pair, ping_run, PingOptions, PingRun};

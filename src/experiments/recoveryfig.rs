@@ -8,7 +8,9 @@
 //!   timeline and downtime, beside a full reboot: the
 //!   emulator started afresh and booted to its first reply (a lower bound for a real reboot: no shutdown, no
 //!   firmware POST). The other guest (10.0.0.3, another sandbox on the same NIC) is pinged throughout.
+//!
 //! CSV + PNG under target/results/; the summary gives ratios (emulator times are not absolute).
+#![forbid(unsafe_code)]
 
 use crate::peer::{self, GuestReport};
 use crate::experiments::ping::{ping_run, PingOptions, PingRun};
