@@ -8,7 +8,7 @@
 //! - [`cli`]: the command line (each command parses its own options over the shared boot options);
 //! - [`protocol`]: the RESULT/DONE/PANIC lines and judging a run;
 //! - [`options`]: what one boot is ([`BootOptions`]) and its kernel command line;
-//! - [`image`]: building the kernel and the user programs, the ramdisk, grub.cfg and the ISO;
+//! - [`image`](mod@image): building the kernel and the user programs, the ramdisk, grub.cfg and the ISO;
 //! - [`emulator`]: QEMU and Bochs start-up, and [`boot`] (build, boot, stream, judge);
 //! - [`host`]: the workspace, the results directory, the host tools;
 //! - [`peer`]: the host network peer (wire formats, reports, hostile frames, the session);

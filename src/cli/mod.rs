@@ -1,6 +1,6 @@
 //! The runner's command line: [`Cli`], [`USAGE`] and [`parse_args`], which hands each command's options to that
-//! command's own parser (boot-like commands in [`boot`], the experiments in [`experiments`], the user-program
-//! tools in [`programs`]); the boot-like ones parse their options over the shared boot options.
+//! command's own parser (boot-like commands in `boot`, the experiments in `experiments`, the user-program
+//! tools in `programs`); the boot-like ones parse their options over the shared boot options.
 #![forbid(unsafe_code)]
 
 mod boot;

@@ -1,5 +1,5 @@
 //! `compare`: the same workload once per core in the SMP build and once per sandbox in the VT build, in the same
-//! emulator, with the one-instance scaling baseline; [`run_both`] is shared with `msgbench` and `paper`.
+//! emulator, with the one-instance scaling baseline; `run_both` is shared with `msgbench` and `paper`.
 #![forbid(unsafe_code)]
 
 use crate::emulator::{boot, BootReport};

@@ -15,7 +15,7 @@
 //! ship `.ko.xz` which busybox `insmod` cannot load, so a compressed module is decompressed on the host with `xz`.
 //! Nothing may redirect to `/dev/null` before `/dev` is mounted (a failed redirection skips the command).
 //!
-//! The parts: [`fetch`] (the Debian packages, cached), [`initrd`] (the initramfs and its /init), [`qemu`] (booting
+//! The parts: [`fetch`](mod@fetch) (the Debian packages, cached), [`initrd`] (the initramfs and its /init), [`qemu`] (booting
 //! it); static guest programs and the host helpers are here.
 #![forbid(unsafe_code)]
 

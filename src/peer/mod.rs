@@ -13,7 +13,7 @@
 //! whatever the input.
 //!
 //! The parts: [`wire`] (addressing, checksums, the frame formats), [`report`] (what a run measured and its
-//! `RESULT` lines), [`hostile`] (the garbage frames and when they go out), [`state`] (frame handling without a
+//! `RESULT` lines), [`hostile`] (the garbage frames and when they go out), `state` (frame handling without a
 //! socket) and [`session`] (the run: the socket, the receiving thread and the schedule).
 #![forbid(unsafe_code)]
 

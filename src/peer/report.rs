@@ -75,7 +75,7 @@ pub struct PeerReport {
     pub frames_received: u64,
     /// Received frames the peer had no use for (not addressed to it, unknown ethertype, bad checksum, ...).
     pub frames_ignored: u64,
-    /// Echo replies to hostile frames (identifier [`GARBAGE_IDENT`]): a correct guest sends none.
+    /// Echo replies to hostile frames (identifier [`GARBAGE_IDENT`](super::wire::GARBAGE_IDENT)): a correct guest sends none.
     pub garbage_replies: u32,
     /// When pinging began (ARP resolved for every guest), in µs since the peer started — with the emulator,
     /// so `ping_start_us` + a sample's `sent_us` is since boot began.

@@ -41,9 +41,9 @@ pub const MAX_PING_SIZE: usize = 1472;
 /// Guest `i` is pinged with ICMP identifier `PING_IDENT_BASE + i`.
 pub const PING_IDENT_BASE: u16 = 0x5100;
 /// Identifier of the echo requests inside hostile frames, so that a reply to one (which a correct guest never
-/// sends) cannot be mistaken for a ping reply; such replies are counted in [`PeerReport::garbage_replies`].
+/// sends) cannot be mistaken for a ping reply; such replies are counted in [`PeerReport::garbage_replies`](super::PeerReport::garbage_replies).
 pub const GARBAGE_IDENT: u16 = 0xBAD0;
-/// ARP requests per [`GarbageKind::ArpFlood`] burst.
+/// ARP requests per [`GarbageKind::ArpFlood`](super::GarbageKind::ArpFlood) burst.
 pub const ARP_FLOOD_BURST: usize = 32;
 
 // ---------------------------------------------------------------------------------------------------------------
