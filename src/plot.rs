@@ -1,5 +1,6 @@
 //! Figures for the experiments: PNG line and bar charts drawn with `plotters` (text through the system's fonts,
 //! found by fontconfig: Debian's `fonts-dejavu-core`). Every figure is written next to the CSV it was drawn from.
+#![forbid(unsafe_code)]
 
 use plotters::prelude::*;
 use std::path::Path;

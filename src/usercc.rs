@@ -7,6 +7,7 @@
 //!   runtime) outside the userland crate: `cargo build --release` in it gives a questv executable.
 //!
 //! Either result goes into a boot's ramdisk with `boot --add PATH` and runs with `--run "NAME ARGS"`.
+#![forbid(unsafe_code)]
 
 use crate::cflags::{USER_CFLAGS, USER_LDFLAGS};
 use crate::{require_tool, workspace_root};

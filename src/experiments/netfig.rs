@@ -4,11 +4,13 @@
 //!   core/sandbox and round-trip times.
 //! - Fig 11: a ping flood's round-trip times for the SMP build ("No VT"), VT with one guest, VT with two guests
 //!   sharing the NIC by separate IPs, and (QEMU only) Linux 6.1 with the same e1000 and the same peer.
+//!
 //! CSV + PNG per figure under target/results/; ratios in the printed summary (emulator times are not absolute).
+#![forbid(unsafe_code)]
 
 use crate::peer::{self, GuestReport, PeerConfig};
-use crate::ping::{free_port_pair, ping_run, PingOptions, PingRun};
-use crate::{plot, results_dir, workspace_root, BootOptions, Emulator};
+use crate::experiments::ping::{free_port_pair, ping_run, PingOptions, PingRun};
+use crate::{parse_result_line, plot, results_dir, workspace_root, BootOptions, Emulator};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -100,7 +102,12 @@ pub fn fig8(o: &NetFigOptions) -> Result<String, String> {
             text.push('\n');
         }
     }
-    text.push_str(&format!("RESULT fig8 emulator={} cpus={} count={} rtt_median_vt_over_smp={:.3} csv={}\n", o.emulator.name(), o.cpus, o.count, med(&runs[1]) / med(&runs[0]), dir.join(format!("{stem}-irqs.csv")).display()));
+    // What the VT run reported about VM exits: the sandboxes' own counts while serving (-1 where not counted)
+    // and the monitor's APIC mode (a trapped xAPIC page makes every EOI an exit).
+    let counted: Vec<i64> = runs[1].guests.iter().map(|g| g.vmexits).filter(|&e| e >= 0).collect();
+    let vt_exits = if counted.is_empty() { "-".to_string() } else { counted.iter().sum::<i64>().to_string() };
+    let vt_apic = runs[1].boot.lines.iter().filter_map(|l| parse_result_line(l)).find(|r| r.name == "monitor" && r.from_monitor()).and_then(|r| r.get("apic").map(str::to_string)).unwrap_or_else(|| "-".into());
+    text.push_str(&format!("RESULT fig8 emulator={} cpus={} count={} rtt_median_vt_over_smp={:.3} vt_vmexits={vt_exits} vt_apic={vt_apic} csv={}\n", o.emulator.name(), o.cpus, o.count, med(&runs[1]) / med(&runs[0]), dir.join(format!("{stem}-irqs.csv")).display()));
     Ok(text)
 }
 

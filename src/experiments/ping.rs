@@ -1,7 +1,8 @@
-//! `ping`: boot a build with an e1000 on a loopback UDP backend, play the host peer (src/peer.rs) against the
+//! `ping`: boot a build with an e1000 on a loopback UDP backend, play the host peer (src/peer/) against the
 //! guests' addresses, end the guests' `netserve` with the stop marker, and put the peer's view (losses, RTTs)
 //! beside the guests' (interrupts per CPU/sandbox, frames, drops, VM exits). The figures (paper Figs 8 and 11)
 //! are runs of this with different set-ups.
+#![forbid(unsafe_code)]
 
 use crate::peer::{self, PeerConfig, PeerReport};
 use crate::{boot, parse_result_line, BootOptions, BootReport, Emulator, Outcome, ResultLine};

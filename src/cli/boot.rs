@@ -1,0 +1,147 @@
+//! The shared boot options (every boot-like command takes them) and the boot-like commands' own parsers: `boot`,
+//! `image`, `compare`, `msgbench` (and `ping`'s boot part, in [`super::experiments`]).
+#![forbid(unsafe_code)]
+
+use super::{choose, parse_emulator, Cli, USAGE};
+use crate::experiments::msgbench::MSGBENCH_VCPUS;
+use crate::host::workspace_root;
+use crate::image::MAX_ADDED_FILES;
+use crate::options::{BootOptions, Firmware};
+use crate::usercc;
+use std::path::PathBuf;
+
+/// An option's value, taken from the command line: `Err("NAME needs a value")` at its end.
+pub(super) type Value<'v> = dyn FnMut(&str) -> Result<String, String> + 'v;
+
+/// Parse a boot-like command's options: each is one of the shared boot options or one `extra` takes (it gets the
+/// option and its value source, and says whether it was its own); anything else is unknown.
+pub(super) fn parse_boot_options(
+    args: &[String],
+    mut o: BootOptions,
+    mut extra: impl FnMut(&str, &mut Value) -> Result<bool, String>,
+) -> Result<BootOptions, String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        if !boot_option(&mut o, a, &mut value)? && !extra(a, &mut value)? {
+            return Err(format!("unknown option {a:?}\n{USAGE}"));
+        }
+    }
+    if o.icount && o.tcg_single == Some(false) {
+        return Err("--clock icount runs the vCPUs on one host thread; it does not go with --tcg multi".into());
+    }
+    Ok(o)
+}
+
+/// One shared boot option `a` into `o`; `Ok(false)` if `a` is not one.
+fn boot_option(o: &mut BootOptions, a: &str, value: &mut Value) -> Result<bool, String> {
+    match a {
+        "--vt" => o.vt = true,
+        "--gdb" => o.gdb = true,
+        "--emulator" => {
+            o.emulator = parse_emulator(Some(&value("--emulator")?))?
+        }
+        "--cpus" => {
+            o.cpus = value("--cpus")?.parse().map_err(|_| "--cpus needs a number".to_string())?;
+            if !(1..=64).contains(&o.cpus) {
+                return Err("--cpus must be between 1 and 64".into());
+            }
+        }
+        "--run" => {
+            let r = value("--run")?;
+            if r.contains(['"', '\\', '$', '\n', '\r']) {
+                return Err("--run may not contain '\"', '\\', '$' or newlines (it goes into grub.cfg)".into());
+            }
+            o.run = Some(r);
+        }
+        "--slice-mib" => o.slice_mib = Some(value("--slice-mib")?.parse().map_err(|_| "--slice-mib needs MiB".to_string())?),
+        "--apic" => {
+            o.apic_passthrough = choose("APIC access", &value("--apic")?, &[("trap", false), ("passthrough", true)])?
+        }
+        "--firmware" => {
+            o.firmware = choose("firmware", &value("--firmware")?, &[("bios", Firmware::Bios), ("uefi", Firmware::Uefi)])?
+        }
+        "--tcg" => {
+            o.tcg_single = Some(choose("TCG threading", &value("--tcg")?, &[("single", true), ("multi", false)])?)
+        }
+        "--nic-port" => o.nic_port = Some(value("--nic-port")?.parse().map_err(|_| "--nic-port needs a UDP port".to_string())?),
+        "--nic-sharers" => o.nic_sharers = value("--nic-sharers")?.parse().map_err(|_| "--nic-sharers needs a number".to_string())?,
+        "--recovery" => o.recovery = Some(value("--recovery")?),
+        "--watchdog-ms" => o.watchdog_ms = Some(value("--watchdog-ms")?.parse().map_err(|_| "--watchdog-ms needs milliseconds".to_string())?),
+        "--timeout" => o.timeout = Some(value("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?),
+        "--media" => {
+            o.usb_stick = choose("boot medium", &value("--media")?, &[("cdrom", false), ("usb", true)])?
+        }
+        "--clock" => o.icount = choose("guest clock", &value("--clock")?, &[("host", false), ("icount", true)])?,
+        "--add" => add_file(o, PathBuf::from(value("--add")?))?,
+        "--mem" => {
+            o.mem_mib = value("--mem")?.parse().map_err(|_| "--mem needs MiB".to_string())?;
+            if o.mem_mib < 64 {
+                return Err("--mem must be at least 64 MiB".into());
+            }
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// `--add PATH`: its file name becomes its ramdisk name.
+fn add_file(o: &mut BootOptions, p: PathBuf) -> Result<(), String> {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if !usercc::valid_program_name(name) {
+        return Err(format!("--add {}: the file name {name:?} becomes its ramdisk name: letters, digits, '-', '_', '.', and not percpu, kernel or ktest*", p.display()));
+    }
+    if o.add.len() >= MAX_ADDED_FILES {
+        return Err(format!("--add: at most {MAX_ADDED_FILES} files (the kernel reserves a fixed number of boot modules)"));
+    }
+    o.add.push(p);
+    Ok(())
+}
+
+/// `boot`: the shared options only.
+pub(super) fn parse_boot(args: &[String]) -> Result<Cli, String> {
+    Ok(Cli::Boot(parse_boot_options(args, BootOptions::default(), |_, _| Ok(false))?))
+}
+
+/// `image`: the shared options and `--out PATH` (default target/questv-MODE.iso).
+pub(super) fn parse_image(args: &[String]) -> Result<Cli, String> {
+    let mut out = PathBuf::new();
+    let o = parse_boot_options(args, BootOptions::default(), |a, value| match a {
+        "--out" => {
+            out = PathBuf::from(value("--out")?);
+            Ok(true)
+        }
+        _ => Ok(false),
+    })?;
+    if o.gdb || o.nic_port.is_some() {
+        return Err("image writes a bootable ISO; --gdb and --nic-port are for boot".into());
+    }
+    let out = if out.as_os_str().is_empty() { workspace_root().join("target").join(format!("questv-{}.iso", o.mode())) } else { out };
+    Ok(Cli::Image(o, out))
+}
+
+/// `compare`, and with `msgbench` set `msgbench`, which also takes `--vcpu` (default `none`, duplicates dropped).
+pub(super) fn parse_compare(args: &[String], msgbench: bool) -> Result<Cli, String> {
+    let mut vcpus: Vec<&'static str> = Vec::new();
+    let o = parse_boot_options(args, BootOptions::default(), |a, value| match a {
+        "--vcpu" if msgbench => {
+            for v in value("--vcpu")?.split(',') {
+                match v {
+                    "all" => vcpus.extend(MSGBENCH_VCPUS),
+                    v => vcpus.push(MSGBENCH_VCPUS.into_iter().find(|m| *m == v).ok_or_else(|| format!("unknown VCPU set-up {v:?} (none, hi, lo or all)"))?),
+                }
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
+    })?;
+    if o.vt || o.gdb {
+        return Err("compare/msgbench boot both builds themselves; --vt and --gdb do not apply".into());
+    }
+    if vcpus.is_empty() {
+        vcpus.push("none");
+    }
+    let mut seen = Vec::new();
+    vcpus.retain(|v| if seen.contains(v) { false } else { seen.push(*v); true });
+    Ok(if msgbench { Cli::MsgBench(o, vcpus) } else { Cli::Compare(o) })
+}

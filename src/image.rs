@@ -1,0 +1,219 @@
+//! Image building: the kernel and the user programs through cargo, the ramdisk's files, grub.cfg and the hybrid
+//! BIOS+UEFI ISO from grub-mkrescue.
+#![forbid(unsafe_code)]
+
+use crate::host::{require_file, require_tool, workspace_root, KERNEL_TARGET};
+use crate::options::BootOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// How many `--add` files a boot takes: the kernel keeps 64 boot modules (kernel/src/boot.rs), the project's own
+/// programs and the VT kernel image take about 16.
+pub const MAX_ADDED_FILES: usize = 32;
+
+/// What goes into the ramdisk: the userland programs, the kernel itself for VT (the monitor loads a pristine
+/// copy into every sandbox from it) and the user's `--add` files under their file names.
+pub fn ramdisk_files(o: &BootOptions, kernel: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut files = build_userland()?;
+    if o.vt {
+        files.push(("kernel".into(), kernel.to_path_buf()));
+    }
+    for p in &o.add {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        if !p.is_file() {
+            return Err(format!("--add {}: no such file", p.display()));
+        }
+        if files.iter().any(|(n, _)| *n == name) || name == "badelf" {
+            return Err(format!("--add {}: {name:?} is already in the ramdisk (a built-in program): rename the file", p.display()));
+        }
+        files.push((name, p.clone()));
+    }
+    Ok(files)
+}
+
+/// `image`: the hybrid BIOS+UEFI ISO `boot` would boot, kept at `out` (write it raw to a USB stick:
+/// docs/hardware.md). The command line in its grub.cfg is the one `boot` would pass.
+pub fn image(o: &BootOptions, out: &Path) -> Result<PathBuf, String> {
+    let kernel = build_kernel(o.vt)?;
+    let programs = ramdisk_files(o, &kernel)?;
+    let iso = make_iso(&kernel, &o.kernel_args(), &format!("image-{}-{}", o.mode(), std::process::id()), &programs)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::rename(&iso, out).or_else(|_| std::fs::copy(&iso, out).map(|_| ())).map_err(|e| format!("{}: {e}", out.display()))?;
+    let _ = std::fs::remove_file(&iso);
+    Ok(out.to_path_buf())
+}
+
+/// Rewrite grub.cfg: the `set questv_args=` line gets `args`, the `# @questv-modules@` line becomes one
+/// `module2` line per ramdisk file.
+pub fn grub_cfg_with_args(template: &str, args: &str, modules: &[String]) -> Result<String, String> {
+    let (mut found_args, mut found_modules) = (false, false);
+    let mut out: Vec<String> = Vec::new();
+    for l in template.lines() {
+        if l.trim_start().starts_with("set questv_args=") {
+            found_args = true;
+            out.push(format!("set questv_args=\"{args}\""));
+        } else if l.trim_start().starts_with("# @questv-modules@") {
+            found_modules = true;
+            out.extend(modules.iter().map(|m| format!("    module2 /boot/bin/{m} {m}")));
+        } else {
+            out.push(l.to_string());
+        }
+    }
+    if !found_args {
+        return Err("grub/grub.cfg has no `set questv_args=` line".into());
+    }
+    if !found_modules && !modules.is_empty() {
+        return Err("grub/grub.cfg has no `# @questv-modules@` line".into());
+    }
+    Ok(out.join("\n") + "\n")
+}
+
+/// Names of the `[[bin]]` targets in a Cargo.toml (the Rust user programs).
+pub fn bin_names(cargo_toml: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_bin = false;
+    for l in cargo_toml.lines().map(str::trim) {
+        if l.starts_with('[') {
+            in_bin = l == "[[bin]]";
+        } else if in_bin {
+            if let Some(v) = l.strip_prefix("name").map(str::trim).and_then(|r| r.strip_prefix('=')) {
+                names.push(v.trim().trim_matches('"').to_string());
+            }
+        }
+    }
+    names
+}
+
+/// A file that starts like an ELF but is garbage: the ramdisk carries it so tests can check that exec refuses
+/// malformed programs.
+pub fn bad_elf() -> Vec<u8> {
+    let mut v = b"\x7fELF\x02\x01\x01".to_vec();
+    v.extend((0..4089u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    v
+}
+
+/// Build the Rust user programs and collect them with the C ones (built by build.rs): (name, path).
+pub fn build_userland() -> Result<Vec<(String, PathBuf)>, String> {
+    let root = workspace_root();
+    let target_dir = root.join("target").join("user");
+    cargo_build(&["-p", "questv-userland", "--features", "user", "--config", "userland/build.toml"], &target_dir)
+        .map_err(|e| format!("userland build failed ({e})"))?;
+    let toml = std::fs::read_to_string(root.join("userland/Cargo.toml")).map_err(|e| e.to_string())?;
+    let mut progs: Vec<(String, PathBuf)> =
+        bin_names(&toml).into_iter().map(|n| (n.clone(), target_dir.join(KERNEL_TARGET).join("release").join(n))).collect();
+    let c_dir = PathBuf::from(env!("QUESTV_USER_C_DIR"));
+    let mut c: Vec<(String, PathBuf)> = std::fs::read_dir(&c_dir)
+        .map_err(|e| format!("{}: {e}", c_dir.display()))?
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    c.sort();
+    progs.extend(c);
+    Ok(progs)
+}
+
+/// `cargo build --release --target <host> ARGS` into `target_dir`, with a clean flag environment.
+fn cargo_build(args: &[&str], target_dir: &Path) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--release", "--target", KERNEL_TARGET])
+        .args(args)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(status.to_string())
+    }
+}
+
+/// Build the kernel image for the mode; returns the ELF path.
+pub fn build_kernel(vt: bool) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let mode = if vt { "vt" } else { "smp" };
+    let target_dir = root.join("target").join(format!("kernel-{mode}"));
+    let features = if vt { "vt" } else { "" };
+    cargo_build(&["-p", "questv-image", "--bin", "questv-kernel", "--features", features, "--config", "kernel/image/build.toml"], &target_dir)
+        .map_err(|e| format!("kernel build failed ({e})"))?;
+    Ok(target_dir.join(KERNEL_TARGET).join("release").join("questv-kernel"))
+}
+
+/// Stage the kernel, the user programs (plus the deliberately malformed `badelf`) and a grub.cfg carrying
+/// `args`, and make a bootable ISO with grub-mkrescue.
+pub fn make_iso(kernel: &Path, args: &str, tag: &str, programs: &[(String, PathBuf)]) -> Result<PathBuf, String> {
+    require_tool("grub-mkrescue", "grub-pc-bin grub-common xorriso mtools")?;
+    require_tool("xorriso", "xorriso")?;
+    require_tool("mformat", "mtools")?;
+    // One hybrid image for both firmwares: grub-mkrescue adds every platform installed under /usr/lib/grub.
+    for (platform, package) in [("i386-pc", "grub-pc-bin"), ("x86_64-efi", "grub-efi-amd64-bin")] {
+        require_file(&format!("/usr/lib/grub/{platform}/modinfo.sh"), package)?;
+    }
+    let root = workspace_root();
+    let stage = root.join("target").join(format!("iso-{tag}"));
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(stage.join("boot/grub")).map_err(|e| format!("{}: {e}", stage.display()))?;
+    std::fs::copy(kernel, stage.join("boot/questv-kernel")).map_err(|e| format!("{}: {e}", kernel.display()))?;
+    std::fs::create_dir_all(stage.join("boot/bin")).map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    for (name, path) in programs {
+        std::fs::copy(path, stage.join("boot/bin").join(name)).map_err(|e| format!("{}: {e}", path.display()))?;
+        names.push(name.clone());
+    }
+    std::fs::write(stage.join("boot/bin/badelf"), bad_elf()).map_err(|e| e.to_string())?;
+    names.push("badelf".into());
+    let template = std::fs::read_to_string(root.join("grub/grub.cfg")).map_err(|e| format!("grub/grub.cfg: {e}"))?;
+    std::fs::write(stage.join("boot/grub/grub.cfg"), grub_cfg_with_args(&template, args, &names)?)
+        .map_err(|e| format!("grub.cfg: {e}"))?;
+    let iso = root.join("target").join(format!("questv-{tag}.iso"));
+    let out = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(&iso)
+        .arg(&stage)
+        .output()
+        .map_err(|e| format!("cannot run grub-mkrescue: {e}"))?;
+    let _ = std::fs::remove_dir_all(&stage);
+    if !out.status.success() {
+        return Err(format!("grub-mkrescue failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(iso)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grub_cfg_rewrite() {
+        let t = "set timeout=0\nset questv_args=\"mode=smp\"\nmenuentry x {\n    # @questv-modules@\n}\n";
+        let out = grub_cfg_with_args(t, "mode=smp run=x 1", &["init".into(), "hello".into()]).unwrap();
+        assert!(out.contains("set questv_args=\"mode=smp run=x 1\"\n"));
+        assert!(out.contains("    module2 /boot/bin/init init\n    module2 /boot/bin/hello hello\n"));
+        assert!(out.starts_with("set timeout=0\n"));
+        assert!(grub_cfg_with_args("nothing", "x", &[]).is_err());
+        assert!(grub_cfg_with_args("set questv_args=\"\"", "x", &["init".into()]).is_err());
+        // The repository's own grub.cfg has both lines.
+        let real = std::fs::read_to_string(workspace_root().join("grub/grub.cfg")).unwrap();
+        assert!(grub_cfg_with_args(&real, "mode=smp", &["init".into()]).is_ok());
+    }
+
+    #[test]
+    fn userland_bin_names() {
+        let toml = std::fs::read_to_string(workspace_root().join("userland/Cargo.toml")).unwrap();
+        let names = bin_names(&toml);
+        for n in ["init", "forkwait-rs", "torture"] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+        assert_eq!(bin_names("[package]\nname = \"x\"\n[[bin]]\nname = \"a\"\npath = \"p\"\n"), vec!["a"]);
+    }
+}
