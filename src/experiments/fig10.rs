@@ -32,34 +32,35 @@ fn per_second(times: &[(f64, u64)]) -> Vec<(f64, f64)> {
     bins.into_iter().map(|(k, v)| (k as f64, v as f64)).collect()
 }
 
-/// A sandbox "dipped" when its message rate in the recovery window fell below this fraction of its rate before
-/// the fault.
-pub const DIP_FRACTION: f64 = 0.5;
 /// The recovery window: the first seconds after the fault (messages after it count as "after the fault").
 pub const RECOVERY_WINDOW_S: f64 = 2.0;
 
-/// One sandbox's message rate before the fault and in the recovery window, in messages per second.
+/// One sandbox's message rates before the fault and in the recovery window, in messages per second: the means,
+/// and the lowest one-second row of each. It "dipped" when a row in the window counted fewer messages than every
+/// row before the fault: below anything its steady state showed. A mean against a fraction of the mean would
+/// call the lumpy receivers dips (sandbox 2 drains every 800 ms: 23, 4, 7, 21, ... per second) and miss a
+/// steady receiver's one short second (8, 8, 6, 8).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateDip {
     pub before_per_s: f64,
     pub recovery_per_s: f64,
-    /// `recovery_per_s < DIP_FRACTION * before_per_s`.
+    pub lowest_before: u64,
+    pub lowest_recovery: u64,
+    /// `lowest_recovery < lowest_before`.
     pub dipped: bool,
 }
 
 /// A sandbox's rates from its reception rows: (when the row was printed, in s since the fault; the messages it
 /// counted). Each `fig10_rx` row counts one second of the receiver's clock, so a mean over rows is messages per
 /// second. Before: the rows printed before the fault; recovery: those printed in [0, [`RECOVERY_WINDOW_S`]) (none
-/// printed there: the receiver reported nothing, rate 0). `None` without a row before the fault.
+/// printed there: the receiver reported nothing, a row of 0). `None` without a row before the fault.
 pub fn rate_dip(rows: &[(f64, u64)]) -> Option<RateDip> {
-    let mean = |v: Vec<u64>| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+    let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
     let before: Vec<u64> = rows.iter().filter(|(t, _)| *t < 0.0).map(|(_, n)| *n).collect();
-    if before.is_empty() {
-        return None;
-    }
+    let lowest_before = *before.iter().min()?;
     let recovery: Vec<u64> = rows.iter().filter(|(t, _)| (0.0..RECOVERY_WINDOW_S).contains(t)).map(|(_, n)| *n).collect();
-    let (before_per_s, recovery_per_s) = (mean(before), mean(recovery));
-    Some(RateDip { before_per_s, recovery_per_s, dipped: recovery_per_s < DIP_FRACTION * before_per_s })
+    let lowest_recovery = recovery.iter().min().copied().unwrap_or(0);
+    Some(RateDip { before_per_s: mean(&before), recovery_per_s: mean(&recovery), lowest_before, lowest_recovery, dipped: lowest_recovery < lowest_before })
 }
 
 /// The paper's claim on the rates: the faulted sandbox (0) dipped and no other did. `dips` are (sandbox, rates).
@@ -112,8 +113,8 @@ pub fn fig10(o: &Fig10Options) -> Result<(String, bool), String> {
         let dip = rate_dip(&times).ok_or_else(|| fail(&format!("no reception report from sandbox {s} before the fault")))?;
         dips.push((s, dip));
         text.push_str(&format!(
-            "RESULT fig10 sandbox={s} messages={got} corrupt={corrupt} resets={resets} messages_after_fault={after} rate_before={:.2} rate_recovery={:.2} dipped={}\n",
-            dip.before_per_s, dip.recovery_per_s, u8::from(dip.dipped)
+            "RESULT fig10 sandbox={s} messages={got} corrupt={corrupt} resets={resets} messages_after_fault={after} rate_before={:.2} rate_recovery={:.2} lowest_before={} lowest_recovery={} dipped={}\n",
+            dip.before_per_s, dip.recovery_per_s, dip.lowest_before, dip.lowest_recovery, u8::from(dip.dipped)
         ));
         // Bystanders: untouched. Sandbox 0: its channel was restored and carries messages again.
         ok &= if s == 0 { resets >= 1 && after > 0 } else { corrupt == 0 && resets == 0 && after > 0 };
@@ -137,7 +138,7 @@ pub fn fig10(o: &Fig10Options) -> Result<(String, bool), String> {
         text.push('\n');
     }
     text.push_str(&format!(
-        "RESULT fig10_summary icmp_sent={} icmp_received={} replies_after_fault={} isolated={} only_sandbox0_dipped={} dip_fraction={DIP_FRACTION} recovery_window_s={RECOVERY_WINDOW_S} csv={}\n",
+        "RESULT fig10_summary icmp_sent={} icmp_received={} replies_after_fault={} isolated={} only_sandbox0_dipped={} recovery_window_s={RECOVERY_WINDOW_S} csv={}\n",
         g.sent, g.received, replies_after, u8::from(ok), u8::from(only_faulted_dipped(&dips)), dir.join(format!("{stem}.csv")).display()
     ));
     Ok((text, ok))
@@ -158,29 +159,31 @@ mod tests {
 
     #[test]
     fn fig10_dips_are_read_from_message_rates() {
-        // The faulted sandbox: nothing in the fault's second, half in the next: 2/s against 8/s.
+        // The faulted sandbox: nothing in the fault's second, half in the next.
         let d = rate_dip(&rows(8, &[0, 4])).unwrap();
-        assert_eq!((d.before_per_s, d.recovery_per_s, d.dipped), (8.0, 2.0, true));
-        // 8 -> 6, then back: 7/s is above half of 8/s, no dip (the published run's sandbox 0).
-        assert!(!rate_dip(&rows(8, &[6, 8])).unwrap().dipped);
-        // Exactly half is not below half.
-        assert!(!rate_dip(&rows(8, &[4, 4])).unwrap().dipped);
-        // A lumpy receiver (drains every 800 ms: 16, 0, 16, ...) keeps its mean rate.
-        let lumpy: Vec<(f64, u64)> = (-6..20).map(|t| (t as f64 + 0.5, if t % 2 == 0 { 16 } else { 0 })).collect();
-        assert!(!rate_dip(&lumpy).unwrap().dipped);
-        // A receiver that printed nothing in the window was stalled: rate 0.
+        assert_eq!((d.before_per_s, d.recovery_per_s, d.lowest_before, d.lowest_recovery, d.dipped), (8.0, 2.0, 8, 0, true));
+        // 8 -> 6 for one second, then back (the published run's sandbox 0): below anything before, a dip.
+        assert!(rate_dip(&rows(8, &[6, 8])).unwrap().dipped);
+        // The same count as the lowest before is no dip.
+        assert!(!rate_dip(&rows(8, &[8, 8])).unwrap().dipped);
+        // A lumpy receiver (the published run's sandbox 2: 23, 4, 7, 21 before, 5, 6 after) keeps within its range.
+        let lumpy = [(-4.5, 23), (-3.5, 4), (-2.5, 7), (-0.5, 21), (0.5, 5), (1.5, 6), (3.5, 22)];
+        let d = rate_dip(&lumpy).unwrap();
+        assert!(!d.dipped && d.recovery_per_s < 0.5 * d.before_per_s, "a mean-based rule would call this a dip");
+        // A receiver that printed nothing in the window was stalled: a row of 0.
         let stalled: Vec<(f64, u64)> = rows(8, &[]).into_iter().filter(|(t, _)| !(0.0..RECOVERY_WINDOW_S).contains(t)).collect();
-        assert_eq!(rate_dip(&stalled).unwrap().recovery_per_s, 0.0);
+        let d = rate_dip(&stalled).unwrap();
+        assert_eq!((d.recovery_per_s, d.lowest_recovery, d.dipped), (0.0, 0, true));
         // No row before the fault: no rate to compare with.
         assert_eq!(rate_dip(&[(0.5, 8), (1.5, 8)]), None);
     }
 
     #[test]
     fn fig10_only_the_faulted_sandbox_may_dip() {
-        let dip = |before: f64, recovery: f64| RateDip { before_per_s: before, recovery_per_s: recovery, dipped: recovery < DIP_FRACTION * before };
-        assert!(only_faulted_dipped(&[(0, dip(8.0, 1.0)), (2, dip(11.0, 10.0)), (3, dip(8.0, 8.0))]));
-        assert!(!only_faulted_dipped(&[(0, dip(8.0, 1.0)), (2, dip(11.0, 3.0)), (3, dip(8.0, 8.0))]), "a bystander dipped");
-        assert!(!only_faulted_dipped(&[(0, dip(8.0, 7.0)), (2, dip(11.0, 10.0)), (3, dip(8.0, 8.0))]), "nobody dipped");
+        let dip = |lowest_before: u64, lowest_recovery: u64| RateDip { before_per_s: 8.0, recovery_per_s: 8.0, lowest_before, lowest_recovery, dipped: lowest_recovery < lowest_before };
+        assert!(only_faulted_dipped(&[(0, dip(8, 1)), (2, dip(4, 5)), (3, dip(8, 8))]));
+        assert!(!only_faulted_dipped(&[(0, dip(8, 1)), (2, dip(4, 3)), (3, dip(8, 8))]), "a bystander dipped");
+        assert!(!only_faulted_dipped(&[(0, dip(8, 8)), (2, dip(4, 5)), (3, dip(8, 8))]), "nobody dipped");
         assert!(!only_faulted_dipped(&[]));
     }
 }

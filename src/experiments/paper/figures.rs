@@ -5,7 +5,7 @@
 
 use super::report::{parse_csv, ratio, Figure, Ratio};
 use super::{PaperOptions, Plan};
-use crate::experiments::fig10::{self as fig10_run, Fig10Options, DIP_FRACTION, RECOVERY_WINDOW_S};
+use crate::experiments::fig10::{self as fig10_run, Fig10Options, RECOVERY_WINDOW_S};
 use crate::experiments::{netfig, recoveryfig};
 use crate::{parse_result_line, results_dir, BootOptions, Emulator, ResultLine};
 use std::fmt::Write as _;
@@ -180,11 +180,13 @@ pub(super) fn fig10(plan: &Plan) -> Result<Vec<Figure>, String> {
 }
 
 /// Fig 10's ratios and paragraph from `fig10`'s lines: the dip verdict from the receivers' message rates
-/// (`rate_before`, `rate_recovery`, `dipped` per sandbox; [`fig10_run::rate_dip`]), the isolation verdict
+/// (`rate_before`, `rate_recovery`, `lowest_before`, `lowest_recovery`, `dipped` per sandbox;
+/// [`fig10_run::rate_dip`]), the isolation verdict
 /// (`isolated`: channels, resets, messages and replies after the fault) as the run judged it.
 pub fn fig10_text(text: &str, o: &Fig10Options, isolated: bool) -> (Vec<Ratio>, String) {
     let rows = results_of(text, "fig10");
-    let rate = |r: &ResultLine| Some(get_f(r, "rate_recovery")? / get_f(r, "rate_before")?.max(1e-9));
+    // The lowest second after the fault over the lowest before it: below 1 is a dip.
+    let rate = |r: &ResultLine| Some(get_f(r, "lowest_recovery")? / get_f(r, "lowest_before")?.max(1e-9));
     let dipped = |r: &ResultLine| r.get("dipped") == Some("1");
     let mut para = String::new();
     for r in &rows {
@@ -197,25 +199,24 @@ pub fn fig10_text(text: &str, o: &Fig10Options, isolated: bool) -> (Vec<Ratio>, 
     let mut ratios = vec![ratio("only sandbox 0 dipped (1 = yes)", if only { 1.0 } else { 0.0 }, "only the faulted sandbox is interrupted", Some(only))];
     let r0 = faulted.and_then(rate);
     if let Some(r0) = r0 {
-        ratios.push(ratio("sandbox 0: message rate after the fault / before", r0, "the faulted sandbox dips", Some(r0 < DIP_FRACTION)));
+        ratios.push(ratio("sandbox 0: lowest second after the fault / lowest before", r0, "the faulted sandbox dips", Some(r0 < 1.0)));
     }
     if let Some(low) = bystanders.iter().filter_map(|r| rate(r)).min_by(f64::total_cmp) {
-        ratios.push(ratio("lowest bystander: message rate after the fault / before", low, "the other sandboxes do not dip", Some(low >= DIP_FRACTION)));
+        ratios.push(ratio("lowest bystander: lowest second after the fault / lowest before", low, "the other sandboxes do not dip", Some(low >= 1.0)));
     }
     let dipped_bystanders: Vec<&str> = bystanders.iter().filter(|r| dipped(r)).filter_map(|r| r.get("sandbox")).collect();
     let verdict = if only {
-        format!("only sandbox 0 dipped (to {:.0} % of its rate), as in the paper", 100.0 * r0.unwrap_or(0.0))
+        format!("only sandbox 0 dipped (its lowest second {:.0} % of its lowest before), as in the paper", 100.0 * r0.unwrap_or(0.0))
     } else if !dipped_bystanders.is_empty() {
         format!("sandbox {} dipped too, which the paper's figure does not show", dipped_bystanders.join(" and "))
     } else {
-        format!("no sandbox dipped: sandbox 0 kept {:.0} % of its rate, so at the receivers' one-second resolution its fault does not show as a dip, where the paper's figure shows one", 100.0 * r0.unwrap_or(0.0))
+        format!("no sandbox dipped: sandbox 0's lowest second was {:.0} % of its lowest before, so at the receivers' one-second resolution its fault does not show as a dip, where the paper's figure shows one", 100.0 * r0.unwrap_or(0.0))
     };
     let paragraph = format!(
-        "Sandbox 1 sends to 0, 2 and 3 over private channels; the host pings sandbox 0 every {} ms; after {} replies sandbox 0's NIC driver breaks, overwrites its channel with sandbox 1 and tries to wipe the other sandboxes (stopped by the second-stage tables). {para}The driver switch brings sandbox 0 back and the monitor restores its channel; {}. Message rates (a sandbox dips when its rate in the {RECOVERY_WINDOW_S} s after the fault is below {:.0} % of its rate before): {verdict}.",
+        "Sandbox 1 sends to 0, 2 and 3 over private channels; the host pings sandbox 0 every {} ms; after {} replies sandbox 0's NIC driver breaks, overwrites its channel with sandbox 1 and tries to wipe the other sandboxes (stopped by the second-stage tables). {para}The driver switch brings sandbox 0 back and the monitor restores its channel; {}. Message rates (a sandbox dips when a second in the {RECOVERY_WINDOW_S} s after the fault counts fewer messages than every second before it): {verdict}.",
         o.interval_ms,
         o.break_after,
         if isolated { "the other sandboxes' channels were untouched and every sandbox got messages after the fault" } else { "ISOLATION DID NOT HOLD" },
-        100.0 * DIP_FRACTION
     );
     (ratios, paragraph)
 }
@@ -282,11 +283,12 @@ mod tests {
         }
     }
 
-    fn fig10_lines(s0: (&str, &str, u8), s2: (&str, &str, u8)) -> String {
-        let line = |s: u32, (before, recovery, dipped): (&str, &str, u8), resets: u32| {
-            format!("RESULT fig10 sandbox={s} messages=160 corrupt=0 resets={resets} messages_after_fault=150 rate_before={before} rate_recovery={recovery} dipped={dipped}\n")
+    /// `RESULT fig10` lines; per sandbox (lowest second before the fault, lowest after, dipped).
+    fn fig10_lines(s0: (u64, u64, u8), s2: (u64, u64, u8)) -> String {
+        let line = |s: u32, (before, recovery, dipped): (u64, u64, u8), resets: u32| {
+            format!("RESULT fig10 sandbox={s} messages=160 corrupt=0 resets={resets} messages_after_fault=150 rate_before=8.00 rate_recovery=7.00 lowest_before={before} lowest_recovery={recovery} dipped={dipped}\n")
         };
-        line(0, s0, 1) + &line(2, s2, 0) + &line(3, ("8.00", "8.00", 0), 0)
+        line(0, s0, 1) + &line(2, s2, 0) + &line(3, (8, 8, 0), 0)
     }
 
     #[test]
@@ -297,20 +299,20 @@ mod tests {
             let only = ratios.iter().find(|r| r.name == "only sandbox 0 dipped (1 = yes)").unwrap();
             (only.value, only.agrees, para)
         };
-        // Sandbox 0 fell to a quarter of its rate, the bystanders kept theirs.
-        let (v, agrees, para) = verdict(&fig10_lines(("8.00", "2.00", 1), ("11.00", "9.50", 0)));
+        // Sandbox 0's lowest second fell to 6 of 8, the bystanders stayed within their range.
+        let (v, agrees, para) = verdict(&fig10_lines((8, 6, 1), (4, 5, 0)));
         assert_eq!((v, agrees), (1.0, Some(true)));
-        assert!(para.contains("only sandbox 0 dipped (to 25 % of its rate)") && para.contains("below 50 %"), "{para}");
-        // Sandbox 0 kept 75 % (channel resets or not): no dip, and the claim is not made.
-        let (v, agrees, para) = verdict(&fig10_lines(("8.00", "6.00", 0), ("11.00", "9.50", 0)));
+        assert!(para.contains("only sandbox 0 dipped (its lowest second 75 % of its lowest before)") && para.contains("fewer messages than every second before"), "{para}");
+        // Sandbox 0 never fell below its steady state (channel resets or not): no dip, and the claim is not made.
+        let (v, agrees, para) = verdict(&fig10_lines((8, 8, 0), (4, 5, 0)));
         assert_eq!((v, agrees), (0.0, Some(false)));
-        assert!(para.contains("no sandbox dipped: sandbox 0 kept 75 %"), "{para}");
+        assert!(para.contains("no sandbox dipped: sandbox 0's lowest second was 100 %"), "{para}");
         // A bystander dipped.
-        let (v, _, para) = verdict(&fig10_lines(("8.00", "2.00", 1), ("11.00", "3.00", 1)));
+        let (v, _, para) = verdict(&fig10_lines((8, 2, 1), (4, 1, 1)));
         assert_eq!(v, 0.0);
         assert!(para.contains("sandbox 2 dipped too"), "{para}");
-        let (ratios, _) = fig10_text(&fig10_lines(("8.00", "2.00", 1), ("11.00", "3.00", 1)), &o, true);
+        let (ratios, _) = fig10_text(&fig10_lines((8, 2, 1), (4, 1, 1)), &o, true);
         let low = ratios.iter().find(|r| r.name.starts_with("lowest bystander")).unwrap();
-        assert!((low.value - 3.0 / 11.0).abs() < 1e-9 && low.agrees == Some(false));
+        assert!((low.value - 0.25).abs() < 1e-9 && low.agrees == Some(false));
     }
 }
