@@ -144,9 +144,10 @@ fn judged(mut fig: Figure, o: &PaperOptions, plan: &Plan, rows: &[CompareRow], p
         fig.ratios.push(ratio("VT (APIC passed through, the paper's mapping) / SMP", p / smp.max(1.0), "no obvious overhead (about 1)", Some((0.9..1.1).contains(&(p / smp.max(1.0))))));
         fig.ratios.push(ratio("VT (xAPIC trapped, our default) / SMP", vt_smp, "not in the paper (it mapped the APIC page)", None));
         let why = if p / smp.max(1.0) < 1.1 {
-            "so the default's extra cost is its exits, one per trapped xAPIC write (timer EOIs and re-arms), each a nested-page fault the monitor decodes and replays; with x2APIC (Bochs, real CPUs) those writes are MSR writes that never exit"
+            "so the default's extra cost is its exits, one per trapped xAPIC write (timer EOIs and re-arms), each a nested-page fault the monitor decodes and replays; with x2APIC (Bochs, real CPUs) those writes are MSR writes that never exit".to_string()
         } else {
-            "so the extra cost is not the monitor's (no exits) but the emulator's: TCG refills its software TLB with a two-level walk (guest tables, then nested tables) for every guest TLB miss, and fork, exit and waitpid switch address spaces all the time; the same loop on VMX+EPT in Bochs measured VT/SMP 0.99 (docs/vt.md, \"Exits\"), and on QEMU's instruction-counting clock (`--clock icount`) VT/SMP is 1.00 with the APIC trapped or passed through (docs/vt.md, \"Exits\"): the sandboxes execute no more instructions than SMP, so this is the emulator's cost of nested paging"
+            let exits = if pt_exits == 0 { "no exits".to_string() } else { format!("{pt_exits} exits in all the loops") };
+            format!("so the extra cost is not the monitor's ({exits}) but the emulator's: TCG refills its software TLB with a two-level walk (guest tables, then nested tables) for every guest TLB miss, and fork, exit and waitpid switch address spaces all the time; the same loop on VMX+EPT in Bochs measured VT/SMP 0.99 (docs/vt.md, \"Exits\"), and on QEMU's instruction-counting clock (`--clock icount`) VT/SMP is 1.00 with the APIC trapped or passed through (docs/vt.md, \"Exits\"): the sandboxes execute no more instructions than SMP, so this is the emulator's cost of nested paging")
         };
         pt_text = format!(" With the APIC page passed through, as the paper mapped it, VT takes {p:.0} cycles ({:.3} of SMP) and {pt_exits} exits in the loops, {why}.", p / smp.max(1.0));
     } else {
