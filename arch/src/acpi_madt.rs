@@ -32,6 +32,8 @@ pub struct Topology {
     pub io_apics: Vec<IoApicInfo>,
     pub isa_overrides: Vec<IsaOverride>,
     pub has_legacy_pics: bool,
+    /// DMA remapping units (ACPI DMAR), if the firmware lists any (filled by the caller: [`dma_remapping`]).
+    pub dmar: Option<crate::acpi_dmar::Dmar>,
 }
 
 impl Topology {
@@ -90,6 +92,7 @@ pub fn topology<H: AcpiHandler>(tables: &AcpiTables<H>) -> Result<Topology, Topo
         io_apics: Vec::new(),
         isa_overrides: Vec::new(),
         has_legacy_pics: madt_ref.supports_8259(),
+        dmar: None,
     };
     for entry in madt_ref.entries() {
         match entry {
@@ -131,4 +134,34 @@ pub fn topology<H: AcpiHandler>(tables: &AcpiTables<H>) -> Result<Topology, Topo
         return Err(TopologyError::NoIoApic);
     }
     Ok(topo)
+}
+
+/// The DMAR table's fixed part, for the `acpi` crate to find and checksum (the remapping structures follow it).
+#[repr(C, packed)]
+struct DmarTable {
+    header: acpi::sdt::SdtHeader,
+    host_address_width: u8,
+    flags: u8,
+    reserved: [u8; 10],
+}
+
+// SAFETY: `DmarTable` is the DMAR's first 48 bytes exactly as the VT-d specification lays them out (the SDT
+// header, then three fields); the crate maps the whole table, its header's length.
+unsafe impl acpi::AcpiTable for DmarTable {
+    const SIGNATURE: acpi::sdt::Signature = acpi::sdt::Signature::DMAR;
+
+    fn header(&self) -> &acpi::sdt::SdtHeader {
+        &self.header
+    }
+}
+
+/// The machine's DMA remapping units (Intel VT-d), from ACPI's DMAR table: `None` without one (no IOMMU, or
+/// one this kernel does not drive), an error for a table it cannot read.
+pub fn dma_remapping<H: AcpiHandler>(tables: &AcpiTables<H>) -> Option<Result<crate::acpi_dmar::Dmar, crate::acpi_dmar::DmarError>> {
+    let mapping = tables.find_table::<DmarTable>().ok()?;
+    let len = mapping.region_length().min(mapping.get().header.length as usize);
+    // SAFETY: the crate mapped `region_length` bytes at `virtual_start` for this table and validated its
+    // checksum over `header.length` bytes; we read no further than the smaller of the two.
+    let bytes = unsafe { core::slice::from_raw_parts(mapping.virtual_start().as_ptr() as *const u8, len) };
+    Some(crate::acpi_dmar::parse(bytes))
 }

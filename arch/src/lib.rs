@@ -6,6 +6,7 @@
 
 extern crate alloc;
 
+pub mod acpi_dmar;
 pub mod acpi_madt;
 pub mod paging;
 pub mod regs;

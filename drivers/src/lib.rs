@@ -7,3 +7,4 @@ extern crate alloc;
 pub mod e1000;
 pub mod pci;
 pub mod serial;
+pub mod vtd;

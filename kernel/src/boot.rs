@@ -174,7 +174,15 @@ fn topology(mbi: &BootInformation) -> Topology {
     crate::acpi_handler::set_root(root);
     let tables = acpi_madt::open_tables(crate::acpi_handler::IdentityMapped, root)
         .unwrap_or_else(|e| panic!("ACPI: {}", e));
-    let topo = acpi_madt::topology(&tables).unwrap_or_else(|e| panic!("ACPI: {}", e));
+    let mut topo = acpi_madt::topology(&tables).unwrap_or_else(|e| panic!("ACPI: {}", e));
+    topo.dmar = match acpi_madt::dma_remapping(&tables) {
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            log::warn!("ACPI: {e}: DMA remapping unusable");
+            None
+        }
+        None => None,
+    };
     log::info!(
         "ACPI: {} CPUs (APIC ids {:?}), {} I/O APIC(s), LAPIC at 0x{:x}",
         topo.cpu_apic_ids.len(), topo.cpu_apic_ids, topo.io_apics.len(), topo.local_apic_address

@@ -135,11 +135,13 @@ impl PingRun {
                 out.push(format!("RESULT ping_outage guest={} first_lost_seq={} lost={} downtime_us={}", g.ip, o.first_lost_seq, o.lost, o.downtime_us));
             }
         }
-        // The NIC as the kernel (SMP) or the monitor (VT) set it up, and the sandboxes without one; faults and
-        // recoveries the monitor reported.
+        // The NIC as the kernel (SMP) or the monitor (VT) set it up (and what confines its DMA), and the
+        // sandboxes without one; faults, blocked DMA and recoveries the monitor reported.
         for l in &self.boot.lines {
             match parse_result_line(l) {
-                Some(r) if r.name == "nic" && r.from_monitor() => out.push(l.clone()),
+                Some(r) if ["nic", "iommu", "dma_fault"].contains(&r.name.as_str()) && r.from_monitor() => out.push(l.clone()),
+                // What an attacking guest (`--run "ktest attack .."`) says it did.
+                Some(r) if r.name == "attack" && !r.from_monitor() => out.push(l.clone()),
                 Some(r) if ["sandbox_fault", "sandbox_recovered", "sandbox_ready", "nic_leave", "sandbox_takeover", "sandbox_takeover_done"].contains(&r.name.as_str()) && r.from_monitor() => out.push(l.clone()),
                 Some(r) if r.name == "net" && r.get("nic") == Some("none") => {
                     out.push(format!("RESULT ping_guest sandbox={} nic=none", r.get("sandbox").unwrap_or("?")))
@@ -178,7 +180,8 @@ pub fn ping_run(o: &PingOptions) -> Result<PingRun, String> {
         nic_port: Some(port),
         nic_sharers: sharers,
         run: Some({
-            let program = o.program.clone().unwrap_or_else(|| format!("netserve {serve_secs}"));
+            // `--run` (or a figure's own program) instead of netserve; it must serve until the stop marker too.
+            let program = o.program.clone().or_else(|| o.boot.run.clone()).unwrap_or_else(|| format!("netserve {serve_secs}"));
             match &o.inject {
                 Some(i) => format!("ktest inject {i} -- {program}"),
                 None => program,

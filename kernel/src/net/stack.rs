@@ -245,6 +245,11 @@ impl Device for Port<'_> {
 
 /// The configuration the driver runs with (kept for the driver switch, which starts it again).
 static CONFIG: spin::Once<Config> = spin::Once::new();
+/// Where this kernel's NIC is, once its driver runs (the attack tests aim its descriptors themselves).
+pub fn config() -> Option<Config> {
+    CONFIG.get().copied()
+}
+
 /// Driver switches so far (component-level recoveries of this kernel's NIC driver).
 pub static DRIVER_SWITCHES: AtomicU64 = AtomicU64::new(0);
 /// Set by the fault-injection hook: the driver thread itself faults (kind index) at its next pass.

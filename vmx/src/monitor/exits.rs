@@ -240,15 +240,14 @@ fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
         Exit::Msr { write } => msr_access(sandbox, regs, write),
         // The watchdog check above ran; the timer restarts at the next entry.
         Exit::Timer => true,
-        Exit::Nmi if takeover_requested(sandbox) => {
-            serve_takeovers(sandbox);
-            true
-        }
         Exit::Nmi => {
-            // With the SVM watchdog on, the PIT's NMIs are the monitor's own tick. Otherwise not one the monitor
-            // sent (that one sets HALT_ALL): dropped and counted, not logged each time (on x2APIC machines a
-            // sandbox can aim NMIs at itself through its LVT entries).
-            if !watchdog_nmi() {
+            // The monitor's own tick (the SVM watchdog) is also when it looks at what the IOMMU blocked.
+            super::iommu::report_faults();
+            if takeover_requested(sandbox) {
+                serve_takeovers(sandbox);
+            } else if !watchdog_nmi() {
+                // Not one the monitor sent (that one sets HALT_ALL): dropped and counted, not logged each time
+                // (on x2APIC machines a sandbox can aim NMIs at itself through its LVT entries).
                 refuse(sandbox, RefusalKind::Nmi, 2);
             }
             true

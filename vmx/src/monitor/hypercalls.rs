@@ -51,7 +51,11 @@ pub(super) fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
             report_exits(sandbox);
             Ok(0)
         }
-        hc::CONSOLE_WRITE => console_write(sandbox, regs.rbx, regs.rcx),
+        hc::CONSOLE_WRITE => {
+            // Blocked DMA shows up before the lines that follow it.
+            super::iommu::report_faults();
+            console_write(sandbox, regs.rbx, regs.rcx)
+        }
         _ => Err(hc::ENOSYS),
     };
     regs.rax = hc::encode(result);

@@ -12,6 +12,7 @@
 //! - `exits`: what each exit means; `hypercalls`: what each hypercall does;
 //! - `faults`: stops or recovers a faulted or hung sandbox (driver switch, restart);
 //! - `channels` and `nic`: the shared pages and the shared NIC (its grant and the hand-over between sharers);
+//! - `iommu`: what the devices sandboxes drive may reach by DMA;
 //! - `build`: makes a sandbox (slice, pristine kernel, second stage, boot information, launch configuration);
 //! - `tables`: monitor memory and each sandbox's second-stage table pages;
 //! - `console`: a sandbox's console lines and exit report;
@@ -25,6 +26,7 @@ mod exits;
 mod faults;
 mod hypercalls;
 mod infopage;
+mod iommu;
 mod layout;
 mod nic;
 mod state;
@@ -125,7 +127,7 @@ fn choose_apic_access(opts: &MonitorOptions) -> ApicAccess {
 }
 
 /// DMA: no sandbox owns a device, except the NIC when sandboxes share it, so no other function keeps bus
-/// mastering.
+/// mastering, and behind an IOMMU the NIC reaches only its DMA region.
 fn claim_devices(opts: &MonitorOptions) -> Result<(), String> {
     // SAFETY: the monitor is the only user of the PCI configuration ports (never granted to a sandbox) and
     // runs this on the BSP before any sandbox starts.
@@ -135,10 +137,11 @@ fn claim_devices(opts: &MonitorOptions) -> Result<(), String> {
         None => None,
     };
     let owned: Vec<(u8, u8, u8)> = grant.iter().map(|g| g.nic.bdf).collect();
+    let dma: Vec<iommu::DmaGrant> = grant.iter().map(|g| iommu::DmaGrant { bdf: g.nic.bdf, start: g.nic.dma, len: questv_drivers::e1000::layout::REGION }).collect();
     nic::install(grant);
     let (functions, cleared) = questv_drivers::pci::disable_bus_mastering_except(&mut pci, &owned);
     result!("pci", "functions={} bus_master_cleared={}", functions, cleared);
-    Ok(())
+    iommu::confine(opts.topology, &dma)
 }
 
 /// Carve the free memory into `n` slices and the shared region, take them from the frame allocator, and write
