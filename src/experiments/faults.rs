@@ -49,6 +49,8 @@ pub struct Campaign {
     pub lost_messages: u64,
     pub messages: u64,
     pub bystander_vmexits: Vec<u64>,
+    /// How often the watchdog found a core had not run at all (an emulator stall it forgave), over the run.
+    pub watchdog_stalls: u64,
     pub ended_cleanly: bool,
 }
 
@@ -91,6 +93,7 @@ pub fn judge(lines: &[String], outcome: &Outcome, cpus: u32) -> Campaign {
                 }
                 c.detected.push((s, reason, action));
             }
+            "watchdog_stalls" if r.from_monitor() => c.watchdog_stalls += r.get_u64("count").unwrap_or(0),
             "sandbox_ready" if r.from_monitor() => {
                 let s = r.get_u64("sandbox").unwrap_or(u64::MAX);
                 let d = r.get_u64("downtime_us").unwrap_or(0);
@@ -172,10 +175,11 @@ pub fn faults(o: &FaultsOptions) -> Result<(String, bool), String> {
     kinds.sort();
     kinds.dedup();
     let text = format!(
-        "RESULT faults injected={} detected={} recovered={} escaped={} lost_messages={} messages={} downtime_ms_median={:.1} downtime_ms_max={:.1} kinds={} bystander_vmexits={} seed={} emulator={} csv={}\n",
+        "RESULT faults injected={} detected={} recovered={} escaped={} lost_messages={} messages={} downtime_ms_median={:.1} downtime_ms_max={:.1} kinds={} bystander_vmexits={} watchdog_stalls={} seed={} emulator={} csv={}\n",
         c.injected.len(), detected_injected, recovered, c.escaped, c.lost_messages, c.messages,
         median(&c.downtimes_us) as f64 / 1000.0, c.downtimes_us.iter().max().copied().unwrap_or(0) as f64 / 1000.0,
-        kinds.join(","), c.bystander_vmexits.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","), o.seed, o.emulator.name(),
+        kinds.join(","), c.bystander_vmexits.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","),
+        c.watchdog_stalls, o.seed, o.emulator.name(),
         dir.join(format!("{stem}.csv")).display()
     );
     if !ok {

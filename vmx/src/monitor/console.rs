@@ -62,10 +62,13 @@ pub(super) fn flush_console(sandbox: u32) {
 
 /// `RESULT vmexits` and one `RESULT sandbox_refused` line per refused (kind, port/MSR/reason).
 pub(super) fn report_exits(sandbox: u32) {
-    let (exits, refusals) = {
+    let (exits, refusals, stalls) = {
         let st = state(sandbox);
-        (st.exits, st.refusals.clone())
+        (st.exits, st.refusals.clone(), st.stalls)
     };
+    if super::state::stall_cycles() != 0 {
+        result!("watchdog_stalls", "sandbox={} count={}", sandbox, stalls);
+    }
     let mut line = String::new();
     for k in ExitKind::ALL.iter().filter(|k| exits[k.index()] > 0) {
         line.push_str(&format!(" {}={}", k.name(), exits[k.index()]));

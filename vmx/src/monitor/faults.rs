@@ -183,6 +183,9 @@ pub(super) fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>)
         st.history.on_relaunch(t_channels);
         st.heartbeat = 0;
         st.progress_tsc = 0;
+        st.last_check_tsc = 0;
+        // Reported with the incarnation's exits (console::report_exits), counted afresh.
+        st.stalls = 0;
         st.icr_high = 0;
         st.line_len = 0;
         st.recovering_since = t_exit;
@@ -212,6 +215,16 @@ pub(super) fn watchdog_expired(sandbox: u32) -> bool {
     }
     let now = cpu::rdtsc();
     let mut st = state(sandbox);
+    let last_check = core::mem::replace(&mut st.last_check_tsc, now);
+    let stall = super::state::stall_cycles();
+    if stall != 0 && last_check != 0 && now.saturating_sub(last_check) > stall {
+        // No exit on this core for two watchdog ticks, though a hung guest exits at every one: the core did not
+        // run (single-threaded TCG ran another vCPU — a monitor scrubbing a slice — for that long). Silence
+        // counts from here, not from before the stall.
+        st.stalls += 1;
+        st.progress_tsc = now;
+        return false;
+    }
     let hb_host = host_of(st.host_base, hc::HEARTBEAT_GPA);
     // SAFETY: the heartbeat page is inside this sandbox's slice, identity mapped in the monitor.
     let hb = unsafe { core::ptr::read_volatile(hb_host as *const u64) };

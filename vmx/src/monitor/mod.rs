@@ -173,7 +173,10 @@ fn start_watchdog(opts: &MonitorOptions, watchdog_ms: u64, settings: RunSettings
         (_, Some(timer_value)) => result!("watchdog", "ms={} mechanism=preemption_timer timer_value={}", watchdog_ms, timer_value),
         (_, None) => {
             let period_us = arm_watchdog_nmi(opts.topology, watchdog_ms).map_err(|e| format!("cannot arm the watchdog: {e}"))?;
-            result!("watchdog", "ms={} mechanism=pit_nmi period_us={}", watchdog_ms, period_us);
+            // A hung guest still exits at every tick (NMIs are not maskable); no exit for two ticks means the
+            // core itself did not run.
+            state::set_stall_cycles(time::us_to_cycles(2 * period_us));
+            result!("watchdog", "ms={} mechanism=pit_nmi period_us={} stall_grace_us={}", watchdog_ms, period_us, 2 * period_us);
         }
     }
     Ok(())

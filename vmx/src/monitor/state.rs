@@ -27,6 +27,10 @@ pub(super) struct Sandbox {
     /// Watchdog: last heartbeat value seen and the TSC when it last changed.
     pub(super) heartbeat: u64,
     pub(super) progress_tsc: u64,
+    /// TSC of the last watchdog check (any exit) on its core, and how many checks found the core itself had
+    /// not run for longer than [`stall_cycles`] (an emulator stall, not the guest's silence).
+    pub(super) last_check_tsc: u64,
+    pub(super) stalls: u64,
     /// What to do when it faults, and its incarnations so far.
     pub(super) policy: Policy,
     pub(super) history: History,
@@ -53,6 +57,8 @@ impl Sandbox {
             line_len: 0,
             heartbeat: 0,
             progress_tsc: 0,
+            last_check_tsc: 0,
+            stalls: 0,
             policy,
             history: History::default(),
             recovering_since: 0,
@@ -131,6 +137,18 @@ pub(super) fn set_watchdog_cycles(cycles: u64) {
 
 pub(super) fn watchdog_cycles() -> u64 {
     WATCHDOG_CYCLES.load(Ordering::Relaxed)
+}
+
+/// SVM watchdog: a gap longer than this between two exits of one core means the core did not run (0: no
+/// such rule: the VMX preemption timer counts guest time only).
+static STALL_CYCLES: AtomicU64 = AtomicU64::new(0);
+
+pub(super) fn set_stall_cycles(cycles: u64) {
+    STALL_CYCLES.store(cycles, Ordering::SeqCst);
+}
+
+pub(super) fn stall_cycles() -> u64 {
+    STALL_CYCLES.load(Ordering::Relaxed)
 }
 
 static SANDBOXES: AtomicU32 = AtomicU32::new(0);
