@@ -228,3 +228,22 @@ fn refused_apic_writes_are_counted() {
     let offsets: Vec<u64> = r.monitor_results("sandbox_refused").iter().filter(|x| x.get("kind") == Some("apic")).filter_map(|x| x.get_u64("offset")).collect();
     r.check(offsets.contains(&0x20) && offsets.contains(&0x360), "APIC id and LINT1 writes not recorded as refused");
 }
+
+/// Registers no VMCS or VMCB holds (DR0–DR3; on VMX also MXCSR and the x87 control word) are reset at every
+/// launch: a sandbox that leaves marks in them and panics comes back (`--recovery restart`) with power-on values.
+#[test]
+fn restart_leaves_no_debug_or_fpu_state_behind() {
+    check_state_reset(QEMU);
+}
+
+pub fn check_state_reset(emulator: &str) {
+    let r = common::vt(emulator, 2, &["--recovery", "restart", "--run", "ktest attack state-leak -- forkwait 50"]);
+    r.check(r.code == 0 && r.done_status() == Some(0), "the run did not end cleanly after the restart");
+    let a = r.sandbox_results("attack", 0);
+    r.check(a.iter().any(|l| l.get("incarnation") == Some("0") && l.get("dr0") == Some("0x11110000")), "the first incarnation did not set its marks");
+    let after: Vec<_> = a.iter().filter(|l| l.get("incarnation") == Some("1")).collect();
+    r.check(after.len() == 1 && after[0].get("outcome") == Some("refused"), "the restarted sandbox found its predecessor's registers");
+    // MXCSR's low six bits are sticky exception flags the kernel's own arithmetic sets; the rest is control.
+    let mxcsr_control = after[0].get("mxcsr").and_then(|v| u32::from_str_radix(v.trim_start_matches("0x"), 16).ok()).map(|v| v & !0x3F);
+    r.check(after[0].get("dr0") == Some("0x0") && mxcsr_control == Some(0x1F80) && after[0].get("x87_cw") == Some("0x37f"), "not power-on values");
+}

@@ -84,3 +84,14 @@ fn recovery_relaunches_a_sandbox_on_vmx() {
         r.check(fw.len() == 1 && fw[0].get("vmexits") == Some("0"), "forkwait did not run exit-free in a sandbox");
     }
 }
+
+/// On VMX the monitor also resets MXCSR and the x87 control word at launch (the VMCS holds neither) and DR0–DR3
+/// (nor these): a restarted sandbox finds none of its predecessor's marks.
+#[test]
+fn restart_leaves_no_debug_or_fpu_state_behind_on_vmx() {
+    let r = common::vt(BOCHS, 2, &["--recovery", "restart", "--run", "ktest attack state-leak -- forkwait 50"]);
+    r.check(r.code == 0 && r.done_status() == Some(0), "the run did not end cleanly after the restart");
+    let a = r.sandbox_results("attack", 0);
+    let after: Vec<_> = a.iter().filter(|l| l.get("incarnation") == Some("1")).collect();
+    r.check(after.len() == 1 && after[0].get("outcome") == Some("refused"), "the restarted sandbox found its predecessor's registers");
+}

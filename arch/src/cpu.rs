@@ -117,6 +117,51 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// DR0–DR3 (the four breakpoint addresses). The VMCS and VMCB hold DR7 (and the VMCB DR6) but not these: a
+/// guest sees whatever the core last held.
+pub fn debug_addresses() -> [u64; 4] {
+    let (a, b, c, d): (u64, u64, u64, u64);
+    // SAFETY: reading debug registers at CPL 0 (all kernel code) has no side effects.
+    unsafe {
+        asm!("mov {}, dr0", "mov {}, dr1", "mov {}, dr2", "mov {}, dr3", out(reg) a, out(reg) b, out(reg) c, out(reg) d,
+             options(nomem, nostack, preserves_flags));
+    }
+    [a, b, c, d]
+}
+
+/// Set DR0–DR3 (no breakpoint is armed unless DR7 enables it).
+///
+/// # Safety
+/// CPL 0; the caller knows what DR7 arms (a breakpoint on the addresses it sets would fire).
+pub unsafe fn set_debug_addresses(v: [u64; 4]) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        asm!("mov dr0, {}", "mov dr1, {}", "mov dr2, {}", "mov dr3, {}", in(reg) v[0], in(reg) v[1], in(reg) v[2], in(reg) v[3],
+             options(nomem, nostack, preserves_flags));
+    }
+}
+
+/// Power-on debug state on this core: DR0–DR3 zero, DR6 its reset value (DR7 is the VMCS's/VMCB's).
+///
+/// # Safety
+/// CPL 0; no breakpoint of the caller's own is in use (the monitor uses none).
+pub unsafe fn reset_debug_registers() {
+    // SAFETY: the caller's contract; zero addresses with DR7's enables as they are.
+    unsafe {
+        set_debug_addresses([0; 4]);
+        asm!("mov dr6, {}", in(reg) 0xFFFF_0FF0u64, options(nomem, nostack, preserves_flags));
+    }
+}
+
+/// MXCSR and the x87 control word.
+pub fn fpu_controls() -> (u32, u16) {
+    let mut mxcsr = 0u32;
+    let mut cw = 0u16;
+    // SAFETY: stores into our two locals.
+    unsafe { asm!("stmxcsr [{}]", "fnstcw [{}]", in(reg) &mut mxcsr, in(reg) &mut cw, options(nostack, preserves_flags)) };
+    (mxcsr, cw)
+}
+
 #[inline]
 pub fn read_cr2() -> u64 {
     let v: u64;

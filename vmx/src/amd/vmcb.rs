@@ -315,6 +315,8 @@ pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
     let mut regs = GuestRegs { rax: u64::from(c.rax), rbx: u64::from(c.rbx), ..GuestRegs::default() };
     let mut fx = power_on_fx();
     let mut first = true;
+    // SAFETY: the monitor arms no breakpoints; DR0–DR3 are not in the VMCB (a guest sees the core's).
+    unsafe { cpu::reset_debug_registers() };
     loop {
         wr64(c.vmcb, off::RAX, regs.rax);
         // SAFETY: the VMCB is complete and ours; the asm saves and restores every host register it touches.
@@ -342,6 +344,8 @@ pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
                 setup(c);
                 regs = GuestRegs { rax: u64::from(c.rax), rbx: u64::from(c.rbx), ..GuestRegs::default() };
                 fx = power_on_fx();
+                // SAFETY: as before the first entry: no breakpoints of the monitor's.
+                unsafe { cpu::reset_debug_registers() };
                 first = true;
             }
         }

@@ -115,6 +115,9 @@ pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
     }
     // SAFETY: CR2 only reports page-fault addresses; the host takes none between here and the entry.
     unsafe { asm!("mov cr2, {}", in(reg) 0u64, options(nostack, preserves_flags)) };
+    // SAFETY: the monitor arms no breakpoints; DR0–DR3 and DR6 are not in the VMCS, so without this a relaunched
+    // sandbox would start with its previous incarnation's.
+    unsafe { cpu::reset_debug_registers() };
     let fail: u8;
     let fail_word: u64;
     // SAFETY: the VMCS is current and complete; on success control never returns here.
@@ -143,6 +146,9 @@ pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
             "xorps xmm4, xmm4", "xorps xmm5, xmm5", "xorps xmm6, xmm6", "xorps xmm7, xmm7",
             "xorps xmm8, xmm8", "xorps xmm9, xmm9", "xorps xmm10, xmm10", "xorps xmm11, xmm11",
             "xorps xmm12, xmm12", "xorps xmm13, xmm13", "xorps xmm14, xmm14", "xorps xmm15, xmm15",
+            // x87 and MXCSR at their power-on values (the VMCS holds neither).
+            "fninit",
+            "ldmxcsr [rip + questv_default_mxcsr]",
             "vmlaunch",
             "pop rbp",
             "pop rbx",
@@ -302,7 +308,8 @@ unsafe fn write_guest_state(c: &LaunchConfig) -> Result<(), VmxError> {
 }
 
 // VM exit: save the guest GPRs and its FPU/SSE state (the handler is Rust on precompiled core, which uses
-// SSE), call the handler, and resume unless it asks to stop this sandbox.
+// SSE), run the handler with the power-on x87 and MXCSR settings (not the guest's rounding and exception
+// masks), restore the guest's, and resume unless it asks to stop this sandbox.
 global_asm!(
     r#"
     .global questv_vmexit_entry
@@ -311,6 +318,8 @@ questv_vmexit_entry:
     questv_arch::push_gprs_asm!(),
     r#"    sub $520, %rsp
     fxsave64 (%rsp)
+    fninit
+    ldmxcsr questv_default_mxcsr(%rip)
     lea 520(%rsp), %rdi
     call questv_vmexit
     fxrstor64 (%rsp)
@@ -538,3 +547,16 @@ pub unsafe fn guest_cpl() -> u8 {
     // SAFETY: caller is in the exit handler with the VMCS current.
     ((unsafe { vmread(guest::SS_ACCESS_RIGHTS) } >> 5) & 3) as u8
 }
+
+// MXCSR's power-on value (all exceptions masked, round to nearest), loaded by the exit path and at launch.
+global_asm!(
+    r#"
+    .section .rodata
+    .balign 4
+    .global questv_default_mxcsr
+questv_default_mxcsr:
+    .long 0x1F80
+    .text
+"#,
+    options(att_syntax)
+);
