@@ -20,6 +20,8 @@ pub struct BootOptions {
     pub watchdog_ms: Option<u32>,
     /// VT: the monitor's recovery policy (`restart`/`none`, or one per sandbox: `restart,none,..`).
     pub recovery: Option<String>,
+    /// VT: the monitor's crash-loop rule (`LIMIT/WINDOW_MS` or `off`; the monitor's default otherwise).
+    pub crash_loop: Option<String>,
     /// VT on xAPIC machines (QEMU): map the APIC page writable into the sandboxes (no exits, no IPI filtering;
     /// for measuring what the default trapped page costs).
     pub apic_passthrough: bool,
@@ -67,7 +69,7 @@ impl Firmware {
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false, add: Vec::new(), icount: false, iommu: false }
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, crash_loop: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false, add: Vec::new(), icount: false, iommu: false }
     }
 }
 
@@ -98,6 +100,9 @@ impl BootOptions {
         }
         if let Some(r) = &self.recovery {
             a.push_str(&format!(" recovery={r}"));
+        }
+        if let Some(c) = &self.crash_loop {
+            a.push_str(&format!(" crash_loop={c}"));
         }
         if self.apic_passthrough {
             a.push_str(" apic=passthrough");

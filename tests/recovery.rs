@@ -96,15 +96,15 @@ fn recovery_leaves_bystander_channels_whole() {
     }
 }
 
-/// A sandbox that faults every time it is relaunched is stopped once three faults in a row came soon after
-/// their relaunch (the first fault, long after boot, does not count); the others finish.
+/// A sandbox that faults every time it is relaunched is stopped by the crash-loop rule (default: three
+/// recoveries within 60 s; the fourth fault stops it); the others finish.
 #[test]
 fn recovery_stops_a_crash_loop() {
     let r = inject("always-panic", 3, "forkwait 100", &[]);
     let f = r.monitor_results("sandbox_fault");
     r.check(f.len() == 4 && f.iter().all(|f| f.get_u64("sandbox") == Some(3)), "expected four faults of sandbox 3");
     r.check(f[..3].iter().all(|f| f.get("action") == Some("restart")), "the first three faults were not recovered");
-    r.check(f[3].get("action") == Some("stopped") && f[3].get_u64("crash_loop") == Some(3), "the crash loop was not ended");
+    r.check(f[3].get("action") == Some("stopped") && f[3].get_u64("crash_loop") == Some(4), "the crash loop was not ended");
     r.check(status_of(&r, 3) == Some(137), "the looping sandbox should end stopped (137)");
     bystanders_ran_forkwait(&r, 3);
 }
@@ -246,4 +246,32 @@ fn recovery_fig10_only_the_broken_sandbox_notices() {
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/results");
     r.check(dir.join("fig10-qemu.csv").is_file() && dir.join("fig10-qemu.png").is_file(), "Fig 10's files are missing");
+}
+
+/// A sandbox that faults 2.1 s after every launch (`ktest attack slow-crash-loop`) is stopped by the sliding
+/// window (the default: 3 recoveries within 60 s, the 4th fault stops it), however late after each launch its
+/// faults come; the others finish their work. A rule that only counted faults soon after a launch recovered it
+/// for ever (this run then hit its timeout).
+#[test]
+fn recovery_stops_a_slow_crash_loop() {
+    let r = vt(QEMU, 4, &["--recovery", "restart", "--run", "ktest attack slow-crash-loop -- forkwait 100"]);
+    check_monitor_ended_run(&r, 4);
+    r.check(r.monitor_results("recovery").first().and_then(|l| l.get("crash_loop")) == Some("3/60000"), "the monitor did not report its default rule");
+    let f = r.monitor_results("sandbox_fault");
+    r.check(f.len() == 4 && f.iter().all(|f| f.get_u64("sandbox") == Some(0) && f.get("reason") == Some("panic")), "expected four panics of sandbox 0");
+    r.check(f[..3].iter().all(|f| f.get("action") == Some("restart")), "the first three faults were not recovered");
+    r.check(f[3].get("action") == Some("stopped") && f[3].get_u64("crash_loop") == Some(4), "the slow crash loop was not ended");
+    let boots = r.sandbox_results("sandbox_boot", 0);
+    r.check(boots.len() == 4, "the looping sandbox should have booted four times");
+    r.check(status_of(&r, 0) == Some(137), "the looping sandbox should end stopped (137)");
+    bystanders_ran_forkwait(&r, 0);
+}
+
+/// `--crash-loop off` (what the fault campaign uses) recovers every fault; a bad rule is refused with a message.
+#[test]
+fn recovery_crash_loop_rule_is_configurable() {
+    let r = inject("always-panic", 3, "forkwait 100", &["--crash-loop", "2/60000"]);
+    let f = r.monitor_results("sandbox_fault");
+    r.check(f.len() == 3 && f[2].get("action") == Some("stopped") && f[2].get_u64("crash_loop") == Some(3), "a 2/60000 rule should stop the third fault");
+    bystanders_ran_forkwait(&r, 3);
 }

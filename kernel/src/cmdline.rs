@@ -38,6 +38,8 @@ pub struct Options<'a> {
     pub nic_device_mac: bool,
     /// VT monitor: `recovery=none|restart|driver|remote`, for all sandboxes or one entry per sandbox (docs/recovery.md).
     pub recovery: Option<&'a str>,
+    /// VT monitor: `crash_loop=LIMIT/WINDOW_MS` or `off` (docs/recovery.md; checked by the monitor).
+    pub crash_loop: Option<&'a str>,
     /// First option this parser did not understand (reported, not fatal: a typo must not brick a boot).
     pub unknown: Option<&'a str>,
 }
@@ -61,6 +63,7 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
         nic_sharers: None,
         nic_device_mac: false,
         recovery: None,
+        crash_loop: None,
         unknown: None,
     };
     let mut sandbox = SandboxArgsParser::default();
@@ -97,6 +100,7 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
             Some(("nic", v)) => opts.nic_sharers = Some(v),
             Some(("nic_mac", "device")) => opts.nic_device_mac = true,
             Some(("recovery", v)) => opts.recovery = Some(v),
+            Some(("crash_loop", v)) => opts.crash_loop = Some(v),
             Some(("nic_mac", "virtual")) => opts.nic_device_mac = false,
             Some((k @ ("slice_mib" | "watchdog_ms"), v)) => {
                 let n = boot::number(v).ok_or(CmdlineError::BadNumber(word))?;

@@ -67,6 +67,7 @@ fn boot_option(o: &mut BootOptions, a: &str, value: &mut Value) -> Result<bool, 
         "--nic-port" => o.nic_port = Some(value("--nic-port")?.parse().map_err(|_| "--nic-port needs a UDP port".to_string())?),
         "--nic-sharers" => o.nic_sharers = value("--nic-sharers")?.parse().map_err(|_| "--nic-sharers needs a number".to_string())?,
         "--recovery" => o.recovery = Some(value("--recovery")?),
+        "--crash-loop" => o.crash_loop = Some(value("--crash-loop")?),
         "--watchdog-ms" => o.watchdog_ms = Some(value("--watchdog-ms")?.parse().map_err(|_| "--watchdog-ms needs milliseconds".to_string())?),
         "--timeout" => o.timeout = Some(value("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?),
         "--media" => {

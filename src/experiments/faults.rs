@@ -138,6 +138,9 @@ pub fn faults(o: &FaultsOptions) -> Result<(String, bool), String> {
         emulator: o.emulator,
         cpus: o.cpus,
         recovery: Some("restart".into()),
+        // Every target is faulted again a few seconds after each boot, for the whole run: a crash loop by
+        // design, which the monitor's rule would rightly stop.
+        crash_loop: Some("off".into()),
         watchdog_ms: Some(300),
         echo: false,
         timeout: Some(180 + u64::from(o.count) * per_fault),

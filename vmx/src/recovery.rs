@@ -93,21 +93,47 @@ impl Component {
     }
 }
 
-/// A crash loop: a sandbox that faults again and again soon after being relaunched is stopped rather than
-/// restarted forever (a fault in its boot path, or in the program it is given, would repeat every time).
+/// A crash loop: a sandbox that faults again and again is stopped rather than recovered forever (a fault in
+/// its boot path, or in the program it is given, would repeat every time; each recovery also resets every
+/// peer's channels, so an endless one would be an amplifier). Counted over the sandbox's whole life, in a
+/// sliding window: more than `limit` faults within any `window_cycles` stop it, however long after a launch
+/// each came (a rule that counted only faults soon after a launch let a sandbox faulting just later loop for
+/// ever). Component recoveries count as faults too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CrashLoopRule {
-    /// A fault this soon after a launch counts as "quick".
-    pub quick_cycles: u64,
-    /// This many quick faults in a row end the recovery.
+    pub window_cycles: u64,
+    /// Faults recovered within a window; the next one in it stops the sandbox. At most [`MAX_CRASH_LIMIT`].
     pub limit: u32,
+}
+
+/// The most faults a window may hold before the rule fires (what [`History`] remembers).
+pub const MAX_CRASH_LIMIT: u32 = 15;
+
+/// The rule without a monitor option: 3 recoveries within 60 s (the 4th fault stops the sandbox).
+pub const DEFAULT_CRASH_LOOP: (u32, u64) = (3, 60_000);
+
+/// `crash_loop=LIMIT/WINDOW_MS` (`crash_loop=3/60000`) or `crash_loop=off` (recover every fault: a fault
+/// campaign is a crash loop by design). Returns (limit, window in ms), None for off; absent: the default.
+pub fn parse_crash_loop(spec: Option<&str>) -> Result<Option<(u32, u64)>, String> {
+    let Some(spec) = spec else { return Ok(Some(DEFAULT_CRASH_LOOP)) };
+    if spec == "off" {
+        return Ok(None);
+    }
+    let bad = || format!("crash_loop={spec}: expected LIMIT/WINDOW_MS (1 to {MAX_CRASH_LIMIT} faults, a window over 0 ms) or off");
+    let (limit, window) = spec.split_once('/').ok_or_else(bad)?;
+    let limit: u32 = limit.parse().map_err(|_| bad())?;
+    let window: u64 = window.parse().map_err(|_| bad())?;
+    if !(1..=MAX_CRASH_LIMIT).contains(&limit) || window == 0 {
+        return Err(bad());
+    }
+    Ok(Some((limit, window)))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     Recover,
-    /// Give up: the crash loop rule fired.
-    CrashLoop { quick_faults: u32 },
+    /// Give up: the crash loop rule fired (`faults` within the rule's window, this one included).
+    CrashLoop { faults: u32 },
 }
 
 /// What the monitor remembers of one sandbox's incarnations.
@@ -116,21 +142,25 @@ pub struct History {
     /// How many times it was recovered (0 = still its first boot).
     pub incarnation: u32,
     pub launched_tsc: u64,
-    pub quick_faults: u32,
     /// Component (driver) recoveries so far.
     pub component_recoveries: u32,
+    /// Time stamps of its latest faults (a ring; `faults` counts every fault of its life).
+    recent: [u64; MAX_CRASH_LIMIT as usize + 1],
+    faults: u64,
 }
 
 impl History {
-    /// A fault at `now`: recover again, or give up under `rule`.
-    pub fn on_fault(&mut self, now: u64, rule: CrashLoopRule) -> Decision {
-        if now.saturating_sub(self.launched_tsc) < rule.quick_cycles {
-            self.quick_faults += 1;
-        } else {
-            self.quick_faults = 0;
-        }
-        if self.quick_faults >= rule.limit {
-            Decision::CrashLoop { quick_faults: self.quick_faults }
+    /// A fault at `now`: recover again, or give up under `rule` (None: always recover).
+    pub fn on_fault(&mut self, now: u64, rule: Option<CrashLoopRule>) -> Decision {
+        let slots = self.recent.len() as u64;
+        self.recent[(self.faults % slots) as usize] = now;
+        self.faults += 1;
+        let Some(rule) = rule else { return Decision::Recover };
+        let limit = rule.limit.clamp(1, MAX_CRASH_LIMIT);
+        let remembered = self.faults.min(slots) as usize;
+        let in_window = self.recent[..remembered].iter().filter(|&&t| now.saturating_sub(t) < rule.window_cycles).count() as u32;
+        if in_window > limit {
+            Decision::CrashLoop { faults: in_window }
         } else {
             Decision::Recover
         }
@@ -142,7 +172,7 @@ impl History {
         self.launched_tsc = now;
     }
 
-    /// Its component was recovered at `now` (the sandbox itself ran on): a fault soon after counts as quick.
+    /// Its component was recovered at `now` (the sandbox itself ran on).
     pub fn on_component_recovery(&mut self, now: u64) {
         self.component_recoveries += 1;
         self.launched_tsc = now;
@@ -199,23 +229,46 @@ mod tests {
     }
 
     #[test]
-    fn recovery_gives_up_on_a_crash_loop_only() {
-        let rule = CrashLoopRule { quick_cycles: 100, limit: 3 };
+    fn recovery_gives_up_on_a_crash_loop_over_a_sliding_window() {
+        let rule = Some(CrashLoopRule { window_cycles: 1000, limit: 3 });
         let mut h = History::default();
-        // Faults long after each launch are recovered however many there are.
+        // Faults further apart than the window allows are recovered however many there are.
         for i in 0..50u64 {
-            let t = 1000 * (i + 1);
-            assert_eq!(h.on_fault(t, rule), Decision::Recover);
+            let t = 400 * (i + 1);
+            assert_eq!(h.on_fault(t, rule), Decision::Recover, "fault {i}");
             h.on_relaunch(t + 1);
         }
         assert_eq!(h.incarnation, 50);
-        // Three quick ones in a row: stop.
-        let t = h.launched_tsc;
-        assert_eq!(h.on_fault(t + 10, rule), Decision::Recover);
-        h.on_relaunch(t + 11);
-        assert_eq!(h.on_fault(t + 20, rule), Decision::Recover);
-        h.on_relaunch(t + 21);
-        assert_eq!(h.on_fault(t + 30, rule), Decision::CrashLoop { quick_faults: 3 });
+        // A slow loop (each fault long after its relaunch, but four within a window) is stopped.
+        let t = h.launched_tsc + 1000;
+        let mut h = History::default();
+        for k in 0..3 {
+            assert_eq!(h.on_fault(t + 300 * k, rule), Decision::Recover);
+            h.on_relaunch(t + 300 * k + 1);
+        }
+        assert_eq!(h.on_fault(t + 900, rule), Decision::CrashLoop { faults: 4 });
+    }
+
+    #[test]
+    fn recovery_crash_loop_rule_off_recovers_everything_and_parses() {
+        let mut h = History::default();
+        assert!((0..100).all(|t| h.on_fault(t, None) == Decision::Recover));
+        assert_eq!(parse_crash_loop(None), Ok(Some(DEFAULT_CRASH_LOOP)));
+        assert_eq!(parse_crash_loop(Some("off")), Ok(None));
+        assert_eq!(parse_crash_loop(Some("5/10000")), Ok(Some((5, 10_000))));
+        for bad in ["5", "0/100", "16/100", "3/0", "x/100", "3/y", "3/100/2"] {
+            assert!(parse_crash_loop(Some(bad)).unwrap_err().contains(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn recovery_crash_loop_window_remembers_enough_faults_for_the_largest_limit() {
+        let rule = Some(CrashLoopRule { window_cycles: 1_000_000, limit: MAX_CRASH_LIMIT });
+        let mut h = History::default();
+        for t in 0..u64::from(MAX_CRASH_LIMIT) {
+            assert_eq!(h.on_fault(t, rule), Decision::Recover);
+        }
+        assert_eq!(h.on_fault(99, rule), Decision::CrashLoop { faults: MAX_CRASH_LIMIT + 1 });
     }
 
     #[test]
@@ -233,15 +286,5 @@ mod tests {
         assert!(seen_kinds.iter().all(|&c| c > 100), "{seen_kinds:?}");
         let schedule = |seed| (0..50).map(|i| campaign_fault(seed, i, 4, 7)).collect::<Vec<_>>();
         assert_ne!(schedule(1), schedule(2), "the seed changes the schedule");
-    }
-
-    #[test]
-    fn recovery_quick_fault_count_resets_after_a_good_run() {
-        let rule = CrashLoopRule { quick_cycles: 100, limit: 2 };
-        let mut h = History::default();
-        assert_eq!(h.on_fault(10, rule), Decision::Recover);
-        h.on_relaunch(11);
-        assert_eq!(h.on_fault(500, rule), Decision::Recover);
-        assert_eq!(h.quick_faults, 0);
     }
 }

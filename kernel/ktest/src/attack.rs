@@ -180,6 +180,13 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
             };
             return run_then(nic_dma(&[("peer", t.peer), ("monitor", t.vmcs)]));
         }
+        "slow-crash-loop" => {
+            // Every incarnation faults, each long enough after its launch that a rule counting only faults
+            // soon after a launch never fires (it used to take 2 s): the sliding window must.
+            kprintln!("ktest attack: sandbox {} (incarnation {}) panics 2.1 s after its launch", sandbox, questv_kernel::sandbox::incarnation());
+            pause_ms(2100);
+            panic!("ktest attack slow-crash-loop: a fault 2.1 s after every launch");
+        }
         _ => {
             kprintln!("ktest attack: unknown kind {:?}", kind);
             return 2;

@@ -220,7 +220,7 @@ extern "C" fn campaign_thread(arg: u64) -> ! {
                     questv_kernel::sandbox::done(0)
                 }
                 let (target, kind) = questv_vmx::recovery::campaign_fault(seed, done, sandboxes, FAULT_KINDS.len());
-                // Wait past the monitor's crash-loop window (faults within 2 s of a launch) after this boot.
+                // A target is faulted again only 2.2 s after its boot (booted, in service, traffic flowing again).
                 if target == sandbox && cpu::rdtsc() - started > hz * 22 / 10 {
                     result!("campaign_fault", "index={} sandbox={} kind={}", done, sandbox, FAULT_KINDS[kind]);
                     inject_now(kind as u64);

@@ -23,9 +23,16 @@ use questv_kernel::time::{self, cycles_to_us};
 /// Status a stopped sandbox is reported with (as a shell reports a process killed by SIGKILL).
 const STATUS_STOPPED: i32 = 128 + 9;
 
-/// Faults soon after a (re)launch that end the restarts: 3 within 2 s each.
-fn crash_loop_rule() -> CrashLoopRule {
-    CrashLoopRule { quick_cycles: 2 * time::tsc_hz(), limit: 3 }
+/// The crash-loop rule from the command line (set once at start; None: `crash_loop=off`).
+static CRASH_LOOP: spin::Once<Option<CrashLoopRule>> = spin::Once::new();
+
+/// Set the crash-loop rule: (faults recovered within a window, the window in ms), None for off.
+pub(super) fn set_crash_loop(rule: Option<(u32, u64)>) {
+    CRASH_LOOP.call_once(|| rule.map(|(limit, ms)| CrashLoopRule { window_cycles: time::ms_to_cycles(ms), limit }));
+}
+
+fn crash_loop_rule() -> Option<CrashLoopRule> {
+    CRASH_LOOP.get().copied().flatten()
 }
 
 /// TSC at the start of the exit being handled, per core (the recovery's first timestamp).
@@ -109,7 +116,7 @@ fn action_name(decision: Option<Decision>, component: bool, takeover: Option<(us
         (Some(Decision::Recover), true, _) => String::from("driver_switch"),
         (Some(Decision::Recover), false, Some((_, t))) => format!("remote target={t}"),
         (Some(Decision::Recover), false, None) => String::from("restart"),
-        (Some(Decision::CrashLoop { quick_faults }), _, _) => format!("stopped crash_loop={quick_faults}"),
+        (Some(Decision::CrashLoop { faults }), _, _) => format!("stopped crash_loop={faults}"),
         (None, _, _) => String::from("stopped"),
     }
 }

@@ -96,16 +96,26 @@ fn booted(sandbox: u32) -> u64 {
 }
 
 /// COMPONENT: the sandbox's recoverable component (entry point, stack), checked to lie in its own memory.
+/// The stack is pinned to the one the registering call runs on (the driver thread's: its stack pointer, which
+/// the monitor reads itself, must lie in the range), once per incarnation: a later call cannot move or widen
+/// it, e.g. onto the main kernel stack, which would turn every fault into a resume.
 fn register_component(sandbox: u32, gpa: u64, len: u64) -> Result<u64, i64> {
     if len != hc::COMPONENT_BYTES {
         return Err(hc::EINVAL);
     }
+    let caller_rsp = backend::guest_state().rsp;
     let mut st = state(sandbox);
+    if st.component.is_some() {
+        return Err(hc::EPERM);
+    }
     let (base, size) = (st.host_base, st.size);
     let host = slice_range(base, size, gpa, len).ok_or(hc::EFAULT)?;
     // SAFETY: 24 bytes inside this sandbox's slice (identity mapped); it is stopped in this exit.
     let words: [u64; 3] = unsafe { core::ptr::read_unaligned(host as *const [u64; 3]) };
     let c = Component::parse(words, |a, l| slice_range(base, size, a, l).is_some()).ok_or(hc::EINVAL)?;
+    if !c.owns(caller_rsp) {
+        return Err(hc::EINVAL);
+    }
     st.component = Some(c);
     Ok(0)
 }

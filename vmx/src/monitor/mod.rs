@@ -98,8 +98,14 @@ fn set_up(opts: &MonitorOptions, caps: Caps) -> Result<u32, String> {
     let n = smp::cpus_online();
     let plan = plan_memory(opts, n)?;
     let policies = recovery::parse_policies(opts.cmdline.recovery, n)?;
-    result!("recovery", "policies={}", policies.iter().map(|p| p.name()).collect::<Vec<_>>().join(","));
+    let crash_loop = recovery::parse_crash_loop(opts.cmdline.crash_loop)?;
+    let rule = match crash_loop {
+        Some((limit, window_ms)) => format!("{limit}/{window_ms}"),
+        None => String::from("off"),
+    };
+    result!("recovery", "policies={} crash_loop={}", policies.iter().map(|p| p.name()).collect::<Vec<_>>().join(","), rule);
     state::init_sandboxes(&plan.slices, &policies);
+    faults::set_crash_loop(crash_loop);
     let configs = build::prepare(&plan, opts.cmdline.run, settings)?;
     LAUNCH.call_once(|| configs);
     state::set_sandboxes(n);
