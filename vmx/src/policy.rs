@@ -316,7 +316,9 @@ pub fn classify_xapic_write(offset: u32, size: u8, value: u32) -> ApicWriteVerdi
         TPR | EOI | SVR | ESR | TIMER_INITIAL | TIMER_DIVIDE => ApicWriteVerdict::Replay,
         // The timer entry has no delivery-mode field (bits 8–10 reserved): they must be clear.
         LVT_TIMER if (value >> 8) & 7 == 0 => ApicWriteVerdict::Replay,
-        LVT_CMCI | LVT_THERMAL | LVT_PERF | LVT_LINT0 | LVT_LINT1 | LVT_ERROR if lvt_ok => ApicWriteVerdict::Replay,
+        // CMCI (0x2F0) is not among them: a sandbox has no machine-check banks (their MSRs are refused), and a
+        // core without the entry would fault when the monitor replayed it.
+        LVT_THERMAL | LVT_PERF | LVT_LINT0 | LVT_LINT1 | LVT_ERROR if lvt_ok => ApicWriteVerdict::Replay,
         ICR_HIGH => ApicWriteVerdict::IcrHigh,
         ICR_LOW => ApicWriteVerdict::IcrLow,
         _ => ApicWriteVerdict::Refused,
@@ -662,7 +664,8 @@ mod tests {
         assert_eq!(classify_x2apic_write(0x836, 4 << 8), ApicWriteVerdict::Refused, "LINT1 as NMI");
         assert_eq!(classify_x2apic_write(0x834, 2 << 8), ApicWriteVerdict::Refused, "PMI as SMI");
         assert_eq!(classify_x2apic_write(0x833, 5 << 8), ApicWriteVerdict::Refused, "thermal as INIT");
-        assert_eq!(classify_x2apic_write(0x82F, 0x40), ApicWriteVerdict::Replay, "CMCI, fixed");
+        assert_eq!(classify_x2apic_write(0x82F, 0x40), ApicWriteVerdict::Refused, "CMCI, even fixed (as on the xAPIC page)");
+        assert_eq!(classify_x2apic_write(0x834, 0x44), ApicWriteVerdict::Replay, "PMI, fixed");
         assert_eq!(classify_x2apic_write(0x835, 1 << 16), ApicWriteVerdict::Replay, "masked");
         assert_eq!(classify_x2apic_write(0x837, 0xFE), ApicWriteVerdict::Replay, "error, fixed");
         assert_eq!(classify_x2apic_write(0x835, 1 << 32), ApicWriteVerdict::Refused, "reserved upper half");

@@ -1,4 +1,5 @@
-//! Expected kernel-mode exceptions: an attack arms one, the trap path resumes at its fixup address.
+//! Expected kernel-mode exceptions: an attack arms one, the trap path resumes at its fixup address (and the
+//! `db-loop` attack's storm, which resumes where it was).
 #![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,6 +12,9 @@ static EXPECTED_SEEN: AtomicBool = AtomicBool::new(false);
 
 /// Kernel-mode exception hook for the attack test: an expected exception resumes at its fixup address.
 pub(crate) fn kernel_fixup(frame: &mut questv_arch::trap::TrapFrame) -> bool {
+    if crate::attack_cpu::storm_hook(frame) {
+        return true;
+    }
     let fix = EXPECTED_FIXUP.load(Ordering::SeqCst);
     if fix != 0 && frame.vector == EXPECTED_VECTOR.load(Ordering::SeqCst) {
         EXPECTED_FIXUP.store(0, Ordering::SeqCst);

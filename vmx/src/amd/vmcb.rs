@@ -23,7 +23,7 @@ use crate::exit::{Exit, IoExit};
 use crate::guest::Paging;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use questv_arch::{cpu, percpu};
+use questv_arch::{cpu, lapic, percpu};
 
 /// VMCB offsets (APM Vol. 2 Appendix B).
 pub mod off {
@@ -338,6 +338,9 @@ pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
     let mut first = true;
     // SAFETY: the monitor arms no breakpoints; DR0–DR3 are not in the VMCB (a guest sees the core's).
     unsafe { cpu::reset_debug_registers() };
+    // The guest drives the core's local APIC directly (its LVTs, TPR, in-service bits are in no VMCS/VMCB):
+    // what the previous incarnation left there must not reach the next.
+    let _ = lapic::reset_for_guest();
     loop {
         wr64(c.vmcb, off::RAX, regs.rax);
         // SAFETY: the VMCB is complete and ours; the asm saves and restores every host register it touches.
@@ -368,6 +371,9 @@ pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
                 fx = power_on_fx();
                 // SAFETY: as before the first entry: no breakpoints of the monitor's.
                 unsafe { cpu::reset_debug_registers() };
+                // The guest drives the core's local APIC directly (its LVTs, TPR, in-service bits are in no VMCS/VMCB):
+                // what the previous incarnation left there must not reach the next.
+                let _ = lapic::reset_for_guest();
                 first = true;
             }
         }

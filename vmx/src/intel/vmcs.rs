@@ -15,7 +15,7 @@ use super::VmxError;
 use crate::exit::Exit;
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, Ordering};
-use questv_arch::cpu;
+use questv_arch::{cpu, lapic};
 use questv_arch::percpu::{self, MAX_CPUS};
 
 /// VMCS field encodings: the `x86` crate's tables (`control`, `guest`, `host`, `ro`).
@@ -121,6 +121,9 @@ pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
     // SAFETY: the monitor arms no breakpoints; DR0–DR3 and DR6 are not in the VMCS, so without this a relaunched
     // sandbox would start with its previous incarnation's.
     unsafe { cpu::reset_debug_registers() };
+    // The guest drives the core's local APIC directly (its LVTs, TPR, in-service bits are in no VMCS/VMCB):
+    // what the previous incarnation left there must not reach the next.
+    let _ = lapic::reset_for_guest();
     let fail: u8;
     let fail_word: u64;
     // SAFETY: the VMCS is current and complete; on success control never returns here.

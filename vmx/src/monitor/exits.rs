@@ -86,6 +86,10 @@ fn msr_access(sandbox: u32, regs: &mut GuestRegs, write: bool) -> bool {
         return true;
     }
     if write && policy::X2APIC_CHECKED_LVTS.contains(&msr) {
+        if !lapic::is_x2apic() || !lapic::has_lvt(policy::x2apic_offset(msr)) {
+            inject_gp(); // no x2APIC, or no such entry: the CPU would have refused the MSR itself
+            return true;
+        }
         // The xAPIC page's rules: replayed on the core's APIC, or dropped and counted; either way done.
         match policy::classify_x2apic_write(msr, value) {
             ApicWriteVerdict::Replay => lapic::write_register(policy::x2apic_offset(msr), value as u32),
