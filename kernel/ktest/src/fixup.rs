@@ -1,5 +1,4 @@
-//! Expected kernel-mode exceptions: an attack arms one, the trap path resumes at its fixup address (and the
-//! `db-loop` attack's storm, which resumes where it was).
+//! Expected kernel-mode exceptions: an attack arms one, the trap path resumes at its fixup address.
 #![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,9 +11,6 @@ static EXPECTED_SEEN: AtomicBool = AtomicBool::new(false);
 
 /// Kernel-mode exception hook for the attack test: an expected exception resumes at its fixup address.
 pub(crate) fn kernel_fixup(frame: &mut questv_arch::trap::TrapFrame) -> bool {
-    if crate::attack_cpu::storm_hook(frame) {
-        return true;
-    }
     let fix = EXPECTED_FIXUP.load(Ordering::SeqCst);
     if fix != 0 && frame.vector == EXPECTED_VECTOR.load(Ordering::SeqCst) {
         EXPECTED_FIXUP.store(0, Ordering::SeqCst);

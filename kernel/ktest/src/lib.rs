@@ -27,7 +27,8 @@ use selftest::boot_selftest;
 pub fn install() {
     questv_kernel::hooks::install(questv_kernel::hooks::TestLayer {
         run: |cmd| cmd.map_or_else(boot_selftest, run_command),
-        kernel_exception: kernel_fixup,
+        // The db-loop storm first (it resumes where it was), then the expected-exception fixups.
+        kernel_exception: |frame| attack_cpu::storm_hook(frame) || kernel_fixup(frame),
         driver_fault,
         wants_attack_targets: |run| run.is_some_and(|r| r.trim_start().starts_with("ktest attack")),
     });
