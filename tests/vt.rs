@@ -229,8 +229,28 @@ fn refused_apic_writes_are_counted() {
     r.check(offsets.contains(&0x20) && offsets.contains(&0x360), "APIC id and LINT1 writes not recorded as refused");
 }
 
-/// Registers no VMCS or VMCB holds (DR0–DR3; on VMX also MXCSR and the x87 control word) are reset at every
-/// launch: a sandbox that leaves marks in them and panics comes back (`--recovery restart`) with power-on values.
+/// A #DB handler that returns into its own instruction breakpoint: without the #DB intercept the guest loops
+/// with no exit (its timer still ticks, so the watchdog would not notice either) and the run never ends; with it,
+/// every delivery exits, is reflected, and the monitor stops the sandbox after 1000 identical ones.
+#[test]
+fn a_debug_exception_loop_stops_the_attacker() {
+    let r = attack(QEMU, "db-loop", &[]);
+    check_exception_loop(&r, 1);
+}
+
+pub fn check_exception_loop(r: &Run, vector: u64) {
+    stopped(r, "exception_loop");
+    let f = &r.monitor_results("sandbox_fault")[0];
+    r.check(f.get_u64("vector") == Some(vector) && f.get_u64("deliveries") == Some(1000), "the loop must be reported with its vector after 1000 deliveries");
+    let e = exits_of(r, 0).unwrap();
+    r.check(e.get_u64("exception") == Some(1000), "each delivery must have exited once, and reflected (not stopped) until the limit");
+    for s in 1..4 {
+        r.check(exits_of(r, s).unwrap().get_u64("exception").is_none(), "a bystander took exception exits");
+    }
+}
+
+/// Registers no VMCS or VMCB holds (DR0–DR3; on VMX also MXCSR and the x87 control word; the local APIC's LVT
+/// entries) are reset at every launch: a sandbox that leaves marks in them and panics comes back (`--recovery restart`) with power-on values.
 #[test]
 fn restart_leaves_no_debug_or_fpu_state_behind() {
     check_state_reset(QEMU);
@@ -246,4 +266,9 @@ pub fn check_state_reset(emulator: &str) {
     // MXCSR's low six bits are sticky exception flags the kernel's own arithmetic sets; the rest is control.
     let mxcsr_control = after[0].get("mxcsr").and_then(|v| u32::from_str_radix(v.trim_start_matches("0x"), 16).ok()).map(|v| v & !0x3F);
     r.check(after[0].get("dr0") == Some("0x0") && mxcsr_control == Some(0x1F80) && after[0].get("x87_cw") == Some("0x37f"), "not power-on values");
+    // The first incarnation left the performance-counter and thermal LVT entries unmasked with its vectors; the
+    // kernel's own APIC set-up does not touch those two, so only the monitor's reset brings them back masked.
+    for lvt in ["lvt_perf", "lvt_thermal"] {
+        r.check(after[0].get_u64(lvt).is_some_and(|v| v & (1 << 16) != 0), &format!("{lvt} not masked after the restart"));
+    }
 }

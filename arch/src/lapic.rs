@@ -9,13 +9,17 @@ use crate::cpu;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 const REG_ID: u32 = 0x20;
+const REG_VERSION: u32 = 0x30;
 const REG_TPR: u32 = 0x80;
 const REG_EOI: u32 = 0xB0;
 const REG_SVR: u32 = 0xF0;
 const REG_ESR: u32 = 0x280;
 const REG_ICR_LOW: u32 = 0x300;
 const REG_ICR_HIGH: u32 = 0x310;
+const REG_LVT_CMCI: u32 = 0x2F0;
 const REG_LVT_TIMER: u32 = 0x320;
+const REG_LVT_THERMAL: u32 = 0x330;
+const REG_LVT_PERF: u32 = 0x340;
 const REG_LVT_LINT0: u32 = 0x350;
 const REG_LVT_LINT1: u32 = 0x360;
 const REG_LVT_ERROR: u32 = 0x370;
@@ -70,6 +74,45 @@ fn write(reg: u32, value: u32) {
 /// Write a register by its xAPIC offset (the monitor replays a sandbox's checked xAPIC writes with it).
 pub fn write_register(reg: u32, value: u32) {
     write(reg, value);
+}
+
+/// Read a register by its xAPIC offset.
+pub fn read_register(reg: u32) -> u32 {
+    read(reg)
+}
+
+/// The LVT registers this core's APIC has (version register bits 16–23: the highest LVT index; SDM §11.4.8):
+/// timer, LINT0, LINT1 and error always, the performance-counter entry from index 4, thermal from 5, CMCI
+/// from 6 (writing an entry the APIC lacks faults in x2APIC mode).
+fn present_lvts() -> impl Iterator<Item = u32> {
+    let max = (read(REG_VERSION) >> 16) & 0xFF;
+    [(REG_LVT_TIMER, 0), (REG_LVT_LINT0, 0), (REG_LVT_LINT1, 0), (REG_LVT_ERROR, 0), (REG_LVT_PERF, 4), (REG_LVT_THERMAL, 5), (REG_LVT_CMCI, 6)]
+        .into_iter()
+        .filter(move |&(_, needs)| max >= needs)
+        .map(|(reg, _)| reg)
+}
+
+/// Whether this core's APIC has the LVT entry at xAPIC offset `reg`.
+pub fn has_lvt(reg: u32) -> bool {
+    present_lvts().any(|r| r == reg)
+}
+
+/// Put this core's APIC in its power-on state as far as software can, for the next guest on it: every LVT
+/// entry masked with vector 0 (their reset value), the timer stopped, TPR 0, every in-service interrupt
+/// acknowledged, the error status cleared. Pending requests (IRR) cannot be withdrawn by software (only INIT
+/// clears them): one that is pending is delivered to the next guest once it enables interrupts. Leaves SVR,
+/// the logical destination and ICR as they are (the monitor's). Returns how many were in service.
+pub fn reset_for_guest() -> u32 {
+    for reg in present_lvts() {
+        write(reg, 1 << 16);
+    }
+    write(REG_TIMER_INITIAL, 0);
+    write(REG_TPR, 0);
+    let in_service = eoi_all_in_service();
+    // ESR: a write arms the update, the second clears what it latched.
+    write(REG_ESR, 0);
+    write(REG_ESR, 0);
+    in_service
 }
 
 /// Enable this CPU's local APIC in the selected mode, mask LINT0/LINT1 and the timer, accept all priorities.

@@ -248,6 +248,42 @@ pub fn init_idt() {
     }
 }
 
+/// A gate as it was before [`replace_gate`], for [`restore_gate`].
+#[derive(Clone, Copy)]
+pub struct SavedGate(Gate);
+
+/// Point vector `vector` at `handler` (same selector and IST stack as before), reachable from privilege `dpl`
+/// and up (3: INT n from user mode), and return the gate it replaces. For test hooks that need an entry of
+/// their own (the attack suite's hostile handlers).
+///
+/// # Safety
+/// `handler` is an interrupt entry point that copes with the frame the CPU pushes for this vector; the IDT is
+/// shared by every CPU of this kernel, so no other CPU may take this vector meanwhile.
+pub unsafe fn replace_gate(vector: u8, handler: u64, dpl: u8) -> SavedGate {
+    // SAFETY: the caller's contract; one 16-byte entry of the IDT, written in place.
+    unsafe {
+        let slot = &mut (*(&raw mut IDT)).0[usize::from(vector)];
+        let old = *slot;
+        *slot = Gate {
+            offset_low: handler as u16,
+            offset_mid: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            type_attr: 0x8E | ((dpl & 3) << 5),
+            ..old
+        };
+        SavedGate(old)
+    }
+}
+
+/// Put back a gate [`replace_gate`] replaced.
+///
+/// # Safety
+/// As for [`replace_gate`].
+pub unsafe fn restore_gate(vector: u8, saved: SavedGate) {
+    // SAFETY: the caller's contract.
+    unsafe { (*(&raw mut IDT)).0[usize::from(vector)] = saved.0 };
+}
+
 /// Load the IDT on the current CPU.
 pub fn load_idt() {
     #[repr(C, packed)]

@@ -352,6 +352,16 @@ pub fn inject_gp() {
     }
 }
 
+/// Deliver the intercepted exception of this exit (vector, error code) to the guest at the next entry, as the
+/// CPU would have without the intercept (VMX: also the DR6 bits of a #DB, which the CPU left to the monitor).
+pub fn reflect_exception(vector: u8, error_code: Option<u32>) {
+    match arch() {
+        // SAFETY: in the exit handler of an exception exit with this core's VMCS current.
+        Arch::Vmx => unsafe { intel::vmcs::reflect_exception() },
+        Arch::Svm => amd::vmcb::inject_exception(vector, error_code),
+    }
+}
+
 pub fn guest_cpl() -> u8 {
     match arch() {
         // SAFETY: in the exit handler with this core's VMCS current.

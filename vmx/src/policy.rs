@@ -39,6 +39,8 @@ pub fn msr_passthrough(msr: u32, access: Access) -> bool {
         MSR_FS_BASE | MSR_GS_BASE | MSR_KERNEL_GS_BASE | MSR_TSC_AUX => true,
         MSR_PAT | MSR_TSC_DEADLINE => true,
         MSR_X2APIC_ICR => access == Access::Read,
+        // LVT entries other than the timer's are checked like their xAPIC twins ([`classify_x2apic_write`]).
+        m if X2APIC_CHECKED_LVTS.contains(&m) => access == Access::Read,
         MSR_X2APIC_FIRST..=MSR_X2APIC_LAST => true,
         MSR_APIC_BASE | MSR_TSC => access == Access::Read,
         _ => false,
@@ -273,6 +275,7 @@ pub mod xapic {
     pub const ESR: u32 = 0x280;
     pub const ICR_LOW: u32 = 0x300;
     pub const ICR_HIGH: u32 = 0x310;
+    pub const LVT_CMCI: u32 = 0x2F0;
     pub const LVT_TIMER: u32 = 0x320;
     pub const LVT_THERMAL: u32 = 0x330;
     pub const LVT_PERF: u32 = 0x340;
@@ -313,10 +316,77 @@ pub fn classify_xapic_write(offset: u32, size: u8, value: u32) -> ApicWriteVerdi
         TPR | EOI | SVR | ESR | TIMER_INITIAL | TIMER_DIVIDE => ApicWriteVerdict::Replay,
         // The timer entry has no delivery-mode field (bits 8–10 reserved): they must be clear.
         LVT_TIMER if (value >> 8) & 7 == 0 => ApicWriteVerdict::Replay,
+        // CMCI (0x2F0) is not among them: a sandbox has no machine-check banks (their MSRs are refused), and a
+        // core without the entry would fault when the monitor replayed it.
         LVT_THERMAL | LVT_PERF | LVT_LINT0 | LVT_LINT1 | LVT_ERROR if lvt_ok => ApicWriteVerdict::Replay,
         ICR_HIGH => ApicWriteVerdict::IcrHigh,
         ICR_LOW => ApicWriteVerdict::IcrLow,
         _ => ApicWriteVerdict::Refused,
+    }
+}
+
+/// x2APIC LVT registers whose writes exit (CMCI, thermal, performance counter, LINT0, LINT1, error): each
+/// could deliver an NMI, SMI, INIT or ExtINT. The timer entry (0x832) is not among them: the kernel rewrites it at
+/// every scheduling decision, and in x2APIC mode its delivery-mode bits are reserved (a WRMSR setting them
+/// raises #GP in the CPU itself), so it cannot raise anything but a fixed interrupt.
+pub const X2APIC_CHECKED_LVTS: [u32; 6] = [0x82F, 0x833, 0x834, 0x835, 0x836, 0x837];
+
+/// The xAPIC offset of an x2APIC register MSR (SDM §11.12.1.2: MSR 0x800 + offset / 16).
+pub fn x2apic_offset(msr: u32) -> u32 {
+    (msr - MSR_X2APIC_FIRST) << 4
+}
+
+/// Rules for a trapped x2APIC register write: those of the same register's xAPIC write (upper 32 bits must
+/// be zero, as in the CPU's own check).
+pub fn classify_x2apic_write(msr: u32, value: u64) -> ApicWriteVerdict {
+    if !(MSR_X2APIC_FIRST..=MSR_X2APIC_LAST).contains(&msr) || value >> 32 != 0 {
+        return ApicWriteVerdict::Refused;
+    }
+    classify_xapic_write(x2apic_offset(msr), 4, value as u32)
+}
+
+/// Consecutive exits for the same intercepted exception with the guest in exactly the same state (vector,
+/// RIP, RSP, CR3 and every GPR) before the monitor calls it a delivery loop: nothing the guest does between two
+/// of them changes anything, so it would take them forever (the class of CVE-2015-5307 and CVE-2015-8104). A
+/// program that takes the exception in a loop of its own changes some register (a counter, a pointer) on the
+/// way round, so it is never counted. One thousand: tens of milliseconds on hardware, seconds in Bochs.
+pub const EXCEPTION_LOOP_LIMIT: u32 = 1000;
+
+/// What the loop detector compares: the vector, then RIP, RSP, CR3 and the fifteen GPRs.
+pub type ExceptionSnapshot = [u64; 19];
+
+/// Detects exception delivery loops (one per sandbox).
+#[derive(Debug, Clone, Copy)]
+pub struct ExceptionLoop {
+    last: ExceptionSnapshot,
+    count: u32,
+}
+
+impl Default for ExceptionLoop {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ExceptionLoop {
+    pub const fn new() -> ExceptionLoop {
+        ExceptionLoop { last: [0; 19], count: 0 }
+    }
+
+    /// One more intercepted exception in state `s`; returns how many in a row had exactly this state.
+    pub fn observe(&mut self, s: &ExceptionSnapshot) -> u32 {
+        if self.count > 0 && self.last == *s {
+            self.count = self.count.saturating_add(1);
+        } else {
+            self.last = *s;
+            self.count = 1;
+        }
+        self.count
+    }
+
+    /// Forget the history (the sandbox is relaunched).
+    pub fn reset(&mut self) {
+        self.count = 0;
     }
 }
 
@@ -414,6 +484,10 @@ mod tests {
         assert!(bit(&p, MSR_X2APIC_ICR, Access::Write) && !bit(&p, MSR_X2APIC_ICR, Access::Read));
         assert!(bit(&p, MSR_APIC_BASE, Access::Write) && !bit(&p, MSR_APIC_BASE, Access::Read));
         assert!(bit(&p, MSR_TSC, Access::Write));
+        // LVT writes other than the timer's exit (checked); reads do not.
+        for msr in X2APIC_CHECKED_LVTS {
+            assert!(bit(&p, msr, Access::Write) && !bit(&p, msr, Access::Read), "0x{msr:x}: writes exit, reads pass");
+        }
         // What a kernel needs passes through.
         for msr in [MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_FMASK, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MSR_TSC_AUX, MSR_PAT, MSR_TSC_DEADLINE, 0x80B, 0x808, 0x832, 0x838, 0x83F] {
             assert!(!bit(&p, msr, Access::Read) && !bit(&p, msr, Access::Write), "0x{msr:x} must pass");
@@ -574,5 +648,53 @@ mod tests {
         assert_eq!(xapic_icr(3 << 24, 0x40F2), (3 << 32) | 0x40F2);
         let peer = |apic: u32| apic == 1;
         assert_eq!(check_icr(xapic_icr(0xFF << 24, 0x40F2), 0, CHANNEL_VECTOR, peer), Err(IcrRefusal::Destination(0xFF)), "xAPIC broadcast");
+    }
+
+    #[test]
+    fn x2apic_lvt_writes_follow_the_xapic_rules() {
+        // The same verdict as the xAPIC register at MSR offset * 16, for every LVT the monitor traps.
+        for msr in X2APIC_CHECKED_LVTS {
+            for value in [1 << 16, 0x40, 4 << 8, 2 << 8, 5 << 8, 7 << 8, (4 << 8) | (1 << 16), 0xFE] {
+                assert_eq!(classify_x2apic_write(msr, u64::from(value)), classify_xapic_write(x2apic_offset(msr), 4, value), "0x{msr:x} <- 0x{value:x}");
+            }
+        }
+        use xapic::*;
+        assert_eq!(x2apic_offset(0x835), LVT_LINT0);
+        assert_eq!(x2apic_offset(0x82F), LVT_CMCI);
+        assert_eq!(classify_x2apic_write(0x836, 4 << 8), ApicWriteVerdict::Refused, "LINT1 as NMI");
+        assert_eq!(classify_x2apic_write(0x834, 2 << 8), ApicWriteVerdict::Refused, "PMI as SMI");
+        assert_eq!(classify_x2apic_write(0x833, 5 << 8), ApicWriteVerdict::Refused, "thermal as INIT");
+        assert_eq!(classify_x2apic_write(0x82F, 0x40), ApicWriteVerdict::Refused, "CMCI, even fixed (as on the xAPIC page)");
+        assert_eq!(classify_x2apic_write(0x834, 0x44), ApicWriteVerdict::Replay, "PMI, fixed");
+        assert_eq!(classify_x2apic_write(0x835, 1 << 16), ApicWriteVerdict::Replay, "masked");
+        assert_eq!(classify_x2apic_write(0x837, 0xFE), ApicWriteVerdict::Replay, "error, fixed");
+        assert_eq!(classify_x2apic_write(0x835, 1 << 32), ApicWriteVerdict::Refused, "reserved upper half");
+        assert_eq!(classify_x2apic_write(0x1B, 0), ApicWriteVerdict::Refused, "not an APIC register");
+    }
+
+    #[test]
+    fn exception_loops_are_identical_states_in_a_row() {
+        let mut l = ExceptionLoop::new();
+        let mut s: ExceptionSnapshot = [0; 19];
+        s[0] = 1;
+        s[1] = 0x10_0000;
+        for i in 1..=EXCEPTION_LOOP_LIMIT {
+            assert_eq!(l.observe(&s), i);
+        }
+        // A register that changes on the way round (a loop counter) is progress: the count starts again.
+        let mut t = s;
+        t[5] = 7;
+        assert_eq!(l.observe(&t), 1);
+        assert_eq!(l.observe(&s), 1);
+        assert_eq!(l.observe(&s), 2);
+        // Another vector at the same place is another exception.
+        let mut ac = s;
+        ac[0] = 17;
+        assert_eq!(l.observe(&ac), 1);
+        l.reset();
+        assert_eq!(l.observe(&ac), 1, "a relaunched sandbox starts afresh");
+        // The all-zero state is not mistaken for history on the first observation.
+        let mut z = ExceptionLoop::new();
+        assert_eq!(z.observe(&[0; 19]), 1);
     }
 }

@@ -173,6 +173,9 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
             return run_then(0);
         }
         "state-leak" => return run_then(state_leak()),
+        "db-loop" => return crate::attack_cpu::db_loop(),
+        "ac-loop" => return run_then(crate::attack_cpu::ac_loop()),
+        "x2apic-lvt" => return run_then(crate::attack_cpu::x2apic_lvt()),
         "nic-dma" => {
             let Some(t) = t else {
                 kprintln!("ktest attack: the monitor gave no target addresses");
@@ -366,8 +369,8 @@ fn pause_ms(ms: u64) {
     }
 }
 
-/// Marks left in the registers no VMCS or VMCB holds (DR0–DR3; on VMX also MXCSR and the x87 control word)
-/// by a first incarnation that then panics; its restarted successor must find power-on values, not these.
+/// Marks left in the registers no VMCS or VMCB holds (DR0–DR3; on VMX also MXCSR and the x87 control word; the
+/// local APIC's LVT entries) by a first incarnation that then panics; its restarted successor must find power-on values, not these.
 const DR_MARKS: [u64; 4] = [0x1111_0000, 0x2222_0000, 0x3333_0000, 0x4444_0000];
 const MXCSR_MARK: u32 = 0x1F80 | 0x6000; // round toward zero
 const X87_CW_MARK: u16 = 0x037F | 0x0C00; // truncate
@@ -380,17 +383,19 @@ fn state_leak() -> i32 {
         let (mxcsr, cw) = (MXCSR_MARK, X87_CW_MARK);
         // SAFETY: deliberate: loads the two control words from our locals; the kernel panics right after.
         unsafe { core::arch::asm!("ldmxcsr [{}]", "fldcw [{}]", in(reg) &mxcsr, in(reg) &cw, options(nostack)) };
+        crate::attack_cpu::leave_lapic_marks();
         result!("attack", "kind=state-leak incarnation=0 dr0=0x{:x} mxcsr=0x{:x}", cpu::debug_addresses()[0], cpu::fpu_controls().0);
         panic!("ktest attack state-leak: leaving marks for the next incarnation");
     }
     let dr = cpu::debug_addresses();
     let (mxcsr, cw) = cpu::fpu_controls();
     // MXCSR's low six bits are sticky exception flags: compare the control bits.
-    let leaked = dr.iter().zip(DR_MARKS).any(|(&v, m)| v == m) || mxcsr & !0x3F == MXCSR_MARK || cw == X87_CW_MARK;
+    let (lvt, lapic_leaked) = crate::attack_cpu::lapic_marks_found();
+    let leaked = dr.iter().zip(DR_MARKS).any(|(&v, m)| v == m) || mxcsr & !0x3F == MXCSR_MARK || cw == X87_CW_MARK || lapic_leaked;
     result!(
         "attack",
-        "kind=state-leak incarnation={} dr0=0x{:x} dr1=0x{:x} dr2=0x{:x} dr3=0x{:x} mxcsr=0x{:x} x87_cw=0x{:x} outcome={}",
-        incarnation, dr[0], dr[1], dr[2], dr[3], mxcsr, cw, if leaked { "not_contained" } else { "refused" }
+        "kind=state-leak incarnation={} dr0=0x{:x} dr1=0x{:x} dr2=0x{:x} dr3=0x{:x} mxcsr=0x{:x} x87_cw=0x{:x} lvt_perf=0x{:x} lvt_thermal=0x{:x} outcome={}",
+        incarnation, dr[0], dr[1], dr[2], dr[3], mxcsr, cw, lvt[0], lvt[1], if leaked { "not_contained" } else { "refused" }
     );
     i32::from(leaked)
 }

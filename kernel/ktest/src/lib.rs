@@ -10,6 +10,7 @@ use questv_kernel::{cmdline, kprintln};
 use questv_kernel::hooks::STATUS_NOT_FOUND;
 
 mod attack;
+mod attack_cpu;
 mod fault;
 mod fixup;
 mod inject;
@@ -26,7 +27,8 @@ use selftest::boot_selftest;
 pub fn install() {
     questv_kernel::hooks::install(questv_kernel::hooks::TestLayer {
         run: |cmd| cmd.map_or_else(boot_selftest, run_command),
-        kernel_exception: kernel_fixup,
+        // The db-loop storm first (it resumes where it was), then the expected-exception fixups.
+        kernel_exception: |frame| attack_cpu::storm_hook(frame) || kernel_fixup(frame),
         driver_fault,
         wants_attack_targets: |run| run.is_some_and(|r| r.trim_start().starts_with("ktest attack")),
     });
@@ -75,7 +77,7 @@ fn run_command(cmd: &str) -> i32 {
             (Some("panic"), None) => panic!("panic requested by `ktest panic`"),
             (Some("acpidump"), None) => acpidump(),
             _ => {
-                kprintln!("usage: ktest fault page|null|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest campaign N [SEED] [-- PROG ARGS] | ktest inject [always-][driver-]panic|ud|wild|text|triple|hang|reset|wipe SANDBOX [after_pings=N|after_ms=MS] [-- PROG ARGS] | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|restore-text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|apic|panic|hang|user-vmcall|forge)");
+                kprintln!("usage: ktest fault page|null|ud|gp|de|ap-page | ktest selftest | ktest panic | ktest acpidump | ktest campaign N [SEED] [-- PROG ARGS] | ktest inject [always-][driver-]panic|ud|wild|text|triple|hang|reset|wipe SANDBOX [after_pings=N|after_ms=MS] [-- PROG ARGS] | ktest attack KIND [-- PROG ARGS] (KIND: peer|monitor|ept|text|restore-text|vmx|channel|port-reset|pci|msr|icr-nmi|icr-init|icr-vector|apic|panic|hang|user-vmcall|forge|state-leak|nic-dma|db-loop|ac-loop|x2apic-lvt)");
                 2
             }
         },

@@ -3,16 +3,19 @@
 //! loop: VMRUN, decode the #VMEXIT into a neutral [`Exit`], let the policy handle it, resume.
 //!
 //! What is intercepted (the same set as the VMX backend's, docs/vt.md): CPUID, VMMCALL (hypercalls), nested
-//! page faults, shutdown (triple fault), INIT, NMI, INVD, XSETBV, every SVM instruction, every port without a
-//! grant (I/O permission map), every MSR off the allow list (MSR permission map). Not intercepted: physical
-//! interrupts (V_INTR_MASKING off: they go straight through the guest's IDT), HLT, CR accesses, RDTSC, INVLPG.
+//! page faults, shutdown (triple fault), INIT, NMI, INVD, WBINVD, MONITOR, MWAIT, XSETBV, #DB and #AC (reflected),
+//! every SVM instruction, every port without a grant (I/O permission map), every MSR off the allow list (MSR
+//! permission map). Not intercepted: physical interrupts (V_INTR_MASKING off: they go straight through the
+//! guest's IDT), HLT, CR accesses, RDTSC, INVLPG. An event whose delivery an exit interrupted (EXITINTINFO) is
+//! delivered again at the next VMRUN unless the policy injects one.
 //!
 //! Differences from VMX the run loop absorbs: VMRUN saves and restores only RAX/RSP/RIP/RFLAGS and the control
 //! registers, so the loop loads and stores the other guest GPRs itself and uses VMLOAD/VMSAVE for FS, GS, TR,
 //! LDTR and the SYSCALL MSRs (the host's are VMSAVEd once and VMLOADed after every exit: the host's per-CPU
 //! GS base lives there); GIF is 0 after every exit, so the loop sets it (STGI) once the guest state is saved,
 //! which lets a pending NMI reach the host's handler; without NRIPS (QEMU TCG) the monitor advances RIP by the
-//! known instruction lengths (CPUID, RDMSR/WRMSR, INVD 2 bytes, VMMCALL 3; IN/OUT from EXITINFO2).
+//! known instruction lengths (CPUID, RDMSR/WRMSR, INVD, WBINVD 2 bytes, VMMCALL, MONITOR, MWAIT 3; IN/OUT from
+//! EXITINFO2).
 
 use super::caps::{SvmCaps, MSR_VM_HSAVE_PA};
 use crate::exit::GuestState;
@@ -20,7 +23,7 @@ use crate::exit::{Exit, IoExit};
 use crate::guest::Paging;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use questv_arch::{cpu, percpu};
+use questv_arch::{cpu, lapic, percpu};
 
 /// VMCB offsets (APM Vol. 2 Appendix B).
 pub mod off {
@@ -36,6 +39,7 @@ pub mod off {
     pub const EXIT_INFO1: u64 = 0x078;
     pub const EXIT_INFO2: u64 = 0x080;
     pub const NP_ENABLE: u64 = 0x090;
+    pub const EXIT_INT_INFO: u64 = 0x088;
     pub const EVENT_INJ: u64 = 0x0A8;
     pub const N_CR3: u64 = 0x0B0;
     pub const NEXT_RIP: u64 = 0x0C8;
@@ -87,9 +91,17 @@ pub mod intercept {
     pub const STGI: u32 = 1 << 4;
     pub const CLGI: u32 = 1 << 5;
     pub const SKINIT: u32 = 1 << 6;
+    pub const WBINVD: u32 = 1 << 9;
+    pub const MONITOR: u32 = 1 << 10;
+    pub const MWAIT: u32 = 1 << 11;
+    pub const MWAIT_ARMED: u32 = 1 << 12;
     pub const XSETBV: u32 = 1 << 13;
-    /// Word 4 (offset 0x10): every SVM instruction (VMRUN must be intercepted for VMRUN to succeed at all).
-    pub const MISC2: u32 = VMRUN | VMMCALL | VMLOAD | VMSAVE | STGI | CLGI | SKINIT | XSETBV;
+    /// Word 4 (offset 0x10): every SVM instruction (VMRUN must be intercepted for VMRUN to succeed at all), the
+    /// cache flush and the monitor/wait instructions.
+    pub const MISC2: u32 = VMRUN | VMMCALL | VMLOAD | VMSAVE | STGI | CLGI | SKINIT | WBINVD | MONITOR | MWAIT | MWAIT_ARMED | XSETBV;
+    /// Exception intercepts (offset 0x08, one bit per vector): #DB and #AC, reflected (see the VMX backend's
+    /// exception bitmap for why these two).
+    pub const EXCEPTIONS: u32 = (1 << 1) | (1 << 17);
 }
 
 /// Exit codes (APM Vol. 2 Appendix C).
@@ -108,6 +120,10 @@ pub mod code {
     pub const VMRUN: u64 = 0x80;
     pub const VMMCALL: u64 = 0x81;
     pub const SKINIT: u64 = 0x86;
+    pub const WBINVD: u64 = 0x89;
+    pub const MONITOR: u64 = 0x8A;
+    pub const MWAIT: u64 = 0x8B;
+    pub const MWAIT_ARMED: u64 = 0x8C;
     pub const XSETBV: u64 = 0x8D;
     pub const NPF: u64 = 0x400;
     /// VMRUN refused the guest state.
@@ -128,6 +144,8 @@ pub mod code {
             MSR => "msr",
             SHUTDOWN => "shutdown",
             VMRUN..=SKINIT | INVLPGA | XSETBV => "svm_instruction",
+            WBINVD => "wbinvd",
+            MONITOR..=MWAIT_ARMED => "monitor_mwait",
             NPF => "npf",
             INVALID => "invalid",
             _ => "other",
@@ -173,6 +191,9 @@ pub enum SvmError {
 static VMCBS: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
 static NEXT_RIP: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
 static NRIPS: AtomicBool = AtomicBool::new(false);
+/// Per core: the policy moved the guest elsewhere in this exit ([`redirect`]): an event it was delivering
+/// belongs to the abandoned context and is not delivered again.
+static REDIRECTED: [AtomicBool; percpu::MAX_CPUS] = [const { AtomicBool::new(false) }; percpu::MAX_CPUS];
 
 fn vmcb() -> u64 {
     VMCBS[percpu::cpu_index() as usize].load(Ordering::Relaxed)
@@ -227,7 +248,7 @@ pub unsafe fn enable(host_save_area: u64) {
 fn setup(c: &LaunchConfig) {
     let v = c.vmcb;
     // Controls.
-    wr32(v, off::INTERCEPT_EXCEPTIONS, 0);
+    wr32(v, off::INTERCEPT_EXCEPTIONS, intercept::EXCEPTIONS);
     wr32(v, off::INTERCEPT_MISC1, intercept::MISC1);
     wr32(v, off::INTERCEPT_MISC2, intercept::MISC2);
     wr64(v, off::IOPM_BASE, c.iopm);
@@ -317,6 +338,9 @@ pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
     let mut first = true;
     // SAFETY: the monitor arms no breakpoints; DR0–DR3 are not in the VMCB (a guest sees the core's).
     unsafe { cpu::reset_debug_registers() };
+    // The guest drives the core's local APIC directly (its LVTs, TPR, in-service bits are in no VMCS/VMCB):
+    // what the previous incarnation left there must not reach the next.
+    let _ = lapic::reset_for_guest();
     loop {
         wr64(c.vmcb, off::RAX, regs.rax);
         // SAFETY: the VMCB is complete and ours; the asm saves and restores every host register it touches.
@@ -331,11 +355,12 @@ pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
                 return SvmError::LaunchFailed;
             }
         }
-        // Any event injected for the last entry has been delivered.
+        // Any event injected for the last entry has been delivered (or, cut off, is in EXITINTINFO).
         wr64(c.vmcb, off::EVENT_INJ, 0);
+        REDIRECTED[cpu_index].store(false, Ordering::Relaxed);
         let exit = decode_exit(c.vmcb);
         match crate::exit::handle(&mut regs, exit) {
-            crate::exit::Verdict::Resume => {}
+            crate::exit::Verdict::Resume => reinject_interrupted_event(c.vmcb, cpu_index),
             // The policy stopped this sandbox: park the core (interrupts stay off).
             crate::exit::Verdict::Park => cpu::halt_forever(),
             crate::exit::Verdict::Relaunch => {
@@ -346,9 +371,23 @@ pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
                 fx = power_on_fx();
                 // SAFETY: as before the first entry: no breakpoints of the monitor's.
                 unsafe { cpu::reset_debug_registers() };
+                // The guest drives the core's local APIC directly (its LVTs, TPR, in-service bits are in no VMCS/VMCB):
+                // what the previous incarnation left there must not reach the next.
+                let _ = lapic::reset_for_guest();
                 first = true;
             }
         }
+    }
+}
+
+/// If this exit interrupted the delivery of an event (EXITINTINFO valid) and the policy injects nothing itself,
+/// deliver that event at the next VMRUN: otherwise it is lost (an interrupt never serviced).
+fn reinject_interrupted_event(v: u64, cpu_index: usize) {
+    if REDIRECTED[cpu_index].load(Ordering::Relaxed) || rd64(v, off::EVENT_INJ) & (1 << 31) != 0 {
+        return;
+    }
+    if let Some(inj) = crate::exit::decode_svm_exitintinfo(rd64(v, off::EXIT_INT_INFO)).and_then(crate::exit::svm_eventinj) {
+        wr64(v, off::EVENT_INJ, inj);
     }
 }
 
@@ -361,8 +400,8 @@ fn decode_exit(v: u64) -> Exit {
     let rip = rd64(v, off::RIP);
     let next = |len: u64| if NRIPS.load(Ordering::Relaxed) { rd64(v, off::NEXT_RIP) } else { rip + len };
     let next_rip = match c {
-        code::CPUID | code::MSR | code::INVD => next(2),
-        code::VMMCALL => next(3),
+        code::CPUID | code::MSR | code::INVD | code::WBINVD => next(2),
+        code::VMMCALL | code::MONITOR..=code::MWAIT_ARMED => next(3),
         code::IOIO => info2,
         _ => rip,
     };
@@ -375,11 +414,18 @@ fn decode_exit(v: u64) -> Exit {
         code::NMI => Exit::Nmi,
         code::INIT => Exit::InitSipi,
         code::INVD => Exit::Invd,
+        code::WBINVD => Exit::Wbinvd,
+        code::MONITOR..=code::MWAIT_ARMED => Exit::MonitorMwait,
         code::VMRUN..=code::SKINIT | code::INVLPGA | code::XSETBV => Exit::Forbidden,
         code::SHUTDOWN => Exit::Shutdown,
         code::NPF => Exit::MemoryViolation { gpa: info2, write: info1 & 2 != 0, fetch: info1 & 0x10 != 0, detail: info1 },
         code::INVALID => Exit::EntryFailed { detail: c },
-        0x40..=0x5F => Exit::Exception { info: c - code::EXCEPTION_BASE },
+        // EXITINFO1 holds the error code of exceptions that push one (#AC's is 0).
+        0x40..=0x5F => {
+            let vector = (c - code::EXCEPTION_BASE) as u8;
+            let error_code = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30).then_some(info1 as u32);
+            Exit::Exception { vector, error_code, detail: info2 }
+        }
         _ => Exit::Other { code: c, detail: info1 },
     }
 }
@@ -410,6 +456,7 @@ pub fn advance_rip(len: u64) {
 /// Resume the guest at `rip` with `rsp` and `rflags` instead of where it stopped (component recovery): no event
 /// pending, no interrupt shadow.
 pub fn redirect(rip: u64, rsp: u64, rflags: u64) {
+    REDIRECTED[percpu::cpu_index() as usize].store(true, Ordering::Relaxed);
     let v = vmcb();
     wr64(v, off::RIP, rip);
     wr64(v, off::RSP, rsp);
@@ -543,5 +590,7 @@ mod tests {
         assert_ne!(MISC1 & NMI, 0);
         assert_eq!(MISC1 & 1, 0, "physical interrupts are not intercepted");
         assert_eq!(MISC1 & (1 << 24), 0, "HLT is not intercepted");
+        assert_eq!(MISC2 & (WBINVD | MONITOR | MWAIT | MWAIT_ARMED), WBINVD | MONITOR | MWAIT | MWAIT_ARMED);
+        assert_eq!(EXCEPTIONS, (1 << 1) | (1 << 17), "#DB and #AC, nothing else");
     }
 }

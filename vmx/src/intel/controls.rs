@@ -44,21 +44,33 @@ pub mod ctl {
     pub const PROC_EXIT_CAUSING: u32 = (1 << 2) | (1 << 7) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12)
         | (1 << 15) | (1 << 16) | (1 << 19) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 24) | (1 << 27)
         | (1 << 29) | (1 << 30);
+    pub const PROC_MWAIT_EXITING: u32 = 1 << 10;
+    pub const PROC_MONITOR_EXITING: u32 = 1 << 29;
     pub const PROC_IO_BITMAPS: u32 = 1 << 25;
     pub const PROC_MSR_BITMAPS: u32 = 1 << 28;
     pub const PROC_SECONDARY: u32 = 1 << 31;
     pub const PROC2_EPT: u32 = 1 << 1;
+    pub const PROC2_WBINVD_EXITING: u32 = 1 << 6;
     pub const PROC2_UNRESTRICTED: u32 = 1 << 7;
     /// Descriptor-table exiting, WBINVD exiting, PAUSE-loop exiting, RDRAND, RDSEED exiting.
     pub const PROC2_EXIT_CAUSING: u32 = (1 << 2) | (1 << 6) | (1 << 10) | (1 << 11) | (1 << 16);
+    /// Save DR7 and IA32_DEBUGCTL into the VMCS at exit; the entry control loads them back: without the pair
+    /// the CPU sets DR7 to 0x400 at every exit and the guest's breakpoints would vanish at its next exit.
+    pub const EXIT_SAVE_DEBUG: u32 = 1 << 2;
     pub const EXIT_HOST_64BIT: u32 = 1 << 9;
     pub const EXIT_SAVE_PAT: u32 = 1 << 18;
     pub const EXIT_LOAD_PAT: u32 = 1 << 19;
     pub const EXIT_SAVE_EFER: u32 = 1 << 20;
     pub const EXIT_LOAD_EFER: u32 = 1 << 21;
+    pub const ENTRY_LOAD_DEBUG: u32 = 1 << 2;
     pub const ENTRY_LOAD_PAT: u32 = 1 << 14;
     pub const ENTRY_LOAD_EFER: u32 = 1 << 15;
 }
+
+/// Exceptions that exit (exception bitmap): #DB and #AC, the two whose delivery can loop inside the CPU without
+/// an exit (a data breakpoint on the #DB handler's stack, alignment checking on a misaligned stack); the
+/// monitor reflects each into the guest and stops a sandbox that takes one endlessly in the same state.
+pub const EXCEPTION_BITMAP: u32 = (1 << 1) | (1 << 17);
 
 /// The control values in force (after adjustment), for the `RESULT vmcs` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,10 +92,10 @@ pub fn controls(preemption_timer: bool) -> Result<Controls, VmxError> {
     }
     Ok(Controls {
         pin: adjust("pin", pin_msr, pin, PIN_EXTERNAL_INTERRUPT_EXITING | PIN_PREEMPTION_TIMER)?,
-        proc: adjust("proc", proc_msr, PROC_IO_BITMAPS | PROC_MSR_BITMAPS | PROC_SECONDARY, PROC_EXIT_CAUSING)?,
-        proc2: adjust("proc2", IA32_VMX_PROCBASED_CTLS2, PROC2_EPT | PROC2_UNRESTRICTED, PROC2_EXIT_CAUSING)?,
-        exit: adjust("exit", exit_msr, EXIT_HOST_64BIT | EXIT_SAVE_PAT | EXIT_LOAD_PAT | EXIT_SAVE_EFER | EXIT_LOAD_EFER, 0)?,
-        entry: adjust("entry", entry_msr, ENTRY_LOAD_PAT | ENTRY_LOAD_EFER, 0)?,
+        proc: adjust("proc", proc_msr, PROC_IO_BITMAPS | PROC_MSR_BITMAPS | PROC_SECONDARY | PROC_MWAIT_EXITING | PROC_MONITOR_EXITING, PROC_EXIT_CAUSING)?,
+        proc2: adjust("proc2", IA32_VMX_PROCBASED_CTLS2, PROC2_EPT | PROC2_UNRESTRICTED | PROC2_WBINVD_EXITING, PROC2_EXIT_CAUSING)?,
+        exit: adjust("exit", exit_msr, EXIT_SAVE_DEBUG | EXIT_HOST_64BIT | EXIT_SAVE_PAT | EXIT_LOAD_PAT | EXIT_SAVE_EFER | EXIT_LOAD_EFER, 0)?,
+        entry: adjust("entry", entry_msr, ENTRY_LOAD_DEBUG | ENTRY_LOAD_PAT | ENTRY_LOAD_EFER, 0)?,
     })
 }
 

@@ -18,6 +18,8 @@ pub const VMCLEAR: u32 = 19;
 pub const VMXOFF: u32 = 26;
 pub const VMXON: u32 = 27;
 pub const IO: u32 = 30;
+pub const MWAIT: u32 = 36;
+pub const MONITOR: u32 = 39;
 pub const RDMSR: u32 = 31;
 pub const WRMSR: u32 = 32;
 pub const EPT_VIOLATION: u32 = 48;
@@ -25,6 +27,7 @@ pub const EPT_MISCONFIG: u32 = 49;
 pub const INVEPT: u32 = 50;
 pub const PREEMPTION_TIMER: u32 = 52;
 pub const INVVPID: u32 = 53;
+pub const WBINVD: u32 = 54;
 pub const XSETBV: u32 = 55;
 
 pub fn name(r: u32) -> &'static str {
@@ -48,10 +51,13 @@ pub fn name(r: u32) -> &'static str {
         31 => "rdmsr",
         32 => "wrmsr",
         33 => "invalid_guest_state",
+        36 => "mwait",
+        39 => "monitor",
         48 => "ept_violation",
         49 => "ept_misconfig",
         50 | 53 => "vmx_instruction",
         52 => "preemption_timer",
+        54 => "wbinvd",
         55 => "xsetbv",
         _ => "other",
     }

@@ -4,15 +4,18 @@
 //! What exits (paper §3.3 "minimal exits", hardened deny-by-default, docs/vt.md): CPUID (architectural),
 //! VMCALL (hypercalls), EPT violations and misconfigurations, triple faults, INIT/SIPI, VMX instructions, NMIs,
 //! every port without a grant (I/O bitmaps), every MSR off the allow list (MSR bitmap: ICR and APIC_BASE
-//! writes among them), the VMX-preemption timer when the watchdog is on, and the unconditional ones (INVD,
-//! XSETBV, GETSEC). Not exiting: external interrupts, HLT, CR3 loads/stores, RDTSC, INVLPG, allowed MSRs.
+//! writes among them), the VMX-preemption timer when the watchdog is on, #DB and #AC (exception bitmap,
+//! reflected), WBINVD, MONITOR and MWAIT, and the unconditional ones (INVD, XSETBV, GETSEC). Not exiting:
+//! external interrupts, HLT, CR3 loads/stores, RDTSC, INVLPG, allowed MSRs. An event whose delivery an exit
+//! interrupted (IDT-vectoring information) is delivered again at the next entry unless the policy injects one.
 
-use super::controls::Controls;
+use super::controls::{Controls, EXCEPTION_BITMAP};
 use super::reason::{self, decode_io_qualification};
 use super::VmxError;
 use crate::exit::Exit;
 use core::arch::{asm, global_asm};
-use questv_arch::cpu;
+use core::sync::atomic::{AtomicBool, Ordering};
+use questv_arch::{cpu, lapic};
 use questv_arch::percpu::{self, MAX_CPUS};
 
 /// VMCS field encodings: the `x86` crate's tables (`control`, `guest`, `host`, `ro`).
@@ -118,6 +121,9 @@ pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
     // SAFETY: the monitor arms no breakpoints; DR0–DR3 and DR6 are not in the VMCS, so without this a relaunched
     // sandbox would start with its previous incarnation's.
     unsafe { cpu::reset_debug_registers() };
+    // The guest drives the core's local APIC directly (its LVTs, TPR, in-service bits are in no VMCS/VMCB):
+    // what the previous incarnation left there must not reach the next.
+    let _ = lapic::reset_for_guest();
     let fail: u8;
     let fail_word: u64;
     // SAFETY: the VMCS is current and complete; on success control never returns here.
@@ -199,7 +205,7 @@ unsafe fn write_controls(c: &LaunchConfig) -> Result<(), VmxError> {
         }
         vmwrite(control::IO_BITMAP_A_ADDR_FULL, c.io_bitmap_a)?;
         vmwrite(control::IO_BITMAP_B_ADDR_FULL, c.io_bitmap_b)?;
-        vmwrite(control::EXCEPTION_BITMAP, 0)?;
+        vmwrite(control::EXCEPTION_BITMAP, u64::from(EXCEPTION_BITMAP))?;
         vmwrite(control::CR3_TARGET_COUNT, 0)?;
         vmwrite(control::VMEXIT_MSR_STORE_COUNT, 0)?;
         vmwrite(control::VMEXIT_MSR_LOAD_COUNT, 0)?;
@@ -268,6 +274,7 @@ unsafe fn write_guest_state(c: &LaunchConfig) -> Result<(), VmxError> {
         vmwrite(guest::IA32_EFER_FULL, 0)?;
         vmwrite(guest::IA32_PAT_FULL, 0x0007_0406_0007_0406)?; // the power-on default
         vmwrite(guest::DR7, 0x400)?;
+        vmwrite(guest::IA32_DEBUGCTL_FULL, 0)?; // loaded at entry with DR7 (entry control "load debug controls")
         vmwrite(guest::RSP, 0)?;
         vmwrite(guest::RIP, u64::from(c.entry))?;
         vmwrite(guest::RFLAGS, 0x2)?;
@@ -337,12 +344,21 @@ questv_vmexit_entry:
     options(att_syntax)
 );
 
+/// Per core: the policy moved the guest elsewhere in this exit ([`redirect`]), so an event it was delivering
+/// belongs to the abandoned context and is not delivered again.
+static REDIRECTED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
 #[no_mangle]
 extern "C" fn questv_vmexit(regs: &mut GuestRegs) -> u64 {
+    REDIRECTED[percpu::cpu_index() as usize].store(false, Ordering::Relaxed);
     // SAFETY: we are in the VM-exit path: VMX root with this core's VMCS current.
     let exit = unsafe { decode_exit() };
     match crate::exit::handle(regs, exit) {
-        crate::exit::Verdict::Resume => 0,
+        crate::exit::Verdict::Resume => {
+            // SAFETY: as above.
+            unsafe { reinject_interrupted_event() };
+            0
+        }
         crate::exit::Verdict::Park => 1,
         crate::exit::Verdict::Relaunch => {
             // SAFETY: VMX root on this core, whose launch configuration is recorded; the policy rebuilt the
@@ -419,7 +435,12 @@ unsafe fn decode_exit() -> Exit {
         match r {
             reason::EXCEPTION_NMI => {
                 let info = vmread(ro::VMEXIT_INTERRUPTION_INFO);
-                if (info >> 8) & 7 == 2 { Exit::Nmi } else { Exit::Exception { info } }
+                if (info >> 8) & 7 == 2 {
+                    Exit::Nmi
+                } else {
+                    let error_code = (info & (1 << 11) != 0).then(|| vmread(ro::VMEXIT_INTERRUPTION_ERR_CODE) as u32);
+                    Exit::Exception { vector: info as u8, error_code, detail: qual }
+                }
             }
             reason::TRIPLE_FAULT => Exit::Shutdown,
             reason::INIT | reason::SIPI => Exit::InitSipi,
@@ -429,6 +450,8 @@ unsafe fn decode_exit() -> Exit {
             reason::RDMSR => Exit::Msr { write: false },
             reason::WRMSR => Exit::Msr { write: true },
             reason::INVD => Exit::Invd,
+            reason::WBINVD => Exit::Wbinvd,
+            reason::MONITOR | reason::MWAIT => Exit::MonitorMwait,
             reason::XSETBV | reason::GETSEC | 19..=27 | reason::INVEPT | reason::INVVPID => Exit::Forbidden,
             reason::EPT_VIOLATION => Exit::MemoryViolation {
                 gpa: vmread(ro::GUEST_PHYSICAL_ADDR_FULL),
@@ -449,6 +472,68 @@ extern "C" fn questv_vmresume_failed() {
     // SAFETY: VMRESUME failed with this core's VMCS current: the error field explains why.
     let detail = unsafe { vmread(ro::VM_INSTRUCTION_ERROR) };
     let _ = crate::exit::handle(&mut GuestRegs::default(), Exit::EntryFailed { detail });
+}
+
+/// If this exit interrupted the delivery of an event (IDT-vectoring information valid) and the policy injects
+/// nothing itself, deliver that event at the next entry: otherwise it is lost (an interrupt never serviced).
+/// An exit clears the valid bit of the entry field, so a set bit here is the policy's own injection.
+///
+/// # Safety
+/// In the VM-exit handler.
+unsafe fn reinject_interrupted_event() {
+    // SAFETY: caller is in the exit handler with the VMCS current; the values come from the CPU's own
+    // vectoring fields, re-encoded for the entry (crate::exit::vmx_entry_info).
+    unsafe {
+        if REDIRECTED[percpu::cpu_index() as usize].load(Ordering::Relaxed) || vmread(control::VMENTRY_INTERRUPTION_INFO_FIELD) & (1 << 31) != 0 {
+            return;
+        }
+        let vectoring = vmread(ro::IDT_VECTORING_INFO) as u32;
+        let Some(ev) = crate::exit::decode_vmx_vectoring(vectoring, vmread(ro::IDT_VECTORING_ERR_CODE) as u32) else { return };
+        let (info, needs_len) = crate::exit::vmx_entry_info(ev);
+        if let Some(code) = ev.error_code {
+            let _ = vmwrite(control::VMENTRY_EXCEPTION_ERR_CODE, u64::from(code));
+        }
+        if needs_len {
+            let _ = vmwrite(control::VMENTRY_INSTRUCTION_LEN, vmread(ro::VMEXIT_INSTRUCTION_LEN));
+        }
+        let _ = vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, u64::from(info));
+    }
+}
+
+/// DR6's bits a #DB reports (B0–B3, BD, BS; SDM Table 28-1: the exit qualification holds them, in DR6's
+/// positions, because a #DB that exits does not write DR6).
+const DR6_REPORTED: u64 = 0x600F;
+
+/// Deliver the exception of this exception exit to the guest as the CPU would have without the intercept: the
+/// same vector, type and error code (and instruction length for INT1/INT3/INTO). For a #DB the CPU left DR6
+/// alone (the exit qualification holds its bits): the monitor sets them in DR6, which the guest reads directly.
+///
+/// # Safety
+/// In the VM-exit handler, for an exception-or-NMI exit.
+pub unsafe fn reflect_exception() {
+    // SAFETY: caller is in the exit handler of an exception exit with the VMCS current; DR6 belongs to the guest
+    // (the monitor arms no breakpoints); the entry fields get what the exit fields reported.
+    unsafe {
+        let info = vmread(ro::VMEXIT_INTERRUPTION_INFO);
+        let (vector, kind) = (info & 0xFF, (info >> 8) & 7);
+        if vector == 1 && kind == 3 {
+            let dr6: u64;
+            asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack, preserves_flags));
+            let dr6 = dr6 | (vmread(ro::EXIT_QUALIFICATION) & DR6_REPORTED);
+            asm!("mov dr6, {}", in(reg) dr6, options(nomem, nostack, preserves_flags));
+        }
+        // Bit 12: the fault came in an IRET that unblocked NMIs; re-establish the blocking (SDM §27.2.3).
+        if info & (1 << 12) != 0 && vector != 8 {
+            let _ = vmwrite(guest::INTERRUPTIBILITY_STATE, vmread(guest::INTERRUPTIBILITY_STATE) | (1 << 3));
+        }
+        if info & (1 << 11) != 0 {
+            let _ = vmwrite(control::VMENTRY_EXCEPTION_ERR_CODE, vmread(ro::VMEXIT_INTERRUPTION_ERR_CODE));
+        }
+        if (4..=6).contains(&kind) {
+            let _ = vmwrite(control::VMENTRY_INSTRUCTION_LEN, vmread(ro::VMEXIT_INSTRUCTION_LEN));
+        }
+        let _ = vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, info & 0x8000_0FFF);
+    }
 }
 
 /// Skip the instruction that caused the current exit.
@@ -507,6 +592,7 @@ pub unsafe fn advance_rip(len: u64) {
 /// # Safety
 /// In the VM-exit handler.
 pub unsafe fn redirect(rip: u64, rsp: u64, rflags: u64) {
+    REDIRECTED[percpu::cpu_index() as usize].store(true, Ordering::Relaxed);
     // SAFETY: caller is in the exit handler with the VMCS current.
     unsafe {
         let _ = vmwrite(guest::RIP, rip);

@@ -10,6 +10,7 @@ use super::layout::{slice_range, XAPIC_GPA};
 use super::nic::{serve_takeovers, takeover_requested};
 use super::state::{apic_access, state, watchdog_nmi, ApicAccess};
 use crate::backend::{self, inject_gp, inject_ud, skip_instruction, GuestRegs, Verdict};
+use crate::exit::GuestState;
 use crate::exit::{Exit, ExitKind, IoExit};
 use crate::guest::{self, Source};
 use crate::policy::{self, Access, ApicWriteVerdict, PortVerdict, RefusalKind};
@@ -18,6 +19,7 @@ use questv_abi::hypercall as hc;
 use questv_arch::paging::PAGE_SIZE;
 use questv_arch::{cpu, lapic, percpu};
 use questv_kernel::{smp, time};
+use spin::Mutex;
 
 fn port_io(sandbox: u32, regs: &mut GuestRegs, io: IoExit) -> bool {
     let out_value = regs.rax & ((1u64 << (8 * u32::from(io.size))) - 1);
@@ -81,6 +83,19 @@ fn msr_access(sandbox: u32, regs: &mut GuestRegs, write: bool) -> bool {
             IpiOutcome::Sent | IpiOutcome::Dropped => skip_instruction(),
             IpiOutcome::Refused => inject_gp(),
         }
+        return true;
+    }
+    if write && policy::X2APIC_CHECKED_LVTS.contains(&msr) {
+        if !lapic::is_x2apic() || !lapic::has_lvt(policy::x2apic_offset(msr)) {
+            inject_gp(); // no x2APIC, or no such entry: the CPU would have refused the MSR itself
+            return true;
+        }
+        // The xAPIC page's rules: replayed on the core's APIC, or dropped and counted; either way done.
+        match policy::classify_x2apic_write(msr, value) {
+            ApicWriteVerdict::Replay => lapic::write_register(policy::x2apic_offset(msr), value as u32),
+            _ => refuse(sandbox, RefusalKind::Apic, u64::from(policy::x2apic_offset(msr))),
+        }
+        skip_instruction();
         return true;
     }
     // SAFETY: reading APIC_BASE has no side effects.
@@ -185,23 +200,50 @@ fn cpuid(regs: &mut GuestRegs) {
         1 => {
             ecx &= !(1 << 5); // no VMX inside a sandbox
             ecx &= !((1 << 26) | (1 << 27)); // no XSAVE: XSETBV is refused
+            ecx &= !(1 << 3); // no MONITOR/MWAIT: both are refused with #UD
             ecx |= 1 << 31; // running under a hypervisor
         }
         0x8000_0001 => ecx &= !(1 << 2), // no SVM inside a sandbox
-        0x8000_000A => (ecx, edx) = (0, 0),
+        // Leaf 5 describes MONITOR/MWAIT, which a sandbox does not have.
+        5 | 0x8000_000A => (ecx, edx) = (0, 0),
         _ => {}
     }
-    let (eax, ebx) = if leaf == 0x8000_000A { (0, 0) } else { (c.eax, c.ebx) };
+    let (eax, ebx) = if matches!(leaf, 5 | 0x8000_000A) { (0, 0) } else { (c.eax, c.ebx) };
     (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (u64::from(eax), u64::from(ebx), u64::from(ecx), u64::from(edx));
 }
 
-/// The kind an exit is counted as.
-fn exit_kind(exit: &Exit) -> ExitKind {
+/// The kind an exit is counted as (an x2APIC LVT write counts as an APIC write, as it does on a trapped page).
+fn exit_kind(exit: &Exit, regs: &GuestRegs) -> ExitKind {
     match *exit {
         Exit::MemoryViolation { gpa, write: true, .. } if is_apic_page(gpa) => ExitKind::ApicWrite,
+        Exit::Msr { write: true } if policy::X2APIC_CHECKED_LVTS.contains(&(regs.rcx as u32)) => ExitKind::ApicWrite,
         Exit::Nmi if watchdog_nmi() => ExitKind::Watchdog,
         ref e => e.kind(),
     }
+}
+
+/// Each sandbox's exception-loop detector (only its own core touches it).
+static EXCEPTION_LOOPS: [Mutex<policy::ExceptionLoop>; percpu::MAX_CPUS] = [const { Mutex::new(policy::ExceptionLoop::new()) }; percpu::MAX_CPUS];
+
+/// An intercepted #DB or #AC: reflected into the guest, unless the guest has taken it this many times in a row
+/// in exactly the same state (a delivery loop: it would never get anywhere, and on hardware such a loop runs
+/// inside the CPU without an exit), which stops the sandbox.
+fn exception(sandbox: u32, regs: &GuestRegs, vector: u8, error_code: Option<u32>, detail: u64) -> bool {
+    if !matches!(vector, 1 | 17) {
+        return stop(sandbox, "exception", format_args!("vector={} detail=0x{:x}", vector, detail));
+    }
+    let g: GuestState = backend::guest_state();
+    let r = regs;
+    let snapshot = [
+        u64::from(vector), g.rip, g.rsp, g.paging.cr3, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9, r.r10,
+        r.r11, r.r12, r.r13, r.r14, r.r15,
+    ];
+    let count = EXCEPTION_LOOPS[sandbox as usize].lock().observe(&snapshot);
+    if count >= policy::EXCEPTION_LOOP_LIMIT {
+        return stop(sandbox, "exception_loop", format_args!("vector={} deliveries={} detail=0x{:x}", vector, count, detail));
+    }
+    backend::reflect_exception(vector, error_code);
+    true
 }
 
 /// The monitor's exit policy (runs in root mode on the exiting core): resume, park, or — after a recovery —
@@ -212,6 +254,7 @@ pub(super) fn on_exit(regs: &mut GuestRegs, exit: Exit) -> Verdict {
     if handle_exit(regs, exit) {
         Verdict::Resume
     } else if take_relaunch(sandbox) {
+        EXCEPTION_LOOPS[sandbox as usize].lock().reset();
         Verdict::Relaunch
     } else {
         Verdict::Park
@@ -224,10 +267,11 @@ fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
     if questv_arch::trap::HALT_ALL.load(Ordering::SeqCst) {
         return false; // the monitor is stopping the machine (its NMI brought this core out of the guest)
     }
-    state(sandbox).exits[exit_kind(&exit).index()] += 1;
+    let kind = exit_kind(&exit, regs);
+    state(sandbox).exits[kind.index()] += 1;
     if watchdog_expired(sandbox) {
         let silent_ms = time::cycles_to_ms(cpu::rdtsc() - state(sandbox).progress_tsc);
-        return stop(sandbox, "watchdog", format_args!("silent_ms={} exit={}", silent_ms, exit_kind(&exit).name()));
+        return stop(sandbox, "watchdog", format_args!("silent_ms={} exit={}", silent_ms, kind.name()));
     }
     match exit {
         Exit::Cpuid => {
@@ -252,11 +296,19 @@ fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
             }
             true
         }
-        Exit::Exception { info } => stop(sandbox, "exception", format_args!("info=0x{:x}", info)),
+        Exit::Exception { vector, error_code, detail } => exception(sandbox, regs, vector, error_code, detail),
         Exit::InitSipi => true, // cannot come from a sandbox (IPIs filtered); ignored
         // INVD would drop dirty lines of memory others share; the caches are coherent, so it is a no-op.
-        Exit::Invd => {
+        // WBINVD likewise: the caches are coherent (no sandbox has a non-coherent device), and a flush of every
+        // cache on the package would only slow the other sandboxes.
+        Exit::Invd | Exit::Wbinvd => {
             skip_instruction();
+            true
+        }
+        // CPUID says there is no MONITOR/MWAIT: a sandbox must not park its core where the watchdog's timer
+        // may not reach it (deep C-states stop the VMX-preemption timer).
+        Exit::MonitorMwait => {
+            inject_ud();
             true
         }
         Exit::Forbidden => {
