@@ -107,3 +107,49 @@ fn notified_messages_exit_on_the_trapped_apic() {
     }
     r.check(r.monitor_results("sandbox_refused").is_empty(), "channel notifications were refused");
 }
+
+/// `ktest attack peer-ipi-flood`: sandbox 0 writes the notification IPI to sandbox 1 as fast as the monitor
+/// takes the writes, for longer than sandbox 1 watches. While the channel is open the monitor delivers at most
+/// one pending notification (the rest are counted as coalesced); once sandbox 1 closes the channel
+/// (`CHANNEL_CLOSE`) it delivers none. With the watchdog armed nobody is stopped, and the bystanders finish.
+#[test]
+fn a_notification_flood_is_coalesced_and_ended_by_closing_the_channel() {
+    let r = vt("qemu", 4, &["--watchdog-ms", "300", "--run", "ktest attack peer-ipi-flood -- forkwait 100"]);
+    common::check_monitor_ended_run(&r, 4);
+    r.check(r.code == 0 && r.done_status() == Some(0), "the run did not end cleanly");
+    r.check(r.monitor_results("sandbox_fault").is_empty(), "a sandbox was stopped under the flood");
+    let a = r.sandbox_results("attack", 0);
+    let sent = a.first().and_then(|l| l.get_u64("sent")).unwrap_or_else(|| r.fail("no attacker report"));
+    r.check(sent > 1000, "the attacker sent few notifications");
+    let v = r.sandbox_results("attack", 1);
+    let v = v.first().unwrap_or_else(|| r.fail("no victim report"));
+    r.check(v.get("outcome") == Some("refused") && v.get_u64("taken_closed") == Some(0), "notifications reached the victim after it closed the channel");
+    let taken = v.get_u64("taken_open").unwrap_or(0) + v.get_u64("taken_closing").unwrap_or(0);
+    let coalesced = r.monitor_results("notifications_coalesced");
+    let coalesced = coalesced.iter().find(|l| l.get_u64("sandbox") == Some(0)).and_then(|l| l.get_u64("count")).unwrap_or(0);
+    r.check(coalesced > 0 && taken + coalesced <= sent, "the monitor did not coalesce the flood");
+    // After the close the attacker's notifications are dropped as to a peer that has not opened the channel.
+    let refused = r.monitor_results("sandbox_refused");
+    r.check(refused.iter().any(|l| l.get_u64("sandbox") == Some(0) && l.get("kind") == Some("icr")), "the dropped notifications were not counted");
+    for s in [2u32, 3] {
+        let fw = r.sandbox_results("forkwait", s);
+        r.check(fw.len() == 1 && fw[0].get_u64("iterations") == Some(100), "a bystander did not finish forkwait");
+    }
+}
+
+/// `ktest attack channel-exhaust`: sandbox 2 asks for a channel with every other sandbox, none of which
+/// agrees, and opens and closes one request a thousand times, while 0 and 1 exchange messages. Nothing it asks
+/// for gets memory or a mapping (every open says EAGAIN; the directory lists none of its channels); 0 and 1
+/// lose nothing.
+#[test]
+fn channels_nobody_agreed_to_get_no_memory() {
+    let r = vt("qemu", 4, &["--run", "ktest attack channel-exhaust -- msgtest 2000"]);
+    common::check_monitor_ended_run(&r, 4);
+    let a = r.sandbox_results("attack", 2);
+    r.check(a.len() == 1 && a[0].get("outcome") == Some("refused"), "sandbox 2 got channel memory nobody agreed to");
+    r.check(a[0].get_u64("pending") == Some(3) && a[0].get_u64("churn_bad") == Some(0), "the requests were not kept as requests");
+    let m = r.results("msgtest");
+    let rx = m.iter().find(|x| x.get("role") == Some("receiver"));
+    r.check(rx.is_some_and(|x| x.get_u64("received") == Some(2000) && x.get_u64("corrupt") == Some(0)), "the endpoints were disturbed");
+    r.check(r.monitor_results("sandbox_fault").is_empty(), "a sandbox faulted");
+}

@@ -31,7 +31,10 @@ fn interrupt_handler(frame: &mut TrapFrame) {
             lapic::eoi();
             sched::schedule(frame, Reason::Reschedule);
         }
-        crate::channel::endpoint::VECTOR_CHANNEL => lapic::eoi(),
+        crate::channel::endpoint::VECTOR_CHANNEL => {
+            crate::sandbox::notification_taken();
+            lapic::eoi();
+        }
         questv_abi::hypercall::TAKEOVER_VECTOR => {
             crate::net::stack::takeover_interrupt();
             sched::schedule(frame, Reason::Reschedule);

@@ -64,6 +64,50 @@ pub fn channel_resets(base: u64) -> Option<&'static core::sync::atomic::AtomicU3
     }
 }
 
+/// How many sandboxes the monitor runs (the info page's count; 0 outside VT).
+pub fn count() -> u32 {
+    shared_region().map_or(0, |shared| {
+        // SAFETY: the info page is mapped read-only in every sandbox for good; the layout is the ABI's.
+        unsafe { core::ptr::read_volatile((shared + hc::info::SANDBOXES_OFFSET) as *const u32) }
+    })
+}
+
+/// Does the info page's directory list the channel between `x` and `y` with memory (both ends opened it)?
+pub fn channel_listed(x: u32, y: u32) -> bool {
+    use hc::info;
+    let Some(shared) = shared_region() else { return false };
+    let key = (x.min(y), x.max(y));
+    // SAFETY: as in channel_resets: the info page is mapped read-only for good; the layout is the ABI's.
+    unsafe {
+        let count = (*((shared + info::CHANNEL_COUNT_OFFSET) as *const core::sync::atomic::AtomicU32)).load(Ordering::Acquire);
+        (0..u64::from(count).min(info::MAX_CHANNELS)).any(|i| {
+            let entry = shared + info::CHANNEL_DIR_OFFSET + info::CHANNEL_DIR_ENTRY * i;
+            let (a, b) = (core::ptr::read_volatile(entry as *const u32), core::ptr::read_volatile((entry + 4) as *const u32));
+            (a, b) == key && core::ptr::read_volatile((entry + 8) as *const u64) != 0
+        })
+    }
+}
+
+/// The count of channel notifications this sandbox's handler took, which the monitor reads to deliver at most
+/// one pending notification (`hc::NOTIFY_ACK_GPA`).
+fn notify_acks() -> &'static core::sync::atomic::AtomicU64 {
+    // SAFETY: NOTIFY_ACK_GPA is in this sandbox's reserved heartbeat page (never allocated), identity mapped,
+    // 8-byte aligned; only this kernel writes it.
+    unsafe { &*(hc::NOTIFY_ACK_GPA as *const core::sync::atomic::AtomicU64) }
+}
+
+/// A channel notification arrived: acknowledge it to the monitor (before the receiver looks at its rings).
+pub fn notification_taken() {
+    if id().is_some() {
+        notify_acks().fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Channel notifications this sandbox took so far (0 outside VT).
+pub fn notifications_taken() -> u64 {
+    if id().is_some() { notify_acks().load(Ordering::Acquire) } else { 0 }
+}
+
 pub fn attack_targets() -> Option<AttackTargets> {
     ATTACK_TARGETS.get().copied()
 }
@@ -98,6 +142,10 @@ pub fn exit_count() -> u64 {
 
 pub fn channel_open(peer: u32) -> Result<u64, i64> {
     call(hc::CHANNEL_OPEN, u64::from(peer), 0).map_err(|e| -e)
+}
+
+pub fn channel_close(peer: u32) -> Result<(), i64> {
+    call(hc::CHANNEL_CLOSE, u64::from(peer), 0).map(|_| ()).map_err(|e| -e)
 }
 
 pub fn peer_apic(peer: u32) -> Result<u32, i64> {

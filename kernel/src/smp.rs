@@ -6,7 +6,10 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use questv_arch::percpu::{self, MAX_CPUS};
 use questv_arch::{gdt, lapic, trap};
 
-pub const VECTOR_TIMER: u8 = 0x20;
+/// Above every other interrupt vector (the channel notification's included): a flood of any other interrupt,
+/// such as notifications a hostile peer sends, cannot starve the tick (the highest pending vector is delivered
+/// first).
+pub const VECTOR_TIMER: u8 = 0xFD;
 pub const VECTOR_RESCHEDULE: u8 = 0xF0;
 /// Test IPI: the receiver counts it (see ktest / the boot self-test).
 pub const VECTOR_PING: u8 = 0xF1;

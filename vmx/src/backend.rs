@@ -334,6 +334,20 @@ pub fn redirect(rip: u64, rsp: u64, rflags: u64) {
     }
 }
 
+/// Drop the exiting core's cached second-stage translations before the guest runs again (a mapping was
+/// removed). A failed INVEPT stops the machine: running on with a stale translation would break isolation.
+pub fn flush_stage2() {
+    match arch() {
+        // SAFETY: in the exit handler, in VMX root on this core, which launched its sandbox.
+        Arch::Vmx => {
+            if let Err(e) = unsafe { intel::vmcs::flush_stage2() } {
+                panic!("INVEPT failed after removing a mapping: {e:?}");
+            }
+        }
+        Arch::Svm => amd::vmcb::flush_stage2(),
+    }
+}
+
 /// Inject #UD at the next entry.
 pub fn inject_ud() {
     match arch() {

@@ -19,6 +19,7 @@ extern crate alloc;
 pub mod amd;
 pub mod backend;
 pub mod bootinfo;
+pub mod channel_table;
 pub mod exit;
 pub mod guest;
 pub mod intel;

@@ -112,8 +112,12 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
         kprintln!("ktest attack: only meaningful in a VT sandbox");
         return 2;
     };
-    // The channel attack comes from a third sandbox (2) while sandboxes 0 and 1 use the channel.
-    let attacker = if kind == "channel" { 2 } else { 0 };
+    // The channel attacks come from a third sandbox (2) while sandboxes 0 and 1 use the channel; in the flood,
+    // sandbox 1 is the victim, which closes the channel under it.
+    let attacker = if matches!(kind, "channel" | "channel-exhaust") { 2 } else { 0 };
+    if kind == "peer-ipi-flood" && sandbox == 1 {
+        return run_then(crate::attack_chan::flood_victim());
+    }
     if sandbox != attacker {
         return run_then(0);
     }
@@ -183,6 +187,8 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
             };
             return run_then(nic_dma(&[("peer", t.peer), ("monitor", t.vmcs)]));
         }
+        "peer-ipi-flood" => return run_then(crate::attack_chan::flood_attacker()),
+        "channel-exhaust" => return run_then(crate::attack_chan::channel_exhaust()),
         "slow-crash-loop" => {
             // Every incarnation faults, each long enough after its launch that a rule counting only faults
             // soon after a launch never fires (it used to take 2 s): the sliding window must.

@@ -182,10 +182,7 @@ pub(crate) fn campaign(n: u64, seed: u64, then: Option<&str>) -> i32 {
 }
 
 fn sandbox_count() -> u32 {
-    questv_kernel::sandbox::shared_region().map_or(0, |shared| {
-        // SAFETY: the shared info page is mapped read-only in every sandbox; the layout is the ABI's.
-        unsafe { core::ptr::read_volatile((shared + questv_abi::hypercall::info::SANDBOXES_OFFSET) as *const u32) }
-    })
+    questv_kernel::sandbox::count()
 }
 
 /// Faults recovered so far: the sum of every sandbox's incarnation.

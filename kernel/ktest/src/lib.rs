@@ -10,6 +10,7 @@ use questv_kernel::{cmdline, kprintln};
 use questv_kernel::hooks::STATUS_NOT_FOUND;
 
 mod attack;
+mod attack_chan;
 mod attack_cpu;
 mod fault;
 mod fixup;

@@ -3,7 +3,9 @@
 //! - SMP build: endpoints are cores; the kernel allocates a channel's pages itself and both endpoints' processes
 //!   reach them through this kernel.
 //! - VT build: endpoints are sandboxes; `open` asks the monitor (hypercall) for the channel, which allocates it
-//!   in monitor memory and maps it into exactly the two endpoints' EPTs (at its host address).
+//!   in monitor memory once both ends asked, and maps it into exactly the two endpoints' second stages (at its
+//!   host address); the first to ask waits (without exits) until the info page lists the channel. `close`
+//!   tells the monitor, which stops the peer's notifications and frees the memory once neither end maps it.
 //!
 //! Notification is polling, or an IPI to the peer core's local APIC (VT: the ICR write exits and the monitor
 //! checks it, one exit per notified message; polling takes none). A
@@ -27,6 +29,8 @@ pub const ETIMEDOUT: i64 = 110;
 pub const ECONNRESET: i64 = 104;
 pub const EIO: i64 = 5;
 const SEND_TIMEOUT_NS: u64 = 2_000_000_000;
+/// How long `open` waits for the peer to open its end (VT).
+const OPEN_TIMEOUT_NS: u64 = 30_000_000_000;
 
 #[derive(Clone, Copy)]
 struct Channel {
@@ -85,6 +89,27 @@ fn smp_channel(me: u32, peer: u32) -> Result<(u64, u32), i64> {
     Ok((base, smp::apic_id(peer)))
 }
 
+/// VT: the channel's address from the monitor; until the peer opened its end too, wait (yielding, no exits)
+/// for the info page to list it, then ask again. ETIMEDOUT if the peer never does.
+fn sandbox_channel(me: u32, peer: u32) -> Result<u64, i64> {
+    let deadline = cpu::rdtsc().saturating_add(crate::time::ns_to_cycles(OPEN_TIMEOUT_NS));
+    loop {
+        match crate::sandbox::channel_open(peer) {
+            Err(e) if e == -EAGAIN => {}
+            r => return r,
+        }
+        while !crate::sandbox::channel_listed(me, peer) {
+            if cpu::rdtsc() >= deadline {
+                // Withdraw the request: a peer that opens later must not find this end waiting.
+                let _ = crate::sandbox::channel_close(peer);
+                return Err(-ETIMEDOUT);
+            }
+            sched::yield_now();
+            cpu::pause();
+        }
+    }
+}
+
 /// Open (or join) the channel between this endpoint and `peer`; returns a handle.
 pub fn open(peer: u32) -> Result<u32, i64> {
     let me = my_endpoint();
@@ -95,7 +120,7 @@ pub fn open(peer: u32) -> Result<u32, i64> {
         return Ok(i as u32);
     }
     let (base, peer_apic) = if crate::sandbox::id().is_some() {
-        (crate::sandbox::channel_open(peer)?, crate::sandbox::peer_apic(peer)?)
+        (sandbox_channel(me, peer)?, crate::sandbox::peer_apic(peer)?)
     } else {
         smp_channel(me, peer)?
     };
@@ -211,8 +236,12 @@ pub fn close(h: u32) -> Result<(), i64> {
         c.open = false;
         *c
     };
-    if crate::sandbox::id().is_none() {
-        // SMP: the last handle frees the channel's pages. (VT: the memory is the monitor's.)
+    if crate::sandbox::id().is_some() {
+        // VT: the monitor revokes the peer's notifications and unmaps (and, if the peer closed too, frees) it.
+        return crate::sandbox::channel_close(c.peer);
+    }
+    {
+        // SMP: the last handle frees the channel's pages.
         let key = (c.me.min(c.peer), c.me.max(c.peer));
         let mut mem = SMP_MEMORY.lock();
         if let Some(i) = mem.iter().position(|e| (e.0, e.1) == key) {

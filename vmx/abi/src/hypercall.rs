@@ -13,8 +13,10 @@ pub const DONE: u64 = 1;
 pub const REPORT_EXITS: u64 = 2;
 /// `EXIT_COUNT()`: this sandbox's VM exits so far, this call included.
 pub const EXIT_COUNT: u64 = 3;
-/// `CHANNEL_OPEN(peer)`: the channel between this sandbox and `peer` (allocated and mapped into exactly the two
-/// EPTs on first use); returns its guest-physical address.
+/// `CHANNEL_OPEN(peer)`: the channel between this sandbox and `peer`: once both have opened it, allocated and
+/// mapped into exactly the two second stages; returns its guest-physical address. `-EAGAIN` until the peer
+/// opened it too (the request is kept: the info page's directory lists the channel once it has memory),
+/// `-EDQUOT` when either end has its quota of channels.
 pub const CHANNEL_OPEN: u64 = 4;
 /// `PEER_APIC(peer)`: the local APIC id of `peer`'s core (the destination of channel notifications).
 pub const PEER_APIC: u64 = 5;
@@ -45,6 +47,9 @@ pub const RESTORE: u64 = 10;
 /// entry point on a fresh stack (the driver switch) instead of restarting the whole sandbox. Returns 0.
 pub const COMPONENT: u64 = 11;
 pub const COMPONENT_BYTES: u64 = 24;
+/// `CHANNEL_CLOSE(peer)`: this sandbox closes its channel with `peer`: the peer may no longer notify it, the
+/// memory leaves this sandbox's second stage, and is freed once neither end maps it. `-EBADF` if not open.
+pub const CHANNEL_CLOSE: u64 = 12;
 
 /// Largest checkpoint.
 pub const CHECKPOINT_MAX: u64 = 4096;
@@ -71,10 +76,13 @@ pub const CONSOLE_MAX: u64 = 512;
 pub const FAULT_PANIC: u64 = 1;
 
 pub const EPERM: i64 = 1;
+pub const EBADF: i64 = 9;
+pub const EAGAIN: i64 = 11;
 pub const ENOMEM: i64 = 12;
 pub const EFAULT: i64 = 14;
 pub const EINVAL: i64 = 22;
 pub const ENOSYS: i64 = 38;
+pub const EDQUOT: i64 = 122;
 
 /// A hypercall's result as RAX carries it.
 pub fn encode(r: Result<u64, i64>) -> u64 {
@@ -98,8 +106,15 @@ pub fn decode(rax: u64) -> Result<u64, i64> {
 /// when the info page's takeover mask for it changed: remote recovery.
 pub const TAKEOVER_VECTOR: u8 = 0x41;
 
-/// The only vector a sandbox may send to another core: channel notification (handled by a plain EOI).
+/// The only vector a sandbox may send to another core: channel notification (its handler acknowledges it in
+/// [`NOTIFY_ACK_GPA`], then EOIs). Below the kernels' timer vector, so that however many arrive the tick is
+/// never starved.
 pub const CHANNEL_NOTIFY_VECTOR: u8 = 0xF2;
+
+/// Guest-physical address of the u64 in which a sandbox kernel counts the channel notifications its handler
+/// took (in the heartbeat page). The monitor delivers a notification only when every earlier one it sent
+/// there was taken: at most one is pending per destination, whatever a sender does.
+pub const NOTIFY_ACK_GPA: u64 = HEARTBEAT_GPA + 64;
 
 /// Where every sandbox sees the shared region (inside the 3–4 GiB range its page tables map uncached).
 pub const SHARED_GPA: u64 = 0xE000_0000;
@@ -157,7 +172,7 @@ mod tests {
 
     #[test]
     fn numbers_are_distinct() {
-        let all = [DONE, REPORT_EXITS, EXIT_COUNT, CHANNEL_OPEN, PEER_APIC, FAULT, CONSOLE_WRITE, BOOTED, CHECKPOINT, RESTORE, COMPONENT];
+        let all = [DONE, REPORT_EXITS, EXIT_COUNT, CHANNEL_OPEN, PEER_APIC, FAULT, CONSOLE_WRITE, BOOTED, CHECKPOINT, RESTORE, COMPONENT, CHANNEL_CLOSE];
         for (i, a) in all.iter().enumerate() {
             assert!(all[i + 1..].iter().all(|b| a != b));
         }

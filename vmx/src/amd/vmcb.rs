@@ -348,9 +348,10 @@ pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
         regs.rax = rd64(c.vmcb, off::RAX);
         // SAFETY: guest state is saved and the host's reloaded; a pending NMI may now reach the host handler.
         unsafe { core::arch::asm!("stgi", options(nostack)) };
+        // A flush asked for (first entry, or flush_stage2) has been done.
+        wr8(c.vmcb, off::TLB_CONTROL, 0);
         if first {
             first = false;
-            wr8(c.vmcb, off::TLB_CONTROL, 0);
             if rd64(c.vmcb, off::EXIT_CODE) == code::INVALID {
                 return SvmError::LaunchFailed;
             }
@@ -466,6 +467,11 @@ pub fn redirect(rip: u64, rsp: u64, rflags: u64) {
 }
 
 /// Inject a hardware exception at the next VMRUN (EVENTINJ: type 3; an error code only in protected mode).
+/// Drop this guest's cached nested translations at the next entry (a mapping was removed).
+pub fn flush_stage2() {
+    wr8(vmcb(), off::TLB_CONTROL, 1);
+}
+
 pub fn inject_exception(vector: u8, error_code: Option<u32>) {
     let v = vmcb();
     let protected = rd64(v, off::CR0) & 1 != 0;

@@ -390,6 +390,16 @@ unsafe fn relaunch() -> VmxError {
     unsafe { launch(&c) }
 }
 
+/// Drop this core's cached EPT translations (a mapping was removed).
+///
+/// # Safety
+/// VMX root on this core, after [`launch`] ran here.
+pub unsafe fn flush_stage2() -> Result<(), VmxError> {
+    let Some(c) = *LAUNCHED[percpu::cpu_index() as usize].lock() else { return Err(VmxError::LaunchFailed(0)) };
+    // SAFETY: the caller's contract; EPT is in use.
+    unsafe { invept(c.eptp) }
+}
+
 /// IA32_VMX_EPT_VPID_CAP: INVEPT supported (bit 20), single-context (25), all-context (26).
 const EPT_CAP_INVEPT: u64 = 1 << 20;
 const EPT_CAP_INVEPT_SINGLE: u64 = 1 << 25;

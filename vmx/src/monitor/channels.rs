@@ -1,95 +1,172 @@
-//! Channels (paper §3.3): pairwise shared pages allocated by the monitor on first open and mapped into exactly
-//! the two sandboxes' second stages; wiped and marked reset when one end is recovered.
+//! Channels (paper §3.3): pairwise shared pages the monitor allocates once both ends opened them and maps into
+//! exactly those two sandboxes' second stages; wiped and marked reset when one end is recovered, unmapped from
+//! an end that closes or restarts, freed when neither maps them. Who may do what is `crate::channel_table`'s;
+//! this is the mechanics, and the notification check (at most one pending per destination).
 
 use super::infopage;
-use super::state::sandboxes;
-use super::tables::{map_channel, POOL};
+use super::layout::host_of;
+use super::state::{sandboxes, state};
+use super::tables::{map_channel, unmap_channel, POOL};
+use crate::channel_table::{self, ChannelTable, OpenStep, Release};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use questv_abi::hypercall::{self as hc, info};
 use questv_arch::paging::PAGE_SIZE;
+use questv_arch::percpu::MAX_CPUS;
 use questv_kernel::channel::endpoint::CHANNEL_BYTES;
 use questv_kernel::smp;
 use questv_kernel::sync::IrqSpinlock;
 
-/// A channel the monitor set up. Masks: bit 0 = endpoint a, bit 1 = endpoint b.
-pub(super) struct ChannelRecord {
-    a: u32,
-    b: u32,
-    /// Host address (= guest-physical in both endpoints).
-    base: u64,
-    /// Endpoints that opened it (in their current incarnation).
-    opened: u8,
-    /// Endpoints whose second stage maps it.
-    mapped: u8,
-}
+/// The channel table (index = info page directory slot). Lock order: CHANNELS first (see `tables`).
+pub(super) static CHANNELS: IrqSpinlock<ChannelTable> =
+    IrqSpinlock::new(ChannelTable::new(info::MAX_CHANNELS as usize, channel_table::DEFAULT_QUOTA));
+/// Freed channel memory (each block CHANNEL_BYTES), handed out again before the monitor pool's. Taken after
+/// CHANNELS.
+static FREE_MEMORY: IrqSpinlock<Vec<u64>> = IrqSpinlock::new(Vec::new());
+/// Per destination sandbox: channel notifications the monitor delivered to it (this incarnation).
+static NOTIFIED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Per sender: notifications dropped because the destination had not taken the previous one.
+static COALESCED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
-/// Channels by directory index. Lock order: CHANNELS first (see `tables`).
-pub(super) static CHANNELS: IrqSpinlock<Vec<ChannelRecord>> = IrqSpinlock::new(Vec::new());
-
-/// Channel between `me` and `peer`: allocated on first open from monitor memory and mapped, at its host
-/// address, into exactly those two sandboxes' second-stage tables (adding mappings needs no invalidation).
-/// After `me` was recovered its rebuilt second stage lacks the channel: re-opening maps it again.
-/// Returns its address.
+/// CHANNEL_OPEN from `me`: the channel's address once both ends asked (EAGAIN before); the second end's call
+/// allocates the memory and maps it into both (adding mappings needs no invalidation). After a restart or a
+/// close the caller's second stage lacks it: opening again maps it there.
 pub(super) fn channel_open(me: u32, peer: u32) -> Result<u64, i64> {
-    let n = sandboxes();
-    if peer >= n || peer == me {
+    if peer >= sandboxes() || peer == me {
         return Err(hc::EINVAL);
     }
-    let key = (me.min(peer), me.max(peer));
     let mut chans = CHANNELS.lock();
-    let my_bit = if me == key.0 { 1 } else { 2 };
-    if let Some(c) = chans.iter_mut().find(|c| (c.a, c.b) == key) {
-        if c.mapped & my_bit == 0 {
+    match chans.open(me, peer)? {
+        OpenStep::Pending => Err(hc::EAGAIN),
+        OpenStep::Ready { base } => Ok(base),
+        OpenStep::Map { index, base } => {
             let mut pool = POOL.lock();
-            map_channel(pool.as_mut().ok_or(hc::ENOMEM)?, me, c.base, CHANNEL_BYTES)?;
-            c.mapped |= my_bit;
+            map_channel(pool.as_mut().ok_or(hc::ENOMEM)?, me, base, CHANNEL_BYTES)?;
+            chans.mapped(index, me);
+            Ok(base)
         }
-        c.opened |= my_bit;
-        return Ok(c.base);
+        OpenStep::Allocate { index } => {
+            let base = allocate()?;
+            let mut pool = POOL.lock();
+            let pool = pool.as_mut().ok_or(hc::ENOMEM)?;
+            for e in [me, peer] {
+                if let Err(err) = map_channel(pool, e, base, CHANNEL_BYTES) {
+                    // Mapped into neither or only `me` (the first): undo that one and keep the memory.
+                    if e != me {
+                        unmap_channel(pool, me, base, CHANNEL_BYTES);
+                    }
+                    FREE_MEMORY.lock().push(base);
+                    return Err(err);
+                }
+            }
+            chans.allocated(index, base);
+            infopage::publish_channel(index as u64, me.min(peer), me.max(peer), base);
+            log::info!("channel {}<->{} at 0x{:x} ({} pages)", me.min(peer), me.max(peer), base, CHANNEL_BYTES / PAGE_SIZE);
+            Ok(base)
+        }
     }
-    if chans.len() as u64 >= info::MAX_CHANNELS {
-        return Err(hc::ENOMEM);
-    }
-    let mut pool = POOL.lock();
-    let pool = pool.as_mut().ok_or(hc::ENOMEM)?;
-    let pages = CHANNEL_BYTES / PAGE_SIZE;
-    let base = pool.pages(pages).map_err(|_| hc::ENOMEM)?;
-    for e in [key.0, key.1] {
-        map_channel(pool, e, base, CHANNEL_BYTES)?;
-    }
-    // Publish in the info page's channel directory.
-    infopage::publish_channel(chans.len() as u64, key.0, key.1, base);
-    chans.push(ChannelRecord { a: key.0, b: key.1, base, opened: my_bit, mapped: 3 });
-    log::info!("channel {}<->{} at 0x{:x} ({} pages)", key.0, key.1, base, pages);
-    Ok(base)
 }
 
-/// Does sandbox `a` have a channel with the sandbox on the core whose APIC id is `apic` (`both_open`: opened by
-/// both ends)?
-pub(super) fn has_channel_to_apic(a: u32, apic: u32, both_open: bool) -> bool {
-    let n = sandboxes();
-    let Some(b) = (0..n).find(|&b| smp::apic_id(b) == apic) else { return false };
-    let key = (a.min(b), a.max(b));
-    // Only once both ends opened it: a sandbox cannot make itself a notifier of a peer that never agreed.
-    CHANNELS.lock().iter().any(|c| (c.a, c.b) == key && (c.opened == 3 || !both_open))
+/// Zeroed channel memory: freed blocks first, then the monitor pool.
+fn allocate() -> Result<u64, i64> {
+    if let Some(base) = FREE_MEMORY.lock().pop() {
+        return Ok(base); // wiped when it was freed
+    }
+    let mut pool = POOL.lock();
+    pool.as_mut().ok_or(hc::ENOMEM)?.pages(CHANNEL_BYTES / PAGE_SIZE).map_err(|_| hc::ENOMEM)
+}
+
+/// CHANNEL_CLOSE from `me`: the peer may no longer notify it; the memory leaves `me`'s second stage (this
+/// core's: its cached translations are dropped before `me` runs again) and is freed if the peer closed too.
+pub(super) fn channel_close(me: u32, peer: u32) -> Result<u64, i64> {
+    if peer >= sandboxes() {
+        return Err(hc::EINVAL);
+    }
+    let mut chans = CHANNELS.lock();
+    let r = chans.close(me, peer)?;
+    if let Some(base) = r.unmap {
+        let mut pool = POOL.lock();
+        unmap_channel(pool.as_mut().ok_or(hc::ENOMEM)?, me, base, CHANNEL_BYTES);
+        crate::backend::flush_stage2();
+    }
+    if let Some(base) = r.free {
+        // SAFETY: channel memory is monitor memory of this channel, mapped in no second stage any more.
+        unsafe { core::ptr::write_bytes(base as *mut u8, 0, CHANNEL_BYTES as usize) };
+        free_memory(&chans, r, base);
+    }
+    Ok(0)
+}
+
+/// A released channel's (wiped) memory that no end maps goes back to the free blocks and leaves the directory.
+fn free_memory(chans: &ChannelTable, r: Release, base: u64) {
+    let (a, b) = chans.get(r.index).map(|c| (c.a, c.b)).unwrap_or((0, 0));
+    infopage::publish_channel(r.index as u64, a, b, 0);
+    FREE_MEMORY.lock().push(base);
+}
+
+/// May `from` notify the sandbox on the core with APIC id `apic` over a channel (`both_open`: opened by both
+/// ends; else: requested by either)?
+pub(super) fn has_channel_to_apic(from: u32, apic: u32, both_open: bool) -> bool {
+    let Some(to) = (0..sandboxes()).find(|&b| smp::apic_id(b) == apic) else { return false };
+    let chans = CHANNELS.lock();
+    if both_open {
+        chans.may_notify(from, to)
+    } else {
+        chans.requested(from, to)
+    }
+}
+
+/// A checked channel notification from `from` to the core with APIC id `apic`: deliver it only if the
+/// destination took every earlier one (`channel_table::notify_now`, reading its own acknowledgement count);
+/// otherwise drop it and count it. Returns whether it is to be sent.
+pub(super) fn notification_due(from: u32, apic: u32) -> bool {
+    let Some(to) = (0..sandboxes()).find(|&b| smp::apic_id(b) == apic) else { return false };
+    let ack_host = host_of(state(to).host_base, hc::NOTIFY_ACK_GPA);
+    // SAFETY: NOTIFY_ACK_GPA lies in the destination's reserved heartbeat page, inside its slice (identity
+    // mapped in the monitor); an aligned u64 its kernel updates atomically, read atomically here.
+    let acknowledged = unsafe { (*(ack_host as *const AtomicU64)).load(Ordering::Acquire) };
+    let sent = &NOTIFIED[to as usize];
+    loop {
+        let s = sent.load(Ordering::Acquire);
+        if !channel_table::notify_now(s, acknowledged) {
+            COALESCED[from as usize].fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        // Two senders racing for the same destination: one of them sends.
+        if sent.compare_exchange(s, s + 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return true;
+        }
+    }
+}
+
+/// Notifications `sandbox` sent that were dropped as coalesced (reported with its exits).
+pub(super) fn coalesced(sandbox: u32) -> u64 {
+    COALESCED[sandbox as usize].load(Ordering::Relaxed)
 }
 
 /// Wipe every channel of `sandbox` and publish the resets (the peers' endpoints, and the sandbox's own if it
-/// runs on, see the counter move and report the reset once). With `unmap` (a restart: the rebuilt second stage
-/// lacks them) the sandbox also has to open them again. Returns how many there were. Lock order: CHANNELS first.
-pub(super) fn reset_channels(chans: &mut [ChannelRecord], sandbox: u32, unmap: bool) -> u32 {
+/// runs on, see the counter move and report the reset once). With `restart` (its rebuilt second stage lacks
+/// the channels) it also loses its end of each — it has to open them again — and what neither end maps any
+/// more is freed; its notification count starts again (its new kernel counts from 0). Returns how many
+/// channels there were. Lock order: CHANNELS first.
+pub(super) fn reset_channels(chans: &mut ChannelTable, sandbox: u32, restart: bool) -> u32 {
     let mut n = 0;
-    for (i, c) in chans.iter_mut().enumerate().filter(|(_, c)| c.a == sandbox || c.b == sandbox) {
-        if unmap {
-            let bit = if c.a == sandbox { 1 } else { 2 };
-            c.opened &= !bit;
-            c.mapped &= !bit;
+    for (i, c) in chans.channels().iter().enumerate().filter(|(_, c)| c.a == sandbox || c.b == sandbox) {
+        if let Some(base) = c.base {
+            // SAFETY: channel memory is monitor memory of this channel; the peer may race with the wipe, which
+            // its ring checks (sequence and checksum) turn into an error, never into a wrong message.
+            unsafe { core::ptr::write_bytes(base as *mut u8, 0, CHANNEL_BYTES as usize) };
+            infopage::count_channel_reset(i);
+            n += 1;
         }
-        // SAFETY: channel memory is monitor memory of this channel; the peer may race with the wipe, which its
-        // ring checks (sequence and checksum) turn into an error, never into a wrong message.
-        unsafe { core::ptr::write_bytes(c.base as *mut u8, 0, CHANNEL_BYTES as usize) };
-        infopage::count_channel_reset(i);
-        n += 1;
+    }
+    if restart {
+        NOTIFIED[sandbox as usize].store(0, Ordering::Release);
+        for r in chans.restart(sandbox) {
+            if let Some(base) = r.free {
+                free_memory(chans, r, base); // wiped above
+            }
+        }
     }
     n
 }

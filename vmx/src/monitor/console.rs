@@ -74,6 +74,10 @@ pub(super) fn report_exits(sandbox: u32) {
         line.push_str(&format!(" {}={}", k.name(), exits[k.index()]));
     }
     result!("vmexits", "sandbox={} arch={} total={}{}", sandbox, backend::arch().name(), exits.iter().sum::<u64>(), line);
+    let coalesced = super::channels::coalesced(sandbox);
+    if coalesced > 0 {
+        result!("notifications_coalesced", "sandbox={} count={}", sandbox, coalesced);
+    }
     for (kind, code, count) in refusals.iter() {
         let what = match kind {
             RefusalKind::Io => format!("port=0x{code:x}"),

@@ -2,7 +2,7 @@
 //! accesses, IPIs checked against the channel policy, CPUID, faults and the watchdog (`faults`). The backend
 //! has already translated the exit into `crate::exit::Exit`; nothing here depends on VMX or SVM.
 
-use super::channels::has_channel_to_apic;
+use super::channels::{has_channel_to_apic, notification_due};
 use super::console::refuse;
 use super::faults::{exit_started, stop, take_relaunch, watchdog_expired};
 use super::hypercalls::hypercall;
@@ -52,6 +52,9 @@ enum IpiOutcome {
     Sent,
     /// To a channel peer that has not opened the channel yet: dropped (the message is in the ring), counted.
     Dropped,
+    /// The destination has not taken the previous notification yet: dropped (it will look at its rings after
+    /// taking that one), counted as coalesced.
+    Coalesced,
     /// Refused and counted: the sandbox gets #GP.
     Refused,
 }
@@ -60,6 +63,7 @@ enum IpiOutcome {
 fn checked_ipi(sandbox: u32, icr: u64) -> IpiOutcome {
     let own = smp::apic_id(sandbox);
     match policy::check_icr(icr, own, hc::CHANNEL_NOTIFY_VECTOR, |apic| has_channel_to_apic(sandbox, apic, true)) {
+        Ok(ipi) if ipi.dest_apic != own && !notification_due(sandbox, ipi.dest_apic) => IpiOutcome::Coalesced,
         Ok(ipi) => {
             lapic::send_ipi(ipi.dest_apic, ipi.vector);
             IpiOutcome::Sent
@@ -80,7 +84,7 @@ fn msr_access(sandbox: u32, regs: &mut GuestRegs, write: bool) -> bool {
     let value = (regs.rdx << 32) | (regs.rax & 0xFFFF_FFFF);
     if write && msr == policy::MSR_X2APIC_ICR {
         match checked_ipi(sandbox, value) {
-            IpiOutcome::Sent | IpiOutcome::Dropped => skip_instruction(),
+            IpiOutcome::Sent | IpiOutcome::Dropped | IpiOutcome::Coalesced => skip_instruction(),
             IpiOutcome::Refused => inject_gp(),
         }
         return true;

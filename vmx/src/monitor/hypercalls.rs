@@ -1,7 +1,7 @@
 //! What a hypercall does (ABI: `questv_abi::hypercall`, docs/vt.md): only the sandbox kernel (CPL 0) may make
 //! one; each touches only the caller's own memory, checked against its slice.
 
-use super::channels::channel_open;
+use super::channels::{channel_close, channel_open};
 use super::console::{console_bytes, flush_console, refuse, report_exits};
 use super::faults::fault;
 use super::layout::slice_range;
@@ -43,6 +43,7 @@ pub(super) fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
         hc::RESTORE => restore(sandbox, regs.rbx, regs.rcx),
         hc::EXIT_COUNT => Ok(state(sandbox).exits.iter().sum()),
         hc::CHANNEL_OPEN => channel_open(sandbox, regs.rbx as u32),
+        hc::CHANNEL_CLOSE => channel_close(sandbox, regs.rbx as u32),
         hc::PEER_APIC => {
             let peer = regs.rbx as u32;
             if peer < sandboxes() { Ok(u64::from(smp::apic_id(peer))) } else { Err(hc::EINVAL) }

@@ -33,7 +33,8 @@ fn counter(offset: u64) -> &'static AtomicU32 {
     unsafe { &*((shared + offset) as *const AtomicU32) }
 }
 
-/// Publish channel `i` (between sandboxes `a` and `b`, at `base`) in the channel directory, then the new count.
+/// Publish channel `i` (between sandboxes `a` and `b`, at `base`; 0: it has no memory now) in the channel
+/// directory, then the count of entries (never shrinking: entries keep their index).
 pub(super) fn publish_channel(i: u64, a: u32, b: u32, base: u64) {
     let shared = SHARED_BASE.load(Ordering::SeqCst);
     // SAFETY: the info page is monitor-initialised shared memory; the directory slot is within it (the caller
@@ -44,7 +45,7 @@ pub(super) fn publish_channel(i: u64, a: u32, b: u32, base: u64) {
         core::ptr::write_volatile(entry.add(1), b);
         core::ptr::write_volatile(entry.add(2) as *mut u64, base);
     }
-    counter(info::CHANNEL_COUNT_OFFSET).store(i as u32 + 1, Ordering::Release);
+    counter(info::CHANNEL_COUNT_OFFSET).fetch_max(i as u32 + 1, Ordering::AcqRel);
 }
 
 /// Count a reset of channel `i` (its endpoints see the counter move).

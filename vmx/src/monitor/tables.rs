@@ -149,3 +149,14 @@ pub(super) fn map_channel(pool: &mut MonitorPool, e: u32, base: u64, bytes: u64)
     }
     r
 }
+
+/// Remove the channel mapping of `bytes` at `base` from sandbox `e`'s second stage (its table pages stay;
+/// the caller drops the cached translations of the core that runs `e`).
+pub(super) fn unmap_channel(pool: &mut MonitorPool, e: u32, base: u64, bytes: u64) {
+    let Some(roots) = STAGE2_ROOTS.get() else { return };
+    let Some(&root) = roots.get(e as usize) else { return };
+    let mut st2 = Stage2::from_root(root, backend::arch().stage2_format());
+    for page in (base..base + bytes).step_by(PAGE_SIZE as usize) {
+        st2.unmap_4k(pool, page);
+    }
+}
