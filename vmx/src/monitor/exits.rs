@@ -4,7 +4,7 @@
 
 use super::channels::{has_channel_to_apic, notification_due};
 use super::console::refuse;
-use super::faults::{exit_started, stop, take_relaunch, watchdog_expired};
+use super::faults::{exit_finished, exit_started, stop, take_relaunch, watchdog_expired};
 use super::hypercalls::hypercall;
 use super::layout::{slice_range, XAPIC_GPA};
 use super::nic::{serve_takeovers, takeover_requested};
@@ -256,6 +256,7 @@ pub(super) fn on_exit(regs: &mut GuestRegs, exit: Exit) -> Verdict {
     let sandbox = percpu::cpu_index();
     exit_started(sandbox);
     if handle_exit(regs, exit) {
+        exit_finished(sandbox);
         Verdict::Resume
     } else if take_relaunch(sandbox) {
         EXCEPTION_LOOPS[sandbox as usize].lock().reset();

@@ -45,6 +45,17 @@ pub(super) fn exit_started(sandbox: u32) {
     EXIT_TSC[sandbox as usize].store(cpu::rdtsc(), Ordering::Relaxed);
 }
 
+/// An exit of `sandbox` ends and it resumes: the time it spent in the monitor (waiting for the UART behind
+/// another sandbox's output, say) was not its own, so its watchdog window does not count it.
+pub(super) fn exit_finished(sandbox: u32) {
+    let now = cpu::rdtsc();
+    let spent = now.saturating_sub(EXIT_TSC[sandbox as usize].load(Ordering::Relaxed));
+    let mut st = state(sandbox);
+    if st.progress_tsc != 0 {
+        st.progress_tsc = st.progress_tsc.saturating_add(spent).min(now);
+    }
+}
+
 /// Was `sandbox` recovered in this exit, so that its core relaunches it (asked once)?
 pub(super) fn take_relaunch(sandbox: u32) -> bool {
     RELAUNCH[sandbox as usize].swap(false, Ordering::SeqCst)
@@ -242,5 +253,5 @@ pub(super) fn watchdog_expired(sandbox: u32) -> bool {
     }
     // Until the first tick (early boot) allow ten periods.
     let allowed = if hb == 0 { limit * 10 } else { limit };
-    now - st.progress_tsc > allowed
+    now.saturating_sub(st.progress_tsc) > allowed
 }
