@@ -110,3 +110,58 @@ fn vt_without_an_iommu_says_dma_is_unconfined() {
     let iommu = lines(&r, "iommu");
     r.check(iommu.len() == 1 && iommu[0].get("kind") == Some("none") && iommu[0].get("dma_isolation") == Some("off"), "the boot must say that nothing confines DMA");
 }
+
+// NIC sharers that can only hurt themselves (issue 23): the monitor programs the NIC before any sandbox runs
+// and maps its register window read-only but for the two ring tails. A hostile sharer (sandbox 0, `ktest
+// attack nic-reset`) resets the device, stops reception and transmission, masks interrupts, bit-bangs the
+// EEPROM, resets the PHY and clears the other sharer's receive address: every write is refused and reported,
+// the registers read back unchanged, and both sharers answer every ping. (With the window writable, the reset
+// stops the NIC for both and no ping is answered.)
+#[test]
+fn vt_sharers_cannot_reset_or_reprogram_the_nic() {
+    let r = ping(&["--vt", "--cpus", "2", "--guests", "2", "--count", "40", "--run", "ktest attack nic-reset -- netserve 400"]);
+    all_answered(&r, 2, 40);
+    r.check(lines(&r, "nic_programmed").first().is_some_and(|l| l.get("by") == Some("monitor")), "the monitor programs the NIC");
+    let up = lines(&r, "net_up");
+    r.check(up.len() == 2 && up.iter().all(|l| l.get("initialised") == Some("0")), "no sharer programs the NIC itself");
+    let attack = lines(&r, "attack");
+    r.check(attack.iter().any(|a| a.get("kind") == Some("nic-reset") && a.get("outcome") == Some("refused")), "the device-wide registers changed under the attacker's writes");
+    let refused: Vec<String> = lines(&r, "nic_write_refused").iter().filter(|l| l.get("sandbox") == Some("0")).filter_map(|l| l.get("register").map(String::from)).collect();
+    for reg in ["CTRL", "RCTL", "TCTL", "IMC", "EECD", "MDIC", "RAL", "RAH"] {
+        r.check(refused.iter().any(|x| x == reg), &format!("no refusal reported for {reg}"));
+    }
+}
+
+// An interrupt storm through the cause-set register (`ktest attack nic-storm`: 20 000 ICS writes) raises no
+// interrupt: each write is refused on the attacker's own core, counted once in its exit report, and the
+// bystander sharer sees only the pings' interrupts.
+#[test]
+fn vt_a_sharers_interrupt_storm_is_refused() {
+    let r = ping(&["--vt", "--cpus", "2", "--guests", "2", "--count", "40", "--run", "ktest attack nic-storm -- netserve 400"]);
+    all_answered(&r, 2, 40);
+    let attack = lines(&r, "attack");
+    r.check(attack.iter().any(|a| a.get("kind") == Some("nic-storm") && a.get("outcome") == Some("refused")), "the storm raised interrupts");
+    let counted = lines(&r, "sandbox_refused").into_iter().find(|l| l.get("sandbox") == Some("0") && l.get("register") == Some("ICS"));
+    r.check(counted.and_then(|l| l.get_u64("count")) == Some(20_000), "every ICS write is refused and counted");
+    let bystander = lines(&r, "ping_guest").into_iter().find(|g| g.get("sandbox") == Some("1"));
+    r.check(bystander.and_then(|g| g.get_u64("irqs")).is_some_and(|n| n < 1000), "the bystander took the storm's interrupts");
+}
+
+// Identities come from the info page, which no sandbox can write (`ktest attack nic-identity`): the attacker
+// rewrites every sharer's address in the DMA region's control block (where sharers used to read them) to the
+// bystander's and marks the NIC failed there, then writes the info page, which stops it; restarted, it comes
+// back with its own address, and the bystander's traffic stays the bystander's. (Reading the control block,
+// the restarted sharer came up as the bystander and every reply to it was duplicated.)
+#[test]
+fn vt_a_sharer_cannot_rewrite_identities() {
+    let r = ping(&["--vt", "--cpus", "2", "--guests", "2", "--count", "60", "--recovery", "restart", "--run", "ktest attack nic-identity -- netserve 400"]);
+    all_answered(&r, 2, 60);
+    r.check(lines(&r, "attack").iter().any(|a| a.get("kind") == Some("nic-identity") && a.get("control_rewritten") == Some("1")), "the attacker did not rewrite the control block");
+    r.check(
+        lines(&r, "sandbox_fault").iter().any(|f| f.get("sandbox") == Some("0") && f.get("reason") == Some("memory_violation") && f.get("action") == Some("restart")),
+        "the info page write must stop the attacker (restarted by its policy)",
+    );
+    let up: Vec<ResultLine> = lines(&r, "net_up").into_iter().filter(|l| l.sandbox == Some(0)).collect();
+    r.check(up.len() == 2, "the attacker's driver should come up twice (before and after its restart)");
+    r.check(up.iter().all(|l| l.get("ip") == Some("10.0.0.2") && l.get("mac") == Some("02:51:56:00:00:00")), "a restarted sharer took an identity that is not its own");
+}

@@ -187,10 +187,9 @@ mod tests {
         assert_eq!((o.recovery, o.sandbox.unwrap().recovery, o.sandbox.unwrap().incarnation), (Some("restart"), Some("restart"), 3));
         assert!(parse("incarnation=-1").is_err());
         assert_eq!(parse("nic_mac=bogus").unwrap().unknown, Some("nic_mac=bogus"));
-        let o = parse("mode=vt sandbox=1 nic_mmio=0xfebc0000 nic_dma=0x2000000 nic_index=1 nic_init=0").unwrap();
+        let o = parse("mode=vt sandbox=1 nic_mmio=0xfebc0000 nic_dma=0x2000000 nic_index=1").unwrap();
         let nic = o.sandbox.unwrap().nic.unwrap();
-        assert_eq!((nic.mmio, nic.dma, nic.index, nic.init), (0xFEBC_0000, 0x200_0000, 1, false));
-        assert!(parse("sandbox=0 nic_mmio=1 nic_dma=2 nic_index=0 nic_init=1").unwrap().sandbox.unwrap().nic.unwrap().init);
+        assert_eq!((nic.mmio, nic.dma, nic.index), (0xFEBC_0000, 0x200_0000, 1));
         assert_eq!(parse("nic_dma=here"), Err(CmdlineError::BadNumber("nic_dma=here")));
     }
 

@@ -72,6 +72,31 @@ pub fn count() -> u32 {
     })
 }
 
+/// The shared NIC's state as the monitor published it (`info::NIC_*`; None outside VT).
+pub fn nic_state() -> Option<u32> {
+    shared_region().map(|shared| {
+        // SAFETY: the info page is mapped read-only in every sandbox for good; the layout is the ABI's.
+        unsafe { (*((shared + hc::info::NIC_STATE_OFFSET) as *const core::sync::atomic::AtomicU32)).load(Ordering::Acquire) }
+    })
+}
+
+/// Sharer `j`'s MAC and IPv4 address as the monitor programmed them into the NIC (None outside VT or beyond the
+/// sharers). They come from the info page, which no sandbox can write: no sharer can change another's identity.
+pub fn nic_identity(j: usize) -> Option<([u8; 6], [u8; 4])> {
+    use hc::info;
+    let shared = shared_region()?;
+    // SAFETY: as in nic_state; j is checked against the published count, which is at most NIC_MAX_SHARERS.
+    unsafe {
+        let n = core::ptr::read_volatile((shared + info::NIC_SHARERS_OFFSET) as *const u32);
+        if j as u64 >= u64::from(n).min(info::NIC_MAX_SHARERS) {
+            return None;
+        }
+        let mac = core::ptr::read_volatile((shared + info::NIC_MACS_OFFSET + 8 * j as u64) as *const u64).to_le_bytes();
+        let ip = core::ptr::read_volatile((shared + info::NIC_IPS_OFFSET + 4 * j as u64) as *const u32);
+        Some(([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]], ip.to_be_bytes()))
+    }
+}
+
 /// Does the info page's directory list the channel between `x` and `y` with memory (both ends opened it)?
 pub fn channel_listed(x: u32, y: u32) -> bool {
     use hc::info;

@@ -139,9 +139,10 @@ impl PingRun {
         // sandboxes without one; faults, blocked DMA and recoveries the monitor reported.
         for l in &self.boot.lines {
             match parse_result_line(l) {
-                Some(r) if ["nic", "iommu", "dma_fault"].contains(&r.name.as_str()) && r.from_monitor() => out.push(l.clone()),
-                // What an attacking guest (`--run "ktest attack .."`) says it did.
-                Some(r) if r.name == "attack" && !r.from_monitor() => out.push(l.clone()),
+                Some(r) if ["nic", "nic_programmed", "iommu", "dma_fault", "nic_write_refused", "sandbox_refused"].contains(&r.name.as_str()) && r.from_monitor() => out.push(l.clone()),
+                // What an attacking guest (`--run "ktest attack .."`) says it did, and each driver's start (its
+                // identity on the shared NIC, per incarnation).
+                Some(r) if ["attack", "net_up"].contains(&r.name.as_str()) && !r.from_monitor() => out.push(l.clone()),
                 Some(r) if ["sandbox_fault", "sandbox_recovered", "sandbox_ready", "nic_leave", "sandbox_takeover", "sandbox_takeover_done"].contains(&r.name.as_str()) && r.from_monitor() => out.push(l.clone()),
                 Some(r) if r.name == "net" && r.get("nic") == Some("none") => {
                     out.push(format!("RESULT ping_guest sandbox={} nic=none", r.get("sandbox").unwrap_or("?")))

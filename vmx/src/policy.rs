@@ -401,6 +401,8 @@ pub enum RefusalKind {
     Nmi,
     /// A write to the xAPIC page the rules refuse (code: the register offset).
     Apic,
+    /// A NIC sharer's write to a device-wide register (code: its offset in the register window).
+    NicRegister,
 }
 
 impl RefusalKind {
@@ -412,6 +414,7 @@ impl RefusalKind {
             RefusalKind::Hypercall => "hypercall",
             RefusalKind::Nmi => "nmi",
             RefusalKind::Apic => "apic",
+            RefusalKind::NicRegister => "nic_register",
         }
     }
 }

@@ -12,7 +12,14 @@ pub mod reg {
     /// EEPROM read: START bit 0, DONE bit 4, word address bits 8–15, data bits 16–31 (82540EM).
     pub const EERD: u32 = 0x0014;
     pub const STATUS: u32 = 0x0008;
+    /// EEPROM bit-bang interface (clock, chip select, data in/out).
+    pub const EECD: u32 = 0x0010;
+    pub const CTRL_EXT: u32 = 0x0018;
+    /// PHY access (MDI control).
+    pub const MDIC: u32 = 0x0020;
     pub const ICR: u32 = 0x00C0;
+    /// Interrupt cause set: raises the causes written (an interrupt if unmasked).
+    pub const ICS: u32 = 0x00C8;
     pub const ITR: u32 = 0x00C4;
     pub const IMS: u32 = 0x00D0;
     pub const IMC: u32 = 0x00D8;
@@ -35,6 +42,53 @@ pub mod reg {
     pub const RAH0: u32 = 0x5404;
     /// Size of the register window the driver may touch (BAR 0 of the 82540EM).
     pub const WINDOW: u64 = 128 << 10;
+}
+
+/// The pages of the register window a sharer writes directly, the fast path: the receive tail's (RDT) and the
+/// transmit tail's (TDT). Every other page holds device-wide registers (reset and link control, EEPROM and PHY
+/// access, interrupt cause set and masks, receive and transmit control, the address filters), which only the
+/// monitor programs: sharers see them read-only. The two pages also hold their ring's base, length and head,
+/// which 4 KiB pages cannot separate from the tails (docs/vt.md says what that leaves).
+pub const SHARER_WRITABLE_PAGES: [u32; 2] = [0x2000, 0x3000];
+
+/// Whether a sharer may write the register at `offset` in the window directly.
+pub fn sharer_may_write(offset: u32) -> bool {
+    SHARER_WRITABLE_PAGES.contains(&(offset & !0xFFF))
+}
+
+/// The register at `offset`, for reports (a name from the 8254x manual, or the page it lies in).
+pub fn register_name(offset: u32) -> &'static str {
+    match offset & !3 {
+        reg::CTRL => "CTRL",
+        reg::STATUS => "STATUS",
+        reg::EECD => "EECD",
+        reg::EERD => "EERD",
+        reg::CTRL_EXT => "CTRL_EXT",
+        reg::MDIC => "MDIC",
+        reg::ICR => "ICR",
+        reg::ITR => "ITR",
+        reg::ICS => "ICS",
+        reg::IMS => "IMS",
+        reg::IMC => "IMC",
+        reg::RCTL => "RCTL",
+        reg::TCTL => "TCTL",
+        reg::TIPG => "TIPG",
+        reg::RDBAL => "RDBAL",
+        reg::RDBAH => "RDBAH",
+        reg::RDLEN => "RDLEN",
+        reg::RDH => "RDH",
+        reg::RDT => "RDT",
+        reg::RDTR => "RDTR",
+        reg::TDBAL => "TDBAL",
+        reg::TDBAH => "TDBAH",
+        reg::TDLEN => "TDLEN",
+        reg::TDH => "TDH",
+        reg::TDT => "TDT",
+        o if (reg::MTA..reg::MTA + 512).contains(&o) => "MTA",
+        o if (reg::RAL0..reg::RAL0 + 8 * RECEIVE_ADDRESSES as u32).contains(&o) => if o % 8 == 0 { "RAL" } else { "RAH" },
+        o if (0x4000..0x5000).contains(&o) => "statistics",
+        _ => "other",
+    }
 }
 
 pub const CTRL_SLU: u32 = 1 << 6;

@@ -219,3 +219,16 @@ fn layout_fits_the_region() {
     assert!(layout::END <= layout::REGION);
     assert_eq!(layout::TX_BUFS % 2048, 0x3000 % 2048);
 }
+
+#[test]
+fn sharers_write_only_the_tail_pages() {
+    assert!(sharer_may_write(reg::RDT) && sharer_may_write(reg::TDT));
+    for r in [reg::CTRL, reg::EECD, reg::MDIC, reg::ICS, reg::IMS, reg::IMC, reg::RCTL, reg::TCTL, reg::MTA, reg::RAL0, reg::RAH0 + 8, 0x4000] {
+        assert!(!sharer_may_write(r), "{} (0x{r:x}) is device-wide", register_name(r));
+    }
+    assert_eq!(register_name(reg::CTRL), "CTRL");
+    assert_eq!(register_name(reg::ICS + 2), "ICS");
+    assert_eq!(register_name(reg::RAL0 + 8), "RAL");
+    assert_eq!(register_name(reg::RAH0 + 8), "RAH");
+    assert_eq!(register_name(0x1F000), "other");
+}

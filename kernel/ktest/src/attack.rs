@@ -4,7 +4,7 @@
 use questv_arch::{cpu, lapic};
 use questv_kernel::{kprintln, result};
 use crate::fixup::{expect, raised, EXPECTED_FIXUP};
-use crate::util::{channel_target, forbidden_write, write_own_text};
+use crate::util::{channel_target, forbidden_write, pause_ms, write_own_text};
 
 const GP: u64 = 13;
 const UD: u64 = 6;
@@ -185,8 +185,11 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
                 kprintln!("ktest attack: the monitor gave no target addresses");
                 return 2;
             };
-            return run_then(nic_dma(&[("peer", t.peer), ("monitor", t.vmcs)]));
+            return run_then(crate::attack_nic::nic_dma(&[("peer", t.peer), ("monitor", t.vmcs)]));
         }
+        "nic-reset" => return run_then(crate::attack_nic::nic_reset()),
+        "nic-storm" => return run_then(crate::attack_nic::nic_storm()),
+        "nic-identity" => return run_then(crate::attack_nic::nic_identity()),
         "peer-ipi-flood" => return run_then(crate::attack_chan::flood_attacker()),
         "channel-exhaust" => return run_then(crate::attack_chan::channel_exhaust()),
         "slow-crash-loop" => {
@@ -319,60 +322,6 @@ fn forge_monitor_output() {
         unsafe { cpu::outb(0x3F8, *b) };
     }
     result!("attack", "kind=forge outcome=attempted");
-}
-
-/// The NIC as a weapon: queue transmit descriptors whose buffers are `targets` (another sandbox's memory, the
-/// monitor's), so the device reads them by DMA and sends them out. The CPU-side tables never see it; only an
-/// IOMMU can refuse it (the monitor reports each blocked read as `RESULT dma_fault`). The attacker cannot tell
-/// from here whether it worked: it reports what it queued and goes on (the test reads the monitor's lines).
-fn nic_dma(targets: &[(&str, u64)]) -> i32 {
-    use questv_drivers::e1000::{self, layout, reg, DescMem, Regs, SharedNic, TxDesc};
-    // Wait (bounded) for the driver to have the NIC up: the attack needs its window and region.
-    let mut cfg = None;
-    for _ in 0..500 {
-        cfg = questv_kernel::net::stack::config().filter(|_| questv_kernel::net::stack::STATS.up.load(core::sync::atomic::Ordering::Acquire));
-        if cfg.is_some() {
-            break;
-        }
-        pause_ms(20);
-    }
-    let Some(cfg) = cfg else {
-        kprintln!("ktest attack nic-dma: this sandbox drives no NIC");
-        return 2;
-    };
-    // SAFETY: deliberate: the sandbox's own mappings of the NIC's window and DMA region (granted to it as a
-    // sharer); what it writes there is the attack.
-    let nic = SharedNic { regs: unsafe { Regs::new(cfg.mmio) }, mem: unsafe { DescMem::new(cfg.dma) }, index: cfg.index, variant: e1000::Variant::Fast };
-    let c = nic.mem.control();
-    for &(name, addr) in targets {
-        c.lock(nic.index);
-        let i = c.tx_next.load(core::sync::atomic::Ordering::Acquire) % layout::TX_DESCS;
-        nic.mem.set_tx_desc(i, TxDesc { addr: addr & !0xFFF, length: 256, cmd: e1000::TX_CMD_EOP | e1000::TX_CMD_IFCS | e1000::TX_CMD_RS, ..TxDesc::default() });
-        let next = (i + 1) % layout::TX_DESCS;
-        c.tx_next.store(next, core::sync::atomic::Ordering::Release);
-        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-        nic.regs.write(reg::TDT, next);
-        c.unlock();
-        // The device works through the descriptor either way (with the IOMMU its read is refused).
-        let mut done = false;
-        for _ in 0..200 {
-            if nic.mem.tx_desc(i).status & e1000::TX_DD != 0 {
-                done = true;
-                break;
-            }
-            pause_ms(5);
-        }
-        result!("attack", "kind=nic-dma target={} addr=0x{:x} descriptor={} processed={}", name, addr & !0xFFF, i, u8::from(done));
-    }
-    0
-}
-
-/// Let the scheduler run others for about `ms` milliseconds.
-fn pause_ms(ms: u64) {
-    let end = cpu::rdtsc() + questv_kernel::time::ms_to_cycles(ms);
-    while cpu::rdtsc() < end {
-        questv_kernel::sched::yield_now();
-    }
 }
 
 /// Marks left in the registers no VMCS or VMCB holds (DR0–DR3; on VMX also MXCSR and the x87 control word; the

@@ -6,19 +6,13 @@
 use questv_arch::{cpu, lapic};
 use questv_kernel::channel::endpoint::{self, VECTOR_CHANNEL};
 use questv_kernel::{kprintln, result, sandbox, time};
+use crate::util::pause_ms;
 
 /// The victim holds the channel open this long under the flood, then closes it and watches this long more.
 const OPEN_MS: u64 = 1500;
 const CLOSED_MS: u64 = 2000;
 /// The attacker floods for longer than the victim watches.
 const FLOOD_MS: u64 = OPEN_MS + CLOSED_MS + 1000;
-
-fn pause_ms(ms: u64) {
-    let end = cpu::rdtsc() + time::ms_to_cycles(ms);
-    while cpu::rdtsc() < end {
-        questv_kernel::sched::yield_now();
-    }
-}
 
 /// Sandbox 0: open the channel with sandbox 1 (which agrees), then write the notification IPI to it as fast as
 /// the monitor takes the writes.

@@ -8,6 +8,14 @@ pub(crate) fn seconds(n: u64) -> u64 {
     time::tsc_hz() * n
 }
 
+/// Let the scheduler run others for about `ms` milliseconds.
+pub(crate) fn pause_ms(ms: u64) {
+    let end = cpu::rdtsc() + time::ms_to_cycles(ms);
+    while cpu::rdtsc() < end {
+        sched::yield_now();
+    }
+}
+
 
 /// A write the second stage must stop: `addr` lies outside this sandbox's memory (or is read-only in it), so
 /// the write exits to the monitor, which stops or recovers the sandbox.

@@ -23,7 +23,7 @@ pub struct Config {
     pub mmio: u64,
     pub dma: u64,
     pub index: usize,
-    /// Reset and program the NIC (the first sharer, or the SMP kernel); the others wait for it.
+    /// Reset and program the NIC (the SMP kernel; in the VT build the monitor does, before any sandbox runs).
     pub initialise: bool,
 }
 
@@ -330,10 +330,10 @@ fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
     }
 }
 
-/// Take part in the shared NIC: program it (the initialising sharer, first time), or wait (bounded) for the
-/// sharer that does; after a recovery, rejoin the ring where the others are. Exits the thread on failure.
+/// Take part in the shared NIC: program it (the SMP kernel), or wait (bounded) until it is ready — in a sandbox
+/// the monitor programmed it before any sandbox ran and says so in the info page; after a recovery, rejoin the
+/// ring where the others are. Exits the thread on failure.
 fn join_nic(nic: &SharedNic, cfg: Config, switched: bool) {
-    let control = nic.mem.control();
     if cfg.initialise && !switched {
         if let Err(e) = nic.initialise(core::hint::spin_loop) {
             log::error!("net: {e}");
@@ -343,19 +343,50 @@ fn join_nic(nic: &SharedNic, cfg: Config, switched: bool) {
     } else {
         let start = questv_arch::cpu::rdtsc();
         let hz = crate::time::tsc_hz();
-        while control.state.load(Ordering::Acquire) != e1000::STATE_READY {
-            if control.state.load(Ordering::Acquire) == e1000::STATE_FAILED || questv_arch::cpu::rdtsc() - start > 30 * hz {
-                crate::result!("net_up", "ok=0 error=\"the sharer that initialises the NIC did not finish\"");
+        loop {
+            let state = nic_state(nic);
+            if state == e1000::STATE_READY {
+                break;
+            }
+            if state == e1000::STATE_FAILED || questv_arch::cpu::rdtsc() - start > 30 * hz {
+                crate::result!("net_up", "ok=0 error=\"the NIC was not programmed\"");
                 sched::exit();
             }
             sched::yield_now();
         }
     }
+    // Causes raised before this sharer listened (the link coming up after the monitor programmed the NIC)
+    // hold the line up; the I/O APIC entry is edge triggered, so nothing would arrive until they are read.
+    let _ = nic.interrupt_causes();
     if switched || (!cfg.initialise && crate::sandbox::incarnation() > 0) {
         // Recovered: the NIC and the other sharers kept running; take part in the ring again where they are.
         let cursor = nic.rejoin();
         log::info!("net: rejoined the shared NIC at receive descriptor {cursor}");
     }
+}
+
+/// The NIC's state (`e1000::STATE_*`): in a sandbox from the monitor's info page (no sharer can write it), in
+/// the SMP build from the control block this kernel fills itself.
+fn nic_state(nic: &SharedNic) -> u32 {
+    use questv_abi::hypercall::info;
+    match crate::sandbox::nic_state() {
+        Some(info::NIC_READY) => e1000::STATE_READY,
+        Some(info::NIC_FAILED) => e1000::STATE_FAILED,
+        Some(_) => e1000::STATE_UNSET,
+        None => nic.mem.control().state.load(Ordering::Acquire),
+    }
+}
+
+/// Sharer `j`'s addresses: in a sandbox from the monitor's info page, which no sharer can write (so none can
+/// rewrite another's identity, nor the one a takeover target adopts); in the SMP build from the control block.
+fn identity(nic: &SharedNic, j: usize) -> Identity {
+    if crate::sandbox::id().is_some() {
+        let (mac, ip) = crate::sandbox::nic_identity(j).unwrap_or(([0; 6], [0; 4]));
+        return Identity { mac, ip };
+    }
+    let control = nic.mem.control();
+    let j = j.min(e1000::MAX_SHARERS - 1);
+    Identity { mac: e1000::mac_from_u64(control.macs[j].load(Ordering::Acquire)), ip: control.ips[j].load(Ordering::Acquire).to_be_bytes() }
 }
 
 /// A smoltcp interface with `ident`'s addresses on `port`.
@@ -387,11 +418,9 @@ struct Serving<'a> {
 
 impl<'a> Serving<'a> {
     fn new(nic: &'a SharedNic, cfg: Config, switched: bool) -> Self {
-        let control = nic.mem.control();
         let me = cfg.index.min(e1000::MAX_SHARERS - 1);
-        let mac = e1000::mac_from_u64(control.macs[me].load(Ordering::Acquire));
-        let ip = control.ips[me].load(Ordering::Acquire).to_be_bytes();
-        let ident = Identity { mac, ip };
+        let ident = identity(nic, me);
+        let (mac, ip) = (ident.mac, ident.ip);
         STATS.ip.store(u32::from_be_bytes(ip), Ordering::Release);
         STATS.mac.store(e1000::mac_to_u64(mac), Ordering::Release);
         let mut port = Port { nic, rx: VecDeque::new() };
@@ -540,11 +569,9 @@ fn adopt_taken_over<'a>(nic: &'a SharedNic, adopted: &mut Vec<Adopted<'a>>, me: 
     }
     // SAFETY: the info page is mapped read-only for good; the slot is a u32 only the monitor writes.
     let mask = unsafe { core::ptr::read_volatile((shared + info::TAKEOVERS_OFFSET + 4 * u64::from(sandbox)) as *const u32) };
-    let control = nic.mem.control();
     for j in (0..e1000::MAX_SHARERS).filter(|&j| j != me && mask & (1 << j) != 0) {
-        let mac = e1000::mac_from_u64(control.macs[j].load(Ordering::Acquire));
-        let ip = control.ips[j].load(Ordering::Acquire).to_be_bytes();
-        let ident = Identity { mac, ip };
+        let ident = identity(nic, j);
+        let (mac, ip) = (ident.mac, ident.ip);
         if adopted.iter().any(|a| a.ident == ident) {
             continue;
         }

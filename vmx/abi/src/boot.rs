@@ -12,10 +12,8 @@ pub struct NicArgs {
     pub mmio: u64,
     /// The shared DMA region (descriptor rings and buffers).
     pub dma: u64,
-    /// This sandbox's sharer index.
+    /// This sandbox's sharer index (the monitor programmed the NIC before any sandbox ran).
     pub index: u64,
-    /// Whether this sandbox programs the NIC (the first boot of the first sharer).
-    pub init: bool,
 }
 
 /// Monitor addresses (host-physical) an attack test aims at: the next sandbox's slice, this sandbox's VMCS or
@@ -50,8 +48,8 @@ pub struct BadArg<'a>(pub &'a str);
 
 /// Every key the monitor writes for a sandbox. `recovery` is shared with the monitor's own command line
 /// (where it lists a policy per sandbox), so the kernel's parser also keeps it.
-pub const KEYS: [&str; 13] =
-    ["sandbox", "shared", "tsc_hz", "lapic_hz", "incarnation", "recovery", "nic_mmio", "nic_dma", "nic_index", "nic_init", "peer", "vmcs", "ept"];
+pub const KEYS: [&str; 12] =
+    ["sandbox", "shared", "tsc_hz", "lapic_hz", "incarnation", "recovery", "nic_mmio", "nic_dma", "nic_index", "peer", "vmcs", "ept"];
 
 /// A number as the command line writes it: decimal, or hexadecimal with `0x`.
 pub fn number(v: &str) -> Option<u64> {
@@ -71,7 +69,7 @@ impl fmt::Display for SandboxArgs<'_> {
             write!(f, " recovery={policy}")?;
         }
         if let Some(n) = self.nic {
-            write!(f, " nic_mmio=0x{:x} nic_dma=0x{:x} nic_index={} nic_init={}", n.mmio, n.dma, n.index, u8::from(n.init))?;
+            write!(f, " nic_mmio=0x{:x} nic_dma=0x{:x} nic_index={}", n.mmio, n.dma, n.index)?;
         }
         if let Some(a) = self.attack {
             write!(f, " peer=0x{:x} vmcs=0x{:x} ept=0x{:x}", a.peer, a.vmcs, a.stage2)?;
@@ -92,7 +90,6 @@ pub struct SandboxArgsParser<'a> {
     nic_mmio: Option<u64>,
     nic_dma: Option<u64>,
     nic_index: Option<u64>,
-    nic_init: bool,
     peer: Option<u64>,
     vmcs: Option<u64>,
     ept: Option<u64>,
@@ -112,7 +109,6 @@ impl<'a> SandboxArgsParser<'a> {
             "nic_mmio" => self.nic_mmio = Some(num()?),
             "nic_dma" => self.nic_dma = Some(num()?),
             "nic_index" => self.nic_index = Some(num()?),
-            "nic_init" => self.nic_init = value == "1",
             "peer" => self.peer = Some(num()?),
             "vmcs" => self.vmcs = Some(num()?),
             "ept" => self.ept = Some(num()?),
@@ -126,7 +122,7 @@ impl<'a> SandboxArgsParser<'a> {
     /// calibrates itself); a policy of `none` is no policy.
     pub fn finish(self) -> Option<SandboxArgs<'a>> {
         let nic = match (self.nic_mmio, self.nic_dma, self.nic_index) {
-            (Some(mmio), Some(dma), Some(index)) => Some(NicArgs { mmio, dma, index, init: self.nic_init }),
+            (Some(mmio), Some(dma), Some(index)) => Some(NicArgs { mmio, dma, index }),
             _ => None,
         };
         let attack = match (self.peer, self.vmcs, self.ept) {
@@ -168,7 +164,7 @@ mod tests {
             lapic_hz: 1_000_000_000,
             incarnation: 7,
             recovery: Some("driver"),
-            nic: Some(NicArgs { mmio: 0xFEBC_0000, dma: 0x200_0000, index: 2, init: true }),
+            nic: Some(NicArgs { mmio: 0xFEBC_0000, dma: 0x200_0000, index: 2 }),
             attack: Some(AttackTargets { peer: 0x1_0000_0000, vmcs: 0x3000, stage2: 0x4000 }),
         };
         let line = std::format!("{full}");

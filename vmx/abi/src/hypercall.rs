@@ -131,7 +131,7 @@ pub mod info {
     pub const MAGIC_OFFSET: u64 = 8;
     pub const MAGIC: u64 = u64::from_le_bytes(*b"QUESTVSH");
     pub const VERSION_OFFSET: u64 = 16;
-    pub const VERSION: u32 = 3;
+    pub const VERSION: u32 = 4;
     pub const SANDBOXES_OFFSET: u64 = 20;
     pub const CHANNEL_COUNT_OFFSET: u64 = 32;
     /// Directory entries: (endpoint a u32, endpoint b u32, address u64), 16 bytes each.
@@ -147,7 +147,18 @@ pub mod info {
     /// Per sandbox, a u32 bit mask: the NIC sharers (by index) whose network service it has taken over
     /// (remote recovery); set by the monitor before it sends the sandbox [`super::TAKEOVER_VECTOR`].
     pub const TAKEOVERS_OFFSET: u64 = INCARNATIONS_OFFSET + MAX_SANDBOXES * 4;
-    const _: () = assert!(TAKEOVERS_OFFSET + MAX_SANDBOXES * 4 <= 4096);
+    /// The shared NIC as the monitor set it up (sharers read it, none can write it): its state
+    /// ([`NIC_READY`] once the monitor has programmed it), how many sharers, and per sharer index its MAC (a
+    /// u64, low 48 bits, byte 0 first) and IPv4 address (a u32 holding the four bytes in network order).
+    pub const NIC_STATE_OFFSET: u64 = TAKEOVERS_OFFSET + MAX_SANDBOXES * 4;
+    pub const NIC_SHARERS_OFFSET: u64 = NIC_STATE_OFFSET + 4;
+    pub const NIC_MACS_OFFSET: u64 = NIC_STATE_OFFSET + 8;
+    pub const NIC_MAX_SHARERS: u64 = 8;
+    pub const NIC_IPS_OFFSET: u64 = NIC_MACS_OFFSET + NIC_MAX_SHARERS * 8;
+    pub const NIC_NONE: u32 = 0;
+    pub const NIC_READY: u32 = 2;
+    pub const NIC_FAILED: u32 = 3;
+    const _: () = assert!(NIC_STATE_OFFSET % 8 == 0 && NIC_IPS_OFFSET + NIC_MAX_SHARERS * 4 <= 4096);
 }
 
 #[cfg(test)]

@@ -86,6 +86,7 @@ pub(super) fn report_exits(sandbox: u32) {
             RefusalKind::Hypercall => format!("cpl={code}"),
             RefusalKind::Nmi => String::from("vector=2"),
             RefusalKind::Apic => format!("offset=0x{code:x}"),
+            RefusalKind::NicRegister => format!("register={} offset=0x{code:x}", questv_drivers::e1000::register_name(code as u32)),
         };
         result!("sandbox_refused", "sandbox={} kind={} {} count={}", sandbox, kind.name(), what, count);
     }

@@ -7,7 +7,7 @@ use super::console::refuse;
 use super::faults::{exit_finished, exit_started, stop, take_relaunch, watchdog_expired};
 use super::hypercalls::hypercall;
 use super::layout::{slice_range, XAPIC_GPA};
-use super::nic::{serve_takeovers, takeover_requested};
+use super::nic::{nic_register, serve_takeovers, takeover_requested};
 use super::state::{apic_access, state, watchdog_nmi, ApicAccess};
 use crate::backend::{self, inject_gp, inject_ud, skip_instruction, GuestRegs, Verdict};
 use crate::exit::GuestState;
@@ -160,17 +160,17 @@ fn gpr(regs: &GuestRegs, rsp: u64, n: u8) -> u64 {
     }
 }
 
-/// A write to the trapped xAPIC page: decode the instruction, check the write, replay it on this core's APIC
-/// (or send the checked IPI), and move the guest past it.
-fn apic_write(sandbox: u32, regs: &mut GuestRegs, gpa: u64) -> bool {
+/// The guest's write at RIP that exited on the trapped page at `gpa`: (value, size, instruction length).
+/// Err(false): the instruction could not be read or decoded, and the sandbox was stopped (`what` names the page).
+fn trapped_write(sandbox: u32, regs: &GuestRegs, gpa: u64, what: &str) -> Result<(u32, u8, u8), bool> {
     let gs = backend::guest_state();
     let mut bytes = [0u8; 15];
     if !read_guest_virtual(sandbox, &gs.paging, gs.rip, &mut bytes) {
-        return stop(sandbox, "apic_write", format_args!("gpa=0x{:x} instruction=unreadable", gpa));
+        return Err(stop(sandbox, what, format_args!("gpa=0x{:x} instruction=unreadable", gpa)));
     }
     let w = match guest::decode_write(&bytes, gs.paging.long_mode()) {
         Ok(w) => w,
-        Err(e) => return stop(sandbox, "apic_write", format_args!("gpa=0x{:x} instruction={:?}", gpa, e)),
+        Err(e) => return Err(stop(sandbox, what, format_args!("gpa=0x{:x} instruction={:?}", gpa, e))),
     };
     let reg = |n: u8| gpr(regs, gs.rsp, n);
     let value = match w.source {
@@ -178,8 +178,18 @@ fn apic_write(sandbox: u32, regs: &mut GuestRegs, gpa: u64) -> bool {
         Source::HighByte(n) => reg(n) >> 8,
         Source::Imm(v) => v,
     } as u32;
+    Ok((value, w.size, w.len))
+}
+
+/// A write to the trapped xAPIC page: decode the instruction, check the write, replay it on this core's APIC
+/// (or send the checked IPI), and move the guest past it.
+fn apic_write(sandbox: u32, regs: &mut GuestRegs, gpa: u64) -> bool {
+    let (value, size, len) = match trapped_write(sandbox, regs, gpa, "apic_write") {
+        Ok(w) => w,
+        Err(resumes) => return resumes,
+    };
     let offset = (gpa & (PAGE_SIZE - 1)) as u32;
-    match policy::classify_xapic_write(offset, w.size, value) {
+    match policy::classify_xapic_write(offset, size, value) {
         ApicWriteVerdict::Replay => lapic::write_register(offset, value),
         ApicWriteVerdict::IcrHigh => state(sandbox).icr_high = value,
         ApicWriteVerdict::IcrLow => {
@@ -192,7 +202,26 @@ fn apic_write(sandbox: u32, regs: &mut GuestRegs, gpa: u64) -> bool {
         }
         ApicWriteVerdict::Refused => refuse(sandbox, RefusalKind::Apic, u64::from(offset)),
     }
-    backend::advance_rip(u64::from(w.len));
+    backend::advance_rip(u64::from(len));
+    true
+}
+
+/// A sharer's write to a device-wide register of the NIC (reset, receive/transmit control, EEPROM or PHY
+/// access, interrupt cause set or masks, address filters: read-only in its second stage). The monitor
+/// programmed the device for everyone; the write is dropped, counted and reported, and the sharer goes on.
+fn nic_register_write(sandbox: u32, regs: &mut GuestRegs, gpa: u64, offset: u32) -> bool {
+    let (value, _, len) = match trapped_write(sandbox, regs, gpa, "nic_register_write") {
+        Ok(w) => w,
+        Err(resumes) => return resumes,
+    };
+    if state(sandbox).refusals.record(RefusalKind::NicRegister, u64::from(offset)) {
+        questv_kernel::result!(
+            "nic_write_refused",
+            "sandbox={} register={} offset=0x{:x} value=0x{:x}",
+            sandbox, questv_drivers::e1000::register_name(offset), offset, value
+        );
+    }
+    backend::advance_rip(u64::from(len));
     true
 }
 
@@ -321,10 +350,13 @@ fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
             true
         }
         Exit::MemoryViolation { gpa, write: true, .. } if is_apic_page(gpa) => apic_write(sandbox, regs, gpa),
-        Exit::MemoryViolation { gpa, write, fetch, detail } => {
-            let access = if fetch { "fetch" } else if write { "write" } else { "read" };
-            stop(sandbox, "memory_violation", format_args!("gpa=0x{:x} access={} detail=0x{:x}", gpa, access, detail))
-        }
+        Exit::MemoryViolation { gpa, write, fetch, detail } => match nic_register(sandbox, gpa) {
+            Some(offset) if write && !fetch => nic_register_write(sandbox, regs, gpa, offset),
+            _ => {
+                let access = if fetch { "fetch" } else if write { "write" } else { "read" };
+                stop(sandbox, "memory_violation", format_args!("gpa=0x{:x} access={} detail=0x{:x}", gpa, access, detail))
+            }
+        },
         Exit::Shutdown => stop(sandbox, "shutdown", format_args!("triple_fault=1")),
         Exit::EntryFailed { detail } => stop(sandbox, "entry_failed", format_args!("detail=0x{:x}", detail)),
         Exit::Other { code, detail } => {

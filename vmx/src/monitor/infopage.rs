@@ -60,6 +60,23 @@ pub(super) fn publish_takeover(target: u32, j: usize) {
     }
 }
 
+/// The shared NIC as the monitor programmed it: each sharer's identity (MAC as a u64, IPv4 as its four bytes in
+/// network order), then the state that tells the sharers it is ready (written last).
+pub(super) fn publish_nic(state: u32, identities: &[(u64, u32)]) {
+    let shared = SHARED_BASE.load(Ordering::SeqCst);
+    let n = identities.len().min(info::NIC_MAX_SHARERS as usize);
+    for (j, &(mac, ip)) in identities.iter().take(n).enumerate() {
+        // SAFETY: the info page is monitor-initialised shared memory; slot j < NIC_MAX_SHARERS lies within it
+        // (the layout's assertion), 8- and 4-byte aligned.
+        unsafe {
+            core::ptr::write_volatile((shared + info::NIC_MACS_OFFSET + 8 * j as u64) as *mut u64, mac);
+            core::ptr::write_volatile((shared + info::NIC_IPS_OFFSET + 4 * j as u64) as *mut u32, ip);
+        }
+    }
+    counter(info::NIC_SHARERS_OFFSET).store(n as u32, Ordering::Release);
+    counter(info::NIC_STATE_OFFSET).store(state, Ordering::Release);
+}
+
 /// `sandbox` now runs its incarnation `incarnation`.
 pub(super) fn publish_incarnation(sandbox: u32, incarnation: u32) {
     if u64::from(sandbox) < info::MAX_SANDBOXES {

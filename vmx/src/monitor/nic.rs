@@ -54,6 +54,13 @@ pub(super) fn nic_role(sandbox: u32) -> Option<(usize, &'static NicGrant)> {
     nic_grant().and_then(|g| g.sharers.iter().position(|&x| x == sandbox).map(|j| (j, g)))
 }
 
+/// The offset in the NIC's register window of `gpa`, if `sandbox` is a sharer and `gpa` lies in the window.
+pub(super) fn nic_register(sandbox: u32, gpa: u64) -> Option<u32> {
+    let (_, g) = nic_role(sandbox)?;
+    let offset = gpa.checked_sub(g.nic.mmio)?;
+    (offset < questv_drivers::e1000::reg::WINDOW).then_some(offset as u32)
+}
+
 /// Claim the e1000 for the sandboxes in `list` (paper §3.6): each gets a virtual MAC and an IPv4 address in the
 /// DMA region's control block, and the I/O APIC delivers the NIC's interrupt to exactly their cores (fixed,
 /// logical destination, edge triggered) — straight into the guests, no exit. The second-stage mappings and the
@@ -99,6 +106,42 @@ pub(super) fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &
         sharers.iter().map(|s| format!("{s}")).collect::<Vec<_>>().join(",")
     );
     Ok(NicGrant { sharers, nic, ioapic, pin, active_low, logical, mask: AtomicU32::new(mask) })
+}
+
+/// Program the NIC (reset, the sharers' receive addresses, rings, receive and transmit on) before any sandbox
+/// runs, and publish what the sharers need — their identities and the NIC's state — in the info page, which
+/// they can read and not write. No sharer ever touches a device-wide register (`build` maps them read-only), so
+/// none can reset, stop or reprogram the NIC under the others, nor rewrite another's identity.
+pub(super) fn program() -> Result<(), String> {
+    let Some(g) = nic_grant() else { return Ok(()) };
+    // SAFETY: the register window and the DMA region were claimed for this NIC by `grant_nic` (identity mapped:
+    // the window in the uncached 3-4 GiB device range, the region in kernel memory); no sandbox runs yet.
+    let nic = unsafe {
+        questv_drivers::e1000::SharedNic {
+            regs: questv_drivers::e1000::Regs::new(g.nic.mmio),
+            mem: questv_drivers::e1000::DescMem::new(g.nic.dma),
+            index: 0,
+            variant: questv_drivers::e1000::Variant::Fast,
+        }
+    };
+    let t0 = cpu::rdtsc();
+    let programmed = nic.initialise(core::hint::spin_loop);
+    let control = nic.mem.control();
+    let identities: Vec<(u64, u32)> =
+        (0..g.sharers.len()).map(|j| (control.macs[j].load(Ordering::Acquire), control.ips[j].load(Ordering::Acquire))).collect();
+    let state = if programmed.is_ok() { hc::info::NIC_READY } else { hc::info::NIC_FAILED };
+    infopage::publish_nic(state, &identities);
+    match programmed {
+        Ok(mac) => {
+            result!(
+                "nic_programmed",
+                "by=monitor eeprom_mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} sharers={} link={} cycles={}",
+                mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], identities.len(), u8::from(nic.regs.link_up()), cpu::rdtsc() - t0
+            );
+            Ok(())
+        }
+        Err(e) => Err(format!("nic: {e}")),
+    }
 }
 
 /// Remote recovery: the sharer `sandbox` is, and the next healthy sharer its service goes to (in service and

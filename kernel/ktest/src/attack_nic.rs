@@ -1,0 +1,154 @@
+//! `ktest attack nic-*`: a NIC sharer turns on the device and on the other sharers. The DMA attack needs an
+//! IOMMU to refuse it; the register attacks (reset, stop, reprogram, raise interrupts) meet a window the
+//! monitor maps read-only but for the two ring tails; the identity attack rewrites what a sharer used to read
+//! its addresses from, and the info page that holds them now.
+
+use crate::util::pause_ms;
+use core::sync::atomic::Ordering;
+use questv_drivers::e1000::{self, layout, reg, DescMem, Regs, SharedNic, TxDesc};
+use questv_kernel::net::stack::{config, STATS};
+use questv_kernel::{kprintln, result};
+
+/// This sandbox's view of the shared NIC, once its driver is up (waiting at most ~10 s); None: it has none.
+fn own_nic(kind: &str) -> Option<SharedNic> {
+    let mut cfg = None;
+    for _ in 0..500 {
+        cfg = config().filter(|_| STATS.up.load(Ordering::Acquire));
+        if cfg.is_some() {
+            break;
+        }
+        pause_ms(20);
+    }
+    let Some(cfg) = cfg else {
+        kprintln!("ktest attack {}: this sandbox drives no NIC", kind);
+        return None;
+    };
+    // SAFETY: deliberate: the sandbox's own mappings of the NIC's window and DMA region (granted to it as a
+    // sharer); what it writes there is the attack.
+    Some(SharedNic { regs: unsafe { Regs::new(cfg.mmio) }, mem: unsafe { DescMem::new(cfg.dma) }, index: cfg.index, variant: e1000::Variant::Fast })
+}
+
+/// The NIC as a weapon: queue transmit descriptors whose buffers are `targets` (another sandbox's memory, the
+/// monitor's), so the device reads them by DMA and sends them out. The CPU-side tables never see it; only an
+/// IOMMU can refuse it (the monitor reports each blocked read as `RESULT dma_fault`). The attacker cannot tell
+/// from here whether it worked: it reports what it queued and goes on (the test reads the monitor's lines).
+pub(crate) fn nic_dma(targets: &[(&str, u64)]) -> i32 {
+    let Some(nic) = own_nic("nic-dma") else { return 2 };
+    let c = nic.mem.control();
+    for &(name, addr) in targets {
+        c.lock(nic.index);
+        let i = c.tx_next.load(core::sync::atomic::Ordering::Acquire) % layout::TX_DESCS;
+        nic.mem.set_tx_desc(i, TxDesc { addr: addr & !0xFFF, length: 256, cmd: e1000::TX_CMD_EOP | e1000::TX_CMD_IFCS | e1000::TX_CMD_RS, ..TxDesc::default() });
+        let next = (i + 1) % layout::TX_DESCS;
+        c.tx_next.store(next, core::sync::atomic::Ordering::Release);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        nic.regs.write(reg::TDT, next);
+        c.unlock();
+        // The device works through the descriptor either way (with the IOMMU its read is refused).
+        let mut done = false;
+        for _ in 0..200 {
+            if nic.mem.tx_desc(i).status & e1000::TX_DD != 0 {
+                done = true;
+                break;
+            }
+            pause_ms(5);
+        }
+        result!("attack", "kind=nic-dma target={} addr=0x{:x} descriptor={} processed={}", name, addr & !0xFFF, i, u8::from(done));
+    }
+    0
+}
+
+/// Every device-wide register a sharer could use against the others, written as a hostile driver would: reset
+/// the device, stop reception and transmission, mask every interrupt, bit-bang the EEPROM, reset the PHY, and
+/// clear the next sharer's receive address (its frames would no longer be accepted). Each write must be
+/// dropped (the monitor reports it); the registers read back unchanged, and the sharer goes on serving.
+pub(crate) fn nic_reset() -> i32 {
+    let Some(nic) = own_nic("nic-reset") else { return 2 };
+    let r = &nic.regs;
+    let peer_ra = reg::RAL0 + 8 * (nic.index as u32 + 2);
+    let watched = [reg::CTRL, reg::RCTL, reg::TCTL, peer_ra, peer_ra + 4];
+    let before = watched.map(|o| r.read(o));
+    let writes: [(u32, u32); 9] = [
+        (reg::CTRL, before[0] | e1000::CTRL_RST),
+        (reg::RCTL, 0),
+        (reg::TCTL, 0),
+        (reg::IMC, u32::MAX),
+        (reg::EECD, 0x0F),
+        // MDIC: write (op 01) PHY 1 register 0 with its reset bit.
+        (reg::MDIC, 1 << 26 | 1 << 21 | 0x8000),
+        (reg::ITR, 0xFFFF),
+        (peer_ra, 0),
+        (peer_ra + 4, 0),
+    ];
+    for (offset, value) in writes {
+        kprintln!("ktest attack nic-reset: {} <- 0x{:x}", e1000::register_name(offset), value);
+        r.write(offset, value);
+    }
+    pause_ms(50);
+    let after = watched.map(|o| r.read(o));
+    // CTRL's self-clearing reset bit aside, nothing may have moved.
+    let unchanged = before.iter().zip(after.iter()).all(|(b, a)| b & !e1000::CTRL_RST == a & !e1000::CTRL_RST);
+    result!(
+        "attack",
+        "kind=nic-reset writes={} ctrl=0x{:x} rctl=0x{:x} tctl=0x{:x} peer_rah=0x{:x} outcome={}",
+        writes.len(), after[0], after[1], after[2], after[4], if unchanged { "refused" } else { "not_contained" }
+    );
+    i32::from(!unchanged)
+}
+
+/// Writes of the interrupt cause set register in a loop: each would raise the NIC's interrupt on every
+/// sharer's core. Refused, they raise nothing: this sharer counts its own NIC interrupts across the storm.
+pub(crate) const STORM_WRITES: u32 = 20_000;
+
+pub(crate) fn nic_storm() -> i32 {
+    let Some(nic) = own_nic("nic-storm") else { return 2 };
+    let irqs_before = STATS.irqs.load(Ordering::Relaxed);
+    let t0 = questv_arch::cpu::rdtsc();
+    for _ in 0..STORM_WRITES {
+        nic.regs.write(reg::ICS, e1000::INT_RXT0);
+    }
+    let us = questv_kernel::time::cycles_to_us(questv_arch::cpu::rdtsc() - t0);
+    pause_ms(20);
+    let raised = STATS.irqs.load(Ordering::Relaxed) - irqs_before;
+    // A contained storm raises only what the pings did meanwhile; an effective one, one per write.
+    let contained = raised < u64::from(STORM_WRITES / 10);
+    result!(
+        "attack",
+        "kind=nic-storm writes={} own_irqs_during={} us={} outcome={}",
+        STORM_WRITES, raised, us, if contained { "refused" } else { "not_contained" }
+    );
+    i32::from(!contained)
+}
+
+/// Rewrite every sharer's identity where sharers used to read it (the DMA region's control block, which every
+/// sharer can write: now unused in a sandbox), mark the NIC failed there, then try the info page that holds
+/// the identities now — a write the second stage refuses, which stops or recovers this sandbox. Its next
+/// incarnation (and a sharer taking over its service) must come up with the monitor's addresses, not these.
+pub(crate) fn nic_identity() -> i32 {
+    if questv_kernel::sandbox::incarnation() > 0 {
+        return 0;
+    }
+    let Some(nic) = own_nic("nic-identity") else { return 2 };
+    let c = nic.mem.control();
+    let peer = (nic.index + 1) % e1000::MAX_SHARERS;
+    let (peer_mac, peer_ip) = (c.macs[peer].load(Ordering::Acquire), c.ips[peer].load(Ordering::Acquire));
+    for j in 0..e1000::MAX_SHARERS {
+        // Everyone becomes the next sharer: a restarted or taking-over driver that believed this would answer
+        // for it.
+        c.macs[j].store(peer_mac, Ordering::Release);
+        c.ips[j].store(peer_ip, Ordering::Release);
+    }
+    c.state.store(e1000::STATE_FAILED, Ordering::Release);
+    result!("attack", "kind=nic-identity control_rewritten=1 ip=0x{:08x}", peer_ip);
+    let Some(shared) = questv_kernel::sandbox::shared_region() else { return 2 };
+    let target = shared + questv_abi::hypercall::info::NIC_IPS_OFFSET + 4 * nic.index as u64;
+    kprintln!("ktest attack nic-identity: writing this sharer's IP in the info page at 0x{:x}", target);
+    // SAFETY: deliberate: with CR0.WP cleared the kernel's own read-only mapping does not stop the write; the
+    // second stage must (it stops or recovers this sandbox).
+    unsafe {
+        core::arch::asm!("mov {0}, cr0", "and {0}, {1}", "mov cr0, {0}", out(reg) _, in(reg) !(1u64 << 16));
+        core::ptr::write_volatile(target as *mut u32, peer_ip);
+    }
+    result!("attack", "kind=nic-identity outcome=not_contained");
+    1
+}
