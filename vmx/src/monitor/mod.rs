@@ -97,7 +97,7 @@ fn set_up(opts: &MonitorOptions, caps: Caps) -> Result<u32, String> {
     claim_devices(opts)?;
     let n = smp::cpus_online();
     let plan = plan_memory(opts, n)?;
-    nic::program()?;
+    nic::program();
     let policies = recovery::parse_policies(opts.cmdline.recovery, n)?;
     let crash_loop = recovery::parse_crash_loop(opts.cmdline.crash_loop)?;
     let rule = match crash_loop {

@@ -61,8 +61,8 @@ pub(super) fn nic_register(sandbox: u32, gpa: u64) -> Option<u32> {
     (offset < questv_drivers::e1000::reg::WINDOW).then_some(offset as u32)
 }
 
-/// Claim the e1000 for the sandboxes in `list` (paper §3.6): each gets a virtual MAC and an IPv4 address in the
-/// DMA region's control block, and the I/O APIC delivers the NIC's interrupt to exactly their cores (fixed,
+/// Claim the e1000 for the sandboxes in `list` (paper §3.6): each gets a virtual MAC and an IPv4 address (filled
+/// into the DMA region's control block for [`program`], which publishes them in the info page), and the I/O APIC delivers the NIC's interrupt to exactly their cores (fixed,
 /// logical destination, edge triggered) — straight into the guests, no exit. The second-stage mappings and the
 /// command-line arguments follow in `prepare`.
 pub(super) fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &str, device_mac: bool, sandboxes: u32, topology: &Topology) -> Result<NicGrant, String> {
@@ -111,9 +111,10 @@ pub(super) fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &
 /// Program the NIC (reset, the sharers' receive addresses, rings, receive and transmit on) before any sandbox
 /// runs, and publish what the sharers need — their identities and the NIC's state — in the info page, which
 /// they can read and not write. No sharer ever touches a device-wide register (`build` maps them read-only), so
-/// none can reset, stop or reprogram the NIC under the others, nor rewrite another's identity.
-pub(super) fn program() -> Result<(), String> {
-    let Some(g) = nic_grant() else { return Ok(()) };
+/// none can reset, stop or reprogram the NIC under the others, nor rewrite another's identity. A NIC that does
+/// not come out of reset is reported and marked failed: the sandboxes still run, their drivers say so.
+pub(super) fn program() {
+    let Some(g) = nic_grant() else { return };
     // SAFETY: the register window and the DMA region were claimed for this NIC by `grant_nic` (identity mapped:
     // the window in the uncached 3-4 GiB device range, the region in kernel memory); no sandbox runs yet.
     let nic = unsafe {
@@ -132,15 +133,12 @@ pub(super) fn program() -> Result<(), String> {
     let state = if programmed.is_ok() { hc::info::NIC_READY } else { hc::info::NIC_FAILED };
     infopage::publish_nic(state, &identities);
     match programmed {
-        Ok(mac) => {
-            result!(
-                "nic_programmed",
-                "by=monitor eeprom_mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} sharers={} link={} cycles={}",
-                mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], identities.len(), u8::from(nic.regs.link_up()), cpu::rdtsc() - t0
-            );
-            Ok(())
-        }
-        Err(e) => Err(format!("nic: {e}")),
+        Ok(mac) => result!(
+            "nic_programmed",
+            "by=monitor ok=1 eeprom_mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} sharers={} link={} cycles={}",
+            mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], identities.len(), u8::from(nic.regs.link_up()), cpu::rdtsc() - t0
+        ),
+        Err(e) => result!("nic_programmed", "by=monitor ok=0 error={:?}", e),
     }
 }
 
