@@ -257,7 +257,7 @@ fn boot_sandbox(args: &questv_abi::boot::SandboxArgs, usable_bytes: u64) {
             if lapic::is_x2apic() { "x2apic" } else { "xapic" }, usable_bytes >> 20, args.incarnation);
     // A sharer of the NIC: the monitor mapped its registers and the DMA region and routes its interrupt here.
     if let Some(nic) = args.nic {
-        crate::net::stack::start(crate::net::stack::Config { mmio: nic.mmio, dma: nic.dma, index: nic.index as usize, initialise: false });
+        crate::net::stack::start(crate::net::stack::Config { mmio: nic.mmio, dma: nic.dma, index: nic.index as usize, initialise: false, claims: nic.claims });
     }
     // In service: after a recovery this ends the downtime the monitor reports.
     crate::sandbox::booted();

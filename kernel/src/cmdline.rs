@@ -187,9 +187,9 @@ mod tests {
         assert_eq!((o.recovery, o.sandbox.unwrap().recovery, o.sandbox.unwrap().incarnation), (Some("restart"), Some("restart"), 3));
         assert!(parse("incarnation=-1").is_err());
         assert_eq!(parse("nic_mac=bogus").unwrap().unknown, Some("nic_mac=bogus"));
-        let o = parse("mode=vt sandbox=1 nic_mmio=0xfebc0000 nic_dma=0x2000000 nic_index=1").unwrap();
+        let o = parse("mode=vt sandbox=1 nic_mmio=0xfebc0000 nic_dma=0x2000000 nic_index=1 nic_claims=0x3000000").unwrap();
         let nic = o.sandbox.unwrap().nic.unwrap();
-        assert_eq!((nic.mmio, nic.dma, nic.index), (0xFEBC_0000, 0x200_0000, 1));
+        assert_eq!((nic.mmio, nic.dma, nic.index, nic.claims), (0xFEBC_0000, 0x200_0000, 1, 0x300_0000));
         assert_eq!(parse("nic_dma=here"), Err(CmdlineError::BadNumber("nic_dma=here")));
     }
 

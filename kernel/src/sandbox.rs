@@ -80,6 +80,15 @@ pub fn nic_state() -> Option<u32> {
     })
 }
 
+/// How many sandboxes share the NIC (the info page's count; 0 outside VT or without a NIC).
+pub fn nic_sharers() -> usize {
+    shared_region().map_or(0, |shared| {
+        // SAFETY: as in nic_state.
+        let n = unsafe { core::ptr::read_volatile((shared + hc::info::NIC_SHARERS_OFFSET) as *const u32) };
+        (n as usize).min(hc::info::NIC_MAX_SHARERS as usize)
+    })
+}
+
 /// Sharer `j`'s MAC and IPv4 address as the monitor programmed them into the NIC (None outside VT or beyond the
 /// sharers). They come from the info page, which no sandbox can write: no sharer can change another's identity.
 pub fn nic_identity(j: usize) -> Option<([u8; 6], [u8; 4])> {
@@ -171,6 +180,11 @@ pub fn channel_open(peer: u32) -> Result<u64, i64> {
 
 pub fn channel_close(peer: u32) -> Result<(), i64> {
     call(hc::CHANNEL_CLOSE, u64::from(peer), 0).map(|_| ()).map_err(|e| -e)
+}
+
+/// Tell the monitor this NIC sharer has waited too long for sharer `holder`'s lock claim (it judges).
+pub fn nic_lock_stuck(holder: usize) -> Result<(), i64> {
+    call(hc::NIC_LOCK_STUCK, holder as u64, 0).map(|_| ()).map_err(|e| -e)
 }
 
 pub fn peer_apic(peer: u32) -> Result<u32, i64> {

@@ -10,6 +10,7 @@ use super::ring::{
     BUF_SIZE, CONSERVATIVE_BATCH, CONTROL_MAGIC, MAX_FRAME, MAX_SHARERS, MIN_FRAME, RX_DD, STATE_FAILED,
     STATE_INITIALISING, STATE_READY, TX_CMD_EOP, TX_CMD_IFCS, TX_CMD_RS, TX_DD,
 };
+use super::lock::{acquire, release, Claim, Claims};
 use core::sync::atomic::Ordering;
 
 /// Descriptor rings and buffers in the DMA region, read and written with volatile accesses (the NIC and the
@@ -95,15 +96,88 @@ pub enum TxError {
     RingFull,
 }
 
-/// One sharer's view of a shared NIC: the register window, the DMA region and its own index.
+/// Where the sharers' lock claims are: `count` of them, `stride` bytes apart from `base` (in a sandbox one page
+/// per sharer, given by the monitor; in the SMP build and the monitor the control block's array).
+#[derive(Clone, Copy, Debug)]
+pub struct ClaimTable {
+    base: u64,
+    stride: u64,
+    count: usize,
+}
+
+impl ClaimTable {
+    /// # Safety
+    /// The `count` claims at `base + stride * j` are mapped readable (the caller's own writable) for as long as
+    /// the table is used; `base` and `stride` keep each claim 8-byte aligned.
+    pub const unsafe fn new(base: u64, stride: u64, count: usize) -> ClaimTable {
+        ClaimTable { base, stride, count }
+    }
+}
+
+impl Claims for ClaimTable {
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    fn claim(&self, j: usize) -> &Claim {
+        let j = j.min(self.count.saturating_sub(1));
+        // SAFETY: j < count (clamped), so the claim is one the constructor's contract maps; a claim is made of
+        // atomics only (any bit pattern is valid, others may change it).
+        unsafe { &*((self.base + self.stride * j as u64) as *const Claim) }
+    }
+}
+
+/// What a waiter does about a holder that keeps the lock: after `bound` cycles on the same holder,
+/// `report(holder)` (in a sandbox: a hypercall asking the monitor to judge it), again every quarter bound.
+#[derive(Clone, Copy, Debug)]
+pub struct LockWatch {
+    pub bound: u64,
+    pub report: fn(usize),
+}
+
+/// One sharer's view of a shared NIC: the register window, the DMA region, its own index and the lock claims.
 pub struct SharedNic {
     pub regs: Regs,
     pub mem: DescMem,
     pub index: usize,
     pub variant: Variant,
+    pub claims: ClaimTable,
+    pub watch: Option<LockWatch>,
 }
 
 impl SharedNic {
+    /// A sharer whose lock claims are the control block's (the SMP build's only sharer, or the monitor).
+    pub fn new(regs: Regs, mem: DescMem, index: usize, variant: Variant) -> SharedNic {
+        let c = mem.control();
+        let base = core::ptr::from_ref(&c.claims) as u64;
+        // SAFETY: the control block's claims array lies in the DMA region the DescMem contract maps read-write.
+        let claims = unsafe { ClaimTable::new(base, core::mem::size_of::<Claim>() as u64, MAX_SHARERS) };
+        SharedNic { regs, mem, index, variant, claims, watch: None }
+    }
+
+    /// Take the lock over the shared rings.
+    pub fn lock(&self) {
+        let mut waiting: Option<(usize, u64)> = None; // (holder, next report)
+        acquire(&self.claims, self.index, |j| {
+            core::hint::spin_loop();
+            let Some(w) = self.watch else { return };
+            let now = questv_arch::cpu::rdtsc();
+            match waiting {
+                Some((h, next)) if h == j => {
+                    if now >= next {
+                        (w.report)(j);
+                        waiting = Some((j, now + w.bound / 4));
+                    }
+                }
+                _ => waiting = Some((j, now + w.bound)),
+            }
+        });
+    }
+
+    pub fn unlock(&self) {
+        release(&self.claims, self.index);
+    }
+
     /// Set the NIC up (the first sharer, or the only one): reset, receive addresses of every sharer, rings,
     /// receive/transmit on, interrupts unmasked. The control block's `sharers`/`macs` must be filled.
     pub fn initialise(&self, spin: impl Fn()) -> Result<[u8; 6], &'static str> {
@@ -226,13 +300,13 @@ impl SharedNic {
     pub fn rejoin(&self) -> u32 {
         let c = self.mem.control();
         let me = self.index.min(MAX_SHARERS - 1);
-        c.lock(self.index);
+        self.lock();
         let tail = c.rx_tail.load(Ordering::Acquire);
         let own = c.rx_cursor[me].load(Ordering::Acquire);
         let cursor = rejoin_cursor(tail, c.live_cursors(), own, layout::RX_DESCS);
         c.rx_cursor[me].store(cursor, Ordering::Release);
         c.live.fetch_or(1 << me, Ordering::AcqRel);
-        c.unlock();
+        self.unlock();
         cursor
     }
 
@@ -240,7 +314,7 @@ impl SharedNic {
     /// forward).
     pub fn reclaim(&self) {
         let c = self.mem.control();
-        c.lock(self.index);
+        self.lock();
         let tail = c.rx_tail.load(Ordering::Acquire);
         if let Some(new_tail) = reclaim_tail(tail, c.live_cursors(), layout::RX_DESCS) {
             let mut i = tail;
@@ -254,7 +328,7 @@ impl SharedNic {
             core::sync::atomic::fence(Ordering::SeqCst);
             self.regs.write(reg::RDT, new_tail);
         }
-        c.unlock();
+        self.unlock();
     }
 
     /// Queue one frame (without CRC; the NIC appends it and pads short frames).
@@ -266,12 +340,12 @@ impl SharedNic {
             return Err(TxError::TooShort);
         }
         let c = self.mem.control();
-        c.lock(self.index);
+        self.lock();
         let i = c.tx_next.load(Ordering::Acquire) % layout::TX_DESCS;
         let d = self.mem.tx_desc(i);
         if d.status & TX_DD == 0 {
             c.tx_full.fetch_add(1, Ordering::Relaxed);
-            c.unlock();
+            self.unlock();
             return Err(TxError::RingFull);
         }
         self.mem.write_tx_buffer(i, frame);
@@ -288,7 +362,7 @@ impl SharedNic {
         c.tx_next.store(next, Ordering::Release);
         core::sync::atomic::fence(Ordering::SeqCst);
         self.regs.write(reg::TDT, next);
-        c.unlock();
+        self.unlock();
         Ok(())
     }
 

@@ -9,14 +9,17 @@
 //! sharer. Each sharer keeps its own receive cursor in the region's control block and reads every frame the NIC
 //! writes (early demultiplexing decides which are its own); a descriptor goes back to the NIC only when every
 //! live sharer's cursor has passed it ([`reclaim_tail`]). Transmission and the tail moves are serialised by a
-//! spinlock in the control block. With one sharer this is an ordinary driver (the SMP build).
+//! bakery lock over one claim per sharer ([`acquire`]), each writable only by its owner. With one sharer this
+//! is an ordinary driver (the SMP build).
 
 mod device;
+mod lock;
 mod regs;
 mod ring;
 #[cfg(test)]
 mod tests;
 
 pub use device::*;
+pub use lock::*;
 pub use regs::*;
 pub use ring::*;

@@ -161,8 +161,6 @@ pub struct Control {
     pub magic: AtomicU32,
     /// STATE_*: the first sharer resets and programs the NIC, the others wait for READY.
     pub state: AtomicU32,
-    /// Serialises transmission and receive-tail moves (a test-and-set lock).
-    pub lock: AtomicU32,
     pub sharers: AtomicU32,
     /// Bit i: sharer i takes part in receive reclaim (a stopped sharer's bit is cleared so it cannot stall the
     /// ring).
@@ -171,7 +169,6 @@ pub struct Control {
     pub rx_tail: AtomicU32,
     /// Next transmit descriptor to fill.
     pub tx_next: AtomicU32,
-    pub _pad: AtomicU32,
     /// Next receive descriptor each sharer will read.
     pub rx_cursor: [AtomicU32; MAX_SHARERS],
     /// Sharer i's MAC (low 48 bits, byte 0 first) and IPv4 address (network order as a u32 of the 4 bytes).
@@ -181,32 +178,19 @@ pub struct Control {
     pub tx_full: AtomicU64,
     /// Descriptors handed back to the NIC.
     pub rx_reclaimed: AtomicU64,
+    /// The lock's claims where no monitor gives each sharer a page of its own (the SMP build: one sharer).
+    pub claims: [super::lock::Claim; MAX_SHARERS],
 }
 
 const _: () = assert!(core::mem::size_of::<Control>() <= 0x1000);
 
 impl Control {
-    /// Take the lock as sharer `owner` (the lock word holds owner + 1, so the monitor can break it if the
-    /// owner's sandbox dies holding it).
-    pub fn lock(&self, owner: usize) {
-        let me = owner as u32 + 1;
-        while self.lock.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            core::hint::spin_loop();
-        }
-    }
-
-    pub fn unlock(&self) {
-        self.lock.store(0, Ordering::Release);
-    }
-
     /// Sharer `index` died (its sandbox faulted): it leaves receive reclaim, so it cannot stall the ring for
-    /// the others, and a lock it held is released. Returns whether it held the lock.
-    pub fn leave(&self, index: usize) -> bool {
-        if index >= MAX_SHARERS {
-            return false;
+    /// the others (its lock claim is released by whoever can write it: the monitor).
+    pub fn leave(&self, index: usize) {
+        if index < MAX_SHARERS {
+            self.live.fetch_and(!(1u32 << index), Ordering::AcqRel);
         }
-        self.live.fetch_and(!(1u32 << index), Ordering::AcqRel);
-        self.lock.compare_exchange(index as u32 + 1, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// The live sharers' cursors.

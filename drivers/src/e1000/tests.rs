@@ -63,15 +63,116 @@ fn a_recovered_sharer_rejoins_at_the_reader_furthest_ahead() {
 }
 
 #[test]
-fn a_dead_sharer_leaves_and_releases_its_lock() {
+fn a_dead_sharer_leaves_receive_reclaim() {
     let c = Control::default();
     c.live.store(0b111, Ordering::Relaxed);
-    c.lock(1);
-    assert!(!c.leave(2), "sharer 2 did not hold the lock");
+    c.leave(2);
     assert_eq!(c.live.load(Ordering::Relaxed), 0b011);
-    assert!(c.leave(1), "sharer 1 held the lock");
-    assert_eq!((c.live.load(Ordering::Relaxed), c.lock.load(Ordering::Relaxed)), (0b001, 0));
-    assert!(!c.leave(MAX_SHARERS), "an out-of-range index is ignored");
+    c.leave(1);
+    assert_eq!(c.live.load(Ordering::Relaxed), 0b001);
+    c.leave(MAX_SHARERS); // out of range: ignored
+    assert_eq!(c.live.load(Ordering::Relaxed), 0b001);
+}
+
+/// Four sharers on real threads take the bakery lock 20 000 times between them: never two inside at once, and
+/// each gets its turns.
+#[test]
+fn the_bakery_lock_excludes() {
+    use core::sync::atomic::{AtomicU32, AtomicU64};
+    let claims: [Claim; 4] = Default::default();
+    let inside = AtomicU32::new(0);
+    let counter = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for me in 0..4 {
+            let (claims, inside, counter) = (&claims, &inside, &counter);
+            s.spawn(move || {
+                for _ in 0..5000 {
+                    acquire(claims, me, |_| std::thread::yield_now());
+                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two sharers inside");
+                    // A read-modify-write that is only correct under the lock.
+                    let v = counter.load(Ordering::Relaxed);
+                    counter.store(v + 1, Ordering::Relaxed);
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    release(claims, me);
+                }
+            });
+        }
+    });
+    assert_eq!(counter.load(Ordering::SeqCst), 20_000);
+    assert!(claims.iter().all(|c| snapshot(c) == (0, 0)));
+}
+
+/// A claim that is never given back (a sharer that keeps the lock, or sits in "choosing") makes waiters name
+/// exactly that sharer; a huge ticket does not wrap the next one ahead of anybody.
+#[test]
+fn waiters_name_the_holder_and_huge_tickets_saturate() {
+    let claims: [Claim; 3] = Default::default();
+    claims[2].number.store(1, Ordering::SeqCst);
+    let mut named = std::vec::Vec::new();
+    let mut turns = 0;
+    // Sharer 0 waits for 2 (ticket 1 < its 2): give up after a few turns by releasing 2, as the monitor would.
+    acquire(&claims, 0, |j| {
+        named.push(j);
+        turns += 1;
+        if turns == 5 {
+            claims[2].number.store(0, Ordering::SeqCst);
+        }
+    });
+    assert!(named.iter().all(|&j| j == 2) && named.len() == 5);
+    release(&claims, 0);
+    claims[1].choosing.store(1, Ordering::SeqCst);
+    let mut named = std::vec::Vec::new();
+    acquire(&claims, 0, |j| {
+        named.push(j);
+        claims[1].choosing.store(0, Ordering::SeqCst);
+    });
+    assert_eq!(named, [1]);
+    release(&claims, 0);
+    // Sharer 2 sits on u64::MAX: sharer 0's ticket saturates to MAX too and wins the tie by index, as does 1.
+    claims[2].number.store(u64::MAX, Ordering::SeqCst);
+    for me in [0, 1] {
+        acquire(&claims, me, |j| panic!("sharer {me} waited for {j}"));
+        assert_eq!(snapshot(&claims[me]), (0, u64::MAX));
+        release(&claims, me);
+    }
+    // Sharer 0 sits on u64::MAX: 1 ties with it and loses by index, so it waits for 0 (and is never ahead).
+    claims[2].number.store(0, Ordering::SeqCst);
+    claims[0].number.store(u64::MAX, Ordering::SeqCst);
+    let mut waited = 0;
+    acquire(&claims, 1, |j| {
+        assert_eq!(j, 0);
+        waited += 1;
+        claims[0].number.store(0, Ordering::SeqCst);
+    });
+    assert_eq!(waited, 1);
+}
+
+#[test]
+fn a_holder_is_faulted_only_when_the_monitor_saw_it_hold_while_running() {
+    let bound = 100;
+    let mut j = StuckJudge::new();
+    let held = (0, 7);
+    // The first report only records what the monitor sees.
+    assert_eq!(j.observe(held, 1, 1000, bound), Stuck::Wait);
+    // Not long enough yet.
+    assert_eq!(j.observe(held, 2, 1050, bound), Stuck::Wait);
+    // Long enough, but the holder's core did not run (heartbeat unchanged since the first sighting).
+    assert_eq!(j.observe(held, 1, 1200, bound), Stuck::Wait);
+    assert_eq!(j.observe(held, 3, 1200, bound), Stuck::Faulted { held: 200 });
+    // A holder that shows no sign of life is faulted after SILENT_BOUNDS bounds.
+    let mut j = StuckJudge::new();
+    assert_eq!(j.observe(held, 1, 0, bound), Stuck::Wait);
+    assert_eq!(j.observe(held, 1, 499, bound), Stuck::Wait);
+    assert_eq!(j.observe(held, 1, 500, bound), Stuck::Faulted { held: 500 });
+    // The claim moved: the clock starts again.
+    let mut j = StuckJudge::new();
+    assert_eq!(j.observe((0, 7), 1, 0, bound), Stuck::Wait);
+    assert_eq!(j.observe((0, 8), 2, 150, bound), Stuck::Wait);
+    assert_eq!(j.observe((0, 8), 3, 200, bound), Stuck::Wait);
+    assert_eq!(j.observe((0, 8), 4, 250, bound), Stuck::Faulted { held: 100 });
+    // Released: nothing to judge, and a later hold starts afresh.
+    assert_eq!(j.observe((0, 0), 5, 300, bound), Stuck::Wait);
+    assert_eq!(j.observe((1, 9), 6, 10_000, bound), Stuck::Wait);
 }
 
 /// A ring shared by several readers, driven by a simulated NIC: every frame is seen by every reader exactly

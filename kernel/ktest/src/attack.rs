@@ -190,6 +190,7 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
         "nic-reset" => return run_then(crate::attack_nic::nic_reset()),
         "nic-storm" => return run_then(crate::attack_nic::nic_storm()),
         "nic-identity" => return run_then(crate::attack_nic::nic_identity()),
+        "nic-lock" => return run_then(crate::attack_nic::nic_lock()),
         "peer-ipi-flood" => return run_then(crate::attack_chan::flood_attacker()),
         "channel-exhaust" => return run_then(crate::attack_chan::channel_exhaust()),
         "slow-crash-loop" => {

@@ -1,12 +1,12 @@
 //! `ktest attack nic-*`: a NIC sharer turns on the device and on the other sharers. The DMA attack needs an
 //! IOMMU to refuse it; the register attacks (reset, stop, reprogram, raise interrupts) meet a window the
 //! monitor maps read-only but for the two ring tails; the identity attack rewrites what a sharer used to read
-//! its addresses from, and the info page that holds them now.
+//! its addresses from, and the info page that holds them now; the lock attack keeps the sharers' lock.
 
 use crate::util::pause_ms;
 use core::sync::atomic::Ordering;
-use questv_drivers::e1000::{self, layout, reg, DescMem, Regs, SharedNic, TxDesc};
-use questv_kernel::net::stack::{config, STATS};
+use questv_drivers::e1000::{self, layout, reg, snapshot, Claims, SharedNic, TxDesc};
+use questv_kernel::net::stack::{config, shared_nic, STATS};
 use questv_kernel::{kprintln, result};
 
 /// This sandbox's view of the shared NIC, once its driver is up (waiting at most ~10 s); None: it has none.
@@ -23,9 +23,8 @@ fn own_nic(kind: &str) -> Option<SharedNic> {
         kprintln!("ktest attack {}: this sandbox drives no NIC", kind);
         return None;
     };
-    // SAFETY: deliberate: the sandbox's own mappings of the NIC's window and DMA region (granted to it as a
-    // sharer); what it writes there is the attack.
-    Some(SharedNic { regs: unsafe { Regs::new(cfg.mmio) }, mem: unsafe { DescMem::new(cfg.dma) }, index: cfg.index, variant: e1000::Variant::Fast })
+    // The sandbox's own view of the NIC it was granted as a sharer; what it writes there is the attack.
+    Some(shared_nic(cfg, e1000::Variant::Fast))
 }
 
 /// The NIC as a weapon: queue transmit descriptors whose buffers are `targets` (another sandbox's memory, the
@@ -36,14 +35,14 @@ pub(crate) fn nic_dma(targets: &[(&str, u64)]) -> i32 {
     let Some(nic) = own_nic("nic-dma") else { return 2 };
     let c = nic.mem.control();
     for &(name, addr) in targets {
-        c.lock(nic.index);
+        nic.lock();
         let i = c.tx_next.load(core::sync::atomic::Ordering::Acquire) % layout::TX_DESCS;
         nic.mem.set_tx_desc(i, TxDesc { addr: addr & !0xFFF, length: 256, cmd: e1000::TX_CMD_EOP | e1000::TX_CMD_IFCS | e1000::TX_CMD_RS, ..TxDesc::default() });
         let next = (i + 1) % layout::TX_DESCS;
         c.tx_next.store(next, core::sync::atomic::Ordering::Release);
         core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
         nic.regs.write(reg::TDT, next);
-        c.unlock();
+        nic.unlock();
         // The device works through the descriptor either way (with the IOMMU its read is refused).
         let mut done = false;
         for _ in 0..200 {
@@ -151,4 +150,46 @@ pub(crate) fn nic_identity() -> i32 {
     }
     result!("attack", "kind=nic-identity outcome=not_contained");
     1
+}
+
+/// The driver-fault code that makes the driver thread keep the NIC lock (`ktest attack nic-lock`): above every
+/// fault kind's code.
+pub(crate) const HOLD_LOCK: u32 = 0x100;
+
+/// A sharer that takes the lock over the shared rings and keeps it, its kernel otherwise alive (timer ticks,
+/// heartbeat): asked of its own driver thread, so nothing of this sharer gives the lock back. The other
+/// sharers wait, report it to their monitors after the bound, and the monitor that sees the same claim held
+/// for the bound faults this sandbox (its policy follows) and clears the claim. The next incarnation serves.
+pub(crate) fn nic_lock() -> i32 {
+    if questv_kernel::sandbox::incarnation() > 0 {
+        return 0;
+    }
+    if own_nic("nic-lock").is_none() {
+        return 2;
+    }
+    questv_kernel::sched::spawn_on(0, "nic-lock", ask_driver_to_hold, 0);
+    0
+}
+
+/// Once pings flow (the 30th echo request), ask the driver thread to keep the lock.
+extern "C" fn ask_driver_to_hold(_: u64) -> ! {
+    while STATS.rx_icmp.load(Ordering::Acquire) < LOCK_AFTER_PINGS {
+        pause_ms(1);
+    }
+    questv_kernel::net::stack::INJECT_DRIVER_FAULT.store(HOLD_LOCK, Ordering::SeqCst);
+    questv_kernel::net::stack::poke();
+    questv_kernel::sched::exit()
+}
+
+const LOCK_AFTER_PINGS: u64 = 30;
+
+/// On the driver thread: take the lock and never give it back.
+pub(crate) fn hold_the_lock() -> ! {
+    let nic = own_nic("nic-lock").unwrap_or_else(|| questv_kernel::sched::exit());
+    nic.lock();
+    let (_, ticket) = snapshot(nic.claims.claim(nic.index));
+    result!("attack", "kind=nic-lock holding=1 sharer={} ticket={}", nic.index, ticket);
+    loop {
+        pause_ms(100);
+    }
 }

@@ -70,6 +70,9 @@ const FAULT_KINDS: [&str; 8] = ["panic", "ud", "wild", "text", "triple", "hang",
 /// The fault-injection hook's request to the NIC driver thread (`driver-KIND`): it calls this with the kind
 /// index + 1 on its own stack, so the fault is the driver's.
 pub(crate) fn driver_fault(code: u32) {
+    if code == crate::attack_nic::HOLD_LOCK {
+        crate::attack_nic::hold_the_lock();
+    }
     inject_now(u64::from(code.saturating_sub(1)));
 }
 

@@ -92,6 +92,6 @@ pub fn bring_up_smp(topo: &questv_arch::acpi_madt::Topology) -> Result<(), Strin
     let dest = u8::try_from(bsp).map_err(|_| format!("BSP APIC id {bsp} does not fit an I/O APIC destination"))?;
     ioapic.route(pin, super::VECTOR_NIC, dest, false, active_low);
     crate::result!("nic", "mode=smp bdf={:02x}:{:02x}.{} device=0x{:04x} mmio=0x{:x} irq_line={} gsi={} dest=cpu0", c.bdf.0, c.bdf.1, c.bdf.2, c.device_id, c.mmio, c.irq_line, gsi);
-    super::stack::start(super::stack::Config { mmio: c.mmio, dma: c.dma, index: 0, initialise: true });
+    super::stack::start(super::stack::Config { mmio: c.mmio, dma: c.dma, index: 0, initialise: true, claims: 0 });
     Ok(())
 }

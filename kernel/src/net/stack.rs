@@ -25,6 +25,30 @@ pub struct Config {
     pub index: usize,
     /// Reset and program the NIC (the SMP kernel; in the VT build the monitor does, before any sandbox runs).
     pub initialise: bool,
+    /// The monitor's lock claim pages (one per sharer); 0: the claims in the control block (the SMP build).
+    pub claims: u64,
+}
+
+/// This kernel's view of the shared NIC as `cfg` describes it. In a sandbox the lock claims are the monitor's
+/// pages, and a waiter that a holder keeps waiting past the bound tells the monitor, which judges the holder.
+pub fn shared_nic(cfg: Config, variant: e1000::Variant) -> SharedNic {
+    // SAFETY: whoever called start() mapped the register window (uncached) and the DMA region (write-back),
+    // identity, for good.
+    let mut nic = SharedNic::new(unsafe { Regs::new(cfg.mmio) }, unsafe { DescMem::new(cfg.dma) }, cfg.index, variant);
+    if cfg.claims != 0 {
+        let count = crate::sandbox::nic_sharers().max(cfg.index + 1);
+        // SAFETY: the monitor maps one claim page per sharer from `claims` into every sharer (this one's own
+        // writable, the others' read-only), for good; page-aligned.
+        nic.claims = unsafe { e1000::ClaimTable::new(cfg.claims, 4096, count) };
+        nic.watch = Some(e1000::LockWatch { bound: crate::time::ms_to_cycles(questv_abi::hypercall::NIC_LOCK_BOUND_MS), report: report_stuck });
+    }
+    nic
+}
+
+fn report_stuck(holder: usize) {
+    if let Err(e) = crate::sandbox::nic_lock_stuck(holder) {
+        log::warn!("net: the monitor refused a stuck-lock report on sharer {holder}: errno {e}");
+    }
 }
 
 /// I/O VCPU of the bottom half: 20 % of the core (C = 2 ms, T = 10 ms).
@@ -297,8 +321,7 @@ extern "C" fn driver_recovery_entry() -> ! {
 /// Bring the driver up (`switched`: after a driver switch — the NIC is running, so rejoin) and serve.
 fn run_driver(cfg: Config, variant: e1000::Variant, switched: bool) -> ! {
     let t_start = questv_arch::cpu::rdtsc();
-    // SAFETY: the caller of start() mapped the register window and the DMA region (identity, uncached/WB).
-    let nic = SharedNic { regs: unsafe { Regs::new(cfg.mmio) }, mem: unsafe { DescMem::new(cfg.dma) }, index: cfg.index, variant };
+    let nic = shared_nic(cfg, variant);
     join_nic(&nic, cfg, switched);
     let mut serving = Serving::new(&nic, cfg, switched);
     STATS.up.store(true, Ordering::Release);

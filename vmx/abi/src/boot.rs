@@ -14,6 +14,9 @@ pub struct NicArgs {
     pub dma: u64,
     /// This sandbox's sharer index (the monitor programmed the NIC before any sandbox ran).
     pub index: u64,
+    /// The sharers' lock claims: one page per sharer, sharer j's at `claims + j * 4096` (this sandbox's own
+    /// writable, the others' read-only).
+    pub claims: u64,
 }
 
 /// Monitor addresses (host-physical) an attack test aims at: the next sandbox's slice, this sandbox's VMCS or
@@ -48,8 +51,8 @@ pub struct BadArg<'a>(pub &'a str);
 
 /// Every key the monitor writes for a sandbox. `recovery` is shared with the monitor's own command line
 /// (where it lists a policy per sandbox), so the kernel's parser also keeps it.
-pub const KEYS: [&str; 12] =
-    ["sandbox", "shared", "tsc_hz", "lapic_hz", "incarnation", "recovery", "nic_mmio", "nic_dma", "nic_index", "peer", "vmcs", "ept"];
+pub const KEYS: [&str; 13] =
+    ["sandbox", "shared", "tsc_hz", "lapic_hz", "incarnation", "recovery", "nic_mmio", "nic_dma", "nic_index", "nic_claims", "peer", "vmcs", "ept"];
 
 /// A number as the command line writes it: decimal, or hexadecimal with `0x`.
 pub fn number(v: &str) -> Option<u64> {
@@ -69,7 +72,7 @@ impl fmt::Display for SandboxArgs<'_> {
             write!(f, " recovery={policy}")?;
         }
         if let Some(n) = self.nic {
-            write!(f, " nic_mmio=0x{:x} nic_dma=0x{:x} nic_index={}", n.mmio, n.dma, n.index)?;
+            write!(f, " nic_mmio=0x{:x} nic_dma=0x{:x} nic_index={} nic_claims=0x{:x}", n.mmio, n.dma, n.index, n.claims)?;
         }
         if let Some(a) = self.attack {
             write!(f, " peer=0x{:x} vmcs=0x{:x} ept=0x{:x}", a.peer, a.vmcs, a.stage2)?;
@@ -90,6 +93,7 @@ pub struct SandboxArgsParser<'a> {
     nic_mmio: Option<u64>,
     nic_dma: Option<u64>,
     nic_index: Option<u64>,
+    nic_claims: Option<u64>,
     peer: Option<u64>,
     vmcs: Option<u64>,
     ept: Option<u64>,
@@ -109,6 +113,7 @@ impl<'a> SandboxArgsParser<'a> {
             "nic_mmio" => self.nic_mmio = Some(num()?),
             "nic_dma" => self.nic_dma = Some(num()?),
             "nic_index" => self.nic_index = Some(num()?),
+            "nic_claims" => self.nic_claims = Some(num()?),
             "peer" => self.peer = Some(num()?),
             "vmcs" => self.vmcs = Some(num()?),
             "ept" => self.ept = Some(num()?),
@@ -118,11 +123,11 @@ impl<'a> SandboxArgsParser<'a> {
     }
 
     /// The sandbox's arguments, if `sandbox=` was given. Parts the monitor always writes together come as one
-    /// (a NIC role needs its window, region and index); missing timer rates are 0 (the kernel then
+    /// (a NIC role needs its window, region, index and lock claims); missing timer rates are 0 (the kernel then
     /// calibrates itself); a policy of `none` is no policy.
     pub fn finish(self) -> Option<SandboxArgs<'a>> {
-        let nic = match (self.nic_mmio, self.nic_dma, self.nic_index) {
-            (Some(mmio), Some(dma), Some(index)) => Some(NicArgs { mmio, dma, index }),
+        let nic = match (self.nic_mmio, self.nic_dma, self.nic_index, self.nic_claims) {
+            (Some(mmio), Some(dma), Some(index), Some(claims)) => Some(NicArgs { mmio, dma, index, claims }),
             _ => None,
         };
         let attack = match (self.peer, self.vmcs, self.ept) {
@@ -164,7 +169,7 @@ mod tests {
             lapic_hz: 1_000_000_000,
             incarnation: 7,
             recovery: Some("driver"),
-            nic: Some(NicArgs { mmio: 0xFEBC_0000, dma: 0x200_0000, index: 2 }),
+            nic: Some(NicArgs { mmio: 0xFEBC_0000, dma: 0x200_0000, index: 2, claims: 0x300_0000 }),
             attack: Some(AttackTargets { peer: 0x1_0000_0000, vmcs: 0x3000, stage2: 0x4000 }),
         };
         let line = std::format!("{full}");

@@ -50,6 +50,13 @@ pub const COMPONENT_BYTES: u64 = 24;
 /// `CHANNEL_CLOSE(peer)`: this sandbox closes its channel with `peer`: the peer may no longer notify it, the
 /// memory leaves this sandbox's second stage, and is freed once neither end maps it. `-EBADF` if not open.
 pub const CHANNEL_CLOSE: u64 = 12;
+/// `NIC_LOCK_STUCK(holder)`: this NIC sharer has waited too long for sharer `holder`'s lock claim. The monitor
+/// reads the claim itself; once it has seen the same claim held for [`NIC_LOCK_BOUND_MS`] while the holder's
+/// sandbox ran, it faults the holder (its recovery policy follows) and clears the claim. Returns 0 (wait on);
+/// `-EPERM` from a sandbox that shares no NIC, `-EINVAL` for a holder that is not another sharer.
+pub const NIC_LOCK_STUCK: u64 = 13;
+/// How long a sharer may keep the NIC lock (waiters report after this; the monitor faults after seeing it).
+pub const NIC_LOCK_BOUND_MS: u64 = 200;
 
 /// Largest checkpoint.
 pub const CHECKPOINT_MAX: u64 = 4096;

@@ -125,12 +125,17 @@ pub(super) fn build_stage2(s: &Slice, read_only: &[(u64, u64, Perms)], shared_st
     // A sharer of the NIC: its register window (uncached) and the DMA region (write-back), both at their host
     // addresses, since descriptors carry bus addresses. Only the sharers have them. The window is read-only but
     // for the two tail pages (the monitor programmed the device; a write elsewhere exits and is refused).
-    if let Some((_, g)) = nic_role(s.sandbox) {
+    if let Some((j, g)) = nic_role(s.sandbox) {
         let window = questv_drivers::e1000::reg::WINDOW;
         let region = questv_drivers::e1000::layout::REGION;
         st2.map_range(m, g.nic.mmio, g.nic.mmio, window, Perms::R, MemType::Uncacheable, false).map_err(err)?;
         for page in questv_drivers::e1000::SHARER_WRITABLE_PAGES {
             st2.protect(m, g.nic.mmio + u64::from(page), Perms::RW).map_err(err)?;
+        }
+        // The lock claims: its own writable, the other sharers' read-only (it must see them to wait its turn).
+        for k in 0..g.sharer_count() {
+            let page = g.claims + 4096 * k as u64;
+            st2.map_4k(m, page, page, if k == j { Perms::RW } else { Perms::R }, MemType::WriteBack).map_err(err)?;
         }
         st2.map_range(m, g.nic.dma, g.nic.dma, region, Perms::RW, MemType::WriteBack, false).map_err(err)?;
     }
@@ -159,7 +164,7 @@ pub(super) fn write_boot_info(s: &Slice, b: &BuildInfo, modules: &[Module], stag
         incarnation,
         recovery: (policy != Policy::None).then(|| policy.name()),
         // After a recovery the NIC is up already: only the first boot of the first sharer initialises it.
-        nic: nic_role(s.sandbox).map(|(j, g)| NicArgs { mmio: g.nic.mmio, dma: g.nic.dma, index: j as u64 }),
+        nic: nic_role(s.sandbox).map(|(j, g)| NicArgs { mmio: g.nic.mmio, dma: g.nic.dma, index: j as u64, claims: g.claims }),
         // Targets for the attack hook: the next sandbox's slice, this sandbox's control block (monitor
         // memory), its second-stage root.
         attack: b.attack_test.then(|| AttackTargets {

@@ -303,6 +303,9 @@ fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
     }
     let kind = exit_kind(&exit, regs);
     state(sandbox).exits[kind.index()] += 1;
+    if let Some(held_ms) = super::nic::take_lock_fault(sandbox) {
+        return stop(sandbox, "nic_lock", format_args!("held_ms={} exit={}", held_ms, kind.name()));
+    }
     if watchdog_expired(sandbox) {
         let silent_ms = time::cycles_to_ms(cpu::rdtsc() - state(sandbox).progress_tsc);
         return stop(sandbox, "watchdog", format_args!("silent_ms={} exit={}", silent_ms, kind.name()));

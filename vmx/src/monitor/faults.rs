@@ -224,6 +224,13 @@ pub(super) fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>)
     Ok(())
 }
 
+/// The heartbeat word of `sandbox` (its kernel bumps it every timer tick), read from any core.
+pub(super) fn heartbeat_of(sandbox: u32) -> u64 {
+    let hb_host = host_of(state(sandbox).host_base, hc::HEARTBEAT_GPA);
+    // SAFETY: the heartbeat page is inside that sandbox's slice, identity mapped in the monitor.
+    unsafe { core::ptr::read_volatile(hb_host as *const u64) }
+}
+
 /// Watchdog: has the sandbox's heartbeat moved within the limit? Checked on every exit (a sandbox that only
 /// makes hypercalls is checked as well as one that never exits, which the preemption timer interrupts).
 pub(super) fn watchdog_expired(sandbox: u32) -> bool {

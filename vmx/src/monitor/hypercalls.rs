@@ -44,6 +44,7 @@ pub(super) fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
         hc::EXIT_COUNT => Ok(state(sandbox).exits.iter().sum()),
         hc::CHANNEL_OPEN => channel_open(sandbox, regs.rbx as u32),
         hc::CHANNEL_CLOSE => channel_close(sandbox, regs.rbx as u32),
+        hc::NIC_LOCK_STUCK => super::nic::lock_stuck(sandbox, regs.rbx),
         hc::PEER_APIC => {
             let peer = regs.rbx as u32;
             if peer < sandboxes() { Ok(u64::from(smp::apic_id(peer))) } else { Err(hc::EINVAL) }

@@ -8,6 +8,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use questv_drivers::e1000::{snapshot, Claim, StuckJudge, Stuck, MAX_SHARERS};
 use questv_abi::hypercall as hc;
 use questv_arch::acpi_madt::Topology;
 use questv_arch::{cpu, lapic, percpu};
@@ -25,7 +26,16 @@ pub(super) struct NicGrant {
     logical: bool,
     /// The logical destination now (one bit per sandbox core that still receives it).
     mask: AtomicU32,
+    /// The sharers' lock claims: one page per sharer (sharer j's at `claims + j * 4096`), writable only by its
+    /// owner, read-only to the other sharers; no device can reach them (they are outside the DMA region).
+    pub(super) claims: u64,
 }
+
+/// Per sharer, the monitor's view of its lock claim as waiters report it ([`lock_stuck`]).
+static LOCK_JUDGES: [spin::Mutex<StuckJudge>; MAX_SHARERS] = [const { spin::Mutex::new(StuckJudge::new()) }; MAX_SHARERS];
+/// Per sandbox: faulted for keeping the NIC lock (held ms + 1; 0: not asked), taken by its own core at its
+/// next exit (an NMI makes one).
+static LOCK_FAULT: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
 
 static NIC_GRANT: spin::Once<Option<NicGrant>> = spin::Once::new();
 /// Sandboxes whose NIC role moved to another sandbox (remote recovery): they are relaunched without it.
@@ -36,6 +46,12 @@ static TAKEOVER_REQUEST: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new
 static TAKEOVER_ACK: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
 /// The I/O APIC's index/data pair is not reentrant: one monitor at a time reprograms it after boot.
 static IOAPIC_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+impl NicGrant {
+    pub(super) fn sharer_count(&self) -> usize {
+        self.sharers.len()
+    }
+}
 
 /// The grant for this run (none: no sandbox shares the NIC).
 pub(super) fn install(grant: Option<NicGrant>) {
@@ -105,7 +121,12 @@ pub(super) fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &
         nic.bdf.0, nic.bdf.1, nic.bdf.2, nic.device_id, nic.mmio, nic.dma, nic.irq_line, gsi, delivery, mask,
         sharers.iter().map(|s| format!("{s}")).collect::<Vec<_>>().join(",")
     );
-    Ok(NicGrant { sharers, nic, ioapic, pin, active_low, logical, mask: AtomicU32::new(mask) })
+    // Above the VT build's low alias, as the DMA region: guest-physical = host-physical in every sharer.
+    let claims = questv_kernel::mm::kmem::alloc_contiguous_from(MAX_SHARERS as u64, 4096, 16 << 20)
+        .ok_or_else(|| String::from("nic: no memory for the lock claims"))?;
+    // SAFETY: the pages were just allocated for the claims and are identity mapped; no sandbox runs yet.
+    unsafe { core::ptr::write_bytes(claims as *mut u8, 0, MAX_SHARERS * 4096) };
+    Ok(NicGrant { sharers, nic, ioapic, pin, active_low, logical, mask: AtomicU32::new(mask), claims })
 }
 
 /// Program the NIC (reset, the sharers' receive addresses, rings, receive and transmit on) before any sandbox
@@ -118,12 +139,12 @@ pub(super) fn program() {
     // SAFETY: the register window and the DMA region were claimed for this NIC by `grant_nic` (identity mapped:
     // the window in the uncached 3-4 GiB device range, the region in kernel memory); no sandbox runs yet.
     let nic = unsafe {
-        questv_drivers::e1000::SharedNic {
-            regs: questv_drivers::e1000::Regs::new(g.nic.mmio),
-            mem: questv_drivers::e1000::DescMem::new(g.nic.dma),
-            index: 0,
-            variant: questv_drivers::e1000::Variant::Fast,
-        }
+        questv_drivers::e1000::SharedNic::new(
+            questv_drivers::e1000::Regs::new(g.nic.mmio),
+            questv_drivers::e1000::DescMem::new(g.nic.dma),
+            0,
+            questv_drivers::e1000::Variant::Fast,
+        )
     };
     let t0 = cpu::rdtsc();
     let programmed = nic.initialise(core::hint::spin_loop);
@@ -229,14 +250,67 @@ fn take_over(target: u32, j: usize) {
     result!("sandbox_takeover_done", "target={} sharer={} faulted={} reroute_cycles={} logical_dest=0x{:02x}", target, j, faulted, t1 - t0, g.mask.load(Ordering::Acquire));
 }
 
-/// A faulted NIC sharer leaves the shared ring (its frozen cursor would stall it for the others) and a control
-/// lock it died holding is released.
+/// A faulted NIC sharer leaves the shared ring (its frozen cursor would stall it for the others) and a lock
+/// claim it died holding (or waiting with) is cleared.
 pub(super) fn leave_nic(sandbox: u32) {
     if let Some((j, g)) = nic_role(sandbox) {
         // SAFETY: the DMA region is monitor-claimed memory (identity mapped here); its control block is made of
         // atomics only.
         let control = unsafe { &*(g.nic.dma as *const questv_drivers::e1000::Control) };
-        let held = control.leave(j);
+        control.leave(j);
+        let held = clear_claim(claim_of(g, j));
+        LOCK_JUDGES[j].lock().reset();
         result!("nic_leave", "sandbox={} sharer={} lock_released={}", sandbox, j, u8::from(held));
+    }
+}
+
+fn claim_of(g: &NicGrant, j: usize) -> &'static Claim {
+    // SAFETY: j < MAX_SHARERS (callers pass a sharer index); the claim pages are monitor memory allocated in
+    // grant_nic for good, identity mapped; a claim is made of atomics only.
+    unsafe { &*((g.claims + 4096 * j.min(MAX_SHARERS - 1) as u64) as *const Claim) }
+}
+
+/// Clear a claim (the lock is free of it); whether it held or wanted the lock.
+fn clear_claim(c: &Claim) -> bool {
+    let was = snapshot(c) != (0, 0);
+    c.number.store(0, Ordering::SeqCst);
+    c.choosing.store(0, Ordering::SeqCst);
+    was
+}
+
+/// `NIC_LOCK_STUCK(holder)` from sharer `caller`'s sandbox: judge the holder's claim as the monitor sees it
+/// (`StuckJudge`: the same claim for a bound while the holder ran). A holder found keeping the lock has its
+/// claim cleared (the waiters go on) and is faulted on its own core at its next exit.
+pub(super) fn lock_stuck(caller: u32, holder: u64) -> Result<u64, i64> {
+    let (me, g) = nic_role(caller).ok_or(hc::EPERM)?;
+    let h = usize::try_from(holder).ok().filter(|&h| h < g.sharers.len() && h != me).ok_or(hc::EINVAL)?;
+    let target = g.sharers[h];
+    if nic_role(target).is_none() {
+        return Ok(0); // its role moved away: its claim was cleared when it left
+    }
+    let pending = LOCK_FAULT[target as usize].load(Ordering::Acquire) != 0;
+    let claim = claim_of(g, h);
+    let seen = snapshot(claim);
+    let bound = time::ms_to_cycles(hc::NIC_LOCK_BOUND_MS);
+    let verdict = LOCK_JUDGES[h].lock().observe(seen, super::faults::heartbeat_of(target), cpu::rdtsc(), bound);
+    if let Stuck::Faulted { held } = verdict {
+        clear_claim(claim);
+        let ms = time::cycles_to_ms(held);
+        LOCK_FAULT[target as usize].store(ms + 1, Ordering::Release);
+        result!("nic_lock_stuck", "sandbox={} sharer={} choosing={} ticket={} held_ms={} reported_by={}", target, h, seen.0, seen.1, ms, caller);
+    }
+    if pending || verdict != Stuck::Wait {
+        // Its core takes the fault at its next exit; an NMI makes one now (again at each report until taken:
+        // one reaching the core in root mode is not an exit).
+        lapic::send_nmi(smp::apic_id(target));
+    }
+    Ok(0)
+}
+
+/// Was `sandbox` found keeping the NIC lock? (taken once: the held time in ms)
+pub(super) fn take_lock_fault(sandbox: u32) -> Option<u64> {
+    match LOCK_FAULT[sandbox as usize].swap(0, Ordering::AcqRel) {
+        0 => None,
+        v => Some(v - 1),
     }
 }
