@@ -205,3 +205,25 @@ fn vt_a_sharer_that_keeps_the_nic_lock_is_faulted() {
     );
     r.check(!lines(&r, "sandbox_fault").iter().any(|f| f.get("sandbox") == Some("1")), "the bystander was faulted");
 }
+
+// Before a faulted sharer is restarted the monitor fences the NIC (`ktest attack nic-fence`, behind VT-d): the
+// attacker aims every receive descriptor at another sandbox's memory and every transmit descriptor at the
+// monitor's, then panics; the monitor puts every address back to its own buffer and lets pending transmission
+// out before scrubbing and reloading it. No frame is then written where the attacker aimed (without the fence
+// the IOMMU reported blocked writes at that address as the next frames arrived), and both sharers answer.
+#[test]
+fn vt_a_restart_fences_the_nic_first() {
+    let r = ping(&["--vt", "--cpus", "2", "--guests", "2", "--count", "60", "--iommu", "vtd", "--recovery", "restart", "--run", "ktest attack nic-fence -- netserve 400"]);
+    bystander_answered_attacker_back(&r, 60);
+    let attack = lines(&r, "attack").into_iter().find(|a| a.get("kind") == Some("nic-fence"));
+    r.check(attack.is_some(), "the attacker did not aim the descriptors");
+    let peer = attack.as_ref().and_then(|a| a.get("peer").map(String::from)).unwrap_or_default();
+    let leave = lines(&r, "nic_leave").into_iter().find(|l| l.get("sandbox") == Some("0"));
+    r.check(
+        leave.is_some_and(|l| l.get("repaired_rx") == Some("128") && l.get("repaired_tx") == Some("64") && l.get("tx_drained") == Some("1")),
+        "the monitor must repair every aimed descriptor and drain transmission before the restart",
+    );
+    // A frame arriving in the instant between the aiming and the panic may still be refused once.
+    let blocked = lines(&r, "dma_fault").iter().filter(|f| f.get("addr") == Some(peer.as_str())).count();
+    r.check(blocked <= 1, "frames were still aimed at the other sandbox after the fence");
+}

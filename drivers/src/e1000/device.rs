@@ -73,6 +73,19 @@ impl DescMem {
         unsafe { core::ptr::write_volatile(self.tx_desc_ptr(i), d) }
     }
 
+    /// Rewrite only the buffer address of receive descriptor `i` (the NIC may be writing its status: the rest
+    /// of the descriptor is left alone).
+    pub fn set_rx_addr(&self, i: u32, addr: u64) {
+        // SAFETY: as in rx_desc(); the address is the descriptor's first, 8-byte aligned field.
+        unsafe { core::ptr::write_volatile(self.rx_desc_ptr(i) as *mut u64, addr) }
+    }
+
+    /// Rewrite only the buffer address of transmit descriptor `i`.
+    pub fn set_tx_addr(&self, i: u32, addr: u64) {
+        // SAFETY: as in set_rx_addr().
+        unsafe { core::ptr::write_volatile(self.tx_desc_ptr(i) as *mut u64, addr) }
+    }
+
     /// Copy `len` (≤ BUF_SIZE) bytes out of receive buffer `i`.
     pub fn read_rx_buffer(&self, i: u32, out: &mut [u8]) {
         let len = out.len().min(BUF_SIZE);
@@ -364,6 +377,35 @@ impl SharedNic {
         self.regs.write(reg::TDT, next);
         self.unlock();
         Ok(())
+    }
+
+    /// Put every descriptor's buffer address back to its own slot's buffer: a sharer may have aimed some
+    /// elsewhere (another sandbox's memory, the monitor's), for the NIC to read or write by DMA. Only the address
+    /// is rewritten (the NIC may be writing a descriptor's status meanwhile). Returns (receive, transmit)
+    /// descriptors repaired.
+    pub fn repair_descriptors(&self) -> (u32, u32) {
+        let mut rx = 0;
+        for i in 0..layout::RX_DESCS {
+            let own = self.mem.rx_buffer_addr(i);
+            if self.mem.rx_desc(i).addr != own {
+                self.mem.set_rx_addr(i, own);
+                rx += 1;
+            }
+        }
+        let mut tx = 0;
+        for i in 0..layout::TX_DESCS {
+            let own = self.mem.tx_buffer_addr(i);
+            if self.mem.tx_desc(i).addr != own {
+                self.mem.set_tx_addr(i, own);
+                tx += 1;
+            }
+        }
+        (rx, tx)
+    }
+
+    /// Whether the NIC has sent everything it was given (its transmit head has reached the tail).
+    pub fn transmit_drained(&self) -> bool {
+        self.regs.read(reg::TDH) == self.regs.read(reg::TDT)
     }
 
     /// Read (and so clear) the interrupt causes; every sharer does it on every interrupt, so whichever reads

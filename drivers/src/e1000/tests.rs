@@ -333,3 +333,31 @@ fn sharers_write_only_the_tail_pages() {
     assert_eq!(register_name(reg::RAH0 + 8), "RAH");
     assert_eq!(register_name(0x1F000), "other");
 }
+
+/// The fence before a sharer's restart puts every descriptor aimed elsewhere back to its own buffer, touching
+/// only the address (a status the NIC wrote stays).
+#[test]
+fn foreign_descriptors_are_repaired_address_only() {
+    let words = vec![0u128; (layout::REGION / 16) as usize];
+    // SAFETY: a heap buffer of REGION bytes, 16-byte aligned, alive until the end of the test; nothing else
+    // touches it. Regs is never used (no register access in repair_descriptors).
+    let mem = unsafe { DescMem::new(words.as_ptr() as u64) };
+    for i in 0..layout::RX_DESCS {
+        mem.set_rx_desc(i, RxDesc { addr: mem.rx_buffer_addr(i), ..RxDesc::default() });
+    }
+    for i in 0..layout::TX_DESCS {
+        mem.set_tx_desc(i, TxDesc { addr: mem.tx_buffer_addr(i), status: TX_DD, ..TxDesc::default() });
+    }
+    mem.set_rx_addr(5, 0xDEAD_0000);
+    mem.set_rx_desc(9, RxDesc { addr: 0x1000, status: RX_DD | RX_EOP, length: 60, ..RxDesc::default() });
+    mem.set_tx_addr(3, 0xBEEF_0000);
+    // SAFETY: never read or written by repair_descriptors (the window address is never dereferenced).
+    let nic = SharedNic::new(unsafe { Regs::new(0) }, mem, 0, Variant::Fast);
+    assert_eq!(nic.repair_descriptors(), (2, 1));
+    assert_eq!(nic.mem.rx_desc(5).addr, nic.mem.rx_buffer_addr(5));
+    let d9 = nic.mem.rx_desc(9);
+    assert_eq!((d9.addr, d9.status, d9.length), (nic.mem.rx_buffer_addr(9), RX_DD | RX_EOP, 60), "status kept");
+    assert_eq!(nic.mem.tx_desc(3).addr, nic.mem.tx_buffer_addr(3));
+    assert_eq!(nic.repair_descriptors(), (0, 0), "nothing left to repair");
+    drop(words);
+}

@@ -187,6 +187,13 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
             };
             return run_then(crate::attack_nic::nic_dma(&[("peer", t.peer), ("monitor", t.vmcs)]));
         }
+        "nic-fence" => {
+            let Some(t) = t else {
+                kprintln!("ktest attack: the monitor gave no target addresses");
+                return 2;
+            };
+            return run_then(crate::attack_nic::nic_fence(t.peer, t.vmcs));
+        }
         "nic-reset" => return run_then(crate::attack_nic::nic_reset()),
         "nic-storm" => return run_then(crate::attack_nic::nic_storm()),
         "nic-identity" => return run_then(crate::attack_nic::nic_identity()),

@@ -193,3 +193,22 @@ pub(crate) fn hold_the_lock() -> ! {
         pause_ms(100);
     }
 }
+
+/// A sharer aims every receive descriptor at another sandbox's memory and every transmit descriptor at the
+/// monitor's, then faults at once (`--recovery restart`): before its restart the monitor must fence the NIC —
+/// every address back to its own buffer — or the next frames would be written where the attacker aimed them
+/// (behind an IOMMU: refused, and the frames lost for every sharer). The next incarnation serves.
+pub(crate) fn nic_fence(peer: u64, monitor: u64) -> i32 {
+    if questv_kernel::sandbox::incarnation() > 0 {
+        return 0;
+    }
+    let Some(nic) = own_nic("nic-fence") else { return 2 };
+    for i in 0..layout::RX_DESCS {
+        nic.mem.set_rx_addr(i, peer & !0xFFF);
+    }
+    for i in 0..layout::TX_DESCS {
+        nic.mem.set_tx_addr(i, monitor & !0xFFF);
+    }
+    result!("attack", "kind=nic-fence aimed_rx={} aimed_tx={} peer=0x{:x} monitor=0x{:x}", layout::RX_DESCS, layout::TX_DESCS, peer & !0xFFF, monitor & !0xFFF);
+    panic!("ktest attack nic-fence: descriptors aimed elsewhere, then a fault");
+}

@@ -136,16 +136,7 @@ pub(super) fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &
 /// not come out of reset is reported and marked failed: the sandboxes still run, their drivers say so.
 pub(super) fn program() {
     let Some(g) = nic_grant() else { return };
-    // SAFETY: the register window and the DMA region were claimed for this NIC by `grant_nic` (identity mapped:
-    // the window in the uncached 3-4 GiB device range, the region in kernel memory); no sandbox runs yet.
-    let nic = unsafe {
-        questv_drivers::e1000::SharedNic::new(
-            questv_drivers::e1000::Regs::new(g.nic.mmio),
-            questv_drivers::e1000::DescMem::new(g.nic.dma),
-            0,
-            questv_drivers::e1000::Variant::Fast,
-        )
-    };
+    let nic = monitor_view(g);
     let t0 = cpu::rdtsc();
     let programmed = nic.initialise(core::hint::spin_loop);
     let control = nic.mem.control();
@@ -160,6 +151,21 @@ pub(super) fn program() {
             mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], identities.len(), u8::from(nic.regs.link_up()), cpu::rdtsc() - t0
         ),
         Err(e) => result!("nic_programmed", "by=monitor ok=0 error={:?}", e),
+    }
+}
+
+/// The monitor's own view of the NIC: its window and DMA region (the lock claims of the control block are never
+/// used: the monitor takes no lock, it only programs the device before the sharers run and repairs addresses).
+fn monitor_view(g: &NicGrant) -> questv_drivers::e1000::SharedNic {
+    // SAFETY: the register window and the DMA region were claimed for this NIC by `grant_nic` (identity mapped:
+    // the window in the uncached 3-4 GiB device range, the region in kernel memory) and stay the monitor's.
+    unsafe {
+        questv_drivers::e1000::SharedNic::new(
+            questv_drivers::e1000::Regs::new(g.nic.mmio),
+            questv_drivers::e1000::DescMem::new(g.nic.dma),
+            0,
+            questv_drivers::e1000::Variant::Fast,
+        )
     }
 }
 
@@ -260,8 +266,28 @@ pub(super) fn leave_nic(sandbox: u32) {
         control.leave(j);
         let held = clear_claim(claim_of(g, j));
         LOCK_JUDGES[j].lock().reset();
-        result!("nic_leave", "sandbox={} sharer={} lock_released={}", sandbox, j, u8::from(held));
+        let (repaired_rx, repaired_tx, drained) = fence(g);
+        result!(
+            "nic_leave",
+            "sandbox={} sharer={} lock_released={} repaired_rx={} repaired_tx={} tx_drained={}",
+            sandbox, j, u8::from(held), repaired_rx, repaired_tx, u8::from(drained)
+        );
     }
+}
+
+/// Before a faulted sharer's memory is scrubbed and reloaded (or its driver switched), fence the NIC: every
+/// descriptor it may have aimed elsewhere goes back to its own buffer, so no later DMA lands in (or reads from)
+/// memory outside the region — the restarted slice included, where there is no IOMMU — and what the NIC was
+/// already given to send is let out (at most 10 ms). The other sharers keep using the rings meanwhile: they
+/// only ever write the same own-buffer addresses.
+fn fence(g: &NicGrant) -> (u32, u32, bool) {
+    let nic = monitor_view(g);
+    let (rx, tx) = nic.repair_descriptors();
+    let until = cpu::rdtsc() + time::ms_to_cycles(10);
+    while !nic.transmit_drained() && cpu::rdtsc() < until {
+        core::hint::spin_loop();
+    }
+    (rx, tx, nic.transmit_drained())
 }
 
 fn claim_of(g: &NicGrant, j: usize) -> &'static Claim {
