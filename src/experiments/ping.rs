@@ -139,7 +139,7 @@ impl PingRun {
         // sandboxes without one; faults, blocked DMA and recoveries the monitor reported.
         for l in &self.boot.lines {
             match parse_result_line(l) {
-                Some(r) if ["nic", "nic_programmed", "iommu", "dma_fault", "nic_write_refused", "sandbox_refused", "nic_lock_stuck", "vmexits"].contains(&r.name.as_str()) && r.from_monitor() => out.push(l.clone()),
+                Some(r) if ["nic", "nic_programmed", "iommu", "dma_fault", "nic_write_refused", "sandbox_refused", "nic_lock_stuck", "nic_repaired", "vmexits"].contains(&r.name.as_str()) && r.from_monitor() => out.push(l.clone()),
                 // What an attacking guest (`--run "ktest attack .."`) says it did, and each driver's start (its
                 // identity on the shared NIC, per incarnation).
                 Some(r) if ["attack", "net_up"].contains(&r.name.as_str()) && !r.from_monitor() => out.push(l.clone()),

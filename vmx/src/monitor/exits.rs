@@ -323,7 +323,7 @@ fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
         Exit::Timer => true,
         Exit::Nmi => {
             // The monitor's own tick (the SVM watchdog) is also when it looks at what the IOMMU blocked.
-            super::iommu::report_faults();
+            super::nic::check_dma();
             if takeover_requested(sandbox) {
                 serve_takeovers(sandbox);
             } else if !watchdog_nmi() {

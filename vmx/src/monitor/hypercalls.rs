@@ -55,7 +55,7 @@ pub(super) fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
         }
         hc::CONSOLE_WRITE => {
             // Blocked DMA shows up before the lines that follow it.
-            super::iommu::report_faults();
+            super::nic::check_dma();
             console_write(sandbox, regs.rbx, regs.rcx)
         }
         _ => Err(hc::ENOSYS),

@@ -88,12 +88,12 @@ pub(super) fn confine(topology: &Topology, grants: &[DmaGrant]) -> Result<(), St
 
 /// Report the accesses the IOMMU blocked since the last look. Cheap without a unit or without faults (one
 /// register read).
-pub(super) fn report_faults() {
-    let Some(unit) = UNIT.get() else { return };
+pub(super) fn report_faults() -> usize {
+    let Some(unit) = UNIT.get() else { return 0 };
     let mut faults = Vec::new();
     let overflow = match unit.try_lock() {
         Some(u) => u.take_faults(&mut faults),
-        None => return, // another monitor is reporting them
+        None => return 0, // another monitor is reporting them
     };
     for f in &faults {
         let (b, d, func) = f.bdf();
@@ -106,4 +106,5 @@ pub(super) fn report_faults() {
     if overflow {
         result!("dma_fault", "overflow=1 (the unit dropped faults: its records were full)");
     }
+    faults.len() + usize::from(overflow)
 }

@@ -154,6 +154,19 @@ pub(super) fn program() {
     }
 }
 
+/// Report what the IOMMU blocked; after a blocked access, put every descriptor's address back to its own
+/// buffer, so a descriptor aimed elsewhere does not keep faulting for everyone. (Which sharer aimed it cannot be
+/// known: every sharer writes the shared rings, docs/vt.md.)
+pub(super) fn check_dma() {
+    if super::iommu::report_faults() == 0 {
+        return;
+    }
+    if let Some(g) = nic_grant() {
+        let (rx, tx) = monitor_view(g).repair_descriptors();
+        result!("nic_repaired", "after=dma_fault repaired_rx={} repaired_tx={}", rx, tx);
+    }
+}
+
 /// The monitor's own view of the NIC: its window and DMA region (the lock claims of the control block are never
 /// used: the monitor takes no lock, it only programs the device before the sharers run and repairs addresses).
 fn monitor_view(g: &NicGrant) -> questv_drivers::e1000::SharedNic {
