@@ -272,3 +272,28 @@ pub fn check_state_reset(emulator: &str) {
         r.check(after[0].get_u64(lvt).is_some_and(|v| v & (1 << 16) != 0), &format!("{lvt} not masked after the restart"));
     }
 }
+
+/// `ktest attack console-flood` (watchdog armed at 300 ms): sandbox 0 prints short lines as fast as the monitor
+/// takes them for 2 s; in the middle of it sandbox 1 makes one 4 KiB write. Each sandbox's lines wait in its own
+/// queue in the monitor and are drained in turns, so the bystander's write is not held up behind the flood
+/// (its longest console exit stays short, its 64 lines come out whole and in order) and nobody is stopped.
+#[test]
+fn a_console_flood_delays_only_the_flooder() {
+    let r = vt("qemu", 4, &["--watchdog-ms", "300", "--run", "ktest attack console-flood -- forkwait 100"]);
+    check_monitor_ended_run(&r, 4);
+    r.check(r.code == 0 && r.done_status() == Some(0), "the run did not end cleanly");
+    r.check(r.monitor_results("sandbox_fault").is_empty(), "a sandbox was stopped under the flood");
+    let flooder = r.sandbox_results("attack", 0);
+    r.check(flooder.first().and_then(|l| l.get_u64("lines")).is_some_and(|n| n > 5000), "the flood was small");
+    let prefix = "[s1] console-flood bystander line ";
+    let seen: Vec<&str> = r.stdout.lines().filter_map(|l| l.strip_prefix(prefix)).collect();
+    let in_order = seen.iter().enumerate().all(|(i, l)| l.starts_with(&format!("{i:02} ")));
+    r.check(seen.len() == 64 && in_order, "the bystander's lines did not all come out, in order");
+    let console = r.monitor_results("console");
+    let of = |s: u64| console.iter().find(|l| l.get_u64("sandbox") == Some(s)).cloned().unwrap_or_else(|| r.fail("no console report"));
+    r.check(of(1).get_u64("max_write_us").is_some_and(|us| us < 50_000), "the bystander waited behind the flood");
+    for s in [2u32, 3] {
+        let fw = r.sandbox_results("forkwait", s);
+        r.check(fw.len() == 1 && fw[0].get_u64("iterations") == Some(100), "a bystander did not finish forkwait");
+    }
+}

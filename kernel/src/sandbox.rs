@@ -165,7 +165,14 @@ fn call(nr: u64, a: u64, b: u64) -> Result<u64, i64> {
 /// (its virtual address is its guest-physical address), as every kernel buffer is.
 pub fn console_write(bytes: &[u8]) {
     for chunk in bytes.chunks(hc::CONSOLE_MAX as usize) {
-        let _ = call(hc::CONSOLE_WRITE, chunk.as_ptr() as u64, chunk.len() as u64);
+        // -EAGAIN: this sandbox's console queue in the monitor is full (it prints faster than the UART takes);
+        // each retry is an exit that drains it. Given up after many, so a stuck console cannot hang a kernel.
+        for _ in 0..1_000_000 {
+            if call(hc::CONSOLE_WRITE, chunk.as_ptr() as u64, chunk.len() as u64) != Err(hc::EAGAIN) {
+                break;
+            }
+            core::hint::spin_loop();
+        }
     }
 }
 

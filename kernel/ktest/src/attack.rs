@@ -118,6 +118,9 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
     if kind == "peer-ipi-flood" && sandbox == 1 {
         return run_then(crate::attack_chan::flood_victim());
     }
+    if kind == "console-flood" && sandbox == 1 {
+        return run_then(crate::attack_console::bystander());
+    }
     if sandbox != attacker {
         return run_then(0);
     }
@@ -199,6 +202,7 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
         "nic-identity" => return run_then(crate::attack_nic::nic_identity()),
         "nic-lock" => return run_then(crate::attack_nic::nic_lock()),
         "peer-ipi-flood" => return run_then(crate::attack_chan::flood_attacker()),
+        "console-flood" => return run_then(crate::attack_console::flood()),
         "channel-exhaust" => return run_then(crate::attack_chan::channel_exhaust()),
         "slow-crash-loop" => {
             // Every incarnation faults, each long enough after its launch that a rule counting only faults

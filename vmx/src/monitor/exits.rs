@@ -303,6 +303,7 @@ fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
     }
     let kind = exit_kind(&exit, regs);
     state(sandbox).exits[kind.index()] += 1;
+    super::console::drain_if_queued(sandbox);
     if let Some(held_ms) = super::nic::take_lock_fault(sandbox) {
         return stop(sandbox, "nic_lock", format_args!("held_ms={} exit={}", held_ms, kind.name()));
     }

@@ -78,7 +78,7 @@ fn console_write(sandbox: u32, gpa: u64, len: u64) -> Result<u64, i64> {
     // SAFETY: [host, host + len) is inside this sandbox's slice, identity mapped in the monitor; the sandbox is
     // stopped in this exit, so the bytes do not change under us.
     let bytes = unsafe { core::slice::from_raw_parts(host as *const u8, len as usize) };
-    console_bytes(sandbox, bytes);
+    console_bytes(sandbox, bytes)?;
     Ok(len)
 }
 

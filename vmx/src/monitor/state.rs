@@ -12,6 +12,16 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use questv_abi::hypercall as hc;
 use questv_kernel::result;
 
+/// What a sandbox's console did: lines queued, writes refused for a full queue (`-EAGAIN`: it retries), lines
+/// of other sandboxes its exits printed, and its longest console write (cycles in the monitor).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct ConsoleStats {
+    pub(super) lines: u64,
+    pub(super) deferred: u64,
+    pub(super) printed_for_others: u64,
+    pub(super) max_write_cycles: u64,
+}
+
 /// What the monitor keeps per sandbox.
 pub(super) struct Sandbox {
     pub(super) host_base: u64,
@@ -24,6 +34,9 @@ pub(super) struct Sandbox {
     /// Console bytes of the line being assembled (printed with the `[sN]` prefix at its newline).
     pub(super) line: [u8; 160],
     pub(super) line_len: usize,
+    /// Its complete lines waiting for the UART, and what its console did (`RESULT console`).
+    pub(super) console: alloc::boxed::Box<crate::console_queue::LineQueue>,
+    pub(super) console_stats: ConsoleStats,
     /// Watchdog: last heartbeat value seen and the TSC when it last changed.
     pub(super) heartbeat: u64,
     pub(super) progress_tsc: u64,
@@ -55,6 +68,8 @@ impl Sandbox {
             icr_high: 0,
             line: [0; 160],
             line_len: 0,
+            console: alloc::boxed::Box::new(crate::console_queue::LineQueue::new()),
+            console_stats: ConsoleStats::default(),
             heartbeat: 0,
             progress_tsc: 0,
             last_check_tsc: 0,
