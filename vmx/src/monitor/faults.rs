@@ -6,7 +6,6 @@ use super::build::{build_stage2, fill_slice, scrub_slice, write_boot_info, BUILD
 use super::channels::{reset_channels, CHANNELS};
 use super::console::{flush_console, report_exits};
 use super::infopage;
-use super::layout::host_of;
 use super::nic::{hand_over, leave_nic, takeover_target};
 use super::state::{clear_in_service, sandbox_finished, state, watchdog_cycles};
 use super::tables::{self, POOL};
@@ -15,7 +14,6 @@ use crate::recovery::{Component, CrashLoopRule, Decision, Policy};
 use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use questv_abi::hypercall as hc;
 use questv_arch::{cpu, lapic, percpu};
 use questv_kernel::result;
 use questv_kernel::time::{self, cycles_to_us};
@@ -224,13 +222,6 @@ pub(super) fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>)
     Ok(())
 }
 
-/// The heartbeat word of `sandbox` (its kernel bumps it every timer tick), read from any core.
-pub(super) fn heartbeat_of(sandbox: u32) -> u64 {
-    let hb_host = host_of(state(sandbox).host_base, hc::HEARTBEAT_GPA);
-    // SAFETY: the heartbeat page is inside that sandbox's slice, identity mapped in the monitor.
-    unsafe { core::ptr::read_volatile(hb_host as *const u64) }
-}
-
 /// Watchdog: has the sandbox's heartbeat moved within the limit? Checked on every exit (a sandbox that only
 /// makes hypercalls is checked as well as one that never exits, which the preemption timer interrupts).
 pub(super) fn watchdog_expired(sandbox: u32) -> bool {
@@ -250,9 +241,7 @@ pub(super) fn watchdog_expired(sandbox: u32) -> bool {
         st.progress_tsc = now;
         return false;
     }
-    let hb_host = host_of(st.host_base, hc::HEARTBEAT_GPA);
-    // SAFETY: the heartbeat page is inside this sandbox's slice, identity mapped in the monitor.
-    let hb = unsafe { core::ptr::read_volatile(hb_host as *const u64) };
+    let hb = super::heartbeat::heartbeat_in(st.host_base);
     if hb != st.heartbeat || st.progress_tsc == 0 {
         st.heartbeat = hb;
         st.progress_tsc = now;

@@ -24,6 +24,7 @@ mod channels;
 mod console;
 mod exits;
 mod faults;
+mod heartbeat;
 mod hypercalls;
 mod infopage;
 mod iommu;

@@ -331,7 +331,7 @@ pub(super) fn lock_stuck(caller: u32, holder: u64) -> Result<u64, i64> {
     let claim = claim_of(g, h);
     let seen = snapshot(claim);
     let bound = time::ms_to_cycles(hc::NIC_LOCK_BOUND_MS);
-    let verdict = LOCK_JUDGES[h].lock().observe(seen, super::faults::heartbeat_of(target), cpu::rdtsc(), bound);
+    let verdict = LOCK_JUDGES[h].lock().observe(seen, super::heartbeat::heartbeat_of(target), cpu::rdtsc(), bound);
     if let Stuck::Faulted { held } = verdict {
         clear_claim(claim);
         let ms = time::cycles_to_ms(held);
