@@ -47,8 +47,16 @@ pub struct BootOptions {
     /// loaded host cannot steal time from whatever the guest was running (tests that measure CPU shares).
     pub icount: bool,
     /// QEMU: the q35 machine with an Intel VT-d IOMMU (`-device intel-iommu`), which the monitor programs to
-    /// confine the NIC's DMA; off: the i440FX `pc` machine, no IOMMU.
-    pub iommu: bool,
+    /// confine the NIC's DMA; off: the i440FX `pc` machine, no IOMMU. None: on for the VT build (the monitor
+    /// confines DMA wherever there is an IOMMU), off for the SMP build (nothing would program it).
+    pub iommu: Option<bool>,
+}
+
+impl BootOptions {
+    /// Whether QEMU gets the q35 machine with VT-d (see `iommu`).
+    pub fn wants_iommu(&self) -> bool {
+        self.emulator == Emulator::Qemu && self.iommu.unwrap_or(self.vt)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,7 +77,7 @@ impl Firmware {
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, crash_loop: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false, add: Vec::new(), icount: false, iommu: false }
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, crash_loop: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false, add: Vec::new(), icount: false, iommu: None }
     }
 }
 

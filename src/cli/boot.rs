@@ -74,7 +74,7 @@ fn boot_option(o: &mut BootOptions, a: &str, value: &mut Value) -> Result<bool, 
             o.usb_stick = choose("boot medium", &value("--media")?, &[("cdrom", false), ("usb", true)])?
         }
         "--clock" => o.icount = choose("guest clock", &value("--clock")?, &[("host", false), ("icount", true)])?,
-        "--iommu" => o.iommu = choose("IOMMU", &value("--iommu")?, &[("none", false), ("vtd", true)])?,
+        "--iommu" => o.iommu = Some(choose("IOMMU", &value("--iommu")?, &[("none", false), ("vtd", true)])?),
         "--add" => add_file(o, PathBuf::from(value("--add")?))?,
         "--mem" => {
             o.mem_mib = value("--mem")?.parse().map_err(|_| "--mem needs MiB".to_string())?;

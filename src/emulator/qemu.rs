@@ -56,10 +56,10 @@ fn machine(o: &BootOptions, iso: &Path) -> Command {
     // SVM with nested paging (TCG emulates it; the VT build's AMD backend needs it, the SMP build ignores it).
     let accel = if o.icount || o.tcg_single.unwrap_or(o.vt) { "tcg,thread=single" } else { "tcg,thread=multi" };
     // An IOMMU needs the q35 machine; QEMU wants it created before the devices behind it.
-    let machine = if o.iommu { "q35" } else { "pc" };
+    let machine = if o.wants_iommu() { "q35" } else { "pc" };
     cmd.args(["-machine", machine, "-accel", accel, "-cpu", QEMU_CPU_MODEL, "-smp", &o.cpus.to_string()])
         .args(["-m", &o.mem_mib.to_string()]);
-    if o.iommu {
+    if o.wants_iommu() {
         cmd.args(["-device", "intel-iommu"]);
     }
     if o.icount {
