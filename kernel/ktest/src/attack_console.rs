@@ -2,6 +2,7 @@
 //! in the middle of it (with the watchdog armed). Each sandbox's lines wait in its own queue in the monitor,
 //! drained in turns: the flood delays the flooder's output only, the bystander's write is not held up behind
 //! it, and nobody is stopped.
+#![forbid(unsafe_code)]
 
 use crate::util::pause_ms;
 use questv_arch::cpu;

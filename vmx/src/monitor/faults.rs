@@ -1,6 +1,7 @@
 //! Faults and recovery (paper §3.7, docs/recovery.md): a faulting, hanging or attacking sandbox is reported and
 //! stopped or recovered by its policy — its driver switched, itself restarted from the pristine image, or its
 //! NIC service handed to another sandbox (`nic`) — while the others carry on.
+#![forbid(unsafe_code)]
 
 use super::build::{build_stage2, fill_slice, scrub_slice, write_boot_info, BUILD};
 use super::channels::{reset_channels, CHANNELS};
