@@ -191,7 +191,7 @@ impl SharedNic {
         release(&self.claims, self.index);
     }
 
-    /// Set the NIC up (the first sharer, or the only one): reset, receive addresses of every sharer, rings,
+    /// Set the NIC up (the SMP kernel, or the VT monitor before any sharer runs): reset, receive addresses of every sharer, rings,
     /// receive/transmit on, interrupts unmasked. The control block's `sharers`/`macs` must be filled.
     pub fn initialise(&self, spin: impl Fn()) -> Result<[u8; 6], &'static str> {
         let c = self.mem.control();

@@ -159,7 +159,8 @@ pub const STATE_FAILED: u32 = 3;
 #[derive(Default)]
 pub struct Control {
     pub magic: AtomicU32,
-    /// STATE_*: the first sharer resets and programs the NIC, the others wait for READY.
+    /// STATE_*: whoever programs the NIC (the SMP kernel; in the VT build the monitor, which tells the sharers
+    /// through the info page instead) sets READY.
     pub state: AtomicU32,
     pub sharers: AtomicU32,
     /// Bit i: sharer i takes part in receive reclaim (a stopped sharer's bit is cleared so it cannot stall the

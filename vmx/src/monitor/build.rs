@@ -163,7 +163,7 @@ pub(super) fn write_boot_info(s: &Slice, b: &BuildInfo, modules: &[Module], stag
         lapic_hz: smp::lapic_timer_hz(),
         incarnation,
         recovery: (policy != Policy::None).then(|| policy.name()),
-        // After a recovery the NIC is up already: only the first boot of the first sharer initialises it.
+        // The monitor programmed the NIC before any sandbox ran: a sharer only joins it (rejoins after a recovery).
         nic: nic_role(s.sandbox).map(|(j, g)| NicArgs { mmio: g.nic.mmio, dma: g.nic.dma, index: j as u64, claims: g.claims }),
         // Targets for the attack hook: the next sandbox's slice, this sandbox's control block (monitor
         // memory), its second-stage root.

@@ -78,8 +78,8 @@ pub(super) fn nic_register(sandbox: u32, gpa: u64) -> Option<u32> {
 }
 
 /// Claim the e1000 for the sandboxes in `list` (paper §3.6): each gets a virtual MAC and an IPv4 address (filled
-/// into the DMA region's control block for [`program`], which publishes them in the info page), and the I/O APIC delivers the NIC's interrupt to exactly their cores (fixed,
-/// logical destination, edge triggered) — straight into the guests, no exit. The second-stage mappings and the
+/// into the DMA region's control block for [`program`], which publishes them in the info page), and the I/O
+/// APIC delivers the NIC's interrupt to exactly their cores (fixed, logical destination, edge triggered) — straight into the guests, no exit. The second-stage mappings and the
 /// command-line arguments follow in `prepare`.
 pub(super) fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &str, device_mac: bool, sandboxes: u32, topology: &Topology) -> Result<NicGrant, String> {
     let sharers = questv_kernel::net::parse_sharers(list, sandboxes, questv_drivers::e1000::MAX_SHARERS)?;
@@ -87,7 +87,7 @@ pub(super) fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &
         return Err(format!("nic={list}: no sandbox named"));
     }
     let ids: Vec<(u64, [u8; 4])> = (0..sharers.len())
-        // MAC 0: the initialising sharer fills in the NIC's EEPROM address for everyone.
+        // MAC 0: `program` fills in the NIC's EEPROM address for everyone.
         .map(|j| (if device_mac { 0 } else { questv_drivers::e1000::mac_to_u64(questv_kernel::net::sharer_mac(j)) }, questv_kernel::net::sharer_ip(j)))
         .collect();
     let nic = questv_kernel::net::device::claim(pci, &ids)?;
@@ -273,13 +273,11 @@ fn take_over(target: u32, j: usize) {
 /// claim it died holding (or waiting with) is cleared.
 pub(super) fn leave_nic(sandbox: u32) {
     if let Some((j, g)) = nic_role(sandbox) {
-        // SAFETY: the DMA region is monitor-claimed memory (identity mapped here); its control block is made of
-        // atomics only.
-        let control = unsafe { &*(g.nic.dma as *const questv_drivers::e1000::Control) };
-        control.leave(j);
+        let nic = monitor_view(g);
+        nic.mem.control().leave(j);
         let held = clear_claim(claim_of(g, j));
         LOCK_JUDGES[j].lock().reset();
-        let (repaired_rx, repaired_tx, drained) = fence(g);
+        let (repaired_rx, repaired_tx, drained) = fence(&nic);
         result!(
             "nic_leave",
             "sandbox={} sharer={} lock_released={} repaired_rx={} repaired_tx={} tx_drained={}",
@@ -293,8 +291,7 @@ pub(super) fn leave_nic(sandbox: u32) {
 /// memory outside the region — the restarted slice included, where there is no IOMMU — and what the NIC was
 /// already given to send is let out (at most 10 ms). The other sharers keep using the rings meanwhile: they
 /// only ever write the same own-buffer addresses.
-fn fence(g: &NicGrant) -> (u32, u32, bool) {
-    let nic = monitor_view(g);
+fn fence(nic: &questv_drivers::e1000::SharedNic) -> (u32, u32, bool) {
     let (rx, tx) = nic.repair_descriptors();
     let until = cpu::rdtsc() + time::ms_to_cycles(10);
     while !nic.transmit_drained() && cpu::rdtsc() < until {
