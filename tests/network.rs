@@ -228,3 +228,35 @@ fn vt_a_restart_fences_the_nic_first() {
     let blocked = lines(&r, "dma_fault").iter().filter(|f| f.get("addr") == Some(peer.as_str())).count();
     r.check(blocked <= 1, "frames were still aimed at the other sandbox after the fence");
 }
+
+// What the tail pages hold besides the tails (`ktest attack nic-ring`): once pings flow, sandbox 0 moves the
+// receive ring's base 64 descriptors into the ring — a write that cannot exit, the pages being the fast path.
+// A sharer's look at the registers (or the monitor's own tick) has the monitor audit: it guards the pages
+// first (read-only in every sharer, each core's cached translations dropped), then puts the base back and
+// resynchronises the ring (the slots the NIC passed are marked, the frames it wrote through the moved base are
+// moved back). The attacker's next rewrite, of the transmit ring's base, exits, names it and stops it
+// (`reason=nic_ring`); restarted, it serves again. The bystander answers every ping. (Without marking the
+// slots the NIC passed, every cursor stopped at the first of them: neither sharer answered another ping, 30 of
+// 100.)
+#[test]
+fn vt_a_sharer_that_rewrites_a_ring_base_is_repaired_and_caught() {
+    let r = ping(&["--vt", "--cpus", "2", "--guests", "2", "--count", "100", "--recovery", "restart", "--run", "ktest attack nic-ring -- netserve 400"]);
+    bystander_answered_attacker_back(&r, 100);
+    let attack = lines(&r, "attack");
+    r.check(attack.iter().any(|a| a.get("kind") == Some("nic-ring") && a.get("rewrote") == Some("RDBAL")), "the attacker did not move the receive base");
+    r.check(!attack.iter().any(|a| a.get("outcome") == Some("not_contained")), "the guarded rewrite was not caught");
+    let repaired = lines(&r, "nic_rings_repaired");
+    r.check(
+        repaired.first().is_some_and(|l| l.get("restored").is_some_and(|x| x.starts_with("RDBAL:")) && l.get_u64("rx_holes").is_some()),
+        "the monitor must put the receive base back",
+    );
+    let guard = lines(&r, "nic_guard");
+    r.check(guard.first().is_some_and(|g| g.get("on") == Some("1") && g.get("flushed") == Some("0,1")), "the tail pages must be guarded in both sharers");
+    let tamper = lines(&r, "nic_ring_tamper");
+    r.check(tamper.len() == 1 && tamper[0].get("sandbox") == Some("0") && tamper[0].get("register") == Some("TDBAL"), "the guarded rewrite must name the attacker");
+    r.check(
+        lines(&r, "sandbox_fault").iter().any(|f| f.get("sandbox") == Some("0") && f.get("reason") == Some("nic_ring") && f.get("action") == Some("restart")),
+        "the attacker must be stopped and restarted",
+    );
+    r.check(!lines(&r, "sandbox_fault").iter().any(|f| f.get("sandbox") == Some("1")), "the bystander was faulted");
+}

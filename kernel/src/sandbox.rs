@@ -194,6 +194,12 @@ pub fn nic_lock_stuck(holder: usize) -> Result<(), i64> {
     call(hc::NIC_LOCK_STUCK, holder as u64, 0).map(|_| ()).map_err(|e| -e)
 }
 
+/// Ask the monitor to audit the NIC's ring registers and rings (this sharer's own look found something off).
+/// Whether the monitor found something.
+pub fn nic_audit() -> Result<bool, i64> {
+    call(hc::NIC_AUDIT, 0, 0).map(|r| r != 0).map_err(|e| -e)
+}
+
 pub fn peer_apic(peer: u32) -> Result<u32, i64> {
     call(hc::PEER_APIC, u64::from(peer), 0).map(|a| a as u32).map_err(|e| -e)
 }

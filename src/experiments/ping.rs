@@ -139,7 +139,7 @@ impl PingRun {
         // sandboxes without one; faults, blocked DMA and recoveries the monitor reported.
         for l in &self.boot.lines {
             match parse_result_line(l) {
-                Some(r) if ["nic", "nic_programmed", "iommu", "dma_fault", "nic_write_refused", "sandbox_refused", "nic_lock_stuck", "nic_repaired", "vmexits"].contains(&r.name.as_str()) && r.from_monitor() => out.push(l.clone()),
+                Some(r) if ["nic", "nic_programmed", "iommu", "dma_fault", "nic_write_refused", "sandbox_refused", "nic_lock_stuck", "nic_repaired", "nic_rings_repaired", "nic_guard", "nic_ring_tamper", "vmexits"].contains(&r.name.as_str()) && r.from_monitor() => out.push(l.clone()),
                 // What an attacking guest (`--run "ktest attack .."`) says it did, and each driver's start (its
                 // identity on the shared NIC, per incarnation).
                 Some(r) if ["attack", "net_up"].contains(&r.name.as_str()) && !r.from_monitor() => out.push(l.clone()),
@@ -220,6 +220,9 @@ pub fn ping(o: &PingOptions) -> Result<(String, PathBuf, bool), String> {
     let dir = crate::results_dir()?;
     let path = dir.join(format!("{}.csv", run.tag()));
     std::fs::write(&path, peer::samples_csv(&run.peer)).map_err(|e| format!("{}: {e}", path.display()))?;
+    // The whole serial log beside the samples, for a run worth a closer look.
+    let log = dir.join(format!("{}.log", run.tag()));
+    std::fs::write(&log, run.boot.lines.join("\n")).map_err(|e| format!("{}: {e}", log.display()))?;
     if run.boot.outcome != Outcome::Done(0) {
         let tail: Vec<&str> = run.boot.lines.iter().rev().take(15).map(String::as_str).collect::<Vec<_>>().into_iter().rev().collect();
         text.push_str(&format!("guest run ended with {:?}; last lines:\n{}\n", run.boot.outcome, tail.join("\n")));

@@ -5,9 +5,11 @@ use super::regs::{
     mac_from_u64, mac_to_u64, receive_address, reg, tctl_value, Regs, CTRL_SLU, INT_WANTED, RCTL_BAM,
     RCTL_EN, RCTL_SECRC, RECEIVE_ADDRESSES,
 };
+use super::audit::{base_shift, cursor_out_of_range, layout_ring_registers, rx_resync, tx_holes, RingConfig, SKIPPED_MARK};
+use alloc::vec::Vec;
 use super::ring::{
     classify_rx, layout, reclaim_tail, rejoin_cursor, ring_distance, Control, RxDesc, RxDrop, RxSlot, TxDesc, Variant,
-    BUF_SIZE, CONSERVATIVE_BATCH, CONTROL_MAGIC, MAX_FRAME, MAX_SHARERS, MIN_FRAME, RX_DD, STATE_FAILED,
+    BUF_SIZE, CONSERVATIVE_BATCH, CONTROL_MAGIC, MAX_FRAME, MAX_SHARERS, MIN_FRAME, RX_DD, RX_EOP, STATE_FAILED,
     STATE_INITIALISING, STATE_READY, TX_CMD_EOP, TX_CMD_IFCS, TX_CMD_RS, TX_DD,
 };
 use super::lock::{acquire, release, Claim, Claims};
@@ -94,6 +96,13 @@ impl DescMem {
     }
 
     /// Copy a frame (≤ BUF_SIZE) into transmit buffer `i`.
+    /// Put a frame into receive slot `i`'s buffer (the monitor moving a frame the NIC wrote elsewhere).
+    pub fn write_rx_frame(&self, i: u32, frame: &[u8]) {
+        let len = frame.len().min(BUF_SIZE);
+        // SAFETY: as in read_rx_buffer(): the slot's buffer lies in the region and holds BUF_SIZE bytes.
+        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), self.rx_buffer_addr(i) as *mut u8, len) }
+    }
+
     pub fn write_tx_buffer(&self, i: u32, frame: &[u8]) {
         let len = frame.len().min(BUF_SIZE);
         // SAFETY: as in read_rx_buffer().
@@ -146,6 +155,29 @@ impl Claims for ClaimTable {
 pub struct LockWatch {
     pub bound: u64,
     pub report: fn(usize),
+}
+
+/// What [`SharedNic::resync_rings`] found and put right.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RingRepair {
+    /// Registers of [`RING_CONFIG`] found rewritten: (offset, found, put back).
+    pub restored: Vec<(u32, u32, u32)>,
+    /// Heads and tails put back inside their rings.
+    pub cursors: u32,
+    pub rx_holes: u32,
+    /// Frames moved back from where a moved base had put them.
+    pub rx_moved: u32,
+    pub rx_stale: u32,
+    pub tx_freed: u32,
+    /// Descriptor buffer addresses put back to their own slot's.
+    pub addresses: u32,
+}
+
+impl RingRepair {
+    /// Whether anything was found wrong.
+    pub fn found_anything(&self) -> bool {
+        !self.restored.is_empty() || self.cursors + self.rx_holes + self.rx_moved + self.rx_stale + self.tx_freed + self.addresses > 0
+    }
 }
 
 /// One sharer's view of a shared NIC: the register window, the DMA region, its own index and the lock claims.
@@ -401,6 +433,96 @@ impl SharedNic {
             }
         }
         (rx, tx)
+    }
+
+    /// A sharer's own cheap look at the ring registers it can reach (no exit: the window is readable): bases
+    /// and lengths as the layout gives them, heads and tails inside their rings. The first one found otherwise
+    /// (offset, value) is for the monitor to judge ([`SharedNic::resync_rings`] there).
+    pub fn ring_registers_wrong(&self) -> Option<(u32, u32)> {
+        let r = &self.regs;
+        layout_ring_registers(self.mem.base())
+            .into_iter()
+            .find(|&(o, want)| r.read(o) != want)
+            .map(|(o, _)| (o, r.read(o)))
+            .or_else(|| cursor_out_of_range(|o| r.read(o)))
+    }
+
+    /// Whether this sharer's receive cursor stands at a slot the NIC has passed without writing it (a hole:
+    /// the NIC wrote that frame elsewhere). The caller looks twice, some time apart, before it believes it.
+    pub fn rx_cursor_at_hole(&self) -> bool {
+        let c = self.mem.control();
+        let me = self.index.min(MAX_SHARERS - 1);
+        let n = layout::RX_DESCS;
+        let (cursor, tail, head) = (c.rx_cursor[me].load(Ordering::Acquire) % n, c.rx_tail.load(Ordering::Acquire) % n, self.regs.read(reg::RDH));
+        head < n && self.mem.rx_desc(cursor).status & RX_DD == 0 && ring_distance(tail, cursor, n) < ring_distance(tail, head, n)
+    }
+
+    /// The monitor puts the rings right after a sharer rewrote what it can reach of them: every register of
+    /// [`RING_CONFIG`] back to `recorded`, heads and tails back inside their rings (tails from the control
+    /// block), the receive slots the NIC skipped marked and the stale ones it owns cleared, the transmit slots
+    /// it will never complete freed. Both units keep running (stopping reception costs more than the races:
+    /// QEMU's e1000 refuses frames for a second after any RCTL write). The races are benign: the NIC only
+    /// moves its head forward, so a slot between the tail and the head read is the software's; a slot given
+    /// back meanwhile is rewritten by the NIC before any cursor can reach it; and a frame the NIC writes at the
+    /// head just as its stale DD is cleared becomes a hole, which the next audit marks.
+    pub fn resync_rings(&self, recorded: &RingConfig) -> RingRepair {
+        let r = &self.regs;
+        let c = self.mem.control();
+        let restored = recorded.differences(&RingConfig::read(|o| r.read(o)));
+        for &(offset, _, want) in &restored {
+            r.write(offset, want);
+        }
+        let mut cursors = 0;
+        let (rxn, txn) = (layout::RX_DESCS, layout::TX_DESCS);
+        if r.read(reg::RDT) >= rxn {
+            r.write(reg::RDT, c.rx_tail.load(Ordering::Acquire) % rxn);
+            cursors += 1;
+        }
+        if r.read(reg::TDT) >= txn {
+            r.write(reg::TDT, c.tx_next.load(Ordering::Acquire) % txn);
+            cursors += 1;
+        }
+        if r.read(reg::TDH) >= txn {
+            r.write(reg::TDH, r.read(reg::TDT));
+            cursors += 1;
+        }
+        let shift = restored.iter().find(|&&(o, _, _)| o == reg::RDBAL).and_then(|&(_, found, want)| base_shift(found, want));
+        let rx = rx_resync(r.read(reg::RDT), r.read(reg::RDH), rxn, shift, |i| self.mem.rx_desc(i).status & RX_DD != 0);
+        for &(from, to) in &rx.moves {
+            let d = self.mem.rx_desc(from);
+            let mut frame = [0u8; BUF_SIZE];
+            let len = usize::from(d.length).min(BUF_SIZE);
+            self.mem.read_rx_buffer(from, &mut frame[..len]);
+            self.mem.write_rx_frame(to, &frame[..len]);
+            // Descriptor last: the cursors take the slot once its DD shows.
+            core::sync::atomic::fence(Ordering::SeqCst);
+            self.mem.set_rx_desc(to, RxDesc { addr: self.mem.rx_buffer_addr(to), ..d });
+        }
+        // A moved frame's old slot is stale like the rest (it is the NIC's).
+        if let Some(head) = rx.head {
+            r.write(reg::RDH, head);
+            cursors += 1;
+        }
+        for &i in &rx.holes {
+            let skipped = RxDesc { addr: self.mem.rx_buffer_addr(i), status: RX_DD | RX_EOP, special: SKIPPED_MARK, ..RxDesc::default() };
+            self.mem.set_rx_desc(i, skipped);
+        }
+        for &i in &rx.stale {
+            self.mem.set_rx_desc(i, RxDesc { addr: self.mem.rx_buffer_addr(i), ..RxDesc::default() });
+        }
+        // A frame the NIC wrote at its head just as that slot's stale DD was cleared left a hole: mark what
+        // holes there are now (no shift, no stale slots: those were the first look's).
+        let again = rx_resync(r.read(reg::RDT), r.read(reg::RDH), rxn, None, |i| self.mem.rx_desc(i).status & RX_DD != 0);
+        for &i in &again.holes {
+            let skipped = RxDesc { addr: self.mem.rx_buffer_addr(i), status: RX_DD | RX_EOP, special: SKIPPED_MARK, ..RxDesc::default() };
+            self.mem.set_rx_desc(i, skipped);
+        }
+        let tx = tx_holes(r.read(reg::TDH), r.read(reg::TDT), txn, |i| self.mem.tx_desc(i).status & TX_DD != 0);
+        for &i in &tx {
+            self.mem.set_tx_desc(i, TxDesc { addr: self.mem.tx_buffer_addr(i), status: TX_DD, ..TxDesc::default() });
+        }
+        let (addr_rx, addr_tx) = self.repair_descriptors();
+        RingRepair { restored, cursors, rx_holes: (rx.holes.len() + again.holes.len()) as u32, rx_moved: rx.moves.len() as u32, rx_stale: rx.stale.len() as u32, tx_freed: tx.len() as u32, addresses: addr_rx + addr_tx }
     }
 
     /// Whether the NIC has sent everything it was given (its transmit head has reached the tail).

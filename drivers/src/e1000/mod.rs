@@ -12,6 +12,7 @@
 //! bakery lock over one claim per sharer ([`acquire`]), each writable only by its owner. With one sharer this
 //! is an ordinary driver (the SMP build).
 
+mod audit;
 mod device;
 mod lock;
 mod regs;
@@ -19,6 +20,7 @@ mod ring;
 #[cfg(test)]
 mod tests;
 
+pub use audit::*;
 pub use device::*;
 pub use lock::*;
 pub use regs::*;

@@ -32,11 +32,18 @@ pub mod reg {
     pub const RDH: u32 = 0x2810;
     pub const RDT: u32 = 0x2818;
     pub const RDTR: u32 = 0x2820;
+    pub const RXDCTL: u32 = 0x2828;
+    pub const RADV: u32 = 0x282C;
+    pub const RSRPD: u32 = 0x2C00;
     pub const TDBAL: u32 = 0x3800;
     pub const TDBAH: u32 = 0x3804;
     pub const TDLEN: u32 = 0x3808;
     pub const TDH: u32 = 0x3810;
     pub const TDT: u32 = 0x3818;
+    pub const TIDV: u32 = 0x3820;
+    pub const TXDCTL: u32 = 0x3828;
+    pub const TADV: u32 = 0x382C;
+    pub const TSPMT: u32 = 0x3830;
     pub const MTA: u32 = 0x5200;
     pub const RAL0: u32 = 0x5400;
     pub const RAH0: u32 = 0x5404;
@@ -48,7 +55,8 @@ pub mod reg {
 /// transmit tail's (TDT). Every other page holds device-wide registers (reset and link control, EEPROM and PHY
 /// access, interrupt cause set and masks, receive and transmit control, the address filters), which only the
 /// monitor programs: sharers see them read-only. The two pages also hold their ring's base, length and head,
-/// which 4 KiB pages cannot separate from the tails (docs/vt.md says what that leaves).
+/// which 4 KiB pages cannot separate from the tails: the monitor audits those ([`RING_CONFIG`]) and guards the
+/// pages once one was rewritten (docs/vt.md, "NIC sharers").
 pub const SHARER_WRITABLE_PAGES: [u32; 2] = [0x2000, 0x3000];
 
 /// Whether a sharer may write the register at `offset` in the window directly.
@@ -79,11 +87,18 @@ pub fn register_name(offset: u32) -> &'static str {
         reg::RDH => "RDH",
         reg::RDT => "RDT",
         reg::RDTR => "RDTR",
+        reg::RXDCTL => "RXDCTL",
+        reg::RADV => "RADV",
+        reg::RSRPD => "RSRPD",
         reg::TDBAL => "TDBAL",
         reg::TDBAH => "TDBAH",
         reg::TDLEN => "TDLEN",
         reg::TDH => "TDH",
         reg::TDT => "TDT",
+        reg::TIDV => "TIDV",
+        reg::TXDCTL => "TXDCTL",
+        reg::TADV => "TADV",
+        reg::TSPMT => "TSPMT",
         o if (reg::MTA..reg::MTA + 512).contains(&o) => "MTA",
         o if (reg::RAL0..reg::RAL0 + 8 * RECEIVE_ADDRESSES as u32).contains(&o) => if o % 8 == 0 { "RAL" } else { "RAH" },
         o if (0x4000..0x5000).contains(&o) => "statistics",

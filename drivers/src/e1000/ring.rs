@@ -65,6 +65,9 @@ pub enum RxDrop {
     /// (Conservative driver) the descriptor's buffer address is not the one this slot was given: someone —
     /// a broken sharer, or this driver before it was switched — rewrote it; refused and repaired.
     ForeignBuffer,
+    /// The NIC passed this slot without writing it (it wrote through a rewritten ring base); the monitor
+    /// marked it ([`SKIPPED_MARK`]) when it put the ring right, so the cursors go on.
+    Skipped,
 }
 
 /// Which driver implementation runs (the paper's driver switch, §3.7): the fast one trusts the ring's shared
@@ -84,6 +87,9 @@ pub const CONSERVATIVE_BATCH: u32 = 16;
 pub fn classify_rx(d: &RxDesc) -> RxSlot {
     if d.status & RX_DD == 0 {
         return RxSlot::Empty;
+    }
+    if d.special == super::SKIPPED_MARK && d.length == 0 {
+        return RxSlot::Bad(RxDrop::Skipped);
     }
     if d.status & RX_EOP == 0 {
         return RxSlot::Bad(RxDrop::Fragment);

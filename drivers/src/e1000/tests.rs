@@ -361,3 +361,108 @@ fn foreign_descriptors_are_repaired_address_only() {
     assert_eq!(nic.repair_descriptors(), (0, 0), "nothing left to repair");
     drop(words);
 }
+
+#[test]
+fn the_ring_record_names_every_rewritten_register() {
+    let programmed = |o: u32| match o {
+        reg::RDBAL => 0x0010_1000,
+        reg::RDLEN => 128 * 16,
+        reg::TDBAL => 0x0010_2000,
+        reg::TDLEN => 64 * 16,
+        _ => 0,
+    };
+    let recorded = RingConfig::read(programmed);
+    assert!(recorded.differences(&RingConfig::read(programmed)).is_empty());
+    let rewritten = RingConfig::read(|o| if o == reg::RDBAL { 0x0010_1400 } else if o == reg::TIDV { 7 } else { programmed(o) });
+    assert_eq!(recorded.differences(&rewritten), [(reg::RDBAL, 0x0010_1400, 0x0010_1000), (reg::TIDV, 7, 0)]);
+    // A sharer's own check agrees with what the monitor programs.
+    let own = layout_ring_registers(0x0010_0000);
+    assert!(own.iter().all(|&(o, v)| programmed(o) == v), "{own:x?}");
+}
+
+#[test]
+fn heads_and_tails_outside_their_rings_are_found() {
+    let ok = |o: u32| if o == reg::RDT { 127 } else if o == reg::TDT { 63 } else { 0 };
+    assert_eq!(cursor_out_of_range(ok), None);
+    assert_eq!(cursor_out_of_range(|o| if o == reg::TDH { 64 } else { ok(o) }), Some((reg::TDH, 64)));
+    assert_eq!(cursor_out_of_range(|o| if o == reg::RDT { 128 } else { ok(o) }), Some((reg::RDT, 128)));
+}
+
+#[test]
+fn a_guarded_tail_page_passes_only_tails_inside_their_rings() {
+    assert_eq!(judge_tail_write(reg::RDT, 5, 4), TailWrite::Pass);
+    assert_eq!(judge_tail_write(reg::TDT, 63, 4), TailWrite::Pass);
+    assert_eq!(judge_tail_write(reg::TDT, 64, 4), TailWrite::Tamper);
+    assert_eq!(judge_tail_write(reg::RDT, 128, 4), TailWrite::Tamper);
+    assert_eq!(judge_tail_write(reg::RDT, 5, 2), TailWrite::Tamper, "a partial write is not a tail move");
+    for o in [reg::RDBAL, reg::RDBAH, reg::RDLEN, reg::RDH, reg::RDTR, reg::TDBAL, reg::TDLEN, reg::TDH, reg::TIDV] {
+        assert_eq!(judge_tail_write(o, 0, 4), TailWrite::Tamper, "{}", register_name(o));
+    }
+}
+
+#[test]
+fn receive_resync_marks_the_holes_and_clears_stale_slots() {
+    // Tail 10, head 20: the NIC wrote 11..20 — but 15 and 16 went elsewhere (a rewritten base), and it left
+    // DD in 30, a slot it still owns.
+    let dd = |i: u32| (11..20).contains(&i) && i != 15 && i != 16 || i == 30;
+    let r = rx_resync(10, 20, 128, None, dd);
+    assert_eq!(r, RxResync { head: None, holes: vec![15, 16], stale: vec![30], moves: vec![] });
+    // Around the end of the ring.
+    let dd = |i: u32| matches!(i, 126 | 127 | 1);
+    assert_eq!(rx_resync(125, 2, 128, None, dd), RxResync { head: None, holes: vec![0], stale: vec![], moves: vec![] });
+    // A head outside the ring: the first slot after the tail without DD.
+    let dd = |i: u32| (11..14).contains(&i);
+    assert_eq!(rx_resync(10, 500, 128, None, dd), RxResync { head: Some(14), holes: vec![], stale: vec![], moves: vec![] });
+    // The base had been moved 64 descriptors in: the frames for holes 15 and 16 are in 79 and 80 (the NIC
+    // owns those); they move back. A hole whose shifted slot is past the ring stays a hole.
+    let dd = |i: u32| (11..20).contains(&i) && i != 15 && i != 16 || i == 79 || i == 80;
+    let r = rx_resync(10, 20, 128, Some(64), dd);
+    assert_eq!((r.holes, r.moves), (vec![], vec![(79, 15), (80, 16)]));
+    let dd = |i: u32| (71..80).contains(&i) && i != 75;
+    let r = rx_resync(70, 80, 128, Some(64), dd);
+    assert_eq!((r.holes, r.moves), (vec![75], vec![]));
+    assert_eq!(base_shift(0x1400, 0x1000), Some(64));
+    assert_eq!(base_shift(0x1008, 0x1000), None);
+    assert_eq!(base_shift(0x0F00, 0x1000), None);
+    // Nothing wrong: nothing to do.
+    let dd = |i: u32| (11..20).contains(&i);
+    assert_eq!(rx_resync(10, 20, 128, None, dd), RxResync::default());
+}
+
+#[test]
+fn transmit_slots_the_nic_skipped_are_freed() {
+    // Pending [5, 8): those may lack DD. 2 and 40 were passed without completion.
+    let dd = |i: u32| !matches!(i, 2 | 40 | 5 | 6 | 7);
+    assert_eq!(tx_holes(5, 8, 64, dd), vec![2, 40]);
+    // Pending around the end of the ring.
+    let dd = |i: u32| !matches!(i, 62 | 63 | 0);
+    assert_eq!(tx_holes(62, 1, 64, dd), Vec::<u32>::new());
+}
+
+#[test]
+fn a_slot_the_monitor_marked_skipped_is_passed() {
+    let d = RxDesc { status: RX_DD | RX_EOP, special: SKIPPED_MARK, ..RxDesc::default() };
+    assert_eq!(classify_rx(&d), RxSlot::Bad(RxDrop::Skipped));
+    // A real frame never carries the mark with a length.
+    let d = RxDesc { status: RX_DD | RX_EOP, special: SKIPPED_MARK, length: 60, ..RxDesc::default() };
+    assert_eq!(classify_rx(&d), RxSlot::Frame(60));
+}
+
+#[test]
+fn a_sharer_reports_wrong_registers_at_once_and_a_hole_only_when_it_stays() {
+    let mut w = RingWatch::new();
+    assert!(w.due(0, 10));
+    assert!(!w.due(5, 10));
+    assert!(w.due(10, 10));
+    // A hole seen once is not reported; seen again at the same cursor, it is.
+    assert!(!w.judge(10, false, Some(7), 100));
+    assert!(w.judge(20, false, Some(7), 100));
+    // Wrong registers: at once, but not within the backoff of the last report.
+    assert!(!w.judge(30, true, None, 100));
+    assert!(w.judge(120, true, None, 100));
+    // A hole that moved on is a new one.
+    let mut w = RingWatch::new();
+    assert!(!w.judge(0, false, Some(7), 100));
+    assert!(!w.judge(10, false, Some(8), 100));
+    assert!(!w.judge(20, false, None, 100));
+}

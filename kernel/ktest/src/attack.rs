@@ -201,6 +201,7 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
         "nic-storm" => return run_then(crate::attack_nic::nic_storm()),
         "nic-identity" => return run_then(crate::attack_nic::nic_identity()),
         "nic-lock" => return run_then(crate::attack_nic::nic_lock()),
+        "nic-ring" => return run_then(crate::attack_nic::nic_ring()),
         "peer-ipi-flood" => return run_then(crate::attack_chan::flood_attacker()),
         "console-flood" => return run_then(crate::attack_console::flood()),
         "channel-exhaust" => return run_then(crate::attack_chan::channel_exhaust()),

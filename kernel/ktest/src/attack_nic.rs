@@ -1,7 +1,8 @@
 //! `ktest attack nic-*`: a NIC sharer turns on the device and on the other sharers. The DMA attack needs an
 //! IOMMU to refuse it; the register attacks (reset, stop, reprogram, raise interrupts) meet a window the
 //! monitor maps read-only but for the two ring tails; the identity attack rewrites what a sharer used to read
-//! its addresses from, and the info page that holds them now; the lock attack keeps the sharers' lock.
+//! its addresses from, and the info page that holds them now; the lock attack keeps the sharers' lock; the
+//! ring attack rewrites what the tail pages hold besides the tails.
 
 use crate::util::pause_ms;
 use core::sync::atomic::Ordering;
@@ -211,4 +212,51 @@ pub(crate) fn nic_fence(peer: u64, monitor: u64) -> i32 {
     }
     result!("attack", "kind=nic-fence aimed_rx={} aimed_tx={} peer=0x{:x} monitor=0x{:x}", layout::RX_DESCS, layout::TX_DESCS, peer & !0xFFF, monitor & !0xFFF);
     panic!("ktest attack nic-fence: descriptors aimed elsewhere, then a fault");
+}
+
+/// A sharer rewrites what the two writable pages of the window hold besides the tails: once pings flow, the
+/// receive ring's base, moved 64 descriptors into the ring (the NIC then writes frames through the wrong
+/// descriptors and passes slots every sharer's cursor would stop at for good). That write cannot exit (the
+/// pages are the fast path); the monitor's audit — asked by a sharer whose look at the registers fails, or at
+/// its own tick — puts the base back, resynchronises the rings and guards the pages. The attacker then
+/// rewrites the transmit ring's base: that write exits, names it, and stops it (`--recovery restart`: its next
+/// incarnation serves).
+pub(crate) fn nic_ring() -> i32 {
+    if questv_kernel::sandbox::incarnation() > 0 {
+        return 0;
+    }
+    if own_nic("nic-ring").is_none() {
+        return 2;
+    }
+    questv_kernel::sched::spawn_on(0, "nic-ring", rewrite_ring_bases, 0);
+    0
+}
+
+const RING_AFTER_PINGS: u64 = 30;
+
+extern "C" fn rewrite_ring_bases(_: u64) -> ! {
+    while STATS.rx_icmp.load(Ordering::Acquire) < RING_AFTER_PINGS {
+        pause_ms(1);
+    }
+    let Some(nic) = own_nic("nic-ring") else { questv_kernel::sched::exit() };
+    let r = &nic.regs;
+    let (rdbal, tdbal) = (r.read(reg::RDBAL), r.read(reg::TDBAL));
+    r.write(reg::RDBAL, rdbal + 64 * 16);
+    result!("attack", "kind=nic-ring rewrote=RDBAL from=0x{:x} to=0x{:x}", rdbal, rdbal + 64 * 16);
+    let t0 = questv_arch::cpu::rdtsc();
+    let mut waited = 0;
+    while r.read(reg::RDBAL) != rdbal && waited < 3000 {
+        pause_ms(1);
+        waited += 1;
+    }
+    let restored = r.read(reg::RDBAL) == rdbal;
+    result!("attack", "kind=nic-ring restored_seen={} after_ms={}", u8::from(restored), questv_kernel::time::cycles_to_ms(questv_arch::cpu::rdtsc() - t0));
+    // Now the pages are guarded: this write must exit and stop this sandbox.
+    r.write(reg::TDBAL, tdbal + 32 * 16);
+    pause_ms(20);
+    let moved = r.read(reg::TDBAL) != tdbal;
+    // Still here: the write was not caught. Put the base back so the rest of the run is not garbled.
+    r.write(reg::TDBAL, tdbal);
+    result!("attack", "kind=nic-ring rewrote=TDBAL took_effect={} outcome=not_contained", u8::from(moved));
+    questv_kernel::sched::exit()
 }

@@ -76,6 +76,8 @@ pub struct Stats {
     pub tx_frames: AtomicU64,
     pub tx_errors: AtomicU64,
     pub polls: AtomicU64,
+    /// Audits this sharer asked the monitor for (its look at the rings found something off).
+    pub ring_audits: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -97,6 +99,7 @@ pub static STATS: Stats = Stats {
     tx_frames: ZERO,
     tx_errors: ZERO,
     polls: ZERO,
+    ring_audits: ZERO,
 };
 
 /// NIC interrupts taken per CPU (the SMP build routes them to CPU 0; a sandbox has one CPU).
@@ -437,7 +440,14 @@ struct Serving<'a> {
     neighbors: frame::Neighbors,
     adopted: Vec<Adopted<'a>>,
     in_sandbox: bool,
+    /// When to look at the ring registers, and when to ask the monitor for an audit (sandboxes only).
+    watch: e1000::RingWatch,
 }
+
+/// How often a sharer looks at the ring registers it can reach (reads only), and how long after asking the
+/// monitor for an audit it waits before asking again.
+const RING_LOOK_MS: u64 = 5;
+const RING_REPORT_BACKOFF_MS: u64 = 50;
 
 impl<'a> Serving<'a> {
     fn new(nic: &'a SharedNic, cfg: Config, switched: bool) -> Self {
@@ -465,6 +475,7 @@ impl<'a> Serving<'a> {
             neighbors,
             adopted: Vec::new(),
             in_sandbox,
+            watch: e1000::RingWatch::new(),
         }
     }
 
@@ -474,6 +485,7 @@ impl<'a> Serving<'a> {
         if TAKEOVER_PENDING.swap(false, Ordering::AcqRel) {
             adopt_taken_over(self.nic, &mut self.adopted, self.me);
         }
+        self.watch_rings();
         let (slots, learned, for_adopted) = self.receive();
         STATS.rx_slots.fetch_add(u64::from(slots), Ordering::Relaxed);
         if learned && self.in_sandbox && crate::sandbox::recoverable() {
@@ -491,6 +503,29 @@ impl<'a> Serving<'a> {
             a.iface.poll(now(), &mut a.port, &mut a.sockets);
         }
         slots
+    }
+
+    /// The rings are shared with sharers that may be hostile: now and then check what of them this sharer can
+    /// reach — the ring registers (as the layout gives them), and whether its cursor stands at a slot the NIC
+    /// passed without writing — and if something is off, have the monitor audit and put it right (an exit,
+    /// only then; none in the steady state).
+    fn watch_rings(&mut self) {
+        if !self.in_sandbox {
+            return;
+        }
+        let now = questv_arch::cpu::rdtsc();
+        if !self.watch.due(now, crate::time::ms_to_cycles(RING_LOOK_MS)) {
+            return;
+        }
+        let wrong = self.nic.ring_registers_wrong();
+        let hole = self.nic.rx_cursor_at_hole().then(|| self.nic.mem.control().rx_cursor[self.me].load(Ordering::Acquire));
+        if self.watch.judge(now, wrong.is_some(), hole, crate::time::ms_to_cycles(RING_REPORT_BACKOFF_MS)) {
+            STATS.ring_audits.fetch_add(1, Ordering::Relaxed);
+            if let Some((offset, value)) = wrong {
+                crate::kprintln!("net: ring register {} reads 0x{:x}: asking the monitor to audit", e1000::register_name(offset), value);
+            }
+            let _ = crate::sandbox::nic_audit();
+        }
     }
 
     /// Read this sharer's new receive descriptors and demultiplex early: own frames to the stack's queue,

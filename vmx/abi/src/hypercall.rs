@@ -57,6 +57,10 @@ pub const CHANNEL_CLOSE: u64 = 12;
 pub const NIC_LOCK_STUCK: u64 = 13;
 /// How long a sharer may keep the NIC lock (waiters report after this; the monitor faults after seeing it).
 pub const NIC_LOCK_BOUND_MS: u64 = 200;
+/// NIC sharer: `()` — this sharer's own check of the ring registers it can reach failed, or its receive
+/// cursor stands at a slot the NIC passed without writing. The monitor audits the tail pages itself (the report
+/// only triggers it), puts right what it finds and then guards them. Returns 1 if it found something, else 0.
+pub const NIC_AUDIT: u64 = 14;
 
 /// Largest checkpoint.
 pub const CHECKPOINT_MAX: u64 = 4096;

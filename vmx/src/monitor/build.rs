@@ -129,8 +129,9 @@ pub(super) fn build_stage2(s: &Slice, read_only: &[(u64, u64, Perms)], shared_st
         let window = questv_drivers::e1000::reg::WINDOW;
         let region = questv_drivers::e1000::layout::REGION;
         st2.map_range(m, g.nic.mmio, g.nic.mmio, window, Perms::R, MemType::Uncacheable, false).map_err(err)?;
+        // (Read-only too while the monitor guards them: a sandbox rebuilt then must not bypass the guard.)
         for page in questv_drivers::e1000::SHARER_WRITABLE_PAGES {
-            st2.protect(m, g.nic.mmio + u64::from(page), Perms::RW).map_err(err)?;
+            st2.protect(m, g.nic.mmio + u64::from(page), super::nic_guard::tail_page_perms()).map_err(err)?;
         }
         // The lock claims: its own writable, the other sharers' read-only (it must see them to wait its turn).
         for k in 0..g.sharer_count() {

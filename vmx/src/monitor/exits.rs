@@ -209,11 +209,26 @@ fn apic_write(sandbox: u32, regs: &mut GuestRegs, gpa: u64) -> bool {
 /// A sharer's write to a device-wide register of the NIC (reset, receive/transmit control, EEPROM or PHY
 /// access, interrupt cause set or masks, address filters: read-only in its second stage). The monitor
 /// programmed the device for everyone; the write is dropped, counted and reported, and the sharer goes on.
+/// A write into a tail page exits only while the monitor guards those pages (`nic_guard`): a tail move is
+/// performed for the sharer, anything else stops it.
 fn nic_register_write(sandbox: u32, regs: &mut GuestRegs, gpa: u64, offset: u32) -> bool {
-    let (value, _, len) = match trapped_write(sandbox, regs, gpa, "nic_register_write") {
+    let (value, size, len) = match trapped_write(sandbox, regs, gpa, "nic_register_write") {
         Ok(w) => w,
         Err(resumes) => return resumes,
     };
+    if questv_drivers::e1000::sharer_may_write(offset) {
+        return match super::nic_guard::trapped_tail_write(sandbox, offset, value, u32::from(size)) {
+            super::nic_guard::Trapped::Passed => {
+                backend::advance_rip(u64::from(len));
+                true
+            }
+            super::nic_guard::Trapped::Tamper => stop(
+                sandbox,
+                "nic_ring",
+                format_args!("register={} value=0x{:x}", questv_drivers::e1000::register_name(offset), value),
+            ),
+        };
+    }
     if state(sandbox).refusals.record(RefusalKind::NicRegister, u64::from(offset)) {
         questv_kernel::result!(
             "nic_write_refused",
@@ -304,6 +319,7 @@ fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
     let kind = exit_kind(&exit, regs);
     state(sandbox).exits[kind.index()] += 1;
     super::console::drain_if_queued(sandbox);
+    let flushed = super::nic_guard::take_flush(sandbox);
     if let Some(held_ms) = super::nic::take_lock_fault(sandbox) {
         return stop(sandbox, "nic_lock", format_args!("held_ms={} exit={}", held_ms, kind.name()));
     }
@@ -320,14 +336,22 @@ fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
         Exit::Hypercall => hypercall(sandbox, regs),
         Exit::Io(io) => port_io(sandbox, regs, io),
         Exit::Msr { write } => msr_access(sandbox, regs, write),
-        // The watchdog check above ran; the timer restarts at the next entry.
-        Exit::Timer => true,
+        // The watchdog check above ran; the timer restarts at the next entry. The monitor's own tick is also
+        // when it audits the NIC's tail pages.
+        Exit::Timer => {
+            super::nic_guard::tick();
+            true
+        }
         Exit::Nmi => {
-            // The monitor's own tick (the SVM watchdog) is also when it looks at what the IOMMU blocked.
+            // The monitor's own tick (the SVM watchdog) is also when it looks at what the IOMMU blocked and
+            // audits the NIC's tail pages.
             super::nic::check_dma();
+            if watchdog_nmi() {
+                super::nic_guard::tick();
+            }
             if takeover_requested(sandbox) {
                 serve_takeovers(sandbox);
-            } else if !watchdog_nmi() {
+            } else if !watchdog_nmi() && !flushed {
                 // Not one the monitor sent (that one sets HALT_ALL): dropped and counted, not logged each time
                 // (on x2APIC machines a sandbox can aim NMIs at itself through its LVT entries).
                 refuse(sandbox, RefusalKind::Nmi, 2);

@@ -45,6 +45,7 @@ pub(super) fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
         hc::CHANNEL_OPEN => channel_open(sandbox, regs.rbx as u32),
         hc::CHANNEL_CLOSE => channel_close(sandbox, regs.rbx as u32),
         hc::NIC_LOCK_STUCK => super::nic::lock_stuck(sandbox, regs.rbx),
+        hc::NIC_AUDIT => super::nic_guard::audit_for(sandbox),
         hc::PEER_APIC => {
             let peer = regs.rbx as u32;
             if peer < sandboxes() { Ok(u64::from(smp::apic_id(peer))) } else { Err(hc::EINVAL) }

@@ -11,6 +11,7 @@
 //!
 //! - `exits`: what each exit means; `hypercalls`: what each hypercall does;
 //! - `faults`: stops or recovers a faulted or hung sandbox (driver switch, restart);
+//! - `nic_guard`: the audit of the NIC's tail pages, and their guard once a sharer rewrote them;
 //! - `channels` and `nic`: the shared pages and the shared NIC (its grant and the hand-over between sharers);
 //! - `iommu`: what the devices sandboxes drive may reach by DMA;
 //! - `build`: makes a sandbox (slice, pristine kernel, second stage, boot information, launch configuration);
@@ -30,6 +31,7 @@ mod infopage;
 mod iommu;
 mod layout;
 mod nic;
+mod nic_guard;
 mod state;
 mod tables;
 
@@ -99,6 +101,7 @@ fn set_up(opts: &MonitorOptions, caps: Caps) -> Result<u32, String> {
     let n = smp::cpus_online();
     let plan = plan_memory(opts, n)?;
     nic::program();
+    nic_guard::record();
     let policies = recovery::parse_policies(opts.cmdline.recovery, n)?;
     let crash_loop = recovery::parse_crash_loop(opts.cmdline.crash_loop)?;
     let rule = match crash_loop {

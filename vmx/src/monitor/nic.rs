@@ -58,7 +58,7 @@ pub(super) fn install(grant: Option<NicGrant>) {
     NIC_GRANT.call_once(|| grant);
 }
 
-fn nic_grant() -> Option<&'static NicGrant> {
+pub(super) fn nic_grant() -> Option<&'static NicGrant> {
     NIC_GRANT.get().and_then(Option::as_ref)
 }
 
@@ -169,7 +169,7 @@ pub(super) fn check_dma() {
 
 /// The monitor's own view of the NIC: its window and DMA region (the lock claims of the control block are never
 /// used: the monitor takes no lock, it only programs the device before the sharers run and repairs addresses).
-fn monitor_view(g: &NicGrant) -> questv_drivers::e1000::SharedNic {
+pub(super) fn monitor_view(g: &NicGrant) -> questv_drivers::e1000::SharedNic {
     // SAFETY: the register window and the DMA region were claimed for this NIC by `grant_nic` (identity mapped:
     // the window in the uncached 3-4 GiB device range, the region in kernel memory) and stay the monitor's.
     unsafe {

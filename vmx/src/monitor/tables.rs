@@ -150,6 +150,16 @@ pub(super) fn map_channel(pool: &mut MonitorPool, e: u32, base: u64, bytes: u64)
     r
 }
 
+/// Change the permissions of one 4 KiB page of sandbox `e`'s second stage (the NIC guard; the caller has
+/// the core that runs `e` drop its cached translations).
+pub(super) fn protect_page(e: u32, gpa: u64, perms: Perms) -> Result<(), String> {
+    let roots = STAGE2_ROOTS.get().ok_or("no second stages yet")?;
+    let &root = roots.get(e as usize).ok_or("no such sandbox")?;
+    let mut pool = POOL.lock();
+    let pool = pool.as_mut().ok_or("no monitor pool")?;
+    Stage2::from_root(root, backend::arch().stage2_format()).protect(pool, gpa, perms).map_err(|e| format!("{e:?}"))
+}
+
 /// Remove the channel mapping of `bytes` at `base` from sandbox `e`'s second stage (its table pages stay;
 /// the caller drops the cached translations of the core that runs `e`).
 pub(super) fn unmap_channel(pool: &mut MonitorPool, e: u32, base: u64, bytes: u64) {
