@@ -107,6 +107,13 @@ pub(super) fn parse_netfig(args: &[String]) -> Result<Cli, String> {
             "--interval-ms" => o.flood_interval_ms = value("--interval-ms")?.parse().ok().filter(|c| (1..=1000).contains(c)).ok_or("--interval-ms needs 1..=1000")?,
             "--no-linux" => o.linux = false,
             "--quick" => o.count = 100,
+            "--iommu" => {
+                o.iommu = Some(match value("--iommu")?.as_str() {
+                    "none" => false,
+                    "vtd" => true,
+                    other => return Err(format!("--iommu needs none or vtd, not {other:?}")),
+                })
+            }
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
     }

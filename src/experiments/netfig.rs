@@ -25,17 +25,19 @@ pub struct NetFigOptions {
     pub count: u32,
     pub flood_interval_ms: u64,
     pub linux: bool,
+    /// VT boots: with VT-d (the default on QEMU) or without (`--iommu none`), to compare the packet path.
+    pub iommu: Option<bool>,
 }
 
 impl Default for NetFigOptions {
     fn default() -> Self {
-        NetFigOptions { emulator: Emulator::Qemu, cpus: 4, count: 500, flood_interval_ms: 2, linux: true }
+        NetFigOptions { emulator: Emulator::Qemu, cpus: 4, count: 500, flood_interval_ms: 2, linux: true, iommu: None }
     }
 }
 
 fn boot_opts(o: &NetFigOptions, vt: bool) -> BootOptions {
     // Both builds on one TCG thread (the VT build needs it: docs/vt.md), so their times compare.
-    BootOptions { vt, emulator: o.emulator, cpus: o.cpus, echo: false, tcg_single: Some(true), ..BootOptions::default() }
+    BootOptions { vt, emulator: o.emulator, cpus: o.cpus, echo: false, tcg_single: Some(true), iommu: o.iommu, ..BootOptions::default() }
 }
 
 fn must_answer(run: &PingRun, what: &str) -> Result<(), String> {
