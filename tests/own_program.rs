@@ -88,7 +88,20 @@ fn a_file_that_is_not_a_questv_executable_is_refused() {
     std::fs::write(dir.join("garbage.bin"), garbage).unwrap();
     let linux = dir.join("linux-hello");
     questv::linux::compile_static(&questv::workspace_root().join("tests/data/linux/hello.c"), &linux).unwrap();
-    for (name, why) in [("garbage.bin", "not a well-formed ELF"), ("linux-hello", "outside user space")] {
+    // gcc's default: linked against the shared C library.
+    let dynamic = dir.join("linux-hello-dynamic");
+    let built = std::process::Command::new("gcc")
+        .arg(questv::workspace_root().join("tests/data/linux/hello.c"))
+        .arg("-o")
+        .arg(&dynamic)
+        .status()
+        .unwrap();
+    assert!(built.success(), "gcc could not build a dynamic hello");
+    for (name, why) in [
+        ("garbage.bin", "is not a well-formed ELF"),
+        ("linux-hello", "outside user space"),
+        ("linux-hello-dynamic", "linux-hello-dynamic is dynamically linked (needs /lib64/ld-linux-x86-64.so.2): questv runs static binaries"),
+    ] {
         let path = dir.join(name);
         let r = boot(&["--cpus", "2", "--add", path.to_str().unwrap(), "--run", name]);
         r.check(r.done_status() == Some(126), "a refused exec must end with status 126");

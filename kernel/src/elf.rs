@@ -4,9 +4,10 @@
 #![forbid(unsafe_code)]
 
 use crate::mm::uspace::{USER_BASE, USER_END};
+use alloc::string::String;
 use alloc::vec::Vec;
 use goblin::elf::header::{EM_X86_64, ET_EXEC};
-use goblin::elf::program_header::{PF_W, PF_X, PT_DYNAMIC, PT_INTERP, PT_LOAD};
+use goblin::elf::program_header::{PF_W, PF_X, PT_DYNAMIC, PT_INTERP, PT_LOAD, PT_PHDR};
 
 /// Largest total memory image we load (keeps one bad file from eating all RAM).
 pub const MAX_IMAGE: u64 = 256 << 20;
@@ -29,13 +30,22 @@ pub struct LoadPlan {
     pub segments: Vec<Segment>,
     /// First page above the highest segment: where the brk heap starts.
     pub image_end: u64,
+    /// Where the program headers are in memory (AT_PHDR; 0 if no segment loads them), their entry size and
+    /// number: static C libraries find their TLS segment through them.
+    pub phdr: u64,
+    pub phent: u16,
+    pub phnum: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ElfError {
     Parse,
-    Not64BitLittleEndian,
-    NotX86_64,
+    /// ELFCLASS32: a 32-bit program.
+    Not64Bit,
+    BigEndian,
+    NotX86_64 { machine: u16 },
+    /// A program interpreter is named: the dynamic linker this program needs.
+    DynamicallyLinked { interpreter: String },
     NotStaticExecutable,
     NoLoadableSegment,
     TooManySegments,
@@ -51,21 +61,56 @@ pub enum ElfError {
 impl core::fmt::Display for ElfError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            ElfError::Parse => write!(f, "not a well-formed ELF file"),
-            ElfError::Not64BitLittleEndian => write!(f, "not a 64-bit little-endian ELF"),
-            ElfError::NotX86_64 => write!(f, "not an x86_64 program"),
-            ElfError::NotStaticExecutable => write!(f, "not a static executable (ET_EXEC without interpreter)"),
-            ElfError::NoLoadableSegment => write!(f, "no loadable segment"),
-            ElfError::TooManySegments => write!(f, "more than {} loadable segments", MAX_SEGMENTS),
-            ElfError::SegmentOutsideUserSpace { vaddr } => write!(f, "segment at 0x{vaddr:x} outside user space"),
-            ElfError::FileRangeOutsideFile { offset } => write!(f, "segment data at offset 0x{offset:x} beyond end of file"),
-            ElfError::FileSizeExceedsMemSize => write!(f, "segment file size larger than its memory size"),
-            ElfError::MisalignedSegment { vaddr } => write!(f, "segment at 0x{vaddr:x} misaligned with its file offset"),
-            ElfError::OverlappingSegments { vaddr } => write!(f, "segments overlap at 0x{vaddr:x}"),
-            ElfError::ImageTooLarge => write!(f, "image larger than {} MiB", MAX_IMAGE >> 20),
-            ElfError::EntryNotExecutable { entry } => write!(f, "entry point 0x{entry:x} not in an executable segment"),
+            ElfError::Parse => write!(f, "is not a well-formed ELF file"),
+            ElfError::Not64Bit => write!(f, "is a 32-bit program: questv runs 64-bit x86-64 binaries"),
+            ElfError::BigEndian => write!(f, "is a big-endian ELF: questv runs x86-64 binaries"),
+            ElfError::NotX86_64 { machine } => write!(f, "is built for ELF machine {machine} ({}), not x86-64", machine_name(*machine)),
+            ElfError::DynamicallyLinked { interpreter } => {
+                write!(f, "is dynamically linked (needs {interpreter}): questv runs static binaries")
+            }
+            ElfError::NotStaticExecutable => write!(f, "is not a static executable (ET_EXEC without interpreter)"),
+            ElfError::NoLoadableSegment => write!(f, "has no loadable segment"),
+            ElfError::TooManySegments => write!(f, "has more than {} loadable segments", MAX_SEGMENTS),
+            ElfError::SegmentOutsideUserSpace { vaddr } => write!(f, "has a segment at 0x{vaddr:x} outside user space"),
+            ElfError::FileRangeOutsideFile { offset } => write!(f, "has segment data at offset 0x{offset:x} beyond the end of the file (truncated?)"),
+            ElfError::FileSizeExceedsMemSize => write!(f, "has a segment whose file size exceeds its memory size"),
+            ElfError::MisalignedSegment { vaddr } => write!(f, "has a segment at 0x{vaddr:x} misaligned with its file offset"),
+            ElfError::OverlappingSegments { vaddr } => write!(f, "has segments that overlap at 0x{vaddr:x}"),
+            ElfError::ImageTooLarge => write!(f, "is larger than the {} MiB questv loads", MAX_IMAGE >> 20),
+            ElfError::EntryNotExecutable { entry } => write!(f, "has its entry point 0x{entry:x} outside executable code"),
         }
     }
+}
+
+/// A name for the machines a user is likely to meet.
+fn machine_name(machine: u16) -> &'static str {
+    match machine {
+        3 => "i386",
+        40 => "ARM",
+        62 => "x86-64",
+        183 => "AArch64",
+        243 => "RISC-V",
+        _ => "another architecture",
+    }
+}
+
+/// The header checks that need no parse of the rest (a 32-bit or big-endian file is refused as such, even if
+/// the 64-bit parser would reject it as malformed).
+fn check_ident(bytes: &[u8]) -> Result<(), ElfError> {
+    if bytes.len() < 20 || bytes[..4] != *b"\x7fELF" {
+        return Err(ElfError::Parse);
+    }
+    if bytes[4] == 1 {
+        return Err(ElfError::Not64Bit);
+    }
+    if bytes[5] == 2 {
+        return Err(ElfError::BigEndian);
+    }
+    let machine = u16::from_le_bytes([bytes[18], bytes[19]]);
+    if bytes[4] == 2 && bytes[5] == 1 && machine != EM_X86_64 {
+        return Err(ElfError::NotX86_64 { machine });
+    }
+    Ok(())
 }
 
 fn page_down(x: u64) -> u64 {
@@ -73,14 +118,25 @@ fn page_down(x: u64) -> u64 {
 }
 
 pub fn plan(bytes: &[u8]) -> Result<LoadPlan, ElfError> {
+    check_ident(bytes)?;
     let elf = goblin::elf::Elf::parse(bytes).map_err(|_| ElfError::Parse)?;
-    if !elf.is_64 || !elf.little_endian {
-        return Err(ElfError::Not64BitLittleEndian);
+    if !elf.is_64 {
+        return Err(ElfError::Not64Bit);
+    }
+    if !elf.little_endian {
+        return Err(ElfError::BigEndian);
     }
     if elf.header.e_machine != EM_X86_64 {
-        return Err(ElfError::NotX86_64);
+        return Err(ElfError::NotX86_64 { machine: elf.header.e_machine });
     }
-    if elf.header.e_type != ET_EXEC || elf.interpreter.is_some() {
+    if let Some(interp) = elf.interpreter {
+        return Err(ElfError::DynamicallyLinked { interpreter: String::from(interp) });
+    }
+    if elf.program_headers.iter().any(|ph| ph.p_type == PT_INTERP) {
+        // An interpreter segment whose name could not be read.
+        return Err(ElfError::DynamicallyLinked { interpreter: String::from("a program interpreter") });
+    }
+    if elf.header.e_type != ET_EXEC {
         return Err(ElfError::NotStaticExecutable);
     }
     let mut segments: Vec<Segment> = Vec::new();
@@ -137,7 +193,17 @@ pub fn plan(bytes: &[u8]) -> Result<LoadPlan, ElfError> {
     }
     let last = segments.last().unwrap();
     let image_end = (last.vaddr + last.mem_size).div_ceil(PAGE) * PAGE;
-    Ok(LoadPlan { entry, segments, image_end })
+    let phoff = elf.header.e_phoff;
+    let phdr = elf
+        .program_headers
+        .iter()
+        .find(|ph| ph.p_type == PT_PHDR)
+        .map(|ph| ph.p_vaddr)
+        .or_else(|| {
+            segments.iter().find(|s| (s.file_offset..s.file_offset + s.file_size).contains(&phoff)).map(|s| s.vaddr + (phoff - s.file_offset))
+        })
+        .unwrap_or(0);
+    Ok(LoadPlan { entry, segments, image_end, phdr, phent: elf.header.e_phentsize, phnum: elf.header.e_phnum })
 }
 
 #[cfg(test)]
@@ -190,6 +256,11 @@ mod tests {
         assert!(p.segments[0].executable && !p.segments[0].writable);
         assert!(p.segments[1].writable);
         assert_eq!(p.image_end, B + 0x7000);
+        // The headers are not in a loaded file range here (the first segment starts at 0x1000).
+        assert_eq!((p.phdr, p.phent, p.phnum), (0, 56, 2));
+        let with_headers = build(ET_EXEC, EM_X86_64, B + 0x10, &[(PT_LOAD, RX, 0, B, 0x1100, 0x1100)]);
+        let p = plan(&with_headers).unwrap();
+        assert_eq!(p.phdr, B + 64, "the headers follow the ELF header in the first loaded page");
     }
 
     #[test]
@@ -198,7 +269,7 @@ mod tests {
         assert_eq!(plan(b"hello"), Err(ElfError::Parse));
         assert_eq!(plan(&[]), Err(ElfError::Parse));
         assert_eq!(plan(&good()[..40]), Err(ElfError::Parse));
-        assert_eq!(plan(&build(ET_EXEC, 3, B, &[(PT_LOAD, RX, 0x1000, B, 1, 1)])), Err(ElfError::NotX86_64));
+        assert_eq!(plan(&build(ET_EXEC, 3, B, &[(PT_LOAD, RX, 0x1000, B, 1, 1)])), Err(ElfError::NotX86_64 { machine: 3 }));
         assert_eq!(plan(&build(3, EM_X86_64, B, &[(PT_LOAD, RX, 0x1000, B, 1, 1)])), Err(ElfError::NotStaticExecutable));
         assert_eq!(plan(&build(ET_EXEC, EM_X86_64, B, &[(6, 4, 64, B, 56, 56)])), Err(ElfError::NoLoadableSegment));
         // Kernel addresses, the null page, wrap-around.
@@ -217,7 +288,23 @@ mod tests {
         let overlap = build(ET_EXEC, EM_X86_64, B + 0x10, &[(PT_LOAD, RX, 0x1000, B, 0x100, 0x100), (PT_LOAD, RW, 0x1080, B + 0x80, 0x10, 0x10)]);
         assert_eq!(plan(&overlap), Err(ElfError::OverlappingSegments { vaddr: B + 0x80 }));
         let interp = build(ET_EXEC, EM_X86_64, B + 0x10, &[(PT_INTERP, 4, 0x1000, B, 0x10, 0x10), (PT_LOAD, RX, 0x1000, B, 0x100, 0x100)]);
-        assert_eq!(plan(&interp), Err(ElfError::NotStaticExecutable));
+        assert!(matches!(plan(&interp), Err(ElfError::DynamicallyLinked { .. })), "{:?}", plan(&interp));
+    }
+
+    #[test]
+    fn says_why_a_foreign_program_cannot_run() {
+        let mut f = good();
+        f[4] = 1; // ELFCLASS32
+        assert_eq!(plan(&f), Err(ElfError::Not64Bit));
+        let mut f = good();
+        f[5] = 2; // big-endian
+        assert_eq!(plan(&f), Err(ElfError::BigEndian));
+        let mut f = good();
+        f[18..20].copy_from_slice(&183u16.to_le_bytes()); // AArch64
+        assert_eq!(plan(&f), Err(ElfError::NotX86_64 { machine: 183 }));
+        assert_eq!(alloc::format!("{}", ElfError::NotX86_64 { machine: 183 }), "is built for ELF machine 183 (AArch64), not x86-64");
+        let dynamic = ElfError::DynamicallyLinked { interpreter: String::from("/lib64/ld-linux-x86-64.so.2") };
+        assert_eq!(alloc::format!("{dynamic}"), "is dynamically linked (needs /lib64/ld-linux-x86-64.so.2): questv runs static binaries");
     }
 
     #[test]

@@ -9,6 +9,8 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod elf;
+pub mod startstack;
+pub mod syscall_names;
 pub mod channel;
 pub mod mm;
 pub mod net;

@@ -99,10 +99,28 @@ fn kernel_slot0() -> u64 {
     KernelMem.table(sched::kernel_cr3())[0]
 }
 
-/// Build an address space for ELF `bytes` with `argv` on the stack. Returns (space, entry, rsp, argv address).
-fn load_program(bytes: &[u8], argv: &[String]) -> Result<(UserSpace, u64, u64, u64), i64> {
+/// AT_RANDOM's 16 bytes: the TSC stirred (xorshift), different at every exec; C libraries seed their stack
+/// protector and pointer guard from them.
+fn random_bytes() -> [u8; 16] {
+    let mut x = questv_arch::cpu::rdtsc() | 1;
+    let mut out = [0u8; 16];
+    for chunk in out.chunks_mut(8) {
+        for _ in 0..4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        x ^= questv_arch::cpu::rdtsc();
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// Build an address space for ELF `bytes` with `argv` and `envp` on the System V start stack
+/// (`startstack`). Returns (space, entry, rsp, argv address).
+fn load_program(bytes: &[u8], argv: &[String], envp: &[String]) -> Result<(UserSpace, u64, u64, u64), i64> {
     let plan = elf::plan(bytes).map_err(|e| {
-        log::warn!("exec {:?}: refused: {}", argv.first().map(String::as_str).unwrap_or(""), e);
+        log::warn!("exec refused: {} {}", argv.first().map(String::as_str).unwrap_or("(no name)"), e);
         -ENOEXEC
     })?;
     let mut mem = KernelMem;
@@ -165,23 +183,21 @@ fn load_program(bytes: &[u8], argv: &[String]) -> Result<(UserSpace, u64, u64, u
         }
         space.brk_start = plan.image_end;
         space.brk = plan.image_end;
-        // Stack: argument strings at the top, then (16-byte aligned) argc, argv[], NULL, envp NULL, auxv AT_NULL.
-        let mut sp = STACK_TOP;
-        let mut ptrs = Vec::with_capacity(argv.len());
-        for a in argv.iter().rev() {
-            sp -= a.len() as u64 + 1;
-            space.copy_to_user(&mut mem, sp, a.as_bytes())?;
-            space.copy_to_user(&mut mem, sp + a.len() as u64, &[0])?;
-            ptrs.push(sp);
-        }
-        ptrs.reverse();
-        let mut words: Vec<u64> = Vec::with_capacity(argv.len() + 5);
-        words.push(argv.len() as u64);
-        words.extend_from_slice(&ptrs);
-        words.extend_from_slice(&[0, 0, 0, 0]);
-        sp = (sp - words.len() as u64 * 8) & !0xF;
-        let raw: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        space.copy_to_user(&mut mem, sp, &raw)?;
+        let info = crate::startstack::StartInfo {
+            argv,
+            envp,
+            execfn: argv.first().map_or("", String::as_str),
+            phdr: plan.phdr,
+            phent: u64::from(plan.phent),
+            phnum: u64::from(plan.phnum),
+            entry: plan.entry,
+            base: 0,
+            hwcap: u64::from(questv_arch::cpu::cpuid(1, 0).edx),
+            clktck: 100,
+            random: random_bytes(),
+        };
+        let (sp, stack) = crate::startstack::build(STACK_TOP, &info).map_err(|_| -E2BIG)?;
+        space.copy_to_user(&mut mem, sp, &stack)?;
         Ok((sp, sp + 8))
     })();
     match result {
@@ -203,7 +219,7 @@ fn user_frame(entry: u64, sp: u64, argc: usize, argv_addr: u64) -> TrapFrame {
 /// Start init (pid 1) from the ramdisk with `argv` on the BSP.
 pub fn start_init(argv: Vec<String>) -> Result<(), &'static str> {
     let bytes = crate::ramdisk::find("init").ok_or("no `init` program in the ramdisk")?;
-    let (space, entry, sp, argv_addr) = load_program(bytes, &argv).map_err(|_| "cannot load init")?;
+    let (space, entry, sp, argv_addr) = load_program(bytes, &argv, &[]).map_err(|_| "cannot load init")?;
     let mut t = TABLE.lock();
     let pid = alloc_pid(&mut t).ok_or("process table full")?;
     let thread = sched::new_user_thread("init", user_frame(entry, sp, argv.len(), argv_addr), pid, space.root())
@@ -356,43 +372,52 @@ pub fn getppid() -> i64 {
 }
 
 /// Replace the calling process's program. On success the frame is rewritten to enter the new program.
-pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64) -> i64 {
-    let read = || -> Result<(String, Vec<String>), i64> {
+/// A NULL-terminated array of C strings at `addr` in user space (argv, envp; 0: none), counting their bytes
+/// into `total` against the limits (E2BIG past them).
+fn read_strings(s: &mut UserSpace, m: &mut KernelMem, addr: u64, total: &mut usize) -> Result<Vec<String>, i64> {
+    let mut out = Vec::new();
+    if addr == 0 {
+        return Ok(out);
+    }
+    for i in 0..=MAX_ARGS as u64 {
+        let mut w = [0u8; 8];
+        s.copy_from_user(m, addr.checked_add(i * 8).ok_or(-EFAULT)?, &mut w)?;
+        let p = u64::from_le_bytes(w);
+        if p == 0 {
+            break;
+        }
+        if i as usize == MAX_ARGS {
+            return Err(-E2BIG);
+        }
+        let a = s.read_str(m, p, MAX_ARG_BYTES)?;
+        *total += a.len() + 1;
+        if *total > MAX_ARG_BYTES {
+            return Err(-E2BIG);
+        }
+        out.push(a);
+    }
+    Ok(out)
+}
+
+pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64, envp_addr: u64) -> i64 {
+    let read = || -> Result<(String, Vec<String>, Vec<String>), i64> {
         with_space(|s, m| {
             let path = s.read_str(m, path, 256)?;
-            let mut args = Vec::new();
             let mut total = 0;
-            if argv_addr != 0 {
-                for i in 0..=MAX_ARGS as u64 {
-                    let mut w = [0u8; 8];
-                    s.copy_from_user(m, argv_addr.checked_add(i * 8).ok_or(-EFAULT)?, &mut w)?;
-                    let p = u64::from_le_bytes(w);
-                    if p == 0 {
-                        break;
-                    }
-                    if i as usize == MAX_ARGS {
-                        return Err(-E2BIG);
-                    }
-                    let a = s.read_str(m, p, MAX_ARG_BYTES)?;
-                    total += a.len() + 1;
-                    if total > MAX_ARG_BYTES {
-                        return Err(-E2BIG);
-                    }
-                    args.push(a);
-                }
-            }
-            Ok((path, args))
+            let args = read_strings(s, m, argv_addr, &mut total)?;
+            let env = read_strings(s, m, envp_addr, &mut total)?;
+            Ok((path, args, env))
         })
         .unwrap_or(Err(-ESRCH))
     };
-    let (path, args) = match read() {
+    let (path, args, env) = match read() {
         Ok(v) => v,
         Err(e) => return e,
     };
     let name = path.rsplit('/').next().unwrap_or("");
     let Some(name) = crate::ramdisk::names().find(|&n| n == name) else { return -ENOENT };
     let Some(bytes) = crate::ramdisk::find(name) else { return -ENOENT };
-    let (space, entry, sp, uargv) = match load_program(bytes, &args) {
+    let (space, entry, sp, uargv) = match load_program(bytes, &args, &env) {
         Ok(v) => v,
         Err(e) => return e,
     };

@@ -19,6 +19,21 @@ const MAP_PRIVATE: u64 = 0x02;
 const PROT_WRITE: u64 = 2;
 const PROT_EXEC: u64 = 4;
 
+/// System calls reported as not implemented so far (each once).
+static REPORTED: crate::syscall_names::OnceSet = crate::syscall_names::OnceSet::new();
+
+/// A call questv does not implement: -ENOSYS, and the first time, its name on the console, so a user knows
+/// what their program needs.
+fn not_implemented(nr: u64) -> i64 {
+    if REPORTED.first(nr) {
+        match crate::syscall_names::name(nr) {
+            Some(name) => crate::kprintln!("syscall {} ({}) not implemented", name, nr),
+            None => crate::kprintln!("syscall {} not implemented (no Linux x86-64 call has that number)", nr),
+        }
+    }
+    -ENOSYS
+}
+
 pub fn dispatch(frame: &mut TrapFrame) {
     let (a0, a1, a2, a3) = (frame.gprs.rdi, frame.gprs.rsi, frame.gprs.rdx, frame.gprs.r10);
     let ret: i64 = match frame.gprs.rax {
@@ -35,7 +50,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::GETPID => i64::from(sched::current_pid()),
         nr::GETPPID => proc::getppid(),
         nr::FORK => proc::fork(frame),
-        nr::EXECVE => proc::execve(frame, a0, a1),
+        nr::EXECVE => proc::execve(frame, a0, a1, a2),
         nr::EXIT | nr::EXIT_GROUP => {
             proc::exit_current(((a0 & 0xFF) << 8) as i32);
             sched::exit()
@@ -74,7 +89,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::STATE_SAVE => state_save(a0, a1),
         nr::STATE_LOAD => state_load(a0, a1),
         nr::INCARNATION => i64::from(crate::sandbox::incarnation()),
-        _ => -ENOSYS,
+        other => not_implemented(other),
     };
     frame.gprs.rax = ret as u64;
 }
