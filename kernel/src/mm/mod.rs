@@ -3,5 +3,6 @@
 pub mod frame;
 pub mod memmap;
 pub mod uspace;
+pub mod vma;
 #[cfg(feature = "image")]
 pub mod kmem;
