@@ -171,6 +171,9 @@ fn load_program(bytes: &[u8], argv: &[String], envp: &[String]) -> Result<(UserS
                     mem.release(pa);
                     return Err(e.into());
                 }
+                // The image is an area too, so mprotect works on it and no mmap hint lands on it.
+                let prot = crate::mm::vma::PROT_READ | if w { crate::mm::vma::PROT_WRITE } else { 0 } | if x { crate::mm::vma::PROT_EXEC } else { 0 };
+                let _ = space.vmas.map(va, PAGE_SIZE, prot, crate::mm::vma::Kind::Image);
             }
             Ok(())
         });

@@ -16,8 +16,6 @@ use questv_libc_shim::nr;
 const MAX_IO: u64 = 1 << 20;
 const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_PRIVATE: u64 = 0x02;
-const PROT_WRITE: u64 = 2;
-const PROT_EXEC: u64 = 4;
 
 /// System calls reported as not implemented so far (each once).
 static REPORTED: crate::syscall_names::OnceSet = crate::syscall_names::OnceSet::new();
@@ -39,7 +37,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
     let ret: i64 = match frame.gprs.rax {
         nr::READ => read(a0, a1, a2),
         nr::WRITE => write(a0, a1, a2),
-        nr::MMAP => mmap(a1, a2, a3, frame.gprs.r8),
+        nr::MMAP => mmap(a0, a1, a2, a3, frame.gprs.r8, frame.gprs.r9),
+        nr::MPROTECT => mprotect(a0, a1, a2),
+        nr::MADVISE => madvise(a0, a1, a2),
         nr::MUNMAP => munmap(a0, a1),
         nr::BRK => proc::with_space(|s, m| s.set_brk(m, if a0 == 0 { s.brk } else { a0 }) as i64).unwrap_or(-ESRCH),
         nr::SCHED_YIELD => {
@@ -242,53 +242,93 @@ fn read(fd: u64, buf: u64, len: u64) -> i64 {
     }
 }
 
-fn mmap(len: u64, prot: u64, flags: u64, fd: u64) -> i64 {
-    if flags != MAP_PRIVATE | MAP_ANONYMOUS || fd as i64 != -1 {
+/// mmap(2) flags questv reads (Linux values); the others (MAP_NORESERVE, MAP_STACK, MAP_POPULATE, ...) are
+/// accepted and change nothing.
+const MAP_SHARED: u64 = 0x01;
+const MAP_TYPE: u64 = 0x03;
+const MAP_FIXED: u64 = 0x10;
+const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+const MADV_DONTNEED: u64 = 4;
+
+/// Drop this CPU's cached translations after mappings shrank (one thread per address space today).
+fn flush_tlb() {
+    // SAFETY: reloading CR3 with its own value only flushes this CPU's non-global TLB entries.
+    unsafe { cpu::write_cr3(cpu::read_cr3()) };
+}
+
+fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, offset: u64) -> i64 {
+    use crate::mm::vma::{Kind, Placement};
+    let kind = match flags & MAP_TYPE {
+        MAP_PRIVATE => Kind::Private,
+        MAP_SHARED => Kind::Shared,
+        _ => return -EINVAL,
+    };
+    if offset % PAGE_SIZE != 0 || prot > 7 {
         return -EINVAL;
     }
-    if len == 0 || len > 1 << 30 {
-        return -EINVAL;
+    if flags & MAP_ANONYMOUS == 0 {
+        // No files yet: the console's descriptors cannot be mapped, every other one is not open.
+        return if fd < 3 { -ENODEV } else { -EBADF };
     }
-    let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    let mut pf = PageFlags::empty();
-    if prot & PROT_WRITE != 0 {
-        pf |= PageFlags::WRITABLE;
-    }
-    if prot & PROT_EXEC == 0 {
-        pf |= PageFlags::NO_EXECUTE;
-    }
-    proc::with_space(|s, m| {
-        let va = s.mmap_next;
-        if va + len >= crate::mm::uspace::STACK_TOP - crate::mm::uspace::STACK_MAX {
-            return -ENOMEM;
-        }
-        match s.map_zeroed(m, va, len, pf) {
-            Ok(()) => {
-                // A guard page between mappings.
-                s.mmap_next = va + len + PAGE_SIZE;
-                va as i64
+    let placement = if flags & MAP_FIXED_NOREPLACE != 0 {
+        Placement::FixedNoReplace(addr)
+    } else if flags & MAP_FIXED != 0 {
+        Placement::Fixed(addr)
+    } else {
+        Placement::Hint(addr)
+    };
+    let r = proc::with_space(|s, m| s.mmap_anonymous(m, placement, len, prot as u32, kind)).unwrap_or(Err(crate::mm::vma::VmaError::NoMemory));
+    match r {
+        Ok(a) => {
+            if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
+                flush_tlb();
             }
-            Err(e) => {
-                let _ = s.unmap(m, va, len);
-                e.into()
-            }
+            a as i64
         }
-    })
-    .unwrap_or(-ESRCH)
+        Err(e) => -e.errno(),
+    }
 }
 
 fn munmap(addr: u64, len: u64) -> i64 {
-    if addr % PAGE_SIZE != 0 || len == 0 {
-        return -EINVAL;
-    }
-    let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    match proc::with_space(|s, m| s.unmap(m, addr, len)) {
+    match proc::with_space(|s, m| s.munmap(m, addr, len)) {
         Some(Ok(())) => {
-            // SAFETY: reloading CR3 only flushes this CPU's non-global TLB entries.
-            unsafe { cpu::write_cr3(cpu::read_cr3()) };
+            flush_tlb();
             0
         }
-        Some(Err(_)) => -EINVAL,
+        Some(Err(e)) => -e.errno(),
+        None => -ESRCH,
+    }
+}
+
+fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {
+    if prot > 7 {
+        return -EINVAL;
+    }
+    match proc::with_space(|s, m| s.mprotect(m, addr, len, prot as u32)) {
+        Some(Ok(())) => {
+            flush_tlb();
+            0
+        }
+        Some(Err(e)) => -e.errno(),
+        None => -ESRCH,
+    }
+}
+
+/// madvise(2): MADV_DONTNEED drops private anonymous pages; every other advice is accepted and changes
+/// nothing (they are hints), after the argument checks Linux makes.
+fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
+    if addr % PAGE_SIZE != 0 {
+        return -EINVAL;
+    }
+    if advice != MADV_DONTNEED || len == 0 {
+        return 0;
+    }
+    match proc::with_space(|s, m| s.dont_need(m, addr, len)) {
+        Some(Ok(())) => {
+            flush_tlb();
+            0
+        }
+        Some(Err(e)) => -e.errno(),
         None => -ESRCH,
     }
 }

@@ -20,6 +20,8 @@ pub mod nr {
     pub const WRITE: u64 = 1;
     pub const MMAP: u64 = 9;
     pub const MUNMAP: u64 = 11;
+    pub const MPROTECT: u64 = 10;
+    pub const MADVISE: u64 = 28;
     pub const BRK: u64 = 12;
     pub const SCHED_YIELD: u64 = 24;
     pub const NANOSLEEP: u64 = 35;

@@ -4,7 +4,7 @@
 //! Layout (lower canonical half; PML4 slot 0 is the kernel's identity map, shared by every address space and
 //! never touched here):
 //!   0x80_0000_0000 (512 GiB)   program segments (userland/user.ld links programs here), then the brk heap
-//!   0x4000_0000_0000           anonymous mmap region, growing up
+//!   below MMAP_TOP             anonymous mmap areas, placed top-down (`vma`), filled on first touch
 //!   STACK_TOP - STACK_MAX      stack, mapped on demand as it is touched, growing down to STACK_TOP
 //!
 //! Copy-on-write (docs/processes.md): every user page has a reference count kept by [`PhysMem`]. Fork marks
@@ -13,13 +13,13 @@
 //! Teardown drops one reference per mapped page; a page is freed when its count reaches zero.
 #![forbid(unsafe_code)]
 
+use super::vma::{Kind, Placement, VmaError, VmaMap, PROT_EXEC, PROT_READ, PROT_WRITE};
 use alloc::string::String;
 use alloc::vec::Vec;
 use questv_arch::paging::{AddressSpace, MapError, PageFlags, TableMemory, ADDR_MASK, PAGE_SIZE};
 
 pub const USER_BASE: u64 = 0x80_0000_0000;
 pub const USER_END: u64 = 0x8000_0000_0000;
-pub const MMAP_BASE: u64 = 0x4000_0000_0000;
 pub const STACK_TOP: u64 = 0x7FFF_FFF0_0000;
 pub const STACK_MAX: u64 = 8 << 20;
 /// How far brk may grow past the end of the program.
@@ -70,7 +70,29 @@ pub struct UserSpace {
     aspace: AddressSpace,
     pub brk_start: u64,
     pub brk: u64,
-    pub mmap_next: u64,
+    /// The areas `mmap` made (and the program image, so a hint or MAP_FIXED_NOREPLACE sees it): what a fault
+    /// there maps, with which protection, and what fork shares instead of copying.
+    pub vmas: VmaMap,
+}
+
+/// Where `mmap` places mappings: below the stack's reserve, top-down (as Linux's default layout).
+pub const MMAP_TOP: u64 = STACK_TOP - STACK_MAX - (1 << 30);
+
+/// The page-table flags for a protection. PROT_NONE keeps the page present but not user-accessible, so its
+/// contents survive until the protection is given back (x86 has no write-only or execute-only pages: any
+/// access right implies read).
+fn prot_flags(prot: u32) -> PageFlags {
+    let mut f = PageFlags::empty();
+    if prot & (PROT_READ | PROT_WRITE | PROT_EXEC) != 0 {
+        f |= PageFlags::USER;
+    }
+    if prot & PROT_WRITE != 0 {
+        f |= PageFlags::WRITABLE;
+    }
+    if prot & PROT_EXEC == 0 {
+        f |= PageFlags::NO_EXECUTE;
+    }
+    f
 }
 
 fn entry_flags(e: u64) -> PageFlags {
@@ -90,7 +112,7 @@ impl UserSpace {
     pub fn new<M: PhysMem>(mem: &mut M, kernel_slot0: u64) -> Result<UserSpace, UserError> {
         let aspace = AddressSpace::new(mem)?;
         mem.table(aspace.root())[0] = kernel_slot0;
-        Ok(UserSpace { aspace, brk_start: USER_BASE, brk: USER_BASE, mmap_next: MMAP_BASE })
+        Ok(UserSpace { aspace, brk_start: USER_BASE, brk: USER_BASE, vmas: VmaMap::new(USER_BASE, MMAP_TOP, MMAP_TOP) })
     }
 
     /// Physical address of the PML4 (for CR3).
@@ -145,11 +167,13 @@ impl UserSpace {
         let mut child = UserSpace::new(mem, kernel_slot0)?;
         child.brk_start = self.brk_start;
         child.brk = self.brk;
-        child.mmap_next = self.mmap_next;
+        child.vmas = self.vmas.clone();
         for (va, e) in self.aspace.leaves(mem, USER_SLOTS) {
             let pa = e & ADDR_MASK;
             let mut flags = entry_flags(e);
-            if flags.intersects(PageFlags::WRITABLE | PageFlags::COW) {
+            let shared = self.vmas.find(va).is_some_and(|v| v.kind == Kind::Shared);
+            // Shared memory stays shared (same page, same rights); everything else writable becomes COW.
+            if !shared && flags.intersects(PageFlags::WRITABLE | PageFlags::COW) {
                 flags = (flags - PageFlags::WRITABLE) | PageFlags::COW;
                 if let Some(leaf) = self.aspace.leaf_mut(mem, va) {
                     *leaf = pa | flags.bits();
@@ -171,18 +195,26 @@ impl UserSpace {
         }
         let page = va & !(PAGE_SIZE - 1);
         let entry = self.aspace.leaf_mut(mem, page).map(|e| *e).unwrap_or(0);
+        let area = self.vmas.find(page).copied();
         if entry & PageFlags::PRESENT.bits() == 0 {
-            if in_stack(page) {
-                return match self.map_zeroed(mem, page, PAGE_SIZE, USER_RW) {
-                    Ok(()) => FaultOutcome::Resolved,
-                    Err(UserError::NoMemory) => FaultOutcome::OutOfMemory,
-                    Err(UserError::Fault) => FaultOutcome::Segfault,
-                };
-            }
-            return FaultOutcome::Segfault;
+            let flags = match area {
+                // An mmap area is filled on first touch, if the access is one its protection allows.
+                Some(v) if v.kind == Kind::Image || v.prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 || (write && v.prot & PROT_WRITE == 0) => {
+                    return FaultOutcome::Segfault;
+                }
+                Some(v) => prot_flags(v.prot),
+                None if in_stack(page) => USER_RW,
+                None => return FaultOutcome::Segfault,
+            };
+            return match self.map_zeroed(mem, page, PAGE_SIZE, flags) {
+                Ok(()) => FaultOutcome::Resolved,
+                Err(UserError::NoMemory) => FaultOutcome::OutOfMemory,
+                Err(UserError::Fault) => FaultOutcome::Segfault,
+            };
         }
         let flags = entry_flags(entry);
-        if !write || !flags.contains(PageFlags::COW) {
+        let writable_area = area.is_none_or(|v| v.prot & PROT_WRITE != 0);
+        if !write || !flags.contains(PageFlags::COW) || !writable_area || !flags.contains(PageFlags::USER) {
             // Present, and either a read (so a protection fault, e.g. NX or kernel page) or a write to a page
             // that is read-only for real.
             return FaultOutcome::Segfault;
@@ -275,6 +307,96 @@ impl UserSpace {
             bytes.push(b[0]);
         }
         Err(UserError::Fault)
+    }
+
+    /// `mmap` of anonymous memory: place it (a hint, MAP_FIXED, MAP_FIXED_NOREPLACE), record the area and
+    /// drop whatever pages it replaces; its own pages come on first touch. Returns the address.
+    pub fn mmap_anonymous<M: PhysMem>(&mut self, mem: &mut M, placement: Placement, len: u64, prot: u32, kind: Kind) -> Result<u64, VmaError> {
+        // The brk heap is not an area, but it is taken: a hint never lands in its reserve, and
+        // MAP_FIXED_NOREPLACE does not replace it.
+        let heap = self.brk_start..self.brk_start + BRK_MAX;
+        let heap_now = self.brk_start..self.brk.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let end = |a: u64| a.saturating_add(len);
+        let placement = match placement {
+            Placement::Hint(h) if h < heap.end && end(h) > heap.start => Placement::Hint(0),
+            Placement::FixedNoReplace(a) if a < heap_now.end && end(a) > heap_now.start => return Err(VmaError::Exists),
+            p => p,
+        };
+        let addr = self.vmas.place(placement, len)?;
+        let len = super::vma::page_len(len).ok_or(VmaError::Invalid)?;
+        self.vmas.map(addr, len, prot, kind)?;
+        // Whatever was mapped there before (an area, or pages the areas do not describe) is replaced.
+        let _ = self.unmap(mem, addr, len);
+        if kind == Kind::Shared {
+            // Shared memory gets its pages now: a page first touched after a fork must be the same page in
+            // parent and child, and there is no object behind the area to find it by.
+            if let Err(e) = self.map_zeroed(mem, addr, len, prot_flags(prot)) {
+                let _ = self.unmap(mem, addr, len);
+                let _ = self.vmas.unmap(addr, len);
+                return Err(if e == UserError::NoMemory { VmaError::NoMemory } else { VmaError::Invalid });
+            }
+            if prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 {
+                // map_zeroed makes pages user-accessible; PROT_NONE takes that back.
+                self.mprotect(mem, addr, len, prot)?;
+            }
+        }
+        Ok(addr)
+    }
+
+    /// `munmap`: the areas and their pages in [addr, addr + len).
+    pub fn munmap<M: PhysMem>(&mut self, mem: &mut M, addr: u64, len: u64) -> Result<(), VmaError> {
+        let len = super::vma::page_len(len).ok_or(VmaError::Invalid)?;
+        if addr % PAGE_SIZE != 0 || !user_range_ok(addr, len) {
+            return Err(VmaError::Invalid);
+        }
+        self.vmas.unmap(addr, len)?;
+        let _ = self.unmap(mem, addr, len);
+        Ok(())
+    }
+
+    /// `mprotect`: the areas' protection, and that of their pages already present (a COW page stays
+    /// read-only until its write fault copies it).
+    pub fn mprotect<M: PhysMem>(&mut self, mem: &mut M, addr: u64, len: u64, prot: u32) -> Result<(), VmaError> {
+        if addr % PAGE_SIZE != 0 {
+            return Err(VmaError::Invalid);
+        }
+        if len != 0 && !user_range_ok(addr, len) {
+            return Err(VmaError::NoMemory);
+        }
+        for (start, end, _) in self.vmas.protect(addr, len, prot)? {
+            let mut va = start;
+            while va < end {
+                if let Some(leaf) = self.aspace.leaf_mut(mem, va) {
+                    if *leaf & PageFlags::PRESENT.bits() != 0 {
+                        let old = entry_flags(*leaf);
+                        let mut f = prot_flags(prot) | (old & PageFlags::COW);
+                        if old.contains(PageFlags::COW) {
+                            f -= PageFlags::WRITABLE;
+                        }
+                        *leaf = (*leaf & ADDR_MASK) | f.bits() | PageFlags::PRESENT.bits();
+                    }
+                }
+                va += PAGE_SIZE;
+            }
+        }
+        Ok(())
+    }
+
+    /// `madvise(MADV_DONTNEED)` on private anonymous memory: its pages go; the next touch reads zeros (the
+    /// program image and shared memory keep theirs).
+    pub fn dont_need<M: PhysMem>(&mut self, mem: &mut M, addr: u64, len: u64) -> Result<(), VmaError> {
+        let len = super::vma::page_len(len).ok_or(VmaError::Invalid)?;
+        if addr % PAGE_SIZE != 0 || !user_range_ok(addr, len) {
+            return Err(VmaError::Invalid);
+        }
+        let mut va = addr;
+        while va < addr + len {
+            if self.vmas.find(va).is_some_and(|v| v.kind == Kind::Private) {
+                let _ = self.unmap(mem, va, PAGE_SIZE);
+            }
+            va += PAGE_SIZE;
+        }
+        Ok(())
     }
 
     /// Move the program break. Growing maps zeroed pages; shrinking unmaps. Returns the new break, or the old
@@ -513,5 +635,64 @@ mod tests {
         mem.budget = None;
         s.teardown(&mut mem);
         assert!(mem.pages.is_empty() && mem.tables.is_empty());
+    }
+
+    #[test]
+    fn anonymous_mappings_fill_on_first_touch_with_their_protection() {
+        use crate::mm::vma::{Kind, Placement, VmaError, PROT_READ, PROT_WRITE};
+        let mut mem = FakeMem::default();
+        let mut s = space(&mut mem);
+        let a = s.mmap_anonymous(&mut mem, Placement::Hint(0), 3 * PAGE_SIZE, PROT_READ | PROT_WRITE, Kind::Private).unwrap();
+        assert_eq!(a, MMAP_TOP - 3 * PAGE_SIZE);
+        assert!(s.translate(&mut mem, a).is_none(), "nothing mapped before the first touch");
+        s.copy_to_user(&mut mem, a + 5000, b"demand").unwrap();
+        assert_eq!(read(&mut s, &mut mem, a + 5000, 6), b"demand");
+        assert!(s.translate(&mut mem, a).is_none(), "only the touched page");
+        // Read-only: readable (zeros), not writable, even by the kernel on the process's behalf.
+        let r = s.mmap_anonymous(&mut mem, Placement::Hint(0), PAGE_SIZE, PROT_READ, Kind::Private).unwrap();
+        assert_eq!(read(&mut s, &mut mem, r, 4), [0; 4]);
+        assert_eq!(s.copy_to_user(&mut mem, r, b"x"), Err(UserError::Fault));
+        assert_eq!(s.handle_fault(&mut mem, r, true), FaultOutcome::Segfault);
+        // mprotect to PROT_NONE keeps the contents, out of reach; back to RW they are there.
+        s.mprotect(&mut mem, a + 4096, 4096, 0).unwrap();
+        let mut b = [0u8; 6];
+        assert_eq!(s.copy_from_user(&mut mem, a + 5000, &mut b), Err(UserError::Fault));
+        assert_eq!(s.handle_fault(&mut mem, a + 5000, false), FaultOutcome::Segfault);
+        s.mprotect(&mut mem, a + 4096, 4096, PROT_READ | PROT_WRITE).unwrap();
+        assert_eq!(read(&mut s, &mut mem, a + 5000, 6), b"demand");
+        // munmap: gone, and a fault there is a segfault.
+        s.munmap(&mut mem, a, 3 * PAGE_SIZE).unwrap();
+        assert_eq!(s.handle_fault(&mut mem, a + 5000, false), FaultOutcome::Segfault);
+        assert_eq!(s.munmap(&mut mem, a + 1, PAGE_SIZE), Err(VmaError::Invalid));
+        // MAP_FIXED_NOREPLACE over the heap, or over an area: EEXIST.
+        (s.brk_start, s.brk) = (USER_BASE + 0x10000, USER_BASE + 0x10000);
+        assert_eq!(s.set_brk(&mut mem, USER_BASE + 0x13000), USER_BASE + 0x13000);
+        assert_eq!(s.mmap_anonymous(&mut mem, Placement::FixedNoReplace(USER_BASE + 0x12000), PAGE_SIZE, PROT_READ, Kind::Private), Err(VmaError::Exists));
+        assert_eq!(s.mmap_anonymous(&mut mem, Placement::FixedNoReplace(r), PAGE_SIZE, PROT_READ, Kind::Private), Err(VmaError::Exists));
+        // A hint inside the heap's reserve is not taken.
+        let h = s.mmap_anonymous(&mut mem, Placement::Hint(USER_BASE + 0x20000), PAGE_SIZE, PROT_READ, Kind::Private).unwrap();
+        assert!(h > s.brk_start + BRK_MAX);
+        s.teardown(&mut mem);
+        assert_eq!(mem.pages.len(), 0, "every page freed");
+    }
+
+    #[test]
+    fn fork_shares_shared_memory_and_copies_private() {
+        use crate::mm::vma::{Kind, Placement, PROT_READ, PROT_WRITE};
+        let mut mem = FakeMem::default();
+        let mut parent = space(&mut mem);
+        let rw = PROT_READ | PROT_WRITE;
+        let sh = parent.mmap_anonymous(&mut mem, Placement::Hint(0), PAGE_SIZE, rw, Kind::Shared).unwrap();
+        let pr = parent.mmap_anonymous(&mut mem, Placement::Hint(0), PAGE_SIZE, rw, Kind::Private).unwrap();
+        parent.copy_to_user(&mut mem, sh, b"shared").unwrap();
+        parent.copy_to_user(&mut mem, pr, b"privat").unwrap();
+        let mut child = parent.fork(&mut mem).unwrap();
+        child.copy_to_user(&mut mem, sh, b"SHARED").unwrap();
+        child.copy_to_user(&mut mem, pr, b"PRIVAT").unwrap();
+        assert_eq!(read(&mut parent, &mut mem, sh, 6), b"SHARED", "the parent sees the child's write to shared memory");
+        assert_eq!(read(&mut parent, &mut mem, pr, 6), b"privat", "but not to private memory");
+        child.teardown(&mut mem);
+        parent.teardown(&mut mem);
+        assert_eq!(mem.pages.len(), 0);
     }
 }

@@ -22,6 +22,8 @@ pub enum Kind {
     Private,
     /// Shared anonymous memory: parent and children see the same pages.
     Shared,
+    /// The program's own segments (loaded at exec, never filled on demand: there is no file to read again).
+    Image,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

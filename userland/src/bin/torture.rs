@@ -29,6 +29,99 @@ impl Checks {
     }
 }
 
+const PROT_READ: u64 = 1;
+const PROT_WRITE: u64 = 2;
+const MAP_SHARED: u64 = 0x01;
+const MAP_PRIVATE: u64 = 0x02;
+const MAP_FIXED: u64 = 0x10;
+const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+const PAGE: u64 = 4096;
+
+fn mmap(addr: u64, len: u64, prot: u64, flags: u64) -> i64 {
+    syscall6(nr::MMAP, [addr, len, prot, flags, u64::MAX, 0])
+}
+
+/// Run `f` in a child and return how it ended (its wait status).
+fn in_child(f: impl FnOnce()) -> i32 {
+    let pid = sys::fork();
+    if pid == 0 {
+        f();
+        sys::exit(0);
+    }
+    sys::waitpid(pid, 0).1
+}
+
+fn mappings(c: &mut Checks) {
+    let (rw, anon) = (PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+    c.expect(mmap(0, 0, rw, anon), -EINVAL, "mmap of length 0");
+    c.expect(mmap(0, PAGE, rw, MAP_ANONYMOUS), -EINVAL, "mmap neither shared nor private");
+    c.expect(mmap(0, PAGE, rw, MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS), -EINVAL, "mmap both shared and private");
+    c.expect(syscall6(nr::MMAP, [0, PAGE, rw, MAP_PRIVATE, 5, 0]), -EBADF, "mmap of a descriptor that is not open");
+    c.expect(syscall6(nr::MMAP, [0, PAGE, rw, anon, u64::MAX, 123]), -EINVAL, "mmap with an unaligned offset");
+    c.expect(mmap(0, u64::MAX, rw, anon), -EINVAL, "mmap of an absurd length");
+    c.expect(mmap(0x1234, PAGE, rw, anon | MAP_FIXED), -EINVAL, "MAP_FIXED at an unaligned address");
+    let a = mmap(0, 3 * PAGE, rw, anon);
+    c.check(a > 0 && a as u64 % PAGE == 0, "mmap of three pages", a);
+    if a <= 0 {
+        return;
+    }
+    let a = a as u64;
+    // SAFETY (these pointer accesses): [a, a + 3 pages) was just mapped read-write.
+    unsafe { core::ptr::write_volatile((a + PAGE + 8) as *mut u64, 0x5151) };
+    c.expect(unsafe { core::ptr::read_volatile((a + 2 * PAGE) as *const u64) } as i64, 0, "fresh anonymous memory reads zero");
+    c.expect(mmap(a + PAGE, PAGE, rw, anon | MAP_FIXED_NOREPLACE), -17, "MAP_FIXED_NOREPLACE over a mapping (EEXIST)");
+    c.expect(mmap(a, PAGE, rw, anon | MAP_FIXED), a as i64, "MAP_FIXED replaces a mapping");
+    c.expect(unsafe { core::ptr::read_volatile((a + PAGE + 8) as *const u64) } as i64, 0x5151, "MAP_FIXED leaves its neighbours alone");
+    // A hole in the middle: touching it is SIGSEGV; mprotect across it is ENOMEM.
+    c.expect(syscall(nr::MUNMAP, a + PAGE, PAGE, 0), 0, "munmap of the middle page");
+    c.expect(syscall(nr::MUNMAP, a + 1, PAGE, 0), -EINVAL, "munmap at an unaligned address");
+    let st = in_child(|| unsafe { core::ptr::write_volatile((a + PAGE) as *mut u64, 1) });
+    c.check(!wait::exited(st) && wait::term_signal(st) == 11, "a write into an unmapped hole is SIGSEGV", i64::from(st));
+    c.expect(syscall(nr::MPROTECT, a, 3 * PAGE, PROT_READ), -ENOMEM, "mprotect across a hole (ENOMEM)");
+    c.expect(syscall(nr::MPROTECT, a + 2 * PAGE, PAGE, PROT_READ), 0, "mprotect to read-only");
+    let st = in_child(|| unsafe { core::ptr::write_volatile((a + 2 * PAGE) as *mut u64, 1) });
+    c.check(!wait::exited(st) && wait::term_signal(st) == 11, "a write to read-only memory is SIGSEGV", i64::from(st));
+    c.expect(syscall(nr::WRITE, 1, a + 2 * PAGE, 0), 0, "read-only memory is still readable by the kernel");
+    c.expect(syscall(nr::CLOCK_GETTIME, 1, a + 2 * PAGE, 0), -EFAULT, "the kernel does not write read-only memory");
+    c.expect(syscall(nr::MPROTECT, a + 2 * PAGE, PAGE, 0), 0, "mprotect to PROT_NONE");
+    let st = in_child(|| {
+        let _ = unsafe { core::ptr::read_volatile((a + 2 * PAGE) as *const u64) };
+    });
+    c.check(!wait::exited(st) && wait::term_signal(st) == 11, "a read of PROT_NONE memory is SIGSEGV", i64::from(st));
+    c.expect(syscall(nr::MPROTECT, a + 1, PAGE, PROT_READ), -EINVAL, "mprotect at an unaligned address");
+    // MADV_DONTNEED: private pages read zero again.
+    unsafe { core::ptr::write_volatile(a as *mut u64, 77) };
+    c.expect(syscall(nr::MADVISE, a, PAGE, 4), 0, "madvise(MADV_DONTNEED)");
+    c.expect(unsafe { core::ptr::read_volatile(a as *const u64) } as i64, 0, "after MADV_DONTNEED the page reads zero");
+    c.expect(syscall(nr::MUNMAP, a, 3 * PAGE, 0), 0, "munmap of the whole range (holes and all)");
+    // Shared anonymous memory is shared with a child; private memory is not.
+    let s = mmap(0, PAGE, rw, MAP_SHARED | MAP_ANONYMOUS);
+    let p = mmap(0, PAGE, rw, anon);
+    c.check(s > 0 && p > 0, "shared and private mappings", s.min(p));
+    if s > 0 && p > 0 {
+        let st = in_child(|| unsafe {
+            core::ptr::write_volatile(s as *mut u64, 0xC41D);
+            core::ptr::write_volatile(p as *mut u64, 0xC41D);
+        });
+        c.check(wait::exited(st), "the child wrote both", i64::from(st));
+        c.expect(unsafe { core::ptr::read_volatile(s as *const u64) } as i64, 0xC41D, "the parent sees the child's write to shared memory");
+        c.expect(unsafe { core::ptr::read_volatile(p as *const u64) } as i64, 0, "but not to private memory");
+        syscall(nr::MUNMAP, s as u64, PAGE, 0);
+        syscall(nr::MUNMAP, p as u64, PAGE, 0);
+    }
+    // A mapping far larger than memory succeeds: pages come on first touch.
+    let free_before = syscall(nr::QUESTV_FREE_FRAMES, 0, 0, 0);
+    let big = mmap(0, 64 << 30, rw, MAP_PRIVATE | MAP_ANONYMOUS);
+    c.check(big > 0, "a 64 GiB anonymous mapping", big);
+    if big > 0 {
+        unsafe { core::ptr::write_volatile((big as u64 + (32 << 30)) as *mut u64, 1) };
+        let used = free_before - syscall(nr::QUESTV_FREE_FRAMES, 0, 0, 0);
+        c.check(used < 64, "touching one page of it takes a few frames, not 64 GiB", used);
+        c.expect(syscall(nr::MUNMAP, big as u64, 64 << 30, 0), 0, "munmap of the large mapping");
+    }
+}
+
 const IMPLEMENTED: [u64; 21] = [
     nr::READ, nr::WRITE, nr::MMAP, nr::MUNMAP, nr::BRK, nr::SCHED_YIELD, nr::NANOSLEEP, nr::GETPID, nr::FORK,
     nr::EXECVE, nr::EXIT, nr::WAIT4, nr::GETPPID, nr::SCHED_SETAFFINITY, nr::CLOCK_GETTIME, nr::GETCPU,
@@ -163,9 +256,12 @@ fn main(args: &[&str]) -> i32 {
     c.check(reaped == forked + 1, "every child reaped", i64::from(reaped));
     println!("RESULT torture_oom eaten_mib={} forks_until_failure={} fork_error={} recovered={}", eaten_mib, forked, fork_err, u8::from(pid > 0));
 
-    // 7. Random system calls with random arguments. Excluded: calls that end or replace the process, block
+    // 7. Memory mappings, as mmap(2), munmap(2), mprotect(2) and madvise(2) describe them.
+    mappings(&mut c);
+
+    // 8. Random system calls with random arguments. Excluded: calls that end or replace the process, block
     // on the console, or rearrange our own memory (exit, fork, execve, read, brk, munmap).
-    let excluded = [nr::EXIT, nr::EXIT_GROUP, nr::FORK, nr::EXECVE, nr::READ, nr::BRK, nr::MUNMAP, nr::NANOSLEEP];
+    let excluded = [nr::EXIT, nr::EXIT_GROUP, nr::FORK, nr::EXECVE, nr::READ, nr::BRK, nr::MUNMAP, nr::NANOSLEEP, nr::MPROTECT, nr::MADVISE];
     let mut rng = Rng::new(seed);
     let (mut ok, mut efault, mut enosys, mut einval, mut other) = (0u32, 0u32, 0u32, 0u32, 0u32);
     let mut done = 0;
@@ -190,6 +286,9 @@ fn main(args: &[&str]) -> i32 {
         }
         if n == nr::WRITE {
             a[0] = 3 + a[0] % 8; // not the console: random bytes there would garble the RESULT lines
+        }
+        if n == nr::MMAP {
+            a[3] &= !(MAP_FIXED | MAP_FIXED_NOREPLACE); // never over our own stack or code
         }
         let r = syscall6(n, a);
         match r {
