@@ -5,6 +5,7 @@ use core::arch::asm;
 
 pub const MSR_APIC_BASE: u32 = 0x1B;
 pub const MSR_EFER: u32 = 0xC000_0080;
+pub const MSR_FS_BASE: u32 = 0xC000_0100;
 pub const MSR_GS_BASE: u32 = 0xC000_0101;
 pub const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
 
@@ -63,6 +64,24 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
         asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
              options(nostack, preserves_flags))
     }
+}
+
+/// Load a user thread's thread-pointer bases (`arch_prctl(ARCH_SET_FS/GS)`): FS directly, and GS into
+/// IA32_KERNEL_GS_BASE, which holds the user's GS base whenever the kernel runs (SWAPGS at every entry from
+/// user mode). Safe to call from kernel code: the kernel addresses nothing through FS or the user GS base.
+pub fn set_user_tls(fs: u64, gs: u64) {
+    // SAFETY: both MSRs exist on every x86-64 CPU and take any canonical address (callers check that: a
+    // non-canonical value would #GP here); only user mode sees their effect.
+    unsafe {
+        wrmsr(MSR_FS_BASE, fs);
+        wrmsr(MSR_KERNEL_GS_BASE, gs);
+    }
+}
+
+/// Whether `addr` is canonical (bits 63..47 all equal), as FS/GS bases and user pointers must be.
+pub fn is_canonical(addr: u64) -> bool {
+    let top = addr >> 47;
+    top == 0 || top == 0x1_FFFF
 }
 
 #[derive(Clone, Copy, Debug)]

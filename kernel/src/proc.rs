@@ -438,6 +438,8 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64, envp_addr: u64) 
         old
     };
     sched::set_current_cr3(root);
+    // A new program starts without the old one's thread pointer.
+    sched::set_user_tls(Some(0), Some(0));
     // The old space is ours alone now: no lock needed to free it.
     if let Some(old) = old {
         old.teardown(&mut KernelMem);

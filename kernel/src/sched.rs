@@ -45,6 +45,10 @@ pub struct Thread {
     migrate_to: Option<u32>,
     /// The VCPU (on this thread's CPU) it runs on; fork and spawn inherit it.
     vcpu: u32,
+    /// User thread-pointer bases (`arch_prctl`), loaded whenever the thread is switched to; fork inherits
+    /// them, exec clears them.
+    fs_base: u64,
+    gs_base: u64,
 }
 
 #[derive(Default, Clone, Copy, Debug)]
@@ -94,6 +98,8 @@ fn thread_with(name: &'static str, frame: TrapFrame, stack: Option<Box<[u8]>>, p
         wake_pending: false,
         migrate_to: None,
         vcpu: DEFAULT_VCPU,
+        fs_base: 0,
+        gs_base: 0,
     })
 }
 
@@ -115,6 +121,8 @@ pub fn new_user_thread(name: &'static str, frame: TrapFrame, pid: u32, cr3: u64)
     v.resize(USER_KSTACK_SIZE, 0);
     let mut t = thread_with(name, frame, Some(v.into_boxed_slice()), pid, cr3);
     t.vcpu = current_vcpu();
+    let cpu = percpu::cpu_index() as usize;
+    (t.fs_base, t.gs_base) = SCHED[cpu].lock().as_ref().and_then(|s| s.current.as_ref()).map_or((0, 0), |c| (c.fs_base, c.gs_base));
     Some(t)
 }
 
@@ -181,6 +189,21 @@ pub fn current_pid() -> u32 {
 
 pub fn current_id() -> u64 {
     with_current(|t| t.id)
+}
+
+/// The running thread's user thread-pointer bases (FS, GS).
+pub fn user_tls() -> (u64, u64) {
+    with_current(|t| (t.fs_base, t.gs_base))
+}
+
+/// Set the running thread's user FS and/or GS base (canonical: the caller checks) and load them now.
+pub fn set_user_tls(fs: Option<u64>, gs: Option<u64>) {
+    let (f, g) = with_current(|t| {
+        t.fs_base = fs.unwrap_or(t.fs_base);
+        t.gs_base = gs.unwrap_or(t.gs_base);
+        (t.fs_base, t.gs_base)
+    });
+    questv_arch::cpu::set_user_tls(f, g);
 }
 
 /// Change the running thread's address space (exec, exit) and load it.
@@ -375,6 +398,7 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
     *frame = *next.frame;
     if next.pid != 0 {
         percpu::set_kernel_stack_top(next.kstack_top);
+        questv_arch::cpu::set_user_tls(next.fs_base, next.gs_base);
         // SAFETY: a user address space shares the kernel's PML4 slot 0. Reloaded even if unchanged, so no
         // stale user TLB entry survives a migration.
         unsafe { questv_arch::cpu::write_cr3(next.cr3) };

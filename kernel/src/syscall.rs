@@ -6,7 +6,7 @@
 use crate::proc::{self, errno::*};
 use crate::{console, sched, smp};
 use alloc::vec;
-use questv_arch::paging::{PageFlags, PAGE_SIZE};
+use questv_arch::paging::PAGE_SIZE;
 use questv_arch::trap::TrapFrame;
 use questv_arch::{cpu, percpu};
 
@@ -89,6 +89,10 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::STATE_SAVE => state_save(a0, a1),
         nr::STATE_LOAD => state_load(a0, a1),
         nr::INCARNATION => i64::from(crate::sandbox::incarnation()),
+        nr::ARCH_PRCTL => arch_prctl(a0, a1),
+        // One thread per process so far: its thread id is its process id. The clear-on-exit address is for
+        // threads sharing memory, which questv does not create yet; it is accepted and not used.
+        nr::SET_TID_ADDRESS => i64::from(sched::current_pid()),
         other => not_implemented(other),
     };
     frame.gprs.rax = ret as u64;
@@ -251,6 +255,35 @@ const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 const MADV_DONTNEED: u64 = 4;
 
 /// Drop this CPU's cached translations after mappings shrank (one thread per address space today).
+/// arch_prctl(2): the thread's FS and GS bases (where C libraries keep the thread pointer).
+fn arch_prctl(code: u64, addr: u64) -> i64 {
+    const ARCH_SET_GS: u64 = 0x1001;
+    const ARCH_SET_FS: u64 = 0x1002;
+    const ARCH_GET_FS: u64 = 0x1003;
+    const ARCH_GET_GS: u64 = 0x1004;
+    match code {
+        ARCH_SET_FS | ARCH_SET_GS if !cpu::is_canonical(addr) || addr >= crate::mm::uspace::USER_END => -EPERM,
+        ARCH_SET_FS => {
+            sched::set_user_tls(Some(addr), None);
+            0
+        }
+        ARCH_SET_GS => {
+            sched::set_user_tls(None, Some(addr));
+            0
+        }
+        ARCH_GET_FS | ARCH_GET_GS => {
+            let (fs, gs) = sched::user_tls();
+            let v = if code == ARCH_GET_FS { fs } else { gs };
+            match proc::with_space(|s, m| s.copy_to_user(m, addr, &v.to_le_bytes())) {
+                Some(Ok(())) => 0,
+                Some(Err(e)) => e.into(),
+                None => -ESRCH,
+            }
+        }
+        _ => -EINVAL,
+    }
+}
+
 fn flush_tlb() {
     // SAFETY: reloading CR3 with its own value only flushes this CPU's non-global TLB entries.
     unsafe { cpu::write_cr3(cpu::read_cr3()) };

@@ -22,6 +22,8 @@ pub mod nr {
     pub const MUNMAP: u64 = 11;
     pub const MPROTECT: u64 = 10;
     pub const MADVISE: u64 = 28;
+    pub const ARCH_PRCTL: u64 = 158;
+    pub const SET_TID_ADDRESS: u64 = 218;
     pub const BRK: u64 = 12;
     pub const SCHED_YIELD: u64 = 24;
     pub const NANOSLEEP: u64 = 35;
@@ -69,6 +71,7 @@ pub mod errno {
     pub const EFAULT: i64 = 14;
     pub const EBUSY: i64 = 16;
     pub const ENODEV: i64 = 19;
+    pub const EPERM: i64 = 1;
     pub const EINVAL: i64 = 22;
     pub const ENOSYS: i64 = 38;
 }

@@ -122,6 +122,39 @@ fn mappings(c: &mut Checks) {
     }
 }
 
+/// arch_prctl(2) and set_tid_address(2), as C libraries use them at start-up.
+fn thread_pointer(c: &mut Checks) {
+    const ARCH_SET_FS: u64 = 0x1002;
+    const ARCH_GET_FS: u64 = 0x1003;
+    let cell: u64 = 0x7157_7157;
+    let at = &cell as *const u64 as u64;
+    c.expect(syscall(nr::ARCH_PRCTL, ARCH_SET_FS, at, 0), 0, "arch_prctl(ARCH_SET_FS)");
+    let via_fs: u64;
+    // SAFETY: FS now points at `cell`, a live u64 on this stack.
+    unsafe { core::arch::asm!("mov {}, fs:[0]", out(reg) via_fs, options(nostack, readonly)) };
+    c.expect(via_fs as i64, 0x7157_7157, "a load through FS reads what FS points at");
+    let mut got = 0u64;
+    c.expect(syscall(nr::ARCH_PRCTL, ARCH_GET_FS, &mut got as *mut u64 as u64, 0), 0, "arch_prctl(ARCH_GET_FS)");
+    c.expect(got as i64, at as i64, "ARCH_GET_FS returns what was set");
+    // Across a switch (a child runs meanwhile) and into the child.
+    let st = in_child(|| {
+        let mut g = 0u64;
+        syscall(nr::ARCH_PRCTL, ARCH_GET_FS, &mut g as *mut u64 as u64, 0);
+        if g != at {
+            sys::exit(3);
+        }
+    });
+    c.check(wait::exited(st) && wait::exit_status(st) == 0, "a forked child inherits the FS base", i64::from(st));
+    got = 0;
+    syscall(nr::ARCH_PRCTL, ARCH_GET_FS, &mut got as *mut u64 as u64, 0);
+    c.expect(got as i64, at as i64, "the FS base survives a switch to another process");
+    c.expect(syscall(nr::ARCH_PRCTL, ARCH_SET_FS, 0x8000_0000_0000_0000, 0), -EPERM, "a non-canonical FS base (EPERM)");
+    c.expect(syscall(nr::ARCH_PRCTL, 0x9999, 0, 0), -EINVAL, "an unknown arch_prctl code");
+    c.expect(syscall(nr::ARCH_PRCTL, ARCH_GET_FS, 8, 0), -EFAULT, "ARCH_GET_FS to a bad pointer");
+    c.expect(syscall(nr::ARCH_PRCTL, ARCH_SET_FS, 0, 0), 0, "FS base back to 0");
+    c.expect(syscall(nr::SET_TID_ADDRESS, 0, 0, 0), sys::getpid(), "set_tid_address returns the caller's thread id");
+}
+
 const IMPLEMENTED: [u64; 21] = [
     nr::READ, nr::WRITE, nr::MMAP, nr::MUNMAP, nr::BRK, nr::SCHED_YIELD, nr::NANOSLEEP, nr::GETPID, nr::FORK,
     nr::EXECVE, nr::EXIT, nr::WAIT4, nr::GETPPID, nr::SCHED_SETAFFINITY, nr::CLOCK_GETTIME, nr::GETCPU,
@@ -258,6 +291,7 @@ fn main(args: &[&str]) -> i32 {
 
     // 7. Memory mappings, as mmap(2), munmap(2), mprotect(2) and madvise(2) describe them.
     mappings(&mut c);
+    thread_pointer(&mut c);
 
     // 8. Random system calls with random arguments. Excluded: calls that end or replace the process, block
     // on the console, or rearrange our own memory (exit, fork, execve, read, brk, munmap).
