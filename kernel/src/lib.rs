@@ -9,6 +9,7 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod elf;
+pub mod linux_abi;
 pub mod startstack;
 pub mod syscall_names;
 pub mod channel;

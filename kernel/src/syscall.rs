@@ -90,6 +90,13 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::STATE_LOAD => state_load(a0, a1),
         nr::INCARNATION => i64::from(crate::sandbox::incarnation()),
         nr::ARCH_PRCTL => arch_prctl(a0, a1),
+        nr::WRITEV => vectored(a0, a1, a2, true),
+        nr::READV => vectored(a0, a1, a2, false),
+        nr::IOCTL => ioctl(a0, a1, a2),
+        nr::UNAME => uname(a0),
+        // questv has one user: everyone is root (uid and gid 0), as in a container's first process.
+        nr::GETUID | nr::GETGID | nr::GETEUID | nr::GETEGID => 0,
+        nr::GETTID => i64::from(sched::current_pid()),
         // One thread per process so far: its thread id is its process id. The clear-on-exit address is for
         // threads sharing memory, which questv does not create yet; it is accepted and not used.
         nr::SET_TID_ADDRESS => i64::from(sched::current_pid()),
@@ -255,6 +262,89 @@ const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 const MADV_DONTNEED: u64 = 4;
 
 /// Drop this CPU's cached translations after mappings shrank (one thread per address space today).
+/// writev(2) / readv(2) on the console: each piece in turn through write/read; a read stops after the first
+/// piece that came back short (console input arrives a line at a time). Returns the bytes moved.
+fn vectored(fd: u64, iov: u64, count: u64, writing: bool) -> i64 {
+    if writing && fd != 1 && fd != 2 || !writing && fd != 0 {
+        return -EBADF;
+    }
+    if count > crate::linux_abi::IOV_MAX {
+        return -EINVAL;
+    }
+    let mut raw = vec![0u8; count as usize * 16];
+    match proc::with_space(|s, m| s.copy_from_user(m, iov, &mut raw)) {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return e.into(),
+        None => return -ESRCH,
+    }
+    let pieces = match crate::linux_abi::parse_iovecs(&raw) {
+        Ok(p) => p,
+        Err(e) => return -e,
+    };
+    let mut done: i64 = 0;
+    for (base, len) in pieces {
+        if len == 0 {
+            continue;
+        }
+        let r = if writing { write(fd, base, len) } else { read(fd, base, len) };
+        if r < 0 {
+            // Linux: an error after some bytes moved reports the bytes.
+            return if done > 0 { done } else { r };
+        }
+        done += r;
+        if (r as u64) < len {
+            break;
+        }
+    }
+    done
+}
+
+/// ioctl(2) on the console: TCGETS (a terminal in cooked mode), TIOCGWINSZ (24×80), TIOCSWINSZ / TCSETS*
+/// accepted; anything else is ENOTTY, and a descriptor that is not open EBADF.
+fn ioctl(fd: u64, request: u64, arg: u64) -> i64 {
+    const TCGETS: u64 = 0x5401;
+    const TCSETS: u64 = 0x5402;
+    const TCSETSW: u64 = 0x5403;
+    const TCSETSF: u64 = 0x5404;
+    const TIOCGWINSZ: u64 = 0x5413;
+    const TIOCSWINSZ: u64 = 0x5414;
+    const ENOTTY: i64 = 25;
+    if fd > 2 {
+        return -EBADF;
+    }
+    let reply: alloc::vec::Vec<u8> = match request {
+        TCGETS => crate::linux_abi::console_termios().to_vec(),
+        TIOCGWINSZ => crate::linux_abi::winsize(24, 80).to_vec(),
+        TCSETS | TCSETSW | TCSETSF | TIOCSWINSZ => {
+            // The serial console has no modes to change; the argument must still be readable.
+            let mut b = [0u8; 8];
+            return match proc::with_space(|s, m| s.copy_from_user(m, arg, &mut b)) {
+                Some(Ok(())) => 0,
+                Some(Err(e)) => e.into(),
+                None => -ESRCH,
+            };
+        }
+        _ => return -ENOTTY,
+    };
+    match proc::with_space(|s, m| s.copy_to_user(m, arg, &reply)) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}
+
+/// uname(2). questv answers as the Linux ABI it implements (sysname "Linux", as other second
+/// implementations do, so programs that check it run), with its own name as the node and in the release.
+fn uname(buf: u64) -> i64 {
+    let version = if crate::sandbox::id().is_some() { "#1 questv (sandbox)" } else { "#1 questv (smp)" };
+    let u = crate::linux_abi::utsname(["Linux", "questv", "6.1.0-questv", version, "x86_64", "(none)"]);
+    match proc::with_space(|s, m| s.copy_to_user(m, buf, &u)) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}
+
 /// arch_prctl(2): the thread's FS and GS bases (where C libraries keep the thread pointer).
 fn arch_prctl(code: u64, addr: u64) -> i64 {
     const ARCH_SET_GS: u64 = 0x1001;

@@ -23,6 +23,15 @@ pub mod nr {
     pub const MPROTECT: u64 = 10;
     pub const MADVISE: u64 = 28;
     pub const ARCH_PRCTL: u64 = 158;
+    pub const IOCTL: u64 = 16;
+    pub const READV: u64 = 19;
+    pub const WRITEV: u64 = 20;
+    pub const UNAME: u64 = 63;
+    pub const GETUID: u64 = 102;
+    pub const GETGID: u64 = 104;
+    pub const GETEUID: u64 = 107;
+    pub const GETEGID: u64 = 108;
+    pub const GETTID: u64 = 186;
     pub const SET_TID_ADDRESS: u64 = 218;
     pub const BRK: u64 = 12;
     pub const SCHED_YIELD: u64 = 24;

@@ -155,6 +155,33 @@ fn thread_pointer(c: &mut Checks) {
     c.expect(syscall(nr::SET_TID_ADDRESS, 0, 0, 0), sys::getpid(), "set_tid_address returns the caller's thread id");
 }
 
+/// writev/readv, ioctl on the console, uname and the identity calls.
+fn console_calls(c: &mut Checks) {
+    let (a, b) = (b"RESULT torture_writev ", b"pieces=2\n");
+    let iov: [u64; 4] = [a.as_ptr() as u64, a.len() as u64, b.as_ptr() as u64, b.len() as u64];
+    c.expect(syscall(nr::WRITEV, 1, iov.as_ptr() as u64, 2), (a.len() + b.len()) as i64, "writev of two pieces");
+    c.expect(syscall(nr::WRITEV, 1, iov.as_ptr() as u64, 0), 0, "writev of nothing");
+    c.expect(syscall(nr::WRITEV, 1, iov.as_ptr() as u64, 1025), -EINVAL, "writev of more than IOV_MAX pieces");
+    c.expect(syscall(nr::WRITEV, 1, 8, 2), -EFAULT, "writev with a bad iovec array");
+    c.expect(syscall(nr::WRITEV, 0, iov.as_ptr() as u64, 2), -EBADF, "writev to stdin");
+    let huge: [u64; 4] = [a.as_ptr() as u64, u64::MAX / 2, b.as_ptr() as u64, u64::MAX / 2];
+    c.expect(syscall(nr::WRITEV, 1, huge.as_ptr() as u64, 2), -EINVAL, "writev whose lengths overflow ssize_t");
+    let mut ws = [0u16; 4];
+    c.expect(syscall(nr::IOCTL, 1, 0x5413, ws.as_mut_ptr() as u64), 0, "ioctl(TIOCGWINSZ) on the console");
+    c.check(ws[0] == 24 && ws[1] == 80, "the console is 24x80", i64::from(ws[0]));
+    let mut termios = [0u8; 36];
+    c.expect(syscall(nr::IOCTL, 0, 0x5401, termios.as_mut_ptr() as u64), 0, "ioctl(TCGETS) on the console");
+    c.expect(syscall(nr::IOCTL, 1, 0x1234, 0), -25, "an unknown ioctl is ENOTTY");
+    c.expect(syscall(nr::IOCTL, 7, 0x5401, termios.as_mut_ptr() as u64), -EBADF, "ioctl on a descriptor that is not open");
+    c.expect(syscall(nr::IOCTL, 1, 0x5413, 8), -EFAULT, "TIOCGWINSZ to a bad pointer");
+    let mut u = [0u8; 390];
+    c.expect(syscall(nr::UNAME, u.as_mut_ptr() as u64, 0, 0), 0, "uname");
+    c.check(&u[..6] == b"Linux\0" && &u[260..267] == b"x86_64\0", "uname names the ABI and the machine", i64::from(u[0]));
+    c.expect(syscall(nr::UNAME, 8, 0, 0), -EFAULT, "uname to a bad pointer");
+    c.expect(syscall(nr::GETUID, 0, 0, 0) | syscall(nr::GETEUID, 0, 0, 0) | syscall(nr::GETGID, 0, 0, 0) | syscall(nr::GETEGID, 0, 0, 0), 0, "uid and gid 0");
+    c.expect(syscall(nr::GETTID, 0, 0, 0), sys::getpid(), "gettid is the pid of a one-thread process");
+}
+
 const IMPLEMENTED: [u64; 21] = [
     nr::READ, nr::WRITE, nr::MMAP, nr::MUNMAP, nr::BRK, nr::SCHED_YIELD, nr::NANOSLEEP, nr::GETPID, nr::FORK,
     nr::EXECVE, nr::EXIT, nr::WAIT4, nr::GETPPID, nr::SCHED_SETAFFINITY, nr::CLOCK_GETTIME, nr::GETCPU,
@@ -185,8 +212,8 @@ fn main(args: &[&str]) -> i32 {
     }
     // A buffer that starts valid and runs off the end of the stack.
     let local = [0u8; 8];
-    // Buffer the random calls may point into (they write up to 24 bytes past any of its first 8).
-    let mut scratch = [0u8; 64];
+    // Buffer the random calls may point into (they write up to 390 bytes, uname's, past any of its first 8).
+    let mut scratch = [0u8; 512];
     let scratch_ptr = scratch.as_mut_ptr() as u64;
     c.expect(syscall(nr::WRITE, 1, local.as_ptr() as u64, 1 << 40), -EFAULT, "write running off mapped memory");
     // execve with a valid path but a bad argv array.
@@ -292,10 +319,11 @@ fn main(args: &[&str]) -> i32 {
     // 7. Memory mappings, as mmap(2), munmap(2), mprotect(2) and madvise(2) describe them.
     mappings(&mut c);
     thread_pointer(&mut c);
+    console_calls(&mut c);
 
     // 8. Random system calls with random arguments. Excluded: calls that end or replace the process, block
     // on the console, or rearrange our own memory (exit, fork, execve, read, brk, munmap).
-    let excluded = [nr::EXIT, nr::EXIT_GROUP, nr::FORK, nr::EXECVE, nr::READ, nr::BRK, nr::MUNMAP, nr::NANOSLEEP, nr::MPROTECT, nr::MADVISE];
+    let excluded = [nr::EXIT, nr::EXIT_GROUP, nr::FORK, nr::EXECVE, nr::READ, nr::BRK, nr::MUNMAP, nr::NANOSLEEP, nr::MPROTECT, nr::MADVISE, nr::READV];
     let mut rng = Rng::new(seed);
     let (mut ok, mut efault, mut enosys, mut einval, mut other) = (0u32, 0u32, 0u32, 0u32, 0u32);
     let mut done = 0;
@@ -318,7 +346,7 @@ fn main(args: &[&str]) -> i32 {
                 _ => scratch_ptr + rng.next() % 8,
             };
         }
-        if n == nr::WRITE {
+        if n == nr::WRITE || n == nr::WRITEV {
             a[0] = 3 + a[0] % 8; // not the console: random bytes there would garble the RESULT lines
         }
         if n == nr::MMAP {
