@@ -67,6 +67,11 @@ fn syscall_torture() {
     r.check(t.len() == 1 && t[0].get_u64("failed") == Some(0) && t[0].get_u64("checks").unwrap_or(0) > 50, "torture checks failed");
     let rnd = r.results("torture_random");
     r.check(rnd.len() == 1 && rnd[0].get_u64("calls") == Some(10_000), "random syscalls did not all complete");
+    // The wall clock comes from the RTC, which QEMU sets to the host's time.
+    let host = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let time = r.results("torture_time");
+    let real = time.first().and_then(|t| t.get("realtime_s")).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    r.check((real - host).abs() < 600, &format!("CLOCK_REALTIME {real} is not the host's {host}"));
     let oom = r.results("torture_oom");
     r.check(oom.len() == 1, "no RESULT torture_oom line");
     r.check(matches!(oom[0].get("fork_error"), Some("-12") | Some("-11")), "fork did not fail with ENOMEM/EAGAIN");

@@ -17,6 +17,7 @@ pub mod ioapic;
 pub mod lapic;
 pub mod mmio;
 pub mod percpu;
+pub mod rtc;
 pub mod timer;
 
 #[cfg(feature = "bare")]

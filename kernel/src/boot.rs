@@ -52,6 +52,7 @@ pub fn bring_up(mbi_phys: u64, build: &'static str) -> Booted {
     let topology = topology(&mbi);
     let bsp_apic = interrupt_controllers(&topology);
     init_bsp(bsp_apic, None);
+    read_wall_clock();
     // SAFETY: IDT, GDT/TSS (IST stacks), LAPIC and the scheduler are ready on this CPU.
     unsafe { cpu::enable_interrupts() };
     let started = match trampoline {
@@ -251,6 +252,8 @@ fn boot_sandbox(args: &questv_abi::boot::SandboxArgs, usable_bytes: u64) {
     let given = (args.tsc_hz != 0 && args.lapic_hz != 0)
         .then_some(questv_arch::timer::Calibration { tsc_hz: args.tsc_hz, lapic_hz: args.lapic_hz });
     init_bsp(apic, given);
+    // The wall clock the monitor read from the RTC (sandboxes have no ports).
+    crate::time::set_wall_at_tsc0(args.wall_ns);
     // SAFETY: IDT, GDT/TSS, LAPIC and the scheduler are ready.
     unsafe { cpu::enable_interrupts() };
     result!("sandbox_boot", "sandbox={} apic_id={} apic={} mem_mib={} incarnation={}", args.sandbox, apic,
@@ -261,6 +264,20 @@ fn boot_sandbox(args: &questv_abi::boot::SandboxArgs, usable_bytes: u64) {
     }
     // In service: after a recovery this ends the downtime the monitor reports.
     crate::sandbox::booted();
+}
+
+/// The wall clock from the CMOS RTC (UTC, as PC firmware and QEMU keep it), for CLOCK_REALTIME. A clock that
+/// does not settle or holds no valid date leaves the wall clock unknown, and says so.
+fn read_wall_clock() {
+    let decoded = questv_arch::rtc::read_raw().map(|(raw, b)| crate::time::decode_rtc(raw, b));
+    match decoded.and_then(crate::time::unix_seconds) {
+        Some(secs) => {
+            crate::time::set_wall_clock(secs * 1_000_000_000, cpu::rdtsc());
+            let t = decoded.unwrap_or(crate::time::RtcTime { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0 });
+            result!("wall_clock", "source=rtc unix={} utc={:04}-{:02}-{:02}T{:02}:{:02}:{:02}", secs, t.year, t.month, t.day, t.hour, t.minute, t.second);
+        }
+        None => result!("wall_clock", "source=none (the RTC gave no valid date: CLOCK_REALTIME counts from boot)"),
+    }
 }
 
 /// Failure before the console and heap exist: print directly and stop.

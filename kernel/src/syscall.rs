@@ -58,6 +58,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::WAIT4 => proc::wait4(a0 as i64, a1, a2),
         nr::SCHED_SETAFFINITY => set_affinity(a0, a1, a2),
         nr::CLOCK_GETTIME => clock_gettime(a0, a1),
+        nr::CLOCK_GETRES => clock_getres(a0, a1),
+        nr::GETTIMEOFDAY => gettimeofday(a0, a1),
+        nr::TIME => time(a0),
         nr::GETCPU => getcpu(a0),
         nr::QUESTV_CYCLES => cpu::rdtsc() as i64,
         nr::QUESTV_FREE_FRAMES => crate::mm::kmem::free_frames() as i64,
@@ -482,12 +485,21 @@ fn nanosleep(req: u64) -> i64 {
     0
 }
 
-fn clock_gettime(clock: u64, ts: u64) -> i64 {
-    // CLOCK_REALTIME has no wall-clock source yet: it counts from boot like CLOCK_MONOTONIC.
-    if !matches!(clock, 0 | 1 | 4) {
-        return -EINVAL;
+/// The clocks clock_gettime(2) knows: the wall clock (REALTIME, its COARSE variant, TAI without leap
+/// seconds), and time since boot (MONOTONIC, RAW, COARSE, BOOTTIME: questv does not suspend). The CPU-time
+/// clocks are not kept yet (EINVAL).
+fn clock_ns(clock: u64) -> Option<u64> {
+    let tsc = cpu::rdtsc();
+    let since_boot = crate::time::cycles_to_ns(tsc);
+    match clock {
+        // Without a wall clock (no RTC date), REALTIME counts from boot.
+        0 | 5 | 11 => Some(crate::time::realtime_ns(tsc).unwrap_or(since_boot)),
+        1 | 4 | 6 | 7 => Some(since_boot),
+        _ => None,
     }
-    let ns = u128::from(cpu::rdtsc()) * 1_000_000_000 / u128::from(crate::time::tsc_hz());
+}
+
+fn put_timespec(ts: u64, ns: u64) -> i64 {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&((ns / 1_000_000_000) as i64).to_le_bytes());
     b[8..].copy_from_slice(&((ns % 1_000_000_000) as i64).to_le_bytes());
@@ -496,6 +508,52 @@ fn clock_gettime(clock: u64, ts: u64) -> i64 {
         Some(Err(e)) => e.into(),
         None => -ESRCH,
     }
+}
+
+fn clock_gettime(clock: u64, ts: u64) -> i64 {
+    match clock_ns(clock) {
+        Some(ns) => put_timespec(ts, ns),
+        None => -EINVAL,
+    }
+}
+
+/// clock_getres(2): every clock counts in TSC cycles, finer than a nanosecond; a NULL result is allowed.
+fn clock_getres(clock: u64, ts: u64) -> i64 {
+    match clock_ns(clock) {
+        None => -EINVAL,
+        Some(_) if ts == 0 => 0,
+        Some(_) => put_timespec(ts, 1),
+    }
+}
+
+/// gettimeofday(2): the wall clock in seconds and microseconds; the timezone (obsolete) reads as UTC.
+fn gettimeofday(tv: u64, tz: u64) -> i64 {
+    let ns = clock_ns(0).unwrap_or(0);
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&((ns / 1_000_000_000) as i64).to_le_bytes());
+    b[8..].copy_from_slice(&(((ns % 1_000_000_000) / 1000) as i64).to_le_bytes());
+    for (addr, bytes) in [(tv, &b[..]), (tz, &[0u8; 8][..])] {
+        if addr == 0 {
+            continue;
+        }
+        match proc::with_space(|s, m| s.copy_to_user(m, addr, bytes)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return e.into(),
+            None => return -ESRCH,
+        }
+    }
+    0
+}
+
+/// time(2): seconds of the wall clock, also stored at `at` unless it is NULL.
+fn time(at: u64) -> i64 {
+    let secs = (clock_ns(0).unwrap_or(0) / 1_000_000_000) as i64;
+    if at != 0 {
+        if let Some(Err(e)) = proc::with_space(|s, m| s.copy_to_user(m, at, &secs.to_le_bytes())) {
+            return e.into();
+        }
+    }
+    secs
 }
 
 /// Linux sched_setaffinity: run the caller on the lowest online CPU of the mask.

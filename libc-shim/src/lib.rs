@@ -32,6 +32,9 @@ pub mod nr {
     pub const GETEUID: u64 = 107;
     pub const GETEGID: u64 = 108;
     pub const GETTID: u64 = 186;
+    pub const GETTIMEOFDAY: u64 = 96;
+    pub const TIME: u64 = 201;
+    pub const CLOCK_GETRES: u64 = 229;
     pub const SET_TID_ADDRESS: u64 = 218;
     pub const BRK: u64 = 12;
     pub const SCHED_YIELD: u64 = 24;

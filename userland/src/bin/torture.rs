@@ -182,6 +182,29 @@ fn console_calls(c: &mut Checks) {
     c.expect(syscall(nr::GETTID, 0, 0, 0), sys::getpid(), "gettid is the pid of a one-thread process");
 }
 
+/// The clocks: the wall clock's three views agree, the monotonic one counts from boot, bad clocks and
+/// pointers are refused. Prints the wall clock for the test to compare with the host's.
+fn clocks(c: &mut Checks) {
+    let mut ts = [0i64; 2];
+    c.expect(syscall(nr::CLOCK_GETTIME, 0, ts.as_mut_ptr() as u64, 0), 0, "clock_gettime(CLOCK_REALTIME)");
+    let real = ts[0];
+    let mut tv = [0i64; 2];
+    c.expect(syscall(nr::GETTIMEOFDAY, tv.as_mut_ptr() as u64, 0, 0), 0, "gettimeofday");
+    let t = syscall(nr::TIME, 0, 0, 0);
+    c.check((tv[0] - real).abs() <= 1 && (t - real).abs() <= 1 && tv[1] < 1_000_000, "the wall clock's views agree", tv[0] - real);
+    let mut stored = 0i64;
+    c.expect(syscall(nr::TIME, &mut stored as *mut i64 as u64, 0, 0), stored, "time stores what it returns");
+    c.expect(syscall(nr::CLOCK_GETTIME, 1, ts.as_mut_ptr() as u64, 0), 0, "clock_gettime(CLOCK_MONOTONIC)");
+    let mono = ts[0];
+    c.check(mono < real, "the monotonic clock counts from boot, the wall clock from 1970", mono);
+    c.expect(syscall(nr::CLOCK_GETRES, 1, ts.as_mut_ptr() as u64, 0), 0, "clock_getres");
+    c.check(ts[0] == 0 && ts[1] >= 1, "a resolution finer than a second", ts[1]);
+    c.expect(syscall(nr::CLOCK_GETRES, 1, 0, 0), 0, "clock_getres with a NULL result");
+    c.expect(syscall(nr::CLOCK_GETRES, 99, 0, 0), -EINVAL, "clock_getres of a bad clock");
+    c.expect(syscall(nr::GETTIMEOFDAY, 8, 0, 0), -EFAULT, "gettimeofday to a bad pointer");
+    println!("RESULT torture_time realtime_s={} monotonic_s={}", real, mono);
+}
+
 const IMPLEMENTED: [u64; 21] = [
     nr::READ, nr::WRITE, nr::MMAP, nr::MUNMAP, nr::BRK, nr::SCHED_YIELD, nr::NANOSLEEP, nr::GETPID, nr::FORK,
     nr::EXECVE, nr::EXIT, nr::WAIT4, nr::GETPPID, nr::SCHED_SETAFFINITY, nr::CLOCK_GETTIME, nr::GETCPU,
@@ -320,6 +343,7 @@ fn main(args: &[&str]) -> i32 {
     mappings(&mut c);
     thread_pointer(&mut c);
     console_calls(&mut c);
+    clocks(&mut c);
 
     // 8. Random system calls with random arguments. Excluded: calls that end or replace the process, block
     // on the console, or rearrange our own memory (exit, fork, execve, read, brk, munmap).

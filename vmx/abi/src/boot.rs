@@ -39,6 +39,8 @@ pub struct SandboxArgs<'a> {
     pub lapic_hz: u64,
     /// How many times this sandbox has been recovered (0 = first boot; not written then).
     pub incarnation: u32,
+    /// The wall clock: nanoseconds since the Unix epoch at TSC 0, as the monitor read the RTC (0: unknown).
+    pub wall_ns: u64,
     /// Its recovery policy's name; `None`: not recovered (then the kernel keeps no checkpoints).
     pub recovery: Option<&'a str>,
     pub nic: Option<NicArgs>,
@@ -51,8 +53,8 @@ pub struct BadArg<'a>(pub &'a str);
 
 /// Every key the monitor writes for a sandbox. `recovery` is shared with the monitor's own command line
 /// (where it lists a policy per sandbox), so the kernel's parser also keeps it.
-pub const KEYS: [&str; 13] =
-    ["sandbox", "shared", "tsc_hz", "lapic_hz", "incarnation", "recovery", "nic_mmio", "nic_dma", "nic_index", "nic_claims", "peer", "vmcs", "ept"];
+pub const KEYS: [&str; 14] =
+    ["sandbox", "shared", "tsc_hz", "lapic_hz", "wall_ns", "incarnation", "recovery", "nic_mmio", "nic_dma", "nic_index", "nic_claims", "peer", "vmcs", "ept"];
 
 /// A number as the command line writes it: decimal, or hexadecimal with `0x`.
 pub fn number(v: &str) -> Option<u64> {
@@ -65,6 +67,9 @@ pub fn number(v: &str) -> Option<u64> {
 impl fmt::Display for SandboxArgs<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "sandbox={} shared=0x{:x} tsc_hz={} lapic_hz={}", self.sandbox, self.shared, self.tsc_hz, self.lapic_hz)?;
+        if self.wall_ns != 0 {
+            write!(f, " wall_ns={}", self.wall_ns)?;
+        }
         if self.incarnation > 0 {
             write!(f, " incarnation={}", self.incarnation)?;
         }
@@ -88,6 +93,7 @@ pub struct SandboxArgsParser<'a> {
     shared: Option<u64>,
     tsc_hz: Option<u64>,
     lapic_hz: Option<u64>,
+    wall_ns: u64,
     incarnation: u32,
     recovery: Option<&'a str>,
     nic_mmio: Option<u64>,
@@ -108,6 +114,7 @@ impl<'a> SandboxArgsParser<'a> {
             "shared" => self.shared = Some(num()?),
             "tsc_hz" => self.tsc_hz = Some(num()?),
             "lapic_hz" => self.lapic_hz = Some(num()?),
+            "wall_ns" => self.wall_ns = num()?,
             "incarnation" => self.incarnation = u32::try_from(num()?).map_err(|_| BadArg(word))?,
             "recovery" => self.recovery = Some(value),
             "nic_mmio" => self.nic_mmio = Some(num()?),
@@ -139,6 +146,7 @@ impl<'a> SandboxArgsParser<'a> {
             shared: self.shared.unwrap_or(0),
             tsc_hz: self.tsc_hz.unwrap_or(0),
             lapic_hz: self.lapic_hz.unwrap_or(0),
+            wall_ns: self.wall_ns,
             incarnation: self.incarnation,
             recovery: self.recovery.filter(|r| *r != "none"),
             nic,
@@ -167,6 +175,7 @@ mod tests {
             shared: 0xE000_0000,
             tsc_hz: 2_000_000_000,
             lapic_hz: 1_000_000_000,
+            wall_ns: 1_796_296_278_000_000_000,
             incarnation: 7,
             recovery: Some("driver"),
             nic: Some(NicArgs { mmio: 0xFEBC_0000, dma: 0x200_0000, index: 2, claims: 0x300_0000 }),
@@ -177,7 +186,7 @@ mod tests {
         // Every key is written once, and only the keys listed.
         let keys: std::vec::Vec<&str> = line.split(' ').map(|w| w.split_once('=').unwrap().0).collect();
         assert_eq!(keys, KEYS);
-        let minimal = SandboxArgs { incarnation: 0, recovery: None, nic: None, attack: None, ..full };
+        let minimal = SandboxArgs { incarnation: 0, wall_ns: 0, recovery: None, nic: None, attack: None, ..full };
         assert_eq!(parse(&std::format!("{minimal}")), Ok(Some(minimal)));
     }
 

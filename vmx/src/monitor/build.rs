@@ -161,6 +161,7 @@ pub(super) fn write_boot_info(s: &Slice, b: &BuildInfo, modules: &[Module], stag
         sandbox: s.sandbox,
         shared: SHARED_GPA,
         tsc_hz: time::tsc_hz(),
+        wall_ns: time::wall_at_tsc0(),
         lapic_hz: smp::lapic_timer_hz(),
         incarnation,
         recovery: (policy != Policy::None).then(|| policy.name()),
