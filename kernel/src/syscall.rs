@@ -264,7 +264,6 @@ const MAP_FIXED: u64 = 0x10;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 const MADV_DONTNEED: u64 = 4;
 
-/// Drop this CPU's cached translations after mappings shrank (one thread per address space today).
 /// writev(2) / readv(2) on the console: each piece in turn through write/read; a read stops after the first
 /// piece that came back short (console input arrives a line at a time). Returns the bytes moved.
 fn vectored(fd: u64, iov: u64, count: u64, writing: bool) -> i64 {
@@ -377,6 +376,7 @@ fn arch_prctl(code: u64, addr: u64) -> i64 {
     }
 }
 
+/// Drop this CPU's cached translations after mappings shrank (one thread per address space today).
 fn flush_tlb() {
     // SAFETY: reloading CR3 with its own value only flushes this CPU's non-global TLB entries.
     unsafe { cpu::write_cr3(cpu::read_cr3()) };
