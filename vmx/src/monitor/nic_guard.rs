@@ -30,6 +30,9 @@ static GUARDED_SINCE: AtomicU64 = AtomicU64::new(0);
 static PASSED: AtomicU64 = AtomicU64::new(0);
 /// Per sandbox: its second stage changed; its core drops cached translations at its next exit.
 static FLUSH: [AtomicBool; percpu::MAX_CPUS] = [const { AtomicBool::new(false) }; percpu::MAX_CPUS];
+/// When (TSC) a sharer's report last triggered an audit, and how far apart such audits are at least.
+static LAST_REPORTED: AtomicU64 = AtomicU64::new(0);
+const REPORT_SPACING_MS: u64 = 10;
 /// When (TSC) the guard last caught a tamperer.
 static LAST_CAUGHT: AtomicU64 = AtomicU64::new(0);
 /// A guard with no tamper caught ends after this long.
@@ -73,6 +76,15 @@ pub(super) fn audit(reporter: Option<u32>) -> bool {
         return false;
     }
     let Some(_one) = AUDIT.try_lock() else { return false }; // another core is at it
+    if reporter.is_some() {
+        // A report costs the reporter one exit, but the resync it triggers runs beside every sharer's
+        // traffic: however often a (hostile) sharer asks, it runs at most once per spacing.
+        let now = cpu::rdtsc();
+        if now.saturating_sub(LAST_REPORTED.load(Ordering::Acquire)) < time::ms_to_cycles(REPORT_SPACING_MS) {
+            return false;
+        }
+        LAST_REPORTED.store(now, Ordering::Release);
+    }
     let nic = monitor_view(g);
     let looks_wrong = || {
         !record.differences(&RingConfig::read(|o| nic.regs.read(o))).is_empty()
