@@ -503,20 +503,18 @@ impl SharedNic {
             r.write(reg::RDH, head);
             cursors += 1;
         }
-        for &i in &rx.holes {
+        let mark_skipped = |i: u32| {
             let skipped = RxDesc { addr: self.mem.rx_buffer_addr(i), status: RX_DD | RX_EOP, special: SKIPPED_MARK, ..RxDesc::default() };
             self.mem.set_rx_desc(i, skipped);
-        }
+        };
+        rx.holes.iter().copied().for_each(mark_skipped);
         for &i in &rx.stale {
             self.mem.set_rx_desc(i, RxDesc { addr: self.mem.rx_buffer_addr(i), ..RxDesc::default() });
         }
         // A frame the NIC wrote at its head just as that slot's stale DD was cleared left a hole: mark what
         // holes there are now (no shift, no stale slots: those were the first look's).
         let again = rx_resync(r.read(reg::RDT), r.read(reg::RDH), rxn, None, |i| self.mem.rx_desc(i).status & RX_DD != 0);
-        for &i in &again.holes {
-            let skipped = RxDesc { addr: self.mem.rx_buffer_addr(i), status: RX_DD | RX_EOP, special: SKIPPED_MARK, ..RxDesc::default() };
-            self.mem.set_rx_desc(i, skipped);
-        }
+        again.holes.iter().copied().for_each(mark_skipped);
         let tx = tx_holes(r.read(reg::TDH), r.read(reg::TDT), txn, |i| self.mem.tx_desc(i).status & TX_DD != 0);
         for &i in &tx {
             self.mem.set_tx_desc(i, TxDesc { addr: self.mem.tx_buffer_addr(i), status: TX_DD, ..TxDesc::default() });

@@ -162,21 +162,32 @@ pub(crate) const HOLD_LOCK: u32 = 0x100;
 /// sharers wait, report it to their monitors after the bound, and the monitor that sees the same claim held
 /// for the bound faults this sandbox (its policy follows) and clears the claim. The next incarnation serves.
 pub(crate) fn nic_lock() -> i32 {
+    attack_once_pings_flow("nic-lock", ask_driver_to_hold)
+}
+
+/// An attack a first incarnation makes from its own thread once pings flow (the restarted one serves): 2 if
+/// this sandbox drives no NIC.
+fn attack_once_pings_flow(kind: &'static str, attack: extern "C" fn(u64) -> !) -> i32 {
     if questv_kernel::sandbox::incarnation() > 0 {
         return 0;
     }
-    if own_nic("nic-lock").is_none() {
+    if own_nic(kind).is_none() {
         return 2;
     }
-    questv_kernel::sched::spawn_on(0, "nic-lock", ask_driver_to_hold, 0);
+    questv_kernel::sched::spawn_on(0, kind, attack, 0);
     0
+}
+
+/// Wait until this sharer has seen `n` echo requests.
+fn wait_for_pings(n: u64) {
+    while STATS.rx_icmp.load(Ordering::Acquire) < n {
+        pause_ms(1);
+    }
 }
 
 /// Once pings flow (the 30th echo request), ask the driver thread to keep the lock.
 extern "C" fn ask_driver_to_hold(_: u64) -> ! {
-    while STATS.rx_icmp.load(Ordering::Acquire) < LOCK_AFTER_PINGS {
-        pause_ms(1);
-    }
+    wait_for_pings(LOCK_AFTER_PINGS);
     questv_kernel::net::stack::INJECT_DRIVER_FAULT.store(HOLD_LOCK, Ordering::SeqCst);
     questv_kernel::net::stack::poke();
     questv_kernel::sched::exit()
@@ -222,22 +233,13 @@ pub(crate) fn nic_fence(peer: u64, monitor: u64) -> i32 {
 /// rewrites the transmit ring's base: that write exits, names it, and stops it (`--recovery restart`: its next
 /// incarnation serves).
 pub(crate) fn nic_ring() -> i32 {
-    if questv_kernel::sandbox::incarnation() > 0 {
-        return 0;
-    }
-    if own_nic("nic-ring").is_none() {
-        return 2;
-    }
-    questv_kernel::sched::spawn_on(0, "nic-ring", rewrite_ring_bases, 0);
-    0
+    attack_once_pings_flow("nic-ring", rewrite_ring_bases)
 }
 
 const RING_AFTER_PINGS: u64 = 30;
 
 extern "C" fn rewrite_ring_bases(_: u64) -> ! {
-    while STATS.rx_icmp.load(Ordering::Acquire) < RING_AFTER_PINGS {
-        pause_ms(1);
-    }
+    wait_for_pings(RING_AFTER_PINGS);
     let Some(nic) = own_nic("nic-ring") else { questv_kernel::sched::exit() };
     let r = &nic.regs;
     let (rdbal, tdbal) = (r.read(reg::RDBAL), r.read(reg::TDBAL));
