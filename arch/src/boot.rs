@@ -1,9 +1,12 @@
 //! Boot assembly: the multiboot2 header, the 32-bit entry GRUB jumps to, the switch to long mode, and the
 //! real-mode trampoline application processors start in. Linked only into the kernel image (`bare`).
 //!
-//! Memory layout assumptions (see kernel/linker.ld): the kernel is linked and loaded at 1 MiB, identity
-//! mapped; the boot page tables identity-map the first 4 GiB with 2 MiB pages (enough for the image, the
-//! multiboot information and the LAPIC/IOAPIC MMIO) until the kernel builds its own tables.
+//! Memory layout (see kernel/image/linker.ld): the image is loaded at 1 MiB physical and linked in the upper
+//! half, at [`crate::paging::KERNEL_BASE`] + its physical address; only the `.boot` section (this header and the
+//! 32-bit entry code, which runs before paging) is linked where it is loaded, and refers to everything else by
+//! `symbol - KERNEL_BASE`. The boot page tables map the first 4 GiB with 2 MiB pages twice, at 0 (the code
+//! running while paging comes on) and at KERNEL_BASE (everything after the jump to the upper half), until the
+//! kernel builds its own tables, which keep only the upper half.
 
 use core::arch::global_asm;
 
@@ -19,6 +22,7 @@ global_asm!(
     .set MB2_BOOT_MAGIC, 0x36d76289
     .set CR4_BITS, (1 << 5) | (1 << 9) | (1 << 10)   /* PAE | OSFXSR | OSXMMEXCPT */
     .set EFER_BITS, (1 << 8) | (1 << 11)             /* LME | NXE */
+    .set KERNEL_BASE, 0xFFFF800000000000             /* paging::KERNEL_BASE */
 
     .section .multiboot2, "a"
     .balign 8
@@ -32,7 +36,7 @@ mb2_header_start:
     .long 8
 mb2_header_end:
 
-    .section .text.boot, "ax"
+    .section .text.boot32, "ax"
     .code32
     .global _start32
 _start32:
@@ -42,13 +46,13 @@ _start32:
     mov %ebx, %esi                           /* multiboot2 information (physical) */
 
     /* Zero .bss ourselves rather than trusting every loader to do it. */
-    mov $__bss_start, %edi
-    mov $__bss_end, %ecx
+    mov $(__bss_start - KERNEL_BASE), %edi
+    mov $(__bss_end - KERNEL_BASE), %ecx
     sub %edi, %ecx
     xor %eax, %eax
     rep stosb
 
-    mov $boot_stack_top, %esp
+    mov $(boot_stack_top - KERNEL_BASE), %esp
 
     cmp $MB2_BOOT_MAGIC, %ebp
     jne .Lno_multiboot
@@ -64,16 +68,18 @@ _start32:
     test $(1 << 20), %edx
     jz .Lno_nx
 
-    /* PML4[0] -> PDPT; PDPT[0..4] -> 4 page directories of 2 MiB pages: identity map of 0..4 GiB. */
-    mov $boot_pdpt, %eax
+    /* PML4[0] and PML4[256] -> PDPT; PDPT[0..4] -> 4 page directories of 2 MiB pages: 0..4 GiB, mapped at 0
+       and at KERNEL_BASE. */
+    mov $(boot_pdpt - KERNEL_BASE), %eax
     or $3, %eax
-    mov %eax, boot_pml4
+    mov %eax, (boot_pml4 - KERNEL_BASE)
+    mov %eax, (boot_pml4 - KERNEL_BASE + 256 * 8)
     xor %ecx, %ecx
 1:  mov %ecx, %eax
     shl $12, %eax
-    add $boot_pd, %eax
+    add $(boot_pd - KERNEL_BASE), %eax
     or $3, %eax
-    mov %eax, boot_pdpt(,%ecx,8)
+    mov %eax, (boot_pdpt - KERNEL_BASE)(,%ecx,8)
     inc %ecx
     cmp $4, %ecx
     jne 1b
@@ -81,12 +87,12 @@ _start32:
 2:  mov %ecx, %eax
     shl $21, %eax
     or $0x83, %eax                           /* present | writable | 2 MiB page */
-    mov %eax, boot_pd(,%ecx,8)
+    mov %eax, (boot_pd - KERNEL_BASE)(,%ecx,8)
     inc %ecx
     cmp $2048, %ecx
     jne 2b
 
-    mov $boot_pml4, %eax
+    mov $(boot_pml4 - KERNEL_BASE), %eax
     mov %eax, %cr3
     mov %cr4, %eax
     or $CR4_BITS, %eax
@@ -131,6 +137,11 @@ _start32:
 
     .code64
 .Llong_mode:
+    movabs $.Lupper_half, %rax               /* on to the addresses the rest of the kernel is linked at */
+    jmp *%rax
+
+    .section .text.boot, "ax"
+.Lupper_half:
     mov $0x10, %ax
     mov %ax, %ds
     mov %ax, %es
@@ -138,7 +149,7 @@ _start32:
     xor %eax, %eax
     mov %ax, %fs
     mov %ax, %gs
-    mov $boot_stack_top, %rsp
+    lea boot_stack_top(%rip), %rsp
     xor %ebp, %ebp
     mov %esi, %edi                           /* arg 0: multiboot2 information physical address */
     call questv_bsp_entry
@@ -233,7 +244,7 @@ ap_param_cpu:   .quad 0
     .global ap_trampoline_end
 ap_trampoline_end:
 
-    .section .rodata.boot, "a"
+    .section .rodata.boot32, "a"
     .balign 8
     /* Accessed bits preset: the CPU would otherwise write them when loading a selector, and this table is
        read-only (in a VT sandbox the EPT maps kernel rodata without write). */
@@ -293,7 +304,7 @@ pub unsafe fn install_ap_trampoline(base: u64, cr3: u64, stack_top: u64, entry: 
     assert!(len < 4096, "AP trampoline larger than a page");
     assert!(base % 4096 == 0 && base != 0 && base < AP_TRAMPOLINE_LIMIT, "AP trampoline page {base:#x} not below 640 KiB");
     assert!(cr3 < (1 << 32), "AP page tables must be below 4 GiB");
-    let page = base as *mut u8;
+    let page = crate::paging::phys_to_virt(base) as *mut u8;
     // SAFETY: caller reserved the trampoline page; the source is our own image; every offset is inside the
     // copied `len` bytes (the symbols lie between start and end).
     unsafe {
@@ -310,11 +321,11 @@ pub unsafe fn install_ap_trampoline(base: u64, cr3: u64, stack_top: u64, entry: 
     }
 }
 
-/// Physical address of the boot PML4 (identity map of 0..4 GiB) built by the 32-bit entry code.
+/// Physical address of the boot PML4 (0..4 GiB at 0 and at KERNEL_BASE) built by the 32-bit entry code.
 pub fn boot_pml4_phys() -> u64 {
     extern "C" {
         static boot_pml4: u8;
     }
     // Only the address of the linker symbol is taken.
-    &raw const boot_pml4 as u64
+    crate::paging::virt_to_phys(&raw const boot_pml4 as u64)
 }

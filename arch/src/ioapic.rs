@@ -10,7 +10,7 @@ pub struct IoApic {
 
 impl IoApic {
     /// # Safety
-    /// `base` must be the identity-mapped, uncached MMIO address of an I/O APIC (from the MADT).
+    /// `base` must be the physical, uncached MMIO address of an I/O APIC (from the MADT).
     pub unsafe fn new(base: u64, id: u8, gsi_base: u32) -> IoApic {
         IoApic { base, id, gsi_base }
     }

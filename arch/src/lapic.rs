@@ -56,7 +56,7 @@ fn read(reg: u32) -> u32 {
         // SAFETY: x2APIC mode is enabled on this CPU before any register access; MSR 0x800 + reg/16 exists.
         unsafe { cpu::rdmsr(0x800 + (reg >> 4)) as u32 }
     } else {
-        // SAFETY: the xAPIC page is identity mapped uncached; reg is a valid register offset.
+        // SAFETY: the xAPIC page is mapped uncached; reg is a valid register offset.
         unsafe { crate::mmio::reg32(xapic_base() + u64::from(reg)).read() }
     }
 }

@@ -4,11 +4,12 @@
 use core::ptr::NonNull;
 use volatile::VolatilePtr;
 
-/// The 32-bit register at `addr`.
+/// The 32-bit register at physical address `addr`, reached through the kernel's mapping of physical memory
+/// (uncached there: `kmem::build_kernel_tables` maps 3–4 GiB so).
 ///
 /// # Safety
-/// `addr` is the identity-mapped, uncached, 4-byte-aligned address of a device register the caller owns.
+/// `addr` is the uncached, 4-byte-aligned physical address of a device register the caller owns.
 pub unsafe fn reg32(addr: u64) -> VolatilePtr<'static, u32> {
-    // SAFETY: the caller guarantees a valid, aligned, mapped register address (never null).
-    unsafe { VolatilePtr::new(NonNull::new_unchecked(addr as *mut u32)) }
+    // SAFETY: the caller guarantees a valid, aligned register address; its mapping is never null.
+    unsafe { VolatilePtr::new(NonNull::new_unchecked(crate::paging::phys_to_virt(addr) as *mut u32)) }
 }

@@ -10,6 +10,30 @@ pub const LARGE_PAGE_SIZE: u64 = 2 * 1024 * 1024;
 /// Physical-address bits of a page-table entry.
 pub const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 
+/// Where the kernel sees physical memory: physical address `p` is at virtual `KERNEL_BASE + p`, in PML4 slot
+/// [`KERNEL_SLOT`] (the first slot of the upper half: 512 GiB of physical memory). The kernel image is linked
+/// there too (kernel/image/linker.ld), so one offset converts both ways. The lower half is user space.
+pub const KERNEL_BASE: u64 = 0xFFFF_8000_0000_0000;
+/// The PML4 slot of [`KERNEL_BASE`], shared by the kernel's tables and every user address space.
+pub const KERNEL_SLOT: usize = 256;
+/// How much physical memory the kernel's slot can reach.
+pub const KERNEL_SLOT_BYTES: u64 = 1 << 39;
+
+/// The kernel's virtual address of physical address `pa`.
+pub const fn phys_to_virt(pa: u64) -> u64 {
+    KERNEL_BASE + pa
+}
+
+/// The physical address behind a kernel virtual address (the image, the heap, a frame: all of the kernel's
+/// memory is in its slot). Panics on an address outside it, which would be a user or a wild address.
+pub fn virt_to_phys(va: u64) -> u64 {
+    assert!(
+        (KERNEL_BASE..KERNEL_BASE + KERNEL_SLOT_BYTES).contains(&va),
+        "virt_to_phys of 0x{va:x}, outside the kernel's mapping of physical memory"
+    );
+    va - KERNEL_BASE
+}
+
 bitflags! {
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct PageFlags: u64 {

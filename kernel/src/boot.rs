@@ -12,6 +12,7 @@ use questv_arch::acpi_madt::{self, RootTable, Topology};
 use crate::smp::{load_descriptor_tables, APIC_IDS, CPU_COUNT, ONLINE, TICK_HZ, TIMER_COUNT, VECTOR_TIMER};
 use alloc::boxed::Box;
 use core::sync::atomic::Ordering;
+use questv_arch::paging::{phys_to_virt, virt_to_phys};
 use questv_arch::percpu::MAX_CPUS;
 use questv_arch::{boot, cpu, ioapic::IoApic, lapic, percpu, trap};
 
@@ -37,8 +38,8 @@ pub fn bring_up(mbi_phys: u64, build: &'static str) -> Booted {
     // SAFETY: first instruction sequence on the BSP; index 0 is the BSP's.
     unsafe { percpu::install(0, cpu::initial_apic_id()) };
     // SAFETY: GRUB passed the address of a valid multiboot2 information structure (checked magic in asm);
-    // it is identity mapped by the boot page tables.
-    let mbi = unsafe { BootInformation::load(mbi_phys as *const BootInformationHeader) }
+    // the boot page tables map the first 4 GiB at KERNEL_BASE.
+    let mbi = unsafe { BootInformation::load(phys_to_virt(mbi_phys) as *const BootInformationHeader) }
         .unwrap_or_else(|e| early_fail(format_args!("bad multiboot2 information: {:?}", e)));
     let opts = console_and_options(&mbi, build);
     let (mem, trampoline) = memory(&mbi);
@@ -124,7 +125,7 @@ fn memory(mbi: &BootInformation) -> (kmem::MemoryInfo, Option<u64>) {
     if mbi.module_tags().count() + 1 > keep.len() {
         early_fail(format_args!("{} boot modules: at most {} fit (the runner caps --add)", mbi.module_tags().count(), keep.len() - 1));
     }
-    keep[0] = Region::new(mbi.start_address() as u64, mbi.end_address() as u64);
+    keep[0] = Region::new(virt_to_phys(mbi.start_address() as u64), virt_to_phys(mbi.end_address() as u64));
     for (slot, m) in keep[1..].iter_mut().zip(mbi.module_tags()) {
         *slot = Region::new(u64::from(m.start_address()), u64::from(m.end_address()));
     }
@@ -135,8 +136,8 @@ fn memory(mbi: &BootInformation) -> (kmem::MemoryInfo, Option<u64>) {
     for m in mbi.module_tags() {
         let name = m.cmdline().unwrap_or("").trim();
         let (start, end) = (m.start_address() as usize, m.end_address() as usize);
-        // SAFETY: GRUB loaded the module at [start, end); kmem::init reserved that range for good.
-        let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(start as *const u8, end - start) };
+        // SAFETY: GRUB loaded the module at physical [start, end); kmem::init reserved that range for good.
+        let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(phys_to_virt(start as u64) as *const u8, end - start) };
         files.push((alloc::string::String::from(name), bytes));
     }
     crate::ramdisk::init(files);
@@ -152,8 +153,8 @@ fn own_tables(highest_address: u64, trampoline: Option<u64>) -> u64 {
     trap::init_idt();
     load_descriptor_tables();
     let cr3 = kmem::build_kernel_tables(highest_address.max(4 << 30), trampoline);
-    // SAFETY: the new tables identity-map all RAM, the kernel image and MMIO exactly as the boot tables did
-    // (minus page 0), so everything in use stays mapped.
+    // SAFETY: the new tables map all RAM, the kernel image and MMIO at KERNEL_BASE as the boot tables did
+    // (minus page 0); nothing runs at a low address any more but the AP trampoline, whose page they keep.
     unsafe { cpu::write_cr3(cr3) };
     sched::set_kernel_cr3(cr3);
     kmem::init_page_refs(highest_address);
@@ -173,7 +174,7 @@ fn topology(mbi: &BootInformation) -> Topology {
         })
         .unwrap_or_else(|| panic!("no ACPI RSDP from the boot loader: cannot find CPUs and I/O APICs"));
     crate::acpi_handler::set_root(root);
-    let tables = acpi_madt::open_tables(crate::acpi_handler::IdentityMapped, root)
+    let tables = acpi_madt::open_tables(crate::acpi_handler::DirectMapped, root)
         .unwrap_or_else(|e| panic!("ACPI: {}", e));
     let mut topo = acpi_madt::topology(&tables).unwrap_or_else(|e| panic!("ACPI: {}", e));
     topo.dmar = match acpi_madt::dma_remapping(&tables) {
@@ -201,7 +202,7 @@ fn interrupt_controllers(topo: &Topology) -> u32 {
     unsafe { percpu::install(0, bsp_apic) };
     let mut gsis = 0;
     for io in &topo.io_apics {
-        // SAFETY: address from the MADT, inside the uncached 3–4 GiB identity mapping.
+        // SAFETY: address from the MADT, inside the uncached 3–4 GiB of the kernel's mapping.
         let ioapic = unsafe { IoApic::new(u64::from(io.address), io.id, io.gsi_base) };
         ioapic.mask_all();
         gsis += ioapic.input_count();

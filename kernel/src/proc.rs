@@ -94,9 +94,10 @@ pub fn with_space<R>(f: impl FnOnce(&mut UserSpace, &mut KernelMem) -> R) -> Opt
     Some(f(guard.as_mut()?, &mut KernelMem))
 }
 
-/// Kernel PML4 slot 0, shared into every user address space.
-fn kernel_slot0() -> u64 {
-    KernelMem.table(sched::kernel_cr3())[0]
+/// The kernel's PML4 entry for the upper half (all of physical memory and the image), shared into every user
+/// address space.
+fn kernel_slot() -> u64 {
+    KernelMem.table(sched::kernel_cr3())[questv_arch::paging::KERNEL_SLOT]
 }
 
 /// AT_RANDOM's 16 bytes: the TSC stirred (xorshift), different at every exec; C libraries seed their stack
@@ -124,7 +125,7 @@ fn load_program(bytes: &[u8], argv: &[String], envp: &[String]) -> Result<(UserS
         -ENOEXEC
     })?;
     let mut mem = KernelMem;
-    let mut space = UserSpace::new(&mut mem, kernel_slot0())?;
+    let mut space = UserSpace::new(&mut mem, kernel_slot())?;
     let result = (|| -> Result<(u64, u64), i64> {
         // One physical page per virtual page, filled from every segment that touches it (data and bss often
         // share a page); its permissions are the union of those segments'.

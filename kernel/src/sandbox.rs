@@ -5,6 +5,7 @@
 
 use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use questv_arch::cpu;
+use questv_arch::paging::{phys_to_virt, virt_to_phys};
 use questv_abi::hypercall as hc;
 
 static ID: AtomicI32 = AtomicI32::new(-1);
@@ -34,9 +35,10 @@ pub fn id() -> Option<u32> {
     u32::try_from(ID.load(Ordering::Relaxed)).ok()
 }
 
-/// Guest-physical address of the shared region, if any.
+/// Where this kernel reads the shared region (the info page first), if any: its guest-physical address (the
+/// boot argument) through the kernel's mapping of physical memory.
 pub fn shared_region() -> Option<u64> {
-    Some(SHARED.load(Ordering::Relaxed)).filter(|&a| a != 0)
+    Some(SHARED.load(Ordering::Relaxed)).filter(|&a| a != 0).map(phys_to_virt)
 }
 
 /// Will the monitor recover this sandbox if it faults?
@@ -125,9 +127,9 @@ pub fn channel_listed(x: u32, y: u32) -> bool {
 /// The count of channel notifications this sandbox's handler took, which the monitor reads to deliver at most
 /// one pending notification (`hc::NOTIFY_ACK_GPA`).
 fn notify_acks() -> &'static core::sync::atomic::AtomicU64 {
-    // SAFETY: NOTIFY_ACK_GPA is in this sandbox's reserved heartbeat page (never allocated), identity mapped,
-    // 8-byte aligned; only this kernel writes it.
-    unsafe { &*(hc::NOTIFY_ACK_GPA as *const core::sync::atomic::AtomicU64) }
+    // SAFETY: NOTIFY_ACK_GPA is in this sandbox's reserved heartbeat page (never allocated), mapped, 8-byte
+    // aligned; only this kernel writes it.
+    unsafe { &*(phys_to_virt(hc::NOTIFY_ACK_GPA) as *const core::sync::atomic::AtomicU64) }
 }
 
 /// A channel notification arrived: acknowledge it to the monitor (before the receiver looks at its rings).
@@ -149,9 +151,9 @@ pub fn attack_targets() -> Option<AttackTargets> {
 /// Timer tick: tell the monitor's watchdog this sandbox makes progress.
 pub fn heartbeat() {
     if id().is_some() {
-        // SAFETY: HEARTBEAT_GPA is a reserved page of this sandbox (never allocated), identity mapped.
+        // SAFETY: HEARTBEAT_GPA is a reserved page of this sandbox (never allocated), mapped.
         unsafe {
-            let p = hc::HEARTBEAT_GPA as *mut u64;
+            let p = phys_to_virt(hc::HEARTBEAT_GPA) as *mut u64;
             core::ptr::write_volatile(p, core::ptr::read_volatile(p).wrapping_add(1));
         }
     }
@@ -161,14 +163,14 @@ fn call(nr: u64, a: u64, b: u64) -> Result<u64, i64> {
     hc::decode(cpu::vmcall(nr, a, b))
 }
 
-/// Print bytes through the monitor (which owns the UART). `bytes` must be in identity-mapped kernel memory
-/// (its virtual address is its guest-physical address), as every kernel buffer is.
+/// Print bytes through the monitor (which owns the UART). `bytes` must be in the kernel's mapping of physical
+/// memory (so its guest-physical address is its address minus KERNEL_BASE), as every kernel buffer is.
 pub fn console_write(bytes: &[u8]) {
     for chunk in bytes.chunks(hc::CONSOLE_MAX as usize) {
         // -EAGAIN: this sandbox's console queue in the monitor is full (it prints faster than the UART takes);
         // each retry is an exit that drains it. Given up after many, so a stuck console cannot hang a kernel.
         for _ in 0..1_000_000 {
-            if call(hc::CONSOLE_WRITE, chunk.as_ptr() as u64, chunk.len() as u64) != Err(hc::EAGAIN) {
+            if call(hc::CONSOLE_WRITE, virt_to_phys(chunk.as_ptr() as u64), chunk.len() as u64) != Err(hc::EAGAIN) {
                 break;
             }
             core::hint::spin_loop();
@@ -204,10 +206,11 @@ pub fn peer_apic(peer: u32) -> Result<u32, i64> {
     call(hc::PEER_APIC, u64::from(peer), 0).map(|a| a as u32).map_err(|e| -e)
 }
 
-/// Register the recoverable component (the NIC driver): its recovery entry and its thread's stack.
+/// Register the recoverable component (the NIC driver): its recovery entry and its thread's stack (kernel
+/// virtual addresses: the monitor resumes the sandbox there on its own page tables).
 pub fn register_component(entry: u64, stack_low: u64, stack_high: u64) -> Result<(), i64> {
     let words = [entry, stack_low, stack_high];
-    call(hc::COMPONENT, words.as_ptr() as u64, hc::COMPONENT_BYTES).map(|_| ()).map_err(|e| -e)
+    call(hc::COMPONENT, virt_to_phys(words.as_ptr() as u64), hc::COMPONENT_BYTES).map(|_| ()).map_err(|e| -e)
 }
 
 /// Booted and about to run the program (the monitor ends a recovery's downtime here).
@@ -216,15 +219,15 @@ pub fn booted() {
 }
 
 /// Stateful recovery: hand the monitor a copy of `state` for checkpoint slot `slot` (at most
-/// `hc::CHECKPOINT_MAX` bytes, in identity-mapped kernel memory), kept outside this sandbox across its
+/// `hc::CHECKPOINT_MAX` bytes, in the kernel's mapping of physical memory), kept outside this sandbox across its
 /// recoveries.
 pub fn checkpoint(slot: u64, state: &[u8]) -> Result<(), i64> {
-    call(hc::CHECKPOINT, state.as_ptr() as u64, hc::checkpoint_arg(slot, state.len() as u64)).map(|_| ()).map_err(|e| -e)
+    call(hc::CHECKPOINT, virt_to_phys(state.as_ptr() as u64), hc::checkpoint_arg(slot, state.len() as u64)).map(|_| ()).map_err(|e| -e)
 }
 
 /// The slot's last checkpoint into `buf`; its length (0: none was taken).
 pub fn restore(slot: u64, buf: &mut [u8]) -> Result<usize, i64> {
-    call(hc::RESTORE, buf.as_mut_ptr() as u64, hc::checkpoint_arg(slot, buf.len() as u64)).map(|n| n as usize).map_err(|e| -e)
+    call(hc::RESTORE, virt_to_phys(buf.as_mut_ptr() as u64), hc::checkpoint_arg(slot, buf.len() as u64)).map(|n| n as usize).map_err(|e| -e)
 }
 
 /// Tell the monitor this sandbox is done (it reports exits and stops the core).

@@ -10,7 +10,7 @@ use alloc::format;
 use alloc::string::String;
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
-use questv_arch::paging::PAGE_SIZE;
+use questv_arch::paging::{phys_to_virt, PAGE_SIZE};
 
 pub use crate::exit::{set_exit_handler, ExitHandler, GuestRegs, GuestState, Verdict};
 
@@ -172,16 +172,17 @@ impl PermissionMaps {
     /// SVM: the 8 KiB MSR permission map, then the 12 KiB I/O permission map).
     ///
     /// # Safety
-    /// `pages(n)` returns the address of `n` zeroed, contiguous, identity-mapped pages that belong to the caller
+    /// `pages(n)` returns the physical address of `n` zeroed, contiguous pages of RAM that belong to the caller
     /// and that no second-stage table maps.
     pub unsafe fn build<E>(arch: Arch, pages: &mut impl FnMut(u64) -> Result<u64, E>) -> Result<PermissionMaps, E> {
         Ok(match arch {
             Arch::Vmx => {
                 let (msr, io) = (pages(1)?, pages(2)?);
+                let (msr_at, io_at) = (phys_to_virt(msr), phys_to_virt(io));
                 // SAFETY: the caller's contract: freshly allocated, zeroed, contiguous pages of ours.
                 unsafe {
-                    policy::build_msr_bitmap(&mut *(msr as *mut [u8; 4096]));
-                    policy::build_io_bitmaps(&mut *(io as *mut [u8; 4096]), &mut *((io + PAGE_SIZE) as *mut [u8; 4096]), policy::GRANTED_PORTS);
+                    policy::build_msr_bitmap(&mut *(msr_at as *mut [u8; 4096]));
+                    policy::build_io_bitmaps(&mut *(io_at as *mut [u8; 4096]), &mut *((io_at + PAGE_SIZE) as *mut [u8; 4096]), policy::GRANTED_PORTS);
                 }
                 PermissionMaps { msr, io }
             }
@@ -189,8 +190,8 @@ impl PermissionMaps {
                 let (msr, io) = (pages(2)?, pages(3)?);
                 // SAFETY: as above.
                 unsafe {
-                    policy::build_msr_permission_map(&mut *(msr as *mut [u8; 8192]));
-                    policy::build_io_permission_map(&mut *(io as *mut [u8; 12288]), policy::GRANTED_PORTS);
+                    policy::build_msr_permission_map(&mut *(phys_to_virt(msr) as *mut [u8; 8192]));
+                    policy::build_io_permission_map(&mut *(phys_to_virt(io) as *mut [u8; 12288]), policy::GRANTED_PORTS);
                 }
                 PermissionMaps { msr, io }
             }

@@ -18,25 +18,35 @@ use core::sync::atomic::Ordering;
 /// Descriptor rings and buffers in the DMA region, read and written with volatile accesses (the NIC and the
 /// other sharers change them behind the compiler's back).
 pub struct DescMem {
+    /// The region's address as the NIC and the ring registers name it (physical).
     base: u64,
+    /// Added to an address of the region to reach it from this CPU (the kernel's KERNEL_BASE; 0 in host tests,
+    /// where the "physical" address is a buffer's own).
+    cpu_offset: u64,
 }
 
 impl DescMem {
     /// # Safety
-    /// `base` is the identity-mapped start of a DMA region of [`layout::REGION`] bytes laid out as in
-    /// [`layout`], mapped read-write for as long as the value is used.
-    pub const unsafe fn new(base: u64) -> DescMem {
-        DescMem { base }
+    /// `base` is the (physical) start of a DMA region of [`layout::REGION`] bytes laid out as in [`layout`],
+    /// mapped read-write at `base + cpu_offset` for as long as the value is used.
+    pub const unsafe fn new(base: u64, cpu_offset: u64) -> DescMem {
+        DescMem { base, cpu_offset }
     }
 
+    /// The region's physical address (what descriptors and the ring registers hold).
     pub fn base(&self) -> u64 {
         self.base
+    }
+
+    /// Where this CPU reads and writes the region's address `addr`.
+    fn cpu(&self, addr: u64) -> u64 {
+        addr + self.cpu_offset
     }
 
     pub fn control(&self) -> &Control {
         // SAFETY: the control block lies at the region's start (constructor contract), is made only of atomics
         // (any bit pattern is valid), and is at most a page.
-        unsafe { &*((self.base + layout::CONTROL) as *const Control) }
+        unsafe { &*(self.cpu(self.base + layout::CONTROL) as *const Control) }
     }
 
     pub fn rx_buffer_addr(&self, i: u32) -> u64 {
@@ -48,11 +58,11 @@ impl DescMem {
     }
 
     fn rx_desc_ptr(&self, i: u32) -> *mut RxDesc {
-        (self.base + layout::RX_RING + u64::from(i % layout::RX_DESCS) * 16) as *mut RxDesc
+        self.cpu(self.base + layout::RX_RING + u64::from(i % layout::RX_DESCS) * 16) as *mut RxDesc
     }
 
     fn tx_desc_ptr(&self, i: u32) -> *mut TxDesc {
-        (self.base + layout::TX_RING + u64::from(i % layout::TX_DESCS) * 16) as *mut TxDesc
+        self.cpu(self.base + layout::TX_RING + u64::from(i % layout::TX_DESCS) * 16) as *mut TxDesc
     }
 
     pub fn rx_desc(&self, i: u32) -> RxDesc {
@@ -92,7 +102,7 @@ impl DescMem {
     pub fn read_rx_buffer(&self, i: u32, out: &mut [u8]) {
         let len = out.len().min(BUF_SIZE);
         // SAFETY: the buffer is BUF_SIZE bytes inside the region; len is clamped to it.
-        unsafe { core::ptr::copy_nonoverlapping(self.rx_buffer_addr(i) as *const u8, out.as_mut_ptr(), len) }
+        unsafe { core::ptr::copy_nonoverlapping(self.cpu(self.rx_buffer_addr(i)) as *const u8, out.as_mut_ptr(), len) }
     }
 
     /// Copy a frame (≤ BUF_SIZE) into transmit buffer `i`.
@@ -100,13 +110,13 @@ impl DescMem {
     pub fn write_rx_frame(&self, i: u32, frame: &[u8]) {
         let len = frame.len().min(BUF_SIZE);
         // SAFETY: as in read_rx_buffer(): the slot's buffer lies in the region and holds BUF_SIZE bytes.
-        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), self.rx_buffer_addr(i) as *mut u8, len) }
+        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), self.cpu(self.rx_buffer_addr(i)) as *mut u8, len) }
     }
 
     pub fn write_tx_buffer(&self, i: u32, frame: &[u8]) {
         let len = frame.len().min(BUF_SIZE);
         // SAFETY: as in read_rx_buffer().
-        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), self.tx_buffer_addr(i) as *mut u8, len) }
+        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), self.cpu(self.tx_buffer_addr(i)) as *mut u8, len) }
     }
 }
 

@@ -176,7 +176,7 @@ pub struct Regs {
 
 impl Regs {
     /// # Safety
-    /// `base` is the identity-mapped, uncached address of an 8254x BAR 0 (128 KiB) the caller may program.
+    /// `base` is the physical, uncached address of an 8254x BAR 0 (128 KiB) the caller may program.
     pub const unsafe fn new(base: u64) -> Regs {
         Regs { base }
     }

@@ -341,7 +341,7 @@ fn foreign_descriptors_are_repaired_address_only() {
     let words = vec![0u128; (layout::REGION / 16) as usize];
     // SAFETY: a heap buffer of REGION bytes, 16-byte aligned, alive until the end of the test; nothing else
     // touches it. Regs is never used (no register access in repair_descriptors).
-    let mem = unsafe { DescMem::new(words.as_ptr() as u64) };
+    let mem = unsafe { DescMem::new(words.as_ptr() as u64, 0) };
     for i in 0..layout::RX_DESCS {
         mem.set_rx_desc(i, RxDesc { addr: mem.rx_buffer_addr(i), ..RxDesc::default() });
     }

@@ -5,6 +5,7 @@
 pub mod tables;
 
 use tables::{Capability, FaultRecord};
+use questv_arch::paging::phys_to_virt;
 
 mod reg {
     pub const CAP: u64 = 0x08;
@@ -55,7 +56,7 @@ pub struct Vtd {
 
 impl Vtd {
     /// # Safety
-    /// `base` is the identity-mapped, uncached address of a VT-d unit's 4 KiB register page (from the DMAR
+    /// `base` is the physical, uncached address of a VT-d unit's 4 KiB register page (from the DMAR
     /// table) that only the caller programs.
     pub unsafe fn new(base: u64) -> Vtd {
         let mut v = Vtd { base, cap: Capability::decode(0, 0) };
@@ -164,24 +165,25 @@ impl Vtd {
     }
 }
 
-/// Table pages in identity-mapped memory (the kernel's physical memory is mapped at its own address), taken
-/// from `alloc` (which hands out 4 KiB frames no one else uses) and zeroed here.
-pub struct IdentityPages<F: FnMut() -> Option<u64>> {
+/// Table pages in the kernel's memory (a frame's physical address is what the unit reads; the kernel writes it
+/// through its mapping of physical memory), taken from `alloc` (which hands out 4 KiB frames no one else uses)
+/// and zeroed here.
+pub struct KernelPages<F: FnMut() -> Option<u64>> {
     alloc: F,
     pub allocated: u32,
 }
 
-impl<F: FnMut() -> Option<u64>> IdentityPages<F> {
+impl<F: FnMut() -> Option<u64>> KernelPages<F> {
     /// # Safety
-    /// Every frame `alloc` returns is identity mapped, writable, page-aligned and the caller's alone for as
+    /// Every frame `alloc` returns is RAM, writable, page-aligned and the caller's alone for as
     /// long as the unit uses the tables built in it.
     pub unsafe fn new(alloc: F) -> Self {
-        IdentityPages { alloc, allocated: 0 }
+        KernelPages { alloc, allocated: 0 }
     }
 
     /// Store a 16-byte root or context entry at `index` of the table page `table`.
     pub fn write_wide(&mut self, table: u64, index: u64, (low, high): (u64, u64)) {
-        let at = (table + 16 * (index % 256)) as *mut u64;
+        let at = (phys_to_virt(table) + 16 * (index % 256)) as *mut u64;
         // SAFETY: `table` is a page from `alloc` (the constructor's contract); the slot lies inside it.
         unsafe {
             core::ptr::write_volatile(at, low);
@@ -190,22 +192,22 @@ impl<F: FnMut() -> Option<u64>> IdentityPages<F> {
     }
 }
 
-impl<F: FnMut() -> Option<u64>> tables::TablePages for IdentityPages<F> {
+impl<F: FnMut() -> Option<u64>> tables::TablePages for KernelPages<F> {
     fn alloc(&mut self) -> Option<u64> {
         let p = (self.alloc)()?;
         // SAFETY: a fresh frame from `alloc`, ours alone (the constructor's contract).
-        unsafe { core::ptr::write_bytes(p as *mut u8, 0, tables::PAGE as usize) };
+        unsafe { core::ptr::write_bytes(phys_to_virt(p) as *mut u8, 0, tables::PAGE as usize) };
         self.allocated += 1;
         Some(p)
     }
 
     fn read(&self, table: u64, index: u64) -> u64 {
         // SAFETY: as in alloc: `table` came from it; 512 eight-byte entries per page.
-        unsafe { core::ptr::read_volatile((table + 8 * (index % 512)) as *const u64) }
+        unsafe { core::ptr::read_volatile((phys_to_virt(table) + 8 * (index % 512)) as *const u64) }
     }
 
     fn write(&mut self, table: u64, index: u64, entry: u64) {
         // SAFETY: as in read.
-        unsafe { core::ptr::write_volatile((table + 8 * (index % 512)) as *mut u64, entry) }
+        unsafe { core::ptr::write_volatile((phys_to_virt(table) + 8 * (index % 512)) as *mut u64, entry) }
     }
 }

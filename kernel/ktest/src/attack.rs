@@ -1,6 +1,7 @@
 //! `ktest attack`: a hostile sandbox kernel tries each way around its monitor; each must be refused or stop
 //! only the attacker.
 
+use questv_arch::paging::{phys_to_virt, virt_to_phys};
 use questv_arch::{cpu, lapic};
 use questv_kernel::{kprintln, result};
 use crate::fixup::{expect, raised, EXPECTED_FIXUP};
@@ -46,7 +47,7 @@ fn icr_refused(value: u64) -> bool {
     if lapic::is_x2apic() {
         return wrmsr_refused(0x830, value);
     }
-    let base = lapic::xapic_base();
+    let base = phys_to_virt(lapic::xapic_base());
     // SAFETY: deliberate: ICR high holds only the destination; the monitor checks at the ICR low write.
     unsafe { core::ptr::write_volatile((base + 0x310) as *mut u32, ((value >> 32) as u32) << 24) };
     expect(GP);
@@ -135,7 +136,7 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
         "peer" => t.map(|t| t.peer),
         "monitor" => t.map(|t| t.vmcs),
         "ept" => t.map(|t| t.stage2),
-        "text" => Some(attack as *const () as u64),
+        "text" => Some(virt_to_phys(attack as *const () as u64)),
         "vmx" => return run_then(if virtualization_refused() { 0 } else { 1 }),
         "port-reset" => {
             kprintln!("ktest attack: sandbox {} writes the reset ports (0xCF9, 0x64, 0x92)", sandbox);
@@ -292,7 +293,7 @@ fn ipi_vectors_refused(peer_apic: u32) -> bool {
 
 /// The xAPIC page writes the monitor must drop: the APIC id, and LINT1 set to deliver NMIs to this core.
 fn apic_writes_refused() -> bool {
-    let base = lapic::xapic_base();
+    let base = phys_to_virt(lapic::xapic_base());
     // SAFETY (block): deliberate writes to this core's own APIC registers; the monitor must drop them.
     let (id_before, id_after, lint1) = unsafe {
         let id = (base + 0x20) as *mut u32;
@@ -316,7 +317,7 @@ fn restore_over_text_refused() -> bool {
     // SAFETY: reading 8 bytes of this function's own code (mapped readable).
     let read_text = || unsafe { core::ptr::read_volatile(text as *const u64) };
     let before = read_text();
-    let over_text = hc::decode(cpu::vmcall(hc::RESTORE, text, hc::checkpoint_arg(slot, junk.len() as u64)));
+    let over_text = hc::decode(cpu::vmcall(hc::RESTORE, virt_to_phys(text), hc::checkpoint_arg(slot, junk.len() as u64)));
     let after = read_text();
     let mut buf = [0u8; 16];
     let into_data = questv_kernel::sandbox::restore(slot, &mut buf);

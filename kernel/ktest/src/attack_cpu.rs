@@ -122,10 +122,10 @@ pub(crate) fn ac_loop() -> i32 {
         kprintln!("ktest attack ac-loop: no memory");
         return 2;
     };
-    // SAFETY: two fresh frames of ours, identity mapped: the user code, and a zeroed stack page.
+    // SAFETY: two fresh frames of ours (RAM, mapped): the user code, and a zeroed stack page.
     unsafe {
-        core::ptr::copy_nonoverlapping(AC_USER_CODE.as_ptr(), code as *mut u8, AC_USER_CODE.len());
-        core::ptr::write_bytes(stack as *mut u8, 0, PAGE_SIZE as usize);
+        core::ptr::copy_nonoverlapping(AC_USER_CODE.as_ptr(), questv_arch::paging::phys_to_virt(code) as *mut u8, AC_USER_CODE.len());
+        core::ptr::write_bytes(questv_arch::paging::phys_to_virt(stack) as *mut u8, 0, PAGE_SIZE as usize);
     }
     let mut space = AddressSpace::from_root(cpu::read_cr3() & ADDR_MASK);
     let mapped = space.map_4k(&mut KernelMem, AC_USER_VA, code, PageFlags::USER).is_ok()

@@ -112,7 +112,7 @@ fn inject_now(kind_index: u64) -> i32 {
         // SAFETY: deliberate: an invalid opcode in kernel mode, which the kernel's panic path reports.
         "ud" => unsafe { core::arch::asm!("ud2") },
         "wild" => forbidden_write(questv_kernel::mm::kmem::highest_address()),
-        "text" => write_own_text(inject_now as *const () as u64),
+        "text" => write_own_text(questv_arch::paging::virt_to_phys(inject_now as *const () as u64)),
         // SAFETY: deliberate: an empty IDT turns the breakpoint into a triple fault (a shutdown exit).
         "triple" => unsafe {
             let idt = [0u16; 5];
@@ -152,7 +152,7 @@ fn wipe_channel_with(peer: u32) -> bool {
             let (a, b) = (core::ptr::read_volatile(e as *const u32), core::ptr::read_volatile((e + 4) as *const u32));
             if (a, b) == key {
                 let base = core::ptr::read_volatile((e + 8) as *const u64);
-                core::ptr::write_bytes(base as *mut u8, 0xA5, questv_kernel::channel::endpoint::CHANNEL_BYTES as usize);
+                core::ptr::write_bytes(questv_arch::paging::phys_to_virt(base) as *mut u8, 0xA5, questv_kernel::channel::endpoint::CHANNEL_BYTES as usize);
                 return true;
             }
         }

@@ -2,6 +2,7 @@
 
 use core::sync::atomic::Ordering;
 use questv_arch::cpu;
+use questv_arch::paging::phys_to_virt;
 use questv_kernel::{sched, time};
 
 pub(crate) fn seconds(n: u64) -> u64 {
@@ -17,16 +18,18 @@ pub(crate) fn pause_ms(ms: u64) {
 }
 
 
-/// A write the second stage must stop: `addr` lies outside this sandbox's memory (or is read-only in it), so
-/// the write exits to the monitor, which stops or recovers the sandbox.
+/// A write the second stage must stop: guest-physical `addr` lies outside this sandbox's memory (or is
+/// read-only in it), so the write (through the kernel's mapping of physical memory) exits to the monitor,
+/// which stops or recovers the sandbox.
 pub(crate) fn forbidden_write(addr: u64) {
     // SAFETY: deliberate; nothing of this sandbox is at `addr`, or the write never happens.
-    unsafe { core::ptr::write_volatile(addr as *mut u64, 0xBAD0_BAD0_BAD0_BAD0) };
+    unsafe { core::ptr::write_volatile(phys_to_virt(addr) as *mut u64, 0xBAD0_BAD0_BAD0_BAD0) };
 }
 
-/// Write this kernel's own text at `at` the way a compromised kernel would: its own page tables map text
-/// read-only, so it first clears CR0.WP. The EPT/NPT is the layer that must still hold.
+/// Write this kernel's own text at guest-physical `at` the way a compromised kernel would: its own page
+/// tables map text read-only, so it first clears CR0.WP. The EPT/NPT is the layer that must still hold.
 pub(crate) fn write_own_text(at: u64) {
+    let at = phys_to_virt(at);
     // SAFETY: deliberate: with WP cleared only the second stage stops the write, which stops this sandbox.
     unsafe {
         core::arch::asm!("mov {0}, cr0", "and {0}, {1}", "mov cr0, {0}", out(reg) _, in(reg) !(1u64 << 16));

@@ -56,10 +56,12 @@ pub fn my_endpoint() -> u32 {
     crate::sandbox::id().unwrap_or_else(percpu::cpu_index)
 }
 
+/// The ring at physical address `addr` of channel memory.
 fn ring_at(addr: u64) -> &'static Ring {
-    // SAFETY: channel memory is page aligned, zero-initialised (a valid empty ring), identity mapped and stays
-    // allocated while the channel exists; Ring is Sync and only uses atomics and slot-owned payload bytes.
-    unsafe { &*(addr as *const Ring) }
+    // SAFETY: channel memory is page aligned, zero-initialised (a valid empty ring), RAM (mapped at KERNEL_BASE +
+    // its address) and stays allocated while the channel exists; Ring is Sync and only uses atomics and
+    // slot-owned payload bytes.
+    unsafe { &*(questv_arch::paging::phys_to_virt(addr) as *const Ring) }
 }
 
 /// (transmit, receive) rings: ring 0 carries the lower endpoint's messages, ring 1 the higher one's.
@@ -83,8 +85,8 @@ fn smp_channel(me: u32, peer: u32) -> Result<(u64, u32), i64> {
         return Ok((e.2, smp::apic_id(peer)));
     }
     let base = crate::mm::kmem::alloc_contiguous(CHANNEL_BYTES / 4096, 4096, u64::MAX).ok_or(-ENOMEM)?;
-    // SAFETY: freshly allocated frames, identity mapped, owned by this channel.
-    unsafe { core::ptr::write_bytes(base as *mut u8, 0, CHANNEL_BYTES as usize) };
+    // SAFETY: freshly allocated frames, mapped, owned by this channel.
+    unsafe { core::ptr::write_bytes(questv_arch::paging::phys_to_virt(base) as *mut u8, 0, CHANNEL_BYTES as usize) };
     mem.push((key.0, key.1, base, 1));
     Ok((base, smp::apic_id(peer)))
 }

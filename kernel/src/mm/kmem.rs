@@ -8,7 +8,7 @@ use crate::sync::IrqSpinlock;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use questv_arch::paging::{AddressSpace, PageFlags, TableMemory, LARGE_PAGE_SIZE, PAGE_SIZE};
+use questv_arch::paging::{phys_to_virt, virt_to_phys, AddressSpace, PageFlags, TableMemory, KERNEL_BASE, LARGE_PAGE_SIZE, PAGE_SIZE};
 use questv_arch::percpu::{self, MAX_CPUS};
 
 /// Highest physical address the frame allocator manages (16 GiB; more RAM is reported and left unused).
@@ -25,8 +25,9 @@ extern "C" {
     static __kernel_end: u8;
 }
 
+/// The physical address of a linker symbol (the image is linked at KERNEL_BASE + its load address).
 fn sym(s: &u8) -> u64 {
-    s as *const u8 as u64
+    virt_to_phys(s as *const u8 as u64)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,11 +73,12 @@ pub fn init(areas: &[Area], keep: &[Region]) -> MemoryInfo {
     // Heap: a quarter of RAM, between 4 and 64 MiB.
     let heap_bytes = (usable_bytes / 4).clamp(4 << 20, 64 << 20) & !(LARGE_PAGE_SIZE - 1);
     let heap = fa
-        .alloc_contiguous(heap_bytes / PAGE_SIZE, LARGE_PAGE_SIZE, MAX_PHYS)
+        .alloc_contiguous(heap_bytes / PAGE_SIZE, LARGE_PAGE_SIZE, 4 << 30)
         .expect("not enough contiguous memory for the kernel heap");
     *FRAMES.lock() = Some(fa);
-    // SAFETY: [heap, heap + heap_bytes) was just taken from the frame allocator and is identity mapped.
-    unsafe { HEAP.0.lock().init(heap as *mut u8, heap_bytes as usize) };
+    // SAFETY: [heap, heap + heap_bytes) was just taken from the frame allocator, below 4 GiB: the boot tables
+    // map it (the heap is used before the kernel's own tables exist), and so do the kernel's.
+    unsafe { HEAP.0.lock().init(phys_to_virt(heap) as *mut u8, heap_bytes as usize) };
     MemoryInfo { usable_bytes, highest_address: highest, heap_bytes, regions: usable.as_slice().len() }
 }
 
@@ -163,8 +165,8 @@ pub fn alloc_frame() -> Option<u64> {
         drain_frame_caches();
         FRAMES.lock().as_mut()?.alloc()
     })?;
-    // SAFETY: the frame is ours and identity mapped.
-    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, PAGE_SIZE as usize) };
+    // SAFETY: the frame is ours and mapped at KERNEL_BASE + pa.
+    unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
     Some(pa)
 }
 
@@ -232,9 +234,11 @@ pub fn free_frames() -> u64 {
     frames.as_ref().map_or(0, |f| f.free_frames() + cached as u64)
 }
 
-/// Build the kernel's page tables: page 0 unmapped (null dereferences fault), kernel text read-only and
-/// executable, rodata read-only, everything else read-write and non-executable, the AP trampoline page
-/// executable, 3–4 GiB (LAPIC, IOAPIC, PCI MMIO) uncached. Returns the PML4's physical address.
+/// Build the kernel's page tables: physical memory at KERNEL_BASE + its address (PML4 slot 256, the slot every
+/// user address space shares), with physical page 0 unmapped, kernel text read-only and executable, rodata
+/// read-only, everything else read-write and non-executable, 3–4 GiB (LAPIC, IOAPIC, PCI MMIO) uncached; and
+/// the AP trampoline page at its own (low) address as well, executable, since APs run it before they reach the
+/// upper half. Nothing else is mapped low: the lower half is user space. Returns the PML4's physical address.
 pub fn build_kernel_tables(highest_address: u64, trampoline: Option<u64>) -> u64 {
     let mut m = KernelMem;
     let mut a = AddressSpace::new(&mut m).expect("out of memory for page tables");
@@ -246,17 +250,10 @@ pub fn build_kernel_tables(highest_address: u64, trampoline: Option<u64>) -> u64
         let start = va & !(PAGE_SIZE - 1);
         let end = end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
         if end > start {
-            a.map_range(&mut m, start, start, end - start, flags).expect("kernel page tables");
+            a.map_range(&mut m, KERNEL_BASE + start, start, end - start, flags).expect("kernel page tables");
         }
     };
-    match trampoline {
-        Some(t) => {
-            map(PAGE_SIZE, t, rw);
-            map(t, t + PAGE_SIZE, PageFlags::WRITABLE | PageFlags::GLOBAL);
-            map(t + PAGE_SIZE, text0, rw);
-        }
-        None => map(PAGE_SIZE, text0, rw),
-    }
+    map(PAGE_SIZE, text0, rw);
     // Sections are 4 KiB aligned by the linker script, so each runs to the start of the next.
     map(text0, ro0, PageFlags::GLOBAL);
     map(ro0, data0, PageFlags::NO_EXECUTE | PageFlags::GLOBAL);
@@ -266,6 +263,10 @@ pub fn build_kernel_tables(highest_address: u64, trampoline: Option<u64>) -> u64
     map(mmio, 4 << 30, rw | PageFlags::NO_CACHE | PageFlags::WRITE_THROUGH);
     if highest_address > 4 << 30 {
         map(4 << 30, highest_address.min(MAX_PHYS), rw);
+    }
+    if let Some(t) = trampoline {
+        // Not GLOBAL: only the kernel's own tables have it, and a CPU switching to a user space must not keep it.
+        a.map_range(&mut m, t, t, PAGE_SIZE, PageFlags::WRITABLE).expect("kernel page tables");
     }
     a.root()
 }
@@ -284,17 +285,17 @@ fn page_refs(pa: u64) -> &'static AtomicU16 {
 }
 
 /// Physical memory as page tables (kernel and user) and reference-counted user pages: frames from the frame
-/// allocator, reached through the identity map.
+/// allocator, reached through the kernel's mapping of physical memory.
 pub struct KernelMem;
 
-/// The page-table frame at `phys`, through the identity map.
+/// The page-table frame at `phys`, through the kernel's mapping of physical memory.
 ///
 /// # Safety
 /// `phys` must be a 4 KiB-aligned frame owned by a page table (or EPT) the caller is building or walking, with
 /// no other live reference to it.
 pub unsafe fn phys_table<'a>(phys: u64) -> &'a mut [u64; 512] {
-    // SAFETY: caller's contract; all RAM is identity mapped.
-    unsafe { &mut *(phys as *mut [u64; 512]) }
+    // SAFETY: caller's contract; all RAM is mapped at KERNEL_BASE + its address.
+    unsafe { &mut *(phys_to_virt(phys) as *mut [u64; 512]) }
 }
 
 impl TableMemory for KernelMem {
@@ -334,11 +335,11 @@ impl super::uspace::PhysMem for KernelMem {
         u32::from(page_refs(pa).load(Ordering::Acquire))
     }
     fn page(&mut self, pa: u64) -> &mut [u8; PAGE_SIZE as usize] {
-        // SAFETY: user pages come from the frame allocator and are identity mapped. The caller holds the lock of
+        // SAFETY: user pages come from the frame allocator and are mapped at KERNEL_BASE + pa. The caller holds the lock of
         // the address space it reached `pa` through (proc.rs), and a process's own pages are written only under
         // that lock; a page shared copy-on-write is read-only in every space that maps it, so it is only read
         // (copied) here, never written, until a single reference is left.
-        unsafe { &mut *(pa as *mut [u8; PAGE_SIZE as usize]) }
+        unsafe { &mut *(phys_to_virt(pa) as *mut [u8; PAGE_SIZE as usize]) }
     }
     fn free_table(&mut self, pa: u64) {
         free_frame(pa);

@@ -1,9 +1,12 @@
 //! User address spaces: layout, demand-grown stack, brk heap, copy-on-write fork, checked copies to and from
 //! user memory, teardown. Pure logic over [`PhysMem`], so the COW and refcount rules are unit-tested on the host.
 //!
-//! Layout (lower canonical half; PML4 slot 0 is the kernel's identity map, shared by every address space and
-//! never touched here):
-//!   0x80_0000_0000 (512 GiB)   program segments (userland/user.ld links programs here), then the brk heap
+//! Layout: the lower canonical half, as on Linux (the kernel is in the upper half: PML4 slot 256, shared by
+//! every address space and never touched here):
+//!   USER_BASE (64 KiB)         the lowest address a program may map (Linux's default `mmap_min_addr`), so a
+//!                              null pointer faults in the kernel and in user space alike
+//!   0x40_0000 and up           program segments, where static x86-64 binaries are linked (userland/user.ld
+//!                              links questv's own programs there too), then the brk heap
 //!   below MMAP_TOP             anonymous mmap areas, placed top-down (`vma`), filled on first touch
 //!   STACK_TOP - STACK_MAX      stack, mapped on demand as it is touched, growing down to STACK_TOP
 //!
@@ -16,16 +19,16 @@
 use super::vma::{Kind, Placement, VmaError, VmaMap, PROT_EXEC, PROT_READ, PROT_WRITE};
 use alloc::string::String;
 use alloc::vec::Vec;
-use questv_arch::paging::{AddressSpace, MapError, PageFlags, TableMemory, ADDR_MASK, PAGE_SIZE};
+use questv_arch::paging::{AddressSpace, MapError, PageFlags, TableMemory, ADDR_MASK, KERNEL_SLOT, PAGE_SIZE};
 
-pub const USER_BASE: u64 = 0x80_0000_0000;
+pub const USER_BASE: u64 = 0x1_0000;
 pub const USER_END: u64 = 0x8000_0000_0000;
 pub const STACK_TOP: u64 = 0x7FFF_FFF0_0000;
 pub const STACK_MAX: u64 = 8 << 20;
 /// How far brk may grow past the end of the program.
 pub const BRK_MAX: u64 = 16 << 30;
-/// PML4 slots that belong to user space.
-pub const USER_SLOTS: core::ops::Range<usize> = 1..256;
+/// PML4 slots that belong to user space: the lower half.
+pub const USER_SLOTS: core::ops::Range<usize> = 0..KERNEL_SLOT;
 
 /// Physical memory as the user-space code needs it: page tables plus reference-counted user pages.
 pub trait PhysMem: TableMemory {
@@ -108,10 +111,10 @@ fn user_range_ok(va: u64, len: u64) -> bool {
 }
 
 impl UserSpace {
-    /// An empty user space whose PML4 slot 0 is the kernel's (`kernel_slot0` is that PML4 entry).
-    pub fn new<M: PhysMem>(mem: &mut M, kernel_slot0: u64) -> Result<UserSpace, UserError> {
+    /// An empty user space whose PML4 slot [`KERNEL_SLOT`] is the kernel's (`kernel_slot` is that PML4 entry).
+    pub fn new<M: PhysMem>(mem: &mut M, kernel_slot: u64) -> Result<UserSpace, UserError> {
         let aspace = AddressSpace::new(mem)?;
-        mem.table(aspace.root())[0] = kernel_slot0;
+        mem.table(aspace.root())[KERNEL_SLOT] = kernel_slot;
         Ok(UserSpace { aspace, brk_start: USER_BASE, brk: USER_BASE, vmas: VmaMap::new(USER_BASE, MMAP_TOP, MMAP_TOP) })
     }
 
@@ -163,8 +166,8 @@ impl UserSpace {
     /// Copy-on-write duplicate. On failure the partial child is torn down and nothing leaks; the parent's
     /// pages may already be marked COW, which a later write fault resolves without copying.
     pub fn fork<M: PhysMem>(&self, mem: &mut M) -> Result<UserSpace, UserError> {
-        let kernel_slot0 = mem.table(self.aspace.root())[0];
-        let mut child = UserSpace::new(mem, kernel_slot0)?;
+        let kernel_slot = mem.table(self.aspace.root())[KERNEL_SLOT];
+        let mut child = UserSpace::new(mem, kernel_slot)?;
         child.brk_start = self.brk_start;
         child.brk = self.brk;
         child.vmas = self.vmas.clone();
@@ -501,10 +504,10 @@ mod tests {
         }
     }
 
-    const KERNEL_SLOT0: u64 = 0xABC000 | 3;
+    const KERNEL_ENTRY: u64 = 0xABC000 | 3;
 
     fn space(mem: &mut FakeMem) -> UserSpace {
-        let mut s = UserSpace::new(mem, KERNEL_SLOT0).unwrap();
+        let mut s = UserSpace::new(mem, KERNEL_ENTRY).unwrap();
         s.map_zeroed(mem, USER_BASE, 3 * PAGE_SIZE, USER_RW).unwrap();
         s.copy_to_user(mem, USER_BASE, b"parent").unwrap();
         s
@@ -527,7 +530,7 @@ mod tests {
         let (pa, flags) = parent.translate(&mut mem, USER_BASE).unwrap();
         assert_eq!(mem.refs(pa), 2);
         assert!(flags.contains(PageFlags::COW) && !flags.contains(PageFlags::WRITABLE));
-        assert_eq!(mem.table(child.root())[0], KERNEL_SLOT0);
+        assert_eq!(mem.table(child.root())[KERNEL_SLOT], KERNEL_ENTRY);
 
         // The child writes: it gets its own copy; the parent still sees its data.
         assert_eq!(child.handle_fault(&mut mem, USER_BASE + 8, true), FaultOutcome::Resolved);
@@ -616,7 +619,7 @@ mod tests {
     #[test]
     fn stack_grows_on_demand_and_brk_moves() {
         let mut mem = FakeMem::default();
-        let mut s = UserSpace::new(&mut mem, KERNEL_SLOT0).unwrap();
+        let mut s = UserSpace::new(&mut mem, KERNEL_ENTRY).unwrap();
         assert_eq!(s.handle_fault(&mut mem, STACK_TOP - 8, true), FaultOutcome::Resolved);
         s.copy_to_user(&mut mem, STACK_TOP - 5000, b"deep").unwrap();
         assert_eq!(s.handle_fault(&mut mem, STACK_TOP - STACK_MAX - 8, true), FaultOutcome::Segfault);

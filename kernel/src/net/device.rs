@@ -13,7 +13,7 @@ use questv_drivers::pci::{self, Bar, ConfigSpace};
 pub struct Claimed {
     pub bdf: (u8, u8, u8),
     pub device_id: u16,
-    /// BAR 0 (the register window), identity mapped and uncached in the kernel's tables (3–4 GiB).
+    /// BAR 0 (the register window), physical; uncached in the kernel's tables (3–4 GiB).
     pub mmio: u64,
     /// The interrupt line the firmware assigned (an I/O APIC input: PCI lines are not ISA-overridden).
     pub irq_line: u8,
@@ -44,10 +44,11 @@ pub fn claim(cs: &mut impl ConfigSpace, sharers: &[(u64, [u8; 4])]) -> Result<Cl
     // Above the VT build's low alias (16 MiB): there guest-physical = host-physical, as DMA needs.
     let dma = crate::mm::kmem::alloc_contiguous_from(layout::REGION / 4096, 4096, 16 << 20)
         .ok_or_else(|| String::from("e1000: no memory for the DMA region"))?;
-    // SAFETY: the frames were just allocated for this region and are identity mapped.
-    unsafe { core::ptr::write_bytes(dma as *mut u8, 0, layout::REGION as usize) };
+    let dma_at = questv_arch::paging::phys_to_virt(dma);
+    // SAFETY: the frames were just allocated for this region (RAM, mapped at KERNEL_BASE + dma).
+    unsafe { core::ptr::write_bytes(dma_at as *mut u8, 0, layout::REGION as usize) };
     // SAFETY: the control block is at the start of the zeroed region; it is made of atomics only.
-    let control = unsafe { &*(dma as *const Control) };
+    let control = unsafe { &*(dma_at as *const Control) };
     control.sharers.store(sharers.len() as u32, Ordering::Release);
     for (i, &(mac, ip)) in sharers.iter().enumerate() {
         control.macs[i].store(mac, Ordering::Release);
@@ -70,7 +71,7 @@ pub fn line_to_gsi(topo: &questv_arch::acpi_madt::Topology, line: u8) -> (u32, b
 /// The I/O APIC serving `gsi` and the input number on it.
 pub fn ioapic_for(topo: &questv_arch::acpi_madt::Topology, gsi: u32) -> Result<(questv_arch::ioapic::IoApic, u32), String> {
     for io in &topo.io_apics {
-        // SAFETY: address from the MADT, inside the uncached 3–4 GiB identity mapping.
+        // SAFETY: address from the MADT, inside the uncached 3–4 GiB of the kernel's mapping.
         let ioapic = unsafe { questv_arch::ioapic::IoApic::new(u64::from(io.address), io.id, io.gsi_base) };
         if gsi >= io.gsi_base && gsi < io.gsi_base + ioapic.input_count() {
             return Ok((ioapic, gsi - io.gsi_base));

@@ -32,14 +32,15 @@ pub struct Config {
 /// This kernel's view of the shared NIC as `cfg` describes it. In a sandbox the lock claims are the monitor's
 /// pages, and a waiter that a holder keeps waiting past the bound tells the monitor, which judges the holder.
 pub fn shared_nic(cfg: Config, variant: e1000::Variant) -> SharedNic {
-    // SAFETY: whoever called start() mapped the register window (uncached) and the DMA region (write-back),
-    // identity, for good.
-    let mut nic = SharedNic::new(unsafe { Regs::new(cfg.mmio) }, unsafe { DescMem::new(cfg.dma) }, cfg.index, variant);
+    // SAFETY: whoever called start() mapped the register window (uncached) and the DMA region (write-back) at
+    // KERNEL_BASE + their physical addresses, for good.
+    let dma = unsafe { DescMem::new(cfg.dma, questv_arch::paging::KERNEL_BASE) };
+    let mut nic = SharedNic::new(unsafe { Regs::new(cfg.mmio) }, dma, cfg.index, variant);
     if cfg.claims != 0 {
         let count = crate::sandbox::nic_sharers().max(cfg.index + 1);
         // SAFETY: the monitor maps one claim page per sharer from `claims` into every sharer (this one's own
         // writable, the others' read-only), for good; page-aligned.
-        nic.claims = unsafe { e1000::ClaimTable::new(cfg.claims, 4096, count) };
+        nic.claims = unsafe { e1000::ClaimTable::new(questv_arch::paging::phys_to_virt(cfg.claims), 4096, count) };
         nic.watch = Some(e1000::LockWatch { bound: crate::time::ms_to_cycles(questv_abi::hypercall::NIC_LOCK_BOUND_MS), report: report_stuck });
     }
     nic

@@ -23,6 +23,7 @@ use crate::exit::{Exit, IoExit};
 use crate::guest::Paging;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use questv_arch::paging::phys_to_virt;
 use questv_arch::{cpu, lapic, percpu};
 
 /// VMCB offsets (APM Vol. 2 Appendix B).
@@ -199,31 +200,32 @@ fn vmcb() -> u64 {
     VMCBS[percpu::cpu_index() as usize].load(Ordering::Relaxed)
 }
 
-// SAFETY (all accessors below): `base` is this core's VMCB (a monitor page, identity mapped), or a page
-// being set up; offsets are within the 4 KiB page.
+// SAFETY (all accessors below): `base` is the physical address of this core's VMCB (a monitor page, reached
+// through the kernel's mapping of physical memory), or of a page being set up; offsets are within the page.
 fn rd64(base: u64, o: u64) -> u64 {
     // SAFETY: see above.
-    unsafe { core::ptr::read_volatile((base + o) as *const u64) }
+    unsafe { core::ptr::read_volatile((phys_to_virt(base) + o) as *const u64) }
 }
 fn wr64(base: u64, o: u64, v: u64) {
     // SAFETY: see above.
-    unsafe { core::ptr::write_volatile((base + o) as *mut u64, v) }
+    unsafe { core::ptr::write_volatile((phys_to_virt(base) + o) as *mut u64, v) }
 }
 fn wr32(base: u64, o: u64, v: u32) {
     // SAFETY: see above.
-    unsafe { core::ptr::write_volatile((base + o) as *mut u32, v) }
+    unsafe { core::ptr::write_volatile((phys_to_virt(base) + o) as *mut u32, v) }
 }
 fn wr8(base: u64, o: u64, v: u8) {
     // SAFETY: see above.
-    unsafe { core::ptr::write_volatile((base + o) as *mut u8, v) }
+    unsafe { core::ptr::write_volatile((phys_to_virt(base) + o) as *mut u8, v) }
 }
 fn rd8(base: u64, o: u64) -> u8 {
     // SAFETY: see above.
-    unsafe { core::ptr::read_volatile((base + o) as *const u8) }
+    unsafe { core::ptr::read_volatile((phys_to_virt(base) + o) as *const u8) }
 }
 
 fn set_segment(base: u64, seg: u64, selector: u16, attrib: u16, limit: u32, seg_base: u64) {
     // SAFETY: see above: the segment record (selector, attrib, limit, base) lies at seg..seg+16.
+    let base = phys_to_virt(base);
     unsafe {
         core::ptr::write_volatile((base + seg) as *mut u16, selector);
         core::ptr::write_volatile((base + seg + 2) as *mut u16, attrib);

@@ -50,7 +50,7 @@ pub fn vmcs_revision() -> u32 {
 /// Enter VMX root operation on this core.
 ///
 /// # Safety
-/// `vmxon_region` is the physical (= virtual, identity mapped) address of a zeroed, 4 KiB-aligned page owned by
+/// `vmxon_region` is the physical address of a zeroed, 4 KiB-aligned page (RAM, so mapped at KERNEL_BASE) owned by
 /// this core for as long as VMX is on; VMX support was checked (caps::evaluate).
 pub unsafe fn enable(vmxon_region: u64) -> Result<(), VmxError> {
     // SAFETY: IA32_FEATURE_CONTROL exists on VMX CPUs; if firmware left it unlocked we enable VMXON outside SMX
@@ -64,7 +64,7 @@ pub unsafe fn enable(vmxon_region: u64) -> Result<(), VmxError> {
         asm!("mov cr0, {}", in(reg) cr0, options(nostack));
         let cr4 = (cpu::read_cr4() | CR4_VMXE | cpu::rdmsr(IA32_VMX_CR4_FIXED0)) & cpu::rdmsr(IA32_VMX_CR4_FIXED1);
         cpu::write_cr4(cr4);
-        core::ptr::write_volatile(vmxon_region as *mut u32, vmcs_revision());
+        core::ptr::write_volatile(questv_arch::paging::phys_to_virt(vmxon_region) as *mut u32, vmcs_revision());
         x86::bits64::vmx::vmxon(vmxon_region).map_err(|_| VmxError::VmxonFailed)?;
     }
     Ok(())
@@ -178,7 +178,7 @@ pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
 unsafe fn setup(c: &LaunchConfig) -> Result<(), VmxError> {
     // SAFETY: VMX root; the VMCS page is ours; each step writes the now current VMCS.
     unsafe {
-        core::ptr::write_volatile(c.vmcs as *mut u32, vmcs_revision());
+        core::ptr::write_volatile(questv_arch::paging::phys_to_virt(c.vmcs) as *mut u32, vmcs_revision());
         x86::bits64::vmx::vmclear(c.vmcs).map_err(|_| VmxError::VmclearFailed)?;
         x86::bits64::vmx::vmptrld(c.vmcs).map_err(|_| VmxError::VmptrldFailed)?;
         write_controls(c)?;

@@ -2,7 +2,7 @@
 //! it, its second-stage table (EPT or NPT: the backend's format, one layout), and the boot information it
 //! starts from; then each core's launch configuration (the backend adds its own control pages).
 
-use super::layout::{host_of, GUEST_MBI_FROM_TOP, GUEST_MODULES_FROM_TOP, LOW_ALIAS, XAPIC_GPA};
+use super::layout::{host_view, GUEST_MBI_FROM_TOP, GUEST_MODULES_FROM_TOP, LOW_ALIAS, XAPIC_GPA};
 use super::nic::nic_role;
 use super::state::{apic_access, policy_of, state, ApicAccess};
 use super::tables::{self, MonitorPool, SandboxTables};
@@ -31,7 +31,7 @@ fn load_kernel(elf: &[u8], host_base: u64, slice: u64) -> Result<(u32, Vec<(u64,
         let file = elf.get(ph.p_offset as usize..(ph.p_offset + ph.p_filesz) as usize).ok_or("kernel segment beyond file")?;
         // SAFETY: the destination lies inside this sandbox's slice, which the monitor owns and nothing uses yet.
         unsafe {
-            let dst = (host_base + ph.p_paddr) as *mut u8;
+            let dst = questv_arch::paging::phys_to_virt(host_base + ph.p_paddr) as *mut u8;
             core::ptr::copy_nonoverlapping(file.as_ptr(), dst, file.len());
             core::ptr::write_bytes(dst.add(file.len()), 0, (ph.p_memsz - ph.p_filesz) as usize);
         }
@@ -52,7 +52,7 @@ fn load_kernel(elf: &[u8], host_base: u64, slice: u64) -> Result<(u32, Vec<(u64,
 /// Copy `data` to guest-physical `gpa` of the slice at `host_base` (within one of its two parts).
 fn put(host_base: u64, gpa: u64, data: &[u8]) {
     // SAFETY: callers keep [gpa, gpa + len) inside the slice's guest-physical ranges.
-    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), host_of(host_base, gpa) as *mut u8, data.len()) };
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), host_view(host_base, gpa) as *mut u8, data.len()) };
 }
 
 /// What every (re)build of a sandbox needs, fixed at the first one.
@@ -71,7 +71,7 @@ pub(super) static BUILD: spin::Once<BuildInfo> = spin::Once::new();
 pub(super) fn scrub_slice(s: &Slice) {
     // SAFETY: the slice was taken from the frame allocator for this sandbox (page aligned), whose guest is not
     // running.
-    unsafe { cpu::zero_qwords(s.host_base, s.size) };
+    unsafe { cpu::zero_qwords(questv_arch::paging::phys_to_virt(s.host_base), s.size) };
 }
 
 /// Load the pristine kernel and the ramdisk into a scrubbed slice, noting its read-only ranges in the sandbox's

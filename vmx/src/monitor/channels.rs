@@ -4,7 +4,7 @@
 //! this is the mechanics, and the notification check (at most one pending per destination).
 
 use super::infopage;
-use super::layout::host_of;
+use super::layout::host_view;
 use super::state::{sandboxes, state};
 use super::tables::{map_channel, unmap_channel, POOL};
 use crate::channel_table::{self, ChannelTable, OpenStep, Release};
@@ -91,7 +91,7 @@ pub(super) fn channel_close(me: u32, peer: u32) -> Result<u64, i64> {
     }
     if let Some(base) = r.free {
         // SAFETY: channel memory is monitor memory of this channel, mapped in no second stage any more.
-        unsafe { core::ptr::write_bytes(base as *mut u8, 0, CHANNEL_BYTES as usize) };
+        unsafe { core::ptr::write_bytes(questv_arch::paging::phys_to_virt(base) as *mut u8, 0, CHANNEL_BYTES as usize) };
         free_memory(&chans, r, base);
     }
     Ok(0)
@@ -121,7 +121,7 @@ pub(super) fn has_channel_to_apic(from: u32, apic: u32, both_open: bool) -> bool
 /// otherwise drop it and count it. Returns whether it is to be sent.
 pub(super) fn notification_due(from: u32, apic: u32) -> bool {
     let Some(to) = (0..sandboxes()).find(|&b| smp::apic_id(b) == apic) else { return false };
-    let ack_host = host_of(state(to).host_base, hc::NOTIFY_ACK_GPA);
+    let ack_host = host_view(state(to).host_base, hc::NOTIFY_ACK_GPA);
     // SAFETY: NOTIFY_ACK_GPA lies in the destination's reserved heartbeat page, inside its slice (identity
     // mapped in the monitor); an aligned u64 its kernel updates atomically, read atomically here.
     let acknowledged = unsafe { (*(ack_host as *const AtomicU64)).load(Ordering::Acquire) };
@@ -155,7 +155,7 @@ pub(super) fn reset_channels(chans: &mut ChannelTable, sandbox: u32, restart: bo
         if let Some(base) = c.base {
             // SAFETY: channel memory is monitor memory of this channel; the peer may race with the wipe, which
             // its ring checks (sequence and checksum) turn into an error, never into a wrong message.
-            unsafe { core::ptr::write_bytes(base as *mut u8, 0, CHANNEL_BYTES as usize) };
+            unsafe { core::ptr::write_bytes(questv_arch::paging::phys_to_virt(base) as *mut u8, 0, CHANNEL_BYTES as usize) };
             infopage::count_channel_reset(i);
             n += 1;
         }

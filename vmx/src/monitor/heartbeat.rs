@@ -1,13 +1,13 @@
 //! A sandbox's heartbeat word (its kernel bumps it every timer tick, at `HEARTBEAT_GPA` in its own slice), read
 //! by the watchdog on the sandbox's core and by the NIC lock's judge from another.
 
-use super::layout::host_of;
+use super::layout::host_view;
 use super::state::state;
 use questv_abi::hypercall as hc;
 
 /// The heartbeat of the sandbox whose slice starts at `host_base`.
 pub(super) fn heartbeat_in(host_base: u64) -> u64 {
-    let hb_host = host_of(host_base, hc::HEARTBEAT_GPA);
+    let hb_host = host_view(host_base, hc::HEARTBEAT_GPA);
     // SAFETY: the heartbeat page is inside that sandbox's slice, identity mapped in the monitor; a u64 there is
     // always readable (the sandbox may change it at any time).
     unsafe { core::ptr::read_volatile(hb_host as *const u64) }

@@ -10,6 +10,7 @@ use crate::backend::{self, inject_ud, skip_instruction, GuestRegs};
 use crate::partition;
 use crate::policy::RefusalKind;
 use crate::recovery::Component;
+use questv_arch::paging::KERNEL_BASE;
 use questv_abi::hypercall as hc;
 use questv_arch::cpu;
 use questv_kernel::time::cycles_to_us;
@@ -115,7 +116,10 @@ fn register_component(sandbox: u32, gpa: u64, len: u64) -> Result<u64, i64> {
     let host = slice_range(base, size, gpa, len).ok_or(hc::EFAULT)?;
     // SAFETY: 24 bytes inside this sandbox's slice (identity mapped); it is stopped in this exit.
     let words: [u64; 3] = unsafe { core::ptr::read_unaligned(host as *const [u64; 3]) };
-    let c = Component::parse(words, |a, l| slice_range(base, size, a, l).is_some()).ok_or(hc::EINVAL)?;
+    // The words are the sandbox kernel's virtual addresses: KERNEL_BASE + guest-physical, the one layout every
+    // questv kernel has; what they name must be the sandbox's own memory.
+    let own = |a: u64, l: u64| a.checked_sub(KERNEL_BASE).is_some_and(|gpa| slice_range(base, size, gpa, l).is_some());
+    let c = Component::parse(words, own).ok_or(hc::EINVAL)?;
     if !c.owns(caller_rsp) {
         return Err(hc::EINVAL);
     }

@@ -14,9 +14,10 @@ static SHARED_BASE: AtomicU64 = AtomicU64::new(0);
 /// [base, base + SHARED_SIZE) is the shared region, taken from the frame allocator for this purpose and used
 /// by nothing yet (no sandbox runs).
 pub(super) unsafe fn init(base: u64, sandboxes: u32) {
+    SHARED_BASE.store(base, Ordering::SeqCst);
+    let base = view();
     // SAFETY: the caller's contract: the shared region was just taken for this purpose.
     unsafe { core::ptr::write_bytes(base as *mut u8, 0, SHARED_SIZE as usize) };
-    SHARED_BASE.store(base, Ordering::SeqCst);
     // SAFETY: the info page is the first page of the zeroed shared region.
     unsafe {
         core::ptr::write_volatile((base + info::MAGIC_OFFSET) as *mut u64, info::MAGIC);
@@ -25,9 +26,14 @@ pub(super) unsafe fn init(base: u64, sandboxes: u32) {
     }
 }
 
+/// Where the monitor reaches the shared region (its physical address through the kernel's mapping).
+fn view() -> u64 {
+    questv_arch::paging::phys_to_virt(SHARED_BASE.load(Ordering::SeqCst))
+}
+
 /// A 32-bit counter of the info page, at `offset` from its start.
 fn counter(offset: u64) -> &'static AtomicU32 {
-    let shared = SHARED_BASE.load(Ordering::SeqCst);
+    let shared = view();
     // SAFETY: the info page is monitor-initialised shared memory (`init` ran before any sandbox started);
     // callers keep `offset` within it, 4-byte aligned.
     unsafe { &*((shared + offset) as *const AtomicU32) }
@@ -36,7 +42,7 @@ fn counter(offset: u64) -> &'static AtomicU32 {
 /// Publish channel `i` (between sandboxes `a` and `b`, at `base`; 0: it has no memory now) in the channel
 /// directory, then the count of entries (never shrinking: entries keep their index).
 pub(super) fn publish_channel(i: u64, a: u32, b: u32, base: u64) {
-    let shared = SHARED_BASE.load(Ordering::SeqCst);
+    let shared = view();
     // SAFETY: the info page is monitor-initialised shared memory; the directory slot is within it (the caller
     // keeps `i` below MAX_CHANNELS).
     unsafe {
@@ -63,7 +69,7 @@ pub(super) fn publish_takeover(target: u32, j: usize) {
 /// The shared NIC as the monitor programmed it: each sharer's identity (MAC as a u64, IPv4 as its four bytes in
 /// network order), then the state that tells the sharers it is ready (written last).
 pub(super) fn publish_nic(state: u32, identities: &[(u64, u32)]) {
-    let shared = SHARED_BASE.load(Ordering::SeqCst);
+    let shared = view();
     let n = identities.len().min(info::NIC_MAX_SHARERS as usize);
     for (j, &(mac, ip)) in identities.iter().take(n).enumerate() {
         // SAFETY: the info page is monitor-initialised shared memory; slot j < NIC_MAX_SHARERS lies within it

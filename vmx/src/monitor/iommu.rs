@@ -11,7 +11,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use questv_arch::acpi_madt::Topology;
 use questv_drivers::vtd::tables::{self as vt, TablePages};
-use questv_drivers::vtd::{IdentityPages, Vtd};
+use questv_drivers::vtd::{KernelPages, Vtd};
 use questv_kernel::mm::kmem;
 use questv_kernel::result;
 
@@ -55,7 +55,7 @@ pub(super) fn confine(topology: &Topology, grants: &[DmaGrant]) -> Result<(), St
     let (levels, aw) = vtd.cap.levels().ok_or_else(|| String::from("iommu: the unit offers no usable table format"))?;
     // SAFETY: frames from the kernel's allocator, identity mapped and taken for good (the unit uses them for
     // the whole run); sandboxes' second stages never map monitor memory.
-    let mut pages = unsafe { IdentityPages::new(kmem::alloc_frame) };
+    let mut pages = unsafe { KernelPages::new(kmem::alloc_frame) };
     let oom = || String::from("iommu: out of memory for its tables");
     let root = pages.alloc().ok_or_else(oom)?;
     let mut context_tables: Vec<(u8, u64)> = Vec::new();

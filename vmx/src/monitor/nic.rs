@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use questv_drivers::e1000::{snapshot, Claim, StuckJudge, Stuck, MAX_SHARERS};
 use questv_abi::hypercall as hc;
+use questv_arch::paging::phys_to_virt;
 use questv_arch::acpi_madt::Topology;
 use questv_arch::{cpu, lapic, percpu};
 use questv_kernel::time::{self, cycles_to_us};
@@ -124,8 +125,8 @@ pub(super) fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &
     // Above the VT build's low alias, as the DMA region: guest-physical = host-physical in every sharer.
     let claims = questv_kernel::mm::kmem::alloc_contiguous_from(MAX_SHARERS as u64, 4096, 16 << 20)
         .ok_or_else(|| String::from("nic: no memory for the lock claims"))?;
-    // SAFETY: the pages were just allocated for the claims and are identity mapped; no sandbox runs yet.
-    unsafe { core::ptr::write_bytes(claims as *mut u8, 0, MAX_SHARERS * 4096) };
+    // SAFETY: the pages were just allocated for the claims (RAM, mapped); no sandbox runs yet.
+    unsafe { core::ptr::write_bytes(phys_to_virt(claims) as *mut u8, 0, MAX_SHARERS * 4096) };
     Ok(NicGrant { sharers, nic, ioapic, pin, active_low, logical, mask: AtomicU32::new(mask), claims })
 }
 
@@ -170,12 +171,12 @@ pub(super) fn check_dma() {
 /// The monitor's own view of the NIC: its window and DMA region (the lock claims of the control block are never
 /// used: the monitor takes no lock, it only programs the device before the sharers run and repairs addresses).
 pub(super) fn monitor_view(g: &NicGrant) -> questv_drivers::e1000::SharedNic {
-    // SAFETY: the register window and the DMA region were claimed for this NIC by `grant_nic` (identity mapped:
-    // the window in the uncached 3-4 GiB device range, the region in kernel memory) and stay the monitor's.
+    // SAFETY: the register window and the DMA region were claimed for this NIC by `grant_nic` (the window in the
+    // uncached 3-4 GiB device range, the region in kernel memory, both mapped) and stay the monitor's.
     unsafe {
         questv_drivers::e1000::SharedNic::new(
             questv_drivers::e1000::Regs::new(g.nic.mmio),
-            questv_drivers::e1000::DescMem::new(g.nic.dma),
+            questv_drivers::e1000::DescMem::new(g.nic.dma, questv_arch::paging::KERNEL_BASE),
             0,
             questv_drivers::e1000::Variant::Fast,
         )
@@ -302,8 +303,8 @@ fn fence(nic: &questv_drivers::e1000::SharedNic) -> (u32, u32, bool) {
 
 fn claim_of(g: &NicGrant, j: usize) -> &'static Claim {
     // SAFETY: j < MAX_SHARERS (callers pass a sharer index); the claim pages are monitor memory allocated in
-    // grant_nic for good, identity mapped; a claim is made of atomics only.
-    unsafe { &*((g.claims + 4096 * j.min(MAX_SHARERS - 1) as u64) as *const Claim) }
+    // grant_nic for good (RAM, mapped); a claim is made of atomics only.
+    unsafe { &*((phys_to_virt(g.claims) + 4096 * j.min(MAX_SHARERS - 1) as u64) as *const Claim) }
 }
 
 /// Clear a claim (the lock is free of it); whether it held or wanted the lock.

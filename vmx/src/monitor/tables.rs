@@ -11,7 +11,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use questv_abi::hypercall as hc;
-use questv_arch::paging::{TableMemory, PAGE_SIZE};
+use questv_arch::paging::{phys_to_virt, TableMemory, PAGE_SIZE};
 use questv_kernel::mm::kmem;
 use questv_kernel::sync::IrqSpinlock;
 
@@ -39,8 +39,8 @@ impl MonitorPool {
         }
         let p = self.next;
         self.next += n * PAGE_SIZE;
-        // SAFETY: pool pages belong to the monitor and are identity mapped.
-        unsafe { core::ptr::write_bytes(p as *mut u8, 0, (n * PAGE_SIZE) as usize) };
+        // SAFETY: pool pages belong to the monitor (RAM, mapped at KERNEL_BASE + p).
+        unsafe { core::ptr::write_bytes(phys_to_virt(p) as *mut u8, 0, (n * PAGE_SIZE) as usize) };
         Ok(p)
     }
 }
@@ -88,7 +88,7 @@ impl TableMemory for SandboxTables<'_> {
         let page = match self.reuse.pop() {
             Some(p) => {
                 // SAFETY: a table page of this sandbox's second stage being rebuilt (its guest is not running).
-                unsafe { core::ptr::write_bytes(p as *mut u8, 0, PAGE_SIZE as usize) };
+                unsafe { core::ptr::write_bytes(phys_to_virt(p) as *mut u8, 0, PAGE_SIZE as usize) };
                 p
             }
             None => self.pool.pages(1).ok()?,
