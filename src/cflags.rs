@@ -4,7 +4,7 @@
 // only: the build scripts include this file textually.
 
 /// Flags before the include path: freestanding against the C shim (no system headers or libc), no stack
-/// protector or unwind tables (the shim provides neither), static and non-PIE (user.ld links at 512 GiB).
+/// protector or unwind tables (the shim provides neither), static and non-PIE (user.ld links at 0x400000).
 pub const USER_CFLAGS: &[&str] = &[
     "-std=gnu11", "-O2", "-Wall", "-ffreestanding", "-fno-builtin", "-nostdinc", "-nostdlib",
     "-fno-stack-protector", "-fPIE", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables",

@@ -156,7 +156,7 @@ pub fn rust_template(name: &str, repo: &Path) -> Vec<(PathBuf, String)> {
         (
             PathBuf::from("build.rs"),
             format!(
-                "// Link as a static questv executable at 512 GiB, as the project's own programs are (docs/build.md).\n\
+                "// Link as a static questv executable at 0x400000, as the project's own programs are (docs/build.md).\n\
                  fn main() {{\n    for arg in [{}\"-Wl,-T,{}\"] {{\n        println!(\"cargo:rustc-link-arg-bins={{arg}}\");\n    }}\n    println!(\"cargo:rerun-if-changed=build.rs\");\n}}\n",
                 crate::cflags::USER_RUST_LINKFLAGS.iter().chain(USER_LDFLAGS).map(|f| format!("{f:?}, ")).collect::<String>(),
                 ld.display()

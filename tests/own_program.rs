@@ -78,16 +78,20 @@ fn cc_says_what_the_c_shim_lacks() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Garbage and a Linux executable in the ramdisk: exec refuses both with ENOEXEC and a message naming the
-/// file; the kernel logs why; nothing faults, on either build.
+/// Garbage, a 32-bit and a dynamically linked Linux executable in the ramdisk: exec refuses each with ENOEXEC
+/// and a message naming the file; the kernel logs why; nothing faults, on either build.
 #[test]
-fn a_file_that_is_not_a_questv_executable_is_refused() {
+fn a_file_that_cannot_run_is_refused() {
     common::require("gcc");
     let dir = scratch("bad");
     let garbage: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     std::fs::write(dir.join("garbage.bin"), garbage).unwrap();
+    // A static Linux binary with its ELF class byte set to 32-bit (gcc here has no -m32 libraries).
     let linux = dir.join("linux-hello");
     questv::linux::compile_static(&questv::workspace_root().join("tests/data/linux/hello.c"), &linux).unwrap();
+    let mut bytes = std::fs::read(&linux).unwrap();
+    bytes[4] = 1; // EI_CLASS: ELFCLASS32
+    std::fs::write(dir.join("linux-hello-32"), bytes).unwrap();
     // gcc's default: linked against the shared C library.
     let dynamic = dir.join("linux-hello-dynamic");
     let built = std::process::Command::new("gcc")
@@ -99,7 +103,7 @@ fn a_file_that_is_not_a_questv_executable_is_refused() {
     assert!(built.success(), "gcc could not build a dynamic hello");
     for (name, why) in [
         ("garbage.bin", "is not a well-formed ELF"),
-        ("linux-hello", "outside user space"),
+        ("linux-hello-32", "linux-hello-32 is a 32-bit program: questv runs 64-bit x86-64 binaries"),
         ("linux-hello-dynamic", "linux-hello-dynamic is dynamically linked (needs /lib64/ld-linux-x86-64.so.2): questv runs static binaries"),
     ] {
         let path = dir.join(name);
@@ -107,7 +111,7 @@ fn a_file_that_is_not_a_questv_executable_is_refused() {
         r.check(r.done_status() == Some(126), "a refused exec must end with status 126");
         let e = r.results("exec_refused");
         r.check(e.len() == 1 && e[0].get("name") == Some(name) && e[0].get("error") == Some("-8"), "expected ENOEXEC for the file");
-        r.check(r.stdout.contains(&format!("init: cannot run {name}: not a questv executable")), "no clear message");
+        r.check(r.stdout.contains(&format!("init: cannot run {name}: not a program questv can run")), "no clear message");
         r.check(r.stdout.contains(why), "the kernel did not say why");
         r.check(!r.stdout.contains("KERNEL PANIC") && !r.stdout.contains("EXCEPTION"), "a refused exec faulted");
     }

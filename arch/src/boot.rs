@@ -294,7 +294,7 @@ extern "C" {
 ///
 /// # Safety
 /// The page at `base` (page aligned, below [`AP_TRAMPOLINE_LIMIT`], not page 0) must be reserved for this
-/// purpose (identity mapped writable and executable, unused), `cr3` must be below 4 GiB and map the kernel,
+/// purpose (mapped at its own address, writable and executable, in `cr3`; unused), `cr3` must be below 4 GiB and map the kernel,
 /// and no AP may be running the trampoline concurrently.
 pub unsafe fn install_ap_trampoline(base: u64, cr3: u64, stack_top: u64, entry: extern "C" fn(u64) -> !, cpu_index: u64) {
     // Linker symbols inside the kernel image; only their addresses are taken.

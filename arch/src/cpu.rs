@@ -112,7 +112,7 @@ pub fn initial_apic_id() -> u32 {
 /// faster than a byte-wise memset under emulation). `addr` and `len` must be multiples of 8.
 ///
 /// # Safety
-/// `[addr, addr + len)` is writable memory the caller owns, identity mapped.
+/// `[addr, addr + len)` (virtual addresses) is mapped, writable memory the caller owns.
 pub unsafe fn zero_qwords(addr: u64, len: u64) {
     debug_assert!(addr % 8 == 0 && len % 8 == 0);
     // SAFETY: the caller's contract; DF is clear in Rust code (the ABI requires it).

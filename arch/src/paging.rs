@@ -1,5 +1,5 @@
 //! 4-level x86_64 page-table builder. Pure logic: the tables live in memory reached through
-//! [`TableMemory`], which the kernel implements over its identity-mapped physical memory and the host tests
+//! [`TableMemory`], which the kernel implements over its mapping of physical memory ([`KERNEL_BASE`]) and the host tests
 //! implement over a `Vec`. Supports 4 KiB and 2 MiB leaves, mapping, unmapping and translation.
 #![forbid(unsafe_code)]
 

@@ -234,7 +234,8 @@ impl LaunchConfig {
                     entry,
                     rax,
                     rbx,
-                    host_stack_top: stack + 4 * PAGE_SIZE,
+                    // The pool hands out physical pages; the CPU runs on the stack at its virtual address.
+                    host_stack_top: phys_to_virt(stack + 4 * PAGE_SIZE),
                     host_tr_base: 0,
                     controls: vmx.controls,
                     preemption_timer: vmx.preemption_timer,
@@ -278,8 +279,8 @@ impl fmt::Debug for LaunchError {
 /// core's TSS base (VMX loads it as the host's at every exit; SVM's VMSAVE/VMLOAD keep TR themselves).
 ///
 /// # Safety
-/// `cfg` comes from [`LaunchConfig::new`] with this run's settings; every page in it is a monitor frame,
-/// identity mapped and owned by this core (the permission maps shared read-only by all cores); interrupts are
+/// `cfg` comes from [`LaunchConfig::new`] with this run's settings; every page in it is a monitor frame (its
+/// physical address) owned by this core (the permission maps shared read-only by all cores); interrupts are
 /// off and stay off in root mode.
 pub unsafe fn launch(cfg: LaunchConfig, host_tss: u64) -> LaunchError {
     match cfg {

@@ -131,8 +131,9 @@ pub fn rejoin_cursor(tail: u32, live: impl Iterator<Item = u32>, own: u32, n: u3
     live.max_by_key(|&c| ring_distance(tail, c % n, n)).map_or(own % n, |c| c % n)
 }
 
-/// Layout of the DMA region the NIC's rings and buffers live in (the same in every sharer: the region is
-/// identity-mapped, so these offsets plus the base are the bus addresses the descriptors carry).
+/// Layout of the DMA region the NIC's rings and buffers live in (the same in every sharer: the region's
+/// guest-physical address is its host-physical one, so these offsets plus the base are the bus addresses the
+/// descriptors carry).
 pub mod layout {
     pub const CONTROL: u64 = 0;
     pub const RX_RING: u64 = 0x1000;

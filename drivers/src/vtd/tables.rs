@@ -67,7 +67,7 @@ pub fn devfn(dev: u8, func: u8) -> u64 {
 }
 
 /// Where second-level tables live while they are built: page allocation and 8-byte entry access by physical
-/// address (the kernel's memory is identity mapped; the host tests use an arena).
+/// address (the kernel reaches it through its mapping of physical memory; the host tests use an arena).
 pub trait TablePages {
     /// A zeroed page.
     fn alloc(&mut self) -> Option<u64>;

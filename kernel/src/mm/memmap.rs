@@ -152,7 +152,7 @@ pub fn usable_regions(areas: &[Area], keep: &[Region]) -> RegionList {
     out
 }
 
-/// End of the highest usable area: how far the kernel's identity map of RAM must reach. (Reserved areas can
+/// End of the highest usable area: how far the kernel's mapping of RAM must reach. (Reserved areas can
 /// sit far above RAM, e.g. QEMU's HyperTransport hole at 1 TiB, and are not RAM.)
 pub fn highest_address(areas: &[Area]) -> u64 {
     areas.iter().filter(|a| a.usable).map(|a| a.start.saturating_add(a.len)).max().unwrap_or(0)

@@ -24,7 +24,7 @@ fn spawn(cmd: &[&str], cpu: Option<u32>) -> i64 {
         let r = sys::execve(cmd[0], cmd);
         let why = match -r {
             sys::errno::ENOENT => "no such program in the ramdisk (boot --add PATH puts one there)",
-            sys::errno::ENOEXEC => "not a questv executable (build C with `questv cc`, Rust with `questv new-program`)",
+            sys::errno::ENOEXEC => "not a program questv can run (a static x86-64 ELF executable; the kernel's `exec refused` line says why)",
             _ => "exec failed",
         };
         println!("init: cannot run {}: {} (error {})", cmd[0], why, r);

@@ -325,7 +325,7 @@ fn power_on_fx() -> FxArea {
 /// Set up the VMCB and run the guest until the policy stops it. Returns only if the first VMRUN fails.
 ///
 /// # Safety
-/// SVM enabled on this core ([`enable`]); all addresses in `c` are identity-mapped, owned monitor pages;
+/// SVM enabled on this core ([`enable`]); all addresses in `c` are physical addresses of owned monitor pages (RAM, so mapped);
 /// interrupts are off and stay off in the host from now on.
 pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
     setup(c);

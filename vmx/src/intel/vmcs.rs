@@ -100,11 +100,11 @@ extern "C" {
 /// Set up the VMCS and launch the guest. Returns only if VMLAUNCH fails.
 ///
 /// # Safety
-/// VMX root operation on this core (enable()); all addresses in `c` are identity-mapped, owned pages;
+/// VMX root operation on this core (enable()); all addresses in `c` are physical addresses of owned pages (RAM, so mapped);
 /// interrupts are off and stay off in the host from now on.
 pub unsafe fn launch(c: &LaunchConfig) -> VmxError {
     *LAUNCHED[percpu::cpu_index() as usize].lock() = Some(*c);
-    // SAFETY: the caller's contract (VMX root, owned identity-mapped pages) is setup's.
+    // SAFETY: the caller's contract (VMX root, owned pages) is setup's.
     match unsafe { setup(c) } {
         Ok(()) => {}
         Err(e) => return e,

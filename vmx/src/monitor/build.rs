@@ -81,7 +81,7 @@ pub(super) fn fill_slice(s: &Slice) -> Result<(u32, Vec<(u64, u64, Perms)>, Vec<
     let (entry, read_only) = load_kernel(kernel, s.host_base, s.size)?;
     // What the monitor may not write on the sandbox's behalf either (RESTORE).
     state(s.sandbox).read_only = read_only.iter().map(|r| (r.0, r.1)).collect();
-    let top = s.host_base + s.size; // guest-physical end of the slice (its high part is identity mapped)
+    let top = s.host_base + s.size; // guest-physical end of the slice (its high part is at its host address)
     // The ramdisk, minus the kernel itself.
     let mut gpa = top - GUEST_MODULES_FROM_TOP;
     let mut modules = Vec::new();

@@ -126,13 +126,13 @@ fn read_guest_virtual(sandbox: u32, paging: &guest::Paging, gva: u64, buf: &mut 
         (st.host_base, st.size)
     };
     let read_u64 = |gpa: u64| {
-        // SAFETY: slice_range keeps the 8 bytes inside this sandbox's slice (identity mapped in the monitor).
+        // SAFETY: slice_range keeps the 8 bytes inside this sandbox's slice (the monitor's view of it).
         slice_range(base, size, gpa, 8).map(|h| unsafe { core::ptr::read_volatile(h as *const u64) })
     };
     for (i, b) in buf.iter_mut().enumerate() {
         let Some(gpa) = guest::translate(paging, gva + i as u64, read_u64) else { return false };
         let Some(host) = slice_range(base, size, gpa, 1) else { return false };
-        // SAFETY: inside this sandbox's slice, identity mapped in the monitor; the sandbox is stopped in this exit.
+        // SAFETY: inside this sandbox's slice (the monitor's view of it); the sandbox is stopped in this exit.
         *b = unsafe { core::ptr::read_volatile(host as *const u8) };
     }
     true

@@ -8,7 +8,7 @@ use questv_abi::hypercall as hc;
 /// The heartbeat of the sandbox whose slice starts at `host_base`.
 pub(super) fn heartbeat_in(host_base: u64) -> u64 {
     let hb_host = host_view(host_base, hc::HEARTBEAT_GPA);
-    // SAFETY: the heartbeat page is inside that sandbox's slice, identity mapped in the monitor; a u64 there is
+    // SAFETY: the heartbeat page is inside that sandbox's slice, which the monitor reaches through its mapping of physical memory; a u64 there is
     // always readable (the sandbox may change it at any time).
     unsafe { core::ptr::read_volatile(hb_host as *const u64) }
 }

@@ -77,7 +77,7 @@ fn console_write(sandbox: u32, gpa: u64, len: u64) -> Result<u64, i64> {
         (st.host_base, st.size)
     };
     let host = slice_range(base, size, gpa, len).ok_or(hc::EFAULT)?;
-    // SAFETY: [host, host + len) is inside this sandbox's slice, identity mapped in the monitor; the sandbox is
+    // SAFETY: [host, host + len) is inside this sandbox's slice (slice_range: the monitor's view of it); the sandbox is
     // stopped in this exit, so the bytes do not change under us.
     let bytes = unsafe { core::slice::from_raw_parts(host as *const u8, len as usize) };
     console_bytes(sandbox, bytes)?;
@@ -114,7 +114,7 @@ fn register_component(sandbox: u32, gpa: u64, len: u64) -> Result<u64, i64> {
     }
     let (base, size) = (st.host_base, st.size);
     let host = slice_range(base, size, gpa, len).ok_or(hc::EFAULT)?;
-    // SAFETY: 24 bytes inside this sandbox's slice (identity mapped); it is stopped in this exit.
+    // SAFETY: 24 bytes inside this sandbox's slice (slice_range: the monitor's view of it); it is stopped in this exit.
     let words: [u64; 3] = unsafe { core::ptr::read_unaligned(host as *const [u64; 3]) };
     // The words are the sandbox kernel's virtual addresses: KERNEL_BASE + guest-physical, the one layout every
     // questv kernel has; what they name must be the sandbox's own memory.
@@ -135,7 +135,7 @@ fn checkpoint(sandbox: u32, gpa: u64, arg: u64) -> Result<u64, i64> {
     }
     let mut st = state(sandbox);
     let host = slice_range(st.host_base, st.size, gpa, len).ok_or(hc::EFAULT)?;
-    // SAFETY: [host, host + len) is inside this sandbox's slice (identity mapped); it is stopped in this exit.
+    // SAFETY: [host, host + len) is inside this sandbox's slice (slice_range: the monitor's view of it); it is stopped in this exit.
     let bytes = unsafe { core::slice::from_raw_parts(host as *const u8, len as usize) };
     let kept = &mut st.checkpoints[slot as usize];
     kept.clear();

@@ -202,7 +202,7 @@ fn arm_watchdog_nmi(topology: &Topology, watchdog_ms: u64) -> Result<u64, String
         .iter()
         .find(|io| irq0.gsi >= io.gsi_base && irq0.gsi < io.gsi_base + 24)
         .ok_or("no I/O APIC for the PIT's interrupt")?;
-    // SAFETY: address from the MADT, inside the uncached identity mapping; only the monitor programs it.
+    // SAFETY: address from the MADT, inside the uncached 3-4 GiB of the kernel's mapping; only the monitor programs it.
     let ioapic = unsafe { questv_arch::ioapic::IoApic::new(u64::from(io.address), io.id, io.gsi_base) };
     ioapic.route_nmi_broadcast(irq0.gsi - io.gsi_base, irq0.active_low);
     state::set_watchdog_nmi();
