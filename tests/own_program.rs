@@ -159,3 +159,33 @@ fn a_rust_program_from_the_template_runs() {
     r.check(r.code == 2 && r.stderr.contains("not overwriting"), "new-program overwrote a directory");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Static Linux binaries built the way their users build them — `musl-gcc -static` and `gcc -static` (glibc),
+/// no questv header — run unmodified on the SMP build and in every sandbox: the System V start, TLS, stdio,
+/// fork (glibc's is `clone`), wait and exit all as on Linux.
+#[test]
+fn static_linux_binaries_run_unmodified_on_both_builds() {
+    common::require("gcc");
+    common::require("musl-gcc");
+    let dir = scratch("linux-static");
+    let src = questv::workspace_root().join("tests/data/linux/hello.c");
+    let glibc = dir.join("hello-glibc");
+    questv::linux::compile_static(&src, &glibc).unwrap();
+    let musl = dir.join("hello-musl");
+    let built = Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(&musl).arg(&src).status().unwrap();
+    assert!(built.success(), "musl-gcc could not build hello");
+    for (name, path) in [("hello-musl", &musl), ("hello-glibc", &glibc)] {
+        let r = boot(&["--cpus", "2", "--add", path.to_str().unwrap(), "--run", name]);
+        r.check(r.done_status() == Some(0), "a static Linux binary did not exit 0 on SMP");
+        r.check(r.stdout.contains("hello from linux (child ") && r.stdout.contains("exited with 42)"), "no output on SMP");
+        r.check(!r.stdout.contains("EXCEPTION") && !r.stdout.contains("killed by signal"), "it faulted on SMP");
+        let r = common::vt("qemu", 2, &["--add", path.to_str().unwrap(), "--run", name]);
+        check_monitor_ended_run(&r, 2);
+        for sb in 0..2 {
+            r.check(common::status_of(&r, sb) == Some(0), "a static Linux binary did not exit 0 in a sandbox");
+            let said = format!("[s{sb}] hello from linux (child ");
+            r.check(r.stdout.lines().any(|l| l.starts_with(&said) && l.ends_with("exited with 42)")), "no output in a sandbox");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

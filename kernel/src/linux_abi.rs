@@ -82,6 +82,127 @@ pub fn console_termios() -> [u8; 36] {
     out
 }
 
+/// What `struct stat` (x86-64, 144 bytes) reports; times are seconds and nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub size: i64,
+    pub blksize: i64,
+    pub blocks: i64,
+    pub atime: (i64, i64),
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+pub const S_IFCHR: u32 = 0o020000;
+
+/// A device number as glibc's `makedev` builds it (Linux's `new_encode_dev`).
+pub const fn makedev(major: u64, minor: u64) -> u64 {
+    (minor & 0xFF) | (major & 0xFFF) << 8 | (minor & !0xFF) << 12 | (major & !0xFFF) << 32
+}
+
+impl Stat {
+    /// The console as `fstat` describes the descriptors open on it: the first serial port (`/dev/ttyS0`,
+    /// character device 4:64), read-write for its owner, writable by the group, as Linux's serial console is.
+    pub fn console() -> Stat {
+        Stat { dev: makedev(0, 5), ino: 3, nlink: 1, mode: S_IFCHR | 0o620, rdev: makedev(4, 64), blksize: 1024, ..Stat::default() }
+    }
+
+    /// The 144-byte `struct stat`.
+    pub fn to_bytes(&self) -> [u8; 144] {
+        let mut b = [0u8; 144];
+        let mut put = |at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
+        put(0, &self.dev.to_le_bytes());
+        put(8, &self.ino.to_le_bytes());
+        put(16, &self.nlink.to_le_bytes());
+        put(24, &self.mode.to_le_bytes());
+        put(28, &self.uid.to_le_bytes());
+        put(32, &self.gid.to_le_bytes());
+        put(40, &self.rdev.to_le_bytes());
+        put(48, &self.size.to_le_bytes());
+        put(56, &self.blksize.to_le_bytes());
+        put(64, &self.blocks.to_le_bytes());
+        for (i, t) in [self.atime, self.mtime, self.ctime].iter().enumerate() {
+            put(72 + 16 * i, &t.0.to_le_bytes());
+            put(80 + 16 * i, &t.1.to_le_bytes());
+        }
+        b
+    }
+}
+
+/// `clone` flags (linux/sched.h).
+pub mod clone_flags {
+    /// The low byte: the signal the parent gets when the child exits.
+    pub const CSIGNAL: u64 = 0xFF;
+    pub const VM: u64 = 0x100;
+    pub const FS: u64 = 0x200;
+    pub const FILES: u64 = 0x400;
+    pub const SIGHAND: u64 = 0x800;
+    pub const VFORK: u64 = 0x4000;
+    pub const THREAD: u64 = 0x1_0000;
+    pub const SYSVSEM: u64 = 0x4_0000;
+    pub const SETTLS: u64 = 0x8_0000;
+    pub const PARENT_SETTID: u64 = 0x10_0000;
+    pub const CHILD_CLEARTID: u64 = 0x20_0000;
+    pub const CHILD_SETTID: u64 = 0x100_0000;
+    pub const IO: u64 = 0x8000_0000;
+}
+
+/// What a `clone` call asks for, as far as questv can give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloneRequest {
+    pub stack: Option<u64>,
+    pub tls: Option<u64>,
+    pub parent_tid: Option<u64>,
+    pub child_tid: Option<u64>,
+    /// CLONE_CHILD_CLEARTID's address (Linux clears it and wakes a futex there when the child exits).
+    pub clear_tid: Option<u64>,
+}
+
+/// Why a `clone` call is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneRefusal {
+    /// Linux refuses these combinations too (EINVAL).
+    Invalid,
+    /// A new process sharing the caller's memory (threads, `posix_spawn`'s CLONE_VM): not implemented yet.
+    SharedMemory,
+    /// Flags questv has no counterpart for (namespaces, ptrace, pidfd, ...): not implemented.
+    Unsupported(u64),
+}
+
+/// Check `clone(flags, stack, parent_tid, child_tid, tls)` (x86-64 argument order) the way Linux's
+/// `copy_process` does, and say what questv makes of it. CLONE_FS, CLONE_FILES, CLONE_SYSVSEM and CLONE_IO
+/// are accepted: questv processes have no file-system context, descriptor table or semaphores of their own yet,
+/// so sharing them and copying them are the same. CLONE_VFORK is accepted as fork (the child does not share
+/// the parent's memory, so the parent need not wait; POSIX allows vfork to be fork).
+pub fn clone_request(flags: u64, stack: u64, parent_tid: u64, child_tid: u64, tls: u64) -> Result<CloneRequest, CloneRefusal> {
+    use clone_flags::*;
+    if flags & THREAD != 0 && flags & SIGHAND == 0 || flags & SIGHAND != 0 && flags & VM == 0 {
+        return Err(CloneRefusal::Invalid);
+    }
+    if flags & (VM | THREAD | SIGHAND) != 0 {
+        return Err(CloneRefusal::SharedMemory);
+    }
+    let known = CSIGNAL | FS | FILES | VFORK | SYSVSEM | SETTLS | PARENT_SETTID | CHILD_CLEARTID | CHILD_SETTID | IO;
+    if flags & !known != 0 {
+        return Err(CloneRefusal::Unsupported(flags & !known));
+    }
+    let when = |bit: u64, v: u64| (flags & bit != 0).then_some(v);
+    Ok(CloneRequest {
+        stack: (stack != 0).then_some(stack),
+        tls: when(SETTLS, tls),
+        parent_tid: when(PARENT_SETTID, parent_tid),
+        child_tid: when(CHILD_SETTID, child_tid),
+        clear_tid: when(CHILD_CLEARTID, child_tid),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +237,39 @@ mod tests {
         assert_eq!(u32::from_le_bytes(t[12..16].try_into().unwrap()) & 0o2, 0o2, "ICANON");
         assert_eq!(t[17], 3, "VINTR is ^C");
         assert_eq!(t[17 + 6], 1, "VMIN 1");
+    }
+
+    #[test]
+    fn clone_flags_as_fork_glibc_and_musl_use_them() {
+        use super::clone_flags::*;
+        // glibc's fork: CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD, the child's tid pointer in child_tid.
+        let r = clone_request(CHILD_SETTID | CHILD_CLEARTID | 17, 0, 0, 0x7000, 0).unwrap();
+        assert_eq!(r, CloneRequest { stack: None, tls: None, parent_tid: None, child_tid: Some(0x7000), clear_tid: Some(0x7000) });
+        // musl's fork: plain SIGCHLD; a stack and a TLS are taken only when asked for.
+        assert_eq!(clone_request(17, 0, 1, 2, 3).unwrap(), CloneRequest { stack: None, tls: None, parent_tid: None, child_tid: None, clear_tid: None });
+        let r = clone_request(SETTLS | PARENT_SETTID | 17, 0x9000, 0x10, 0x20, 0x30).unwrap();
+        assert_eq!((r.stack, r.tls, r.parent_tid, r.child_tid), (Some(0x9000), Some(0x30), Some(0x10), None));
+    }
+
+    #[test]
+    fn clone_flag_combinations_linux_refuses_and_those_questv_lacks() {
+        use super::clone_flags::*;
+        assert_eq!(clone_request(THREAD, 0, 0, 0, 0), Err(CloneRefusal::Invalid));
+        assert_eq!(clone_request(SIGHAND, 0, 0, 0, 0), Err(CloneRefusal::Invalid));
+        assert_eq!(clone_request(VM | VFORK | 17, 0x1000, 0, 0, 0), Err(CloneRefusal::SharedMemory));
+        assert_eq!(clone_request(VM | SIGHAND | THREAD | SETTLS, 0x1000, 0, 0, 0), Err(CloneRefusal::SharedMemory));
+        // CLONE_NEWPID (0x20000000).
+        assert_eq!(clone_request(0x2000_0000 | 17, 0, 0, 0, 0), Err(CloneRefusal::Unsupported(0x2000_0000)));
+    }
+
+    #[test]
+    fn the_console_stats_as_a_character_device_in_linux_layout() {
+        let b = Stat::console().to_bytes();
+        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+        assert_eq!(u32::from_le_bytes(b[24..28].try_into().unwrap()) & 0o170000, S_IFCHR);
+        assert_eq!(word(40), 0x440, "rdev 4:64 as glibc's makedev encodes it");
+        assert_eq!(word(16), 1);
+        assert_eq!(makedev(136, 3), 0x8803);
+        assert_eq!(makedev(1, 0x1234), 0x1_2001_34);
     }
 }

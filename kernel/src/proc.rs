@@ -234,7 +234,20 @@ pub fn start_init(argv: Vec<String>) -> Result<(), &'static str> {
     Ok(())
 }
 
-pub fn fork(frame: &TrapFrame) -> i64 {
+/// What `clone` asks of a new process beyond a copy of the caller (`fork` asks none of it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForkOptions {
+    /// The child starts with this stack pointer (clone's `stack` argument, when not 0).
+    pub stack: Option<u64>,
+    /// CLONE_SETTLS: the child's FS base.
+    pub tls: Option<u64>,
+    /// CLONE_CHILD_SETTID: the child's id written here in the child's memory.
+    pub child_tid: Option<u64>,
+    /// CLONE_PARENT_SETTID: the child's id written here in the parent's memory.
+    pub parent_tid: Option<u64>,
+}
+
+pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
     let ppid = sched::current_pid();
     let Some((name, parent_space)) = TABLE.lock().procs.get(&ppid).map(|p| (p.name, p.space.clone())) else {
         return -ESRCH;
@@ -274,12 +287,26 @@ pub fn fork(frame: &TrapFrame) -> i64 {
     };
     let mut child_frame = *frame;
     child_frame.gprs.rax = 0;
-    let Some(thread) = sched::new_user_thread("user", child_frame, pid, root) else {
+    if let Some(sp) = opts.stack {
+        child_frame.rsp = sp;
+    }
+    // As on Linux, a thread id that cannot be written is not an error of the call.
+    let tid = (pid as u32).to_le_bytes();
+    if let (Some(at), Some(space)) = (opts.child_tid, child_space.lock().as_mut()) {
+        let _ = space.copy_to_user(&mut KernelMem, at, &tid);
+    }
+    let Some(mut thread) = sched::new_user_thread("user", child_frame, pid, root) else {
         // Undo. Only the parent (this thread) waits for or signals the child, so no one has acted on the entry.
         TABLE.lock().procs.remove(&pid);
         discard(child_space);
         return -ENOMEM;
     };
+    if let Some(fs) = opts.tls {
+        thread.set_fs_base(fs);
+    }
+    if let Some(at) = opts.parent_tid {
+        let _ = with_space(|s, m| s.copy_to_user(m, at, &tid));
+    }
     sched::enqueue(percpu::cpu_index(), thread);
     i64::from(pid)
 }

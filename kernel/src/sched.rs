@@ -126,6 +126,13 @@ pub fn new_user_thread(name: &'static str, frame: TrapFrame, pid: u32, cr3: u64)
     Some(t)
 }
 
+impl Thread {
+    /// Set the thread's FS base (its TLS pointer: `clone`'s CLONE_SETTLS) before it first runs.
+    pub fn set_fs_base(&mut self, fs: u64) {
+        self.fs_base = fs;
+    }
+}
+
 /// The default Main VCPU every CPU starts with: today's programs run on it unchanged (10 % at foreground
 /// priority, the rest of the core in the background when nothing else wants it).
 pub const DEFAULT_VCPU: u32 = 0;

@@ -49,7 +49,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::NANOSLEEP => nanosleep(a0),
         nr::GETPID => i64::from(sched::current_pid()),
         nr::GETPPID => proc::getppid(),
-        nr::FORK => proc::fork(frame),
+        nr::FORK | nr::VFORK => proc::fork(frame, proc::ForkOptions::default()),
+        nr::CLONE => clone(frame, a0, a1, a2, a3, frame.gprs.r8),
         nr::EXECVE => proc::execve(frame, a0, a1, a2),
         nr::EXIT | nr::EXIT_GROUP => {
             proc::exit_current(((a0 & 0xFF) << 8) as i32);
@@ -96,6 +97,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::WRITEV => vectored(a0, a1, a2, true),
         nr::READV => vectored(a0, a1, a2, false),
         nr::IOCTL => ioctl(a0, a1, a2),
+        nr::FSTAT => fstat(a0, a1),
+        nr::NEWFSTATAT => newfstatat(a0, a1, a2, a3),
+        nr::STAT | nr::LSTAT => stat_path(a0, a1),
         nr::UNAME => uname(a0),
         // questv has one user: everyone is root (uid and gid 0), as in a container's first process.
         nr::GETUID | nr::GETGID | nr::GETEUID | nr::GETEGID => 0,
@@ -106,6 +110,34 @@ pub fn dispatch(frame: &mut TrapFrame) {
         other => not_implemented(other),
     };
     frame.gprs.rax = ret as u64;
+}
+
+/// `clone` for a new process (fork's flag sets, glibc's and musl's included); threads are refused with a
+/// message until questv has them.
+fn clone(frame: &TrapFrame, flags: u64, stack: u64, parent_tid: u64, child_tid: u64, tls: u64) -> i64 {
+    use crate::linux_abi::{clone_request, CloneRefusal};
+    match clone_request(flags, stack, parent_tid, child_tid, tls) {
+        Ok(r) => proc::fork(frame, proc::ForkOptions { stack: r.stack, tls: r.tls, child_tid: r.child_tid, parent_tid: r.parent_tid }),
+        Err(CloneRefusal::Invalid) => -EINVAL,
+        Err(CloneRefusal::SharedMemory) => {
+            log_once(&CLONE_VM_LOGGED, format_args!("syscall clone (56) with CLONE_VM (threads) not implemented yet"));
+            -ENOSYS
+        }
+        Err(CloneRefusal::Unsupported(bits)) => {
+            log_once(&CLONE_FLAGS_LOGGED, format_args!("syscall clone (56) flags 0x{bits:x} not implemented"));
+            -ENOSYS
+        }
+    }
+}
+
+static CLONE_VM_LOGGED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static CLONE_FLAGS_LOGGED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Print `msg` on the console the first time only.
+fn log_once(done: &core::sync::atomic::AtomicBool, msg: core::fmt::Arguments<'_>) {
+    if !done.swap(true, core::sync::atomic::Ordering::Relaxed) {
+        crate::kprintln!("{msg}");
+    }
 }
 
 fn vcpu_errno(e: sched::VcpuError) -> i64 {
@@ -332,6 +364,64 @@ fn ioctl(fd: u64, request: u64, arg: u64) -> i64 {
         Some(Ok(())) => 0,
         Some(Err(e)) => e.into(),
         None => -ESRCH,
+    }
+}
+
+/// fstat(2): the descriptors open today are the console's (0, 1, 2); EBADF for any other.
+fn fstat(fd: u64, buf: u64) -> i64 {
+    if fd > 2 {
+        return -EBADF;
+    }
+    match proc::with_space(|s, m| s.copy_to_user(m, buf, &crate::linux_abi::Stat::console().to_bytes())) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}
+
+const AT_EMPTY_PATH: u64 = 0x1000;
+const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+const AT_NO_AUTOMOUNT: u64 = 0x800;
+const ENAMETOOLONG: i64 = 36;
+/// Linux's PATH_MAX, the terminating NUL included.
+const PATH_MAX: usize = 4096;
+
+/// The path argument of a path call, as bytes (Linux paths need not be UTF-8): EFAULT for a bad pointer,
+/// ENAMETOOLONG when no NUL ends it within PATH_MAX bytes.
+fn user_path(addr: u64) -> Result<alloc::vec::Vec<u8>, i64> {
+    let read = proc::with_space(|s, m| {
+        let mut path = alloc::vec::Vec::new();
+        let mut b = [0u8; 1];
+        for i in 0..PATH_MAX as u64 {
+            s.copy_from_user(m, addr.checked_add(i).ok_or(-EFAULT)?, &mut b).map_err(|_| -EFAULT)?;
+            if b[0] == 0 {
+                return Ok(path);
+            }
+            path.push(b[0]);
+        }
+        Err(-ENAMETOOLONG)
+    });
+    read.unwrap_or(Err(-ESRCH))
+}
+
+/// newfstatat(2): with AT_EMPTY_PATH and an empty path, fstat of the descriptor; questv has no file system
+/// yet, so every path is ENOENT (after the same argument checks as Linux: flags, then the path).
+fn newfstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> i64 {
+    if flags & !(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) != 0 {
+        return -EINVAL;
+    }
+    match user_path(path) {
+        Ok(p) if p.is_empty() && flags & AT_EMPTY_PATH != 0 => fstat(dirfd, buf),
+        Ok(_) => -ENOENT,
+        Err(e) => e,
+    }
+}
+
+/// stat(2) and lstat(2): no file system yet, so ENOENT for any readable path.
+fn stat_path(path: u64, _buf: u64) -> i64 {
+    match user_path(path) {
+        Ok(_) => -ENOENT,
+        Err(e) => e,
     }
 }
 

@@ -211,9 +211,13 @@ const IMPLEMENTED: [u64; 21] = [
     nr::QUESTV_CYCLES, nr::QUESTV_FREE_FRAMES, nr::QUESTV_NCPUS, nr::QUESTV_SANDBOX, nr::QUESTV_VMEXITS,
 ];
 
-/// Addresses no process may hand to the kernel: null page, kernel image and identity map, non-canonical,
-/// the top of user space, the last byte of the address space.
-const BAD: [u64; 8] = [0, 1, 0xFFF, 0x10_0000, 0x4000_0000, 0x8000_0000_0000_0000, 0x7FFF_FFFF_FFF0, u64::MAX];
+/// Addresses no process may hand to the kernel: null page, below the lowest mappable address (64 KiB), the
+/// kernel image and its mapping of physical memory (upper half), non-canonical, the top of user space, the
+/// last byte of the address space.
+const BAD: [u64; 9] =
+    [0, 1, 0xFFF, 0xF000, KERNEL_IMAGE, 0xFFFF_8000_4000_0000, 0x8000_0000_0000_0000, 0x7FFF_FFFF_FFF0, u64::MAX];
+/// Where the kernel image is (KERNEL_BASE + 1 MiB): mapped, but never for user mode.
+const KERNEL_IMAGE: u64 = 0xFFFF_8000_0010_0000;
 
 fn main(args: &[&str]) -> i32 {
     let seed = questv_userland::arg_u64(args, 1, 42).unwrap_or(42);
@@ -265,7 +269,7 @@ fn main(args: &[&str]) -> i32 {
     // SAFETY (each closure): deliberate faults in a forked child; the kernel must kill only that child.
     let faults: [(fn() -> !, i32, &str); 4] = [
         (|| unsafe { core::ptr::write_volatile(8 as *mut u64, 1); sys::exit(0) }, 11, "null write"),
-        (|| unsafe { core::ptr::write_volatile(0x10_0000 as *mut u64, 1); sys::exit(0) }, 11, "write to kernel memory"),
+        (|| unsafe { core::ptr::write_volatile(KERNEL_IMAGE as *mut u64, 1); sys::exit(0) }, 11, "write to kernel memory"),
         (|| unsafe { core::arch::asm!("ud2"); sys::exit(0) }, 4, "invalid opcode"),
         (|| unsafe { core::arch::asm!("cli"); sys::exit(0) }, 11, "privileged instruction"),
     ];
@@ -346,8 +350,8 @@ fn main(args: &[&str]) -> i32 {
     clocks(&mut c);
 
     // 8. Random system calls with random arguments. Excluded: calls that end or replace the process, block
-    // on the console, or rearrange our own memory (exit, fork, execve, read, brk, munmap).
-    let excluded = [nr::EXIT, nr::EXIT_GROUP, nr::FORK, nr::EXECVE, nr::READ, nr::BRK, nr::MUNMAP, nr::NANOSLEEP, nr::MPROTECT, nr::MADVISE, nr::READV];
+    // on the console, or rearrange our own memory (exit, fork, vfork, clone, execve, read, brk, munmap).
+    let excluded = [nr::EXIT, nr::EXIT_GROUP, nr::FORK, nr::VFORK, nr::CLONE, nr::EXECVE, nr::READ, nr::BRK, nr::MUNMAP, nr::NANOSLEEP, nr::MPROTECT, nr::MADVISE, nr::READV];
     let mut rng = Rng::new(seed);
     let (mut ok, mut efault, mut enosys, mut einval, mut other) = (0u32, 0u32, 0u32, 0u32, 0u32);
     let mut done = 0;
