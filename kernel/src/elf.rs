@@ -272,8 +272,10 @@ mod tests {
         assert_eq!(plan(&build(ET_EXEC, 3, B, &[(PT_LOAD, RX, 0x1000, B, 1, 1)])), Err(ElfError::NotX86_64 { machine: 3 }));
         assert_eq!(plan(&build(3, EM_X86_64, B, &[(PT_LOAD, RX, 0x1000, B, 1, 1)])), Err(ElfError::NotStaticExecutable));
         assert_eq!(plan(&build(ET_EXEC, EM_X86_64, B, &[(6, 4, 64, B, 56, 56)])), Err(ElfError::NoLoadableSegment));
-        // Kernel addresses, the null page, wrap-around.
-        assert_eq!(plan(&load((PT_LOAD, RX, 0x1000, 0x10_0000, 1, 1))), Err(ElfError::SegmentOutsideUserSpace { vaddr: 0x10_0000 }));
+        // The null page (below 64 KiB), kernel addresses, wrap-around.
+        assert_eq!(plan(&load((PT_LOAD, RX, 0x1000, 0x1000, 1, 1))), Err(ElfError::SegmentOutsideUserSpace { vaddr: 0x1000 }));
+        let kernel = questv_arch::paging::KERNEL_BASE + 0x10_0000;
+        assert_eq!(plan(&load((PT_LOAD, RX, 0x1000, kernel, 1, 1))), Err(ElfError::SegmentOutsideUserSpace { vaddr: kernel }));
         assert_eq!(plan(&load((PT_LOAD, RX, 0x1000, u64::MAX - 0xfff, 1, 0x2000))), Err(ElfError::SegmentOutsideUserSpace { vaddr: u64::MAX - 0xfff }));
         assert_eq!(plan(&load((PT_LOAD, RX, 0x1000, USER_END - 0x1000, 1, 0x2000))), Err(ElfError::SegmentOutsideUserSpace { vaddr: USER_END - 0x1000 }));
         // File data beyond the file, or wrapping.
