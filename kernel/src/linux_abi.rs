@@ -136,6 +136,51 @@ impl Stat {
     }
 }
 
+/// `struct sysinfo` (x86-64, 112 bytes) from what the kernel knows: seconds since boot, memory in bytes
+/// (`mem_unit` 1), no swap, the number of processes. questv keeps no load average: `loads` read 0.
+pub fn sysinfo(uptime_s: u64, total_ram: u64, free_ram: u64, procs: u16) -> [u8; 112] {
+    let mut b = [0u8; 112];
+    b[..8].copy_from_slice(&uptime_s.to_le_bytes());
+    b[32..40].copy_from_slice(&total_ram.to_le_bytes());
+    b[40..48].copy_from_slice(&free_ram.to_le_bytes());
+    b[80..82].copy_from_slice(&procs.to_le_bytes());
+    b[104..108].copy_from_slice(&1u32.to_le_bytes());
+    b
+}
+
+/// Resource limits (`RLIMIT_*`, asm-generic/resource.h) as questv has them: (soft, hard); `RLIM_INFINITY`
+/// where nothing limits the resource. None for a resource number Linux does not have (EINVAL).
+pub fn rlimit(resource: u64, stack_max: u64, max_procs: u64) -> Option<(u64, u64)> {
+    const INF: u64 = u64::MAX;
+    Some(match resource {
+        // CPU, FSIZE, DATA: unlimited.
+        0 | 1 | 2 => (INF, INF),
+        // STACK: the stack area's fixed size.
+        3 => (stack_max, stack_max),
+        // CORE: no core dumps.
+        4 => (0, 0),
+        // RSS, AS, LOCKS, MEMLOCK (Linux's default 8 MiB), MSGQUEUE (Linux's default), NICE, RTPRIO, RTTIME.
+        5 | 9 | 10 => (INF, INF),
+        8 => (8 << 20, 8 << 20),
+        12 => (819_200, 819_200),
+        13 | 14 => (0, 0),
+        15 => (INF, INF),
+        // NPROC: the process table.
+        6 => (max_procs, max_procs),
+        // NOFILE: questv's descriptors are the console's three; Linux's default soft limit.
+        7 => (1024, 1024),
+        // SIGPENDING: no queued signals yet.
+        11 => (0, 0),
+        _ => return None,
+    })
+}
+
+/// `getrandom` flags: GRND_NONBLOCK, GRND_RANDOM, GRND_INSECURE; Linux refuses others, and RANDOM with
+/// INSECURE, with EINVAL.
+pub fn getrandom_flags_ok(flags: u64) -> bool {
+    flags & !7 == 0 && flags & 6 != 6
+}
+
 /// `clone` flags (linux/sched.h).
 pub mod clone_flags {
     /// The low byte: the signal the parent gets when the child exits.
@@ -271,5 +316,19 @@ mod tests {
         assert_eq!(word(16), 1);
         assert_eq!(makedev(136, 3), 0x8803);
         assert_eq!(makedev(1, 0x1234), 0x1_2001_34);
+    }
+
+    #[test]
+    fn sysinfo_rlimits_and_getrandom_flags_as_linux_lays_them_out() {
+        let b = sysinfo(42, 512 << 20, 100 << 20, 7);
+        assert_eq!(u64::from_le_bytes(b[..8].try_into().unwrap()), 42);
+        assert_eq!(u64::from_le_bytes(b[32..40].try_into().unwrap()), 512 << 20);
+        assert_eq!(u16::from_le_bytes(b[80..82].try_into().unwrap()), 7);
+        assert_eq!(u32::from_le_bytes(b[104..108].try_into().unwrap()), 1);
+        assert_eq!(rlimit(3, 8 << 20, 1024), Some((8 << 20, 8 << 20)));
+        assert_eq!(rlimit(6, 8 << 20, 1024), Some((1024, 1024)));
+        assert_eq!(rlimit(16, 0, 0), None);
+        assert!(getrandom_flags_ok(0) && getrandom_flags_ok(1) && getrandom_flags_ok(2) && getrandom_flags_ok(4) && getrandom_flags_ok(5));
+        assert!(!getrandom_flags_ok(6) && !getrandom_flags_ok(8));
     }
 }

@@ -87,6 +87,16 @@ fn current_space() -> Option<SpaceLock> {
     TABLE.lock().procs.get(&pid).map(|p| p.space.clone())
 }
 
+/// Does process `pid` exist (running or a zombie)?
+pub fn exists(pid: u32) -> bool {
+    TABLE.lock().procs.contains_key(&pid)
+}
+
+/// How many processes there are (zombies included).
+pub fn process_count() -> usize {
+    TABLE.lock().procs.len()
+}
+
 /// Run `f` on the calling process's address space, holding only that space's lock.
 pub fn with_space<R>(f: impl FnOnce(&mut UserSpace, &mut KernelMem) -> R) -> Option<R> {
     let space = current_space()?;
@@ -102,7 +112,7 @@ fn kernel_slot() -> u64 {
 
 /// AT_RANDOM's 16 bytes: the TSC stirred (xorshift), different at every exec; C libraries seed their stack
 /// protector and pointer guard from them.
-fn random_bytes() -> [u8; 16] {
+pub fn random_bytes() -> [u8; 16] {
     let mut x = questv_arch::cpu::rdtsc() | 1;
     let mut out = [0u8; 16];
     for chunk in out.chunks_mut(8) {

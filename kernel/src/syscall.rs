@@ -98,6 +98,13 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::READV => vectored(a0, a1, a2, false),
         nr::IOCTL => ioctl(a0, a1, a2),
         nr::FSTAT => fstat(a0, a1),
+        nr::GETRANDOM => getrandom(a0, a1, a2),
+        nr::SYSINFO => sysinfo(a0),
+        nr::GETRLIMIT => prlimit64(0, a0, 0, a1),
+        nr::PRLIMIT64 => prlimit64(a0, a1, a2, a3),
+        // The robust-futex list is for threads that die holding a futex; questv has no threads sharing memory
+        // yet, so there is nothing to walk at exit. Linux's size check is kept.
+        nr::SET_ROBUST_LIST => if a1 == 24 { 0 } else { -EINVAL },
         nr::NEWFSTATAT => newfstatat(a0, a1, a2, a3),
         nr::STAT | nr::LSTAT => stat_path(a0, a1),
         nr::UNAME => uname(a0),
@@ -366,6 +373,77 @@ fn ioctl(fd: u64, request: u64, arg: u64) -> i64 {
         None => -ESRCH,
     }
 }
+
+/// getrandom(2): bytes from the TSC stirred through xorshift (`proc::random_bytes`), the same source as
+/// AT_RANDOM; not cryptographic. Never blocks, so GRND_NONBLOCK changes nothing.
+fn getrandom(buf: u64, len: u64, flags: u64) -> i64 {
+    if !crate::linux_abi::getrandom_flags_ok(flags) {
+        return -EINVAL;
+    }
+    let len = len.min(MAX_IO);
+    let mut bytes = vec![0u8; len as usize];
+    for chunk in bytes.chunks_mut(16) {
+        let r = proc::random_bytes();
+        chunk.copy_from_slice(&r[..chunk.len()]);
+    }
+    match proc::with_space(|s, m| s.copy_to_user(m, buf, &bytes)) {
+        Some(Ok(())) => len as i64,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}
+
+/// sysinfo(2): uptime, memory (the frame allocator's), the process count.
+fn sysinfo(buf: u64) -> i64 {
+    let uptime = crate::time::cycles_to_ns(cpu::rdtsc()) / 1_000_000_000;
+    let free = crate::mm::kmem::free_frames() * PAGE_SIZE;
+    let total = crate::mm::kmem::usable_bytes().max(free);
+    let b = crate::linux_abi::sysinfo(uptime, total, free, proc::process_count() as u16);
+    match proc::with_space(|s, m| s.copy_to_user(m, buf, &b)) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}
+
+/// prlimit64(2) and getrlimit(2): the limits questv has (`linux_abi::rlimit`) for the caller (pid 0 or its
+/// own) or any other process (they are the same for all). Changing a limit is not implemented yet: a new
+/// limit equal to the current one is accepted, another one is ENOSYS, named once on the console.
+fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> i64 {
+    if pid != 0 && !proc::exists(pid as u32) {
+        return -ESRCH;
+    }
+    let Some(now) = crate::linux_abi::rlimit(resource, crate::mm::uspace::STACK_MAX, proc::MAX_PROCS as u64) else { return -EINVAL };
+    if new != 0 {
+        let mut b = [0u8; 16];
+        match proc::with_space(|s, m| s.copy_from_user(m, new, &mut b)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return e.into(),
+            None => return -ESRCH,
+        }
+        let (soft, hard) = (u64::from_le_bytes(b[..8].try_into().unwrap()), u64::from_le_bytes(b[8..].try_into().unwrap()));
+        if soft > hard {
+            return -EINVAL;
+        }
+        if (soft, hard) != now {
+            log_once(&RLIMIT_LOGGED, format_args!("syscall prlimit64 (302) changing a limit not implemented"));
+            return -ENOSYS;
+        }
+    }
+    if old == 0 {
+        return 0;
+    }
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&now.0.to_le_bytes());
+    b[8..].copy_from_slice(&now.1.to_le_bytes());
+    match proc::with_space(|s, m| s.copy_to_user(m, old, &b)) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}
+
+static RLIMIT_LOGGED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// fstat(2): the descriptors open today are the console's (0, 1, 2); EBADF for any other.
 fn fstat(fd: u64, buf: u64) -> i64 {

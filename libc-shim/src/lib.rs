@@ -46,6 +46,11 @@ pub mod nr {
     pub const FSTAT: u64 = 5;
     pub const LSTAT: u64 = 6;
     pub const NEWFSTATAT: u64 = 262;
+    pub const GETRLIMIT: u64 = 97;
+    pub const SYSINFO: u64 = 99;
+    pub const SET_ROBUST_LIST: u64 = 273;
+    pub const PRLIMIT64: u64 = 302;
+    pub const GETRANDOM: u64 = 318;
     pub const VFORK: u64 = 58;
     pub const EXECVE: u64 = 59;
     pub const EXIT: u64 = 60;

@@ -70,6 +70,7 @@ pub fn init(areas: &[Area], keep: &[Region]) -> MemoryInfo {
         log::warn!("RAM above {} GiB is not managed", MAX_PHYS >> 30);
     }
     let usable_bytes = fa.free_frames() * PAGE_SIZE;
+    USABLE.store(usable_bytes, core::sync::atomic::Ordering::Relaxed);
     // Heap: a quarter of RAM, between 4 and 64 MiB.
     let heap_bytes = (usable_bytes / 4).clamp(4 << 20, 64 << 20) & !(LARGE_PAGE_SIZE - 1);
     let heap = fa
@@ -83,6 +84,13 @@ pub fn init(areas: &[Area], keep: &[Region]) -> MemoryInfo {
 }
 
 static HIGHEST: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// The allocator's memory at boot, before the heap was taken from it.
+static USABLE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Usable RAM at boot (what `sysinfo` reports as total).
+pub fn usable_bytes() -> u64 {
+    USABLE.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 /// The end of the highest RAM area the boot loader reported (in a VT sandbox: the end of its own slice).
 pub fn highest_address() -> u64 {
