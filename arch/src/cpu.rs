@@ -262,6 +262,17 @@ pub unsafe fn enable_interrupts_and_halt() {
     unsafe { asm!("sti; hlt", options(nomem, nostack)) }
 }
 
+/// Let interrupts that are pending in, then mask them again (STI, one instruction, CLI): a kernel loop that
+/// runs with interrupts off so its data stays consistent can still take the timer tick while it waits.
+///
+/// # Safety
+/// As [`enable_interrupts`]; and the caller holds no lock an interrupt handler takes.
+#[inline]
+pub unsafe fn interrupt_window() {
+    // SAFETY: caller guarantees the IDT is ready and no handler's lock is held.
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) }
+}
+
 #[inline]
 pub fn halt() {
     // SAFETY: HLT only waits for the next interrupt.

@@ -23,6 +23,7 @@ fn interrupt_handler(frame: &mut TrapFrame) {
             lapic::eoi();
             crate::sandbox::heartbeat();
             crate::net::stack::tick();
+            crate::proc::tick_timers();
             sched::schedule(frame, Reason::Tick);
         }
         VECTOR_YIELD => sched::schedule(frame, Reason::Yield),
@@ -58,5 +59,7 @@ fn interrupt_handler(frame: &mut TrapFrame) {
             lapic::eoi();
         }
     }
+    // Back to user mode: signals first (the frame may now be another thread's).
+    crate::proc::on_return_to_user(frame);
 }
 

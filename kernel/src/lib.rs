@@ -10,6 +10,7 @@ extern crate alloc;
 pub mod cmdline;
 pub mod elf;
 pub mod linux_abi;
+pub mod signal;
 pub mod startstack;
 pub mod syscall_names;
 pub mod channel;

@@ -41,6 +41,9 @@ pub struct Thread {
     kstack_top: u64,
     /// A wake-up arrived while the thread was not blocked: its next block() returns at once.
     wake_pending: bool,
+    /// Something for the thread's process to look at before it returns to user mode (a signal was posted):
+    /// the return path checks this flag, so it costs nothing when no signal is about.
+    attention: bool,
     /// Move to this CPU at the next switch.
     migrate_to: Option<u32>,
     /// The VCPU (on this thread's CPU) it runs on; fork and spawn inherit it.
@@ -96,6 +99,7 @@ fn thread_with(name: &'static str, frame: TrapFrame, stack: Option<Box<[u8]>>, p
         cr3,
         kstack_top,
         wake_pending: false,
+        attention: false,
         migrate_to: None,
         vcpu: DEFAULT_VCPU,
         fs_base: 0,
@@ -271,6 +275,73 @@ pub fn wake(id: u64) {
     }
 }
 
+/// Ask thread `id` to look at its process's signals before it next returns to user mode: it is woken if
+/// blocked (a wait it is in then ends or restarts), and a CPU running it is interrupted so it looks now.
+pub fn poke(id: u64) {
+    for cpu in 0..crate::smp::cpu_count() {
+        let mut g = SCHED[cpu as usize].lock();
+        let Some(s) = g.as_mut() else { continue };
+        if let Some(i) = s.blocked.iter().position(|t| t.id == id) {
+            let mut t = s.blocked.swap_remove(i);
+            t.attention = true;
+            t.state = State::Runnable;
+            s.push_ready(t);
+            drop(g);
+            if cpu != percpu::cpu_index() {
+                crate::smp::send_reschedule(cpu);
+            }
+            return;
+        }
+        let running = s.current.as_ref().is_some_and(|t| t.id == id);
+        let cur = s.current.as_mut().filter(|t| t.id == id);
+        if let Some(t) = cur.or_else(|| s.ready.values_mut().flat_map(|q| q.iter_mut()).find(|t| t.id == id)) {
+            t.attention = true;
+            if t.state == State::Blocked {
+                t.state = State::Runnable;
+            } else {
+                t.wake_pending = true;
+            }
+            drop(g);
+            if running && cpu != percpu::cpu_index() {
+                crate::smp::send_reschedule(cpu);
+            }
+            return;
+        }
+    }
+}
+
+/// Take the running thread's attention flag (see [`poke`]).
+pub fn take_attention() -> bool {
+    with_current(|t| core::mem::take(&mut t.attention))
+}
+
+/// Is the running thread's attention flag up (a signal was posted since it last returned to user mode)?
+pub fn attention_pending() -> bool {
+    with_current(|t| t.attention)
+}
+
+/// Raise the running thread's attention flag (its own signal state changed: a mask was lifted).
+pub fn set_attention() {
+    with_current(|t| t.attention = true);
+}
+
+/// Block the running thread from the trap path (a stopped process): `frame`, its user context, is saved and
+/// the next thread's loaded; [`wake`] or [`poke`] makes it runnable again. Returns at once if a wake-up is
+/// already pending.
+pub fn block_in_trap(frame: &mut TrapFrame) {
+    let must_switch = with_current(|t| {
+        if core::mem::take(&mut t.wake_pending) {
+            false
+        } else {
+            t.state = State::Blocked;
+            true
+        }
+    });
+    if must_switch {
+        schedule(frame, Reason::Yield);
+    }
+}
+
 extern "C" fn idle_loop(_: u64) -> ! {
     loop {
         // SAFETY: the scheduler is initialised on this CPU before any thread runs.
@@ -332,6 +403,15 @@ pub fn exit_from_trap(frame: &mut TrapFrame) {
 /// Give up the CPU to the next ready thread (if any).
 pub fn yield_now() {
     trap::yield_via_trap();
+}
+
+/// One turn of a polling wait in a system call (a sleep, console input): other threads run, and the timer
+/// tick gets in even when this thread is the only one (system calls run with interrupts off), so timers fire
+/// and signals arrive while it waits.
+pub fn yield_while_waiting() {
+    yield_now();
+    // SAFETY: threads run only once the IDT and LAPIC are set up, and a system call's wait loop holds no lock.
+    unsafe { questv_arch::cpu::interrupt_window() };
 }
 
 pub fn stats(cpu: u32) -> CpuStats {

@@ -32,9 +32,43 @@ fn not_implemented(nr: u64) -> i64 {
     -ENOSYS
 }
 
+/// A call questv implements only in part: -ENOSYS for the missing part, named once on the console.
+pub fn not_implemented_detail(nr: u64, what: &str) -> i64 {
+    if REPORTED.first(nr | 1 << 32) {
+        crate::kprintln!("syscall {} ({}): {} not implemented", crate::syscall_names::name(nr).unwrap_or("?"), nr, what);
+    }
+    -ENOSYS
+}
+
 pub fn dispatch(frame: &mut TrapFrame) {
     let (a0, a1, a2, a3) = (frame.gprs.rdi, frame.gprs.rsi, frame.gprs.rdx, frame.gprs.r10);
+    // Kept for a restart after a signal (the entry stub's error-code slot is free on a system call).
+    frame.error_code = frame.gprs.rax;
     let ret: i64 = match frame.gprs.rax {
+        nr::RT_SIGRETURN => {
+            // Restores every register, RAX included: nothing to return.
+            proc::rt_sigreturn(frame);
+            return;
+        }
+        nr::RT_SIGACTION => proc::rt_sigaction(a0, a1, a2, a3),
+        nr::RT_SIGPROCMASK => proc::rt_sigprocmask(a0, a1, a2, a3),
+        nr::RT_SIGPENDING => proc::rt_sigpending(a0, a1),
+        nr::RT_SIGSUSPEND => proc::rt_sigsuspend(a0, a1),
+        nr::RT_SIGTIMEDWAIT => proc::rt_sigtimedwait(a0, a1, a2, a3),
+        nr::SIGALTSTACK => proc::sigaltstack(a0, a1, frame.rsp),
+        nr::PAUSE => proc::pause(),
+        nr::KILL => proc::kill(a0 as i32 as i64, a1),
+        nr::TKILL => proc::tgkill(-1, a0 as i32 as i64, a1),
+        nr::TGKILL => proc::tgkill(a0 as i32 as i64, a1 as i32 as i64, a2),
+        nr::ALARM => proc::alarm(a0 & 0xFFFF_FFFF),
+        nr::SETITIMER => proc::setitimer(a0, a1, a2),
+        nr::GETITIMER => proc::getitimer(a0, a1),
+        nr::SETPGID => proc::setpgid(a0 & 0xFFFF_FFFF, a1 & 0xFFFF_FFFF),
+        nr::GETPGID => proc::getpgid(a0 & 0xFFFF_FFFF),
+        nr::GETPGRP => proc::getpgid(0),
+        nr::SETSID => proc::setsid(),
+        nr::GETSID => proc::getsid(a0 & 0xFFFF_FFFF),
+        nr::CLOCK_NANOSLEEP => clock_nanosleep(a0, a1, a2, a3),
         nr::READ => read(a0, a1, a2),
         nr::WRITE => write(a0, a1, a2),
         nr::MMAP => mmap(a0, a1, a2, a3, frame.gprs.r8, frame.gprs.r9),
@@ -46,7 +80,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
             sched::yield_now();
             0
         }
-        nr::NANOSLEEP => nanosleep(a0),
+        nr::NANOSLEEP => nanosleep(a0, a1),
         nr::GETPID => i64::from(sched::current_pid()),
         nr::GETPPID => proc::getppid(),
         nr::FORK | nr::VFORK => proc::fork(frame, proc::ForkOptions::default()),
@@ -284,7 +318,12 @@ fn read(fd: u64, buf: u64, len: u64) -> i64 {
     while got.len() < len.min(MAX_IO) as usize {
         match console::try_read() {
             Some(b) => got.push(b),
-            None if got.is_empty() => sched::yield_now(),
+            None if got.is_empty() => {
+                if sched::attention_pending() && proc::signal_pending() {
+                    return -crate::signal::ERESTARTSYS;
+                }
+                sched::yield_while_waiting()
+            }
             None => break,
         }
     }
@@ -627,30 +666,56 @@ fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     }
 }
 
-fn read_timespec(addr: u64) -> Result<(i64, i64), i64> {
-    let mut b = [0u8; 16];
-    match proc::with_space(|s, m| s.copy_from_user(m, addr, &mut b)) {
-        Some(Ok(())) => Ok((i64::from_le_bytes(b[..8].try_into().unwrap()), i64::from_le_bytes(b[8..].try_into().unwrap()))),
-        Some(Err(e)) => Err(e.into()),
-        None => Err(-ESRCH),
+fn nanosleep(req: u64, rem: u64) -> i64 {
+    match proc::read_timespec_ns(req) {
+        Ok(ns) => sleep_until(u128::from(cpu::rdtsc()) + ns_to_cycles(ns), rem),
+        Err(e) => e,
     }
 }
 
+fn ns_to_cycles(ns: u128) -> u128 {
+    ns * u128::from(crate::time::tsc_hz()) / 1_000_000_000
+}
 
-fn nanosleep(req: u64) -> i64 {
-    let (sec, nsec) = match read_timespec(req) {
-        Ok(v) => v,
-        Err(e) => return e,
-    };
-    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+/// Sleep (yielding) until the TSC reaches `deadline`. A deliverable signal ends it early: the time left goes
+/// to `rem` (unless 0) and the call returns ERESTARTNOHAND, which is EINTR once the handler runs (nanosleep is
+/// never restarted across a handler, SA_RESTART or not).
+fn sleep_until(deadline: u128, rem: u64) -> i64 {
+    loop {
+        let now = u128::from(cpu::rdtsc());
+        if now >= deadline {
+            return 0;
+        }
+        if sched::attention_pending() && proc::signal_pending() {
+            if rem != 0 {
+                let left = (deadline - now) * 1_000_000_000 / u128::from(crate::time::tsc_hz().max(1));
+                let r = put_timespec(rem, left as u64);
+                if r < 0 {
+                    return r;
+                }
+            }
+            return -crate::signal::ERESTARTNOHAND;
+        }
+        sched::yield_while_waiting();
+    }
+}
+
+/// clock_nanosleep(2): REALTIME, MONOTONIC, BOOTTIME or TAI; TIMER_ABSTIME for a deadline on that clock.
+fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> i64 {
+    const TIMER_ABSTIME: u64 = 1;
+    if !matches!(clock, 0 | 1 | 7 | 11) {
         return -EINVAL;
     }
-    let ns = sec as u128 * 1_000_000_000 + nsec as u128;
-    let deadline = u128::from(cpu::rdtsc()) + ns * u128::from(crate::time::tsc_hz()) / 1_000_000_000;
-    while u128::from(cpu::rdtsc()) < deadline {
-        sched::yield_now();
+    let ns = match proc::read_timespec_ns(req) {
+        Ok(ns) => ns,
+        Err(e) => return e,
+    };
+    let now = cpu::rdtsc();
+    if flags & TIMER_ABSTIME != 0 {
+        let clock_now = u128::from(clock_ns(clock).unwrap_or(0));
+        return sleep_until(u128::from(now) + ns_to_cycles(ns.saturating_sub(clock_now)), 0);
     }
-    0
+    sleep_until(u128::from(now) + ns_to_cycles(ns), rem)
 }
 
 /// The clocks clock_gettime(2) knows: the wall clock (REALTIME, its COARSE variant, TAI without leap

@@ -79,6 +79,27 @@ pub mod nr {
     pub const STATE_SAVE: u64 = 1040;
     pub const STATE_LOAD: u64 = 1041;
     pub const INCARNATION: u64 = 1042;
+    // Signals, timers, process groups.
+    pub const RT_SIGACTION: u64 = 13;
+    pub const RT_SIGPROCMASK: u64 = 14;
+    pub const RT_SIGRETURN: u64 = 15;
+    pub const PAUSE: u64 = 34;
+    pub const GETITIMER: u64 = 36;
+    pub const ALARM: u64 = 37;
+    pub const SETITIMER: u64 = 38;
+    pub const KILL: u64 = 62;
+    pub const SETPGID: u64 = 109;
+    pub const GETPGRP: u64 = 111;
+    pub const SETSID: u64 = 112;
+    pub const GETPGID: u64 = 121;
+    pub const GETSID: u64 = 124;
+    pub const RT_SIGPENDING: u64 = 127;
+    pub const RT_SIGTIMEDWAIT: u64 = 128;
+    pub const RT_SIGSUSPEND: u64 = 130;
+    pub const SIGALTSTACK: u64 = 131;
+    pub const TKILL: u64 = 200;
+    pub const CLOCK_NANOSLEEP: u64 = 230;
+    pub const TGKILL: u64 = 234;
 }
 
 /// Error numbers (Linux values) the kernel returns negated. The kernel uses these very constants.

@@ -216,6 +216,11 @@ impl UserSpace {
             };
         }
         let flags = entry_flags(entry);
+        if write && flags.contains(PageFlags::USER | PageFlags::WRITABLE) {
+            // Already writable: a stale read-only TLB entry (a kernel copy broke COW or the page changed on
+            // another path since); the caller's invlpg is all it takes.
+            return FaultOutcome::Resolved;
+        }
         let writable_area = area.is_none_or(|v| v.prot & PROT_WRITE != 0);
         if !write || !flags.contains(PageFlags::COW) || !writable_area || !flags.contains(PageFlags::USER) {
             // Present, and either a read (so a protection fault, e.g. NX or kernel page) or a write to a page

@@ -28,6 +28,9 @@ const MAX_ARGS: usize = 64;
 const MAX_ARG_BYTES: usize = 8192;
 pub const WNOHANG: u64 = 1;
 
+mod signals;
+pub use signals::*;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
     Running,
@@ -50,6 +53,24 @@ struct Process {
     state: State,
     /// Thread blocked in wait4 for one of our children.
     waiter: Option<u64>,
+    /// The process's one thread (signals wake it).
+    thread: u64,
+    /// Process group and session (setpgid, setsid; inherited by fork).
+    pgid: u32,
+    sid: u32,
+    sig: crate::signal::SignalState,
+    /// Stopped by a stop signal until SIGCONT or SIGKILL.
+    stopped: bool,
+    /// A stop or continue not yet reported to a wait4 with WUNTRACED / WCONTINUED (its wait status).
+    wait_report: Option<i32>,
+    /// ITIMER_REAL (alarm, setitimer): the next expiry and the interval, in TSC cycles.
+    itimer: Option<signals::Itimer>,
+}
+
+impl Process {
+    fn new(ppid: u32, name: &'static str, space: SpaceLock, thread: u64, pgid: u32, sid: u32, sig: crate::signal::SignalState) -> Process {
+        Process { ppid, name, space, state: State::Running, waiter: None, thread, pgid, sid, sig, stopped: false, wait_report: None, itimer: None }
+    }
 }
 
 struct Table {
@@ -238,7 +259,7 @@ pub fn start_init(argv: Vec<String>) -> Result<(), &'static str> {
     let pid = alloc_pid(&mut t).ok_or("process table full")?;
     let thread = sched::new_user_thread("init", user_frame(entry, sp, argv.len(), argv_addr), pid, space.root())
         .ok_or("out of memory for init's kernel stack")?;
-    t.procs.insert(pid, Process { ppid: 0, name: "init", space: space_lock(space), state: State::Running, waiter: None });
+    t.procs.insert(pid, Process::new(0, "init", space_lock(space), thread.id, pid, pid, crate::signal::SignalState::new()));
     drop(t);
     sched::enqueue(percpu::cpu_index(), thread);
     Ok(())
@@ -259,7 +280,7 @@ pub struct ForkOptions {
 
 pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
     let ppid = sched::current_pid();
-    let Some((name, parent_space)) = TABLE.lock().procs.get(&ppid).map(|p| (p.name, p.space.clone())) else {
+    let Some((name, parent_space, pgid, sid, sig)) = TABLE.lock().procs.get(&ppid).map(|p| (p.name, p.space.clone(), p.pgid, p.sid, p.sig.forked())) else {
         return -ESRCH;
     };
     // Copy under the parent's space lock alone: other processes fork, fault and exit meanwhile.
@@ -283,14 +304,7 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
             s.teardown(&mut KernelMem);
         }
     };
-    let pid = {
-        let mut t = TABLE.lock();
-        let pid = alloc_pid(&mut t);
-        if let Some(pid) = pid {
-            t.procs.insert(pid, Process { ppid, name, space: child_space.clone(), state: State::Running, waiter: None });
-        }
-        pid
-    };
+    let pid = alloc_pid(&mut TABLE.lock());
     let Some(pid) = pid else {
         discard(child_space);
         return -EAGAIN;
@@ -306,11 +320,12 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
         let _ = space.copy_to_user(&mut KernelMem, at, &tid);
     }
     let Some(mut thread) = sched::new_user_thread("user", child_frame, pid, root) else {
-        // Undo. Only the parent (this thread) waits for or signals the child, so no one has acted on the entry.
-        TABLE.lock().procs.remove(&pid);
         discard(child_space);
         return -ENOMEM;
     };
+    // In the table only once its thread exists, so a signal sent to it always has a thread to wake. (The pid
+    // cannot be taken meanwhile: alloc_pid hands out each number once per lap of the pid space.)
+    TABLE.lock().procs.insert(pid, Process::new(ppid, name, child_space.clone(), thread.id, pgid, sid, sig));
     if let Some(fs) = opts.tls {
         thread.set_fs_base(fs);
     }
@@ -340,10 +355,12 @@ pub fn exit_current(wait_status: i32) {
         s.teardown(&mut KernelMem);
     }
     let mut wake = [None; 2];
+    let mut poke = None;
     {
         let mut t = TABLE.lock();
         let Some(p) = t.procs.get_mut(&pid) else { return };
         p.state = State::Zombie(wait_status);
+        p.itimer = None;
         let ppid = p.ppid;
         let mut orphan_zombie = false;
         for (_, c) in t.procs.iter_mut().filter(|(_, c)| c.ppid == pid) {
@@ -353,10 +370,21 @@ pub fn exit_current(wait_status: i32) {
         if orphan_zombie {
             wake[0] = t.procs.get_mut(&INIT_PID).and_then(|i| i.waiter.take());
         }
-        wake[1] = t.procs.get_mut(&ppid).and_then(|p| p.waiter.take());
+        if let Some(parent) = t.procs.get_mut(&ppid) {
+            wake[1] = parent.waiter.take();
+            // A parent that ignores SIGCHLD (or asked SA_NOCLDWAIT) has its children reaped at once.
+            let reap = parent.sig.reaps_children() && pid != INIT_PID;
+            poke = signals::post_locked(parent, ppid, signals::child_info(pid, wait_status));
+            if reap {
+                t.procs.remove(&pid);
+            }
+        }
     }
     for w in wake.into_iter().flatten() {
         sched::wake(w);
+    }
+    if let Some(th) = poke {
+        sched::poke(th);
     }
     if pid == INIT_PID {
         // init reports QUESTV DONE (or its sandbox status) itself when it exits normally; if it was killed,
@@ -366,23 +394,56 @@ pub fn exit_current(wait_status: i32) {
     }
 }
 
+pub const WUNTRACED: u64 = 2;
+pub const WCONTINUED: u64 = 8;
+/// __WNOTHREAD, __WALL, __WCLONE: thread-selection flags; with one thread per process they change nothing.
+const WTHREAD_FLAGS: u64 = 0x2000_0000 | 0x4000_0000 | 0x8000_0000;
+
+/// What wait4 found for one child.
+enum Reaped {
+    /// Ended: its status, and the entry goes.
+    Exited(u32, i32),
+    /// Stopped or continued (WUNTRACED, WCONTINUED): the status; the entry stays.
+    Changed(u32, i32),
+}
+
 pub fn wait4(pid: i64, status_addr: u64, options: u64) -> i64 {
-    if options & !WNOHANG != 0 {
+    if options & !(WNOHANG | WUNTRACED | WCONTINUED | WTHREAD_FLAGS) != 0 {
         return -EINVAL;
+    }
+    if pid == i64::from(i32::MIN) {
+        return -ESRCH;
     }
     let me = sched::current_pid();
     loop {
         {
             let mut t = TABLE.lock();
-            let matches = |cpid: u32, c: &Process| c.ppid == me && (pid == -1 || pid == 0 || pid == i64::from(cpid));
+            let my_pgid = t.procs.get(&me).map_or(0, |p| p.pgid);
+            let matches = |cpid: u32, c: &Process| {
+                c.ppid == me
+                    && match pid {
+                        -1 => true,
+                        0 => c.pgid == my_pgid,
+                        p if p < -1 => i64::from(c.pgid) == -p,
+                        p => p == i64::from(cpid),
+                    }
+            };
             if !t.procs.iter().any(|(&cpid, c)| matches(cpid, c)) {
                 return -ECHILD;
             }
-            let zombie = t.procs.iter().find_map(|(&cpid, c)| match c.state {
-                State::Zombie(st) if matches(cpid, c) => Some((cpid, st)),
+            let found = t.procs.iter().find_map(|(&cpid, c)| match c.state {
+                State::Zombie(st) if matches(cpid, c) => Some(Reaped::Exited(cpid, st)),
+                State::Running if matches(cpid, c) => match c.wait_report {
+                    Some(st) if st == crate::signal::CONTINUED_STATUS && options & WCONTINUED != 0 => Some(Reaped::Changed(cpid, st)),
+                    Some(st) if st != crate::signal::CONTINUED_STATUS && options & WUNTRACED != 0 => Some(Reaped::Changed(cpid, st)),
+                    _ => None,
+                },
                 _ => None,
             });
-            if let Some((cpid, st)) = zombie {
+            if let Some(found) = found {
+                let (cpid, st) = match found {
+                    Reaped::Exited(c, s) | Reaped::Changed(c, s) => (c, s),
+                };
                 if status_addr != 0 {
                     // Under the table lock (order: table, then space), so a failed copy leaves the zombie.
                     let Some(me_space) = t.procs.get(&me).map(|p| p.space.clone()) else { return -ESRCH };
@@ -392,16 +453,29 @@ pub fn wait4(pid: i64, status_addr: u64, options: u64) -> i64 {
                         return e.into();
                     }
                 }
-                t.procs.remove(&cpid);
+                match found {
+                    Reaped::Exited(..) => {
+                        t.procs.remove(&cpid);
+                    }
+                    Reaped::Changed(..) => {
+                        if let Some(c) = t.procs.get_mut(&cpid) {
+                            c.wait_report = None;
+                        }
+                    }
+                }
                 return i64::from(cpid);
             }
             if options & WNOHANG != 0 {
                 return 0;
             }
             let tid = sched::current_id();
-            if let Some(p) = t.procs.get_mut(&me) {
-                p.waiter = Some(tid);
+            let Some(p) = t.procs.get_mut(&me) else { return -ESRCH };
+            if p.sig.deliverable() {
+                // Interrupted: no wake-up is owed to this thread any more.
+                p.waiter = None;
+                return -crate::signal::ERESTARTSYS;
             }
+            p.waiter = Some(tid);
         }
         sched::block();
     }
@@ -472,6 +546,7 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64, envp_addr: u64) 
             return -ESRCH;
         };
         p.name = name;
+        p.sig.exec();
         let old = p.space.lock().replace(space);
         old
     };
@@ -493,7 +568,8 @@ pub fn user_exception(frame: &mut TrapFrame) -> bool {
         return crate::hooks::kernel_exception(frame);
     }
     let cr2 = cpu::read_cr2();
-    let signal = match frame.vector {
+    use crate::signal::*;
+    let info = match frame.vector {
         14 => {
             let write = frame.error_code & 2 != 0;
             let outcome = with_space(|s, m| s.handle_fault(m, cr2, write));
@@ -503,20 +579,20 @@ pub fn user_exception(frame: &mut TrapFrame) -> bool {
                     unsafe { cpu::invlpg(cr2) };
                     return true;
                 }
-                Some(crate::mm::uspace::FaultOutcome::OutOfMemory) => 9,
-                _ => 11,
+                Some(crate::mm::uspace::FaultOutcome::OutOfMemory) => SigInfo::kernel(SIGKILL),
+                // Error code bit 0: the page was present, so the access broke its protection.
+                _ => SigInfo::fault(SIGSEGV, if frame.error_code & 1 != 0 { SEGV_ACCERR } else { SEGV_MAPERR }, cr2),
             }
         }
-        0 | 16 | 19 => 8, // SIGFPE
-        6 => 4,           // SIGILL
-        3 => 5,           // SIGTRAP
-        _ => 11,          // SIGSEGV
+        0 => SigInfo::fault(SIGFPE, FPE_INTDIV, frame.rip),
+        16 | 19 => SigInfo::fault(SIGFPE, FPE_FLTINV, frame.rip),
+        6 => SigInfo::fault(SIGILL, ILL_ILLOPN, frame.rip),
+        3 => SigInfo::fault(SIGTRAP, SI_KERNEL, 0),
+        1 => SigInfo::fault(SIGTRAP, TRAP_BRKPT, frame.rip),
+        10..=12 | 17 => SigInfo::fault(SIGBUS, SI_KERNEL, 0),
+        _ => SigInfo::fault(SIGSEGV, SI_KERNEL, 0),
     };
-    let pid = sched::current_pid();
-    questv_arch::trap::dump_exception(frame, percpu::cpu_index());
-    crate::kprintln!("questv: process {} killed by signal {}", pid, signal);
-    exit_current(signal);
-    sched::exit_from_trap(frame);
+    signals::fault(frame, info, cr2);
     true
 }
 
