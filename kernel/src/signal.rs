@@ -316,7 +316,9 @@ pub enum Delivery {
 pub struct SignalState {
     actions: [Action; NSIG as usize],
     pub blocked: SigSet,
-    pending: Vec<SigInfo>,
+    /// What is pending, each with whether it was sent to the thread (tgkill, a fault) rather than the process
+    /// (kill): Linux keeps the two sets apart, so one standard signal may be pending once in each.
+    pending: Vec<(bool, SigInfo)>,
     pub altstack: AltStack,
     /// The mask in force before sigsuspend replaced it: the next handler's frame restores it, or, with no
     /// handler run, the call puts it back itself.
@@ -371,7 +373,7 @@ impl SignalState {
             a.mask &= !UNBLOCKABLE;
             self.actions[(sig - 1) as usize] = a;
             if self.ignores(sig) {
-                self.pending.retain(|p| p.signo != sig);
+                self.pending.retain(|(_, p)| p.signo != sig);
             }
         }
         Ok(old)
@@ -403,7 +405,7 @@ impl SignalState {
     }
 
     pub fn pending_set(&self) -> SigSet {
-        self.pending.iter().fold(0, |s, p| s | bit(p.signo))
+        self.pending.iter().fold(0, |s, (_, p)| s | bit(p.signo))
     }
 
     /// Is a signal pending that is not blocked (so a wait should end and a return to user mode deliver it)?
@@ -415,25 +417,30 @@ impl SignalState {
     /// first); real-time ones queue, up to [`MAX_QUEUED`]. A stop signal cancels a pending SIGCONT and SIGCONT
     /// cancels pending stop signals (the caller continues a stopped process).
     pub fn post(&mut self, info: SigInfo) -> Posted {
+        self.post_to(false, info)
+    }
+
+    /// [`post`](Self::post) to the process's set (`to_thread` false: kill) or the thread's (tgkill, tkill).
+    pub fn post_to(&mut self, to_thread: bool, info: SigInfo) -> Posted {
         let sig = info.signo;
         if sig == SIGCONT {
-            self.pending.retain(|p| STOP_SIGNALS & bit(p.signo) == 0);
+            self.pending.retain(|(_, p)| STOP_SIGNALS & bit(p.signo) == 0);
         } else if STOP_SIGNALS & bit(sig) != 0 {
-            self.pending.retain(|p| p.signo != SIGCONT);
+            self.pending.retain(|(_, p)| p.signo != SIGCONT);
         }
         if self.ignores(sig) && self.blocked & bit(sig) == 0 {
             return Posted::Discarded;
         }
         if sig < SIGRTMIN {
-            if self.pending.iter().all(|p| p.signo != sig) {
-                self.pending.push(info);
+            if self.pending.iter().all(|&(t, p)| p.signo != sig || t != to_thread) {
+                self.pending.push((to_thread, info));
             }
             return Posted::Pending;
         }
         if self.pending.len() >= MAX_QUEUED {
             return Posted::QueueFull;
         }
-        self.pending.push(info);
+        self.pending.push((to_thread, info));
         Posted::Pending
     }
 
@@ -446,8 +453,8 @@ impl SignalState {
             self.actions[(sig - 1) as usize].handler = SIG_DFL;
             self.blocked &= !bit(sig);
         }
-        self.pending.retain(|p| p.signo != sig);
-        self.pending.push(info);
+        self.pending.retain(|(_, p)| p.signo != sig);
+        self.pending.push((true, info));
     }
 
     /// Take the next signal to deliver: a fault's first, then the lowest number; the oldest of a real-time
@@ -464,8 +471,9 @@ impl SignalState {
         }
         let pick = if ready & SYNCHRONOUS != 0 { ready & SYNCHRONOUS } else { ready };
         let sig = pick.trailing_zeros() + 1;
-        let i = self.pending.iter().position(|p| p.signo == sig)?;
-        Some(self.pending.remove(i))
+        // The thread's own first, as Linux dequeues them.
+        let i = self.pending.iter().position(|&(t, p)| t && p.signo == sig).or_else(|| self.pending.iter().position(|(_, p)| p.signo == sig))?;
+        Some(self.pending.remove(i).1)
     }
 
     /// Decide what delivering `info` does and update the state for it: a handler blocks its own signal (unless
@@ -775,6 +783,19 @@ mod tests {
         assert_eq!(s.post(SigInfo::user(SIGTERM, SI_USER, 1)), Posted::Pending, "a blocked signal stays pending");
         s.set_action(u64::from(SIGTERM), Some(Action { handler: SIG_IGN, ..Action::default() })).unwrap();
         assert_eq!(s.pending_set(), 0, "setting SIG_IGN discards it");
+    }
+
+    #[test]
+    fn the_thread_and_the_process_each_hold_a_standard_signal_once() {
+        let mut s = SignalState::new();
+        s.set_mask(bit(SIGUSR1));
+        s.post(SigInfo::user(SIGUSR1, SI_USER, 1));
+        s.post(SigInfo::user(SIGUSR1, SI_USER, 1));
+        s.post_to(true, SigInfo::user(SIGUSR1, SI_TKILL, 2));
+        s.post_to(true, SigInfo::user(SIGUSR1, SI_TKILL, 2));
+        s.set_mask(0);
+        let codes: Vec<i32> = core::iter::from_fn(|| s.take_deliverable().map(|i| i.code)).collect();
+        assert_eq!(codes, [SI_TKILL, SI_USER], "two deliveries, the thread's first");
     }
 
     #[test]

@@ -50,16 +50,17 @@ pub fn dispatch(frame: &mut TrapFrame) {
             proc::rt_sigreturn(frame);
             return;
         }
-        nr::RT_SIGACTION => proc::rt_sigaction(a0, a1, a2, a3),
-        nr::RT_SIGPROCMASK => proc::rt_sigprocmask(a0, a1, a2, a3),
+        // Signal numbers and pids are C ints: the upper halves of their registers are not looked at.
+        nr::RT_SIGACTION => proc::rt_sigaction(a0 & 0xFFFF_FFFF, a1, a2, a3),
+        nr::RT_SIGPROCMASK => proc::rt_sigprocmask(a0 & 0xFFFF_FFFF, a1, a2, a3),
         nr::RT_SIGPENDING => proc::rt_sigpending(a0, a1),
         nr::RT_SIGSUSPEND => proc::rt_sigsuspend(a0, a1),
         nr::RT_SIGTIMEDWAIT => proc::rt_sigtimedwait(a0, a1, a2, a3),
         nr::SIGALTSTACK => proc::sigaltstack(a0, a1, frame.rsp),
         nr::PAUSE => proc::pause(),
-        nr::KILL => proc::kill(a0 as i32 as i64, a1),
-        nr::TKILL => proc::tgkill(-1, a0 as i32 as i64, a1),
-        nr::TGKILL => proc::tgkill(a0 as i32 as i64, a1 as i32 as i64, a2),
+        nr::KILL => proc::kill(a0 as i32 as i64, a1 & 0xFFFF_FFFF),
+        nr::TKILL => proc::tgkill(-1, a0 as i32 as i64, a1 & 0xFFFF_FFFF),
+        nr::TGKILL => proc::tgkill(a0 as i32 as i64, a1 as i32 as i64, a2 & 0xFFFF_FFFF),
         nr::ALARM => proc::alarm(a0 & 0xFFFF_FFFF),
         nr::SETITIMER => proc::setitimer(a0, a1, a2),
         nr::GETITIMER => proc::getitimer(a0, a1),
@@ -90,7 +91,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
             proc::exit_current(((a0 & 0xFF) << 8) as i32);
             sched::exit()
         }
-        nr::WAIT4 => proc::wait4(a0 as i64, a1, a2),
+        nr::WAIT4 => proc::wait4(a0 as i32 as i64, a1, a2 & 0xFFFF_FFFF),
         nr::SCHED_SETAFFINITY => set_affinity(a0, a1, a2),
         nr::CLOCK_GETTIME => clock_gettime(a0, a1),
         nr::CLOCK_GETRES => clock_getres(a0, a1),
@@ -150,6 +151,11 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::SET_TID_ADDRESS => i64::from(sched::current_pid()),
         other => not_implemented(other),
     };
+    if crate::signal::restart_rule(ret, None).is_some() {
+        // Interrupted by a signal: the return path must look at it (and settle the call) even if the
+        // thread's attention was already taken.
+        sched::set_attention();
+    }
     frame.gprs.rax = ret as u64;
 }
 

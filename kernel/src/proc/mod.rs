@@ -580,8 +580,12 @@ pub fn user_exception(frame: &mut TrapFrame) -> bool {
                     return true;
                 }
                 Some(crate::mm::uspace::FaultOutcome::OutOfMemory) => SigInfo::kernel(SIGKILL),
-                // Error code bit 0: the page was present, so the access broke its protection.
-                _ => SigInfo::fault(SIGSEGV, if frame.error_code & 1 != 0 { SEGV_ACCERR } else { SEGV_MAPERR }, cr2),
+                // A present page, or a mapping whose protection forbids the access (PROT_NONE pages are not
+                // present): SEGV_ACCERR; nothing mapped there: SEGV_MAPERR.
+                _ => {
+                    let mapped = frame.error_code & 1 != 0 || with_space(|s, _| s.vmas.find(cr2 & !(PAGE_SIZE - 1)).is_some()).unwrap_or(false);
+                    SigInfo::fault(SIGSEGV, if mapped { SEGV_ACCERR } else { SEGV_MAPERR }, cr2)
+                }
             }
         }
         0 => SigInfo::fault(SIGFPE, FPE_INTDIV, frame.rip),

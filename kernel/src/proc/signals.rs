@@ -71,6 +71,11 @@ fn result(r: Result<i64, i64>) -> i64 {
 /// released (None: nothing to wake). SIGCONT and SIGKILL continue a stopped process, as Linux does when they
 /// are sent, whatever their disposition.
 pub(super) fn post_locked(p: &mut Process, pid: u32, info: SigInfo) -> Option<u64> {
+    post_locked_to(p, pid, false, info)
+}
+
+/// [`post_locked`] to the process's pending set (kill) or its thread's (tgkill, tkill).
+fn post_locked_to(p: &mut Process, pid: u32, to_thread: bool, info: SigInfo) -> Option<u64> {
     if p.state != State::Running {
         return None;
     }
@@ -84,7 +89,7 @@ pub(super) fn post_locked(p: &mut Process, pid: u32, info: SigInfo) -> Option<u6
             p.wait_report = Some(CONTINUED_STATUS);
         }
     }
-    match p.sig.post(info) {
+    match p.sig.post_to(to_thread, info) {
         Posted::Discarded | Posted::QueueFull if info.signo != SIGCONT => None,
         _ => Some(p.thread),
     }
@@ -115,11 +120,11 @@ fn wake_and_poke(wake: Option<u64>, poke: Option<u64>) {
 }
 
 /// Post `info` to `pid` and wake it. Err(ESRCH) if there is no such process.
-fn send_one(pid: u32, info: SigInfo) -> Result<(), i64> {
+fn send_one(pid: u32, to_thread: bool, info: SigInfo) -> Result<(), i64> {
     let mut t = TABLE.lock();
     let p = t.procs.get_mut(&pid).ok_or(-ESRCH)?;
     let was_stopped = p.stopped;
-    let poke = if info.signo == 0 { None } else { post_locked(p, pid, info) };
+    let poke = if info.signo == 0 { None } else { post_locked_to(p, pid, to_thread, info) };
     let continued = was_stopped && !p.stopped;
     let ppid = p.ppid;
     let (waiter, parent_poke) = if continued && info.signo == SIGCONT {
@@ -144,7 +149,7 @@ pub fn kill(pid: i64, sig: u64) -> i64 {
     let info = SigInfo::user(sig as u32, SI_USER, me);
     if pid > 0 {
         let Ok(pid) = u32::try_from(pid) else { return -ESRCH };
-        return result(send_one(pid, info).map(|()| 0));
+        return result(send_one(pid, false, info).map(|()| 0));
     }
     if pid == i64::from(i32::MIN) {
         return -ESRCH;
@@ -166,7 +171,7 @@ pub fn kill(pid: i64, sig: u64) -> i64 {
         return -ESRCH;
     }
     for p in targets {
-        let _ = send_one(p, info);
+        let _ = send_one(p, false, info);
     }
     0
 }
@@ -180,7 +185,7 @@ pub fn tgkill(tgid: i64, tid: i64, sig: u64) -> i64 {
         return -ESRCH;
     }
     let Ok(tid) = u32::try_from(tid) else { return -ESRCH };
-    result(send_one(tid, SigInfo::user(sig as u32, SI_TKILL, sched::current_pid())).map(|()| 0))
+    result(send_one(tid, true, SigInfo::user(sig as u32, SI_TKILL, sched::current_pid())).map(|()| 0))
 }
 
 // ---------------------------------------------------------------------------------------------------------
