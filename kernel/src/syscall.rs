@@ -33,7 +33,7 @@ fn not_implemented(nr: u64) -> i64 {
 }
 
 /// A call questv implements only in part: -ENOSYS for the missing part, named once on the console.
-pub fn not_implemented_detail(nr: u64, what: &str) -> i64 {
+fn not_implemented_detail(nr: u64, what: &str) -> i64 {
     if REPORTED.first(nr | 1 << 32) {
         crate::kprintln!("syscall {} ({}): {} not implemented", crate::syscall_names::name(nr).unwrap_or("?"), nr, what);
     }
@@ -62,8 +62,11 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::TKILL => proc::tgkill(-1, a0 as i32 as i64, a1 & 0xFFFF_FFFF),
         nr::TGKILL => proc::tgkill(a0 as i32 as i64, a1 as i32 as i64, a2 & 0xFFFF_FFFF),
         nr::ALARM => proc::alarm(a0 & 0xFFFF_FFFF),
-        nr::SETITIMER => proc::setitimer(a0, a1, a2),
-        nr::GETITIMER => proc::getitimer(a0, a1),
+        nr::SETITIMER | nr::GETITIMER if (1..=2).contains(&(a0 & 0xFFFF_FFFF)) => {
+            not_implemented_detail(frame.gprs.rax, "ITIMER_VIRTUAL and ITIMER_PROF")
+        }
+        nr::SETITIMER => proc::setitimer(a0 & 0xFFFF_FFFF, a1, a2),
+        nr::GETITIMER => proc::getitimer(a0 & 0xFFFF_FFFF, a1),
         nr::SETPGID => proc::setpgid(a0 & 0xFFFF_FFFF, a1 & 0xFFFF_FFFF),
         nr::GETPGID => proc::getpgid(a0 & 0xFFFF_FFFF),
         nr::GETPGRP => proc::getpgid(0),

@@ -8,12 +8,10 @@
 
 use crate::elf;
 use crate::mm::kmem::KernelMem;
-use crate::mm::uspace::{PhysMem, UserError, UserSpace, STACK_TOP};
+use crate::mm::uspace::{PhysMem, UserSpace, STACK_TOP};
 use crate::sched;
-use crate::sync::IrqSpinlock;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
-use alloc::sync::Arc;
 use alloc::vec::Vec;
 use questv_arch::paging::{PageFlags, TableMemory, PAGE_SIZE};
 use questv_arch::trap::TrapFrame;
@@ -22,108 +20,19 @@ use questv_arch::{cpu, percpu};
 pub use questv_libc_shim::errno;
 use errno::*;
 
-pub const MAX_PROCS: usize = 1024;
-pub const INIT_PID: u32 = 1;
 const MAX_ARGS: usize = 64;
 const MAX_ARG_BYTES: usize = 8192;
 pub const WNOHANG: u64 = 1;
 
 mod signals;
-pub use signals::*;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum State {
-    Running,
-    /// Exited; holds the wait status (Linux encoding: exit code << 8, or the terminating signal).
-    Zombie(i32),
-}
-
-/// A process's address space behind its own lock; `None` once the process has exited (torn down).
-type SpaceLock = Arc<IrqSpinlock<Option<UserSpace>>>;
-
-fn space_lock(space: UserSpace) -> SpaceLock {
-    Arc::new(IrqSpinlock::new(Some(space)))
-}
-
-struct Process {
-    ppid: u32,
-    /// The program's ramdisk name.
-    name: &'static str,
-    space: SpaceLock,
-    state: State,
-    /// Thread blocked in wait4 for one of our children.
-    waiter: Option<u64>,
-    /// The process's one thread (signals wake it).
-    thread: u64,
-    /// Process group and session (setpgid, setsid; inherited by fork).
-    pgid: u32,
-    sid: u32,
-    sig: crate::signal::SignalState,
-    /// Stopped by a stop signal until SIGCONT or SIGKILL.
-    stopped: bool,
-    /// A stop or continue not yet reported to a wait4 with WUNTRACED / WCONTINUED (its wait status).
-    wait_report: Option<i32>,
-    /// ITIMER_REAL (alarm, setitimer): the next expiry and the interval, in TSC cycles.
-    itimer: Option<signals::Itimer>,
-}
-
-impl Process {
-    fn new(ppid: u32, name: &'static str, space: SpaceLock, thread: u64, pgid: u32, sid: u32, sig: crate::signal::SignalState) -> Process {
-        Process { ppid, name, space, state: State::Running, waiter: None, thread, pgid, sid, sig, stopped: false, wait_report: None, itimer: None }
-    }
-}
-
-struct Table {
-    procs: BTreeMap<u32, Process>,
-    next_pid: u32,
-}
-
-static TABLE: IrqSpinlock<Table> = IrqSpinlock::new(Table { procs: BTreeMap::new(), next_pid: INIT_PID });
-
-impl From<UserError> for i64 {
-    fn from(e: UserError) -> i64 {
-        match e {
-            UserError::Fault => -EFAULT,
-            UserError::NoMemory => -ENOMEM,
-        }
-    }
-}
-
-fn alloc_pid(t: &mut Table) -> Option<u32> {
-    if t.procs.len() >= MAX_PROCS {
-        return None;
-    }
-    loop {
-        let pid = t.next_pid;
-        t.next_pid = if t.next_pid >= 0x3FFF_FFFF { 2 } else { t.next_pid + 1 };
-        if !t.procs.contains_key(&pid) {
-            return Some(pid);
-        }
-    }
-}
-
-/// The calling process's address-space lock (the table lock is held only to look it up).
-fn current_space() -> Option<SpaceLock> {
-    let pid = sched::current_pid();
-    TABLE.lock().procs.get(&pid).map(|p| p.space.clone())
-}
-
-/// Does process `pid` exist (running or a zombie)?
-pub fn exists(pid: u32) -> bool {
-    TABLE.lock().procs.contains_key(&pid)
-}
-
-/// How many processes there are (zombies included).
-pub fn process_count() -> usize {
-    TABLE.lock().procs.len()
-}
-
-/// Run `f` on the calling process's address space, holding only that space's lock.
-pub fn with_space<R>(f: impl FnOnce(&mut UserSpace, &mut KernelMem) -> R) -> Option<R> {
-    let space = current_space()?;
-    let mut guard = space.lock();
-    Some(f(guard.as_mut()?, &mut KernelMem))
-}
+mod table;
+pub use signals::{
+    getitimer, getpgid, getsid, kill, pause, read_timespec_ns, rt_sigaction, rt_sigpending, rt_sigprocmask,
+    rt_sigreturn, rt_sigsuspend, rt_sigtimedwait, setitimer, setpgid, setsid, sigaltstack, signal_pending, tgkill,
+    tick_timers, alarm,
+};
+pub use table::{exists, process_count, with_space, INIT_PID, MAX_PROCS};
+use table::{alloc_pid, space_lock, Process, SpaceLock, State, TABLE};
 
 /// The kernel's PML4 entry for the upper half (all of physical memory and the image), shared into every user
 /// address space.
@@ -596,8 +505,29 @@ pub fn user_exception(frame: &mut TrapFrame) -> bool {
         10..=12 | 17 => SigInfo::fault(SIGBUS, SI_KERNEL, 0),
         _ => SigInfo::fault(SIGSEGV, SI_KERNEL, 0),
     };
-    signals::fault(frame, info, cr2);
+    signals::force_fault(info);
+    on_return_to_user(frame);
     true
+}
+
+/// The end of every trap that returns to user mode: deliver what the (possibly new) current thread's process
+/// has pending — ending it, for a signal whose action is to terminate — and settle an interrupted system call.
+pub fn on_return_to_user(frame: &mut TrapFrame) {
+    while frame.from_user() && sched::take_attention() {
+        if let Some(sig) = signals::deliver_current(frame) {
+            let pid = sched::current_pid();
+            if frame.vector < 32 {
+                // A fault's signal ended it: say where, as the kernel always has.
+                questv_arch::trap::dump_exception(frame, percpu::cpu_index());
+                crate::kprintln!("questv: process {} killed by signal {}", pid, sig);
+            }
+            exit_current(crate::signal::killed_status(sig));
+            sched::exit_from_trap(frame);
+        }
+    }
+    if frame.from_user() {
+        signals::settle_syscall(frame, None);
+    }
 }
 
 /// Start init with the command as its arguments; init runs it and reports `QUESTV DONE`, and the machine

@@ -10,26 +10,22 @@
 //! default action ends, stops or continues the process. A system call that a signal interrupted returns one of
 //! Linux's ERESTART codes, settled here into a restart or EINTR by Linux's rule (`signal::restart_rule`).
 
-use super::{with_space, KernelMem, Process, State, Table, TABLE};
+#![forbid(unsafe_code)]
+
+use super::table::{with_space, Itimer, Process, State, Table, INIT_PID, TABLE};
+use crate::mm::kmem::KernelMem;
 use crate::sched;
 use crate::signal::{self, *};
 use core::sync::atomic::{AtomicU64, Ordering};
 use questv_arch::trap::{TrapFrame, VECTOR_SYSCALL};
-use questv_arch::{cpu, percpu};
+use questv_arch::cpu;
 
-use super::errno::*;
+use questv_libc_shim::errno::*;
 const EINTR: i64 = 4;
 
 /// `frame.error_code` of a system call frame holds its number (for a restart); this marks one that must not be
 /// restarted (after rt_sigreturn, as Linux's orig_ax = -1).
 pub const NO_RESTART: u64 = u64::MAX;
-
-/// ITIMER_REAL: the next expiry and the reload interval (0: one-shot), in TSC cycles.
-#[derive(Clone, Copy, Debug)]
-pub struct Itimer {
-    pub deadline: u64,
-    pub interval: u64,
-}
 
 /// The earliest ITIMER_REAL expiry of any process (u64::MAX: none), so the tick looks at the table only when
 /// one is due.
@@ -80,7 +76,7 @@ fn post_locked_to(p: &mut Process, pid: u32, to_thread: bool, info: SigInfo) -> 
         return None;
     }
     // init gets only the signals it has handlers for (signal(7)); a fault it takes is forced elsewhere.
-    if pid == super::INIT_PID && p.sig.action(info.signo).handler == SIG_DFL {
+    if pid == INIT_PID && p.sig.action(info.signo).handler == SIG_DFL {
         return None;
     }
     if (info.signo == SIGCONT || info.signo == SIGKILL) && p.stopped {
@@ -161,7 +157,7 @@ pub fn kill(pid: i64, sig: u64) -> i64 {
             .iter()
             .filter(|(&p, c)| match pid {
                 0 => c.pgid == my_pgid,
-                -1 => p != super::INIT_PID && p != me,
+                -1 => p != INIT_PID && p != me,
                 g => i64::from(c.pgid) == -g,
             })
             .map(|(&p, _)| p)
@@ -406,7 +402,7 @@ fn from_context(f: &mut TrapFrame, c: &UserContext) {
 }
 
 /// Settle a system call's ERESTART return now that it is known whether a handler runs (`handler_flags`).
-fn settle_syscall(frame: &mut TrapFrame, handler_flags: Option<u64>) {
+pub(super) fn settle_syscall(frame: &mut TrapFrame, handler_flags: Option<u64>) {
     if frame.vector != VECTOR_SYSCALL || frame.error_code == NO_RESTART {
         return;
     }
@@ -421,20 +417,9 @@ fn settle_syscall(frame: &mut TrapFrame, handler_flags: Option<u64>) {
     }
 }
 
-/// The end of every trap that returns to user mode: deliver what the (possibly new) current thread's process
-/// has pending, and settle an interrupted system call.
-pub fn on_return_to_user(frame: &mut TrapFrame) {
-    while frame.from_user() && sched::take_attention() {
-        deliver_current(frame);
-    }
-    if frame.from_user() {
-        settle_syscall(frame, None);
-    }
-}
-
 /// A fault from user mode raised `info`: it is forced (a blocked or ignored fault signal still ends the
-/// process) and delivered before the program runs again.
-pub fn fault(frame: &mut TrapFrame, info: SigInfo, _cr2: u64) {
+/// process); the caller delivers it before the program runs again.
+pub(super) fn force_fault(info: SigInfo) {
     let _ = with_me(|p| {
         if info.signo == SIGKILL {
             p.sig.post(info);
@@ -443,42 +428,35 @@ pub fn fault(frame: &mut TrapFrame, info: SigInfo, _cr2: u64) {
         }
     });
     sched::set_attention();
-    on_return_to_user(frame);
 }
 
-fn deliver_current(frame: &mut TrapFrame) {
+/// Deliver what is deliverable to the calling thread's process: handlers get their frames (several nest, as
+/// on Linux), a stop parks the thread. Returns the signal whose default action ends the process, for the
+/// caller to end it.
+pub(super) fn deliver_current(frame: &mut TrapFrame) -> Option<u32> {
     let pid = sched::current_pid();
     loop {
         let mut t = TABLE.lock();
-        let Some(p) = t.procs.get_mut(&pid) else { return };
+        let p = t.procs.get_mut(&pid)?;
         if p.state != State::Running {
-            return;
+            return None;
         }
         if p.stopped && p.sig.pending_set() & bit(SIGKILL) == 0 {
             drop(t);
             settle_syscall(frame, None);
             sched::block_in_trap(frame);
-            return;
+            return None;
         }
         let Some(info) = p.sig.take_deliverable() else {
             // No handler ran after sigsuspend: its mask goes back now.
             if let Some(m) = p.sig.saved_mask.take() {
                 p.sig.set_mask(m);
             }
-            return;
+            return None;
         };
         match p.sig.deliver(&info) {
             Delivery::Ignore | Delivery::Continue => {}
-            Delivery::Terminate | Delivery::Core => {
-                drop(t);
-                if frame.vector < 32 && frame.vector != VECTOR_SYSCALL {
-                    questv_arch::trap::dump_exception(frame, percpu::cpu_index());
-                    crate::kprintln!("questv: process {} killed by signal {}", pid, info.signo);
-                }
-                super::exit_current(signal::killed_status(info.signo));
-                sched::exit_from_trap(frame);
-                return;
-            }
+            Delivery::Terminate | Delivery::Core => return Some(info.signo),
             Delivery::Stop => {
                 p.stopped = true;
                 p.wait_report = Some(signal::stopped_status(info.signo));
@@ -489,7 +467,7 @@ fn deliver_current(frame: &mut TrapFrame) {
                 wake_and_poke(waiter, poke);
                 settle_syscall(frame, None);
                 sched::block_in_trap(frame);
-                return;
+                return None;
             }
             Delivery::Handler { action, restore_mask } => {
                 settle_syscall(frame, Some(action.flags));
@@ -599,7 +577,8 @@ fn read_timeval_ns(b: &[u8]) -> Result<u128, i64> {
 fn itimer_which(which: u64) -> Result<(), i64> {
     match which {
         ITIMER_REAL => Ok(()),
-        1..=ITIMER_PROF => Err(crate::syscall::not_implemented_detail(38, "ITIMER_VIRTUAL and ITIMER_PROF")),
+        // ITIMER_VIRTUAL, ITIMER_PROF: no per-process CPU time is kept yet (the dispatcher names them once).
+        1..=ITIMER_PROF => Err(-ENOSYS),
         _ => Err(-EINVAL),
     }
 }

@@ -1,0 +1,117 @@
+//! The process table: one entry per process (running or a zombie) under one interrupt-safe lock held only
+//! briefly, and each process's address space behind its own lock. Shared by the process lifecycle (`proc`)
+//! and its signals (`proc::signals`), which both reach it only through these items.
+#![forbid(unsafe_code)]
+
+use crate::mm::kmem::KernelMem;
+use crate::mm::uspace::{UserError, UserSpace};
+use crate::sched;
+use crate::sync::IrqSpinlock;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use questv_libc_shim::errno::*;
+
+pub const MAX_PROCS: usize = 1024;
+pub const INIT_PID: u32 = 1;
+
+/// ITIMER_REAL: the next expiry and the reload interval (0: one-shot), in TSC cycles.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Itimer {
+    pub(super) deadline: u64,
+    pub(super) interval: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum State {
+    Running,
+    /// Exited; holds the wait status (Linux encoding: exit code << 8, or the terminating signal).
+    Zombie(i32),
+}
+
+/// A process's address space behind its own lock; `None` once the process has exited (torn down).
+pub(super) type SpaceLock = Arc<IrqSpinlock<Option<UserSpace>>>;
+
+pub(super) fn space_lock(space: UserSpace) -> SpaceLock {
+    Arc::new(IrqSpinlock::new(Some(space)))
+}
+
+pub(super) struct Process {
+    pub(super) ppid: u32,
+    /// The program's ramdisk name.
+    pub(super) name: &'static str,
+    pub(super) space: SpaceLock,
+    pub(super) state: State,
+    /// Thread blocked in wait4 for one of our children.
+    pub(super) waiter: Option<u64>,
+    /// The process's one thread (signals wake it).
+    pub(super) thread: u64,
+    /// Process group and session (setpgid, setsid; inherited by fork).
+    pub(super) pgid: u32,
+    pub(super) sid: u32,
+    pub(super) sig: crate::signal::SignalState,
+    /// Stopped by a stop signal until SIGCONT or SIGKILL.
+    pub(super) stopped: bool,
+    /// A stop or continue not yet reported to a wait4 with WUNTRACED / WCONTINUED (its wait status).
+    pub(super) wait_report: Option<i32>,
+    /// ITIMER_REAL (alarm, setitimer): the next expiry and the interval, in TSC cycles.
+    pub(super) itimer: Option<Itimer>,
+}
+
+impl Process {
+    pub(super) fn new(ppid: u32, name: &'static str, space: SpaceLock, thread: u64, pgid: u32, sid: u32, sig: crate::signal::SignalState) -> Process {
+        Process { ppid, name, space, state: State::Running, waiter: None, thread, pgid, sid, sig, stopped: false, wait_report: None, itimer: None }
+    }
+}
+
+pub(super) struct Table {
+    pub(super) procs: BTreeMap<u32, Process>,
+    pub(super) next_pid: u32,
+}
+
+pub(super) static TABLE: IrqSpinlock<Table> = IrqSpinlock::new(Table { procs: BTreeMap::new(), next_pid: INIT_PID });
+
+impl From<UserError> for i64 {
+    fn from(e: UserError) -> i64 {
+        match e {
+            UserError::Fault => -EFAULT,
+            UserError::NoMemory => -ENOMEM,
+        }
+    }
+}
+
+pub(super) fn alloc_pid(t: &mut Table) -> Option<u32> {
+    if t.procs.len() >= MAX_PROCS {
+        return None;
+    }
+    loop {
+        let pid = t.next_pid;
+        t.next_pid = if t.next_pid >= 0x3FFF_FFFF { 2 } else { t.next_pid + 1 };
+        if !t.procs.contains_key(&pid) {
+            return Some(pid);
+        }
+    }
+}
+
+/// The calling process's address-space lock (the table lock is held only to look it up).
+pub(super) fn current_space() -> Option<SpaceLock> {
+    let pid = sched::current_pid();
+    TABLE.lock().procs.get(&pid).map(|p| p.space.clone())
+}
+
+/// Does process `pid` exist (running or a zombie)?
+pub fn exists(pid: u32) -> bool {
+    TABLE.lock().procs.contains_key(&pid)
+}
+
+/// How many processes there are (zombies included).
+pub fn process_count() -> usize {
+    TABLE.lock().procs.len()
+}
+
+/// Run `f` on the calling process's address space, holding only that space's lock.
+pub fn with_space<R>(f: impl FnOnce(&mut UserSpace, &mut KernelMem) -> R) -> Option<R> {
+    let space = current_space()?;
+    let mut guard = space.lock();
+    Some(f(guard.as_mut()?, &mut KernelMem))
+}
+
