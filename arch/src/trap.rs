@@ -238,7 +238,9 @@ pub fn init_idt() {
             offset_low: addr as u16,
             selector: gdt::KERNEL_CS,
             ist,
-            type_attr: 0x8E, // present, DPL 0, 64-bit interrupt gate (IF cleared on entry)
+            // Present, 64-bit interrupt gate (IF cleared on entry), DPL 0 but for the breakpoint and overflow
+            // traps, which user code raises itself with INT3 / INTO (as on Linux: SIGTRAP, not #GP).
+            type_attr: if v == 3 || v == 4 { 0xEE } else { 0x8E },
             offset_mid: (addr >> 16) as u16,
             offset_high: (addr >> 32) as u32,
             _reserved: 0,
