@@ -131,7 +131,12 @@ fn bench(me: i64, trials: u64, vcpu_name: &str) -> i32 {
                 ACK => {
                     chan::send(h, &[ACK, flags as u8], flags);
                 }
-                QUIT => return 0,
+                QUIT => {
+                    // Polled (no IPI): the client leaves, closing the channel, only after reading this, so
+                    // every notification this side sent reached the monitor while the channel was open.
+                    chan::send(h, &[QUIT, 0], 0);
+                    return 0;
+                }
                 _ => {}
             }
         }
@@ -193,6 +198,10 @@ fn bench(me: i64, trials: u64, vcpu_name: &str) -> i32 {
             size *= 2;
         }
     }
+    // Wait for the server's unnotified goodbye before closing: its last notification (the ACK above) may
+    // still be on its way to the monitor when the ACK's bytes are already in the ring, and a notification to
+    // a closed channel is refused.
     chan::send(h, &[QUIT, 0], 0);
+    chan::recv(h, &mut buf, TIMEOUT, 0);
     0
 }
