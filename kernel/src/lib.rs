@@ -9,6 +9,7 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod elf;
+pub mod futex;
 pub mod linux_abi;
 pub mod signal;
 pub mod startstack;

@@ -197,11 +197,15 @@ pub mod clone_flags {
     pub const CHILD_CLEARTID: u64 = 0x20_0000;
     pub const CHILD_SETTID: u64 = 0x100_0000;
     pub const IO: u64 = 0x8000_0000;
+    /// Ignored by Linux since 2.6.
+    pub const DETACHED: u64 = 0x40_0000;
 }
 
 /// What a `clone` call asks for, as far as questv can give it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloneRequest {
+    /// A thread of the caller's process (CLONE_VM | CLONE_SIGHAND | CLONE_THREAD), not a new process.
+    pub thread: bool,
     pub stack: Option<u64>,
     pub tls: Option<u64>,
     pub parent_tid: Option<u64>,
@@ -215,31 +219,40 @@ pub struct CloneRequest {
 pub enum CloneRefusal {
     /// Linux refuses these combinations too (EINVAL).
     Invalid,
-    /// A new process sharing the caller's memory (threads, `posix_spawn`'s CLONE_VM): not implemented yet.
+    /// A new process sharing the caller's memory without CLONE_VFORK, or a thread without its own
+    /// signal-handler table: not implemented.
     SharedMemory,
     /// Flags questv has no counterpart for (namespaces, ptrace, pidfd, ...): not implemented.
     Unsupported(u64),
 }
 
 /// Check `clone(flags, stack, parent_tid, child_tid, tls)` (x86-64 argument order) the way Linux's
-/// `copy_process` does, and say what questv makes of it. CLONE_FS, CLONE_FILES, CLONE_SYSVSEM and CLONE_IO
-/// are accepted: questv processes have no file-system context, descriptor table or semaphores of their own yet,
-/// so sharing them and copying them are the same. CLONE_VFORK is accepted as fork (the child does not share
-/// the parent's memory, so the parent need not wait; POSIX allows vfork to be fork).
+/// `copy_process` does, and say what questv makes of it. A thread is CLONE_VM | CLONE_SIGHAND | CLONE_THREAD
+/// (what glibc's and musl's pthread_create ask). CLONE_FS, CLONE_FILES, CLONE_SYSVSEM and CLONE_IO are
+/// accepted: questv processes have no file-system context, descriptor table or semaphores of their own yet, so
+/// sharing them and copying them are the same. CLONE_VFORK is accepted as fork, with CLONE_VM too
+/// (`posix_spawn`): the child gets a copy of the memory instead of the parent's, which a child that only
+/// calls execve or _exit cannot tell apart (POSIX allows vfork to be fork).
 pub fn clone_request(flags: u64, stack: u64, parent_tid: u64, child_tid: u64, tls: u64) -> Result<CloneRequest, CloneRefusal> {
     use clone_flags::*;
     if flags & THREAD != 0 && flags & SIGHAND == 0 || flags & SIGHAND != 0 && flags & VM == 0 {
         return Err(CloneRefusal::Invalid);
     }
-    if flags & (VM | THREAD | SIGHAND) != 0 {
+    let thread = flags & THREAD != 0;
+    if flags & VM != 0 && !thread && (flags & VFORK == 0 || flags & SIGHAND != 0) {
         return Err(CloneRefusal::SharedMemory);
     }
-    let known = CSIGNAL | FS | FILES | VFORK | SYSVSEM | SETTLS | PARENT_SETTID | CHILD_CLEARTID | CHILD_SETTID | IO;
+    // A thread's exit signal is ignored by Linux (its low byte must still be a valid signal or 0).
+    let known = CSIGNAL | VM | FS | FILES | SIGHAND | THREAD | VFORK | SYSVSEM | SETTLS | PARENT_SETTID | CHILD_CLEARTID | CHILD_SETTID | IO | DETACHED;
     if flags & !known != 0 {
         return Err(CloneRefusal::Unsupported(flags & !known));
     }
+    if flags & CSIGNAL > 64 {
+        return Err(CloneRefusal::Invalid);
+    }
     let when = |bit: u64, v: u64| (flags & bit != 0).then_some(v);
     Ok(CloneRequest {
+        thread,
         stack: (stack != 0).then_some(stack),
         tls: when(SETTLS, tls),
         parent_tid: when(PARENT_SETTID, parent_tid),
@@ -289,11 +302,24 @@ mod tests {
         use super::clone_flags::*;
         // glibc's fork: CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD, the child's tid pointer in child_tid.
         let r = clone_request(CHILD_SETTID | CHILD_CLEARTID | 17, 0, 0, 0x7000, 0).unwrap();
-        assert_eq!(r, CloneRequest { stack: None, tls: None, parent_tid: None, child_tid: Some(0x7000), clear_tid: Some(0x7000) });
+        assert_eq!(r, CloneRequest { thread: false, stack: None, tls: None, parent_tid: None, child_tid: Some(0x7000), clear_tid: Some(0x7000) });
         // musl's fork: plain SIGCHLD; a stack and a TLS are taken only when asked for.
-        assert_eq!(clone_request(17, 0, 1, 2, 3).unwrap(), CloneRequest { stack: None, tls: None, parent_tid: None, child_tid: None, clear_tid: None });
+        assert_eq!(clone_request(17, 0, 1, 2, 3).unwrap(), CloneRequest { thread: false, stack: None, tls: None, parent_tid: None, child_tid: None, clear_tid: None });
         let r = clone_request(SETTLS | PARENT_SETTID | 17, 0x9000, 0x10, 0x20, 0x30).unwrap();
         assert_eq!((r.stack, r.tls, r.parent_tid, r.child_tid), (Some(0x9000), Some(0x30), Some(0x10), None));
+    }
+
+    #[test]
+    fn clone_flags_as_pthread_create_and_posix_spawn_use_them() {
+        use super::clone_flags::*;
+        // glibc 2.36's pthread_create (musl's adds CLONE_DETACHED).
+        let f = VM | FS | FILES | SIGHAND | THREAD | SYSVSEM | SETTLS | PARENT_SETTID | CHILD_CLEARTID;
+        let r = clone_request(f | DETACHED, 0x7f00, 0x10, 0x20, 0x30).unwrap();
+        assert!(r.thread);
+        assert_eq!((r.stack, r.tls, r.parent_tid, r.clear_tid, r.child_tid), (Some(0x7f00), Some(0x30), Some(0x10), Some(0x20), None));
+        // posix_spawn: CLONE_VM | CLONE_VFORK | SIGCHLD with its own stack: a process.
+        let r = clone_request(VM | VFORK | 17, 0x1000, 0, 0, 0).unwrap();
+        assert!(!r.thread && r.stack == Some(0x1000));
     }
 
     #[test]
@@ -301,8 +327,9 @@ mod tests {
         use super::clone_flags::*;
         assert_eq!(clone_request(THREAD, 0, 0, 0, 0), Err(CloneRefusal::Invalid));
         assert_eq!(clone_request(SIGHAND, 0, 0, 0, 0), Err(CloneRefusal::Invalid));
-        assert_eq!(clone_request(VM | VFORK | 17, 0x1000, 0, 0, 0), Err(CloneRefusal::SharedMemory));
-        assert_eq!(clone_request(VM | SIGHAND | THREAD | SETTLS, 0x1000, 0, 0, 0), Err(CloneRefusal::SharedMemory));
+        assert_eq!(clone_request(VM | 17, 0x1000, 0, 0, 0), Err(CloneRefusal::SharedMemory), "shared memory, no vfork");
+        assert_eq!(clone_request(VM | SIGHAND | 17, 0x1000, 0, 0, 0), Err(CloneRefusal::SharedMemory), "shared handlers, no thread");
+        assert_eq!(clone_request(99, 0, 0, 0, 0), Err(CloneRefusal::Invalid), "exit signal past 64");
         // CLONE_NEWPID (0x20000000).
         assert_eq!(clone_request(0x2000_0000 | 17, 0, 0, 0, 0), Err(CloneRefusal::Unsupported(0x2000_0000)));
     }

@@ -36,6 +36,8 @@ pub struct Thread {
     _stack: Option<Box<[u8]>>,
     /// Process this thread runs (0: a kernel thread).
     pub pid: u32,
+    /// Linux thread id (the pid for a process's first thread; 0 for a kernel thread).
+    pub tid: u32,
     /// Page-table root while this thread runs (0: the kernel's).
     pub cr3: u64,
     kstack_top: u64,
@@ -96,6 +98,7 @@ fn thread_with(name: &'static str, frame: TrapFrame, stack: Option<Box<[u8]>>, p
         state: State::Runnable,
         _stack: stack,
         pid,
+        tid: pid,
         cr3,
         kstack_top,
         wake_pending: false,
@@ -134,6 +137,11 @@ impl Thread {
     /// Set the thread's FS base (its TLS pointer: `clone`'s CLONE_SETTLS) before it first runs.
     pub fn set_fs_base(&mut self, fs: u64) {
         self.fs_base = fs;
+    }
+
+    /// Set the thread's Linux thread id (a thread of an existing process: not its pid) before it first runs.
+    pub fn set_tid(&mut self, tid: u32) {
+        self.tid = tid;
     }
 }
 
@@ -196,6 +204,16 @@ pub fn current_vcpu() -> u32 {
 /// Process id of the running thread (0 for kernel threads).
 pub fn current_pid() -> u32 {
     with_current(|t| t.pid)
+}
+
+/// Linux thread id of the running thread.
+pub fn current_tid() -> u32 {
+    with_current(|t| t.tid)
+}
+
+/// The running thread takes thread id `tid` (execve by a thread that is not its process's first).
+pub fn set_current_tid(tid: u32) {
+    with_current(|t| t.tid = tid);
 }
 
 pub fn current_id() -> u64 {

@@ -5,6 +5,7 @@
 //! [`SignalState`] per process and the kernel does the copies and the waking.
 #![forbid(unsafe_code)]
 
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use questv_arch::regs::Gprs;
 
@@ -125,7 +126,7 @@ pub const fn bit(sig: u32) -> SigSet {
 pub const UNBLOCKABLE: SigSet = bit(SIGKILL) | bit(SIGSTOP);
 /// Signals a fault raises: taken before any other pending signal, as Linux does.
 const SYNCHRONOUS: SigSet = bit(SIGSEGV) | bit(SIGBUS) | bit(SIGILL) | bit(SIGTRAP) | bit(SIGFPE) | bit(SIGSYS);
-const STOP_SIGNALS: SigSet = bit(SIGSTOP) | bit(SIGTSTP) | bit(SIGTTIN) | bit(SIGTTOU);
+pub const STOP_SIGNALS: SigSet = bit(SIGSTOP) | bit(SIGTSTP) | bit(SIGTTIN) | bit(SIGTTOU);
 
 pub fn valid(sig: u64) -> bool {
     (1..=u64::from(NSIG)).contains(&sig)
@@ -310,40 +311,93 @@ pub enum Delivery {
     Continue,
 }
 
-/// One process's signals: dispositions, the blocked mask, what is pending, the alternate stack, and the mask
-/// to restore after a temporary one (sigsuspend, sigtimedwait).
-#[derive(Clone, Debug)]
-pub struct SignalState {
-    actions: [Action; NSIG as usize],
+/// One thread's part of the signal state: its blocked mask, its alternate stack, and the mask to restore
+/// after a temporary one (sigsuspend, sigtimedwait).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadSignals {
     pub blocked: SigSet,
-    /// What is pending, each with whether it was sent to the thread (tgkill, a fault) rather than the process
-    /// (kill): Linux keeps the two sets apart, so one standard signal may be pending once in each.
-    pending: Vec<(bool, SigInfo)>,
     pub altstack: AltStack,
     /// The mask in force before sigsuspend replaced it: the next handler's frame restores it, or, with no
     /// handler run, the call puts it back itself.
     pub saved_mask: Option<SigSet>,
 }
 
-impl Default for SignalState {
+impl Default for ThreadSignals {
     fn default() -> Self {
-        SignalState::new()
+        ThreadSignals { blocked: 0, altstack: AltStack::NONE, saved_mask: None }
     }
 }
 
+/// One process's signals: dispositions (shared by its threads), what is pending — each signal sent either to
+/// the process (kill: any thread not blocking it takes it) or to one thread (tgkill, a fault) — and each
+/// thread's mask and alternate stack, by thread id.
+#[derive(Clone, Debug)]
+pub struct SignalState {
+    actions: [Action; NSIG as usize],
+    /// What is pending, each with the thread it was sent to (None: the process). Linux keeps the two sets
+    /// apart, so one standard signal may be pending once in each.
+    pending: Vec<(Option<u32>, SigInfo)>,
+    threads: BTreeMap<u32, ThreadSignals>,
+}
+
 impl SignalState {
-    pub fn new() -> SignalState {
-        SignalState { actions: [Action::default(); NSIG as usize], blocked: 0, pending: Vec::new(), altstack: AltStack::NONE, saved_mask: None }
+    /// A new process whose one thread is `tid`.
+    pub fn new(tid: u32) -> SignalState {
+        let mut threads = BTreeMap::new();
+        threads.insert(tid, ThreadSignals::default());
+        SignalState { actions: [Action::default(); NSIG as usize], pending: Vec::new(), threads }
     }
 
-    /// A forked child: the same dispositions, mask and alternate stack, nothing pending.
-    pub fn forked(&self) -> SignalState {
-        SignalState { pending: Vec::new(), saved_mask: None, ..self.clone() }
+    /// A child forked by thread `tid`: the same dispositions, that thread's mask and alternate stack for its
+    /// one thread `child`, nothing pending.
+    pub fn forked(&self, tid: u32, child: u32) -> SignalState {
+        let mut threads = BTreeMap::new();
+        threads.insert(child, ThreadSignals { saved_mask: None, ..self.thread(tid) });
+        SignalState { actions: self.actions, pending: Vec::new(), threads }
     }
 
-    /// execve: caught signals go back to their default (ignored ones stay ignored); the mask and what is
-    /// pending are kept; the alternate stack is gone with the old memory.
-    pub fn exec(&mut self) {
+    /// Thread `tid` starts thread `new` in the process (clone with CLONE_THREAD): the same mask, no alternate
+    /// stack (Linux clears it for a thread sharing the address space), nothing pending.
+    pub fn add_thread(&mut self, tid: u32, new: u32) {
+        let blocked = self.thread(tid).blocked;
+        self.threads.insert(new, ThreadSignals { blocked, ..ThreadSignals::default() });
+    }
+
+    /// Thread `tid` is gone: its own pending signals go with it.
+    pub fn remove_thread(&mut self, tid: u32) {
+        self.threads.remove(&tid);
+        self.pending.retain(|(t, _)| *t != Some(tid));
+    }
+
+    /// Thread `old` takes the id `new` (the thread that called execve becomes the process's leader).
+    pub fn rename_thread(&mut self, old: u32, new: u32) {
+        if let Some(th) = self.threads.remove(&old) {
+            self.threads.insert(new, th);
+            for (t, _) in self.pending.iter_mut() {
+                if *t == Some(old) {
+                    *t = Some(new);
+                }
+            }
+        }
+    }
+
+    /// Thread `tid`'s part (all defaults for a thread the state does not know).
+    pub fn thread(&self, tid: u32) -> ThreadSignals {
+        self.threads.get(&tid).copied().unwrap_or_default()
+    }
+
+    /// Thread `tid`'s part, to change it.
+    pub fn thread_mut(&mut self, tid: u32) -> &mut ThreadSignals {
+        self.threads.entry(tid).or_default()
+    }
+
+    pub fn blocked(&self, tid: u32) -> SigSet {
+        self.thread(tid).blocked
+    }
+
+    /// execve by thread `tid` (by then the only one): caught signals go back to their default (ignored ones
+    /// stay ignored); the mask and what is pending are kept; the alternate stack is gone with the old memory.
+    pub fn exec(&mut self, tid: u32) {
         for a in self.actions.iter_mut() {
             let ignored = a.handler == SIG_IGN;
             *a = Action::default();
@@ -351,7 +405,7 @@ impl SignalState {
                 a.handler = SIG_IGN;
             }
         }
-        self.altstack = AltStack::NONE;
+        self.thread_mut(tid).altstack = AltStack::NONE;
     }
 
     pub fn action(&self, sig: u32) -> Action {
@@ -388,10 +442,12 @@ impl SignalState {
         }
     }
 
-    /// rt_sigprocmask: apply `how` with `set`; returns the old mask. SIGKILL and SIGSTOP are silently kept out.
-    pub fn change_mask(&mut self, how: u64, set: SigSet) -> Result<SigSet, i64> {
-        let old = self.blocked;
-        self.blocked = match how {
+    /// rt_sigprocmask for thread `tid`: apply `how` with `set`; returns the old mask. SIGKILL and SIGSTOP
+    /// are silently kept out.
+    pub fn change_mask(&mut self, tid: u32, how: u64, set: SigSet) -> Result<SigSet, i64> {
+        let th = self.thread_mut(tid);
+        let old = th.blocked;
+        th.blocked = match how {
             SIG_BLOCK => old | set,
             SIG_UNBLOCK => old & !set,
             SIG_SETMASK => set,
@@ -400,85 +456,109 @@ impl SignalState {
         Ok(old)
     }
 
-    pub fn set_mask(&mut self, set: SigSet) {
-        self.blocked = set & !UNBLOCKABLE;
+    pub fn set_mask(&mut self, tid: u32, set: SigSet) {
+        self.thread_mut(tid).blocked = set & !UNBLOCKABLE;
     }
 
-    pub fn pending_set(&self) -> SigSet {
-        self.pending.iter().fold(0, |s, (_, p)| s | bit(p.signo))
+    /// What is pending for thread `tid`: its own signals and the process's.
+    pub fn pending_set(&self, tid: u32) -> SigSet {
+        self.pending.iter().filter(|(t, _)| t.is_none_or(|t| t == tid)).fold(0, |s, (_, p)| s | bit(p.signo))
     }
 
-    /// Is a signal pending that is not blocked (so a wait should end and a return to user mode deliver it)?
-    pub fn deliverable(&self) -> bool {
-        self.pending_set() & !self.blocked != 0
+    /// Is a signal pending for thread `tid` that it does not block (so its wait should end and its return to
+    /// user mode deliver it)?
+    pub fn deliverable(&self, tid: u32) -> bool {
+        self.pending_set(tid) & !self.blocked(tid) != 0
     }
 
-    /// Post a signal. Standard signals (below SIGRTMIN) are pending at most once (a second is merged with the
-    /// first); real-time ones queue, up to [`MAX_QUEUED`]. A stop signal cancels a pending SIGCONT and SIGCONT
-    /// cancels pending stop signals (the caller continues a stopped process).
-    pub fn post(&mut self, info: SigInfo) -> Posted {
-        self.post_to(false, info)
+    /// The thread that should take a signal `sig` sent to the process: the first not blocking it (None: all
+    /// block it, and it waits pending).
+    pub fn taker(&self, sig: u32) -> Option<u32> {
+        self.threads.iter().find(|(_, th)| th.blocked & bit(sig) == 0).map(|(&t, _)| t)
     }
 
-    /// [`post`](Self::post) to the process's set (`to_thread` false: kill) or the thread's (tgkill, tkill).
-    pub fn post_to(&mut self, to_thread: bool, info: SigInfo) -> Posted {
+    /// The process's thread ids.
+    pub fn thread_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.threads.keys().copied()
+    }
+
+    /// Post a signal to the process (`to` None: kill) or to one of its threads (tgkill, tkill). Standard
+    /// signals (below SIGRTMIN) are pending at most once per set (a second is merged with the first);
+    /// real-time ones queue, up to [`MAX_QUEUED`]. A stop signal cancels a pending SIGCONT and SIGCONT
+    /// cancels pending stop signals (the caller continues a stopped process). An ignored signal nobody
+    /// blocks is discarded.
+    pub fn post_to(&mut self, to: Option<u32>, info: SigInfo) -> Posted {
         let sig = info.signo;
         if sig == SIGCONT {
             self.pending.retain(|(_, p)| STOP_SIGNALS & bit(p.signo) == 0);
         } else if STOP_SIGNALS & bit(sig) != 0 {
             self.pending.retain(|(_, p)| p.signo != SIGCONT);
         }
-        if self.ignores(sig) && self.blocked & bit(sig) == 0 {
+        let blocked = match to {
+            Some(t) => self.blocked(t) & bit(sig) != 0,
+            None => self.taker(sig).is_none() && !self.threads.is_empty(),
+        };
+        if self.ignores(sig) && !blocked {
             return Posted::Discarded;
         }
         if sig < SIGRTMIN {
-            if self.pending.iter().all(|&(t, p)| p.signo != sig || t != to_thread) {
-                self.pending.push((to_thread, info));
+            if self.pending.iter().all(|&(t, p)| p.signo != sig || t != to) {
+                self.pending.push((to, info));
             }
             return Posted::Pending;
         }
         if self.pending.len() >= MAX_QUEUED {
             return Posted::QueueFull;
         }
-        self.pending.push((to_thread, info));
+        self.pending.push((to, info));
         Posted::Pending
     }
 
-    /// A fault's signal must reach the process: if it is blocked or ignored, Linux unblocks it and resets it
+    /// Post to the process (kill); see [`post_to`](Self::post_to).
+    pub fn post(&mut self, info: SigInfo) -> Posted {
+        self.post_to(None, info)
+    }
+
+    /// A fault's signal must reach thread `tid`: if it is blocked or ignored, Linux unblocks it and resets it
     /// to its default action (which ends the process) before posting it.
-    pub fn force(&mut self, info: SigInfo) {
+    pub fn force(&mut self, tid: u32, info: SigInfo) {
         let sig = info.signo;
         let a = self.action(sig);
-        if self.blocked & bit(sig) != 0 || a.handler == SIG_IGN {
+        if self.blocked(tid) & bit(sig) != 0 || a.handler == SIG_IGN {
             self.actions[(sig - 1) as usize].handler = SIG_DFL;
-            self.blocked &= !bit(sig);
+            self.thread_mut(tid).blocked &= !bit(sig);
         }
-        self.pending.retain(|(_, p)| p.signo != sig);
-        self.pending.push((true, info));
+        self.pending.retain(|(t, p)| p.signo != sig || *t != Some(tid));
+        self.pending.push((Some(tid), info));
     }
 
-    /// Take the next signal to deliver: a fault's first, then the lowest number; the oldest of a real-time
-    /// signal's queue.
-    pub fn take_deliverable(&mut self) -> Option<SigInfo> {
-        self.take_from(!self.blocked)
+    /// Take the next signal thread `tid` should handle: a fault's first, then the lowest number; the oldest
+    /// of a real-time signal's queue.
+    pub fn take_deliverable(&mut self, tid: u32) -> Option<SigInfo> {
+        self.take_from(tid, !self.blocked(tid))
     }
 
-    /// Take the next pending signal of `set` (sigtimedwait, or delivery with `!blocked`).
-    pub fn take_from(&mut self, set: SigSet) -> Option<SigInfo> {
-        let ready = self.pending_set() & set;
+    /// Take the next signal of `set` pending for thread `tid` (sigtimedwait, or delivery with `!blocked`).
+    pub fn take_from(&mut self, tid: u32, set: SigSet) -> Option<SigInfo> {
+        let ready = self.pending_set(tid) & set;
         if ready == 0 {
             return None;
         }
         let pick = if ready & SYNCHRONOUS != 0 { ready & SYNCHRONOUS } else { ready };
         let sig = pick.trailing_zeros() + 1;
         // The thread's own first, as Linux dequeues them.
-        let i = self.pending.iter().position(|&(t, p)| t && p.signo == sig).or_else(|| self.pending.iter().position(|(_, p)| p.signo == sig))?;
+        let i = self
+            .pending
+            .iter()
+            .position(|&(t, p)| t == Some(tid) && p.signo == sig)
+            .or_else(|| self.pending.iter().position(|&(t, p)| t.is_none() && p.signo == sig))?;
         Some(self.pending.remove(i).1)
     }
 
-    /// Decide what delivering `info` does and update the state for it: a handler blocks its own signal (unless
-    /// SA_NODEFER) and its `sa_mask` while it runs, and SA_RESETHAND returns the disposition to the default.
-    pub fn deliver(&mut self, info: &SigInfo) -> Delivery {
+    /// Decide what delivering `info` to thread `tid` does and update the state for it: a handler blocks its
+    /// own signal (unless SA_NODEFER) and its `sa_mask` while it runs, and SA_RESETHAND returns the
+    /// disposition to the default.
+    pub fn deliver(&mut self, tid: u32, info: &SigInfo) -> Delivery {
         let sig = info.signo;
         let a = self.action(sig);
         match a.handler {
@@ -491,12 +571,13 @@ impl SignalState {
                 DefaultAction::Continue => Delivery::Continue,
             },
             _ => {
-                let restore_mask = self.saved_mask.take().unwrap_or(self.blocked);
+                let th = self.thread_mut(tid);
+                let restore_mask = th.saved_mask.take().unwrap_or(th.blocked);
                 let mut block = a.mask;
                 if a.flags & SA_NODEFER == 0 {
                     block |= bit(sig);
                 }
-                self.blocked = (self.blocked | block) & !UNBLOCKABLE;
+                th.blocked = (th.blocked | block) & !UNBLOCKABLE;
                 if a.flags & SA_RESETHAND != 0 {
                     self.actions[(sig - 1) as usize] = Action::default();
                 }
@@ -708,6 +789,9 @@ pub const CONTINUED_STATUS: i32 = 0xFFFF;
 
 #[cfg(test)]
 mod tests {
+    /// The thread the single-threaded tests run as.
+    const T: u32 = 7;
+
     use super::*;
 
     fn handler(addr: u64, flags: u64) -> Action {
@@ -716,7 +800,7 @@ mod tests {
 
     #[test]
     fn actions_round_trip_and_refuse_kill_and_stop() {
-        let mut s = SignalState::new();
+        let mut s = SignalState::new(T);
         let a = Action { handler: 0x40_2000, flags: SA_SIGINFO | SA_RESTORER, restorer: 0x40_1000, mask: bit(SIGUSR2) | bit(SIGKILL) };
         assert_eq!(Action::from_bytes(&a.to_bytes()), a);
         assert_eq!(s.set_action(u64::from(SIGUSR1), Some(a)), Ok(Action::default()));
@@ -730,31 +814,31 @@ mod tests {
 
     #[test]
     fn masks_keep_kill_and_stop_out_and_refuse_bad_how() {
-        let mut s = SignalState::new();
-        assert_eq!(s.change_mask(SIG_BLOCK, bit(SIGUSR1) | bit(SIGKILL) | bit(SIGSTOP)), Ok(0));
-        assert_eq!(s.blocked, bit(SIGUSR1));
-        assert_eq!(s.change_mask(SIG_UNBLOCK, bit(SIGUSR1)), Ok(bit(SIGUSR1)));
-        assert_eq!(s.change_mask(SIG_SETMASK, !0), Ok(0));
-        assert_eq!(s.blocked, !UNBLOCKABLE);
-        assert_eq!(s.change_mask(3, 0), Err(-EINVAL));
+        let mut s = SignalState::new(T);
+        assert_eq!(s.change_mask(T, SIG_BLOCK, bit(SIGUSR1) | bit(SIGKILL) | bit(SIGSTOP)), Ok(0));
+        assert_eq!(s.blocked(T), bit(SIGUSR1));
+        assert_eq!(s.change_mask(T, SIG_UNBLOCK, bit(SIGUSR1)), Ok(bit(SIGUSR1)));
+        assert_eq!(s.change_mask(T, SIG_SETMASK, !0), Ok(0));
+        assert_eq!(s.blocked(T), !UNBLOCKABLE);
+        assert_eq!(s.change_mask(T, 3, 0), Err(-EINVAL));
     }
 
     #[test]
     fn standard_signals_merge_realtime_ones_queue() {
-        let mut s = SignalState::new();
-        s.set_mask(bit(SIGUSR1) | bit(SIGRTMIN + 2));
+        let mut s = SignalState::new(T);
+        s.set_mask(T, bit(SIGUSR1) | bit(SIGRTMIN + 2));
         assert_eq!(s.post(SigInfo::user(SIGUSR1, SI_USER, 7)), Posted::Pending);
         assert_eq!(s.post(SigInfo::user(SIGUSR1, SI_USER, 8)), Posted::Pending);
         for _ in 0..3 {
             s.post(SigInfo::user(SIGRTMIN + 2, SI_USER, 9));
         }
-        assert!(!s.deliverable());
-        assert_eq!(s.pending_set(), bit(SIGUSR1) | bit(SIGRTMIN + 2));
-        s.set_mask(0);
-        let first = s.take_deliverable().unwrap();
+        assert!(!s.deliverable(T));
+        assert_eq!(s.pending_set(T), bit(SIGUSR1) | bit(SIGRTMIN + 2));
+        s.set_mask(T, 0);
+        let first = s.take_deliverable(T).unwrap();
         assert_eq!((first.signo, first.detail), (SIGUSR1, Detail::Sender { pid: 7, uid: 0 }), "the first sender's info is kept");
-        assert!((0..3).all(|_| s.take_deliverable().map(|i| i.signo) == Some(SIGRTMIN + 2)));
-        assert_eq!(s.take_deliverable(), None);
+        assert!((0..3).all(|_| s.take_deliverable(T).map(|i| i.signo) == Some(SIGRTMIN + 2)));
+        assert_eq!(s.take_deliverable(T), None);
         for _ in 0..MAX_QUEUED {
             s.post(SigInfo::user(SIGRTMIN, SI_USER, 1));
         }
@@ -763,94 +847,94 @@ mod tests {
 
     #[test]
     fn faults_go_first_then_lowest_numbers() {
-        let mut s = SignalState::new();
+        let mut s = SignalState::new(T);
         s.set_action(u64::from(SIGUSR1), Some(handler(0x1000, 0))).unwrap();
         s.set_action(u64::from(SIGHUP), Some(handler(0x1000, 0))).unwrap();
         s.post(SigInfo::user(SIGUSR1, SI_USER, 1));
         s.post(SigInfo::user(SIGHUP, SI_USER, 1));
         s.post(SigInfo::fault(SIGSEGV, SEGV_MAPERR, 0x10));
-        let order: Vec<u32> = core::iter::from_fn(|| s.take_deliverable().map(|i| i.signo)).collect();
+        let order: Vec<u32> = core::iter::from_fn(|| s.take_deliverable(T).map(|i| i.signo)).collect();
         assert_eq!(order, [SIGSEGV, SIGHUP, SIGUSR1]);
     }
 
     #[test]
     fn ignored_signals_are_dropped_unless_blocked() {
-        let mut s = SignalState::new();
+        let mut s = SignalState::new(T);
         assert_eq!(s.post(SigInfo::user(SIGCHLD, SI_USER, 1)), Posted::Discarded, "SIGCHLD is ignored by default");
         s.set_action(u64::from(SIGTERM), Some(Action { handler: SIG_IGN, ..Action::default() })).unwrap();
         assert_eq!(s.post(SigInfo::user(SIGTERM, SI_USER, 1)), Posted::Discarded);
-        s.set_mask(bit(SIGTERM));
+        s.set_mask(T, bit(SIGTERM));
         assert_eq!(s.post(SigInfo::user(SIGTERM, SI_USER, 1)), Posted::Pending, "a blocked signal stays pending");
         s.set_action(u64::from(SIGTERM), Some(Action { handler: SIG_IGN, ..Action::default() })).unwrap();
-        assert_eq!(s.pending_set(), 0, "setting SIG_IGN discards it");
+        assert_eq!(s.pending_set(T), 0, "setting SIG_IGN discards it");
     }
 
     #[test]
     fn the_thread_and_the_process_each_hold_a_standard_signal_once() {
-        let mut s = SignalState::new();
-        s.set_mask(bit(SIGUSR1));
+        let mut s = SignalState::new(T);
+        s.set_mask(T, bit(SIGUSR1));
         s.post(SigInfo::user(SIGUSR1, SI_USER, 1));
         s.post(SigInfo::user(SIGUSR1, SI_USER, 1));
-        s.post_to(true, SigInfo::user(SIGUSR1, SI_TKILL, 2));
-        s.post_to(true, SigInfo::user(SIGUSR1, SI_TKILL, 2));
-        s.set_mask(0);
-        let codes: Vec<i32> = core::iter::from_fn(|| s.take_deliverable().map(|i| i.code)).collect();
+        s.post_to(Some(T), SigInfo::user(SIGUSR1, SI_TKILL, 2));
+        s.post_to(Some(T), SigInfo::user(SIGUSR1, SI_TKILL, 2));
+        s.set_mask(T, 0);
+        let codes: Vec<i32> = core::iter::from_fn(|| s.take_deliverable(T).map(|i| i.code)).collect();
         assert_eq!(codes, [SI_TKILL, SI_USER], "two deliveries, the thread's first");
     }
 
     #[test]
     fn stop_and_continue_cancel_each_other() {
-        let mut s = SignalState::new();
-        s.set_mask(bit(SIGTSTP) | bit(SIGCONT));
+        let mut s = SignalState::new(T);
+        s.set_mask(T, bit(SIGTSTP) | bit(SIGCONT));
         s.post(SigInfo::user(SIGTSTP, SI_USER, 1));
         s.post(SigInfo::user(SIGCONT, SI_USER, 1));
-        assert_eq!(s.pending_set(), bit(SIGCONT));
+        assert_eq!(s.pending_set(T), bit(SIGCONT));
         s.post(SigInfo::user(SIGTSTP, SI_USER, 1));
-        assert_eq!(s.pending_set(), bit(SIGTSTP));
+        assert_eq!(s.pending_set(T), bit(SIGTSTP));
     }
 
     #[test]
     fn a_forced_fault_signal_is_unblocked_and_defaulted() {
-        let mut s = SignalState::new();
+        let mut s = SignalState::new(T);
         s.set_action(u64::from(SIGSEGV), Some(Action { handler: SIG_IGN, ..Action::default() })).unwrap();
-        s.set_mask(bit(SIGSEGV));
-        s.force(SigInfo::fault(SIGSEGV, SEGV_MAPERR, 0));
-        let i = s.take_deliverable().unwrap();
-        assert_eq!(s.deliver(&i), Delivery::Core);
+        s.set_mask(T, bit(SIGSEGV));
+        s.force(T, SigInfo::fault(SIGSEGV, SEGV_MAPERR, 0));
+        let i = s.take_deliverable(T).unwrap();
+        assert_eq!(s.deliver(T, &i), Delivery::Core);
         // A caught fault signal keeps its handler.
-        let mut s = SignalState::new();
+        let mut s = SignalState::new(T);
         s.set_action(u64::from(SIGSEGV), Some(handler(0x2000, 0))).unwrap();
-        s.force(SigInfo::fault(SIGSEGV, SEGV_ACCERR, 0));
-        let i = s.take_deliverable().unwrap();
-        assert!(matches!(s.deliver(&i), Delivery::Handler { .. }));
+        s.force(T, SigInfo::fault(SIGSEGV, SEGV_ACCERR, 0));
+        let i = s.take_deliverable(T).unwrap();
+        assert!(matches!(s.deliver(T, &i), Delivery::Handler { .. }));
     }
 
     #[test]
     fn delivery_blocks_the_signal_and_sa_mask_and_resethand_resets() {
-        let mut s = SignalState::new();
-        s.set_mask(bit(SIGHUP));
+        let mut s = SignalState::new(T);
+        s.set_mask(T, bit(SIGHUP));
         let mut a = handler(0x3000, SA_RESETHAND);
         a.mask = bit(SIGUSR2);
         s.set_action(u64::from(SIGUSR1), Some(a)).unwrap();
-        let d = s.deliver(&SigInfo::user(SIGUSR1, SI_USER, 1));
+        let d = s.deliver(T, &SigInfo::user(SIGUSR1, SI_USER, 1));
         assert_eq!(d, Delivery::Handler { action: a, restore_mask: bit(SIGHUP) });
-        assert_eq!(s.blocked, bit(SIGHUP) | bit(SIGUSR1) | bit(SIGUSR2));
+        assert_eq!(s.blocked(T), bit(SIGHUP) | bit(SIGUSR1) | bit(SIGUSR2));
         assert_eq!(s.action(SIGUSR1), Action::default(), "SA_RESETHAND");
-        s.set_mask(0);
+        s.set_mask(T, 0);
         s.set_action(u64::from(SIGUSR1), Some(handler(0x3000, SA_NODEFER))).unwrap();
-        s.deliver(&SigInfo::user(SIGUSR1, SI_USER, 1));
-        assert_eq!(s.blocked, 0, "SA_NODEFER leaves the signal unblocked");
+        s.deliver(T, &SigInfo::user(SIGUSR1, SI_USER, 1));
+        assert_eq!(s.blocked(T), 0, "SA_NODEFER leaves the signal unblocked");
         // sigsuspend's saved mask goes into the frame, once.
-        s.saved_mask = Some(bit(SIGINT));
-        let d = s.deliver(&SigInfo::user(SIGUSR1, SI_USER, 1));
+        s.thread_mut(T).saved_mask = Some(bit(SIGINT));
+        let d = s.deliver(T, &SigInfo::user(SIGUSR1, SI_USER, 1));
         assert!(matches!(d, Delivery::Handler { restore_mask, .. } if restore_mask == bit(SIGINT)));
-        assert_eq!(s.saved_mask, None);
+        assert_eq!(s.thread(T).saved_mask, None);
     }
 
     #[test]
     fn default_actions_follow_signal_7() {
-        let mut s = SignalState::new();
-        let d = |s: &mut SignalState, sig| s.deliver(&SigInfo::user(sig, SI_USER, 1));
+        let mut s = SignalState::new(T);
+        let d = |s: &mut SignalState, sig| s.deliver(T, &SigInfo::user(sig, SI_USER, 1));
         assert_eq!(d(&mut s, SIGTERM), Delivery::Terminate);
         assert_eq!(d(&mut s, SIGRTMIN + 5), Delivery::Terminate);
         assert_eq!(d(&mut s, SIGSEGV), Delivery::Core);
@@ -862,18 +946,18 @@ mod tests {
 
     #[test]
     fn fork_keeps_dispositions_exec_resets_handlers_only() {
-        let mut s = SignalState::new();
+        let mut s = SignalState::new(T);
         s.set_action(u64::from(SIGUSR1), Some(handler(0x3000, 0))).unwrap();
         s.set_action(u64::from(SIGTERM), Some(Action { handler: SIG_IGN, ..Action::default() })).unwrap();
-        s.set_mask(bit(SIGUSR2));
+        s.set_mask(T, bit(SIGUSR2));
         s.post(SigInfo::user(SIGUSR2, SI_USER, 1));
-        s.altstack = AltStack { sp: 0x1000, size: 8192, flags: 0 };
-        let c = s.forked();
-        assert_eq!((c.action(SIGUSR1), c.blocked, c.pending_set(), c.altstack), (s.action(SIGUSR1), bit(SIGUSR2), 0, s.altstack));
-        s.exec();
+        s.thread_mut(T).altstack = AltStack { sp: 0x1000, size: 8192, flags: 0 };
+        let c = s.forked(T, T + 1);
+        assert_eq!((c.action(SIGUSR1), c.blocked(T + 1), c.pending_set(T + 1), c.thread(T + 1).altstack), (s.action(SIGUSR1), bit(SIGUSR2), 0, s.thread(T).altstack));
+        s.exec(T);
         assert_eq!(s.action(SIGUSR1), Action::default());
         assert_eq!(s.action(SIGTERM).handler, SIG_IGN);
-        assert_eq!((s.blocked, s.pending_set(), s.altstack), (bit(SIGUSR2), bit(SIGUSR2), AltStack::NONE));
+        assert_eq!((s.blocked(T), s.pending_set(T), s.thread(T).altstack), (bit(SIGUSR2), bit(SIGUSR2), AltStack::NONE));
     }
 
     #[test]

@@ -90,10 +90,15 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::FORK | nr::VFORK => proc::fork(frame, proc::ForkOptions::default()),
         nr::CLONE => clone(frame, a0, a1, a2, a3, frame.gprs.r8),
         nr::EXECVE => proc::execve(frame, a0, a1, a2),
-        nr::EXIT | nr::EXIT_GROUP => {
-            proc::exit_current(((a0 & 0xFF) << 8) as i32);
+        nr::EXIT => {
+            proc::exit_thread(((a0 & 0xFF) << 8) as i32);
             sched::exit()
         }
+        nr::EXIT_GROUP => {
+            proc::exit_group(((a0 & 0xFF) << 8) as i32);
+            sched::exit()
+        }
+        nr::FUTEX => proc::futex(a0, a1, a2, a3, frame.gprs.r8, frame.gprs.r9),
         nr::WAIT4 => proc::wait4(a0 as i32 as i64, a1, a2 & 0xFFFF_FFFF),
         nr::SCHED_SETAFFINITY => set_affinity(a0, a1, a2),
         nr::CLOCK_GETTIME => clock_gettime(a0, a1),
@@ -140,18 +145,17 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::SYSINFO => sysinfo(a0),
         nr::GETRLIMIT => prlimit64(0, a0, 0, a1),
         nr::PRLIMIT64 => prlimit64(a0, a1, a2, a3),
-        // The robust-futex list is for threads that die holding a futex; questv has no threads sharing memory
-        // yet, so there is nothing to walk at exit. Linux's size check is kept.
+        // The robust-futex list is walked at a thread's exit on Linux to mark the futexes it held as their
+        // owner died (FUTEX_OWNER_DIED). questv accepts the list and does not walk it yet: a robust mutex
+        // whose owner died stays locked (docs/processes.md). Linux's size check is kept.
         nr::SET_ROBUST_LIST => if a1 == 24 { 0 } else { -EINVAL },
         nr::NEWFSTATAT => newfstatat(a0, a1, a2, a3),
         nr::STAT | nr::LSTAT => stat_path(a0, a1),
         nr::UNAME => uname(a0),
         // questv has one user: everyone is root (uid and gid 0), as in a container's first process.
         nr::GETUID | nr::GETGID | nr::GETEUID | nr::GETEGID => 0,
-        nr::GETTID => i64::from(sched::current_pid()),
-        // One thread per process so far: its thread id is its process id. The clear-on-exit address is for
-        // threads sharing memory, which questv does not create yet; it is accepted and not used.
-        nr::SET_TID_ADDRESS => i64::from(sched::current_pid()),
+        nr::GETTID => i64::from(sched::current_tid()),
+        nr::SET_TID_ADDRESS => proc::set_tid_address(a0),
         other => not_implemented(other),
     };
     if crate::signal::restart_rule(ret, None).is_some() {
@@ -162,15 +166,16 @@ pub fn dispatch(frame: &mut TrapFrame) {
     frame.gprs.rax = ret as u64;
 }
 
-/// `clone` for a new process (fork's flag sets, glibc's and musl's included); threads are refused with a
-/// message until questv has them.
+/// `clone` for a new process (fork's flag sets, glibc's and musl's included, and posix_spawn's) or a
+/// thread (pthread_create's).
 fn clone(frame: &TrapFrame, flags: u64, stack: u64, parent_tid: u64, child_tid: u64, tls: u64) -> i64 {
     use crate::linux_abi::{clone_request, CloneRefusal};
     match clone_request(flags, stack, parent_tid, child_tid, tls) {
-        Ok(r) => proc::fork(frame, proc::ForkOptions { stack: r.stack, tls: r.tls, child_tid: r.child_tid, parent_tid: r.parent_tid }),
+        Ok(r) if r.thread => proc::spawn_thread(frame, r.stack, r.tls, r.parent_tid, r.child_tid, r.clear_tid),
+        Ok(r) => proc::fork(frame, proc::ForkOptions { stack: r.stack, tls: r.tls, child_tid: r.child_tid, parent_tid: r.parent_tid, clear_tid: r.clear_tid }),
         Err(CloneRefusal::Invalid) => -EINVAL,
         Err(CloneRefusal::SharedMemory) => {
-            log_once(&CLONE_VM_LOGGED, format_args!("syscall clone (56) with CLONE_VM (threads) not implemented yet"));
+            log_once(&CLONE_VM_LOGGED, format_args!("syscall clone (56) with CLONE_VM but neither CLONE_THREAD nor CLONE_VFORK not implemented"));
             -ENOSYS
         }
         Err(CloneRefusal::Unsupported(bits)) => {

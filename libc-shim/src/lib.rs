@@ -36,6 +36,7 @@ pub mod nr {
     pub const TIME: u64 = 201;
     pub const CLOCK_GETRES: u64 = 229;
     pub const SET_TID_ADDRESS: u64 = 218;
+    pub const FUTEX: u64 = 202;
     pub const BRK: u64 = 12;
     pub const SCHED_YIELD: u64 = 24;
     pub const NANOSLEEP: u64 = 35;
@@ -118,6 +119,7 @@ pub mod errno {
     pub const EPERM: i64 = 1;
     pub const EINVAL: i64 = 22;
     pub const ENOSYS: i64 = 38;
+    pub const ETIMEDOUT: i64 = 110;
 }
 
 /// Raw system call with up to six arguments; returns the kernel's value (negative errno on failure).

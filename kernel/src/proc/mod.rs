@@ -26,13 +26,15 @@ pub const WNOHANG: u64 = 1;
 
 mod signals;
 mod table;
+mod threads;
 pub use signals::{
     getitimer, getpgid, getsid, kill, pause, read_timespec_ns, rt_sigaction, rt_sigpending, rt_sigprocmask,
     rt_sigreturn, rt_sigsuspend, rt_sigtimedwait, setitimer, setpgid, setsid, sigaltstack, signal_pending, tgkill,
     tick_timers, alarm,
 };
 pub use table::{exists, process_count, with_space, INIT_PID, MAX_PROCS};
-use table::{alloc_pid, space_lock, Process, SpaceLock, State, TABLE};
+pub use threads::{futex, set_tid_address, spawn_thread};
+use table::{alloc_pid, release_tid, space_lock, Process, SpaceLock, State, TABLE};
 
 /// The kernel's PML4 entry for the upper half (all of physical memory and the image), shared into every user
 /// address space.
@@ -165,10 +167,10 @@ pub fn start_init(argv: Vec<String>) -> Result<(), &'static str> {
     let bytes = crate::ramdisk::find("init").ok_or("no `init` program in the ramdisk")?;
     let (space, entry, sp, argv_addr) = load_program(bytes, &argv, &[]).map_err(|_| "cannot load init")?;
     let mut t = TABLE.lock();
-    let pid = alloc_pid(&mut t).ok_or("process table full")?;
+    let pid = alloc_pid(&mut t, None).ok_or("process table full")?;
     let thread = sched::new_user_thread("init", user_frame(entry, sp, argv.len(), argv_addr), pid, space.root())
         .ok_or("out of memory for init's kernel stack")?;
-    t.procs.insert(pid, Process::new(0, "init", space_lock(space), thread.id, pid, pid, crate::signal::SignalState::new()));
+    t.procs.insert(pid, Process::new(pid, 0, "init", space_lock(space), thread.id, pid, pid, crate::signal::SignalState::new(pid)));
     drop(t);
     sched::enqueue(percpu::cpu_index(), thread);
     Ok(())
@@ -185,11 +187,13 @@ pub struct ForkOptions {
     pub child_tid: Option<u64>,
     /// CLONE_PARENT_SETTID: the child's id written here in the parent's memory.
     pub parent_tid: Option<u64>,
+    /// CLONE_CHILD_CLEARTID: the child's clear-child-tid word (its exit zeroes it and wakes a futex there).
+    pub clear_tid: Option<u64>,
 }
 
 pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
-    let ppid = sched::current_pid();
-    let Some((name, parent_space, pgid, sid, sig)) = TABLE.lock().procs.get(&ppid).map(|p| (p.name, p.space.clone(), p.pgid, p.sid, p.sig.forked())) else {
+    let (ppid, me) = (sched::current_pid(), sched::current_tid());
+    let Some((name, parent_space, pgid, sid, sig)) = TABLE.lock().procs.get(&ppid).map(|p| (p.name, p.space.clone(), p.pgid, p.sid, p.sig.clone())) else {
         return -ESRCH;
     };
     // Copy under the parent's space lock alone: other processes fork, fault and exit meanwhile.
@@ -213,11 +217,12 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
             s.teardown(&mut KernelMem);
         }
     };
-    let pid = alloc_pid(&mut TABLE.lock());
+    let pid = alloc_pid(&mut TABLE.lock(), None);
     let Some(pid) = pid else {
         discard(child_space);
         return -EAGAIN;
     };
+    let sig = sig.forked(me, pid);
     let mut child_frame = *frame;
     child_frame.gprs.rax = 0;
     if let Some(sp) = opts.stack {
@@ -230,11 +235,16 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
     }
     let Some(mut thread) = sched::new_user_thread("user", child_frame, pid, root) else {
         discard(child_space);
+        release_tid(&mut TABLE.lock(), pid);
         return -ENOMEM;
     };
     // In the table only once its thread exists, so a signal sent to it always has a thread to wake. (The pid
-    // cannot be taken meanwhile: alloc_pid hands out each number once per lap of the pid space.)
-    TABLE.lock().procs.insert(pid, Process::new(ppid, name, child_space.clone(), thread.id, pgid, sid, sig));
+    // is reserved in the thread-id map meanwhile.)
+    let mut entry = Process::new(pid, ppid, name, child_space.clone(), thread.id, pgid, sid, sig);
+    if let Some(th) = entry.threads.get_mut(&pid) {
+        th.clear_tid = opts.clear_tid.unwrap_or(0);
+    }
+    TABLE.lock().procs.insert(pid, entry);
     if let Some(fs) = opts.tls {
         thread.set_fs_base(fs);
     }
@@ -245,9 +255,21 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
     i64::from(pid)
 }
 
-/// End the calling process with `wait_status`: free its memory, wake its parent, hand its children to init.
-/// The caller then leaves the CPU (sched::exit, or a switch from the trap path).
-pub fn exit_current(wait_status: i32) {
+/// exit(2): the calling thread leaves; the process ends with its last thread. The caller then leaves the
+/// CPU (sched::exit).
+pub fn exit_thread(wait_status: i32) {
+    threads::leave(wait_status);
+}
+
+/// exit_group(2): the whole process ends with `wait_status`. The caller then leaves the CPU (sched::exit).
+pub fn exit_group(wait_status: i32) {
+    threads::exit_group(wait_status);
+}
+
+/// End the calling process, whose last thread the caller is, with `wait_status`: free its memory, wake its
+/// parent, hand its children to init. The caller then leaves the CPU (sched::exit, or a switch from the
+/// trap path).
+fn exit_current(wait_status: i32) {
     let pid = sched::current_pid();
     crate::channel::endpoint::close_all_of(pid);
     // Run on the kernel's tables before ours are freed.
@@ -263,10 +285,14 @@ pub fn exit_current(wait_status: i32) {
     if let Some(s) = space {
         s.teardown(&mut KernelMem);
     }
+    if let Some(lock) = TABLE.lock().procs.get(&pid).map(|p| p.space.clone()) {
+        threads::forget_space(&lock);
+    }
     let mut wake = [None; 2];
-    let mut poke = None;
+    let mut poke = alloc::vec::Vec::new();
     {
         let mut t = TABLE.lock();
+        release_tid(&mut t, pid);
         let Some(p) = t.procs.get_mut(&pid) else { return };
         p.state = State::Zombie(wait_status);
         p.itimer = None;
@@ -292,9 +318,7 @@ pub fn exit_current(wait_status: i32) {
     for w in wake.into_iter().flatten() {
         sched::wake(w);
     }
-    if let Some(th) = poke {
-        sched::poke(th);
-    }
+    signals::wake_and_poke(None, poke);
     if pid == INIT_PID {
         // init reports QUESTV DONE (or its sandbox status) itself when it exits normally; if it was killed,
         // the kernel reports for it.
@@ -379,7 +403,7 @@ pub fn wait4(pid: i64, status_addr: u64, options: u64) -> i64 {
             }
             let tid = sched::current_id();
             let Some(p) = t.procs.get_mut(&me) else { return -ESRCH };
-            if p.sig.deliverable() {
+            if p.sig.deliverable(sched::current_tid()) {
                 // Interrupted: no wake-up is owed to this thread any more.
                 p.waiter = None;
                 return -crate::signal::ERESTARTSYS;
@@ -445,6 +469,8 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64, envp_addr: u64) 
         Ok(v) => v,
         Err(e) => return e,
     };
+    // The point of no return: the other threads leave, and this one becomes the process's only thread.
+    threads::become_only_thread();
     let root = space.root();
     let old = {
         let pid = sched::current_pid();
@@ -455,7 +481,10 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64, envp_addr: u64) 
             return -ESRCH;
         };
         p.name = name;
-        p.sig.exec();
+        p.sig.exec(pid);
+        if let Some(th) = p.threads.get_mut(&pid) {
+            th.clear_tid = 0;
+        }
         let old = p.space.lock().replace(space);
         old
     };
@@ -514,6 +543,12 @@ pub fn user_exception(frame: &mut TrapFrame) -> bool {
 /// has pending — ending it, for a signal whose action is to terminate — and settle an interrupted system call.
 pub fn on_return_to_user(frame: &mut TrapFrame) {
     while frame.from_user() && sched::take_attention() {
+        if threads::doomed() {
+            // Another thread ended the process or called execve.
+            threads::leave(0);
+            sched::exit_from_trap(frame);
+            continue;
+        }
         if let Some(sig) = signals::deliver_current(frame) {
             let pid = sched::current_pid();
             if frame.vector < 32 {
@@ -521,7 +556,7 @@ pub fn on_return_to_user(frame: &mut TrapFrame) {
                 questv_arch::trap::dump_exception(frame, percpu::cpu_index());
                 crate::kprintln!("questv: process {} killed by signal {}", pid, sig);
             }
-            exit_current(crate::signal::killed_status(sig));
+            threads::exit_group(crate::signal::killed_status(sig));
             sched::exit_from_trap(frame);
         }
     }

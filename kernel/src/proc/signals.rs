@@ -16,6 +16,7 @@ use super::table::{with_space, Itimer, Process, State, Table, INIT_PID, TABLE};
 use crate::mm::kmem::KernelMem;
 use crate::sched;
 use crate::signal::{self, *};
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use questv_arch::trap::{TrapFrame, VECTOR_SYSCALL};
 use questv_arch::cpu;
@@ -63,21 +64,26 @@ fn result(r: Result<i64, i64>) -> i64 {
 // ---------------------------------------------------------------------------------------------------------
 // Posting.
 
-/// Post `info` to process `p` (pid `pid`) under the table lock. Returns the thread to poke once the lock is
-/// released (None: nothing to wake). SIGCONT and SIGKILL continue a stopped process, as Linux does when they
+/// Threads (scheduler ids) to poke once the table lock is released.
+pub(super) type Pokes = Vec<u64>;
+
+/// Post `info` to process `p` (pid `pid`) under the table lock. Returns the threads to poke once the lock is
+/// released (none: nothing to wake). SIGCONT and SIGKILL continue a stopped process, as Linux does when they
 /// are sent, whatever their disposition.
-pub(super) fn post_locked(p: &mut Process, pid: u32, info: SigInfo) -> Option<u64> {
-    post_locked_to(p, pid, false, info)
+pub(super) fn post_locked(p: &mut Process, pid: u32, info: SigInfo) -> Pokes {
+    post_locked_to(p, pid, None, info)
 }
 
-/// [`post_locked`] to the process's pending set (kill) or its thread's (tgkill, tkill).
-fn post_locked_to(p: &mut Process, pid: u32, to_thread: bool, info: SigInfo) -> Option<u64> {
+/// [`post_locked`] to the process's pending set (`to` None: kill) or one thread's (tgkill, tkill). A
+/// process-directed signal wakes the first thread not blocking it; SIGKILL, SIGCONT and the stop signals,
+/// which act on the whole process, wake every thread.
+fn post_locked_to(p: &mut Process, pid: u32, to: Option<u32>, info: SigInfo) -> Pokes {
     if p.state != State::Running {
-        return None;
+        return Vec::new();
     }
     // init gets only the signals it has handlers for (signal(7)); a fault it takes is forced elsewhere.
     if pid == INIT_PID && p.sig.action(info.signo).handler == SIG_DFL {
-        return None;
+        return Vec::new();
     }
     if (info.signo == SIGCONT || info.signo == SIGKILL) && p.stopped {
         p.stopped = false;
@@ -85,9 +91,10 @@ fn post_locked_to(p: &mut Process, pid: u32, to_thread: bool, info: SigInfo) -> 
             p.wait_report = Some(CONTINUED_STATUS);
         }
     }
-    match p.sig.post_to(to_thread, info) {
-        Posted::Discarded | Posted::QueueFull if info.signo != SIGCONT => None,
-        _ => Some(p.thread),
+    match p.sig.post_to(to, info) {
+        Posted::Discarded | Posted::QueueFull if info.signo != SIGCONT => Vec::new(),
+        _ if (STOP_SIGNALS | bit(SIGKILL) | bit(SIGCONT)) & bit(info.signo) != 0 => p.all_threads(),
+        _ => to.or_else(|| p.sig.taker(info.signo)).and_then(|tid| p.sched_of(tid)).into_iter().collect(),
     }
 }
 
@@ -98,41 +105,39 @@ pub(super) fn child_info(pid: u32, wait_status: i32) -> SigInfo {
 }
 
 /// Tell `ppid` that its child `pid` stopped or continued: its waiter is woken and, unless it asked
-/// SA_NOCLDSTOP, it gets SIGCHLD. Returns (waiter to wake, thread to poke).
-fn notify_parent(t: &mut Table, ppid: u32, info: SigInfo) -> (Option<u64>, Option<u64>) {
-    let Some(parent) = t.procs.get_mut(&ppid) else { return (None, None) };
+/// SA_NOCLDSTOP, it gets SIGCHLD. Returns (waiter to wake, threads to poke).
+fn notify_parent(t: &mut Table, ppid: u32, info: SigInfo) -> (Option<u64>, Pokes) {
+    let Some(parent) = t.procs.get_mut(&ppid) else { return (None, Vec::new()) };
     let waiter = parent.waiter.take();
-    let poke = if parent.sig.wants_stop_notices() { post_locked(parent, ppid, info) } else { None };
+    let poke = if parent.sig.wants_stop_notices() { post_locked(parent, ppid, info) } else { Vec::new() };
     (waiter, poke)
 }
 
-fn wake_and_poke(wake: Option<u64>, poke: Option<u64>) {
+pub(super) fn wake_and_poke(wake: Option<u64>, pokes: Pokes) {
     if let Some(w) = wake {
         sched::wake(w);
     }
-    if let Some(p) = poke {
+    for p in pokes {
         sched::poke(p);
     }
 }
 
-/// Post `info` to `pid` and wake it. Err(ESRCH) if there is no such process.
-fn send_one(pid: u32, to_thread: bool, info: SigInfo) -> Result<(), i64> {
+/// Post `info` to process `pid` (or its thread `to`) and wake it. Err(ESRCH) if there is no such process.
+fn send_one(pid: u32, to: Option<u32>, info: SigInfo) -> Result<(), i64> {
     let mut t = TABLE.lock();
     let p = t.procs.get_mut(&pid).ok_or(-ESRCH)?;
     let was_stopped = p.stopped;
-    let poke = if info.signo == 0 { None } else { post_locked_to(p, pid, to_thread, info) };
+    let poke = if info.signo == 0 { Vec::new() } else { post_locked_to(p, pid, to, info) };
     let continued = was_stopped && !p.stopped;
     let ppid = p.ppid;
     let (waiter, parent_poke) = if continued && info.signo == SIGCONT {
         notify_parent(&mut t, ppid, SigInfo { signo: SIGCHLD, code: CLD_CONTINUED, detail: Detail::Child { pid, uid: 0, status: SIGCONT as i32 } })
     } else {
-        (None, None)
+        (None, Vec::new())
     };
     drop(t);
     wake_and_poke(waiter, parent_poke);
-    if let Some(th) = poke {
-        sched::poke(th);
-    }
+    wake_and_poke(None, poke);
     Ok(())
 }
 
@@ -145,7 +150,7 @@ pub fn kill(pid: i64, sig: u64) -> i64 {
     let info = SigInfo::user(sig as u32, SI_USER, me);
     if pid > 0 {
         let Ok(pid) = u32::try_from(pid) else { return -ESRCH };
-        return result(send_one(pid, false, info).map(|()| 0));
+        return result(send_one(pid, None, info).map(|()| 0));
     }
     if pid == i64::from(i32::MIN) {
         return -ESRCH;
@@ -167,36 +172,37 @@ pub fn kill(pid: i64, sig: u64) -> i64 {
         return -ESRCH;
     }
     for p in targets {
-        let _ = send_one(p, false, info);
+        let _ = send_one(p, None, info);
     }
     0
 }
 
-/// tgkill(2) / tkill(2): one thread, which here is one process (thread id = process id).
+/// tgkill(2) / tkill(2) (`tgid` -1): one thread, of process `tgid` if given.
 pub fn tgkill(tgid: i64, tid: i64, sig: u64) -> i64 {
     if tid <= 0 || tgid == 0 || tgid < -1 || (sig != 0 && !signal::valid(sig)) {
         return -EINVAL;
     }
-    if tgid > 0 && tgid != tid {
+    let Ok(tid) = u32::try_from(tid) else { return -ESRCH };
+    let Some(pid) = TABLE.lock().tids.get(&tid).copied() else { return -ESRCH };
+    if tgid > 0 && tgid != i64::from(pid) {
         return -ESRCH;
     }
-    let Ok(tid) = u32::try_from(tid) else { return -ESRCH };
-    result(send_one(tid, true, SigInfo::user(sig as u32, SI_TKILL, sched::current_pid())).map(|()| 0))
+    result(send_one(pid, Some(tid), SigInfo::user(sig as u32, SI_TKILL, sched::current_pid())).map(|()| 0))
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Dispositions and masks.
 
-/// Run `f` on the calling process's entry (the table locked).
-fn with_me<R>(f: impl FnOnce(&mut Process) -> R) -> Result<R, i64> {
-    let me = sched::current_pid();
+/// Run `f` on the calling process's entry (the table locked) and the calling thread's id.
+fn with_me<R>(f: impl FnOnce(&mut Process, u32) -> R) -> Result<R, i64> {
+    let (me, tid) = (sched::current_pid(), sched::current_tid());
     let mut t = TABLE.lock();
-    t.procs.get_mut(&me).map(f).ok_or(-ESRCH)
+    t.procs.get_mut(&me).map(|p| f(p, tid)).ok_or(-ESRCH)
 }
 
-/// Raise the caller's own attention if a signal became deliverable (a mask was lifted, one was posted).
-fn recheck(p: &Process) {
-    if p.sig.deliverable() {
+/// Raise the caller's own attention if a signal became deliverable to it (a mask was lifted, one was posted).
+fn recheck(p: &Process, tid: u32) {
+    if p.sig.deliverable(tid) {
         sched::set_attention();
     }
 }
@@ -205,7 +211,7 @@ pub fn rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> i64 {
     result((|| {
         sigset_size_ok(size)?;
         let new = if act != 0 { Some(Action::from_bytes(&read_user::<32>(act)?)) } else { None };
-        let old = with_me(|p| p.sig.set_action(sig, new))??;
+        let old = with_me(|p, _| p.sig.set_action(sig, new))??;
         if oact != 0 {
             write_user(oact, &old.to_bytes())?;
         }
@@ -217,11 +223,11 @@ pub fn rt_sigprocmask(how: u64, set: u64, oset: u64, size: u64) -> i64 {
     result((|| {
         sigset_size_ok(size)?;
         let new = if set != 0 { Some(u64::from_le_bytes(read_user::<8>(set)?)) } else { None };
-        let old = with_me(|p| {
-            let old = p.sig.blocked;
+        let old = with_me(|p, tid| {
+            let old = p.sig.blocked(tid);
             if let Some(new) = new {
-                p.sig.change_mask(how, new)?;
-                recheck(p);
+                p.sig.change_mask(tid, how, new)?;
+                recheck(p, tid);
             }
             Ok::<u64, i64>(old)
         })??;
@@ -238,7 +244,7 @@ pub fn rt_sigpending(set: u64, size: u64) -> i64 {
         return -EINVAL;
     }
     result((|| {
-        let pending = with_me(|p| p.sig.pending_set() & p.sig.blocked)?;
+        let pending = with_me(|p, tid| p.sig.pending_set(tid) & p.sig.blocked(tid))?;
         write_user(set, &pending.to_le_bytes()[..size as usize])?;
         Ok(0)
     })())
@@ -246,7 +252,7 @@ pub fn rt_sigpending(set: u64, size: u64) -> i64 {
 
 /// Sleep until a signal is deliverable (a poke wakes the thread).
 fn wait_for_signal() {
-    while !with_me(|p| p.sig.deliverable()).unwrap_or(true) {
+    while !with_me(|p, tid| p.sig.deliverable(tid)).unwrap_or(true) {
         sched::block();
     }
 }
@@ -262,9 +268,10 @@ pub fn rt_sigsuspend(mask: u64, size: u64) -> i64 {
     result((|| {
         sigset_size_ok(size)?;
         let mask = u64::from_le_bytes(read_user::<8>(mask)?);
-        with_me(|p| {
-            p.sig.saved_mask = Some(p.sig.blocked);
-            p.sig.set_mask(mask);
+        with_me(|p, tid| {
+            let th = p.sig.thread_mut(tid);
+            th.saved_mask = Some(th.blocked);
+            p.sig.set_mask(tid, mask);
         })?;
         wait_for_signal();
         Err(-ERESTARTNOHAND)
@@ -298,9 +305,9 @@ pub fn rt_sigtimedwait(set: u64, info: u64, timeout: u64, size: u64) -> i64 {
         let set = u64::from_le_bytes(read_user::<8>(set)?) & !UNBLOCKABLE;
         let deadline = if timeout != 0 { Some(u128::from(cpu::rdtsc()) + ns_to_cycles(read_timespec_ns(timeout)?)) } else { None };
         loop {
-            let (taken, interrupted) = with_me(|p| match p.sig.take_from(set) {
+            let (taken, interrupted) = with_me(|p, tid| match p.sig.take_from(tid, set) {
                 Some(i) => (Some(i), false),
-                None => (None, p.sig.deliverable()),
+                None => (None, p.sig.deliverable(tid)),
             })?;
             if let Some(i) = taken {
                 if info != 0 {
@@ -324,10 +331,10 @@ pub fn rt_sigtimedwait(set: u64, info: u64, timeout: u64, size: u64) -> i64 {
 pub fn sigaltstack(ss: u64, old: u64, user_sp: u64) -> i64 {
     result((|| {
         let new = if ss != 0 { Some(AltStack::from_bytes(&read_user::<24>(ss)?)) } else { None };
-        let before = with_me(|p| {
-            let before = p.sig.altstack;
+        let before = with_me(|p, tid| {
+            let before = p.sig.thread(tid).altstack;
             if let Some((sp, flags, size)) = new {
-                p.sig.altstack = signal::set_altstack(&before, user_sp, sp, flags, size)?;
+                p.sig.thread_mut(tid).altstack = signal::set_altstack(&before, user_sp, sp, flags, size)?;
             }
             Ok::<AltStack, i64>(before)
         })??;
@@ -364,24 +371,24 @@ pub fn rt_sigreturn(frame: &mut TrapFrame) {
     signal::sanitize_fx(&mut fx, mxcsr_mask);
     from_context(frame, &ctx);
     frame.fx.0 = fx;
-    let _ = with_me(|p| {
-        p.sig.set_mask(r.mask);
+    let _ = with_me(|p, tid| {
+        p.sig.set_mask(tid, r.mask);
         let (sp, flags, size) = r.altstack;
         // As Linux: a uc_stack that is not acceptable leaves the alternate stack as it is.
         if let Ok(a) = signal::set_altstack(&AltStack::NONE, 0, sp, flags, size) {
-            p.sig.altstack = a;
+            p.sig.thread_mut(tid).altstack = a;
         }
-        recheck(p);
+        recheck(p, tid);
     });
 }
 
 fn force_segv() {
-    let _ = with_me(|p| {
+    let _ = with_me(|p, tid| {
         // The handler for SIGSEGV itself could not be set up: back to the default, or this would loop.
         if p.sig.action(SIGSEGV).handler > SIG_IGN {
             let _ = p.sig.set_action(u64::from(SIGSEGV), Some(Action::default()));
         }
-        p.sig.force(SigInfo::kernel(SIGSEGV));
+        p.sig.force(tid, SigInfo::kernel(SIGSEGV));
     });
     sched::set_attention();
 }
@@ -420,11 +427,11 @@ pub(super) fn settle_syscall(frame: &mut TrapFrame, handler_flags: Option<u64>) 
 /// A fault from user mode raised `info`: it is forced (a blocked or ignored fault signal still ends the
 /// process); the caller delivers it before the program runs again.
 pub(super) fn force_fault(info: SigInfo) {
-    let _ = with_me(|p| {
+    let _ = with_me(|p, tid| {
         if info.signo == SIGKILL {
             p.sig.post(info);
         } else {
-            p.sig.force(info);
+            p.sig.force(tid, info);
         }
     });
     sched::set_attention();
@@ -434,27 +441,27 @@ pub(super) fn force_fault(info: SigInfo) {
 /// on Linux), a stop parks the thread. Returns the signal whose default action ends the process, for the
 /// caller to end it.
 pub(super) fn deliver_current(frame: &mut TrapFrame) -> Option<u32> {
-    let pid = sched::current_pid();
+    let (pid, tid) = (sched::current_pid(), sched::current_tid());
     loop {
         let mut t = TABLE.lock();
         let p = t.procs.get_mut(&pid)?;
         if p.state != State::Running {
             return None;
         }
-        if p.stopped && p.sig.pending_set() & bit(SIGKILL) == 0 {
+        if p.stopped && p.sig.pending_set(tid) & bit(SIGKILL) == 0 {
             drop(t);
             settle_syscall(frame, None);
             sched::block_in_trap(frame);
             return None;
         }
-        let Some(info) = p.sig.take_deliverable() else {
+        let Some(info) = p.sig.take_deliverable(tid) else {
             // No handler ran after sigsuspend: its mask goes back now.
-            if let Some(m) = p.sig.saved_mask.take() {
-                p.sig.set_mask(m);
+            if let Some(m) = p.sig.thread_mut(tid).saved_mask.take() {
+                p.sig.set_mask(tid, m);
             }
             return None;
         };
-        match p.sig.deliver(&info) {
+        match p.sig.deliver(tid, &info) {
             Delivery::Ignore | Delivery::Continue => {}
             Delivery::Terminate | Delivery::Core => return Some(info.signo),
             Delivery::Stop => {
@@ -462,9 +469,14 @@ pub(super) fn deliver_current(frame: &mut TrapFrame) -> Option<u32> {
                 p.wait_report = Some(signal::stopped_status(info.signo));
                 let ppid = p.ppid;
                 let notice = SigInfo { signo: SIGCHLD, code: CLD_STOPPED, detail: Detail::Child { pid, uid: 0, status: info.signo as i32 } };
+                // The other threads stop too, at their next return to user mode.
+                let mut others = p.all_threads();
+                let me = sched::current_id();
+                others.retain(|&th| th != me);
                 let (waiter, poke) = notify_parent(&mut t, ppid, notice);
                 drop(t);
                 wake_and_poke(waiter, poke);
+                wake_and_poke(None, others);
                 settle_syscall(frame, None);
                 sched::block_in_trap(frame);
                 return None;
@@ -473,7 +485,9 @@ pub(super) fn deliver_current(frame: &mut TrapFrame) -> Option<u32> {
                 settle_syscall(frame, Some(action.flags));
                 let fault = (frame.vector < 32).then(|| (frame.vector, frame.error_code, if frame.vector == 14 { cpu::read_cr2() } else { 0 }));
                 let mut ctx = to_context(frame);
-                let built = signal::setup_frame(&mut ctx, &info, &action, restore_mask, &mut p.sig.altstack, fault);
+                let mut altstack = p.sig.thread(tid).altstack;
+                let built = signal::setup_frame(&mut ctx, &info, &action, restore_mask, &mut altstack, fault);
+                p.sig.thread_mut(tid).altstack = altstack;
                 let space = p.space.clone();
                 let written = built.ok().and_then(|fr| {
                     let mut g = space.lock();
@@ -488,7 +502,7 @@ pub(super) fn deliver_current(frame: &mut TrapFrame) -> Option<u32> {
                     if info.signo == SIGSEGV {
                         let _ = p.sig.set_action(u64::from(SIGSEGV), Some(Action::default()));
                     }
-                    p.sig.force(SigInfo::kernel(SIGSEGV));
+                    p.sig.force(tid, SigInfo::kernel(SIGSEGV));
                 }
             }
         }
@@ -520,9 +534,7 @@ pub fn tick_timers() {
         for pid in due {
             let Some(p) = t.procs.get_mut(&pid) else { continue };
             p.itimer = p.itimer.and_then(|i| (i.interval != 0).then(|| Itimer { deadline: (i.deadline + i.interval).max(now + 1), interval: i.interval }));
-            if let Some(th) = post_locked(p, pid, SigInfo::kernel(SIGALRM)) {
-                pokes.push(th);
-            }
+            pokes.extend(post_locked(p, pid, SigInfo::kernel(SIGALRM)));
         }
         recompute_next(&t);
     }
@@ -685,5 +697,5 @@ pub fn setsid() -> i64 {
 
 /// Is a signal deliverable to the caller (so a wait should end with an ERESTART code)?
 pub fn signal_pending() -> bool {
-    with_me(|p| p.sig.deliverable()).unwrap_or(false)
+    with_me(|p, tid| p.sig.deliverable(tid)).unwrap_or(false)
 }

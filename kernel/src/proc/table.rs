@@ -12,6 +12,8 @@ use alloc::sync::Arc;
 use questv_libc_shim::errno::*;
 
 pub const MAX_PROCS: usize = 1024;
+/// Threads of all processes together (each process's first thread included).
+pub const MAX_THREADS: usize = 4096;
 pub const INIT_PID: u32 = 1;
 
 /// ITIMER_REAL: the next expiry and the reload interval (0: one-shot), in TSC cycles.
@@ -35,6 +37,18 @@ pub(super) fn space_lock(space: UserSpace) -> SpaceLock {
     Arc::new(IrqSpinlock::new(Some(space)))
 }
 
+/// One thread of a process.
+pub(super) struct ThreadEntry {
+    /// The scheduler's id for it (to wake or poke it).
+    pub(super) sched: u64,
+    /// CLONE_CHILD_CLEARTID / set_tid_address: at the thread's exit 0 is written here and a futex waiter
+    /// there woken (how pthread_join learns of it).
+    pub(super) clear_tid: u64,
+    /// Must leave at its next return to user mode (another thread called exit_group or execve, or the
+    /// process was killed).
+    pub(super) doomed: bool,
+}
+
 pub(super) struct Process {
     pub(super) ppid: u32,
     /// The program's ramdisk name.
@@ -43,8 +57,10 @@ pub(super) struct Process {
     pub(super) state: State,
     /// Thread blocked in wait4 for one of our children.
     pub(super) waiter: Option<u64>,
-    /// The process's one thread (signals wake it).
-    pub(super) thread: u64,
+    /// Its threads by thread id (the first one's id is the pid; it may leave before the others).
+    pub(super) threads: BTreeMap<u32, ThreadEntry>,
+    /// The wait status the whole process ends with, once one thread called exit_group or a signal ended it.
+    pub(super) group_exit: Option<i32>,
     /// Process group and session (setpgid, setsid; inherited by fork).
     pub(super) pgid: u32,
     pub(super) sid: u32,
@@ -58,17 +74,32 @@ pub(super) struct Process {
 }
 
 impl Process {
-    pub(super) fn new(ppid: u32, name: &'static str, space: SpaceLock, thread: u64, pgid: u32, sid: u32, sig: crate::signal::SignalState) -> Process {
-        Process { ppid, name, space, state: State::Running, waiter: None, thread, pgid, sid, sig, stopped: false, wait_report: None, itimer: None }
+    /// A process whose one thread has id `pid` and scheduler id `sched`; `sig` knows that thread as `pid`.
+    pub(super) fn new(pid: u32, ppid: u32, name: &'static str, space: SpaceLock, sched: u64, pgid: u32, sid: u32, sig: crate::signal::SignalState) -> Process {
+        let mut threads = BTreeMap::new();
+        threads.insert(pid, ThreadEntry { sched, clear_tid: 0, doomed: false });
+        Process { ppid, name, space, state: State::Running, waiter: None, threads, group_exit: None, pgid, sid, sig, stopped: false, wait_report: None, itimer: None }
+    }
+
+    /// The scheduler ids of all its threads.
+    pub(super) fn all_threads(&self) -> alloc::vec::Vec<u64> {
+        self.threads.values().map(|t| t.sched).collect()
+    }
+
+    /// The scheduler id of thread `tid`.
+    pub(super) fn sched_of(&self, tid: u32) -> Option<u64> {
+        self.threads.get(&tid).map(|t| t.sched)
     }
 }
 
 pub(super) struct Table {
     pub(super) procs: BTreeMap<u32, Process>,
+    /// Every live thread's id and its process (pids and thread ids share one number space, as on Linux).
+    pub(super) tids: BTreeMap<u32, u32>,
     pub(super) next_pid: u32,
 }
 
-pub(super) static TABLE: IrqSpinlock<Table> = IrqSpinlock::new(Table { procs: BTreeMap::new(), next_pid: INIT_PID });
+pub(super) static TABLE: IrqSpinlock<Table> = IrqSpinlock::new(Table { procs: BTreeMap::new(), tids: BTreeMap::new(), next_pid: INIT_PID });
 
 impl From<UserError> for i64 {
     fn from(e: UserError) -> i64 {
@@ -79,17 +110,26 @@ impl From<UserError> for i64 {
     }
 }
 
-pub(super) fn alloc_pid(t: &mut Table) -> Option<u32> {
-    if t.procs.len() >= MAX_PROCS {
+/// A number for a new process (`owner` None) or a new thread of process `owner`, not used by any process or
+/// thread, and entered in `tids` at once (so it stays taken until [`release_tid`]); None when the table is
+/// full.
+pub(super) fn alloc_pid(t: &mut Table, owner: Option<u32>) -> Option<u32> {
+    if (owner.is_none() && t.procs.len() >= MAX_PROCS) || t.tids.len() >= MAX_THREADS {
         return None;
     }
     loop {
         let pid = t.next_pid;
         t.next_pid = if t.next_pid >= 0x3FFF_FFFF { 2 } else { t.next_pid + 1 };
-        if !t.procs.contains_key(&pid) {
+        if !t.procs.contains_key(&pid) && !t.tids.contains_key(&pid) {
+            t.tids.insert(pid, owner.unwrap_or(pid));
             return Some(pid);
         }
     }
+}
+
+/// Thread id `tid` is free again (its thread left, or its creation failed).
+pub(super) fn release_tid(t: &mut Table, tid: u32) {
+    t.tids.remove(&tid);
 }
 
 /// The calling process's address-space lock (the table lock is held only to look it up).

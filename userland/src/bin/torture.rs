@@ -238,7 +238,7 @@ fn clocks(c: &mut Checks) {
     println!("RESULT torture_time realtime_s={} monotonic_s={}", real, mono);
 }
 
-const IMPLEMENTED: [u64; 46] = [
+const IMPLEMENTED: [u64; 49] = [
     nr::READ, nr::WRITE, nr::MMAP, nr::MUNMAP, nr::BRK, nr::SCHED_YIELD, nr::NANOSLEEP, nr::GETPID, nr::FORK,
     nr::EXECVE, nr::EXIT, nr::WAIT4, nr::GETPPID, nr::SCHED_SETAFFINITY, nr::CLOCK_GETTIME, nr::GETCPU,
     nr::QUESTV_CYCLES, nr::QUESTV_FREE_FRAMES, nr::QUESTV_NCPUS, nr::QUESTV_SANDBOX, nr::QUESTV_VMEXITS,
@@ -246,13 +246,13 @@ const IMPLEMENTED: [u64; 46] = [
     nr::STAT, nr::LSTAT,
     nr::RT_SIGACTION, nr::RT_SIGPROCMASK, nr::RT_SIGPENDING, nr::RT_SIGTIMEDWAIT, nr::SIGALTSTACK, nr::KILL,
     nr::TKILL, nr::TGKILL, nr::ALARM, nr::SETITIMER, nr::GETITIMER, nr::SETPGID, nr::GETPGID, nr::GETPGRP,
-    nr::SETSID, nr::GETSID, nr::CLOCK_NANOSLEEP,
+    nr::SETSID, nr::GETSID, nr::CLOCK_NANOSLEEP, nr::FUTEX, nr::SET_TID_ADDRESS, nr::GETTID,
 ];
 
 /// Keep a random call from ending, stalling or overwriting the fuzzer itself while its argument checks still
 /// run: signals are only probed (signal 0, or a number past 64), dispositions only read or read from bad
 /// addresses, timers only disarmed or read from bad addresses, waits for signals get a bad timeout (EFAULT,
-/// never a wait), and calls that fill as many bytes as asked (vcpu_trace, state_load) ask for at most the
+/// never a wait; futex waits likewise), and calls that fill as many bytes as asked (vcpu_trace, state_load) ask for at most the
 /// scratch buffer's 512 bytes less the offset into it.
 fn tame(n: u64, a: &mut [u64; 6], rng: &mut Rng) {
     let probe = |rng: &mut Rng| if rng.next() % 2 == 0 { 0 } else { 65 + rng.next() % 1000 };
@@ -263,6 +263,9 @@ fn tame(n: u64, a: &mut [u64; 6], rng: &mut Rng) {
         nr::ALARM => a[0] = 0,
         nr::RT_SIGTIMEDWAIT => a[2] = BAD[1 + (rng.next() % (BAD.len() as u64 - 1)) as usize],
         nr::VCPU_TRACE | nr::STATE_LOAD => a[1] %= 504,
+        // A futex wait gets a bad timeout (EFAULT before it could wait forever); for the requeue operations
+        // the same argument is a count.
+        nr::FUTEX => a[3] = BAD[1 + (rng.next() % (BAD.len() as u64 - 1)) as usize],
         _ => {}
     }
 }
