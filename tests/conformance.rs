@@ -3,7 +3,8 @@
 //! The same binaries must pass on Linux 6.1 (the reference: Debian's kernel in QEMU, as Fig 7 boots it), on
 //! questv's SMP build and in both sandboxes of its VT build.
 //!
-//! Suites: `signals` (tests/data/linux/signals.c), built with musl-gcc and with gcc (glibc), both `-static -O2`.
+//! Suites: `signals` (tests/data/linux/signals.c, checks `sigcheck`) and `threads` (tests/data/linux/threads.c,
+//! checks `thrcheck`), each built with musl-gcc and with gcc (glibc), both `-static -O2`.
 mod common;
 use common::{check_monitor_ended_run, Run};
 use questv::{linux, parse_result_line, ResultLine};
@@ -12,10 +13,16 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The signals suite's binaries, built once per test process: (program name, path), musl first.
-fn signals_binaries() -> &'static [(String, PathBuf)] {
-    static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
-    BUILT.get_or_init(|| build_suite("signals"))
+/// A suite's binaries, built once per test process: (program name, path), musl first.
+fn binaries(suite: &str) -> &'static [(String, PathBuf)] {
+    static SIGNALS: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    static THREADS: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    let cell = match suite {
+        "signals" => &SIGNALS,
+        "threads" => &THREADS,
+        other => panic!("no suite {other}"),
+    };
+    cell.get_or_init(|| build_suite(suite))
 }
 
 /// Build `tests/data/linux/<suite>.c` with musl-gcc and gcc into target/conformance/<suite>-<libc>. Each binary is
@@ -71,11 +78,10 @@ fn check_suite(r: &Run, rows: &[ResultLine], suite: &str, check_name: &str, libc
 }
 
 /// Linux 6.1 (Debian's kernel, fetched once into target/linux-cache as Fig 7 does) in QEMU, TCG on one host
-/// thread, 2 vCPUs, running both builds one after the other.
-#[test]
-fn signals_pass_on_linux() {
+/// thread, 2 vCPUs, running both builds of `suite` one after the other.
+fn passes_on_linux(suite: &str, check_name: &str) {
     common::require("qemu-system-x86_64");
-    let bins = signals_binaries();
+    let bins = binaries(suite);
     let cache = questv::workspace_root().join("target").join("linux-cache");
     let extra: Vec<(String, PathBuf)> = bins.to_vec();
     let cmd = bins.iter().map(|(n, _)| format!("{n}; s=$((s + $?))")).collect::<Vec<_>>().join("; ");
@@ -87,7 +93,7 @@ fn signals_pass_on_linux() {
     r.check(!run.timed_out, "Linux did not finish the suite within 300 s");
     r.check(run.first("RESULT linux_boot").is_some_and(|(_, l)| l.contains("version=6.1")), "the guest is not Linux 6.1");
     let rows: Vec<ResultLine> = run.lines.iter().filter_map(|(_, l)| parse_result_line(l)).collect();
-    check_suite(&r, &rows, "signals", "sigcheck", &["musl", "glibc"], &format!("Linux {}", guest.version));
+    check_suite(&r, &rows, suite, check_name, &["musl", "glibc"], &format!("Linux {}", guest.version));
     r.check(run.first("LINUX DONE").map(|(_, l)| l) == Some("LINUX DONE status=0"), "the suite's exit status on Linux was not 0");
 }
 
@@ -103,43 +109,71 @@ fn summary(rows: &[ResultLine], check_name: &str) -> String {
     format!("{} [failed: {}]", if sums.is_empty() { "no summary".to_string() } else { sums.join(", ") }, failed.join(" "))
 }
 
-/// questv's SMP build on 2 CPUs, each build of the suite in its own boot (both boot before either is judged).
-#[test]
-fn signals_pass_on_smp() {
-    let runs: Vec<(&str, Run)> = signals_binaries()
+/// questv's SMP build on 2 CPUs, each build of `suite` in its own boot (both boot before either is judged).
+fn passes_on_smp(suite: &str, check_name: &str) {
+    let runs: Vec<(&str, Run)> = binaries(suite)
         .iter()
         .map(|(name, path)| (name.as_str(), common::boot(&["--cpus", "2", "--add", path.to_str().unwrap(), "--run", name])))
         .collect();
     let rows_of = |r: &Run| -> Vec<ResultLine> { r.stdout.lines().filter_map(parse_result_line).filter(|l| l.from_monitor()).collect() };
     for (name, r) in &runs {
-        eprintln!("conformance: SMP, {name}: {}, QUESTV DONE status={:?}", summary(&rows_of(r), "sigcheck"), r.done_status());
+        eprintln!("conformance: SMP, {name}: {}, QUESTV DONE status={:?}", summary(&rows_of(r), check_name), r.done_status());
     }
     for (name, r) in &runs {
-        let libc = name.trim_start_matches("signals-");
-        check_suite(r, &rows_of(r), "signals", "sigcheck", &[libc], &format!("SMP, {name}"));
+        let libc = name.trim_start_matches(&format!("{suite}-"));
+        check_suite(r, &rows_of(r), suite, check_name, &[libc], &format!("SMP, {name}"));
         r.check(r.done_status() == Some(0), &format!("{name} did not exit 0 on SMP"));
     }
 }
 
-/// questv's VT build on 2 CPUs: every sandbox runs the suite and must pass it.
-#[test]
-fn signals_pass_in_sandboxes() {
-    let runs: Vec<(&str, Run)> = signals_binaries()
+/// questv's VT build on 2 CPUs: every sandbox runs `suite` and must pass it.
+fn passes_in_sandboxes(suite: &str, check_name: &str) {
+    let runs: Vec<(&str, Run)> = binaries(suite)
         .iter()
         .map(|(name, path)| (name.as_str(), common::vt("qemu", 2, &["--add", path.to_str().unwrap(), "--run", name])))
         .collect();
     let rows_of = |r: &Run, sb: u32| -> Vec<ResultLine> { r.stdout.lines().filter_map(parse_result_line).filter(|l| l.sandbox == Some(sb)).collect() };
     for (name, r) in &runs {
         for sb in 0..2u32 {
-            eprintln!("conformance: sandbox {sb}, {name}: {}, status={:?}", summary(&rows_of(r, sb), "sigcheck"), common::status_of(r, u64::from(sb)));
+            eprintln!("conformance: sandbox {sb}, {name}: {}, status={:?}", summary(&rows_of(r, sb), check_name), common::status_of(r, u64::from(sb)));
         }
     }
     for (name, r) in &runs {
         check_monitor_ended_run(r, 2);
-        let libc = name.trim_start_matches("signals-");
+        let libc = name.trim_start_matches(&format!("{suite}-"));
         for sb in 0..2u32 {
-            check_suite(r, &rows_of(r, sb), "signals", "sigcheck", &[libc], &format!("sandbox {sb}, {name}"));
+            check_suite(r, &rows_of(r, sb), suite, check_name, &[libc], &format!("sandbox {sb}, {name}"));
             r.check(common::status_of(r, u64::from(sb)) == Some(0), &format!("{name} did not exit 0 in sandbox {sb}"));
         }
     }
+}
+
+#[test]
+fn signals_pass_on_linux() {
+    passes_on_linux("signals", "sigcheck");
+}
+
+#[test]
+fn signals_pass_on_smp() {
+    passes_on_smp("signals", "sigcheck");
+}
+
+#[test]
+fn signals_pass_in_sandboxes() {
+    passes_in_sandboxes("signals", "sigcheck");
+}
+
+#[test]
+fn threads_pass_on_linux() {
+    passes_on_linux("threads", "thrcheck");
+}
+
+#[test]
+fn threads_pass_on_smp() {
+    passes_on_smp("threads", "thrcheck");
+}
+
+#[test]
+fn threads_pass_in_sandboxes() {
+    passes_in_sandboxes("threads", "thrcheck");
 }
