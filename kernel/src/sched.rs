@@ -54,6 +54,9 @@ pub struct Thread {
     /// them, exec clears them.
     fs_base: u64,
     gs_base: u64,
+    /// TSC cycles this thread has run (user and kernel), up to its last switch-in (`ran_since`).
+    run_cycles: u64,
+    ran_since: u64,
 }
 
 #[derive(Default, Clone, Copy, Debug)]
@@ -107,6 +110,8 @@ fn thread_with(name: &'static str, frame: TrapFrame, stack: Option<Box<[u8]>>, p
         vcpu: DEFAULT_VCPU,
         fs_base: 0,
         gs_base: 0,
+        run_cycles: 0,
+        ran_since: 0,
     })
 }
 
@@ -204,6 +209,29 @@ pub fn current_vcpu() -> u32 {
 /// Process id of the running thread (0 for kernel threads).
 pub fn current_pid() -> u32 {
     with_current(|t| t.pid)
+}
+
+/// TSC cycles the running thread has run so far (CPU time: times, getrusage).
+pub fn current_run_cycles() -> u64 {
+    let now = questv_arch::cpu::rdtsc();
+    with_current(|t| t.run_cycles + now.saturating_sub(t.ran_since))
+}
+
+/// TSC cycles thread `id` has run, wherever it is (None: no such thread).
+pub fn run_cycles_of(id: u64) -> Option<u64> {
+    let now = questv_arch::cpu::rdtsc();
+    for cpu in 0..crate::smp::cpu_count() {
+        let g = SCHED[cpu as usize].lock();
+        let Some(s) = g.as_ref() else { continue };
+        if let Some(t) = s.current.as_ref().filter(|t| t.id == id) {
+            return Some(t.run_cycles + now.saturating_sub(t.ran_since));
+        }
+        let queued = s.blocked.iter().chain(s.ready.values().flat_map(|q| q.iter())).find(|t| t.id == id);
+        if let Some(t) = queued {
+            return Some(t.run_cycles);
+        }
+    }
+    None
 }
 
 /// Linux thread id of the running thread.
@@ -478,6 +506,7 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
     }
     let mut cur = s.current.take().expect("no current thread");
     *cur.frame = *frame;
+    cur.run_cycles += now.saturating_sub(cur.ran_since);
     let mut migrant = None;
     if s.idle_running {
         s.idle = Some(cur);
@@ -500,6 +529,8 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
         None => (s.idle.take().expect("idle thread missing"), true),
     };
     s.idle_running = next_is_idle;
+    let mut next = next;
+    next.ran_since = now;
     *frame = *next.frame;
     if next.pid != 0 {
         percpu::set_kernel_stack_top(next.kstack_top);

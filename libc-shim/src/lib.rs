@@ -37,6 +37,8 @@ pub mod nr {
     pub const CLOCK_GETRES: u64 = 229;
     pub const SET_TID_ADDRESS: u64 = 218;
     pub const FUTEX: u64 = 202;
+    pub const GETRUSAGE: u64 = 98;
+    pub const TIMES: u64 = 100;
     pub const BRK: u64 = 12;
     pub const SCHED_YIELD: u64 = 24;
     pub const NANOSLEEP: u64 = 35;

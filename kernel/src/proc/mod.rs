@@ -340,7 +340,64 @@ enum Reaped {
     Changed(u32, i32),
 }
 
-pub fn wait4(pid: i64, status_addr: u64, options: u64) -> i64 {
+/// CPU time of process `p`'s threads (those that left and those running), in TSC cycles.
+fn cpu_of(p: &Process) -> u64 {
+    p.cpu_self + p.threads.values().filter_map(|th| sched::run_cycles_of(th.sched)).sum::<u64>()
+}
+
+/// Linux's `struct rusage` (144 bytes) with CPU time `cycles`, all of it reported as user time (questv does
+/// not split user from system time); the other fields 0.
+fn rusage_bytes(cycles: u64) -> [u8; 144] {
+    let ns = crate::time::cycles_to_ns(cycles);
+    let mut b = [0u8; 144];
+    b[..8].copy_from_slice(&((ns / 1_000_000_000) as i64).to_le_bytes());
+    b[8..16].copy_from_slice(&(((ns % 1_000_000_000) / 1000) as i64).to_le_bytes());
+    b
+}
+
+/// The calling process's CPU time so far, in TSC cycles.
+pub fn process_cpu_cycles() -> Option<u64> {
+    let me = sched::current_pid();
+    TABLE.lock().procs.get(&me).map(cpu_of)
+}
+
+/// getrusage(2): RUSAGE_SELF (0), RUSAGE_CHILDREN (-1: the reaped ones), RUSAGE_THREAD (1).
+pub fn getrusage(who: i64, addr: u64) -> i64 {
+    let me = sched::current_pid();
+    let cycles = match who {
+        0 => TABLE.lock().procs.get(&me).map(cpu_of),
+        -1 => TABLE.lock().procs.get(&me).map(|p| p.cpu_children),
+        1 => Some(sched::current_run_cycles()),
+        _ => return -EINVAL,
+    };
+    let Some(cycles) = cycles else { return -ESRCH };
+    match with_space(|s, m| s.copy_to_user(m, addr, &rusage_bytes(cycles))) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
+}
+
+/// times(2): the process's and its reaped children's CPU time in clock ticks (100 per second; all of it as
+/// user time), and the ticks since boot as the return value.
+pub fn times(addr: u64) -> i64 {
+    let me = sched::current_pid();
+    let Some((own, children)) = TABLE.lock().procs.get(&me).map(|p| (cpu_of(p), p.cpu_children)) else { return -ESRCH };
+    let ticks = |c: u64| (crate::time::cycles_to_ns(c) / 10_000_000) as i64;
+    if addr != 0 {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&ticks(own).to_le_bytes());
+        b[16..24].copy_from_slice(&ticks(children).to_le_bytes());
+        match with_space(|s, m| s.copy_to_user(m, addr, &b)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return e.into(),
+            None => return -ESRCH,
+        }
+    }
+    ticks(cpu::rdtsc())
+}
+
+pub fn wait4(pid: i64, status_addr: u64, options: u64, rusage_addr: u64) -> i64 {
     if options & !(WNOHANG | WUNTRACED | WCONTINUED | WTHREAD_FLAGS) != 0 {
         return -EINVAL;
     }
@@ -377,18 +434,29 @@ pub fn wait4(pid: i64, status_addr: u64, options: u64) -> i64 {
                 let (cpid, st) = match found {
                     Reaped::Exited(c, s) | Reaped::Changed(c, s) => (c, s),
                 };
-                if status_addr != 0 {
+                let child_cpu = t.procs.get(&cpid).map_or(0, |c| cpu_of(c) + c.cpu_children);
+                if status_addr != 0 || rusage_addr != 0 {
                     // Under the table lock (order: table, then space), so a failed copy leaves the zombie.
                     let Some(me_space) = t.procs.get(&me).map(|p| p.space.clone()) else { return -ESRCH };
                     let mut guard = me_space.lock();
                     let Some(space) = guard.as_mut() else { return -ESRCH };
-                    if let Err(e) = space.copy_to_user(&mut KernelMem, status_addr, &st.to_le_bytes()) {
-                        return e.into();
+                    if status_addr != 0 {
+                        if let Err(e) = space.copy_to_user(&mut KernelMem, status_addr, &st.to_le_bytes()) {
+                            return e.into();
+                        }
+                    }
+                    if rusage_addr != 0 {
+                        if let Err(e) = space.copy_to_user(&mut KernelMem, rusage_addr, &rusage_bytes(child_cpu)) {
+                            return e.into();
+                        }
                     }
                 }
                 match found {
                     Reaped::Exited(..) => {
                         t.procs.remove(&cpid);
+                        if let Some(p) = t.procs.get_mut(&me) {
+                            p.cpu_children += child_cpu;
+                        }
                     }
                     Reaped::Changed(..) => {
                         if let Some(c) = t.procs.get_mut(&cpid) {

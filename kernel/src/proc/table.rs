@@ -71,6 +71,9 @@ pub(super) struct Process {
     pub(super) wait_report: Option<i32>,
     /// ITIMER_REAL (alarm, setitimer): the next expiry and the interval, in TSC cycles.
     pub(super) itimer: Option<Itimer>,
+    /// CPU time (TSC cycles) of its threads that have left, and of its reaped children (and theirs).
+    pub(super) cpu_self: u64,
+    pub(super) cpu_children: u64,
 }
 
 impl Process {
@@ -78,7 +81,7 @@ impl Process {
     pub(super) fn new(pid: u32, ppid: u32, name: &'static str, space: SpaceLock, sched: u64, pgid: u32, sid: u32, sig: crate::signal::SignalState) -> Process {
         let mut threads = BTreeMap::new();
         threads.insert(pid, ThreadEntry { sched, clear_tid: 0, doomed: false });
-        Process { ppid, name, space, state: State::Running, waiter: None, threads, group_exit: None, pgid, sid, sig, stopped: false, wait_report: None, itimer: None }
+        Process { ppid, name, space, state: State::Running, waiter: None, threads, group_exit: None, pgid, sid, sig, stopped: false, wait_report: None, itimer: None, cpu_self: 0, cpu_children: 0 }
     }
 
     /// The scheduler ids of all its threads.

@@ -109,9 +109,11 @@ pub(super) fn doomed() -> bool {
 /// one was set, else `wait_status`) and this returns true; the caller then leaves the CPU either way.
 pub(super) fn leave(wait_status: i32) -> bool {
     let (pid, tid) = (sched::current_pid(), sched::current_tid());
+    let ran = sched::current_run_cycles();
     let (clear_tid, last, status) = {
         let mut t = TABLE.lock();
         let Some(p) = t.procs.get_mut(&pid) else { return false };
+        p.cpu_self += ran;
         let clear_tid = p.threads.remove(&tid).map_or(0, |th| th.clear_tid);
         p.sig.remove_thread(tid);
         let last = p.threads.is_empty();
