@@ -100,6 +100,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         }
         nr::FUTEX => proc::futex(a0, a1, a2, a3, frame.gprs.r8, frame.gprs.r9),
         nr::WAIT4 => proc::wait4(a0 as i32 as i64, a1, a2 & 0xFFFF_FFFF, a3),
+        nr::WAITID => proc::waitid(a0 & 0xFFFF_FFFF, a1 & 0xFFFF_FFFF, a2, a3 & 0xFFFF_FFFF, frame.gprs.r8),
         nr::GETRUSAGE => proc::getrusage(a0 as i32 as i64, a1),
         nr::TIMES => proc::times(a0),
         nr::SCHED_SETAFFINITY => set_affinity(a0, a1, a2),

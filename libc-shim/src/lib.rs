@@ -39,6 +39,7 @@ pub mod nr {
     pub const FUTEX: u64 = 202;
     pub const GETRUSAGE: u64 = 98;
     pub const TIMES: u64 = 100;
+    pub const WAITID: u64 = 247;
     pub const BRK: u64 = 12;
     pub const SCHED_YIELD: u64 = 24;
     pub const NANOSLEEP: u64 = 35;

@@ -397,13 +397,23 @@ pub fn times(addr: u64) -> i64 {
     ticks(cpu::rdtsc())
 }
 
-pub fn wait4(pid: i64, status_addr: u64, options: u64, rusage_addr: u64) -> i64 {
-    if options & !(WNOHANG | WUNTRACED | WCONTINUED | WTHREAD_FLAGS) != 0 {
-        return -EINVAL;
-    }
-    if pid == i64::from(i32::MIN) {
-        return -ESRCH;
-    }
+/// What a wait asks for.
+#[derive(Clone, Copy)]
+struct Want {
+    exited: bool,
+    stopped: bool,
+    continued: bool,
+    /// Return at once when nothing is ready (WNOHANG).
+    nohang: bool,
+    /// Leave the child waitable (waitid's WNOWAIT).
+    nowait: bool,
+}
+
+/// The common part of wait4 and waitid: find a child selected by `pid` (wait4's encoding: > 0 one child, -1
+/// any, 0 the caller's group, < -1 group -pid) in a state `want` asks for, or block until one is. `report`
+/// writes the result into the caller's memory under the locks (a failed copy leaves the child as it was).
+/// Ok(None): WNOHANG and nothing ready.
+fn wait_child(pid: i64, want: Want, mut report: impl FnMut(&mut UserSpace, u32, i32, u64) -> Result<(), i64>) -> Result<Option<u32>, i64> {
     let me = sched::current_pid();
     loop {
         {
@@ -419,13 +429,13 @@ pub fn wait4(pid: i64, status_addr: u64, options: u64, rusage_addr: u64) -> i64 
                     }
             };
             if !t.procs.iter().any(|(&cpid, c)| matches(cpid, c)) {
-                return -ECHILD;
+                return Err(-ECHILD);
             }
             let found = t.procs.iter().find_map(|(&cpid, c)| match c.state {
-                State::Zombie(st) if matches(cpid, c) => Some(Reaped::Exited(cpid, st)),
+                State::Zombie(st) if want.exited && matches(cpid, c) => Some(Reaped::Exited(cpid, st)),
                 State::Running if matches(cpid, c) => match c.wait_report {
-                    Some(st) if st == crate::signal::CONTINUED_STATUS && options & WCONTINUED != 0 => Some(Reaped::Changed(cpid, st)),
-                    Some(st) if st != crate::signal::CONTINUED_STATUS && options & WUNTRACED != 0 => Some(Reaped::Changed(cpid, st)),
+                    Some(st) if st == crate::signal::CONTINUED_STATUS && want.continued => Some(Reaped::Changed(cpid, st)),
+                    Some(st) if st != crate::signal::CONTINUED_STATUS && want.stopped => Some(Reaped::Changed(cpid, st)),
                     _ => None,
                 },
                 _ => None,
@@ -435,50 +445,108 @@ pub fn wait4(pid: i64, status_addr: u64, options: u64, rusage_addr: u64) -> i64 
                     Reaped::Exited(c, s) | Reaped::Changed(c, s) => (c, s),
                 };
                 let child_cpu = t.procs.get(&cpid).map_or(0, |c| cpu_of(c) + c.cpu_children);
-                if status_addr != 0 || rusage_addr != 0 {
+                {
                     // Under the table lock (order: table, then space), so a failed copy leaves the zombie.
-                    let Some(me_space) = t.procs.get(&me).map(|p| p.space.clone()) else { return -ESRCH };
+                    let me_space = t.procs.get(&me).map(|p| p.space.clone()).ok_or(-ESRCH)?;
                     let mut guard = me_space.lock();
-                    let Some(space) = guard.as_mut() else { return -ESRCH };
-                    if status_addr != 0 {
-                        if let Err(e) = space.copy_to_user(&mut KernelMem, status_addr, &st.to_le_bytes()) {
-                            return e.into();
+                    let space = guard.as_mut().ok_or(-ESRCH)?;
+                    report(space, cpid, st, child_cpu)?;
+                }
+                if !want.nowait {
+                    match found {
+                        Reaped::Exited(..) => {
+                            t.procs.remove(&cpid);
+                            if let Some(p) = t.procs.get_mut(&me) {
+                                p.cpu_children += child_cpu;
+                            }
                         }
-                    }
-                    if rusage_addr != 0 {
-                        if let Err(e) = space.copy_to_user(&mut KernelMem, rusage_addr, &rusage_bytes(child_cpu)) {
-                            return e.into();
+                        Reaped::Changed(..) => {
+                            if let Some(c) = t.procs.get_mut(&cpid) {
+                                c.wait_report = None;
+                            }
                         }
                     }
                 }
-                match found {
-                    Reaped::Exited(..) => {
-                        t.procs.remove(&cpid);
-                        if let Some(p) = t.procs.get_mut(&me) {
-                            p.cpu_children += child_cpu;
-                        }
-                    }
-                    Reaped::Changed(..) => {
-                        if let Some(c) = t.procs.get_mut(&cpid) {
-                            c.wait_report = None;
-                        }
-                    }
-                }
-                return i64::from(cpid);
+                return Ok(Some(cpid));
             }
-            if options & WNOHANG != 0 {
-                return 0;
+            if want.nohang {
+                return Ok(None);
             }
             let tid = sched::current_id();
-            let Some(p) = t.procs.get_mut(&me) else { return -ESRCH };
+            let Some(p) = t.procs.get_mut(&me) else { return Err(-ESRCH) };
             if p.sig.deliverable(sched::current_tid()) {
                 // Interrupted: no wake-up is owed to this thread any more.
                 p.waiter = None;
-                return -crate::signal::ERESTARTSYS;
+                return Err(-crate::signal::ERESTARTSYS);
             }
             p.waiter = Some(tid);
         }
         sched::block();
+    }
+}
+
+pub fn wait4(pid: i64, status_addr: u64, options: u64, rusage_addr: u64) -> i64 {
+    if options & !(WNOHANG | WUNTRACED | WCONTINUED | WTHREAD_FLAGS) != 0 {
+        return -EINVAL;
+    }
+    if pid == i64::from(i32::MIN) {
+        return -ESRCH;
+    }
+    let want = Want { exited: true, stopped: options & WUNTRACED != 0, continued: options & WCONTINUED != 0, nohang: options & WNOHANG != 0, nowait: false };
+    let found = wait_child(pid, want, |space, _, st, cpu| {
+        if status_addr != 0 {
+            space.copy_to_user(&mut KernelMem, status_addr, &st.to_le_bytes())?;
+        }
+        if rusage_addr != 0 {
+            space.copy_to_user(&mut KernelMem, rusage_addr, &rusage_bytes(cpu))?;
+        }
+        Ok(())
+    });
+    match found {
+        Ok(Some(cpid)) => i64::from(cpid),
+        Ok(None) => 0,
+        Err(e) => e,
+    }
+}
+
+pub const WEXITED: u64 = 4;
+pub const WSTOPPED: u64 = 2;
+pub const WNOWAIT: u64 = 0x0100_0000;
+
+/// waitid(2): P_ALL (0), P_PID (1), P_PGID (2: 0 means the caller's group); WEXITED, WSTOPPED, WCONTINUED,
+/// WNOHANG, WNOWAIT; the child's state as a SIGCHLD siginfo in `infop` (zeroed when WNOHANG finds nothing),
+/// its CPU time in `rusage`. P_PIDFD: EINVAL (no pidfds).
+pub fn waitid(idtype: u64, id: u64, infop: u64, options: u64, rusage_addr: u64) -> i64 {
+    if options & !(WNOHANG | WEXITED | WSTOPPED | WCONTINUED | WNOWAIT | WTHREAD_FLAGS) != 0 || options & (WEXITED | WSTOPPED | WCONTINUED) == 0 {
+        return -EINVAL;
+    }
+    let pid = match idtype {
+        0 => -1,
+        1 if id as u32 as i32 > 0 => i64::from(id as u32),
+        2 if id as u32 as i32 >= 0 => -i64::from(id as u32),
+        _ => return -EINVAL,
+    };
+    let want = Want { exited: options & WEXITED != 0, stopped: options & WSTOPPED != 0, continued: options & WCONTINUED != 0, nohang: options & WNOHANG != 0, nowait: options & WNOWAIT != 0 };
+    let found = wait_child(pid, want, |space, cpid, st, cpu| {
+        if infop != 0 {
+            space.copy_to_user(&mut KernelMem, infop, &signals::wait_info(cpid, st).to_bytes())?;
+        }
+        if rusage_addr != 0 {
+            space.copy_to_user(&mut KernelMem, rusage_addr, &rusage_bytes(cpu))?;
+        }
+        Ok(())
+    });
+    match found {
+        Ok(Some(_)) => 0,
+        Ok(None) => {
+            if infop != 0 {
+                if let Some(Err(e)) = with_space(|s, m| s.copy_to_user(m, infop, &[0u8; 128])) {
+                    return e.into();
+                }
+            }
+            0
+        }
+        Err(e) => e,
     }
 }
 

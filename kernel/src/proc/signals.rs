@@ -98,6 +98,18 @@ fn post_locked_to(p: &mut Process, pid: u32, to: Option<u32>, info: SigInfo) -> 
     }
 }
 
+/// The siginfo waitid reports for child `pid` in wait status `wait_status`: exited, killed, stopped or
+/// continued.
+pub(super) fn wait_info(pid: u32, wait_status: i32) -> SigInfo {
+    if wait_status == CONTINUED_STATUS {
+        return SigInfo { signo: SIGCHLD, code: CLD_CONTINUED, detail: Detail::Child { pid, uid: 0, status: SIGCONT as i32 } };
+    }
+    if wait_status & 0xFF == 0x7F {
+        return SigInfo { signo: SIGCHLD, code: CLD_STOPPED, detail: Detail::Child { pid, uid: 0, status: (wait_status >> 8) & 0xFF } };
+    }
+    child_info(pid, wait_status)
+}
+
 /// The SIGCHLD a parent gets when child `pid` ends with `wait_status`.
 pub(super) fn child_info(pid: u32, wait_status: i32) -> SigInfo {
     let (code, status) = if wait_status & 0x7F == 0 { (CLD_EXITED, (wait_status >> 8) & 0xFF) } else { (CLD_KILLED, wait_status & 0x7F) };

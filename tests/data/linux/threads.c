@@ -13,17 +13,19 @@
  * ended by its own alarm() (it kills the children it forked and reports where it was), the parent's bounded wait
  * being the last resort.
  *
- * System calls used (beyond those of the signals suite): clone (CLONE_THREAD, CLONE_SETTLS, CLONE_PARENT_SETTID,
- * CLONE_CHILD_CLEARTID), futex (WAIT, WAKE, REQUEUE, CMP_REQUEUE, WAIT_BITSET, WAKE_BITSET, private and not),
- * set_tid_address, gettid, tgkill, tkill, exit (one thread) and exit_group, rt_sigprocmask per thread, mmap/munmap/
- * mprotect for thread stacks. No files, pipes, /proc, robust-list owner death, process-shared futexes between
- * processes, affinity or exec.
+ * System calls used (beyond those of the signals suite): clone with CLONE_THREAD, CLONE_SETTLS, CLONE_PARENT_SETTID
+ * and CLONE_CHILD_CLEARTID (glibc tries clone3 first, falling back on ENOSYS), futex (WAIT, WAKE, REQUEUE,
+ * CMP_REQUEUE, WAIT_BITSET, WAKE_BITSET, private and not), set_tid_address, gettid, tgkill, tkill, exit (one thread)
+ * and exit_group, rt_sigprocmask per thread, mmap/munmap/mprotect for thread stacks, sched_yield; glibc's thread
+ * code adds set_robust_list, rseq and madvise(MADV_DONTNEED). No files, pipes, /proc, robust-mutex owner death,
+ * futexes shared between processes, CPU affinity or exec.
  *
  * Every check is deterministic: where a check must know that a thread is asleep in the kernel, it does not sleep
  * and hope; it loops on an operation whose result proves it (FUTEX_WAKE returning 1, a mutex only obtainable once
  * the waiter has released it inside pthread_cond_wait, ...). Short sleeps appear only where a wrong kernel could
- * otherwise pass by luck, never where a right one could fail. The expectations are Linux's behaviour (checked on
- * Linux 6.1 and later); each is commented where it is not obvious. All threads of a process may run on one CPU. */
+ * otherwise pass by luck, never where a right one could fail. The expectations are Linux's behaviour (the harness's
+ * reference is Linux 6.1; all checks also pass on 6.18), commented where not obvious. All threads of a process may
+ * run on one CPU. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
@@ -476,26 +478,16 @@ static const char *c_detached(void) {
     return NULL;
 }
 
-static volatile size_t stk_attr_size;
-static volatile int stk_getattr_rc = -1;
-
 static void *t_big_stack(void *arg) {
     (void)arg;
-    /* 512 KiB of locals: more than musl's default thread stack (128 KiB), so this needs the attribute. */
+    /* 512 KiB of locals: more than musl's default thread stack (128 KiB), so this needs the attribute. (Not
+     * pthread_getattr_np: glibc's asks the kernel for the thread's CPU affinity.) */
     volatile char buf[512 * 1024];
     for (size_t i = 0; i < sizeof buf; i += 4096)
         buf[i] = (char)(i >> 12);
     long sum = 0;
     for (size_t i = 0; i < sizeof buf; i += 4096)
         sum += buf[i];
-    pthread_attr_t a;
-    size_t sz = 0;
-    stk_getattr_rc = pthread_getattr_np(pthread_self(), &a);
-    if (stk_getattr_rc == 0) {
-        pthread_attr_getstacksize(&a, &sz);
-        pthread_attr_destroy(&a);
-    }
-    stk_attr_size = sz;
     return (void *)sum;
 }
 
@@ -515,8 +507,6 @@ static const char *c_stacksize(void) {
     for (size_t i = 0; i < 512 * 1024; i += 4096)
         want += (char)(i >> 12);
     EXPECT((long)res == want, "stack_contents_sum=%ld_want_%ld", (long)res, want);
-    EXPECT(stk_getattr_rc == 0, "pthread_getattr_np=%d", stk_getattr_rc);
-    EXPECT(stk_attr_size >= (1 << 20), "thread_stacksize=%zu", (size_t)stk_attr_size);
     pthread_attr_destroy(&attr);
     return NULL;
 }
@@ -1825,6 +1815,11 @@ static void *t_ct(void *arg) {
     return (void *)77;
 }
 
+static void *t_double_late(void *arg) {
+    sleep_ms(2);
+    return t_double(arg);
+}
+
 static const char *c_cleartid_join(void) {
     pthread_t t;
     PT(pthread_create(&t, NULL, t_ct, NULL));
@@ -1838,10 +1833,10 @@ static const char *c_cleartid_join(void) {
     void *res = NULL;
     PT(pthread_join(t, &res));
     EXPECT(res == (void *)77, "join_result=%p", res);
-    /* And joins that wait for the exit: a thread that exits while the joiner sleeps in the kernel. */
+    /* And joins that wait for the exit: a thread that (most likely) exits while the joiner sleeps in the kernel. */
     for (int i = 0; i < 8; i++) {
         step("join_while_running");
-        PT(pthread_create(&t, NULL, t_double, (void *)(intptr_t)i));
+        PT(pthread_create(&t, NULL, t_double_late, (void *)(intptr_t)i));
         PT(pthread_join(t, &res));
         EXPECT(res == (void *)(intptr_t)(2 * i), "join_%d_result=%p", i, res);
     }
