@@ -238,7 +238,7 @@ fn clocks(c: &mut Checks) {
     println!("RESULT torture_time realtime_s={} monotonic_s={}", real, mono);
 }
 
-const IMPLEMENTED: [u64; 49] = [
+const IMPLEMENTED: [u64; 52] = [
     nr::READ, nr::WRITE, nr::MMAP, nr::MUNMAP, nr::BRK, nr::SCHED_YIELD, nr::NANOSLEEP, nr::GETPID, nr::FORK,
     nr::EXECVE, nr::EXIT, nr::WAIT4, nr::GETPPID, nr::SCHED_SETAFFINITY, nr::CLOCK_GETTIME, nr::GETCPU,
     nr::QUESTV_CYCLES, nr::QUESTV_FREE_FRAMES, nr::QUESTV_NCPUS, nr::QUESTV_SANDBOX, nr::QUESTV_VMEXITS,
@@ -247,6 +247,7 @@ const IMPLEMENTED: [u64; 49] = [
     nr::RT_SIGACTION, nr::RT_SIGPROCMASK, nr::RT_SIGPENDING, nr::RT_SIGTIMEDWAIT, nr::SIGALTSTACK, nr::KILL,
     nr::TKILL, nr::TGKILL, nr::ALARM, nr::SETITIMER, nr::GETITIMER, nr::SETPGID, nr::GETPGID, nr::GETPGRP,
     nr::SETSID, nr::GETSID, nr::CLOCK_NANOSLEEP, nr::FUTEX, nr::SET_TID_ADDRESS, nr::GETTID,
+    nr::WAITID, nr::GETRUSAGE, nr::TIMES,
 ];
 
 /// Keep a random call from ending, stalling or overwriting the fuzzer itself while its argument checks still
