@@ -255,9 +255,8 @@ pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64
             }
             let (woken, moved) = q.requeue(from, to, val, n_requeue);
             drop(q);
-            let n = woken.len() as i64;
-            wake_threads(woken);
-            Ok(n + if cmd == futex::FUTEX_CMP_REQUEUE { i64::from(moved) } else { 0 })
+            // Both return the woken and the requeued together (Linux's futex_requeue counts both).
+            Ok(wake_threads(woken) + i64::from(moved))
         }
         futex::FUTEX_WAKE_OP => {
             let (k1, k2) = (key(uaddr)?, key(uaddr2)?);

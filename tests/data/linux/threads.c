@@ -137,8 +137,12 @@ static void sleep_ms(int ms) {
 }
 
 /* An absolute time `ms` from now on clock `c` (negative: in the past). */
+/* A deadline `ms` from now on clock `c`; one in the past is clamped to the clock's epoch (0), which is still past:
+ * shortly after boot MONOTONIC may read less than a second, and a negative timespec is EINVAL, not ETIMEDOUT. */
 static struct timespec abs_in(clockid_t c, long ms) {
     long long t = clock_ns(c) + ms * 1000000LL;
+    if (t < 0)
+        t = 0;
     struct timespec ts = {(time_t)(t / 1000000000LL), (long)(t % 1000000000LL)};
     return ts;
 }
