@@ -1,8 +1,8 @@
 // Host build script of the runner crate:
 // 1. The runner builds kernel images for the host target on its precompiled core/alloc (docs/build.md): record
 //    which target that is, and refuse hosts the kernel cannot be built on.
-// 2. Build the C user programs (userland/c/*.c) against the C libc shim (libc-shim/include, libc-shim/c) with
-//    the system gcc as static questv executables; the runner puts them in the ramdisk.
+// 2. Build the C user programs (userland/c/*.c) with musl-gcc as static executables (Debian's musl-tools; questv's
+//    own headers from libc-shim/include); the runner puts them in the ramdisk. The same binaries run on Linux.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,31 +23,26 @@ fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("userland-c");
     std::fs::create_dir_all(&out).unwrap();
-    for dir in ["userland/c", "libc-shim/c", "libc-shim/include", "libc-shim/include/sys", "libc-shim/include/questv"] {
+    for dir in ["userland/c", "libc-shim/include/questv"] {
         println!("cargo:rerun-if-changed={dir}");
         for f in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
             println!("cargo:rerun-if-changed={}", f.path().display());
         }
     }
-    println!("cargo:rerun-if-changed=userland/user.ld");
-    let shim: Vec<PathBuf> = sorted_c_files(&root.join("libc-shim/c"));
     for prog in sorted_c_files(&root.join("userland/c")) {
         let name = prog.file_stem().unwrap().to_string_lossy().into_owned();
         // The project's own programs build warning-free (-Werror); `questv cc` uses the same flags without it.
-        let status = Command::new("gcc")
+        let status = Command::new("musl-gcc")
             .args(USER_CFLAGS)
             .arg("-Werror")
             .arg("-I")
             .arg(root.join("libc-shim/include"))
-            .arg(format!("-Wl,-T,{}", root.join("userland/user.ld").display()))
-            .args(USER_LDFLAGS)
             .arg("-o")
             .arg(out.join(&name))
             .arg(&prog)
-            .args(&shim)
             .status()
-            .unwrap_or_else(|e| panic!("cannot run gcc ({e}): the C user programs need it (Debian package gcc)"));
-        assert!(status.success(), "gcc failed to build {}", prog.display());
+            .unwrap_or_else(|e| panic!("cannot run musl-gcc ({e}): the C user programs are built against musl (Debian packages musl-tools, musl-dev)"));
+        assert!(status.success(), "musl-gcc failed to build {}", prog.display());
     }
     println!("cargo:rustc-env=QUESTV_USER_C_DIR={}", out.display());
 }

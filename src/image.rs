@@ -94,6 +94,11 @@ pub fn bad_elf() -> Vec<u8> {
     v
 }
 
+/// The userland's C program `name` (built by build.rs with musl: an ordinary static Linux binary).
+pub fn user_c_program(name: &str) -> PathBuf {
+    PathBuf::from(env!("QUESTV_USER_C_DIR")).join(name)
+}
+
 /// Build the Rust user programs and collect them with the C ones (built by build.rs): (name, path).
 pub fn build_userland() -> Result<Vec<(String, PathBuf)>, String> {
     let root = workspace_root();

@@ -98,7 +98,7 @@ fn image(o: &BootOptions, out: &Path) -> ! {
     }
 }
 
-/// `cc`: compile, show gcc's warnings and how to run the result.
+/// `cc`: compile, show the compiler's warnings and how to run the result.
 fn cc(o: &questv::usercc::CcOptions) -> ! {
     match questv::usercc::cc(o) {
         Ok((out, warnings)) => {

@@ -1,12 +1,15 @@
 //! `cc` and `new-program`: a user's own program, from a file outside the repository to a questv executable.
 //!
-//! - [`cc`] compiles a C file against the C shim (libc-shim/include, libc-shim/c) with the flags the project's
-//!   own C programs get (src/cflags.rs), minus `-Werror`: warnings are shown, not fatal. When gcc fails because
-//!   the shim lacks a header or a function, [`diagnose`] says which, and what the shim has.
+//! - [`cc`] compiles a C file with musl-gcc (Debian's musl, the C library of every C program questv runs) as a
+//!   static executable, with the flags the project's own C programs get (src/cflags.rs) minus `-Werror`:
+//!   warnings are shown, not fatal. questv's own headers (`<questv/questv.h>`, `<questv/chan.h>`,
+//!   `<questv/vcpu.h>`, `<questv/state.h>`: libc-shim/include) are on the include path. When musl-gcc fails
+//!   because a header or a function is in neither musl nor questv's headers, [`diagnose`] says which.
 //! - [`new_program`] writes a Rust crate built against the Rust API (`questv-libc-shim` with its `rt`
 //!   runtime) outside the userland crate: `cargo build --release` in it gives a questv executable.
 //!
-//! Either result goes into a boot's ramdisk with `boot --add PATH` and runs with `--run "NAME ARGS"`.
+//! Either result goes into a boot's ramdisk with `boot --add PATH` and runs with `--run "NAME ARGS"`. The C
+//! executable is an ordinary static Linux binary: it runs on Linux too.
 #![forbid(unsafe_code)]
 
 use crate::cflags::{USER_CFLAGS, USER_LDFLAGS};
@@ -19,24 +22,15 @@ pub struct CcOptions {
     pub src: PathBuf,
     /// Default: the source's stem in the current directory (as `gcc -o stem`).
     pub out: Option<PathBuf>,
-    /// Passed to gcc after the project's flags (e.g. `-DN=3`, `-O0`, `-Wextra`).
+    /// Passed to musl-gcc after the project's flags (e.g. `-DN=3`, `-O0`, `-Wextra`, `-lm`).
     pub gcc_args: Vec<String>,
 }
 
-/// The headers the C shim provides (relative to libc-shim/include).
-pub fn shim_headers() -> Vec<String> {
-    let inc = workspace_root().join("libc-shim/include");
-    let mut out = Vec::new();
-    for sub in ["", "sys", "questv"] {
-        if let Ok(rd) = std::fs::read_dir(inc.join(sub)) {
-            for e in rd.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                if n.ends_with(".h") {
-                    out.push(if sub.is_empty() { n } else { format!("{sub}/{n}") });
-                }
-            }
-        }
-    }
+/// questv's own C headers (relative to libc-shim/include).
+pub fn questv_headers() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(workspace_root().join("libc-shim/include/questv"))
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".h")).map(|n| format!("questv/{n}")).collect())
+        .unwrap_or_default();
     out.sort();
     out
 }
@@ -47,7 +41,7 @@ fn between<'a>(line: &'a str, open: &str, close: char) -> Option<&'a str> {
     Some(&rest[..rest.find(close)?])
 }
 
-/// What gcc's errors say the shim lacks: headers it could not find, functions it could not declare or link.
+/// What musl-gcc's errors say is missing: headers it could not find, functions it could not declare or link.
 /// Returns a message for the user, or `None` when the failure is something else (a plain compile error).
 pub fn diagnose(gcc_stderr: &str, headers: &[String]) -> Option<String> {
     let mut missing_headers: Vec<&str> = Vec::new();
@@ -61,6 +55,7 @@ pub fn diagnose(gcc_stderr: &str, headers: &[String]) -> Option<String> {
             }
         }
         let f = between(l, "undefined reference to `", '\'').or_else(|| between(l, "implicit declaration of function '", '\''));
+        let f = f.or_else(|| between(l, "implicit declaration of function \u{2018}", '\u{2019}'));
         if let Some(f) = f {
             if !missing_fns.contains(&f) {
                 missing_fns.push(f);
@@ -72,53 +67,44 @@ pub fn diagnose(gcc_stderr: &str, headers: &[String]) -> Option<String> {
     }
     let mut m = String::new();
     for h in &missing_headers {
-        m.push_str(&format!("the questv C shim has no <{h}>\n"));
+        m.push_str(&format!("neither musl nor questv has <{h}>\n"));
     }
     if !missing_fns.is_empty() {
         let list: Vec<String> = missing_fns.iter().map(|f| format!("{f}()")).collect();
-        m.push_str(&format!("the questv C shim does not provide {}\n", list.join(", ")));
+        m.push_str(&format!("musl (questv's C library) does not provide {} (glibc extensions are not in musl)\n", list.join(", ")));
     }
-    m.push_str(&format!("it has: {} (what each provides: docs/processes.md, \"The C shim\")", headers.iter().map(|h| format!("<{h}>")).collect::<Vec<_>>().join(" ")));
+    m.push_str(&format!("questv's own headers: {} (docs/processes.md, \"C programs\")", headers.iter().map(|h| format!("<{h}>")).collect::<Vec<_>>().join(" ")));
     Some(m)
 }
 
-/// Compile `o.src` into a questv executable. Returns its path and gcc's warnings (empty if none).
+/// Compile `o.src` into a static executable with musl-gcc. Returns its path and the compiler's warnings
+/// (empty if none).
 pub fn cc(o: &CcOptions) -> Result<(PathBuf, String), String> {
-    require_tool("gcc", "gcc")?;
+    require_tool("musl-gcc", "musl-tools")?;
     if !o.src.is_file() {
         return Err(format!("{}: no such file", o.src.display()));
     }
     let stem = o.src.file_stem().and_then(|s| s.to_str()).ok_or("the source file needs a name")?;
     let out = o.out.clone().unwrap_or_else(|| PathBuf::from(stem));
     let root = workspace_root();
-    let mut shim: Vec<PathBuf> = std::fs::read_dir(root.join("libc-shim/c"))
-        .map_err(|e| format!("libc-shim/c: {e}"))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "c"))
-        .collect();
-    shim.sort();
-    let output = Command::new("gcc")
+    let output = Command::new("musl-gcc")
         .env("LC_ALL", "C")
         .args(USER_CFLAGS)
         .arg("-I")
         .arg(root.join("libc-shim/include"))
-        .arg(format!("-Wl,-T,{}", root.join("userland/user.ld").display()))
-        .args(USER_LDFLAGS)
         .arg("-o")
         .arg(&out)
         .arg(&o.src)
-        .args(&shim)
-        // After the sources, so `-lfoo` resolves; -D/-I/-W apply wherever they stand.
+        // After the source, so `-lfoo` resolves; -D/-I/-W apply wherever they stand.
         .args(&o.gcc_args)
         .output()
-        .map_err(|e| format!("cannot run gcc: {e}"))?;
+        .map_err(|e| format!("cannot run musl-gcc: {e}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     if output.status.success() {
         return Ok((out, stderr));
     }
-    let hint = diagnose(&stderr, &shim_headers()).map(|h| format!("\n{h}")).unwrap_or_default();
-    Err(format!("gcc failed on {}:\n{}{hint}", o.src.display(), stderr.trim_end()))
+    let hint = diagnose(&stderr, &questv_headers()).map(|h| format!("\n{h}")).unwrap_or_default();
+    Err(format!("musl-gcc failed on {}:\n{}{hint}", o.src.display(), stderr.trim_end()))
 }
 
 /// A program name as it will appear in the ramdisk and in `--run`: letters, digits, `-`, `_`, `.`; not a word
@@ -212,15 +198,15 @@ mod tests {
 
     #[test]
     fn diagnose_names_missing_headers_and_functions() {
-        let h = vec!["stdio.h".to_string(), "sys/wait.h".into()];
-        let e = "x.c:1:10: fatal error: sys/socket.h: No such file or directory\ncompilation terminated.\n";
+        let h = vec!["questv/questv.h".to_string(), "questv/chan.h".into()];
+        let e = "x.c:1:10: fatal error: execinfo.h: No such file or directory\ncompilation terminated.\n";
         let m = diagnose(e, &h).unwrap();
-        assert!(m.contains("no <sys/socket.h>") && m.contains("<sys/wait.h>"), "{m}");
-        let e = "x.c:3:5: warning: implicit declaration of function 'qsort' [-Wimplicit-function-declaration]\n\
-                 /usr/bin/ld: /tmp/cc.o: in function `main':\nx.c:(.text+0x1a): undefined reference to `qsort'\n\
-                 x.c:(.text+0x2a): undefined reference to `getenv'\ncollect2: error: ld returned 1 exit status\n";
+        assert!(m.contains("neither musl nor questv has <execinfo.h>") && m.contains("<questv/chan.h>"), "{m}");
+        let e = "x.c:3:5: warning: implicit declaration of function 'gnu_get_libc_version' [-Wimplicit-function-declaration]\n\
+                 /usr/bin/ld: /tmp/cc.o: in function `main':\nx.c:(.text+0x1a): undefined reference to `gnu_get_libc_version'\n\
+                 x.c:(.text+0x2a): undefined reference to `backtrace'\ncollect2: error: ld returned 1 exit status\n";
         let m = diagnose(e, &h).unwrap();
-        assert!(m.contains("does not provide qsort(), getenv()"), "{m}");
+        assert!(m.contains("does not provide gnu_get_libc_version(), backtrace()"), "{m}");
         assert!(diagnose("x.c:2:1: error: expected ';' before '}' token\n", &h).is_none());
         // A missing source file is not a missing header.
         assert!(diagnose("gcc: error: y.c: No such file or directory\ncc1: fatal error: y.c: No such file or directory\n", &h).is_none());

@@ -1,4 +1,4 @@
-//! User programs on the SMP build in QEMU -smp 4: forkwait (C and Rust), the C shim, the syscall torture test,
+//! User programs on the SMP build in QEMU -smp 4: forkwait (C and Rust), a C program on musl, the syscall torture test,
 //! one forkwait per CPU in parallel. Every run must give back every physical frame (init checks and reports).
 mod common;
 use common::{boot, require, Run};
@@ -46,7 +46,7 @@ fn forkwait_in_parallel_on_every_cpu() {
 }
 
 #[test]
-fn c_shim_works() {
+fn a_c_program_on_musl_works() {
     let r = run("hello one two");
     r.check(r.code == 0, "hello failed");
     let h = r.results("hello");

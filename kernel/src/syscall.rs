@@ -1,5 +1,5 @@
-//! System call dispatch. Numbers and semantics follow Linux x86_64 where they exist (so the C shim's headers
-//! look familiar), plus a few questv calls from 1000 up. Failures return negative errno values; every user
+//! System call dispatch. Numbers and semantics follow Linux x86_64 (static musl and glibc binaries run
+//! unmodified), plus a few questv calls from 1000 up. Failures return negative errno values; every user
 //! pointer goes through the checked copies in mm::uspace, so a bad pointer is EFAULT, never a kernel fault.
 //! Handlers run with interrupts off and yield explicitly when they wait.
 

@@ -31,7 +31,7 @@ pub enum Cli {
     Paper(paper::PaperOptions),
     /// Build the hybrid ISO `boot` would boot and keep it (for a USB stick or another emulator).
     Image(BootOptions, PathBuf),
-    /// Compile a C file against the C shim into a questv executable.
+    /// Compile a C file with musl-gcc (static; questv's own headers on the include path) into an executable.
     Cc(usercc::CcOptions),
     /// Write a Rust user-program crate (NAME, directory).
     NewProgram(String, PathBuf),

@@ -1,4 +1,4 @@
-/* hello: exercises the C shim (printf formats, malloc/free, getpid/getppid, clock_gettime, argv). */
+/* hello: a C program on musl (printf formats, malloc/free, getpid/getppid, clock_gettime, argv). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

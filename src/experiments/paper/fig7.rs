@@ -10,14 +10,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-/// Fig 7's Linux side: the same forkwait.c, static, one pinned instance per vCPU.
+/// Fig 7's Linux side: the very forkwait binary questv runs (userland/c/forkwait.c built with musl), one pinned
+/// instance per vCPU.
 fn linux_forkwait(plan: &Plan) -> Result<(Vec<ResultLine>, String), String> {
     let root = workspace_root();
     let cache = root.join("target").join("linux-cache");
-    let exe = cache.join("bin").join("forkwait");
-    let compat = root.join("userland/c/linux/questv_compat.h");
-    let compat = compat.to_str().ok_or("non-UTF-8 path")?;
-    linux::compile_static_with(&root.join("userland/c/forkwait.c"), &exe, &["-include", compat])?;
+    let exe = crate::image::user_c_program("forkwait");
     let n = plan.fig7_cpus;
     let cmd = format!("for c in $(seq 0 {}); do taskset -c $c /bin/forkwait {} & done; wait", n - 1, plan.fig7_iterations);
     let guest = linux::build_initrd(&cache, None, &[("forkwait".into(), exe)], &cmd, false)?;
@@ -158,7 +156,7 @@ fn judged(mut fig: Figure, o: &PaperOptions, plan: &Plan, rows: &[CompareRow], p
         let l = mean(&mut linux_rows.iter().map(|r| r.1));
         fig.series.push("linux".into());
         fig.ratios.push(ratio("Linux / SMP cycles per iteration", l / smp.max(1.0), "Quest and Quest-V faster than Linux 2.6.32 (above 1)", Some(l > smp && l > vt)));
-        linux_text = format!("Linux {version} (Debian's kernel + busybox) ran the same `forkwait.c`, compiled with `gcc -O2 -static` against `userland/c/linux/questv_compat.h`, one instance per vCPU pinned with `taskset`: {l:.0} cycles, {:.2}x the SMP build.", l / smp.max(1.0));
+        linux_text = format!("Linux {version} (Debian's kernel + busybox) ran the very same forkwait binary (userland/c/forkwait.c, static musl), one instance per vCPU pinned with `taskset`: {l:.0} cycles, {:.2}x the SMP build.", l / smp.max(1.0));
     }
     fig.paragraph = format!(
         "{} iterations of fork + waitpid, one instance per core at once, TSC cycles per iteration measured in each guest, every system in the same {} ({} vCPUs, CPU `{}`{}). questv SMP {smp:.0}, VT {vt:.0} cycles: VT/SMP = {:.3}, with {exits} VM exits in the loops.{pt_text} {linux_text} The paper (Linux 2.6.32, 32 and 64 bit; we run 64-bit only) saw no VT overhead and both Quest builds ahead of Linux.",
