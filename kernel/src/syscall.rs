@@ -79,6 +79,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::MPROTECT => mprotect(a0, a1, a2),
         nr::MADVISE => madvise(a0, a1, a2),
         nr::MUNMAP => munmap(a0, a1),
+        nr::MREMAP => mremap(a0, a1, a2, a3, frame.gprs.r8),
         nr::BRK => proc::with_space(|s, m| s.set_brk(m, if a0 == 0 { s.brk } else { a0 }) as i64).unwrap_or(-ESRCH),
         nr::SCHED_YIELD => {
             sched::yield_now();
@@ -157,6 +158,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::UNAME => uname(a0),
         // questv has one user: everyone is root (uid and gid 0), as in a container's first process.
         nr::GETUID | nr::GETGID | nr::GETEUID | nr::GETEGID => 0,
+        nr::GETRESUID | nr::GETRESGID => getres_ids(a0, a1, a2),
+        nr::SCHED_GETAFFINITY => get_affinity(a0 & 0xFFFF_FFFF, a1, a2),
         nr::GETTID => i64::from(sched::current_tid()),
         nr::SET_TID_ADDRESS => proc::set_tid_address(a0),
         other => not_implemented(other),
@@ -650,6 +653,17 @@ fn munmap(addr: u64, len: u64) -> i64 {
     }
 }
 
+fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> i64 {
+    match proc::with_space(|s, m| s.mremap(m, old, old_len, new_len, flags, new_addr)) {
+        Some(Ok(a)) => {
+            flush_tlb();
+            a as i64
+        }
+        Some(Err(e)) => -e.errno(),
+        None => -ESRCH,
+    }
+}
+
 fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {
     if prot > 7 {
         return -EINVAL;
@@ -834,6 +848,36 @@ fn set_affinity(pid: u64, size: u64, mask_addr: u64) -> i64 {
         sched::migrate_current(target);
     }
     0
+}
+
+/// getresuid(2) / getresgid(2): real, effective and saved ids, all 0 (one user).
+fn getres_ids(r: u64, e: u64, saved: u64) -> i64 {
+    for addr in [r, e, saved] {
+        match proc::with_space(|s, m| s.copy_to_user(m, addr, &0u32.to_le_bytes())) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return e.into(),
+            None => return -ESRCH,
+        }
+    }
+    0
+}
+
+/// sched_getaffinity(2): the CPUs the caller may be moved to, every online one of its kernel (glibc's and
+/// musl's `sysconf(_SC_NPROCESSORS_ONLN)` count them here). Returns the bytes written (8), as the system call
+/// does; `EINVAL` for a size below 8 or not a multiple of 8, `ESRCH` for another process that does not exist.
+fn get_affinity(pid: u64, size: u64, mask_addr: u64) -> i64 {
+    if pid != 0 && !proc::exists(pid as u32) {
+        return -ESRCH;
+    }
+    if size < 8 || size % 8 != 0 {
+        return -EINVAL;
+    }
+    let mask = (0..smp::cpu_count().min(64)).filter(|&c| smp::is_online(c)).fold(0u64, |m, c| m | 1 << c);
+    match proc::with_space(|s, m| s.copy_to_user(m, mask_addr, &mask.to_le_bytes())) {
+        Some(Ok(())) => 8,
+        Some(Err(e)) => e.into(),
+        None => -ESRCH,
+    }
 }
 
 fn getcpu(cpu_addr: u64) -> i64 {

@@ -40,6 +40,10 @@ pub mod nr {
     pub const GETRUSAGE: u64 = 98;
     pub const TIMES: u64 = 100;
     pub const WAITID: u64 = 247;
+    pub const GETRESUID: u64 = 118;
+    pub const GETRESGID: u64 = 120;
+    pub const SCHED_GETAFFINITY: u64 = 204;
+    pub const MREMAP: u64 = 25;
     pub const BRK: u64 = 12;
     pub const SCHED_YIELD: u64 = 24;
     pub const NANOSLEEP: u64 = 35;

@@ -390,6 +390,118 @@ impl UserSpace {
         Ok(())
     }
 
+    /// `mremap(old, old_len, new_len, flags, new_addr)` (MREMAP_MAYMOVE 1, MREMAP_FIXED 2) of one area:
+    /// shrinking unmaps the tail; growing extends in place when the pages after it are free, else (with
+    /// MAYMOVE) moves the area — its page-table entries, not its data — to a new place, or to `new_addr` with
+    /// FIXED (replacing what is there). Returns the address. Errors as Linux: EINVAL (misaligned, zero new
+    /// length, unknown flags, FIXED without MAYMOVE, a FIXED range overlapping the old one), EFAULT (the old
+    /// range is not within one mapping), ENOMEM (no room, or growing in place impossible without MAYMOVE).
+    pub fn mremap<M: PhysMem>(&mut self, mem: &mut M, old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> Result<u64, VmaError> {
+        const MAYMOVE: u64 = 1;
+        const FIXED: u64 = 2;
+        if old % PAGE_SIZE != 0 || flags & !(MAYMOVE | FIXED) != 0 || (flags & FIXED != 0 && flags & MAYMOVE == 0) {
+            return Err(VmaError::Invalid);
+        }
+        let new_len = super::vma::page_len(new_len).ok_or(VmaError::Invalid)?;
+        // An old length of 0 duplicates shared mappings on Linux; questv does not (EINVAL, as for private ones).
+        let old_len = super::vma::page_len(old_len).ok_or(VmaError::Invalid)?;
+        let area = *self.vmas.find(old).ok_or(VmaError::Fault)?;
+        let old_end = old.checked_add(old_len).ok_or(VmaError::Fault)?;
+        if old_end > area.end {
+            return Err(VmaError::Fault);
+        }
+        if flags & FIXED != 0 {
+            let end = new_addr.checked_add(new_len).ok_or(VmaError::Invalid)?;
+            if new_addr % PAGE_SIZE != 0 || (new_addr < old_end && old < end) {
+                return Err(VmaError::Invalid);
+            }
+            if !user_range_ok(new_addr, new_len) {
+                return Err(VmaError::NoMemory);
+            }
+            return self.move_area(mem, area, old, old_len, new_len, Placement::Fixed(new_addr));
+        }
+        if new_len <= old_len {
+            if new_len < old_len {
+                self.munmap(mem, old + new_len, old_len - new_len)?;
+            }
+            return Ok(old);
+        }
+        let grow_end = old.checked_add(new_len).ok_or(VmaError::NoMemory)?;
+        let heap = self.brk_start..self.brk_start + BRK_MAX;
+        let in_place = old_end == area.end
+            && grow_end <= MMAP_TOP
+            && self.vmas.is_free(old_end, grow_end)
+            && !(old_end < heap.end && grow_end > heap.start);
+        if in_place {
+            self.vmas.map(old_end, grow_end - old_end, area.prot, area.kind)?;
+            if area.kind == Kind::Shared {
+                if let Err(e) = self.map_zeroed(mem, old_end, grow_end - old_end, prot_flags(area.prot)) {
+                    let _ = self.unmap(mem, old_end, grow_end - old_end);
+                    let _ = self.vmas.unmap(old_end, grow_end - old_end);
+                    return Err(if e == UserError::NoMemory { VmaError::NoMemory } else { VmaError::Invalid });
+                }
+            }
+            return Ok(old);
+        }
+        if flags & MAYMOVE == 0 {
+            return Err(VmaError::NoMemory);
+        }
+        self.move_area(mem, area, old, old_len, new_len, Placement::Hint(0))
+    }
+
+    /// mremap's move: a new area of `new_len` where `placement` puts it, with the old range's pages (up to
+    /// `new_len`) moved there entry by entry; the rest of the old range is unmapped; growth beyond the old
+    /// length is filled on demand (shared memory: at once).
+    fn move_area<M: PhysMem>(&mut self, mem: &mut M, area: super::vma::Vma, old: u64, old_len: u64, new_len: u64, placement: Placement) -> Result<u64, VmaError> {
+        let to = match placement {
+            Placement::Fixed(a) => a,
+            p => {
+                // Not over the heap's reserve (as mmap's hints).
+                let heap = self.brk_start..self.brk_start + BRK_MAX;
+                let a = self.vmas.place(p, new_len)?;
+                if a < heap.end && a + new_len > heap.start {
+                    return Err(VmaError::NoMemory);
+                }
+                a
+            }
+        };
+        if let Placement::Fixed(a) = placement {
+            self.munmap(mem, a, new_len)?;
+        }
+        let moved = old_len.min(new_len);
+        // Move the entries; on running out of memory for page tables, put back what moved.
+        let mut done = 0;
+        while done < moved {
+            let from = old + done;
+            let entry = self.aspace.leaf_mut(mem, from).map(|e| *e).unwrap_or(0);
+            if entry & PageFlags::PRESENT.bits() != 0 {
+                if self.aspace.map_4k(mem, to + done, entry & ADDR_MASK, entry_flags(entry) - PageFlags::PRESENT).is_err() {
+                    let mut back = 0;
+                    while back < done {
+                        if let Some(e) = self.aspace.leaf_mut(mem, to + back).map(|e| core::mem::take(e)) {
+                            if e & PageFlags::PRESENT.bits() != 0 {
+                                let _ = self.aspace.map_4k(mem, old + back, e & ADDR_MASK, entry_flags(e) - PageFlags::PRESENT);
+                            }
+                        }
+                        back += PAGE_SIZE;
+                    }
+                    return Err(VmaError::NoMemory);
+                }
+                if let Some(e) = self.aspace.leaf_mut(mem, from) {
+                    *e = 0;
+                }
+            }
+            done += PAGE_SIZE;
+        }
+        let _ = self.vmas.unmap(old, old_len);
+        let _ = self.unmap(mem, old, old_len);
+        self.vmas.map(to, new_len, area.prot, area.kind)?;
+        if area.kind == Kind::Shared && new_len > old_len {
+            let _ = self.map_zeroed(mem, to + old_len, new_len - old_len, prot_flags(area.prot));
+        }
+        Ok(to)
+    }
+
     /// `madvise(MADV_DONTNEED)` on private anonymous memory: its pages go; the next touch reads zeros (the
     /// program image and shared memory keep theirs).
     pub fn dont_need<M: PhysMem>(&mut self, mem: &mut M, addr: u64, len: u64) -> Result<(), VmaError> {
@@ -522,6 +634,47 @@ mod tests {
         let mut b = vec![0; n];
         s.copy_from_user(mem, va, &mut b).unwrap();
         b
+    }
+
+    #[test]
+    fn mremap_shrinks_grows_in_place_and_moves_pages_not_data() {
+        let mut mem = FakeMem::default();
+        let mut s = UserSpace::new(&mut mem, KERNEL_ENTRY).unwrap();
+        let a = s.mmap_anonymous(&mut mem, Placement::Hint(0), 4 * PAGE_SIZE, PROT_READ | PROT_WRITE, Kind::Private).unwrap();
+        for i in 0..4 {
+            assert_eq!(s.handle_fault(&mut mem, a + i * PAGE_SIZE, true), FaultOutcome::Resolved);
+            s.copy_to_user(&mut mem, a + i * PAGE_SIZE, &[b'a' + i as u8]).unwrap();
+        }
+        // Shrink: the tail goes, the address stays.
+        assert_eq!(s.mremap(&mut mem, a, 4 * PAGE_SIZE, 2 * PAGE_SIZE, 0, 0), Ok(a));
+        assert!(s.vmas.find(a + 2 * PAGE_SIZE).is_none() && s.translate(&mut mem, a + 2 * PAGE_SIZE).is_none());
+        // Grow in place: the pages after it are free again.
+        assert_eq!(s.mremap(&mut mem, a, 2 * PAGE_SIZE, 3 * PAGE_SIZE, 0, 0), Ok(a));
+        assert_eq!(s.vmas.find(a + 2 * PAGE_SIZE).map(|v| v.end), Some(a + 3 * PAGE_SIZE));
+        // Blocked by a neighbour: ENOMEM without MAYMOVE; moved with it, the same frames at the new place.
+        s.mmap_anonymous(&mut mem, Placement::Fixed(a + 3 * PAGE_SIZE), PAGE_SIZE, PROT_READ, Kind::Private).unwrap();
+        assert_eq!(s.mremap(&mut mem, a, 3 * PAGE_SIZE, 8 * PAGE_SIZE, 0, 0), Err(VmaError::NoMemory));
+        let frame = s.translate(&mut mem, a + PAGE_SIZE).unwrap().0;
+        let pages = mem.pages.len();
+        let b = s.mremap(&mut mem, a, 3 * PAGE_SIZE, 8 * PAGE_SIZE, 1, 0).unwrap();
+        assert_ne!(b, a);
+        assert_eq!(mem.pages.len(), pages, "a move copies no page");
+        assert_eq!(s.translate(&mut mem, b + PAGE_SIZE).unwrap().0, frame);
+        assert_eq!(read(&mut s, &mut mem, b + PAGE_SIZE, 1), b"b");
+        assert!(s.vmas.find(a).is_none() && s.translate(&mut mem, a).is_none(), "the old place is gone");
+        assert_eq!(s.vmas.find(b + 7 * PAGE_SIZE).map(|v| v.prot), Some(PROT_READ | PROT_WRITE));
+        // MREMAP_FIXED to a chosen place; overlapping the old range is EINVAL.
+        let fixed = MMAP_TOP - 64 * PAGE_SIZE;
+        assert_eq!(s.mremap(&mut mem, b, PAGE_SIZE, PAGE_SIZE, 3, b), Err(VmaError::Invalid));
+        assert_eq!(s.mremap(&mut mem, b, PAGE_SIZE, PAGE_SIZE, 3, fixed), Ok(fixed));
+        assert_eq!(read(&mut s, &mut mem, fixed, 1), b"a");
+        // Errors: not mapped (EFAULT), bad flags or FIXED without MAYMOVE (EINVAL), zero length (EINVAL).
+        assert_eq!(s.mremap(&mut mem, a, PAGE_SIZE, PAGE_SIZE, 0, 0), Err(VmaError::Fault));
+        assert_eq!(s.mremap(&mut mem, fixed, PAGE_SIZE, PAGE_SIZE, 8, 0), Err(VmaError::Invalid));
+        assert_eq!(s.mremap(&mut mem, fixed, PAGE_SIZE, PAGE_SIZE, 2, 0), Err(VmaError::Invalid));
+        assert_eq!(s.mremap(&mut mem, fixed, PAGE_SIZE, 0, 0, 0), Err(VmaError::Invalid));
+        s.teardown(&mut mem);
+        assert!(mem.pages.is_empty() && mem.tables.is_empty(), "leaked");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub enum VmaError {
     NoMemory,
     /// EEXIST: MAP_FIXED_NOREPLACE over an existing mapping.
     Exists,
+    /// EFAULT: mremap of a range that is not (wholly) one mapping.
+    Fault,
 }
 
 impl VmaError {
@@ -62,6 +64,7 @@ impl VmaError {
             VmaError::Invalid => 22,
             VmaError::NoMemory => 12,
             VmaError::Exists => 17,
+            VmaError::Fault => 14,
         }
     }
 }

@@ -238,7 +238,7 @@ fn clocks(c: &mut Checks) {
     println!("RESULT torture_time realtime_s={} monotonic_s={}", real, mono);
 }
 
-const IMPLEMENTED: [u64; 52] = [
+const IMPLEMENTED: [u64; 55] = [
     nr::READ, nr::WRITE, nr::MMAP, nr::MUNMAP, nr::BRK, nr::SCHED_YIELD, nr::NANOSLEEP, nr::GETPID, nr::FORK,
     nr::EXECVE, nr::EXIT, nr::WAIT4, nr::GETPPID, nr::SCHED_SETAFFINITY, nr::CLOCK_GETTIME, nr::GETCPU,
     nr::QUESTV_CYCLES, nr::QUESTV_FREE_FRAMES, nr::QUESTV_NCPUS, nr::QUESTV_SANDBOX, nr::QUESTV_VMEXITS,
@@ -247,7 +247,7 @@ const IMPLEMENTED: [u64; 52] = [
     nr::RT_SIGACTION, nr::RT_SIGPROCMASK, nr::RT_SIGPENDING, nr::RT_SIGTIMEDWAIT, nr::SIGALTSTACK, nr::KILL,
     nr::TKILL, nr::TGKILL, nr::ALARM, nr::SETITIMER, nr::GETITIMER, nr::SETPGID, nr::GETPGID, nr::GETPGRP,
     nr::SETSID, nr::GETSID, nr::CLOCK_NANOSLEEP, nr::FUTEX, nr::SET_TID_ADDRESS, nr::GETTID,
-    nr::WAITID, nr::GETRUSAGE, nr::TIMES,
+    nr::WAITID, nr::GETRUSAGE, nr::TIMES, nr::GETRESUID, nr::GETRESGID, nr::SCHED_GETAFFINITY,
 ];
 
 /// Keep a random call from ending, stalling or overwriting the fuzzer itself while its argument checks still
@@ -421,7 +421,7 @@ fn main(args: &[&str]) -> i32 {
     // write as many bytes as they are asked to (read, getrandom: a random length would overwrite our stack), or
     // wait for a signal or restore a random context (pause, rt_sigsuspend, rt_sigreturn, clock_nanosleep); the
     // other signal calls are tamed (`tame`).
-    let excluded = [nr::EXIT, nr::EXIT_GROUP, nr::FORK, nr::VFORK, nr::CLONE, nr::EXECVE, nr::READ, nr::GETRANDOM, nr::BRK, nr::MUNMAP, nr::NANOSLEEP, nr::MPROTECT, nr::MADVISE, nr::READV, nr::PAUSE, nr::RT_SIGSUSPEND, nr::RT_SIGRETURN, nr::CLOCK_NANOSLEEP];
+    let excluded = [nr::EXIT, nr::EXIT_GROUP, nr::FORK, nr::VFORK, nr::CLONE, nr::EXECVE, nr::READ, nr::GETRANDOM, nr::BRK, nr::MUNMAP, nr::MREMAP, nr::NANOSLEEP, nr::MPROTECT, nr::MADVISE, nr::READV, nr::PAUSE, nr::RT_SIGSUSPEND, nr::RT_SIGRETURN, nr::CLOCK_NANOSLEEP];
     let mut rng = Rng::new(seed);
     let (mut ok, mut efault, mut enosys, mut einval, mut other) = (0u32, 0u32, 0u32, 0u32, 0u32);
     let mut done = 0;
