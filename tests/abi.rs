@@ -47,3 +47,54 @@ fn real_c_programs_pass_the_elf_checks() {
     assert!(n >= 2, "C programs missing from {}", dir.display());
     assert!(questv_kernel::elf::plan(&questv::bad_elf()).is_err(), "the ramdisk's badelf must be refused");
 }
+
+/// docs/processes.md, "Every system call": every Linux 6.1 call is named exactly once, as implemented, partial
+/// or ENOSYS, and the implemented and partial ones are exactly those the kernel's dispatcher handles.
+#[test]
+fn the_system_call_list_covers_every_call_and_matches_the_dispatcher() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let doc = std::fs::read_to_string(format!("{root}/docs/processes.md")).unwrap();
+    let start = doc.find("## Every system call").expect("no \"Every system call\" section");
+    let section = &doc[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let names_in = |part: &str| -> Vec<String> { part.split('`').skip(1).step_by(2).map(str::to_string).collect() };
+    let enosys_at = section.find("**ENOSYS**").expect("no ENOSYS list");
+    let partial_at = section.find("**Partial**").expect("no Partial list");
+    let implemented_at = section.find("**Implemented**").expect("no Implemented list");
+    let implemented = names_in(&section[implemented_at..partial_at]);
+    // Partial entries: the name is the first backticked word of each "- `name`: ..." line.
+    let partial: Vec<String> = section[partial_at..enosys_at].lines().filter_map(|l| l.strip_prefix("- `")).map(|l| l[..l.find('`').unwrap()].to_string()).collect();
+    let enosys = names_in(&section[enosys_at..]);
+    let all_linux: Vec<&str> = (0..=450).filter_map(questv_kernel::syscall_names::name).collect();
+    let mut seen = BTreeMap::new();
+    for n in implemented.iter().chain(&partial).chain(&enosys) {
+        *seen.entry(n.clone()).or_insert(0) += 1;
+    }
+    for n in &all_linux {
+        assert_eq!(seen.get(*n), Some(&1), "{n} must be listed exactly once");
+    }
+    assert_eq!(seen.len(), all_linux.len(), "the lists name calls Linux 6.1 does not have");
+    // What the dispatcher handles: the `nr::` constants its match names, below questv's own range.
+    let shim = std::fs::read_to_string(format!("{root}/libc-shim/src/lib.rs")).unwrap();
+    let consts: BTreeMap<String, u64> = shim
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(": u64 = ")?;
+            Some((name.to_string(), rest.trim_end_matches(';').parse().ok()?))
+        })
+        .collect();
+    let dispatch = std::fs::read_to_string(format!("{root}/kernel/src/syscall.rs")).unwrap();
+    let mut handled: Vec<&str> = dispatch
+        .split("nr::")
+        .skip(1)
+        .filter_map(|s| consts.get(s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next()?))
+        .filter(|&&n| n < 1000)
+        .filter_map(|&n| questv_kernel::syscall_names::name(n))
+        .collect();
+    handled.sort();
+    handled.dedup();
+    let mut listed: Vec<&str> = implemented.iter().chain(&partial).map(String::as_str).collect();
+    listed.sort();
+    assert_eq!(listed, handled, "the implemented and partial lists must be what the dispatcher handles");
+}
