@@ -258,12 +258,16 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
 /// exit(2): the calling thread leaves; the process ends with its last thread. The caller then leaves the
 /// CPU (sched::exit).
 pub fn exit_thread(wait_status: i32) {
-    threads::leave(wait_status);
+    if let Some(status) = threads::leave(wait_status) {
+        exit_current(status);
+    }
 }
 
 /// exit_group(2): the whole process ends with `wait_status`. The caller then leaves the CPU (sched::exit).
 pub fn exit_group(wait_status: i32) {
-    threads::exit_group(wait_status);
+    if let Some(status) = threads::exit_group(wait_status) {
+        exit_current(status);
+    }
 }
 
 /// End the calling process, whose last thread the caller is, with `wait_status`: free its memory, wake its
@@ -681,7 +685,7 @@ pub fn on_return_to_user(frame: &mut TrapFrame) {
     while frame.from_user() && sched::take_attention() {
         if threads::doomed() {
             // Another thread ended the process or called execve.
-            threads::leave(0);
+            exit_thread(0);
             sched::exit_from_trap(frame);
             continue;
         }
@@ -692,7 +696,7 @@ pub fn on_return_to_user(frame: &mut TrapFrame) {
                 questv_arch::trap::dump_exception(frame, percpu::cpu_index());
                 crate::kprintln!("questv: process {} killed by signal {}", pid, sig);
             }
-            threads::exit_group(crate::signal::killed_status(sig));
+            exit_group(crate::signal::killed_status(sig));
             sched::exit_from_trap(frame);
         }
     }

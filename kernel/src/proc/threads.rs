@@ -105,14 +105,16 @@ pub(super) fn doomed() -> bool {
     TABLE.lock().procs.get(&pid).and_then(|p| p.threads.get(&tid)).is_none_or(|th| th.doomed)
 }
 
-/// The calling thread leaves its process. If it was the last, the process ends (with the group's status if
-/// one was set, else `wait_status`) and this returns true; the caller then leaves the CPU either way.
-pub(super) fn leave(wait_status: i32) -> bool {
+/// The calling thread leaves its process. If it was the last, this returns the status the process ends with
+/// (the group's if one was set, else `wait_status`), for the caller to end it (`proc::exit_current`); the
+/// caller then leaves the CPU either way.
+#[must_use]
+pub(super) fn leave(wait_status: i32) -> Option<i32> {
     let (pid, tid) = (sched::current_pid(), sched::current_tid());
     let ran = sched::current_run_cycles();
     let (clear_tid, last, status) = {
         let mut t = TABLE.lock();
-        let Some(p) = t.procs.get_mut(&pid) else { return false };
+        let Some(p) = t.procs.get_mut(&pid) else { return None };
         p.cpu_self += ran;
         let clear_tid = p.threads.remove(&tid).map_or(0, |th| th.clear_tid);
         p.sig.remove_thread(tid);
@@ -124,8 +126,7 @@ pub(super) fn leave(wait_status: i32) -> bool {
         (clear_tid, last, status)
     };
     if last {
-        super::exit_current(status);
-        return true;
+        return Some(status);
     }
     if clear_tid != 0 {
         // CLONE_CHILD_CLEARTID: zero the word and wake one waiter (pthread_join), as Linux's mm_release.
@@ -138,12 +139,13 @@ pub(super) fn leave(wait_status: i32) -> bool {
     }
     // Run on the kernel's tables from here: the process's may be freed by its last thread at any time.
     sched::set_current_cr3(0);
-    false
+    None
 }
 
 /// exit_group(2), and a signal whose action ends the process: the whole process ends with `wait_status`
-/// (the first such status wins); the other threads are doomed and this one leaves.
-pub(super) fn exit_group(wait_status: i32) {
+/// (the first such status wins); the other threads are doomed and this one leaves ([`leave`]'s result).
+#[must_use]
+pub(super) fn exit_group(wait_status: i32) -> Option<i32> {
     let (pid, tid) = (sched::current_pid(), sched::current_tid());
     let pokes = {
         let mut t = TABLE.lock();
@@ -158,7 +160,7 @@ pub(super) fn exit_group(wait_status: i32) {
     for th in pokes {
         sched::poke(th);
     }
-    leave(wait_status);
+    leave(wait_status)
 }
 
 /// execve in a process with several threads: the others leave first (Linux's de_thread), and the caller
@@ -292,7 +294,7 @@ fn wait(uaddr: u64, expected: u32, timeout: u64, absolute: bool, realtime: bool,
     let deadline = if timeout == 0 {
         None
     } else {
-        let ns = super::read_timespec_ns(timeout)?;
+        let ns = super::signals::read_timespec_ns(timeout)?;
         let now = cpu::rdtsc();
         let rel = if absolute {
             let clock_now = if realtime { crate::time::realtime_ns(now).unwrap_or_else(|| crate::time::cycles_to_ns(now)) } else { crate::time::cycles_to_ns(now) };
@@ -316,7 +318,7 @@ fn wait(uaddr: u64, expected: u32, timeout: u64, absolute: bool, realtime: bool,
         if !FUTEXES.lock().is_waiting(me) {
             return Ok(0);
         }
-        let interrupted = sched::attention_pending() && super::signal_pending();
+        let interrupted = sched::attention_pending() && super::signals::signal_pending();
         let expired = deadline.is_some_and(|d| u128::from(cpu::rdtsc()) >= d);
         if interrupted || expired {
             if !FUTEXES.lock().cancel(me) {
