@@ -9,7 +9,7 @@ fn main() {
     let opts = match parse_args(&args) {
         Ok(Cli::Boot(o)) => o,
         Ok(Cli::MsgBench(o, vcpus)) => table("msgbench", questv::msgbench(&o, &vcpus)),
-        Ok(Cli::Compare(o)) => table("compare", questv::compare(&o)),
+        Ok(Cli::Compare(o, linux)) => table("compare", questv::compare(&o, linux)),
         Ok(Cli::Ping(p)) => match questv::ping::ping(&p) {
             Ok((text, path, ok)) => {
                 print!("{text}");

@@ -535,9 +535,14 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
     if next.pid != 0 {
         percpu::set_kernel_stack_top(next.kstack_top);
         questv_arch::cpu::set_user_tls(next.fs_base, next.gs_base);
-        // SAFETY: a user address space shares the kernel's PML4 slot 0. Reloaded even if unchanged, so no
-        // stale user TLB entry survives a migration.
-        unsafe { questv_arch::cpu::write_cr3(next.cr3) };
+        // Another thread of the same process keeps the loaded tables: this core made every change to them it
+        // caches (a threaded process's threads share one core; a migrating thread arrives on a core running
+        // something else, whose switch away reloaded CR3), so its TLB is current, and a reload would only
+        // throw it away.
+        if questv_arch::cpu::read_cr3() != next.cr3 {
+            // SAFETY: a user address space shares the kernel's PML4 slot 0.
+            unsafe { questv_arch::cpu::write_cr3(next.cr3) };
+        }
     } else if questv_arch::cpu::read_cr3() != kernel_cr3() && kernel_cr3() != 0 {
         // Kernel threads run on the kernel's tables, so an exiting process's tables can be freed safely.
         // SAFETY: the kernel's own tables map everything the kernel uses.

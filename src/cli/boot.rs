@@ -125,7 +125,12 @@ pub(super) fn parse_image(args: &[String]) -> Result<Cli, String> {
 /// `compare`, and with `msgbench` set `msgbench`, which also takes `--vcpu` (default `none`, duplicates dropped).
 pub(super) fn parse_compare(args: &[String], msgbench: bool) -> Result<Cli, String> {
     let mut vcpus: Vec<&'static str> = Vec::new();
+    let mut linux = false;
     let o = parse_boot_options(args, BootOptions::default(), |a, value| match a {
+        "--linux" if !msgbench => {
+            linux = true;
+            Ok(true)
+        }
         "--vcpu" if msgbench => {
             for v in value("--vcpu")?.split(',') {
                 match v {
@@ -145,5 +150,8 @@ pub(super) fn parse_compare(args: &[String], msgbench: bool) -> Result<Cli, Stri
     }
     let mut seen = Vec::new();
     vcpus.retain(|v| if seen.contains(v) { false } else { seen.push(*v); true });
-    Ok(if msgbench { Cli::MsgBench(o, vcpus) } else { Cli::Compare(o) })
+    if linux && o.emulator != crate::Emulator::Qemu {
+        return Err("compare --linux runs Linux in QEMU only".into());
+    }
+    Ok(if msgbench { Cli::MsgBench(o, vcpus) } else { Cli::Compare(o, linux) })
 }

@@ -16,7 +16,8 @@ use std::path::PathBuf;
 pub enum Cli {
     Boot(BootOptions),
     /// Boot the SMP and the VT image with the same workload and compare (options as for boot; `vt` unused).
-    Compare(BootOptions),
+    /// The options, and `--linux` (also run it on Linux 6.1 in the same emulator).
+    Compare(BootOptions, bool),
     /// The channel benchmark in both builds (`--run` gives the trials: default "5000"), once per VCPU set-up
     /// (`--vcpu`, msgbench's `none|hi|lo`).
     MsgBench(BootOptions, Vec<&'static str>),
@@ -39,7 +40,7 @@ pub enum Cli {
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--crash-loop LIMIT/WINDOW_MS|off] [--apic trap|passthrough] [--tcg single|multi] [--clock host|icount] [--iommu none|vtd] [--firmware bios|uefi] [--media cdrom|usb] [--add PATH].. [--gdb]\n       questv image [--vt] [--run \"PROG ARGS\"] [--add PATH].. [--recovery ..] [--watchdog-ms MS] [--out PATH]\n       questv cc FILE.c [-o OUT] [GCC ARGS..]\n       questv new-program NAME [--dir DIR]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi] [--clock host|icount]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--iommu none|vtd] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux] [--iommu none|vtd]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv fig10 [--emulator qemu|bochs] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv paper [--emulator qemu|bochs] [--quick] [--no-linux] [--publish]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi] [--clock host|icount]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--crash-loop LIMIT/WINDOW_MS|off] [--apic trap|passthrough] [--tcg single|multi] [--clock host|icount] [--iommu none|vtd] [--firmware bios|uefi] [--media cdrom|usb] [--add PATH].. [--gdb]\n       questv image [--vt] [--run \"PROG ARGS\"] [--add PATH].. [--recovery ..] [--watchdog-ms MS] [--out PATH]\n       questv cc FILE.c [-o OUT] [GCC ARGS..]\n       questv new-program NAME [--dir DIR]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--add PATH].. [--linux] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi] [--clock host|icount]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--iommu none|vtd] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux] [--iommu none|vtd]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv fig10 [--emulator qemu|bochs] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv paper [--emulator qemu|bochs] [--quick] [--no-linux] [--publish]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi] [--clock host|icount]";
 
 /// Parse the runner's command line (without the program name).
 pub fn parse_args(args: &[String]) -> Result<Cli, String> {
@@ -127,7 +128,7 @@ mod tests {
 
     #[test]
     fn compare_and_msgbench_args() {
-        assert!(matches!(parse_args(&s(&["compare", "--emulator", "bochs", "--cpus", "4"])), Ok(Cli::Compare(_))));
+        assert!(matches!(parse_args(&s(&["compare", "--emulator", "bochs", "--cpus", "4"])), Ok(Cli::Compare(_, false))));
         assert!(parse_args(&s(&["compare", "--vt"])).is_err());
         assert!(matches!(parse_args(&s(&["msgbench", "--cpus", "2"])), Ok(Cli::MsgBench(_, v)) if v == ["none"]));
         assert!(matches!(parse_args(&s(&["msgbench", "--vcpu", "hi,lo,hi"])), Ok(Cli::MsgBench(_, v)) if v == ["hi", "lo"]));

@@ -1,5 +1,6 @@
 //! `compare`: the same workload once per core in the SMP build and once per sandbox in the VT build, in the same
-//! emulator, with the one-instance scaling baseline; `run_both` is shared with `msgbench` and `paper`.
+//! emulator, with the one-instance scaling baseline, and with `--linux` once per vCPU on Linux 6.1 in the same
+//! QEMU (the same static binary); `run_both` is shared with `msgbench` and `paper`.
 #![forbid(unsafe_code)]
 
 use crate::emulator::{boot, BootReport};
@@ -112,16 +113,60 @@ pub fn scaling_table(rows: &[CompareRow], one: u64) -> String {
     )
 }
 
+/// The static binary `--run` names, for Linux: a file given with `--add`, else one of the userland's C programs
+/// (musl). The Rust programs speak questv's own calls only in part and are not offered.
+fn linux_program(o: &BootOptions, name: &str) -> Result<PathBuf, String> {
+    if let Some(p) = o.add.iter().find(|p| p.file_name().is_some_and(|f| f == name)) {
+        return Ok(p.clone());
+    }
+    let c = crate::image::user_c_program(name);
+    if c.is_file() {
+        return Ok(c);
+    }
+    Err(format!("compare --linux runs a static Linux binary: {name:?} is neither a file given with --add nor one of the C programs (userland/c)"))
+}
+
+/// The workload once per vCPU on Linux 6.1 in QEMU (same CPU model, vCPUs, memory and clock as questv's runs),
+/// each instance pinned to its vCPU with `taskset`. Returns its RESULT lines with `cycles_per_iter`, keyed by
+/// `cpu`, and the kernel version.
+fn run_linux(o: &BootOptions, run: &str) -> Result<(Vec<ResultLine>, String), String> {
+    let mut words = run.split_whitespace();
+    let name = words.next().ok_or("empty --run")?;
+    let args: Vec<&str> = words.collect();
+    let exe = linux_program(o, name)?;
+    let cache = crate::workspace_root().join("target").join("linux-cache");
+    let cmd = format!("for c in $(seq 0 {}); do taskset -c $c /bin/{name} {} & done; wait", o.cpus - 1, args.join(" "));
+    let guest = crate::linux::build_initrd(&cache, None, &[(name.to_string(), exe)], &cmd, false)?;
+    let mut qemu = crate::linux::qemu_args_on(&guest, "tcg,thread=single", crate::QEMU_CPU_MODEL, o.cpus, o.mem_mib.max(512), None);
+    if o.icount {
+        qemu.extend(["-icount".to_string(), crate::ICOUNT.to_string()]);
+    }
+    eprintln!("questv: compare: booting Linux {} (QEMU)", guest.version);
+    let timeout = std::time::Duration::from_secs(o.timeout.unwrap_or(o.timeout_secs() * 10));
+    let r = crate::linux::run_qemu(&qemu, timeout, Some("LINUX DONE"))?;
+    let rows: Vec<ResultLine> = r.lines.iter().filter_map(|(_, l)| parse_result_line(l)).filter(|l| l.get("cycles_per_iter").is_some()).collect();
+    if rows.len() != o.cpus as usize {
+        return Err(format!("Linux printed {} results with cycles_per_iter, expected {}:\n{}{}", rows.len(), o.cpus, r.text(), r.stderr));
+    }
+    Ok((rows, guest.version))
+}
+
 /// `compare`: the workload once per core in the SMP build (`percpu PROG`) and once per sandbox in the VT build,
 /// in the same emulator, plus (with more than one core) the workload alone on the SMP build as the scaling
-/// baseline. Prints the table, writes a CSV and a bar chart under target/results/, returns the CSV path.
-pub fn compare(o: &BootOptions) -> Result<(String, PathBuf), String> {
+/// baseline, and with `linux` once per vCPU on Linux 6.1. Prints the table, writes a CSV and a bar chart under
+/// target/results/, returns the CSV path.
+pub fn compare(o: &BootOptions, linux: bool) -> Result<(String, PathBuf), String> {
     let run = o.run.clone().unwrap_or_else(|| "forkwait 2000".into());
+    // Checked before any boot: a program Linux cannot be given is an error of the command line.
+    if linux {
+        linux_program(o, run.split_whitespace().next().unwrap_or(""))?;
+    }
     let reports = run_both(o, &run)?;
     let rows = compare_rows(&reports[0].lines, &reports[1].lines);
     if rows.len() != o.cpus as usize {
         return Err(format!("expected results from {} cores in both builds, matched {}", o.cpus, rows.len()));
     }
+    let linux_rows = if linux { Some(run_linux(o, &run)?) } else { None };
     let one = if o.cpus > 1 {
         let opts = BootOptions { vt: false, run: Some(run.clone()), echo: false, timeout: Some(o.timeout.unwrap_or(o.timeout_secs() * 10)), tcg_single: Some(o.tcg_single.unwrap_or(true)), ..o.clone() };
         eprintln!("questv: compare: booting the smp build with one instance (the scaling baseline)");
@@ -144,6 +189,24 @@ pub fn compare(o: &BootOptions) -> Result<(String, PathBuf), String> {
         plot::Series { name: format!("SMP, {} instances at once", rows.len()), points: rows.iter().enumerate().map(|(i, r)| (i as f64, r.smp_cycles_per_iter as f64)).collect() },
         plot::Series { name: format!("Quest-V (VT), {} sandboxes at once", rows.len()), points: rows.iter().enumerate().map(|(i, r)| (i as f64, r.vt_cycles_per_iter as f64)).collect() },
     ];
+    if let Some((lrows, version)) = &linux_rows {
+        let mut lines = String::from("core  linux_cycles_per_iter  linux/smp  linux/vt\n");
+        let mut points = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            let Some(l) = lrows.iter().find(|l| l.get_u64("cpu") == Some(r.core)).and_then(|l| l.get_u64("cycles_per_iter")) else { continue };
+            csv.push_str(&format!("linux_core_{},{l},,,\n", r.core));
+            lines.push_str(&format!(
+                "{:>4}  {:>21}  {:>9.3}  {:>8.3}\n",
+                r.core,
+                l,
+                l as f64 / r.smp_cycles_per_iter.max(1) as f64,
+                l as f64 / r.vt_cycles_per_iter.max(1) as f64
+            ));
+            points.push((i as f64, l as f64));
+        }
+        table.push_str(&format!("Linux {version}, the same binary, one instance per vCPU:\n{lines}"));
+        series.push(plot::Series { name: format!("Linux {version}, {} instances at once", rows.len()), points });
+    }
     if let Some(one) = one {
         csv.push_str(&format!("one_instance,{one},,,\n"));
         table.push_str(&scaling_table(&rows, one));
