@@ -205,6 +205,13 @@ pub unsafe fn write_cr3(pml4: u64) {
     unsafe { asm!("mov cr3, {}", in(reg) pml4, options(nostack, preserves_flags)) }
 }
 
+/// Drop this CPU's non-global TLB entries (CR3 reloaded with its own value: nothing else changes).
+#[inline]
+pub fn flush_tlb() {
+    // SAFETY: the address space stays the one in use.
+    unsafe { write_cr3(read_cr3()) }
+}
+
 #[inline]
 pub fn read_cr0() -> u64 {
     let v: u64;

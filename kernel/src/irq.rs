@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use crate::sched::{self, Reason};
-use crate::smp::{PINGS, TIMER_ARMED, VECTOR_PING, VECTOR_RESCHEDULE, VECTOR_TIMER};
+use crate::smp::{PINGS, TIMER_ARMED, VECTOR_PING, VECTOR_RESCHEDULE, VECTOR_TIMER, VECTOR_TLB};
 use core::sync::atomic::Ordering;
 use questv_arch::trap::{TrapFrame, VECTOR_YIELD};
 use questv_arch::{lapic, percpu, trap};
@@ -44,6 +44,10 @@ fn interrupt_handler(frame: &mut TrapFrame) {
             // The bottom half was just woken: let the scheduler pick it now rather than at the next tick.
             crate::net::stack::interrupt();
             sched::schedule(frame, Reason::Reschedule);
+        }
+        VECTOR_TLB => {
+            crate::smp::service_tlb_requests();
+            lapic::eoi();
         }
         VECTOR_PING => {
             PINGS[percpu::cpu_index() as usize].fetch_add(1, Ordering::SeqCst);

@@ -48,6 +48,8 @@ pub struct Thread {
     attention: bool,
     /// Move to this CPU at the next switch.
     migrate_to: Option<u32>,
+    /// Placed on its CPU by the program (sched_setaffinity): its new threads start there too.
+    pinned: bool,
     /// The VCPU (on this thread's CPU) it runs on; fork and spawn inherit it.
     vcpu: u32,
     /// User thread-pointer bases (`arch_prctl`), loaded whenever the thread is switched to; fork inherits
@@ -107,6 +109,7 @@ fn thread_with(name: &'static str, frame: TrapFrame, stack: Option<Box<[u8]>>, p
         wake_pending: false,
         attention: false,
         migrate_to: None,
+        pinned: false,
         vcpu: DEFAULT_VCPU,
         fs_base: 0,
         gs_base: 0,
@@ -134,8 +137,37 @@ pub fn new_user_thread(name: &'static str, frame: TrapFrame, pid: u32, cr3: u64)
     let mut t = thread_with(name, frame, Some(v.into_boxed_slice()), pid, cr3);
     t.vcpu = current_vcpu();
     let cpu = percpu::cpu_index() as usize;
-    (t.fs_base, t.gs_base) = SCHED[cpu].lock().as_ref().and_then(|s| s.current.as_ref()).map_or((0, 0), |c| (c.fs_base, c.gs_base));
+    (t.fs_base, t.gs_base, t.pinned) =
+        SCHED[cpu].lock().as_ref().and_then(|s| s.current.as_ref()).map_or((0, 0, false), |c| (c.fs_base, c.gs_base, c.pinned));
     Some(t)
+}
+
+/// Where a new thread of the running process starts: the least busy online CPU (ready threads plus a running
+/// one), this one on a tie, so a process's threads run in parallel; this CPU if the caller was placed here
+/// (sched_setaffinity) or runs on a VCPU of its own (a budget belongs to one CPU's VCPU set).
+pub fn cpu_for_new_thread() -> u32 {
+    let me = percpu::cpu_index();
+    let (pinned, vcpu) = with_current(|t| (t.pinned, t.vcpu));
+    if pinned || vcpu != DEFAULT_VCPU {
+        return me;
+    }
+    let load = |cpu: u32| -> Option<usize> {
+        let g = SCHED[cpu as usize].lock();
+        let s = g.as_ref()?;
+        Some(s.ready.values().map(|q| q.len()).sum::<usize>() + usize::from(!s.idle_running))
+    };
+    let mut best = (me, load(me).unwrap_or(usize::MAX));
+    for cpu in 0..crate::smp::cpu_count() {
+        if cpu == me || !crate::smp::is_online(cpu) {
+            continue;
+        }
+        if let Some(l) = load(cpu) {
+            if l < best.1 {
+                best = (cpu, l);
+            }
+        }
+    }
+    best.0
 }
 
 impl Thread {
@@ -267,13 +299,22 @@ pub fn set_user_tls(fs: Option<u64>, gs: Option<u64>) {
 pub fn set_current_cr3(cr3: u64) {
     with_current(|t| t.cr3 = cr3);
     let root = if cr3 == 0 { kernel_cr3() } else { cr3 };
+    crate::smp::note_loaded_root(root);
     // SAFETY: every address space shares the kernel's PML4 slot 0, so the running kernel code stays mapped.
     unsafe { questv_arch::cpu::write_cr3(root) };
 }
 
+/// The running thread stays where it is, placed there by the program (its new threads start here too).
+pub fn pin_current() {
+    with_current(|t| t.pinned = true);
+}
+
 /// Ask to run on `cpu` from the next switch on (takes effect when the caller yields).
 pub fn migrate_current(cpu: u32) {
-    with_current(|t| t.migrate_to = Some(cpu));
+    with_current(|t| {
+        t.migrate_to = Some(cpu);
+        t.pinned = true;
+    });
     yield_now();
 }
 
@@ -535,16 +576,17 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
     if next.pid != 0 {
         percpu::set_kernel_stack_top(next.kstack_top);
         questv_arch::cpu::set_user_tls(next.fs_base, next.gs_base);
-        // Another thread of the same process keeps the loaded tables: this core made every change to them it
-        // caches (a threaded process's threads share one core; a migrating thread arrives on a core running
-        // something else, whose switch away reloaded CR3), so its TLB is current, and a reload would only
-        // throw it away.
+        // Another thread of the same process keeps the loaded tables: every change to them reached this core's
+        // TLB (made here, or pushed by a shootdown to each core with the root loaded), so it is current, and a
+        // reload would only throw it away.
         if questv_arch::cpu::read_cr3() != next.cr3 {
+            crate::smp::note_loaded_root(next.cr3);
             // SAFETY: a user address space shares the kernel's PML4 slot 0.
             unsafe { questv_arch::cpu::write_cr3(next.cr3) };
         }
     } else if questv_arch::cpu::read_cr3() != kernel_cr3() && kernel_cr3() != 0 {
         // Kernel threads run on the kernel's tables, so an exiting process's tables can be freed safely.
+        crate::smp::note_loaded_root(kernel_cr3());
         // SAFETY: the kernel's own tables map everything the kernel uses.
         unsafe { questv_arch::cpu::write_cr3(kernel_cr3()) };
     }

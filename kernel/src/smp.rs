@@ -13,6 +13,8 @@ pub const VECTOR_TIMER: u8 = 0xFD;
 pub const VECTOR_RESCHEDULE: u8 = 0xF0;
 /// Test IPI: the receiver counts it (see ktest / the boot self-test).
 pub const VECTOR_PING: u8 = 0xF1;
+/// TLB shootdown: the receiver flushes its TLB and says so (`tlb_shootdown`).
+pub const VECTOR_TLB: u8 = 0xF3;
 pub const TICK_HZ: u64 = 100;
 
 pub(crate) static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
@@ -23,6 +25,56 @@ pub(crate) static TIMER_COUNT: AtomicU32 = AtomicU32::new(0);
 static TSS_BASE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// TSC instant the one-shot timer of each CPU is armed for (0: it has fired or was never armed).
 pub(crate) static TIMER_ARMED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// The page-table root each CPU has loaded (its CR3), published before the load: a change to an address space
+/// is pushed to exactly the CPUs that may cache it.
+static LOADED_ROOT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// TLB flushes asked of each CPU, and the last request it has carried out.
+static TLB_ASKED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static TLB_DONE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// This CPU is about to load page-table root `root` into CR3 (call before the load).
+pub fn note_loaded_root(root: u64) {
+    LOADED_ROOT[percpu::cpu_index() as usize].store(root, Ordering::SeqCst);
+}
+
+/// Carry out a TLB flush another CPU asked of this one, if any. The shootdown IPI calls it, and so does every
+/// wait that may hold one up with interrupts off: a contended lock's spin (`sync`), a shootdown's own wait.
+pub fn service_tlb_requests() {
+    let cpu = percpu::cpu_index() as usize;
+    let asked = TLB_ASKED[cpu].load(Ordering::Acquire);
+    if TLB_DONE[cpu].load(Ordering::Relaxed) < asked {
+        questv_arch::cpu::flush_tlb();
+        TLB_DONE[cpu].store(asked, Ordering::Release);
+    }
+}
+
+/// The caller changed address space `root`'s page tables (removed or downgraded entries, or pointed one at
+/// another frame): every other CPU that has `root` loaded flushes its TLB before this returns, so none keeps
+/// using a stale entry (threads of one process run on several cores). The caller flushes its own. Waiting,
+/// it carries out flushes asked of its own CPU, so two CPUs shooting at each other both go on.
+pub fn tlb_shootdown(root: u64) {
+    // The page-table writes before the loads of LOADED_ROOT: a CPU that publishes `root` after this reads
+    // loads CR3 after the writes too, and walks the new tables.
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let me = percpu::cpu_index();
+    let mut waits = [(0usize, 0u64); MAX_CPUS];
+    let mut n = 0;
+    for c in 0..cpu_count().min(MAX_CPUS as u32) {
+        if c != me && is_online(c) && LOADED_ROOT[c as usize].load(Ordering::SeqCst) == root {
+            let ticket = TLB_ASKED[c as usize].fetch_add(1, Ordering::SeqCst) + 1;
+            send_ipi(c, VECTOR_TLB);
+            waits[n] = (c as usize, ticket);
+            n += 1;
+        }
+    }
+    for &(c, ticket) in &waits[..n] {
+        while TLB_DONE[c].load(Ordering::Acquire) < ticket {
+            service_tlb_requests();
+            core::hint::spin_loop();
+        }
+    }
+}
 
 /// TSC cycles between two ticks.
 pub fn tick_tsc() -> u64 {

@@ -22,7 +22,16 @@ impl<T> IrqSpinlock<T> {
     pub fn lock(&self) -> IrqGuard<'_, T> {
         let irq_was_enabled = cpu::interrupts_enabled();
         cpu::disable_interrupts();
-        IrqGuard { guard: Some(self.inner.lock()), irq_was_enabled }
+        let guard = loop {
+            if let Some(g) = self.inner.try_lock() {
+                break g;
+            }
+            // The holder may be waiting for this CPU to flush its TLB (a shootdown from under a lock): do it
+            // here, since the IPI cannot come in while interrupts are off.
+            crate::smp::service_tlb_requests();
+            core::hint::spin_loop();
+        };
+        IrqGuard { guard: Some(guard), irq_was_enabled }
     }
 
     /// Take the lock if it is free (panic path: never wait on a lock a dead context may hold).

@@ -842,10 +842,11 @@ fn set_affinity(pid: u64, size: u64, mask_addr: u64) -> i64 {
     let Some(target) = (0..smp::cpu_count().min(64)).find(|&c| mask & (1 << c) != 0 && smp::is_online(c)) else {
         return -EINVAL;
     };
-    // A threaded process stays on its core: its threads share page tables that only that core caches (no TLB
-    // shootdown yet, docs/processes.md "Threads").
-    if target != percpu::cpu_index() && proc::thread_count() <= 1 {
+    // Only the calling thread moves (affinity is per thread on Linux); it stays placed there.
+    if target != percpu::cpu_index() {
         sched::migrate_current(target);
+    } else {
+        sched::pin_current();
     }
     0
 }

@@ -338,6 +338,9 @@ impl super::uspace::PhysMem for KernelMem {
             free_frame(pa);
         }
     }
+    fn tlb_shootdown(&mut self, root: u64) {
+        crate::smp::tlb_shootdown(root);
+    }
     fn refs(&mut self, pa: u64) -> u32 {
         // Acquire pairs with release(): a COW fault that sees itself as the last holder may write the page.
         u32::from(page_refs(pa).load(Ordering::Acquire))

@@ -41,6 +41,10 @@ pub trait PhysMem: TableMemory {
     fn refs(&mut self, pa: u64) -> u32;
     fn page(&mut self, pa: u64) -> &mut [u8; PAGE_SIZE as usize];
     fn free_table(&mut self, pa: u64);
+    /// Entries of the address space with root `root` were removed, downgraded or pointed at other frames:
+    /// make every other CPU that may cache them drop them, before any frame they named is released (threads
+    /// of one process on several cores). Nothing to do where one CPU uses a space.
+    fn tlb_shootdown(&mut self, _root: u64) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,17 +152,24 @@ impl UserSpace {
         self.aspace.map_4k(mem, va, pa, flags | PageFlags::USER).map_err(Into::into)
     }
 
-    /// Unmap `[va, va+len)`, dropping a reference to each mapped page.
+    /// Unmap `[va, va+len)`, dropping a reference to each mapped page (after every CPU has forgotten them).
     pub fn unmap<M: PhysMem>(&mut self, mem: &mut M, va: u64, len: u64) -> Result<(), UserError> {
         if va % PAGE_SIZE != 0 || !user_range_ok(va, len) {
             return Err(UserError::Fault);
         }
+        let mut freed = Vec::new();
         let mut v = va;
         while v < va + len {
             if let Some(pa) = self.aspace.unmap_4k(mem, v) {
-                mem.release(pa);
+                freed.push(pa);
             }
             v += PAGE_SIZE;
+        }
+        if !freed.is_empty() {
+            mem.tlb_shootdown(self.root());
+        }
+        for pa in freed {
+            mem.release(pa);
         }
         Ok(())
     }
@@ -184,10 +195,13 @@ impl UserSpace {
             }
             if let Err(e) = child.aspace.map_4k(mem, va, pa, flags) {
                 child.teardown(mem);
+                mem.tlb_shootdown(self.root());
                 return Err(e.into());
             }
             mem.share(pa);
         }
+        // The parent's other threads must not keep writing through entries that are read-only + COW now.
+        mem.tlb_shootdown(self.root());
         Ok(child)
     }
 
@@ -237,6 +251,8 @@ impl UserSpace {
         let src = *mem.page(pa);
         *mem.page(copy) = src;
         *self.aspace.leaf_mut(mem, page).unwrap() = copy | new_flags.bits() | PageFlags::PRESENT.bits();
+        // Other threads' CPUs must not read the old frame through a stale entry while this one writes the copy.
+        mem.tlb_shootdown(self.root());
         mem.release(pa);
         FaultOutcome::Resolved
     }
@@ -387,6 +403,7 @@ impl UserSpace {
                 va += PAGE_SIZE;
             }
         }
+        mem.tlb_shootdown(self.root());
         Ok(())
     }
 
@@ -493,6 +510,8 @@ impl UserSpace {
             }
             done += PAGE_SIZE;
         }
+        // The old entries are gone: no CPU may keep using them.
+        mem.tlb_shootdown(self.root());
         let _ = self.vmas.unmap(old, old_len);
         let _ = self.unmap(mem, old, old_len);
         self.vmas.map(to, new_len, area.prot, area.kind)?;

@@ -1,8 +1,9 @@
 //! Threads of a process: clone with CLONE_THREAD, thread exit and exit_group, set_tid_address, and futex(2).
 //! Threads share their process's address space, dispositions and process-directed signals; each has its own
-//! thread id (from the pid space), mask, alternate stack, TLS base and clear-child-tid word. A process's
-//! threads run on the core that created them (see docs/processes.md: TLB shootdown is what spreading them
-//! over cores needs).
+//! thread id (from the pid space), mask, alternate stack, TLS base and clear-child-tid word. A new thread
+//! starts on the least busy core (the creator's if it was placed with sched_setaffinity), so a process's
+//! threads run in parallel; a change to their shared page tables reaches every core that has them loaded
+//! (`smp::tlb_shootdown`).
 //!
 //! Leaving: a thread that calls exit leaves alone (its clear-child-tid word is zeroed and its futex woken,
 //! which is how pthread_join waits); the last one to leave ends the process. exit_group, a fatal signal and
@@ -18,7 +19,7 @@ use crate::signal::{SigInfo, SIGKILL};
 use crate::sync::IrqSpinlock;
 use alloc::vec::Vec;
 use questv_arch::trap::TrapFrame;
-use questv_arch::{cpu, percpu};
+use questv_arch::cpu;
 use questv_libc_shim::errno::*;
 
 static FUTEXES: IrqSpinlock<Queue> = IrqSpinlock::new(Queue::new());
@@ -63,7 +64,7 @@ pub fn spawn_thread(frame: &TrapFrame, stack: Option<u64>, tls: Option<u64>, par
         p.threads.insert(tid, ThreadEntry { sched: thread.id, clear_tid: clear_tid.unwrap_or(0), doomed: false });
         p.sig.add_thread(me, tid);
     }
-    sched::enqueue(percpu::cpu_index(), thread);
+    sched::enqueue(sched::cpu_for_new_thread(), thread);
     i64::from(tid)
 }
 

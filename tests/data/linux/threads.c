@@ -1847,6 +1847,65 @@ static const char *c_cleartid_join(void) {
     return NULL;
 }
 
+/* Threads that change memory while others use it, as they may on several cores at once: one thread keeps
+ * storing a counter while the main thread forks over and over (each fork makes the page read-only and
+ * copy-on-write: the writer's next store copies it, and the main thread must read the copy, not the page it
+ * shared with the child) and another maps, fills, protects and unmaps memory. A core that kept a stale TLB
+ * entry would show the main thread an old counter, or a stop flag that never changes. */
+static volatile long pc_counter;
+static volatile int pc_stop;
+#define PC_STORES 100000
+
+static void *t_pc_writer(void *arg) {
+    (void)arg;
+    for (long i = 1; i <= PC_STORES && !pc_stop; i++)
+        __atomic_store_n(&pc_counter, i, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&pc_stop, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+static void *t_pc_mapper(void *arg) {
+    (void)arg;
+    long bad = 0;
+    for (int i = 0; i < 200; i++) {
+        unsigned char *p = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return (void *)-1;
+        memset(p, i & 0xff, 4 * 4096);
+        for (int j = 0; j < 4 * 4096; j += 512)
+            bad += p[j] != (i & 0xff);
+        mprotect(p, 4096, PROT_READ);
+        bad += p[0] != (i & 0xff);
+        munmap(p, 4 * 4096);
+    }
+    return (void *)bad;
+}
+
+static const char *c_parallel_memory_changes(void) {
+    pthread_t w, m;
+    PT(pthread_create(&w, NULL, t_pc_writer, NULL));
+    PT(pthread_create(&m, NULL, t_pc_mapper, NULL));
+    long last = 0, backwards = 0, forks = 0;
+    while (!__atomic_load_n(&pc_stop, __ATOMIC_SEQ_CST)) {
+        pid_t c = fork();
+        if (c == 0)
+            _exit(0);
+        EXPECT(c > 0, "fork_errno=%d", errno);
+        waitpid(c, NULL, 0);
+        forks++;
+        long v = __atomic_load_n(&pc_counter, __ATOMIC_SEQ_CST);
+        backwards += v < last;
+        last = v;
+    }
+    void *bad = NULL;
+    PT(pthread_join(w, NULL));
+    PT(pthread_join(m, &bad));
+    EXPECT(backwards == 0, "counter_went_back_%ld_times_in_%ld_forks", backwards, forks);
+    EXPECT(pc_counter == PC_STORES, "final_counter=%ld", pc_counter);
+    EXPECT(bad == NULL, "mapper_saw_%ld_wrong_bytes", (long)bad);
+    return NULL;
+}
+
 /* ------------------------------------------------------------------------------------------------------------- */
 /* the list */
 
@@ -1895,6 +1954,7 @@ static const struct check checks[] = {
     {"thread_raise_kills_process", c_thread_raise_kills_process},
     {"fork_from_thread_one_thread", c_fork_from_thread},
     {"cleartid_join", c_cleartid_join},
+    {"parallel_memory_changes", c_parallel_memory_changes},
 };
 
 /* Signals the suite's parent ignores, so a misdirected signal cannot end the suite; every check starts with all
