@@ -211,3 +211,36 @@ fn static_linux_binaries_run_unmodified_on_both_builds() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--env NAME=VALUE` reaches the program's environment (init passes leading NAME=VALUE words to execve), on
+/// both builds; a malformed one is refused by the runner before anything boots.
+#[test]
+fn the_environment_reaches_the_program() {
+    common::require("musl-gcc");
+    let dir = scratch("env");
+    std::fs::write(
+        dir.join("showenv.c"),
+        "#include <stdio.h>\n#include <stdlib.h>\nint main(int argc, char **argv) {\n\
+         printf(\"RESULT showenv greeting=%s level=%s unset=%d args=%d\\n\", getenv(\"GREETING\"), getenv(\"LEVEL\"), getenv(\"NOPE\") == 0, argc);\n\
+         return 0; }\n",
+    )
+    .unwrap();
+    let c = questv(&["cc", "showenv.c"], &dir);
+    c.check(c.code == 0, "questv cc failed");
+    let exe = dir.join("showenv");
+    let exe = exe.to_str().unwrap();
+    let args = ["--add", exe, "--env", "GREETING=hello", "--env", "LEVEL=3", "--run", "showenv a b"];
+    let r = boot(&[&["--cpus", "2"][..], &args[..]].concat());
+    let l = r.results("showenv");
+    r.check(l.len() == 1 && l[0].get("greeting") == Some("hello") && l[0].get("level") == Some("3") && l[0].get("unset") == Some("1") && l[0].get("args") == Some("3"), "SMP: wrong environment");
+    let r = common::vt("qemu", 2, &args);
+    for sb in 0..2 {
+        let l = r.sandbox_results("showenv", sb);
+        r.check(l.len() == 1 && l[0].get("greeting") == Some("hello") && l[0].get("level") == Some("3"), "VT: wrong environment");
+    }
+    for bad in ["NOEQUALS", "1X=2", "X=a$b", "X=a b"] {
+        let r = boot(&["--add", exe, "--env", bad, "--run", "showenv"]);
+        r.check(r.code == 2 && r.stderr.contains("--env"), &format!("--env {bad:?} was not refused"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -208,17 +208,26 @@ pub mod wait {
 
 /// Replace this program with `path`, passing `args` (args[0] is the program name by convention).
 pub fn execve(path: &str, args: &[&str]) -> i64 {
-    let mut storage: Vec<Vec<u8>> = Vec::new();
+    execve_env(path, args, &[])
+}
+
+/// execve with an environment (`NAME=VALUE` strings).
+pub fn execve_env(path: &str, args: &[&str], env: &[&str]) -> i64 {
+    let c_strings = |list: &[&str]| -> Vec<Vec<u8>> {
+        list.iter()
+            .map(|a| {
+                let mut v = Vec::from(a.as_bytes());
+                v.push(0);
+                v
+            })
+            .collect()
+    };
     let mut cpath = Vec::from(path.as_bytes());
     cpath.push(0);
-    for a in args {
-        let mut v = Vec::from(a.as_bytes());
-        v.push(0);
-        storage.push(v);
-    }
-    let mut ptrs: Vec<u64> = storage.iter().map(|v| v.as_ptr() as u64).collect();
-    ptrs.push(0);
-    syscall(nr::EXECVE, cpath.as_ptr() as u64, ptrs.as_ptr() as u64, 0)
+    let (args, env) = (c_strings(args), c_strings(env));
+    let pointers = |strings: &[Vec<u8>]| -> Vec<u64> { strings.iter().map(|v| v.as_ptr() as u64).chain(core::iter::once(0)).collect() };
+    let (argv, envp) = (pointers(&args), pointers(&env));
+    syscall(nr::EXECVE, cpath.as_ptr() as u64, argv.as_ptr() as u64, envp.as_ptr() as u64)
 }
 
 pub fn cycles() -> u64 {

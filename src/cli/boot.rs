@@ -21,16 +21,39 @@ pub(super) fn parse_boot_options(
     mut extra: impl FnMut(&str, &mut Value) -> Result<bool, String>,
 ) -> Result<BootOptions, String> {
     let mut it = args.iter();
+    let mut env: Vec<String> = Vec::new();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        if a == "--env" {
+            env.push(env_assignment(&value("--env")?)?);
+            continue;
+        }
         if !boot_option(&mut o, a, &mut value)? && !extra(a, &mut value)? {
             return Err(format!("unknown option {a:?}\n{USAGE}"));
         }
+    }
+    if !env.is_empty() {
+        // init takes leading NAME=VALUE words as the program's environment (as a shell does).
+        let run = o.run.take().ok_or("--env needs --run (the program the environment is for)")?;
+        o.run = Some(format!("{} {run}", env.join(" ")));
     }
     if o.icount && o.tcg_single == Some(false) {
         return Err("--clock icount runs the vCPUs on one host thread; it does not go with --tcg multi".into());
     }
     Ok(o)
+}
+
+/// `--env NAME=VALUE`: a C identifier, `=`, and a value without blanks or the characters grub.cfg cannot carry.
+fn env_assignment(a: &str) -> Result<String, String> {
+    let (name, value) = a.split_once('=').ok_or_else(|| format!("--env {a:?}: expected NAME=VALUE"))?;
+    let name_ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !name_ok {
+        return Err(format!("--env {a:?}: a name is a letter or '_', then letters, digits and '_'"));
+    }
+    if value.contains(|c: char| c.is_whitespace() || ['"', '\\', '$', '\''].contains(&c)) {
+        return Err(format!("--env {a:?}: a value may not contain blanks, quotes, '\\' or '$' (it goes into grub.cfg)"));
+    }
+    Ok(a.to_string())
 }
 
 /// One shared boot option `a` into `o`; `Ok(false)` if `a` is not one.

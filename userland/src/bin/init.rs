@@ -1,6 +1,7 @@
 //! init (pid 1): runs the command it was given (the runner's `--run`), reaps it, checks that every physical
 //! frame came back, and reports `QUESTV DONE status=N`. `init percpu PROG ARGS` runs one instance of the
-//! command pinned to each online CPU, in parallel.
+//! command pinned to each online CPU, in parallel. Leading `NAME=VALUE` words are the program's environment
+//! (as in a shell; the runner's `--env`). Orphans handed to init are reaped on the way, without ending the run.
 #![no_std]
 #![no_main]
 
@@ -10,8 +11,8 @@ use questv_libc_shim::{self as sys, println, wait};
 
 questv_libc_shim::entry!(main);
 
-/// Fork a child that (optionally moves to `cpu` and) execs `cmd`; returns its pid.
-fn spawn(cmd: &[&str], cpu: Option<u32>) -> i64 {
+/// Fork a child that (optionally moves to `cpu` and) execs `cmd` with environment `env`; returns its pid.
+fn spawn(cmd: &[&str], env: &[&str], cpu: Option<u32>) -> i64 {
     let pid = sys::fork();
     if pid == 0 {
         if let Some(c) = cpu {
@@ -21,7 +22,7 @@ fn spawn(cmd: &[&str], cpu: Option<u32>) -> i64 {
                 sys::exit(126);
             }
         }
-        let r = sys::execve(cmd[0], cmd);
+        let r = sys::execve_env(cmd[0], cmd, env);
         let why = match -r {
             sys::errno::ENOENT => "no such program in the ramdisk (boot --add PATH puts one there)",
             sys::errno::ENOEXEC => "not a program questv can run (a static x86-64 ELF executable; the kernel's `exec refused` line says why)",
@@ -46,7 +47,14 @@ fn main(args: &[&str]) -> i32 {
     status
 }
 
+/// A `NAME=VALUE` word (an environment assignment, as a shell reads one).
+fn is_assignment(w: &str) -> bool {
+    w.split_once('=').is_some_and(|(n, _)| n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+}
+
 fn run(cmd: &[&str]) -> i32 {
+    let env_words = cmd.iter().take_while(|w| is_assignment(w)).count();
+    let (env, cmd) = cmd.split_at(env_words);
     if cmd.is_empty() {
         println!("init: no command");
         return 2;
@@ -63,7 +71,7 @@ fn run(cmd: &[&str]) -> i32 {
     let before = sys::free_frames();
     let mut pids = Vec::new();
     for &c in &cpus {
-        let pid = spawn(cmd, c);
+        let pid = spawn(cmd, env, c);
         if pid < 0 {
             println!("init: fork failed: error {}", pid);
             return 1;
@@ -71,12 +79,18 @@ fn run(cmd: &[&str]) -> i32 {
         pids.push(pid);
     }
     let mut status = 0;
-    for _ in &pids {
+    let mut left = pids.len();
+    while left > 0 {
         let (pid, st) = sys::waitpid(-1, 0);
         if pid < 0 {
             println!("init: waitpid failed: error {}", pid);
             return 1;
         }
+        // An orphan re-parented to init is reaped here too; only the command's own processes end the run.
+        if !pids.contains(&pid) {
+            continue;
+        }
+        left -= 1;
         let s = wait::shell_status(st);
         if s != 0 && status == 0 {
             status = s;
