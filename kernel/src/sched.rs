@@ -84,6 +84,16 @@ struct CpuSched {
 }
 
 static SCHED: [IrqSpinlock<Option<CpuSched>>; MAX_CPUS] = [const { IrqSpinlock::new(None) }; MAX_CPUS];
+/// Each CPU's running thread's ids (tid << 32 | pid) and attention flag, mirrored out of its `CpuSched` (written
+/// under that lock, read by the CPU itself without it): every system call asks for its pid, and every return
+/// to user mode for the flag, so neither takes the scheduler's lock.
+static RUNNING_IDS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static RUNNING_ATTENTION: [core::sync::atomic::AtomicBool; MAX_CPUS] = [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
+
+fn mirror_running(cpu: usize, t: &Thread) {
+    RUNNING_IDS[cpu].store(u64::from(t.tid) << 32 | u64::from(t.pid), Ordering::Relaxed);
+    RUNNING_ATTENTION[cpu].store(t.attention, Ordering::Release);
+}
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Why the scheduler was entered.
@@ -240,7 +250,7 @@ pub fn current_vcpu() -> u32 {
 
 /// Process id of the running thread (0 for kernel threads).
 pub fn current_pid() -> u32 {
-    with_current(|t| t.pid)
+    RUNNING_IDS[percpu::cpu_index() as usize].load(Ordering::Relaxed) as u32
 }
 
 /// TSC cycles the running thread has run so far (CPU time: times, getrusage).
@@ -268,12 +278,16 @@ pub fn run_cycles_of(id: u64) -> Option<u64> {
 
 /// Linux thread id of the running thread.
 pub fn current_tid() -> u32 {
-    with_current(|t| t.tid)
+    (RUNNING_IDS[percpu::cpu_index() as usize].load(Ordering::Relaxed) >> 32) as u32
 }
 
 /// The running thread takes thread id `tid` (execve by a thread that is not its process's first).
 pub fn set_current_tid(tid: u32) {
-    with_current(|t| t.tid = tid);
+    let cpu = percpu::cpu_index() as usize;
+    with_current(|t| {
+        t.tid = tid;
+        mirror_running(cpu, t);
+    });
 }
 
 pub fn current_id() -> u64 {
@@ -383,6 +397,9 @@ pub fn poke(id: u64) {
         let cur = s.current.as_mut().filter(|t| t.id == id);
         if let Some(t) = cur.or_else(|| s.ready.values_mut().flat_map(|q| q.iter_mut()).find(|t| t.id == id)) {
             t.attention = true;
+            if running {
+                RUNNING_ATTENTION[cpu as usize].store(true, Ordering::Release);
+            }
             if t.state == State::Blocked {
                 t.state = State::Runnable;
             } else {
@@ -399,17 +416,30 @@ pub fn poke(id: u64) {
 
 /// Take the running thread's attention flag (see [`poke`]).
 pub fn take_attention() -> bool {
-    with_current(|t| core::mem::take(&mut t.attention))
+    let cpu = percpu::cpu_index() as usize;
+    // The common case, nothing posted, without the lock. A poke from another CPU that lands right after
+    // this read also interrupts this CPU (a reschedule IPI), whose return path looks again.
+    if !RUNNING_ATTENTION[cpu].load(Ordering::Acquire) {
+        return false;
+    }
+    with_current(|t| {
+        RUNNING_ATTENTION[cpu].store(false, Ordering::Relaxed);
+        core::mem::take(&mut t.attention)
+    })
 }
 
 /// Is the running thread's attention flag up (a signal was posted since it last returned to user mode)?
 pub fn attention_pending() -> bool {
-    with_current(|t| t.attention)
+    RUNNING_ATTENTION[percpu::cpu_index() as usize].load(Ordering::Acquire)
 }
 
 /// Raise the running thread's attention flag (its own signal state changed: a mask was lifted).
 pub fn set_attention() {
-    with_current(|t| t.attention = true);
+    let cpu = percpu::cpu_index() as usize;
+    with_current(|t| {
+        t.attention = true;
+        RUNNING_ATTENTION[cpu].store(true, Ordering::Release);
+    });
 }
 
 /// Block the running thread from the trap path (a stopped process): `frame`, its user context, is saved and
@@ -445,6 +475,7 @@ pub fn init_cpu() {
     let default = Params { class: Class::Main, budget: DEFAULT_VCPU_BUDGET_US, period: DEFAULT_VCPU_PERIOD_US };
     let id = vcpus.create(default).expect("the default VCPU fits an empty core");
     debug_assert_eq!(id, DEFAULT_VCPU);
+    mirror_running(cpu, &boot);
     *SCHED[cpu].lock() = Some(CpuSched {
         current: Some(boot),
         ready: BTreeMap::new(),
@@ -590,6 +621,7 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
         // SAFETY: the kernel's own tables map everything the kernel uses.
         unsafe { questv_arch::cpu::write_cr3(kernel_cr3()) };
     }
+    mirror_running(cpu, &next);
     s.current = Some(next);
     s.stats.switches += 1;
     drop(guard);

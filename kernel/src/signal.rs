@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use questv_arch::regs::Gprs;
 
@@ -333,7 +334,9 @@ impl Default for ThreadSignals {
 /// thread's mask and alternate stack, by thread id.
 #[derive(Clone, Debug)]
 pub struct SignalState {
-    actions: [Action; NSIG as usize],
+    /// Shared copy-on-write: fork shares them, the first change copies (and the process entry stays small, so
+    /// the process table moves it cheaply).
+    actions: Arc<[Action; NSIG as usize]>,
     /// What is pending, each with the thread it was sent to (None: the process). Linux keeps the two sets
     /// apart, so one standard signal may be pending once in each.
     pending: Vec<(Option<u32>, SigInfo)>,
@@ -345,7 +348,7 @@ impl SignalState {
     pub fn new(tid: u32) -> SignalState {
         let mut threads = BTreeMap::new();
         threads.insert(tid, ThreadSignals::default());
-        SignalState { actions: [Action::default(); NSIG as usize], pending: Vec::new(), threads }
+        SignalState { actions: Arc::new([Action::default(); NSIG as usize]), pending: Vec::new(), threads }
     }
 
     /// A child forked by thread `tid`: the same dispositions, that thread's mask and alternate stack for its
@@ -353,7 +356,7 @@ impl SignalState {
     pub fn forked(&self, tid: u32, child: u32) -> SignalState {
         let mut threads = BTreeMap::new();
         threads.insert(child, ThreadSignals { saved_mask: None, ..self.thread(tid) });
-        SignalState { actions: self.actions, pending: Vec::new(), threads }
+        SignalState { actions: self.actions.clone(), pending: Vec::new(), threads }
     }
 
     /// Thread `tid` starts thread `new` in the process (clone with CLONE_THREAD): the same mask, no alternate
@@ -398,7 +401,13 @@ impl SignalState {
     /// execve by thread `tid` (by then the only one): caught signals go back to their default (ignored ones
     /// stay ignored); the mask and what is pending are kept; the alternate stack is gone with the old memory.
     pub fn exec(&mut self, tid: u32) {
-        for a in self.actions.iter_mut() {
+        let ignored = Action { handler: SIG_IGN, ..Action::default() };
+        if self.actions.iter().all(|a| *a == Action::default() || *a == ignored) {
+            // Nothing caught and nothing to reset (the common exec after fork): keep the shared table.
+            self.thread_mut(tid).altstack = AltStack::NONE;
+            return;
+        }
+        for a in Arc::make_mut(&mut self.actions).iter_mut() {
             let ignored = a.handler == SIG_IGN;
             *a = Action::default();
             if ignored {
@@ -425,7 +434,7 @@ impl SignalState {
                 return Err(-EINVAL);
             }
             a.mask &= !UNBLOCKABLE;
-            self.actions[(sig - 1) as usize] = a;
+            Arc::make_mut(&mut self.actions)[(sig - 1) as usize] = a;
             if self.ignores(sig) {
                 self.pending.retain(|(_, p)| p.signo != sig);
             }
@@ -525,7 +534,7 @@ impl SignalState {
         let sig = info.signo;
         let a = self.action(sig);
         if self.blocked(tid) & bit(sig) != 0 || a.handler == SIG_IGN {
-            self.actions[(sig - 1) as usize].handler = SIG_DFL;
+            Arc::make_mut(&mut self.actions)[(sig - 1) as usize].handler = SIG_DFL;
             self.thread_mut(tid).blocked &= !bit(sig);
         }
         self.pending.retain(|(t, p)| p.signo != sig || *t != Some(tid));
@@ -579,7 +588,7 @@ impl SignalState {
                 }
                 th.blocked = (th.blocked | block) & !UNBLOCKABLE;
                 if a.flags & SA_RESETHAND != 0 {
-                    self.actions[(sig - 1) as usize] = Action::default();
+                    Arc::make_mut(&mut self.actions)[(sig - 1) as usize] = Action::default();
                 }
                 Delivery::Handler { action: a, restore_mask }
             }

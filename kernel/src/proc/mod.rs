@@ -193,22 +193,35 @@ pub struct ForkOptions {
 
 pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
     let (ppid, me) = (sched::current_pid(), sched::current_tid());
-    let Some((name, parent_space, pgid, sid, sig)) = TABLE.lock().procs.get(&ppid).map(|p| (p.name, p.space.clone(), p.pgid, p.sid, p.sig.clone())) else {
-        return -ESRCH;
+    // The child's pid first (reserved in the thread-id map until the child is entered or the fork fails), so
+    // its signal state is made once, under the same lock as the parent's is read.
+    let (pid, name, parent_space, pgid, sid, sig) = {
+        let mut t = TABLE.lock();
+        let Some((name, space, pgid, sid)) = t.procs.get(&ppid).map(|p| (p.name, p.space.clone(), p.pgid, p.sid)) else {
+            return -ESRCH;
+        };
+        let Some(pid) = alloc_pid(&mut t, None) else { return -EAGAIN };
+        let sig = t.procs[&ppid].sig.forked(me, pid);
+        (pid, name, space, pgid, sid, sig)
     };
     // Copy under the parent's space lock alone: other processes fork, fault and exit meanwhile.
     let forked = {
         let parent = parent_space.lock();
         let forked = parent.as_ref().map(|s| s.fork(&mut KernelMem));
         // The parent's writable pages just became read-only + COW: drop its stale TLB entries.
-        // SAFETY: reloading the current CR3 only flushes non-global TLB entries.
-        unsafe { cpu::write_cr3(cpu::read_cr3()) };
+        cpu::flush_tlb();
         forked
     };
     let space = match forked {
         Some(Ok(s)) => s,
-        Some(Err(e)) => return e.into(),
-        None => return -ESRCH,
+        Some(Err(e)) => {
+            release_tid(&mut TABLE.lock(), pid);
+            return e.into();
+        }
+        None => {
+            release_tid(&mut TABLE.lock(), pid);
+            return -ESRCH;
+        }
     };
     let root = space.root();
     let child_space = space_lock(space);
@@ -217,12 +230,6 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
             s.teardown(&mut KernelMem);
         }
     };
-    let pid = alloc_pid(&mut TABLE.lock(), None);
-    let Some(pid) = pid else {
-        discard(child_space);
-        return -EAGAIN;
-    };
-    let sig = sig.forked(me, pid);
     let mut child_frame = *frame;
     child_frame.gprs.rax = 0;
     if let Some(sp) = opts.stack {
