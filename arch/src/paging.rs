@@ -231,7 +231,10 @@ impl AddressSpace {
     /// Walk the tables under the PML4 slots `pml4_slots`: `leaf(va, entry)` for every present 4 KiB leaf, then
     /// `table(frame)` for every table below the root, children before parents. 2 MiB leaves are skipped (user
     /// address spaces use 4 KiB pages only).
-    fn walk<M: TableMemory>(&self, mem: &mut M, pml4_slots: core::ops::Range<usize>, leaf: &mut impl FnMut(u64, u64), table: &mut impl FnMut(u64)) {
+    /// Visit the tables under the PML4 slots `pml4_slots`: `leaf(mem, va, entry)` for every present 4 KiB leaf,
+    /// then `table(mem, frame)` for every table below the root, children before parents (so `table` may free
+    /// the frame: it is not read again).
+    pub fn walk<M: TableMemory>(&self, mem: &mut M, pml4_slots: core::ops::Range<usize>, leaf: &mut impl FnMut(&mut M, u64, u64), table: &mut impl FnMut(&mut M, u64)) {
         let p = PageFlags::PRESENT.bits();
         let h = PageFlags::HUGE.bits();
         let next = |e: u64| (e & p != 0 && e & h == 0).then_some(e & ADDR_MASK);
@@ -241,32 +244,32 @@ impl AddressSpace {
                 let Some(pd) = next(mem.table(pdpt)[i3]) else { continue };
                 for i2 in 0..512 {
                     let Some(pt) = next(mem.table(pd)[i2]) else { continue };
-                    let entries = *mem.table(pt);
-                    for (i1, &e1) in entries.iter().enumerate() {
+                    for i1 in 0..512 {
+                        let e1 = mem.table(pt)[i1];
                         if e1 & p != 0 {
                             let va = ((i4 as u64) << 39) | ((i3 as u64) << 30) | ((i2 as u64) << 21) | ((i1 as u64) << 12);
-                            leaf(if va & (1 << 47) != 0 { va | 0xFFFF_0000_0000_0000 } else { va }, e1);
+                            leaf(mem, if va & (1 << 47) != 0 { va | 0xFFFF_0000_0000_0000 } else { va }, e1);
                         }
                     }
-                    table(pt);
+                    table(mem, pt);
                 }
-                table(pd);
+                table(mem, pd);
             }
-            table(pdpt);
+            table(mem, pdpt);
         }
     }
 
     /// Every present 4 KiB leaf `(va, entry)` under the PML4 slots `pml4_slots`.
     pub fn leaves(&self, mem: &mut impl TableMemory, pml4_slots: core::ops::Range<usize>) -> alloc::vec::Vec<(u64, u64)> {
         let mut out = alloc::vec::Vec::new();
-        self.walk(mem, pml4_slots, &mut |va, e| out.push((va, e)), &mut |_| {});
+        self.walk(mem, pml4_slots, &mut |_, va, e| out.push((va, e)), &mut |_, _| {});
         out
     }
 
     /// Table frames (not the root) under the PML4 slots `pml4_slots`, children before parents.
     pub fn tables_under(&self, mem: &mut impl TableMemory, pml4_slots: core::ops::Range<usize>) -> alloc::vec::Vec<u64> {
         let mut out = alloc::vec::Vec::new();
-        self.walk(mem, pml4_slots, &mut |_, _| {}, &mut |t| out.push(t));
+        self.walk(mem, pml4_slots, &mut |_, _, _| {}, &mut |_, t| out.push(t));
         out
     }
 

@@ -561,12 +561,9 @@ impl UserSpace {
 
     /// Free every user page reference and every user page table, and the PML4 (slot 0 is the kernel's).
     pub fn teardown<M: PhysMem>(self, mem: &mut M) {
-        for (_, e) in self.aspace.leaves(mem, USER_SLOTS) {
-            mem.release(e & ADDR_MASK);
-        }
-        for t in self.aspace.tables_under(mem, USER_SLOTS) {
-            mem.free_table(t);
-        }
+        // One pass: each page table's pages are released before the table is freed (the walk visits a table
+        // after everything under it, and never again).
+        self.aspace.walk(mem, USER_SLOTS, &mut |m, _, e| m.release(e & ADDR_MASK), &mut |m, t| m.free_table(t));
         mem.free_table(self.aspace.root());
     }
 
