@@ -161,6 +161,8 @@ pub fn send_with(h: u32, len: usize, notify: bool, fill: impl FnOnce(&mut [u8]) 
             if cpu::rdtsc() >= deadline {
                 return Err(-ETIMEDOUT);
             }
+            // Interrupts are off: a TLB shootdown another core of this process waits for is done here.
+            crate::smp::service_tlb_requests();
             cpu::pause();
         }
     }
@@ -212,6 +214,8 @@ pub fn recv_with(h: u32, timeout_ns: u64, wait_ipi: bool, mut deliver: impl FnMu
             unsafe { cpu::enable_interrupts_and_halt() };
             cpu::disable_interrupts();
         } else {
+            // Interrupts are off: a TLB shootdown another core of this process waits for is done here.
+            crate::smp::service_tlb_requests();
             cpu::pause();
             spins += 1;
             if spins % 4096 == 0 {
