@@ -196,7 +196,11 @@ fn static_linux_binaries_run_unmodified_on_both_builds() {
     let musl = dir.join("hello-musl");
     let built = Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(&musl).arg(&src).status().unwrap();
     assert!(built.success(), "musl-gcc could not build hello");
-    for (name, path) in [("hello-musl", &musl), ("hello-glibc", &glibc)] {
+    // glibc's static-pie: ET_DYN with its own relocations, loaded at Linux's PIE base.
+    let pie = dir.join("hello-static-pie");
+    let built = Command::new("gcc").args(["-static-pie", "-O2", "-o"]).arg(&pie).arg(&src).status().unwrap();
+    assert!(built.success(), "gcc could not build a static-pie hello");
+    for (name, path) in [("hello-musl", &musl), ("hello-glibc", &glibc), ("hello-static-pie", &pie)] {
         let r = boot(&["--cpus", "2", "--add", path.to_str().unwrap(), "--run", name]);
         r.check(r.done_status() == Some(0), "a static Linux binary did not exit 0 on SMP");
         r.check(r.stdout.contains("hello from linux (child ") && r.stdout.contains("exited with 42)"), "no output on SMP");

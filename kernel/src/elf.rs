@@ -6,7 +6,7 @@
 use crate::mm::uspace::{USER_BASE, USER_END};
 use alloc::string::String;
 use alloc::vec::Vec;
-use goblin::elf::header::{EM_X86_64, ET_EXEC};
+use goblin::elf::header::{EM_X86_64, ET_DYN, ET_EXEC};
 use goblin::elf::program_header::{PF_W, PF_X, PT_DYNAMIC, PT_INTERP, PT_LOAD, PT_PHDR};
 
 /// Largest total memory image we load (keeps one bad file from eating all RAM).
@@ -68,7 +68,7 @@ impl core::fmt::Display for ElfError {
             ElfError::DynamicallyLinked { interpreter } => {
                 write!(f, "is dynamically linked (needs {interpreter}): questv runs static binaries")
             }
-            ElfError::NotStaticExecutable => write!(f, "is not a static executable (ET_EXEC without interpreter)"),
+            ElfError::NotStaticExecutable => write!(f, "is not a static executable (ET_EXEC, or static-pie ET_DYN, without an interpreter)"),
             ElfError::NoLoadableSegment => write!(f, "has no loadable segment"),
             ElfError::TooManySegments => write!(f, "has more than {} loadable segments", MAX_SEGMENTS),
             ElfError::SegmentOutsideUserSpace { vaddr } => write!(f, "has a segment at 0x{vaddr:x} outside user space"),
@@ -117,6 +117,11 @@ fn page_down(x: u64) -> u64 {
     x & !(PAGE - 1)
 }
 
+/// Where a static-pie program (ET_DYN without an interpreter) is loaded: Linux's x86-64 ELF_ET_DYN_BASE
+/// without address-space randomization (2/3 of the 47-bit user space, page-aligned). The program applies its
+/// own relocations (its start code finds the base from `_DYNAMIC`).
+pub const PIE_BASE: u64 = 0x5555_5555_4000;
+
 pub fn plan(bytes: &[u8]) -> Result<LoadPlan, ElfError> {
     check_ident(bytes)?;
     let elf = goblin::elf::Elf::parse(bytes).map_err(|_| ElfError::Parse)?;
@@ -136,24 +141,35 @@ pub fn plan(bytes: &[u8]) -> Result<LoadPlan, ElfError> {
         // An interpreter segment whose name could not be read.
         return Err(ElfError::DynamicallyLinked { interpreter: String::from("a program interpreter") });
     }
-    if elf.header.e_type != ET_EXEC {
-        return Err(ElfError::NotStaticExecutable);
-    }
+    let pie = match elf.header.e_type {
+        ET_EXEC => false,
+        ET_DYN => true,
+        _ => return Err(ElfError::NotStaticExecutable),
+    };
+    // A static-pie program is linked at 0 and goes at PIE_BASE; an ET_EXEC one at its link address.
+    let base = if pie {
+        let lowest = elf.program_headers.iter().filter(|ph| ph.p_type == PT_LOAD).map(|ph| page_down(ph.p_vaddr)).min().unwrap_or(0);
+        PIE_BASE.checked_sub(lowest).ok_or(ElfError::SegmentOutsideUserSpace { vaddr: lowest })?
+    } else {
+        0
+    };
     let mut segments: Vec<Segment> = Vec::new();
     let mut total = 0u64;
     for ph in &elf.program_headers {
-        if ph.p_type == PT_INTERP || ph.p_type == PT_DYNAMIC {
+        // A static-pie program's dynamic section holds its own relocations; a static ET_EXEC has none.
+        if ph.p_type == PT_INTERP || (ph.p_type == PT_DYNAMIC && !pie) {
             return Err(ElfError::NotStaticExecutable);
         }
         if ph.p_type != PT_LOAD || ph.p_memsz == 0 {
             continue;
         }
+        let vaddr = ph.p_vaddr.checked_add(base).ok_or(ElfError::SegmentOutsideUserSpace { vaddr: ph.p_vaddr })?;
         if segments.len() == MAX_SEGMENTS {
             return Err(ElfError::TooManySegments);
         }
-        let end = ph.p_vaddr.checked_add(ph.p_memsz).ok_or(ElfError::SegmentOutsideUserSpace { vaddr: ph.p_vaddr })?;
-        if ph.p_vaddr < USER_BASE || end > USER_END {
-            return Err(ElfError::SegmentOutsideUserSpace { vaddr: ph.p_vaddr });
+        let end = vaddr.checked_add(ph.p_memsz).ok_or(ElfError::SegmentOutsideUserSpace { vaddr })?;
+        if vaddr < USER_BASE || end > USER_END {
+            return Err(ElfError::SegmentOutsideUserSpace { vaddr });
         }
         if ph.p_filesz > ph.p_memsz {
             return Err(ElfError::FileSizeExceedsMemSize);
@@ -161,15 +177,15 @@ pub fn plan(bytes: &[u8]) -> Result<LoadPlan, ElfError> {
         if ph.p_offset.checked_add(ph.p_filesz).is_none_or(|e| e > bytes.len() as u64) {
             return Err(ElfError::FileRangeOutsideFile { offset: ph.p_offset });
         }
-        if ph.p_vaddr % PAGE != ph.p_offset % PAGE {
-            return Err(ElfError::MisalignedSegment { vaddr: ph.p_vaddr });
+        if vaddr % PAGE != ph.p_offset % PAGE {
+            return Err(ElfError::MisalignedSegment { vaddr });
         }
-        total += end.div_ceil(PAGE) * PAGE - page_down(ph.p_vaddr);
+        total += end.div_ceil(PAGE) * PAGE - page_down(vaddr);
         if total > MAX_IMAGE {
             return Err(ElfError::ImageTooLarge);
         }
         segments.push(Segment {
-            vaddr: ph.p_vaddr,
+            vaddr,
             mem_size: ph.p_memsz,
             file_offset: ph.p_offset,
             file_size: ph.p_filesz,
@@ -187,7 +203,7 @@ pub fn plan(bytes: &[u8]) -> Result<LoadPlan, ElfError> {
             return Err(ElfError::OverlappingSegments { vaddr: w[1].vaddr });
         }
     }
-    let entry = elf.header.e_entry;
+    let entry = elf.header.e_entry.wrapping_add(base);
     if !segments.iter().any(|s| s.executable && (s.vaddr..s.vaddr + s.mem_size).contains(&entry)) {
         return Err(ElfError::EntryNotExecutable { entry });
     }
@@ -198,7 +214,7 @@ pub fn plan(bytes: &[u8]) -> Result<LoadPlan, ElfError> {
         .program_headers
         .iter()
         .find(|ph| ph.p_type == PT_PHDR)
-        .map(|ph| ph.p_vaddr)
+        .map(|ph| ph.p_vaddr.wrapping_add(base))
         .or_else(|| {
             segments.iter().find(|s| (s.file_offset..s.file_offset + s.file_size).contains(&phoff)).map(|s| s.vaddr + (phoff - s.file_offset))
         })
@@ -264,13 +280,26 @@ mod tests {
     }
 
     #[test]
+    fn a_static_pie_program_goes_at_the_pie_base() {
+        // gcc -static-pie: ET_DYN linked at 0, a dynamic section (its own relocations), no interpreter.
+        let f = build(ET_DYN, EM_X86_64, 0x10, &[(PT_LOAD, RX, 0, 0, 0x1100, 0x1100), (PT_LOAD, RW, 0x1100, 0x2100, 0x10, 0x100), (PT_DYNAMIC, RW, 0x1100, 0x2100, 0x10, 0x10)]);
+        let p = plan(&f).unwrap();
+        assert_eq!((p.entry, p.segments[0].vaddr, p.segments[1].vaddr, p.phdr), (PIE_BASE + 0x10, PIE_BASE, PIE_BASE + 0x2100, PIE_BASE + 64));
+        assert_eq!(p.image_end, PIE_BASE + 0x3000);
+        // A static ET_EXEC with a dynamic section is something else (and refused).
+        let exec = build(ET_EXEC, EM_X86_64, B + 0x10, &[(PT_LOAD, RX, 0, B, 0x1100, 0x1100), (PT_DYNAMIC, RW, 0x1100, B + 0x2100, 0x10, 0x10)]);
+        assert_eq!(plan(&exec), Err(ElfError::NotStaticExecutable));
+    }
+
+    #[test]
     fn refuses_hostile_or_foreign_files() {
         let load = |ph| build(ET_EXEC, EM_X86_64, B + 0x10, &[ph]);
         assert_eq!(plan(b"hello"), Err(ElfError::Parse));
         assert_eq!(plan(&[]), Err(ElfError::Parse));
         assert_eq!(plan(&good()[..40]), Err(ElfError::Parse));
         assert_eq!(plan(&build(ET_EXEC, 3, B, &[(PT_LOAD, RX, 0x1000, B, 1, 1)])), Err(ElfError::NotX86_64 { machine: 3 }));
-        assert_eq!(plan(&build(3, EM_X86_64, B, &[(PT_LOAD, RX, 0x1000, B, 1, 1)])), Err(ElfError::NotStaticExecutable));
+        // A relocatable object (ET_REL) is not a program.
+        assert_eq!(plan(&build(1, EM_X86_64, B, &[(PT_LOAD, RX, 0x1000, B, 1, 1)])), Err(ElfError::NotStaticExecutable));
         assert_eq!(plan(&build(ET_EXEC, EM_X86_64, B, &[(6, 4, 64, B, 56, 56)])), Err(ElfError::NoLoadableSegment));
         // The null page (below 64 KiB), kernel addresses, wrap-around.
         assert_eq!(plan(&load((PT_LOAD, RX, 0x1000, 0x1000, 1, 1))), Err(ElfError::SegmentOutsideUserSpace { vaddr: 0x1000 }));
