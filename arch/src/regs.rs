@@ -2,6 +2,25 @@
 //! R15 is at the lowest address). Shared by the trap frame and the VMX monitor's guest register block.
 #![forbid(unsafe_code)]
 
+/// FXSAVE image (x87/MMX/SSE state), 512 bytes, 16-byte aligned: in the trap frame, a signal frame, and the
+/// monitor's copy of a guest's state between exits.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct FxArea(pub [u8; 512]);
+
+impl FxArea {
+    /// The power-on state a fresh thread, a signal handler and a launched guest start with: x87 control word
+    /// 0x37F, MXCSR 0x1F80 (all exceptions masked).
+    pub const fn initial() -> FxArea {
+        let mut a = [0u8; 512];
+        a[0] = 0x7F;
+        a[1] = 0x03;
+        a[24] = 0x80;
+        a[25] = 0x1F;
+        FxArea(a)
+    }
+}
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gprs {

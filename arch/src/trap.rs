@@ -76,22 +76,7 @@ trap_stub_table:
     .quad trap_stub_\n
     .endr"#, options(att_syntax));
 
-/// FXSAVE image (x87/MMX/SSE state), 512 bytes, 16-byte aligned.
-#[repr(C, align(16))]
-#[derive(Clone, Copy)]
-pub struct FxArea(pub [u8; 512]);
-
-impl FxArea {
-    /// The state a fresh thread starts with: x87 control word 0x37F, MXCSR 0x1F80 (all exceptions masked).
-    pub const fn initial() -> FxArea {
-        let mut a = [0u8; 512];
-        a[0] = 0x7F;
-        a[1] = 0x03;
-        a[24] = 0x80;
-        a[25] = 0x1F;
-        FxArea(a)
-    }
-}
+pub use crate::regs::FxArea;
 
 /// Register state of an interrupted context, exactly as the entry stub lays it out on the stack.
 #[repr(C)]

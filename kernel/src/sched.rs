@@ -350,41 +350,25 @@ pub fn block() {
 
 /// Make thread `id` runnable again, wherever it is.
 pub fn wake(id: u64) {
-    for cpu in 0..crate::smp::cpu_count() {
-        let mut g = SCHED[cpu as usize].lock();
-        let Some(s) = g.as_mut() else { continue };
-        if let Some(i) = s.blocked.iter().position(|t| t.id == id) {
-            let mut t = s.blocked.swap_remove(i);
-            t.state = State::Runnable;
-            s.push_ready(t);
-            drop(g);
-            if cpu != percpu::cpu_index() {
-                crate::smp::send_reschedule(cpu);
-            }
-            return;
-        }
-        let cur = s.current.as_mut().filter(|t| t.id == id);
-        if let Some(t) = cur.or_else(|| s.ready.values_mut().flat_map(|q| q.iter_mut()).find(|t| t.id == id)) {
-            if t.state == State::Blocked {
-                // Marked blocked but not switched away yet: it will park itself; let it come straight back.
-                t.state = State::Runnable;
-            } else {
-                t.wake_pending = true;
-            }
-            return;
-        }
-    }
+    rouse(id, false);
 }
 
 /// Ask thread `id` to look at its process's signals before it next returns to user mode: it is woken if
 /// blocked (a wait it is in then ends or restarts), and a CPU running it is interrupted so it looks now.
 pub fn poke(id: u64) {
+    rouse(id, true);
+}
+
+/// Wake thread `id` wherever it is (blocked: made runnable, with an IPI to its CPU; about to block: told to
+/// come straight back; running or ready: its next block returns at once), raising its attention flag if asked
+/// (then a CPU running it is interrupted too, so it looks now).
+fn rouse(id: u64, attention: bool) {
     for cpu in 0..crate::smp::cpu_count() {
         let mut g = SCHED[cpu as usize].lock();
         let Some(s) = g.as_mut() else { continue };
         if let Some(i) = s.blocked.iter().position(|t| t.id == id) {
             let mut t = s.blocked.swap_remove(i);
-            t.attention = true;
+            t.attention |= attention;
             t.state = State::Runnable;
             s.push_ready(t);
             drop(g);
@@ -396,17 +380,20 @@ pub fn poke(id: u64) {
         let running = s.current.as_ref().is_some_and(|t| t.id == id);
         let cur = s.current.as_mut().filter(|t| t.id == id);
         if let Some(t) = cur.or_else(|| s.ready.values_mut().flat_map(|q| q.iter_mut()).find(|t| t.id == id)) {
-            t.attention = true;
-            if running {
-                RUNNING_ATTENTION[cpu as usize].store(true, Ordering::Release);
+            if attention {
+                t.attention = true;
+                if running {
+                    RUNNING_ATTENTION[cpu as usize].store(true, Ordering::Release);
+                }
             }
             if t.state == State::Blocked {
+                // Marked blocked but not switched away yet: it will park itself; let it come straight back.
                 t.state = State::Runnable;
             } else {
                 t.wake_pending = true;
             }
             drop(g);
-            if running && cpu != percpu::cpu_index() {
+            if attention && running && cpu != percpu::cpu_index() {
                 crate::smp::send_reschedule(cpu);
             }
             return;

@@ -26,12 +26,7 @@ pub struct UserContext {
 
 /// The FPU state a handler starts with (and a thread's first): x87 control word 0x37F, MXCSR 0x1F80.
 pub fn initial_fx() -> [u8; 512] {
-    let mut a = [0u8; 512];
-    a[0] = 0x7F;
-    a[1] = 0x03;
-    a[24] = 0x80;
-    a[25] = 0x1F;
-    a
+    questv_arch::regs::FxArea::initial().0
 }
 
 /// Signals are 1..=64 (the kernel's `_NSIG`).

@@ -291,9 +291,8 @@ fn setup(c: &LaunchConfig) {
     wr64(v, off::G_PAT, 0x0007_0406_0007_0406); // the power-on default
 }
 
-/// The guest's FXSAVE image between exits (the monitor's Rust code uses SSE).
-#[repr(C, align(16))]
-struct FxArea([u8; 512]);
+// The guest's FXSAVE image between exits (the monitor's Rust code uses SSE).
+use questv_arch::regs::FxArea;
 
 extern "C" {
     /// Load the guest's GPRs and FPU state, VMLOAD + VMRUN its VMCB, and on #VMEXIT store them back and
@@ -316,10 +315,7 @@ pub type GuestRegs = questv_arch::regs::Gprs;
 
 /// Power-on FPU state: FCW 0x37F, MXCSR 0x1F80 (all exceptions masked).
 fn power_on_fx() -> FxArea {
-    let mut fx = FxArea([0; 512]);
-    fx.0[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    fx.0[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-    fx
+    FxArea::initial()
 }
 
 /// Set up the VMCB and run the guest until the policy stops it. Returns only if the first VMRUN fails.
