@@ -3,8 +3,9 @@
 //! The same binaries must pass on Linux 6.1 (the reference: Debian's kernel in QEMU, as Fig 7 boots it), on
 //! questv's SMP build and in both sandboxes of its VT build.
 //!
-//! Suites: `signals` (tests/data/linux/signals.c, checks `sigcheck`) and `threads` (tests/data/linux/threads.c,
-//! checks `thrcheck`), each built with musl-gcc and with gcc (glibc), both `-static -O2`.
+//! Suites: `signals` (tests/data/linux/signals.c, checks `sigcheck`), `threads` (tests/data/linux/threads.c,
+//! checks `thrcheck`) and `process` (tests/data/linux/process.c, checks `proccheck`: memory, time, identity,
+//! limits, waiting, the console), each built with musl-gcc and with gcc (glibc), both `-static -O2`.
 mod common;
 use common::{check_monitor_ended_run, Run};
 use questv::{linux, parse_result_line, ResultLine};
@@ -17,9 +18,11 @@ use std::time::Duration;
 fn binaries(suite: &str) -> &'static [(String, PathBuf)] {
     static SIGNALS: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
     static THREADS: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    static PROCESS: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
     let cell = match suite {
         "signals" => &SIGNALS,
         "threads" => &THREADS,
+        "process" => &PROCESS,
         other => panic!("no suite {other}"),
     };
     cell.get_or_init(|| build_suite(suite))
@@ -176,4 +179,19 @@ fn threads_pass_on_smp() {
 #[test]
 fn threads_pass_in_sandboxes() {
     passes_in_sandboxes("threads", "thrcheck");
+}
+
+#[test]
+fn process_pass_on_linux() {
+    passes_on_linux("process", "proccheck");
+}
+
+#[test]
+fn process_pass_on_smp() {
+    passes_on_smp("process", "proccheck");
+}
+
+#[test]
+fn process_pass_in_sandboxes() {
+    passes_in_sandboxes("process", "proccheck");
 }

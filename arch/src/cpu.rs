@@ -205,6 +205,19 @@ pub unsafe fn write_cr3(pml4: u64) {
     unsafe { asm!("mov cr3, {}", in(reg) pml4, options(nostack, preserves_flags)) }
 }
 
+/// Drop this CPU's TLB entry for `va` (all non-global entries if `va` is not canonical, where INVLPG would
+/// fault).
+#[inline]
+pub fn flush_tlb_page(va: u64) {
+    let canonical = va < 0x0000_8000_0000_0000 || va >= 0xFFFF_8000_0000_0000;
+    if canonical {
+        // SAFETY: a canonical address; INVLPG only drops a TLB entry.
+        unsafe { invlpg(va) }
+    } else {
+        flush_tlb();
+    }
+}
+
 /// Drop this CPU's non-global TLB entries (CR3 reloaded with its own value: nothing else changes).
 #[inline]
 pub fn flush_tlb() {

@@ -318,6 +318,11 @@ pub fn set_current_cr3(cr3: u64) {
     unsafe { questv_arch::cpu::write_cr3(root) };
 }
 
+/// Was the running thread placed on its CPU by the program (sched_setaffinity)?
+pub fn current_pinned() -> bool {
+    with_current(|t| t.pinned)
+}
+
 /// The running thread stays where it is, placed there by the program (its new threads start here too).
 pub fn pin_current() {
     with_current(|t| t.pinned = true);

@@ -51,7 +51,8 @@ pub fn service_tlb_requests() {
 
 /// The caller changed address space `root`'s page tables (removed or downgraded entries, or pointed one at
 /// another frame): every other CPU that has `root` loaded flushes its TLB before this returns, so none keeps
-/// using a stale entry (threads of one process run on several cores). The caller flushes its own. Waiting,
+/// using a stale entry (threads of one process run on several cores); the caller's own CPU is its business.
+/// Waiting,
 /// it carries out flushes asked of its own CPU, so two CPUs shooting at each other both go on.
 pub fn tlb_shootdown(root: u64) {
     // The page-table writes before the loads of LOADED_ROOT: a CPU that publishes `root` after this reads

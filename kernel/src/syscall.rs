@@ -604,11 +604,6 @@ fn arch_prctl(code: u64, addr: u64) -> i64 {
 }
 
 /// Drop this CPU's cached translations after mappings shrank (one thread per address space today).
-fn flush_tlb() {
-    // SAFETY: reloading CR3 with its own value only flushes this CPU's non-global TLB entries.
-    unsafe { cpu::write_cr3(cpu::read_cr3()) };
-}
-
 fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, offset: u64) -> i64 {
     use crate::mm::vma::{Kind, Placement};
     let kind = match flags & MAP_TYPE {
@@ -632,22 +627,14 @@ fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, offset: u64) -> i64
     };
     let r = proc::with_space(|s, m| s.mmap_anonymous(m, placement, len, prot as u32, kind)).unwrap_or(Err(crate::mm::vma::VmaError::NoMemory));
     match r {
-        Ok(a) => {
-            if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
-                flush_tlb();
-            }
-            a as i64
-        }
+        Ok(a) => a as i64,
         Err(e) => -e.errno(),
     }
 }
 
 fn munmap(addr: u64, len: u64) -> i64 {
     match proc::with_space(|s, m| s.munmap(m, addr, len)) {
-        Some(Ok(())) => {
-            flush_tlb();
-            0
-        }
+        Some(Ok(())) => 0,
         Some(Err(e)) => -e.errno(),
         None => -ESRCH,
     }
@@ -655,10 +642,7 @@ fn munmap(addr: u64, len: u64) -> i64 {
 
 fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> i64 {
     match proc::with_space(|s, m| s.mremap(m, old, old_len, new_len, flags, new_addr)) {
-        Some(Ok(a)) => {
-            flush_tlb();
-            a as i64
-        }
+        Some(Ok(a)) => a as i64,
         Some(Err(e)) => -e.errno(),
         None => -ESRCH,
     }
@@ -669,10 +653,7 @@ fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {
         return -EINVAL;
     }
     match proc::with_space(|s, m| s.mprotect(m, addr, len, prot as u32)) {
-        Some(Ok(())) => {
-            flush_tlb();
-            0
-        }
+        Some(Ok(())) => 0,
         Some(Err(e)) => -e.errno(),
         None => -ESRCH,
     }
@@ -688,10 +669,7 @@ fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
         return 0;
     }
     match proc::with_space(|s, m| s.dont_need(m, addr, len)) {
-        Some(Ok(())) => {
-            flush_tlb();
-            0
-        }
+        Some(Ok(())) => 0,
         Some(Err(e)) => -e.errno(),
         None => -ESRCH,
     }
@@ -863,9 +841,10 @@ fn getres_ids(r: u64, e: u64, saved: u64) -> i64 {
     0
 }
 
-/// sched_getaffinity(2): the CPUs the caller may be moved to, every online one of its kernel (glibc's and
-/// musl's `sysconf(_SC_NPROCESSORS_ONLN)` count them here). Returns the bytes written (8), as the system call
-/// does; `EINVAL` for a size below 8 or not a multiple of 8, `ESRCH` for another process that does not exist.
+/// sched_getaffinity(2): the CPUs the caller may run on: its own CPU once sched_setaffinity placed it there,
+/// else every online CPU of its kernel (glibc's and musl's `sysconf(_SC_NPROCESSORS_ONLN)` count them here).
+/// Returns the bytes written (8), as the system call does; `EINVAL` for a size below 8 or not a multiple of 8,
+/// `ESRCH` for another process that does not exist (another existing process is answered for as the caller).
 fn get_affinity(pid: u64, size: u64, mask_addr: u64) -> i64 {
     if pid != 0 && !proc::exists(pid as u32) {
         return -ESRCH;
@@ -873,7 +852,11 @@ fn get_affinity(pid: u64, size: u64, mask_addr: u64) -> i64 {
     if size < 8 || size % 8 != 0 {
         return -EINVAL;
     }
-    let mask = (0..smp::cpu_count().min(64)).filter(|&c| smp::is_online(c)).fold(0u64, |m, c| m | 1 << c);
+    let mask = if sched::current_pinned() {
+        1u64 << percpu::cpu_index()
+    } else {
+        (0..smp::cpu_count().min(64)).filter(|&c| smp::is_online(c)).fold(0u64, |m, c| m | 1 << c)
+    };
     match proc::with_space(|s, m| s.copy_to_user(m, mask_addr, &mask.to_le_bytes())) {
         Some(Ok(())) => 8,
         Some(Err(e)) => e.into(),

@@ -338,7 +338,13 @@ impl super::uspace::PhysMem for KernelMem {
             free_frame(pa);
         }
     }
-    fn tlb_shootdown(&mut self, root: u64) {
+    fn tlb_shootdown(&mut self, root: u64, page: Option<u64>) {
+        if questv_arch::cpu::read_cr3() == root {
+            match page {
+                Some(va) => questv_arch::cpu::flush_tlb_page(va),
+                None => questv_arch::cpu::flush_tlb(),
+            }
+        }
         crate::smp::tlb_shootdown(root);
     }
     fn refs(&mut self, pa: u64) -> u32 {

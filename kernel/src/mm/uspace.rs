@@ -41,10 +41,10 @@ pub trait PhysMem: TableMemory {
     fn refs(&mut self, pa: u64) -> u32;
     fn page(&mut self, pa: u64) -> &mut [u8; PAGE_SIZE as usize];
     fn free_table(&mut self, pa: u64);
-    /// Entries of the address space with root `root` were removed, downgraded or pointed at other frames:
-    /// make every other CPU that may cache them drop them, before any frame they named is released (threads
-    /// of one process on several cores). Nothing to do where one CPU uses a space.
-    fn tlb_shootdown(&mut self, _root: u64) {}
+    /// Entries of the address space with root `root` were removed, downgraded or pointed at other frames
+    /// (just `page`'s, or any): make every CPU that may cache them drop them, this one included, before any
+    /// frame they named is released (threads of one process run on several cores).
+    fn tlb_shootdown(&mut self, _root: u64, _page: Option<u64>) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +166,7 @@ impl UserSpace {
             v += PAGE_SIZE;
         }
         if !freed.is_empty() {
-            mem.tlb_shootdown(self.root());
+            mem.tlb_shootdown(self.root(), None);
         }
         for pa in freed {
             mem.release(pa);
@@ -195,13 +195,13 @@ impl UserSpace {
             }
             if let Err(e) = child.aspace.map_4k(mem, va, pa, flags) {
                 child.teardown(mem);
-                mem.tlb_shootdown(self.root());
+                mem.tlb_shootdown(self.root(), None);
                 return Err(e.into());
             }
             mem.share(pa);
         }
         // The parent's other threads must not keep writing through entries that are read-only + COW now.
-        mem.tlb_shootdown(self.root());
+        mem.tlb_shootdown(self.root(), None);
         Ok(child)
     }
 
@@ -252,7 +252,7 @@ impl UserSpace {
         *mem.page(copy) = src;
         *self.aspace.leaf_mut(mem, page).unwrap() = copy | new_flags.bits() | PageFlags::PRESENT.bits();
         // Other threads' CPUs must not read the old frame through a stale entry while this one writes the copy.
-        mem.tlb_shootdown(self.root());
+        mem.tlb_shootdown(self.root(), Some(page));
         mem.release(pa);
         FaultOutcome::Resolved
     }
@@ -403,7 +403,7 @@ impl UserSpace {
                 va += PAGE_SIZE;
             }
         }
-        mem.tlb_shootdown(self.root());
+        mem.tlb_shootdown(self.root(), None);
         Ok(())
     }
 
@@ -511,7 +511,7 @@ impl UserSpace {
             done += PAGE_SIZE;
         }
         // The old entries are gone: no CPU may keep using them.
-        mem.tlb_shootdown(self.root());
+        mem.tlb_shootdown(self.root(), None);
         let _ = self.vmas.unmap(old, old_len);
         let _ = self.unmap(mem, old, old_len);
         self.vmas.map(to, new_len, area.prot, area.kind)?;

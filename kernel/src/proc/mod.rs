@@ -204,14 +204,9 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
         let sig = t.procs[&ppid].sig.forked(me, pid);
         (pid, name, space, pgid, sid, sig)
     };
-    // Copy under the parent's space lock alone: other processes fork, fault and exit meanwhile.
-    let forked = {
-        let parent = parent_space.lock();
-        let forked = parent.as_ref().map(|s| s.fork(&mut KernelMem));
-        // The parent's writable pages just became read-only + COW: drop its stale TLB entries.
-        cpu::flush_tlb();
-        forked
-    };
+    // Copy under the parent's space lock alone: other processes fork, fault and exit meanwhile. (The parent's
+    // writable pages become read-only + COW; the copy flushes the TLBs that cached them, this CPU's included.)
+    let forked = parent_space.lock().as_ref().map(|s| s.fork(&mut KernelMem));
     let space = match forked {
         Some(Ok(s)) => s,
         Some(Err(e)) => {
