@@ -253,7 +253,7 @@ const IMPLEMENTED: [u64; 55] = [
 /// Keep a random call from ending, stalling or overwriting the fuzzer itself while its argument checks still
 /// run: signals are only probed (signal 0, or a number past 64), dispositions only read or read from bad
 /// addresses, timers only disarmed or read from bad addresses, waits for signals get a bad timeout (EFAULT,
-/// never a wait; futex waits likewise), and calls that fill as many bytes as asked (vcpu_trace, state_load) ask for at most the
+/// never a wait; futex waits likewise; a channel receive waits 1 ms at most), and calls that fill as many bytes as asked (vcpu_trace, state_load) ask for at most the
 /// scratch buffer's 512 bytes less the offset into it.
 fn tame(n: u64, a: &mut [u64; 6], rng: &mut Rng) {
     let probe = |rng: &mut Rng| if rng.next() % 2 == 0 { 0 } else { 65 + rng.next() % 1000 };
@@ -267,6 +267,8 @@ fn tame(n: u64, a: &mut [u64; 6], rng: &mut Rng) {
         // A futex wait gets a bad timeout (EFAULT before it could wait forever); for the requeue operations
         // the same argument is a count.
         nr::FUTEX => a[3] = BAD[1 + (rng.next() % (BAD.len() as u64 - 1)) as usize],
+        // A channel receive waits up to its timeout for a message nobody sends: at most 1 ms here.
+        nr::CHAN_RECV => a[3] %= 1_000_000,
         _ => {}
     }
 }
