@@ -335,7 +335,8 @@ fn exit_current(wait_status: i32) {
 
 pub const WUNTRACED: u64 = 2;
 pub const WCONTINUED: u64 = 8;
-/// __WNOTHREAD, __WALL, __WCLONE: thread-selection flags; with one thread per process they change nothing.
+/// __WNOTHREAD, __WALL, __WCLONE: thread-selection flags. Threads are not waited for (they are not children:
+/// CLONE_THREAD), so they change nothing.
 const WTHREAD_FLAGS: u64 = 0x2000_0000 | 0x4000_0000 | 0x8000_0000;
 
 /// What wait4 found for one child.
