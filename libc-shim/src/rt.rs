@@ -56,8 +56,7 @@ struct BrkHeap(spin::Mutex<(linked_list_allocator::Heap, bool)>);
 
 const GROW: usize = 256 * 1024;
 
-// SAFETY: the heap hands out disjoint blocks; the mutex serialises access (the Rust programs' threads, if they
-// had any, would share it too).
+// SAFETY: the heap hands out disjoint blocks; the mutex serialises every access.
 unsafe impl GlobalAlloc for BrkHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let mut g = self.0.lock();
