@@ -136,15 +136,26 @@ fn new_thread(name: &'static str, entry: extern "C" fn(u64) -> !, arg: u64) -> B
 
 /// Kernel stack of a user thread (syscalls run on it).
 pub const USER_KSTACK_SIZE: usize = 32 * 1024;
+/// Kernel stacks of dead user threads kept for the next ones (a fork+exit no longer allocates, zeroes and frees
+/// 32 KiB each time); at most this many.
+const SPARE_KSTACKS_MAX: usize = 16;
+static SPARE_KSTACKS: IrqSpinlock<Vec<Box<[u8]>>> = IrqSpinlock::new(Vec::new());
 
 /// A thread for process `pid` that starts in user mode with `frame` in address space `cr3`. Fails (instead of
 /// aborting) when the kernel heap cannot hold its kernel stack.
 /// It runs on the creating thread's VCPU (a forked child stays on its parent's).
 pub fn new_user_thread(name: &'static str, frame: TrapFrame, pid: u32, cr3: u64) -> Option<Box<Thread>> {
-    let mut v: alloc::vec::Vec<u8> = alloc::vec::Vec::new();
-    v.try_reserve_exact(USER_KSTACK_SIZE).ok()?;
-    v.resize(USER_KSTACK_SIZE, 0);
-    let mut t = thread_with(name, frame, Some(v.into_boxed_slice()), pid, cr3);
+    // A dead user thread's kernel stack if there is one (nothing needs a stack zeroed), else a new one.
+    let stack = match SPARE_KSTACKS.lock().pop() {
+        Some(s) => s,
+        None => {
+            let mut v: alloc::vec::Vec<u8> = alloc::vec::Vec::new();
+            v.try_reserve_exact(USER_KSTACK_SIZE).ok()?;
+            v.resize(USER_KSTACK_SIZE, 0);
+            v.into_boxed_slice()
+        }
+    };
+    let mut t = thread_with(name, frame, Some(stack), pid, cr3);
     t.vcpu = current_vcpu();
     let cpu = percpu::cpu_index() as usize;
     (t.fs_base, t.gs_base, t.pinned) =
@@ -540,8 +551,16 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
         crate::smp::arm_timer(now, u64::MAX);
         return;
     };
-    // Threads that died before the previous switch: nobody runs on their stacks any more.
-    s.dead.clear();
+    // Threads that died before the previous switch: nobody runs on their stacks any more. A user thread's
+    // stack is kept for the next user thread.
+    for mut t in s.dead.drain(..) {
+        if let Some(stack) = t._stack.take().filter(|st| st.len() == USER_KSTACK_SIZE && t.pid != 0) {
+            let mut spare = SPARE_KSTACKS.lock();
+            if spare.len() < SPARE_KSTACKS_MAX {
+                spare.push(stack);
+            }
+        }
+    }
     match reason {
         Reason::Tick => {
             s.stats.ticks += 1;
