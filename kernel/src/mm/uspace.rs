@@ -182,23 +182,36 @@ impl UserSpace {
         child.brk_start = self.brk_start;
         child.brk = self.brk;
         child.vmas = self.vmas.clone();
-        for (va, e) in self.aspace.leaves(mem, USER_SLOTS) {
-            let pa = e & ADDR_MASK;
-            let mut flags = entry_flags(e);
-            let shared = self.vmas.find(va).is_some_and(|v| v.kind == Kind::Shared);
-            // Shared memory stays shared (same page, same rights); everything else writable becomes COW.
-            if !shared && flags.intersects(PageFlags::WRITABLE | PageFlags::COW) {
-                flags = (flags - PageFlags::WRITABLE) | PageFlags::COW;
-                if let Some(leaf) = self.aspace.leaf_mut(mem, va) {
-                    *leaf = pa | flags.bits();
+        let mut failed = None;
+        // One walk over the parent's leaves, each entered in the child as it is met (no list of them first).
+        self.aspace.walk(
+            mem,
+            USER_SLOTS,
+            &mut |m, va, e| {
+                if failed.is_some() {
+                    return;
                 }
-            }
-            if let Err(e) = child.aspace.map_4k(mem, va, pa, flags) {
-                child.teardown(mem);
-                mem.tlb_shootdown(self.root(), None);
-                return Err(e.into());
-            }
-            mem.share(pa);
+                let pa = e & ADDR_MASK;
+                let mut flags = entry_flags(e);
+                let shared = self.vmas.find(va).is_some_and(|v| v.kind == Kind::Shared);
+                // Shared memory stays shared (same page, same rights); everything else writable becomes COW.
+                if !shared && flags.intersects(PageFlags::WRITABLE | PageFlags::COW) {
+                    flags = (flags - PageFlags::WRITABLE) | PageFlags::COW;
+                    if let Some(leaf) = self.aspace.leaf_mut(m, va) {
+                        *leaf = pa | flags.bits();
+                    }
+                }
+                match child.aspace.map_4k(m, va, pa, flags) {
+                    Ok(()) => m.share(pa),
+                    Err(e) => failed = Some(e),
+                }
+            },
+            &mut |_, _| {},
+        );
+        if let Some(e) = failed {
+            child.teardown(mem);
+            mem.tlb_shootdown(self.root(), None);
+            return Err(e.into());
         }
         // The parent's other threads must not keep writing through entries that are read-only + COW now.
         mem.tlb_shootdown(self.root(), None);
