@@ -89,16 +89,21 @@ const TABLE_FLAGS: u64 = PageFlags::PRESENT.bits() | PageFlags::WRITABLE.bits() 
 
 pub struct AddressSpace {
     root: u64,
+    /// Every table this builder made below the root: (the level it translates — 2 a PDPT, 1 a PD, 0 a page
+    /// table —, the first address it covers, its frame). A walk visits these instead of scanning all 512
+    /// entries of every level down to them (a fork and an exit walk a small process's tables once each). None
+    /// for a wrapped PML4, whose tables are found by scanning.
+    tables: Option<alloc::vec::Vec<(u8, u64, u64)>>,
 }
 
 impl AddressSpace {
     pub fn new(mem: &mut impl TableMemory) -> Result<AddressSpace, MapError> {
-        Ok(AddressSpace { root: mem.alloc_table().ok_or(MapError::OutOfMemory)? })
+        Ok(AddressSpace { root: mem.alloc_table().ok_or(MapError::OutOfMemory)?, tables: Some(alloc::vec::Vec::new()) })
     }
 
     /// Wrap an existing PML4.
     pub fn from_root(root: u64) -> AddressSpace {
-        AddressSpace { root }
+        AddressSpace { root, tables: None }
     }
 
     pub fn root(&self) -> u64 {
@@ -114,6 +119,11 @@ impl AddressSpace {
             if entry & PageFlags::PRESENT.bits() == 0 {
                 let new = mem.alloc_table().ok_or(MapError::OutOfMemory)?;
                 mem.table(table)[i] = new | TABLE_FLAGS;
+                if let Some(list) = self.tables.as_mut() {
+                    // The new table translates level - 1 and covers 512 entries of that level's size.
+                    let span = 1u64 << (12 + 9 * level);
+                    list.push(((level - 1) as u8, va & !(span - 1) & 0x0000_FFFF_FFFF_FFFF, new));
+                }
                 table = new;
             } else if entry & PageFlags::HUGE.bits() != 0 {
                 return Err(MapError::SizeConflict { va });
@@ -235,6 +245,9 @@ impl AddressSpace {
     /// then `table(mem, frame)` for every table below the root, children before parents (so `table` may free
     /// the frame: it is not read again).
     pub fn walk<M: TableMemory>(&self, mem: &mut M, pml4_slots: core::ops::Range<usize>, leaf: &mut impl FnMut(&mut M, u64, u64), table: &mut impl FnMut(&mut M, u64)) {
+        if let Some(list) = &self.tables {
+            return Self::walk_listed(list, mem, pml4_slots, leaf, table);
+        }
         let p = PageFlags::PRESENT.bits();
         let h = PageFlags::HUGE.bits();
         let next = |e: u64| (e & p != 0 && e & h == 0).then_some(e & ADDR_MASK);
@@ -256,6 +269,28 @@ impl AddressSpace {
                 table(mem, pd);
             }
             table(mem, pdpt);
+        }
+    }
+
+    /// [`walk`](Self::walk) over the tables this builder made: the page tables' leaves in address order, then
+    /// the page tables, the directories and the PDPTs (children before parents).
+    fn walk_listed<M: TableMemory>(list: &[(u8, u64, u64)], mem: &mut M, pml4_slots: core::ops::Range<usize>, leaf: &mut impl FnMut(&mut M, u64, u64), table: &mut impl FnMut(&mut M, u64)) {
+        let in_slots = |base: u64| pml4_slots.contains(&(((base >> 39) & 0x1FF) as usize));
+        let mut pts: alloc::vec::Vec<(u64, u64)> = list.iter().filter(|t| t.0 == 0 && in_slots(t.1)).map(|t| (t.1, t.2)).collect();
+        pts.sort_unstable();
+        for &(base, pt) in &pts {
+            for i1 in 0..512u64 {
+                let e1 = mem.table(pt)[i1 as usize];
+                if e1 & PageFlags::PRESENT.bits() != 0 {
+                    let va = base + (i1 << 12);
+                    leaf(mem, if va & (1 << 47) != 0 { va | 0xFFFF_0000_0000_0000 } else { va }, e1);
+                }
+            }
+        }
+        for level in 0..=2u8 {
+            for &(_, _, frame) in list.iter().filter(|t| t.0 == level && in_slots(t.1)) {
+                table(mem, frame);
+            }
         }
     }
 
@@ -387,6 +422,32 @@ mod tests {
         a.table_frames(&mut m, &mut |f| frames.push(f));
         assert_eq!(frames.len(), 4);
         assert_eq!(frames[0], a.root());
+    }
+
+    #[test]
+    fn listed_walk_matches_the_scanning_one() {
+        let mut m = mem();
+        let mut a = AddressSpace::new(&mut m).unwrap();
+        // Out of address order, in three PML4 slots, two page tables in one directory.
+        for va in [0x7fff_ffff_e000u64, 0x40_0000, 0x80_0000_0000, 0x40_1000, 0x60_0000] {
+            a.map_4k(&mut m, va, 0x5000, PageFlags::USER).unwrap();
+        }
+        let scanning = AddressSpace::from_root(a.root());
+        for slots in [0..256, 1..255] {
+            assert_eq!(a.leaves(&mut m, slots.clone()), scanning.leaves(&mut m, slots.clone()), "leaves of {slots:?}");
+            let (mut listed, mut scanned) = (a.tables_under(&mut m, slots.clone()), scanning.tables_under(&mut m, slots.clone()));
+            // Children before parents in both: a page table's frame comes before its directory's.
+            let pos = |v: &Vec<u64>, x: u64| v.iter().position(|&t| t == x).unwrap();
+            if slots.contains(&0) {
+                let pdpt = m.table(a.root())[0] & ADDR_MASK;
+                let pd = m.table(pdpt)[0] & ADDR_MASK;
+                let pt = m.table(pd)[2] & ADDR_MASK;
+                assert!(pos(&listed, pt) < pos(&listed, pd) && pos(&listed, pd) < pos(&listed, pdpt));
+            }
+            listed.sort_unstable();
+            scanned.sort_unstable();
+            assert_eq!(listed, scanned, "tables of {slots:?}");
+        }
     }
 
     #[test]
