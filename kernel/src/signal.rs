@@ -8,7 +8,7 @@
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use questv_arch::regs::Gprs;
+use questv_arch::regs::{FxArea, Gprs};
 
 /// The user context a signal interrupts and rt_sigreturn puts back: what the trap frame holds of it (the kernel
 /// copies between the two), kept here so the frame logic is host-tested.
@@ -22,11 +22,6 @@ pub struct UserContext {
     pub ss: u64,
     /// The FXSAVE image (x87/MMX/SSE).
     pub fx: [u8; 512],
-}
-
-/// The FPU state a handler starts with (and a thread's first): x87 control word 0x37F, MXCSR 0x1F80.
-pub fn initial_fx() -> [u8; 512] {
-    questv_arch::regs::FxArea::initial().0
 }
 
 /// Signals are 1..=64 (the kernel's `_NSIG`).
@@ -728,7 +723,7 @@ pub fn setup_frame(frame: &mut UserContext, info: &SigInfo, action: &Action, res
     frame.rsp = addr;
     frame.rip = action.handler;
     frame.rflags &= !RFLAGS_CLEAR_FOR_HANDLER;
-    frame.fx = initial_fx();
+    frame.fx = FxArea::initial().0;
     Ok(Frame { addr, bytes: b, fpstate_addr })
 }
 
@@ -990,7 +985,7 @@ mod tests {
     }
 
     fn user_frame() -> UserContext {
-        let mut f = UserContext { gprs: Gprs::default(), rip: 0x40_1234, rsp: 0x7fff_0000_1000, rflags: 0x202, cs: 0x23, ss: 0x1b, fx: initial_fx() };
+        let mut f = UserContext { gprs: Gprs::default(), rip: 0x40_1234, rsp: 0x7fff_0000_1000, rflags: 0x202, cs: 0x23, ss: 0x1b, fx: FxArea::initial().0 };
         f.gprs.rax = 11;
         f.gprs.rbx = 22;
         f.gprs.r15 = 33;
@@ -1014,7 +1009,7 @@ mod tests {
         assert!(fr.fpstate_addr >= fr.addr + FRAME_SIZE as u64);
         assert_eq!((f.rip, f.rsp, f.gprs.rdi, f.gprs.rsi, f.gprs.rdx), (0x40_5000, fr.addr, 10, fr.addr + SIGINFO as u64, fr.addr + 8));
         assert_eq!(f.rflags & 0x400, 0);
-        assert_eq!(f.fx[24..28], initial_fx()[24..28]);
+        assert_eq!(f.fx[24..28], FxArea::initial().0[24..28]);
         // The bytes: return address, siginfo, the glibc REG_* slots, the mask.
         let b = &fr.bytes;
         let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
@@ -1086,7 +1081,7 @@ mod tests {
 
     #[test]
     fn mxcsr_reserved_bits_are_cleared() {
-        let mut fx = initial_fx();
+        let mut fx = FxArea::initial().0;
         fx[24..28].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
         sanitize_fx(&mut fx, 0xFFFF);
         assert_eq!(u32::from_le_bytes(fx[24..28].try_into().unwrap()), 0xFFFF);

@@ -33,7 +33,7 @@ pub use signals::{
     tick_timers, alarm,
 };
 pub use table::{exists, process_count, with_space, INIT_PID, MAX_PROCS};
-pub use threads::{futex, set_tid_address, spawn_thread, thread_count};
+pub use threads::{futex, set_tid_address, spawn_thread};
 use table::{alloc_pid, release_tid, space_lock, Process, SpaceLock, State, TABLE};
 
 /// The kernel's PML4 entry for the upper half (all of physical memory and the image), shared into every user

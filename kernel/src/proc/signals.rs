@@ -373,7 +373,7 @@ pub fn rt_sigreturn(frame: &mut TrapFrame) {
         force_segv();
         return;
     };
-    let mut fx = signal::initial_fx();
+    let mut fx = questv_arch::regs::FxArea::initial().0;
     if r.fpstate != 0 && with_space(|s, m| s.copy_from_user(m, r.fpstate, &mut fx)).and_then(Result::ok).is_none() {
         force_segv();
         return;

@@ -68,12 +68,6 @@ pub fn spawn_thread(frame: &TrapFrame, stack: Option<u64>, tls: Option<u64>, par
     i64::from(tid)
 }
 
-/// How many threads the calling process has.
-pub fn thread_count() -> usize {
-    let pid = sched::current_pid();
-    TABLE.lock().procs.get(&pid).map_or(0, |p| p.threads.len())
-}
-
 /// set_tid_address(2): the caller's clear-child-tid word; returns its thread id.
 pub fn set_tid_address(addr: u64) -> i64 {
     let (pid, tid) = (sched::current_pid(), sched::current_tid());

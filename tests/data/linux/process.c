@@ -10,7 +10,7 @@
  * and at the end `RESULT conformance suite=process libc=<musl|glibc> passed=P failed=F`, exiting with F (capped at
  * 255). `process NAME...` runs only the checks whose names contain one of the NAMEs. A check process that hangs is
  * ended by its own alarm() (it kills the children it forked and reports where it was), the parent's bounded wait
- * being the last resort.
+ * being the last resort. The harness, shared with signals.c and threads.c, is suite.h.
  *
  * System calls used (beyond those of the signals suite): mmap (private, shared, MAP_FIXED, MAP_FIXED_NOREPLACE),
  * mprotect, munmap, mremap, madvise(MADV_DONTNEED), brk, clock_gettime (REALTIME, MONOTONIC, BOOTTIME and this
@@ -26,36 +26,26 @@
  * the error cases the manual pages document; raw syscall() is used where a libc wrapper could hide the kernel's
  * answer (or decide itself). Each is commented where not obvious. Everything is deterministic: nothing depends on
  * a sleep being long enough, only on it being at least as long as asked. */
-#define _GNU_SOURCE
-#include <errno.h>
+#define SUITE_NAME "process"
+#define SUITE_CHECK "proccheck"
+/* A check process ends itself (on_check_timeout, suite.h) after this long; the parent waits a little longer. */
+#define CHECK_ALARM_S 9
+#define PARENT_WAIT_MS 12000
+#include "suite.h"
+
 #include <limits.h>
 #include <sched.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <spawn.h>
-#include <stdarg.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <sys/time.h>
 #include <sys/times.h>
 #include <sys/uio.h>
 #include <sys/utsname.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#ifdef __GLIBC__
-#define LIBC_NAME "glibc"
-#else
-#define LIBC_NAME "musl"
-#endif
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -73,8 +63,6 @@
 #define CLOCK_BOOTTIME 7
 #endif
 
-/* A pid no process can have: above Linux's largest pid_max (4194304). */
-#define NO_SUCH_PID 0x3fffffff
 /* A clock id no clock has (the valid ones are below 16, CPU clocks are negative). */
 #define NO_SUCH_CLOCK 12345
 /* A file descriptor nothing has open. */
@@ -82,35 +70,10 @@
 
 #define PG 4096UL
 
-/* A check process ends itself (see on_check_timeout) after this long; the parent waits a little longer. */
-#define CHECK_ALARM_S 9
-#define PARENT_WAIT_MS 12000
-
 extern char **environ;
 
 /* ------------------------------------------------------------------------------------------------------------- */
-/* the framework (as in threads.c) */
-
-struct shared {
-    char why[240];
-    char step[64];
-};
-static struct shared *shared;
-static char whybuf[240];
-
-static const char *fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(whybuf, sizeof whybuf, fmt, ap);
-    va_end(ap);
-    return whybuf;
-}
-
-#define EXPECT(cond, ...)                                                                                            \
-    do {                                                                                                             \
-        if (!(cond))                                                                                                 \
-            return fail(__VA_ARGS__);                                                                                \
-    } while (0)
+/* helpers of this suite (the harness is suite.h) */
 
 /* `expr` (a system call or libc call returning -1/MAP_FAILED and setting errno) must fail with `err`. */
 #define EXPECT_ERRNO(label, expr, err)                                                                               \
@@ -121,55 +84,6 @@ static const char *fail(const char *fmt, ...) {
         if (rc_ != -1 || e_ != (err))                                                                                \
             return fail("%s=%ld_errno=%d_want_-1_errno_%d", label, rc_, e_, err);                                    \
     } while (0)
-
-/* Where a check is, so a child that dies or hangs says how far it got. */
-static void step(const char *s) {
-    size_t i = 0;
-    for (; s[i] && i < sizeof shared->step - 1; i++)
-        shared->step[i] = s[i];
-    shared->step[i] = 0;
-}
-
-static long long clock_ns(clockid_t c) {
-    struct timespec t;
-    clock_gettime(c, &t);
-    return t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-
-static long long now_ns(void) {
-    return clock_ns(CLOCK_MONOTONIC);
-}
-
-static long long ms_since(long long t0) {
-    return (now_ns() - t0) / 1000000;
-}
-
-/* Sleep the whole time even across signals. */
-static void sleep_ms(int ms) {
-    struct timespec r = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&r, &r) == -1 && errno == EINTR) {
-    }
-}
-
-static void nap(void) {
-    struct timespec ts = {0, 500000};
-    nanosleep(&ts, NULL);
-}
-
-/* waitpid with WNOHANG polled for at most `ms`: the pid, -1 (errno set) or 0 on timeout. */
-static pid_t wait_for(pid_t pid, int *status, int options, int ms) {
-    long long end = now_ns() + ms * 1000000LL;
-    for (;;) {
-        pid_t r = waitpid(pid, status, options | WNOHANG);
-        if (r == -1 && errno == EINTR)
-            continue;
-        if (r != 0)
-            return r;
-        if (now_ns() > end)
-            return 0;
-        nap();
-    }
-}
 
 /* waitid with WNOHANG polled for at most `ms`: 1 when it reported a child (in *si), 0 on timeout, -1 (errno set). */
 static int waitid_for(idtype_t type, id_t id, siginfo_t *si, int options, int ms) {
@@ -189,115 +103,12 @@ static int waitid_for(idtype_t type, id_t id, siginfo_t *si, int options, int ms
     }
 }
 
-static const char *describe(int st) {
-    static char buf[48];
-    if (WIFEXITED(st))
-        snprintf(buf, sizeof buf, "exited_%d", WEXITSTATUS(st));
-    else if (WIFSIGNALED(st))
-        snprintf(buf, sizeof buf, "killed_by_%d", WTERMSIG(st));
-    else if (WIFSTOPPED(st))
-        snprintf(buf, sizeof buf, "stopped_by_%d", WSTOPSIG(st));
-    else
-        snprintf(buf, sizeof buf, "status_%#x", st);
-    return buf;
-}
-
-/* Wait (bounded) for `pid` to end by signal `sig`, or to exit with `code` when sig == 0. NULL if it did. */
-static const char *expect_end(pid_t pid, int sig, int code) {
-    int st = 0;
-    pid_t r = wait_for(pid, &st, 0, 4000);
-    if (r == 0) {
-        kill(pid, SIGKILL);
-        wait_for(pid, &st, 0, 1000);
-        return fail("child_timeout_at_%s", shared->step);
-    }
-    if (r != pid)
-        return fail("waitpid=%d_errno=%d", (int)r, errno);
-    if (sig ? !(WIFSIGNALED(st) && WTERMSIG(st) == sig) : !(WIFEXITED(st) && WEXITSTATUS(st) == code))
-        return fail("child_%s_want_%s_%d", describe(st), sig ? "signal" : "exit", sig ? sig : code);
-    return NULL;
-}
-
 #define EXPECT_END(pid, sig, code)                                                                                   \
     do {                                                                                                             \
         const char *why_ = expect_end(pid, sig, code);                                                               \
         if (why_)                                                                                                    \
             return why_;                                                                                             \
     } while (0)
-
-/* Every child a check forks, so the check process can end those it leaves behind (a check that fails early or
- * hangs): an orphan would be reparented to init. */
-static volatile pid_t spawned[32];
-static volatile int nspawned;
-
-static void track(pid_t p) {
-    if (p > 0 && nspawned < 32)
-        spawned[nspawned++] = p;
-}
-
-static pid_t spawn(void) {
-    pid_t p = fork();
-    if (p > 0)
-        track(p);
-    if (p == 0)
-        nspawned = 0;
-    return p;
-}
-
-/* Kill and reap the children still there; a pid already reaped is left alone (it may be reused). */
-static void end_children(void) {
-    for (int i = 0; i < nspawned; i++) {
-        int st;
-        if (waitpid(spawned[i], &st, WNOHANG) == 0) {
-            kill(spawned[i], SIGKILL);
-            wait_for(spawned[i], &st, 0, 2000);
-        }
-    }
-}
-
-/* A child that waits to be signalled or stopped: at most 5 s, so nothing outlives a broken run for long. */
-static void idle_child(void) {
-    for (int i = 0; i < 500; i++)
-        sleep_ms(10);
-    _exit(99);
-}
-
-static int on(int sig, void (*h)(int), int flags) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = h;
-    sa.sa_flags = flags;
-    sigemptyset(&sa.sa_mask);
-    return sigaction(sig, &sa, NULL);
-}
-
-static int on_info(int sig, void (*h)(int, siginfo_t *, void *), int flags) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = h;
-    sa.sa_flags = flags | SA_SIGINFO;
-    sigemptyset(&sa.sa_mask);
-    return sigaction(sig, &sa, NULL);
-}
-
-static int load(volatile int *p) {
-    return __atomic_load_n(p, __ATOMIC_SEQ_CST);
-}
-
-static void store(volatile int *p, int v) {
-    __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
-}
-
-/* Poll (1 ms sleeps) until *p == want; 0 if `ms` passed first. */
-static int wait_value(volatile int *p, int want, int ms) {
-    long long end = now_ns() + ms * 1000000LL;
-    while (load(p) != want) {
-        if (now_ns() > end)
-            return 0;
-        sleep_ms(1);
-    }
-    return 1;
-}
 
 /* A page shared with the children a check forks (zeroed), or NULL. */
 static volatile int *shared_page(void) {
@@ -1599,11 +1410,6 @@ static const char *c_console_errors(void) {
 /* ------------------------------------------------------------------------------------------------------------- */
 /* the list */
 
-struct check {
-    const char *name;
-    const char *(*fn)(void);
-};
-
 static const struct check checks[] = {
     /* memory */
     {"mmap_shared_private_fork", c_mmap_shared_private_fork},
@@ -1660,135 +1466,6 @@ static const struct check checks[] = {
     {"console_errors", c_console_errors},
 };
 
-/* Signals the suite's parent ignores, so a misdirected signal cannot end the suite; every check starts with all
- * dispositions back at SIG_DFL and an empty mask. */
-static const int parent_ignores[] = {SIGUSR1, SIGUSR2, SIGTERM, SIGALRM, SIGHUP, SIGINT, SIGQUIT, SIGURG, SIGWINCH};
-
-/* A check process that hangs: end the children it forked (so none is orphaned), say where it was, and exit.
- * Only async-signal-safe calls. */
-static void on_check_timeout(int sig) {
-    (void)sig;
-    for (int i = 0; i < nspawned; i++) {
-        int st;
-        kill(spawned[i], SIGKILL);
-        waitpid(spawned[i], &st, 0);
-    }
-    static const char pre[] = "timeout_at_";
-    size_t n = 0;
-    for (; pre[n]; n++)
-        shared->why[n] = pre[n];
-    for (size_t i = 0; shared->step[i] && n < sizeof shared->why - 1; i++)
-        shared->why[n++] = shared->step[i];
-    shared->why[n] = 0;
-    _exit(1);
-}
-
-static void child_start(void) {
-    setpgid(0, 0);
-    for (int s = 1; s < 65; s++)
-        if (s != SIGKILL && s != SIGSTOP)
-            signal(s, SIG_DFL); /* glibc/musl refuse their internal signals: harmless */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    on(SIGALRM, on_check_timeout, 0);
-    alarm(CHECK_ALARM_S); /* not inherited by the children a check forks */
-}
-
-static void emit(const char *name, int ok, const char *why) {
-    char line[400];
-    int n;
-    if (ok) {
-        n = snprintf(line, sizeof line, "RESULT proccheck name=%s ok=1\n", name);
-    } else {
-        char clean[260];
-        size_t i = 0;
-        for (; why[i] && i < sizeof clean - 1; i++)
-            clean[i] = (why[i] == ' ' || why[i] == '\t' || why[i] == '\n' || why[i] == '\r') ? '_' : why[i];
-        clean[i] = 0;
-        n = snprintf(line, sizeof line, "RESULT proccheck name=%s ok=0 why=%s\n", name, i ? clean : "unknown");
-    }
-    if (n > (int)sizeof line - 1)
-        n = (int)sizeof line - 1;
-    ssize_t w = write(1, line, (size_t)n);
-    (void)w;
-    fflush(stdout);
-}
-
-static int run(const struct check *c) {
-    memset(shared, 0, sizeof *shared);
-    snprintf(shared->step, sizeof shared->step, "start");
-    pid_t pid = fork();
-    if (pid < 0) {
-        emit(c->name, 0, fail("fork_errno=%d", errno));
-        return 0;
-    }
-    if (pid == 0) {
-        child_start();
-        const char *why = c->fn();
-        alarm(0);
-        end_children();
-        if (why) {
-            snprintf(shared->why, sizeof shared->why, "%s", why);
-            _exit(1);
-        }
-        snprintf(shared->why, sizeof shared->why, "ok");
-        _exit(0);
-    }
-    setpgid(pid, pid);
-    int st = 0;
-    pid_t r = wait_for(pid, &st, 0, PARENT_WAIT_MS);
-    /* The parent never signals the check's process group: the check ends its own leftovers (end_children, or
-     * on_check_timeout), and killing orphans from here would hand their exit to init. */
-    if (r == 0) {
-        kill(pid, SIGKILL);
-        wait_for(pid, &st, 0, 2000);
-        emit(c->name, 0, fail("timeout_at_%s", shared->step));
-        return 0;
-    }
-    if (r != pid) {
-        emit(c->name, 0, fail("waitpid=%d_errno=%d", (int)r, errno));
-        return 0;
-    }
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && strcmp(shared->why, "ok") == 0) {
-        emit(c->name, 1, NULL);
-        return 1;
-    }
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 1 && shared->why[0]) {
-        emit(c->name, 0, shared->why);
-        return 0;
-    }
-    emit(c->name, 0, fail("check_process_%s_at_%s", describe(st), shared->step));
-    return 0;
-}
-
 int main(int argc, char **argv) {
-    setvbuf(stdout, NULL, _IONBF, 0);
-    shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (shared == MAP_FAILED) {
-        printf("RESULT conformance suite=process libc=%s passed=0 failed=1 why=no_shared_page\n", LIBC_NAME);
-        return 1;
-    }
-    for (size_t i = 0; i < sizeof parent_ignores / sizeof parent_ignores[0]; i++)
-        signal(parent_ignores[i], SIG_IGN);
-    int passed = 0, failed = 0;
-    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
-        if (argc > 1) {
-            int want = 0;
-            for (int a = 1; a < argc; a++)
-                want |= strstr(checks[i].name, argv[a]) != NULL;
-            if (!want)
-                continue;
-        }
-        if (run(&checks[i]))
-            passed++;
-        else
-            failed++;
-    }
-    char line[160];
-    int n = snprintf(line, sizeof line, "RESULT conformance suite=process libc=%s passed=%d failed=%d\n", LIBC_NAME,
-                     passed, failed);
-    ssize_t w = write(1, line, (size_t)n);
-    (void)w;
-    return failed > 255 ? 255 : failed;
+    return suite_main(argc, argv, checks, sizeof checks / sizeof checks[0]);
 }

@@ -8,7 +8,9 @@
  *     RESULT sigcheck name=<name> ok=0 why=<detail-without-spaces>
  *
  * and at the end `RESULT conformance suite=signals libc=<musl|glibc> passed=P failed=F`, exiting with F (capped at
- * 255). `signals NAME...` runs only the checks whose names contain one of the NAMEs.
+ * 255). `signals NAME...` runs only the checks whose names contain one of the NAMEs. The harness, shared with
+ * threads.c and process.c, is suite.h; unlike theirs, a check process here has no alarm() of its own (the checks
+ * use SIGALRM), so a hung check is ended by the parent's bounded wait.
  *
  * System calls used (the set questv implements for signals): rt_sigaction, rt_sigprocmask, rt_sigreturn,
  * rt_sigpending, rt_sigsuspend, rt_sigtimedwait, sigaltstack, kill, tgkill, tkill, pause, alarm, setitimer and
@@ -18,78 +20,22 @@
  *
  * The expectations are Linux's behaviour (checked on Linux 6.1 and later), including details POSIX leaves open;
  * each is commented where it is not obvious. */
-#define _GNU_SOURCE
-#include <errno.h>
+#define SUITE_NAME "signals"
+#define SUITE_CHECK "sigcheck"
+/* No per-check alarm: the checks use SIGALRM, alarm() and ITIMER_REAL themselves. */
+#define CHECK_ALARM_S 0
+#define PARENT_WAIT_MS 10000
+#include "suite.h"
+
 #include <limits.h>
 #include <setjmp.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/time.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <ucontext.h>
-#include <unistd.h>
-
-#ifdef __GLIBC__
-#define LIBC_NAME "glibc"
-#else
-#define LIBC_NAME "musl"
-#endif
-
-/* A pid and a tid no process can have: above Linux's largest pid_max (4194304). */
-#define NO_SUCH_PID 0x3fffffff
 
 /* ------------------------------------------------------------------------------------------------------------- */
-/* the framework */
-
-struct shared {
-    char why[240];
-    char step[64];
-};
-static struct shared *shared;
-static char whybuf[240];
-
-static const char *fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(whybuf, sizeof whybuf, fmt, ap);
-    va_end(ap);
-    return whybuf;
-}
-
-#define EXPECT(cond, ...)                                                                                            \
-    do {                                                                                                             \
-        if (!(cond))                                                                                                 \
-            return fail(__VA_ARGS__);                                                                                \
-    } while (0)
-
-/* Where a check is, so a child that dies says how far it got. */
-static void step(const char *s) {
-    snprintf(shared->step, sizeof shared->step, "%s", s);
-}
-
-static long long now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-
-static long long ms_since(long long t0) {
-    return (now_ns() - t0) / 1000000;
-}
-
-/* Sleep the whole time even across signals. */
-static void sleep_ms(int ms) {
-    struct timespec r = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&r, &r) == -1 && errno == EINTR) {
-    }
-}
+/* helpers of this suite (the harness is suite.h) */
 
 static int arm_ms(int value_ms, int interval_ms) {
     struct itimerval it;
@@ -105,60 +51,6 @@ static void disarm(void) {
     arm_ms(0, 0);
 }
 
-/* A grandchild that waits to be signalled: at most 5 s, so nothing outlives a broken run for long. */
-static void idle_child(void) {
-    for (int i = 0; i < 500; i++) {
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
-    }
-    _exit(99);
-}
-
-/* waitpid with WNOHANG polled for at most `ms`: the pid, -1 (errno set) or 0 on timeout. */
-static pid_t wait_for(pid_t pid, int *status, int options, int ms) {
-    long long end = now_ns() + ms * 1000000LL;
-    for (;;) {
-        pid_t r = waitpid(pid, status, options | WNOHANG);
-        if (r == -1 && errno == EINTR)
-            continue;
-        if (r != 0)
-            return r;
-        if (now_ns() > end)
-            return 0;
-        struct timespec ts = {0, 500000};
-        nanosleep(&ts, NULL);
-    }
-}
-
-static const char *describe(int st) {
-    static char buf[48];
-    if (WIFEXITED(st))
-        snprintf(buf, sizeof buf, "exited_%d", WEXITSTATUS(st));
-    else if (WIFSIGNALED(st))
-        snprintf(buf, sizeof buf, "killed_by_%d", WTERMSIG(st));
-    else if (WIFSTOPPED(st))
-        snprintf(buf, sizeof buf, "stopped_by_%d", WSTOPSIG(st));
-    else
-        snprintf(buf, sizeof buf, "status_%#x", st);
-    return buf;
-}
-
-/* Wait (bounded) for `pid` to end by signal `sig`, or to exit with `code` when sig == 0. NULL if it did. */
-static const char *expect_end(pid_t pid, int sig, int code) {
-    int st = 0;
-    pid_t r = wait_for(pid, &st, 0, 4000);
-    if (r == 0) {
-        kill(pid, SIGKILL);
-        wait_for(pid, &st, 0, 1000);
-        return fail("child_timeout_at_%s", shared->step);
-    }
-    if (r != pid)
-        return fail("waitpid=%d_errno=%d", (int)r, errno);
-    if (sig ? !(WIFSIGNALED(st) && WTERMSIG(st) == sig) : !(WIFEXITED(st) && WEXITSTATUS(st) == code))
-        return fail("child_%s_want_%s_%d", describe(st), sig ? "signal" : "exit", sig ? sig : code);
-    return NULL;
-}
-
 /* A grandchild signals the check process; never init, should the check have ended early (and been reparented). */
 static void signal_parent(int sig) {
     pid_t pp = getppid();
@@ -170,49 +62,6 @@ static void reap(pid_t pid) {
     int st;
     kill(pid, SIGKILL);
     wait_for(pid, &st, 0, 2000);
-}
-
-/* Every child a check forks, so the check process can end those it leaves behind (a check that fails early):
- * an orphan would be reparented to init, and questv's init ends the run when any child of its exits. */
-static pid_t spawned[32];
-static int nspawned;
-
-static pid_t spawn(void) {
-    pid_t p = fork();
-    if (p > 0 && nspawned < 32)
-        spawned[nspawned++] = p;
-    if (p == 0)
-        nspawned = 0;
-    return p;
-}
-
-/* Kill and reap the children still there; a pid already reaped is left alone (it may be reused). */
-static void end_children(void) {
-    for (int i = 0; i < nspawned; i++) {
-        int st;
-        if (waitpid(spawned[i], &st, WNOHANG) == 0) {
-            kill(spawned[i], SIGKILL);
-            wait_for(spawned[i], &st, 0, 2000);
-        }
-    }
-}
-
-static int on(int sig, void (*h)(int), int flags) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = h;
-    sa.sa_flags = flags;
-    sigemptyset(&sa.sa_mask);
-    return sigaction(sig, &sa, NULL);
-}
-
-static int on_info(int sig, void (*h)(int, siginfo_t *, void *), int flags) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = h;
-    sa.sa_flags = SA_SIGINFO | flags;
-    sigemptyset(&sa.sa_mask);
-    return sigaction(sig, &sa, NULL);
 }
 
 static int mask_op(int how, int sig) {
@@ -232,10 +81,6 @@ static int pending(int sig) {
     sigset_t s;
     sigpending(&s);
     return sigismember(&s, sig);
-}
-
-static pid_t my_tid(void) {
-    return (pid_t)syscall(SYS_gettid);
 }
 
 /* The kernel's struct sigaction on x86-64 (for raw rt_sigaction calls). */
@@ -1144,11 +989,6 @@ static const char *c_sigtrap_int3(void) {
 
 /* ------------------------------------------------------------------------------------------------------------- */
 /* default actions and deaths */
-
-static void null_write(void) {
-    volatile int *volatile p = 0;
-    *p = 1;
-}
 
 static const char *c_default_term(void) {
     pid_t c = spawn();
@@ -2277,11 +2117,6 @@ static const char *c_err_setitimer(void) {
 /* ------------------------------------------------------------------------------------------------------------- */
 /* the list */
 
-struct check {
-    const char *name;
-    const char *(*fn)(void);
-};
-
 static const struct check checks[] = {
     {"sigaction_query", c_sigaction_query},
     {"siginfo_kill_si_user", c_siginfo_kill},
@@ -2377,114 +2212,6 @@ static const struct check checks[] = {
     {"err_setitimer", c_err_setitimer},
 };
 
-/* Signals the suite's parent ignores, so a misdirected signal (a broken kill(0) or kill(-pgrp)) cannot end the
- * suite; every check starts with all dispositions back at SIG_DFL and an empty mask. */
-static const int parent_ignores[] = {SIGUSR1, SIGUSR2, SIGTERM, SIGALRM, SIGHUP, SIGINT, SIGQUIT, SIGURG, SIGWINCH};
-
-static void child_start(void) {
-    setpgid(0, 0);
-    for (int s = 1; s < 65; s++)
-        if (s != SIGKILL && s != SIGSTOP)
-            signal(s, SIG_DFL); /* glibc/musl refuse their internal signals: harmless */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
-static void emit(const char *name, int ok, const char *why) {
-    char line[400];
-    int n;
-    if (ok) {
-        n = snprintf(line, sizeof line, "RESULT sigcheck name=%s ok=1\n", name);
-    } else {
-        char clean[260];
-        size_t i = 0;
-        for (; why[i] && i < sizeof clean - 1; i++)
-            clean[i] = (why[i] == ' ' || why[i] == '\t' || why[i] == '\n' || why[i] == '\r') ? '_' : why[i];
-        clean[i] = 0;
-        n = snprintf(line, sizeof line, "RESULT sigcheck name=%s ok=0 why=%s\n", name, i ? clean : "unknown");
-    }
-    if (n > (int)sizeof line - 1)
-        n = (int)sizeof line - 1;
-    ssize_t w = write(1, line, (size_t)n);
-    (void)w;
-    fflush(stdout);
-}
-
-static int run(const struct check *c) {
-    memset(shared, 0, sizeof *shared);
-    snprintf(shared->step, sizeof shared->step, "start");
-    pid_t pid = fork();
-    if (pid < 0) {
-        emit(c->name, 0, fail("fork_errno=%d", errno));
-        return 0;
-    }
-    if (pid == 0) {
-        child_start();
-        const char *why = c->fn();
-        end_children();
-        if (why) {
-            snprintf(shared->why, sizeof shared->why, "%s", why);
-            _exit(1);
-        }
-        snprintf(shared->why, sizeof shared->why, "ok");
-        _exit(0);
-    }
-    setpgid(pid, pid);
-    int st = 0;
-    pid_t r = wait_for(pid, &st, 0, 10000);
-    /* The parent never signals the check's process group: the check ends its own leftovers (end_children), and
-     * what a crashed or hung check leaves behind ends by itself (idle_child: 5 s at most). Killing orphans from
-     * here would hand their exit to init, and questv's init ends the run at the first child of its that exits. */
-    if (r == 0) {
-        kill(pid, SIGKILL);
-        wait_for(pid, &st, 0, 2000);
-        emit(c->name, 0, fail("timeout_at_%s", shared->step));
-        return 0;
-    }
-    if (r != pid) {
-        emit(c->name, 0, fail("waitpid=%d_errno=%d", (int)r, errno));
-        return 0;
-    }
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && strcmp(shared->why, "ok") == 0) {
-        emit(c->name, 1, NULL);
-        return 1;
-    }
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 1 && shared->why[0]) {
-        emit(c->name, 0, shared->why);
-        return 0;
-    }
-    emit(c->name, 0, fail("check_process_%s_at_%s", describe(st), shared->step));
-    return 0;
-}
-
 int main(int argc, char **argv) {
-    setvbuf(stdout, NULL, _IONBF, 0);
-    shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (shared == MAP_FAILED) {
-        printf("RESULT conformance suite=signals libc=%s passed=0 failed=1 why=no_shared_page\n", LIBC_NAME);
-        return 1;
-    }
-    for (size_t i = 0; i < sizeof parent_ignores / sizeof parent_ignores[0]; i++)
-        signal(parent_ignores[i], SIG_IGN);
-    int passed = 0, failed = 0;
-    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
-        if (argc > 1) {
-            int want = 0;
-            for (int a = 1; a < argc; a++)
-                want |= strstr(checks[i].name, argv[a]) != NULL;
-            if (!want)
-                continue;
-        }
-        if (run(&checks[i]))
-            passed++;
-        else
-            failed++;
-    }
-    char line[160];
-    int n = snprintf(line, sizeof line, "RESULT conformance suite=signals libc=%s passed=%d failed=%d\n", LIBC_NAME, passed,
-                     failed);
-    ssize_t w = write(1, line, (size_t)n);
-    (void)w;
-    return failed > 255 ? 255 : failed;
+    return suite_main(argc, argv, checks, sizeof checks / sizeof checks[0]);
 }

@@ -313,11 +313,6 @@ pub fn in_run_routine(rip: u64) -> bool {
 
 pub type GuestRegs = questv_arch::regs::Gprs;
 
-/// Power-on FPU state: FCW 0x37F, MXCSR 0x1F80 (all exceptions masked).
-fn power_on_fx() -> FxArea {
-    FxArea::initial()
-}
-
 /// Set up the VMCB and run the guest until the policy stops it. Returns only if the first VMRUN fails.
 ///
 /// # Safety
@@ -332,7 +327,7 @@ pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
     // SAFETY: VMSAVE writes those fields into the host-state page, a monitor page owned by this core.
     unsafe { core::arch::asm!("vmsave rax", in("rax") c.host_state, options(nostack)) };
     let mut regs = GuestRegs { rax: u64::from(c.rax), rbx: u64::from(c.rbx), ..GuestRegs::default() };
-    let mut fx = power_on_fx();
+    let mut fx = FxArea::initial();
     let mut first = true;
     // SAFETY: the monitor arms no breakpoints; DR0–DR3 are not in the VMCB (a guest sees the core's).
     unsafe { cpu::reset_debug_registers() };
@@ -367,7 +362,7 @@ pub unsafe fn launch(c: &LaunchConfig) -> SvmError {
                 // registers and FPU.
                 setup(c);
                 regs = GuestRegs { rax: u64::from(c.rax), rbx: u64::from(c.rbx), ..GuestRegs::default() };
-                fx = power_on_fx();
+                fx = FxArea::initial();
                 // SAFETY: as before the first entry: no breakpoints of the monitor's.
                 unsafe { cpu::reset_debug_registers() };
                 // The guest drives the core's local APIC directly (its LVTs, TPR, in-service bits are in no VMCS/VMCB):
