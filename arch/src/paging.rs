@@ -87,27 +87,73 @@ fn index(va: u64, level: u32) -> usize {
 /// Flags given to intermediate tables: permissions are enforced at the leaves.
 const TABLE_FLAGS: u64 = PageFlags::PRESENT.bits() | PageFlags::WRITABLE.bits() | PageFlags::USER.bits();
 
+/// A table an [`AddressSpace`] made below its root.
+#[derive(Clone, Copy, Debug)]
+struct Made {
+    /// The level it translates: 2 a PDPT, 1 a page directory, 0 a page table.
+    level: u8,
+    /// The first (lower-half, non-sign-extended) address it covers.
+    base: u64,
+    frame: u64,
+    /// Every entry ever made present in it is in `first..=last` (`first > last`: none yet). Entries are made
+    /// present only by this builder; they may be cleared behind its back (unmapping), so the range is an
+    /// over-approximation that never shrinks.
+    first: u16,
+    last: u16,
+}
+
+impl Made {
+    fn mark(&mut self, i: usize) {
+        self.first = self.first.min(i as u16);
+        self.last = self.last.max(i as u16);
+    }
+
+    fn used(&self) -> core::ops::RangeInclusive<usize> {
+        self.first as usize..=self.last as usize
+    }
+}
+
 pub struct AddressSpace {
     root: u64,
-    /// Every table this builder made below the root: (the level it translates — 2 a PDPT, 1 a PD, 0 a page
-    /// table —, the first address it covers, its frame). A walk visits these instead of scanning all 512
-    /// entries of every level down to them (a fork and an exit walk a small process's tables once each). None
-    /// for a wrapped PML4, whose tables are found by scanning.
-    tables: Option<alloc::vec::Vec<(u8, u64, u64)>>,
+    /// Every table this builder made below the root, with the range of entries it ever filled. A walk visits
+    /// these and their used entries instead of scanning all 512 entries of every level (a fork and an exit
+    /// walk a small process's few entries, not thousands). None for a wrapped PML4, whose tables are found
+    /// by scanning.
+    tables: Option<alloc::vec::Vec<Made>>,
+    /// Where in `tables` the last looked-up table was (consecutive maps mostly fill one page table).
+    hint: usize,
 }
 
 impl AddressSpace {
     pub fn new(mem: &mut impl TableMemory) -> Result<AddressSpace, MapError> {
-        Ok(AddressSpace { root: mem.alloc_table().ok_or(MapError::OutOfMemory)?, tables: Some(alloc::vec::Vec::new()) })
+        // A small process has about eight tables (two PDPTs, directories and page tables for its image and stack).
+        let tables = alloc::vec::Vec::with_capacity(8);
+        Ok(AddressSpace { root: mem.alloc_table().ok_or(MapError::OutOfMemory)?, tables: Some(tables), hint: 0 })
     }
 
     /// Wrap an existing PML4.
     pub fn from_root(root: u64) -> AddressSpace {
-        AddressSpace { root, tables: None }
+        AddressSpace { root, tables: None, hint: 0 }
     }
 
     pub fn root(&self) -> u64 {
         self.root
+    }
+
+    /// Record that entry `i` of table `frame` was made present (nothing for the root or a wrapped PML4).
+    fn mark(&mut self, frame: u64, i: usize) {
+        let Some(list) = self.tables.as_mut() else { return };
+        if frame == self.root {
+            return;
+        }
+        let at = if list.get(self.hint).is_some_and(|t| t.frame == frame) {
+            self.hint
+        } else {
+            let Some(at) = list.iter().position(|t| t.frame == frame) else { return };
+            self.hint = at;
+            at
+        };
+        list[at].mark(i);
     }
 
     /// Walk down to the table at `stop_level` (0 = PT, 1 = PD) for `va`, creating tables as needed.
@@ -119,10 +165,13 @@ impl AddressSpace {
             if entry & PageFlags::PRESENT.bits() == 0 {
                 let new = mem.alloc_table().ok_or(MapError::OutOfMemory)?;
                 mem.table(table)[i] = new | TABLE_FLAGS;
+                self.mark(table, i);
                 if let Some(list) = self.tables.as_mut() {
                     // The new table translates level - 1 and covers 512 entries of that level's size.
                     let span = 1u64 << (12 + 9 * level);
-                    list.push(((level - 1) as u8, va & !(span - 1) & 0x0000_FFFF_FFFF_FFFF, new));
+                    let base = va & !(span - 1) & 0x0000_FFFF_FFFF_FFFF;
+                    list.push(Made { level: (level - 1) as u8, base, frame: new, first: 511, last: 0 });
+                    self.hint = list.len() - 1;
                 }
                 table = new;
             } else if entry & PageFlags::HUGE.bits() != 0 {
@@ -147,6 +196,7 @@ impl AddressSpace {
             return Err(MapError::AlreadyMapped { va });
         }
         *slot = pa | (flags - PageFlags::HUGE).bits() | PageFlags::PRESENT.bits();
+        self.mark(pt, index(va, 0));
         Ok(())
     }
 
@@ -167,6 +217,7 @@ impl AddressSpace {
             });
         }
         *slot = pa | flags.bits() | (PageFlags::PRESENT | PageFlags::HUGE).bits();
+        self.mark(pd, index(va, 1));
         Ok(())
     }
 
@@ -222,7 +273,9 @@ impl AddressSpace {
         None
     }
 
-    /// The 4 KiB leaf entry mapping `va`, if the tables down to it exist (the entry may be non-present).
+    /// The 4 KiB leaf entry mapping `va`, if the tables down to it exist (the entry may be non-present). Callers
+    /// change present entries or clear them; a non-present entry is made present with [`map_4k`](Self::map_4k),
+    /// which records it for the walks.
     pub fn leaf_mut<'m, M: TableMemory>(&self, mem: &'m mut M, va: u64) -> Option<&'m mut u64> {
         if !canonical(va) {
             return None;
@@ -238,15 +291,12 @@ impl AddressSpace {
         Some(&mut mem.table(table)[index(va, 0)])
     }
 
-    /// Walk the tables under the PML4 slots `pml4_slots`: `leaf(va, entry)` for every present 4 KiB leaf, then
-    /// `table(frame)` for every table below the root, children before parents. 2 MiB leaves are skipped (user
-    /// address spaces use 4 KiB pages only).
     /// Visit the tables under the PML4 slots `pml4_slots`: `leaf(mem, va, entry)` for every present 4 KiB leaf,
     /// then `table(mem, frame)` for every table below the root, children before parents (so `table` may free
-    /// the frame: it is not read again).
+    /// the frame: it is not read again). 2 MiB leaves are skipped (user address spaces use 4 KiB pages only).
     pub fn walk<M: TableMemory>(&self, mem: &mut M, pml4_slots: core::ops::Range<usize>, leaf: &mut impl FnMut(&mut M, u64, u64), table: &mut impl FnMut(&mut M, u64)) {
         if let Some(list) = &self.tables {
-            return Self::walk_listed(list, mem, pml4_slots, leaf, table);
+            return Self::walk_listed(list, mem, pml4_slots, false, leaf, table);
         }
         let p = PageFlags::PRESENT.bits();
         let h = PageFlags::HUGE.bits();
@@ -272,36 +322,101 @@ impl AddressSpace {
         }
     }
 
-    /// [`walk`](Self::walk) over the tables this builder made: the page tables' leaves in address order, then
-    /// the page tables, the directories and the PDPTs (children before parents).
-    fn walk_listed<M: TableMemory>(list: &[(u8, u64, u64)], mem: &mut M, pml4_slots: core::ops::Range<usize>, leaf: &mut impl FnMut(&mut M, u64, u64), table: &mut impl FnMut(&mut M, u64)) {
-        let in_slots = |base: u64| pml4_slots.contains(&(((base >> 39) & 0x1FF) as usize));
-        let mut pts: alloc::vec::Vec<(u64, u64)> = list.iter().filter(|t| t.0 == 0 && in_slots(t.1)).map(|t| (t.1, t.2)).collect();
-        pts.sort_unstable();
-        for &(base, pt) in &pts {
-            for i1 in 0..512u64 {
-                let e1 = mem.table(pt)[i1 as usize];
+    /// [`walk`](Self::walk) over the tables this builder made and their used entries: the page tables' leaves
+    /// (in the order the tables were made), then the page tables, the directories and the PDPTs (children before parents). With
+    /// `clear`, every entry visited is zeroed first, so each table handed to `table` is all zeroes.
+    fn walk_listed<M: TableMemory>(list: &[Made], mem: &mut M, pml4_slots: core::ops::Range<usize>, clear: bool, leaf: &mut impl FnMut(&mut M, u64, u64), table: &mut impl FnMut(&mut M, u64)) {
+        let in_slots = |base: u64| pml4_slots.contains(&index(base, 3));
+        for pt in list.iter().filter(|t| t.level == 0 && in_slots(t.base)) {
+            for i1 in pt.used() {
+                let slot = &mut mem.table(pt.frame)[i1];
+                let e1 = *slot;
+                if clear {
+                    *slot = 0;
+                }
                 if e1 & PageFlags::PRESENT.bits() != 0 {
-                    let va = base + (i1 << 12);
+                    let va = pt.base + ((i1 as u64) << 12);
                     leaf(mem, if va & (1 << 47) != 0 { va | 0xFFFF_0000_0000_0000 } else { va }, e1);
                 }
             }
         }
         for level in 0..=2u8 {
-            for &(_, _, frame) in list.iter().filter(|t| t.0 == level && in_slots(t.1)) {
-                table(mem, frame);
+            for t in list.iter().filter(|t| t.level == level && in_slots(t.base)) {
+                if clear && t.first <= t.last {
+                    mem.table(t.frame)[t.used()].fill(0);
+                }
+                table(mem, t.frame);
             }
         }
     }
 
-    /// Every present 4 KiB leaf `(va, entry)` under the PML4 slots `pml4_slots`.
+    /// Take apart the tables under the PML4 slots `pml4_slots`: as [`walk`](Self::walk), but each entry is
+    /// cleared as it is visited, the root's entries for those slots too, so every frame handed to `table` is
+    /// a zeroed table (reusable without zeroing it again). A wrapped PML4's tables are scanned and handed over
+    /// as they are.
+    pub fn dismantle<M: TableMemory>(&mut self, mem: &mut M, pml4_slots: core::ops::Range<usize>, leaf: &mut impl FnMut(&mut M, u64, u64), table: &mut impl FnMut(&mut M, u64)) {
+        let Some(list) = self.tables.take() else {
+            return self.walk(mem, pml4_slots, leaf, table);
+        };
+        Self::walk_listed(&list, mem, pml4_slots.clone(), true, leaf, table);
+        mem.table(self.root)[pml4_slots.clone()].fill(0);
+        self.tables = Some(list.into_iter().filter(|t| !pml4_slots.contains(&index(t.base, 3))).collect());
+    }
+
+    /// A copy of the tables under the PML4 slots `pml4_slots` into `child` (an empty space), for fork:
+    /// `leaf(mem, va, &mut entry)` sees each present 4 KiB leaf of this space, may change it, and returns the
+    /// child's entry for `va` (0: none). Each page table is copied entry by entry into a table of the child's,
+    /// with no walk from the root per page. On running out of memory the child holds what was copied (tear it
+    /// down) and this space's entries seen so far stay as `leaf` left them.
+    pub fn fork_into<M: TableMemory>(&self, mem: &mut M, child: &mut AddressSpace, pml4_slots: core::ops::Range<usize>, leaf: &mut impl FnMut(&mut M, u64, &mut u64) -> u64) -> Result<(), MapError> {
+        let Some(list) = &self.tables else {
+            let mut failed = None;
+            self.walk(mem, pml4_slots, &mut |m, va, e| {
+                let mut e = e;
+                let c = leaf(m, va, &mut e);
+                if let Some(slot) = self.leaf_mut(m, va) {
+                    *slot = e;
+                }
+                if c != 0 && failed.is_none() {
+                    failed = child.map_4k(m, va, c & ADDR_MASK, PageFlags::from_bits_truncate(c & !ADDR_MASK)).err();
+                }
+            }, &mut |_, _| {});
+            return failed.map_or(Ok(()), Err);
+        };
+        for pt in list.iter().filter(|t| t.level == 0 && pml4_slots.contains(&index(t.base, 3))) {
+            if pt.first > pt.last {
+                continue;
+            }
+            let child_pt = child.walk_create(mem, pt.base, 0)?;
+            for i in pt.used() {
+                let mut e = mem.table(pt.frame)[i];
+                if e & PageFlags::PRESENT.bits() == 0 {
+                    continue;
+                }
+                let va = pt.base + ((i as u64) << 12);
+                let c = leaf(mem, if va & (1 << 47) != 0 { va | 0xFFFF_0000_0000_0000 } else { va }, &mut e);
+                mem.table(pt.frame)[i] = e;
+                if c != 0 {
+                    mem.table(child_pt)[i] = c;
+                    child.mark(child_pt, i);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every present 4 KiB leaf `(va, entry)` under the PML4 slots `pml4_slots`, in address order (what the
+    /// tests compare walks with).
+    #[cfg(test)]
     pub fn leaves(&self, mem: &mut impl TableMemory, pml4_slots: core::ops::Range<usize>) -> alloc::vec::Vec<(u64, u64)> {
         let mut out = alloc::vec::Vec::new();
         self.walk(mem, pml4_slots, &mut |_, va, e| out.push((va, e)), &mut |_, _| {});
+        out.sort_unstable();
         out
     }
 
     /// Table frames (not the root) under the PML4 slots `pml4_slots`, children before parents.
+    #[cfg(test)]
     pub fn tables_under(&self, mem: &mut impl TableMemory, pml4_slots: core::ops::Range<usize>) -> alloc::vec::Vec<u64> {
         let mut out = alloc::vec::Vec::new();
         self.walk(mem, pml4_slots, &mut |_, _, _| {}, &mut |_, t| out.push(t));
@@ -448,6 +563,81 @@ mod tests {
             scanned.sort_unstable();
             assert_eq!(listed, scanned, "tables of {slots:?}");
         }
+    }
+
+    /// Maps in three PML4 slots, out of order, one entry later cleared behind the builder's back.
+    fn scattered(m: &mut VecMemory) -> AddressSpace {
+        let mut a = AddressSpace::new(m).unwrap();
+        for (n, va) in [0x7fff_ffff_e000u64, 0x40_0000, 0x80_0000_0000, 0x40_1000, 0x60_0000, 0x41_f000].into_iter().enumerate() {
+            a.map_4k(m, va, 0x10_0000 + n as u64 * PAGE_SIZE, PageFlags::USER | PageFlags::WRITABLE).unwrap();
+        }
+        *a.leaf_mut(m, 0x40_1000).unwrap() = 0;
+        a
+    }
+
+    #[test]
+    fn used_ranges_cover_every_entry_made_present() {
+        let mut m = mem();
+        let a = scattered(&mut m);
+        let scanning = AddressSpace::from_root(a.root());
+        assert_eq!(a.leaves(&mut m, 0..256), scanning.leaves(&mut m, 0..256));
+        // The page table of 0x40_0000 had entries 0, 1 and 31 filled: its range is 0..=31 (1 since cleared).
+        let pt = a.tables.as_ref().unwrap().iter().find(|t| t.level == 0 && t.base == 0x40_0000).copied().unwrap();
+        assert_eq!(pt.used(), 0..=31);
+    }
+
+    #[test]
+    fn fork_into_copies_every_leaf_through_the_callback() {
+        let mut m = mem();
+        let a = scattered(&mut m);
+        let before = a.leaves(&mut m, 0..256);
+        let mut child = AddressSpace::new(&mut m).unwrap();
+        let mut seen = Vec::new();
+        // Parent entries lose WRITABLE; the child gets the same frame, read-only; 0x60_0000 is not copied.
+        a.fork_into(&mut m, &mut child, 0..256, &mut |_, va, e| {
+            seen.push(va);
+            *e &= !PageFlags::WRITABLE.bits();
+            if va == 0x60_0000 { 0 } else { *e }
+        })
+        .unwrap();
+        seen.sort_unstable();
+        assert_eq!(seen, before.iter().map(|l| l.0).collect::<Vec<_>>());
+        let ro = |l: &(u64, u64)| (l.0, l.1 & !PageFlags::WRITABLE.bits());
+        assert_eq!(a.leaves(&mut m, 0..256), before.iter().map(ro).collect::<Vec<_>>());
+        let expected: Vec<_> = before.iter().map(ro).filter(|l| l.0 != 0x60_0000).collect();
+        assert_eq!(child.leaves(&mut m, 0..256), expected);
+        // The child's tables are listed with their ranges: the scanning walk agrees with the listed one.
+        assert_eq!(AddressSpace::from_root(child.root()).leaves(&mut m, 0..256), expected);
+        // Slots restrict the copy.
+        let mut upper_only = AddressSpace::new(&mut m).unwrap();
+        a.fork_into(&mut m, &mut upper_only, 1..256, &mut |_, _, e| *e).unwrap();
+        assert_eq!(upper_only.leaves(&mut m, 0..256).iter().map(|l| l.0).collect::<Vec<_>>(), vec![0x80_0000_0000, 0x7fff_ffff_e000]);
+    }
+
+    #[test]
+    fn fork_into_out_of_memory_is_an_error() {
+        let mut m = mem();
+        let a = scattered(&mut m);
+        m.limit = m.tables.len() + 3;
+        let mut child = AddressSpace::new(&mut m).unwrap();
+        assert_eq!(a.fork_into(&mut m, &mut child, 0..256, &mut |_, _, e| *e), Err(MapError::OutOfMemory));
+    }
+
+    #[test]
+    fn dismantle_hands_back_zeroed_tables_children_first() {
+        let mut m = mem();
+        let mut a = scattered(&mut m);
+        let root = a.root();
+        let mut leaves = Vec::new();
+        let mut freed = Vec::new();
+        a.dismantle(&mut m, 0..256, &mut |_, va, _| leaves.push(va), &mut |m, t| {
+            assert!(m.table(t).iter().all(|&e| e == 0), "table 0x{t:x} handed back with entries");
+            freed.push(t);
+        });
+        assert_eq!(leaves.len(), 5);
+        // root + 3 PDPTs... : every table but the root, each once.
+        assert_eq!(freed.len(), m.tables.len() - 1);
+        assert!(m.table(root).iter().all(|&e| e == 0));
     }
 
     #[test]

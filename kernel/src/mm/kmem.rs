@@ -103,9 +103,22 @@ const CACHE_FRAMES: usize = 64;
 /// Frames moved between a CPU's cache and the global allocator at once (refill when empty, drain when full).
 const CACHE_BATCH: usize = 32;
 
+/// Zeroed frames a CPU keeps apart (page tables handed back empty at exit), so the next page table or zeroed
+/// page costs no clearing.
+const CLEAN_FRAMES: usize = 32;
+
 struct FrameCache {
     frames: [u64; CACHE_FRAMES],
     len: usize,
+    /// Frames known to be all zeroes.
+    clean: [u64; CLEAN_FRAMES],
+    clean_len: usize,
+}
+
+impl FrameCache {
+    fn held(&self) -> usize {
+        self.len + self.clean_len
+    }
 }
 
 /// One CPU's frame cache. The lock is only ever contended by [`drain_frame_caches`]; it also keeps the cache
@@ -113,13 +126,16 @@ struct FrameCache {
 #[repr(align(64))]
 struct CpuFrameCache {
     cache: IrqSpinlock<FrameCache>,
-    /// `cache.len`, readable without the cache lock. Frames move between a cache and the global allocator only
+    /// `cache.held()`, readable without the cache lock. Frames move between a cache and the global allocator only
     /// under `FRAMES`'s lock, so [`free_frames`] (which holds it) sees every frame in exactly one place.
     held: AtomicUsize,
 }
 
 static CACHES: [CpuFrameCache; MAX_CPUS] = [const {
-    CpuFrameCache { cache: IrqSpinlock::new(FrameCache { frames: [0; CACHE_FRAMES], len: 0 }), held: AtomicUsize::new(0) }
+    CpuFrameCache {
+        cache: IrqSpinlock::new(FrameCache { frames: [0; CACHE_FRAMES], len: 0, clean: [0; CLEAN_FRAMES], clean_len: 0 }),
+        held: AtomicUsize::new(0),
+    }
 }; MAX_CPUS];
 
 fn local_cache() -> &'static CpuFrameCache {
@@ -130,22 +146,40 @@ fn bad_free(e: FrameError) -> ! {
     panic!("bad frame free: {:?}", e)
 }
 
-/// A frame from this CPU's cache, refilled from the global allocator when empty.
-fn cached_alloc() -> Option<u64> {
+/// A frame from this CPU's cache, refilled from the global allocator when empty; a clean frame when there is
+/// nothing else. Returns the frame and whether it is known to be zeroed.
+fn cached_alloc() -> Option<(u64, bool)> {
     let c = local_cache();
     let mut cache = c.cache.lock();
     if cache.len == 0 {
         let mut frames = FRAMES.lock();
         let n = frames.as_mut()?.alloc_batch(&mut cache.frames[..CACHE_BATCH]);
         cache.len = n;
-        c.held.store(n, Ordering::Relaxed);
-        if n == 0 {
-            return None;
-        }
     }
-    cache.len -= 1;
-    c.held.store(cache.len, Ordering::Relaxed);
-    Some(cache.frames[cache.len])
+    let got = if cache.len > 0 {
+        cache.len -= 1;
+        (cache.frames[cache.len], false)
+    } else if cache.clean_len > 0 {
+        cache.clean_len -= 1;
+        (cache.clean[cache.clean_len], true)
+    } else {
+        c.held.store(0, Ordering::Relaxed);
+        return None;
+    };
+    c.held.store(cache.held(), Ordering::Relaxed);
+    Some(got)
+}
+
+/// A zeroed frame from this CPU's clean frames.
+fn clean_alloc() -> Option<u64> {
+    let c = local_cache();
+    let mut cache = c.cache.lock();
+    if cache.clean_len == 0 {
+        return None;
+    }
+    cache.clean_len -= 1;
+    c.held.store(cache.held(), Ordering::Relaxed);
+    Some(cache.clean[cache.clean_len])
 }
 
 /// Return every CPU's cached frames to the global allocator (before contiguous allocations and range
@@ -156,26 +190,53 @@ fn drain_frame_caches() {
             continue;
         }
         let mut cache = c.cache.lock();
-        let n = cache.len;
+        let (n, z) = (cache.len, cache.clean_len);
         let mut frames = FRAMES.lock();
         if let Some(fa) = frames.as_mut() {
             fa.free_batch(&cache.frames[..n]).unwrap_or_else(|e| bad_free(e));
+            fa.free_batch(&cache.clean[..z]).unwrap_or_else(|e| bad_free(e));
             cache.len = 0;
+            cache.clean_len = 0;
             c.held.store(0, Ordering::Relaxed);
         }
     }
 }
 
-/// A zeroed 4 KiB frame.
-pub fn alloc_frame() -> Option<u64> {
-    let pa = cached_alloc().or_else(|| {
+/// A 4 KiB frame with whatever it held (for a caller that overwrites all of it).
+fn alloc_frame_unzeroed() -> Option<(u64, bool)> {
+    cached_alloc().or_else(|| {
         // This CPU's cache and the global allocator are empty; other CPUs' caches may still hold frames.
         drain_frame_caches();
-        FRAMES.lock().as_mut()?.alloc()
-    })?;
-    // SAFETY: the frame is ours and mapped at KERNEL_BASE + pa.
-    unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
+        FRAMES.lock().as_mut()?.alloc().map(|pa| (pa, false))
+    })
+}
+
+/// A zeroed 4 KiB frame.
+pub fn alloc_frame() -> Option<u64> {
+    if let Some(pa) = clean_alloc() {
+        return Some(pa);
+    }
+    let (pa, zeroed) = alloc_frame_unzeroed()?;
+    if !zeroed {
+        // SAFETY: the frame is ours and mapped at KERNEL_BASE + pa.
+        unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
+    }
     Some(pa)
+}
+
+/// Return a frame the caller has left all zeroes (a page table it emptied): the next [`alloc_frame`] on
+/// this CPU takes it without clearing it again.
+pub fn free_zeroed_frame(pa: u64) {
+    let c = local_cache();
+    let mut cache = c.cache.lock();
+    if cache.clean_len == CLEAN_FRAMES || pa % PAGE_SIZE != 0 || pa >= MAX_PHYS || cache.clean[..cache.clean_len].contains(&pa) {
+        drop(cache);
+        return free_frame(pa);
+    }
+    let z = cache.clean_len;
+    cache.clean[z] = pa;
+    cache.clean_len = z + 1;
+    c.held.store(cache.held(), Ordering::Relaxed);
 }
 
 /// Return a frame to this CPU's cache (the oldest half goes back to the global allocator when it is full).
@@ -191,7 +252,7 @@ pub fn free_frame(pa: u64) {
     let c = local_cache();
     let mut cache = c.cache.lock();
     let len = cache.len;
-    if cache.frames[..len].contains(&pa) {
+    if cache.frames[..len].contains(&pa) || cache.clean[..cache.clean_len].contains(&pa) {
         bad_free(FrameError::DoubleFree(pa));
     }
     if len == CACHE_FRAMES {
@@ -200,12 +261,11 @@ pub fn free_frame(pa: u64) {
         fa.free_batch(&cache.frames[..CACHE_BATCH]).unwrap_or_else(|e| bad_free(e));
         cache.frames.copy_within(CACHE_BATCH.., 0);
         cache.len = CACHE_FRAMES - CACHE_BATCH;
-        c.held.store(cache.len, Ordering::Relaxed);
     }
     let len = cache.len;
     cache.frames[len] = pa;
     cache.len = len + 1;
-    c.held.store(len + 1, Ordering::Relaxed);
+    c.held.store(cache.held(), Ordering::Relaxed);
 }
 
 pub fn alloc_contiguous(count: u64, align: u64, limit: u64) -> Option<u64> {
@@ -323,6 +383,14 @@ impl super::uspace::PhysMem for KernelMem {
         page_refs(pa).store(1, Ordering::Relaxed);
         Some(pa)
     }
+    fn alloc_page_copy(&mut self, src: u64) -> Option<u64> {
+        let (pa, _) = alloc_frame_unzeroed()?;
+        // SAFETY: `pa` is a fresh frame of ours, `src` a user page the caller holds a reference to (only read);
+        // both are mapped at KERNEL_BASE + their address and are distinct frames.
+        unsafe { core::ptr::copy_nonoverlapping(phys_to_virt(src) as *const u8, phys_to_virt(pa) as *mut u8, PAGE_SIZE as usize) };
+        page_refs(pa).store(1, Ordering::Relaxed);
+        Some(pa)
+    }
     fn share(&mut self, pa: u64) {
         // Overflow is refused rather than wrapped (a wrapped count would free a page still mapped).
         page_refs(pa)
@@ -360,6 +428,9 @@ impl super::uspace::PhysMem for KernelMem {
     }
     fn free_table(&mut self, pa: u64) {
         free_frame(pa);
+    }
+    fn free_zeroed_table(&mut self, pa: u64) {
+        free_zeroed_frame(pa);
     }
 }
 

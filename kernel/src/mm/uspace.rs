@@ -34,6 +34,8 @@ pub const USER_SLOTS: core::ops::Range<usize> = 0..KERNEL_SLOT;
 pub trait PhysMem: TableMemory {
     /// A zeroed page with reference count 1.
     fn alloc_page(&mut self) -> Option<u64>;
+    /// A page with reference count 1 holding a copy of page `src` (a copy-on-write break: not zeroed first).
+    fn alloc_page_copy(&mut self, src: u64) -> Option<u64>;
     /// One more reference to `pa`.
     fn share(&mut self, pa: u64);
     /// Drop a reference; the page is freed when none remain.
@@ -41,6 +43,10 @@ pub trait PhysMem: TableMemory {
     fn refs(&mut self, pa: u64) -> u32;
     fn page(&mut self, pa: u64) -> &mut [u8; PAGE_SIZE as usize];
     fn free_table(&mut self, pa: u64);
+    /// A table frame left all zeroes: it may be reused as a table without clearing it.
+    fn free_zeroed_table(&mut self, pa: u64) {
+        self.free_table(pa);
+    }
     /// Entries of the address space with root `root` were removed, downgraded or pointed at other frames
     /// (just `page`'s, or any): make every CPU that may cache them drop them, this one included, before any
     /// frame they named is released (threads of one process run on several cores).
@@ -182,39 +188,34 @@ impl UserSpace {
         child.brk_start = self.brk_start;
         child.brk = self.brk;
         child.vmas = self.vmas.clone();
-        let mut failed = None;
-        // One walk over the parent's leaves, each entered in the child as it is met (no list of them first).
-        self.aspace.walk(
-            mem,
-            USER_SLOTS,
-            &mut |m, va, e| {
-                if failed.is_some() {
-                    return;
+        // One pass over the parent's page tables, each copied into one of the child's. The area of the last
+        // leaf is kept: consecutive leaves are mostly in one area.
+        let mut area: Option<(u64, u64, bool)> = None;
+        let copied = self.aspace.fork_into(mem, &mut child.aspace, USER_SLOTS, &mut |m, va, e| {
+            let pa = *e & ADDR_MASK;
+            let mut flags = entry_flags(*e);
+            let shared = match area {
+                Some((start, end, shared)) if (start..end).contains(&va) => shared,
+                _ => {
+                    let found = self.vmas.find(va).map(|v| (v.start, v.end, v.kind == Kind::Shared));
+                    area = found;
+                    found.is_some_and(|f| f.2)
                 }
-                let pa = e & ADDR_MASK;
-                let mut flags = entry_flags(e);
-                let shared = self.vmas.find(va).is_some_and(|v| v.kind == Kind::Shared);
-                // Shared memory stays shared (same page, same rights); everything else writable becomes COW.
-                if !shared && flags.intersects(PageFlags::WRITABLE | PageFlags::COW) {
-                    flags = (flags - PageFlags::WRITABLE) | PageFlags::COW;
-                    if let Some(leaf) = self.aspace.leaf_mut(m, va) {
-                        *leaf = pa | flags.bits();
-                    }
-                }
-                match child.aspace.map_4k(m, va, pa, flags) {
-                    Ok(()) => m.share(pa),
-                    Err(e) => failed = Some(e),
-                }
-            },
-            &mut |_, _| {},
-        );
-        if let Some(e) = failed {
-            child.teardown(mem);
-            mem.tlb_shootdown(self.root(), None);
-            return Err(e.into());
-        }
+            };
+            // Shared memory stays shared (same page, same rights); everything else writable becomes COW.
+            if !shared && flags.intersects(PageFlags::WRITABLE | PageFlags::COW) {
+                flags = (flags - PageFlags::WRITABLE) | PageFlags::COW;
+                *e = pa | flags.bits() | PageFlags::PRESENT.bits();
+            }
+            m.share(pa);
+            *e
+        });
         // The parent's other threads must not keep writing through entries that are read-only + COW now.
         mem.tlb_shootdown(self.root(), None);
+        if let Err(e) = copied {
+            child.teardown(mem);
+            return Err(e.into());
+        }
         Ok(child)
     }
 
@@ -260,9 +261,7 @@ impl UserSpace {
             *self.aspace.leaf_mut(mem, page).unwrap() = pa | new_flags.bits() | PageFlags::PRESENT.bits();
             return FaultOutcome::Resolved;
         }
-        let Some(copy) = mem.alloc_page() else { return FaultOutcome::OutOfMemory };
-        let src = *mem.page(pa);
-        *mem.page(copy) = src;
+        let Some(copy) = mem.alloc_page_copy(pa) else { return FaultOutcome::OutOfMemory };
         *self.aspace.leaf_mut(mem, page).unwrap() = copy | new_flags.bits() | PageFlags::PRESENT.bits();
         // Other threads' CPUs must not read the old frame through a stale entry while this one writes the copy.
         mem.tlb_shootdown(self.root(), Some(page));
@@ -573,11 +572,13 @@ impl UserSpace {
     }
 
     /// Free every user page reference and every user page table, and the PML4 (slot 0 is the kernel's).
-    pub fn teardown<M: PhysMem>(self, mem: &mut M) {
+    pub fn teardown<M: PhysMem>(mut self, mem: &mut M) {
         // One pass: each page table's pages are released before the table is freed (the walk visits a table
-        // after everything under it, and never again).
-        self.aspace.walk(mem, USER_SLOTS, &mut |m, _, e| m.release(e & ADDR_MASK), &mut |m, t| m.free_table(t));
-        mem.free_table(self.aspace.root());
+        // after everything under it, and never again); the tables come back zeroed, ready for reuse.
+        self.aspace.dismantle(mem, USER_SLOTS, &mut |m, _, e| m.release(e & ADDR_MASK), &mut |m, t| m.free_zeroed_table(t));
+        let root = self.aspace.root();
+        mem.table(root)[KERNEL_SLOT] = 0;
+        mem.free_zeroed_table(root);
     }
 
     pub fn translate<M: PhysMem>(&self, mem: &mut M, va: u64) -> Option<(u64, PageFlags)> {
@@ -629,6 +630,12 @@ mod tests {
             self.pages.insert(pa, (1, Box::new([0; 4096])));
             Some(pa)
         }
+        fn alloc_page_copy(&mut self, src: u64) -> Option<u64> {
+            let copy = self.pages[&src].1.clone();
+            let pa = self.take()?;
+            self.pages.insert(pa, (1, copy));
+            Some(pa)
+        }
         fn share(&mut self, pa: u64) {
             self.pages.get_mut(&pa).unwrap().0 += 1;
         }
@@ -647,6 +654,10 @@ mod tests {
         }
         fn free_table(&mut self, pa: u64) {
             self.tables.remove(&pa).expect("double table free");
+        }
+        fn free_zeroed_table(&mut self, pa: u64) {
+            assert!(self.tables[&pa].iter().all(|&e| e == 0), "table 0x{pa:x} freed as zeroed with entries in it");
+            self.free_table(pa);
         }
     }
 
