@@ -58,6 +58,9 @@ pub struct Thread {
     gs_base: u64,
     /// TSC cycles this thread has run (user and kernel), up to its last switch-in (`ran_since`).
     run_cycles: u64,
+    /// The page-table root of the process this (dead) thread ended, still loaded: freed once the CPU has
+    /// switched to the next thread's tables (one CR3 load at exit instead of two).
+    retired_root: Option<u64>,
     ran_since: u64,
 }
 
@@ -124,6 +127,7 @@ fn thread_with(name: &'static str, frame: TrapFrame, stack: Option<Box<[u8]>>, p
         fs_base: 0,
         gs_base: 0,
         run_cycles: 0,
+        retired_root: None,
         ran_since: 0,
     })
 }
@@ -318,6 +322,14 @@ pub fn set_user_tls(fs: Option<u64>, gs: Option<u64>) {
         (t.fs_base, t.gs_base)
     });
     questv_arch::cpu::set_user_tls(f, g);
+}
+
+/// The running thread's process has ended and its tables' user half is freed: free `root` (still loaded
+/// here; counted as free from now on) once this CPU has switched away from the thread, which must leave
+/// ([`exit`]) without enabling interrupts first (a system call or a trap: it cannot move to another CPU).
+pub fn retire_root(root: u64) {
+    crate::mm::kmem::defer_free_frame();
+    with_current(|t| t.retired_root = Some(root));
 }
 
 /// Change the running thread's address space (exec, exit) and load it.
@@ -589,6 +601,7 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
     }
     let mut cur = s.current.take().expect("no current thread");
     *cur.frame = *frame;
+    let (cur_state_dead, cur_retired) = (cur.state == State::Dead, cur.retired_root.take());
     cur.run_cycles += now.saturating_sub(cur.ran_since);
     let mut migrant = None;
     if s.idle_running {
@@ -606,6 +619,7 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
         }
         s.push_ready(cur);
     }
+    let retired_root = if cur_state_dead { cur_retired } else { None };
     let next = chosen.and_then(|v| s.ready.get_mut(&v).and_then(|q| q.pop_front()));
     let (next, next_is_idle) = match next {
         Some(t) => (t, false),
@@ -631,6 +645,11 @@ pub fn schedule(frame: &mut TrapFrame, reason: Reason) {
         crate::smp::note_loaded_root(kernel_cr3());
         // SAFETY: the kernel's own tables map everything the kernel uses.
         unsafe { questv_arch::cpu::write_cr3(kernel_cr3()) };
+    }
+    if let Some(root) = retired_root {
+        // This CPU runs on other tables now, and no other CPU ever loaded these (their process has ended).
+        debug_assert_ne!(questv_arch::cpu::read_cr3(), root);
+        crate::mm::kmem::free_retired_root(root);
     }
     mirror_running(cpu, &next);
     s.current = Some(next);

@@ -113,11 +113,23 @@ struct FrameCache {
     /// Frames known to be all zeroes.
     clean: [u64; CLEAN_FRAMES],
     clean_len: usize,
+    /// Frames this CPU will free at its next thread switch ([`defer_free_frame`]), counted as free already.
+    deferred: usize,
 }
 
 impl FrameCache {
     fn held(&self) -> usize {
-        self.len + self.clean_len
+        self.len + self.clean_len + self.deferred
+    }
+
+    /// Keep a zeroed frame apart; false when there is no room.
+    fn keep_clean(&mut self, pa: u64) -> bool {
+        if self.clean_len == CLEAN_FRAMES {
+            return false;
+        }
+        self.clean[self.clean_len] = pa;
+        self.clean_len += 1;
+        true
     }
 }
 
@@ -133,7 +145,7 @@ struct CpuFrameCache {
 
 static CACHES: [CpuFrameCache; MAX_CPUS] = [const {
     CpuFrameCache {
-        cache: IrqSpinlock::new(FrameCache { frames: [0; CACHE_FRAMES], len: 0, clean: [0; CLEAN_FRAMES], clean_len: 0 }),
+        cache: IrqSpinlock::new(FrameCache { frames: [0; CACHE_FRAMES], len: 0, clean: [0; CLEAN_FRAMES], clean_len: 0, deferred: 0 }),
         held: AtomicUsize::new(0),
     }
 }; MAX_CPUS];
@@ -229,13 +241,47 @@ pub fn alloc_frame() -> Option<u64> {
 pub fn free_zeroed_frame(pa: u64) {
     let c = local_cache();
     let mut cache = c.cache.lock();
-    if cache.clean_len == CLEAN_FRAMES || pa % PAGE_SIZE != 0 || pa >= MAX_PHYS || cache.clean[..cache.clean_len].contains(&pa) {
+    if pa % PAGE_SIZE != 0 || pa >= MAX_PHYS || cache.clean[..cache.clean_len].contains(&pa) || !cache.keep_clean(pa) {
         drop(cache);
         return free_frame(pa);
     }
-    let z = cache.clean_len;
-    cache.clean[z] = pa;
-    cache.clean_len = z + 1;
+    c.held.store(cache.held(), Ordering::Relaxed);
+}
+
+/// A frame still in use on this CPU until its next thread switch (an ended process's page-table root, still
+/// loaded) counts as free from now on, so that whoever counts free frames meanwhile (a parent that reaped the
+/// process) sees none missing. The caller frees it with [`free_deferred_frame`] on this CPU.
+pub fn defer_free_frame() {
+    let c = local_cache();
+    let mut cache = c.cache.lock();
+    cache.deferred += 1;
+    c.held.store(cache.held(), Ordering::Relaxed);
+}
+
+/// Free the page-table root of an ended process ([`super::uspace::UserSpace::retire`]) announced by
+/// [`defer_free_frame`] on this CPU, which runs on other tables now.
+pub fn free_retired_root(root: u64) {
+    // SAFETY: the root is ours alone: its process has ended and no CPU runs on it any more.
+    let table = unsafe { phys_table(root) };
+    table[questv_arch::paging::KERNEL_SLOT] = 0;
+    free_deferred_frame(root);
+}
+
+/// Free a zeroed frame announced by [`defer_free_frame`] (the count of free frames does not change).
+pub fn free_deferred_frame(pa: u64) {
+    let c = local_cache();
+    let mut cache = c.cache.lock();
+    assert!(cache.deferred > 0, "free_deferred_frame(0x{pa:x}) without defer_free_frame");
+    cache.deferred -= 1;
+    if cache.keep_clean(pa) {
+        c.held.store(cache.held(), Ordering::Relaxed);
+        return;
+    }
+    // No room: the frame goes to the global allocator, whose count and ours change under its lock together.
+    let mut frames = FRAMES.lock();
+    if let Some(fa) = frames.as_mut() {
+        fa.free_batch(&[pa]).unwrap_or_else(|e| bad_free(e));
+    }
     c.held.store(cache.held(), Ordering::Relaxed);
 }
 
@@ -406,11 +452,13 @@ impl super::uspace::PhysMem for KernelMem {
             free_frame(pa);
         }
     }
-    fn tlb_shootdown(&mut self, root: u64, page: Option<u64>) {
+    fn tlb_shootdown(&mut self, root: u64, pages: Option<&[u64]>) {
         if questv_arch::cpu::read_cr3() == root {
-            match page {
-                Some(va) => questv_arch::cpu::flush_tlb_page(va),
-                None => questv_arch::cpu::flush_tlb(),
+            match pages {
+                // A few pages one by one (as Linux does up to 33): a full flush would also drop every kernel
+                // translation, which the next instructions then walk the tables for again.
+                Some(pages) if pages.len() <= 32 => pages.iter().for_each(|&va| questv_arch::cpu::flush_tlb_page(va)),
+                _ => questv_arch::cpu::flush_tlb(),
             }
         }
         crate::smp::tlb_shootdown(root);

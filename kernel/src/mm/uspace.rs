@@ -48,9 +48,9 @@ pub trait PhysMem: TableMemory {
         self.free_table(pa);
     }
     /// Entries of the address space with root `root` were removed, downgraded or pointed at other frames
-    /// (just `page`'s, or any): make every CPU that may cache them drop them, this one included, before any
-    /// frame they named is released (threads of one process run on several cores).
-    fn tlb_shootdown(&mut self, _root: u64, _page: Option<u64>) {}
+    /// (just those of `pages`, or any): make every CPU that may cache them drop them, this one included, before
+    /// any frame they named is released (threads of one process run on several cores).
+    fn tlb_shootdown(&mut self, _root: u64, _pages: Option<&[u64]>) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +191,9 @@ impl UserSpace {
         // One pass over the parent's page tables, each copied into one of the child's. The area of the last
         // leaf is kept: consecutive leaves are mostly in one area.
         let mut area: Option<(u64, u64, bool)> = None;
+        // The pages made read-only here (up to the number worth flushing one by one).
+        let mut downgraded = [0u64; 32];
+        let mut n_downgraded = 0;
         let copied = self.aspace.fork_into(mem, &mut child.aspace, USER_SLOTS, &mut |m, va, e| {
             let pa = *e & ADDR_MASK;
             let mut flags = entry_flags(*e);
@@ -204,14 +207,20 @@ impl UserSpace {
             };
             // Shared memory stays shared (same page, same rights); everything else writable becomes COW.
             if !shared && flags.intersects(PageFlags::WRITABLE | PageFlags::COW) {
+                if flags.contains(PageFlags::WRITABLE) {
+                    if let Some(slot) = downgraded.get_mut(n_downgraded) {
+                        *slot = va;
+                    }
+                    n_downgraded += 1;
+                }
                 flags = (flags - PageFlags::WRITABLE) | PageFlags::COW;
                 *e = pa | flags.bits() | PageFlags::PRESENT.bits();
             }
             m.share(pa);
             *e
         });
-        // The parent's other threads must not keep writing through entries that are read-only + COW now.
-        mem.tlb_shootdown(self.root(), None);
+        // Neither the parent nor its other threads may keep writing through entries that are read-only + COW now.
+        mem.tlb_shootdown(self.root(), downgraded.get(..n_downgraded).map(|d| d as &[u64]));
         if let Err(e) = copied {
             child.teardown(mem);
             return Err(e.into());
@@ -264,7 +273,7 @@ impl UserSpace {
         let Some(copy) = mem.alloc_page_copy(pa) else { return FaultOutcome::OutOfMemory };
         *self.aspace.leaf_mut(mem, page).unwrap() = copy | new_flags.bits() | PageFlags::PRESENT.bits();
         // Other threads' CPUs must not read the old frame through a stale entry while this one writes the copy.
-        mem.tlb_shootdown(self.root(), Some(page));
+        mem.tlb_shootdown(self.root(), Some(&[page]));
         mem.release(pa);
         FaultOutcome::Resolved
     }
@@ -571,14 +580,21 @@ impl UserSpace {
         self.brk
     }
 
-    /// Free every user page reference and every user page table, and the PML4 (slot 0 is the kernel's).
-    pub fn teardown<M: PhysMem>(mut self, mem: &mut M) {
+    /// Free every user page reference and every user page table, and the PML4.
+    pub fn teardown<M: PhysMem>(self, mem: &mut M) {
+        let root = self.retire(mem);
+        mem.table(root)[KERNEL_SLOT] = 0;
+        mem.free_zeroed_table(root);
+    }
+
+    /// Free every user page reference and every user page table but keep the PML4, which may still be loaded
+    /// on this CPU (an exiting process's last thread runs on it until its CPU switches away): returns it, with
+    /// only the kernel's slot left, to be freed once no CPU runs on it (`kmem::free_retired_root`).
+    pub fn retire<M: PhysMem>(mut self, mem: &mut M) -> u64 {
         // One pass: each page table's pages are released before the table is freed (the walk visits a table
         // after everything under it, and never again); the tables come back zeroed, ready for reuse.
         self.aspace.dismantle(mem, USER_SLOTS, &mut |m, _, e| m.release(e & ADDR_MASK), &mut |m, t| m.free_zeroed_table(t));
-        let root = self.aspace.root();
-        mem.table(root)[KERNEL_SLOT] = 0;
-        mem.free_zeroed_table(root);
+        self.aspace.root()
     }
 
     pub fn translate<M: PhysMem>(&self, mem: &mut M, va: u64) -> Option<(u64, PageFlags)> {

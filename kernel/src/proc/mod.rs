@@ -278,8 +278,6 @@ pub fn exit_group(wait_status: i32) {
 fn exit_current(wait_status: i32) {
     let pid = sched::current_pid();
     crate::channel::endpoint::close_all_of(pid);
-    // Run on the kernel's tables before ours are freed.
-    sched::set_current_cr3(0);
     let space = {
         let t = TABLE.lock();
         let Some(p) = t.procs.get(&pid) else { return };
@@ -287,9 +285,14 @@ fn exit_current(wait_status: i32) {
         space
     };
     // Tear down with no lock held (the space is ours alone now), and before the parent can see the zombie, so
-    // a parent that reaps us and counts free frames sees them all back.
+    // a parent that reaps us and counts free frames sees them all back. The root stays loaded until this CPU
+    // switches to the next thread (saving a TLB flush), which frees it.
     if let Some(s) = space {
-        s.teardown(&mut KernelMem);
+        if questv_arch::cpu::read_cr3() == s.root() {
+            sched::retire_root(s.retire(&mut KernelMem));
+        } else {
+            s.teardown(&mut KernelMem);
+        }
     }
     if let Some(lock) = TABLE.lock().procs.get(&pid).map(|p| p.space.clone()) {
         threads::forget_space(&lock);
