@@ -24,7 +24,7 @@ global_asm!(
     .set EFER_BITS, (1 << 8) | (1 << 11)             /* LME | NXE */
     .set KERNEL_BASE, 0xFFFF800000000000             /* paging::KERNEL_BASE */
 
-    .section .multiboot2, "a"
+    .pushsection .multiboot2, "a"
     .balign 8
 mb2_header_start:
     .long MB2_MAGIC
@@ -270,6 +270,7 @@ boot_pd:   .skip 4096 * 4
 boot_stack: .skip 64 * 1024
     .global boot_stack_top
 boot_stack_top:
+    .popsection
 "#,
     options(att_syntax)
 );

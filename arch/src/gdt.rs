@@ -110,7 +110,9 @@ impl CpuTables {
                 cs = in(reg) u64::from(KERNEL_CS),
                 ds = in(reg) KERNEL_DS,
                 tss = in(reg) TSS_SEL,
-                tmp = lateout(reg) _,
+                // Written before `ds` and `tss` are read: an early clobber (`out`), never `lateout`, or it may share
+                // their register.
+                tmp = out(reg) _,
             );
         }
     }

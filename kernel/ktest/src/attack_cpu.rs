@@ -70,6 +70,7 @@ extern "C" {
 // resumes the kernel where it left, with its data segments back.
 core::arch::global_asm!(
     r#"
+    .pushsection .text.questv_ac_enter_user, "ax"
     .global questv_ac_enter_user
 questv_ac_enter_user:
     push rbp
@@ -105,6 +106,7 @@ questv_ac_user_return:
 questv_ac_storm:
     add rsp, 8
     iretq
+    .popsection
 "#,
     user_ds = const gdt::USER_DS,
     user_cs = const gdt::USER_CS,

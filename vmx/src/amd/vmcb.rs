@@ -494,6 +494,7 @@ pub fn guest_state() -> GuestState {
 // r12 24, r11 32, r10 40, r9 48, r8 56, rbp 64, rdi 72, rsi 80, rdx 88, rcx 96, rbx 104, rax 112.
 global_asm!(
     r#"
+    .pushsection .text.questv_svm_run, "ax"
     .global questv_svm_run
 questv_svm_run:
     push %rbp
@@ -559,6 +560,7 @@ questv_svm_run:
     ret
     .global questv_svm_run_end
 questv_svm_run_end:
+    .popsection
 "#,
     options(att_syntax)
 );

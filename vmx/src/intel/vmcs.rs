@@ -319,6 +319,7 @@ unsafe fn write_guest_state(c: &LaunchConfig) -> Result<(), VmxError> {
 // masks), restore the guest's, and resume unless it asks to stop this sandbox.
 global_asm!(
     r#"
+    .pushsection .text.questv_vmexit_entry, "ax"
     .global questv_vmexit_entry
 questv_vmexit_entry:
 "#,
@@ -340,6 +341,7 @@ questv_vmexit_entry:
 2:  cli
     hlt
     jmp 2b
+    .popsection
 "#,
     options(att_syntax)
 );
@@ -647,12 +649,12 @@ pub unsafe fn guest_cpl() -> u8 {
 // MXCSR's power-on value (all exceptions masked, round to nearest), loaded by the exit path and at launch.
 global_asm!(
     r#"
-    .section .rodata
+    .pushsection .rodata.questv_default_mxcsr, "a"
     .balign 4
     .global questv_default_mxcsr
 questv_default_mxcsr:
     .long 0x1F80
-    .text
+    .popsection
 "#,
     options(att_syntax)
 );
