@@ -359,7 +359,10 @@ impl AddressSpace {
             return self.walk(mem, pml4_slots, leaf, table);
         };
         Self::walk_listed(&list, mem, pml4_slots.clone(), true, leaf, table);
-        mem.table(self.root)[pml4_slots.clone()].fill(0);
+        // The root's entries for those slots: the ones that point at a PDPT made here.
+        for t in list.iter().filter(|t| t.level == 2 && pml4_slots.contains(&index(t.base, 3))) {
+            mem.table(self.root)[index(t.base, 3)] = 0;
+        }
         self.tables = Some(list.into_iter().filter(|t| !pml4_slots.contains(&index(t.base, 3))).collect());
     }
 

@@ -58,22 +58,33 @@ pub fn tlb_shootdown(root: u64) {
     // The page-table writes before the loads of LOADED_ROOT: a CPU that publishes `root` after this reads
     // loads CR3 after the writes too, and walks the new tables.
     core::sync::atomic::fence(Ordering::SeqCst);
+    const _: () = assert!(MAX_CPUS <= 64, "the CPUs asked are a u64 bit set");
     let me = percpu::cpu_index();
-    let mut waits = [(0usize, 0u64); MAX_CPUS];
-    let mut n = 0;
+    let mut asked: u64 = 0;
     for c in 0..cpu_count().min(MAX_CPUS as u32) {
         if c != me && is_online(c) && LOADED_ROOT[c as usize].load(Ordering::SeqCst) == root {
-            let ticket = TLB_ASKED[c as usize].fetch_add(1, Ordering::SeqCst) + 1;
-            send_ipi(c, VECTOR_TLB);
-            waits[n] = (c as usize, ticket);
-            n += 1;
+            asked |= 1 << c;
         }
     }
-    for &(c, ticket) in &waits[..n] {
-        while TLB_DONE[c].load(Ordering::Acquire) < ticket {
+    if asked == 0 {
+        // The common case (a process with one thread): nobody else to ask.
+        return;
+    }
+    let mut tickets = [0u64; MAX_CPUS];
+    let mut each = asked;
+    while each != 0 {
+        let c = each.trailing_zeros() as usize;
+        tickets[c] = TLB_ASKED[c].fetch_add(1, Ordering::SeqCst) + 1;
+        send_ipi(c as u32, VECTOR_TLB);
+        each &= each - 1;
+    }
+    while asked != 0 {
+        let c = asked.trailing_zeros() as usize;
+        while TLB_DONE[c].load(Ordering::Acquire) < tickets[c] {
             service_tlb_requests();
             core::hint::spin_loop();
         }
+        asked &= asked - 1;
     }
 }
 

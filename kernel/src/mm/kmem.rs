@@ -4,6 +4,7 @@
 
 use super::frame::{FrameAllocator, FrameError};
 use super::memmap::{self, Area, Region};
+use super::size_class::{class_layout, class_of, CLASSES, CLASS_KEEP, SMALLEST_CLASS};
 use crate::sync::IrqSpinlock;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
@@ -79,7 +80,7 @@ pub fn init(areas: &[Area], keep: &[Region]) -> MemoryInfo {
     *FRAMES.lock() = Some(fa);
     // SAFETY: [heap, heap + heap_bytes) was just taken from the frame allocator, below 4 GiB: the boot tables
     // map it (the heap is used before the kernel's own tables exist), and so do the kernel's.
-    unsafe { HEAP.0.lock().init(phys_to_virt(heap) as *mut u8, heap_bytes as usize) };
+    unsafe { HEAP.0.lock().heap.init(phys_to_virt(heap) as *mut u8, heap_bytes as usize) };
     MemoryInfo { usable_bytes, highest_address: highest, heap_bytes, regions: usable.as_slice().len() }
 }
 
@@ -482,24 +483,62 @@ impl super::uspace::PhysMem for KernelMem {
     }
 }
 
-/// The global allocator: linked_list_allocator's heap behind an interrupt-safe lock (the scheduler frees
-/// dead threads' stacks from interrupt context).
-pub struct KernelHeap(IrqSpinlock<linked_list_allocator::Heap>);
+/// The heap and, in front of it, small freed blocks by size class: a block of a class is handed out again
+/// from its list without a search (linked_list_allocator's first fit walks every hole before a fit, and a
+/// fork allocates and frees a few dozen small blocks: map nodes, boxes, vectors).
+struct Heap {
+    heap: linked_list_allocator::Heap,
+    /// Each class's freed blocks, linked through their first word (0: none).
+    free: [usize; CLASSES],
+    kept: [usize; CLASSES],
+}
+
+/// The global allocator: linked_list_allocator's heap with size classes in front, behind an interrupt-safe
+/// lock (the scheduler frees dead threads' stacks from interrupt context).
+pub struct KernelHeap(IrqSpinlock<Heap>);
 
 #[global_allocator]
-static HEAP: KernelHeap = KernelHeap(IrqSpinlock::new(linked_list_allocator::Heap::empty()));
+static HEAP: KernelHeap = KernelHeap(IrqSpinlock::new(Heap { heap: linked_list_allocator::Heap::empty(), free: [0; CLASSES], kept: [0; CLASSES] }));
 
-// SAFETY: allocation is serialised by the lock; the heap hands out disjoint blocks.
+// SAFETY: allocation is serialised by the lock; the heap hands out disjoint blocks, and a block on a class list
+// belongs to no one else until it is handed out again.
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.0.lock().allocate_first_fit(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr())
+        let mut h = self.0.lock();
+        let Some(c) = class_of(layout) else {
+            return h.heap.allocate_first_fit(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr());
+        };
+        let head = h.free[c];
+        if head != 0 {
+            // SAFETY: `head` is a freed block of this class (at least 16 bytes, 16-aligned) whose first word
+            // links the next one.
+            h.free[c] = unsafe { *(head as *const usize) };
+            h.kept[c] -= 1;
+            return head as *mut u8;
+        }
+        h.heap.allocate_first_fit(class_layout(c)).map_or(core::ptr::null_mut(), |p| p.as_ptr())
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: GlobalAlloc contract: ptr came from alloc with this layout.
-        unsafe { self.0.lock().deallocate(NonNull::new_unchecked(ptr), layout) }
+        let mut h = self.0.lock();
+        match class_of(layout) {
+            Some(c) if h.kept[c] < CLASS_KEEP => {
+                // SAFETY: the block was allocated for this class (so it is `class_layout(c)` big and 16-aligned)
+                // and is ours again: its first word can hold the list link.
+                unsafe { *(ptr as *mut usize) = h.free[c] };
+                h.free[c] = ptr as usize;
+                h.kept[c] += 1;
+            }
+            // SAFETY: GlobalAlloc contract: ptr came from alloc with this layout (a small one with its class's).
+            Some(c) => unsafe { h.heap.deallocate(NonNull::new_unchecked(ptr), class_layout(c)) },
+            // SAFETY: as above.
+            None => unsafe { h.heap.deallocate(NonNull::new_unchecked(ptr), layout) },
+        }
     }
 }
 
+/// Free heap bytes, the blocks kept by the size classes included.
 pub fn heap_free_bytes() -> usize {
-    HEAP.0.lock().free()
+    let h = HEAP.0.lock();
+    h.heap.free() + (0..CLASSES).map(|c| h.kept[c] * (SMALLEST_CLASS << c)).sum::<usize>()
 }
+

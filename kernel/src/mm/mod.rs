@@ -2,6 +2,7 @@
 //! heap and page tables in the image build.
 pub mod frame;
 pub mod memmap;
+pub mod size_class;
 pub mod uspace;
 pub mod vma;
 #[cfg(feature = "image")]
