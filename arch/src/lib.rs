@@ -26,3 +26,5 @@ pub mod boot;
 pub mod rt;
 #[cfg(feature = "bare")]
 pub mod trap;
+#[cfg(feature = "bare")]
+pub mod uaccess;

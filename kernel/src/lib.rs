@@ -46,3 +46,5 @@ pub mod ramdisk;
 pub mod sandbox;
 #[cfg(feature = "image")]
 pub mod syscall;
+#[cfg(feature = "image")]
+pub mod user;

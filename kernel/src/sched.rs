@@ -91,10 +91,13 @@ static SCHED: [IrqSpinlock<Option<CpuSched>>; MAX_CPUS] = [const { IrqSpinlock::
 /// under that lock, read by the CPU itself without it): every system call asks for its pid, and every return
 /// to user mode for the flag, so neither takes the scheduler's lock.
 static RUNNING_IDS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Each CPU's running thread's scheduler id, mirrored the same way (never reused: a key for per-thread caches).
+static RUNNING_THREAD: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static RUNNING_ATTENTION: [core::sync::atomic::AtomicBool; MAX_CPUS] = [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
 
 fn mirror_running(cpu: usize, t: &Thread) {
     RUNNING_IDS[cpu].store(u64::from(t.tid) << 32 | u64::from(t.pid), Ordering::Relaxed);
+    RUNNING_THREAD[cpu].store(t.id, Ordering::Relaxed);
     RUNNING_ATTENTION[cpu].store(t.attention, Ordering::Release);
 }
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -107,12 +110,12 @@ pub enum Reason {
     Reschedule,
 }
 
-fn thread_with(name: &'static str, frame: TrapFrame, stack: Option<Box<[u8]>>, pid: u32, cr3: u64) -> Box<Thread> {
+fn thread_with(name: &'static str, frame: Box<TrapFrame>, stack: Option<Box<[u8]>>, pid: u32, cr3: u64) -> Box<Thread> {
     let kstack_top = stack.as_ref().map_or(0, |s| (s.as_ptr() as u64 + s.len() as u64) & !0xF);
     Box::new(Thread {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         name,
-        frame: Box::new(frame),
+        frame,
         state: State::Runnable,
         _stack: stack,
         pid,
@@ -135,7 +138,7 @@ fn thread_with(name: &'static str, frame: TrapFrame, stack: Option<Box<[u8]>>, p
 fn new_thread(name: &'static str, entry: extern "C" fn(u64) -> !, arg: u64) -> Box<Thread> {
     let stack = alloc::vec![0u8; KERNEL_STACK_SIZE].into_boxed_slice();
     let top = stack.as_ptr() as u64 + KERNEL_STACK_SIZE as u64;
-    thread_with(name, TrapFrame::new_kernel_thread(entry as usize as u64, arg, top), Some(stack), 0, 0)
+    thread_with(name, Box::new(TrapFrame::new_kernel_thread(entry as usize as u64, arg, top)), Some(stack), 0, 0)
 }
 
 /// Kernel stack of a user thread (syscalls run on it).
@@ -148,7 +151,7 @@ static SPARE_KSTACKS: IrqSpinlock<Vec<Box<[u8]>>> = IrqSpinlock::new(Vec::new())
 /// A thread for process `pid` that starts in user mode with `frame` in address space `cr3`. Fails (instead of
 /// aborting) when the kernel heap cannot hold its kernel stack.
 /// It runs on the creating thread's VCPU (a forked child stays on its parent's).
-pub fn new_user_thread(name: &'static str, frame: TrapFrame, pid: u32, cr3: u64) -> Option<Box<Thread>> {
+pub fn new_user_thread(name: &'static str, frame: Box<TrapFrame>, pid: u32, cr3: u64) -> Option<Box<Thread>> {
     // A dead user thread's kernel stack if there is one (nothing needs a stack zeroed), else a new one.
     let stack = match SPARE_KSTACKS.lock().pop() {
         Some(s) => s,
@@ -306,7 +309,7 @@ pub fn set_current_tid(tid: u32) {
 }
 
 pub fn current_id() -> u64 {
-    with_current(|t| t.id)
+    RUNNING_THREAD[percpu::cpu_index() as usize].load(Ordering::Relaxed)
 }
 
 /// The running thread's user thread-pointer bases (FS, GS).
@@ -485,7 +488,7 @@ extern "C" fn idle_loop(_: u64) -> ! {
 pub fn init_cpu() {
     let cpu = percpu::cpu_index() as usize;
     // The frame is filled in at the first switch away from it.
-    let boot = thread_with("boot", TrapFrame::new_kernel_thread(0, 0, 0), None, 0, 0);
+    let boot = thread_with("boot", Box::new(TrapFrame::new_kernel_thread(0, 0, 0)), None, 0, 0);
     let mut vcpus = VcpuSet::new(TRACE_EVENTS);
     let default = Params { class: Class::Main, budget: DEFAULT_VCPU_BUDGET_US, period: DEFAULT_VCPU_PERIOD_US };
     let id = vcpus.create(default).expect("the default VCPU fits an empty core");

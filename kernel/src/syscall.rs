@@ -234,10 +234,9 @@ fn vcpu_info(id: u64, buf: u64) -> i64 {
 /// Copy a structure of 64-bit words (the layout the C and Rust APIs declare) to user memory: 0 or -errno.
 fn copy_words_to_user(buf: u64, words: &[u64]) -> i64 {
     let b: alloc::vec::Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    match proc::with_space(|s, m| s.copy_to_user(m, buf, &b)) {
-        Some(Ok(())) => 0,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
+    match crate::user::write(buf, &b) {
+        Ok(()) => 0,
+        Err(e) => e,
     }
 }
 
@@ -250,10 +249,8 @@ fn state_save(buf: u64, len: u64) -> i64 {
         return -EINVAL;
     }
     let mut data = alloc::vec![0u8; len as usize];
-    match proc::with_space(|s, m| s.copy_from_user(m, buf, &mut data)) {
-        Some(Ok(())) => {}
-        Some(Err(e)) => return e.into(),
-        None => return -ESRCH,
+    if let Err(e) = crate::user::read(buf, &mut data) {
+        return e;
     }
     if crate::sandbox::id().is_some() {
         crate::sandbox::checkpoint(questv_abi::hypercall::SLOT_USER, &data).map_or_else(|e| e, |()| 0)
@@ -278,10 +275,9 @@ fn state_load(buf: u64, len: u64) -> i64 {
         SMP_STATE.lock().clone()
     };
     let n = kept.len().min(len.min(MAX_IO) as usize);
-    match proc::with_space(|s, m| s.copy_to_user(m, buf, &kept[..n])) {
-        Some(Ok(())) => kept.len() as i64,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
+    match crate::user::write(buf, &kept[..n]) {
+        Ok(()) => kept.len() as i64,
+        Err(e) => e,
     }
 }
 
@@ -303,10 +299,9 @@ fn vcpu_trace(buf: u64, len: u64) -> i64 {
     if n < csv.len() {
         n = csv.as_bytes()[..n].iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1);
     }
-    match proc::with_space(|s, m| s.copy_to_user(m, buf, &csv.as_bytes()[..n])) {
-        Some(Ok(())) => n as i64,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
+    match crate::user::write(buf, &csv.as_bytes()[..n]) {
+        Ok(()) => n as i64,
+        Err(e) => e,
     }
 }
 
@@ -316,8 +311,8 @@ fn write(fd: u64, buf: u64, len: u64) -> i64 {
     }
     let len = len.min(MAX_IO);
     let mut data = vec![0u8; len as usize];
-    if let Some(Err(e)) = proc::with_space(|s, m| s.copy_from_user(m, buf, &mut data)) {
-        return e.into();
+    if let Err(e) = crate::user::read(buf, &mut data) {
+        return e;
     }
     console::write_bytes(&data);
     len as i64
@@ -331,8 +326,8 @@ fn read(fd: u64, buf: u64, len: u64) -> i64 {
         return 0;
     }
     // Check the buffer before waiting for input.
-    if let Some(Err(e)) = proc::with_space(|s, m| s.copy_to_user(m, buf, &[0])) {
-        return e.into();
+    if let Err(e) = crate::user::write(buf, &[0]) {
+        return e;
     }
     let mut got = vec![];
     while got.len() < len.min(MAX_IO) as usize {
@@ -347,10 +342,9 @@ fn read(fd: u64, buf: u64, len: u64) -> i64 {
             None => break,
         }
     }
-    match proc::with_space(|s, m| s.copy_to_user(m, buf, &got)) {
-        Some(Ok(())) => got.len() as i64,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
+    match crate::user::write(buf, &got) {
+        Ok(()) => got.len() as i64,
+        Err(e) => e,
     }
 }
 
@@ -372,10 +366,8 @@ fn vectored(fd: u64, iov: u64, count: u64, writing: bool) -> i64 {
         return -EINVAL;
     }
     let mut raw = vec![0u8; count as usize * 16];
-    match proc::with_space(|s, m| s.copy_from_user(m, iov, &mut raw)) {
-        Some(Ok(())) => {}
-        Some(Err(e)) => return e.into(),
-        None => return -ESRCH,
+    if let Err(e) = crate::user::read(iov, &mut raw) {
+        return e;
     }
     let pieces = match crate::linux_abi::parse_iovecs(&raw) {
         Ok(p) => p,
@@ -418,18 +410,16 @@ fn ioctl(fd: u64, request: u64, arg: u64) -> i64 {
         TCSETS | TCSETSW | TCSETSF | TIOCSWINSZ => {
             // The serial console has no modes to change; the argument must still be readable.
             let mut b = [0u8; 8];
-            return match proc::with_space(|s, m| s.copy_from_user(m, arg, &mut b)) {
-                Some(Ok(())) => 0,
-                Some(Err(e)) => e.into(),
-                None => -ESRCH,
+            return match crate::user::read(arg, &mut b) {
+                Ok(()) => 0,
+                Err(e) => e,
             };
         }
         _ => return -ENOTTY,
     };
-    match proc::with_space(|s, m| s.copy_to_user(m, arg, &reply)) {
-        Some(Ok(())) => 0,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
+    match crate::user::write(arg, &reply) {
+        Ok(()) => 0,
+        Err(e) => e,
     }
 }
 
@@ -445,10 +435,9 @@ fn getrandom(buf: u64, len: u64, flags: u64) -> i64 {
         let r = proc::random_bytes();
         chunk.copy_from_slice(&r[..chunk.len()]);
     }
-    match proc::with_space(|s, m| s.copy_to_user(m, buf, &bytes)) {
-        Some(Ok(())) => len as i64,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
+    match crate::user::write(buf, &bytes) {
+        Ok(()) => len as i64,
+        Err(e) => e,
     }
 }
 
@@ -458,10 +447,9 @@ fn sysinfo(buf: u64) -> i64 {
     let free = crate::mm::kmem::free_frames() * PAGE_SIZE;
     let total = crate::mm::kmem::usable_bytes().max(free);
     let b = crate::linux_abi::sysinfo(uptime, total, free, proc::process_count() as u16);
-    match proc::with_space(|s, m| s.copy_to_user(m, buf, &b)) {
-        Some(Ok(())) => 0,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
+    match crate::user::write(buf, &b) {
+        Ok(()) => 0,
+        Err(e) => e,
     }
 }
 
@@ -475,10 +463,8 @@ fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> i64 {
     let Some(now) = crate::linux_abi::rlimit(resource, crate::mm::uspace::STACK_MAX, proc::MAX_PROCS as u64) else { return -EINVAL };
     if new != 0 {
         let mut b = [0u8; 16];
-        match proc::with_space(|s, m| s.copy_from_user(m, new, &mut b)) {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return e.into(),
-            None => return -ESRCH,
+        if let Err(e) = crate::user::read(new, &mut b) {
+            return e;
         }
         let (soft, hard) = (u64::from_le_bytes(b[..8].try_into().unwrap()), u64::from_le_bytes(b[8..].try_into().unwrap()));
         if soft > hard {
@@ -495,10 +481,9 @@ fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> i64 {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&now.0.to_le_bytes());
     b[8..].copy_from_slice(&now.1.to_le_bytes());
-    match proc::with_space(|s, m| s.copy_to_user(m, old, &b)) {
-        Some(Ok(())) => 0,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
+    match crate::user::write(old, &b) {
+        Ok(()) => 0,
+        Err(e) => e,
     }
 }
 
@@ -509,10 +494,9 @@ fn fstat(fd: u64, buf: u64) -> i64 {
     if fd > 2 {
         return -EBADF;
     }
-    match proc::with_space(|s, m| s.copy_to_user(m, buf, &crate::linux_abi::Stat::console().to_bytes())) {
-        Some(Ok(())) => 0,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
+    match crate::user::write(buf, &crate::linux_abi::Stat::console().to_bytes()) {
+        Ok(()) => 0,
+        Err(e) => e,
     }
 }
 
@@ -567,10 +551,9 @@ fn stat_path(path: u64, _buf: u64) -> i64 {
 fn uname(buf: u64) -> i64 {
     let version = if crate::sandbox::id().is_some() { "#1 questv (sandbox)" } else { "#1 questv (smp)" };
     let u = crate::linux_abi::utsname(["Linux", "questv", "6.1.0-questv", version, "x86_64", "(none)"]);
-    match proc::with_space(|s, m| s.copy_to_user(m, buf, &u)) {
-        Some(Ok(())) => 0,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
+    match crate::user::write(buf, &u) {
+        Ok(()) => 0,
+        Err(e) => e,
     }
 }
 
@@ -593,10 +576,9 @@ fn arch_prctl(code: u64, addr: u64) -> i64 {
         ARCH_GET_FS | ARCH_GET_GS => {
             let (fs, gs) = sched::user_tls();
             let v = if code == ARCH_GET_FS { fs } else { gs };
-            match proc::with_space(|s, m| s.copy_to_user(m, addr, &v.to_le_bytes())) {
-                Some(Ok(())) => 0,
-                Some(Err(e)) => e.into(),
-                None => -ESRCH,
+            match crate::user::write(addr, &v.to_le_bytes()) {
+                Ok(()) => 0,
+                Err(e) => e,
             }
         }
         _ => -EINVAL,
@@ -749,10 +731,9 @@ fn put_timespec(ts: u64, ns: u64) -> i64 {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&((ns / 1_000_000_000) as i64).to_le_bytes());
     b[8..].copy_from_slice(&((ns % 1_000_000_000) as i64).to_le_bytes());
-    match proc::with_space(|s, m| s.copy_to_user(m, ts, &b)) {
-        Some(Ok(())) => 0,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
+    match crate::user::write(ts, &b) {
+        Ok(()) => 0,
+        Err(e) => e,
     }
 }
 
@@ -782,10 +763,8 @@ fn gettimeofday(tv: u64, tz: u64) -> i64 {
         if addr == 0 {
             continue;
         }
-        match proc::with_space(|s, m| s.copy_to_user(m, addr, bytes)) {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return e.into(),
-            None => return -ESRCH,
+        if let Err(e) = crate::user::write(addr, bytes) {
+            return e;
         }
     }
     0
@@ -795,8 +774,8 @@ fn gettimeofday(tv: u64, tz: u64) -> i64 {
 fn time(at: u64) -> i64 {
     let secs = (clock_ns(0).unwrap_or(0) / 1_000_000_000) as i64;
     if at != 0 {
-        if let Some(Err(e)) = proc::with_space(|s, m| s.copy_to_user(m, at, &secs.to_le_bytes())) {
-            return e.into();
+        if let Err(e) = crate::user::write(at, &secs.to_le_bytes()) {
+            return e;
         }
     }
     secs
@@ -811,10 +790,8 @@ fn set_affinity(pid: u64, size: u64, mask_addr: u64) -> i64 {
         return -EINVAL;
     }
     let mut b = [0u8; 8];
-    match proc::with_space(|s, m| s.copy_from_user(m, mask_addr, &mut b)) {
-        Some(Ok(())) => {}
-        Some(Err(e)) => return e.into(),
-        None => return -ESRCH,
+    if let Err(e) = crate::user::read(mask_addr, &mut b) {
+        return e;
     }
     let mask = u64::from_le_bytes(b);
     let Some(target) = (0..smp::cpu_count().min(64)).find(|&c| mask & (1 << c) != 0 && smp::is_online(c)) else {
@@ -832,10 +809,8 @@ fn set_affinity(pid: u64, size: u64, mask_addr: u64) -> i64 {
 /// getresuid(2) / getresgid(2): real, effective and saved ids, all 0 (one user).
 fn getres_ids(r: u64, e: u64, saved: u64) -> i64 {
     for addr in [r, e, saved] {
-        match proc::with_space(|s, m| s.copy_to_user(m, addr, &0u32.to_le_bytes())) {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return e.into(),
-            None => return -ESRCH,
+        if let Err(e) = crate::user::write(addr, &0u32.to_le_bytes()) {
+            return e;
         }
     }
     0
@@ -857,10 +832,9 @@ fn get_affinity(pid: u64, size: u64, mask_addr: u64) -> i64 {
     } else {
         (0..smp::cpu_count().min(64)).filter(|&c| smp::is_online(c)).fold(0u64, |m, c| m | 1 << c)
     };
-    match proc::with_space(|s, m| s.copy_to_user(m, mask_addr, &mask.to_le_bytes())) {
-        Some(Ok(())) => 8,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
+    match crate::user::write(mask_addr, &mask.to_le_bytes()) {
+        Ok(()) => 8,
+        Err(e) => e,
     }
 }
 
@@ -869,10 +843,9 @@ fn getcpu(cpu_addr: u64) -> i64 {
         return 0;
     }
     let c = percpu::cpu_index();
-    match proc::with_space(|s, m| s.copy_to_user(m, cpu_addr, &c.to_le_bytes())) {
-        Some(Ok(())) => 0,
-        Some(Err(e)) => e.into(),
-        None => -ESRCH,
+    match crate::user::write(cpu_addr, &c.to_le_bytes()) {
+        Ok(()) => 0,
+        Err(e) => e,
     }
 }
 

@@ -188,8 +188,8 @@ impl UserSpace {
         child.brk_start = self.brk_start;
         child.brk = self.brk;
         child.vmas = self.vmas.clone();
-        // One pass over the parent's page tables, each copied into one of the child's. The area of the last
-        // leaf is kept: consecutive leaves are mostly in one area.
+        // One pass over the parent's page tables, each copied into one of the child's. The area (or the gap
+        // between areas) of the last leaf is kept: consecutive leaves are mostly in one.
         let mut area: Option<(u64, u64, bool)> = None;
         // The pages made read-only here (up to the number worth flushing one by one).
         let mut downgraded = [0u64; 32];
@@ -200,9 +200,10 @@ impl UserSpace {
             let shared = match area {
                 Some((start, end, shared)) if (start..end).contains(&va) => shared,
                 _ => {
-                    let found = self.vmas.find(va).map(|v| (v.start, v.end, v.kind == Kind::Shared));
-                    area = found;
-                    found.is_some_and(|f| f.2)
+                    let (start, end, found) = self.vmas.area_or_gap(va);
+                    let shared = found.is_some_and(|v| v.kind == Kind::Shared);
+                    area = Some((start, end, shared));
+                    shared
                 }
             };
             // Shared memory stays shared (same page, same rights); everything else writable becomes COW.

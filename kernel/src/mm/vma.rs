@@ -101,6 +101,21 @@ impl VmaMap {
         self.areas.range(..=addr).next_back().map(|(_, v)| v).filter(|v| addr < v.end)
     }
 
+    /// The area holding `addr`, or else the gap it lies in: `(start, end, area)` with `addr` in `[start, end)`
+    /// and every address of that range in the same area (or in none). A walk in address order asks again
+    /// only once it leaves the range.
+    pub fn area_or_gap(&self, addr: u64) -> (u64, u64, Option<&Vma>) {
+        let before = self.areas.range(..=addr).next_back().map(|(_, v)| v);
+        match before {
+            Some(v) if addr < v.end => (v.start, v.end, Some(v)),
+            _ => {
+                let start = before.map_or(0, |v| v.end);
+                let end = self.areas.range(addr..).next().map_or(u64::MAX, |(&s, _)| s);
+                (start, end, None)
+            }
+        }
+    }
+
     /// Whether no area overlaps [start, end).
     pub fn is_free(&self, start: u64, end: u64) -> bool {
         let before = self.areas.range(..end).next_back().map(|(_, v)| v);
@@ -260,6 +275,26 @@ impl VmaMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn area_or_gap_covers_the_address_and_nothing_else() {
+        let mut m = VmaMap::new(0x1_0000, 0x8000_0000_0000, 0x7000_0000_0000);
+        m.map(0x40_0000, 0x2000, PROT_READ, Kind::Image).unwrap();
+        m.map(0x50_0000, 0x1000, PROT_READ | PROT_WRITE, Kind::Shared).unwrap();
+        assert_eq!(m.area_or_gap(0x40_1fff).0..m.area_or_gap(0x40_1fff).1, 0x40_0000..0x40_2000);
+        assert_eq!(m.area_or_gap(0x40_1fff).2.map(|v| v.kind), Some(Kind::Image));
+        let (s, e, a) = m.area_or_gap(0x40_2000);
+        assert_eq!((s, e, a.is_none()), (0x40_2000, 0x50_0000, true));
+        let (s, e, a) = m.area_or_gap(0x10);
+        assert_eq!((s, e, a.is_none()), (0, 0x40_0000, true));
+        let (s, e, a) = m.area_or_gap(0x7fff_0000_0000);
+        assert_eq!((s, e, a.is_none()), (0x50_1000, u64::MAX, true));
+        for addr in (0..0x60_0000).step_by(0x800) {
+            let (s, e, a) = m.area_or_gap(addr);
+            assert!(s <= addr && addr < e);
+            assert_eq!(a.copied(), m.find(addr).copied());
+        }
+    }
 
     const LO: u64 = 0x10000;
     const HI: u64 = 0x7fff_ffff_f000;

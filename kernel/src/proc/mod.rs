@@ -12,6 +12,7 @@ use crate::mm::uspace::{PhysMem, UserSpace, STACK_TOP};
 use crate::sched;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use questv_arch::paging::{PageFlags, TableMemory, PAGE_SIZE};
 use questv_arch::trap::TrapFrame;
@@ -168,7 +169,7 @@ pub fn start_init(argv: Vec<String>) -> Result<(), &'static str> {
     let (space, entry, sp, argv_addr) = load_program(bytes, &argv, &[]).map_err(|_| "cannot load init")?;
     let mut t = TABLE.lock();
     let pid = alloc_pid(&mut t, None).ok_or("process table full")?;
-    let thread = sched::new_user_thread("init", user_frame(entry, sp, argv.len(), argv_addr), pid, space.root())
+    let thread = sched::new_user_thread("init", Box::new(user_frame(entry, sp, argv.len(), argv_addr)), pid, space.root())
         .ok_or("out of memory for init's kernel stack")?;
     t.procs.insert(pid, Process::new(pid, 0, "init", space_lock(space), thread.id, pid, pid, crate::signal::SignalState::new(pid)));
     drop(t);
@@ -225,7 +226,8 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
             s.teardown(&mut KernelMem);
         }
     };
-    let mut child_frame = *frame;
+    // Made once, on the heap, where the thread keeps it.
+    let mut child_frame = Box::new(*frame);
     child_frame.gprs.rax = 0;
     if let Some(sp) = opts.stack {
         child_frame.rsp = sp;
@@ -649,6 +651,18 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64, envp_addr: u64) 
 /// Returns false for kernel-mode exceptions (fatal, handled by the caller).
 pub fn user_exception(frame: &mut TrapFrame) -> bool {
     if !frame.from_user() {
+        if let Some(failed) = (frame.vector == 14).then(|| questv_arch::uaccess::fixup(frame.rip)).flatten() {
+            // A system call copying to or from user memory touched a page that is not there yet (or is shared
+            // copy-on-write): resolve it as the program's own access would be, or fail the copy (EFAULT).
+            let (cr2, write) = (cpu::read_cr2(), frame.error_code & 2 != 0);
+            if with_space(|s, m| s.handle_fault(m, cr2, write)) == Some(crate::mm::uspace::FaultOutcome::Resolved) {
+                // SAFETY: cr2 is a canonical user address (the fault was resolved for it).
+                unsafe { cpu::invlpg(cr2) };
+            } else {
+                frame.rip = failed;
+            }
+            return true;
+        }
         return crate::hooks::kernel_exception(frame);
     }
     let cr2 = cpu::read_cr2();

@@ -32,22 +32,7 @@ pub const NO_RESTART: u64 = u64::MAX;
 /// one is due.
 static NEXT_TIMER: AtomicU64 = AtomicU64::new(u64::MAX);
 
-fn read_user<const N: usize>(addr: u64) -> Result<[u8; N], i64> {
-    let mut b = [0u8; N];
-    match with_space(|s, m| s.copy_from_user(m, addr, &mut b)) {
-        Some(Ok(())) => Ok(b),
-        Some(Err(e)) => Err(e.into()),
-        None => Err(-ESRCH),
-    }
-}
-
-fn write_user(addr: u64, data: &[u8]) -> Result<(), i64> {
-    match with_space(|s, m| s.copy_to_user(m, addr, data)) {
-        Some(Ok(())) => Ok(()),
-        Some(Err(e)) => Err(e.into()),
-        None => Err(-ESRCH),
-    }
-}
+use crate::user::{read_array as read_user, write as write_user};
 
 fn sigset_size_ok(size: u64) -> Result<(), i64> {
     if size == 8 {

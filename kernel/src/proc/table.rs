@@ -9,6 +9,7 @@ use crate::sched;
 use crate::sync::IrqSpinlock;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
+use questv_arch::percpu::{self, MAX_CPUS};
 use questv_libc_shim::errno::*;
 
 pub const MAX_PROCS: usize = 1024;
@@ -135,10 +136,25 @@ pub(super) fn release_tid(t: &mut Table, tid: u32) {
     t.tids.remove(&tid);
 }
 
+/// Each CPU's last answer of [`current_space`], keyed by the scheduler id of the thread it was for. A
+/// thread's process keeps one space lock for good (exec replaces what is inside it) and scheduler ids are never
+/// reused, so an entry cannot go stale: every system call that touches user memory asks, and most then skip
+/// the table.
+static SPACE_CACHE: [IrqSpinlock<Option<(u64, SpaceLock)>>; MAX_CPUS] = [const { IrqSpinlock::new(None) }; MAX_CPUS];
+
 /// The calling process's address-space lock (the table lock is held only to look it up).
 pub(super) fn current_space() -> Option<SpaceLock> {
+    let (cpu, thread) = (percpu::cpu_index() as usize, sched::current_id());
+    if let Some((_, space)) = SPACE_CACHE[cpu].lock().as_ref().filter(|(id, _)| *id == thread) {
+        return Some(space.clone());
+    }
     let pid = sched::current_pid();
-    TABLE.lock().procs.get(&pid).map(|p| p.space.clone())
+    let space = TABLE.lock().procs.get(&pid).map(|p| p.space.clone())?;
+    // The entry it replaces may hold the last reference to an ended process's (empty) space lock: dropped
+    // after the cache's lock is released.
+    let old = SPACE_CACHE[cpu].lock().replace((thread, space.clone()));
+    drop(old);
+    Some(space)
 }
 
 /// Does process `pid` exist (running or a zombie)?

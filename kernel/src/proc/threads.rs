@@ -17,6 +17,7 @@ use crate::futex::{self, Key, Queue};
 use crate::sched;
 use crate::signal::{SigInfo, SIGKILL};
 use crate::sync::IrqSpinlock;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use questv_arch::trap::TrapFrame;
 use questv_arch::cpu;
@@ -36,7 +37,8 @@ pub fn spawn_thread(frame: &TrapFrame, stack: Option<u64>, tls: Option<u64>, par
         let Some(tid) = alloc_pid(&mut t, Some(pid)) else { return -EAGAIN };
         (tid, root)
     };
-    let mut child_frame = *frame;
+    // Made once, on the heap, where the thread keeps it.
+    let mut child_frame = Box::new(*frame);
     child_frame.gprs.rax = 0;
     if let Some(sp) = stack {
         child_frame.rsp = sp;
