@@ -221,10 +221,12 @@ pub fn rt_sigprocmask(how: u64, set: u64, oset: u64, size: u64) -> i64 {
         sigset_size_ok(size)?;
         let new = if set != 0 { Some(u64::from_le_bytes(read_user::<8>(set)?)) } else { None };
         let old = with_me(|p, tid| {
-            let old = p.sig.blocked(tid);
-            if let Some(new) = new {
-                p.sig.change_mask(tid, how, new)?;
-                recheck(p, tid);
+            let Some(new) = new else { return Ok(p.sig.blocked(tid)) };
+            let old = p.sig.change_mask(tid, how, new)?;
+            // A signal the new mask lets through is delivered on the way out (nothing pending: the usual case).
+            let pending = p.sig.pending_set(tid);
+            if pending != 0 && pending & !p.sig.blocked(tid) != 0 {
+                sched::set_attention();
             }
             Ok::<u64, i64>(old)
         })??;
