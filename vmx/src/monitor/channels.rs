@@ -104,11 +104,16 @@ fn free_memory(chans: &ChannelTable, r: Release, base: u64) {
     FREE_MEMORY.lock().push(base);
 }
 
+/// Run `f` with the channel table locked: a notification checked and sent inside cannot cross a close (which
+/// takes the same lock), so none reaches an end after its close returned.
+pub(super) fn with_channels<R>(f: impl FnOnce(&ChannelTable) -> R) -> R {
+    f(&CHANNELS.lock())
+}
+
 /// May `from` notify the sandbox on the core with APIC id `apic` over a channel (`both_open`: opened by both
-/// ends; else: requested by either)?
-pub(super) fn has_channel_to_apic(from: u32, apic: u32, both_open: bool) -> bool {
+/// ends; else: requested by either)? `chans` is the locked table ([`with_channels`]).
+pub(super) fn has_channel_to_apic(chans: &ChannelTable, from: u32, apic: u32, both_open: bool) -> bool {
     let Some(to) = (0..sandboxes()).find(|&b| smp::apic_id(b) == apic) else { return false };
-    let chans = CHANNELS.lock();
     if both_open {
         chans.may_notify(from, to)
     } else {

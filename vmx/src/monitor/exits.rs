@@ -2,7 +2,7 @@
 //! accesses, IPIs checked against the channel policy, CPUID, faults and the watchdog (`faults`). The backend
 //! has already translated the exit into `crate::exit::Exit`; nothing here depends on VMX or SVM.
 
-use super::channels::{has_channel_to_apic, notification_due};
+use super::channels::{has_channel_to_apic, notification_due, with_channels};
 use super::console::refuse;
 use super::faults::{exit_finished, exit_started, stop, take_relaunch, watchdog_expired};
 use super::hypercalls::hypercall;
@@ -62,13 +62,14 @@ enum IpiOutcome {
 /// Check an ICR value (x2APIC layout) against the IPI rules and send it from this core if allowed.
 fn checked_ipi(sandbox: u32, icr: u64) -> IpiOutcome {
     let own = smp::apic_id(sandbox);
-    match policy::check_icr(icr, own, hc::CHANNEL_NOTIFY_VECTOR, |apic| has_channel_to_apic(sandbox, apic, true)) {
+    // Checked and sent under the channel table's lock: a close on another core waits for a send in progress.
+    with_channels(|chans| match policy::check_icr(icr, own, hc::CHANNEL_NOTIFY_VECTOR, |apic| has_channel_to_apic(chans, sandbox, apic, true)) {
         Ok(ipi) if ipi.dest_apic != own && !notification_due(sandbox, ipi.dest_apic) => IpiOutcome::Coalesced,
         Ok(ipi) => {
             lapic::send_ipi(ipi.dest_apic, ipi.vector);
             IpiOutcome::Sent
         }
-        Err(why @ policy::IcrRefusal::Destination(apic)) if has_channel_to_apic(sandbox, apic, false) => {
+        Err(why @ policy::IcrRefusal::Destination(apic)) if has_channel_to_apic(chans, sandbox, apic, false) => {
             refuse(sandbox, RefusalKind::Icr, why.code());
             IpiOutcome::Dropped
         }
@@ -76,7 +77,7 @@ fn checked_ipi(sandbox: u32, icr: u64) -> IpiOutcome {
             refuse(sandbox, RefusalKind::Icr, why.code());
             IpiOutcome::Refused
         }
-    }
+    })
 }
 
 fn msr_access(sandbox: u32, regs: &mut GuestRegs, write: bool) -> bool {
