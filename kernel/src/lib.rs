@@ -9,6 +9,8 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod elf;
+pub mod entropy;
+pub mod fs;
 pub mod futex;
 pub mod linux_abi;
 pub mod signal;

@@ -4,13 +4,15 @@
 //! Handlers run with interrupts off and yield explicitly when they wait.
 
 use crate::proc::{self, errno::*};
-use crate::{console, sched, smp};
+use crate::{sched, smp};
 use alloc::vec;
 use questv_arch::paging::PAGE_SIZE;
 use questv_arch::trap::TrapFrame;
 use questv_arch::{cpu, percpu};
 
 use crate::channel::endpoint as chan;
+use crate::fs::files::{O_CREAT, O_TRUNC, O_WRONLY};
+use crate::fs::sys as fs;
 use questv_libc_shim::nr;
 
 const MAX_IO: u64 = 1 << 20;
@@ -73,8 +75,11 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::SETSID => proc::setsid(),
         nr::GETSID => proc::getsid(a0 & 0xFFFF_FFFF),
         nr::CLOCK_NANOSLEEP => clock_nanosleep(a0, a1, a2, a3),
-        nr::READ => read(a0, a1, a2),
-        nr::WRITE => write(a0, a1, a2),
+        nr::READ => with_fs(|f| fs::read(f, a0 as i32 as i64, a1, a2)),
+        nr::WRITE => {
+            let r = with_fs(|f| fs::write(f, a0 as i32 as i64, a1, a2));
+            broken_pipe(r)
+        }
         nr::MMAP => mmap(a0, a1, a2, a3, frame.gprs.r8, frame.gprs.r9),
         nr::MPROTECT => mprotect(a0, a1, a2),
         nr::MADVISE => madvise(a0, a1, a2),
@@ -141,10 +146,58 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::STATE_LOAD => state_load(a0, a1),
         nr::INCARNATION => i64::from(crate::sandbox::incarnation()),
         nr::ARCH_PRCTL => arch_prctl(a0, a1),
-        nr::WRITEV => vectored(a0, a1, a2, true),
-        nr::READV => vectored(a0, a1, a2, false),
-        nr::IOCTL => ioctl(a0, a1, a2),
-        nr::FSTAT => fstat(a0, a1),
+        nr::WRITEV => broken_pipe(with_fs(|f| fs::vectored(f, a0 as i32 as i64, a1, a2, true))),
+        nr::READV => with_fs(|f| fs::vectored(f, a0 as i32 as i64, a1, a2, false)),
+        nr::IOCTL => with_fs(|f| fs::ioctl(f, a0 as i32 as i64, a1 & 0xFFFF_FFFF, a2)),
+        nr::FSTAT => with_fs(|f| fs::fstat(f, a0 as i32 as i64, a1)),
+        nr::OPEN => with_fs(|f| fs::openat(f, fs::AT_FDCWD, a0, a1 & 0xFFFF_FFFF, a2 & 0xFFFF_FFFF)),
+        nr::CREAT => with_fs(|f| fs::openat(f, fs::AT_FDCWD, a0, u64::from(O_CREAT | O_WRONLY | O_TRUNC), a1 & 0xFFFF_FFFF)),
+        nr::OPENAT => with_fs(|f| fs::openat(f, a0 as i32 as i64, a1, a2 & 0xFFFF_FFFF, a3 & 0xFFFF_FFFF)),
+        nr::CLOSE => with_fs(|f| fs::close(f, a0 as i32 as i64)),
+        nr::LSEEK => with_fs(|f| fs::lseek(f, a0 as i32 as i64, a1 as i64, a2 & 0xFFFF_FFFF)),
+        nr::PREAD64 => with_fs(|f| fs::pread(f, a0 as i32 as i64, a1, a2, a3 as i64)),
+        nr::PWRITE64 => broken_pipe(with_fs(|f| fs::pwrite(f, a0 as i32 as i64, a1, a2, a3 as i64))),
+        nr::ACCESS => with_fs(|f| fs::faccessat(f, fs::AT_FDCWD, a0, a1 & 0xFFFF_FFFF, 0)),
+        nr::FACCESSAT => with_fs(|f| fs::faccessat(f, a0 as i32 as i64, a1, a2 & 0xFFFF_FFFF, 0)),
+        nr::FACCESSAT2 => with_fs(|f| fs::faccessat(f, a0 as i32 as i64, a1, a2 & 0xFFFF_FFFF, a3 & 0xFFFF_FFFF)),
+        nr::PIPE => with_fs(|f| fs::pipe2(f, a0, 0)),
+        nr::PIPE2 => with_fs(|f| fs::pipe2(f, a0, a1 & 0xFFFF_FFFF)),
+        nr::DUP => with_fs(|f| fs::dup(f, a0 as i32 as i64)),
+        nr::DUP2 => with_fs(|f| fs::dup3(f, a0 as i32 as i64, a1 as i32 as i64, 0, true)),
+        nr::DUP3 => with_fs(|f| fs::dup3(f, a0 as i32 as i64, a1 as i32 as i64, a2 & 0xFFFF_FFFF, false)),
+        nr::FCNTL => with_fs(|f| fs::fcntl(f, a0 as i32 as i64, a1 & 0xFFFF_FFFF, a2)),
+        nr::FSYNC | nr::FDATASYNC => with_fs(|f| fs::fsync(f, a0 as i32 as i64)),
+        nr::TRUNCATE => with_fs(|f| fs::truncate(f, a0, a1 as i64)),
+        nr::FTRUNCATE => with_fs(|f| fs::ftruncate(f, a0 as i32 as i64, a1 as i64)),
+        nr::GETCWD => with_fs(|f| fs::getcwd(f, a0, a1)),
+        nr::CHDIR => with_fs(|f| fs::chdir(f, a0)),
+        nr::FCHDIR => with_fs(|f| fs::fchdir(f, a0 as i32 as i64)),
+        nr::RENAME => with_fs(|f| fs::renameat2(f, fs::AT_FDCWD, a0, fs::AT_FDCWD, a1, 0)),
+        nr::RENAMEAT => with_fs(|f| fs::renameat2(f, a0 as i32 as i64, a1, a2 as i32 as i64, a3, 0)),
+        nr::RENAMEAT2 => with_fs(|f| fs::renameat2(f, a0 as i32 as i64, a1, a2 as i32 as i64, a3, frame.gprs.r8 & 0xFFFF_FFFF)),
+        nr::MKDIR => with_fs(|f| fs::mkdirat(f, fs::AT_FDCWD, a0, a1 & 0xFFFF_FFFF)),
+        nr::MKDIRAT => with_fs(|f| fs::mkdirat(f, a0 as i32 as i64, a1, a2 & 0xFFFF_FFFF)),
+        nr::RMDIR => with_fs(|f| fs::unlinkat(f, fs::AT_FDCWD, a0, fs::AT_REMOVEDIR)),
+        nr::UNLINK => with_fs(|f| fs::unlinkat(f, fs::AT_FDCWD, a0, 0)),
+        nr::UNLINKAT => with_fs(|f| fs::unlinkat(f, a0 as i32 as i64, a1, a2 & 0xFFFF_FFFF)),
+        nr::LINK => with_fs(|f| fs::linkat(f, fs::AT_FDCWD, a0, fs::AT_FDCWD, a1, 0)),
+        nr::LINKAT => with_fs(|f| fs::linkat(f, a0 as i32 as i64, a1, a2 as i32 as i64, a3, frame.gprs.r8 & 0xFFFF_FFFF)),
+        nr::SYMLINK => with_fs(|f| fs::symlinkat(f, a0, fs::AT_FDCWD, a1)),
+        nr::SYMLINKAT => with_fs(|f| fs::symlinkat(f, a0, a1 as i32 as i64, a2)),
+        nr::READLINK => with_fs(|f| fs::readlinkat(f, fs::AT_FDCWD, a0, a1, a2)),
+        nr::READLINKAT => with_fs(|f| fs::readlinkat(f, a0 as i32 as i64, a1, a2, a3)),
+        nr::CHMOD => with_fs(|f| fs::fchmodat(f, fs::AT_FDCWD, a0, a1 & 0xFFFF_FFFF)),
+        nr::FCHMODAT => with_fs(|f| fs::fchmodat(f, a0 as i32 as i64, a1, a2 & 0xFFFF_FFFF)),
+        nr::FCHMOD => with_fs(|f| fs::fchmod(f, a0 as i32 as i64, a1 & 0xFFFF_FFFF)),
+        nr::CHOWN => with_fs(|f| fs::fchownat(f, fs::AT_FDCWD, a0, a1, a2, 0)),
+        nr::LCHOWN => with_fs(|f| fs::fchownat(f, fs::AT_FDCWD, a0, a1, a2, fs::AT_SYMLINK_NOFOLLOW)),
+        nr::FCHOWNAT => with_fs(|f| fs::fchownat(f, a0 as i32 as i64, a1, a2, a3, frame.gprs.r8 & 0xFFFF_FFFF)),
+        nr::UMASK => with_fs(|f| fs::umask(f, a0)),
+        nr::STATFS => with_fs(|f| fs::statfs(f, a0, a1)),
+        nr::FSTATFS => with_fs(|f| fs::fstatfs(f, a0 as i32 as i64, a1)),
+        nr::GETDENTS64 => with_fs(|f| fs::getdents64(f, a0 as i32 as i64, a1, a2)),
+        nr::UTIMENSAT => with_fs(|f| fs::utimensat(f, a0 as i32 as i64, a1, a2, a3 & 0xFFFF_FFFF)),
+        nr::STATX => with_fs(|f| fs::statx(f, a0 as i32 as i64, a1, a2 & 0xFFFF_FFFF, a3 & 0xFFFF_FFFF, frame.gprs.r8)),
         nr::GETRANDOM => getrandom(a0, a1, a2),
         nr::SYSINFO => sysinfo(a0),
         nr::GETRLIMIT => prlimit64(0, a0, 0, a1),
@@ -153,8 +206,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
         // owner died (FUTEX_OWNER_DIED). questv accepts the list and does not walk it yet: a robust mutex
         // whose owner died stays locked (docs/processes.md). Linux's size check is kept.
         nr::SET_ROBUST_LIST => if a1 == 24 { 0 } else { -EINVAL },
-        nr::NEWFSTATAT => newfstatat(a0, a1, a2, a3),
-        nr::STAT | nr::LSTAT => stat_path(a0, a1),
+        nr::NEWFSTATAT => with_fs(|f| fs::newfstatat(f, a0 as i32 as i64, a1, a2, a3 & 0xFFFF_FFFF)),
+        nr::STAT => with_fs(|f| fs::newfstatat(f, fs::AT_FDCWD, a0, a1, 0)),
+        nr::LSTAT => with_fs(|f| fs::newfstatat(f, fs::AT_FDCWD, a0, a1, fs::AT_SYMLINK_NOFOLLOW)),
         nr::UNAME => uname(a0),
         // questv has one user: everyone is root (uid and gid 0), as in a container's first process.
         nr::GETUID | nr::GETGID | nr::GETEUID | nr::GETEGID => 0,
@@ -305,49 +359,6 @@ fn vcpu_trace(buf: u64, len: u64) -> i64 {
     }
 }
 
-fn write(fd: u64, buf: u64, len: u64) -> i64 {
-    if fd != 1 && fd != 2 {
-        return -EBADF;
-    }
-    let len = len.min(MAX_IO);
-    let mut data = vec![0u8; len as usize];
-    if let Err(e) = crate::user::read(buf, &mut data) {
-        return e;
-    }
-    console::write_bytes(&data);
-    len as i64
-}
-
-fn read(fd: u64, buf: u64, len: u64) -> i64 {
-    if fd != 0 {
-        return -EBADF;
-    }
-    if len == 0 {
-        return 0;
-    }
-    // Check the buffer before waiting for input.
-    if let Err(e) = crate::user::write(buf, &[0]) {
-        return e;
-    }
-    let mut got = vec![];
-    while got.len() < len.min(MAX_IO) as usize {
-        match console::try_read() {
-            Some(b) => got.push(b),
-            None if got.is_empty() => {
-                if sched::attention_pending() && proc::signal_pending() {
-                    return -crate::signal::ERESTARTSYS;
-                }
-                sched::yield_while_waiting()
-            }
-            None => break,
-        }
-    }
-    match crate::user::write(buf, &got) {
-        Ok(()) => got.len() as i64,
-        Err(e) => e,
-    }
-}
-
 /// mmap(2) flags questv reads (Linux values); the others (MAP_NORESERVE, MAP_STACK, MAP_POPULATE, ...) are
 /// accepted and change nothing.
 const MAP_SHARED: u64 = 0x01;
@@ -355,73 +366,6 @@ const MAP_TYPE: u64 = 0x03;
 const MAP_FIXED: u64 = 0x10;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 const MADV_DONTNEED: u64 = 4;
-
-/// writev(2) / readv(2) on the console: each piece in turn through write/read; a read stops after the first
-/// piece that came back short (console input arrives a line at a time). Returns the bytes moved.
-fn vectored(fd: u64, iov: u64, count: u64, writing: bool) -> i64 {
-    if writing && fd != 1 && fd != 2 || !writing && fd != 0 {
-        return -EBADF;
-    }
-    if count > crate::linux_abi::IOV_MAX {
-        return -EINVAL;
-    }
-    let mut raw = vec![0u8; count as usize * 16];
-    if let Err(e) = crate::user::read(iov, &mut raw) {
-        return e;
-    }
-    let pieces = match crate::linux_abi::parse_iovecs(&raw) {
-        Ok(p) => p,
-        Err(e) => return -e,
-    };
-    let mut done: i64 = 0;
-    for (base, len) in pieces {
-        if len == 0 {
-            continue;
-        }
-        let r = if writing { write(fd, base, len) } else { read(fd, base, len) };
-        if r < 0 {
-            // Linux: an error after some bytes moved reports the bytes.
-            return if done > 0 { done } else { r };
-        }
-        done += r;
-        if (r as u64) < len {
-            break;
-        }
-    }
-    done
-}
-
-/// ioctl(2) on the console: TCGETS (a terminal in cooked mode), TIOCGWINSZ (24×80), TIOCSWINSZ / TCSETS*
-/// accepted; anything else is ENOTTY, and a descriptor that is not open EBADF.
-fn ioctl(fd: u64, request: u64, arg: u64) -> i64 {
-    const TCGETS: u64 = 0x5401;
-    const TCSETS: u64 = 0x5402;
-    const TCSETSW: u64 = 0x5403;
-    const TCSETSF: u64 = 0x5404;
-    const TIOCGWINSZ: u64 = 0x5413;
-    const TIOCSWINSZ: u64 = 0x5414;
-    const ENOTTY: i64 = 25;
-    if fd > 2 {
-        return -EBADF;
-    }
-    let reply: alloc::vec::Vec<u8> = match request {
-        TCGETS => crate::linux_abi::console_termios().to_vec(),
-        TIOCGWINSZ => crate::linux_abi::winsize(24, 80).to_vec(),
-        TCSETS | TCSETSW | TCSETSF | TIOCSWINSZ => {
-            // The serial console has no modes to change; the argument must still be readable.
-            let mut b = [0u8; 8];
-            return match crate::user::read(arg, &mut b) {
-                Ok(()) => 0,
-                Err(e) => e,
-            };
-        }
-        _ => return -ENOTTY,
-    };
-    match crate::user::write(arg, &reply) {
-        Ok(()) => 0,
-        Err(e) => e,
-    }
-}
 
 /// getrandom(2): bytes from the TSC stirred through xorshift (`proc::random_bytes`), the same source as
 /// AT_RANDOM; not cryptographic. Never blocks, so GRND_NONBLOCK changes nothing.
@@ -488,63 +432,6 @@ fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> i64 {
 }
 
 static RLIMIT_LOGGED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-/// fstat(2): the descriptors open today are the console's (0, 1, 2); EBADF for any other.
-fn fstat(fd: u64, buf: u64) -> i64 {
-    if fd > 2 {
-        return -EBADF;
-    }
-    match crate::user::write(buf, &crate::linux_abi::Stat::console().to_bytes()) {
-        Ok(()) => 0,
-        Err(e) => e,
-    }
-}
-
-const AT_EMPTY_PATH: u64 = 0x1000;
-const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
-const AT_NO_AUTOMOUNT: u64 = 0x800;
-const ENAMETOOLONG: i64 = 36;
-/// Linux's PATH_MAX, the terminating NUL included.
-const PATH_MAX: usize = 4096;
-
-/// The path argument of a path call, as bytes (Linux paths need not be UTF-8): EFAULT for a bad pointer,
-/// ENAMETOOLONG when no NUL ends it within PATH_MAX bytes.
-fn user_path(addr: u64) -> Result<alloc::vec::Vec<u8>, i64> {
-    let read = proc::with_space(|s, m| {
-        let mut path = alloc::vec::Vec::new();
-        let mut b = [0u8; 1];
-        for i in 0..PATH_MAX as u64 {
-            s.copy_from_user(m, addr.checked_add(i).ok_or(-EFAULT)?, &mut b).map_err(|_| -EFAULT)?;
-            if b[0] == 0 {
-                return Ok(path);
-            }
-            path.push(b[0]);
-        }
-        Err(-ENAMETOOLONG)
-    });
-    read.unwrap_or(Err(-ESRCH))
-}
-
-/// newfstatat(2): with AT_EMPTY_PATH and an empty path, fstat of the descriptor; questv has no file system
-/// yet, so every path is ENOENT (after the same argument checks as Linux: flags, then the path).
-fn newfstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> i64 {
-    if flags & !(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) != 0 {
-        return -EINVAL;
-    }
-    match user_path(path) {
-        Ok(p) if p.is_empty() && flags & AT_EMPTY_PATH != 0 => fstat(dirfd, buf),
-        Ok(_) => -ENOENT,
-        Err(e) => e,
-    }
-}
-
-/// stat(2) and lstat(2): no file system yet, so ENOENT for any readable path.
-fn stat_path(path: u64, _buf: u64) -> i64 {
-    match user_path(path) {
-        Ok(_) => -ENOENT,
-        Err(e) => e,
-    }
-}
 
 /// uname(2). questv answers as the Linux ABI it implements (sysname "Linux", as other second
 /// implementations do, so programs that check it run), with its own name as the node and in the release.
@@ -888,4 +775,20 @@ fn chan_recv(h: u64, buf: u64, len: u64, timeout_ns: u64, flags: u64) -> i64 {
         }
     };
     chan::recv_with(h as u32, timeout_ns, flags & CHAN_NOTIFY != 0, deliver).map_or_else(|e| e, |n| n as i64)
+}
+
+/// Run a file system call with the calling process's descriptors and working directory.
+fn with_fs(f: impl FnOnce(&crate::sync::IrqSpinlock<crate::fs::files::FsState>) -> i64) -> i64 {
+    match proc::current_fs() {
+        Some(st) => f(&st),
+        None => -ESRCH,
+    }
+}
+
+/// A write that found no reader (EPIPE) also raises SIGPIPE at the writing thread, as on Linux.
+fn broken_pipe(r: i64) -> i64 {
+    if r == -EPIPE {
+        proc::raise_sigpipe();
+    }
+    r
 }

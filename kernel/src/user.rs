@@ -23,3 +23,24 @@ pub fn read_array<const N: usize>(addr: u64) -> Result<[u8; N], i64> {
 pub fn write(addr: u64, data: &[u8]) -> Result<(), i64> {
     questv_arch::uaccess::copy_to_user(addr, data).map_err(|()| -EFAULT)
 }
+
+/// A NUL-terminated string of user memory at `addr`, without its NUL: EFAULT if unreadable, `too_long` (an
+/// errno) if no NUL comes within `max` bytes. Read a page at a time (a string may end just before an
+/// unmapped page).
+pub fn read_cstr(addr: u64, max: usize, too_long: i64) -> Result<alloc::vec::Vec<u8>, i64> {
+    let mut out = alloc::vec::Vec::new();
+    let mut at = addr;
+    while out.len() < max {
+        let page_left = (4096 - (at % 4096)) as usize;
+        let mut chunk = [0u8; 4096];
+        let n = page_left.min(max - out.len());
+        read(at, &mut chunk[..n])?;
+        if let Some(end) = chunk[..n].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&chunk[..n]);
+        at = at.checked_add(n as u64).ok_or(-EFAULT)?;
+    }
+    Err(too_long)
+}

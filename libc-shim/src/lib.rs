@@ -15,6 +15,57 @@ use core::arch::asm;
 /// System call numbers (Linux x86_64 numbering; questv's own from 1000): the one definition the kernel's
 /// dispatcher and Rust programs share. `include/questv/syscall.h` repeats them for C (a host test checks).
 pub mod nr {
+    // Files, directories, descriptors, pipes.
+    pub const OPEN: u64 = 2;
+    pub const CLOSE: u64 = 3;
+    pub const LSEEK: u64 = 8;
+    pub const PREAD64: u64 = 17;
+    pub const PWRITE64: u64 = 18;
+    pub const ACCESS: u64 = 21;
+    pub const PIPE: u64 = 22;
+    pub const DUP: u64 = 32;
+    pub const DUP2: u64 = 33;
+    pub const FCNTL: u64 = 72;
+    pub const FSYNC: u64 = 74;
+    pub const FDATASYNC: u64 = 75;
+    pub const TRUNCATE: u64 = 76;
+    pub const FTRUNCATE: u64 = 77;
+    pub const GETCWD: u64 = 79;
+    pub const CHDIR: u64 = 80;
+    pub const FCHDIR: u64 = 81;
+    pub const RENAME: u64 = 82;
+    pub const MKDIR: u64 = 83;
+    pub const RMDIR: u64 = 84;
+    pub const CREAT: u64 = 85;
+    pub const LINK: u64 = 86;
+    pub const UNLINK: u64 = 87;
+    pub const SYMLINK: u64 = 88;
+    pub const READLINK: u64 = 89;
+    pub const CHMOD: u64 = 90;
+    pub const FCHMOD: u64 = 91;
+    pub const CHOWN: u64 = 92;
+    pub const FCHOWN: u64 = 93;
+    pub const LCHOWN: u64 = 94;
+    pub const UMASK: u64 = 95;
+    pub const STATFS: u64 = 137;
+    pub const FSTATFS: u64 = 138;
+    pub const GETDENTS64: u64 = 217;
+    pub const OPENAT: u64 = 257;
+    pub const MKDIRAT: u64 = 258;
+    pub const FCHOWNAT: u64 = 260;
+    pub const UNLINKAT: u64 = 263;
+    pub const RENAMEAT: u64 = 264;
+    pub const LINKAT: u64 = 265;
+    pub const SYMLINKAT: u64 = 266;
+    pub const READLINKAT: u64 = 267;
+    pub const FCHMODAT: u64 = 268;
+    pub const FACCESSAT: u64 = 269;
+    pub const UTIMENSAT: u64 = 280;
+    pub const DUP3: u64 = 292;
+    pub const PIPE2: u64 = 293;
+    pub const RENAMEAT2: u64 = 316;
+    pub const STATX: u64 = 332;
+    pub const FACCESSAT2: u64 = 439;
     pub const EXIT_GROUP: u64 = 231;
     pub const READ: u64 = 0;
     pub const WRITE: u64 = 1;
@@ -112,20 +163,41 @@ pub mod nr {
 
 /// Error numbers (Linux values) the kernel returns negated. The kernel uses these very constants.
 pub mod errno {
+    pub const EPERM: i64 = 1;
     pub const ENOENT: i64 = 2;
     pub const ESRCH: i64 = 3;
+    pub const EINTR: i64 = 4;
+    pub const EIO: i64 = 5;
+    pub const ENXIO: i64 = 6;
     pub const E2BIG: i64 = 7;
     pub const ENOEXEC: i64 = 8;
     pub const EBADF: i64 = 9;
     pub const ECHILD: i64 = 10;
     pub const EAGAIN: i64 = 11;
     pub const ENOMEM: i64 = 12;
+    pub const EACCES: i64 = 13;
     pub const EFAULT: i64 = 14;
     pub const EBUSY: i64 = 16;
+    pub const EEXIST: i64 = 17;
+    pub const EXDEV: i64 = 18;
     pub const ENODEV: i64 = 19;
-    pub const EPERM: i64 = 1;
+    pub const ENOTDIR: i64 = 20;
+    pub const EISDIR: i64 = 21;
     pub const EINVAL: i64 = 22;
+    pub const ENFILE: i64 = 23;
+    pub const EMFILE: i64 = 24;
+    pub const ENOTTY: i64 = 25;
+    pub const EFBIG: i64 = 27;
+    pub const ENOSPC: i64 = 28;
+    pub const ESPIPE: i64 = 29;
+    pub const EROFS: i64 = 30;
+    pub const EMLINK: i64 = 31;
+    pub const EPIPE: i64 = 32;
+    pub const ERANGE: i64 = 34;
+    pub const ENAMETOOLONG: i64 = 36;
     pub const ENOSYS: i64 = 38;
+    pub const ENOTEMPTY: i64 = 39;
+    pub const ELOOP: i64 = 40;
     pub const ETIMEDOUT: i64 = 110;
 }
 

@@ -13,6 +13,7 @@ use crate::sched;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use questv_arch::paging::{PageFlags, TableMemory, PAGE_SIZE};
 use questv_arch::trap::TrapFrame;
@@ -30,10 +31,10 @@ mod table;
 mod threads;
 pub use signals::{
     getitimer, getpgid, getsid, kill, pause, read_timespec_ns, rt_sigaction, rt_sigpending, rt_sigprocmask,
-    rt_sigreturn, rt_sigsuspend, rt_sigtimedwait, setitimer, setpgid, setsid, sigaltstack, signal_pending, tgkill,
+    raise_sigpipe, rt_sigreturn, rt_sigsuspend, rt_sigtimedwait, setitimer, setpgid, setsid, sigaltstack, signal_pending, tgkill,
     tick_timers, alarm,
 };
-pub use table::{exists, process_count, with_space, INIT_PID, MAX_PROCS};
+pub use table::{current_fs, exists, process_count, with_space, INIT_PID, MAX_PROCS};
 pub use threads::{futex, set_tid_address, spawn_thread};
 use table::{alloc_pid, release_tid, space_lock, Process, SpaceLock, State, TABLE};
 
@@ -45,20 +46,7 @@ fn kernel_slot() -> u64 {
 
 /// AT_RANDOM's 16 bytes: the TSC stirred (xorshift), different at every exec; C libraries seed their stack
 /// protector and pointer guard from them.
-pub fn random_bytes() -> [u8; 16] {
-    let mut x = questv_arch::cpu::rdtsc() | 1;
-    let mut out = [0u8; 16];
-    for chunk in out.chunks_mut(8) {
-        for _ in 0..4 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-        }
-        x ^= questv_arch::cpu::rdtsc();
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-    out
-}
+pub use crate::entropy::random_bytes;
 
 /// Build an address space for ELF `bytes` with `argv` and `envp` on the System V start stack
 /// (`startstack`). Returns (space, entry, rsp, argv address).
@@ -165,13 +153,15 @@ fn user_frame(entry: u64, sp: u64, argc: usize, argv_addr: u64) -> TrapFrame {
 
 /// Start init (pid 1) from the ramdisk with `argv` on the BSP.
 pub fn start_init(argv: Vec<String>) -> Result<(), &'static str> {
+    // A blocking read or write on a pipe or the console ends for a signal (ERESTARTSYS, settled on return).
+    crate::fs::files::set_interrupt_check(|| sched::attention_pending() && signal_pending());
     let bytes = crate::ramdisk::find("init").ok_or("no `init` program in the ramdisk")?;
     let (space, entry, sp, argv_addr) = load_program(bytes, &argv, &[]).map_err(|_| "cannot load init")?;
     let mut t = TABLE.lock();
     let pid = alloc_pid(&mut t, None).ok_or("process table full")?;
     let thread = sched::new_user_thread("init", Box::new(user_frame(entry, sp, argv.len(), argv_addr)), pid, space.root())
         .ok_or("out of memory for init's kernel stack")?;
-    t.procs.insert(pid, Process::new(pid, 0, "init", space_lock(space), thread.id, pid, pid, crate::signal::SignalState::new(pid)));
+    t.procs.insert(pid, Process::new(pid, 0, Arc::from("init"), space_lock(space), thread.id, pid, pid, crate::signal::SignalState::new(pid), crate::fs::files::FsState::for_init()));
     drop(t);
     sched::enqueue(percpu::cpu_index(), thread);
     Ok(())
@@ -196,14 +186,14 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
     let (ppid, me) = (sched::current_pid(), sched::current_tid());
     // The child's pid first (reserved in the thread-id map until the child is entered or the fork fails), so
     // its signal state is made once, under the same lock as the parent's is read.
-    let (pid, name, parent_space, pgid, sid, sig) = {
+    let (pid, name, parent_space, pgid, sid, sig, parent_fs) = {
         let mut t = TABLE.lock();
-        let Some((name, space, pgid, sid)) = t.procs.get(&ppid).map(|p| (p.name, p.space.clone(), p.pgid, p.sid)) else {
+        let Some((name, space, pgid, sid, files)) = t.procs.get(&ppid).map(|p| (p.name.clone(), p.space.clone(), p.pgid, p.sid, p.fs.clone())) else {
             return -ESRCH;
         };
         let Some(pid) = alloc_pid(&mut t, None) else { return -EAGAIN };
         let sig = t.procs[&ppid].sig.forked(me, pid);
-        (pid, name, space, pgid, sid, sig)
+        (pid, name, space, pgid, sid, sig, files)
     };
     // Copy under the parent's space lock alone: other processes fork, fault and exit meanwhile. (The parent's
     // writable pages become read-only + COW; the copy flushes the TLBs that cached them, this CPU's included.)
@@ -244,7 +234,9 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
     };
     // In the table only once its thread exists, so a signal sent to it always has a thread to wake. (The pid
     // is reserved in the thread-id map meanwhile.)
-    let mut entry = Process::new(pid, ppid, name, child_space.clone(), thread.id, pgid, sid, sig);
+    // The child's descriptors share the parent's open files (their offsets and status flags).
+    let fs = parent_fs.lock().clone();
+    let mut entry = Process::new(pid, ppid, name, child_space.clone(), thread.id, pgid, sid, sig, fs);
     if let Some(th) = entry.threads.get_mut(&pid) {
         th.clear_tid = opts.clear_tid.unwrap_or(0);
     }
@@ -296,8 +288,14 @@ fn exit_current(wait_status: i32) {
             s.teardown(&mut KernelMem);
         }
     }
-    if let Some(lock) = TABLE.lock().procs.get(&pid).map(|p| p.space.clone()) {
+    let (space_lock, fs) = TABLE.lock().procs.get(&pid).map(|p| (p.space.clone(), p.fs.clone())).unzip();
+    if let Some(lock) = space_lock {
         threads::forget_space(&lock);
+    }
+    // Every descriptor closes (a pipe's other end sees end of file or EPIPE) before the parent hears of the end.
+    if let Some(fs) = fs {
+        let closed = fs.lock().files.take_all();
+        drop(closed);
     }
     let mut wake = [None; 2];
     let mut poke = alloc::vec::Vec::new();
@@ -610,13 +608,16 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64, envp_addr: u64) 
         Ok(v) => v,
         Err(e) => return e,
     };
-    let name = path.rsplit('/').next().unwrap_or("");
-    let Some(name) = crate::ramdisk::names().find(|&n| n == name) else { return -ENOENT };
-    let Some(bytes) = crate::ramdisk::find(name) else { return -ENOENT };
-    let (space, entry, sp, uargv) = match load_program(bytes, &args, &env) {
+    let (bytes, args) = match program_image(&path, args) {
         Ok(v) => v,
         Err(e) => return e,
     };
+    let name: Arc<str> = Arc::from(path.rsplit('/').next().unwrap_or(""));
+    let (space, entry, sp, uargv) = match load_program(&bytes, &args, &env) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    drop(bytes);
     // The point of no return: the other threads leave, and this one becomes the process's only thread.
     threads::become_only_thread();
     let root = space.root();
@@ -634,8 +635,12 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64, envp_addr: u64) 
             th.clear_tid = 0;
         }
         let old = p.space.lock().replace(space);
-        old
+        (old, p.fs.clone())
     };
+    let (old, fs) = old;
+    // Descriptors marked close-on-exec go now (their files closed outside the lock).
+    let closed = fs.lock().files.take_cloexec();
+    drop(closed);
     sched::set_current_cr3(root);
     // A new program starts without the old one's thread pointer.
     sched::set_user_tls(Some(0), Some(0));
@@ -645,6 +650,38 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64, envp_addr: u64) 
     }
     *frame = user_frame(entry, sp, args.len(), uargv);
     0
+}
+
+/// The ELF image execve runs for `path` and the arguments it gets: a `#!` script becomes its interpreter run
+/// with the interpreter's optional argument, the script's path and the original arguments after argv[0]
+/// (at most 4 interpreters deep, ELOOP beyond, as Linux). EACCES for a file nobody may execute.
+fn program_image(path: &str, mut args: Vec<String>) -> Result<(Vec<u8>, Vec<String>), i64> {
+    let cwd = current_fs().ok_or(-ESRCH)?.lock().cwd;
+    let mut path = String::from(path);
+    for _ in 0..5 {
+        let (bytes, perm) = crate::fs::files::read_whole(cwd, &path)?;
+        if perm & 0o111 == 0 {
+            return Err(-EACCES);
+        }
+        let Some(line) = bytes.strip_prefix(b"#!") else { return Ok((bytes, args)) };
+        // The interpreter line: up to the newline (Linux reads at most 255 bytes of it).
+        let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len()).min(255)];
+        let line = core::str::from_utf8(line).map_err(|_| -ENOEXEC)?.trim();
+        let (interp, arg) = match line.split_once([' ', '\t']) {
+            Some((i, a)) => (i, Some(a.trim())),
+            None => (line, None),
+        };
+        if interp.is_empty() {
+            return Err(-ENOEXEC);
+        }
+        let mut new_args = alloc::vec![String::from(interp)];
+        new_args.extend(arg.filter(|a| !a.is_empty()).map(String::from));
+        new_args.push(path.clone());
+        new_args.extend(args.into_iter().skip(1));
+        args = new_args;
+        path = String::from(interp);
+    }
+    Err(-ELOOP)
 }
 
 /// Exception from user mode: resolve COW and stack faults, otherwise kill the process (never the kernel).

@@ -698,3 +698,9 @@ pub fn setsid() -> i64 {
 pub fn signal_pending() -> bool {
     with_me(|p, tid| p.sig.deliverable(tid)).unwrap_or(false)
 }
+
+/// A write found no reader: SIGPIPE to the writing thread (its default action ends the process).
+pub fn raise_sigpipe() {
+    let (pid, tid) = (sched::current_pid(), sched::current_tid());
+    let _ = tgkill(i64::from(pid), i64::from(tid), u64::from(crate::signal::SIGPIPE));
+}

@@ -52,8 +52,10 @@ pub(super) struct ThreadEntry {
 
 pub(super) struct Process {
     pub(super) ppid: u32,
-    /// The program's ramdisk name.
-    pub(super) name: &'static str,
+    /// The program's name (the last component of the path it was executed by).
+    pub(super) name: Arc<str>,
+    /// Its descriptors, working directory and umask (shared by its threads, copied by fork).
+    pub(super) fs: Arc<IrqSpinlock<crate::fs::files::FsState>>,
     pub(super) space: SpaceLock,
     pub(super) state: State,
     /// Thread blocked in wait4 for one of our children.
@@ -79,10 +81,11 @@ pub(super) struct Process {
 
 impl Process {
     /// A process whose one thread has id `pid` and scheduler id `sched`; `sig` knows that thread as `pid`.
-    pub(super) fn new(pid: u32, ppid: u32, name: &'static str, space: SpaceLock, sched: u64, pgid: u32, sid: u32, sig: crate::signal::SignalState) -> Process {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(pid: u32, ppid: u32, name: Arc<str>, space: SpaceLock, sched: u64, pgid: u32, sid: u32, sig: crate::signal::SignalState, fs: crate::fs::files::FsState) -> Process {
         let mut threads = BTreeMap::new();
         threads.insert(pid, ThreadEntry { sched, clear_tid: 0, doomed: false });
-        Process { ppid, name, space, state: State::Running, waiter: None, threads, group_exit: None, pgid, sid, sig, stopped: false, wait_report: None, itimer: None, cpu_self: 0, cpu_children: 0 }
+        Process { ppid, name, fs: Arc::new(IrqSpinlock::new(fs)), space, state: State::Running, waiter: None, threads, group_exit: None, pgid, sid, sig, stopped: false, wait_report: None, itimer: None, cpu_self: 0, cpu_children: 0 }
     }
 
     /// The scheduler ids of all its threads.
@@ -155,6 +158,12 @@ pub(super) fn current_space() -> Option<SpaceLock> {
     let old = SPACE_CACHE[cpu].lock().replace((thread, space.clone()));
     drop(old);
     Some(space)
+}
+
+/// The calling process's file-system state (descriptors, working directory, umask).
+pub fn current_fs() -> Option<Arc<IrqSpinlock<crate::fs::files::FsState>>> {
+    let pid = sched::current_pid();
+    TABLE.lock().procs.get(&pid).map(|p| p.fs.clone())
 }
 
 /// Does process `pid` exist (running or a zombie)?

@@ -22,9 +22,16 @@ fn spawn(cmd: &[&str], env: &[&str], cpu: Option<u32>) -> i64 {
                 sys::exit(126);
             }
         }
-        let r = sys::execve_env(cmd[0], cmd, env);
+        // A bare name is a program of /bin (where the kernel puts the ramdisk's programs), as a shell's PATH
+        // search would find it.
+        let mut path = alloc::string::String::new();
+        if !cmd[0].contains('/') {
+            path.push_str("/bin/");
+        }
+        path.push_str(cmd[0]);
+        let r = sys::execve_env(&path, cmd, env);
         let why = match -r {
-            sys::errno::ENOENT => "no such program in the ramdisk (boot --add PATH puts one there)",
+            sys::errno::ENOENT => "no such program in /bin (boot --add PATH puts one there)",
             sys::errno::ENOEXEC => "not a program questv can run (a static x86-64 ELF executable; the kernel's `exec refused` line says why)",
             _ => "exec failed",
         };
