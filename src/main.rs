@@ -8,6 +8,18 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match parse_args(&args) {
         Ok(Cli::Boot(o)) => o,
+        Ok(Cli::Shell(mut o)) => {
+            // Debian's static busybox, fetched once with the Linux baseline.
+            let cache = questv::workspace_root().join("target").join("linux-cache");
+            match questv::linux::fetch(&cache) {
+                Ok((_, busybox, _, _)) => o.add.push(busybox),
+                Err(e) => {
+                    eprintln!("questv: shell: cannot fetch busybox: {e}");
+                    std::process::exit(2);
+                }
+            }
+            o
+        }
         Ok(Cli::MsgBench(o, vcpus)) => table("msgbench", questv::msgbench(&o, &vcpus)),
         Ok(Cli::Compare(o, linux)) => table("compare", questv::compare(&o, linux)),
         Ok(Cli::Ping(p)) => match questv::ping::ping(&p) {

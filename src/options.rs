@@ -46,6 +46,9 @@ pub struct BootOptions {
     /// QEMU: the guest's clocks (TSC, APIC timer) follow instructions executed (`-icount`), not host time, so a
     /// loaded host cannot steal time from whatever the guest was running (tests that measure CPU shares).
     pub icount: bool,
+    /// The console is the host terminal's (`questv shell`): its input goes to the guest, its output is not
+    /// collected, and the run ends when the guest stops.
+    pub interactive: bool,
     /// QEMU: the q35 machine with an Intel VT-d IOMMU (`-device intel-iommu`), which the monitor programs to
     /// confine the NIC's DMA; off: the i440FX `pc` machine, no IOMMU. None: on for the VT build (the monitor
     /// confines DMA wherever there is an IOMMU), off for the SMP build (nothing would program it).
@@ -77,7 +80,7 @@ impl Firmware {
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, crash_loop: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false, add: Vec::new(), icount: false, iommu: None }
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, crash_loop: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false, add: Vec::new(), icount: false, interactive: false, iommu: None }
     }
 }
 

@@ -24,6 +24,8 @@ fn interrupt_handler(frame: &mut TrapFrame) {
             crate::sandbox::heartbeat();
             crate::net::stack::tick();
             crate::proc::tick_timers();
+            // Typed input reaches the line discipline (and ^C its foreground group) even with no reader.
+            crate::fs::terminal::poll_input();
             sched::schedule(frame, Reason::Tick);
         }
         VECTOR_YIELD => sched::schedule(frame, Reason::Yield),

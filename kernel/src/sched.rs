@@ -344,6 +344,12 @@ pub fn set_current_cr3(cr3: u64) {
     unsafe { questv_arch::cpu::write_cr3(root) };
 }
 
+/// The running thread's own stack, `[start, end)` (None for a CPU's boot thread, which runs on the stack the
+/// CPU booted with).
+pub fn current_stack() -> Option<(u64, u64)> {
+    with_current(|t| t._stack.as_ref().map(|s| (s.as_ptr() as u64, s.as_ptr() as u64 + s.len() as u64)))
+}
+
 /// Was the running thread placed on its CPU by the program (sched_setaffinity)?
 pub fn current_pinned() -> bool {
     with_current(|t| t.pinned)

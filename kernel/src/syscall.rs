@@ -148,7 +148,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::ARCH_PRCTL => arch_prctl(a0, a1),
         nr::WRITEV => broken_pipe(with_fs(|f| fs::vectored(f, a0 as i32 as i64, a1, a2, true))),
         nr::READV => with_fs(|f| fs::vectored(f, a0 as i32 as i64, a1, a2, false)),
-        nr::IOCTL => with_fs(|f| fs::ioctl(f, a0 as i32 as i64, a1 & 0xFFFF_FFFF, a2)),
+        nr::IOCTL => with_fs(|f| fs::ioctl(f, a0 as i32 as i64, a1 & 0xFFFF_FFFF, a2, proc::getsid(0).max(0) as u32)),
         nr::FSTAT => with_fs(|f| fs::fstat(f, a0 as i32 as i64, a1)),
         nr::OPEN => with_fs(|f| fs::openat(f, fs::AT_FDCWD, a0, a1 & 0xFFFF_FFFF, a2 & 0xFFFF_FFFF)),
         nr::CREAT => with_fs(|f| fs::openat(f, fs::AT_FDCWD, a0, u64::from(O_CREAT | O_WRONLY | O_TRUNC), a1 & 0xFFFF_FFFF)),
@@ -195,6 +195,19 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::UMASK => with_fs(|f| fs::umask(f, a0)),
         nr::STATFS => with_fs(|f| fs::statfs(f, a0, a1)),
         nr::FSTATFS => with_fs(|f| fs::fstatfs(f, a0 as i32 as i64, a1)),
+        nr::POLL => with_fs(|f| fs::poll(f, a0, a1, if (a2 as i32) < 0 { None } else { Some((a2 as i32) as u64 * 1_000_000) })),
+        nr::PPOLL => match fs_timespec(a2) {
+            Ok(t) => with_fs(|f| fs::poll(f, a0, a1, t)),
+            Err(e) => e,
+        },
+        nr::SELECT => match timeval_arg(frame.gprs.r8) {
+            Ok(t) => with_fs(|f| fs::select(f, a0 & 0xFFFF_FFFF, [a1, a2, a3], t)),
+            Err(e) => e,
+        },
+        nr::PSELECT6 => match fs_timespec(frame.gprs.r8) {
+            Ok(t) => with_fs(|f| fs::select(f, a0 & 0xFFFF_FFFF, [a1, a2, a3], t)),
+            Err(e) => e,
+        },
         nr::GETDENTS64 => with_fs(|f| fs::getdents64(f, a0 as i32 as i64, a1, a2)),
         nr::UTIMENSAT => with_fs(|f| fs::utimensat(f, a0 as i32 as i64, a1, a2, a3 & 0xFFFF_FFFF)),
         nr::STATX => with_fs(|f| fs::statx(f, a0 as i32 as i64, a1, a2 & 0xFFFF_FFFF, a3 & 0xFFFF_FFFF, frame.gprs.r8)),
@@ -791,4 +804,30 @@ fn broken_pipe(r: i64) -> i64 {
         proc::raise_sigpipe();
     }
     r
+}
+
+/// A `struct timespec` timeout (NULL: none), in nanoseconds.
+fn fs_timespec(addr: u64) -> Result<Option<u64>, i64> {
+    if addr == 0 {
+        return Ok(None);
+    }
+    let b: [u8; 16] = crate::user::read_array(addr)?;
+    let (sec, nsec) = (i64::from_le_bytes(b[..8].try_into().unwrap()), i64::from_le_bytes(b[8..].try_into().unwrap()));
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return Err(-EINVAL);
+    }
+    Ok(Some((sec as u64).saturating_mul(1_000_000_000).saturating_add(nsec as u64)))
+}
+
+/// select(2)'s `struct timeval` timeout (NULL: none), in nanoseconds.
+fn timeval_arg(addr: u64) -> Result<Option<u64>, i64> {
+    if addr == 0 {
+        return Ok(None);
+    }
+    let b: [u8; 16] = crate::user::read_array(addr)?;
+    let (sec, usec) = (i64::from_le_bytes(b[..8].try_into().unwrap()), i64::from_le_bytes(b[8..].try_into().unwrap()));
+    if sec < 0 || !(0..1_000_000).contains(&usec) {
+        return Err(-EINVAL);
+    }
+    Ok(Some((sec as u64).saturating_mul(1_000_000_000).saturating_add(usec as u64 * 1000)))
 }

@@ -21,7 +21,11 @@ pub mod nr {
     pub const LSEEK: u64 = 8;
     pub const PREAD64: u64 = 17;
     pub const PWRITE64: u64 = 18;
+    pub const POLL: u64 = 7;
     pub const ACCESS: u64 = 21;
+    pub const SELECT: u64 = 23;
+    pub const PSELECT6: u64 = 270;
+    pub const PPOLL: u64 = 271;
     pub const PIPE: u64 = 22;
     pub const DUP: u64 = 32;
     pub const DUP2: u64 = 33;

@@ -128,6 +128,18 @@ pub(super) fn parse_boot(args: &[String]) -> Result<Cli, String> {
     Ok(Cli::Boot(parse_boot_options(args, BootOptions::default(), |_, _| Ok(false))?))
 }
 
+/// `shell`: an interactive busybox `sh` on the console (SMP; a sandbox's console takes no input yet).
+pub(super) fn parse_shell(args: &[String]) -> Result<Cli, String> {
+    let o = parse_boot_options(args, BootOptions::default(), |_, _| Ok(false))?;
+    if o.vt {
+        return Err("shell --vt: the monitor does not route console input to sandboxes yet (docs/files.md)".into());
+    }
+    if o.run.is_some() {
+        return Err("shell runs the shell; use boot --run for a command".into());
+    }
+    Ok(Cli::Shell(BootOptions { interactive: true, run: Some("busybox sh".into()), ..o }))
+}
+
 /// `image`: the shared options and `--out PATH` (default target/questv-MODE.iso).
 pub(super) fn parse_image(args: &[String]) -> Result<Cli, String> {
     let mut out = PathBuf::new();

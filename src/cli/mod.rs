@@ -15,6 +15,8 @@ use std::path::PathBuf;
 
 pub enum Cli {
     Boot(BootOptions),
+    /// An interactive shell on the console (busybox `sh`).
+    Shell(BootOptions),
     /// Boot the SMP and the VT image with the same workload and compare (options as for boot; `vt` unused).
     /// The options, and `--linux` (also run it on Linux 6.1 in the same emulator).
     Compare(BootOptions, bool),
@@ -40,13 +42,14 @@ pub enum Cli {
 }
 
 pub const USAGE: &str = "usage: questv boot [--vt] [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] \
-[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--crash-loop LIMIT/WINDOW_MS|off] [--apic trap|passthrough] [--tcg single|multi] [--clock host|icount] [--iommu none|vtd] [--firmware bios|uefi] [--media cdrom|usb] [--add PATH].. [--env NAME=VALUE].. [--gdb]\n       questv image [--vt] [--run \"PROG ARGS\"] [--add PATH].. [--recovery ..] [--watchdog-ms MS] [--out PATH]\n       questv cc FILE.c [-o OUT] [GCC ARGS..]\n       questv new-program NAME [--dir DIR]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--add PATH].. [--linux] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi] [--clock host|icount]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--iommu none|vtd] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux] [--iommu none|vtd]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv fig10 [--emulator qemu|bochs] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv paper [--emulator qemu|bochs] [--quick] [--no-linux] [--publish]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi] [--clock host|icount]";
+[--timeout SECS] [--mem MIB] [--slice-mib MIB] [--watchdog-ms MS] [--recovery restart|none|P0,P1,..] [--crash-loop LIMIT/WINDOW_MS|off] [--apic trap|passthrough] [--tcg single|multi] [--clock host|icount] [--iommu none|vtd] [--firmware bios|uefi] [--media cdrom|usb] [--add PATH].. [--env NAME=VALUE].. [--gdb]\n       questv shell [--cpus N] [--add PATH].. [--mem MIB]\n       questv image [--vt] [--run \"PROG ARGS\"] [--add PATH].. [--recovery ..] [--watchdog-ms MS] [--out PATH]\n       questv cc FILE.c [-o OUT] [GCC ARGS..]\n       questv new-program NAME [--dir DIR]\n       questv compare [--emulator qemu|bochs] [--cpus N] [--run \"PROG ARGS\"] [--add PATH].. [--linux] [--timeout SECS] [--mem MIB] [--apic trap|passthrough] [--tcg single|multi] [--clock host|icount]\n       questv ping [--vt] [--emulator qemu|bochs] [--cpus N] [--guests K] [--sharers S] [--count N] [--interval-ms MS] [--size B] [--garbage N] [--seed S] [--recovery restart|none] [--inject \"KIND SANDBOX [after_pings=N]\"] [--apic trap|passthrough] [--iommu none|vtd] [--timeout SECS]\n       questv netfig [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--quick] [--no-linux] [--iommu none|vtd]\n       questv recovery [--emulator qemu|bochs] [--cpus N] [--count N] [--interval-ms MS] [--after N] [--quick]\n       questv fig10 [--emulator qemu|bochs] [--quick]\n       questv faults [--emulator qemu|bochs] [--cpus N] [--count N] [--seed S]\n       questv paper [--emulator qemu|bochs] [--quick] [--no-linux] [--publish]\n       questv msgbench [--emulator qemu|bochs] [--cpus N] [--run TRIALS] [--vcpu none|hi|lo|all[,..]] [--timeout SECS] [--apic trap|passthrough] [--tcg single|multi] [--clock host|icount]";
 
 /// Parse the runner's command line (without the program name).
 pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     let rest = args.get(1..).unwrap_or_default();
     match args.first().map(String::as_str) {
         Some("boot") => boot::parse_boot(rest),
+        Some("shell") => boot::parse_shell(rest),
         Some("image") => boot::parse_image(rest),
         Some("compare") => boot::parse_compare(rest, false),
         Some("msgbench") => boot::parse_compare(rest, true),

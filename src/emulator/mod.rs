@@ -92,7 +92,23 @@ pub fn boot(o: &BootOptions) -> Result<BootReport, String> {
     }
     let start = Instant::now();
     let (mut child, rx, scratch) = start_emulator(o, &iso, &tag)?;
-    let deadline = if o.gdb { None } else { Some(start + Duration::from_secs(o.timeout_secs())) };
+    if o.interactive {
+        // The console is the user's terminal: nothing to collect. The kernel's shutdown writes 0x10 (status 0)
+        // or 0x11 to isa-debug-exit, which QEMU exits with as (value << 1) | 1.
+        let status = child.wait().map_err(|e| format!("qemu: {e}"))?;
+        let _ = std::fs::remove_file(&iso);
+        for d in scratch {
+            let _ = if d.is_dir() { std::fs::remove_dir_all(d) } else { std::fs::remove_file(d) };
+        }
+        let outcome = match status.code() {
+            Some(0x21) => Outcome::Done(0),
+            Some(0x23) => Outcome::Done(1),
+            _ => Outcome::Reset,
+        };
+        return Ok(BootReport { lines: Vec::new(), outcome, wall_time: start.elapsed() });
+    }
+    // A debugged or interactive run lasts as long as its user wants.
+    let deadline = if o.gdb || o.interactive { None } else { Some(start + Duration::from_secs(o.timeout_secs())) };
     let (lines, exited, timed_out) = stream(o, &mut child, &rx, deadline);
     let wall_time = start.elapsed();
     let _ = child.kill();

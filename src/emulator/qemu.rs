@@ -44,8 +44,9 @@ pub(super) fn start(o: &BootOptions, iso: &Path, tag: &str, tx: mpsc::Sender<Str
             return Err(format!("cannot start qemu-system-x86_64: {e}"));
         }
     };
-    let stdout = child.stdout.take().unwrap();
-    stream_stdout(stdout, tx);
+    if let Some(stdout) = child.stdout.take() {
+        stream_stdout(stdout, tx);
+    }
     Ok((child, scratch))
 }
 
@@ -73,10 +74,16 @@ fn machine(o: &BootOptions, iso: &Path) -> Command {
     } else {
         cmd.args(["-boot", "d", "-cdrom"]).arg(iso);
     }
-    cmd.args(["-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])
+    if o.interactive {
+        // The host terminal is the console: raw (QEMU sets it so), ^C goes to the guest (signal=off).
+        cmd.args(["-display", "none", "-vga", "none", "-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"])
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit());
+    } else {
+        cmd.args(["-display", "none", "-vga", "none", "-serial", "stdio"]).stdin(Stdio::null()).stdout(Stdio::piped());
+    }
+    cmd.args(["-monitor", "none", "-no-reboot"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     cmd
 }

@@ -11,3 +11,5 @@ pub mod vfs;
 pub mod files;
 #[cfg(feature = "image")]
 pub mod sys;
+#[cfg(feature = "image")]
+pub mod terminal;

@@ -255,27 +255,6 @@ pub fn close(st: &St, fd: i64) -> i64 {
 // ---------------------------------------------------------------------------------------------------------
 // read, write
 
-/// The console's input: what arrived, waiting (polling the UART, other threads running) for the first byte.
-fn console_read(f: &OpenFile, len: usize) -> Result<Vec<u8>, i64> {
-    let mut got = Vec::new();
-    while got.len() < len {
-        match crate::console::try_read() {
-            Some(b) => got.push(b),
-            None if got.is_empty() => {
-                if f.nonblocking() {
-                    return Err(-EAGAIN);
-                }
-                if interrupted() {
-                    return Err(-crate::signal::ERESTARTSYS);
-                }
-                crate::sched::yield_while_waiting()
-            }
-            None => break,
-        }
-    }
-    Ok(got)
-}
-
 /// Bytes from the pipe: waits while it is empty and has a writer.
 fn pipe_read(f: &OpenFile, p: &PipeShared, buf: &mut [u8]) -> Result<usize, i64> {
     loop {
@@ -380,7 +359,7 @@ pub fn read_file(f: &OpenFile, buf: u64, len: usize, at: Option<u64>) -> Result<
                     }
                     v
                 }
-                Device::Console | Device::Tty => console_read(f, len)?,
+                Device::Console | Device::Tty => super::terminal::read(len, f.nonblocking())?,
             }
         }
         Kind::PipeRead(p) => {
@@ -426,7 +405,7 @@ pub fn write_file(f: &OpenFile, buf: u64, len: usize, at: Option<u64>) -> Result
                 if at.is_some() {
                     return Err(-ESPIPE);
                 }
-                crate::console::write_bytes(&data);
+                super::terminal::write(&data);
                 Ok(len)
             }
             _ => Ok(len),
@@ -1091,42 +1070,228 @@ pub fn pipe2(st: &St, fds: u64, flags: u64) -> i64 {
     0
 }
 
-/// ioctl(2): the terminal's TCGETS (cooked mode), TIOCGWINSZ (24×80), TCSETS*/TIOCSWINSZ accepted,
-/// TIOCGPGRP; FIONREAD on pipes and files; ENOTTY for anything else.
-pub fn ioctl(st: &St, fd: i64, request: u64, arg: u64) -> i64 {
+/// ioctl(2): on the terminal, TCGETS/TCSETS/TCSETSW/TCSETSF (its line discipline's modes), TIOCGWINSZ/
+/// TIOCSWINSZ, TIOCGPGRP/TIOCSPGRP (the foreground group), TIOCSCTTY/TIOCNOTTY (accepted: the console is
+/// the controlling terminal of the one session that has one), TIOCGSID, TCFLSH, TCXONC/TCSBRK (accepted);
+/// FIONREAD on the terminal, pipes and files; ENOTTY for anything else.
+pub fn ioctl(st: &St, fd: i64, request: u64, arg: u64, session_of_caller: u32) -> i64 {
+    use super::tty::{Termios, Winsize};
     const TCGETS: u64 = 0x5401;
     const TCSETS: u64 = 0x5402;
     const TCSETSW: u64 = 0x5403;
     const TCSETSF: u64 = 0x5404;
+    const TCSBRK: u64 = 0x5409;
+    const TCXONC: u64 = 0x540A;
+    const TCFLSH: u64 = 0x540B;
+    const TIOCSCTTY: u64 = 0x540E;
+    const TIOCGPGRP: u64 = 0x540F;
+    const TIOCSPGRP: u64 = 0x5410;
     const TIOCGWINSZ: u64 = 0x5413;
     const TIOCSWINSZ: u64 = 0x5414;
     const FIONREAD: u64 = 0x541B;
+    const TIOCNOTTY: u64 = 0x5422;
+    const TIOCGSID: u64 = 0x5429;
     result((|| {
         let f = file(st, fd)?;
+        let terminal = matches!(f.kind, Kind::Device(d) if d.is_terminal());
         if request == FIONREAD {
             let n = match &f.kind {
                 Kind::PipeRead(p) => p.pipe.lock().len() as u64,
                 Kind::Inode(ino) => with_tree(|v| v.tmp.stat(*ino))?.size.saturating_sub(*f.offset.lock()),
-                Kind::Device(d) if d.is_terminal() => 0,
+                _ if terminal => super::terminal::available() as u64,
                 _ => return Err(-ENOTTY),
             };
             crate::user::write(arg, &(n as i32).to_le_bytes())?;
             return Ok(0);
         }
-        if !matches!(f.kind, Kind::Device(d) if d.is_terminal()) {
+        if !terminal {
             return Err(-ENOTTY);
         }
-        let reply: Vec<u8> = match request {
-            TCGETS => crate::linux_abi::console_termios().to_vec(),
-            TIOCGWINSZ => crate::linux_abi::winsize(24, 80).to_vec(),
-            TCSETS | TCSETSW | TCSETSF | TIOCSWINSZ => {
-                // The serial console has no modes to change yet; the argument must still be readable.
-                let _: [u8; 8] = crate::user::read_array(arg)?;
-                return Ok(0);
+        let int = |v: u32| crate::user::write(arg, &v.to_le_bytes()).map(|()| 0);
+        match request {
+            TCGETS => crate::user::write(arg, &super::terminal::termios().to_bytes()).map(|()| 0),
+            TCSETS | TCSETSW | TCSETSF => {
+                let b: [u8; 36] = crate::user::read_array(arg)?;
+                let t = Termios::from_bytes(&b).ok_or(-EINVAL)?;
+                super::terminal::set_termios(t, request == TCSETSF);
+                Ok(0)
             }
-            _ => return Err(-ENOTTY),
-        };
-        crate::user::write(arg, &reply)?;
-        Ok(0)
+            TIOCGWINSZ => crate::user::write(arg, &super::terminal::winsize().to_bytes()).map(|()| 0),
+            TIOCSWINSZ => {
+                let b: [u8; 8] = crate::user::read_array(arg)?;
+                super::terminal::set_winsize(Winsize::from_bytes(&b).ok_or(-EINVAL)?);
+                Ok(0)
+            }
+            TIOCGPGRP => int(super::terminal::foreground()),
+            TIOCSPGRP => {
+                let g: [u8; 4] = crate::user::read_array(arg)?;
+                let g = i32::from_le_bytes(g);
+                if g <= 0 {
+                    return Err(-EINVAL);
+                }
+                super::terminal::set_foreground(g as u32);
+                Ok(0)
+            }
+            TIOCGSID => int(session_of_caller),
+            TIOCSCTTY | TIOCNOTTY | TCSBRK | TCXONC => Ok(0),
+            TCFLSH => {
+                // 0: input, 1: output (nothing is queued), 2: both.
+                match arg {
+                    0 | 2 => super::terminal::flush_input(),
+                    1 => {}
+                    _ => return Err(-EINVAL),
+                }
+                Ok(0)
+            }
+            _ => Err(-ENOTTY),
+        }
+    })())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// poll, select
+
+pub const POLLIN: u16 = 0x1;
+pub const POLLPRI: u16 = 0x2;
+pub const POLLOUT: u16 = 0x4;
+pub const POLLERR: u16 = 0x8;
+pub const POLLHUP: u16 = 0x10;
+pub const POLLNVAL: u16 = 0x20;
+pub const POLLRDNORM: u16 = 0x40;
+pub const POLLWRNORM: u16 = 0x100;
+
+/// What a poll of `f` reports now (every event that holds; the caller masks with what was asked).
+fn ready(f: &OpenFile) -> u16 {
+    let rw = POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM;
+    match &f.kind {
+        Kind::Inode(_) | Kind::Dir(_) | Kind::Generated(_) => rw,
+        Kind::Device(d) if d.is_terminal() => {
+            POLLOUT | POLLWRNORM | if super::terminal::readable() { POLLIN | POLLRDNORM } else { 0 }
+        }
+        Kind::Device(_) => rw,
+        Kind::PipeRead(p) => {
+            let p = p.pipe.lock();
+            (if p.readable() && !p.is_empty() { POLLIN | POLLRDNORM } else { 0 }) | if p.writers == 0 { POLLHUP } else { 0 }
+        }
+        Kind::PipeWrite(p) => {
+            let p = p.pipe.lock();
+            if p.readers == 0 {
+                POLLERR
+            } else if p.writable() {
+                POLLOUT | POLLWRNORM
+            } else {
+                0
+            }
+        }
+    }
+}
+
+/// Wait (other threads run) until `check` finds something, `deadline` (TSC) passes or a signal comes:
+/// Ok(true) found, Ok(false) timed out, Err(EINTR).
+fn wait_ready(deadline: Option<u64>, mut check: impl FnMut() -> Result<bool, i64>) -> Result<bool, i64> {
+    loop {
+        if check()? {
+            return Ok(true);
+        }
+        if deadline.is_some_and(|d| questv_arch::cpu::rdtsc() >= d) {
+            return Ok(false);
+        }
+        if interrupted() {
+            // As Linux after a handler ran: poll and select are not restarted.
+            return Err(-EINTR);
+        }
+        crate::sched::yield_while_waiting();
+    }
+}
+
+/// A timeout in nanoseconds from now as a TSC deadline (None: wait without end).
+fn deadline_after(ns: Option<u64>) -> Option<u64> {
+    ns.map(|ns| questv_arch::cpu::rdtsc().saturating_add(crate::time::ns_to_cycles(ns)))
+}
+
+/// poll(2) (`timeout_ns` None: no timeout) and ppoll(2) (the signal mask argument is not applied: docs/files.md).
+pub fn poll(st: &St, fds: u64, nfds: u64, timeout_ns: Option<u64>) -> i64 {
+    result((|| {
+        if nfds > st.lock().files.limit() as u64 {
+            return Err(-EINVAL);
+        }
+        let mut raw = alloc::vec![0u8; nfds as usize * 8];
+        crate::user::read(fds, &mut raw)?;
+        let entries: Vec<(i32, u16)> = raw.chunks(8).map(|c| (i32::from_le_bytes(c[..4].try_into().unwrap()), u16::from_le_bytes(c[4..6].try_into().unwrap()))).collect();
+        let mut revents = alloc::vec![0u16; entries.len()];
+        let deadline = deadline_after(timeout_ns);
+        let mut count = 0;
+        wait_ready(deadline, || {
+            count = 0;
+            for (i, &(fd, events)) in entries.iter().enumerate() {
+                revents[i] = if fd < 0 {
+                    0
+                } else {
+                    match file(st, i64::from(fd)) {
+                        Ok(f) => ready(&f) & (events | POLLERR | POLLHUP),
+                        Err(_) => POLLNVAL,
+                    }
+                };
+                count += usize::from(revents[i] != 0);
+            }
+            Ok(count > 0)
+        })?;
+        for (i, r) in revents.iter().enumerate() {
+            raw[i * 8 + 6..i * 8 + 8].copy_from_slice(&r.to_le_bytes());
+        }
+        crate::user::write(fds, &raw)?;
+        Ok(count as i64)
+    })())
+}
+
+/// select(2) and pselect6(2): the three descriptor sets (NULL: none), rewritten to the ready ones; EBADF for
+/// a descriptor in a set that is not open. (pselect6's signal mask is not applied: docs/files.md.)
+pub fn select(st: &St, nfds: u64, sets: [u64; 3], timeout_ns: Option<u64>) -> i64 {
+    result((|| {
+        if nfds > 1024 {
+            return Err(-EINVAL);
+        }
+        let bytes = (nfds as usize).div_ceil(64) * 8;
+        let mut asked = [Vec::new(), Vec::new(), Vec::new()];
+        for (k, &addr) in sets.iter().enumerate() {
+            if addr != 0 {
+                asked[k] = alloc::vec![0u8; bytes];
+                crate::user::read(addr, &mut asked[k])?;
+            }
+        }
+        let is_set = |set: &Vec<u8>, fd: usize| !set.is_empty() && set[fd / 8] & (1 << (fd % 8)) != 0;
+        for fd in 0..nfds as usize {
+            if asked.iter().any(|s| is_set(s, fd)) {
+                file(st, fd as i64)?;
+            }
+        }
+        let mut out = [alloc::vec![0u8; bytes], alloc::vec![0u8; bytes], alloc::vec![0u8; bytes]];
+        let mut count = 0;
+        wait_ready(deadline_after(timeout_ns), || {
+            count = 0;
+            for s in out.iter_mut() {
+                s.iter_mut().for_each(|b| *b = 0);
+            }
+            for fd in 0..nfds as usize {
+                if !asked.iter().any(|s| is_set(s, fd)) {
+                    continue;
+                }
+                let r = ready(&*file(st, fd as i64)?);
+                let hits = [r & (POLLIN | POLLHUP | POLLERR) != 0, r & (POLLOUT | POLLERR) != 0, r & POLLPRI != 0];
+                for k in 0..3 {
+                    if is_set(&asked[k], fd) && hits[k] {
+                        out[k][fd / 8] |= 1 << (fd % 8);
+                        count += 1;
+                    }
+                }
+            }
+            Ok(count > 0)
+        })?;
+        for (k, &addr) in sets.iter().enumerate() {
+            if addr != 0 {
+                crate::user::write(addr, &out[k])?;
+            }
+        }
+        Ok(count as i64)
     })())
 }

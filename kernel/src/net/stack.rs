@@ -297,12 +297,11 @@ extern "C" fn driver_thread(arg: u64) -> ! {
     }
     if crate::sandbox::id().is_some() {
         // The driver is this sandbox's recoverable component: a fault on this thread's stack is the driver's
-        // (recovery=driver). The stack is the one this thread started on (sched::KERNEL_STACK_SIZE bytes, this
-        // frame near its top): everything the driver does runs below the stack pointer here, which is also as
-        // high as the recovery entry's fresh stack may start (above it lies the end of the stack's allocation).
-        let rsp = questv_arch::cpu::stack_pointer();
-        let low = rsp.saturating_sub(sched::KERNEL_STACK_SIZE as u64 - 1024);
-        if let Err(e) = crate::sandbox::register_component(driver_recovery_entry as *const () as u64, low, rsp) {
+        // (recovery=driver). The range is the stack's whole allocation, not "below the stack pointer here":
+        // with the driver's code inlined into this function, the registering call itself runs at this very
+        // stack pointer, which the monitor checks lies in the range.
+        let Some((low, high)) = sched::current_stack() else { unreachable!("the driver thread has its own stack") };
+        if let Err(e) = crate::sandbox::register_component(driver_recovery_entry as *const () as u64, low, high) {
             log::warn!("net: the monitor refused the driver's registration (error {e})");
         }
     }

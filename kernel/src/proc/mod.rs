@@ -155,6 +155,9 @@ fn user_frame(entry: u64, sp: u64, argc: usize, argv_addr: u64) -> TrapFrame {
 pub fn start_init(argv: Vec<String>) -> Result<(), &'static str> {
     // A blocking read or write on a pipe or the console ends for a signal (ERESTARTSYS, settled on return).
     crate::fs::files::set_interrupt_check(|| sched::attention_pending() && signal_pending());
+    crate::fs::terminal::set_group_signaller(signals::signal_group);
+    // The console is the controlling terminal of init's session, init's group in the foreground.
+    crate::fs::terminal::set_foreground(INIT_PID);
     let bytes = crate::ramdisk::find("init").ok_or("no `init` program in the ramdisk")?;
     let (space, entry, sp, argv_addr) = load_program(bytes, &argv, &[]).map_err(|_| "cannot load init")?;
     let mut t = TABLE.lock();

@@ -704,3 +704,11 @@ pub fn raise_sigpipe() {
     let (pid, tid) = (sched::current_pid(), sched::current_tid());
     let _ = tgkill(i64::from(pid), i64::from(tid), u64::from(crate::signal::SIGPIPE));
 }
+
+/// A signal from the kernel to every process of group `pgrp` (the terminal's ^C, ^\ and ^Z).
+pub fn signal_group(pgrp: u32, sig: u32) {
+    let targets: Vec<u32> = TABLE.lock().procs.iter().filter(|(_, p)| p.pgid == pgrp && matches!(p.state, State::Running)).map(|(&pid, _)| pid).collect();
+    for pid in targets {
+        let _ = send_one(pid, None, SigInfo::kernel(sig));
+    }
+}
