@@ -23,12 +23,87 @@ pub fn ramdisk_files(o: &BootOptions, kernel: &Path) -> Result<Vec<(String, Path
         if !p.is_file() {
             return Err(format!("--add {}: no such file", p.display()));
         }
+        if name == "initramfs.cpio" {
+            return Err(format!("--add {}: initramfs.cpio is the name of the runner's own initramfs: rename the file", p.display()));
+        }
         if files.iter().any(|(n, _)| *n == name) || name == "badelf" {
             return Err(format!("--add {}: {name:?} is already in the ramdisk (a built-in program): rename the file", p.display()));
         }
         files.push((name, p.clone()));
     }
+    if o.run_script.is_some() && !files.iter().any(|(n, _)| n == "busybox") {
+        // The script needs a shell: Debian's busybox, fetched once with the Linux baseline.
+        let cache = crate::workspace_root().join("target").join("linux-cache");
+        let (_, busybox, _, _) = crate::linux::fetch(&cache).map_err(|e| format!("--run with shell syntax needs busybox's sh: {e}"))?;
+        files.push(("busybox".into(), busybox));
+    }
+    if let Some(archive) = initramfs(o, &files)? {
+        files.push(("initramfs.cpio".into(), archive));
+    }
     Ok(files)
+}
+
+/// The initramfs (a newc cpio the kernel unpacks into its tree at boot), when there is something to put in
+/// it: `--root DIR`'s tree, and with busybox among the files its applets as links in /bin (`/bin/sh`, `ls`,
+/// ...; not over a program of the same name). Written under target/tmp.
+fn initramfs(o: &BootOptions, files: &[(String, PathBuf)]) -> Result<Option<PathBuf>, String> {
+    let busybox = files.iter().find(|(n, _)| n == "busybox").map(|(_, p)| p.clone());
+    if busybox.is_none() && o.root.is_none() && o.run_script.is_none() {
+        return Ok(None);
+    }
+    let mut cpio = crate::linux::Cpio::new();
+    if let Some(script) = &o.run_script {
+        cpio.dir("etc", 0o755)?;
+        cpio.file("etc/questv-run", 0o755, format!("{script}\n").as_bytes())?;
+    }
+    if let Some(bb) = busybox {
+        // A static x86-64 binary: the host runs it to say which applets it has.
+        let out = std::process::Command::new(&bb).arg("--list").output().map_err(|e| format!("{}: {e}", bb.display()))?;
+        let list = String::from_utf8_lossy(&out.stdout);
+        cpio.dir("bin", 0o755)?;
+        for applet in list.lines().map(str::trim).filter(|a| !a.is_empty() && !a.contains('/')) {
+            if files.iter().all(|(n, _)| n != applet) {
+                cpio.symlink(&format!("bin/{applet}"), "busybox")?;
+            }
+        }
+    }
+    if let Some(root) = &o.root {
+        add_tree(&mut cpio, root, "")?;
+    }
+    let dir = crate::workspace_root().join("target").join("tmp");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("initramfs-{}-{}.cpio", o.mode(), std::process::id()));
+    std::fs::write(&path, cpio.finish()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(path))
+}
+
+/// `dir`'s entries into the archive under `prefix`, directories before what is in them.
+fn add_tree(cpio: &mut crate::linux::Cpio, dir: &std::path::Path, prefix: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(|e| format!("--root {}: {e}", dir.display()))?.collect::<Result<_, _>>().map_err(|e| format!("--root {}: {e}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let Some(name) = e.file_name().to_str().map(String::from) else {
+            return Err(format!("--root: {}: the name is not UTF-8 (questv's tree holds UTF-8 names)", path.display()));
+        };
+        let inner = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("--root {}: {e}", path.display()))?;
+        let perm = meta.permissions().mode() & 0o7777;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path).map_err(|e| format!("--root {}: {e}", path.display()))?;
+            cpio.symlink(&inner, target.to_str().ok_or_else(|| format!("--root {}: the link target is not UTF-8", path.display()))?)?;
+        } else if meta.is_dir() {
+            cpio.dir(&inner, perm)?;
+            add_tree(cpio, &path, &inner)?;
+        } else if meta.is_file() {
+            let data = std::fs::read(&path).map_err(|e| format!("--root {}: {e}", path.display()))?;
+            cpio.file(&inner, perm, &data)?;
+        } else {
+            return Err(format!("--root {}: neither a file, a directory nor a symbolic link (devices, FIFOs and sockets are not copied)", path.display()));
+        }
+    }
+    Ok(())
 }
 
 /// `image`: the hybrid BIOS+UEFI ISO `boot` would boot, kept at `out` (write it raw to a USB stick:

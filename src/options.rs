@@ -43,6 +43,11 @@ pub struct BootOptions {
     pub usb_stick: bool,
     /// Files put into the ramdisk under their file names (`--add PATH`): the user's own programs and data.
     pub add: Vec<PathBuf>,
+    /// `--root DIR`: a directory tree copied into the guest's file tree (through the initramfs).
+    pub root: Option<PathBuf>,
+    /// A `--run` with shell syntax grub.cfg cannot carry: put in the initramfs as /etc/questv-run and run by
+    /// `sh` (`run` is then `sh /etc/questv-run`).
+    pub run_script: Option<String>,
     /// QEMU: the guest's clocks (TSC, APIC timer) follow instructions executed (`-icount`), not host time, so a
     /// loaded host cannot steal time from whatever the guest was running (tests that measure CPU shares).
     pub icount: bool,
@@ -80,7 +85,7 @@ impl Firmware {
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, crash_loop: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false, add: Vec::new(), icount: false, interactive: false, iommu: None }
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, crash_loop: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false, add: Vec::new(), root: None, run_script: None, icount: false, interactive: false, iommu: None }
     }
 }
 

@@ -4,8 +4,10 @@
 //! questv's SMP build and in both sandboxes of its VT build.
 //!
 //! Suites: `signals` (tests/data/linux/signals.c, checks `sigcheck`), `threads` (tests/data/linux/threads.c,
-//! checks `thrcheck`) and `process` (tests/data/linux/process.c, checks `proccheck`: memory, time, identity,
-//! limits, waiting, the console), each built with musl-gcc and with gcc (glibc), both `-static -O2`.
+//! checks `thrcheck`), `process` (tests/data/linux/process.c, checks `proccheck`: memory, time, identity,
+//! limits, waiting, the console) and `files` (tests/data/linux/files.c, checks `filecheck`: open and paths,
+//! reading and writing, stat, directories, links, descriptors, pipes, poll/select, devices), each built with
+//! musl-gcc and with gcc (glibc), both `-static -O2`.
 mod common;
 use common::{check_monitor_ended_run, Run};
 use questv::{linux, parse_result_line, ResultLine};
@@ -19,10 +21,12 @@ fn binaries(suite: &str) -> &'static [(String, PathBuf)] {
     static SIGNALS: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
     static THREADS: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
     static PROCESS: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    static FILES: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
     let cell = match suite {
         "signals" => &SIGNALS,
         "threads" => &THREADS,
         "process" => &PROCESS,
+        "files" => &FILES,
         other => panic!("no suite {other}"),
     };
     cell.get_or_init(|| build_suite(suite))
@@ -194,4 +198,19 @@ fn process_pass_on_smp() {
 #[test]
 fn process_pass_in_sandboxes() {
     passes_in_sandboxes("process", "proccheck");
+}
+
+#[test]
+fn files_pass_on_linux() {
+    passes_on_linux("files", "filecheck");
+}
+
+#[test]
+fn files_pass_on_smp() {
+    passes_on_smp("files", "filecheck");
+}
+
+#[test]
+fn files_pass_in_sandboxes() {
+    passes_in_sandboxes("files", "filecheck");
 }

@@ -140,7 +140,6 @@ fn memory(mbi: &BootInformation) -> (kmem::MemoryInfo, Option<u64>) {
         let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(phys_to_virt(start as u64) as *const u8, end - start) };
         files.push((alloc::string::String::from(name), bytes));
     }
-    crate::fs::files::init(files.iter().map(|(n, b)| (n.as_str(), *b)));
     crate::ramdisk::init(files);
     log::info!(
         "memory: {} MiB usable in {} regions, heap {} MiB, highest address 0x{:x}",

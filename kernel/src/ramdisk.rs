@@ -19,3 +19,8 @@ pub fn find(name: &str) -> Option<&'static [u8]> {
 pub fn names() -> impl Iterator<Item = &'static str> {
     FILES.get().into_iter().flatten().map(|(n, _)| n.as_str())
 }
+
+/// Every file: (name, bytes).
+pub fn files() -> impl Iterator<Item = (&'static str, &'static [u8])> {
+    FILES.get().into_iter().flatten().map(|(n, b)| (n.as_str(), *b))
+}

@@ -72,10 +72,14 @@ fn boot_option(o: &mut BootOptions, a: &str, value: &mut Value) -> Result<bool, 
         }
         "--run" => {
             let r = value("--run")?;
-            if r.contains(['"', '\\', '$', '\n', '\r']) {
-                return Err("--run may not contain '\"', '\\', '$' or newlines (it goes into grub.cfg)".into());
+            if r.contains(['"', '\\', '$', '\n', '\r', '\'', '|', '&', ';', '<', '>', '(', ')', '`', '*', '?']) {
+                // Shell text grub.cfg cannot carry (or that needs a shell): a script in the initramfs, run by
+                // busybox's sh (which the runner adds).
+                o.run_script = Some(r);
+                o.run = Some(RUN_SCRIPT_COMMAND.into());
+            } else {
+                o.run = Some(r);
             }
-            o.run = Some(r);
         }
         "--slice-mib" => o.slice_mib = Some(value("--slice-mib")?.parse().map_err(|_| "--slice-mib needs MiB".to_string())?),
         "--apic" => {
@@ -99,6 +103,13 @@ fn boot_option(o: &mut BootOptions, a: &str, value: &mut Value) -> Result<bool, 
         "--clock" => o.icount = choose("guest clock", &value("--clock")?, &[("host", false), ("icount", true)])?,
         "--iommu" => o.iommu = Some(choose("IOMMU", &value("--iommu")?, &[("none", false), ("vtd", true)])?),
         "--add" => add_file(o, PathBuf::from(value("--add")?))?,
+        "--root" => {
+            let d = PathBuf::from(value("--root")?);
+            if !d.is_dir() {
+                return Err(format!("--root {}: not a directory", d.display()));
+            }
+            o.root = Some(d);
+        }
         "--mem" => {
             o.mem_mib = value("--mem")?.parse().map_err(|_| "--mem needs MiB".to_string())?;
             if o.mem_mib < 64 {
@@ -122,6 +133,9 @@ fn add_file(o: &mut BootOptions, p: PathBuf) -> Result<(), String> {
     o.add.push(p);
     Ok(())
 }
+
+/// What init runs for a `--run` kept as a script: the shell, on the script the initramfs holds.
+pub const RUN_SCRIPT_COMMAND: &str = "sh /etc/questv-run";
 
 /// `boot`: the shared options only.
 pub(super) fn parse_boot(args: &[String]) -> Result<Cli, String> {

@@ -283,7 +283,12 @@ pub fn init<'a>(programs: impl Iterator<Item = (&'a str, &'a [u8])>) {
     let _ = fs.symlink(dev, "stdout", "/proc/self/fd/1", 0, 0, t);
     let _ = fs.symlink(dev, "stderr", "/proc/self/fd/2", 0, 0, t);
     let _ = fs.symlink(dev, "fd", "/proc/self/fd", 0, 0, t);
+    let mut initramfs = None;
     for (name, bytes) in programs {
+        if name == INITRAMFS {
+            initramfs = Some(bytes);
+            continue;
+        }
         match fs.create(bin, name, FileType::Regular, 0o755, 0, 0, 0, t) {
             Ok(ino) => {
                 if fs.write(ino, 0, bytes, t) != Ok(bytes.len()) {
@@ -293,9 +298,80 @@ pub fn init<'a>(programs: impl Iterator<Item = (&'a str, &'a [u8])>) {
             Err(e) => log::error!("file tree: cannot make /bin/{name}: error {e}"),
         }
     }
+    if let Some(archive) = initramfs {
+        unpack(&mut fs, archive, t);
+    }
     let mut vfs = Vfs::new(fs);
     let _ = vfs.mount_generated(proc_dir);
     *TREE.lock() = Some(vfs);
+}
+
+/// The boot module the runner's initramfs comes as (a newc cpio: `--root DIR`, busybox's applet links).
+pub const INITRAMFS: &str = "initramfs.cpio";
+
+/// Add the initramfs's entries to the tree (missing parent directories made 0755; an existing entry of the
+/// same name is replaced, so a file given with `--root` wins over a program of the same name). A malformed
+/// archive or a full tree is reported on the console; what was unpacked stays.
+fn unpack(fs: &mut Tmpfs, archive: &[u8], t: Timespec) {
+    let entries = match super::cpio::parse(archive) {
+        Ok(e) => e,
+        Err(e) => return log::error!("initramfs refused: {e}"),
+    };
+    let root = super::tmpfs::ROOT;
+    let mut count = 0;
+    for e in entries {
+        let (dir_path, name) = e.name.rsplit_once('/').unwrap_or(("", e.name));
+        let mut dir = root;
+        let mut ok = true;
+        for part in dir_path.split('/').filter(|p| !p.is_empty()) {
+            dir = match fs.lookup(dir, part) {
+                Ok(d) if fs.kind(d) == Ok(FileType::Directory) => d,
+                Ok(_) => {
+                    ok = false;
+                    break;
+                }
+                Err(_) => match fs.create(dir, part, FileType::Directory, 0o755, 0, 0, 0, t) {
+                    Ok(d) => d,
+                    Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                },
+            };
+        }
+        if !ok {
+            log::error!("initramfs: {}: a parent is not a directory", e.name);
+            continue;
+        }
+        use super::cpio::EntryKind;
+        if e.kind != EntryKind::Directory {
+            // Replace what is there (a program of the same name), not a directory.
+            if fs.lookup(dir, name).is_ok_and(|i| fs.kind(i) != Ok(FileType::Directory)) {
+                let _ = fs.unlink(dir, name, t);
+            }
+        }
+        let made = match e.kind {
+            EntryKind::Directory => match fs.lookup(dir, name) {
+                Ok(d) => fs.set_perm(d, e.perm, t),
+                Err(_) => fs.create(dir, name, FileType::Directory, e.perm, 0, 0, 0, t).map(|_| ()),
+            },
+            EntryKind::Regular => fs.create(dir, name, FileType::Regular, e.perm, 0, 0, 0, t).and_then(|i| {
+                let n = fs.write(i, 0, e.data, t)?;
+                if n == e.data.len() { Ok(()) } else { Err(-ENOSPC) }
+            }),
+            EntryKind::Symlink => match core::str::from_utf8(e.data) {
+                Ok(target) => fs.symlink(dir, name, target, 0, 0, t).map(|_| ()),
+                Err(_) => Err(-EINVAL),
+            },
+            EntryKind::CharDevice => fs.create(dir, name, FileType::CharDevice, e.perm, 0, 0, crate::linux_abi::makedev(u64::from(e.rdev.0), u64::from(e.rdev.1)), t).map(|_| ()),
+            EntryKind::Other => Ok(()),
+        };
+        match made {
+            Ok(()) => count += 1,
+            Err(err) => log::error!("initramfs: {}: error {err}", e.name),
+        }
+    }
+    log::info!("initramfs: {count} entries");
 }
 
 /// The contents of the regular file `path` (resolved from the root, links followed) and its permission bits:

@@ -153,6 +153,8 @@ fn user_frame(entry: u64, sp: u64, argc: usize, argv_addr: u64) -> TrapFrame {
 
 /// Start init (pid 1) from the ramdisk with `argv` on the BSP.
 pub fn start_init(argv: Vec<String>) -> Result<(), &'static str> {
+    // The file tree, now that the wall clock is known (its times start there).
+    crate::fs::files::init(crate::ramdisk::files());
     // A blocking read or write on a pipe or the console ends for a signal (ERESTARTSYS, settled on return).
     crate::fs::files::set_interrupt_check(|| sched::attention_pending() && signal_pending());
     crate::fs::terminal::set_group_signaller(signals::signal_group);
