@@ -17,6 +17,10 @@ const CHECKS: &[(&str, &str, &str)] = &[
     ("sigpipe", "busybox yes | busybox head -2 | busybox wc -l", "2"),
     ("redirect", "echo one > /tmp/r; echo two >> /tmp/r; busybox wc -l < /tmp/r", "2"),
     ("ls", "busybox ls /bin | busybox grep -c '^busybox$'", "1"),
+    ("exe", "busybox readlink /proc/self/exe", "/bin/busybox"),
+    ("stdin", "echo piped | busybox cat /dev/stdin", "piped"),
+    ("meminfo", "busybox grep -c '^MemTotal:' /proc/meminfo", "1"),
+    ("ps", "busybox ps -o pid,comm | busybox grep -c ' init$'", "1"),
 ];
 
 fn busybox() -> PathBuf {

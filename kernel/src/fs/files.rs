@@ -59,6 +59,17 @@ pub fn set_generated(g: &'static (dyn Generated + Sync)) {
     GENERATED.call_once(|| g);
 }
 
+/// The open file behind a process's descriptor (set once by the process layer: /proc/PID/fd/N).
+static FD_OPENER: spin::Once<fn(u32, i64) -> Option<File>> = spin::Once::new();
+
+pub fn set_fd_opener(f: fn(u32, i64) -> Option<File>) {
+    FD_OPENER.call_once(|| f);
+}
+
+pub(super) fn open_file_of(pid: u32, fd: i64) -> Option<File> {
+    FD_OPENER.get().and_then(|f| f(pid, fd))
+}
+
 pub fn set_interrupt_check(f: fn() -> bool) {
     INTERRUPTED.call_once(|| f);
 }
@@ -247,6 +258,8 @@ pub type File = Arc<OpenFile>;
 pub struct FsState {
     pub files: FdTable<File>,
     pub cwd: Node,
+    /// The working directory's path when it was set (what /proc/PID/cwd shows).
+    pub cwd_path: String,
     pub umask: u32,
 }
 
@@ -258,7 +271,7 @@ impl FsState {
         for _ in 0..3 {
             let _ = files.insert(console.clone(), false, 0);
         }
-        FsState { files, cwd: Node::Tmp(super::tmpfs::ROOT), umask: 0o022 }
+        FsState { files, cwd: Node::Tmp(super::tmpfs::ROOT), cwd_path: String::from("/"), umask: 0o022 }
     }
 }
 
@@ -271,7 +284,13 @@ pub fn init<'a>(programs: impl Iterator<Item = (&'a str, &'a [u8])>) {
     let mk = |fs: &mut Tmpfs, name: &str, perm: u32| fs.create(root, name, FileType::Directory, perm, 0, 0, 0, t).expect("a fresh tree has room");
     let bin = mk(&mut fs, "bin", 0o755);
     let dev = mk(&mut fs, "dev", 0o755);
-    mk(&mut fs, "etc", 0o755);
+    let etc = mk(&mut fs, "etc", 0o755);
+    // Everyone is root: the one user and group, so that programs can name them.
+    for (name, text) in [("passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("group", "root:x:0:\n"), ("hostname", "questv\n")] {
+        if let Ok(ino) = fs.create(etc, name, FileType::Regular, 0o644, 0, 0, 0, t) {
+            let _ = fs.write(ino, 0, text.as_bytes(), t);
+        }
+    }
     mk(&mut fs, "home", 0o755);
     let proc_dir = mk(&mut fs, "proc", 0o555);
     mk(&mut fs, "root", 0o700);

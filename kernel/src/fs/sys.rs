@@ -187,6 +187,18 @@ const EOPNOTSUPP_LINUX: i64 = 95;
 /// Make the open file for `node` and give it a descriptor.
 fn open_node(st: &St, node: Node, flags: u32, path: String) -> Result<i64, i64> {
     let g = generated();
+    if let Node::Gen(id) = node {
+        if let Some((pid, fd)) = g.open_file_link(id) {
+            // /proc/PID/fd/N (and /dev/stdin...): that very open file, for an access it allows.
+            let f = open_file_of(pid, fd).ok_or(-ENOENT)?;
+            let writing = matches!(flags & O_ACCMODE, O_WRONLY | O_RDWR);
+            let reading = flags & O_ACCMODE != O_WRONLY;
+            if (writing && !f.writable()) || (reading && !f.readable()) {
+                return Err(-EACCES);
+            }
+            return st.lock().files.insert(f, flags & O_CLOEXEC != 0, 0);
+        }
+    }
     let writing = matches!(flags & O_ACCMODE, O_WRONLY | O_RDWR);
     if flags & O_ACCMODE == 3 {
         return Err(-EINVAL);
@@ -776,28 +788,32 @@ pub fn chdir(st: &St, path: u64) -> i64 {
     result((|| {
         let path = path_arg(path, false)?;
         let start = st.lock().cwd;
-        let node = with_tree(|v| -> Result<Node, i64> {
+        let (node, path) = with_tree(|v| -> Result<(Node, String), i64> {
             let g = generated();
             let n = v.resolve(g, start, &path, true)?;
             if v.kind(g, n)? != FileType::Directory {
                 return Err(-ENOTDIR);
             }
-            Ok(n)
+            Ok((n, v.path_of(g, n).unwrap_or(path)))
         })?;
-        st.lock().cwd = node;
+        let mut s = st.lock();
+        s.cwd = node;
+        s.cwd_path = path;
         Ok(0)
     })())
 }
 
 /// fchdir(2).
 pub fn fchdir(st: &St, fd: i64) -> i64 {
-    let mut s = st.lock();
-    let node = match s.files.get(fd).map(|f| &f.kind) {
-        Ok(Kind::Dir(n)) => *n,
+    let (node, opened_as) = match st.lock().files.get(fd).map(|f| (&f.kind, f.path.clone())) {
+        Ok((Kind::Dir(n), p)) => (*n, p),
         Ok(_) => return -ENOTDIR,
         Err(e) => return e,
     };
+    let path = with_tree(|v| v.path_of(generated(), node)).unwrap_or(opened_as);
+    let mut s = st.lock();
     s.cwd = node;
+    s.cwd_path = path;
     0
 }
 

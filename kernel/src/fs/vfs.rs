@@ -36,6 +36,11 @@ pub trait Generated {
     fn contents(&self, node: GenId) -> Result<alloc::vec::Vec<u8>, i64>;
     /// A directory's entries, `.` and `..` first (getdents).
     fn entries(&self, dir: GenId) -> Result<alloc::vec::Vec<(String, GenId, FileType)>, i64>;
+    /// A link that names an open file rather than a path (/proc/PID/fd/N: process, descriptor). Resolution
+    /// stops at it when it is the last component, and opening it opens that file.
+    fn open_file_link(&self, _node: GenId) -> Option<(u32, i64)> {
+        None
+    }
 }
 
 /// The root file system and where the generated one is mounted.
@@ -145,7 +150,10 @@ impl Vfs {
                 return Err(-ENOTDIR);
             }
             let next = self.lookup(g, cur, name)?;
-            if self.kind(g, next)? == FileType::Symlink && (!last || follow || trailing_slash) {
+            let magic = matches!(next, Node::Gen(id) if g.open_file_link(id).is_some());
+            if magic && last && (follow || trailing_slash) {
+                cur = next;
+            } else if self.kind(g, next)? == FileType::Symlink && (!last || follow || trailing_slash) {
                 *links += 1;
                 if *links > MAX_SYMLINKS {
                     return Err(-ELOOP);
@@ -189,6 +197,32 @@ impl Vfs {
             return Err(-ENOTDIR);
         }
         Ok(Parent { dir, name, trailing_slash })
+    }
+
+    /// The absolute path `path` names with every symbolic link resolved (realpath(3); what /proc/PID/exe
+    /// shows): the directory it is in, resolved, and its last component, followed while it is a link.
+    pub fn real_path(&self, g: &(impl Generated + ?Sized), cwd: Node, path: &str) -> Result<String, i64> {
+        let mut dir_start = cwd;
+        let mut path = String::from(path);
+        for _ in 0..=MAX_SYMLINKS {
+            let p = self.resolve_parent(g, dir_start, &path)?;
+            let node = self.lookup(g, p.dir, p.name)?;
+            if self.kind(g, node)? == FileType::Symlink && !matches!(node, Node::Gen(id) if g.open_file_link(id).is_some()) {
+                let (target, dir) = (self.readlink_node(g, node)?, p.dir);
+                path = target;
+                dir_start = dir;
+                continue;
+            }
+            let dir = self.path_of(g, p.dir)?;
+            return Ok(if p.name.is_empty() || p.name == "." {
+                dir
+            } else if dir == "/" {
+                alloc::format!("/{}", p.name)
+            } else {
+                alloc::format!("{dir}/{}", p.name)
+            });
+        }
+        Err(-ELOOP)
     }
 
     /// The absolute path of directory `dir` (getcwd), walking `..` up to the root.
@@ -353,6 +387,14 @@ mod tests {
         assert_eq!(v.resolve_parent(&Fake, v.root(), "/none/x"), Err(-ENOENT));
         assert_eq!(v.resolve_parent(&Fake, v.root(), "/x/.."), Err(-ENOENT));
         assert_eq!(v.resolve_parent(&Fake, v.root(), "/bin/.").unwrap().name, ".");
+    }
+
+    #[test]
+    fn real_paths_resolve_every_link() {
+        let (v, _, _, _) = tree();
+        assert_eq!(v.real_path(&Fake, v.root(), "/lnk/rel"), Ok("/bin/sh".to_string()));
+        assert_eq!(v.real_path(&Fake, v.root(), "/bin/../bin/sh"), Ok("/bin/sh".to_string()));
+        assert_eq!(v.real_path(&Fake, v.root(), "/loop"), Err(-ELOOP));
     }
 
     #[test]

@@ -598,6 +598,14 @@ impl UserSpace {
         self.aspace.root()
     }
 
+    /// The space's size as /proc reports it: bytes of its areas and heap (VmSize), and pages present (RSS).
+    pub fn sizes<M: PhysMem>(&self, mem: &mut M) -> (u64, u64) {
+        let areas: u64 = self.vmas.areas().map(|v| v.end - v.start).sum();
+        let mut present = 0;
+        self.aspace.walk(mem, USER_SLOTS, &mut |_, _, _| present += 1, &mut |_, _| {});
+        (areas + (self.brk - self.brk_start), present)
+    }
+
     pub fn translate<M: PhysMem>(&self, mem: &mut M, va: u64) -> Option<(u64, PageFlags)> {
         self.aspace.translate(mem, va).map(|t| (t.phys, t.flags))
     }

@@ -27,6 +27,7 @@ const MAX_ARG_BYTES: usize = 8192;
 pub const WNOHANG: u64 = 1;
 
 mod signals;
+pub mod procfs;
 mod table;
 mod threads;
 pub use signals::{
@@ -158,6 +159,8 @@ pub fn start_init(argv: Vec<String>) -> Result<(), &'static str> {
     // A blocking read or write on a pipe or the console ends for a signal (ERESTARTSYS, settled on return).
     crate::fs::files::set_interrupt_check(|| sched::attention_pending() && signal_pending());
     crate::fs::terminal::set_group_signaller(signals::signal_group);
+    crate::fs::files::set_generated(&procfs::PROCFS);
+    crate::fs::files::set_fd_opener(procfs::open_file_of);
     // The console is the controlling terminal of init's session, init's group in the foreground.
     crate::fs::terminal::set_foreground(INIT_PID);
     let bytes = crate::ramdisk::find("init").ok_or("no `init` program in the ramdisk")?;
@@ -166,7 +169,10 @@ pub fn start_init(argv: Vec<String>) -> Result<(), &'static str> {
     let pid = alloc_pid(&mut t, None).ok_or("process table full")?;
     let thread = sched::new_user_thread("init", Box::new(user_frame(entry, sp, argv.len(), argv_addr)), pid, space.root())
         .ok_or("out of memory for init's kernel stack")?;
-    t.procs.insert(pid, Process::new(pid, 0, Arc::from("init"), space_lock(space), thread.id, pid, pid, crate::signal::SignalState::new(pid), crate::fs::files::FsState::for_init()));
+    let mut p = Process::new(pid, 0, Arc::from("init"), space_lock(space), thread.id, pid, pid, crate::signal::SignalState::new(pid), crate::fs::files::FsState::for_init());
+    p.cmdline = cmdline_bytes(&argv);
+    p.exe = Arc::from("/bin/init");
+    t.procs.insert(pid, p);
     drop(t);
     sched::enqueue(percpu::cpu_index(), thread);
     Ok(())
@@ -191,14 +197,14 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
     let (ppid, me) = (sched::current_pid(), sched::current_tid());
     // The child's pid first (reserved in the thread-id map until the child is entered or the fork fails), so
     // its signal state is made once, under the same lock as the parent's is read.
-    let (pid, name, parent_space, pgid, sid, sig, parent_fs) = {
+    let (pid, name, parent_space, pgid, sid, sig, (parent_fs, cmdline, exe)) = {
         let mut t = TABLE.lock();
-        let Some((name, space, pgid, sid, files)) = t.procs.get(&ppid).map(|p| (p.name.clone(), p.space.clone(), p.pgid, p.sid, p.fs.clone())) else {
+        let Some((name, space, pgid, sid, files, cmdline, exe)) = t.procs.get(&ppid).map(|p| (p.name.clone(), p.space.clone(), p.pgid, p.sid, p.fs.clone(), p.cmdline.clone(), p.exe.clone())) else {
             return -ESRCH;
         };
         let Some(pid) = alloc_pid(&mut t, None) else { return -EAGAIN };
         let sig = t.procs[&ppid].sig.forked(me, pid);
-        (pid, name, space, pgid, sid, sig, files)
+        (pid, name, space, pgid, sid, sig, (files, cmdline, exe))
     };
     // Copy under the parent's space lock alone: other processes fork, fault and exit meanwhile. (The parent's
     // writable pages become read-only + COW; the copy flushes the TLBs that cached them, this CPU's included.)
@@ -242,6 +248,7 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
     // The child's descriptors share the parent's open files (their offsets and status flags).
     let fs = parent_fs.lock().clone();
     let mut entry = Process::new(pid, ppid, name, child_space.clone(), thread.id, pgid, sid, sig, fs);
+    (entry.cmdline, entry.exe) = (cmdline, exe);
     if let Some(th) = entry.threads.get_mut(&pid) {
         th.clear_tid = opts.clear_tid.unwrap_or(0);
     }
@@ -618,6 +625,7 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64, envp_addr: u64) 
         Err(e) => return e,
     };
     let name: Arc<str> = Arc::from(path.rsplit('/').next().unwrap_or(""));
+    let exe_path = absolute_path(&path);
     let (space, entry, sp, uargv) = match load_program(&bytes, &args, &env) {
         Ok(v) => v,
         Err(e) => return e,
@@ -635,6 +643,8 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64, envp_addr: u64) 
             return -ESRCH;
         };
         p.name = name;
+        p.cmdline = cmdline_bytes(&args);
+        p.exe = exe_path;
         p.sig.exec(pid);
         if let Some(th) = p.threads.get_mut(&pid) {
             th.clear_tid = 0;
@@ -655,6 +665,23 @@ pub fn execve(frame: &mut TrapFrame, path: u64, argv_addr: u64, envp_addr: u64) 
     }
     *frame = user_frame(entry, sp, args.len(), uargv);
     0
+}
+
+/// Arguments as /proc/PID/cmdline shows them: each followed by a NUL.
+fn cmdline_bytes(args: &[String]) -> Arc<[u8]> {
+    let mut b = Vec::new();
+    for a in args {
+        b.extend_from_slice(a.as_bytes());
+        b.push(0);
+    }
+    Arc::from(b)
+}
+
+/// The file `path` names, every link resolved, as an absolute path (what /proc/PID/exe names).
+fn absolute_path(path: &str) -> Arc<str> {
+    let cwd = current_fs().map(|f| f.lock().cwd);
+    let real = cwd.and_then(|c| crate::fs::files::with_tree(|v| v.real_path(crate::fs::files::generated(), c, path).ok()));
+    Arc::from(real.unwrap_or_else(|| String::from(path)).as_str())
 }
 
 /// The ELF image execve runs for `path` and the arguments it gets: a `#!` script becomes its interpreter run

@@ -54,6 +54,11 @@ pub(super) struct Process {
     pub(super) ppid: u32,
     /// The program's name (the last component of the path it was executed by).
     pub(super) name: Arc<str>,
+    /// Its arguments, each ended by a NUL (/proc/PID/cmdline), and the path it was executed by (/proc/PID/exe).
+    pub(super) cmdline: Arc<[u8]>,
+    pub(super) exe: Arc<str>,
+    /// TSC when it was made (/proc/PID/stat's start time).
+    pub(super) started: u64,
     /// Its descriptors, working directory and umask (shared by its threads, copied by fork).
     pub(super) fs: Arc<IrqSpinlock<crate::fs::files::FsState>>,
     pub(super) space: SpaceLock,
@@ -85,7 +90,7 @@ impl Process {
     pub(super) fn new(pid: u32, ppid: u32, name: Arc<str>, space: SpaceLock, sched: u64, pgid: u32, sid: u32, sig: crate::signal::SignalState, fs: crate::fs::files::FsState) -> Process {
         let mut threads = BTreeMap::new();
         threads.insert(pid, ThreadEntry { sched, clear_tid: 0, doomed: false });
-        Process { ppid, name, fs: Arc::new(IrqSpinlock::new(fs)), space, state: State::Running, waiter: None, threads, group_exit: None, pgid, sid, sig, stopped: false, wait_report: None, itimer: None, cpu_self: 0, cpu_children: 0 }
+        Process { ppid, cmdline: Arc::from(&b""[..]), exe: Arc::from(""), started: questv_arch::cpu::rdtsc(), name, fs: Arc::new(IrqSpinlock::new(fs)), space, state: State::Running, waiter: None, threads, group_exit: None, pgid, sid, sig, stopped: false, wait_report: None, itimer: None, cpu_self: 0, cpu_children: 0 }
     }
 
     /// The scheduler ids of all its threads.
