@@ -23,10 +23,15 @@ const CHECKS: &[(&str, &str, &str)] = &[
     ("ps", "busybox ps -o pid,comm | busybox grep -c ' init$'", "1"),
 ];
 
+/// Debian's busybox, fetched once per test run (the tests of this file run in parallel).
 fn busybox() -> PathBuf {
-    let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("linux-cache");
-    let (_, busybox, _, _) = questv::linux::fetch(&cache).unwrap_or_else(|e| panic!("fetching busybox: {e}"));
-    busybox
+    static BUSYBOX: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUSYBOX
+        .get_or_init(|| {
+            let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("linux-cache");
+            questv::linux::fetch(&cache).unwrap_or_else(|e| panic!("fetching busybox: {e}")).1
+        })
+        .clone()
 }
 
 /// The script (as a file for the initramfs: `--run` carries no quotes).

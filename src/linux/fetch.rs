@@ -74,7 +74,10 @@ fn parse_kernel_dependency(apt_cache_depends: &str) -> Option<String> {
 /// Download both packages into a private staging directory, extract them, keep vmlinuz, busybox and e1000.ko in
 /// `<cache>/<version>/` (renamed into place, so concurrent fetches cannot see a half-written directory).
 fn download_and_extract(cache: &Path, version: &str) -> Result<(), String> {
-    let staging = cache.join(format!(".staging-{}-{}", version, std::process::id()));
+    // Private to this call: other processes, and other threads of this one (parallel tests), fetch at once.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = cache.join(format!(".staging-{}-{}-{call}", version, std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(|e| format!("linux: cannot create {}: {e}", staging.display()))?;
     let result = stage(&staging, version).and_then(|out| {
