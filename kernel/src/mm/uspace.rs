@@ -183,6 +183,13 @@ impl UserSpace {
     /// Copy-on-write duplicate. On failure the partial child is torn down and nothing leaks; the parent's
     /// pages may already be marked COW, which a later write fault resolves without copying.
     pub fn fork<M: PhysMem>(&self, mem: &mut M) -> Result<UserSpace, UserError> {
+        self.fork_copying(mem, &[])
+    }
+
+    /// [`fork`](Self::fork), with the private writable pages holding `eager` copied for the child at once
+    /// instead of shared copy-on-write: the pages both sides are about to write (the parent's stack where
+    /// it stands, its thread block), which would otherwise cost each side a fault, one of them a copy anyway.
+    pub fn fork_copying<M: PhysMem>(&self, mem: &mut M, eager: &[u64]) -> Result<UserSpace, UserError> {
         let kernel_slot = mem.table(self.aspace.root())[KERNEL_SLOT];
         let mut child = UserSpace::new(mem, kernel_slot)?;
         child.brk_start = self.brk_start;
@@ -194,9 +201,17 @@ impl UserSpace {
         // The pages made read-only here (up to the number worth flushing one by one).
         let mut downgraded = [0u64; 32];
         let mut n_downgraded = 0;
+        let mut out_of_memory = false;
         let copied = self.aspace.fork_into(mem, &mut child.aspace, USER_SLOTS, &mut |m, va, e| {
             let pa = *e & ADDR_MASK;
             let mut flags = entry_flags(*e);
+            if flags.contains(PageFlags::WRITABLE) && eager.iter().any(|&p| p & !(PAGE_SIZE - 1) == va) && !self.vmas.find(va).is_some_and(|v| v.kind == Kind::Shared) {
+                // The child's own copy now; the parent keeps its page as it is (writable, no flush needed).
+                match m.alloc_page_copy(pa) {
+                    Some(copy) => return copy | flags.bits() | PageFlags::PRESENT.bits(),
+                    None => out_of_memory = true,
+                }
+            }
             let shared = match area {
                 Some((start, end, shared)) if (start..end).contains(&va) => shared,
                 _ => {
@@ -225,6 +240,10 @@ impl UserSpace {
         if let Err(e) = copied {
             child.teardown(mem);
             return Err(e.into());
+        }
+        if out_of_memory {
+            child.teardown(mem);
+            return Err(UserError::NoMemory);
         }
         Ok(child)
     }
@@ -739,6 +758,31 @@ mod tests {
         assert_eq!(s.mremap(&mut mem, fixed, PAGE_SIZE, PAGE_SIZE, 2, 0), Err(VmaError::Invalid));
         assert_eq!(s.mremap(&mut mem, fixed, PAGE_SIZE, 0, 0, 0), Err(VmaError::Invalid));
         s.teardown(&mut mem);
+        assert!(mem.pages.is_empty() && mem.tables.is_empty(), "leaked");
+    }
+
+    #[test]
+    fn fork_copies_eager_pages_at_once_and_leaves_the_parents_writable() {
+        let mut mem = FakeMem::default();
+        let mut parent = space(&mut mem);
+        let child_space = parent.fork_copying(&mut mem, &[USER_BASE + PAGE_SIZE + 8]).unwrap();
+        let mut child = child_space;
+        // The eager page: a private copy for the child, the parent's still writable (not COW).
+        let (ppa, pflags) = parent.translate(&mut mem, USER_BASE + PAGE_SIZE).unwrap();
+        let (cpa, cflags) = child.translate(&mut mem, USER_BASE + PAGE_SIZE).unwrap();
+        assert_ne!(ppa, cpa);
+        assert!(pflags.contains(PageFlags::WRITABLE) && !pflags.contains(PageFlags::COW));
+        assert!(cflags.contains(PageFlags::WRITABLE) && !cflags.contains(PageFlags::COW));
+        assert_eq!((mem.refs(ppa & !(PAGE_SIZE - 1)), mem.refs(cpa & !(PAGE_SIZE - 1))), (1, 1));
+        // The others: shared copy-on-write as before.
+        let (p0, f0) = parent.translate(&mut mem, USER_BASE).unwrap();
+        assert!(f0.contains(PageFlags::COW) && mem.refs(p0 & !(PAGE_SIZE - 1)) == 2);
+        assert_eq!(read(&mut child, &mut mem, USER_BASE, 6), b"parent");
+        child.copy_to_user(&mut mem, USER_BASE + PAGE_SIZE, b"child").unwrap();
+        parent.copy_to_user(&mut mem, USER_BASE + PAGE_SIZE, b"PARENT").unwrap();
+        assert_eq!(read(&mut child, &mut mem, USER_BASE + PAGE_SIZE, 5), b"child");
+        child.teardown(&mut mem);
+        parent.teardown(&mut mem);
         assert!(mem.pages.is_empty() && mem.tables.is_empty(), "leaked");
     }
 

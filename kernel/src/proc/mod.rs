@@ -208,7 +208,10 @@ pub fn fork(frame: &TrapFrame, opts: ForkOptions) -> i64 {
     };
     // Copy under the parent's space lock alone: other processes fork, fault and exit meanwhile. (The parent's
     // writable pages become read-only + COW; the copy flushes the TLBs that cached them, this CPU's included.)
-    let forked = parent_space.lock().as_ref().map(|s| s.fork(&mut KernelMem));
+    // The pages parent and child write first — the stack where the parent stands and its thread block (the
+    // TLS base) — are copied now rather than faulted on.
+    let eager = [frame.rsp, sched::user_tls().0];
+    let forked = parent_space.lock().as_ref().map(|s| s.fork_copying(&mut KernelMem, &eager));
     let space = match forked {
         Some(Ok(s)) => s,
         Some(Err(e)) => {
