@@ -17,8 +17,11 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use questv_libc_shim::errno::*;
 
-/// How much memory a kernel's file tree may use (ENOSPC beyond).
-pub const TREE_LIMIT: u64 = 64 << 20;
+/// How much memory a kernel's file tree may use (ENOSPC beyond): half the kernel heap it lives in, so a full
+/// tree never starves the kernel's own allocations.
+pub fn tree_limit() -> u64 {
+    (crate::mm::kmem::heap_bytes() / 2) as u64
+}
 
 static TREE: IrqSpinlock<Option<Vfs>> = IrqSpinlock::new(None);
 
@@ -279,7 +282,7 @@ impl FsState {
 /// `/proc` (the generated file system's mount point), `/etc`, `/root`, `/home`.
 pub fn init<'a>(programs: impl Iterator<Item = (&'a str, &'a [u8])>) {
     let t = now();
-    let mut fs = Tmpfs::new(TREE_LIMIT, t);
+    let mut fs = Tmpfs::new(tree_limit(), t);
     let root = super::tmpfs::ROOT;
     let mk = |fs: &mut Tmpfs, name: &str, perm: u32| fs.create(root, name, FileType::Directory, perm, 0, 0, 0, t).expect("a fresh tree has room");
     let bin = mk(&mut fs, "bin", 0o755);

@@ -78,6 +78,7 @@ pub fn init(areas: &[Area], keep: &[Region]) -> MemoryInfo {
         .alloc_contiguous(heap_bytes / PAGE_SIZE, LARGE_PAGE_SIZE, 4 << 30)
         .expect("not enough contiguous memory for the kernel heap");
     *FRAMES.lock() = Some(fa);
+    HEAP_BYTES.store(heap_bytes as usize, Ordering::Relaxed);
     // SAFETY: [heap, heap + heap_bytes) was just taken from the frame allocator, below 4 GiB: the boot tables
     // map it (the heap is used before the kernel's own tables exist), and so do the kernel's.
     unsafe { HEAP.0.lock().heap.init(phys_to_virt(heap) as *mut u8, heap_bytes as usize) };
@@ -534,6 +535,13 @@ unsafe impl GlobalAlloc for KernelHeap {
             None => unsafe { h.heap.deallocate(NonNull::new_unchecked(ptr), layout) },
         }
     }
+}
+
+static HEAP_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The kernel heap's size.
+pub fn heap_bytes() -> usize {
+    HEAP_BYTES.load(Ordering::Relaxed)
 }
 
 /// Free heap bytes, the blocks kept by the size classes included.

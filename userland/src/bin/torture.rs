@@ -238,7 +238,7 @@ fn clocks(c: &mut Checks) {
     println!("RESULT torture_time realtime_s={} monotonic_s={}", real, mono);
 }
 
-const IMPLEMENTED: [u64; 55] = [
+const IMPLEMENTED: [u64; 101] = [
     nr::READ, nr::WRITE, nr::MMAP, nr::MUNMAP, nr::BRK, nr::SCHED_YIELD, nr::NANOSLEEP, nr::GETPID, nr::FORK,
     nr::EXECVE, nr::EXIT, nr::WAIT4, nr::GETPPID, nr::SCHED_SETAFFINITY, nr::CLOCK_GETTIME, nr::GETCPU,
     nr::QUESTV_CYCLES, nr::QUESTV_FREE_FRAMES, nr::QUESTV_NCPUS, nr::QUESTV_SANDBOX, nr::QUESTV_VMEXITS,
@@ -248,7 +248,23 @@ const IMPLEMENTED: [u64; 55] = [
     nr::TKILL, nr::TGKILL, nr::ALARM, nr::SETITIMER, nr::GETITIMER, nr::SETPGID, nr::GETPGID, nr::GETPGRP,
     nr::SETSID, nr::GETSID, nr::CLOCK_NANOSLEEP, nr::FUTEX, nr::SET_TID_ADDRESS, nr::GETTID,
     nr::WAITID, nr::GETRUSAGE, nr::TIMES, nr::GETRESUID, nr::GETRESGID, nr::SCHED_GETAFFINITY,
+    // Files: paths are often real ones under /tmp/fz, descriptors 3 and up (`tame`).
+    nr::OPEN, nr::OPENAT, nr::CREAT, nr::CLOSE, nr::LSEEK, nr::PREAD64, nr::PWRITE64, nr::ACCESS, nr::FACCESSAT,
+    nr::PIPE2, nr::DUP, nr::DUP2, nr::DUP3, nr::FCNTL, nr::FSYNC, nr::TRUNCATE, nr::FTRUNCATE, nr::GETCWD,
+    nr::CHDIR, nr::FCHDIR, nr::RENAME, nr::RENAMEAT2, nr::MKDIR, nr::MKDIRAT, nr::RMDIR, nr::UNLINK,
+    nr::UNLINKAT, nr::LINK, nr::LINKAT, nr::SYMLINK, nr::SYMLINKAT, nr::READLINK, nr::READLINKAT, nr::CHMOD,
+    nr::FCHMOD, nr::FCHMODAT, nr::UMASK, nr::GETDENTS64, nr::UTIMENSAT, nr::STATX, nr::STATFS, nr::FSTATFS,
+    nr::POLL, nr::SELECT, nr::IOCTL, nr::WRITEV,
 ];
+
+/// Real paths for the file calls (NUL-terminated): files, a directory, a link, a parent that is a file,
+/// a missing parent, `..`.
+const PATHS: [&[u8]; 9] = [
+    b"/tmp/fz/a\0", b"/tmp/fz/b\0", b"/tmp/fz/d\0", b"/tmp/fz/d/x\0", b"/tmp/fz/l\0", b"/tmp/fz\0",
+    b"/tmp/fz/../fz/a\0", b"/tmp/fz/a/x\0", b"/tmp/fz/none/x\0",
+];
+/// A zero timeout (timeval or timespec) for poll and select, so that a random call never waits.
+static ZERO_TIME: [u64; 2] = [0, 0];
 
 /// Keep a random call from ending, stalling or overwriting the fuzzer itself while its argument checks still
 /// run: signals are only probed (signal 0, or a number past 64), dispositions only read or read from bad
@@ -269,9 +285,60 @@ fn tame(n: u64, a: &mut [u64; 6], rng: &mut Rng) {
         nr::FUTEX => a[3] = BAD[1 + (rng.next() % (BAD.len() as u64 - 1)) as usize],
         // A channel receive waits up to its timeout for a message nobody sends: at most 1 ms here.
         nr::CHAN_RECV => a[3] %= 1_000_000,
+        // Waits for descriptors never wait; pipes never block a writer (nobody reads them).
+        nr::POLL => a[2] = 0,
+        nr::PPOLL => a[2] = ZERO_TIME.as_ptr() as u64,
+        nr::SELECT | nr::PSELECT6 => a[4] = ZERO_TIME.as_ptr() as u64,
+        nr::PIPE2 => a[1] |= O_NONBLOCK,
         _ => {}
     }
+    // Calls that fill as many bytes as asked get at most the scratch buffer (a file may have grown big).
+    match n {
+        nr::PREAD64 | nr::GETDENTS64 | nr::READLINK => a[2] %= 504,
+        nr::READLINKAT => a[3] %= 504,
+        nr::GETCWD => a[1] %= 504,
+        nr::POLL => a[1] %= 63,
+        _ => {}
+    }
+    // The console's descriptors (0-2) stay as they are (a random close, dup2 over them or TCSETS would take
+    // the fuzzer's own output away): descriptor arguments are 3 and up.
+    let fd = |x: u64| 3 + x % 29;
+    match n {
+        nr::CLOSE | nr::IOCTL | nr::FCNTL | nr::FTRUNCATE | nr::FCHMOD | nr::GETDENTS64 | nr::LSEEK | nr::PREAD64
+        | nr::PWRITE64 | nr::FSYNC | nr::FDATASYNC | nr::FSTATFS | nr::FCHDIR | nr::DUP | nr::FCHOWN => a[0] = fd(a[0]),
+        nr::DUP2 | nr::DUP3 => (a[0], a[1]) = (fd(a[0]), fd(a[1])),
+        _ => {}
+    }
+    if n == nr::FCNTL && a[1] == 4 {
+        a[2] |= O_NONBLOCK; // F_SETFL keeps pipes non-blocking
+    }
+    // Paths: half the time a real one (else whatever the argument was: random, small, bad, scratch).
+    let path_args: &[usize] = match n {
+        nr::OPEN | nr::CREAT | nr::ACCESS | nr::TRUNCATE | nr::CHDIR | nr::MKDIR | nr::RMDIR | nr::UNLINK | nr::READLINK
+        | nr::CHMOD | nr::CHOWN | nr::LCHOWN | nr::STAT | nr::LSTAT | nr::STATFS => &[0],
+        nr::RENAME | nr::LINK | nr::SYMLINK => &[0, 1],
+        nr::OPENAT | nr::MKDIRAT | nr::UNLINKAT | nr::READLINKAT | nr::FCHMODAT | nr::FACCESSAT | nr::FACCESSAT2
+        | nr::UTIMENSAT | nr::NEWFSTATAT | nr::STATX | nr::FCHOWNAT => &[1],
+        nr::RENAMEAT | nr::RENAMEAT2 | nr::LINKAT => &[1, 3],
+        nr::SYMLINKAT => &[0, 2],
+        _ => &[],
+    };
+    for &i in path_args {
+        if rng.next() % 2 == 0 {
+            a[i] = PATHS[(rng.next() % PATHS.len() as u64) as usize].as_ptr() as u64;
+        }
+    }
+    // The *at calls' directory: usually the working directory.
+    if !path_args.is_empty() && n != nr::SYMLINKAT && path_args[0] == 1 && rng.next() % 2 == 0 {
+        a[0] = AT_FDCWD;
+        if matches!(n, nr::RENAMEAT | nr::RENAMEAT2 | nr::LINKAT) {
+            a[2] = AT_FDCWD;
+        }
+    }
 }
+
+const O_NONBLOCK: u64 = 0o4000;
+const AT_FDCWD: u64 = -100i64 as u64;
 
 /// Addresses no process may hand to the kernel: null page, below the lowest mappable address (64 KiB), the
 /// kernel image and its mapping of physical memory (upper half), non-canonical, the top of user space, the
@@ -425,7 +492,23 @@ fn main(args: &[&str]) -> i32 {
     // throttle the fuzzer itself (vcpu_bind to, or vcpu_set of, a VCPU with a random budget: 100 us in 10 s
     // makes a million calls take days; the VCPU checks have their own tests); the other signal calls are
     // tamed (`tame`).
-    let excluded = [nr::EXIT, nr::EXIT_GROUP, nr::FORK, nr::VFORK, nr::CLONE, nr::EXECVE, nr::READ, nr::GETRANDOM, nr::BRK, nr::MUNMAP, nr::MREMAP, nr::NANOSLEEP, nr::MPROTECT, nr::MADVISE, nr::READV, nr::PAUSE, nr::RT_SIGSUSPEND, nr::RT_SIGRETURN, nr::CLOCK_NANOSLEEP, nr::VCPU_BIND, nr::VCPU_SET];
+    let excluded = [nr::EXIT, nr::EXIT_GROUP, nr::FORK, nr::VFORK, nr::CLONE, nr::EXECVE, nr::READ, nr::GETRANDOM, nr::BRK, nr::MUNMAP, nr::MREMAP, nr::NANOSLEEP, nr::MPROTECT, nr::MADVISE, nr::READV, nr::PAUSE, nr::RT_SIGSUSPEND, nr::RT_SIGRETURN, nr::CLOCK_NANOSLEEP, nr::VCPU_BIND, nr::VCPU_SET, nr::PIPE];
+    // A random write into a pipe whose reader a random close took is EPIPE, and SIGPIPE: ignored, as a
+    // program that checks write's result does (the fuzzer's own dispositions are only read afterwards).
+    let sig_ign: [u64; 4] = [1, 0, 0, 0];
+    syscall6(nr::RT_SIGACTION, [13, sig_ign.as_ptr() as u64, 0, 8, 0, 0]);
+    // Something for the file calls to find: /tmp/fz with two files, a directory, a link.
+    for (call, path) in [(nr::MKDIR, &b"/tmp/fz\0"[..]), (nr::MKDIR, b"/tmp/fz/d\0")] {
+        syscall(call, path.as_ptr() as u64, 0o755, 0);
+    }
+    for path in [&b"/tmp/fz/a\0"[..], b"/tmp/fz/b\0"] {
+        let fd = syscall(nr::CREAT, path.as_ptr() as u64, 0o644, 0);
+        if fd >= 0 {
+            syscall(nr::WRITE, fd as u64, b"fuzz".as_ptr() as u64, 4);
+            syscall(nr::CLOSE, fd as u64, 0, 0);
+        }
+    }
+    syscall(nr::SYMLINK, b"a\0".as_ptr() as u64, b"/tmp/fz/l\0".as_ptr() as u64, 0);
     let mut rng = Rng::new(seed);
     let (mut ok, mut efault, mut enosys, mut einval, mut other) = (0u32, 0u32, 0u32, 0u32, 0u32);
     let mut done = 0;
