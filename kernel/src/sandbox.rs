@@ -222,12 +222,18 @@ pub fn booted() {
 /// `hc::CHECKPOINT_MAX` bytes, in the kernel's mapping of physical memory), kept outside this sandbox across its
 /// recoveries.
 pub fn checkpoint(slot: u64, state: &[u8]) -> Result<(), i64> {
-    call(hc::CHECKPOINT, virt_to_phys(state.as_ptr() as u64), hc::checkpoint_arg(slot, state.len() as u64)).map(|_| ()).map_err(|e| -e)
+    call(hc::CHECKPOINT, buffer_gpa(state), hc::checkpoint_arg(slot, state.len() as u64)).map(|_| ()).map_err(|e| -e)
+}
+
+/// Where a hypercall's buffer is, for the monitor: an empty one (whose pointer is dangling, not kernel
+/// memory) is at 0.
+fn buffer_gpa(b: &[u8]) -> u64 {
+    if b.is_empty() { 0 } else { virt_to_phys(b.as_ptr() as u64) }
 }
 
 /// The slot's last checkpoint into `buf`; its length (0: none was taken).
 pub fn restore(slot: u64, buf: &mut [u8]) -> Result<usize, i64> {
-    call(hc::RESTORE, virt_to_phys(buf.as_mut_ptr() as u64), hc::checkpoint_arg(slot, buf.len() as u64)).map(|n| n as usize).map_err(|e| -e)
+    call(hc::RESTORE, buffer_gpa(buf), hc::checkpoint_arg(slot, buf.len() as u64)).map(|n| n as usize).map_err(|e| -e)
 }
 
 /// Tell the monitor this sandbox is done (it reports exits and stops the core).

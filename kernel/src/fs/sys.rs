@@ -553,9 +553,10 @@ pub fn newfstatat(st: &St, dirfd: i64, path: u64, buf: u64, flags: u64) -> i64 {
 }
 
 /// statx(2): the basic statistics (STATX_BASIC_STATS), whatever the mask asks.
-pub fn statx(st: &St, dirfd: i64, path: u64, flags: u64, _mask: u64, buf: u64) -> i64 {
+pub fn statx(st: &St, dirfd: i64, path: u64, flags: u64, mask: u64, buf: u64) -> i64 {
     const AT_STATX_SYNC_TYPE: u64 = 0x6000;
-    if flags & !(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE) != 0 || flags & AT_STATX_SYNC_TYPE == AT_STATX_SYNC_TYPE {
+    const STATX_RESERVED: u64 = 0x8000_0000;
+    if flags & !(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE) != 0 || flags & AT_STATX_SYNC_TYPE == AT_STATX_SYNC_TYPE || mask & STATX_RESERVED != 0 {
         return -EINVAL;
     }
     result((|| {

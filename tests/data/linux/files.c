@@ -19,15 +19,15 @@
  * (F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, F_GETFL, F_SETFL), pipe, pipe2, ioctl(FIONREAD), poll, select,
  * getrlimit/setrlimit (RLIMIT_NOFILE), and fork, waitpid, kill, sigaction to drive them.
  *
- * Every check works in a directory of its own (in_dir: created under the suite's directory in /tmp, made the
- * current directory, removed afterwards; main() creates the suite's directory and removes whatever is left in it).
- * Nothing depends on /proc, on users other than root (everything runs as uid 0, so no permission-denial cases), on
- * FIFOs or device nodes the check makes itself, on sockets, O_TMPFILE or terminal behaviour (stdin and stdout may
- * be a serial console or a pipe). The expectations are Linux's documented behaviour (the manual pages, section 2
- * and 4; the harness's reference is Linux 6.1 with /tmp on tmpfs), with the error cases the manual pages give;
- * raw syscall() is used where a libc wrapper could hide the kernel's answer (or decide itself), and for the calls
- * musl 1.2.3 has no wrapper for (statx, renameat2, getdents64). Everything is deterministic: nothing depends on a
- * sleep being long enough, only on it being at least as long as asked. */
+ * Every check works in a directory of its own (in_dir: created under the suite's directory in /tmp, made the current
+ * directory, removed afterwards; main() creates the suite's directory and removes whatever is left in it). Nothing
+ * depends on /proc, on users other than root (everything runs as uid 0, so no permission-denial cases), on mknod
+ * (FIFOs, device nodes: only the standard /dev/null, zero, full and urandom are used), on sockets, O_TMPFILE or
+ * terminal behaviour (stdin and stdout may be a serial console or a pipe). The expectations are Linux's documented
+ * behaviour (the manual pages, section 2 and 4; the harness's reference is Linux 6.1 with /tmp on tmpfs), with the
+ * error cases the manual pages give; raw syscall() is used where a libc wrapper could hide the kernel's answer (or
+ * decide itself), for statx and renameat2 (musl 1.2.3 wraps neither) and for getdents64's raw records. Everything is
+ * deterministic: nothing depends on a sleep being long enough, only on it being at least as long as asked. */
 #define SUITE_NAME "files"
 #define SUITE_CHECK "filecheck"
 /* A check process ends itself (on_check_timeout, suite.h) after this long; the parent waits a little longer. */
@@ -46,6 +46,7 @@
 #include <sys/select.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 
@@ -680,6 +681,29 @@ CHECK(c_ebadf) {
     return NULL;
 }
 
+/* Buffers in unmapped memory: read, write and stat fail with EFAULT (a file and a pipe), and nothing is written. */
+CHECK(c_rw_efault) {
+    uintptr_t h = hole();
+    EXPECT(h, "no_hole_errno=%d", errno);
+    EXPECT(put("f", "abc") == 0, "put_errno=%d", errno);
+    int fd;
+    EXPECT_FD(fd, "open", open("f", O_RDWR));
+    EXPECT_ERRNO("read(file,bad_buffer)", syscall(SYS_read, fd, h, 3), EFAULT);
+    EXPECT_ERRNO("write(file,bad_buffer)", syscall(SYS_write, fd, h, 3), EFAULT);
+    EXPECT_ERRNO("fstat(bad_buffer)", syscall(SYS_fstat, fd, h), EFAULT);
+    EXPECT_ERRNO("newfstatat(bad_buffer)", syscall(SYS_newfstatat, AT_FDCWD, "f", h, 0), EFAULT);
+    close(fd);
+    EXPECT_CONTENT("f", "abc");
+    int p[2];
+    EXPECT_RC("pipe", pipe(p), 0);
+    EXPECT_ERRNO("write(pipe,bad_buffer)", syscall(SYS_write, p[1], h, 3), EFAULT);
+    int n = -1;
+    EXPECT(ioctl(p[0], FIONREAD, &n) == 0 && n == 0, "failed_write_left_%d_bytes_in_the_pipe", n);
+    EXPECT_RC("write(pipe)", write(p[1], "xyz", 3), 3);
+    EXPECT_ERRNO("read(pipe,bad_buffer)", syscall(SYS_read, p[0], h, 3), EFAULT);
+    return NULL;
+}
+
 /* A larger file (256 KiB plus a bit, written in odd-sized pieces) reads back exactly. */
 CHECK(c_large_file_roundtrip) {
     const size_t total = 256 * 1024 + 777;
@@ -800,7 +824,20 @@ CHECK(c_statx_basics) {
     EXPECT(S_ISREG(sx.stx_mode) && sx.stx_size == 6, "statx(AT_EMPTY_PATH)_mode=%#o", (unsigned)sx.stx_mode);
     close(fd);
     EXPECT_ERRNO("statx(missing)", raw_statx(AT_FDCWD, "missing", 0, X_STATX_BASIC_STATS, &sx), ENOENT);
+    return NULL;
+}
+
+/* statx refuses the reserved mask bit (STATX__RESERVED, 0x80000000), an unknown flag, and AT_STATX_FORCE_SYNC
+ * with AT_STATX_DONT_SYNC at once (EINVAL); a bad buffer pointer EFAULT. */
+CHECK(c_statx_errors) {
+    EXPECT(put("f", "x") == 0, "put_errno=%d", errno);
+    struct xstatx sx;
     EXPECT_ERRNO("statx(mask_bit_31)", raw_statx(AT_FDCWD, "f", 0, 0x80000000U, &sx), EINVAL);
+    EXPECT_ERRNO("statx(flag_0x40000000)", raw_statx(AT_FDCWD, "f", 0x40000000, X_STATX_BASIC_STATS, &sx), EINVAL);
+    EXPECT_ERRNO("statx(FORCE_SYNC|DONT_SYNC)", raw_statx(AT_FDCWD, "f", 0x6000, X_STATX_BASIC_STATS, &sx), EINVAL);
+    uintptr_t h = hole();
+    EXPECT(h, "no_hole_errno=%d", errno);
+    EXPECT_ERRNO("statx(bad_buffer)", syscall(SYS_statx, AT_FDCWD, "f", 0, X_STATX_BASIC_STATS, h), EFAULT);
     return NULL;
 }
 
@@ -1139,7 +1176,8 @@ CHECK(c_link_nlink) {
 
 /* readlink gives the target without a NUL, truncated to the buffer (returning the buffer size); a name that is
  * not a link gives EINVAL, a missing one ENOENT; symlink onto an existing name EEXIST; a dangling link cannot be
- * opened (ENOENT) but lstat sees it. A relative target is resolved from the link's directory. */
+ * opened (ENOENT) but lstat sees it, with permissions 0777 (symlink(7)). A relative target is resolved from the
+ * link's directory. */
 CHECK(c_symlink_readlink) {
     EXPECT(symlink("some/target/path", "l") == 0, "symlink_errno=%d", errno);
     char buf[64];
@@ -1159,6 +1197,7 @@ CHECK(c_symlink_readlink) {
     EXPECT_ERRNO("open(dangling)", open("l", O_RDONLY), ENOENT);
     struct stat st;
     EXPECT(lstat("l", &st) == 0 && S_ISLNK(st.st_mode), "lstat(dangling)_errno=%d", errno);
+    EXPECT((st.st_mode & 07777) == 0777, "symlink_permissions=%#o_want_0777", (unsigned)(st.st_mode & 07777));
     EXPECT(mkdir("d", 0755) == 0, "mkdir_errno=%d", errno);
     EXPECT(put("target", "top") == 0, "put_errno=%d", errno);
     EXPECT(symlink("../target", "d/up") == 0, "symlink_errno=%d", errno);
@@ -1568,8 +1607,8 @@ CHECK(c_pipe_basic) {
     return NULL;
 }
 
-/* pipe2: O_CLOEXEC sets FD_CLOEXEC on both ends, O_NONBLOCK makes both non-blocking (an empty read EAGAIN); an
- * unknown flag EINVAL. */
+/* pipe2: O_CLOEXEC sets FD_CLOEXEC on both ends, O_NONBLOCK makes both non-blocking (an empty read EAGAIN, but
+ * end of file once the writer is gone); an unknown flag EINVAL. */
 CHECK(c_pipe2_flags) {
     int p[2], q[2];
     EXPECT_RC("pipe2(0)", pipe2(p, 0), 0);
@@ -1588,6 +1627,8 @@ CHECK(c_pipe2_flags) {
     EXPECT_RC("write", write(q[1], "z", 1), 1);
     EXPECT_RC("read", read(q[0], &c, 1), 1);
     EXPECT_ERRNO("read(empty_again)", read(q[0], &c, 1), EAGAIN);
+    close(q[1]);
+    EXPECT_RC("read(no_writer)_is_end_of_file_not_EAGAIN", read(q[0], &c, 1), 0);
     EXPECT_ERRNO("pipe2(O_TRUNC)", syscall(SYS_pipe2, q, O_TRUNC), EINVAL);
     return NULL;
 }
@@ -1897,6 +1938,42 @@ CHECK(c_poll_pollerr_no_reader) {
     return NULL;
 }
 
+/* A full pipe's write end is not writable (poll: no POLLOUT; select: not in the write set) until a reader makes
+ * room (a page). */
+CHECK(c_poll_full_pipe) {
+    int p[2];
+    EXPECT_RC("pipe2(O_NONBLOCK)", pipe2(p, O_NONBLOCK), 0);
+    static char chunk[4096];
+    long total = 0;
+    while (write(p[1], chunk, sizeof chunk) == (ssize_t)sizeof chunk)
+        EXPECT((total += 4096) <= (16L << 20), "pipe_never_fills");
+    EXPECT(errno == EAGAIN, "filling_write_errno=%d", errno);
+    struct pollfd w = {p[1], POLLOUT, 0};
+    EXPECT_RC("poll(full_pipe,POLLOUT)", poll(&w, 1, 0), 0);
+    EXPECT(w.revents == 0, "full_pipe_revents=%#x", w.revents);
+    fd_set wr;
+    FD_ZERO(&wr);
+    FD_SET(p[1], &wr);
+    struct timeval tv = {0, 0};
+    EXPECT_RC("select(full_pipe,write)", select(p[1] + 1, NULL, &wr, NULL, &tv), 0);
+    EXPECT_RC("read(4096)", read(p[0], chunk, sizeof chunk), 4096);
+    EXPECT_RC("poll(after_read)", poll(&w, 1, 0), 1);
+    EXPECT(w.revents == POLLOUT, "revents_after_read=%#x_want_POLLOUT", w.revents);
+    return NULL;
+}
+
+/* poll: an fds pointer into unmapped memory EFAULT; more entries than RLIMIT_NOFILE EINVAL. */
+CHECK(c_poll_errors) {
+    uintptr_t h = hole();
+    EXPECT(h, "no_hole_errno=%d", errno);
+    EXPECT_ERRNO("poll(bad_pointer)", syscall(SYS_poll, h, 1, 0), EFAULT);
+    struct rlimit rl;
+    EXPECT(getrlimit(RLIMIT_NOFILE, &rl) == 0, "getrlimit_errno=%d", errno);
+    struct pollfd one = {0, POLLIN, 0};
+    EXPECT_ERRNO("poll(nfds_above_RLIMIT_NOFILE)", syscall(SYS_poll, &one, (long)rl.rlim_cur + 1, 0), EINVAL);
+    return NULL;
+}
+
 /* poll waits: an empty pipe with a timeout returns 0 after at least that long; a write from another process ends
  * the wait with POLLIN. */
 CHECK(c_poll_waits) {
@@ -1948,12 +2025,16 @@ CHECK(c_select_pipe) {
     FD_SET(p[0], &rd);
     tv.tv_sec = 0;
     EXPECT_RC("select(NULL_sets,timeout_0)", select(0, NULL, NULL, NULL, &tv), 0);
+    /* a descriptor just closed (Linux ignores the bits of a set beyond its descriptor table: fd 99 would not do) */
+    int closed;
+    EXPECT_FD(closed, "dup", dup(p[0]));
+    close(closed);
     fd_set bad;
     FD_ZERO(&bad);
-    FD_SET(NO_SUCH_FD, &bad);
+    FD_SET(closed, &bad);
     tv.tv_sec = 0;
     tv.tv_usec = 0;
-    EXPECT_ERRNO("select(closed_fd)", select(NO_SUCH_FD + 1, &bad, NULL, NULL, &tv), EBADF);
+    EXPECT_ERRNO("select(closed_fd)", select(closed + 1, &bad, NULL, NULL, &tv), EBADF);
     EXPECT_ERRNO("select(nfds_-1)", syscall(SYS_select, -1, &rd, NULL, NULL, &tv), EINVAL);
     return NULL;
 }
@@ -2002,7 +2083,7 @@ CHECK(c_emfile) {
 }
 
 /* ------------------------------------------------------------------------------------------------------------- */
-/* devices (mem(4), null(4), zero(4), full(4), random(4)) */
+/* devices (null(4): /dev/null and /dev/zero; full(4); random(4)) */
 
 /* stat of a device: a character device with this major and minor number. */
 static const char *expect_chardev(const char *path, unsigned maj, unsigned min) {
@@ -2011,7 +2092,7 @@ static const char *expect_chardev(const char *path, unsigned maj, unsigned min) 
         return fail("stat(%s)_errno=%d", path, errno);
     if (!S_ISCHR(st.st_mode))
         return fail("%s_mode=%#o_not_a_character_device", path, (unsigned)st.st_mode);
-    unsigned got_maj = (unsigned)((st.st_rdev >> 8) & 0xfff), got_min = (unsigned)((st.st_rdev & 0xff) | ((st.st_rdev >> 12) & 0xfff00));
+    unsigned got_maj = major(st.st_rdev), got_min = minor(st.st_rdev);
     if (got_maj != maj || got_min != min)
         return fail("%s_is_%u,%u_want_%u,%u", path, got_maj, got_min, maj, min);
     return NULL;
@@ -2109,11 +2190,13 @@ static const struct check checks[] = {
     {"readv_writev", c_readv_writev},
     {"truncate_grow_shrink", c_truncate_grow_shrink},
     {"ebadf", c_ebadf},
+    {"read_write_efault", c_rw_efault},
     {"large_file_roundtrip", c_large_file_roundtrip},
     /* stat */
     {"stat_types_sizes", c_stat_types_sizes},
     {"newfstatat_nofollow_empty_path", c_newfstatat_flags},
     {"statx_basics", c_statx_basics},
+    {"statx_errors", c_statx_errors},
     {"dir_nlink", c_dir_nlink},
     /* directories */
     {"readdir_entries", c_readdir_entries},
@@ -2161,6 +2244,8 @@ static const struct check checks[] = {
     /* poll, select */
     {"poll_pipe_states", c_poll_pipe_states},
     {"poll_pollerr_no_reader", c_poll_pollerr_no_reader},
+    {"poll_full_pipe", c_poll_full_pipe},
+    {"poll_errors", c_poll_errors},
     {"poll_waits", c_poll_waits},
     {"select_pipe", c_select_pipe},
     /* limits */
