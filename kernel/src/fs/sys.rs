@@ -327,9 +327,11 @@ pub fn read_file(f: &OpenFile, buf: u64, len: usize, at: Option<u64>) -> Result<
         return Err(-EBADF);
     }
     let len = len.min(MAX_IO);
-    // Fail on a bad buffer before waiting for input.
-    if len > 0 {
-        crate::user::write(buf, &[0])?;
+    // A read that may wait (a pipe, the terminal) fails on a bad buffer first, as Linux's does; the probe
+    // writes back the byte it read, so the buffer is unchanged.
+    if len > 0 && matches!(f.kind, Kind::PipeRead(_) | Kind::Device(Device::Console | Device::Tty)) {
+        let b: [u8; 1] = crate::user::read_array(buf)?;
+        crate::user::write(buf, &b)?;
     }
     let data: Vec<u8> = match &f.kind {
         Kind::Inode(ino) => {
