@@ -808,26 +808,24 @@ fn broken_pipe(r: i64) -> i64 {
 
 /// A `struct timespec` timeout (NULL: none), in nanoseconds.
 fn fs_timespec(addr: u64) -> Result<Option<u64>, i64> {
-    if addr == 0 {
-        return Ok(None);
-    }
-    let b: [u8; 16] = crate::user::read_array(addr)?;
-    let (sec, nsec) = (i64::from_le_bytes(b[..8].try_into().unwrap()), i64::from_le_bytes(b[8..].try_into().unwrap()));
-    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
-        return Err(-EINVAL);
-    }
-    Ok(Some((sec as u64).saturating_mul(1_000_000_000).saturating_add(nsec as u64)))
+    timeout_arg(addr, 1)
 }
 
 /// select(2)'s `struct timeval` timeout (NULL: none), in nanoseconds.
 fn timeval_arg(addr: u64) -> Result<Option<u64>, i64> {
+    timeout_arg(addr, 1000)
+}
+
+/// A timeout of two 64-bit words, seconds and a fraction in units of `ns_per_unit` nanoseconds (timespec: 1,
+/// timeval: 1000); EINVAL for a negative or out-of-range one.
+fn timeout_arg(addr: u64, ns_per_unit: u64) -> Result<Option<u64>, i64> {
     if addr == 0 {
         return Ok(None);
     }
     let b: [u8; 16] = crate::user::read_array(addr)?;
-    let (sec, usec) = (i64::from_le_bytes(b[..8].try_into().unwrap()), i64::from_le_bytes(b[8..].try_into().unwrap()));
-    if sec < 0 || !(0..1_000_000).contains(&usec) {
+    let (sec, frac) = (i64::from_le_bytes(b[..8].try_into().unwrap()), i64::from_le_bytes(b[8..].try_into().unwrap()));
+    if sec < 0 || frac < 0 || frac as u64 >= 1_000_000_000 / ns_per_unit {
         return Err(-EINVAL);
     }
-    Ok(Some((sec as u64).saturating_mul(1_000_000_000).saturating_add(usec as u64 * 1000)))
+    Ok(Some((sec as u64).saturating_mul(1_000_000_000).saturating_add(frac as u64 * ns_per_unit)))
 }
