@@ -399,6 +399,17 @@ pub fn write_file(f: &OpenFile, buf: u64, len: usize, at: Option<u64>) -> Result
     let len = len.min(MAX_IO);
     let mut data = alloc::vec![0u8; len];
     crate::user::read(buf, &mut data)?;
+    write_data(f, &data, at)
+}
+
+/// Write `data` (already in the kernel) to `f` as one write: a terminal or a pipe takes it whole, so writev's
+/// pieces do not interleave with another writer's.
+fn write_data(f: &OpenFile, data: &[u8], at: Option<u64>) -> Result<usize, i64> {
+    let len = data.len();
+    if len == 0 {
+        // Nothing to write is nothing done (no EPIPE, no SIGPIPE), as on Linux.
+        return Ok(0);
+    }
     match &f.kind {
         Kind::Inode(ino) => {
             let mut off = f.offset.lock();
@@ -406,7 +417,7 @@ pub fn write_file(f: &OpenFile, buf: u64, len: usize, at: Option<u64>) -> Result
             with_tree(|v| -> Result<usize, i64> {
                 // O_APPEND writes at the end (pwrite too, as Linux does).
                 let pos = if f.flags() & O_APPEND != 0 { v.tmp.stat(*ino)?.size } else { at.unwrap_or(*off) };
-                let n = v.tmp.write(*ino, pos, &data, t)?;
+                let n = v.tmp.write(*ino, pos, data, t)?;
                 if at.is_none() || f.flags() & O_APPEND != 0 {
                     *off = pos + n as u64;
                 }
@@ -419,7 +430,7 @@ pub fn write_file(f: &OpenFile, buf: u64, len: usize, at: Option<u64>) -> Result
                 if at.is_some() {
                     return Err(-ESPIPE);
                 }
-                super::terminal::write(&data);
+                super::terminal::write(data);
                 Ok(len)
             }
             _ => Ok(len),
@@ -428,7 +439,7 @@ pub fn write_file(f: &OpenFile, buf: u64, len: usize, at: Option<u64>) -> Result
             if at.is_some() {
                 return Err(-ESPIPE);
             }
-            pipe_write(f, p, &data)
+            pipe_write(f, p, data)
         }
         Kind::Dir(_) => Err(-EISDIR),
         Kind::PipeRead(_) | Kind::Generated(_) => Err(-EBADF),
@@ -467,12 +478,36 @@ pub fn vectored(st: &St, fd: i64, iov: u64, count: u64, writing: bool) -> i64 {
         let mut raw = alloc::vec![0u8; count as usize * 16];
         crate::user::read(iov, &mut raw)?;
         let pieces = crate::linux_abi::parse_iovecs(&raw).map_err(|e| -e)?;
+        if writing {
+            if !f.writable() {
+                return Err(-EBADF);
+            }
+            // Gathered and written at once (as Linux's writev is one write): a line printed as text + "\n"
+            // pieces reaches the terminal whole. A piece that cannot be read ends the gathering.
+            let mut data = Vec::new();
+            for (base, len) in pieces {
+                let take = (len as usize).min(MAX_IO - data.len());
+                let at = data.len();
+                data.resize(at + take, 0);
+                if let Err(e) = crate::user::read(base, &mut data[at..]) {
+                    data.truncate(at);
+                    if data.is_empty() {
+                        return Err(e);
+                    }
+                    break;
+                }
+                if data.len() == MAX_IO {
+                    break;
+                }
+            }
+            return write_data(&f, &data, None).map(|n| n as i64);
+        }
         let mut done = 0usize;
         for (base, len) in pieces {
             if len == 0 {
                 continue;
             }
-            let r = if writing { write_file(&f, base, len as usize, None) } else { read_file(&f, base, len as usize, None) };
+            let r = read_file(&f, base, len as usize, None);
             match r {
                 Ok(n) => {
                     done += n;
