@@ -103,15 +103,6 @@ struct xdirent64 {
 /* ------------------------------------------------------------------------------------------------------------- */
 /* helpers of this suite (the harness is suite.h) */
 
-/* `expr` (a system call or libc call returning -1 and setting errno) must fail with `err`. */
-#define EXPECT_ERRNO(label, expr, err)                                                                               \
-    do {                                                                                                             \
-        errno = 0;                                                                                                   \
-        long rc_ = (long)(expr);                                                                                     \
-        int e_ = errno;                                                                                              \
-        if (rc_ != -1 || e_ != (err))                                                                                \
-            return fail("%s=%ld_errno=%d_want_-1_errno_%d", label, rc_, e_, err);                                    \
-    } while (0)
 
 /* `expr` must return `want`. */
 #define EXPECT_RC(label, expr, want)                                                                                 \
@@ -131,12 +122,6 @@ struct xdirent64 {
             return fail("%s_errno=%d", label, errno);                                                                \
     } while (0)
 
-#define EXPECT_END(pid, sig, code)                                                                                   \
-    do {                                                                                                             \
-        const char *why_ = expect_end(pid, sig, code);                                                               \
-        if (why_)                                                                                                    \
-            return why_;                                                                                             \
-    } while (0)
 
 /* The suite's own directory in /tmp (main), and the directory of the running check (in_dir). */
 static char topdir[128];

@@ -75,15 +75,6 @@ extern char **environ;
 /* ------------------------------------------------------------------------------------------------------------- */
 /* helpers of this suite (the harness is suite.h) */
 
-/* `expr` (a system call or libc call returning -1/MAP_FAILED and setting errno) must fail with `err`. */
-#define EXPECT_ERRNO(label, expr, err)                                                                               \
-    do {                                                                                                             \
-        errno = 0;                                                                                                   \
-        long rc_ = (long)(expr);                                                                                     \
-        int e_ = errno;                                                                                              \
-        if (rc_ != -1 || e_ != (err))                                                                                \
-            return fail("%s=%ld_errno=%d_want_-1_errno_%d", label, rc_, e_, err);                                    \
-    } while (0)
 
 /* waitid with WNOHANG polled for at most `ms`: 1 when it reported a child (in *si), 0 on timeout, -1 (errno set). */
 static int waitid_for(idtype_t type, id_t id, siginfo_t *si, int options, int ms) {
@@ -103,12 +94,6 @@ static int waitid_for(idtype_t type, id_t id, siginfo_t *si, int options, int ms
     }
 }
 
-#define EXPECT_END(pid, sig, code)                                                                                   \
-    do {                                                                                                             \
-        const char *why_ = expect_end(pid, sig, code);                                                               \
-        if (why_)                                                                                                    \
-            return why_;                                                                                             \
-    } while (0)
 
 /* A page shared with the children a check forks (zeroed), or NULL. */
 static volatile int *shared_page(void) {

@@ -12,7 +12,7 @@
  *
  * What this provides: LIBC_NAME and NO_SUCH_PID; the page shared with the check process (`shared`: why it failed,
  * where it was) and step(); fail() and EXPECT(); time (clock_ns, now_ns, ms_since, sleep_ms, nap); children
- * (spawn, track, end_children, wait_for, describe, expect_end, idle_child); small helpers more than one suite uses
+ * (spawn, track, end_children, wait_for, describe, expect_end, idle_child); fail() and EXPECT(), EXPECT_ERRNO(), EXPECT_END(); small helpers more than one suite uses
  * (on, on_info, my_tid, load, store, wait_value, null_write); struct check, and suite_main(), which runs a table
  * of checks and prints the lines above.
  *
@@ -90,6 +90,24 @@ static const char *fail(const char *fmt, ...) {
     do {                                                                                                             \
         if (!(cond))                                                                                                 \
             return fail(__VA_ARGS__);                                                                                \
+    } while (0)
+
+/* `expr` (a call returning -1 (or MAP_FAILED) and setting errno) must fail with `err`. */
+#define EXPECT_ERRNO(label, expr, err)                                                                               \
+    do {                                                                                                             \
+        errno = 0;                                                                                                   \
+        long rc_ = (long)(expr);                                                                                     \
+        int e_ = errno;                                                                                              \
+        if (rc_ != -1 || e_ != (err))                                                                                \
+            return fail("%s=%ld_errno=%d_want_-1_errno_%d", label, rc_, e_, err);                                    \
+    } while (0)
+
+/* Child `pid` must end by signal `sig` (0: exit with `code`): expect_end()'s verdict, returned as the check's. */
+#define EXPECT_END(pid, sig, code)                                                                                   \
+    do {                                                                                                             \
+        const char *why_ = expect_end(pid, sig, code);                                                               \
+        if (why_)                                                                                                    \
+            return why_;                                                                                             \
     } while (0)
 
 /* Where a check is, so a child that dies or hangs says how far it got. Copied by hand rather than with snprintf,
