@@ -12,7 +12,7 @@
  *
  * What this provides: LIBC_NAME and NO_SUCH_PID; the page shared with the check process (`shared`: why it failed,
  * where it was) and step(); fail() and EXPECT(); time (clock_ns, now_ns, ms_since, sleep_ms, nap); children
- * (spawn, track, end_children, wait_for, describe, expect_end, idle_child); fail() and EXPECT(), EXPECT_ERRNO(), EXPECT_END(); small helpers more than one suite uses
+ * (spawn, track, end_children, wait_for, describe, expect_end, idle_child); EXPECT_ERRNO() and EXPECT_END(); small helpers more than one suite uses
  * (on, on_info, my_tid, load, store, wait_value, null_write); struct check, and suite_main(), which runs a table
  * of checks and prints the lines above.
  *
