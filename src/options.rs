@@ -136,6 +136,9 @@ impl BootOptions {
                 a.push_str(" net=on");
             }
         }
+        if self.interactive {
+            a.push_str(" console=input");
+        }
         if let Some(r) = &self.run {
             a.push_str(&format!(" run={r}"));
         }

@@ -41,6 +41,16 @@ impl SerialPort {
         }
     }
 
+    /// Raise the UART's interrupt (its IRQ line, gated by OUT2) whenever received bytes wait, and do so from
+    /// the first byte (FIFO trigger level 1): console input that is interrupt-driven rather than polled.
+    pub fn enable_receive_interrupt(&mut self) {
+        // SAFETY: the constructor's contract gives us this UART's ports.
+        unsafe {
+            outb(self.base + FIFO_CTRL, 0x07); // FIFO on, cleared, 1-byte threshold
+            outb(self.base + INT_ENABLE, 0x01); // received data available
+        }
+    }
+
     pub fn send(&mut self, byte: u8) {
         // Bounded wait: a missing or wedged UART must not hang the kernel.
         for _ in 0..100_000 {

@@ -40,6 +40,9 @@ pub struct Options<'a> {
     pub recovery: Option<&'a str>,
     /// VT monitor: `crash_loop=LIMIT/WINDOW_MS` or `off` (docs/recovery.md; checked by the monitor).
     pub crash_loop: Option<&'a str>,
+    /// `console=input`: the console takes typed input (an interactive shell). In the VT build the monitor then
+    /// routes the UART's input to the sandbox with the focus; the SMP kernel polls the UART in any case.
+    pub console_input: bool,
     /// First option this parser did not understand (reported, not fatal: a typo must not brick a boot).
     pub unknown: Option<&'a str>,
 }
@@ -64,6 +67,7 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
         nic_device_mac: false,
         recovery: None,
         crash_loop: None,
+        console_input: false,
         unknown: None,
     };
     let mut sandbox = SandboxArgsParser::default();
@@ -102,6 +106,8 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
             Some(("recovery", v)) => opts.recovery = Some(v),
             Some(("crash_loop", v)) => opts.crash_loop = Some(v),
             Some(("nic_mac", "virtual")) => opts.nic_device_mac = false,
+            Some(("console", "input")) => opts.console_input = true,
+            Some(("console", "output")) => opts.console_input = false,
             Some((k @ ("slice_mib" | "watchdog_ms"), v)) => {
                 let n = boot::number(v).ok_or(CmdlineError::BadNumber(word))?;
                 match k {

@@ -91,12 +91,51 @@ pub fn write_bytes(data: &[u8]) {
     Out::new(&mut c).bytes(data);
 }
 
-/// A byte typed on the console, if any (none in a sandbox: the UART is the monitor's).
+/// Console input a sandbox has taken from the monitor and the line discipline has not yet.
+struct MonitorInput {
+    buf: [u8; 256],
+    at: usize,
+    len: usize,
+}
+
+static MONITOR_INPUT: IrqSpinlock<MonitorInput> = IrqSpinlock::new(MonitorInput { buf: [0; 256], at: 0, len: 0 });
+/// The monitor said input waits (its console vector arrived): the next read asks for it (one exit per burst
+/// of typing, none while nobody types).
+static INPUT_SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+/// A sandbox's console vector: input waits in the monitor.
+pub fn input_signalled() {
+    INPUT_SIGNALLED.store(true, Ordering::Release);
+}
+
+/// A byte typed on the console, if any. In a sandbox, what the monitor routed to it.
 pub fn try_read() -> Option<u8> {
     if THROUGH_MONITOR.load(Ordering::Relaxed) {
-        return None;
+        let mut input = MONITOR_INPUT.lock();
+        if input.at == input.len && INPUT_SIGNALLED.swap(false, Ordering::AcqRel) {
+            let mut buf = [0u8; 256];
+            let n = crate::sandbox::console_read(&mut buf);
+            input.buf = buf;
+            input.at = 0;
+            input.len = n;
+            if n == buf.len() {
+                // More may wait: ask again once these are taken.
+                INPUT_SIGNALLED.store(true, Ordering::Release);
+            }
+        }
+        if input.at == input.len {
+            return None;
+        }
+        let b = input.buf[input.at];
+        input.at += 1;
+        return Some(b);
     }
     CONSOLE.lock().try_receive()
+}
+
+/// The monitor's console input (VT, `console=input`): the UART interrupts when bytes arrive.
+pub fn enable_receive_interrupt() {
+    CONSOLE.lock().enable_receive_interrupt();
 }
 
 /// Panic-path printing: take the console if it is free within a short wait, otherwise write anyway (the

@@ -38,6 +38,13 @@ fn interrupt_handler(frame: &mut TrapFrame) {
             crate::sandbox::notification_taken();
             lapic::eoi();
         }
+        questv_abi::hypercall::CONSOLE_INPUT_VECTOR => {
+            // Typed input waits in the monitor: take it now (^C must not wait for a reader), wake the reader.
+            lapic::eoi();
+            crate::console::input_signalled();
+            crate::fs::terminal::poll_input();
+            sched::schedule(frame, Reason::Reschedule);
+        }
         questv_abi::hypercall::TAKEOVER_VECTOR => {
             crate::net::stack::takeover_interrupt();
             sched::schedule(frame, Reason::Reschedule);

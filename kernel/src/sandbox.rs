@@ -178,6 +178,13 @@ pub fn console_write(bytes: &[u8]) {
     }
 }
 
+/// Console input the monitor holds for this sandbox, into `buf` (a kernel buffer, as for `console_write`);
+/// how many bytes.
+pub fn console_read(buf: &mut [u8]) -> usize {
+    let len = buf.len().min(hc::CONSOLE_MAX as usize) as u64;
+    call(hc::CONSOLE_READ, virt_to_phys(buf.as_mut_ptr() as u64), len).map_or(0, |n| (n as usize).min(buf.len()))
+}
+
 /// This sandbox's VM exits so far (this query included).
 pub fn exit_count() -> u64 {
     call(hc::EXIT_COUNT, 0, 0).unwrap_or(0)

@@ -142,11 +142,12 @@ pub(super) fn parse_boot(args: &[String]) -> Result<Cli, String> {
     Ok(Cli::Boot(parse_boot_options(args, BootOptions::default(), |_, _| Ok(false))?))
 }
 
-/// `shell`: an interactive busybox `sh` on the console (SMP; a sandbox's console takes no input yet).
+/// `shell`: an interactive busybox `sh` on the console; with `--vt` one in every sandbox, the monitor routing
+/// what is typed to one of them at a time (Ctrl-A three times switches).
 pub(super) fn parse_shell(args: &[String]) -> Result<Cli, String> {
     let o = parse_boot_options(args, BootOptions::default(), |_, _| Ok(false))?;
-    if o.vt {
-        return Err("shell --vt: the monitor does not route console input to sandboxes yet (docs/files.md)".into());
+    if o.emulator == crate::Emulator::Bochs {
+        return Err("shell runs under QEMU (its serial console is the terminal); Bochs has no such console here".into());
     }
     if o.run.is_some() {
         return Err("shell runs the shell; use boot --run for a command".into());

@@ -113,30 +113,135 @@ pub fn scaling_table(rows: &[CompareRow], one: u64) -> String {
     )
 }
 
-/// The static binary `--run` names, for Linux: a file given with `--add`, else one of the userland's C programs
-/// (musl). The Rust programs speak questv's own calls only in part and are not offered.
-fn linux_program(o: &BootOptions, name: &str) -> Result<PathBuf, String> {
-    if let Some(p) = o.add.iter().find(|p| p.file_name().is_some_and(|f| f == name)) {
-        return Ok(p.clone());
+/// One instance of the compared program on one system: `timeit`'s report (guest wall time from fork to reap,
+/// the shell's exit status) and the program's own RESULT lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// The core (SMP, Linux) or sandbox (VT) it ran on.
+    pub instance: u64,
+    pub status: i64,
+    pub wall_us: u64,
+    /// Its RESULT lines as printed (without `timeit`'s ` instance=N` and a sandbox's `[sN] ` prefix).
+    pub results: Vec<String>,
+}
+
+/// The instances in one run's serial lines: `RESULT instance instance=N status=S wall_us=U ...` lines, each with
+/// the RESULT lines `timeit` tagged `instance=N`. Sorted by instance.
+pub fn instances<S: AsRef<str>>(lines: &[S]) -> Vec<Instance> {
+    let parsed: Vec<(ResultLine, &str)> = lines
+        .iter()
+        .filter_map(|l| {
+            let l = l.as_ref();
+            let r = parse_result_line(l)?;
+            Some((r, crate::protocol::split_sandbox_prefix(l.trim_end()).1))
+        })
+        .collect();
+    let mut out: Vec<Instance> = parsed
+        .iter()
+        .filter(|(r, _)| r.name == "instance")
+        .filter_map(|(r, _)| {
+            let instance = r.get_u64("instance")?;
+            let results = parsed
+                .iter()
+                .filter(|(o, _)| o.name != "instance" && o.get_u64("instance") == Some(instance))
+                .map(|(_, text)| text.strip_suffix(&format!(" instance={instance}")).unwrap_or(text).to_string())
+                .collect();
+            Some(Instance { instance, status: r.get("status")?.parse().ok()?, wall_us: r.get_u64("wall_us")?, results })
+        })
+        .collect();
+    out.sort_by_key(|i| i.instance);
+    out
+}
+
+/// The per-instance table: each system's wall time (ms) and status per instance, the ratios to the first
+/// system, then each instance's own RESULT lines.
+pub fn instance_table(systems: &[(String, Vec<Instance>)]) -> String {
+    let mut t = String::from("instance");
+    for (name, _) in systems {
+        t.push_str(&format!("  {name:>12}_ms  status"));
     }
-    let c = crate::image::user_c_program(name);
-    if c.is_file() {
-        return Ok(c);
+    for (name, _) in systems.iter().skip(1) {
+        t.push_str(&format!("  {name}/{}", systems[0].0));
     }
-    Err(format!("compare --linux runs a static Linux binary: {name:?} is neither a file given with --add nor one of the C programs (userland/c)"))
+    t.push('\n');
+    let Some((_, first)) = systems.first() else { return t };
+    for base in first {
+        t.push_str(&format!("{:>8}", base.instance));
+        let row: Vec<Option<&Instance>> = systems.iter().map(|(_, v)| v.iter().find(|i| i.instance == base.instance)).collect();
+        for i in &row {
+            match i {
+                Some(i) => t.push_str(&format!("  {:>15.1}  {:>6}", i.wall_us as f64 / 1000.0, i.status)),
+                None => t.push_str(&format!("  {:>15}  {:>6}", "-", "-")),
+            }
+        }
+        for i in row.iter().skip(1) {
+            match i {
+                Some(i) => t.push_str(&format!("  {:>9.3}", i.wall_us as f64 / base.wall_us.max(1) as f64)),
+                None => t.push_str("  -"),
+            }
+        }
+        t.push('\n');
+    }
+    for (name, v) in systems {
+        for i in v.iter().filter(|i| !i.results.is_empty()) {
+            t.push_str(&format!("{name} instance {}:\n", i.instance));
+            for r in &i.results {
+                t.push_str(&format!("  {r}\n"));
+            }
+        }
+    }
+    t
+}
+
+pub fn instance_csv(systems: &[(String, Vec<Instance>)]) -> String {
+    let mut c = String::from("system,instance,wall_us,status,result_lines\n");
+    for (name, v) in systems {
+        for i in v {
+            c.push_str(&format!("{name},{},{},{},{}\n", i.instance, i.wall_us, i.status, i.results.len()));
+        }
+    }
+    c
+}
+
+/// The static binaries Linux gets: every `--add` file, `timeit`, and the program `--run` names when it is one of
+/// the userland's C programs (musl; the Rust programs speak questv's own calls only in part and are not
+/// offered). A program that is neither is refused before any boot.
+fn linux_programs(o: &BootOptions, name: &str) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut progs: Vec<(String, PathBuf)> = o.add.iter().filter_map(|p| Some((p.file_name()?.to_str()?.to_string(), p.clone()))).collect();
+    progs.push(("timeit".into(), crate::image::user_c_program("timeit")));
+    if o.run_script.is_none() && !progs.iter().any(|(n, _)| n == name) {
+        let c = crate::image::user_c_program(name);
+        if !c.is_file() {
+            return Err(format!("compare --linux runs a static Linux binary: {name:?} is neither a file given with --add nor one of the C programs (userland/c)"));
+        }
+        progs.push((name.to_string(), c));
+    }
+    Ok(progs)
 }
 
 /// The workload once per vCPU on Linux 6.1 in QEMU (same CPU model, vCPUs, memory and clock as questv's runs),
-/// each instance pinned to its vCPU with `taskset`. Returns its RESULT lines with `cycles_per_iter`, keyed by
-/// `cpu`, and the kernel version.
-fn run_linux(o: &BootOptions, run: &str) -> Result<(Vec<ResultLine>, String), String> {
-    let mut words = run.split_whitespace();
-    let name = words.next().ok_or("empty --run")?;
-    let args: Vec<&str> = words.collect();
-    let exe = linux_program(o, name)?;
+/// each instance under `timeit`, pinned to its vCPU with `taskset`. Returns its serial lines and the kernel
+/// version.
+fn run_linux(o: &BootOptions, run: &str) -> Result<(Vec<String>, String), String> {
+    let name = run.split_whitespace().next().ok_or("empty --run")?;
+    let mut progs = linux_programs(o, name)?;
     let cache = crate::workspace_root().join("target").join("linux-cache");
-    let cmd = format!("for c in $(seq 0 {}); do taskset -c $c /bin/{name} {} & done; wait", o.cpus - 1, args.join(" "));
-    let guest = crate::linux::build_initrd(&cache, None, &[(name.to_string(), exe)], &cmd, false)?;
+    // A shell script (`--run` with shell syntax) goes in as a file, as it does into questv's initramfs.
+    let (run, script) = match &o.run_script {
+        Some(text) => {
+            let path = crate::workspace_root().join("target").join(format!("compare-run-{}.sh", std::process::id()));
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            progs.push(("questv-run".into(), path.clone()));
+            ("sh /bin/questv-run".to_string(), Some(path))
+        }
+        None => (run.to_string(), None),
+    };
+    let cmd = format!("for c in $(seq 0 {}); do taskset -c $c /bin/timeit {run} & done; wait", o.cpus - 1);
+    let guest = crate::linux::build_initrd(&cache, None, &progs, &cmd, false);
+    if let Some(p) = script {
+        let _ = std::fs::remove_file(p);
+    }
+    let guest = guest?;
     let mut qemu = crate::linux::qemu_args_on(&guest, "tcg,thread=single", crate::QEMU_CPU_MODEL, o.cpus, o.mem_mib.max(512), None);
     if o.icount {
         qemu.extend(["-icount".to_string(), crate::ICOUNT.to_string()]);
@@ -144,58 +249,90 @@ fn run_linux(o: &BootOptions, run: &str) -> Result<(Vec<ResultLine>, String), St
     eprintln!("questv: compare: booting Linux {} (QEMU)", guest.version);
     let timeout = std::time::Duration::from_secs(o.timeout.unwrap_or(o.timeout_secs() * 10));
     let r = crate::linux::run_qemu(&qemu, timeout, Some("LINUX DONE"))?;
-    let rows: Vec<ResultLine> = r.lines.iter().filter_map(|(_, l)| parse_result_line(l)).filter(|l| l.get("cycles_per_iter").is_some()).collect();
-    if rows.len() != o.cpus as usize {
-        return Err(format!("Linux printed {} results with cycles_per_iter, expected {}:\n{}{}", rows.len(), o.cpus, r.text(), r.stderr));
+    let lines: Vec<String> = r.lines.iter().map(|(_, l)| l.clone()).collect();
+    if instances(&lines).len() != o.cpus as usize {
+        return Err(format!("Linux reported {} instances, expected {}:\n{}{}", instances(&lines).len(), o.cpus, r.text(), r.stderr));
     }
-    Ok((rows, guest.version))
+    Ok((lines, guest.version))
 }
 
-/// `compare`: the workload once per core in the SMP build (`percpu PROG`) and once per sandbox in the VT build,
-/// in the same emulator, plus (with more than one core) the workload alone on the SMP build as the scaling
-/// baseline, and with `linux` once per vCPU on Linux 6.1. Prints the table, writes a CSV and a bar chart under
-/// target/results/, returns the CSV path.
+/// `compare`: the program once per core in the SMP build (`percpu timeit PROG`), once per sandbox in the VT build
+/// and with `linux` once per vCPU on Linux 6.1, each instance under `timeit` (wall time, status, its RESULT
+/// lines); with more than one core also alone on the SMP build (the scaling baseline). A program that prints
+/// `cycles_per_iter` (forkwait and the other benchmarks) also gets the cycles table. Prints the tables, writes
+/// CSVs and a bar chart under target/results/, returns the main CSV's path.
 pub fn compare(o: &BootOptions, linux: bool) -> Result<(String, PathBuf), String> {
     let run = o.run.clone().unwrap_or_else(|| "forkwait 2000".into());
     // Checked before any boot: a program Linux cannot be given is an error of the command line.
     if linux {
-        linux_program(o, run.split_whitespace().next().unwrap_or(""))?;
+        linux_programs(o, run.split_whitespace().next().unwrap_or(""))?;
     }
-    let reports = run_both(o, &run)?;
+    let timed = format!("timeit {run}");
+    let reports = run_both(o, &timed)?;
+    let mut systems = vec![("smp".to_string(), instances(&reports[0].lines)), ("vt".to_string(), instances(&reports[1].lines))];
+    for (name, v) in &systems {
+        if v.len() != o.cpus as usize {
+            return Err(format!("the {name} build reported {} instances, expected {}", v.len(), o.cpus));
+        }
+    }
     let rows = compare_rows(&reports[0].lines, &reports[1].lines);
-    if rows.len() != o.cpus as usize {
-        return Err(format!("expected results from {} cores in both builds, matched {}", o.cpus, rows.len()));
+    let cycles = rows.len() == o.cpus as usize;
+    let linux_run = if linux { Some(run_linux(o, &run)?) } else { None };
+    if let Some((lines, _)) = &linux_run {
+        systems.push(("linux".to_string(), instances(lines)));
     }
-    let linux_rows = if linux { Some(run_linux(o, &run)?) } else { None };
     let one = if o.cpus > 1 {
-        let opts = BootOptions { vt: false, run: Some(run.clone()), echo: false, timeout: Some(o.timeout.unwrap_or(o.timeout_secs() * 10)), tcg_single: Some(o.tcg_single.unwrap_or(true)), ..o.clone() };
+        let opts = BootOptions { vt: false, run: Some(timed.clone()), echo: false, timeout: Some(o.timeout.unwrap_or(o.timeout_secs() * 10)), tcg_single: Some(o.tcg_single.unwrap_or(true)), ..o.clone() };
         eprintln!("questv: compare: booting the smp build with one instance (the scaling baseline)");
         let r = boot(&opts)?;
         if r.outcome != Outcome::Done(0) {
             return Err(format!("the one-instance run ended with {:?}", r.outcome));
         }
-        Some(one_instance_cycles(&r.lines).ok_or("the one-instance run printed no cycles_per_iter")?)
+        let alone = instances(&r.lines).into_iter().next().ok_or("the one-instance run reported no instance")?;
+        Some((alone, one_instance_cycles(&r.lines)))
     } else {
         None
     };
     let dir = results_dir()?;
     let name: String = run.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let stem = format!("compare-{}-{}cpus-{}", o.emulator.name(), o.cpus, name);
+    let mut table = instance_table(&systems);
+    let mut instance_csv = instance_csv(&systems);
+    if let Some((alone, _)) = &one {
+        instance_csv.push_str(&format!("smp_alone,{},{},{},{}\n", alone.instance, alone.wall_us, alone.status, alone.results.len()));
+        table.push_str(&format!("alone (SMP, one instance): {:.1} ms, status {}\n", alone.wall_us as f64 / 1000.0, alone.status));
+    }
+    let instances_path = dir.join(format!("{stem}-instances.csv"));
+    std::fs::write(&instances_path, &instance_csv).map_err(|e| e.to_string())?;
+    table.push_str(&format!("instances: {}\n", instances_path.display()));
+    let png = dir.join(format!("{stem}.png"));
+    if !cycles {
+        // Wall time per instance and system.
+        let groups: Vec<String> = systems[0].1.iter().map(|i| format!("instance {}", i.instance)).collect();
+        let series = systems
+            .iter()
+            .map(|(n, v)| plot::Series { name: n.clone(), points: v.iter().enumerate().map(|(k, i)| (k as f64, i.wall_us as f64 / 1000.0)).collect() })
+            .collect::<Vec<_>>();
+        plot::bar_chart(&png, &format!("{run}: wall time per instance, {} with {} cores", o.emulator.name(), o.cpus), "milliseconds (guest clock)", &groups, &series)?;
+        table.push_str(&format!("figure: {}\n", png.display()));
+        return Ok((table, instances_path));
+    }
     let path = dir.join(format!("{stem}.csv"));
     let mut csv = compare_csv(&rows);
-    let mut table = compare_table(&rows);
+    table.push_str(&compare_table(&rows));
     let mut groups: Vec<String> = rows.iter().map(|r| format!("core {}", r.core)).collect();
     let mut series = vec![
         plot::Series { name: format!("SMP, {} instances at once", rows.len()), points: rows.iter().enumerate().map(|(i, r)| (i as f64, r.smp_cycles_per_iter as f64)).collect() },
         plot::Series { name: format!("Quest-V (VT), {} sandboxes at once", rows.len()), points: rows.iter().enumerate().map(|(i, r)| (i as f64, r.vt_cycles_per_iter as f64)).collect() },
     ];
-    if let Some((lrows, version)) = &linux_rows {
-        let mut lines = String::from("core  linux_cycles_per_iter  linux/smp  linux/vt\n");
+    if let Some((lines, version)) = &linux_run {
+        let lrows: Vec<ResultLine> = lines.iter().filter_map(|l| parse_result_line(l)).filter(|l| l.get("cycles_per_iter").is_some()).collect();
+        let mut out = String::from("core  linux_cycles_per_iter  linux/smp  linux/vt\n");
         let mut points = Vec::new();
         for (i, r) in rows.iter().enumerate() {
             let Some(l) = lrows.iter().find(|l| l.get_u64("cpu") == Some(r.core)).and_then(|l| l.get_u64("cycles_per_iter")) else { continue };
             csv.push_str(&format!("linux_core_{},{l},,,\n", r.core));
-            lines.push_str(&format!(
+            out.push_str(&format!(
                 "{:>4}  {:>21}  {:>9.3}  {:>8.3}\n",
                 r.core,
                 l,
@@ -204,17 +341,16 @@ pub fn compare(o: &BootOptions, linux: bool) -> Result<(String, PathBuf), String
             ));
             points.push((i as f64, l as f64));
         }
-        table.push_str(&format!("Linux {version}, the same binary, one instance per vCPU:\n{lines}"));
+        table.push_str(&format!("Linux {version}, the same binary, one instance per vCPU:\n{out}"));
         series.push(plot::Series { name: format!("Linux {version}, {} instances at once", rows.len()), points });
     }
-    if let Some(one) = one {
+    if let Some((_, Some(one))) = one {
         csv.push_str(&format!("one_instance,{one},,,\n"));
         table.push_str(&scaling_table(&rows, one));
         groups.push("one instance alone".into());
         series.push(plot::Series { name: "SMP, one instance alone".into(), points: vec![(rows.len() as f64, one as f64)] });
     }
     std::fs::write(&path, csv).map_err(|e| e.to_string())?;
-    let png = dir.join(format!("{stem}.png"));
     let title = format!("{run}: cycles per iteration, {} with {} cores", o.emulator.name(), o.cpus);
     plot::bar_chart(&png, &title, "cycles per iteration", &groups, &series)?;
     table.push_str(&format!("figure: {}\n", png.display()));
@@ -252,5 +388,32 @@ mod tests {
         assert_eq!(one_instance_cycles(&s(&["RESULT frames before=1 after=1"])), None);
         // Mean per instance: SMP (8+10)/2 = 9, VT (12+9)/2 = 10.5, over one instance of 6.
         assert!(scaling_table(&rows, 6).contains("smp_per_instance/one=1.500 vt_per_sandbox/one=1.750"));
+    }
+
+    #[test]
+    fn instances_gather_timeits_reports_and_their_result_lines() {
+        // SMP: two instances at once, lines interleaved; one program line has no instance tag (not timeit's).
+        let smp = s(&[
+            "RESULT md5 digest=abc instance=1",
+            "RESULT md5 digest=abc instance=0",
+            "RESULT instance instance=1 status=0 wall_us=2500 result_lines=1",
+            "RESULT stray x=1",
+            "RESULT instance instance=0 status=3 wall_us=2000 result_lines=1",
+        ]);
+        let vt = s(&["[s1] RESULT instance instance=1 status=0 wall_us=5000 result_lines=0", "[s0] RESULT md5 digest=abc instance=0", "[s0] RESULT instance instance=0 status=0 wall_us=3000 result_lines=1"]);
+        let a = instances(&smp);
+        assert_eq!(a.len(), 2);
+        assert_eq!((a[0].instance, a[0].status, a[0].wall_us), (0, 3, 2000));
+        assert_eq!(a[0].results, vec!["RESULT md5 digest=abc".to_string()]);
+        let b = instances(&vt);
+        assert_eq!((b[1].instance, b[1].wall_us, b[1].results.len()), (1, 5000, 0));
+        assert_eq!(b[0].results, vec!["RESULT md5 digest=abc".to_string()]);
+        let systems = vec![("smp".to_string(), a), ("vt".to_string(), b)];
+        let t = instance_table(&systems);
+        let row0 = t.lines().nth(1).unwrap();
+        assert!(row0.contains("2.0") && row0.contains("3.0") && row0.contains("1.500"), "{t}");
+        assert!(t.contains("vt instance 0:\n  RESULT md5 digest=abc\n"), "{t}");
+        assert_eq!(instance_csv(&systems).lines().nth(1), Some("smp,0,2000,3,1"));
+        assert!(instances(&s(&["RESULT instance instance=0 status=x wall_us=1"])).is_empty(), "a malformed report is no instance");
     }
 }

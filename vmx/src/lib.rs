@@ -20,6 +20,7 @@ pub mod amd;
 pub mod backend;
 pub mod bootinfo;
 pub mod channel_table;
+pub mod console_input;
 pub mod console_queue;
 pub mod exit;
 pub mod guest;

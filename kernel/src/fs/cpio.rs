@@ -83,7 +83,7 @@ mod tests {
     /// A newc archive as the runner writes it (the same layout, built here independently).
     fn archive(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
         let mut b = Vec::new();
-        let mut put = |name: &str, mode: u32, data: &[u8], b: &mut Vec<u8>| {
+        let put = |name: &str, mode: u32, data: &[u8], b: &mut Vec<u8>| {
             b.extend_from_slice(b"070701");
             for f in [1, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0] {
                 b.extend_from_slice(format!("{f:08x}").as_bytes());

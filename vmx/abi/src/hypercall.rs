@@ -61,6 +61,11 @@ pub const NIC_LOCK_BOUND_MS: u64 = 200;
 /// cursor stands at a slot the NIC passed without writing. The monitor audits the tail pages itself (the report
 /// only triggers it), puts right what it finds and then guards them. Returns 1 if it found something, else 0.
 pub const NIC_AUDIT: u64 = 14;
+/// `CONSOLE_READ(gpa, len)`: console input for this sandbox — up to `len` (at most [`CONSOLE_MAX`]) bytes typed
+/// while it had the input focus, copied to guest-physical `gpa` (its own writable memory). Returns how many;
+/// 0 when none wait. Only when the machine was booted for input (`console=input`); the monitor then sends the
+/// focused sandbox [`CONSOLE_INPUT_VECTOR`] when bytes arrive.
+pub const CONSOLE_READ: u64 = 15;
 
 /// Largest checkpoint.
 pub const CHECKPOINT_MAX: u64 = 4096;
@@ -116,6 +121,11 @@ pub fn decode(rax: u64) -> Result<u64, i64> {
 /// The vector the monitor sends its own sandbox (a self-IPI from root mode, delivered straight to the guest)
 /// when the info page's takeover mask for it changed: remote recovery.
 pub const TAKEOVER_VECTOR: u8 = 0x41;
+
+/// Console input waits for this sandbox (`CONSOLE_READ` takes it): the UART's interrupt, routed by the monitor
+/// through the I/O APIC to the core of the sandbox with the input focus, or the monitor's IPI when the focus
+/// moved there with bytes already waiting.
+pub const CONSOLE_INPUT_VECTOR: u8 = 0x42;
 
 /// The only vector a sandbox may send to another core: channel notification (its handler acknowledges it in
 /// [`NOTIFY_ACK_GPA`], then EOIs). Below the kernels' timer vector, so that however many arrive the tick is
@@ -194,7 +204,7 @@ mod tests {
 
     #[test]
     fn numbers_are_distinct() {
-        let all = [DONE, REPORT_EXITS, EXIT_COUNT, CHANNEL_OPEN, PEER_APIC, FAULT, CONSOLE_WRITE, BOOTED, CHECKPOINT, RESTORE, COMPONENT, CHANNEL_CLOSE];
+        let all = [DONE, REPORT_EXITS, EXIT_COUNT, CHANNEL_OPEN, PEER_APIC, FAULT, CONSOLE_WRITE, BOOTED, CHECKPOINT, RESTORE, COMPONENT, CHANNEL_CLOSE, NIC_LOCK_STUCK, NIC_AUDIT, CONSOLE_READ];
         for (i, a) in all.iter().enumerate() {
             assert!(all[i + 1..].iter().all(|b| a != b));
         }

@@ -8,9 +8,13 @@ use crate::exit::ExitKind;
 use crate::policy::{self, RefusalKind};
 use alloc::format;
 use alloc::string::String;
+use crate::console_input::{InputRouter, LiveOutput};
 use crate::console_queue::{LINE_MAX, OTHERS_PER_DRAIN};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use questv_kernel::{kprintln, result};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use questv_abi::hypercall as hc;
+use questv_arch::{ioapic::IoApic, lapic};
+use questv_kernel::{kprintln, result, smp};
 
 /// Count a refused access; the first of its kind gets a log line.
 pub(super) fn refuse(sandbox: u32, kind: RefusalKind, code: u64) {
@@ -29,6 +33,10 @@ pub(super) fn refuse(sandbox: u32, kind: RefusalKind, code: u64) {
 /// taken) when its queue has no room: a flooding sandbox waits for its own output, nobody else does.
 pub(super) fn console_bytes(sandbox: u32, bytes: &[u8]) -> Result<(), i64> {
     let t0 = questv_arch::cpu::rdtsc();
+    if FOCUS.load(Ordering::Acquire) == sandbox {
+        show_live(sandbox, bytes);
+        return Ok(());
+    }
     {
         let mut st = state(sandbox);
         if !st.console.has_room_for(bytes.len()) {
@@ -75,18 +83,20 @@ fn queue_line(st: &mut Sandbox) {
 /// Lines queued in all sandboxes (a cheap test for every exit).
 static QUEUED: AtomicUsize = AtomicUsize::new(0);
 /// One drainer at a time prints the queues; a sandbox that finds it busy leaves its lines queued and goes on.
-static DRAIN: spin::Mutex<()> = spin::Mutex::new(());
+/// It holds the focused sandbox's open line (console input only), which any other line printed ends first.
+static DRAIN: spin::Mutex<LiveOutput> = spin::Mutex::new(LiveOutput::new());
 /// Set by whoever queued a line; the drainer looks again after letting go if it is set (no line is left behind).
 static PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Print one queued line of `sandbox`; whether there was one.
-fn print_one(sandbox: u32) -> bool {
+fn print_one(uart: &mut LiveOutput, sandbox: u32) -> bool {
     let mut text = [0u8; LINE_MAX];
     let n = match state(sandbox).console.pop(&mut text) {
         Some(n) => n,
         None => return false,
     };
     QUEUED.fetch_sub(1, Ordering::AcqRel);
+    end_live_line(uart);
     // Only printable ASCII is ever stored.
     kprintln!("[s{}] {}", sandbox, core::str::from_utf8(&text[..n]).unwrap_or("?"));
     true
@@ -99,17 +109,17 @@ pub(super) fn drain(caller: u32) {
     PENDING.store(true, Ordering::Release);
     let n = super::state::sandboxes();
     for _ in 0..2 {
-        let Some(_uart) = DRAIN.try_lock() else { return };
+        let Some(mut uart) = DRAIN.try_lock() else { return };
         PENDING.store(false, Ordering::Release);
         let mut others = 0;
         loop {
-            let own = print_one(caller);
+            let own = print_one(&mut uart, caller);
             let mut any = own;
             for k in 1..n {
                 if !own && others >= OTHERS_PER_DRAIN {
                     break;
                 }
-                if print_one((caller + k) % n) {
+                if print_one(&mut uart, (caller + k) % n) {
                     others += 1;
                     any = true;
                 }
@@ -119,7 +129,8 @@ pub(super) fn drain(caller: u32) {
             }
         }
         state(caller).console_stats.printed_for_others += others as u64;
-        drop(_uart);
+        resume_live(&mut uart);
+        drop(uart);
         if !PENDING.load(Ordering::Acquire) {
             return;
         }
@@ -142,8 +153,148 @@ pub(super) fn flush_console(sandbox: u32) {
             queue_line(&mut st);
         }
     }
-    let _uart = DRAIN.lock();
-    while print_one(sandbox) {}
+    let mut uart = DRAIN.lock();
+    while print_one(&mut uart, sandbox) {}
+    end_live_line(&mut uart);
+}
+
+// ---- Console input (`console=input`: an interactive shell in every sandbox) ----
+//
+// The UART's receive interrupt goes through the I/O APIC to the core of the sandbox with the focus, which
+// takes the bytes with CONSOLE_READ; the monitor reads the UART there, in that exit, and sorts the bytes by
+// the focus (`console_input::InputRouter`: Ctrl-A three times moves it). Nothing exits while nobody types.
+
+/// The sandbox with the input focus (`u32::MAX`: no console input this run). Its output is shown as it comes.
+static FOCUS: AtomicU32 = AtomicU32::new(u32::MAX);
+static INPUT: spin::Mutex<Option<InputRouter>> = spin::Mutex::new(None);
+/// The UART's I/O APIC input: (I/O APIC, pin, active low).
+static INPUT_IRQ: spin::Once<(IoApic, u32, bool)> = spin::Once::new();
+
+/// End the focused sandbox's open line before another line goes out.
+fn end_live_line(uart: &mut LiveOutput) {
+    let mut out = Vec::new();
+    uart.interrupt(&mut out);
+    if !out.is_empty() {
+        questv_kernel::console::write_bytes(&out);
+    }
+}
+
+/// Show the focused sandbox's line again after other lines ended it.
+fn resume_live(uart: &mut LiveOutput) {
+    let mut out = Vec::new();
+    uart.resume(&mut out);
+    if !out.is_empty() {
+        questv_kernel::console::write_bytes(&out);
+    }
+}
+
+/// The focused sandbox's bytes, shown now (after any of its lines still queued from before it had the focus).
+fn show_live(sandbox: u32, bytes: &[u8]) {
+    let mut uart = DRAIN.lock();
+    while print_one(&mut uart, sandbox) {}
+    let mut out = Vec::new();
+    uart.render(sandbox, bytes, &mut out);
+    questv_kernel::console::write_bytes(&out);
+    state(sandbox).console_stats.lines += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+}
+
+/// Start console input: the UART interrupts on received bytes, through `irq` (I/O APIC, pin, active low),
+/// routed to sandbox 0's core. Before launch.
+pub(super) fn start_input(irq: (IoApic, u32, bool), sandboxes: u32) {
+    INPUT_IRQ.call_once(|| irq);
+    *INPUT.lock() = Some(InputRouter::new(sandboxes));
+    FOCUS.store(0, Ordering::Release);
+    route_input(0);
+    questv_kernel::console::enable_receive_interrupt();
+    kprintln!("console: input goes to sandbox 0 of {}; Ctrl-A three times moves it to the next", sandboxes);
+}
+
+fn route_input(sandbox: u32) {
+    if let Some((io, pin, active_low)) = INPUT_IRQ.get() {
+        io.route(*pin, hc::CONSOLE_INPUT_VECTOR, smp::apic_id(sandbox) as u8, false, *active_low);
+    }
+}
+
+/// Read what the UART holds and sort it by the focus; the new focus if a switch sequence moved it.
+fn pump() -> Option<u32> {
+    let mut input = INPUT.lock();
+    let router = input.as_mut()?;
+    let mut moved = None;
+    while let Some(b) = questv_kernel::console::try_read() {
+        if let Some(f) = router.feed(b) {
+            moved = Some(f);
+        }
+    }
+    moved
+}
+
+/// The focus moved to `sandbox`: the UART's interrupt follows it, a banner says so, its line in progress (a
+/// prompt) is shown, and if bytes already wait for it, it is told.
+fn focus_moved(sandbox: u32) {
+    let old = FOCUS.swap(sandbox, Ordering::AcqRel);
+    route_input(sandbox);
+    {
+        let mut uart = DRAIN.lock();
+        // The old focus's open line becomes the line it is assembling (what it prints next continues it).
+        let mut out = Vec::new();
+        let line = uart.take_line(old, &mut out);
+        questv_kernel::console::write_bytes(&out);
+        if old != u32::MAX && !line.is_empty() {
+            let mut st = state(old);
+            let n = line.len().min(st.line.len());
+            for (slot, &b) in st.line.iter_mut().zip(&line[..n]) {
+                *slot = if (0x20..=0x7E).contains(&b) || b == b'\t' { b } else { b'?' };
+            }
+            st.line_len = n;
+        }
+        kprintln!("console: input goes to sandbox {} (Ctrl-A three times: the next one)", sandbox);
+        while print_one(&mut uart, sandbox) {}
+        let partial = {
+            let mut st = state(sandbox);
+            let n = core::mem::take(&mut st.line_len);
+            st.line[..n].to_vec()
+        };
+        let mut out = Vec::new();
+        uart.render(sandbox, &partial, &mut out);
+        questv_kernel::console::write_bytes(&out);
+    }
+    if INPUT.lock().as_ref().is_some_and(|r| r.pending(sandbox)) {
+        lapic::send_ipi(smp::apic_id(sandbox), hc::CONSOLE_INPUT_VECTOR);
+    }
+}
+
+/// CONSOLE_READ's bytes: what was typed for `sandbox` (the UART read first), into `out`; how many.
+pub(super) fn take_input(sandbox: u32, out: &mut [u8]) -> usize {
+    let moved = pump();
+    let n = INPUT.lock().as_mut().map_or(0, |r| r.take(sandbox, out));
+    if let Some(f) = moved {
+        focus_moved(f);
+    }
+    n
+}
+
+/// `sandbox` will not read again (finished or stopped): if it had the focus, the next one gets it.
+pub(super) fn input_gone(sandbox: u32) {
+    let moved = INPUT.lock().as_mut().and_then(|r| r.leave(sandbox));
+    match moved {
+        Some(f) => focus_moved(f),
+        None if FOCUS.load(Ordering::Acquire) == sandbox => FOCUS.store(u32::MAX, Ordering::Release),
+        None => {}
+    }
+}
+
+/// A (re)booted sandbox with the focus may have missed the UART's interrupt while it had no handler: if
+/// bytes wait in the UART or for it, it is told now (a self-IPI, delivered at the entry).
+pub(super) fn input_kick(sandbox: u32) {
+    if FOCUS.load(Ordering::Acquire) != sandbox {
+        return;
+    }
+    if let Some(f) = pump() {
+        focus_moved(f);
+    }
+    if INPUT.lock().as_ref().is_some_and(|r| r.pending(sandbox)) {
+        lapic::send_ipi(lapic::id(), hc::CONSOLE_INPUT_VECTOR);
+    }
 }
 
 /// `RESULT vmexits` and one `RESULT sandbox_refused` line per refused (kind, port/MSR/reason).

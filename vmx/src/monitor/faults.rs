@@ -5,7 +5,7 @@
 
 use super::build::{build_stage2, fill_slice, scrub_slice, write_boot_info, BUILD};
 use super::channels::{reset_channels, CHANNELS};
-use super::console::{flush_console, report_exits};
+use super::console::{flush_console, input_gone, report_exits};
 use super::infopage;
 use super::nic::{hand_over, leave_nic, takeover_target};
 use super::state::{clear_in_service, sandbox_finished, state, watchdog_cycles};
@@ -117,6 +117,7 @@ fn recover(sandbox: u32, decision: Option<Decision>, component: Option<Component
         }
     }
     sandbox_finished(sandbox, STATUS_STOPPED);
+    input_gone(sandbox);
     false
 }
 

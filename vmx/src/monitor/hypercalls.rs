@@ -2,7 +2,7 @@
 //! one; each touches only the caller's own memory, checked against its slice.
 
 use super::channels::{channel_close, channel_open};
-use super::console::{console_bytes, flush_console, refuse, report_exits};
+use super::console::{console_bytes, flush_console, input_gone, input_kick, refuse, report_exits};
 use super::faults::fault;
 use super::layout::slice_range;
 use super::state::{sandbox_finished, sandboxes, set_in_service, state};
@@ -30,6 +30,7 @@ pub(super) fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
             flush_console(sandbox);
             report_exits(sandbox);
             sandbox_finished(sandbox, regs.rbx as i32);
+            input_gone(sandbox);
             return false;
         }
         hc::FAULT => {
@@ -38,7 +39,11 @@ pub(super) fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
             let guest_tsc = Some(regs.rcx).filter(|&t| t != 0 && t <= cpu::rdtsc());
             return fault(sandbox, kind, format_args!("guest_tsc={}", regs.rcx), guest_tsc);
         }
-        hc::BOOTED => Ok(booted(sandbox)),
+        hc::BOOTED => {
+            let incarnation = booted(sandbox);
+            input_kick(sandbox);
+            Ok(incarnation)
+        }
         hc::COMPONENT => register_component(sandbox, regs.rbx, regs.rcx),
         hc::CHECKPOINT => checkpoint(sandbox, regs.rbx, regs.rcx),
         hc::RESTORE => restore(sandbox, regs.rbx, regs.rcx),
@@ -60,6 +65,7 @@ pub(super) fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
             super::nic::check_dma();
             console_write(sandbox, regs.rbx, regs.rcx)
         }
+        hc::CONSOLE_READ => console_read(sandbox, regs.rbx, regs.rcx),
         _ => Err(hc::ENOSYS),
     };
     regs.rax = hc::encode(result);
@@ -82,6 +88,27 @@ fn console_write(sandbox: u32, gpa: u64, len: u64) -> Result<u64, i64> {
     let bytes = unsafe { core::slice::from_raw_parts(host as *const u8, len as usize) };
     console_bytes(sandbox, bytes)?;
     Ok(len)
+}
+
+/// CONSOLE_READ: the bytes typed for the sandbox, into its own writable memory.
+fn console_read(sandbox: u32, gpa: u64, len: u64) -> Result<u64, i64> {
+    if len > hc::CONSOLE_MAX {
+        return Err(hc::EINVAL);
+    }
+    let (base, size, read_only) = {
+        let st = state(sandbox);
+        (st.host_base, st.size, partition::overlaps_any(&st.read_only, gpa, len))
+    };
+    let host = slice_range(base, size, gpa, len).ok_or(hc::EFAULT)?;
+    if read_only {
+        return Err(hc::EFAULT);
+    }
+    let mut buf = [0u8; hc::CONSOLE_MAX as usize];
+    let n = super::console::take_input(sandbox, &mut buf[..len as usize]);
+    // SAFETY: [host, host + len) is inside this sandbox's slice (slice_range: the monitor's view of it) and not
+    // its read-only kernel image; n <= len; the sandbox is stopped in this exit.
+    unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), host as *mut u8, n) };
+    Ok(n as u64)
 }
 
 /// BOOTED: a recovered sandbox is back in service (`RESULT sandbox_ready`, with the downtime since its fault).

@@ -114,6 +114,9 @@ fn set_up(opts: &MonitorOptions, caps: Caps) -> Result<u32, String> {
     let configs = build::prepare(&plan, opts.cmdline.run, settings)?;
     LAUNCH.call_once(|| configs);
     state::set_sandboxes(n);
+    if opts.cmdline.console_input {
+        console::start_input(isa_irq_input(opts.topology, 4).map_err(|e| format!("console input: {e}"))?, n);
+    }
     backend::set_exit_handler(exits::on_exit);
     questv_arch::trap::IGNORE_STRAY_NMIS.store(true, Ordering::SeqCst);
     start_watchdog(opts, watchdog_ms, settings)?;
@@ -196,17 +199,23 @@ fn start_watchdog(opts: &MonitorOptions, watchdog_ms: u64, settings: RunSettings
 /// Arm the SVM watchdog: the PIT's IRQ 0 routed through the I/O APIC as an NMI to every core, at half the
 /// watchdog period (at least 19 Hz: the PIT's divisor is 16 bits). Returns the tick period in microseconds.
 fn arm_watchdog_nmi(topology: &Topology, watchdog_ms: u64) -> Result<u64, String> {
-    let irq0 = topology.isa_irq(0);
+    let (ioapic, pin, active_low) = isa_irq_input(topology, 0)?;
+    ioapic.route_nmi_broadcast(pin, active_low);
+    state::set_watchdog_nmi();
+    Ok(questv_arch::timer::pit_periodic((2000 / watchdog_ms.max(1)).max(19)))
+}
+
+/// Where ISA interrupt `irq` enters the I/O APICs (MADT overrides applied): (I/O APIC, pin, active low).
+fn isa_irq_input(topology: &Topology, irq: u8) -> Result<(questv_arch::ioapic::IoApic, u32, bool), String> {
+    let isa = topology.isa_irq(irq);
     let io = topology
         .io_apics
         .iter()
-        .find(|io| irq0.gsi >= io.gsi_base && irq0.gsi < io.gsi_base + 24)
-        .ok_or("no I/O APIC for the PIT's interrupt")?;
+        .find(|io| isa.gsi >= io.gsi_base && isa.gsi < io.gsi_base + 24)
+        .ok_or_else(|| format!("no I/O APIC for ISA IRQ {irq}"))?;
     // SAFETY: address from the MADT, inside the uncached 3-4 GiB of the kernel's mapping; only the monitor programs it.
     let ioapic = unsafe { questv_arch::ioapic::IoApic::new(u64::from(io.address), io.id, io.gsi_base) };
-    ioapic.route_nmi_broadcast(irq0.gsi - io.gsi_base, irq0.active_low);
-    state::set_watchdog_nmi();
-    Ok(questv_arch::timer::pit_periodic((2000 / watchdog_ms.max(1)).max(19)))
+    Ok((ioapic, isa.gsi - io.gsi_base, isa.active_low))
 }
 
 /// Enter root mode on the calling core and launch its sandbox. Returns only on failure.
