@@ -174,6 +174,18 @@ pub fn user_c_program(name: &str) -> PathBuf {
     PathBuf::from(env!("QUESTV_USER_C_DIR")).join(name)
 }
 
+/// The names of the C programs build.rs built (userland/c).
+pub fn user_c_program_names() -> Result<Vec<String>, String> {
+    let c_dir = PathBuf::from(env!("QUESTV_USER_C_DIR"));
+    let mut names: Vec<String> = std::fs::read_dir(&c_dir)
+        .map_err(|e| format!("{}: {e}", c_dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Build the Rust user programs and collect them with the C ones (built by build.rs): (name, path).
 pub fn build_userland() -> Result<Vec<(String, PathBuf)>, String> {
     let root = workspace_root();
@@ -183,14 +195,7 @@ pub fn build_userland() -> Result<Vec<(String, PathBuf)>, String> {
     let toml = std::fs::read_to_string(root.join("userland/Cargo.toml")).map_err(|e| e.to_string())?;
     let mut progs: Vec<(String, PathBuf)> =
         bin_names(&toml).into_iter().map(|n| (n.clone(), target_dir.join(KERNEL_TARGET).join("release").join(n))).collect();
-    let c_dir = PathBuf::from(env!("QUESTV_USER_C_DIR"));
-    let mut c: Vec<(String, PathBuf)> = std::fs::read_dir(&c_dir)
-        .map_err(|e| format!("{}: {e}", c_dir.display()))?
-        .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .collect();
-    c.sort();
-    progs.extend(c);
+    progs.extend(user_c_program_names()?.into_iter().map(|n| (n.clone(), user_c_program(&n))));
     Ok(progs)
 }
 

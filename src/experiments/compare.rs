@@ -10,10 +10,13 @@ use crate::plot;
 use crate::protocol::{parse_result_line, Outcome, ResultLine};
 use std::path::PathBuf;
 
-/// One row of a comparison: a core (SMP: CPU, VT: sandbox) with its cycles per iteration in each build.
+/// One row of a comparison: a workload on a core (SMP: CPU, VT: sandbox) with its cycles per iteration in each
+/// build.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompareRow {
     pub core: u64,
+    /// The RESULT line's name and its `mode`, if it has one (`pipebench pingpong`).
+    pub workload: String,
     pub smp_cycles_per_iter: u64,
     pub vt_cycles_per_iter: u64,
     /// VM exits the sandbox took during its run of the workload.
@@ -26,18 +29,39 @@ impl CompareRow {
     }
 }
 
+/// What a RESULT line measured: its name, and its `mode` when it has one.
+fn workload(r: &ResultLine) -> String {
+    match r.get("mode") {
+        Some(m) => format!("{} {m}", r.name),
+        None => r.name.clone(),
+    }
+}
+
+/// The lines with `cycles_per_iter`, each with its core (`key`: SMP `cpu`, VT `sandbox`) and its place among
+/// that core's lines of the same workload.
+fn cycles_lines(lines: &[String], key: &str) -> Vec<(u64, String, usize, ResultLine)> {
+    let mut out: Vec<(u64, String, usize, ResultLine)> = Vec::new();
+    for r in lines.iter().filter_map(|l| parse_result_line(l)).filter(|r| r.get("cycles_per_iter").is_some()) {
+        let Some(core) = r.get_u64(key) else { continue };
+        let w = workload(&r);
+        let k = out.iter().filter(|(c, x, _, _)| *c == core && *x == w).count();
+        out.push((core, w, k, r));
+    }
+    out
+}
+
 /// Pair the workload's result lines of the two runs: SMP lines are keyed by `cpu`, VT lines by `sandbox`
-/// (sandbox N runs on core N).
+/// (sandbox N runs on core N); a program that measures several things is paired thing by thing (the k-th
+/// line of a workload on a core with the k-th of the same workload on that core).
 pub fn compare_rows(smp: &[String], vt: &[String]) -> Vec<CompareRow> {
-    let smp_rows: Vec<ResultLine> = smp.iter().filter_map(|l| parse_result_line(l)).filter(|r| r.get("cycles_per_iter").is_some()).collect();
-    let vt_rows: Vec<ResultLine> = vt.iter().filter_map(|l| parse_result_line(l)).filter(|r| r.get("cycles_per_iter").is_some()).collect();
-    let mut rows: Vec<CompareRow> = smp_rows
-        .iter()
-        .filter_map(|s| {
-            let core = s.get_u64("cpu")?;
-            let v = vt_rows.iter().find(|v| v.get_u64("sandbox") == Some(core))?;
+    let vt_lines = cycles_lines(vt, "sandbox");
+    let mut rows: Vec<CompareRow> = cycles_lines(smp, "cpu")
+        .into_iter()
+        .filter_map(|(core, w, k, s)| {
+            let (_, _, _, v) = vt_lines.iter().find(|(c, x, j, _)| *c == core && *x == w && *j == k)?;
             Some(CompareRow {
                 core,
+                workload: w,
                 smp_cycles_per_iter: s.get_u64("cycles_per_iter")?,
                 vt_cycles_per_iter: v.get_u64("cycles_per_iter")?,
                 vt_exits: v.get("vmexits").and_then(|x| x.parse().ok()).unwrap_or(-1),
@@ -49,20 +73,20 @@ pub fn compare_rows(smp: &[String], vt: &[String]) -> Vec<CompareRow> {
 }
 
 pub fn compare_table(rows: &[CompareRow]) -> String {
-    let mut t = String::from("core  smp_cycles_per_iter  vt_cycles_per_iter  vt/smp  vt_exits_during_run\n");
+    let mut t = String::from("core  workload              smp_cycles_per_iter  vt_cycles_per_iter  vt/smp  vt_exits_during_run\n");
     for r in rows {
         t.push_str(&format!(
-            "{:>4}  {:>19}  {:>18}  {:>6.3}  {:>19}\n",
-            r.core, r.smp_cycles_per_iter, r.vt_cycles_per_iter, r.ratio(), r.vt_exits
+            "{:>4}  {:<20}  {:>19}  {:>18}  {:>6.3}  {:>19}\n",
+            r.core, r.workload, r.smp_cycles_per_iter, r.vt_cycles_per_iter, r.ratio(), r.vt_exits
         ));
     }
     t
 }
 
 pub fn compare_csv(rows: &[CompareRow]) -> String {
-    let mut c = String::from("core,smp_cycles_per_iter,vt_cycles_per_iter,vt_over_smp,vt_exits_during_run\n");
+    let mut c = String::from("core,workload,smp_cycles_per_iter,vt_cycles_per_iter,vt_over_smp,vt_exits_during_run\n");
     for r in rows {
-        c.push_str(&format!("{},{},{},{:.4},{}\n", r.core, r.smp_cycles_per_iter, r.vt_cycles_per_iter, r.ratio(), r.vt_exits));
+        c.push_str(&format!("{},{},{},{},{:.4},{}\n", r.core, r.workload, r.smp_cycles_per_iter, r.vt_cycles_per_iter, r.ratio(), r.vt_exits));
     }
     c
 }
@@ -209,7 +233,14 @@ pub fn instance_csv(systems: &[(String, Vec<Instance>)]) -> String {
 fn linux_programs(o: &BootOptions, name: &str) -> Result<Vec<(String, PathBuf)>, String> {
     let mut progs: Vec<(String, PathBuf)> = o.add.iter().filter_map(|p| Some((p.file_name()?.to_str()?.to_string(), p.clone()))).collect();
     progs.push(("timeit".into(), crate::image::user_c_program("timeit")));
-    if o.run_script.is_none() && !progs.iter().any(|(n, _)| n == name) {
+    if o.run_script.is_some() {
+        // A script may call any of them, as it can on questv (where they are all in /bin).
+        for c in crate::image::user_c_program_names()? {
+            if !progs.iter().any(|(n, _)| *n == c) {
+                progs.push((c.clone(), crate::image::user_c_program(&c)));
+            }
+        }
+    } else if !progs.iter().any(|(n, _)| n == name) {
         let c = crate::image::user_c_program(name);
         if !c.is_file() {
             return Err(format!("compare --linux runs a static Linux binary: {name:?} is neither a file given with --add nor one of the C programs (userland/c)"));
@@ -276,7 +307,7 @@ pub fn compare(o: &BootOptions, linux: bool) -> Result<(String, PathBuf), String
         }
     }
     let rows = compare_rows(&reports[0].lines, &reports[1].lines);
-    let cycles = rows.len() == o.cpus as usize;
+    let cycles = !rows.is_empty();
     let linux_run = if linux { Some(run_linux(o, &run)?) } else { None };
     if let Some((lines, _)) = &linux_run {
         systems.push(("linux".to_string(), instances(lines)));
@@ -294,7 +325,9 @@ pub fn compare(o: &BootOptions, linux: bool) -> Result<(String, PathBuf), String
         None
     };
     let dir = results_dir()?;
-    let name: String = run.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    // A script is named by its text (its command is always `sh /etc/questv-run`).
+    let what = o.run_script.as_deref().unwrap_or(&run);
+    let name: String = what.chars().take(60).map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let stem = format!("compare-{}-{}cpus-{}", o.emulator.name(), o.cpus, name);
     let mut table = instance_table(&systems);
     let mut instance_csv = instance_csv(&systems);
@@ -320,21 +353,25 @@ pub fn compare(o: &BootOptions, linux: bool) -> Result<(String, PathBuf), String
     let path = dir.join(format!("{stem}.csv"));
     let mut csv = compare_csv(&rows);
     table.push_str(&compare_table(&rows));
-    let mut groups: Vec<String> = rows.iter().map(|r| format!("core {}", r.core)).collect();
+    let mut groups: Vec<String> = rows.iter().map(|r| format!("core {} {}", r.core, r.workload)).collect();
     let mut series = vec![
         plot::Series { name: format!("SMP, {} instances at once", rows.len()), points: rows.iter().enumerate().map(|(i, r)| (i as f64, r.smp_cycles_per_iter as f64)).collect() },
         plot::Series { name: format!("Quest-V (VT), {} sandboxes at once", rows.len()), points: rows.iter().enumerate().map(|(i, r)| (i as f64, r.vt_cycles_per_iter as f64)).collect() },
     ];
     if let Some((lines, version)) = &linux_run {
-        let lrows: Vec<ResultLine> = lines.iter().filter_map(|l| parse_result_line(l)).filter(|l| l.get("cycles_per_iter").is_some()).collect();
-        let mut out = String::from("core  linux_cycles_per_iter  linux/smp  linux/vt\n");
+        let lrows = cycles_lines(lines, "cpu");
+        let mut out = String::from("core  workload              linux_cycles_per_iter  linux/smp  linux/vt\n");
         let mut points = Vec::new();
+        let mut seen: Vec<(u64, String)> = Vec::new();
         for (i, r) in rows.iter().enumerate() {
-            let Some(l) = lrows.iter().find(|l| l.get_u64("cpu") == Some(r.core)).and_then(|l| l.get_u64("cycles_per_iter")) else { continue };
-            csv.push_str(&format!("linux_core_{},{l},,,\n", r.core));
+            let k = seen.iter().filter(|(c, w)| *c == r.core && *w == r.workload).count();
+            seen.push((r.core, r.workload.clone()));
+            let Some(l) = lrows.iter().find(|(c, w, j, _)| *c == r.core && *w == r.workload && *j == k).and_then(|(_, _, _, l)| l.get_u64("cycles_per_iter")) else { continue };
+            csv.push_str(&format!("linux_core_{},{},{l},,,\n", r.core, r.workload));
             out.push_str(&format!(
-                "{:>4}  {:>21}  {:>9.3}  {:>8.3}\n",
+                "{:>4}  {:<20}  {:>21}  {:>9.3}  {:>8.3}\n",
                 r.core,
+                r.workload,
                 l,
                 l as f64 / r.smp_cycles_per_iter.max(1) as f64,
                 l as f64 / r.vt_cycles_per_iter.max(1) as f64
@@ -345,7 +382,7 @@ pub fn compare(o: &BootOptions, linux: bool) -> Result<(String, PathBuf), String
         series.push(plot::Series { name: format!("Linux {version}, {} instances at once", rows.len()), points });
     }
     if let Some((_, Some(one))) = one {
-        csv.push_str(&format!("one_instance,{one},,,\n"));
+        csv.push_str(&format!("one_instance,,{one},,,\n"));
         table.push_str(&scaling_table(&rows, one));
         groups.push("one instance alone".into());
         series.push(plot::Series { name: "SMP, one instance alone".into(), points: vec![(rows.len() as f64, one as f64)] });
@@ -379,15 +416,33 @@ mod tests {
         let rows = compare_rows(&smp, &vt);
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].core, rows[0].smp_cycles_per_iter, rows[0].vt_cycles_per_iter, rows[0].vt_exits), (0, 8, 12, 2));
+        assert_eq!(rows[0].workload, "forkwait");
         assert!((rows[0].ratio() - 1.5).abs() < 1e-9);
         assert_eq!((rows[1].core, rows[1].vt_exits), (1, 0));
         let csv = compare_csv(&rows);
-        assert!(csv.starts_with("core,smp_cycles_per_iter,vt_cycles_per_iter,vt_over_smp,vt_exits_during_run\n0,8,12,1.5000,2\n"));
+        assert!(csv.starts_with("core,workload,smp_cycles_per_iter,vt_cycles_per_iter,vt_over_smp,vt_exits_during_run\n0,forkwait,8,12,1.5000,2\n"));
         assert!(compare_table(&rows).lines().count() == 3);
         assert_eq!(one_instance_cycles(&s(&["noise", "RESULT forkwait iterations=10 cycles=70 cycles_per_iter=7 cpu=0"])), Some(7));
         assert_eq!(one_instance_cycles(&s(&["RESULT frames before=1 after=1"])), None);
         // Mean per instance: SMP (8+10)/2 = 9, VT (12+9)/2 = 10.5, over one instance of 6.
         assert!(scaling_table(&rows, 6).contains("smp_per_instance/one=1.500 vt_per_sandbox/one=1.750"));
+    }
+
+    #[test]
+    fn a_program_measuring_several_things_is_paired_thing_by_thing() {
+        let smp = s(&[
+            "RESULT pipebench mode=pingpong cycles_per_iter=10 cpu=0",
+            "RESULT pipebench mode=stream cycles_per_iter=100 cpu=0",
+            "RESULT pipebench mode=pingpong cycles_per_iter=20 cpu=0",
+        ]);
+        let vt = s(&[
+            "[s0] RESULT pipebench mode=stream cycles_per_iter=110 cpu=0 sandbox=0",
+            "[s0] RESULT pipebench mode=pingpong cycles_per_iter=11 cpu=0 sandbox=0",
+            "[s0] RESULT pipebench mode=pingpong cycles_per_iter=22 cpu=0 sandbox=0",
+        ]);
+        let rows = compare_rows(&smp, &vt);
+        let got: Vec<(&str, u64, u64)> = rows.iter().map(|r| (r.workload.as_str(), r.smp_cycles_per_iter, r.vt_cycles_per_iter)).collect();
+        assert_eq!(got, vec![("pipebench pingpong", 10, 11), ("pipebench stream", 100, 110), ("pipebench pingpong", 20, 22)]);
     }
 
     #[test]

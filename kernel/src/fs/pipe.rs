@@ -61,9 +61,12 @@ impl Pipe {
             return if self.writers == 0 { Read::EndOfFile } else { Read::Empty };
         }
         let n = out.len().min(self.data.len());
-        for (o, b) in out.iter_mut().zip(self.data.drain(..n)) {
-            *o = b;
-        }
+        // Two slice copies (the ring's two halves), not a byte at a time.
+        let (a, b) = self.data.as_slices();
+        let k = n.min(a.len());
+        out[..k].copy_from_slice(&a[..k]);
+        out[k..n].copy_from_slice(&b[..n - k]);
+        self.data.drain(..n);
         Read::Data(n)
     }
 
