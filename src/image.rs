@@ -31,7 +31,19 @@ pub fn ramdisk_files(o: &BootOptions, kernel: &Path) -> Result<Vec<(String, Path
         }
         files.push((name, p.clone()));
     }
-    if o.run_script.is_some() && !files.iter().any(|(n, _)| n == "busybox") {
+    if let Some(p) = &o.partition {
+        // The partition description, for the monitor (docs/partitions.md).
+        let dir = crate::workspace_root().join("target").join("tmp");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join(format!("partition-{}.txt", std::process::id()));
+        std::fs::write(&path, p.spec(o.cpus)).map_err(|e| format!("{}: {e}", path.display()))?;
+        files.push(("partition".into(), path));
+    }
+    // A sandbox of a partition file may run busybox or one of its applets.
+    let partition_needs_busybox = o.partition.as_ref().is_some_and(|p| {
+        p.sandboxes.iter().filter_map(|s| s.run.as_deref()?.split_whitespace().next()).any(|prog| !files.iter().any(|(n, _)| n == prog))
+    });
+    if (o.run_script.is_some() || partition_needs_busybox) && !files.iter().any(|(n, _)| n == "busybox") {
         // The script needs a shell: Debian's busybox, fetched once with the Linux baseline.
         let cache = crate::workspace_root().join("target").join("linux-cache");
         let (_, busybox, _, _) = crate::linux::fetch(&cache).map_err(|e| format!("--run with shell syntax needs busybox's sh: {e}"))?;
@@ -49,6 +61,7 @@ pub fn ramdisk_files(o: &BootOptions, kernel: &Path) -> Result<Vec<(String, Path
 fn initramfs(o: &BootOptions, files: &[(String, PathBuf)]) -> Result<Option<PathBuf>, String> {
     let busybox = files.iter().find(|(n, _)| n == "busybox").map(|(_, p)| p.clone());
     if busybox.is_none() && o.root.is_none() && o.run_script.is_none() {
+        // (The partition description is a module of its own, not part of the tree.)
         return Ok(None);
     }
     let mut cpio = crate::linux::Cpio::new();

@@ -23,6 +23,7 @@ pub mod host;
 pub mod image;
 pub mod linux;
 pub mod options;
+pub mod partitions;
 pub mod peer;
 pub mod plot;
 pub mod protocol;

@@ -58,6 +58,9 @@ pub struct BootOptions {
     /// confine the NIC's DMA; off: the i440FX `pc` machine, no IOMMU. None: on for the VT build (the monitor
     /// confines DMA wherever there is an IOMMU), off for the SMP build (nothing would program it).
     pub iommu: Option<bool>,
+    /// `--config FILE`: the VT build's partitions, checked (docs/partitions.md).
+    pub config: Option<PathBuf>,
+    pub partition: Option<crate::partitions::Partitions>,
 }
 
 impl BootOptions {
@@ -85,7 +88,7 @@ impl Firmware {
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, crash_loop: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false, add: Vec::new(), root: None, run_script: None, icount: false, interactive: false, iommu: None }
+        BootOptions { vt: false, emulator: Emulator::Qemu, cpus: 1, run: None, timeout: None, gdb: false, mem_mib: 512, slice_mib: None, watchdog_ms: None, recovery: None, crash_loop: None, apic_passthrough: false, echo: true, tcg_single: None, nic_port: None, nic_sharers: 1, firmware: Firmware::Bios, usb_stick: false, add: Vec::new(), root: None, run_script: None, icount: false, interactive: false, iommu: None, config: None, partition: None }
     }
 }
 
@@ -125,8 +128,14 @@ impl BootOptions {
         }
         if self.nic_port.is_some() {
             if self.vt {
-                let list: Vec<String> = (0..self.nic_sharers.max(1)).map(|i| i.to_string()).collect();
-                a.push_str(&format!(" nic={}", list.join(",")));
+                // A partition file names the sharers (`nic = true`); otherwise the first `nic_sharers` sandboxes.
+                let list: Vec<String> = match &self.partition {
+                    Some(p) => p.nic_sharers().iter().map(|c| c.to_string()).collect(),
+                    None => (0..self.nic_sharers.max(1)).map(|i| i.to_string()).collect(),
+                };
+                if !list.is_empty() {
+                    a.push_str(&format!(" nic={}", list.join(",")));
+                }
                 // Bochs' socket backend passes on only frames to the configured MAC (and broadcast): the
                 // sharers share that MAC and are told apart by IPv4 address (docs/network.md).
                 if self.emulator == Emulator::Bochs {
@@ -139,6 +148,7 @@ impl BootOptions {
         if self.interactive {
             a.push_str(" console=input");
         }
+
         if let Some(r) = &self.run {
             a.push_str(&format!(" run={r}"));
         }

@@ -40,7 +40,50 @@ pub(super) fn parse_boot_options(
     if o.icount && o.tcg_single == Some(false) {
         return Err("--clock icount runs the vCPUs on one host thread; it does not go with --tcg multi".into());
     }
+    if let Some(path) = o.config.clone() {
+        apply_config(&mut o, &path)?;
+    }
     Ok(o)
+}
+
+/// `--config FILE`: check the partition file against the machine the options describe (before anything is
+/// built) and take its settings: each problem with its line and column, and the run refused (status 2).
+fn apply_config(o: &mut BootOptions, path: &std::path::Path) -> Result<(), String> {
+    if !o.vt {
+        return Err(format!("--config {}: a partition file lays out the VT build's sandboxes; add --vt", path.display()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
+    let root = crate::workspace_root();
+    let toml = std::fs::read_to_string(root.join("userland/Cargo.toml")).map_err(|e| e.to_string())?;
+    let mut programs = crate::image::bin_names(&toml);
+    programs.extend(crate::image::user_c_program_names()?);
+    programs.extend(o.add.iter().filter_map(|p| p.file_name()?.to_str().map(String::from)));
+    programs.push("busybox".into());
+    programs.extend(crate::linux::APPLETS.iter().map(|a| a.to_string()));
+    let machine = crate::partitions::Machine { cpus: o.cpus, mem_mib: u64::from(o.mem_mib), programs };
+    let p = crate::partitions::check(&text, &machine).map_err(|problems| {
+        let mut e = format!("--config {}: {} problem{}:", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" });
+        for pr in problems {
+            e.push_str(&format!("\n{}:{pr}", path.display()));
+        }
+        e
+    })?;
+    let missing: Vec<&str> = p.sandboxes.iter().filter(|s| s.run.is_none()).map(|s| s.name.as_str()).collect();
+    if !missing.is_empty() && o.run.is_none() {
+        return Err(format!("--config {}: sandbox{} {} ha{} no run and there is no --run for {}", path.display(),
+            if missing.len() == 1 { "" } else { "es" }, missing.join(", "), if missing.len() == 1 { "s" } else { "ve" }, if missing.len() == 1 { "it" } else { "them" }));
+    }
+    if p.recovery_list(o.cpus).split(',').any(|x| x != "none") {
+        o.recovery = Some(p.recovery_list(o.cpus));
+    }
+    if let Some(w) = p.watchdog_ms {
+        o.watchdog_ms = Some(u32::try_from(w).map_err(|_| format!("--config {}: watchdog_ms = {w} is too large", path.display()))?);
+    }
+    if let Some(m) = p.slice_mib() {
+        o.slice_mib = Some(u32::try_from(m).map_err(|_| format!("--config {}: memory_mib = {m} is too large", path.display()))?);
+    }
+    o.partition = Some(p);
+    Ok(())
 }
 
 /// `--env NAME=VALUE`: a C identifier, `=`, and a value without blanks or the characters grub.cfg cannot carry.
@@ -103,6 +146,7 @@ fn boot_option(o: &mut BootOptions, a: &str, value: &mut Value) -> Result<bool, 
         "--clock" => o.icount = choose("guest clock", &value("--clock")?, &[("host", false), ("icount", true)])?,
         "--iommu" => o.iommu = Some(choose("IOMMU", &value("--iommu")?, &[("none", false), ("vtd", true)])?),
         "--add" => add_file(o, PathBuf::from(value("--add")?))?,
+        "--config" => o.config = Some(PathBuf::from(value("--config")?)),
         "--root" => {
             let d = PathBuf::from(value("--root")?);
             if !d.is_dir() {

@@ -63,7 +63,7 @@ const GUEST_E1000_PATH: &str = "/lib/modules/e1000.ko";
 const GUEST_COMMAND_PATH: &str = "/questv/command.sh";
 
 /// busybox applets linked into the guest's /bin: what /init uses plus common tools for benchmark command lines.
-const APPLETS: &[&str] = &[
+pub(crate) const APPLETS: &[&str] = &[
     "sh", "ash", "mount", "umount", "mkdir", "mknod", "cat", "echo", "uname", "nproc", "insmod", "lsmod", "ip",
     "ifconfig", "poweroff", "reboot", "sleep", "dmesg", "grep", "ls", "ps", "time", "seq", "true", "false", "test",
     "[", "sync", "kill", "printf", "head", "tail", "wc", "date", "env", "timeout", "ping", "hostname", "sed", "awk",

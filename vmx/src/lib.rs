@@ -28,6 +28,7 @@ pub mod intel;
 #[cfg(feature = "monitor")]
 pub mod monitor;
 pub mod partition;
+pub mod partition_spec;
 pub mod policy;
 pub mod recovery;
 pub mod stage2;

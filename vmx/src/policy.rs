@@ -403,6 +403,8 @@ pub enum RefusalKind {
     Apic,
     /// A NIC sharer's write to a device-wide register (code: its offset in the register window).
     NicRegister,
+    /// A channel the partition file does not list (code: the peer).
+    Channel,
 }
 
 impl RefusalKind {
@@ -415,6 +417,7 @@ impl RefusalKind {
             RefusalKind::Nmi => "nmi",
             RefusalKind::Apic => "apic",
             RefusalKind::NicRegister => "nic_register",
+            RefusalKind::Channel => "channel",
         }
     }
 }

@@ -59,7 +59,8 @@ fn put(host_base: u64, gpa: u64, data: &[u8]) {
 pub(super) struct BuildInfo {
     pub(super) slices: Vec<Slice>,
     pub(super) shared_start: u64,
-    run: Option<String>,
+    /// Each sandbox's program and arguments (by sandbox).
+    runs: Vec<Option<String>>,
     /// Control block (VMCS/VMCB) per sandbox: the `monitor` attack's target.
     control_pages: Vec<u64>,
     attack_test: bool,
@@ -176,7 +177,7 @@ pub(super) fn write_boot_info(s: &Slice, b: &BuildInfo, modules: &[Module], stag
         }),
     };
     let mut cmdline = format!("mode=vt {args}");
-    if let Some(r) = &b.run {
+    if let Some(r) = b.runs.get(s.sandbox as usize).and_then(|r| r.as_ref()) {
         cmdline.push_str(" run=");
         cmdline.push_str(r);
     }
@@ -186,7 +187,7 @@ pub(super) fn write_boot_info(s: &Slice, b: &BuildInfo, modules: &[Module], stag
 }
 
 /// Build every planned sandbox and its core's launch configuration (on the BSP, before any sandbox runs).
-pub(super) fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> Result<Vec<LaunchConfig>, String> {
+pub(super) fn prepare(plan: &Plan, runs: &[Option<String>], settings: RunSettings) -> Result<Vec<LaunchConfig>, String> {
     let mut pool = MonitorPool::new()?;
     // SAFETY: pool pages are zeroed, contiguous monitor pages, in no second-stage table.
     let maps = unsafe { PermissionMaps::build(settings.arch(), &mut |n| pool.pages(n))? };
@@ -197,10 +198,10 @@ pub(super) fn prepare(plan: &Plan, run: Option<&str>, settings: RunSettings) -> 
     let build = BuildInfo {
         slices: plan.slices.clone(),
         shared_start: plan.shared.start,
-        run: run.map(String::from),
+        runs: runs.to_vec(),
         control_pages,
         // Only a run the test layer claims as an attack test gets monitor addresses to aim at.
-        attack_test: questv_kernel::hooks::wants_attack_targets(run),
+        attack_test: runs.iter().any(|r| questv_kernel::hooks::wants_attack_targets(r.as_deref())),
     };
     let (mut configs, mut roots, mut all_tables) = (Vec::new(), Vec::new(), Vec::new());
     for s in &plan.slices {

@@ -22,6 +22,7 @@ pub(super) fn refuse(sandbox: u32, kind: RefusalKind, code: u64) {
         match kind {
             RefusalKind::Icr => log::warn!("sandbox {}: refused an IPI ({})", sandbox, policy::IcrRefusal::name_of_code(code)),
             RefusalKind::Apic => log::warn!("sandbox {}: refused an APIC write at offset 0x{:x}", sandbox, code),
+            RefusalKind::Channel => log::warn!("sandbox {}: refused a channel to sandbox {} (the partition file does not list it)", sandbox, code),
             _ => log::warn!("sandbox {}: refused {} 0x{:x}", sandbox, kind.name(), code),
         }
     }
@@ -200,13 +201,24 @@ fn show_live(sandbox: u32, bytes: &[u8]) {
 
 /// Start console input: the UART interrupts on received bytes, through `irq` (I/O APIC, pin, active low),
 /// routed to sandbox 0's core. Before launch.
-pub(super) fn start_input(irq: (IoApic, u32, bool), sandboxes: u32) {
+pub(super) fn start_input(irq: (IoApic, u32, bool), takes_input: &[bool]) {
+    let mut router = InputRouter::new(takes_input.len() as u32);
+    // Sandboxes that take no input (the partition file says so, or a parked core) are skipped from the start.
+    for (s, _) in takes_input.iter().enumerate().filter(|(_, &t)| !t) {
+        router.leave(s as u32);
+    }
+    let focus = router.focus();
+    let has_focus = takes_input.get(focus as usize).copied().unwrap_or(false);
+    *INPUT.lock() = Some(router);
+    if !has_focus {
+        kprintln!("console: no sandbox takes input");
+        return;
+    }
     INPUT_IRQ.call_once(|| irq);
-    *INPUT.lock() = Some(InputRouter::new(sandboxes));
-    FOCUS.store(0, Ordering::Release);
-    route_input(0);
+    FOCUS.store(focus, Ordering::Release);
+    route_input(focus);
     questv_kernel::console::enable_receive_interrupt();
-    kprintln!("console: input goes to sandbox 0 of {}; Ctrl-A three times moves it to the next", sandboxes);
+    kprintln!("console: input goes to sandbox {} of {}; Ctrl-A three times moves it to the next", focus, takes_input.len());
 }
 
 fn route_input(sandbox: u32) {
@@ -332,6 +344,7 @@ pub(super) fn report_exits(sandbox: u32) {
             RefusalKind::Nmi => String::from("vector=2"),
             RefusalKind::Apic => format!("offset=0x{code:x}"),
             RefusalKind::NicRegister => format!("register={} offset=0x{code:x}", questv_drivers::e1000::register_name(code as u32)),
+            RefusalKind::Channel => format!("peer={code}"),
         };
         result!("sandbox_refused", "sandbox={} kind={} {} count={}", sandbox, kind.name(), what, count);
     }

@@ -81,7 +81,14 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
         }
     };
     for c in 1..n {
-        sched::spawn_on(c, "launch", launch_thread, 0);
+        if !state::partition().is_some_and(|p| p.parked(c)) {
+            sched::spawn_on(c, "launch", launch_thread, 0);
+        }
+    }
+    if state::partition().is_some_and(|p| p.parked(0)) {
+        // This core has no sandbox: it stays halted (its exits never come; the others run on theirs).
+        cpu::disable_interrupts();
+        cpu::halt_forever()
     }
     launch_here()
 }
@@ -99,6 +106,7 @@ fn set_up(opts: &MonitorOptions, caps: Caps) -> Result<u32, String> {
     state::set_watchdog_cycles(watchdog_cycles);
     claim_devices(opts)?;
     let n = smp::cpus_online();
+    read_partition(n)?;
     let plan = plan_memory(opts, n)?;
     nic::program();
     nic_guard::record();
@@ -111,17 +119,42 @@ fn set_up(opts: &MonitorOptions, caps: Caps) -> Result<u32, String> {
     result!("recovery", "policies={} crash_loop={}", policies.iter().map(|p| p.name()).collect::<Vec<_>>().join(","), rule);
     state::init_sandboxes(&plan.slices, &policies);
     faults::set_crash_loop(crash_loop);
-    let configs = build::prepare(&plan, opts.cmdline.run, settings)?;
+    let runs: Vec<Option<String>> =
+        (0..n).map(|c| state::partition().and_then(|p| p.sandbox(c)).and_then(|s| s.run.clone()).or(opts.cmdline.run.map(String::from))).collect();
+    let configs = build::prepare(&plan, &runs, settings)?;
     LAUNCH.call_once(|| configs);
     state::set_sandboxes(n);
+    for c in (0..n).filter(|&c| state::partition().is_some_and(|p| p.parked(c))) {
+        state::sandbox_parked(c);
+    }
     if opts.cmdline.console_input {
-        console::start_input(isa_irq_input(opts.topology, 4).map_err(|e| format!("console input: {e}"))?, n);
+        let takes_input: Vec<bool> = (0..n).map(|c| state::partition().map_or(true, |p| p.sandbox(c).is_some_and(|s| s.input))).collect();
+        console::start_input(isa_irq_input(opts.topology, 4).map_err(|e| format!("console input: {e}"))?, &takes_input);
     }
     backend::set_exit_handler(exits::on_exit);
     questv_arch::trap::IGNORE_STRAY_NMIS.store(true, Ordering::SeqCst);
     start_watchdog(opts, watchdog_ms, settings)?;
     result!("boot", "cpus_online={} mode=vt sandboxes={} slice_mib={} role=monitor firmware={}", n, n, plan.slices[0].size >> 20, opts.firmware);
     Ok(n)
+}
+
+/// The partition description (`--config`, the `partition` boot module), checked against this machine: each
+/// problem is one line, and nothing is launched if there is one.
+fn read_partition(cpus: u32) -> Result<(), String> {
+    let Some(bytes) = questv_kernel::ramdisk::find("partition") else { return Ok(()) };
+    let text = core::str::from_utf8(bytes).map_err(|_| String::from("partition: the description is not text"))?;
+    let spec = crate::partition_spec::parse(text).map_err(|e| format!("partition: {e}"))?;
+    let problems = crate::partition_spec::check(&spec, cpus);
+    if !problems.is_empty() {
+        for p in &problems {
+            result!("partition_refused", "problem=\"{}\"", p);
+        }
+        return Err(format!("partition: refused ({} problems), nothing launched", problems.len()));
+    }
+    let named: Vec<String> = (0..cpus).map(|c| spec.sandbox(c).map_or(String::from("parked"), |s| s.name.clone())).collect();
+    result!("partition", "cores={} channels={}", named.join(","), spec.channels.len());
+    state::set_partition(spec);
+    Ok(())
 }
 
 /// How the sandboxes reach their APIC (fixed for the run).

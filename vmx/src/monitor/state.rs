@@ -197,6 +197,23 @@ pub(super) fn in_service(sandbox: u32) -> bool {
     IN_SERVICE.load(Ordering::Acquire) & bit(sandbox) != 0
 }
 
+/// The partition description (`--config`), if the run has one.
+static PARTITION: spin::Once<crate::partition_spec::Spec> = spin::Once::new();
+
+pub(super) fn set_partition(spec: crate::partition_spec::Spec) {
+    PARTITION.call_once(|| spec);
+}
+
+pub(super) fn partition() -> Option<&'static crate::partition_spec::Spec> {
+    PARTITION.get()
+}
+
+/// A core the partition leaves without a sandbox: counted as finished from the start (`RESULT sandbox_parked`).
+pub(super) fn sandbox_parked(sandbox: u32) {
+    result!("sandbox_parked", "sandbox={}", sandbox);
+    FINISHED.fetch_add(1, Ordering::SeqCst);
+}
+
 static FINISHED: AtomicU32 = AtomicU32::new(0);
 static WORST_STATUS: AtomicI32 = AtomicI32::new(0);
 

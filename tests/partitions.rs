@@ -1,0 +1,70 @@
+//! Partition files (`--config`, docs/partitions.md): a wrong file is refused before anything is built, with
+//! the file's line and column; the examples boot and do what their comments say; a parked core stays parked;
+//! a listed channel works and an unlisted one is refused and counted by the monitor.
+mod common;
+use common::{status_of, vt};
+use std::path::PathBuf;
+
+fn example(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/partitions").join(name).display().to_string()
+}
+
+/// A file of the test's own, under target/tmp.
+fn file(name: &str, text: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("{name}-{}.toml", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn a_wrong_file_is_refused_with_its_lines_and_columns_before_any_build() {
+    let bad = file("bad", "[[sandbox]]\nname = \"a\"\ncpus = [0, 5]\nrun = \"nosuch 1\"\n\n[[sandbox]]\nname = \"b\"\ncpus = [0]\n");
+    let r = common::questv(&["boot", "--vt", "--cpus", "2", "--config", &bad]);
+    r.check(r.code == 2, "a wrong partition file must end the runner with status 2");
+    for want in [
+        format!("{bad}:3:12: core 5 does not exist: the machine has 2"),
+        "hint: boot with --cpus 6".to_string(),
+        format!("{bad}:4:7: unknown program \"nosuch\""),
+        format!("{bad}:8:9: core 0 is already sandbox \"a\"'s"),
+    ] {
+        r.check(r.stderr.contains(&want), &format!("missing {want:?}"));
+    }
+    r.check(!r.stdout.contains("RESULT boot"), "nothing may boot");
+    // The SMP build has no sandboxes to lay out.
+    let r = common::questv(&["boot", "--cpus", "2", "--config", &example("parked.toml")]);
+    r.check(r.code == 2 && r.stderr.contains("add --vt"), "--config without --vt is refused");
+}
+
+#[test]
+fn a_core_no_sandbox_names_stays_parked() {
+    let r = vt("qemu", 2, &["--config", &example("parked.toml")]);
+    r.check(r.code == 0, "parked.toml must run to the end with status 0");
+    let parked: Vec<u64> = r.monitor_results("sandbox_parked").iter().filter_map(|p| p.get_u64("sandbox")).collect();
+    r.check(parked == vec![0], "core 0 is parked");
+    r.check(r.sandbox_results("sandbox_boot", 0).is_empty(), "no sandbox boots on core 0");
+    r.check(r.sandbox_results("forkwait", 1).len() == 1 && status_of(&r, 1) == Some(0), "the worker on core 1 runs forkwait");
+    r.check(r.monitor_results("partition").first().and_then(|p| p.get("cores").map(String::from)) == Some("parked,worker".into()), "the monitor reports the layout");
+}
+
+/// asymmetric.toml: three sandboxes, three programs; the listed channel carries msgtest's messages. Then the
+/// same two msgtest sandboxes with no channel listed: each open is refused (EPERM) and counted.
+#[test]
+fn listed_channels_work_and_unlisted_ones_are_refused_and_counted() {
+    let r = vt("qemu", 3, &["--config", &example("asymmetric.toml")]);
+    r.check(r.code == 0, "asymmetric.toml must run to the end with status 0");
+    let rx = r.sandbox_results("msgtest", 1);
+    r.check(rx.len() == 1 && rx[0].get_u64("received") == Some(2000) && rx[0].get_u64("lost") == Some(0), "the receiver gets all 2000 messages");
+    r.check(r.sandbox_results("forkwait", 2).len() == 1, "compute runs forkwait");
+    r.check(r.monitor_results("sandbox_refused").is_empty(), "nothing is refused when the channel is listed");
+
+    let none = file("nochan", "[[sandbox]]\nname = \"a\"\ncpus = [0]\nrun = \"msgtest 100\"\n\n[[sandbox]]\nname = \"b\"\ncpus = [1]\nrun = \"msgtest 100\"\n");
+    let r = vt("qemu", 2, &["--config", &none]);
+    for (s, peer) in [(0u64, 1u64), (1, 0)] {
+        let refused = r.monitor_results("sandbox_refused");
+        let mine = refused.iter().find(|x| x.get_u64("sandbox") == Some(s) && x.get("kind") == Some("channel"));
+        r.check(mine.is_some_and(|x| x.get_u64("peer") == Some(peer) && x.get_u64("count") == Some(1)), &format!("sandbox {s}'s channel to {peer} refused and counted once"));
+        r.check(status_of(&r, s) == Some(1), "msgtest fails without its channel");
+    }
+}

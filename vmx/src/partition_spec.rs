@@ -1,0 +1,165 @@
+//! The partition description the monitor reads (the `partition` boot module, written by the runner from a
+//! checked partition file: docs/partitions.md). One line per core of the machine the file was checked for —
+//! `sandbox CORE name=NAME recovery=POLICY input=0|1 [run=PROGRAM ARGS]` or `parked CORE` — and one per
+//! channel the sandboxes may open, `channel CORE CORE`. The monitor checks it again against the machine it
+//! finds (`check`) and refuses to launch anything if it does not fit. Host-tested.
+#![forbid(unsafe_code)]
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    pub name: String,
+    pub recovery: String,
+    /// Takes console input (with `console=input`).
+    pub input: bool,
+    pub run: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Core {
+    Sandbox(SandboxSpec),
+    Parked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Spec {
+    /// Indexed by core.
+    pub cores: Vec<Core>,
+    pub channels: Vec<(u32, u32)>,
+}
+
+impl Spec {
+    pub fn sandbox(&self, core: u32) -> Option<&SandboxSpec> {
+        match self.cores.get(core as usize) {
+            Some(Core::Sandbox(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn parked(&self, core: u32) -> bool {
+        matches!(self.cores.get(core as usize), Some(Core::Parked))
+    }
+
+    /// May sandboxes `a` and `b` open a channel between them?
+    pub fn channel_allowed(&self, a: u32, b: u32) -> bool {
+        self.channels.iter().any(|&(x, y)| (x, y) == (a, b) || (y, x) == (a, b))
+    }
+}
+
+/// Parse the description; the first malformed line is the error (with its number).
+pub fn parse(text: &str) -> Result<Spec, String> {
+    let mut spec = Spec::default();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let core = |s: &str| -> Result<u32, String> { s.parse().map_err(|_| format!("line {n}: {s:?} is not a core number")) };
+        match word {
+            "parked" | "sandbox" => {
+                let (c, mut rest) = rest.split_once(' ').unwrap_or((rest, ""));
+                let c = core(c)?;
+                if c as usize != spec.cores.len() {
+                    return Err(format!("line {n}: core {c} out of order (expected core {})", spec.cores.len()));
+                }
+                if word == "parked" {
+                    spec.cores.push(Core::Parked);
+                    continue;
+                }
+                let mut s = SandboxSpec { name: String::new(), recovery: "none".to_string(), input: true, run: None };
+                while !rest.is_empty() {
+                    if let Some(r) = rest.strip_prefix("run=") {
+                        s.run = Some(r.trim().to_string()).filter(|r| !r.is_empty());
+                        break;
+                    }
+                    let (kv, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    rest = tail.trim_start();
+                    match kv.split_once('=') {
+                        Some(("name", v)) => s.name = v.to_string(),
+                        Some(("recovery", v)) => s.recovery = v.to_string(),
+                        Some(("input", "0")) => s.input = false,
+                        Some(("input", "1")) => s.input = true,
+                        _ => return Err(format!("line {n}: unknown setting {kv:?}")),
+                    }
+                }
+                if s.name.is_empty() {
+                    return Err(format!("line {n}: sandbox {c} has no name"));
+                }
+                spec.cores.push(Core::Sandbox(s));
+            }
+            "channel" => {
+                let (a, b) = rest.split_once(' ').ok_or_else(|| format!("line {n}: a channel names two cores"))?;
+                spec.channels.push((core(a)?, core(b.trim())?));
+            }
+            _ => return Err(format!("line {n}: unknown entry {word:?}")),
+        }
+    }
+    Ok(spec)
+}
+
+/// What in the description does not fit a machine with `cpus` cores online: one line per problem (empty: it
+/// fits).
+pub fn check(spec: &Spec, cpus: u32) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (core, c) in spec.cores.iter().enumerate().skip(cpus as usize) {
+        if let Core::Sandbox(s) = c {
+            problems.push(format!("sandbox {} is on core {core}: the machine has {cpus} cores online", s.name));
+        }
+    }
+    if (spec.cores.len() as u32) < cpus {
+        problems.push(format!("the description covers {} cores: the machine has {cpus} online (the runner checked it for another machine)", spec.cores.len()));
+    }
+    if !spec.cores.iter().take(cpus as usize).any(|c| matches!(c, Core::Sandbox(_))) {
+        problems.push(String::from("no sandbox on any core of this machine"));
+    }
+    for &(a, b) in &spec.channels {
+        if spec.sandbox(a).is_none() || spec.sandbox(b).is_none() || a == b {
+            problems.push(format!("channel {a} {b}: both ends must be sandboxes, and different ones"));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_description_round_trips_what_the_runner_writes() {
+        let text = "parked 0\nsandbox 1 name=ctl recovery=restart input=0 run=forkwait 100 extra\nsandbox 2 name=log recovery=none input=1\nchannel 1 2\n";
+        let s = parse(text).unwrap();
+        assert!(s.parked(0) && !s.parked(1));
+        assert_eq!(s.sandbox(1), Some(&SandboxSpec { name: "ctl".into(), recovery: "restart".into(), input: false, run: Some("forkwait 100 extra".into()) }));
+        assert_eq!(s.sandbox(2).unwrap().run, None);
+        assert!(s.channel_allowed(2, 1) && s.channel_allowed(1, 2) && !s.channel_allowed(1, 0));
+        assert!(check(&s, 3).is_empty());
+    }
+
+    #[test]
+    fn a_description_that_does_not_fit_the_machine_is_refused_line_by_line() {
+        let s = parse("sandbox 0 name=a\nsandbox 1 name=b\nsandbox 2 name=c\nchannel 0 2\n").unwrap();
+        let p = check(&s, 2);
+        assert_eq!(p, vec!["sandbox c is on core 2: the machine has 2 cores online".to_string()]);
+        let s = parse("sandbox 0 name=a\n").unwrap();
+        assert_eq!(check(&s, 2).len(), 1, "core 1 not covered");
+        let s = parse("parked 0\nsandbox 1 name=a\n").unwrap();
+        assert_eq!(check(&s, 1), vec!["sandbox a is on core 1: the machine has 1 cores online".to_string(), "no sandbox on any core of this machine".to_string()]);
+        let s = parse("sandbox 0 name=a\nparked 1\nchannel 0 1\n").unwrap();
+        assert_eq!(check(&s, 2).len(), 1);
+    }
+
+    #[test]
+    fn malformed_lines_are_named() {
+        assert_eq!(parse("sandbox 1 name=a\n"), Err("line 1: core 1 out of order (expected core 0)".into()));
+        assert_eq!(parse("sandbox 0 name=a colour=red\n"), Err("line 1: unknown setting \"colour=red\"".into()));
+        assert_eq!(parse("sandbox 0 recovery=none\n"), Err("line 1: sandbox 0 has no name".into()));
+        assert_eq!(parse("sandbox x name=a\n"), Err("line 1: \"x\" is not a core number".into()));
+        assert_eq!(parse("sandbox 0 name=a\nchannel 0\n"), Err("line 2: a channel names two cores".into()));
+        assert_eq!(parse("bogus\n"), Err("line 1: unknown entry \"bogus\"".into()));
+    }
+}
