@@ -48,7 +48,16 @@ pub(super) fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
         hc::CHECKPOINT => checkpoint(sandbox, regs.rbx, regs.rcx),
         hc::RESTORE => restore(sandbox, regs.rbx, regs.rcx),
         hc::EXIT_COUNT => Ok(state(sandbox).exits.iter().sum()),
-        hc::CHANNEL_OPEN => channel_open(sandbox, regs.rbx as u32),
+        hc::CHANNEL_OPEN => {
+            let peer = regs.rbx as u32;
+            // A partition file lists the channels its sandboxes may open; any other pair is refused and counted.
+            if peer != sandbox && peer < sandboxes() && super::state::partition().is_some_and(|p| !p.channel_allowed(sandbox, peer)) {
+                refuse(sandbox, RefusalKind::Channel, u64::from(peer));
+                Err(hc::EPERM)
+            } else {
+                channel_open(sandbox, peer)
+            }
+        }
         hc::CHANNEL_CLOSE => channel_close(sandbox, regs.rbx as u32),
         hc::NIC_LOCK_STUCK => super::nic::lock_stuck(sandbox, regs.rbx),
         hc::NIC_AUDIT => super::nic_guard::audit_for(sandbox),
@@ -119,6 +128,10 @@ fn booted(sandbox: u32) -> u64 {
         let mut st = state(sandbox);
         (core::mem::take(&mut st.recovering_since), st.history.incarnation)
     };
+    if since == 0 && incarnation == 0 {
+        // First boot: how long after the machine's reset (the TSC starts there) this sandbox was ready.
+        result!("sandbox_up", "sandbox={} since_reset_us={}", sandbox, cycles_to_us(cpu::rdtsc()));
+    }
     if since != 0 {
         let down = cpu::rdtsc().saturating_sub(since);
         result!("sandbox_ready", "sandbox={} incarnation={} downtime_cycles={} downtime_us={}", sandbox, incarnation, down, cycles_to_us(down));
