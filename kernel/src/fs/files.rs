@@ -280,7 +280,7 @@ impl FsState {
 
 /// Build the tree at boot: `/bin` with the programs (mode 0755), `/dev` with the devices, `/tmp` (1777),
 /// `/proc` (the generated file system's mount point), `/etc`, `/root`, `/home`.
-pub fn init<'a>(programs: impl Iterator<Item = (&'a str, &'a [u8])>) {
+pub fn init<'a>(programs: impl Iterator<Item = (&'a str, &'static [u8])>) {
     let t = now();
     let mut fs = Tmpfs::new(tree_limit(), t);
     let root = super::tmpfs::ROOT;
@@ -311,12 +311,9 @@ pub fn init<'a>(programs: impl Iterator<Item = (&'a str, &'a [u8])>) {
             initramfs = Some(bytes);
             continue;
         }
-        match fs.create(bin, name, FileType::Regular, 0o755, 0, 0, 0, t) {
-            Ok(ino) => {
-                if fs.write(ino, 0, bytes, t) != Ok(bytes.len()) {
-                    log::error!("file tree: no room for /bin/{name} ({} bytes)", bytes.len());
-                }
-            }
+        // The module's bytes stay where the boot loader put them (kept for good): the file shares them.
+        match fs.create(bin, name, FileType::Regular, 0o755, 0, 0, 0, t).and_then(|ino| fs.set_borrowed(ino, bytes)) {
+            Ok(()) => {}
             Err(e) => log::error!("file tree: cannot make /bin/{name}: error {e}"),
         }
     }
@@ -334,7 +331,7 @@ pub const INITRAMFS: &str = "initramfs.cpio";
 /// Add the initramfs's entries to the tree (missing parent directories made 0755; an existing entry of the
 /// same name is replaced, so a file given with `--root` wins over a program of the same name). A malformed
 /// archive or a full tree is reported on the console; what was unpacked stays.
-fn unpack(fs: &mut Tmpfs, archive: &[u8], t: Timespec) {
+fn unpack(fs: &mut Tmpfs, archive: &'static [u8], t: Timespec) {
     let entries = match super::cpio::parse(archive) {
         Ok(e) => e,
         Err(e) => return log::error!("initramfs refused: {e}"),
@@ -377,10 +374,8 @@ fn unpack(fs: &mut Tmpfs, archive: &[u8], t: Timespec) {
                 Ok(d) => fs.set_perm(d, e.perm, t),
                 Err(_) => fs.create(dir, name, FileType::Directory, e.perm, 0, 0, 0, t).map(|_| ()),
             },
-            EntryKind::Regular => fs.create(dir, name, FileType::Regular, e.perm, 0, 0, 0, t).and_then(|i| {
-                let n = fs.write(i, 0, e.data, t)?;
-                if n == e.data.len() { Ok(()) } else { Err(-ENOSPC) }
-            }),
+            // Shared with the archive (a boot module, kept for good), as the programs are.
+            EntryKind::Regular => fs.create(dir, name, FileType::Regular, e.perm, 0, 0, 0, t).and_then(|i| fs.set_borrowed(i, e.data)),
             EntryKind::Symlink => match core::str::from_utf8(e.data) {
                 Ok(target) => fs.symlink(dir, name, target, 0, 0, t).map(|_| ()),
                 Err(_) => Err(-EINVAL),

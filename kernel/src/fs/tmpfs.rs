@@ -98,8 +98,56 @@ impl Stat {
     }
 }
 
+/// A regular file's bytes: its own, or — until its first change — bytes that outlive the tree (a boot module's,
+/// which the kernel keeps for good), shared rather than copied and not counted against the tree's limit.
+enum Contents {
+    Owned(Vec<u8>),
+    Borrowed(&'static [u8]),
+}
+
+impl Contents {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Contents::Owned(v) => v,
+            Contents::Borrowed(b) => b,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Bytes counted against the tree's limit.
+    fn counted(&self) -> u64 {
+        match self {
+            Contents::Owned(v) => v.len() as u64,
+            Contents::Borrowed(_) => 0,
+        }
+    }
+
+    /// The bytes as the file's own, to change: a borrowed file is copied first, if `room` allows. Returns the
+    /// vector and how many bytes the copy added to the tree's count.
+    fn owned(&mut self, room: u64) -> Result<(&mut Vec<u8>, u64), i64> {
+        let mut added = 0;
+        if let Contents::Borrowed(b) = *self {
+            if b.len() as u64 > room {
+                return Err(-ENOSPC);
+            }
+            let mut v = Vec::new();
+            v.try_reserve(b.len()).map_err(|_| -ENOSPC)?;
+            v.extend_from_slice(b);
+            added = b.len() as u64;
+            *self = Contents::Owned(v);
+        }
+        match self {
+            Contents::Owned(v) => Ok((v, added)),
+            Contents::Borrowed(_) => unreachable!("just made owned"),
+        }
+    }
+}
+
 enum Data {
-    File(Vec<u8>),
+    File(Contents),
     Dir { entries: BTreeMap<String, Ino>, parent: Ino },
     Symlink(String),
     Device(u64),
@@ -123,7 +171,7 @@ struct Inode {
 impl Inode {
     fn size(&self) -> u64 {
         match &self.data {
-            Data::File(b) => b.len() as u64,
+            Data::File(c) => c.len() as u64,
             Data::Symlink(t) => t.len() as u64,
             // As tmpfs: a directory's size grows with its entries.
             Data::Dir { entries, .. } => (entries.len() as u64 + 2) * 20,
@@ -279,7 +327,7 @@ impl Tmpfs {
     #[allow(clippy::too_many_arguments)]
     pub fn create(&mut self, dir: Ino, name: &str, kind: FileType, perm: u32, uid: u32, gid: u32, rdev: u64, now: Timespec) -> Result<Ino, i64> {
         let data = match kind {
-            FileType::Regular => Data::File(Vec::new()),
+            FileType::Regular => Data::File(Contents::Owned(Vec::new())),
             FileType::Directory => Data::Dir { entries: BTreeMap::new(), parent: dir },
             FileType::CharDevice => Data::Device(rdev),
             FileType::Fifo => Data::Fifo,
@@ -411,7 +459,7 @@ impl Tmpfs {
         if let Some(n) = self.nodes.get(&ino) {
             if n.nlink == 0 && n.opens == 0 {
                 let bytes = match &n.data {
-                    Data::File(b) => b.len() as u64,
+                    Data::File(c) => c.counted(),
                     Data::Symlink(t) => t.len() as u64,
                     _ => 0,
                 };
@@ -552,7 +600,8 @@ impl Tmpfs {
     /// Bytes of regular file `ino` from `offset` into `buf`; the count read (0 at or past the end).
     pub fn read(&self, ino: Ino, offset: u64, buf: &mut [u8]) -> Result<usize, i64> {
         match &self.node(ino)?.data {
-            Data::File(b) => {
+            Data::File(c) => {
+                let b = c.as_slice();
                 let Ok(start) = usize::try_from(offset) else { return Ok(0) };
                 if start >= b.len() {
                     return Ok(0);
@@ -571,7 +620,7 @@ impl Tmpfs {
     pub fn write(&mut self, ino: Ino, offset: u64, data: &[u8], now: Timespec) -> Result<usize, i64> {
         let room = self.limit.saturating_sub(self.used);
         let n = self.node_mut(ino)?;
-        let Data::File(b) = &mut n.data else {
+        let Data::File(c) = &mut n.data else {
             return Err(if n.kind == FileType::Directory { -EISDIR } else { -EINVAL });
         };
         if data.is_empty() {
@@ -579,21 +628,27 @@ impl Tmpfs {
         }
         let start = usize::try_from(offset).map_err(|_| -EFBIG)?;
         let wanted_end = start.checked_add(data.len()).ok_or(-EFBIG)?;
+        let (b, copied) = c.owned(room)?;
+        let room = room - copied;
         let old_len = b.len();
         // The file may grow by `room` bytes at most: past that only what lies before the limit is written.
         let end = wanted_end.min((old_len as u64).saturating_add(room).try_into().unwrap_or(usize::MAX));
         if end <= start {
+            self.used += copied;
             return Err(-ENOSPC);
         }
         if end > old_len {
-            b.try_reserve(end - old_len).map_err(|_| -ENOSPC)?;
+            if b.try_reserve(end - old_len).is_err() {
+                self.used += copied;
+                return Err(-ENOSPC);
+            }
             b.resize(end, 0);
         }
         b[start..end].copy_from_slice(&data[..end - start]);
         let growth = (b.len() - old_len) as u64;
         n.mtime = now;
         n.ctime = now;
-        self.used += growth;
+        self.used += copied + growth;
         Ok(end - start)
     }
 
@@ -601,16 +656,27 @@ impl Tmpfs {
     pub fn truncate(&mut self, ino: Ino, len: u64, now: Timespec) -> Result<(), i64> {
         let room = self.limit.saturating_sub(self.used);
         let n = self.node_mut(ino)?;
-        let Data::File(b) = &mut n.data else {
+        let Data::File(c) = &mut n.data else {
             return Err(if n.kind == FileType::Directory { -EISDIR } else { -EINVAL });
         };
         let new_len = usize::try_from(len).map_err(|_| -EFBIG)?;
+        if let Contents::Borrowed(b) = *c {
+            if new_len <= b.len() {
+                // Shorter (or the same): still the shared bytes, nothing copied.
+                *c = Contents::Borrowed(&b[..new_len]);
+                n.mtime = now;
+                n.ctime = now;
+                return Ok(());
+            }
+        }
+        let (b, copied) = c.owned(room)?;
+        let room = room - copied;
         let old_len = b.len();
         if new_len > old_len {
-            if (new_len - old_len) as u64 > room {
+            if (new_len - old_len) as u64 > room || b.try_reserve(new_len - old_len).is_err() {
+                self.used += copied;
                 return Err(-ENOSPC);
             }
-            b.try_reserve(new_len - old_len).map_err(|_| -ENOSPC)?;
         }
         b.resize(new_len, 0);
         if new_len < old_len {
@@ -618,12 +684,27 @@ impl Tmpfs {
         }
         n.mtime = now;
         n.ctime = now;
+        self.used += copied;
         if new_len >= old_len {
             self.used += (new_len - old_len) as u64;
         } else {
             self.used -= (old_len - new_len) as u64;
         }
         Ok(())
+    }
+
+    /// Regular file `ino` (empty) holds `bytes`, which outlive the tree (a boot module's): shared, not copied,
+    /// not counted against the limit until the file's first change copies them.
+    pub fn set_borrowed(&mut self, ino: Ino, bytes: &'static [u8]) -> Result<(), i64> {
+        let n = self.node_mut(ino)?;
+        match &mut n.data {
+            Data::File(c) if c.len() == 0 => {
+                *c = Contents::Borrowed(bytes);
+                Ok(())
+            }
+            Data::File(_) => Err(-EBUSY),
+            _ => Err(-EINVAL),
+        }
     }
 
     /// The target of symbolic link `ino`.
@@ -909,5 +990,39 @@ mod tests {
         assert_eq!(f.stat(fifo).unwrap().mode(), 0o010600);
         assert_eq!(f.create(ROOT, "s", FileType::Symlink, 0o777, 0, 0, 0, T0), Err(-EINVAL));
         assert_eq!(f.read_dir(ROOT).unwrap().iter().find(|e| e.0 == "l").map(|e| e.2.dirent_type()), Some(10));
+    }
+
+    #[test]
+    fn a_borrowed_file_is_shared_until_its_first_change_and_then_counted() {
+        static MODULE: [u8; 1000] = [7u8; 1000];
+        let mut fs = Tmpfs::new(4096, T0);
+        let ino = fs.create(ROOT, "prog", FileType::Regular, 0o755, 0, 0, 0, T0).unwrap();
+        let base = fs.usage().1;
+        fs.set_borrowed(ino, &MODULE).unwrap();
+        assert_eq!(fs.usage().1, base, "shared bytes are not counted");
+        let mut buf = [0u8; 8];
+        assert_eq!(fs.read(ino, 996, &mut buf), Ok(4));
+        assert_eq!(&buf[..4], &[7; 4]);
+        assert_eq!(fs.set_borrowed(ino, &MODULE), Err(-EBUSY), "only an empty file");
+        // Shrinking keeps sharing.
+        fs.truncate(ino, 900, T0).unwrap();
+        assert_eq!((fs.usage().1, fs.stat(ino).unwrap().size), (base, 900));
+        // The first write copies (and counts) the bytes; the module is untouched.
+        assert_eq!(fs.write(ino, 0, b"ab", T0), Ok(2));
+        assert_eq!(fs.usage().1, base + 900);
+        assert_eq!(fs.read(ino, 0, &mut buf), Ok(8));
+        assert_eq!(&buf, b"ab\x07\x07\x07\x07\x07\x07");
+        assert_eq!(MODULE[0], 7);
+        // A copy that does not fit is ENOSPC and loses nothing.
+        let big = fs.create(ROOT, "big", FileType::Regular, 0o644, 0, 0, 0, T0).unwrap();
+        static LARGE: [u8; 8192] = [1u8; 8192];
+        fs.set_borrowed(big, &LARGE).unwrap();
+        assert_eq!(fs.write(big, 0, b"x", T0), Err(-ENOSPC));
+        assert_eq!(fs.truncate(big, 9000, T0), Err(-ENOSPC));
+        assert_eq!(fs.read(big, 8191, &mut buf), Ok(1));
+        // Unlinking a shared file refunds only what was counted.
+        let used = fs.usage().1;
+        fs.unlink(ROOT, "big", T0).unwrap();
+        assert!(fs.usage().1 < used && fs.usage().1 >= base + 900);
     }
 }
