@@ -321,6 +321,9 @@ impl Partitions {
             match self.on_core(core) {
                 Some(s) => {
                     out.push_str(&format!("sandbox {core} name={} recovery={} input={}", s.name, s.recovery, u8::from(s.console_input)));
+                    if let Some(m) = s.memory_mib {
+                        out.push_str(&format!(" memory_mib={m}"));
+                    }
                     if let Some(r) = &s.run {
                         out.push_str(&format!(" run={r}"));
                     }
@@ -347,10 +350,6 @@ impl Partitions {
         v
     }
 
-    /// The largest memory a sandbox asks for (the monitor gives every slice this size).
-    pub fn slice_mib(&self) -> Option<u64> {
-        self.sandboxes.iter().filter_map(|s| s.memory_mib).max()
-    }
 }
 
 #[cfg(test)]

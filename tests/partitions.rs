@@ -57,6 +57,9 @@ fn listed_channels_work_and_unlisted_ones_are_refused_and_counted() {
     let rx = r.sandbox_results("msgtest", 1);
     r.check(rx.len() == 1 && rx[0].get_u64("received") == Some(2000) && rx[0].get_u64("lost") == Some(0), "the receiver gets all 2000 messages");
     r.check(r.sandbox_results("forkwait", 2).len() == 1, "compute runs forkwait");
+    // Its own memory size: a 64 MiB slice (less the kernel's image), the others an even share of the rest.
+    let mem = |s: u32| r.sandbox_results("sandbox_boot", s).first().and_then(|b| b.get_u64("mem_mib"));
+    r.check(mem(2).is_some_and(|m| m > 32 && m <= 64) && mem(0).is_some_and(|m| m > 64) && mem(0) == mem(1), "compute has its 64 MiB, the others more");
     r.check(r.monitor_results("sandbox_refused").is_empty(), "nothing is refused when the channel is listed");
 
     let none = file("nochan", "[[sandbox]]\nname = \"a\"\ncpus = [0]\nrun = \"msgtest 100\"\n\n[[sandbox]]\nname = \"b\"\ncpus = [1]\nrun = \"msgtest 100\"\n");

@@ -69,7 +69,8 @@ fn apply_config(o: &mut BootOptions, path: &std::path::Path) -> Result<(), Strin
         e
     })?;
     let missing: Vec<&str> = p.sandboxes.iter().filter(|s| s.run.is_none()).map(|s| s.name.as_str()).collect();
-    if !missing.is_empty() && o.run.is_none() {
+    // (`shell` gives them its shell.)
+    if !missing.is_empty() && o.run.is_none() && !o.interactive {
         return Err(format!("--config {}: sandbox{} {} ha{} no run and there is no --run for {}", path.display(),
             if missing.len() == 1 { "" } else { "es" }, missing.join(", "), if missing.len() == 1 { "s" } else { "ve" }, if missing.len() == 1 { "it" } else { "them" }));
     }
@@ -78,9 +79,6 @@ fn apply_config(o: &mut BootOptions, path: &std::path::Path) -> Result<(), Strin
     }
     if let Some(w) = p.watchdog_ms {
         o.watchdog_ms = Some(u32::try_from(w).map_err(|_| format!("--config {}: watchdog_ms = {w} is too large", path.display()))?);
-    }
-    if let Some(m) = p.slice_mib() {
-        o.slice_mib = Some(u32::try_from(m).map_err(|_| format!("--config {}: memory_mib = {m} is too large", path.display()))?);
     }
     o.partition = Some(p);
     Ok(())
@@ -189,7 +187,7 @@ pub(super) fn parse_boot(args: &[String]) -> Result<Cli, String> {
 /// `shell`: an interactive busybox `sh` on the console; with `--vt` one in every sandbox, the monitor routing
 /// what is typed to one of them at a time (Ctrl-A three times switches).
 pub(super) fn parse_shell(args: &[String]) -> Result<Cli, String> {
-    let o = parse_boot_options(args, BootOptions::default(), |_, _| Ok(false))?;
+    let o = parse_boot_options(args, BootOptions { interactive: true, ..BootOptions::default() }, |_, _| Ok(false))?;
     if o.emulator == crate::Emulator::Bochs {
         return Err("shell runs under QEMU (its serial console is the terminal); Bochs has no such console here".into());
     }

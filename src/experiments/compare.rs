@@ -227,6 +227,21 @@ pub fn instance_csv(systems: &[(String, Vec<Instance>)]) -> String {
     c
 }
 
+/// A command's leading `NAME=VALUE` words (`--env`, which init takes as the environment) and the rest.
+fn split_env(run: &str) -> (String, String) {
+    let words: Vec<&str> = run.split_whitespace().collect();
+    let k = words.iter().take_while(|w| w.contains('=') && !w.starts_with('=')).count();
+    (words[..k].join(" "), words[k..].join(" "))
+}
+
+/// `run` with `wrapper` put in front of its program (after any `NAME=VALUE` words).
+fn with_timeit(run: &str, wrapper: &str) -> String {
+    match split_env(run) {
+        (env, prog) if env.is_empty() => format!("{wrapper} {prog}"),
+        (env, prog) => format!("{env} {wrapper} {prog}"),
+    }
+}
+
 /// The static binaries Linux gets: every `--add` file, `timeit`, and the program `--run` names when it is one of
 /// the userland's C programs (musl; the Rust programs speak questv's own calls only in part and are not
 /// offered). A program that is neither is refused before any boot.
@@ -254,7 +269,8 @@ fn linux_programs(o: &BootOptions, name: &str) -> Result<Vec<(String, PathBuf)>,
 /// each instance under `timeit`, pinned to its vCPU with `taskset`. Returns its serial lines and the kernel
 /// version.
 fn run_linux(o: &BootOptions, run: &str) -> Result<(Vec<String>, String), String> {
-    let name = run.split_whitespace().next().ok_or("empty --run")?;
+    let (_, prog) = split_env(run);
+    let name = prog.split_whitespace().next().ok_or("empty --run")?;
     let mut progs = linux_programs(o, name)?;
     let cache = crate::workspace_root().join("target").join("linux-cache");
     // A shell script (`--run` with shell syntax) goes in as a file, as it does into questv's initramfs.
@@ -267,7 +283,10 @@ fn run_linux(o: &BootOptions, run: &str) -> Result<(Vec<String>, String), String
         }
         None => (run.to_string(), None),
     };
-    let cmd = format!("for c in $(seq 0 {}); do taskset -c $c /bin/timeit {run} & done; wait", o.cpus - 1);
+    // `--env` words: through busybox's env, so that timeit and the program see them.
+    let (env, prog) = split_env(&run);
+    let timed = if env.is_empty() { format!("/bin/timeit {prog}") } else { format!("env {env} /bin/timeit {prog}") };
+    let cmd = format!("for c in $(seq 0 {}); do taskset -c $c {timed} & done; wait", o.cpus - 1);
     let guest = crate::linux::build_initrd(&cache, None, &progs, &cmd, false);
     if let Some(p) = script {
         let _ = std::fs::remove_file(p);
@@ -296,9 +315,9 @@ pub fn compare(o: &BootOptions, linux: bool) -> Result<(String, PathBuf), String
     let run = o.run.clone().unwrap_or_else(|| "forkwait 2000".into());
     // Checked before any boot: a program Linux cannot be given is an error of the command line.
     if linux {
-        linux_programs(o, run.split_whitespace().next().unwrap_or(""))?;
+        linux_programs(o, split_env(&run).1.split_whitespace().next().unwrap_or(""))?;
     }
-    let timed = format!("timeit {run}");
+    let timed = with_timeit(&run, "timeit");
     let reports = run_both(o, &timed)?;
     let mut systems = vec![("smp".to_string(), instances(&reports[0].lines)), ("vt".to_string(), instances(&reports[1].lines))];
     for (name, v) in &systems {
@@ -443,6 +462,13 @@ mod tests {
         let rows = compare_rows(&smp, &vt);
         let got: Vec<(&str, u64, u64)> = rows.iter().map(|r| (r.workload.as_str(), r.smp_cycles_per_iter, r.vt_cycles_per_iter)).collect();
         assert_eq!(got, vec![("pipebench pingpong", 10, 11), ("pipebench stream", 100, 110), ("pipebench pingpong", 20, 22)]);
+    }
+
+    #[test]
+    fn timeit_goes_after_the_environment() {
+        assert_eq!(with_timeit("forkwait 10", "timeit"), "timeit forkwait 10");
+        assert_eq!(with_timeit("A=1 B=x forkwait 10", "timeit"), "A=1 B=x timeit forkwait 10");
+        assert_eq!(split_env("A=1 prog a=b"), ("A=1".to_string(), "prog a=b".to_string()));
     }
 
     #[test]

@@ -99,6 +99,13 @@ fn take(free: &mut Vec<Region>, size: u64, top: bool) -> Option<u64> {
 /// Plan `sandboxes` slices (of `slice` bytes, or the default) and a `shared`-byte region from `free`
 /// (sorted, non-overlapping regions the monitor does not need).
 pub fn plan(free: &[Region], sandboxes: u32, slice: Option<u64>, shared: u64) -> Result<Plan, PlanError> {
+    plan_sizes(free, &alloc::vec![slice; sandboxes as usize], shared)
+}
+
+/// Plan one slice per entry of `sizes` — its size in bytes, or `None` for an even share of what the sized ones
+/// leave (at most [`DEFAULT_SLICE_CAP`]) — and a `shared`-byte region from `free`.
+pub fn plan_sizes(free: &[Region], sizes: &[Option<u64>], shared: u64) -> Result<Plan, PlanError> {
+    let sandboxes = sizes.len() as u32;
     if sandboxes == 0 {
         return Err(PlanError::NoSandboxes);
     }
@@ -106,34 +113,36 @@ pub fn plan(free: &[Region], sandboxes: u32, slice: Option<u64>, shared: u64) ->
         return Err(PlanError::TooManySandboxes(sandboxes));
     }
     let shared = align_up(shared.max(ALIGN));
-    match slice {
-        Some(s) => place(free, sandboxes, align_up(s), shared),
-        None => {
-            // Even split of all free memory, shrunk step by step until the slices actually fit the regions
-            // (fragments make the even split an upper bound only).
-            let usable: u64 = free.iter().map(|r| (r.end / ALIGN * ALIGN).saturating_sub(align_up(r.start))).sum();
-            let mut slice = (usable.saturating_sub(shared) / u64::from(sandboxes) / ALIGN * ALIGN).min(DEFAULT_SLICE_CAP);
-            loop {
-                match place(free, sandboxes, slice, shared) {
-                    Err(PlanError::NotEnoughMemory { .. }) if slice > MIN_SLICE => slice -= ALIGN,
-                    r => return r,
-                }
-            }
+    let fixed: u64 = sizes.iter().flatten().map(|&s| align_up(s)).sum();
+    let unsized_count = sizes.iter().filter(|s| s.is_none()).count() as u64;
+    if unsized_count == 0 {
+        return place(free, sizes.iter().map(|s| align_up(s.unwrap_or(0))), shared);
+    }
+    // Even split of the rest, shrunk step by step until the slices actually fit the regions (fragments make the
+    // even split an upper bound only).
+    let usable: u64 = free.iter().map(|r| (r.end / ALIGN * ALIGN).saturating_sub(align_up(r.start))).sum();
+    let mut share = (usable.saturating_sub(shared).saturating_sub(fixed) / unsized_count / ALIGN * ALIGN).min(DEFAULT_SLICE_CAP);
+    loop {
+        match place(free, sizes.iter().map(|s| s.map_or(share, align_up)), shared) {
+            Err(PlanError::NotEnoughMemory { .. }) if share > MIN_SLICE => share -= ALIGN,
+            r => return r,
         }
     }
 }
 
-fn place(free: &[Region], sandboxes: u32, slice: u64, shared: u64) -> Result<Plan, PlanError> {
-    if slice < MIN_SLICE {
+fn place(free: &[Region], sizes: impl Iterator<Item = u64> + Clone, shared: u64) -> Result<Plan, PlanError> {
+    let sandboxes = sizes.clone().count() as u32;
+    let largest = sizes.clone().max().unwrap_or(0);
+    if let Some(slice) = sizes.clone().find(|&s| s < MIN_SLICE) {
         return Err(PlanError::SliceTooSmall { slice });
     }
-    let err = PlanError::NotEnoughMemory { sandboxes, slice, shared };
+    let err = PlanError::NotEnoughMemory { sandboxes, slice: largest, shared };
     let mut pool: Vec<Region> = free.to_vec();
     let shared_base = take(&mut pool, shared, true).ok_or(err)?;
     let mut slices = Vec::new();
-    for i in 0..sandboxes {
+    for (i, slice) in sizes.enumerate() {
         let base = take(&mut pool, slice, false).ok_or(err)?;
-        slices.push(Slice { sandbox: i, host_base: base, size: slice });
+        slices.push(Slice { sandbox: i as u32, host_base: base, size: slice });
     }
     Ok(Plan { slices, shared: Region { start: shared_base, end: shared_base + shared } })
 }
@@ -221,5 +230,27 @@ mod tests {
         // Fragmented memory: enough in total, but no region holds a slice.
         let frag: Vec<Region> = (0..10).map(|i| Region { start: i * 64 * MIB, end: i * 64 * MIB + 40 * MIB }).collect();
         assert!(matches!(plan(&frag, 2, Some(48 * MIB), 2 * MIB), Err(PlanError::NotEnoughMemory { .. })));
+    }
+
+    #[test]
+    fn slices_of_their_own_sizes_and_an_even_share_of_the_rest() {
+        let free = [Region { start: 0x100_0000, end: 0x4100_0000 }]; // 1 GiB
+        let p = plan_sizes(&free, &[Some(64 << 20), None, Some(MIN_SLICE), None], 2 << 20).unwrap();
+        let sizes: Vec<u64> = p.slices.iter().map(|s| s.size >> 20).collect();
+        assert_eq!(sizes[0], 64);
+        assert_eq!(sizes[2], 32);
+        // The rest (1024 - 2 - 64 - 32 = 926 MiB) split evenly, in 2 MiB steps, at most the cap.
+        assert_eq!(sizes[1], sizes[3]);
+        assert!(sizes[1] <= 256 && sizes[1] >= 200, "{sizes:?}");
+        for (i, a) in p.slices.iter().enumerate() {
+            assert_eq!(a.sandbox, i as u32);
+            for b in &p.slices[i + 1..] {
+                assert!(a.host_base + a.size <= b.host_base || b.host_base + b.size <= a.host_base, "slices overlap");
+            }
+        }
+        assert_eq!(plan_sizes(&free, &[Some(16 << 20)], 2 << 20), Err(PlanError::SliceTooSmall { slice: 16 << 20 }));
+        assert!(matches!(plan_sizes(&free, &[Some(2048 << 20)], 2 << 20), Err(PlanError::NotEnoughMemory { .. })));
+        // The old interface is the special case.
+        assert_eq!(plan(&free, 2, Some(64 << 20), 2 << 20), plan_sizes(&free, &[Some(64 << 20), Some(64 << 20)], 2 << 20));
     }
 }

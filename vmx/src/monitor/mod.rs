@@ -134,7 +134,9 @@ fn set_up(opts: &MonitorOptions, caps: Caps) -> Result<u32, String> {
     backend::set_exit_handler(exits::on_exit);
     questv_arch::trap::IGNORE_STRAY_NMIS.store(true, Ordering::SeqCst);
     start_watchdog(opts, watchdog_ms, settings)?;
-    result!("boot", "cpus_online={} mode=vt sandboxes={} slice_mib={} role=monitor firmware={}", n, n, plan.slices[0].size >> 20, opts.firmware);
+    // slice_mib: the largest slice (with a partition file slices may differ; each sandbox reports its own).
+    let largest = plan.slices.iter().map(|s| s.size).max().unwrap_or(0);
+    result!("boot", "cpus_online={} mode=vt sandboxes={} slice_mib={} role=monitor firmware={}", n, n, largest >> 20, opts.firmware);
     Ok(n)
 }
 
@@ -201,7 +203,17 @@ fn plan_memory(opts: &MonitorOptions, n: u32) -> Result<Plan, String> {
     if let Some(last) = free.iter_mut().max_by_key(|r| r.end - r.start) {
         last.start = (last.start + reserve).min(last.end);
     }
-    let plan = partition::plan(&free, n, opts.cmdline.slice_mib.map(|m| m << 20), SHARED_SIZE)
+    // Each core's slice: its sandbox's own size (partition file), the least for a parked core, else
+    // `slice_mib` or an even share.
+    let default = opts.cmdline.slice_mib.map(|m| m << 20);
+    let sizes: Vec<Option<u64>> = (0..n)
+        .map(|c| match state::partition() {
+            Some(p) if p.parked(c) => Some(partition::MIN_SLICE),
+            Some(p) => p.sandbox(c).and_then(|s| s.memory_mib).map(|m| m << 20).or(default),
+            None => default,
+        })
+        .collect();
+    let plan = partition::plan_sizes(&free, &sizes, SHARED_SIZE)
         .map_err(|e| format!("cannot partition memory: {e}"))?;
     for s in &plan.slices {
         kmem::take_range(Region::new(s.host_base, s.host_base + s.size)).expect("planned slice not free");
