@@ -79,6 +79,10 @@ pub struct Machine {
 /// kernel image and firmware take: a file may give the sandboxes the rest.
 pub const MONITOR_RESERVE_MIB: u64 = 64;
 
+/// The periods the kernel's VCPUs take (`sched::MIN_PERIOD_US`, `MAX_PERIOD_US`).
+pub const VCPU_MIN_PERIOD_US: u64 = 100;
+pub const VCPU_MAX_PERIOD_US: u64 = 10_000_000;
+
 /// Recovery policies a sandbox may name (docs/recovery.md).
 pub const POLICIES: [&str; 4] = ["none", "restart", "driver", "remote"];
 
@@ -238,11 +242,10 @@ pub fn check(text: &str, machine: &Machine) -> Result<Partitions, Vec<Problem>> 
             let (b, t) = (*v.budget_us.get_ref(), *v.period_us.get_ref());
             if t == 0 || b == 0 || b > t {
                 p.add(v.budget_us.span(), format!("budget_us = {b} with period_us = {t}: a budget must be above 0 and at most its period"), "e.g. budget_us = 2000, period_us = 10000");
+            } else if !(VCPU_MIN_PERIOD_US..=VCPU_MAX_PERIOD_US).contains(&t) {
+                p.add(v.period_us.span(), format!("period_us = {t}: the kernel takes periods from {VCPU_MIN_PERIOD_US} us to {VCPU_MAX_PERIOD_US} us"), "e.g. period_us = 10000");
             }
             vcpus.push(Vcpu { class: class.clone(), budget_us: b, period_us: t });
-        }
-        if let Some(v) = s.vcpus.first() {
-            p.add(v.span(), "vcpus: the monitor does not create a sandbox's VCPUs from the file yet", "create them in the program (questv_vcpu_create, docs/scheduling.md) and drop vcpus here");
         }
         let main: Vec<&Vcpu> = vcpus.iter().filter(|v| v.class == "main" && v.period_us > 0).collect();
         let utilization: f64 = main.iter().map(|v| v.budget_us as f64 / v.period_us as f64).sum();
@@ -324,6 +327,10 @@ impl Partitions {
                     if let Some(m) = s.memory_mib {
                         out.push_str(&format!(" memory_mib={m}"));
                     }
+                    if !s.vcpus.is_empty() {
+                        let list: Vec<String> = s.vcpus.iter().map(|v| format!("{}:{}:{}", v.class, v.budget_us, v.period_us)).collect();
+                        out.push_str(&format!(" vcpus={}", list.join(",")));
+                    }
                     if let Some(r) = &s.run {
                         out.push_str(&format!(" run={r}"));
                     }
@@ -383,6 +390,7 @@ recovery = "restart"
 [[sandbox]]
 name = "s2"
 cpus = [2]
+vcpus = [{ class = "main", budget_us = 2000, period_us = 10000 }, { class = "io", budget_us = 500, period_us = 10000 }]
 
 [[sandbox]]
 name = "s3"
@@ -402,7 +410,7 @@ console_input = false
         assert_eq!(p.nic_sharers(), vec![3]);
         assert_eq!(
             p.spec(4),
-            "sandbox 0 name=s0 recovery=none input=1 run=forkwait 1000\nsandbox 1 name=s1 recovery=restart input=1 run=msgtest 100\nsandbox 2 name=s2 recovery=none input=1\nsandbox 3 name=s3 recovery=remote input=0\nchannel 0 1\n"
+            "sandbox 0 name=s0 recovery=none input=1 run=forkwait 1000\nsandbox 1 name=s1 recovery=restart input=1 run=msgtest 100\nsandbox 2 name=s2 recovery=none input=1 vcpus=main:2000:10000,io:500:10000\nsandbox 3 name=s3 recovery=remote input=0\nchannel 0 1\n"
         );
         // A core no sandbox names is parked.
         let two = "[[sandbox]]\nname = \"a\"\ncpus = [1]\n";
@@ -436,14 +444,14 @@ console_input = false
 
     #[test]
     fn channels_memory_nic_and_vcpus_are_checked() {
-        let text = "channels = [[\"a\", \"ghost\"], [\"a\", \"a\"], [\"a\", \"b\"], [\"b\", \"a\"]]\n\n[[sandbox]]\nname = \"a\"\ncpus = [0]\nmemory_mib = 600\nrecovery = \"remote\"\n\n[[sandbox]]\nname = \"b\"\ncpus = [1]\nmemory_mib = 600\nvcpus = [{ class = \"main\", budget_us = 6, period_us = 10 }, { class = \"main\", budget_us = 3, period_us = 10 }, { class = \"io\", budget_us = 1, period_us = 10 }]\n";
+        let text = "channels = [[\"a\", \"ghost\"], [\"a\", \"a\"], [\"a\", \"b\"], [\"b\", \"a\"]]\n\n[[sandbox]]\nname = \"a\"\ncpus = [0]\nmemory_mib = 600\nrecovery = \"remote\"\n\n[[sandbox]]\nname = \"b\"\ncpus = [1]\nmemory_mib = 600\nvcpus = [{ class = \"main\", budget_us = 600, period_us = 1000 }, { class = \"main\", budget_us = 300, period_us = 1000 }, { class = \"io\", budget_us = 1, period_us = 50 }]\n";
         let got = problems(text);
         assert!(got.iter().any(|p| p.starts_with("1:19: channel to unknown sandbox \"ghost\"") && p.contains("the sandboxes are a, b")), "{got:#?}");
         assert!(got.iter().any(|p| p.starts_with("1:29: a channel from sandbox \"a\" to itself")), "{got:#?}");
         assert!(got.iter().any(|p| p.starts_with("1:53: this channel is listed twice")), "{got:#?}");
         assert!(got.iter().any(|p| p.starts_with("7:12: recovery = \"remote\" recovers the network service")), "{got:#?}");
         assert!(got.iter().any(|p| p.starts_with("12:14: the sandboxes ask for 1200 MiB: the machine has 1024 MiB, 960 of them") && p.contains("--mem 1264")), "{got:#?}");
-        assert!(got.iter().any(|p| p.starts_with("13:10: vcpus: the monitor does not create")), "{got:#?}");
+        assert!(got.iter().any(|p| p.starts_with("13:163: period_us = 50: the kernel takes periods from 100 us")), "{got:#?}");
         assert!(got.iter().any(|p| p.starts_with("13:10: sandbox \"b\"'s main VCPUs use 0.900 of the core, above the rate-monotonic bound 0.828 for 2")), "{got:#?}");
     }
 

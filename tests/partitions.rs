@@ -1,5 +1,6 @@
 //! Partition files (`--config`, docs/partitions.md): a wrong file is refused before anything is built, with
-//! the file's line and column; the examples boot and do what their comments say; a parked core stays parked;
+//! the file's line and column; the examples boot and do what their comments say; a parked core stays parked
+//! (and the sandbox beside it gets the file's VCPUs);
 //! a listed channel works and an unlisted one is refused and counted by the monitor.
 mod common;
 use common::{status_of, vt};
@@ -45,6 +46,8 @@ fn a_core_no_sandbox_names_stays_parked() {
     r.check(parked == vec![0], "core 0 is parked");
     r.check(r.sandbox_results("sandbox_boot", 0).is_empty(), "no sandbox boots on core 0");
     r.check(r.sandbox_results("forkwait", 1).len() == 1 && status_of(&r, 1) == Some(0), "the worker on core 1 runs forkwait");
+    let created = r.sandbox_results("vcpus_created", 1);
+    r.check(created.len() == 1 && created[0].get("ids") == Some("1,2"), "the file's two VCPUs are created before the program");
     r.check(r.monitor_results("partition").first().and_then(|p| p.get("cores").map(String::from)) == Some("parked,worker".into()), "the monitor reports the layout");
 }
 

@@ -235,11 +235,34 @@ pub fn run_smp(opts: &Options<'static>, m: &Machine) -> ! {
 
 /// Run the command line's program (or test) and finish with its status.
 pub fn run_program(opts: &Options<'static>) -> ! {
+    if let Some(list) = opts.vcpus {
+        create_vcpus(list);
+    }
     let status = match opts.run {
         Some(cmd) if !cmd.starts_with("ktest") => crate::proc::run_command(cmd),
         test => crate::hooks::run_test(test),
     };
     crate::machine::finish(status)
+}
+
+/// The VCPUs the command line asks for (a partition file's `vcpus`), on this CPU, before the program starts:
+/// they get the ids after the default VCPU 0 (1, 2, ... in order), and it binds its threads to them by id.
+fn create_vcpus(list: &str) {
+    match crate::vcpu::parse_list(list) {
+        Ok(items) => {
+            let mut ids = alloc::vec::Vec::new();
+            for (class, budget, period) in items {
+                match crate::sched::vcpu_create(class, budget, period) {
+                    Ok(id) => ids.push(alloc::format!("{id}")),
+                    Err(e) => {
+                        result!("vcpus_refused", "class={} budget_us={} period_us={} error={:?}", class.name(), budget, period, e);
+                    }
+                }
+            }
+            result!("vcpus_created", "ids={}", if ids.is_empty() { alloc::string::String::from("none") } else { ids.join(",") });
+        }
+        Err(e) => result!("vcpus_refused", "error=\"{}\"", e),
+    }
 }
 
 /// A VT sandbox: one CPU, no firmware tables and no PIC/IOAPIC programming (machine-wide devices are not a

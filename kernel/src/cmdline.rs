@@ -43,6 +43,8 @@ pub struct Options<'a> {
     /// `console=input`: the console takes typed input (an interactive shell). In the VT build the monitor then
     /// routes the UART's input to the sandbox with the focus; the SMP kernel polls the UART in any case.
     pub console_input: bool,
+    /// `vcpus=main:2000:10000,...`: VCPUs to create before the program starts (a partition file's `vcpus`).
+    pub vcpus: Option<&'a str>,
     /// First option this parser did not understand (reported, not fatal: a typo must not brick a boot).
     pub unknown: Option<&'a str>,
 }
@@ -68,6 +70,7 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
         recovery: None,
         crash_loop: None,
         console_input: false,
+        vcpus: None,
         unknown: None,
     };
     let mut sandbox = SandboxArgsParser::default();
@@ -107,6 +110,7 @@ pub fn parse(line: &str) -> Result<Options<'_>, CmdlineError<'_>> {
             Some(("crash_loop", v)) => opts.crash_loop = Some(v),
             Some(("nic_mac", "virtual")) => opts.nic_device_mac = false,
             Some(("console", "input")) => opts.console_input = true,
+            Some(("vcpus", v)) => opts.vcpus = Some(v),
             Some(("console", "output")) => opts.console_input = false,
             Some((k @ ("slice_mib" | "watchdog_ms"), v)) => {
                 let n = boot::number(v).ok_or(CmdlineError::BadNumber(word))?;

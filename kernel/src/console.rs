@@ -79,16 +79,36 @@ impl Drop for Out<'_> {
     }
 }
 
+/// Asked before each printed line (set once, by the VT monitor when the console takes input): whether a line
+/// is open on the terminal (a sandbox's prompt) that a newline must end first. Called under the console's lock.
+static LINE_BREAK_HOOK: spin::Once<fn() -> bool> = spin::Once::new();
+
+pub fn set_line_break_hook(f: fn() -> bool) {
+    LINE_BREAK_HOOK.call_once(|| f);
+}
+
 /// Print formatted text as one unit (lines from different CPUs never interleave).
 pub fn print(args: core::fmt::Arguments) {
     let mut c = CONSOLE.lock();
-    let _ = Out::new(&mut c).write_fmt(args);
+    let mut out = Out::new(&mut c);
+    if LINE_BREAK_HOOK.get().is_some_and(|h| h()) {
+        out.bytes(b"\n");
+    }
+    let _ = out.write_fmt(args);
 }
 
 /// Raw bytes from a user program (one write call stays together).
 pub fn write_bytes(data: &[u8]) {
     let mut c = CONSOLE.lock();
     Out::new(&mut c).bytes(data);
+}
+
+/// Bytes made while the console is held (`make` may take locks that the line-break hook takes: the console's
+/// lock always comes first), written as they are.
+pub fn write_rendered(make: impl FnOnce() -> alloc::vec::Vec<u8>) {
+    let mut c = CONSOLE.lock();
+    let data = make();
+    Out::new(&mut c).bytes(&data);
 }
 
 /// Console input a sandbox has taken from the monitor and the line discipline has not yet.

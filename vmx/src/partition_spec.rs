@@ -1,6 +1,7 @@
 //! The partition description the monitor reads (the `partition` boot module, written by the runner from a
 //! checked partition file: docs/partitions.md). One line per core of the machine the file was checked for —
-//! `sandbox CORE name=NAME recovery=POLICY input=0|1 [memory_mib=N] [run=PROGRAM ARGS]` or `parked CORE` — and one per
+//! `sandbox CORE name=NAME recovery=POLICY input=0|1 [memory_mib=N] [vcpus=LIST] [run=PROGRAM ARGS]` or
+//! `parked CORE` — and one per
 //! channel the sandboxes may open, `channel CORE CORE`. The monitor checks it again against the machine it
 //! finds (`check`) and refuses to launch anything if it does not fit. Host-tested.
 #![forbid(unsafe_code)]
@@ -17,6 +18,8 @@ pub struct SandboxSpec {
     pub input: bool,
     /// Its memory, MiB (`None`: an even share).
     pub memory_mib: Option<u64>,
+    /// VCPUs it creates at start, as the kernel's `vcpus=` option takes them (`main:2000:10000,...`).
+    pub vcpus: Option<String>,
     pub run: Option<String>,
 }
 
@@ -73,7 +76,7 @@ pub fn parse(text: &str) -> Result<Spec, String> {
                     spec.cores.push(Core::Parked);
                     continue;
                 }
-                let mut s = SandboxSpec { name: String::new(), recovery: "none".to_string(), input: true, memory_mib: None, run: None };
+                let mut s = SandboxSpec { name: String::new(), recovery: "none".to_string(), input: true, memory_mib: None, vcpus: None, run: None };
                 while !rest.is_empty() {
                     if let Some(r) = rest.strip_prefix("run=") {
                         s.run = Some(r.trim().to_string()).filter(|r| !r.is_empty());
@@ -86,6 +89,7 @@ pub fn parse(text: &str) -> Result<Spec, String> {
                         Some(("recovery", v)) => s.recovery = v.to_string(),
                         Some(("input", "0")) => s.input = false,
                         Some(("input", "1")) => s.input = true,
+                        Some(("vcpus", v)) => s.vcpus = Some(v.to_string()),
                         Some(("memory_mib", v)) => s.memory_mib = Some(v.parse().map_err(|_| format!("line {n}: memory_mib={v:?} is not a number"))?),
                         _ => return Err(format!("line {n}: unknown setting {kv:?}")),
                     }
@@ -134,10 +138,10 @@ mod tests {
 
     #[test]
     fn a_description_round_trips_what_the_runner_writes() {
-        let text = "parked 0\nsandbox 1 name=ctl recovery=restart input=0 memory_mib=64 run=forkwait 100 extra\nsandbox 2 name=log recovery=none input=1\nchannel 1 2\n";
+        let text = "parked 0\nsandbox 1 name=ctl recovery=restart input=0 memory_mib=64 vcpus=main:2000:10000 run=forkwait 100 extra\nsandbox 2 name=log recovery=none input=1\nchannel 1 2\n";
         let s = parse(text).unwrap();
         assert!(s.parked(0) && !s.parked(1));
-        assert_eq!(s.sandbox(1), Some(&SandboxSpec { name: "ctl".into(), recovery: "restart".into(), input: false, memory_mib: Some(64), run: Some("forkwait 100 extra".into()) }));
+        assert_eq!(s.sandbox(1), Some(&SandboxSpec { name: "ctl".into(), recovery: "restart".into(), input: false, memory_mib: Some(64), vcpus: Some("main:2000:10000".into()), run: Some("forkwait 100 extra".into()) }));
         assert_eq!(s.sandbox(2).unwrap().run, None);
         assert!(s.channel_allowed(2, 1) && s.channel_allowed(1, 2) && !s.channel_allowed(1, 0));
         assert!(check(&s, 3).is_empty());

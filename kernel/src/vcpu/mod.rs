@@ -43,6 +43,26 @@ impl Class {
     }
 }
 
+/// The VCPUs a sandbox creates at start (a partition file's `vcpus`, on the command line as
+/// `vcpus=main:2000:10000,io:500:10000`: class, budget and period in microseconds).
+pub fn parse_list(text: &str) -> Result<Vec<(Class, u64, u64)>, alloc::string::String> {
+    let mut out = Vec::new();
+    for item in text.split(',').filter(|i| !i.is_empty()) {
+        let mut parts = item.split(':');
+        let class = match parts.next() {
+            Some("main") => Class::Main,
+            Some("io") => Class::Io,
+            other => return Err(alloc::format!("{item:?}: class {other:?} is not main or io")),
+        };
+        let num = |p: Option<&str>| p.and_then(|x| x.parse::<u64>().ok());
+        match (num(parts.next()), num(parts.next()), parts.next()) {
+            (Some(b), Some(t), None) => out.push((class, b, t)),
+            _ => return Err(alloc::format!("{item:?}: expected CLASS:BUDGET_US:PERIOD_US")),
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
     Foreground,
@@ -541,5 +561,19 @@ mod tests {
         assert_eq!(set.inherit_period(5, main, Some(5)), Err(Error::NoSuchVcpu));
         assert_eq!(set.inherit_period(5, 99, Some(5)), Err(Error::NoSuchVcpu));
         assert_eq!(set.inherit(5, io, Some(io)), Err(Error::NoSuchVcpu), "an I/O VCPU is no Main VCPU to inherit from");
+    }
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::*;
+
+    #[test]
+    fn a_vcpu_list_parses_and_bad_items_are_named() {
+        assert_eq!(parse_list("main:2000:10000,io:500:10000"), Ok(alloc::vec![(Class::Main, 2000, 10000), (Class::Io, 500, 10000)]));
+        assert_eq!(parse_list(""), Ok(Vec::new()));
+        assert!(parse_list("gpu:1:2").unwrap_err().contains("not main or io"));
+        assert!(parse_list("main:1").unwrap_err().contains("CLASS:BUDGET_US:PERIOD_US"));
+        assert!(parse_list("main:1:2:3").is_err());
     }
 }

@@ -59,8 +59,9 @@ fn put(host_base: u64, gpa: u64, data: &[u8]) {
 pub(super) struct BuildInfo {
     pub(super) slices: Vec<Slice>,
     pub(super) shared_start: u64,
-    /// Each sandbox's program and arguments (by sandbox).
+    /// Each sandbox's program and arguments, and the VCPUs it creates at start (by sandbox).
     runs: Vec<Option<String>>,
+    vcpus: Vec<Option<String>>,
     /// Control block (VMCS/VMCB) per sandbox: the `monitor` attack's target.
     control_pages: Vec<u64>,
     attack_test: bool,
@@ -177,6 +178,10 @@ pub(super) fn write_boot_info(s: &Slice, b: &BuildInfo, modules: &[Module], stag
         }),
     };
     let mut cmdline = format!("mode=vt {args}");
+    if let Some(v) = b.vcpus.get(s.sandbox as usize).and_then(|v| v.as_ref()) {
+        cmdline.push_str(" vcpus=");
+        cmdline.push_str(v);
+    }
     if let Some(r) = b.runs.get(s.sandbox as usize).and_then(|r| r.as_ref()) {
         cmdline.push_str(" run=");
         cmdline.push_str(r);
@@ -187,7 +192,7 @@ pub(super) fn write_boot_info(s: &Slice, b: &BuildInfo, modules: &[Module], stag
 }
 
 /// Build every planned sandbox and its core's launch configuration (on the BSP, before any sandbox runs).
-pub(super) fn prepare(plan: &Plan, runs: &[Option<String>], settings: RunSettings) -> Result<Vec<LaunchConfig>, String> {
+pub(super) fn prepare(plan: &Plan, runs: &[Option<String>], vcpus: &[Option<String>], settings: RunSettings) -> Result<Vec<LaunchConfig>, String> {
     let mut pool = MonitorPool::new()?;
     // SAFETY: pool pages are zeroed, contiguous monitor pages, in no second-stage table.
     let maps = unsafe { PermissionMaps::build(settings.arch(), &mut |n| pool.pages(n))? };
@@ -199,6 +204,7 @@ pub(super) fn prepare(plan: &Plan, runs: &[Option<String>], settings: RunSetting
         slices: plan.slices.clone(),
         shared_start: plan.shared.start,
         runs: runs.to_vec(),
+        vcpus: vcpus.to_vec(),
         control_pages,
         // Only a run the test layer claims as an attack test gets monitor addresses to aim at.
         attack_test: runs.iter().any(|r| questv_kernel::hooks::wants_attack_targets(r.as_deref())),

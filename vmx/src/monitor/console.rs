@@ -84,20 +84,22 @@ fn queue_line(st: &mut Sandbox) {
 /// Lines queued in all sandboxes (a cheap test for every exit).
 static QUEUED: AtomicUsize = AtomicUsize::new(0);
 /// One drainer at a time prints the queues; a sandbox that finds it busy leaves its lines queued and goes on.
-/// It holds the focused sandbox's open line (console input only), which any other line printed ends first.
-static DRAIN: spin::Mutex<LiveOutput> = spin::Mutex::new(LiveOutput::new());
+static DRAIN: spin::Mutex<()> = spin::Mutex::new(());
+/// The focused sandbox's open line (console input only). Any line the kernel console prints ends it first
+/// ([`end_live_line`], its line-break hook); taken only under the console's own lock (lock order: console,
+/// then this).
+static LIVE: spin::Mutex<LiveOutput> = spin::Mutex::new(LiveOutput::new());
 /// Set by whoever queued a line; the drainer looks again after letting go if it is set (no line is left behind).
 static PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Print one queued line of `sandbox`; whether there was one.
-fn print_one(uart: &mut LiveOutput, sandbox: u32) -> bool {
+fn print_one(sandbox: u32) -> bool {
     let mut text = [0u8; LINE_MAX];
     let n = match state(sandbox).console.pop(&mut text) {
         Some(n) => n,
         None => return false,
     };
     QUEUED.fetch_sub(1, Ordering::AcqRel);
-    end_live_line(uart);
     // Only printable ASCII is ever stored.
     kprintln!("[s{}] {}", sandbox, core::str::from_utf8(&text[..n]).unwrap_or("?"));
     true
@@ -110,17 +112,17 @@ pub(super) fn drain(caller: u32) {
     PENDING.store(true, Ordering::Release);
     let n = super::state::sandboxes();
     for _ in 0..2 {
-        let Some(mut uart) = DRAIN.try_lock() else { return };
+        let Some(uart) = DRAIN.try_lock() else { return };
         PENDING.store(false, Ordering::Release);
         let mut others = 0;
         loop {
-            let own = print_one(&mut uart, caller);
+            let own = print_one(caller);
             let mut any = own;
             for k in 1..n {
                 if !own && others >= OTHERS_PER_DRAIN {
                     break;
                 }
-                if print_one(&mut uart, (caller + k) % n) {
+                if print_one((caller + k) % n) {
                     others += 1;
                     any = true;
                 }
@@ -130,7 +132,7 @@ pub(super) fn drain(caller: u32) {
             }
         }
         state(caller).console_stats.printed_for_others += others as u64;
-        resume_live(&mut uart);
+        resume_live();
         drop(uart);
         if !PENDING.load(Ordering::Acquire) {
             return;
@@ -154,9 +156,8 @@ pub(super) fn flush_console(sandbox: u32) {
             queue_line(&mut st);
         }
     }
-    let mut uart = DRAIN.lock();
-    while print_one(&mut uart, sandbox) {}
-    end_live_line(&mut uart);
+    let _uart = DRAIN.lock();
+    while print_one(sandbox) {}
 }
 
 // ---- Console input (`console=input`: an interactive shell in every sandbox) ----
@@ -171,31 +172,32 @@ static INPUT: spin::Mutex<Option<InputRouter>> = spin::Mutex::new(None);
 /// The UART's I/O APIC input: (I/O APIC, pin, active low).
 static INPUT_IRQ: spin::Once<(IoApic, u32, bool)> = spin::Once::new();
 
-/// End the focused sandbox's open line before another line goes out.
-fn end_live_line(uart: &mut LiveOutput) {
+/// The kernel console's line-break hook: a line is about to be printed; if the focused sandbox's line is open,
+/// it ends (and is shown again with its sandbox's next output): whether a newline must go out first.
+fn end_live_line() -> bool {
     let mut out = Vec::new();
-    uart.interrupt(&mut out);
-    if !out.is_empty() {
-        questv_kernel::console::write_bytes(&out);
-    }
+    LIVE.lock().interrupt(&mut out);
+    !out.is_empty()
 }
 
 /// Show the focused sandbox's line again after other lines ended it.
-fn resume_live(uart: &mut LiveOutput) {
-    let mut out = Vec::new();
-    uart.resume(&mut out);
-    if !out.is_empty() {
-        questv_kernel::console::write_bytes(&out);
-    }
+fn resume_live() {
+    questv_kernel::console::write_rendered(|| {
+        let mut out = Vec::new();
+        LIVE.lock().resume(&mut out);
+        out
+    });
 }
 
 /// The focused sandbox's bytes, shown now (after any of its lines still queued from before it had the focus).
 fn show_live(sandbox: u32, bytes: &[u8]) {
-    let mut uart = DRAIN.lock();
-    while print_one(&mut uart, sandbox) {}
-    let mut out = Vec::new();
-    uart.render(sandbox, bytes, &mut out);
-    questv_kernel::console::write_bytes(&out);
+    let _uart = DRAIN.lock();
+    while print_one(sandbox) {}
+    questv_kernel::console::write_rendered(|| {
+        let mut out = Vec::new();
+        LIVE.lock().render(sandbox, bytes, &mut out);
+        out
+    });
     state(sandbox).console_stats.lines += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
 }
 
@@ -215,6 +217,7 @@ pub(super) fn start_input(irq: (IoApic, u32, bool), takes_input: &[bool]) {
         return;
     }
     INPUT_IRQ.call_once(|| irq);
+    questv_kernel::console::set_line_break_hook(end_live_line);
     FOCUS.store(focus, Ordering::Release);
     route_input(focus);
     questv_kernel::console::enable_receive_interrupt();
@@ -246,11 +249,14 @@ fn focus_moved(sandbox: u32) {
     let old = FOCUS.swap(sandbox, Ordering::AcqRel);
     route_input(sandbox);
     {
-        let mut uart = DRAIN.lock();
+        let _uart = DRAIN.lock();
         // The old focus's open line becomes the line it is assembling (what it prints next continues it).
-        let mut out = Vec::new();
-        let line = uart.take_line(old, &mut out);
-        questv_kernel::console::write_bytes(&out);
+        let mut line = Vec::new();
+        questv_kernel::console::write_rendered(|| {
+            let mut out = Vec::new();
+            line = LIVE.lock().take_line(old, &mut out);
+            out
+        });
         if old != u32::MAX && !line.is_empty() {
             let mut st = state(old);
             let n = line.len().min(st.line.len());
@@ -260,15 +266,17 @@ fn focus_moved(sandbox: u32) {
             st.line_len = n;
         }
         kprintln!("console: input goes to sandbox {} (Ctrl-A three times: the next one)", sandbox);
-        while print_one(&mut uart, sandbox) {}
+        while print_one(sandbox) {}
         let partial = {
             let mut st = state(sandbox);
             let n = core::mem::take(&mut st.line_len);
             st.line[..n].to_vec()
         };
-        let mut out = Vec::new();
-        uart.render(sandbox, &partial, &mut out);
-        questv_kernel::console::write_bytes(&out);
+        questv_kernel::console::write_rendered(|| {
+            let mut out = Vec::new();
+            LIVE.lock().render(sandbox, &partial, &mut out);
+            out
+        });
     }
     if INPUT.lock().as_ref().is_some_and(|r| r.pending(sandbox)) {
         lapic::send_ipi(smp::apic_id(sandbox), hc::CONSOLE_INPUT_VECTOR);

@@ -121,7 +121,8 @@ fn set_up(opts: &MonitorOptions, caps: Caps) -> Result<u32, String> {
     faults::set_crash_loop(crash_loop);
     let runs: Vec<Option<String>> =
         (0..n).map(|c| state::partition().and_then(|p| p.sandbox(c)).and_then(|s| s.run.clone()).or(opts.cmdline.run.map(String::from))).collect();
-    let configs = build::prepare(&plan, &runs, settings)?;
+    let vcpus: Vec<Option<String>> = (0..n).map(|c| state::partition().and_then(|p| p.sandbox(c)).and_then(|s| s.vcpus.clone())).collect();
+    let configs = build::prepare(&plan, &runs, &vcpus, settings)?;
     LAUNCH.call_once(|| configs);
     state::set_sandboxes(n);
     for c in (0..n).filter(|&c| state::partition().is_some_and(|p| p.parked(c))) {
