@@ -36,6 +36,10 @@ struct SandboxToml {
     #[serde(default)]
     nic: Option<Spanned<bool>>,
     #[serde(default)]
+    ip: Option<Spanned<String>>,
+    #[serde(default)]
+    mac: Option<Spanned<String>>,
+    #[serde(default)]
     vcpus: Vec<Spanned<VcpuToml>>,
 }
 
@@ -104,6 +108,9 @@ pub struct Sandbox {
     pub recovery: String,
     pub console_input: bool,
     pub nic: bool,
+    /// The NIC sharer's IPv4 address and MAC (`None`: the monitor's choice, docs/network.md).
+    pub ip: Option<[u8; 4]>,
+    pub mac: Option<[u8; 6]>,
     pub vcpus: Vec<Vcpu>,
 }
 
@@ -167,6 +174,7 @@ pub fn check(text: &str, machine: &Machine) -> Result<Partitions, Vec<Problem>> 
     }
     let names: Vec<String> = file.sandbox.iter().map(|s| s.get_ref().name.get_ref().clone()).collect();
     let mut used_cores: Vec<(u32, String)> = Vec::new();
+    let mut used_ids: Vec<(String, String)> = Vec::new();
     let mut memory_total = 0u64;
     let mut sandboxes = Vec::new();
     for (i, s) in file.sandbox.iter().enumerate() {
@@ -232,6 +240,33 @@ pub fn check(text: &str, machine: &Machine) -> Result<Partitions, Vec<Problem>> 
                 p.add(r.span(), format!("recovery = {recovery:?} recovers the network service: sandbox {name:?} does not share the NIC"), "add nic = true, or use restart");
             }
         }
+        let mut ip = None;
+        if let Some(v) = &s.ip {
+            match parse_ip(v.get_ref()) {
+                Some(a) if a[..3] == [10, 0, 0] && (2..=254).contains(&a[3]) => ip = Some(a),
+                Some(_) => p.add(v.span(), format!("ip = {:?} is outside the guests' network", v.get_ref()), "10.0.0.2 to 10.0.0.254 (10.0.0.1 is the host's end, docs/network.md)"),
+                None => p.add(v.span(), format!("ip = {:?} is not an IPv4 address", v.get_ref()), "four numbers, e.g. \"10.0.0.7\""),
+            }
+        }
+        let mut mac = None;
+        if let Some(v) = &s.mac {
+            match parse_mac(v.get_ref()) {
+                Some(m) if m[0] & 1 == 0 && m != [0; 6] => mac = Some(m),
+                Some(_) => p.add(v.span(), format!("mac = {:?} is a multicast or zero address", v.get_ref()), "a unicast address, e.g. \"02:51:56:00:00:07\" (locally administered)"),
+                None => p.add(v.span(), format!("mac = {:?} is not a MAC address", v.get_ref()), "six hex bytes with colons, e.g. \"02:51:56:00:00:07\""),
+            }
+        }
+        for (key, v) in [("ip", &s.ip), ("mac", &s.mac)] {
+            let Some(v) = v else { continue };
+            if !nic {
+                p.add(v.span(), format!("{key} without the NIC: sandbox {name:?} does not share it"), "add nic = true");
+            }
+            let text = v.get_ref().to_ascii_lowercase();
+            if let Some((_, owner)) = used_ids.iter().find(|(t, _)| *t == text) {
+                p.add(v.span(), format!("{key} {:?} is already sandbox {owner:?}'s", v.get_ref()), "every sharer needs its own address");
+            }
+            used_ids.push((text, name.clone()));
+        }
         let mut vcpus = Vec::new();
         for v in &s.vcpus {
             let v = v.get_ref();
@@ -262,6 +297,8 @@ pub fn check(text: &str, machine: &Machine) -> Result<Partitions, Vec<Problem>> 
             recovery,
             console_input: s.console_input.as_ref().is_none_or(|c| *c.get_ref()),
             nic,
+            ip,
+            mac,
             vcpus,
         });
     }
@@ -302,6 +339,16 @@ pub fn check(text: &str, machine: &Machine) -> Result<Partitions, Vec<Problem>> 
     }
 }
 
+fn parse_ip(text: &str) -> Option<[u8; 4]> {
+    let parts: Vec<u8> = text.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    parts.try_into().ok()
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let parts: Vec<u8> = text.split(':').map(|p| if p.len() == 2 { u8::from_str_radix(p, 16).ok() } else { None }).collect::<Option<_>>()?;
+    parts.try_into().ok()
+}
+
 fn short_list(items: &[String]) -> String {
     if items.len() <= 12 {
         items.join(", ")
@@ -327,6 +374,12 @@ impl Partitions {
                     if let Some(m) = s.memory_mib {
                         out.push_str(&format!(" memory_mib={m}"));
                     }
+                    if let Some(a) = s.ip {
+                        out.push_str(&format!(" ip={}.{}.{}.{}", a[0], a[1], a[2], a[3]));
+                    }
+                    if let Some(m) = s.mac {
+                        out.push_str(&format!(" mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]));
+                    }
                     if !s.vcpus.is_empty() {
                         let list: Vec<String> = s.vcpus.iter().map(|v| format!("{}:{}:{}", v.class, v.budget_us, v.period_us)).collect();
                         out.push_str(&format!(" vcpus={}", list.join(",")));
@@ -350,11 +403,17 @@ impl Partitions {
         (0..cpus).map(|c| self.on_core(c).map_or("none", |s| s.recovery.as_str())).collect::<Vec<_>>().join(",")
     }
 
-    /// The cores of the sandboxes that share the NIC (`nic=..` on the monitor's command line).
+    /// The cores of the sandboxes that share the NIC (`nic=..` on the monitor's command line), in core order:
+    /// sharer j is the j-th.
     pub fn nic_sharers(&self) -> Vec<u32> {
         let mut v: Vec<u32> = self.sandboxes.iter().filter(|s| s.nic).map(|s| s.cpus[0]).collect();
         v.sort();
         v
+    }
+
+    /// The IPv4 address of NIC sharer `j`: the file's, or the monitor's default (10.0.0.2 + j).
+    pub fn sharer_ip(&self, j: usize) -> [u8; 4] {
+        self.nic_sharers().get(j).and_then(|&c| self.on_core(c)).and_then(|s| s.ip).unwrap_or([10, 0, 0, 2 + j as u8])
     }
 
 }
@@ -396,6 +455,8 @@ vcpus = [{ class = "main", budget_us = 2000, period_us = 10000 }, { class = "io"
 name = "s3"
 cpus = [3]
 nic = true
+ip = "10.0.0.9"
+mac = "02:AA:00:00:00:09"
 recovery = "remote"
 console_input = false
 "#;
@@ -408,9 +469,10 @@ console_input = false
         assert_eq!(p.channels, vec![(0, 1)]);
         assert_eq!(p.recovery_list(4), "none,restart,none,remote");
         assert_eq!(p.nic_sharers(), vec![3]);
+        assert_eq!((p.sharer_ip(0), p.sharer_ip(1)), ([10, 0, 0, 9], [10, 0, 0, 3]));
         assert_eq!(
             p.spec(4),
-            "sandbox 0 name=s0 recovery=none input=1 run=forkwait 1000\nsandbox 1 name=s1 recovery=restart input=1 run=msgtest 100\nsandbox 2 name=s2 recovery=none input=1 vcpus=main:2000:10000,io:500:10000\nsandbox 3 name=s3 recovery=remote input=0\nchannel 0 1\n"
+            "sandbox 0 name=s0 recovery=none input=1 run=forkwait 1000\nsandbox 1 name=s1 recovery=restart input=1 run=msgtest 100\nsandbox 2 name=s2 recovery=none input=1 vcpus=main:2000:10000,io:500:10000\nsandbox 3 name=s3 recovery=remote input=0 ip=10.0.0.9 mac=02:aa:00:00:00:09\nchannel 0 1\n"
         );
         // A core no sandbox names is parked.
         let two = "[[sandbox]]\nname = \"a\"\ncpus = [1]\n";
@@ -453,6 +515,17 @@ console_input = false
         assert!(got.iter().any(|p| p.starts_with("12:14: the sandboxes ask for 1200 MiB: the machine has 1024 MiB, 960 of them") && p.contains("--mem 1264")), "{got:#?}");
         assert!(got.iter().any(|p| p.starts_with("13:163: period_us = 50: the kernel takes periods from 100 us")), "{got:#?}");
         assert!(got.iter().any(|p| p.starts_with("13:10: sandbox \"b\"'s main VCPUs use 0.900 of the core, above the rate-monotonic bound 0.828 for 2")), "{got:#?}");
+    }
+
+    #[test]
+    fn addresses_are_checked() {
+        let text = "[[sandbox]]\nname = \"a\"\ncpus = [0]\nnic = true\nip = \"10.0.0.1\"\nmac = \"03:00:00:00:00:01\"\n\n[[sandbox]]\nname = \"b\"\ncpus = [1]\nip = \"10.0.0.7\"\nmac = \"zz\"\n\n[[sandbox]]\nname = \"c\"\ncpus = [2]\nnic = true\nip = \"10.0.0.7\"\n";
+        let got = problems(text);
+        assert!(got.iter().any(|p| p.starts_with("5:6: ip = \"10.0.0.1\" is outside the guests' network")), "{got:#?}");
+        assert!(got.iter().any(|p| p.starts_with("6:7: mac = \"03:00:00:00:00:01\" is a multicast")), "{got:#?}");
+        assert!(got.iter().any(|p| p.starts_with("11:6: ip without the NIC: sandbox \"b\"")), "{got:#?}");
+        assert!(got.iter().any(|p| p.starts_with("12:7: mac = \"zz\" is not a MAC address")), "{got:#?}");
+        assert!(got.iter().any(|p| p.starts_with("18:6: ip \"10.0.0.7\" is already sandbox \"b\"'s")), "{got:#?}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Partition files (`--config`, docs/partitions.md): a wrong file is refused before anything is built, with
 //! the file's line and column; the examples boot and do what their comments say; a parked core stays parked
-//! (and the sandbox beside it gets the file's VCPUs);
+//! (and the sandbox beside it gets the file's VCPUs); a NIC sharer takes the file's IP and MAC;
 //! a listed channel works and an unlisted one is refused and counted by the monitor.
 mod common;
 use common::{status_of, vt};
@@ -73,4 +73,16 @@ fn listed_channels_work_and_unlisted_ones_are_refused_and_counted() {
         r.check(mine.is_some_and(|x| x.get_u64("peer") == Some(peer) && x.get_u64("count") == Some(1)), &format!("sandbox {s}'s channel to {peer} refused and counted once"));
         r.check(status_of(&r, s) == Some(1), "msgtest fails without its channel");
     }
+}
+
+/// network.toml under `ping`: the NIC's only sharer answers at the address and MAC the file gives it.
+#[test]
+fn a_network_service_sandbox_answers_at_the_files_address() {
+    common::require("qemu-system-x86_64");
+    let r = common::questv(&["ping", "--vt", "--cpus", "2", "--config", &example("network.toml"), "--count", "20"]);
+    let ping = r.results("ping");
+    r.check(ping.len() == 1, "one pinged guest");
+    r.check(ping[0].get("guest") == Some("10.0.0.9") && ping[0].get("mac") == Some("02:51:56:00:00:09"), "the file's IP and MAC");
+    r.check(ping[0].get_u64("received") == Some(20) && ping[0].get_u64("lost") == Some(0), "every ping answered");
+    r.check(r.code == 0, "ping ends with status 0");
 }

@@ -98,11 +98,10 @@ pub fn free_port_pair() -> Result<u16, String> {
 /// The stop marker (frame::STOP_ID / STOP_PAYLOAD in the kernel): an echo request the guest's demultiplexer
 /// recognises, which ends `netserve`. Sent a few times: Bochs takes one frame per millisecond at most.
 /// Every sharer gets one, pinged or not (to the broadcast MAC: the demultiplexer matches the IP).
-fn send_stop(port: u16, sharers: u32) {
+fn send_stop(port: u16, sharers: &[Ipv4Addr]) {
     let Ok(sock) = UdpSocket::bind(("127.0.0.1", port + 1)).or_else(|_| UdpSocket::bind("127.0.0.1:0")) else { return };
     for _ in 0..5 {
-        for j in 0..sharers {
-            let ip = Ipv4Addr::new(10, 0, 0, 2 + j as u8);
+        for &ip in sharers {
             let icmp = peer::build_icmp_echo(peer::ICMP_ECHO_REQUEST, 0x5170, 0, b"QUESTV-STOP");
             let f = peer::build_ipv4_frame(peer::BROADCAST_MAC, peer::PEER_MAC, peer::PEER_IP, ip, peer::IP_PROTO_ICMP, 0x5170, &icmp);
             let _ = sock.send_to(&f, ("127.0.0.1", port));
@@ -191,7 +190,9 @@ pub fn ping_run(o: &PingOptions) -> Result<PingRun, String> {
         timeout: Some(o.boot.timeout.unwrap_or(serve_secs + 120)),
         ..o.boot.clone()
     };
-    let ips: Vec<Ipv4Addr> = (0..guests).map(|i| Ipv4Addr::new(10, 0, 0, 2 + i as u8)).collect();
+    // Sharer j's address: a partition file's, else 10.0.0.2 + j (the monitor's choice).
+    let ip_of = |j: usize| o.boot.partition.as_ref().map_or([10, 0, 0, 2 + j as u8], |p| p.sharer_ip(j));
+    let ips: Vec<Ipv4Addr> = (0..guests as usize).map(|i| Ipv4Addr::from(ip_of(i))).collect();
     let cfg = PeerConfig {
         count: o.count,
         interval: Duration::from_millis(o.interval_ms),
@@ -202,10 +203,12 @@ pub fn ping_run(o: &PingOptions) -> Result<PingRun, String> {
         reply_timeout: Duration::from_secs(if slow { 10 } else { 3 }),
         ..PeerConfig::new(port, ips)
     };
+    let all_sharers = o.boot.partition.as_ref().map_or(sharers as usize, |p| p.nic_sharers().len());
+    let stop_to: Vec<Ipv4Addr> = (0..all_sharers).map(|j| Ipv4Addr::from(ip_of(j))).collect();
     let booting = std::thread::spawn(move || boot(&boot_opts));
     let stop = AtomicBool::new(false);
     let peer_report = peer::run_peer(&cfg, &stop).map_err(|e| format!("host peer: {e}"));
-    send_stop(port, sharers);
+    send_stop(port, &stop_to);
     let boot_report = booting.join().map_err(|_| "the boot thread panicked".to_string())??;
     let peer_report = peer_report?;
     let guests = guest_sides(&boot_report.lines);

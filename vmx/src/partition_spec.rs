@@ -1,7 +1,7 @@
 //! The partition description the monitor reads (the `partition` boot module, written by the runner from a
 //! checked partition file: docs/partitions.md). One line per core of the machine the file was checked for —
-//! `sandbox CORE name=NAME recovery=POLICY input=0|1 [memory_mib=N] [vcpus=LIST] [run=PROGRAM ARGS]` or
-//! `parked CORE` — and one per
+//! `sandbox CORE name=NAME recovery=POLICY input=0|1 [memory_mib=N] [ip=A.B.C.D] [mac=XX:..] [vcpus=LIST]
+//! [run=PROGRAM ARGS]` or `parked CORE` — and one per
 //! channel the sandboxes may open, `channel CORE CORE`. The monitor checks it again against the machine it
 //! finds (`check`) and refuses to launch anything if it does not fit. Host-tested.
 #![forbid(unsafe_code)]
@@ -20,6 +20,9 @@ pub struct SandboxSpec {
     pub memory_mib: Option<u64>,
     /// VCPUs it creates at start, as the kernel's `vcpus=` option takes them (`main:2000:10000,...`).
     pub vcpus: Option<String>,
+    /// As a NIC sharer: its IPv4 address and MAC (`None`: the monitor's choice).
+    pub ip: Option<[u8; 4]>,
+    pub mac: Option<[u8; 6]>,
     pub run: Option<String>,
 }
 
@@ -54,6 +57,16 @@ impl Spec {
     }
 }
 
+/// `N` bytes written in `radix`, separated by `sep` (an IPv4 address, a MAC).
+fn parse_octets<const N: usize>(text: &str, sep: char, radix: u32) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    let mut parts = text.split(sep);
+    for slot in out.iter_mut() {
+        *slot = u8::from_str_radix(parts.next()?, radix).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
 /// Parse the description; the first malformed line is the error (with its number).
 pub fn parse(text: &str) -> Result<Spec, String> {
     let mut spec = Spec::default();
@@ -76,7 +89,7 @@ pub fn parse(text: &str) -> Result<Spec, String> {
                     spec.cores.push(Core::Parked);
                     continue;
                 }
-                let mut s = SandboxSpec { name: String::new(), recovery: "none".to_string(), input: true, memory_mib: None, vcpus: None, run: None };
+                let mut s = SandboxSpec { name: String::new(), recovery: "none".to_string(), input: true, memory_mib: None, vcpus: None, ip: None, mac: None, run: None };
                 while !rest.is_empty() {
                     if let Some(r) = rest.strip_prefix("run=") {
                         s.run = Some(r.trim().to_string()).filter(|r| !r.is_empty());
@@ -90,6 +103,8 @@ pub fn parse(text: &str) -> Result<Spec, String> {
                         Some(("input", "0")) => s.input = false,
                         Some(("input", "1")) => s.input = true,
                         Some(("vcpus", v)) => s.vcpus = Some(v.to_string()),
+                        Some(("ip", v)) => s.ip = Some(parse_octets::<4>(v, '.', 10).ok_or_else(|| format!("line {n}: ip={v:?} is not an IPv4 address"))?),
+                        Some(("mac", v)) => s.mac = Some(parse_octets::<6>(v, ':', 16).ok_or_else(|| format!("line {n}: mac={v:?} is not a MAC address"))?),
                         Some(("memory_mib", v)) => s.memory_mib = Some(v.parse().map_err(|_| format!("line {n}: memory_mib={v:?} is not a number"))?),
                         _ => return Err(format!("line {n}: unknown setting {kv:?}")),
                     }
@@ -138,10 +153,10 @@ mod tests {
 
     #[test]
     fn a_description_round_trips_what_the_runner_writes() {
-        let text = "parked 0\nsandbox 1 name=ctl recovery=restart input=0 memory_mib=64 vcpus=main:2000:10000 run=forkwait 100 extra\nsandbox 2 name=log recovery=none input=1\nchannel 1 2\n";
+        let text = "parked 0\nsandbox 1 name=ctl recovery=restart input=0 memory_mib=64 ip=10.0.0.9 mac=02:aa:00:00:00:09 vcpus=main:2000:10000 run=forkwait 100 extra\nsandbox 2 name=log recovery=none input=1\nchannel 1 2\n";
         let s = parse(text).unwrap();
         assert!(s.parked(0) && !s.parked(1));
-        assert_eq!(s.sandbox(1), Some(&SandboxSpec { name: "ctl".into(), recovery: "restart".into(), input: false, memory_mib: Some(64), vcpus: Some("main:2000:10000".into()), run: Some("forkwait 100 extra".into()) }));
+        assert_eq!(s.sandbox(1), Some(&SandboxSpec { name: "ctl".into(), recovery: "restart".into(), input: false, memory_mib: Some(64), vcpus: Some("main:2000:10000".into()), ip: Some([10, 0, 0, 9]), mac: Some([2, 0xaa, 0, 0, 0, 9]), run: Some("forkwait 100 extra".into()) }));
         assert_eq!(s.sandbox(2).unwrap().run, None);
         assert!(s.channel_allowed(2, 1) && s.channel_allowed(1, 2) && !s.channel_allowed(1, 0));
         assert!(check(&s, 3).is_empty());
@@ -168,5 +183,7 @@ mod tests {
         assert_eq!(parse("sandbox x name=a\n"), Err("line 1: \"x\" is not a core number".into()));
         assert_eq!(parse("sandbox 0 name=a\nchannel 0\n"), Err("line 2: a channel names two cores".into()));
         assert_eq!(parse("bogus\n"), Err("line 1: unknown entry \"bogus\"".into()));
+        assert_eq!(parse("sandbox 0 name=a ip=10.0.0\n"), Err("line 1: ip=\"10.0.0\" is not an IPv4 address".into()));
+        assert_eq!(parse("sandbox 0 name=a mac=02:00:00:00:00:00:01\n"), Err("line 1: mac=\"02:00:00:00:00:00:01\" is not a MAC address".into()));
     }
 }

@@ -104,9 +104,10 @@ fn set_up(opts: &MonitorOptions, caps: Caps) -> Result<u32, String> {
     result!(name, "{}", setup);
     result!("monitor", "arch={} apic={}", settings.arch().name(), apic.name());
     state::set_watchdog_cycles(watchdog_cycles);
-    claim_devices(opts)?;
     let n = smp::cpus_online();
+    // First: the NIC grant takes the sharers' addresses from it.
     read_partition(n)?;
+    claim_devices(opts)?;
     let plan = plan_memory(opts, n)?;
     nic::program();
     nic_guard::record();

@@ -87,10 +87,21 @@ pub(super) fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &
     if sharers.is_empty() {
         return Err(format!("nic={list}: no sandbox named"));
     }
+    // A partition file may give a sharer its own address and MAC (checked by the runner and here: unique).
+    let given = |j: usize| super::state::partition().and_then(|p| p.sandbox(sharers[j]));
     let ids: Vec<(u64, [u8; 4])> = (0..sharers.len())
         // MAC 0: `program` fills in the NIC's EEPROM address for everyone.
-        .map(|j| (if device_mac { 0 } else { questv_drivers::e1000::mac_to_u64(questv_kernel::net::sharer_mac(j)) }, questv_kernel::net::sharer_ip(j)))
+        .map(|j| {
+            let mac = given(j).and_then(|s| s.mac).unwrap_or(questv_kernel::net::sharer_mac(j));
+            let ip = given(j).and_then(|s| s.ip).unwrap_or(questv_kernel::net::sharer_ip(j));
+            (if device_mac { 0 } else { questv_drivers::e1000::mac_to_u64(mac) }, ip)
+        })
         .collect();
+    for (j, a) in ids.iter().enumerate() {
+        if ids[..j].iter().any(|b| b.1 == a.1 || (a.0 != 0 && b.0 == a.0)) {
+            return Err(format!("nic: sharer {j} has the address or MAC of another sharer"));
+        }
+    }
     let nic = questv_kernel::net::device::claim(pci, &ids)?;
     // Logical ids: xAPIC flat, bit = core index (set in launch_here); x2APIC cluster 0, bit = APIC id (fixed by
     // the hardware; the I/O APIC's 8-bit destination reaches cluster 0 only).
