@@ -123,6 +123,12 @@ pub struct Partitions {
     pub channels: Vec<(usize, usize)>,
 }
 
+/// NIC sharer `j`'s address when no file gives one: 10.0.0.2 + j, as the monitor chooses it
+/// (`questv_kernel::net::sharer_ip`).
+pub fn default_sharer_ip(j: usize) -> [u8; 4] {
+    [10, 0, 0, 2 + j as u8]
+}
+
 /// 1-based line and column of byte `offset` in `text`.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -251,7 +257,7 @@ pub fn check(text: &str, machine: &Machine) -> Result<Partitions, Vec<Problem>> 
         let mut mac = None;
         if let Some(v) = &s.mac {
             match parse_mac(v.get_ref()) {
-                Some(m) if m[0] & 1 == 0 && m != [0; 6] => mac = Some(m),
+                Some(m) if crate::peer::wire::is_unicast_mac(&m) => mac = Some(m),
                 Some(_) => p.add(v.span(), format!("mac = {:?} is a multicast or zero address", v.get_ref()), "a unicast address, e.g. \"02:51:56:00:00:07\" (locally administered)"),
                 None => p.add(v.span(), format!("mac = {:?} is not a MAC address", v.get_ref()), "six hex bytes with colons, e.g. \"02:51:56:00:00:07\""),
             }
@@ -340,8 +346,7 @@ pub fn check(text: &str, machine: &Machine) -> Result<Partitions, Vec<Problem>> 
 }
 
 fn parse_ip(text: &str) -> Option<[u8; 4]> {
-    let parts: Vec<u8> = text.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
-    parts.try_into().ok()
+    text.parse::<std::net::Ipv4Addr>().ok().map(|a| a.octets())
 }
 
 fn parse_mac(text: &str) -> Option<[u8; 6]> {
@@ -375,10 +380,10 @@ impl Partitions {
                         out.push_str(&format!(" memory_mib={m}"));
                     }
                     if let Some(a) = s.ip {
-                        out.push_str(&format!(" ip={}.{}.{}.{}", a[0], a[1], a[2], a[3]));
+                        out.push_str(&format!(" ip={}", std::net::Ipv4Addr::from(a)));
                     }
                     if let Some(m) = s.mac {
-                        out.push_str(&format!(" mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]));
+                        out.push_str(&format!(" mac={}", crate::peer::wire::format_mac(&m)));
                     }
                     if !s.vcpus.is_empty() {
                         let list: Vec<String> = s.vcpus.iter().map(|v| format!("{}:{}:{}", v.class, v.budget_us, v.period_us)).collect();
@@ -411,9 +416,9 @@ impl Partitions {
         v
     }
 
-    /// The IPv4 address of NIC sharer `j`: the file's, or the monitor's default (10.0.0.2 + j).
+    /// The IPv4 address of NIC sharer `j`: the file's, or the monitor's default.
     pub fn sharer_ip(&self, j: usize) -> [u8; 4] {
-        self.nic_sharers().get(j).and_then(|&c| self.on_core(c)).and_then(|s| s.ip).unwrap_or([10, 0, 0, 2 + j as u8])
+        self.nic_sharers().get(j).and_then(|&c| self.on_core(c)).and_then(|s| s.ip).unwrap_or(default_sharer_ip(j))
     }
 
 }

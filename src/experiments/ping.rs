@@ -191,7 +191,7 @@ pub fn ping_run(o: &PingOptions) -> Result<PingRun, String> {
         ..o.boot.clone()
     };
     // Sharer j's address: a partition file's, else 10.0.0.2 + j (the monitor's choice).
-    let ip_of = |j: usize| o.boot.partition.as_ref().map_or([10, 0, 0, 2 + j as u8], |p| p.sharer_ip(j));
+    let ip_of = |j: usize| o.boot.partition.as_ref().map_or(crate::partitions::default_sharer_ip(j), |p| p.sharer_ip(j));
     let ips: Vec<Ipv4Addr> = (0..guests as usize).map(|i| Ipv4Addr::from(ip_of(i))).collect();
     let cfg = PeerConfig {
         count: o.count,

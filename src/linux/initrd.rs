@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 use super::fetch::fetch;
+use crate::peer::wire::format_mac;
 use super::{read, write_atomically, LinuxGuest, LinuxNet, APPLETS, GUEST_COMMAND_PATH, GUEST_E1000_PATH};
 use std::collections::hash_map::DefaultHasher;
 use std::fs;
@@ -157,10 +158,6 @@ pub fn init_script(net: Option<&LinuxNet>, stay_up: bool) -> String {
         s.push_str("poweroff -f\n");
     }
     s
-}
-
-pub(super) fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// Writer for the "new ASCII" (newc, magic 070701) cpio format the kernel unpacks as initramfs: per entry a

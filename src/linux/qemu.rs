@@ -2,7 +2,7 @@
 //! lines.
 #![forbid(unsafe_code)]
 
-use super::initrd::format_mac;
+use crate::peer::wire::format_mac;
 use super::{require_tool, LinuxGuest, LinuxNet};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, ExitStatus, Stdio};
