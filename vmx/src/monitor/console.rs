@@ -53,8 +53,7 @@ pub(super) fn console_bytes(sandbox: u32, bytes: &[u8]) -> Result<(), i64> {
                     continue;
                 }
                 b'\r' => continue,
-                b'\t' | 0x20..=0x7E => b,
-                _ => b'?',
+                _ => stored_byte(b),
             };
             if st.line_len == st.line.len() {
                 queue_line(&mut st);
@@ -69,6 +68,14 @@ pub(super) fn console_bytes(sandbox: u32, bytes: &[u8]) -> Result<(), i64> {
     let mut st = state(sandbox);
     st.console_stats.max_write_cycles = st.console_stats.max_write_cycles.max(spent);
     Ok(())
+}
+
+/// What a line held for the queue keeps of a byte: printable ASCII and tab; anything else is `?`.
+fn stored_byte(b: u8) -> u8 {
+    match b {
+        b'\t' | 0x20..=0x7E => b,
+        _ => b'?',
+    }
 }
 
 fn queue_line(st: &mut Sandbox) {
@@ -261,7 +268,7 @@ fn focus_moved(sandbox: u32) {
             let mut st = state(old);
             let n = line.len().min(st.line.len());
             for (slot, &b) in st.line.iter_mut().zip(&line[..n]) {
-                *slot = if (0x20..=0x7E).contains(&b) || b == b'\t' { b } else { b'?' };
+                *slot = stored_byte(b);
             }
             st.line_len = n;
         }
