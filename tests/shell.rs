@@ -114,6 +114,20 @@ fn wait_for_success(mut session: Session, screen: &Screen) {
     assert!(status.success(), "questv shell ended with {status}; the screen:\n{}", screen.text);
 }
 
+/// ^C ends the foreground program (not the shell), well before its 100 s: `busybox sleep 100`, ^C, the
+/// echoed `^C` and the prompt again, each line starting with `prefix` (a sandbox's, or none). Returns where the
+/// prompt ends.
+fn ctrl_c_ends_a_sleep(screen: &mut Screen, type_in: &mut impl FnMut(&[u8]), at: usize, prefix: &str) -> usize {
+    type_in(b"busybox sleep 100\r");
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    type_in(b"\x03");
+    let at = screen.wait_for(&format!("{prefix}^C"), at, 30);
+    let at = screen.wait_for(&format!("{prefix}/ # "), at, 30);
+    assert!(started.elapsed() < Duration::from_secs(60), "sleep 100 was not interrupted");
+    at
+}
+
 #[test]
 fn an_interactive_shell_takes_typed_commands_and_ctrl_c_and_ctrl_d() {
     let (mut screen, mut type_in, child) = start_shell("--cpus 2");
@@ -126,14 +140,7 @@ fn an_interactive_shell_takes_typed_commands_and_ctrl_c_and_ctrl_d() {
     at = screen.wait_for("3\n2\n1\n", at, 30);
     at = screen.wait_for("line\n", at, 30);
     at = screen.wait_for("/ # ", at, 30);
-    // ^C ends the foreground program (not the shell), well before its 100 s.
-    type_in(b"busybox sleep 100\r");
-    std::thread::sleep(Duration::from_secs(2));
-    let started = Instant::now();
-    type_in(b"\x03");
-    at = screen.wait_for("^C", at, 30);
-    at = screen.wait_for("/ # ", at, 30);
-    assert!(started.elapsed() < Duration::from_secs(60), "sleep 100 was not interrupted");
+    at = ctrl_c_ends_a_sleep(&mut screen, &mut type_in, at, "");
     type_in(b"echo still here\r");
     at = screen.wait_for("still here", at, 30);
     screen.wait_for("/ # ", at, 30);
@@ -160,11 +167,7 @@ fn vt_console_input_goes_to_one_sandbox_and_ctrl_a_switches() {
     at = screen.wait_for("[s1] one3\n", at, 30);
     assert!(!screen.text.contains("zero3") && !screen.text.contains("[s0] one3"), "typed into the wrong sandbox:\n{}", screen.text);
     at = screen.wait_for("[s1] / # ", at, 30);
-    type_in(b"busybox sleep 100\r");
-    std::thread::sleep(Duration::from_secs(2));
-    type_in(b"\x03");
-    at = screen.wait_for("[s1] ^C", at, 30);
-    at = screen.wait_for("[s1] / # ", at, 30);
+    at = ctrl_c_ends_a_sleep(&mut screen, &mut type_in, at, "[s1] ");
     type_in(b"true\r");
     at = screen.wait_for("[s1] / # ", at, 30);
     // Sandbox 1's shell ends: the input falls back to sandbox 0, the only one left.

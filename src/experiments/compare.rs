@@ -300,8 +300,9 @@ fn run_linux(o: &BootOptions, run: &str) -> Result<(Vec<String>, String), String
     let timeout = std::time::Duration::from_secs(o.timeout.unwrap_or(o.timeout_secs() * 10));
     let r = crate::linux::run_qemu(&qemu, timeout, Some("LINUX DONE"))?;
     let lines: Vec<String> = r.lines.iter().map(|(_, l)| l.clone()).collect();
-    if instances(&lines).len() != o.cpus as usize {
-        return Err(format!("Linux reported {} instances, expected {}:\n{}{}", instances(&lines).len(), o.cpus, r.text(), r.stderr));
+    let reported = instances(&lines).len();
+    if reported != o.cpus as usize {
+        return Err(format!("Linux reported {reported} instances, expected {}:\n{}{}", o.cpus, r.text(), r.stderr));
     }
     Ok((lines, guest.version))
 }
