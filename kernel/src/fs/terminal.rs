@@ -3,7 +3,8 @@
 //! is polled: on every timer tick (so ^C reaches a program that is not reading) and while a reader waits.
 //! One terminal per kernel; it is the controlling terminal of init's session, and its foreground process
 //! group (TIOCSPGRP, tcsetpgrp) gets the signals typed at it. In a sandbox the monitor owns the serial port:
-//! until it routes input to sandboxes, a sandbox's console has output only.
+//! `console::try_read` gives what the monitor routed here while this sandbox had the input focus, taken from
+//! it when the console vector arrives (irq.rs polls at once then, as at every tick).
 
 use super::tty::{self, LineDiscipline, Termios, Winsize};
 use crate::sync::IrqSpinlock;
