@@ -192,7 +192,10 @@ pub fn check(text: &str, machine: &Machine) -> Result<Partitions, Vec<Problem>> 
         if names[..i].contains(name) {
             p.add(s.name.span(), format!("sandbox name {name:?} is used twice"), "give every sandbox its own name");
         }
-        let cpus: Vec<u32> = s.cpus.get_ref().iter().map(|c| *c.get_ref()).collect();
+        // In order: the first (lowest) core is the one the sandbox starts on and is numbered by.
+        let mut cpus: Vec<u32> = s.cpus.get_ref().iter().map(|c| *c.get_ref()).collect();
+        cpus.sort();
+        cpus.dedup();
         if cpus.is_empty() {
             p.add(s.cpus.span(), format!("sandbox {name:?} has no cores"), "cpus = [0] gives it core 0");
         }
@@ -205,9 +208,6 @@ pub fn check(text: &str, machine: &Machine) -> Result<Partitions, Vec<Problem>> 
             } else {
                 used_cores.push((core, name.clone()));
             }
-        }
-        if cpus.len() > 1 {
-            p.add(s.cpus.span(), format!("sandbox {name:?} names {} cores: a sandbox runs on one core so far", cpus.len()), "give it one core (several cores per sandbox are not in yet: docs/partitions.md)");
         }
         if let Some(m) = &s.memory_mib {
             let mib = *m.get_ref();
@@ -374,6 +374,7 @@ impl Partitions {
         let mut out = String::new();
         for core in 0..cpus {
             match self.on_core(core) {
+                Some(s) if s.cpus[0] != core => out.push_str(&format!("member {core} of={}\n", s.cpus[0])),
                 Some(s) => {
                     out.push_str(&format!("sandbox {core} name={} recovery={} input={}", s.name, s.recovery, u8::from(s.console_input)));
                     if let Some(m) = s.memory_mib {
@@ -485,11 +486,20 @@ console_input = false
     }
 
     #[test]
+    fn a_sandbox_on_several_cores_is_numbered_by_its_lowest() {
+        let text = "channels = [[\"wide\", \"one\"]]\n[[sandbox]]\nname = \"one\"\ncpus = [0]\n\n[[sandbox]]\nname = \"wide\"\ncpus = [3, 1]\nrun = \"percpu forkwait 10\"\n";
+        let p = check(text, &machine()).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(p.sandboxes[1].cpus, vec![1, 3]);
+        assert_eq!(p.spec(4), "sandbox 0 name=one recovery=none input=1\nsandbox 1 name=wide recovery=none input=1 run=percpu forkwait 10\nparked 2\nmember 3 of=1\nchannel 1 0\n");
+        let got = problems("[[sandbox]]\nname = \"a\"\ncpus = [1, 1]\n");
+        assert!(got.iter().any(|p| p.starts_with("3:12: core 1 is already sandbox \"a\"'s")), "{got:#?}");
+    }
+
+    #[test]
     fn every_problem_names_its_line_and_column() {
         let text = "[[sandbox]]\nname = \"a\"\ncpus = [0, 5]\n\n[[sandbox]]\nname = \"a\"\ncpus = [0]\nrun = \"nosuch 3\"\nrecovery = \"sometimes\"\n";
         let got = problems(text);
         assert!(got.iter().any(|p| p.starts_with("3:12: core 5 does not exist: the machine has 4") && p.contains("hint: boot with --cpus 6")), "{got:#?}");
-        assert!(got.iter().any(|p| p.starts_with("3:8: sandbox \"a\" names 2 cores")), "{got:#?}");
         assert!(got.iter().any(|p| p.starts_with("6:8: sandbox name \"a\" is used twice")), "{got:#?}");
         assert!(got.iter().any(|p| p.starts_with("7:9: core 0 is already sandbox \"a\"'s")), "{got:#?}");
         assert!(got.iter().any(|p| p.starts_with("8:7: unknown program \"nosuch\"") && p.contains("--add PATH")), "{got:#?}");

@@ -241,18 +241,19 @@ pub fn send_nmi_all_but_self() {
     send_icr(0, DELIVERY_NMI | ICR_LEVEL_ASSERT | SHORTHAND_ALL_BUT_SELF);
 }
 
-/// INIT-SIPI-SIPI sequence (Intel SDM Vol. 3 §8.4.4.1) starting `dest_apic_id` at physical `start_page << 12`.
-pub fn start_ap(dest_apic_id: u32, start_page: u8) {
+/// INIT-SIPI-SIPI sequence (Intel SDM Vol. 3 §8.4.4.1) starting `dest_apic_id` at physical `start_page << 12`,
+/// with the SDM's waits between the steps timed by `delay_us` (a monitor that emulates the sequence needs none).
+pub fn start_ap(dest_apic_id: u32, start_page: u8, delay_us: fn(u32)) {
     send_icr(dest_apic_id, DELIVERY_INIT | ICR_LEVEL_ASSERT | ICR_TRIGGER_LEVEL);
-    cpu::io_delay_us(200);
+    delay_us(200);
     if !is_x2apic() {
         // INIT level de-assert, required by older xAPICs and harmless on newer ones.
         send_icr(dest_apic_id, DELIVERY_INIT | ICR_TRIGGER_LEVEL);
     }
-    cpu::io_delay_us(10_000);
+    delay_us(10_000);
     for _ in 0..2 {
         send_icr(dest_apic_id, DELIVERY_STARTUP | ICR_LEVEL_ASSERT | u32::from(start_page));
-        cpu::io_delay_us(200);
+        delay_us(200);
     }
 }
 

@@ -47,7 +47,7 @@ pub fn bring_up(mbi_phys: u64, build: &'static str) -> Booted {
     log::info!("firmware: {firmware}; AP trampoline page: {:x?}", trampoline);
     let cr3 = own_tables(mem.highest_address, trampoline);
     if let Some(args) = opts.sandbox {
-        boot_sandbox(&args, mem.usable_bytes);
+        boot_sandbox(&args, mem.usable_bytes, cr3, trampoline);
         return Booted { opts, machine: None };
     }
     let topology = topology(&mbi);
@@ -57,7 +57,7 @@ pub fn bring_up(mbi_phys: u64, build: &'static str) -> Booted {
     // SAFETY: IDT, GDT/TSS (IST stacks), LAPIC and the scheduler are ready on this CPU.
     unsafe { cpu::enable_interrupts() };
     let started = match trampoline {
-        Some(page) => start_aps(&topology.cpu_apic_ids, bsp_apic, cr3, page),
+        Some(page) => start_aps(&topology.cpu_apic_ids, bsp_apic, cr3, page, cpu::io_delay_us),
         None => {
             log::error!("no free page below 640 KiB for the AP trampoline: running on the BSP alone");
             0
@@ -265,13 +265,14 @@ fn create_vcpus(list: &str) {
     }
 }
 
-/// A VT sandbox: one CPU, no firmware tables and no PIC/IOAPIC programming (machine-wide devices are not a
+/// A VT sandbox: its cores (the one it starts on, and any others the monitor lists, started as the SMP
+/// kernel starts its APs), no firmware tables and no PIC/IOAPIC programming (machine-wide devices are not a
 /// sandbox's to reset), timer rates from the monitor, console through the monitor.
-fn boot_sandbox(args: &questv_abi::boot::SandboxArgs, usable_bytes: u64) {
+fn boot_sandbox(args: &questv_abi::boot::SandboxArgs, usable_bytes: u64, cr3: u64, trampoline: Option<u64>) {
     lapic::select_mode(0xFEE0_0000);
     lapic::enable();
     let apic = lapic::id();
-    // SAFETY: index 0 is this sandbox's only CPU.
+    // SAFETY: index 0 is the core the sandbox starts on.
     unsafe { percpu::install(0, apic) };
     let given = (args.tsc_hz != 0 && args.lapic_hz != 0)
         .then_some(questv_arch::timer::Calibration { tsc_hz: args.tsc_hz, lapic_hz: args.lapic_hz });
@@ -280,8 +281,19 @@ fn boot_sandbox(args: &questv_abi::boot::SandboxArgs, usable_bytes: u64) {
     crate::time::set_wall_at_tsc0(args.wall_ns);
     // SAFETY: IDT, GDT/TSS, LAPIC and the scheduler are ready.
     unsafe { cpu::enable_interrupts() };
-    result!("sandbox_boot", "sandbox={} apic_id={} apic={} mem_mib={} incarnation={}", args.sandbox, apic,
-            if lapic::is_x2apic() { "x2apic" } else { "xapic" }, usable_bytes >> 20, args.incarnation);
+    // Its other cores: INIT and start-up IPIs to them, which the monitor emulates (an SVM core has no
+    // wait-for-SIPI state): no settling time to wait.
+    let others: alloc::vec::Vec<u32> = args.other_core_apic_ids().collect();
+    if !others.is_empty() {
+        let ids: alloc::vec::Vec<u32> = core::iter::once(apic).chain(others.iter().copied()).collect();
+        let started = match trampoline {
+            Some(page) => start_aps(&ids, apic, cr3, page, |_| {}),
+            None => 0,
+        };
+        result!("sandbox_cores", "sandbox={} started={} of={} cpus_online={}", args.sandbox, started, others.len(), smp::cpus_online());
+    }
+    result!("sandbox_boot", "sandbox={} apic_id={} apic={} mem_mib={} incarnation={} cpus={}", args.sandbox, apic,
+            if lapic::is_x2apic() { "x2apic" } else { "xapic" }, usable_bytes >> 20, args.incarnation, smp::cpus_online());
     // A sharer of the NIC: the monitor mapped its registers and the DMA region and routes its interrupt here.
     if let Some(nic) = args.nic {
         crate::net::stack::start(crate::net::stack::Config { mmio: nic.mmio, dma: nic.dma, index: nic.index as usize, initialise: false, claims: nic.claims });
@@ -346,7 +358,7 @@ extern "C" fn ap_entry(cpu_index: u64) -> ! {
 }
 
 /// Start every CPU in `apic_ids` except the BSP, one at a time. Returns how many came online.
-fn start_aps(apic_ids: &[u32], bsp_apic_id: u32, cr3: u64, trampoline: u64) -> u32 {
+fn start_aps(apic_ids: &[u32], bsp_apic_id: u32, cr3: u64, trampoline: u64, delay_us: fn(u32)) -> u32 {
     let mut started = 0;
     for &apic_id in apic_ids.iter().filter(|&&id| id != bsp_apic_id) {
         let index = CPU_COUNT.load(Ordering::SeqCst);
@@ -364,7 +376,7 @@ fn start_aps(apic_ids: &[u32], bsp_apic_id: u32, cr3: u64, trampoline: u64) -> u
         unsafe {
             questv_arch::boot::install_ap_trampoline(trampoline, cr3, top, ap_entry, u64::from(index));
         }
-        lapic::start_ap(apic_id, (trampoline >> 12) as u8);
+        lapic::start_ap(apic_id, (trampoline >> 12) as u8, delay_us);
         let deadline = cpu::rdtsc() + crate::time::tsc_hz() * 2;
         while !ONLINE[index as usize].load(Ordering::SeqCst) && cpu::rdtsc() < deadline {
             cpu::pause();

@@ -199,14 +199,30 @@ impl PermissionMaps {
     }
 }
 
-/// What the policy decides for one sandbox's start: its control block (the VMCS or VMCB page), the root of its
-/// second stage, and where and with which registers its kernel starts (EAX, EBX: the multiboot2 hand-over).
+/// What the policy decides for one core's start: its control block (the VMCS or VMCB page), the root of its
+/// sandbox's second stage, and where and with which registers it starts: a sandbox's first core as GRUB leaves
+/// a multiboot2 kernel (`entry`, EAX, EBX: the hand-over), its other cores (`sipi`) as a start-up IPI leaves
+/// an application processor — real mode at the page its sandbox named ([`set_start_vector`]).
 pub struct GuestStart {
     pub control_page: u64,
     pub stage2_root: u64,
     pub entry: u32,
     pub rax: u32,
     pub rbx: u32,
+    pub sipi: bool,
+}
+
+/// Each core's start-up vector: the real-mode page (number) the last start-up IPI its sandbox sent it named.
+static START_VECTOR: [AtomicU8; questv_arch::percpu::MAX_CPUS] = [const { AtomicU8::new(0) }; questv_arch::percpu::MAX_CPUS];
+
+/// Core `core` starts (its next launch with `sipi`) in real mode at `vector` << 12.
+pub fn set_start_vector(core: u32, vector: u8) {
+    START_VECTOR[core as usize].store(vector, Ordering::SeqCst);
+}
+
+/// The calling core's start-up vector (the backends read it when they set up a `sipi` launch).
+pub(crate) fn start_vector() -> u8 {
+    START_VECTOR[questv_arch::percpu::cpu_index() as usize].load(Ordering::SeqCst)
 }
 
 /// What one core launches: the backend's configuration for its sandbox.
@@ -220,7 +236,7 @@ impl LaunchConfig {
     /// One core's configuration. The backend takes the pages only it needs from `pages(n)` (VMX: the exit stack,
     /// then the VMXON region; SVM: the host save area, then the host-state page).
     pub fn new<E>(settings: &RunSettings, maps: PermissionMaps, start: GuestStart, pages: &mut impl FnMut(u64) -> Result<u64, E>) -> Result<LaunchConfig, E> {
-        let GuestStart { control_page, stage2_root, entry, rax, rbx } = start;
+        let GuestStart { control_page, stage2_root, entry, rax, rbx, sipi } = start;
         Ok(match (settings.caps, settings.vmx) {
             (Caps::Vmx(_), Some(vmx)) => {
                 let stack = pages(4)?;
@@ -234,6 +250,7 @@ impl LaunchConfig {
                     entry,
                     rax,
                     rbx,
+                    sipi,
                     // The pool hands out physical pages; the CPU runs on the stack at its virtual address.
                     host_stack_top: phys_to_virt(stack + 4 * PAGE_SIZE),
                     host_tr_base: 0,
@@ -251,6 +268,7 @@ impl LaunchConfig {
                 entry,
                 rax,
                 rbx,
+                sipi,
                 // Every core has its own TLB; one guest per core needs one ASID.
                 asid: 1,
                 caps,

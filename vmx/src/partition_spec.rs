@@ -1,7 +1,8 @@
 //! The partition description the monitor reads (the `partition` boot module, written by the runner from a
 //! checked partition file: docs/partitions.md). One line per core of the machine the file was checked for —
 //! `sandbox CORE name=NAME recovery=POLICY input=0|1 [memory_mib=N] [ip=A.B.C.D] [mac=XX:..] [vcpus=LIST]
-//! [run=PROGRAM ARGS]` or `parked CORE` — and one per
+//! [run=PROGRAM ARGS]`, `member CORE of=CORE` (another core of the sandbox on the named core, which is its
+//! first) or `parked CORE` — and one per
 //! channel the sandboxes may open, `channel CORE CORE`. The monitor checks it again against the machine it
 //! finds (`check`) and refuses to launch anything if it does not fit. Host-tested.
 #![forbid(unsafe_code)]
@@ -29,6 +30,8 @@ pub struct SandboxSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Core {
     Sandbox(SandboxSpec),
+    /// Another core of the sandbox whose first core is the one named (a sandbox is numbered by that core).
+    Member(u32),
     Parked,
 }
 
@@ -49,6 +52,19 @@ impl Spec {
 
     pub fn parked(&self, core: u32) -> bool {
         matches!(self.cores.get(core as usize), Some(Core::Parked))
+    }
+
+    /// The sandbox core `core` belongs to (its first core's number; a core of no sandbox is its own).
+    pub fn owner(&self, core: u32) -> u32 {
+        match self.cores.get(core as usize) {
+            Some(Core::Member(first)) => *first,
+            _ => core,
+        }
+    }
+
+    /// The other cores of the sandbox on `first`, in order.
+    pub fn members(&self, first: u32) -> Vec<u32> {
+        (0..self.cores.len() as u32).filter(|&c| matches!(self.cores[c as usize], Core::Member(f) if f == first)).collect()
     }
 
     /// May sandboxes `a` and `b` open a channel between them?
@@ -79,7 +95,7 @@ pub fn parse(text: &str) -> Result<Spec, String> {
         let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
         let core = |s: &str| -> Result<u32, String> { s.parse().map_err(|_| format!("line {n}: {s:?} is not a core number")) };
         match word {
-            "parked" | "sandbox" => {
+            "parked" | "sandbox" | "member" => {
                 let (c, mut rest) = rest.split_once(' ').unwrap_or((rest, ""));
                 let c = core(c)?;
                 if c as usize != spec.cores.len() {
@@ -87,6 +103,15 @@ pub fn parse(text: &str) -> Result<Spec, String> {
                 }
                 if word == "parked" {
                     spec.cores.push(Core::Parked);
+                    continue;
+                }
+                if word == "member" {
+                    let first = rest.trim().strip_prefix("of=").ok_or_else(|| format!("line {n}: member {c} names no first core (of=CORE)"))?;
+                    let first = core(first)?;
+                    if !matches!(spec.cores.get(first as usize), Some(Core::Sandbox(_))) {
+                        return Err(format!("line {n}: member {c} of={first}: core {first} is not an earlier sandbox's first core"));
+                    }
+                    spec.cores.push(Core::Member(first));
                     continue;
                 }
                 let mut s = SandboxSpec { name: String::new(), recovery: "none".to_string(), input: true, memory_mib: None, vcpus: None, ip: None, mac: None, run: None };
@@ -129,8 +154,13 @@ pub fn parse(text: &str) -> Result<Spec, String> {
 pub fn check(spec: &Spec, cpus: u32) -> Vec<String> {
     let mut problems = Vec::new();
     for (core, c) in spec.cores.iter().enumerate().skip(cpus as usize) {
-        if let Core::Sandbox(s) = c {
-            problems.push(format!("sandbox {} is on core {core}: the machine has {cpus} cores online", s.name));
+        match c {
+            Core::Sandbox(s) => problems.push(format!("sandbox {} is on core {core}: the machine has {cpus} cores online", s.name)),
+            Core::Member(first) => {
+                let name = spec.sandbox(*first).map_or("?", |s| s.name.as_str());
+                problems.push(format!("sandbox {name} is on core {core}: the machine has {cpus} cores online"));
+            }
+            Core::Parked => {}
         }
     }
     if (spec.cores.len() as u32) < cpus {
@@ -160,6 +190,19 @@ mod tests {
         assert_eq!(s.sandbox(2).unwrap().run, None);
         assert!(s.channel_allowed(2, 1) && s.channel_allowed(1, 2) && !s.channel_allowed(1, 0));
         assert!(check(&s, 3).is_empty());
+    }
+
+    #[test]
+    fn a_sandbox_on_several_cores_is_numbered_by_its_first() {
+        let s = parse("sandbox 0 name=a\nsandbox 1 name=wide\nmember 2 of=1\nmember 3 of=1\nchannel 0 1\n").unwrap();
+        assert_eq!((s.owner(0), s.owner(1), s.owner(2), s.owner(3)), (0, 1, 1, 1));
+        assert_eq!(s.members(1), vec![2, 3]);
+        assert!(s.members(0).is_empty() && s.sandbox(2).is_none() && !s.parked(2));
+        assert!(check(&s, 4).is_empty());
+        assert_eq!(check(&s, 3)[0], "sandbox wide is on core 3: the machine has 3 cores online");
+        assert_eq!(parse("member 0 of=0\n"), Err("line 1: member 0 of=0: core 0 is not an earlier sandbox's first core".into()));
+        assert_eq!(parse("sandbox 0 name=a\nmember 1 of=2\n"), Err("line 2: member 1 of=2: core 2 is not an earlier sandbox's first core".into()));
+        assert_eq!(parse("sandbox 0 name=a\nmember 1\n"), Err("line 2: member 1 names no first core (of=CORE)".into()));
     }
 
     #[test]

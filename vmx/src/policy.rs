@@ -169,6 +169,18 @@ pub fn refused_in_value(size: u8) -> u64 {
 pub struct Ipi {
     pub dest_apic: u32,
     pub vector: u8,
+    pub kind: IpiKind,
+}
+
+/// What an accepted IPI asks for. INIT and start-up go only to the other cores of the sender's own sandbox
+/// (the monitor starts them: it emulates the two, since an SVM guest has no wait-for-SIPI state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpiKind {
+    Fixed,
+    /// INIT (level assert); `deassert`: the xAPIC's INIT level de-assert, which does nothing.
+    Init { deassert: bool },
+    /// Start-up at the real-mode page `vector` (the vector field).
+    Startup,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,9 +228,11 @@ impl IcrRefusal {
 }
 
 /// Validate an x2APIC ICR value (SDM §11.12.9: destination in bits 32–63, vector 0–7, delivery mode 8–10,
-/// destination mode 11, level 14, trigger 15, shorthand 18–19). `own_apic` is the sandbox's core;
-/// `channel_peer(apic)` says whether the sandbox has a channel to the core with that APIC id.
-pub fn check_icr(value: u64, own_apic: u32, accepted_vector: u8, channel_peer: impl Fn(u32) -> bool) -> Result<Ipi, IcrRefusal> {
+/// destination mode 11, level 14, trigger 15, shorthand 18–19). `own_apic` is the sending core;
+/// `sibling(apic)` says whether that core is another core of the sender's own sandbox (any fixed vector, INIT
+/// and start-up allowed); `channel_peer(apic)` whether the sandbox has a channel to the core (only
+/// `accepted_vector`).
+pub fn check_icr(value: u64, own_apic: u32, accepted_vector: u8, sibling: impl Fn(u32) -> bool, channel_peer: impl Fn(u32) -> bool) -> Result<Ipi, IcrRefusal> {
     let low = value as u32;
     let dest = (value >> 32) as u32;
     let vector = low as u8;
@@ -228,20 +242,26 @@ pub fn check_icr(value: u64, own_apic: u32, accepted_vector: u8, channel_peer: i
     if low & 0xFFF3_3000 != 0 {
         return Err(IcrRefusal::Reserved);
     }
-    if mode != 0 {
-        return Err(IcrRefusal::DeliveryMode(mode));
-    }
     if low & (1 << 11) != 0 {
         return Err(IcrRefusal::LogicalDestination);
     }
     if shorthand != 0 {
         return Err(IcrRefusal::Shorthand(shorthand));
     }
+    let kind = match mode {
+        0 => IpiKind::Fixed,
+        5 => IpiKind::Init { deassert: low & (1 << 14) == 0 },
+        6 => IpiKind::Startup,
+        _ => return Err(IcrRefusal::DeliveryMode(mode)),
+    };
+    if kind != IpiKind::Fixed {
+        return if dest != own_apic && sibling(dest) { Ok(Ipi { dest_apic: dest, vector, kind }) } else { Err(IcrRefusal::DeliveryMode(mode)) };
+    }
     if vector < 32 {
         return Err(IcrRefusal::Vector(vector));
     }
-    if dest == own_apic {
-        return Ok(Ipi { dest_apic: dest, vector });
+    if dest == own_apic || sibling(dest) {
+        return Ok(Ipi { dest_apic: dest, vector, kind });
     }
     if vector != accepted_vector {
         return Err(IcrRefusal::Vector(vector));
@@ -249,7 +269,7 @@ pub fn check_icr(value: u64, own_apic: u32, accepted_vector: u8, channel_peer: i
     if !channel_peer(dest) {
         return Err(IcrRefusal::Destination(dest));
     }
-    Ok(Ipi { dest_apic: dest, vector })
+    Ok(Ipi { dest_apic: dest, vector, kind })
 }
 
 /// The ICR value the monitor writes for an accepted IPI: fixed, physical, edge, asserted, no shorthand.
@@ -551,26 +571,48 @@ mod tests {
     #[test]
     fn icr_rules() {
         let peer = |apic: u32| apic == 1;
+        let none = |_: u32| false;
         let v = CHANNEL_VECTOR;
-        assert_eq!(check_icr((1 << 32) | (1 << 14) | u64::from(v), 0, v, peer), Ok(Ipi { dest_apic: 1, vector: v }));
-        assert_eq!(check_icr(u64::from(v), 0, v, peer), Ok(Ipi { dest_apic: 0, vector: v }));
-        assert_eq!(check_icr(0xF1, 0, v, peer), Ok(Ipi { dest_apic: 0, vector: 0xF1 })); // self, any vector ≥ 32
-        assert_eq!(check_icr((1 << 32) | (4 << 8), 0, v, peer), Err(IcrRefusal::DeliveryMode(4))); // NMI
-        assert_eq!(check_icr((1 << 32) | (5 << 8) | (1 << 14) | (1 << 15), 0, v, peer), Err(IcrRefusal::DeliveryMode(5))); // INIT
-        assert_eq!(check_icr((1 << 32) | (6 << 8) | 0x08, 0, v, peer), Err(IcrRefusal::DeliveryMode(6))); // SIPI
-        assert_eq!(check_icr((2 << 8) | (1 << 14), 0, v, peer), Err(IcrRefusal::DeliveryMode(2))); // SMI
-        assert_eq!(check_icr((1 << 32) | (1 << 11) | u64::from(v), 0, v, peer), Err(IcrRefusal::LogicalDestination));
-        assert_eq!(check_icr((3 << 18) | u64::from(v), 0, v, peer), Err(IcrRefusal::Shorthand(3)));
-        assert_eq!(check_icr((2 << 18) | u64::from(v), 0, v, peer), Err(IcrRefusal::Shorthand(2)));
-        assert_eq!(check_icr((1 << 32) | 14, 0, v, peer), Err(IcrRefusal::Vector(14)));
-        assert_eq!(check_icr(14, 0, v, peer), Err(IcrRefusal::Vector(14))); // not even to itself
-        assert_eq!(check_icr((1 << 32) | 0x40, 0, v, peer), Err(IcrRefusal::Vector(0x40)));
-        assert_eq!(check_icr((2 << 32) | u64::from(v), 0, v, peer), Err(IcrRefusal::Destination(2)));
-        assert_eq!(check_icr((1 << 32) | (1 << 12) | u64::from(v), 0, v, peer), Err(IcrRefusal::Reserved));
+        let fixed = |dest_apic, vector| Ok(Ipi { dest_apic, vector, kind: IpiKind::Fixed });
+        assert_eq!(check_icr((1 << 32) | (1 << 14) | u64::from(v), 0, v, none, peer), fixed(1, v));
+        assert_eq!(check_icr(u64::from(v), 0, v, none, peer), fixed(0, v));
+        assert_eq!(check_icr(0xF1, 0, v, none, peer), fixed(0, 0xF1)); // self, any vector ≥ 32
+        assert_eq!(check_icr((1 << 32) | (4 << 8), 0, v, none, peer), Err(IcrRefusal::DeliveryMode(4))); // NMI
+        assert_eq!(check_icr((1 << 32) | (5 << 8) | (1 << 14) | (1 << 15), 0, v, none, peer), Err(IcrRefusal::DeliveryMode(5))); // INIT
+        assert_eq!(check_icr((1 << 32) | (6 << 8) | 0x08, 0, v, none, peer), Err(IcrRefusal::DeliveryMode(6))); // SIPI
+        assert_eq!(check_icr((2 << 8) | (1 << 14), 0, v, none, peer), Err(IcrRefusal::DeliveryMode(2))); // SMI
+        assert_eq!(check_icr((1 << 32) | (1 << 11) | u64::from(v), 0, v, none, peer), Err(IcrRefusal::LogicalDestination));
+        assert_eq!(check_icr((3 << 18) | u64::from(v), 0, v, none, peer), Err(IcrRefusal::Shorthand(3)));
+        assert_eq!(check_icr((2 << 18) | u64::from(v), 0, v, none, peer), Err(IcrRefusal::Shorthand(2)));
+        assert_eq!(check_icr((1 << 32) | 14, 0, v, none, peer), Err(IcrRefusal::Vector(14)));
+        assert_eq!(check_icr(14, 0, v, none, peer), Err(IcrRefusal::Vector(14))); // not even to itself
+        assert_eq!(check_icr((1 << 32) | 0x40, 0, v, none, peer), Err(IcrRefusal::Vector(0x40)));
+        assert_eq!(check_icr((2 << 32) | u64::from(v), 0, v, none, peer), Err(IcrRefusal::Destination(2)));
+        assert_eq!(check_icr((1 << 32) | (1 << 12) | u64::from(v), 0, v, none, peer), Err(IcrRefusal::Reserved));
         for r in [IcrRefusal::DeliveryMode(4), IcrRefusal::LogicalDestination, IcrRefusal::Shorthand(1), IcrRefusal::Vector(3), IcrRefusal::Destination(9), IcrRefusal::Reserved] {
             assert_eq!(IcrRefusal::name_of_code(r.code()), r.name());
         }
-        assert_eq!(icr_value(Ipi { dest_apic: 3, vector: v }), (3 << 32) | (1 << 14) | u64::from(v));
+        assert_eq!(icr_value(Ipi { dest_apic: 3, vector: v, kind: IpiKind::Fixed }), (3 << 32) | (1 << 14) | u64::from(v));
+    }
+
+    #[test]
+    fn a_sandbox_starts_and_interrupts_its_own_cores_only() {
+        // Sender on APIC 0; APIC 2 is another core of its sandbox, APIC 1 a channel peer.
+        let sibling = |apic: u32| apic == 2;
+        let peer = |apic: u32| apic == 1;
+        let v = CHANNEL_VECTOR;
+        let init = (5 << 8) | (1 << 14) | (1 << 15);
+        assert_eq!(check_icr((2 << 32) | init, 0, v, sibling, peer), Ok(Ipi { dest_apic: 2, vector: 0, kind: IpiKind::Init { deassert: false } }));
+        assert_eq!(check_icr((2 << 32) | (5 << 8) | (1 << 15), 0, v, sibling, peer), Ok(Ipi { dest_apic: 2, vector: 0, kind: IpiKind::Init { deassert: true } }));
+        assert_eq!(check_icr((2 << 32) | (6 << 8) | (1 << 14) | 0x08, 0, v, sibling, peer), Ok(Ipi { dest_apic: 2, vector: 8, kind: IpiKind::Startup }));
+        // Not to a channel peer, not to itself, not by shorthand.
+        assert_eq!(check_icr((1 << 32) | init, 0, v, sibling, peer), Err(IcrRefusal::DeliveryMode(5)));
+        assert_eq!(check_icr(init, 0, v, |_| true, peer), Err(IcrRefusal::DeliveryMode(5)));
+        assert_eq!(check_icr((3 << 18) | (6 << 8) | 0x08, 0, v, sibling, peer), Err(IcrRefusal::Shorthand(3)));
+        // Any fixed vector to a sibling (TLB shootdown, reschedule); still no NMI.
+        assert_eq!(check_icr((2 << 32) | 0xF3, 0, v, sibling, peer), Ok(Ipi { dest_apic: 2, vector: 0xF3, kind: IpiKind::Fixed }));
+        assert_eq!(check_icr((2 << 32) | (4 << 8), 0, v, sibling, peer), Err(IcrRefusal::DeliveryMode(4)));
+        assert_eq!(check_icr((2 << 32) | 14, 0, v, sibling, peer), Err(IcrRefusal::Vector(14)));
     }
 
     const CHANNEL_VECTOR: u8 = questv_abi::hypercall::CHANNEL_NOTIFY_VECTOR;
@@ -653,7 +695,7 @@ mod tests {
         // ICR halves combine into the x2APIC form check_icr reads.
         assert_eq!(xapic_icr(3 << 24, 0x40F2), (3 << 32) | 0x40F2);
         let peer = |apic: u32| apic == 1;
-        assert_eq!(check_icr(xapic_icr(0xFF << 24, 0x40F2), 0, CHANNEL_VECTOR, peer), Err(IcrRefusal::Destination(0xFF)), "xAPIC broadcast");
+        assert_eq!(check_icr(xapic_icr(0xFF << 24, 0x40F2), 0, CHANNEL_VECTOR, |_| false, peer), Err(IcrRefusal::Destination(0xFF)), "xAPIC broadcast");
     }
 
     #[test]

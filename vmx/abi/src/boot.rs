@@ -43,8 +43,18 @@ pub struct SandboxArgs<'a> {
     pub wall_ns: u64,
     /// Its recovery policy's name; `None`: not recovered (then the kernel keeps no checkpoints).
     pub recovery: Option<&'a str>,
+    /// The APIC ids of its other cores, comma-separated (a sandbox on several cores; its kernel starts them
+    /// with INIT and start-up IPIs, which the monitor emulates).
+    pub other_cores: Option<&'a str>,
     pub nic: Option<NicArgs>,
     pub attack: Option<AttackTargets>,
+}
+
+impl<'a> SandboxArgs<'a> {
+    /// The APIC ids of the sandbox's other cores (checked numbers: the parser refuses anything else).
+    pub fn other_core_apic_ids(&self) -> impl Iterator<Item = u32> + 'a {
+        self.other_cores.unwrap_or("").split(',').filter_map(|w| number(w).and_then(|n| u32::try_from(n).ok()))
+    }
 }
 
 /// A boot argument whose value is not what its key needs (the word as written).
@@ -53,8 +63,8 @@ pub struct BadArg<'a>(pub &'a str);
 
 /// Every key the monitor writes for a sandbox. `recovery` is shared with the monitor's own command line
 /// (where it lists a policy per sandbox), so the kernel's parser also keeps it.
-pub const KEYS: [&str; 14] =
-    ["sandbox", "shared", "tsc_hz", "lapic_hz", "wall_ns", "incarnation", "recovery", "nic_mmio", "nic_dma", "nic_index", "nic_claims", "peer", "vmcs", "ept"];
+pub const KEYS: [&str; 15] =
+    ["sandbox", "shared", "tsc_hz", "lapic_hz", "wall_ns", "incarnation", "recovery", "other_cores", "nic_mmio", "nic_dma", "nic_index", "nic_claims", "peer", "vmcs", "ept"];
 
 /// A number as the command line writes it: decimal, or hexadecimal with `0x`.
 pub fn number(v: &str) -> Option<u64> {
@@ -76,6 +86,9 @@ impl fmt::Display for SandboxArgs<'_> {
         if let Some(policy) = self.recovery {
             write!(f, " recovery={policy}")?;
         }
+        if let Some(cores) = self.other_cores {
+            write!(f, " other_cores={cores}")?;
+        }
         if let Some(n) = self.nic {
             write!(f, " nic_mmio=0x{:x} nic_dma=0x{:x} nic_index={} nic_claims=0x{:x}", n.mmio, n.dma, n.index, n.claims)?;
         }
@@ -96,6 +109,7 @@ pub struct SandboxArgsParser<'a> {
     wall_ns: u64,
     incarnation: u32,
     recovery: Option<&'a str>,
+    other_cores: Option<&'a str>,
     nic_mmio: Option<u64>,
     nic_dma: Option<u64>,
     nic_index: Option<u64>,
@@ -117,6 +131,12 @@ impl<'a> SandboxArgsParser<'a> {
             "wall_ns" => self.wall_ns = num()?,
             "incarnation" => self.incarnation = u32::try_from(num()?).map_err(|_| BadArg(word))?,
             "recovery" => self.recovery = Some(value),
+            "other_cores" => {
+                if value.is_empty() || value.split(',').any(|w| number(w).and_then(|n| u32::try_from(n).ok()).is_none()) {
+                    return Err(BadArg(word));
+                }
+                self.other_cores = Some(value);
+            }
             "nic_mmio" => self.nic_mmio = Some(num()?),
             "nic_dma" => self.nic_dma = Some(num()?),
             "nic_index" => self.nic_index = Some(num()?),
@@ -149,6 +169,7 @@ impl<'a> SandboxArgsParser<'a> {
             wall_ns: self.wall_ns,
             incarnation: self.incarnation,
             recovery: self.recovery.filter(|r| *r != "none"),
+            other_cores: self.other_cores,
             nic,
             attack,
         })
@@ -178,6 +199,7 @@ mod tests {
             wall_ns: 1_796_296_278_000_000_000,
             incarnation: 7,
             recovery: Some("driver"),
+            other_cores: Some("2,3"),
             nic: Some(NicArgs { mmio: 0xFEBC_0000, dma: 0x200_0000, index: 2, claims: 0x300_0000 }),
             attack: Some(AttackTargets { peer: 0x1_0000_0000, vmcs: 0x3000, stage2: 0x4000 }),
         };
@@ -186,7 +208,9 @@ mod tests {
         // Every key is written once, and only the keys listed.
         let keys: std::vec::Vec<&str> = line.split(' ').map(|w| w.split_once('=').unwrap().0).collect();
         assert_eq!(keys, KEYS);
-        let minimal = SandboxArgs { incarnation: 0, wall_ns: 0, recovery: None, nic: None, attack: None, ..full };
+        assert_eq!(full.other_core_apic_ids().collect::<std::vec::Vec<_>>(), [2, 3]);
+        let minimal = SandboxArgs { incarnation: 0, wall_ns: 0, recovery: None, other_cores: None, nic: None, attack: None, ..full };
+        assert_eq!(minimal.other_core_apic_ids().count(), 0);
         assert_eq!(parse(&std::format!("{minimal}")), Ok(Some(minimal)));
     }
 
@@ -197,6 +221,8 @@ mod tests {
         assert_eq!(p.accept("sandbox", "x", "sandbox=x"), Err(BadArg("sandbox=x")));
         assert_eq!(p.accept("sandbox", "99999999999", "sandbox=99999999999"), Err(BadArg("sandbox=99999999999")));
         assert_eq!(p.accept("incarnation", "-1", "incarnation=-1"), Err(BadArg("incarnation=-1")));
+        assert_eq!(p.accept("other_cores", "2,x", "other_cores=2,x"), Err(BadArg("other_cores=2,x")));
+        assert_eq!(p.accept("other_cores", "", "other_cores="), Err(BadArg("other_cores=")));
         assert_eq!(p.finish(), None, "no sandbox= given: not a sandbox");
         assert_eq!(parse("sandbox=1 recovery=none").unwrap().unwrap().recovery, None);
         assert_eq!(number("0x1f"), Some(31));

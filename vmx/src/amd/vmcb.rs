@@ -158,6 +158,10 @@ pub mod code {
 const ATTR_CODE32: u16 = 0xC9B;
 const ATTR_DATA32: u16 = 0xC93;
 const ATTR_TSS32_BUSY: u16 = 0x08B;
+/// Real mode: 16-bit code and data, and the 16-bit busy TSS a reset leaves in TR.
+const ATTR_CODE16: u16 = 0x09B;
+const ATTR_DATA16: u16 = 0x093;
+const ATTR_TSS16_BUSY: u16 = 0x083;
 const EFER_SVME: u64 = 1 << 12;
 
 /// Everything needed to start one sandbox on this core.
@@ -177,6 +181,9 @@ pub struct LaunchConfig {
     pub entry: u32,
     pub rax: u32,
     pub rbx: u32,
+    /// Start instead as an application processor after a start-up IPI: real mode at the core's start-up
+    /// vector (`crate::backend::start_vector`).
+    pub sipi: bool,
     pub asid: u32,
     pub caps: SvmCaps,
 }
@@ -274,12 +281,24 @@ fn setup(c: &LaunchConfig) {
     wr8(v, off::CPL, 0);
     wr64(v, off::EFER, EFER_SVME);
     wr64(v, off::CR0, 0x31); // PE | ET | NE
+    wr64(v, off::RIP, u64::from(c.entry));
+    if c.sipi {
+        // As a start-up IPI leaves an application processor (SDM §9.4.4, APM §16.7): real mode at
+        // VECTOR:0000, data segments at 0 with 64 KiB limits, caches on.
+        let vector = crate::backend::start_vector();
+        set_segment(v, off::CS, u16::from(vector) << 8, ATTR_CODE16, 0xFFFF, u64::from(vector) << 12);
+        for seg in [off::ES, off::SS, off::DS, off::FS, off::GS] {
+            set_segment(v, seg, 0, ATTR_DATA16, 0xFFFF, 0);
+        }
+        set_segment(v, off::TR, 0, ATTR_TSS16_BUSY, 0xFFFF, 0);
+        wr64(v, off::CR0, 0x30); // ET | NE
+        wr64(v, off::RIP, 0);
+    }
     wr64(v, off::CR3, 0);
     wr64(v, off::CR4, 0);
     wr64(v, off::DR6, 0xFFFF_0FF0);
     wr64(v, off::DR7, 0x400);
     wr64(v, off::RFLAGS, 0x2);
-    wr64(v, off::RIP, u64::from(c.entry));
     wr64(v, off::RSP, 0);
     wr64(v, off::RAX, u64::from(c.rax));
     // The SYSCALL/SYSENTER MSRs and KernelGsBase (loaded by VMLOAD at every entry) and CR2: zero, as at power-on,

@@ -84,6 +84,9 @@ pub struct LaunchConfig {
     pub entry: u32,
     pub rax: u32,
     pub rbx: u32,
+    /// Start instead as an application processor after a start-up IPI: real mode at the core's start-up
+    /// vector (`crate::backend::start_vector`; an unrestricted guest may run in real mode).
+    pub sipi: bool,
     /// Top of this core's monitor stack (VM exits run on it).
     pub host_stack_top: u64,
     pub host_tr_base: u64,
@@ -304,6 +307,23 @@ unsafe fn write_guest_state(c: &LaunchConfig) -> Result<(), VmxError> {
         vmwrite(guest::GDTR_LIMIT, 0xFFFF)?;
         vmwrite(guest::IDTR_BASE, 0)?;
         vmwrite(guest::IDTR_LIMIT, 0)?;
+        if c.sipi {
+            // As a start-up IPI leaves an application processor (SDM §9.4.4): real mode at VECTOR:0000, data
+            // segments at 0 with 64 KiB limits (SDM §26.3.1.2: real-mode segments of an unrestricted guest).
+            let vector = u64::from(crate::backend::start_vector());
+            vmwrite(guest::CR0, 0x30)?; // ET | NE
+            vmwrite(guest::RIP, 0)?;
+            vmwrite(guest::CS_SELECTOR, vector << 8)?;
+            vmwrite(guest::CS_BASE, vector << 12)?;
+            vmwrite(guest::CS_ACCESS_RIGHTS, 0x9B)?;
+            for i in 0..6u32 {
+                if i != 1 {
+                    vmwrite(guest::ES_SELECTOR + 2 * i, 0)?;
+                    vmwrite(guest::ES_ACCESS_RIGHTS + 2 * i, 0x93)?;
+                }
+                vmwrite(guest::ES_LIMIT + 2 * i, 0xFFFF)?;
+            }
+        }
         vmwrite(guest::INTERRUPTIBILITY_STATE, 0)?;
         vmwrite(guest::ACTIVITY_STATE, 0)?;
         vmwrite(guest::PENDING_DBG_EXCEPTIONS, 0)?;

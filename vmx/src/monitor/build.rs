@@ -167,6 +167,7 @@ pub(super) fn write_boot_info(s: &Slice, b: &BuildInfo, modules: &[Module], stag
         lapic_hz: smp::lapic_timer_hz(),
         incarnation,
         recovery: (policy != Policy::None).then(|| policy.name()),
+        other_cores: None,
         // The monitor programmed the NIC before any sandbox ran: a sharer only joins it (rejoins after a recovery).
         nic: nic_role(s.sandbox).map(|(j, g)| NicArgs { mmio: g.nic.mmio, dma: g.nic.dma, index: j as u64, claims: g.claims }),
         // Targets for the attack hook: the next sandbox's slice, this sandbox's control block (monitor
@@ -177,6 +178,10 @@ pub(super) fn write_boot_info(s: &Slice, b: &BuildInfo, modules: &[Module], stag
             stage2: stage2_root,
         }),
     };
+    // A sandbox on several cores: its kernel starts the others (their APIC ids).
+    let others: Vec<String> = super::cores::other_cores(s.sandbox).iter().map(|&c| format!("{}", smp::apic_id(c))).collect();
+    let others = others.join(",");
+    let args = SandboxArgs { other_cores: (!others.is_empty()).then_some(others.as_str()), ..args };
     let mut cmdline = format!("mode=vt {args}");
     if let Some(v) = b.vcpus.get(s.sandbox as usize).and_then(|v| v.as_ref()) {
         cmdline.push_str(" vcpus=");
@@ -217,6 +222,15 @@ pub(super) fn prepare(plan: &Plan, runs: &[Option<String>], vcpus: &[Option<Stri
         roots.push(root);
         all_tables.push(used);
     }
+    // Another core of a sandbox runs under its first core's second stage, with a control block of its own,
+    // and starts as an application processor (real mode at its start-up IPI's page).
+    for s in &plan.slices {
+        let first = super::cores::sandbox_of(s.sandbox);
+        if first != s.sandbox {
+            let start = GuestStart { control_page: build.control_pages[s.sandbox as usize], stage2_root: roots[first as usize], entry: 0, rax: 0, rbx: 0, sipi: true };
+            configs[s.sandbox as usize] = LaunchConfig::new(&settings, maps, start, &mut |n| pool.pages(n))?;
+        }
+    }
     BUILD.call_once(|| build);
     tables::install(pool, all_tables, roots);
     Ok(configs)
@@ -231,7 +245,7 @@ fn prepare_sandbox(s: &Slice, build: &BuildInfo, settings: &RunSettings, maps: P
     let mbi_gpa = write_boot_info(s, build, &modules, st2.root(), 0);
     let control_page = build.control_pages[s.sandbox as usize];
     let (rax, rbx) = (0x36D7_6289, mbi_gpa as u32);
-    let start = GuestStart { control_page, stage2_root: st2.root(), entry, rax, rbx };
+    let start = GuestStart { control_page, stage2_root: st2.root(), entry, rax, rbx, sipi: false };
     let config = LaunchConfig::new(settings, maps, start, &mut |n| pool.pages(n))?;
     log::info!(
         "sandbox {}: {} MiB at host 0x{:x}, entry 0x{:x}, {} module(s), {} read-only kernel page(s)",

@@ -8,17 +8,18 @@ use super::faults::{exit_finished, exit_started, stop, take_relaunch, watchdog_e
 use super::hypercalls::hypercall;
 use super::layout::{slice_range, XAPIC_GPA};
 use super::nic::{nic_register, serve_takeovers, takeover_requested};
-use super::state::{apic_access, state, watchdog_nmi, ApicAccess};
+use super::state::{apic_access, is_done, state, watchdog_nmi, ApicAccess};
+use super::cores;
 use crate::backend::{self, inject_gp, inject_ud, skip_instruction, GuestRegs, Verdict};
 use crate::exit::GuestState;
 use crate::exit::{Exit, ExitKind, IoExit};
 use crate::guest::{self, Source};
-use crate::policy::{self, Access, ApicWriteVerdict, PortVerdict, RefusalKind};
+use crate::policy::{self, Access, ApicWriteVerdict, IpiKind, PortVerdict, RefusalKind};
 use core::sync::atomic::Ordering;
 use questv_abi::hypercall as hc;
 use questv_arch::paging::PAGE_SIZE;
 use questv_arch::{cpu, lapic, percpu};
-use questv_kernel::{smp, time};
+use questv_kernel::{result, smp, time};
 use spin::Mutex;
 
 fn port_io(sandbox: u32, regs: &mut GuestRegs, io: IoExit) -> bool {
@@ -59,12 +60,27 @@ enum IpiOutcome {
     Refused,
 }
 
-/// Check an ICR value (x2APIC layout) against the IPI rules and send it from this core if allowed.
+/// Check an ICR value (x2APIC layout) against the IPI rules and send it from this core if allowed: a fixed IPI
+/// to the sandbox's own cores or a channel peer, or INIT and start-up to its own other cores (emulated:
+/// `cores`).
 fn checked_ipi(sandbox: u32, icr: u64) -> IpiOutcome {
-    let own = smp::apic_id(sandbox);
+    let me = percpu::cpu_index();
+    let own = smp::apic_id(me);
+    let sibling = |apic: u32| cores::is_sibling(sandbox, me, apic);
     // Checked and sent under the channel table's lock: a close on another core waits for a send in progress.
-    with_channels(|chans| match policy::check_icr(icr, own, hc::CHANNEL_NOTIFY_VECTOR, |apic| has_channel_to_apic(chans, sandbox, apic, true)) {
-        Ok(ipi) if ipi.dest_apic != own && !notification_due(sandbox, ipi.dest_apic) => IpiOutcome::Coalesced,
+    with_channels(|chans| match policy::check_icr(icr, own, hc::CHANNEL_NOTIFY_VECTOR, sibling, |apic| has_channel_to_apic(chans, sandbox, apic, true)) {
+        Ok(ipi) if ipi.kind == IpiKind::Startup => {
+            if let Some(core) = cores::core_of_apic(ipi.dest_apic) {
+                if cores::startup_ipi(core, ipi.vector) {
+                    result!("sandbox_core_start", "sandbox={} core={} page=0x{:x}", sandbox, core, u64::from(ipi.vector) << 12);
+                }
+            }
+            IpiOutcome::Sent
+        }
+        // INIT: the core waits for its start-up IPI anyway (a running core is not reset: the sandbox restarts
+        // as a whole).
+        Ok(ipi) if matches!(ipi.kind, IpiKind::Init { .. }) => IpiOutcome::Sent,
+        Ok(ipi) if ipi.dest_apic != own && !sibling(ipi.dest_apic) && !notification_due(sandbox, ipi.dest_apic) => IpiOutcome::Coalesced,
         Ok(ipi) => {
             lapic::send_ipi(ipi.dest_apic, ipi.vector);
             IpiOutcome::Sent
@@ -192,9 +208,10 @@ fn apic_write(sandbox: u32, regs: &mut GuestRegs, gpa: u64) -> bool {
     let offset = (gpa & (PAGE_SIZE - 1)) as u32;
     match policy::classify_xapic_write(offset, size, value) {
         ApicWriteVerdict::Replay => lapic::write_register(offset, value),
-        ApicWriteVerdict::IcrHigh => state(sandbox).icr_high = value,
+        // ICR high is per core (a sandbox on several cores has one per core).
+        ApicWriteVerdict::IcrHigh => state(percpu::cpu_index()).icr_high = value,
         ApicWriteVerdict::IcrLow => {
-            let high = state(sandbox).icr_high;
+            let high = state(percpu::cpu_index()).icr_high;
             if let IpiOutcome::Refused = checked_ipi(sandbox, policy::xapic_icr(high, value)) {
                 // As for a refused x2APIC ICR write: #GP at the instruction.
                 inject_gp();
@@ -271,7 +288,7 @@ fn exit_kind(exit: &Exit, regs: &GuestRegs) -> ExitKind {
     }
 }
 
-/// Each sandbox's exception-loop detector (only its own core touches it).
+/// Each core's exception-loop detector (only that core touches it).
 static EXCEPTION_LOOPS: [Mutex<policy::ExceptionLoop>; percpu::MAX_CPUS] = [const { Mutex::new(policy::ExceptionLoop::new()) }; percpu::MAX_CPUS];
 
 /// An intercepted #DB or #AC: reflected into the guest, unless the guest has taken it this many times in a row
@@ -287,7 +304,7 @@ fn exception(sandbox: u32, regs: &GuestRegs, vector: u8, error_code: Option<u32>
         u64::from(vector), g.rip, g.rsp, g.paging.cr3, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9, r.r10,
         r.r11, r.r12, r.r13, r.r14, r.r15,
     ];
-    let count = EXCEPTION_LOOPS[sandbox as usize].lock().observe(&snapshot);
+    let count = EXCEPTION_LOOPS[percpu::cpu_index() as usize].lock().observe(&snapshot);
     if count >= policy::EXCEPTION_LOOP_LIMIT {
         return stop(sandbox, "exception_loop", format_args!("vector={} deliveries={} detail=0x{:x}", vector, count, detail));
     }
@@ -295,25 +312,52 @@ fn exception(sandbox: u32, regs: &GuestRegs, vector: u8, error_code: Option<u32>
     true
 }
 
-/// The monitor's exit policy (runs in root mode on the exiting core): resume, park, or — after a recovery —
-/// relaunch.
+/// The monitor's exit policy (runs in root mode on the exiting core): resume, park, or — after a recovery, or
+/// for another core of its sandbox at its start-up IPI — relaunch.
 pub(super) fn on_exit(regs: &mut GuestRegs, exit: Exit) -> Verdict {
-    let sandbox = percpu::cpu_index();
-    exit_started(sandbox);
-    if handle_exit(regs, exit) {
-        exit_finished(sandbox);
-        Verdict::Resume
-    } else if take_relaunch(sandbox) {
-        EXCEPTION_LOOPS[sandbox as usize].lock().reset();
-        Verdict::Relaunch
-    } else {
-        Verdict::Park
+    let core = percpu::cpu_index();
+    let sandbox = cores::sandbox_of(core);
+    exit_started(core);
+    // A core its sandbox asked to stop (a fault on another of its cores) does not handle the exit.
+    if !cores::take_stop(core) && handle_exit(sandbox, regs, exit) && !cores::take_stop(core) {
+        exit_finished(core, sandbox);
+        return Verdict::Resume;
+    }
+    if take_relaunch(core) {
+        EXCEPTION_LOOPS[core as usize].lock().reset();
+        cores::entering(core);
+        return Verdict::Relaunch;
+    }
+    if !cores::several(sandbox) {
+        cores::left(core);
+        return Verdict::Park;
+    }
+    wait_for_restart(core, sandbox)
+}
+
+/// A core of a sandbox on several cores left its guest: it waits here, in root mode, until the sandbox
+/// starts it again (its first core after a restart, another at its start-up IPI), or parks when the sandbox
+/// is done for good or the machine stops.
+fn wait_for_restart(core: u32, sandbox: u32) -> Verdict {
+    cores::left(core);
+    loop {
+        if questv_arch::trap::HALT_ALL.load(Ordering::SeqCst) {
+            return Verdict::Park;
+        }
+        if take_relaunch(core) || (core != sandbox && cores::take_start(core)) {
+            EXCEPTION_LOOPS[core as usize].lock().reset();
+            cores::entering(core);
+            return Verdict::Relaunch;
+        }
+        if is_done(sandbox) {
+            return Verdict::Park;
+        }
+        core::hint::spin_loop();
     }
 }
 
 /// Handle one exit; false: the sandbox does not resume (stopped, or recovered and to be relaunched).
-fn handle_exit(regs: &mut GuestRegs, exit: Exit) -> bool {
-    let sandbox = percpu::cpu_index();
+fn handle_exit(sandbox: u32, regs: &mut GuestRegs, exit: Exit) -> bool {
     if questv_arch::trap::HALT_ALL.load(Ordering::SeqCst) {
         return false; // the monitor is stopping the machine (its NMI brought this core out of the guest)
     }

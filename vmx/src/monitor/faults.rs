@@ -6,6 +6,7 @@
 use super::build::{build_stage2, fill_slice, scrub_slice, write_boot_info, BUILD};
 use super::channels::{reset_channels, CHANNELS};
 use super::console::{flush_console, input_gone, report_exits};
+use super::cores;
 use super::infopage;
 use super::nic::{hand_over, leave_nic, takeover_target};
 use super::state::{clear_in_service, sandbox_finished, state, watchdog_cycles};
@@ -39,36 +40,47 @@ static EXIT_TSC: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; p
 /// Set by a recovery: the exit handler relaunches the sandbox instead of parking its core.
 static RELAUNCH: [AtomicBool; percpu::MAX_CPUS] = [const { AtomicBool::new(false) }; percpu::MAX_CPUS];
 
-/// An exit of `sandbox` begins now (its time stamp starts a recovery's timeline).
-pub(super) fn exit_started(sandbox: u32) {
-    EXIT_TSC[sandbox as usize].store(cpu::rdtsc(), Ordering::Relaxed);
+/// An exit on `core` begins now (its time stamp starts a recovery's timeline).
+pub(super) fn exit_started(core: u32) {
+    EXIT_TSC[core as usize].store(cpu::rdtsc(), Ordering::Relaxed);
 }
 
-/// An exit of `sandbox` ends and it resumes: the time it spent in the monitor (waiting for the UART behind
-/// another sandbox's output, say) was not its own, so its watchdog window does not count it.
-pub(super) fn exit_finished(sandbox: u32) {
+/// An exit on `core` of `sandbox` ends and it resumes: the time it spent in the monitor (waiting for the UART
+/// behind another sandbox's output, say) was not its own, so its watchdog window does not count it.
+pub(super) fn exit_finished(core: u32, sandbox: u32) {
     let now = cpu::rdtsc();
-    let spent = now.saturating_sub(EXIT_TSC[sandbox as usize].load(Ordering::Relaxed));
+    let spent = now.saturating_sub(EXIT_TSC[core as usize].load(Ordering::Relaxed));
     let mut st = state(sandbox);
     if st.progress_tsc != 0 {
         st.progress_tsc = st.progress_tsc.saturating_add(spent).min(now);
     }
 }
 
-/// Was `sandbox` recovered in this exit, so that its core relaunches it (asked once)?
-pub(super) fn take_relaunch(sandbox: u32) -> bool {
-    RELAUNCH[sandbox as usize].swap(false, Ordering::SeqCst)
+/// Was the sandbox whose first core is `core` recovered, so that the core relaunches it (asked once)?
+pub(super) fn take_relaunch(core: u32) -> bool {
+    RELAUNCH[core as usize].swap(false, Ordering::SeqCst)
 }
 
 /// A sandbox faulted: one `RESULT sandbox_fault` line (reason, details, what happens next), its exit report,
 /// then recovery under its policy — or it is stopped for good. `guest_tsc`: the guest's own time stamp of the
 /// fault when it reported one (the panic hypercall), for the exit-to-monitor phase.
 pub(super) fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: Option<u64>) -> bool {
+    let core = percpu::cpu_index();
+    // On a sandbox on several cores, one core handles a fault; another faulting meanwhile only stops.
+    if !cores::claim_fault(sandbox) {
+        return false;
+    }
+    let resumes = handle_fault(sandbox, core, reason, details, guest_tsc);
+    cores::fault_handled(sandbox);
+    resumes
+}
+
+fn handle_fault(sandbox: u32, core: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: Option<u64>) -> bool {
     flush_console(sandbox);
     clear_in_service(sandbox);
     // A state the CPU refuses to enter is the monitor's problem, not the guest's: relaunching would refuse again.
     let recoverable = reason != "entry_failed";
-    let t_exit = EXIT_TSC[sandbox as usize].load(Ordering::Relaxed);
+    let t_exit = EXIT_TSC[core as usize].load(Ordering::Relaxed);
     let g = backend::guest_state();
     // `monitor_state=1`: the saved RIP is in the monitor's run routine, so the "guest" state is the monitor's
     // own, as when an emulator reports an exit from host context (docs/vt.md). Addresses alone cannot tell
@@ -89,9 +101,15 @@ pub(super) fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, g
     let action = action_name(decision, component.is_some(), takeover);
     result!(
         "sandbox_fault",
-        "sandbox={} reason={} {} rip=0x{:x} rsp=0x{:x} cr3=0x{:x} monitor_state={} incarnation={} policy={} action={}",
-        sandbox, reason, details, g.rip, g.rsp, g.paging.cr3, u8::from(monitor_state), incarnation, policy.name(), action
+        "sandbox={} reason={} {} rip=0x{:x} rsp=0x{:x} cr3=0x{:x} monitor_state={} incarnation={} policy={} action={} core={}",
+        sandbox, reason, details, g.rip, g.rsp, g.paging.cr3, u8::from(monitor_state), incarnation, policy.name(), action, core
     );
+    // The whole sandbox stops (a driver switch excepted: its processes run on): its other cores leave their
+    // guest before anything of it is torn down.
+    if !(decision == Some(Decision::Recover) && component.is_some()) && cores::several(sandbox) {
+        let stopped = cores::stop_others(sandbox, core);
+        result!("sandbox_cores_stopped", "sandbox={} cores={} by_core={}", sandbox, stopped, core);
+    }
     report_exits(sandbox);
     leave_nic(sandbox);
     recover(sandbox, decision, component, takeover, t_exit, guest_tsc)

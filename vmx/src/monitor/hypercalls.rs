@@ -27,6 +27,10 @@ pub(super) fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
     }
     let result = match regs.rax {
         hc::DONE => {
+            // Its other cores leave their guest (they park once it is done).
+            if super::cores::several(sandbox) {
+                super::cores::stop_others(sandbox, questv_arch::percpu::cpu_index());
+            }
             flush_console(sandbox);
             report_exits(sandbox);
             sandbox_finished(sandbox, regs.rbx as i32);

@@ -17,12 +17,14 @@
 //! - `build`: makes a sandbox (slice, pristine kernel, second stage, boot information, launch configuration);
 //! - `tables`: monitor memory and each sandbox's second-stage table pages;
 //! - `console`: a sandbox's console lines and exit report;
+//! - `cores`: the cores of a sandbox on several cores (their start and their stop together);
 //! - `state` (the per-sandbox table and the run's bookkeeping), `infopage` (the shared info page) and
 //!   `layout` (a sandbox's guest-physical layout) at the bottom.
 
 mod build;
 mod channels;
 mod console;
+mod cores;
 mod exits;
 mod faults;
 mod heartbeat;
@@ -81,7 +83,10 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
         }
     };
     for c in 1..n {
-        if !state::partition().is_some_and(|p| p.parked(c)) {
+        if cores::sandbox_of(c) != c {
+            // Another core of a sandbox: it starts when its sandbox's kernel sends it a start-up IPI.
+            sched::spawn_on(c, "launch", start_thread, 0);
+        } else if !state::partition().is_some_and(|p| p.parked(c)) {
             sched::spawn_on(c, "launch", launch_thread, 0);
         }
     }
@@ -107,6 +112,9 @@ fn set_up(opts: &MonitorOptions, caps: Caps) -> Result<u32, String> {
     let n = smp::cpus_online();
     // First: the NIC grant takes the sharers' addresses from it.
     read_partition(n)?;
+    for c in 0..n {
+        cores::set_owner(c, state::partition().map_or(c, |p| p.owner(c)));
+    }
     claim_devices(opts)?;
     let plan = plan_memory(opts, n)?;
     nic::program();
@@ -128,6 +136,9 @@ fn set_up(opts: &MonitorOptions, caps: Caps) -> Result<u32, String> {
     state::set_sandboxes(n);
     for c in (0..n).filter(|&c| state::partition().is_some_and(|p| p.parked(c))) {
         state::sandbox_parked(c);
+    }
+    for c in (0..n).filter(|&c| cores::sandbox_of(c) != c) {
+        state::sandbox_core(c, cores::sandbox_of(c));
     }
     if opts.cmdline.console_input {
         let takes_input: Vec<bool> = (0..n).map(|c| state::partition().map_or(true, |p| p.sandbox(c).is_some_and(|s| s.input))).collect();
@@ -210,7 +221,8 @@ fn plan_memory(opts: &MonitorOptions, n: u32) -> Result<Plan, String> {
     let default = opts.cmdline.slice_mib.map(|m| m << 20);
     let sizes: Vec<Option<u64>> = (0..n)
         .map(|c| match state::partition() {
-            Some(p) if p.parked(c) => Some(partition::MIN_SLICE),
+            // (A sandbox's other cores run in its first core's slice: theirs is the least, unused.)
+            Some(p) if p.parked(c) || p.owner(c) != c => Some(partition::MIN_SLICE),
             Some(p) => p.sandbox(c).and_then(|s| s.memory_mib).map(|m| m << 20).or(default),
             None => default,
         })
@@ -275,14 +287,33 @@ fn launch_here() -> ! {
         lapic::set_flat_logical_id(1 << cpu_index);
     }
     let launch = LAUNCH.get().expect("no launch plan")[cpu_index as usize];
+    cores::entering(cpu_index);
     // SAFETY: the configuration's pages are monitor frames (the permission maps shared read-only by all cores),
     // made by `build::prepare` with this run's checked settings; interrupts are off and stay off in root mode.
     let error = unsafe { backend::launch(launch, smp::tss_base()) };
-    kprintln!("RESULT sandbox_fault sandbox={} reason=launch_failed error={:?}", cpu_index, error);
-    state::sandbox_finished(cpu_index, 126);
+    let sandbox = cores::sandbox_of(cpu_index);
+    kprintln!("RESULT sandbox_fault sandbox={} reason=launch_failed error={:?} core={}", sandbox, error, cpu_index);
+    cores::left(cpu_index);
+    if sandbox == cpu_index {
+        state::sandbox_finished(sandbox, 126);
+    }
     cpu::halt_forever()
 }
 
 extern "C" fn launch_thread(_: u64) -> ! {
+    launch_here()
+}
+
+/// Another core of a sandbox: wait (halted between the monitor's ticks) for the start-up IPI its sandbox's
+/// kernel sends it, then launch it. A sandbox that is done for good before it sent one leaves the core parked.
+extern "C" fn start_thread(_: u64) -> ! {
+    let core = percpu::cpu_index();
+    while !cores::take_start(core) {
+        if state::is_done(cores::sandbox_of(core)) {
+            cpu::disable_interrupts();
+            cpu::halt_forever()
+        }
+        cpu::halt();
+    }
     launch_here()
 }

@@ -215,12 +215,27 @@ pub(super) fn sandbox_parked(sandbox: u32) {
 }
 
 static FINISHED: AtomicU32 = AtomicU32::new(0);
+/// Sandboxes done for good (bit = sandbox).
+static DONE: AtomicU64 = AtomicU64::new(0);
+
+/// Is `sandbox` done for good (its cores park)?
+pub(super) fn is_done(sandbox: u32) -> bool {
+    DONE.load(Ordering::Acquire) & bit(sandbox) != 0
+}
+
+/// Another core of a sandbox on several cores: counted as finished from the start, as a parked core is (the
+/// sandbox finishes once, by its first core's number).
+pub(super) fn sandbox_core(core: u32, sandbox: u32) {
+    result!("sandbox_core", "core={} sandbox={}", core, sandbox);
+    FINISHED.fetch_add(1, Ordering::SeqCst);
+}
 static WORST_STATUS: AtomicI32 = AtomicI32::new(0);
 
 /// A sandbox is done for good (`RESULT sandbox_done`); the last one to finish ends the machine with the worst
 /// status.
 pub(super) fn sandbox_finished(sandbox: u32, status: i32) {
     clear_in_service(sandbox);
+    DONE.fetch_or(bit(sandbox), Ordering::AcqRel);
     WORST_STATUS.fetch_max(status, Ordering::SeqCst);
     result!("sandbox_done", "sandbox={} status={}", sandbox, status);
     if FINISHED.fetch_add(1, Ordering::SeqCst) + 1 == SANDBOXES.load(Ordering::SeqCst) {
