@@ -60,6 +60,8 @@ fn apply_config(o: &mut BootOptions, path: &std::path::Path) -> Result<(), Strin
     programs.extend(o.add.iter().filter_map(|p| p.file_name()?.to_str().map(String::from)));
     programs.push("busybox".into());
     programs.extend(crate::linux::APPLETS.iter().map(|a| a.to_string()));
+    // The kernel's own tests (`ktest ...`) run as a sandbox's command too.
+    programs.push("ktest".into());
     let machine = crate::partitions::Machine { cpus: o.cpus, mem_mib: u64::from(o.mem_mib), programs };
     let p = crate::partitions::check(&text, &machine).map_err(|problems| {
         let mut e = format!("--config {}: {} problem{}:", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" });

@@ -103,7 +103,9 @@ fn outcome(ok: bool) -> &'static str {
 /// Memory attacks (`peer`, `monitor`, `ept`, `channel`, `text`) must end in a reported EPT violation; `port-reset`
 /// must stop the sandbox (`reason=io`), `panic` (`reason=panic`), `hang` (`reason=watchdog`, needs
 /// `watchdog_ms`); `pci`, `msr`, `icr-*`, `vmx` must be refused (the attacker goes on to run `then` too);
-/// `user-vmcall` runs the `uvmcall` program; `forge` prints fake monitor lines and writes COM1 directly.
+/// `user-vmcall` runs the `uvmcall` program; `forge` prints fake monitor lines and writes COM1 directly;
+/// `second-core`: the sandbox on several cores writes its own kernel text from its last core while its first
+/// core goes on (the whole sandbox must stop or be recovered; once recovered it runs `then`).
 pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
     let run_then = |status: i32| match then {
         Some(cmd) if status == 0 => questv_kernel::proc::run_command(cmd),
@@ -121,6 +123,14 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
     }
     if kind == "console-flood" && sandbox == 1 {
         return run_then(crate::attack_console::bystander());
+    }
+    if kind == "second-core" {
+        // The attacker is the sandbox on several cores; the others (and it, recovered) run `then`.
+        return if questv_kernel::smp::cpus_online() < 2 || questv_kernel::sandbox::incarnation() > 0 {
+            run_then(0)
+        } else {
+            crate::attack_cpu::fault_on_last_core()
+        };
     }
     if sandbox != attacker {
         return run_then(0);
