@@ -1,7 +1,8 @@
 //! Partition files (`--config`, docs/partitions.md): a wrong file is refused before anything is built, with
 //! the file's line and column; the examples boot and do what their comments say; a parked core stays parked
 //! (and the sandbox beside it gets the file's VCPUs); a NIC sharer takes the file's IP and MAC;
-//! a listed channel works and an unlisted one is refused and counted by the monitor.
+//! a listed channel works and an unlisted one is refused and counted by the monitor; a sandbox on two cores
+//! runs a forkwait on each, and a fault on its second core recovers it whole while the others go on.
 mod common;
 use common::{status_of, vt};
 use std::path::PathBuf;
@@ -51,15 +52,20 @@ fn a_core_no_sandbox_names_stays_parked() {
     r.check(r.monitor_results("partition").first().and_then(|p| p.get("cores").map(String::from)) == Some("parked,worker".into()), "the monitor reports the layout");
 }
 
-/// asymmetric.toml: three sandboxes, three programs; the listed channel carries msgtest's messages. Then the
-/// same two msgtest sandboxes with no channel listed: each open is refused (EPERM) and counted.
+/// asymmetric.toml: three sandboxes, three programs, one of them on two cores (a forkwait on each at once);
+/// the listed channel carries msgtest's messages. Then the same two msgtest sandboxes with no channel listed:
+/// each open is refused (EPERM) and counted.
 #[test]
 fn listed_channels_work_and_unlisted_ones_are_refused_and_counted() {
-    let r = vt("qemu", 3, &["--config", &example("asymmetric.toml")]);
+    let r = vt("qemu", 4, &["--config", &example("asymmetric.toml")]);
     r.check(r.code == 0, "asymmetric.toml must run to the end with status 0");
     let rx = r.sandbox_results("msgtest", 1);
     r.check(rx.len() == 1 && rx[0].get_u64("received") == Some(2000) && rx[0].get_u64("lost") == Some(0), "the receiver gets all 2000 messages");
-    r.check(r.sandbox_results("forkwait", 2).len() == 1, "compute runs forkwait");
+    let mut cpus: Vec<u64> = r.sandbox_results("forkwait", 2).iter().filter_map(|f| f.get_u64("cpu")).collect();
+    cpus.sort();
+    r.check(cpus == vec![0, 1], "compute runs a forkwait on each of its two cores");
+    r.check(r.monitor_results("sandbox_core").first().and_then(|c| c.get_u64("sandbox")) == Some(2), "core 3 is sandbox 2's");
+    r.check(r.sandbox_results("sandbox_boot", 2).first().and_then(|b| b.get_u64("cpus")) == Some(2), "compute's kernel runs on two CPUs");
     // Its own memory size: a 64 MiB slice (less the kernel's image), the others an even share of the rest.
     let mem = |s: u32| r.sandbox_results("sandbox_boot", s).first().and_then(|b| b.get_u64("mem_mib"));
     r.check(mem(2).is_some_and(|m| m > 32 && m <= 64) && mem(0).is_some_and(|m| m > 64) && mem(0) == mem(1), "compute has its 64 MiB, the others more");
@@ -73,6 +79,34 @@ fn listed_channels_work_and_unlisted_ones_are_refused_and_counted() {
         r.check(mine.is_some_and(|x| x.get_u64("peer") == Some(peer) && x.get_u64("count") == Some(1)), &format!("sandbox {s}'s channel to {peer} refused and counted once"));
         r.check(status_of(&r, s) == Some(1), "msgtest fails without its channel");
     }
+}
+
+/// A fault on the second core of a two-core sandbox (its kernel text written from there while its first core
+/// computes): the monitor stops both cores, restarts the sandbox from its pristine image, and both come back
+/// (a forkwait on each); the one-core sandbox beside it goes on undisturbed.
+#[test]
+fn a_fault_on_the_second_core_recovers_the_whole_sandbox() {
+    let layout = file(
+        "wide",
+        "[[sandbox]]\nname = \"bystander\"\ncpus = [0]\nrun = \"ktest attack second-core -- forkwait 1000\"\n\n[[sandbox]]\nname = \"wide\"\ncpus = [1, 2]\nrecovery = \"restart\"\nrun = \"ktest attack second-core -- percpu forkwait 100\"\n",
+    );
+    let r = vt("qemu", 3, &["--config", &layout]);
+    r.check(r.code == 0, "the run must end with status 0");
+    let faults = r.monitor_results("sandbox_fault");
+    r.check(faults.len() == 1, "one fault");
+    let f = &faults[0];
+    r.check(f.get_u64("sandbox") == Some(1) && f.get_u64("core") == Some(2) && f.get("reason") == Some("memory_violation") && f.get("action") == Some("restart"), "sandbox 1 faults on core 2 and is restarted");
+    let stopped = r.monitor_results("sandbox_cores_stopped");
+    r.check(stopped.len() == 1 && stopped[0].get_u64("cores") == Some(1) && stopped[0].get_u64("by_core") == Some(2), "its first core was stopped too");
+    r.check(r.monitor_results("sandbox_ready").iter().any(|x| x.get_u64("sandbox") == Some(1) && x.get_u64("incarnation") == Some(1)), "it is back in service");
+    let starts: Vec<u64> = r.monitor_results("sandbox_core_start").iter().filter_map(|x| x.get_u64("core")).collect();
+    r.check(starts == vec![2, 2], "its second core starts at both incarnations");
+    let mut cpus: Vec<u64> = r.sandbox_results("forkwait", 1).iter().filter_map(|x| x.get_u64("cpu")).collect();
+    cpus.sort();
+    r.check(cpus == vec![0, 1], "the recovered sandbox runs a forkwait on each of its cores");
+    r.check(r.sandbox_results("attack", 1).is_empty(), "its first core never ran past the fault");
+    r.check(r.sandbox_results("forkwait", 0).len() == 1 && status_of(&r, 0) == Some(0), "the bystander goes on and finishes");
+    r.check(r.sandbox_results("sandbox_boot", 0).len() == 1, "the bystander was never restarted");
 }
 
 /// network.toml under `ping`: the NIC's only sharer answers at the address and MAC the file gives it.
