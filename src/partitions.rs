@@ -241,6 +241,11 @@ pub fn check(text: &str, machine: &Machine) -> Result<Partitions, Vec<Problem>> 
             None => String::from("none"),
         };
         let nic = s.nic.as_ref().is_some_and(|n| *n.get_ref());
+        if nic && cpus.len() > 1 {
+            // The monitor's guard of the NIC's tail pages flushes one core per sharer (docs/partitions.md).
+            let span = s.nic.as_ref().map_or(0..0, |n| n.span());
+            p.add(span, format!("nic = true on sandbox {name:?}, which has {} cores: a NIC sharer runs on one core so far", cpus.len()), "give the network service its own one-core sandbox");
+        }
         if let Some(r) = &s.recovery {
             if (recovery == "driver" || recovery == "remote") && !nic {
                 p.add(r.span(), format!("recovery = {recovery:?} recovers the network service: sandbox {name:?} does not share the NIC"), "add nic = true, or use restart");
@@ -491,8 +496,10 @@ console_input = false
         let p = check(text, &machine()).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(p.sandboxes[1].cpus, vec![1, 3]);
         assert_eq!(p.spec(4), "sandbox 0 name=one recovery=none input=1\nsandbox 1 name=wide recovery=none input=1 run=percpu forkwait 10\nparked 2\nmember 3 of=1\nchannel 1 0\n");
-        let got = problems("[[sandbox]]\nname = \"a\"\ncpus = [1, 1]\n");
+        let got = problems("[[sandbox]]\nname = \"a\"\ncpus = [1, 1]\nnic = true\n");
         assert!(got.iter().any(|p| p.starts_with("3:12: core 1 is already sandbox \"a\"'s")), "{got:#?}");
+        let got = problems("[[sandbox]]\nname = \"a\"\ncpus = [1, 2]\nnic = true\n");
+        assert!(got.iter().any(|p| p.starts_with("4:7: nic = true on sandbox \"a\", which has 2 cores")), "{got:#?}");
     }
 
     #[test]

@@ -88,6 +88,7 @@ pub(super) fn channel_close(me: u32, peer: u32) -> Result<u64, i64> {
         let mut pool = POOL.lock();
         unmap_channel(pool.as_mut().ok_or(hc::ENOMEM)?, me, base, CHANNEL_BYTES);
         crate::backend::flush_stage2();
+        super::cores::flush_others(me, questv_arch::percpu::cpu_index());
     }
     if let Some(base) = r.free {
         // SAFETY: channel memory is monitor memory of this channel, mapped in no second stage any more.

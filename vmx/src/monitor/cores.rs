@@ -35,6 +35,12 @@ static RUNNING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_
 static STOP: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// A start-up IPI came for the (waiting) core; its vector is the backend's.
 static START: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// The core runs its guest (not in an exit, not waiting): cleared at every exit, set just before it resumes.
+static IN_GUEST: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// The core is to drop its cached second-stage translations before it runs its guest again.
+static FLUSH: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// NMIs the monitor sent the core (to stop it or have it flush) not yet seen as an exit.
+static NMIS_SENT: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 /// A core of the sandbox is handling a fault of it (the others only stop).
 static HANDLING_FAULT: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
@@ -68,10 +74,13 @@ pub(super) fn is_sibling(sandbox: u32, me: u32, apic: u32) -> bool {
     core_of_apic(apic).is_some_and(|c| c != me && sandbox_of(c) == sandbox)
 }
 
-/// The core enters its guest (launch or relaunch): a stop asked of its previous run is void.
+/// The core enters its guest (launch or relaunch, which drop its cached translations anyway): a stop or
+/// flush asked of its previous run is void.
 pub(super) fn entering(core: u32) {
     STOP[core as usize].store(false, Ordering::SeqCst);
+    FLUSH[core as usize].store(false, Ordering::SeqCst);
     RUNNING[core as usize].store(true, Ordering::SeqCst);
+    IN_GUEST[core as usize].store(true, Ordering::SeqCst);
 }
 
 /// The core left its guest and waits (or parks): whoever stops the sandbox need not wait for it.
@@ -111,6 +120,59 @@ pub(super) fn fault_handled(sandbox: u32) {
     HANDLING_FAULT[sandbox as usize].store(false, Ordering::SeqCst);
 }
 
+/// Bring core `c` out of its guest (an NMI exits).
+fn kick(c: u32) {
+    NMIS_SENT[c as usize].fetch_add(1, Ordering::SeqCst);
+    lapic::send_nmi(smp::apic_id(c));
+}
+
+/// Was an NMI exit on `core` one the monitor sent (to stop it or have it flush), not one the sandbox aimed at
+/// itself? (An NMI that reached the core in the monitor never exits: the count may stay ahead by those.)
+pub(super) fn nmi_was_ours(core: u32) -> bool {
+    NMIS_SENT[core as usize].fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+/// An exit on `core` begins: it is in the monitor, and flushes now if another core of its sandbox asked.
+pub(super) fn exit_began(core: u32) {
+    IN_GUEST[core as usize].store(false, Ordering::SeqCst);
+    if FLUSH[core as usize].swap(false, Ordering::SeqCst) {
+        crate::backend::flush_stage2();
+    }
+}
+
+/// The core resumes its guest: published first, then a flush asked meanwhile is done (a core asking after the
+/// publication waits for this core to flush; one asking before it is seen here).
+pub(super) fn resuming(core: u32) {
+    IN_GUEST[core as usize].store(true, Ordering::SeqCst);
+    if FLUSH[core as usize].swap(false, Ordering::SeqCst) {
+        crate::backend::flush_stage2();
+    }
+}
+
+/// The caller (on core `me`) removed a mapping from `sandbox`'s second stage and flushed its own core: every
+/// other core of the sandbox flushes before it runs its guest again, and one in its guest now is brought out
+/// (an NMI every millisecond) before this returns, so none keeps reaching memory the sandbox no longer has (a
+/// closed channel's, given to another pair next). A core in the monitor flushes before it resumes; one
+/// waiting to be started flushes at its launch anyway. Safe under the monitor's locks: it waits only for
+/// cores in their guest.
+pub(super) fn flush_others(sandbox: u32, me: u32) {
+    for c in other_cores(sandbox).into_iter().chain(core::iter::once(sandbox)).filter(|&c| c != me) {
+        FLUSH[c as usize].store(true, Ordering::SeqCst);
+        let deadline = cpu::rdtsc() + time::ms_to_cycles(2000);
+        while FLUSH[c as usize].load(Ordering::SeqCst) && IN_GUEST[c as usize].load(Ordering::SeqCst) {
+            if cpu::rdtsc() > deadline {
+                result!("sandbox_core_unresponsive", "sandbox={} core={} waiting_for=flush", sandbox, c);
+                break;
+            }
+            kick(c);
+            let next = cpu::rdtsc() + time::us_to_cycles(1000);
+            while FLUSH[c as usize].load(Ordering::SeqCst) && IN_GUEST[c as usize].load(Ordering::SeqCst) && cpu::rdtsc() < next {
+                core::hint::spin_loop();
+            }
+        }
+    }
+}
+
 /// Bring every other core of `sandbox` out of its guest (`me` is the caller's core) and wait until each has
 /// left: the flag, then an NMI (which exits) every millisecond until the core says it stopped — an NMI that
 /// arrives while the core is in the monitor reaches no guest, so it is sent again. Returns how many cores
@@ -130,7 +192,7 @@ pub(super) fn stop_others(sandbox: u32, me: u32) -> u32 {
                 result!("sandbox_core_unresponsive", "sandbox={} core={}", sandbox, c);
                 break;
             }
-            lapic::send_nmi(smp::apic_id(c));
+            kick(c);
             let next = cpu::rdtsc() + time::us_to_cycles(1000);
             while RUNNING[c as usize].load(Ordering::SeqCst) && cpu::rdtsc() < next {
                 core::hint::spin_loop();

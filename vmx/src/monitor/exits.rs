@@ -318,9 +318,11 @@ pub(super) fn on_exit(regs: &mut GuestRegs, exit: Exit) -> Verdict {
     let core = percpu::cpu_index();
     let sandbox = cores::sandbox_of(core);
     exit_started(core);
+    cores::exit_began(core);
     // A core its sandbox asked to stop (a fault on another of its cores) does not handle the exit.
     if !cores::take_stop(core) && handle_exit(sandbox, regs, exit) && !cores::take_stop(core) {
         exit_finished(core, sandbox);
+        cores::resuming(core);
         return Verdict::Resume;
     }
     if take_relaunch(core) {
@@ -396,7 +398,7 @@ fn handle_exit(sandbox: u32, regs: &mut GuestRegs, exit: Exit) -> bool {
             }
             if takeover_requested(sandbox) {
                 serve_takeovers(sandbox);
-            } else if !watchdog_nmi() && !flushed {
+            } else if !watchdog_nmi() && !flushed && !cores::nmi_was_ours(percpu::cpu_index()) {
                 // Not one the monitor sent (that one sets HALT_ALL): dropped and counted, not logged each time
                 // (on x2APIC machines a sandbox can aim NMIs at itself through its LVT entries).
                 refuse(sandbox, RefusalKind::Nmi, 2);
