@@ -220,7 +220,19 @@ pub(super) fn parse_image(args: &[String]) -> Result<Cli, String> {
 pub(super) fn parse_compare(args: &[String], msgbench: bool) -> Result<Cli, String> {
     let mut vcpus: Vec<&'static str> = Vec::new();
     let mut linux = false;
-    let o = parse_boot_options(args, BootOptions::default(), |a, value| match a {
+    // `compare --config FILE`: a third run, the VT build laid out by the file (checked here, as `boot` would).
+    let mut config = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--config" && !msgbench {
+            config = Some(PathBuf::from(it.next().ok_or("--config needs a value")?));
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let args = &rest[..];
+    let mut o = parse_boot_options(args, BootOptions::default(), |a, value| match a {
         "--linux" if !msgbench => {
             linux = true;
             Ok(true)
@@ -246,6 +258,15 @@ pub(super) fn parse_compare(args: &[String], msgbench: bool) -> Result<Cli, Stri
     vcpus.retain(|v| if seen.contains(v) { false } else { seen.push(*v); true });
     if linux && o.emulator != crate::Emulator::Qemu {
         return Err("compare --linux runs Linux in QEMU only".into());
+    }
+    if let Some(path) = config {
+        let mut v = BootOptions { vt: true, run: Some(o.run.clone().unwrap_or_else(|| "forkwait 2000".into())), ..o.clone() };
+        apply_config(&mut v, &path)?;
+        if v.partition.as_ref().is_some_and(|p| p.sandboxes.iter().any(|s| s.nic)) {
+            return Err(format!("--config {}: compare runs no network (nic = true)", path.display()));
+        }
+        o.config = Some(path);
+        o.partition = v.partition;
     }
     Ok(if msgbench { Cli::MsgBench(o, vcpus) } else { Cli::Compare(o, linux) })
 }

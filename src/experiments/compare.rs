@@ -101,8 +101,9 @@ pub(crate) fn run_both(o: &BootOptions, run: &str) -> Result<Vec<BootReport>, St
         tcg_single: Some(o.tcg_single.unwrap_or(true)),
         ..o.clone()
     };
-    let smp_opts = BootOptions { vt: false, run: Some(format!("percpu {run}")), echo: false, ..o.clone() };
-    let vt_opts = BootOptions { vt: true, run: Some(run.to_string()), echo: false, ..o.clone() };
+    // (The default layout: a partition file is `compare --config`'s third run, not these.)
+    let smp_opts = BootOptions { vt: false, run: Some(format!("percpu {run}")), echo: false, partition: None, config: None, ..o.clone() };
+    let vt_opts = BootOptions { vt: true, run: Some(run.to_string()), echo: false, partition: None, config: None, ..o.clone() };
     let mut reports = Vec::new();
     for opts in [&smp_opts, &vt_opts] {
         eprintln!("questv: compare: booting the {} build ({})", opts.mode(), opts.emulator.name());
@@ -307,6 +308,44 @@ fn run_linux(o: &BootOptions, run: &str) -> Result<(Vec<String>, String), String
     Ok((lines, guest.version))
 }
 
+/// The third system of `compare --config`: the partition file's stem (`vt-asymmetric`).
+fn file_system_name(o: &BootOptions) -> String {
+    let stem = o.config.as_deref().and_then(|p| p.file_stem()).and_then(|s| s.to_str()).unwrap_or("file");
+    format!("vt-{}", stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect::<String>())
+}
+
+/// `compare --config`: the VT build laid out by the partition file, every sandbox running the program under
+/// `timeit` — once per core of the sandbox (`percpu`), with the machine's core numbers in `TIMEIT_CORES` so
+/// that each instance is numbered by its core. Returns the run's lines.
+fn run_partition(o: &BootOptions, p: &crate::partitions::Partitions, run: &str) -> Result<Vec<String>, String> {
+    let mut p = p.clone();
+    for s in &mut p.sandboxes {
+        let cores: Vec<String> = s.cpus.iter().map(|c| c.to_string()).collect();
+        let timed = if s.cpus.len() > 1 { with_timeit(run, "percpu timeit") } else { with_timeit(run, "timeit") };
+        s.run = Some(if s.cpus.len() > 1 { format!("TIMEIT_CORES={} {timed}", cores.join(",")) } else { timed });
+    }
+    let expected: usize = p.sandboxes.iter().map(|s| s.cpus.len()).sum();
+    let opts = BootOptions {
+        vt: true,
+        run: Some(with_timeit(run, "timeit")),
+        echo: false,
+        partition: Some(p),
+        timeout: Some(o.timeout.unwrap_or(o.timeout_secs() * 10)),
+        tcg_single: Some(o.tcg_single.unwrap_or(true)),
+        ..o.clone()
+    };
+    eprintln!("questv: compare: booting the vt build laid out by {}", o.config.as_deref().map_or(String::new(), |c| c.display().to_string()));
+    let r = boot(&opts)?;
+    if r.outcome != Outcome::Done(0) {
+        return Err(format!("the run laid out by the file ended with {:?}", r.outcome));
+    }
+    let got = instances(&r.lines).len();
+    if got != expected {
+        return Err(format!("the run laid out by the file reported {got} instances, expected {expected} (one per core of its sandboxes)"));
+    }
+    Ok(r.lines)
+}
+
 /// `compare`: the program once per core in the SMP build (`percpu timeit PROG`), once per sandbox in the VT build
 /// and with `linux` once per vCPU on Linux 6.1, each instance under `timeit` (wall time, status, its RESULT
 /// lines); with more than one core also alone on the SMP build (the scaling baseline). A program that prints
@@ -328,6 +367,13 @@ pub fn compare(o: &BootOptions, linux: bool) -> Result<(String, PathBuf), String
     }
     let rows = compare_rows(&reports[0].lines, &reports[1].lines);
     let cycles = !rows.is_empty();
+    let file_run = match &o.partition {
+        Some(p) => Some(run_partition(o, p, &run)?),
+        None => None,
+    };
+    if let Some(lines) = &file_run {
+        systems.push((file_system_name(o), instances(lines)));
+    }
     let linux_run = if linux { Some(run_linux(o, &run)?) } else { None };
     if let Some((lines, _)) = &linux_run {
         systems.push(("linux".to_string(), instances(lines)));
@@ -400,6 +446,25 @@ pub fn compare(o: &BootOptions, linux: bool) -> Result<(String, PathBuf), String
         }
         table.push_str(&format!("Linux {version}, the same binary, one instance per vCPU:\n{out}"));
         series.push(plot::Series { name: format!("Linux {version}, {} instances at once", rows.len()), points });
+    }
+    if let Some(lines) = &file_run {
+        let name = file_system_name(o);
+        let frows = cycles_lines(lines, "instance");
+        let mut out = format!("core  workload              {name}_cycles_per_iter  {name}/smp  {name}/vt\n");
+        let mut points = Vec::new();
+        let mut seen: Vec<(u64, String)> = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            let k = seen.iter().filter(|(c, w)| *c == r.core && *w == r.workload).count();
+            seen.push((r.core, r.workload.clone()));
+            let Some(f) = frows.iter().find(|(c, w, j, _)| *c == r.core && *w == r.workload && *j == k).and_then(|(_, _, _, l)| l.get_u64("cycles_per_iter")) else { continue };
+            csv.push_str(&format!("{name}_core_{},{},{f},,,\n", r.core, r.workload));
+            out.push_str(&format!("{:>4}  {:<20}  {:>w$}  {:>w2$.3}  {:>w3$.3}\n", r.core, r.workload, f,
+                f as f64 / r.smp_cycles_per_iter.max(1) as f64, f as f64 / r.vt_cycles_per_iter.max(1) as f64,
+                w = name.len() + 16, w2 = name.len() + 4, w3 = name.len() + 3));
+            points.push((i as f64, f as f64));
+        }
+        table.push_str(&format!("VT laid out by {} (each sandbox's instances on its own cores):\n{out}", o.config.as_deref().map_or(String::new(), |p| p.display().to_string())));
+        series.push(plot::Series { name: format!("Quest-V (VT), laid out by {name}"), points });
     }
     if let Some((_, Some(one))) = one {
         csv.push_str(&format!("one_instance,,{one},,,\n"));

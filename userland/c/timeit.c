@@ -2,12 +2,15 @@
    per sandbox (VT) and once per vCPU (Linux), the same static binary everywhere. Its wall time is the guest's
    CLOCK_MONOTONIC from fork to reap. The program's standard output comes through a pipe and is passed on line
    by line; its own RESULT lines get ` instance=N` appended (N: the core or sandbox this instance runs on), so
-   that lines printed by instances running at once can be told apart. Last line:
+   that lines printed by instances running at once can be told apart. In a sandbox on several cores, where the
+   sandbox number does not tell its instances apart, `compare` gives the machine's core numbers of the
+   sandbox's CPUs in TIMEIT_CORES (`2,3`: its CPU 0 is core 2): N is then the core. Last line:
      RESULT instance instance=N status=S wall_us=U result_lines=K
    S is the shell's status (128 + signal for a killed program, 127 if it could not be started). */
 #include <questv/questv.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -26,6 +29,16 @@ int main(int argc, char **argv) {
     }
     int sandbox = questv_sandbox();
     int instance = sandbox >= 0 ? sandbox : questv_getcpu();
+    const char *cores = getenv("TIMEIT_CORES");
+    if (cores) {
+        /* The entry for this CPU: the CPU-th number of the list. */
+        int cpu = questv_getcpu();
+        for (int i = 0; cores && i < cpu; i++) {
+            cores = strchr(cores, ',');
+            if (cores) cores++;
+        }
+        if (cores && *cores >= '0' && *cores <= '9') instance = atoi(cores);
+    }
     int out[2];
     if (pipe(out) != 0) {
         perror("timeit: pipe");
