@@ -314,16 +314,25 @@ fn file_system_name(o: &BootOptions) -> String {
     format!("vt-{}", stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect::<String>())
 }
 
+/// The file's layout with every sandbox's `run` replaced by `run` under `timeit`, once per core of the sandbox.
+fn timed_everywhere(p: &crate::partitions::Partitions, run: &str) -> crate::partitions::Partitions {
+    let mut p = p.clone();
+    for s in &mut p.sandboxes {
+        s.run = Some(if s.cpus.len() > 1 {
+            let cores: Vec<String> = s.cpus.iter().map(|c| c.to_string()).collect();
+            format!("TIMEIT_CORES={} {}", cores.join(","), with_timeit(run, "percpu timeit"))
+        } else {
+            with_timeit(run, "timeit")
+        });
+    }
+    p
+}
+
 /// `compare --config`: the VT build laid out by the partition file, every sandbox running the program under
 /// `timeit` — once per core of the sandbox (`percpu`), with the machine's core numbers in `TIMEIT_CORES` so
 /// that each instance is numbered by its core. Returns the run's lines.
 fn run_partition(o: &BootOptions, p: &crate::partitions::Partitions, run: &str) -> Result<Vec<String>, String> {
-    let mut p = p.clone();
-    for s in &mut p.sandboxes {
-        let cores: Vec<String> = s.cpus.iter().map(|c| c.to_string()).collect();
-        let timed = if s.cpus.len() > 1 { with_timeit(run, "percpu timeit") } else { with_timeit(run, "timeit") };
-        s.run = Some(if s.cpus.len() > 1 { format!("TIMEIT_CORES={} {timed}", cores.join(",")) } else { timed });
-    }
+    let p = timed_everywhere(p, run);
     let expected: usize = p.sandboxes.iter().map(|s| s.cpus.len()).sum();
     let opts = BootOptions {
         vt: true,
@@ -535,6 +544,17 @@ mod tests {
         assert_eq!(with_timeit("forkwait 10", "timeit"), "timeit forkwait 10");
         assert_eq!(with_timeit("A=1 B=x forkwait 10", "timeit"), "A=1 B=x timeit forkwait 10");
         assert_eq!(split_env("A=1 prog a=b"), ("A=1".to_string(), "prog a=b".to_string()));
+    }
+
+    #[test]
+    fn a_partition_file_runs_the_program_once_per_core_numbered_by_core() {
+        let m = crate::partitions::Machine { cpus: 4, mem_mib: 1024, programs: vec!["forkwait".into(), "msgtest".into()] };
+        let text = "[[sandbox]]\nname = \"one\"\ncpus = [0]\nrun = \"msgtest 5\"\n\n[[sandbox]]\nname = \"wide\"\ncpus = [3, 1]\n";
+        let p = timed_everywhere(&crate::partitions::check(text, &m).unwrap(), "A=1 forkwait 100");
+        let runs: Vec<&str> = p.sandboxes.iter().map(|s| s.run.as_deref().unwrap()).collect();
+        assert_eq!(runs, ["A=1 timeit forkwait 100", "TIMEIT_CORES=1,3 A=1 percpu timeit forkwait 100"]);
+        let o = BootOptions { config: Some(PathBuf::from("examples/partitions/two-core.toml")), ..BootOptions::default() };
+        assert_eq!(file_system_name(&o), "vt-two-core");
     }
 
     #[test]
