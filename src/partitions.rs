@@ -41,6 +41,8 @@ struct SandboxToml {
     mac: Option<Spanned<String>>,
     #[serde(default)]
     vcpus: Vec<Spanned<VcpuToml>>,
+    #[serde(default)]
+    watchdog_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +114,8 @@ pub struct Sandbox {
     pub ip: Option<[u8; 4]>,
     pub mac: Option<[u8; 6]>,
     pub vcpus: Vec<Vcpu>,
+    /// Its own watchdog period (`None`: the file's top-level one, if any).
+    pub watchdog_ms: Option<u64>,
 }
 
 /// A checked partition file.
@@ -300,6 +304,12 @@ pub fn check(text: &str, machine: &Machine) -> Result<Partitions, Vec<Problem>> 
             let span = s.vcpus.first().map_or(0..0, |v| v.span());
             p.add(span, format!("sandbox {name:?}'s main VCPUs use {:.3} of the core, above the rate-monotonic bound {:.3} for {}", utilization, bound, main.len()), "lower a budget or lengthen a period");
         }
+        let watchdog_ms = s.watchdog_ms.as_ref().map(|w| (*w.get_ref(), w.span()));
+        if let Some((ms, span)) = watchdog_ms.clone() {
+            if !(50..=600_000).contains(&ms) {
+                p.add(span, format!("watchdog_ms = {ms}: a sandbox's watchdog period is 50 ms to 600 s"), "the silence after which the monitor calls the sandbox hung");
+            }
+        }
         sandboxes.push(Sandbox {
             name: name.clone(),
             cpus,
@@ -311,6 +321,7 @@ pub fn check(text: &str, machine: &Machine) -> Result<Partitions, Vec<Problem>> 
             ip,
             mac,
             vcpus,
+            watchdog_ms: watchdog_ms.map(|(ms, _)| ms),
         });
     }
     let available = machine.mem_mib.saturating_sub(MONITOR_RESERVE_MIB);
@@ -385,6 +396,9 @@ impl Partitions {
                     if let Some(m) = s.memory_mib {
                         out.push_str(&format!(" memory_mib={m}"));
                     }
+                    if let Some(w) = s.watchdog_ms {
+                        out.push_str(&format!(" watchdog_ms={w}"));
+                    }
                     if let Some(a) = s.ip {
                         out.push_str(&format!(" ip={}", std::net::Ipv4Addr::from(a)));
                     }
@@ -456,6 +470,7 @@ name = "s1"
 cpus = [1]
 run = "msgtest 100"
 recovery = "restart"
+watchdog_ms = 200
 
 [[sandbox]]
 name = "s2"
@@ -483,7 +498,7 @@ console_input = false
         assert_eq!((p.sharer_ip(0), p.sharer_ip(1)), ([10, 0, 0, 9], [10, 0, 0, 3]));
         assert_eq!(
             p.spec(4),
-            "sandbox 0 name=s0 recovery=none input=1 run=forkwait 1000\nsandbox 1 name=s1 recovery=restart input=1 run=msgtest 100\nsandbox 2 name=s2 recovery=none input=1 vcpus=main:2000:10000,io:500:10000\nsandbox 3 name=s3 recovery=remote input=0 ip=10.0.0.9 mac=02:aa:00:00:00:09\nchannel 0 1\n"
+            "sandbox 0 name=s0 recovery=none input=1 run=forkwait 1000\nsandbox 1 name=s1 recovery=restart input=1 watchdog_ms=200 run=msgtest 100\nsandbox 2 name=s2 recovery=none input=1 vcpus=main:2000:10000,io:500:10000\nsandbox 3 name=s3 recovery=remote input=0 ip=10.0.0.9 mac=02:aa:00:00:00:09\nchannel 0 1\n"
         );
         // A core no sandbox names is parked.
         let two = "[[sandbox]]\nname = \"a\"\ncpus = [1]\n";
@@ -498,6 +513,8 @@ console_input = false
         assert_eq!(p.spec(4), "sandbox 0 name=one recovery=none input=1\nsandbox 1 name=wide recovery=none input=1 run=percpu forkwait 10\nparked 2\nmember 3 of=1\nchannel 1 0\n");
         let got = problems("[[sandbox]]\nname = \"a\"\ncpus = [1, 1]\nnic = true\n");
         assert!(got.iter().any(|p| p.starts_with("3:12: core 1 is already sandbox \"a\"'s")), "{got:#?}");
+        let got = problems("[[sandbox]]\nname = \"a\"\ncpus = [1]\nwatchdog_ms = 5\n");
+        assert!(got.iter().any(|p| p.starts_with("4:15: watchdog_ms = 5: a sandbox's watchdog period is 50 ms to 600 s")), "{got:#?}");
         let got = problems("[[sandbox]]\nname = \"a\"\ncpus = [1, 2]\nnic = true\n");
         assert!(got.iter().any(|p| p.starts_with("4:7: nic = true on sandbox \"a\", which has 2 cores")), "{got:#?}");
     }

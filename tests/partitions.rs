@@ -2,7 +2,8 @@
 //! the file's line and column; the examples boot and do what their comments say; a parked core stays parked
 //! (and the sandbox beside it gets the file's VCPUs); a NIC sharer takes the file's IP and MAC;
 //! a listed channel works and an unlisted one is refused and counted by the monitor; a sandbox on two cores
-//! runs a forkwait on each, and a fault on its second core recovers it whole while the others go on.
+//! runs a forkwait on each, and a fault on its second core recovers it whole while the others go on; each
+//! sandbox is judged by its own watchdog.
 mod common;
 use common::{status_of, vt};
 use std::path::PathBuf;
@@ -107,6 +108,23 @@ fn a_fault_on_the_second_core_recovers_the_whole_sandbox() {
     r.check(r.sandbox_results("attack", 1).is_empty(), "its first core never ran past the fault");
     r.check(r.sandbox_results("forkwait", 0).len() == 1 && status_of(&r, 0) == Some(0), "the bystander goes on and finishes");
     r.check(r.sandbox_results("sandbox_boot", 0).len() == 1, "the bystander was never restarted");
+}
+
+/// A sandbox's own watchdog: the one that hangs (interrupts off, `ktest attack hang`) is stopped after its
+/// 300 ms, the other, which has none, runs to its end.
+#[test]
+fn each_sandbox_is_judged_by_its_own_watchdog() {
+    let layout = file(
+        "watchdog",
+        "[[sandbox]]\nname = \"hangs\"\ncpus = [0]\nwatchdog_ms = 300\nrun = \"ktest attack hang\"\n\n[[sandbox]]\nname = \"works\"\ncpus = [1]\nrun = \"ktest attack hang -- forkwait 300\"\n",
+    );
+    let r = vt("qemu", 2, &["--config", &layout]);
+    let own = r.monitor_results("watchdog_sandbox");
+    r.check(own.len() == 1 && own[0].get_u64("sandbox") == Some(0) && own[0].get_u64("ms") == Some(300), "sandbox 0 has its own 300 ms");
+    r.check(r.monitor_results("watchdog").first().and_then(|w| w.get_u64("ms")) == Some(300), "the monitor's tick runs at 300 ms");
+    let faults = r.monitor_results("sandbox_fault");
+    r.check(faults.len() == 1 && faults[0].get_u64("sandbox") == Some(0) && faults[0].get("reason") == Some("watchdog"), "the hung sandbox is stopped by its watchdog");
+    r.check(r.sandbox_results("forkwait", 1).len() == 1 && status_of(&r, 1) == Some(0), "the other runs to its end");
 }
 
 /// network.toml under `ping`: the NIC's only sharer answers at the address and MAC the file gives it.

@@ -1,6 +1,6 @@
 //! The partition description the monitor reads (the `partition` boot module, written by the runner from a
 //! checked partition file: docs/partitions.md). One line per core of the machine the file was checked for —
-//! `sandbox CORE name=NAME recovery=POLICY input=0|1 [memory_mib=N] [ip=A.B.C.D] [mac=XX:..] [vcpus=LIST]
+//! `sandbox CORE name=NAME recovery=POLICY input=0|1 [memory_mib=N] [watchdog_ms=N] [ip=A.B.C.D] [mac=XX:..] [vcpus=LIST]
 //! [run=PROGRAM ARGS]`, `member CORE of=CORE` (another core of the sandbox on the named core, which is its
 //! first) or `parked CORE` — and one per
 //! channel the sandboxes may open, `channel CORE CORE`. The monitor checks it again against the machine it
@@ -24,6 +24,8 @@ pub struct SandboxSpec {
     /// As a NIC sharer: its IPv4 address and MAC (`None`: the monitor's choice).
     pub ip: Option<[u8; 4]>,
     pub mac: Option<[u8; 6]>,
+    /// Its own watchdog period, ms (`None`: the machine-wide one).
+    pub watchdog_ms: Option<u64>,
     pub run: Option<String>,
 }
 
@@ -114,7 +116,7 @@ pub fn parse(text: &str) -> Result<Spec, String> {
                     spec.cores.push(Core::Member(first));
                     continue;
                 }
-                let mut s = SandboxSpec { name: String::new(), recovery: "none".to_string(), input: true, memory_mib: None, vcpus: None, ip: None, mac: None, run: None };
+                let mut s = SandboxSpec { name: String::new(), recovery: "none".to_string(), input: true, memory_mib: None, vcpus: None, ip: None, mac: None, watchdog_ms: None, run: None };
                 while !rest.is_empty() {
                     if let Some(r) = rest.strip_prefix("run=") {
                         s.run = Some(r.trim().to_string()).filter(|r| !r.is_empty());
@@ -130,6 +132,7 @@ pub fn parse(text: &str) -> Result<Spec, String> {
                         Some(("vcpus", v)) => s.vcpus = Some(v.to_string()),
                         Some(("ip", v)) => s.ip = Some(parse_octets::<4>(v, '.', 10).ok_or_else(|| format!("line {n}: ip={v:?} is not an IPv4 address"))?),
                         Some(("mac", v)) => s.mac = Some(parse_octets::<6>(v, ':', 16).ok_or_else(|| format!("line {n}: mac={v:?} is not a MAC address"))?),
+                        Some(("watchdog_ms", v)) => s.watchdog_ms = Some(v.parse().map_err(|_| format!("line {n}: watchdog_ms={v:?} is not a number"))?),
                         Some(("memory_mib", v)) => s.memory_mib = Some(v.parse().map_err(|_| format!("line {n}: memory_mib={v:?} is not a number"))?),
                         _ => return Err(format!("line {n}: unknown setting {kv:?}")),
                     }
@@ -183,10 +186,10 @@ mod tests {
 
     #[test]
     fn a_description_round_trips_what_the_runner_writes() {
-        let text = "parked 0\nsandbox 1 name=ctl recovery=restart input=0 memory_mib=64 ip=10.0.0.9 mac=02:aa:00:00:00:09 vcpus=main:2000:10000 run=forkwait 100 extra\nsandbox 2 name=log recovery=none input=1\nchannel 1 2\n";
+        let text = "parked 0\nsandbox 1 name=ctl recovery=restart input=0 memory_mib=64 watchdog_ms=250 ip=10.0.0.9 mac=02:aa:00:00:00:09 vcpus=main:2000:10000 run=forkwait 100 extra\nsandbox 2 name=log recovery=none input=1\nchannel 1 2\n";
         let s = parse(text).unwrap();
         assert!(s.parked(0) && !s.parked(1));
-        assert_eq!(s.sandbox(1), Some(&SandboxSpec { name: "ctl".into(), recovery: "restart".into(), input: false, memory_mib: Some(64), vcpus: Some("main:2000:10000".into()), ip: Some([10, 0, 0, 9]), mac: Some([2, 0xaa, 0, 0, 0, 9]), run: Some("forkwait 100 extra".into()) }));
+        assert_eq!(s.sandbox(1), Some(&SandboxSpec { name: "ctl".into(), recovery: "restart".into(), input: false, memory_mib: Some(64), vcpus: Some("main:2000:10000".into()), ip: Some([10, 0, 0, 9]), mac: Some([2, 0xaa, 0, 0, 0, 9]), watchdog_ms: Some(250), run: Some("forkwait 100 extra".into()) }));
         assert_eq!(s.sandbox(2).unwrap().run, None);
         assert!(s.channel_allowed(2, 1) && s.channel_allowed(1, 2) && !s.channel_allowed(1, 0));
         assert!(check(&s, 3).is_empty());

@@ -9,7 +9,7 @@ use super::console::{flush_console, input_gone, report_exits};
 use super::cores;
 use super::infopage;
 use super::nic::{hand_over, leave_nic, takeover_target};
-use super::state::{clear_in_service, sandbox_finished, state, watchdog_cycles};
+use super::state::{clear_in_service, sandbox_finished, state, watchdog_limit};
 use super::tables::{self, POOL};
 use crate::backend;
 use crate::recovery::{Component, CrashLoopRule, Decision, Policy};
@@ -245,7 +245,7 @@ pub(super) fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>)
 /// Watchdog: has the sandbox's heartbeat moved within the limit? Checked on every exit (a sandbox that only
 /// makes hypercalls is checked as well as one that never exits, which the preemption timer interrupts).
 pub(super) fn watchdog_expired(sandbox: u32) -> bool {
-    let limit = watchdog_cycles();
+    let limit = watchdog_limit(sandbox);
     if limit == 0 {
         return false;
     }

@@ -102,16 +102,23 @@ pub fn run_monitor(opts: &MonitorOptions) -> i32 {
 /// built, the exit handler and the watchdog. Returns the number of sandboxes.
 fn set_up(opts: &MonitorOptions, caps: Caps) -> Result<u32, String> {
     let apic = choose_apic_access(opts);
-    let watchdog_ms = opts.cmdline.watchdog_ms.unwrap_or(0);
-    let watchdog_cycles = time::ms_to_cycles(watchdog_ms);
-    let settings = RunSettings::new(caps, (watchdog_ms > 0).then_some(watchdog_cycles)).map_err(|e| format!("{e}"))?;
+    let n = smp::cpus_online();
+    // First: the NIC grant takes the sharers' addresses from it, the watchdog the sandboxes' own periods.
+    read_partition(n)?;
+    // The machine-wide watchdog, and each sandbox's own (a partition file's): the monitor's tick runs at the
+    // shortest of them, each sandbox is judged by its own.
+    let default_ms = opts.cmdline.watchdog_ms.unwrap_or(0);
+    let own_ms: Vec<(u32, u64)> = (0..n).filter_map(|c| Some((c, state::partition()?.sandbox(c)?.watchdog_ms?))).collect();
+    let watchdog_ms = own_ms.iter().map(|&(_, ms)| ms).chain(Some(default_ms).filter(|&ms| ms > 0)).min().unwrap_or(0);
+    let settings = RunSettings::new(caps, (watchdog_ms > 0).then_some(time::ms_to_cycles(watchdog_ms))).map_err(|e| format!("{e}"))?;
     let (name, setup) = settings.report();
     result!(name, "{}", setup);
     result!("monitor", "arch={} apic={}", settings.arch().name(), apic.name());
-    state::set_watchdog_cycles(watchdog_cycles);
-    let n = smp::cpus_online();
-    // First: the NIC grant takes the sharers' addresses from it.
-    read_partition(n)?;
+    state::set_watchdog_cycles(time::ms_to_cycles(default_ms));
+    for &(sandbox, ms) in &own_ms {
+        state::set_watchdog_own(sandbox, time::ms_to_cycles(ms));
+        result!("watchdog_sandbox", "sandbox={} ms={}", sandbox, ms);
+    }
     for c in 0..n {
         cores::set_owner(c, state::partition().map_or(c, |p| p.owner(c)));
     }

@@ -154,6 +154,22 @@ pub(super) fn watchdog_cycles() -> u64 {
     WATCHDOG_CYCLES.load(Ordering::Relaxed)
 }
 
+/// A sandbox's own watchdog limit in TSC cycles (a partition file's per-sandbox `watchdog_ms`; 0: the
+/// machine-wide one).
+static WATCHDOG_OWN: [AtomicU64; questv_arch::percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; questv_arch::percpu::MAX_CPUS];
+
+pub(super) fn set_watchdog_own(sandbox: u32, cycles: u64) {
+    WATCHDOG_OWN[sandbox as usize].store(cycles, Ordering::SeqCst);
+}
+
+/// The watchdog limit of `sandbox`: its own, else the machine-wide one (0: off).
+pub(super) fn watchdog_limit(sandbox: u32) -> u64 {
+    match WATCHDOG_OWN[sandbox as usize].load(Ordering::Relaxed) {
+        0 => watchdog_cycles(),
+        own => own,
+    }
+}
+
 /// SVM watchdog: a gap longer than this between two exits of one core means the core did not run (0: no
 /// such rule: the VMX preemption timer counts guest time only).
 static STALL_CYCLES: AtomicU64 = AtomicU64::new(0);
