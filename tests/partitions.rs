@@ -110,21 +110,25 @@ fn a_fault_on_the_second_core_recovers_the_whole_sandbox() {
     r.check(r.sandbox_results("sandbox_boot", 0).len() == 1, "the bystander was never restarted");
 }
 
-/// A sandbox's own watchdog: the one that hangs (interrupts off, `ktest attack hang`) is stopped after its
-/// 300 ms, the other, which has none, runs to its end.
+/// A sandbox's own watchdog, and a core's own heartbeat: the two-core sandbox whose second core hangs
+/// (interrupts off, `ktest attack second-core-hang`) while its first keeps ticking is stopped whole after its
+/// 300 ms; the other sandbox, which has no watchdog, runs to its end.
 #[test]
-fn each_sandbox_is_judged_by_its_own_watchdog() {
+fn each_sandbox_is_judged_by_its_own_watchdog_and_each_core_by_its_own_heartbeat() {
     let layout = file(
         "watchdog",
-        "[[sandbox]]\nname = \"hangs\"\ncpus = [0]\nwatchdog_ms = 300\nrun = \"ktest attack hang\"\n\n[[sandbox]]\nname = \"works\"\ncpus = [1]\nrun = \"ktest attack hang -- forkwait 300\"\n",
+        "[[sandbox]]\nname = \"hangs\"\ncpus = [0, 1]\nwatchdog_ms = 300\nrun = \"ktest attack second-core-hang\"\n\n[[sandbox]]\nname = \"works\"\ncpus = [2]\nrun = \"ktest attack second-core-hang -- forkwait 300\"\n",
     );
-    let r = vt("qemu", 2, &["--config", &layout]);
+    let r = vt("qemu", 3, &["--config", &layout]);
     let own = r.monitor_results("watchdog_sandbox");
     r.check(own.len() == 1 && own[0].get_u64("sandbox") == Some(0) && own[0].get_u64("ms") == Some(300), "sandbox 0 has its own 300 ms");
     r.check(r.monitor_results("watchdog").first().and_then(|w| w.get_u64("ms")) == Some(300), "the monitor's tick runs at 300 ms");
     let faults = r.monitor_results("sandbox_fault");
-    r.check(faults.len() == 1 && faults[0].get_u64("sandbox") == Some(0) && faults[0].get("reason") == Some("watchdog"), "the hung sandbox is stopped by its watchdog");
-    r.check(r.sandbox_results("forkwait", 1).len() == 1 && status_of(&r, 1) == Some(0), "the other runs to its end");
+    r.check(faults.len() == 1 && faults[0].get_u64("sandbox") == Some(0) && faults[0].get("reason") == Some("watchdog") && faults[0].get_u64("core") == Some(1), "the hung core is caught by its own heartbeat");
+    let stopped = r.monitor_results("sandbox_cores_stopped");
+    r.check(stopped.len() == 1 && stopped[0].get_u64("cores") == Some(1) && stopped[0].get_u64("unresponsive") == Some(0), "its ticking first core is stopped with it");
+    r.check(r.sandbox_results("attack", 0).is_empty(), "its first core never ran past the hang");
+    r.check(r.sandbox_results("forkwait", 2).len() == 1 && status_of(&r, 2) == Some(0), "the other runs to its end");
 }
 
 /// network.toml under `ping`: the NIC's only sharer answers at the address and MAC the file gives it.

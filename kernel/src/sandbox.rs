@@ -151,10 +151,14 @@ pub fn attack_targets() -> Option<AttackTargets> {
 /// Timer tick: tell the monitor's watchdog this sandbox makes progress.
 pub fn heartbeat() {
     if id().is_some() {
-        // SAFETY: HEARTBEAT_GPA is a reserved page of this sandbox (never allocated), mapped.
+        let cpu = u64::from(questv_arch::percpu::cpu_index()).min(63);
+        // SAFETY: HEARTBEAT_GPA's page is a reserved page of this sandbox (never allocated), mapped; the CPU's
+        // own word (CPU_HEARTBEAT_GPA + 8 cpu) lies in it and only this CPU writes it.
         unsafe {
             let p = phys_to_virt(hc::HEARTBEAT_GPA) as *mut u64;
             core::ptr::write_volatile(p, core::ptr::read_volatile(p).wrapping_add(1));
+            let own = phys_to_virt(hc::CPU_HEARTBEAT_GPA + 8 * cpu) as *mut u64;
+            core::ptr::write_volatile(own, core::ptr::read_volatile(own).wrapping_add(1));
         }
     }
 }

@@ -172,6 +172,13 @@ pub fn check(spec: &Spec, cpus: u32) -> Vec<String> {
     if !spec.cores.iter().take(cpus as usize).any(|c| matches!(c, Core::Sandbox(_))) {
         problems.push(String::from("no sandbox on any core of this machine"));
     }
+    for c in spec.cores.iter().take(cpus as usize) {
+        if let Core::Sandbox(s) = c {
+            if s.watchdog_ms == Some(0) {
+                problems.push(format!("sandbox {}: watchdog_ms=0 (its own watchdog needs a period)", s.name));
+            }
+        }
+    }
     for &(a, b) in &spec.channels {
         if spec.sandbox(a).is_none() || spec.sandbox(b).is_none() || a == b {
             problems.push(format!("channel {a} {b}: both ends must be sandboxes, and different ones"));
@@ -203,6 +210,7 @@ mod tests {
         assert!(s.members(0).is_empty() && s.sandbox(2).is_none() && !s.parked(2));
         assert!(check(&s, 4).is_empty());
         assert_eq!(check(&s, 3)[0], "sandbox wide is on core 3: the machine has 3 cores online");
+        assert_eq!(check(&parse("sandbox 0 name=a watchdog_ms=0\n").unwrap(), 1), vec!["sandbox a: watchdog_ms=0 (its own watchdog needs a period)".to_string()]);
         assert_eq!(parse("member 0 of=0\n"), Err("line 1: member 0 of=0: core 0 is not an earlier sandbox's first core".into()));
         assert_eq!(parse("sandbox 0 name=a\nmember 1 of=2\n"), Err("line 2: member 1 of=2: core 2 is not an earlier sandbox's first core".into()));
         assert_eq!(parse("sandbox 0 name=a\nmember 1\n"), Err("line 2: member 1 names no first core (of=CORE)".into()));

@@ -105,7 +105,8 @@ fn outcome(ok: bool) -> &'static str {
 /// `watchdog_ms`); `pci`, `msr`, `icr-*`, `vmx` must be refused (the attacker goes on to run `then` too);
 /// `user-vmcall` runs the `uvmcall` program; `forge` prints fake monitor lines and writes COM1 directly;
 /// `second-core`: the sandbox on several cores writes its own kernel text from its last core while its first
-/// core goes on (the whole sandbox must stop or be recovered; once recovered it runs `then`).
+/// core goes on (the whole sandbox must stop or be recovered; once recovered it runs `then`);
+/// `second-core-hang`: its last core spins with interrupts off instead (its watchdog must see that core).
 pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
     let run_then = |status: i32| match then {
         Some(cmd) if status == 0 => questv_kernel::proc::run_command(cmd),
@@ -124,12 +125,12 @@ pub(crate) fn attack(kind: &str, then: Option<&str>) -> i32 {
     if kind == "console-flood" && sandbox == 1 {
         return run_then(crate::attack_console::bystander());
     }
-    if kind == "second-core" {
+    if kind == "second-core" || kind == "second-core-hang" {
         // The attacker is the sandbox on several cores; the others (and it, recovered) run `then`.
         return if questv_kernel::smp::cpus_online() < 2 || questv_kernel::sandbox::incarnation() > 0 {
             run_then(0)
         } else {
-            crate::attack_cpu::fault_on_last_core()
+            crate::attack_cpu::fault_on_last_core(kind == "second-core-hang")
         };
     }
     if sandbox != attacker {

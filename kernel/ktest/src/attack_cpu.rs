@@ -11,18 +11,26 @@ use questv_kernel::mm::kmem::{self, KernelMem};
 use questv_kernel::{kprintln, result};
 
 /// `second-core`: a kernel thread on this sandbox's last core writes the kernel's own text (read-only in the
-/// second stage: an exit the monitor treats as a fault), while this core computes on. The monitor must stop
-/// the whole sandbox — this core included — so this never returns unless it failed to.
-pub(crate) fn fault_on_last_core() -> i32 {
+/// second stage: an exit the monitor treats as a fault), while this core computes on; `hang`: the thread spins
+/// with interrupts off instead (the other core keeps ticking: only that core's own heartbeat stops). The
+/// monitor must stop the whole sandbox — this core included — so this never returns unless it failed to.
+pub(crate) fn fault_on_last_core(hang: bool) -> i32 {
     let last = questv_kernel::smp::cpus_online() - 1;
-    kprintln!("ktest attack: sandbox {} faults on its core {} while core 0 runs on", questv_kernel::sandbox::id().unwrap_or(0), last);
+    let what = if hang { "hangs" } else { "faults" };
+    kprintln!("ktest attack: sandbox {} {} on its core {} while core 0 runs on", questv_kernel::sandbox::id().unwrap_or(0), what, last);
     extern "C" fn faulter(_: u64) -> ! {
         crate::util::write_own_text(questv_arch::paging::virt_to_phys(fault_on_last_core as *const () as u64));
         // Only if the second stage let the write through.
         kprintln!("ktest attack second-core: the text write on core {} was not stopped", questv_arch::percpu::cpu_index());
         questv_kernel::sched::exit()
     }
-    questv_kernel::sched::spawn_on(last, "faulter", faulter, 0);
+    extern "C" fn hanger(_: u64) -> ! {
+        cpu::disable_interrupts();
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+    questv_kernel::sched::spawn_on(last, "faulter", if hang { hanger } else { faulter }, 0);
     let mut spins = 0u64;
     let end = cpu::rdtsc() + questv_kernel::time::ms_to_cycles(20_000);
     while cpu::rdtsc() < end {

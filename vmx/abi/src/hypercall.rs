@@ -146,6 +146,11 @@ pub const SHARED_SIZE: u64 = 2 << 20;
 /// watchdog reads it on its timer exit.
 pub const HEARTBEAT_GPA: u64 = 0x9F000;
 
+/// Guest-physical address of CPU 0's own heartbeat word (CPU n's is 8 n bytes on, up to 64 CPUs, in the same
+/// page): a sandbox on several cores bumps each CPU's at that CPU's tick as well, so the watchdog sees one core
+/// hung while the others tick.
+pub const CPU_HEARTBEAT_GPA: u64 = HEARTBEAT_GPA + 128;
+
 /// The shared region's first page (paper §3.5's info page): magic, version, sandbox count and the channel
 /// directory. Only the monitor writes it; it is read-only in every sandbox's EPT.
 pub mod info {
@@ -214,5 +219,6 @@ mod tests {
     fn heartbeat_is_below_the_kernel_and_page_aligned() {
         assert_eq!(HEARTBEAT_GPA % 4096, 0);
         assert!(HEARTBEAT_GPA + 4096 <= 0x10_0000);
+        assert!(CPU_HEARTBEAT_GPA >= NOTIFY_ACK_GPA + 8 && CPU_HEARTBEAT_GPA + 8 * 64 <= HEARTBEAT_GPA + 4096);
     }
 }

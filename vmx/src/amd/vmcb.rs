@@ -291,6 +291,7 @@ fn setup(c: &LaunchConfig) {
             set_segment(v, seg, 0, ATTR_DATA16, 0xFFFF, 0);
         }
         set_segment(v, off::TR, 0, ATTR_TSS16_BUSY, 0xFFFF, 0);
+        set_segment(v, off::IDTR, 0, 0, 0xFFFF, 0); // the real-mode vector table's limit
         wr64(v, off::CR0, 0x30); // ET | NE
         wr64(v, off::RIP, 0);
     }

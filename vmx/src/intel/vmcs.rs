@@ -316,6 +316,7 @@ unsafe fn write_guest_state(c: &LaunchConfig) -> Result<(), VmxError> {
             vmwrite(guest::CS_SELECTOR, vector << 8)?;
             vmwrite(guest::CS_BASE, vector << 12)?;
             vmwrite(guest::CS_ACCESS_RIGHTS, 0x9B)?;
+            vmwrite(guest::IDTR_LIMIT, 0xFFFF)?; // the real-mode vector table's limit
             for i in 0..6u32 {
                 if i != 1 {
                     vmwrite(guest::ES_SELECTOR + 2 * i, 0)?;

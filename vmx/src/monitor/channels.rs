@@ -76,6 +76,10 @@ fn allocate() -> Result<u64, i64> {
     pool.as_mut().ok_or(hc::ENOMEM)?.pages(CHANNEL_BYTES / PAGE_SIZE).map_err(|_| hc::ENOMEM)
 }
 
+/// Channel memory a core may still reach through a stale translation (a core that did not flush in time):
+/// never freed for reuse.
+static QUARANTINE: spin::Mutex<Vec<u64>> = spin::Mutex::new(Vec::new());
+
 /// CHANNEL_CLOSE from `me`: the peer may no longer notify it; the memory leaves `me`'s second stage (this
 /// core's: its cached translations are dropped before `me` runs again) and is freed if the peer closed too.
 pub(super) fn channel_close(me: u32, peer: u32) -> Result<u64, i64> {
@@ -88,12 +92,20 @@ pub(super) fn channel_close(me: u32, peer: u32) -> Result<u64, i64> {
         let mut pool = POOL.lock();
         unmap_channel(pool.as_mut().ok_or(hc::ENOMEM)?, me, base, CHANNEL_BYTES);
         crate::backend::flush_stage2();
-        super::cores::flush_others(me, questv_arch::percpu::cpu_index());
+        if !super::cores::flush_others(me, questv_arch::percpu::cpu_index()) {
+            // A core of `me` may still reach the memory: it is never handed to anyone again.
+            QUARANTINE.lock().push(base);
+        }
     }
     if let Some(base) = r.free {
-        // SAFETY: channel memory is monitor memory of this channel, mapped in no second stage any more.
-        unsafe { core::ptr::write_bytes(questv_arch::paging::phys_to_virt(base) as *mut u8, 0, CHANNEL_BYTES as usize) };
-        free_memory(&chans, r, base);
+        if QUARANTINE.lock().contains(&base) {
+            infopage::publish_channel(r.index as u64, 0, 0, 0);
+            questv_kernel::result!("channel_quarantined", "sandbox={} base=0x{:x}", me, base);
+        } else {
+            // SAFETY: channel memory is monitor memory of this channel, mapped in no second stage any more.
+            unsafe { core::ptr::write_bytes(questv_arch::paging::phys_to_virt(base) as *mut u8, 0, CHANNEL_BYTES as usize) };
+            free_memory(&chans, r, base);
+        }
     }
     Ok(0)
 }

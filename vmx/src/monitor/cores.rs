@@ -14,7 +14,7 @@
 #![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use questv_arch::percpu::MAX_CPUS;
 use questv_arch::{cpu, lapic};
 use questv_kernel::{result, smp, time};
@@ -39,6 +39,11 @@ static START: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CP
 static IN_GUEST: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// The core is to drop its cached second-stage translations before it runs its guest again.
 static FLUSH: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Per core of a sandbox on several cores, for the watchdog: its CPU's own heartbeat as last seen, the TSC
+/// when it last moved (0: not yet seen), and the TSC of the last check.
+static CORE_HEARTBEAT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static CORE_PROGRESS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static CORE_CHECK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// NMIs the monitor sent the core (to stop it or have it flush) not yet seen as an exit.
 static NMIS_SENT: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 /// A core of the sandbox is handling a fault of it (the others only stop).
@@ -59,6 +64,46 @@ pub(super) fn other_cores(sandbox: u32) -> Vec<u32> {
     (0..smp::cpu_count().min(MAX_CPUS as u32)).filter(|&c| c != sandbox && sandbox_of(c) == sandbox).collect()
 }
 
+/// The sandbox kernel's number for its core `core`: 0 for its first core, k for the k-th of the others (the
+/// order its kernel starts them in, the order of `other_cores`).
+pub(super) fn cpu_in_sandbox(sandbox: u32, core: u32) -> u32 {
+    if core == sandbox {
+        return 0;
+    }
+    other_cores(sandbox).iter().position(|&c| c == core).map_or(0, |k| k as u32 + 1)
+}
+
+/// The watchdog's judgement of one core of a sandbox on several cores, on that core's exit at `now`: `hb`
+/// is its CPU's own heartbeat, `limit` the sandbox's watchdog limit, `stall` the SVM rule for a core that did
+/// not run (0: none). Returns the cycles it has been silent for if that exceeds the limit (ten limits before
+/// its first tick).
+pub(super) fn core_silent(core: u32, hb: u64, now: u64, limit: u64, stall: u64) -> Option<u64> {
+    let c = core as usize;
+    let last_check = CORE_CHECK[c].swap(now, Ordering::SeqCst);
+    if stall != 0 && last_check != 0 && now.saturating_sub(last_check) > stall {
+        // The core itself did not run for two watchdog ticks (an emulator stall): silence counts from here.
+        CORE_PROGRESS[c].store(now, Ordering::SeqCst);
+        return None;
+    }
+    if hb != CORE_HEARTBEAT[c].load(Ordering::SeqCst) || CORE_PROGRESS[c].load(Ordering::SeqCst) == 0 {
+        CORE_HEARTBEAT[c].store(hb, Ordering::SeqCst);
+        CORE_PROGRESS[c].store(now, Ordering::SeqCst);
+        return None;
+    }
+    let silent = now.saturating_sub(CORE_PROGRESS[c].load(Ordering::SeqCst));
+    let allowed = if hb == 0 { limit.saturating_mul(10) } else { limit };
+    (silent > allowed).then_some(silent)
+}
+
+/// Time `core` spent in the monitor (not its guest's) does not count as its silence.
+pub(super) fn credit_core(core: u32, spent: u64, now: u64) {
+    let c = core as usize;
+    let p = CORE_PROGRESS[c].load(Ordering::SeqCst);
+    if p != 0 {
+        CORE_PROGRESS[c].store(p.saturating_add(spent).min(now), Ordering::SeqCst);
+    }
+}
+
 /// Does `sandbox` run on several cores?
 pub(super) fn several(sandbox: u32) -> bool {
     (0..smp::cpu_count().min(MAX_CPUS as u32)).any(|c| c != sandbox && sandbox_of(c) == sandbox)
@@ -74,9 +119,17 @@ pub(super) fn is_sibling(sandbox: u32, me: u32, apic: u32) -> bool {
     core_of_apic(apic).is_some_and(|c| c != me && sandbox_of(c) == sandbox)
 }
 
+/// Is `core` running its guest (launched, not stopped)?
+pub(super) fn running(core: u32) -> bool {
+    RUNNING[core as usize].load(Ordering::SeqCst)
+}
+
 /// The core enters its guest (launch or relaunch, which drop its cached translations anyway): a stop or
 /// flush asked of its previous run is void.
 pub(super) fn entering(core: u32) {
+    CORE_PROGRESS[core as usize].store(0, Ordering::SeqCst);
+    CORE_HEARTBEAT[core as usize].store(0, Ordering::SeqCst);
+    CORE_CHECK[core as usize].store(0, Ordering::SeqCst);
     STOP[core as usize].store(false, Ordering::SeqCst);
     FLUSH[core as usize].store(false, Ordering::SeqCst);
     RUNNING[core as usize].store(true, Ordering::SeqCst);
@@ -90,9 +143,10 @@ pub(super) fn left(core: u32) {
 
 /// A start-up IPI from the sandbox to its core `core`: the core starts in real mode at page `vector`, unless it
 /// runs already (a running core ignores start-up IPIs, as the second of the SDM's pair is). Returns whether
-/// it starts.
+/// it starts. Refused while the sandbox is being stopped (a fault handled on one of its cores).
 pub(super) fn startup_ipi(core: u32, vector: u8) -> bool {
-    if RUNNING[core as usize].load(Ordering::SeqCst) || START[core as usize].load(Ordering::SeqCst) {
+    let sandbox = sandbox_of(core);
+    if RUNNING[core as usize].load(Ordering::SeqCst) || START[core as usize].load(Ordering::SeqCst) || handling(sandbox) {
         return false;
     }
     crate::backend::set_start_vector(core, vector);
@@ -116,6 +170,7 @@ pub(super) fn claim_fault(sandbox: u32) -> bool {
     !HANDLING_FAULT[sandbox as usize].swap(true, Ordering::SeqCst)
 }
 
+/// The fault is handled (its sandbox resumes, is relaunched, or is done): start-up IPIs count again.
 pub(super) fn fault_handled(sandbox: u32) {
     HANDLING_FAULT[sandbox as usize].store(false, Ordering::SeqCst);
 }
@@ -154,14 +209,17 @@ pub(super) fn resuming(core: u32) {
 /// (an NMI every millisecond) before this returns, so none keeps reaching memory the sandbox no longer has (a
 /// closed channel's, given to another pair next). A core in the monitor flushes before it resumes; one
 /// waiting to be started flushes at its launch anyway. Safe under the monitor's locks: it waits only for
-/// cores in their guest.
-pub(super) fn flush_others(sandbox: u32, me: u32) {
+/// cores in their guest. Returns false if a core in its guest did not flush within 2 s (the caller must not
+/// hand the unmapped memory to anyone else).
+pub(super) fn flush_others(sandbox: u32, me: u32) -> bool {
+    let mut all = true;
     for c in other_cores(sandbox).into_iter().chain(core::iter::once(sandbox)).filter(|&c| c != me) {
         FLUSH[c as usize].store(true, Ordering::SeqCst);
         let deadline = cpu::rdtsc() + time::ms_to_cycles(2000);
         while FLUSH[c as usize].load(Ordering::SeqCst) && IN_GUEST[c as usize].load(Ordering::SeqCst) {
             if cpu::rdtsc() > deadline {
                 result!("sandbox_core_unresponsive", "sandbox={} core={} waiting_for=flush", sandbox, c);
+                all = false;
                 break;
             }
             kick(c);
@@ -171,17 +229,23 @@ pub(super) fn flush_others(sandbox: u32, me: u32) {
             }
         }
     }
+    all
+}
+
+/// Is a fault (or the end) of `sandbox` being handled by one of its cores?
+pub(super) fn handling(sandbox: u32) -> bool {
+    HANDLING_FAULT[sandbox as usize].load(Ordering::SeqCst)
 }
 
 /// Bring every other core of `sandbox` out of its guest (`me` is the caller's core) and wait until each has
 /// left: the flag, then an NMI (which exits) every millisecond until the core says it stopped — an NMI that
-/// arrives while the core is in the monitor reaches no guest, so it is sent again. Returns how many cores
-/// were stopped.
-pub(super) fn stop_others(sandbox: u32, me: u32) -> u32 {
-    let mut stopped = 0;
-    for c in other_cores(sandbox).into_iter().chain(core::iter::once(sandbox)).filter(|&c| c != me) {
-        // A start-up IPI not yet taken no longer counts: the sandbox it was for is going away.
-        START[c as usize].store(false, Ordering::SeqCst);
+/// arrives while the core is in the monitor reaches no guest, so it is sent again. Start-up IPIs not yet taken
+/// are void once all have stopped (the sandbox they were for is going away). Returns (cores stopped, cores
+/// that did not stop within 2 s: still in their guest).
+pub(super) fn stop_others(sandbox: u32, me: u32) -> (u32, u32) {
+    let (mut stopped, mut unresponsive) = (0, 0);
+    let others: Vec<u32> = other_cores(sandbox).into_iter().chain(core::iter::once(sandbox)).filter(|&c| c != me).collect();
+    for &c in &others {
         if !RUNNING[c as usize].load(Ordering::SeqCst) {
             continue;
         }
@@ -190,6 +254,7 @@ pub(super) fn stop_others(sandbox: u32, me: u32) -> u32 {
         while RUNNING[c as usize].load(Ordering::SeqCst) {
             if cpu::rdtsc() > deadline {
                 result!("sandbox_core_unresponsive", "sandbox={} core={}", sandbox, c);
+                unresponsive += 1;
                 break;
             }
             kick(c);
@@ -200,5 +265,8 @@ pub(super) fn stop_others(sandbox: u32, me: u32) -> u32 {
         }
         stopped += 1;
     }
-    stopped
+    for &c in &others {
+        START[c as usize].store(false, Ordering::SeqCst);
+    }
+    (stopped - unresponsive, unresponsive)
 }

@@ -70,7 +70,7 @@ fn checked_ipi(sandbox: u32, icr: u64) -> IpiOutcome {
     // Checked and sent under the channel table's lock: a close on another core waits for a send in progress.
     with_channels(|chans| match policy::check_icr(icr, own, hc::CHANNEL_NOTIFY_VECTOR, sibling, |apic| has_channel_to_apic(chans, sandbox, apic, true)) {
         Ok(ipi) if ipi.kind == IpiKind::Startup => {
-            if let Some(core) = cores::core_of_apic(ipi.dest_apic) {
+            if let Some(core) = cores::core_of_apic(ipi.dest_apic).filter(|_| !is_done(sandbox)) {
                 if cores::startup_ipi(core, ipi.vector) {
                     result!("sandbox_core_start", "sandbox={} core={} page=0x{:x}", sandbox, core, u64::from(ipi.vector) << 12);
                 }
@@ -81,6 +81,12 @@ fn checked_ipi(sandbox: u32, icr: u64) -> IpiOutcome {
         // as a whole).
         Ok(ipi) if matches!(ipi.kind, IpiKind::Init { .. }) => IpiOutcome::Sent,
         Ok(ipi) if ipi.dest_apic != own && !sibling(ipi.dest_apic) && !notification_due(sandbox, ipi.dest_apic) => IpiOutcome::Coalesced,
+        // To its own core that is not in its guest (not started yet, or stopped): the monitor's own interrupt
+        // table would take it. Dropped and counted.
+        Ok(ipi) if sibling(ipi.dest_apic) && !cores::core_of_apic(ipi.dest_apic).is_some_and(cores::running) => {
+            refuse(sandbox, RefusalKind::Icr, policy::IcrRefusal::Destination(ipi.dest_apic).code());
+            IpiOutcome::Dropped
+        }
         Ok(ipi) => {
             lapic::send_ipi(ipi.dest_apic, ipi.vector);
             IpiOutcome::Sent
@@ -346,13 +352,13 @@ fn wait_for_restart(core: u32, sandbox: u32) -> Verdict {
         if questv_arch::trap::HALT_ALL.load(Ordering::SeqCst) {
             return Verdict::Park;
         }
+        if is_done(sandbox) {
+            return Verdict::Park;
+        }
         if take_relaunch(core) || (core != sandbox && cores::take_start(core)) {
             EXCEPTION_LOOPS[core as usize].lock().reset();
             cores::entering(core);
             return Verdict::Relaunch;
-        }
-        if is_done(sandbox) {
-            return Verdict::Park;
         }
         core::hint::spin_loop();
     }
@@ -370,9 +376,8 @@ fn handle_exit(sandbox: u32, regs: &mut GuestRegs, exit: Exit) -> bool {
     if let Some(held_ms) = super::nic::take_lock_fault(sandbox) {
         return stop(sandbox, "nic_lock", format_args!("held_ms={} exit={}", held_ms, kind.name()));
     }
-    if watchdog_expired(sandbox) {
-        let silent_ms = time::cycles_to_ms(cpu::rdtsc() - state(sandbox).progress_tsc);
-        return stop(sandbox, "watchdog", format_args!("silent_ms={} exit={}", silent_ms, kind.name()));
+    if let Some(silent) = watchdog_expired(sandbox, percpu::cpu_index()) {
+        return stop(sandbox, "watchdog", format_args!("silent_ms={} exit={}", time::cycles_to_ms(silent), kind.name()));
     }
     match exit {
         Exit::Cpuid => {

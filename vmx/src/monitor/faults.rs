@@ -50,6 +50,7 @@ pub(super) fn exit_started(core: u32) {
 pub(super) fn exit_finished(core: u32, sandbox: u32) {
     let now = cpu::rdtsc();
     let spent = now.saturating_sub(EXIT_TSC[core as usize].load(Ordering::Relaxed));
+    cores::credit_core(core, spent, now);
     let mut st = state(sandbox);
     if st.progress_tsc != 0 {
         st.progress_tsc = st.progress_tsc.saturating_add(spent).min(now);
@@ -66,8 +67,10 @@ pub(super) fn take_relaunch(core: u32) -> bool {
 /// fault when it reported one (the panic hypercall), for the exit-to-monitor phase.
 pub(super) fn fault(sandbox: u32, reason: &str, details: core::fmt::Arguments, guest_tsc: Option<u64>) -> bool {
     let core = percpu::cpu_index();
-    // On a sandbox on several cores, one core handles a fault; another faulting meanwhile only stops.
+    // On a sandbox on several cores, one core handles a fault (or its end); another faulting meanwhile only
+    // stops, and says so.
     if !cores::claim_fault(sandbox) {
+        result!("sandbox_core_fault", "sandbox={} core={} reason={} {} handled_by=another_core", sandbox, core, reason, details);
         return false;
     }
     let resumes = handle_fault(sandbox, core, reason, details, guest_tsc);
@@ -86,13 +89,24 @@ fn handle_fault(sandbox: u32, core: u32, reason: &str, details: core::fmt::Argum
     // own, as when an emulator reports an exit from host context (docs/vt.md). Addresses alone cannot tell
     // otherwise: every sandbox runs the same image at the same guest-physical addresses as the monitor.
     let monitor_state = backend::saved_state_is_monitors(g.rip);
-    let (policy, incarnation, decision, component) = {
+    let (policy, incarnation, mut decision, component) = {
         let mut st = state(sandbox);
         let d = if st.policy != Policy::None && recoverable { Some(st.history.on_fault(t_exit, crash_loop_rule())) } else { None };
         // Component level: only a fault on the component's own stack is the component's.
         let c = st.component.filter(|c| st.policy == Policy::Driver && c.owns(g.rsp));
         (st.policy, st.history.incarnation, d, c)
     };
+    // The whole sandbox stops (a driver switch excepted: its processes run on): its other cores leave their
+    // guest before anything of it is torn down. One that does not would run on in a slice being rebuilt: the
+    // sandbox is then stopped for good instead of restarted (it stays in its own slice, which is never reused).
+    let mut stopped = None;
+    if !(decision == Some(Decision::Recover) && component.is_some()) && cores::several(sandbox) {
+        let (n, unresponsive) = cores::stop_others(sandbox, core);
+        if unresponsive > 0 {
+            decision = None;
+        }
+        stopped = Some((n, unresponsive));
+    }
     // Remote: a sharer's service goes to the next healthy sharer.
     let takeover = match (policy, decision) {
         (Policy::Remote, Some(Decision::Recover)) => takeover_target(sandbox),
@@ -104,11 +118,8 @@ fn handle_fault(sandbox: u32, core: u32, reason: &str, details: core::fmt::Argum
         "sandbox={} reason={} {} rip=0x{:x} rsp=0x{:x} cr3=0x{:x} monitor_state={} incarnation={} policy={} action={} core={}",
         sandbox, reason, details, g.rip, g.rsp, g.paging.cr3, u8::from(monitor_state), incarnation, policy.name(), action, core
     );
-    // The whole sandbox stops (a driver switch excepted: its processes run on): its other cores leave their
-    // guest before anything of it is torn down.
-    if !(decision == Some(Decision::Recover) && component.is_some()) && cores::several(sandbox) {
-        let stopped = cores::stop_others(sandbox, core);
-        result!("sandbox_cores_stopped", "sandbox={} cores={} by_core={}", sandbox, stopped, core);
+    if let Some((n, unresponsive)) = stopped {
+        result!("sandbox_cores_stopped", "sandbox={} cores={} unresponsive={} by_core={}", sandbox, n, unresponsive, core);
     }
     report_exits(sandbox);
     leave_nic(sandbox);
@@ -128,6 +139,13 @@ fn recover(sandbox: u32, decision: Option<Decision>, component: Option<Component
     if decision == Some(Decision::Recover) {
         match restart_sandbox(sandbox, t_exit, guest_tsc) {
             Ok(()) => {
+                // Before the relaunch: this core (if another of the sandbox's) is out of its guest, and the
+                // new kernel's start-up IPIs count — none may find the sandbox still being stopped.
+                let core = percpu::cpu_index();
+                if core != sandbox {
+                    cores::left(core);
+                }
+                cores::fault_handled(sandbox);
                 RELAUNCH[sandbox as usize].store(true, Ordering::SeqCst);
                 return false;
             }
@@ -242,13 +260,27 @@ pub(super) fn restart_sandbox(sandbox: u32, t_exit: u64, guest_tsc: Option<u64>)
     Ok(())
 }
 
-/// Watchdog: has the sandbox's heartbeat moved within the limit? Checked on every exit (a sandbox that only
-/// makes hypercalls is checked as well as one that never exits, which the preemption timer interrupts).
-pub(super) fn watchdog_expired(sandbox: u32) -> bool {
+/// Watchdog: has the sandbox's heartbeat moved within the limit — and, on a sandbox of several cores, this
+/// core's own (one core hung with interrupts off while another ticks)? Checked on every exit (a sandbox that
+/// only makes hypercalls is checked as well as one that never exits, which the watchdog's timer interrupts).
+/// Returns the cycles of silence that broke the limit.
+pub(super) fn watchdog_expired(sandbox: u32, core: u32) -> Option<u64> {
     let limit = watchdog_limit(sandbox);
     if limit == 0 {
-        return false;
+        return None;
     }
+    if cores::several(sandbox) {
+        let base = state(sandbox).host_base;
+        let hb = super::heartbeat::cpu_heartbeat_in(base, cores::cpu_in_sandbox(sandbox, core));
+        if let Some(silent) = cores::core_silent(core, hb, cpu::rdtsc(), limit, super::state::stall_cycles()) {
+            return Some(silent);
+        }
+    }
+    sandbox_silent(sandbox, limit)
+}
+
+/// The sandbox-wide heartbeat's judgement (any of its cores' ticks moves it).
+fn sandbox_silent(sandbox: u32, limit: u64) -> Option<u64> {
     let now = cpu::rdtsc();
     let mut st = state(sandbox);
     let last_check = core::mem::replace(&mut st.last_check_tsc, now);
@@ -259,15 +291,16 @@ pub(super) fn watchdog_expired(sandbox: u32) -> bool {
         // counts from here, not from before the stall.
         st.stalls += 1;
         st.progress_tsc = now;
-        return false;
+        return None;
     }
     let hb = super::heartbeat::heartbeat_in(st.host_base);
     if hb != st.heartbeat || st.progress_tsc == 0 {
         st.heartbeat = hb;
         st.progress_tsc = now;
-        return false;
+        return None;
     }
     // Until the first tick (early boot) allow ten periods.
     let allowed = if hb == 0 { limit * 10 } else { limit };
-    now.saturating_sub(st.progress_tsc) > allowed
+    let silent = now.saturating_sub(st.progress_tsc);
+    (silent > allowed).then_some(silent)
 }

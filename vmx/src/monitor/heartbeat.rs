@@ -13,6 +13,13 @@ pub(super) fn heartbeat_in(host_base: u64) -> u64 {
     unsafe { core::ptr::read_volatile(hb_host as *const u64) }
 }
 
+/// The heartbeat of the sandbox's CPU `cpu` (its kernel's numbering: 0 is its first core).
+pub(super) fn cpu_heartbeat_in(host_base: u64, cpu: u32) -> u64 {
+    let hb_host = host_view(host_base, hc::CPU_HEARTBEAT_GPA + 8 * u64::from(cpu.min(63)));
+    // SAFETY: as for heartbeat_in: inside the sandbox's heartbeat page.
+    unsafe { core::ptr::read_volatile(hb_host as *const u64) }
+}
+
 /// `sandbox`'s heartbeat, read from any core.
 pub(super) fn heartbeat_of(sandbox: u32) -> u64 {
     let base = state(sandbox).host_base;

@@ -27,8 +27,12 @@ pub(super) fn hypercall(sandbox: u32, regs: &mut GuestRegs) -> bool {
     }
     let result = match regs.rax {
         hc::DONE => {
-            // Its other cores leave their guest (they park once it is done).
+            // Its other cores leave their guest (they park once it is done). The end is claimed as a fault is:
+            // if one is being handled on another core, that core decides and this one only stops.
             if super::cores::several(sandbox) {
+                if !super::cores::claim_fault(sandbox) {
+                    return false;
+                }
                 super::cores::stop_others(sandbox, questv_arch::percpu::cpu_index());
             }
             flush_console(sandbox);

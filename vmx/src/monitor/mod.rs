@@ -315,10 +315,13 @@ extern "C" fn launch_thread(_: u64) -> ! {
 /// kernel sends it, then launch it. A sandbox that is done for good before it sent one leaves the core parked.
 extern "C" fn start_thread(_: u64) -> ! {
     let core = percpu::cpu_index();
-    while !cores::take_start(core) {
+    loop {
         if state::is_done(cores::sandbox_of(core)) {
             cpu::disable_interrupts();
             cpu::halt_forever()
+        }
+        if cores::take_start(core) {
+            break;
         }
         cpu::halt();
     }

@@ -87,6 +87,11 @@ pub(super) fn grant_nic(pci: &mut impl questv_drivers::pci::ConfigSpace, list: &
     if sharers.is_empty() {
         return Err(format!("nic={list}: no sandbox named"));
     }
+    // The guard of the tail pages flushes one core per sharer (docs/partitions.md): a sharer runs on one core,
+    // and a core of another sandbox is no sharer at all.
+    if let Some(&s) = sharers.iter().find(|&&s| super::state::partition().is_some_and(|p| p.owner(s) != s || !p.members(s).is_empty())) {
+        return Err(format!("nic={list}: core {s} is not the only core of a sandbox: a NIC sharer runs on one core"));
+    }
     // A partition file may give a sharer its own address and MAC (checked by the runner and here: unique).
     let given = |j: usize| super::state::partition().and_then(|p| p.sandbox(sharers[j]));
     let ids: Vec<(u64, [u8; 4])> = (0..sharers.len())

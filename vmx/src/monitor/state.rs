@@ -247,11 +247,13 @@ pub(super) fn sandbox_core(core: u32, sandbox: u32) {
 }
 static WORST_STATUS: AtomicI32 = AtomicI32::new(0);
 
-/// A sandbox is done for good (`RESULT sandbox_done`); the last one to finish ends the machine with the worst
-/// status.
+/// A sandbox is done for good (`RESULT sandbox_done`, counted once); the last one to finish ends the machine
+/// with the worst status.
 pub(super) fn sandbox_finished(sandbox: u32, status: i32) {
     clear_in_service(sandbox);
-    DONE.fetch_or(bit(sandbox), Ordering::AcqRel);
+    if DONE.fetch_or(bit(sandbox), Ordering::AcqRel) & bit(sandbox) != 0 {
+        return; // once only
+    }
     WORST_STATUS.fetch_max(status, Ordering::SeqCst);
     result!("sandbox_done", "sandbox={} status={}", sandbox, status);
     if FINISHED.fetch_add(1, Ordering::SeqCst) + 1 == SANDBOXES.load(Ordering::SeqCst) {
