@@ -308,6 +308,34 @@ fn run_linux(o: &BootOptions, run: &str) -> Result<(Vec<String>, String), String
     Ok((lines, guest.version))
 }
 
+/// Another system's cycles beside the SMP/VT rows (Linux's, or the VT build laid out by a partition file):
+/// its result lines keyed by core (`cycles_lines`), paired with each row's core and workload as `compare_rows`
+/// pairs them. Returns the table (`name` heads its columns), and the chart's points; appends the CSV rows.
+fn third_system_rows(rows: &[CompareRow], lines: &[(u64, String, usize, ResultLine)], name: &str, csv: &mut String) -> (String, Vec<(f64, f64)>) {
+    let mut out = format!("core  workload              {name}_cycles_per_iter  {name}/smp  {name}/vt\n");
+    let mut points = Vec::new();
+    let mut seen: Vec<(u64, String)> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let k = seen.iter().filter(|(c, w)| *c == r.core && *w == r.workload).count();
+        seen.push((r.core, r.workload.clone()));
+        let Some(x) = lines.iter().find(|(c, w, j, _)| *c == r.core && *w == r.workload && *j == k).and_then(|(_, _, _, l)| l.get_u64("cycles_per_iter")) else { continue };
+        csv.push_str(&format!("{name}_core_{},{},{x},,,\n", r.core, r.workload));
+        out.push_str(&format!(
+            "{:>4}  {:<20}  {:>w$}  {:>w2$.3}  {:>w3$.3}\n",
+            r.core,
+            r.workload,
+            x,
+            x as f64 / r.smp_cycles_per_iter.max(1) as f64,
+            x as f64 / r.vt_cycles_per_iter.max(1) as f64,
+            w = name.len() + 16,
+            w2 = name.len() + 4,
+            w3 = name.len() + 3
+        ));
+        points.push((i as f64, x as f64));
+    }
+    (out, points)
+}
+
 /// The third system of `compare --config`: the partition file's stem (`vt-asymmetric`).
 fn file_system_name(o: &BootOptions) -> String {
     let stem = o.config.as_deref().and_then(|p| p.file_stem()).and_then(|s| s.to_str()).unwrap_or("file");
@@ -434,44 +462,13 @@ pub fn compare(o: &BootOptions, linux: bool) -> Result<(String, PathBuf), String
         plot::Series { name: format!("Quest-V (VT), {} sandboxes at once", rows.len()), points: rows.iter().enumerate().map(|(i, r)| (i as f64, r.vt_cycles_per_iter as f64)).collect() },
     ];
     if let Some((lines, version)) = &linux_run {
-        let lrows = cycles_lines(lines, "cpu");
-        let mut out = String::from("core  workload              linux_cycles_per_iter  linux/smp  linux/vt\n");
-        let mut points = Vec::new();
-        let mut seen: Vec<(u64, String)> = Vec::new();
-        for (i, r) in rows.iter().enumerate() {
-            let k = seen.iter().filter(|(c, w)| *c == r.core && *w == r.workload).count();
-            seen.push((r.core, r.workload.clone()));
-            let Some(l) = lrows.iter().find(|(c, w, j, _)| *c == r.core && *w == r.workload && *j == k).and_then(|(_, _, _, l)| l.get_u64("cycles_per_iter")) else { continue };
-            csv.push_str(&format!("linux_core_{},{},{l},,,\n", r.core, r.workload));
-            out.push_str(&format!(
-                "{:>4}  {:<20}  {:>21}  {:>9.3}  {:>8.3}\n",
-                r.core,
-                r.workload,
-                l,
-                l as f64 / r.smp_cycles_per_iter.max(1) as f64,
-                l as f64 / r.vt_cycles_per_iter.max(1) as f64
-            ));
-            points.push((i as f64, l as f64));
-        }
+        let (out, points) = third_system_rows(&rows, &cycles_lines(lines, "cpu"), "linux", &mut csv);
         table.push_str(&format!("Linux {version}, the same binary, one instance per vCPU:\n{out}"));
         series.push(plot::Series { name: format!("Linux {version}, {} instances at once", rows.len()), points });
     }
     if let Some(lines) = &file_run {
         let name = file_system_name(o);
-        let frows = cycles_lines(lines, "instance");
-        let mut out = format!("core  workload              {name}_cycles_per_iter  {name}/smp  {name}/vt\n");
-        let mut points = Vec::new();
-        let mut seen: Vec<(u64, String)> = Vec::new();
-        for (i, r) in rows.iter().enumerate() {
-            let k = seen.iter().filter(|(c, w)| *c == r.core && *w == r.workload).count();
-            seen.push((r.core, r.workload.clone()));
-            let Some(f) = frows.iter().find(|(c, w, j, _)| *c == r.core && *w == r.workload && *j == k).and_then(|(_, _, _, l)| l.get_u64("cycles_per_iter")) else { continue };
-            csv.push_str(&format!("{name}_core_{},{},{f},,,\n", r.core, r.workload));
-            out.push_str(&format!("{:>4}  {:<20}  {:>w$}  {:>w2$.3}  {:>w3$.3}\n", r.core, r.workload, f,
-                f as f64 / r.smp_cycles_per_iter.max(1) as f64, f as f64 / r.vt_cycles_per_iter.max(1) as f64,
-                w = name.len() + 16, w2 = name.len() + 4, w3 = name.len() + 3));
-            points.push((i as f64, f as f64));
-        }
+        let (out, points) = third_system_rows(&rows, &cycles_lines(lines, "instance"), &name, &mut csv);
         table.push_str(&format!("VT laid out by {} (each sandbox's instances on its own cores):\n{out}", o.config.as_deref().map_or(String::new(), |p| p.display().to_string())));
         series.push(plot::Series { name: format!("Quest-V (VT), laid out by {name}"), points });
     }
@@ -520,6 +517,12 @@ mod tests {
         assert_eq!(one_instance_cycles(&s(&["RESULT frames before=1 after=1"])), None);
         // Mean per instance: SMP (8+10)/2 = 9, VT (12+9)/2 = 10.5, over one instance of 6.
         assert!(scaling_table(&rows, 6).contains("smp_per_instance/one=1.500 vt_per_sandbox/one=1.750"));
+        // A third system (Linux: by cpu) paired by core, its columns headed by its name.
+        let linux = cycles_lines(&s(&["RESULT forkwait iterations=10 cycles=160 cycles_per_iter=16 lang=c cpu=0 sandbox=-1 vmexits=-1"]), "cpu");
+        let mut csv = String::new();
+        let (out, points) = third_system_rows(&rows, &linux, "linux", &mut csv);
+        assert_eq!(out, "core  workload              linux_cycles_per_iter  linux/smp  linux/vt\n   0  forkwait                                 16      2.000     1.333\n");
+        assert_eq!((csv.as_str(), points), ("linux_core_0,forkwait,16,,,\n", vec![(0.0, 16.0)]));
     }
 
     #[test]
