@@ -213,23 +213,36 @@ pub(super) fn resuming(core: u32) {
 /// hand the unmapped memory to anyone else).
 pub(super) fn flush_others(sandbox: u32, me: u32) -> bool {
     let mut all = true;
-    for c in other_cores(sandbox).into_iter().chain(core::iter::once(sandbox)).filter(|&c| c != me) {
+    for c in cores_but(sandbox, me) {
         FLUSH[c as usize].store(true, Ordering::SeqCst);
-        let deadline = cpu::rdtsc() + time::ms_to_cycles(2000);
-        while FLUSH[c as usize].load(Ordering::SeqCst) && IN_GUEST[c as usize].load(Ordering::SeqCst) {
-            if cpu::rdtsc() > deadline {
-                result!("sandbox_core_unresponsive", "sandbox={} core={} waiting_for=flush", sandbox, c);
-                all = false;
-                break;
-            }
-            kick(c);
-            let next = cpu::rdtsc() + time::us_to_cycles(1000);
-            while FLUSH[c as usize].load(Ordering::SeqCst) && IN_GUEST[c as usize].load(Ordering::SeqCst) && cpu::rdtsc() < next {
-                core::hint::spin_loop();
-            }
+        if !kick_until(c, || FLUSH[c as usize].load(Ordering::SeqCst) && IN_GUEST[c as usize].load(Ordering::SeqCst)) {
+            result!("sandbox_core_unresponsive", "sandbox={} core={} waiting_for=flush", sandbox, c);
+            all = false;
         }
     }
     all
+}
+
+/// The cores of `sandbox` other than `me`.
+fn cores_but(sandbox: u32, me: u32) -> Vec<u32> {
+    other_cores(sandbox).into_iter().chain(core::iter::once(sandbox)).filter(|&c| c != me).collect()
+}
+
+/// NMI core `c` every millisecond while `pending()` (an NMI that reaches it in the monitor exits nothing, so
+/// it is sent again), for at most 2 s. Returns whether `pending` ended.
+fn kick_until(c: u32, pending: impl Fn() -> bool) -> bool {
+    let deadline = cpu::rdtsc() + time::ms_to_cycles(2000);
+    while pending() {
+        if cpu::rdtsc() > deadline {
+            return false;
+        }
+        kick(c);
+        let next = cpu::rdtsc() + time::us_to_cycles(1000);
+        while pending() && cpu::rdtsc() < next {
+            core::hint::spin_loop();
+        }
+    }
+    true
 }
 
 /// Is a fault (or the end) of `sandbox` being handled by one of its cores?
@@ -244,29 +257,21 @@ pub(super) fn handling(sandbox: u32) -> bool {
 /// that did not stop within 2 s: still in their guest).
 pub(super) fn stop_others(sandbox: u32, me: u32) -> (u32, u32) {
     let (mut stopped, mut unresponsive) = (0, 0);
-    let others: Vec<u32> = other_cores(sandbox).into_iter().chain(core::iter::once(sandbox)).filter(|&c| c != me).collect();
+    let others = cores_but(sandbox, me);
     for &c in &others {
         if !RUNNING[c as usize].load(Ordering::SeqCst) {
             continue;
         }
         STOP[c as usize].store(true, Ordering::SeqCst);
-        let deadline = cpu::rdtsc() + time::ms_to_cycles(2000);
-        while RUNNING[c as usize].load(Ordering::SeqCst) {
-            if cpu::rdtsc() > deadline {
-                result!("sandbox_core_unresponsive", "sandbox={} core={}", sandbox, c);
-                unresponsive += 1;
-                break;
-            }
-            kick(c);
-            let next = cpu::rdtsc() + time::us_to_cycles(1000);
-            while RUNNING[c as usize].load(Ordering::SeqCst) && cpu::rdtsc() < next {
-                core::hint::spin_loop();
-            }
+        if kick_until(c, || RUNNING[c as usize].load(Ordering::SeqCst)) {
+            stopped += 1;
+        } else {
+            result!("sandbox_core_unresponsive", "sandbox={} core={}", sandbox, c);
+            unresponsive += 1;
         }
-        stopped += 1;
     }
     for &c in &others {
         START[c as usize].store(false, Ordering::SeqCst);
     }
-    (stopped - unresponsive, unresponsive)
+    (stopped, unresponsive)
 }
